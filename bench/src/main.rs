@@ -1,0 +1,2 @@
+//! salt's benchmarks.
+fn main() {}

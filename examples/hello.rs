@@ -1,0 +1,2 @@
+//! The smallest complete salt program.
+fn main() {}

@@ -1,0 +1,1 @@
+//! Shared nothing: the examples are the `[[example]]` targets of this package.

@@ -1,0 +1,345 @@
+//! Code generation from a checked [`Task`]. Infallible: every check happened in `parse`.
+//!
+//! For `#[task] async fn f(…) -> …` this emits:
+//! - `fn f(…) -> Handle<T>` with the user's attributes and visibility: it spawns a child node
+//!   inside a run, and runs the body directly outside one;
+//! - `async fn __salt_task_f(…)`: the user's function, renamed, its signature verbatim;
+//! - a `const _: () = { … };` block with the input struct, the registered body, the input check
+//!   and the `inventory` submission of the descriptor;
+//! - one `const _: () = assert_task_value::<T>();` per input and output type, spanned at the
+//!   user's type so that a type that cannot cross a task boundary is reported there.
+//!
+//! Every path is absolute through `::salt::__private`; generated names start with `__salt`.
+
+use proc_macro2::{Ident, Literal, TokenStream};
+use quote::{ToTokens, format_ident, quote, quote_spanned};
+use syn::ext::IdentExt;
+use syn::spanned::Spanned;
+use syn::{Attribute, Type};
+
+use crate::parse::{Backoff, Macro, Output, Param, Task};
+
+/// The generated items for one `#[task]` or `#[workflow]`.
+pub(crate) fn expand(task: &Task) -> TokenStream {
+    let Task { attrs, vis, sig, body, params, output, .. } = task;
+    let name = task.name.as_str();
+    let ident = &sig.ident;
+    let body_fn = format_ident!("__salt_task_{}", ident.unraw(), span = ident.span());
+    let cfgs: Vec<&Attribute> = attrs.iter().filter(|a| a.path().is_ident("cfg")).collect();
+    let lints: Vec<&Attribute> = attrs
+        .iter()
+        .filter(|a| ["allow", "warn", "deny", "forbid"].iter().any(|l| a.path().is_ident(l)))
+        .collect();
+
+    let inputs: Vec<(&Ident, &Type)> = params
+        .iter()
+        .filter_map(|p| match p {
+            Param::Input { ident, ty } => Some((ident, ty)),
+            Param::Context => None,
+        })
+        .collect();
+    let out_ty = match output {
+        Output::Unit => quote!(()),
+        Output::Plain(ty) | Output::Result { ok: ty, .. } => ty.to_token_stream(),
+    };
+
+    // The public fn: spawn inside a run, run the body directly outside one.
+    let pub_params = inputs.iter().map(|(ident, ty)| {
+        quote!(#ident: impl ::core::convert::Into<::salt::__private::Arg<#ty>>)
+    });
+    let into_args = inputs.iter().map(|(ident, ty)| {
+        quote!(let #ident: ::salt::__private::Arg<#ty> = ::core::convert::Into::into(#ident);)
+    });
+    let wires = inputs.iter().map(|(ident, ty)| {
+        let wire = ident.unraw().to_string();
+        quote_spanned!(ty.span()=> #ident.wire(#wire))
+    });
+    let resolves = inputs.iter().map(|(ident, ty)| {
+        let resolve = quote_spanned!(ty.span()=> #ident.resolve());
+        quote!(let #ident = #resolve.await?;)
+    });
+    let direct_args = params.iter().map(|p| match p {
+        Param::Input { ident, .. } => quote!(#ident),
+        Param::Context => quote!(&__salt_ctx),
+    });
+    let run_args = params.iter().map(|p| match p {
+        Param::Input { ident, .. } => quote!(__salt_input.#ident),
+        Param::Context => quote!(&ctx),
+    });
+    let direct_call = quote!(#body_fn(#(#direct_args),*).await);
+    let run_call = quote!(#body_fn(#(#run_args),*).await);
+    let (direct_out, run_out) = match output {
+        Output::Result { full, .. } => {
+            // Spanned at the return type: an error type without `Into<salt::Error>` is reported there.
+            let into_result = quote_spanned!(full.span()=> ::salt::__private::into_result);
+            (quote!(#into_result(#direct_call)), quote!(#into_result(#run_call)?))
+        }
+        Output::Unit | Output::Plain(_) => {
+            (quote!(::core::result::Result::Ok(#direct_call)), run_call)
+        }
+    };
+    let handle = match &sig.output {
+        syn::ReturnType::Type(_, ty) => quote_spanned!(ty.span()=> ::salt::__private::Handle<#out_ty>),
+        syn::ReturnType::Default => quote!(::salt::__private::Handle<#out_ty>),
+    };
+    let public_fn = quote! {
+        #(#attrs)*
+        #vis fn #ident(#(#pub_params),*) -> #handle {
+            #(#into_args)*
+            match ::salt::__private::Context::current() {
+                ::core::option::Option::Some(__salt_ctx) => {
+                    __salt_ctx.spawn::<#out_ty>(#name, ::std::vec![#(#wires),*])
+                }
+                ::core::option::Option::None => ::salt::__private::Handle::direct(async move {
+                    #(#resolves)*
+                    let __salt_ctx = ::salt::__private::Context::detached();
+                    #direct_out
+                }),
+            }
+        }
+    };
+
+    // The user's fn, renamed and private, its signature otherwise verbatim.
+    let mut body_sig = sig.clone();
+    body_sig.ident = body_fn.clone();
+    let body_fn_item = quote! {
+        #(#cfgs)*
+        #(#lints)*
+        #[doc(hidden)]
+        #[allow(non_snake_case, clippy::all)]
+        #body_sig #body
+    };
+
+    // The registration.
+    let fields = inputs.iter().map(|(ident, ty)| quote!(#ident: #ty));
+    let schema_name = format!("{name}_input");
+    let kind = match task.kind {
+        Macro::Task => quote!(::salt::__private::Kind::Task),
+        Macro::Workflow => quote!(::salt::__private::Kind::Workflow),
+    };
+    let output_schema = match &sig.output {
+        syn::ReturnType::Type(_, ty) => {
+            quote_spanned!(ty.span()=> ::salt::__private::schema::<#out_ty>)
+        }
+        syn::ReturnType::Default => quote!(::salt::__private::schema::<#out_ty>),
+    };
+    let doc = task.doc.as_str();
+    let policy = policy(task);
+    let label = option(task.label.as_deref());
+    let color = option(task.color.as_deref());
+    let default_input = option(task.default_input.as_deref());
+    let schedule = option(task.schedule.as_deref());
+    let registration = quote! {
+        #(#cfgs)*
+        const _: () = {
+            #[derive(::salt::__private::serde::Deserialize, ::salt::__private::schemars::JsonSchema)]
+            #[serde(crate = "::salt::__private::serde", deny_unknown_fields)]
+            #[schemars(crate = "::salt::__private::schemars", rename = #schema_name)]
+            struct __SaltInput {
+                #(#fields),*
+            }
+
+            fn __salt_run(
+                input: ::salt::__private::serde_json::Value,
+                ctx: ::salt::__private::Context,
+            ) -> ::salt::__private::BodyFuture {
+                ::std::boxed::Box::pin(async move {
+                    let __salt_input: __SaltInput = ::salt::__private::decode_input(#name, input)?;
+                    let __salt_out = #run_out;
+                    ::salt::__private::encode_output(#name, &__salt_out)
+                })
+            }
+
+            fn __salt_check(
+                input: &::salt::__private::serde_json::Value,
+            ) -> ::salt::__private::Result<()> {
+                ::salt::__private::decode_input::<__SaltInput>(#name, input.clone()).map(|_| ())
+            }
+
+            ::salt::__private::inventory::submit! {
+                ::salt::__private::TaskDescriptor {
+                    name: #name,
+                    kind: #kind,
+                    module: ::core::module_path!(),
+                    doc: #doc,
+                    input_schema: ::salt::__private::schema::<__SaltInput>,
+                    output_schema: #output_schema,
+                    run: __salt_run,
+                    check_input: __salt_check,
+                    policy: #policy,
+                    label: #label,
+                    color: #color,
+                    default_input: #default_input,
+                    schedule: #schedule,
+                }
+            }
+        };
+    };
+
+    // Type checks spanned at the user's types, so a type that is not a task value is reported
+    // there with `TaskValue`'s hint.
+    let checked_out = match output {
+        Output::Unit => None,
+        Output::Plain(ty) | Output::Result { ok: ty, .. } => Some(ty),
+    };
+    let assertions = inputs.iter().map(|(_, ty)| *ty).chain(checked_out).map(|ty| {
+        quote_spanned! {ty.span()=>
+            #(#cfgs)*
+            const _: () = ::salt::__private::assert_task_value::<#ty>();
+        }
+    });
+
+    quote! {
+        #public_fn
+        #body_fn_item
+        #registration
+        #(#assertions)*
+    }
+}
+
+fn policy(task: &Task) -> TokenStream {
+    let p = &task.policy;
+    let retries = Literal::u32_unsuffixed(p.retries);
+    let priority = Literal::i32_unsuffixed(p.priority);
+    let queue = p.queue.as_str();
+    let backoff = match p.backoff {
+        Backoff::Fixed(ms) => {
+            let delay = millis(ms);
+            quote!(::salt::__private::Backoff::Fixed(#delay))
+        }
+        Backoff::Exponential { base, cap } => {
+            let (base, cap) = (millis(base), millis(cap));
+            quote!(::salt::__private::Backoff::Exponential { base: #base, cap: #cap })
+        }
+    };
+    let timeout = match p.timeout {
+        Some(ms) => {
+            let timeout = millis(ms);
+            quote!(::core::option::Option::Some(#timeout))
+        }
+        None => quote!(::core::option::Option::None),
+    };
+    quote! {
+        ::salt::__private::Policy {
+            retries: #retries,
+            backoff: #backoff,
+            timeout: #timeout,
+            queue: #queue,
+            priority: #priority,
+        }
+    }
+}
+
+fn millis(ms: u64) -> TokenStream {
+    let ms = Literal::u64_unsuffixed(ms);
+    quote!(::salt::__private::millis(#ms))
+}
+
+fn option(value: Option<&str>) -> TokenStream {
+    match value {
+        Some(value) => quote!(::core::option::Option::Some(#value)),
+        None => quote!(::core::option::Option::None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use quote::quote;
+
+    use super::*;
+    use crate::parse::parse;
+
+    /// Tokens as text without spaces, so that comparisons ignore how punctuation is joined.
+    fn squash(tokens: &TokenStream) -> String {
+        tokens.to_string().replace(' ', "")
+    }
+
+    fn assert_has(out: &str, expected: TokenStream) {
+        let expected = squash(&expected);
+        assert!(out.contains(&expected), "missing `{expected}` in\n{out}");
+    }
+
+    fn expand_str(kind: Macro, args: TokenStream, item: TokenStream) -> String {
+        match parse(kind, args, item) {
+            Ok(task) => {
+                let out = expand(&task);
+                if let Err(e) = syn::parse2::<syn::File>(out.clone()) {
+                    panic!("the expansion does not parse: {e}\n{out}");
+                }
+                squash(&out)
+            }
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+
+    #[test]
+    fn expands_the_documented_shape() {
+        let out = expand_str(
+            Macro::Task,
+            quote!(retries = 2, backoff = "exponential(1s, 30s)", timeout = "10s", queue = "io",
+                priority = 5, label = "Extract", color = "#ff0000", name = "extract_rows"),
+            quote! {
+                /// Reads rows.
+                pub async fn extract(mut source: String, ctx: &Context) -> salt::Result<Vec<Row>> {
+                    Ok(vec![])
+                }
+            },
+        );
+        for expected in [
+            quote!(#[doc = r" Reads rows."] pub fn extract(source: impl ::core::convert::Into<::salt::__private::Arg<String> >) -> ::salt::__private::Handle<Vec<Row> >),
+            quote!(__salt_ctx.spawn::<Vec<Row> >("extract_rows", ::std::vec![source.wire("source")])),
+            quote!(::salt::__private::into_result(__salt_task_extract(source, &__salt_ctx).await)),
+            quote!(async fn __salt_task_extract(mut source: String, ctx: &Context) -> salt::Result<Vec<Row> >),
+            quote!(struct __SaltInput { source: String }),
+            quote!(rename = "extract_rows_input"),
+            quote!(::salt::__private::into_result(__salt_task_extract(__salt_input.source, &ctx).await)?),
+            quote!(doc: "Reads rows.",),
+            quote!(retries: 2, backoff: ::salt::__private::Backoff::Exponential { base: ::salt::__private::millis(1000), cap: ::salt::__private::millis(30000) },),
+            quote!(timeout: ::core::option::Option::Some(::salt::__private::millis(10000)), queue: "io", priority: 5),
+            quote!(label: ::core::option::Option::Some("Extract"), color: ::core::option::Option::Some("#ff0000"),),
+            quote!(default_input: ::core::option::Option::None, schedule: ::core::option::Option::None,),
+            quote!(const _: () = ::salt::__private::assert_task_value::<String>();),
+            quote!(const _: () = ::salt::__private::assert_task_value::<Vec<Row> >();),
+        ] {
+            assert_has(&out, expected);
+        }
+    }
+
+    #[test]
+    fn plain_outputs_are_wrapped_in_ok() {
+        let out = expand_str(Macro::Task, quote!(), quote!(async fn double(x: u64) -> u64 { x * 2 }));
+        assert_has(&out, quote!(::core::result::Result::Ok(__salt_task_double(x).await)));
+        assert_has(&out, quote!(let __salt_out = __salt_task_double(__salt_input.x).await;));
+        assert_has(
+            &out,
+            quote!(backoff: ::salt::__private::Backoff::Fixed(::salt::__private::millis(1000))),
+        );
+        assert_has(&out, quote!(queue: "default", priority: 0));
+        assert_has(&out, quote!(kind: ::salt::__private::Kind::Task));
+    }
+
+    #[test]
+    fn workflows_carry_input_and_schedule() {
+        let out = expand_str(
+            Macro::Workflow,
+            quote!(input = r#"{"a": 1}"#, schedule = "0 3 * * *"),
+            quote!(async fn nightly(a: u64) {}),
+        );
+        assert_has(&out, quote!(kind: ::salt::__private::Kind::Workflow));
+        assert_has(&out, quote!(default_input: ::core::option::Option::Some("{\"a\": 1}")));
+        assert_has(&out, quote!(schedule: ::core::option::Option::Some("0 3 * * *")));
+        let out = expand_str(Macro::Workflow, quote!(), quote!(async fn empty() {}));
+        assert_has(&out, quote!(default_input: ::core::option::Option::Some("{}")));
+    }
+
+    #[test]
+    fn cfg_and_lint_attributes_reach_every_item() {
+        let out = expand_str(
+            Macro::Task,
+            quote!(),
+            quote!(#[cfg(test)] #[allow(unused_variables)] async fn f(x: u8) {}),
+        );
+        assert_eq!(out.matches("#[cfg(test)]").count(), 4, "{out}");
+        assert_eq!(out.matches("#[allow(unused_variables)]").count(), 2, "{out}");
+    }
+}

@@ -1,0 +1,380 @@
+//! What a running task sees: its [`Context`], typed [`Handle`]s to the nodes it spawned, and
+//! [`Arg`]s that are either values or handles.
+//!
+//! Inside a run, calling a task spawns a child node at once (key `(parent, seq)`) and returns a
+//! handle; awaiting the handle asks the orchestrator for the child's output. Outside any run (a
+//! plain unit test), awaiting the handle runs the task body directly.
+
+use std::future::{Future, IntoFuture};
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::error::{Error, ErrorKind, ErrorWire, Result};
+use crate::model::NodeId;
+
+tokio::task_local! {
+    static CURRENT: Context;
+}
+
+/// A value a task takes and gives: serde both ways, with a JSON Schema.
+///
+/// Implemented for every type that is `Serialize + DeserializeOwned + JsonSchema + Send + 'static`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot cross a task boundary",
+    label = "task inputs and outputs must be serde (de)serializable and have a JSON Schema",
+    note = "add `#[derive(Serialize, Deserialize, JsonSchema)]` to the type (all three are in `salt::prelude`)"
+)]
+pub trait TaskValue: Serialize + DeserializeOwned + schemars::JsonSchema + Send + 'static {}
+
+impl<T: Serialize + DeserializeOwned + schemars::JsonSchema + Send + 'static> TaskValue for T {}
+
+/// One argument of a spawn as it is sent to the orchestrator.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WireArg {
+    /// A literal value.
+    Value(Value),
+    /// The output of the sibling node spawned at this sequence number.
+    Handle(u32),
+}
+
+/// A spawn request: `(parent, seq)` is the durable key of the child.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct SpawnRequest {
+    /// The sequence number of this call in the parent's body.
+    pub seq: u32,
+    /// The task to run.
+    pub task: String,
+    /// The arguments, by parameter name, in declaration order.
+    pub args: Vec<(String, WireArg)>,
+}
+
+/// A journaled call whose value is recorded on first run and replayed afterwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JournalKind {
+    /// `ctx.random()`.
+    Random,
+    /// `ctx.now()`.
+    Now,
+}
+
+/// The orchestrator as a running body sees it (in process, or across the stdio protocol).
+pub(crate) trait Host: Send + Sync + 'static {
+    fn spawn(&self, request: SpawnRequest);
+    fn await_node(&self, seq: u32) -> BoxFuture<'static, std::result::Result<Value, ErrorWire>>;
+    fn journal(&self, seq: u32, kind: JournalKind, proposed: Value) -> BoxFuture<'static, Value>;
+    fn log(&self, line: String);
+}
+
+struct ContextInner {
+    host: Option<Arc<dyn Host>>,
+    run: i64,
+    node: NodeId,
+    attempt: u32,
+    seq: AtomicU32,
+}
+
+/// A running node's view of its run. Take `ctx: &salt::Context` as a task parameter to get it.
+#[derive(Clone)]
+pub struct Context {
+    inner: Arc<ContextInner>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("run", &self.inner.run)
+            .field("node", &self.inner.node)
+            .field("attempt", &self.inner.attempt)
+            .finish()
+    }
+}
+
+impl Context {
+    pub(crate) fn new(host: Arc<dyn Host>, run: i64, node: NodeId, attempt: u32) -> Self {
+        Self {
+            inner: Arc::new(ContextInner { host: Some(host), run, node, attempt, seq: AtomicU32::new(0) }),
+        }
+    }
+
+    /// A context outside any run: task calls run their bodies directly, `random` and `now` are
+    /// not journaled. This is what a task sees when it is called from a plain unit test.
+    pub fn detached() -> Self {
+        Self {
+            inner: Arc::new(ContextInner { host: None, run: 0, node: 0, attempt: 1, seq: AtomicU32::new(0) }),
+        }
+    }
+
+    /// The context of the node whose body is running on this task, if any.
+    pub fn current() -> Option<Context> {
+        CURRENT.try_with(|c| c.clone()).ok().filter(|c| c.inner.host.is_some())
+    }
+
+    /// Runs `fut` with this context as the current one.
+    pub(crate) fn scope<F: Future>(self, fut: F) -> impl Future<Output = F::Output> {
+        CURRENT.scope(self, fut)
+    }
+
+    /// The id of the run (0 outside a run).
+    pub fn run_id(&self) -> i64 {
+        self.inner.run
+    }
+
+    /// The id of this node in its run (0 is the workflow's root node).
+    pub fn node_id(&self) -> NodeId {
+        self.inner.node
+    }
+
+    /// Which attempt of this node is running, from 1.
+    pub fn attempt(&self) -> u32 {
+        self.inner.attempt
+    }
+
+    /// Whether this body runs inside a run (false in a plain unit test).
+    pub fn in_run(&self) -> bool {
+        self.inner.host.is_some()
+    }
+
+    fn next_seq(&self) -> u32 {
+        self.inner.seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A random number, journaled: a replay of this body gets the same value back.
+    pub async fn random(&self) -> u64 {
+        let proposed = random_u64();
+        match &self.inner.host {
+            None => proposed,
+            Some(host) => {
+                let v = host.journal(self.next_seq(), JournalKind::Random, Value::from(proposed)).await;
+                v.as_u64().unwrap_or(proposed)
+            }
+        }
+    }
+
+    /// A random number in `0..bound` (journaled, see [`Context::random`]); 0 when `bound` is 0.
+    pub async fn random_below(&self, bound: u64) -> u64 {
+        if bound == 0 { 0 } else { self.random().await % bound }
+    }
+
+    /// The wall-clock time, journaled: a replay of this body gets the same time back.
+    pub async fn now(&self) -> SystemTime {
+        let proposed = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+        let millis = match &self.inner.host {
+            None => proposed,
+            Some(host) => host
+                .journal(self.next_seq(), JournalKind::Now, Value::from(proposed))
+                .await
+                .as_u64()
+                .unwrap_or(proposed),
+        };
+        UNIX_EPOCH + Duration::from_millis(millis)
+    }
+
+    /// Writes a line to this attempt's log (`salt logs RUN NODE`).
+    pub fn log(&self, line: impl Into<String>) {
+        let line = line.into();
+        match &self.inner.host {
+            Some(host) => host.log(line),
+            None => tracing::info!(target: "salt::task", "{line}"),
+        }
+    }
+
+    /// Spawns a child node of task `task` with these arguments and returns its handle.
+    #[doc(hidden)]
+    pub fn spawn<T: TaskValue>(&self, task: &'static str, args: Vec<Result<(String, WireArg)>>) -> Handle<T> {
+        let args = match args.into_iter().collect::<Result<Vec<_>>>() {
+            Ok(args) => args,
+            Err(e) => return Handle::direct(async move { Err(e) }),
+        };
+        let host = self.inner.host.clone().expect("spawn outside a run");
+        let seq = self.next_seq();
+        host.spawn(SpawnRequest { seq, task: task.to_string(), args });
+        Handle::node(self.clone(), seq)
+    }
+}
+
+/// 64 random bits from the OS-seeded hasher of the standard library.
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos());
+    h.finish()
+}
+
+type DirectFuture = Shared<BoxFuture<'static, std::result::Result<Value, ErrorWire>>>;
+
+enum HandleInner {
+    /// A child node of a running body.
+    Node { ctx: Context, seq: u32 },
+    /// Outside a run: the body itself, run (once) when first awaited.
+    Direct(DirectFuture),
+}
+
+/// A typed reference to a node's future output. Await it for the value, or pass it as an
+/// argument to another task call to wire the two nodes with a data edge.
+pub struct Handle<T> {
+    inner: Arc<HandleInner>,
+    _out: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for Handle<T> {
+    fn clone(&self) -> Self {
+        Self { inner: self.inner.clone(), _out: PhantomData }
+    }
+}
+
+impl<T> std::fmt::Debug for Handle<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &*self.inner {
+            HandleInner::Node { ctx, seq } => {
+                write!(f, "Handle(node {} seq {})", ctx.node_id(), seq)
+            }
+            HandleInner::Direct(_) => f.write_str("Handle(direct)"),
+        }
+    }
+}
+
+impl<T: TaskValue> Handle<T> {
+    fn node(ctx: Context, seq: u32) -> Self {
+        Self { inner: Arc::new(HandleInner::Node { ctx, seq }), _out: PhantomData }
+    }
+
+    /// A handle whose body runs directly when awaited (outside any run).
+    #[doc(hidden)]
+    pub fn direct<F>(body: F) -> Self
+    where
+        F: Future<Output = Result<T>> + Send + 'static,
+    {
+        let fut = async move {
+            let out = body.await.map_err(|e| e.to_wire())?;
+            serde_json::to_value(out).map_err(|e| ErrorWire::new(ErrorKind::Input, e))
+        }
+        .boxed()
+        .shared();
+        Self { inner: Arc::new(HandleInner::Direct(fut)), _out: PhantomData }
+    }
+
+    async fn value(self) -> Result<Value> {
+        match &*self.inner {
+            HandleInner::Node { ctx, seq } => {
+                let host = ctx.inner.host.clone().expect("node handles exist only inside runs");
+                Ok(host.await_node(*seq).await?)
+            }
+            HandleInner::Direct(fut) => Ok(fut.clone().await?),
+        }
+    }
+
+    fn wire(&self) -> WireArg {
+        match &*self.inner {
+            HandleInner::Node { seq, .. } => WireArg::Handle(*seq),
+            HandleInner::Direct(_) => unreachable!("direct handles are created outside runs only"),
+        }
+    }
+}
+
+impl<T: TaskValue> IntoFuture for Handle<T> {
+    type Output = Result<T>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Result<T>> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            let value = self.value().await?;
+            serde_json::from_value(value)
+                .map_err(|e| Error::new(ErrorKind::Input, format!("cannot decode a node's output: {e}")))
+        })
+    }
+}
+
+/// An argument of a task call: a value, or a handle to another node's output.
+pub enum Arg<T> {
+    /// A value known now.
+    Value(T),
+    /// The output of another node, once it has one.
+    Handle(Handle<T>),
+}
+
+impl<T> From<T> for Arg<T> {
+    fn from(value: T) -> Self {
+        Arg::Value(value)
+    }
+}
+
+impl<T> From<Handle<T>> for Arg<T> {
+    fn from(handle: Handle<T>) -> Self {
+        Arg::Handle(handle)
+    }
+}
+
+impl<T> From<&Handle<T>> for Arg<T> {
+    fn from(handle: &Handle<T>) -> Self {
+        Arg::Handle(handle.clone())
+    }
+}
+
+impl From<&str> for Arg<String> {
+    fn from(value: &str) -> Self {
+        Arg::Value(value.to_owned())
+    }
+}
+
+impl<T: TaskValue> Arg<T> {
+    /// The argument as sent in a spawn request.
+    #[doc(hidden)]
+    pub fn wire(self, name: &str) -> Result<(String, WireArg)> {
+        let arg = match self {
+            Arg::Value(v) => WireArg::Value(serde_json::to_value(v).map_err(|e| {
+                Error::new(ErrorKind::Input, format!("cannot encode argument `{name}`: {e}"))
+            })?),
+            Arg::Handle(h) => h.wire(),
+        };
+        Ok((name.to_owned(), arg))
+    }
+
+    /// The value, awaiting the handle if it is one (outside a run).
+    #[doc(hidden)]
+    pub async fn resolve(self) -> Result<T> {
+        match self {
+            Arg::Value(v) => Ok(v),
+            Arg::Handle(h) => h.await,
+        }
+    }
+}
+
+/// Awaits every handle, in order; fails with the first error.
+///
+/// Inside a run, the nodes behind the handles run in parallel (up to the run's parallelism).
+pub async fn join_all<T, I>(handles: I) -> Result<Vec<T>>
+where
+    T: TaskValue,
+    I: IntoIterator,
+    I::Item: IntoFuture<Output = Result<T>>,
+{
+    futures::future::join_all(handles.into_iter().map(IntoFuture::into_future))
+        .await
+        .into_iter()
+        .collect()
+}
+
+/// Decodes a task's input object (used by generated code).
+#[doc(hidden)]
+pub fn decode_input<T: DeserializeOwned>(task: &str, input: Value) -> Result<T> {
+    serde_json::from_value(input)
+        .map_err(|e| Error::new(ErrorKind::Input, format!("input of `{task}` does not match its type: {e}")))
+}
+
+/// Encodes a task's output (used by generated code).
+#[doc(hidden)]
+pub fn encode_output<T: Serialize>(task: &str, output: &T) -> Result<Value> {
+    serde_json::to_value(output)
+        .map_err(|e| Error::new(ErrorKind::Input, format!("output of `{task}` cannot be encoded: {e}")))
+}

@@ -1,0 +1,24 @@
+//! The engine behind [salt](https://docs.rs/salt): the model, the store, the orchestrator, the
+//! executors, the stdio protocol, rendering and the CLI.
+//!
+//! Users depend on the `salt` crate, which re-exports what they need; this crate's API is the
+//! contract between the facade, the generated code and the binary.
+
+pub mod cli;
+pub mod context;
+pub mod error;
+mod executor;
+pub mod model;
+mod orchestrator;
+pub mod progress;
+pub mod protocol;
+pub mod registry;
+pub mod render;
+pub mod runner;
+pub mod store;
+
+pub use context::{Arg, Context, Handle, TaskValue, join_all};
+pub use error::{Error, ErrorKind, Result};
+pub use registry::{Backoff, Kind, Policy, Registry, TaskDescriptor};
+pub use progress::Progress;
+pub use runner::{Executor, RunOutcome, Runner};

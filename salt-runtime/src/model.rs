@@ -1,0 +1,311 @@
+//! The model: runs, nodes, edges, attempts, and their states.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::ErrorWire;
+
+/// The id of a run.
+pub type RunId = i64;
+
+/// The id of a node within its run; the workflow's root node is 0.
+pub type NodeId = u64;
+
+/// The state of a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeState {
+    /// Waiting on its upstream nodes, or on the backoff before a retry.
+    Pending,
+    /// Its upstream succeeded: it starts when a slot is free.
+    Ready,
+    /// An attempt is running.
+    Running,
+    /// Its body is parked on children it awaits.
+    Waiting,
+    /// Done, with an output.
+    Succeeded,
+    /// Its last attempt failed.
+    Failed,
+    /// Stopped before it finished.
+    Cancelled,
+    /// Never ran: a node it depends on failed.
+    Skipped,
+}
+
+impl NodeState {
+    /// Whether the node is done, one way or another.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled | Self::Skipped)
+    }
+
+    /// The lowercase name, as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Ready => "ready",
+            Self::Running => "running",
+            Self::Waiting => "waiting",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+            Self::Skipped => "skipped",
+        }
+    }
+
+    /// Parses a stored state name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => Self::Pending,
+            "ready" => Self::Ready,
+            "running" => Self::Running,
+            "waiting" => Self::Waiting,
+            "succeeded" => Self::Succeeded,
+            "failed" => Self::Failed,
+            "cancelled" => Self::Cancelled,
+            "skipped" => Self::Skipped,
+            _ => return None,
+        })
+    }
+
+    /// Every state, in display order.
+    pub const ALL: [NodeState; 8] = [
+        Self::Pending,
+        Self::Ready,
+        Self::Running,
+        Self::Waiting,
+        Self::Succeeded,
+        Self::Failed,
+        Self::Cancelled,
+        Self::Skipped,
+    ];
+}
+
+/// The state of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    /// Created, not started.
+    Queued,
+    /// An orchestrator is running it.
+    Running,
+    /// No new node starts until it is resumed.
+    Paused,
+    /// Every node succeeded.
+    Succeeded,
+    /// A node failed.
+    Failed,
+    /// Stopped by a user.
+    Cancelled,
+    /// A promise was broken.
+    Terminated,
+    /// Marked running, but its orchestrator is gone: `recover` resumes it.
+    Interrupted,
+}
+
+impl RunState {
+    /// Whether the run is over.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled | Self::Terminated)
+    }
+
+    /// The lowercase name, as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Paused => "paused",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+            Self::Terminated => "terminated",
+            Self::Interrupted => "interrupted",
+        }
+    }
+
+    /// Parses a stored state name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "queued" => Self::Queued,
+            "running" => Self::Running,
+            "paused" => Self::Paused,
+            "succeeded" => Self::Succeeded,
+            "failed" => Self::Failed,
+            "cancelled" => Self::Cancelled,
+            "terminated" => Self::Terminated,
+            "interrupted" => Self::Interrupted,
+            _ => return None,
+        })
+    }
+}
+
+/// Why one node runs after another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EdgeKind {
+    /// The downstream node takes the upstream node's output as an argument.
+    Data,
+    /// Added explicitly: order only.
+    Control,
+}
+
+impl EdgeKind {
+    /// The lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Data => "data",
+            Self::Control => "control",
+        }
+    }
+}
+
+/// A run as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRecord {
+    /// Its id.
+    pub id: RunId,
+    /// The workflow it runs.
+    pub workflow: String,
+    /// Its state.
+    pub state: RunState,
+    /// The workflow's input.
+    pub input: Value,
+    /// The workflow's output, once it succeeded.
+    pub output: Option<Value>,
+    /// Why it failed.
+    pub error: Option<ErrorWire>,
+    /// When it was created (ms since the epoch).
+    pub created_at: i64,
+    /// When it started (ms since the epoch).
+    pub started_at: Option<i64>,
+    /// When it ended (ms since the epoch).
+    pub finished_at: Option<i64>,
+    /// The executor it runs on.
+    pub executor: String,
+    /// Its parallelism limit.
+    pub parallelism: u32,
+    /// The process running its orchestrator, while it runs.
+    pub owner_pid: Option<u32>,
+}
+
+/// A node as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeRecord {
+    /// Its id in the run.
+    pub id: NodeId,
+    /// The node whose body spawned it (none for the root).
+    pub parent: Option<NodeId>,
+    /// Its sequence number in the parent's body.
+    pub seq: Option<u32>,
+    /// The task it runs.
+    pub task: String,
+    /// Its state.
+    pub state: NodeState,
+    /// Its literal arguments and the nodes its other arguments come from.
+    pub args: Vec<(String, StoredArg)>,
+    /// A hash of its task and arguments, to detect a replay that differs.
+    pub input_hash: String,
+    /// Its output, once it succeeded.
+    pub output: Option<Value>,
+    /// Why it failed.
+    pub error: Option<ErrorWire>,
+    /// How many attempts it has had.
+    pub attempts: u32,
+    /// A label to draw.
+    pub label: Option<String>,
+    /// When it was created.
+    pub created_at: i64,
+    /// When its last attempt started.
+    pub started_at: Option<i64>,
+    /// When it ended.
+    pub finished_at: Option<i64>,
+}
+
+/// An argument of a node as stored: a value, or the node whose output it takes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoredArg {
+    /// A literal value.
+    Value(Value),
+    /// The output of this node.
+    Node(NodeId),
+}
+
+/// An edge as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct EdgeRecord {
+    /// The upstream node.
+    pub from: NodeId,
+    /// The downstream node.
+    pub to: NodeId,
+    /// Data or control.
+    pub kind: EdgeKind,
+}
+
+/// One attempt of a node.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptRecord {
+    /// The node.
+    pub node: NodeId,
+    /// Its number, from 1.
+    pub attempt: u32,
+    /// `running`, `succeeded`, `failed` or `cancelled`.
+    pub state: NodeState,
+    /// The executor that ran it.
+    pub executor: String,
+    /// When it started.
+    pub started_at: i64,
+    /// When it ended.
+    pub finished_at: Option<i64>,
+    /// Why it failed.
+    pub error: Option<ErrorWire>,
+}
+
+/// A journaled value.
+#[derive(Debug, Clone, Serialize)]
+pub struct JournalRecord {
+    /// The node whose body made the call.
+    pub node: NodeId,
+    /// The call's sequence number.
+    pub seq: u32,
+    /// `random` or `now`.
+    pub kind: crate::context::JournalKind,
+    /// The recorded value.
+    pub value: Value,
+}
+
+/// A log line of an attempt.
+#[derive(Debug, Clone, Serialize)]
+pub struct LogRecord {
+    /// The node.
+    pub node: NodeId,
+    /// The attempt.
+    pub attempt: u32,
+    /// When it was written.
+    pub ts: i64,
+    /// The line.
+    pub line: String,
+}
+
+/// Everything stored about one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSnapshot {
+    /// The run.
+    pub run: RunRecord,
+    /// Its nodes, by id.
+    pub nodes: Vec<NodeRecord>,
+    /// Its edges.
+    pub edges: Vec<EdgeRecord>,
+    /// Every attempt of every node.
+    pub attempts: Vec<AttemptRecord>,
+    /// Journaled values.
+    pub journal: Vec<JournalRecord>,
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

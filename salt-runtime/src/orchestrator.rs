@@ -1,0 +1,869 @@
+//! The orchestrator: one event loop per run that owns the live graph.
+//!
+//! Running bodies send [`Event`]s (spawn, await, journal, log, finished). The loop applies a
+//! batch of them to the in-memory graph, collecting [`Write`]s and actions; commits the writes
+//! in one transaction; and only then acts (replies to awaits, starts and stops attempts). So
+//! every transition is durable before anything depends on it, and a fan-out of thousands of
+//! nodes costs a handful of transactions, not one per node per state.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::context::{JournalKind, SpawnRequest, WireArg};
+use crate::error::{Error, ErrorKind, ErrorWire, Result};
+use crate::executor::{self, Event, Launch, Running};
+use crate::model::{
+    EdgeKind, EdgeRecord, LogRecord, NodeId, NodeRecord, NodeState, RunId, RunSnapshot, RunState, StoredArg, now_ms,
+};
+use crate::progress::{Observer, Summary};
+use crate::registry::{Registry, TaskDescriptor};
+use crate::runner::{Executor, RunOutcome};
+use crate::store::{Store, Write};
+
+/// The most log lines kept per attempt; the rest is counted, not stored.
+const MAX_LOG_LINES: u32 = 10_000;
+/// The most events applied in one batch (one transaction).
+const MAX_BATCH: usize = 8_192;
+
+type Reply = oneshot::Sender<std::result::Result<Value, ErrorWire>>;
+
+struct Awaiter {
+    node: NodeId,
+    attempt: u32,
+    reply: Reply,
+}
+
+struct Live {
+    attempt: u32,
+    /// Filled in when the attempt is started, right after its start is committed.
+    running: Option<Running>,
+}
+
+struct Node {
+    id: NodeId,
+    parent: Option<NodeId>,
+    task: &'static TaskDescriptor,
+    state: NodeState,
+    args: Vec<(String, StoredArg)>,
+    input_hash: String,
+    output: Option<Value>,
+    error: Option<ErrorWire>,
+    attempts: u32,
+    /// Nodes this one runs after (data and control edges).
+    deps: Vec<NodeId>,
+    /// Nodes that run after this one.
+    dependents: Vec<NodeId>,
+    /// Nodes this one's body spawned.
+    children: Vec<NodeId>,
+    /// Deps not yet succeeded.
+    unmet: usize,
+    awaiters: Vec<Awaiter>,
+    /// Awaits of this node's body not yet answered.
+    waiting_on: usize,
+    live: Option<Live>,
+    logged: u32,
+}
+
+/// How a run is driven.
+pub(crate) struct Options {
+    pub(crate) executor: Executor,
+    pub(crate) parallelism: usize,
+    pub(crate) handle_ctrl_c: bool,
+    pub(crate) exe: PathBuf,
+}
+
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Retry { node: NodeId, attempt: u32 },
+    Timeout { node: NodeId, attempt: u32 },
+}
+
+enum Action {
+    Reply(Reply, std::result::Result<Value, ErrorWire>),
+    ReplyJournal(oneshot::Sender<Value>, Value),
+    Start(Launch),
+    Stop(Running),
+}
+
+pub(crate) struct Orchestrator {
+    run: RunId,
+    workflow: String,
+    store: Box<dyn Store>,
+    registry: &'static Registry,
+    opts: Options,
+    nodes: Vec<Node>,
+    keys: HashMap<(NodeId, u32), NodeId>,
+    journal: HashMap<(NodeId, u32), (JournalKind, Value)>,
+    ready: BinaryHeap<(i32, Reverse<NodeId>)>,
+    timers: BinaryHeap<Reverse<(Instant, Timer)>>,
+    live_slots: usize,
+    active: usize,
+    writes: Vec<Write>,
+    actions: Vec<Action>,
+    events: executor::Events,
+    cancel_reason: Option<String>,
+    observer: Box<dyn Observer>,
+    started: Instant,
+}
+
+fn hash_args(task: &str, args: &[(String, StoredArg)]) -> String {
+    // FNV-1a over the task name and the canonical JSON of the arguments: stable across builds.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let text = serde_json::to_string(args).unwrap_or_default();
+    for b in task.bytes().chain([0]).chain(text.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+fn describe_call(task: &str, args: &[(String, StoredArg)]) -> String {
+    let mut text = serde_json::to_string(args).unwrap_or_default();
+    if text.len() > 120 {
+        text.truncate(117);
+        text.push_str("...");
+    }
+    format!("spawn `{task}` with {text}")
+}
+
+impl Orchestrator {
+    /// An orchestrator for a run whose graph is `snapshot` (a new run has only its root).
+    pub(crate) fn new(
+        snapshot: RunSnapshot,
+        store: Box<dyn Store>,
+        registry: &'static Registry,
+        opts: Options,
+        observer: Box<dyn Observer>,
+    ) -> Result<(Self, mpsc::UnboundedReceiver<Event>)> {
+        let (events, rx) = mpsc::unbounded_channel();
+        let mut nodes = Vec::with_capacity(snapshot.nodes.len());
+        let mut keys = HashMap::new();
+        for (i, rec) in snapshot.nodes.into_iter().enumerate() {
+            if rec.id != i as NodeId {
+                return Err(Error::new(ErrorKind::Store, format!("run {} has a gap in its node ids at {i}", snapshot.run.id)));
+            }
+            let task = registry.get(&rec.task).ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Usage,
+                    format!("run {} has a node of task `{}`, which this binary does not have", snapshot.run.id, rec.task),
+                )
+            })?;
+            if let (Some(p), Some(s)) = (rec.parent, rec.seq) {
+                keys.insert((p, s), rec.id);
+            }
+            nodes.push(Node {
+                id: rec.id,
+                parent: rec.parent,
+                task,
+                state: rec.state,
+                args: rec.args,
+                input_hash: rec.input_hash,
+                output: rec.output,
+                error: rec.error,
+                attempts: rec.attempts,
+                deps: Vec::new(),
+                dependents: Vec::new(),
+                children: Vec::new(),
+                unmet: 0,
+                awaiters: Vec::new(),
+                waiting_on: 0,
+                live: None,
+                logged: 0,
+            });
+        }
+        for e in &snapshot.edges {
+            let (from, to) = (e.from as usize, e.to as usize);
+            if from < nodes.len() && to < nodes.len() {
+                nodes[to].deps.push(e.from);
+                nodes[from].dependents.push(e.to);
+            }
+        }
+        for i in 0..nodes.len() {
+            if let Some(p) = nodes[i].parent {
+                nodes[p as usize].children.push(i as NodeId);
+            }
+        }
+        let journal = snapshot.journal.into_iter().map(|j| ((j.node, j.seq), (j.kind, j.value))).collect();
+        let mut orch = Self {
+            run: snapshot.run.id,
+            workflow: snapshot.run.workflow,
+            store,
+            registry,
+            opts,
+            nodes,
+            keys,
+            journal,
+            ready: BinaryHeap::new(),
+            timers: BinaryHeap::new(),
+            live_slots: 0,
+            active: 0,
+            writes: Vec::new(),
+            actions: Vec::new(),
+            events,
+            cancel_reason: None,
+            observer,
+            started: Instant::now(),
+        };
+        for i in 0..orch.nodes.len() {
+            let unmet = orch.nodes[i].deps.iter().filter(|d| orch.nodes[**d as usize].state != NodeState::Succeeded).count();
+            orch.nodes[i].unmet = unmet;
+            if !orch.nodes[i].state.is_terminal() {
+                orch.active += 1;
+            }
+        }
+        Ok((orch, rx))
+    }
+
+    /// Resets these nodes to pending (their outputs forgotten), to be run again.
+    pub(crate) fn reset(&mut self, ids: &[NodeId]) {
+        for &id in ids {
+            let n = &mut self.nodes[id as usize];
+            if n.state.is_terminal() {
+                self.active += 1;
+            }
+            n.state = NodeState::Pending;
+            n.output = None;
+            n.error = None;
+            self.writes.push(Write::NodeReset { run: self.run, node: id });
+        }
+        for i in 0..self.nodes.len() {
+            let unmet =
+                self.nodes[i].deps.iter().filter(|d| self.nodes[**d as usize].state != NodeState::Succeeded).count();
+            self.nodes[i].unmet = unmet;
+        }
+        for &id in ids {
+            self.promote(id);
+        }
+    }
+
+    /// Every node that is not succeeded: what `recover` runs again.
+    pub(crate) fn unfinished(&self) -> Vec<NodeId> {
+        self.nodes.iter().filter(|n| n.state != NodeState::Succeeded).map(|n| n.id).collect()
+    }
+
+    /// The node, everything downstream of it (by edges) and everything those spawned; plus the
+    /// ancestors of all of them, which replay to pick up the new outputs.
+    pub(crate) fn downstream_of(&self, from: NodeId) -> Vec<NodeId> {
+        let mut seen = vec![false; self.nodes.len()];
+        let mut stack = vec![from];
+        while let Some(id) = stack.pop() {
+            if std::mem::replace(&mut seen[id as usize], true) {
+                continue;
+            }
+            let n = &self.nodes[id as usize];
+            stack.extend(n.dependents.iter().copied());
+            stack.extend(n.children.iter().copied());
+        }
+        let mut ancestors = Vec::new();
+        for (id, s) in seen.iter().enumerate() {
+            if *s {
+                let mut p = self.nodes[id].parent;
+                while let Some(pid) = p {
+                    ancestors.push(pid);
+                    p = self.nodes[pid as usize].parent;
+                }
+            }
+        }
+        for a in ancestors {
+            seen[a as usize] = true;
+        }
+        seen.iter().enumerate().filter(|(_, s)| **s).map(|(i, _)| i as NodeId).collect()
+    }
+
+    /// The upstream nodes of `id` that have not succeeded.
+    pub(crate) fn unmet_upstream(&self, id: NodeId) -> Vec<(NodeId, &'static str, NodeState)> {
+        self.nodes[id as usize]
+            .deps
+            .iter()
+            .map(|d| &self.nodes[*d as usize])
+            .filter(|d| d.state != NodeState::Succeeded)
+            .map(|d| (d.id, d.task.name, d.state))
+            .collect()
+    }
+
+    /// Runs until every node is done, the run is cancelled, or the store fails.
+    pub(crate) async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Event>) -> Result<RunOutcome> {
+        self.writes.push(Write::RunStarted {
+            run: self.run,
+            pid: std::process::id(),
+            executor: self.opts.executor.as_str(),
+            parallelism: self.opts.parallelism as u32,
+            at: now_ms(),
+        });
+        for i in 0..self.nodes.len() {
+            self.promote(i as NodeId);
+        }
+        let handle_ctrl_c = self.opts.handle_ctrl_c;
+        let mut ctrl_c = std::pin::pin!(async move {
+            if handle_ctrl_c {
+                let _ = tokio::signal::ctrl_c().await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        });
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticks: u32 = 0;
+        loop {
+            self.start_ready();
+            self.flush()?;
+            if self.active == 0 {
+                return self.finish();
+            }
+            let next_timer = self.timers.peek().map(|Reverse((at, _))| *at);
+            tokio::select! {
+                Some(ev) = rx.recv() => {
+                    self.handle(ev);
+                    let mut n = 1;
+                    while n < MAX_BATCH {
+                        match rx.try_recv() {
+                            Ok(ev) => { self.handle(ev); n += 1; }
+                            Err(_) => break,
+                        }
+                    }
+                }
+                () = async { tokio::time::sleep_until(next_timer.unwrap_or_else(Instant::now)).await }, if next_timer.is_some() => {
+                    self.fire_timers();
+                }
+                () = &mut ctrl_c, if self.cancel_reason.is_none() => {
+                    self.cancel("interrupted (Ctrl-C)".into());
+                }
+                _ = tick.tick() => {
+                    ticks = ticks.wrapping_add(1);
+                    if ticks % 8 == 0 {
+                        self.writes.push(Write::Heartbeat { run: self.run, at: now_ms() });
+                        if self.cancel_reason.is_none() && self.store.cancel_requested(self.run).unwrap_or(false) {
+                            self.cancel("cancelled with `cancel`".into());
+                        }
+                    }
+                    self.observer.tick(&self.summary());
+                }
+            }
+        }
+    }
+
+    fn summary(&self) -> Summary {
+        let mut counts = [0usize; NodeState::ALL.len()];
+        let mut running = Vec::new();
+        for n in &self.nodes {
+            let i = NodeState::ALL.iter().position(|s| *s == n.state).unwrap_or(0);
+            counts[i] += 1;
+            if n.state == NodeState::Running && running.len() < 4 {
+                running.push(n.task.name);
+            }
+        }
+        Summary { run: self.run, counts, running, elapsed: self.started.elapsed() }
+    }
+
+    /// Commits the pending writes, then acts on them.
+    fn flush(&mut self) -> Result<()> {
+        if !self.writes.is_empty() {
+            self.store.commit(&self.writes).map_err(|e| e.into_error())?;
+            self.writes.clear();
+        }
+        for action in std::mem::take(&mut self.actions) {
+            match action {
+                Action::Reply(tx, result) => {
+                    let _ = tx.send(result);
+                }
+                Action::ReplyJournal(tx, value) => {
+                    let _ = tx.send(value);
+                }
+                Action::Start(launch) => {
+                    let (id, attempt) = (launch.node, launch.attempt);
+                    let running = match self.opts.executor {
+                        Executor::Inline => executor::start_inline(launch, self.events.clone()),
+                        Executor::Process => executor::start_process(launch, self.opts.exe.clone(), self.events.clone()),
+                    };
+                    let n = &mut self.nodes[id as usize];
+                    match &mut n.live {
+                        Some(live) if live.attempt == attempt => live.running = Some(running),
+                        // Stopped (timeout, cancel) before it was even started.
+                        _ => running.stop(),
+                    }
+                }
+                Action::Stop(running) => running.stop(),
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<RunOutcome> {
+        let root = &self.nodes[0];
+        let (state, output, error) = if let Some(reason) = &self.cancel_reason {
+            (RunState::Cancelled, None, Some(ErrorWire::new(ErrorKind::Cancelled, reason)))
+        } else if self.nodes.iter().all(|n| n.state == NodeState::Succeeded) {
+            (RunState::Succeeded, root.output.clone(), None)
+        } else {
+            let error = if root.state == NodeState::Failed {
+                root.error.clone()
+            } else {
+                self.nodes
+                    .iter()
+                    .find(|n| n.state == NodeState::Failed)
+                    .map(|n| ErrorWire::new(ErrorKind::Child, format!("node {} (`{}`) failed: {}", n.id, n.task.name, n.error.as_ref().map(|e| e.message.as_str()).unwrap_or(""))))
+            };
+            (RunState::Failed, root.output.clone(), error)
+        };
+        self.writes.push(Write::RunState { run: self.run, state, output: output.clone(), error: error.clone(), at: now_ms() });
+        self.flush()?;
+        self.observer.done(&self.summary());
+        Ok(RunOutcome { run: self.run, workflow: self.workflow, state, output, error })
+    }
+
+    fn set_state(&mut self, id: NodeId, state: NodeState) {
+        let n = &mut self.nodes[id as usize];
+        if n.state != state {
+            n.state = state;
+            self.writes.push(Write::NodeState { run: self.run, node: id, state });
+        }
+    }
+
+    /// A pending node whose deps all succeeded becomes ready.
+    fn promote(&mut self, id: NodeId) {
+        let n = &self.nodes[id as usize];
+        if n.state == NodeState::Pending && n.unmet == 0 && n.live.is_none() {
+            let prio = n.task.policy.priority;
+            self.set_state(id, NodeState::Ready);
+            self.ready.push((prio, Reverse(id)));
+        } else if n.state == NodeState::Ready {
+            let prio = n.task.policy.priority;
+            self.ready.push((prio, Reverse(id)));
+        }
+    }
+
+    fn start_ready(&mut self) {
+        while self.cancel_reason.is_none() && self.live_slots < self.opts.parallelism {
+            let Some((_, Reverse(id))) = self.ready.pop() else { break };
+            if self.nodes[id as usize].state != NodeState::Ready {
+                continue;
+            }
+            self.start(id);
+        }
+    }
+
+    fn input_of(&self, id: NodeId) -> Value {
+        let mut input = Map::new();
+        for (name, arg) in &self.nodes[id as usize].args {
+            let v = match arg {
+                StoredArg::Value(v) => v.clone(),
+                StoredArg::Node(dep) => self.nodes[*dep as usize].output.clone().unwrap_or(Value::Null),
+            };
+            input.insert(name.clone(), v);
+        }
+        Value::Object(input)
+    }
+
+    fn start(&mut self, id: NodeId) {
+        let input = self.input_of(id);
+        let at = now_ms();
+        let n = &mut self.nodes[id as usize];
+        n.attempts += 1;
+        n.state = NodeState::Running;
+        n.waiting_on = 0;
+        let attempt = n.attempts;
+        let task = n.task;
+        self.live_slots += 1;
+        self.writes.push(Write::AttemptStarted { run: self.run, node: id, attempt, executor: self.opts.executor.as_str(), at });
+        n.live = Some(Live { attempt, running: None });
+        if let Some(timeout) = task.policy.timeout {
+            self.timers.push(Reverse((Instant::now() + timeout, Timer::Timeout { node: id, attempt })));
+        }
+        self.observer.node(id, task.name, NodeState::Running, attempt, None);
+        self.actions.push(Action::Start(Launch { run: self.run, node: id, attempt, task, input }));
+    }
+
+    fn is_current(&self, id: NodeId, attempt: u32) -> bool {
+        self.nodes
+            .get(id as usize)
+            .and_then(|n| n.live.as_ref())
+            .is_some_and(|l| l.attempt == attempt)
+    }
+
+    fn handle(&mut self, ev: Event) {
+        match ev {
+            Event::Spawn { node, attempt, request } => {
+                if self.is_current(node, attempt) {
+                    self.spawn(node, attempt, request);
+                }
+            }
+            Event::Await { node, attempt, seq, reply } => {
+                if self.is_current(node, attempt) {
+                    self.await_child(node, attempt, seq, reply);
+                }
+            }
+            Event::Journal { node, attempt, seq, kind, value, reply } => {
+                if self.is_current(node, attempt) {
+                    self.journal_call(node, attempt, seq, kind, value, reply);
+                }
+            }
+            Event::Log { node, attempt, line } => {
+                let Some(n) = self.nodes.get_mut(node as usize) else { return };
+                n.logged += 1;
+                if n.logged <= MAX_LOG_LINES {
+                    let record = LogRecord { node, attempt, ts: now_ms(), line };
+                    self.writes.push(Write::Log { run: self.run, record });
+                } else if n.logged == MAX_LOG_LINES + 1 {
+                    let line = format!("[salt] log limit of {MAX_LOG_LINES} lines reached; further lines are dropped");
+                    self.writes.push(Write::Log { run: self.run, record: LogRecord { node, attempt, ts: now_ms(), line } });
+                }
+            }
+            Event::Finished { node, attempt, result } => {
+                if self.is_current(node, attempt) {
+                    self.attempt_finished(node, attempt, result);
+                }
+            }
+        }
+    }
+
+    /// Fails the current attempt of `id` at once (its body is stopped).
+    fn fail_attempt(&mut self, id: NodeId, attempt: u32, error: ErrorWire) {
+        if let Some(running) = self.nodes[id as usize].live.as_mut().and_then(|l| l.running.take()) {
+            self.actions.push(Action::Stop(running));
+        }
+        self.attempt_finished(id, attempt, Err(error));
+    }
+
+    fn spawn(&mut self, parent: NodeId, attempt: u32, req: SpawnRequest) {
+        let SpawnRequest { seq, task, args } = req;
+        let Some(descriptor) = self.registry.get(&task) else {
+            let e = ErrorWire::new(ErrorKind::Protocol, format!("spawn of unknown task `{task}`"));
+            return self.fail_attempt(parent, attempt, e);
+        };
+        let mut stored = Vec::with_capacity(args.len());
+        for (name, arg) in args {
+            let a = match arg {
+                WireArg::Value(v) => StoredArg::Value(v),
+                WireArg::Handle(s) => match self.keys.get(&(parent, s)) {
+                    Some(dep) => StoredArg::Node(*dep),
+                    None => {
+                        let e = ErrorWire::new(ErrorKind::Protocol, format!("argument `{name}` refers to call {s}, which spawned no node"));
+                        return self.fail_attempt(parent, attempt, e);
+                    }
+                },
+            };
+            stored.push((name, a));
+        }
+        let input_hash = hash_args(descriptor.name, &stored);
+        if let Some((kind, _)) = self.journal.get(&(parent, seq)) {
+            let e = self.nondeterministic(parent, seq, format!("`{}()`", journal_name(*kind)), describe_call(descriptor.name, &stored));
+            return self.fail_attempt(parent, attempt, e);
+        }
+        if let Some(&existing) = self.keys.get(&(parent, seq)) {
+            let n = &self.nodes[existing as usize];
+            if n.task.name != descriptor.name || n.input_hash != input_hash {
+                let expected = describe_call(n.task.name, &n.args);
+                let e = self.nondeterministic(parent, seq, expected, describe_call(descriptor.name, &stored));
+                return self.fail_attempt(parent, attempt, e);
+            }
+            if matches!(n.state, NodeState::Failed | NodeState::Cancelled | NodeState::Skipped) {
+                self.revive(existing);
+            }
+            return;
+        }
+
+        let id = self.nodes.len() as NodeId;
+        let deps: Vec<NodeId> = {
+            let mut d: Vec<NodeId> =
+                stored.iter().filter_map(|(_, a)| if let StoredArg::Node(n) = a { Some(*n) } else { None }).collect();
+            d.sort_unstable();
+            d.dedup();
+            d
+        };
+        let unmet = deps.iter().filter(|d| self.nodes[**d as usize].state != NodeState::Succeeded).count();
+        let doomed = deps.iter().find(|d| matches!(self.nodes[**d as usize].state, NodeState::Failed | NodeState::Skipped | NodeState::Cancelled)).copied();
+        let record = NodeRecord {
+            id,
+            parent: Some(parent),
+            seq: Some(seq),
+            task: descriptor.name.to_string(),
+            state: NodeState::Pending,
+            args: stored.clone(),
+            input_hash: input_hash.clone(),
+            output: None,
+            error: None,
+            attempts: 0,
+            label: descriptor.label.map(str::to_string),
+            created_at: now_ms(),
+            started_at: None,
+            finished_at: None,
+        };
+        self.writes.push(Write::InsertNode { run: self.run, node: Box::new(record) });
+        for d in &deps {
+            self.writes.push(Write::InsertEdge { run: self.run, edge: EdgeRecord { from: *d, to: id, kind: EdgeKind::Data } });
+            self.nodes[*d as usize].dependents.push(id);
+        }
+        self.nodes.push(Node {
+            id,
+            parent: Some(parent),
+            task: descriptor,
+            state: NodeState::Pending,
+            args: stored,
+            input_hash,
+            output: None,
+            error: None,
+            attempts: 0,
+            deps,
+            dependents: Vec::new(),
+            children: Vec::new(),
+            unmet,
+            awaiters: Vec::new(),
+            waiting_on: 0,
+            live: None,
+            logged: 0,
+        });
+        self.nodes[parent as usize].children.push(id);
+        self.keys.insert((parent, seq), id);
+        self.active += 1;
+        if let Some(dep) = doomed {
+            let e = self.upstream_error(dep);
+            self.end_node(id, NodeState::Skipped, None, Some(e));
+        } else {
+            self.promote(id);
+        }
+    }
+
+    /// A replayed spawn bound to a child that did not succeed: run it (and what it blocked) again.
+    fn revive(&mut self, id: NodeId) {
+        let mut stack = vec![id];
+        let mut revived = Vec::new();
+        while let Some(i) = stack.pop() {
+            let n = &self.nodes[i as usize];
+            if !matches!(n.state, NodeState::Failed | NodeState::Cancelled | NodeState::Skipped) {
+                continue;
+            }
+            stack.extend(n.dependents.iter().copied().filter(|d| self.nodes[*d as usize].state == NodeState::Skipped));
+            revived.push(i);
+        }
+        self.reset(&revived);
+    }
+
+    fn nondeterministic(&self, node: NodeId, seq: u32, expected: String, found: String) -> ErrorWire {
+        ErrorWire::new(
+            ErrorKind::NonDeterministic,
+            format!(
+                "non-deterministic replay of node {node} (`{}`) at call {seq}: the journal has {expected}, the body now made {found}; task bodies must make the same calls in the same order on every run",
+                self.nodes[node as usize].task.name
+            ),
+        )
+    }
+
+    fn upstream_error(&self, dep: NodeId) -> ErrorWire {
+        let d = &self.nodes[dep as usize];
+        ErrorWire::new(ErrorKind::Upstream, format!("upstream node {} (`{}`) did not succeed", d.id, d.task.name))
+    }
+
+    fn await_child(&mut self, node: NodeId, attempt: u32, seq: u32, reply: Reply) {
+        let Some(&child) = self.keys.get(&(node, seq)) else {
+            let e = ErrorWire::new(ErrorKind::Protocol, format!("await of call {seq}, which spawned no node"));
+            return self.fail_attempt(node, attempt, e);
+        };
+        let c = &self.nodes[child as usize];
+        if c.state.is_terminal() {
+            let result = self.result_of(child);
+            self.actions.push(Action::Reply(reply, result));
+            return;
+        }
+        self.nodes[child as usize].awaiters.push(Awaiter { node, attempt, reply });
+        let p = &mut self.nodes[node as usize];
+        p.waiting_on += 1;
+        if p.waiting_on == 1 && p.state == NodeState::Running {
+            self.live_slots -= 1;
+            self.set_state(node, NodeState::Waiting);
+        }
+    }
+
+    fn result_of(&self, id: NodeId) -> std::result::Result<Value, ErrorWire> {
+        let n = &self.nodes[id as usize];
+        match n.state {
+            NodeState::Succeeded => Ok(n.output.clone().unwrap_or(Value::Null)),
+            NodeState::Cancelled => Err(ErrorWire::new(ErrorKind::Cancelled, format!("node {} (`{}`) was cancelled", n.id, n.task.name))),
+            _ => Err(ErrorWire::new(
+                ErrorKind::Child,
+                format!(
+                    "node {} (`{}`) failed: {}",
+                    n.id,
+                    n.task.name,
+                    n.error.as_ref().map(|e| e.message.as_str()).unwrap_or("unknown error")
+                ),
+            )),
+        }
+    }
+
+    fn journal_call(&mut self, node: NodeId, attempt: u32, seq: u32, kind: JournalKind, value: Value, reply: oneshot::Sender<Value>) {
+        if let Some(&child) = self.keys.get(&(node, seq)) {
+            let c = &self.nodes[child as usize];
+            let e = self.nondeterministic(node, seq, describe_call(c.task.name, &c.args), format!("`{}()`", journal_name(kind)));
+            return self.fail_attempt(node, attempt, e);
+        }
+        match self.journal.get(&(node, seq)) {
+            Some((k, v)) if *k == kind => self.actions.push(Action::ReplyJournal(reply, v.clone())),
+            Some((k, _)) => {
+                let e = self.nondeterministic(node, seq, format!("`{}()`", journal_name(*k)), format!("`{}()`", journal_name(kind)));
+                self.fail_attempt(node, attempt, e);
+            }
+            None => {
+                self.journal.insert((node, seq), (kind, value.clone()));
+                self.writes.push(Write::Journal { run: self.run, node, seq, kind, value: value.clone() });
+                self.actions.push(Action::ReplyJournal(reply, value));
+            }
+        }
+    }
+
+    fn attempt_finished(&mut self, id: NodeId, attempt: u32, result: std::result::Result<Value, ErrorWire>) {
+        let at = now_ms();
+        let n = &mut self.nodes[id as usize];
+        n.live = None;
+        if n.state == NodeState::Running {
+            self.live_slots -= 1;
+        }
+        n.waiting_on = 0;
+        let task = n.task;
+        match result {
+            Ok(output) => {
+                self.writes.push(Write::AttemptFinished { run: self.run, node: id, attempt, state: NodeState::Succeeded, error: None, at });
+                self.end_node(id, NodeState::Succeeded, Some(output), None);
+            }
+            Err(error) => {
+                let cancelled = error.kind == ErrorKind::Cancelled;
+                let state = if cancelled { NodeState::Cancelled } else { NodeState::Failed };
+                self.writes.push(Write::AttemptFinished { run: self.run, node: id, attempt, state, error: Some(error.clone()), at });
+                let retry = error.kind.is_retryable() && attempt <= task.policy.retries && self.cancel_reason.is_none();
+                if retry {
+                    let delay = task.policy.backoff.delay(attempt);
+                    self.nodes[id as usize].state = NodeState::Pending;
+                    self.writes.push(Write::NodeState { run: self.run, node: id, state: NodeState::Pending });
+                    self.timers.push(Reverse((Instant::now() + delay, Timer::Retry { node: id, attempt })));
+                    self.observer.node(id, task.name, NodeState::Pending, attempt, Some(&error));
+                } else {
+                    self.end_node(id, state, None, Some(error));
+                }
+            }
+        }
+    }
+
+    /// A node reached a terminal state: record it, answer its awaiters, and move its
+    /// dependents on (ready when all their deps succeeded, skipped when one did not).
+    fn end_node(&mut self, id: NodeId, state: NodeState, output: Option<Value>, error: Option<ErrorWire>) {
+        let mut stack = vec![(id, state, output, error)];
+        while let Some((id, state, output, error)) = stack.pop() {
+            let n = &mut self.nodes[id as usize];
+            if n.state.is_terminal() {
+                continue;
+            }
+            if let Some(live) = n.live.take() {
+                if n.state == NodeState::Running {
+                    self.live_slots -= 1;
+                }
+                if let Some(running) = live.running {
+                    self.actions.push(Action::Stop(running));
+                }
+                self.writes.push(Write::AttemptFinished {
+                    run: self.run,
+                    node: id,
+                    attempt: live.attempt,
+                    state: NodeState::Cancelled,
+                    error: error.clone(),
+                    at: now_ms(),
+                });
+            }
+            n.state = state;
+            n.output = output.clone();
+            n.error = error.clone();
+            let task = n.task.name;
+            self.active -= 1;
+            self.writes.push(Write::NodeFinished { run: self.run, node: id, state, output, error: error.clone(), at: now_ms() });
+            self.observer.node(id, task, state, self.nodes[id as usize].attempts, error.as_ref());
+
+            let result = self.result_of(id);
+            for w in std::mem::take(&mut self.nodes[id as usize].awaiters) {
+                let p = &mut self.nodes[w.node as usize];
+                if p.live.as_ref().is_some_and(|l| l.attempt == w.attempt) {
+                    p.waiting_on = p.waiting_on.saturating_sub(1);
+                    if p.waiting_on == 0 && p.state == NodeState::Waiting {
+                        self.live_slots += 1;
+                        self.set_state(w.node, NodeState::Running);
+                    }
+                }
+                self.actions.push(Action::Reply(w.reply, result.clone()));
+            }
+
+            let dependents = self.nodes[id as usize].dependents.clone();
+            if state == NodeState::Succeeded {
+                for d in dependents {
+                    let dn = &mut self.nodes[d as usize];
+                    dn.unmet = dn.unmet.saturating_sub(1);
+                    self.promote(d);
+                }
+            } else {
+                let up = self.upstream_error(id);
+                for d in dependents {
+                    if !self.nodes[d as usize].state.is_terminal() && self.nodes[d as usize].live.is_none() {
+                        stack.push((d, NodeState::Skipped, None, Some(up.clone())));
+                    }
+                }
+                // Nobody will await what a failed body spawned: stop it.
+                let cancel = ErrorWire::new(ErrorKind::Cancelled, format!("its parent node {id} (`{task}`) ended"));
+                for c in self.nodes[id as usize].children.clone() {
+                    if !self.nodes[c as usize].state.is_terminal() {
+                        stack.push((c, NodeState::Cancelled, None, Some(cancel.clone())));
+                    }
+                }
+                if id == 0 {
+                    for i in 1..self.nodes.len() {
+                        if !self.nodes[i].state.is_terminal() {
+                            stack.push((i as NodeId, NodeState::Cancelled, None, Some(cancel.clone())));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn fire_timers(&mut self) {
+        let now = Instant::now();
+        while let Some(Reverse((at, _))) = self.timers.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((_, timer))) = self.timers.pop() else { break };
+            match timer {
+                Timer::Retry { node, attempt } => {
+                    let n = &self.nodes[node as usize];
+                    if n.state == NodeState::Pending && n.attempts == attempt && self.cancel_reason.is_none() {
+                        self.promote(node);
+                    }
+                }
+                Timer::Timeout { node, attempt } => {
+                    if self.is_current(node, attempt) {
+                        let timeout = self.nodes[node as usize].task.policy.timeout.unwrap_or_default();
+                        self.fail_attempt(node, attempt, executor::timeout_error(timeout));
+                    }
+                }
+            }
+        }
+    }
+
+    fn cancel(&mut self, reason: String) {
+        self.cancel_reason = Some(reason.clone());
+        let e = ErrorWire::new(ErrorKind::Cancelled, reason);
+        for i in 0..self.nodes.len() {
+            if !self.nodes[i].state.is_terminal() {
+                self.end_node(i as NodeId, NodeState::Cancelled, None, Some(e.clone()));
+            }
+        }
+    }
+}
+
+fn journal_name(kind: JournalKind) -> &'static str {
+    match kind {
+        JournalKind::Random => "random",
+        JournalKind::Now => "now",
+    }
+}

@@ -1,0 +1,292 @@
+//! Running workflows from Rust: start a run, recover it, rerun part of it.
+//!
+//! The CLI is a thin layer over [`Runner`]; benchmarks and embedding programs use it directly.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::error::{Error, ErrorKind, ErrorWire, Result};
+use crate::model::{NodeId, NodeRecord, NodeState, RunId, RunSnapshot, RunState, StoredArg, now_ms};
+use crate::orchestrator::{Options, Orchestrator};
+use crate::progress::{self, Progress};
+use crate::registry::{Kind, Registry, TaskDescriptor};
+use crate::store::{NewRun, SqliteStore, Store, Write};
+
+/// Where attempts run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Executor {
+    /// In this process, on its async runtime: the fastest.
+    #[default]
+    Inline,
+    /// Each attempt in a fresh process of this binary (`<bin> __salt exec`): isolated, killable.
+    Process,
+}
+
+impl Executor {
+    /// The lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Executor::Inline => "inline",
+            Executor::Process => "process",
+        }
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunOutcome {
+    /// The run.
+    pub run: RunId,
+    /// Its workflow.
+    pub workflow: String,
+    /// Its final state.
+    pub state: RunState,
+    /// The workflow's output, when it succeeded.
+    pub output: Option<Value>,
+    /// Why it did not succeed.
+    pub error: Option<ErrorWire>,
+}
+
+/// Runs workflows of this binary against a store.
+#[derive(Debug, Clone)]
+pub struct Runner {
+    db: PathBuf,
+    executor: Executor,
+    parallelism: usize,
+    progress: Progress,
+    handle_ctrl_c: bool,
+}
+
+/// The default number of nodes that run at once: the number of cores.
+pub fn default_parallelism() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(4)
+}
+
+impl Runner {
+    /// A runner on the SQLite database at `db` (created if missing), inline, one node per core.
+    pub fn new(db: impl Into<PathBuf>) -> Self {
+        Self {
+            db: db.into(),
+            executor: Executor::Inline,
+            parallelism: default_parallelism(),
+            progress: Progress::Quiet,
+            handle_ctrl_c: false,
+        }
+    }
+
+    /// Where attempts run.
+    pub fn executor(mut self, executor: Executor) -> Self {
+        self.executor = executor;
+        self
+    }
+
+    /// How many nodes may run at once (at least 1). Nodes parked on children they await do not
+    /// count.
+    pub fn parallelism(mut self, n: usize) -> Self {
+        self.parallelism = n.max(1);
+        self
+    }
+
+    /// How the run shows its progress.
+    pub fn progress(mut self, progress: Progress) -> Self {
+        self.progress = progress;
+        self
+    }
+
+    /// Whether Ctrl-C cancels the run (no new node starts, running attempts are stopped, the run
+    /// is recorded `cancelled`).
+    pub fn handle_ctrl_c(mut self, yes: bool) -> Self {
+        self.handle_ctrl_c = yes;
+        self
+    }
+
+    /// The database file.
+    pub fn db(&self) -> &Path {
+        &self.db
+    }
+
+    fn store(&self) -> Result<SqliteStore> {
+        SqliteStore::open(&self.db).map_err(|e| e.into_error())
+    }
+
+    /// The workflow named `name`, or a clear error listing the ones there are.
+    pub fn workflow(name: &str) -> Result<&'static TaskDescriptor> {
+        let registry = Registry::global()?;
+        match registry.get(name) {
+            Some(d) if d.kind == Kind::Workflow => Ok(d),
+            Some(_) => Err(Error::new(ErrorKind::Usage, format!("`{name}` is a task, not a workflow"))),
+            None => {
+                let names: Vec<_> = registry.workflows().map(|d| d.name).collect();
+                Err(Error::new(
+                    ErrorKind::Usage,
+                    format!("no workflow `{name}` in this binary; it has: {}", names.join(", ")),
+                ))
+            }
+        }
+    }
+
+    /// The input a run of `workflow` gets: `input` if given, else its default; checked against
+    /// the workflow's input type.
+    pub fn input_for(workflow: &TaskDescriptor, input: Option<Value>) -> Result<Value> {
+        let input = match input {
+            Some(v) => v,
+            None => match workflow.default_input {
+                Some(text) => serde_json::from_str(text).map_err(|e| {
+                    Error::new(ErrorKind::Usage, format!("the default input of `{}` is not JSON: {e}", workflow.name))
+                })?,
+                None => {
+                    let schema = (workflow.input_schema)();
+                    return Err(Error::new(
+                        ErrorKind::Input,
+                        format!(
+                            "workflow `{}` needs an input (--input JSON); it has no default. Its input schema:\n{}",
+                            workflow.name,
+                            serde_json::to_string_pretty(&schema).unwrap_or_default()
+                        ),
+                    ));
+                }
+            },
+        };
+        (workflow.check_input)(&input).map_err(|e| Error::new(ErrorKind::Input, e.message()))?;
+        Ok(input)
+    }
+
+    /// Starts a run of `workflow` with `input` and drives it to the end.
+    pub async fn run(&self, workflow: &str, input: Value) -> Result<RunOutcome> {
+        let descriptor = Self::workflow(workflow)?;
+        (descriptor.check_input)(&input).map_err(|e| Error::new(ErrorKind::Input, e.message()))?;
+        let mut store = self.store()?;
+        let run = store
+            .create_run(NewRun {
+                workflow: descriptor.name,
+                input: &input,
+                executor: self.executor.as_str(),
+                parallelism: self.parallelism as u32,
+            })
+            .map_err(|e| e.into_error())?;
+        let args: Vec<(String, StoredArg)> = match &input {
+            Value::Object(m) => m.iter().map(|(k, v)| (k.clone(), StoredArg::Value(v.clone()))).collect(),
+            _ => Vec::new(),
+        };
+        let root = NodeRecord {
+            id: 0,
+            parent: None,
+            seq: None,
+            task: descriptor.name.to_string(),
+            state: NodeState::Pending,
+            input_hash: String::new(),
+            args,
+            output: None,
+            error: None,
+            attempts: 0,
+            label: descriptor.label.map(str::to_string),
+            created_at: now_ms(),
+            started_at: None,
+            finished_at: None,
+        };
+        store.commit(&[Write::InsertNode { run, node: Box::new(root) }]).map_err(|e| e.into_error())?;
+        let snapshot = store.load(run).map_err(|e| e.into_error())?;
+        self.drive(snapshot, Box::new(store), |_| Ok(())).await
+    }
+
+    /// Resumes a failed, cancelled or interrupted run: every node that did not succeed runs
+    /// again; no succeeded node runs twice.
+    pub async fn recover(&self, run: RunId) -> Result<RunOutcome> {
+        let (snapshot, store) = self.take(run, &[RunState::Failed, RunState::Cancelled, RunState::Interrupted, RunState::Queued])?;
+        self.drive(snapshot, store, |o| {
+            let unfinished = o.unfinished();
+            o.reset(&unfinished);
+            Ok(())
+        })
+        .await
+    }
+
+    /// Resets `from` and everything downstream of it and runs them again; nothing upstream
+    /// runs again (the parents of the reset nodes replay, binding their other children).
+    pub async fn rerun_from(&self, run: RunId, from: NodeId) -> Result<RunOutcome> {
+        let (snapshot, store) = self.take(run, &[RunState::Succeeded, RunState::Failed, RunState::Cancelled, RunState::Interrupted])?;
+        check_node(&snapshot, from)?;
+        self.drive(snapshot, store, |o| {
+            let mut reset = o.downstream_of(from);
+            reset.extend(o.unfinished());
+            reset.sort_unstable();
+            reset.dedup();
+            o.reset(&reset);
+            Ok(())
+        })
+        .await
+    }
+
+    /// Runs exactly one node again. Refused, with nothing run, when a node it depends on has
+    /// not succeeded.
+    pub async fn run_one(&self, run: RunId, node: NodeId) -> Result<RunOutcome> {
+        let (snapshot, store) = self.take(run, &[RunState::Succeeded, RunState::Failed, RunState::Cancelled])?;
+        check_node(&snapshot, node)?;
+        self.drive(snapshot, store, |o| {
+            let unmet = o.unmet_upstream(node);
+            if !unmet.is_empty() {
+                let list: Vec<String> =
+                    unmet.iter().map(|(id, task, state)| format!("node {id} (`{task}`) is {}", state.as_str())).collect();
+                return Err(Error::new(
+                    ErrorKind::Usage,
+                    format!(
+                        "cannot run node {node} alone: its upstream has not succeeded ({}); use `recover` or `rerun --from`",
+                        list.join(", ")
+                    ),
+                ));
+            }
+            o.reset(&[node]);
+            Ok(())
+        })
+        .await
+    }
+
+    /// Loads a run that may be taken over: it must be in one of `allowed` states.
+    fn take(&self, run: RunId, allowed: &[RunState]) -> Result<(RunSnapshot, Box<dyn Store>)> {
+        let store = self.store()?;
+        let snapshot = store.load(run).map_err(|e| e.into_error())?;
+        let state = snapshot.run.state;
+        if !allowed.contains(&state) {
+            let why = match state {
+                RunState::Running | RunState::Paused => format!(
+                    "run {run} is {} in process {}; wait for it or `cancel` it first",
+                    state.as_str(),
+                    snapshot.run.owner_pid.unwrap_or(0)
+                ),
+                RunState::Interrupted => format!("run {run} was interrupted; `recover` it first"),
+                _ => format!("run {run} is {}", state.as_str()),
+            };
+            return Err(Error::new(ErrorKind::Usage, why));
+        }
+        Ok((snapshot, Box::new(store)))
+    }
+
+    async fn drive(
+        &self,
+        snapshot: RunSnapshot,
+        store: Box<dyn Store>,
+        prepare: impl FnOnce(&mut Orchestrator) -> Result<()>,
+    ) -> Result<RunOutcome> {
+        let registry = Registry::global()?;
+        let exe = std::env::current_exe()
+            .map_err(|e| Error::new(ErrorKind::Usage, format!("cannot find this binary to run nodes in: {e}")))?;
+        let opts = Options { executor: self.executor, parallelism: self.parallelism, handle_ctrl_c: self.handle_ctrl_c, exe };
+        let (mut orchestrator, rx) = Orchestrator::new(snapshot, store, registry, opts, progress::observer(self.progress))?;
+        prepare(&mut orchestrator)?;
+        orchestrator.run(rx).await
+    }
+}
+
+fn check_node(snapshot: &RunSnapshot, node: NodeId) -> Result<()> {
+    if (node as usize) < snapshot.nodes.len() {
+        Ok(())
+    } else {
+        Err(Error::new(
+            ErrorKind::Usage,
+            format!("run {} has no node {node} (it has nodes 0 to {})", snapshot.run.id, snapshot.nodes.len().saturating_sub(1)),
+        ))
+    }
+}

@@ -1,0 +1,97 @@
+//! # salt — workflows as code in Rust
+//!
+//! Write typed async functions, mark them `#[task]` and `#[workflow]`, and compile one binary
+//! that runs its workflows durably on an embedded SQLite store:
+//!
+//! ```no_run
+//! use salt::prelude::*;
+//!
+//! /// Doubles a number.
+//! #[task(retries = 2)]
+//! async fn double(x: u64) -> u64 {
+//!     x * 2
+//! }
+//!
+//! /// Adds two numbers.
+//! #[task]
+//! async fn add(a: u64, b: u64) -> u64 {
+//!     a + b
+//! }
+//!
+//! /// Doubles both numbers, then adds them.
+//! #[workflow(input = r#"{"a": 1, "b": 2}"#)]
+//! async fn sum_of_doubles(a: u64, b: u64) -> salt::Result<u64> {
+//!     let (a, b) = (double(a), double(b)); // two nodes, running in parallel
+//!     add(a, b).await // a third, wired to both with data edges
+//! }
+//!
+//! fn main() -> std::process::ExitCode {
+//!     salt::main()
+//! }
+//! ```
+//!
+//! Inside a run, calling a task spawns a child node and returns a [`Handle`]; awaiting the handle
+//! gives the value, and passing it to another task call wires the two nodes. Outside a run (a
+//! plain `#[tokio::test]`), awaiting a task call runs its body directly.
+//!
+//! `salt::main()` gives the binary its command line: `run`, `runs`, `show`, `logs`, `graph`,
+//! `manifest`, `recover`, `rerun`, `run-one`, `cancel`.
+
+#[allow(unused_extern_crates)]
+extern crate self as salt;
+
+#[doc(inline)]
+pub use salt_macros::{task, workflow};
+#[doc(inline)]
+pub use salt_runtime::context::{Arg, Context, Handle, TaskValue, join_all};
+#[doc(inline)]
+pub use salt_runtime::error::{Error, ErrorKind, Result};
+#[doc(inline)]
+pub use salt_runtime::model::{NodeId, NodeState, RunId, RunState};
+#[doc(inline)]
+pub use salt_runtime::registry::{Backoff, Policy};
+#[doc(inline)]
+pub use salt_runtime::runner::{Executor, RunOutcome, Runner};
+
+/// The command line of a workflow binary: parses `std::env::args`, runs the command, and
+/// returns the exit code (0 success, 1 a run failed, 2 a usage error).
+pub fn main() -> std::process::ExitCode {
+    salt_runtime::cli::main()
+}
+
+/// What a workflow file needs: the macros, [`Context`], [`Handle`], and serde/schemars derives.
+pub mod prelude {
+    pub use crate::{Context, Handle, join_all, task, workflow};
+    pub use schemars::JsonSchema;
+    pub use serde::{Deserialize, Serialize};
+}
+
+/// Used by the code `#[task]` and `#[workflow]` generate. Not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use inventory;
+    pub use schemars;
+    pub use serde;
+    pub use serde_json;
+    pub use salt_runtime::context::{Arg, Context, Handle, TaskValue, WireArg, decode_input, encode_output};
+    pub use salt_runtime::error::{Error, Result};
+    pub use salt_runtime::registry::{Backoff, BodyFuture, Kind, Policy, TaskDescriptor};
+
+    /// The JSON Schema of `T`.
+    pub fn schema<T: schemars::JsonSchema>() -> serde_json::Value {
+        serde_json::to_value(schemars::schema_for!(T)).unwrap_or_default()
+    }
+
+    /// Checks at compile time that `T` can be a task's input or output.
+    pub const fn assert_task_value<T: TaskValue>() {}
+
+    /// Turns a body's `Result<T, E>` into salt's.
+    pub fn into_result<T, E: Into<Error>>(result: ::core::result::Result<T, E>) -> Result<T> {
+        result.map_err(Into::into)
+    }
+
+    /// A `Duration` from milliseconds, in const context.
+    pub const fn millis(ms: u64) -> ::core::time::Duration {
+        ::core::time::Duration::from_millis(ms)
+    }
+}
