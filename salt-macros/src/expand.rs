@@ -34,7 +34,7 @@ pub(crate) fn expand(task: &Task) -> TokenStream {
     let inputs: Vec<(&Ident, &Type)> = params
         .iter()
         .filter_map(|p| match p {
-            Param::Input { ident, ty } => Some((ident, ty)),
+            Param::Input { ident, ty } => Some((ident, &**ty)),
             Param::Context => None,
         })
         .collect();
@@ -180,7 +180,7 @@ pub(crate) fn expand(task: &Task) -> TokenStream {
     // there with `TaskValue`'s hint.
     let checked_out = match output {
         Output::Unit => None,
-        Output::Plain(ty) | Output::Result { ok: ty, .. } => Some(ty),
+        Output::Plain(ty) | Output::Result { ok: ty, .. } => Some(&**ty),
     };
     let assertions = inputs.iter().map(|(_, ty)| *ty).chain(checked_out).map(|ty| {
         quote_spanned! {ty.span()=>

@@ -129,7 +129,7 @@ pub(crate) enum Backoff {
 /// One parameter of the task.
 pub(crate) enum Param {
     /// An input, decoded from the task's input object: the binding without `mut`, and its type.
-    Input { ident: Ident, ty: Type },
+    Input { ident: Ident, ty: Box<Type> },
     /// The `&Context` parameter.
     Context,
 }
@@ -139,9 +139,9 @@ pub(crate) enum Output {
     /// No return type: `()`.
     Unit,
     /// A plain value.
-    Plain(Type),
+    Plain(Box<Type>),
     /// `Result<ok, _>`; `full` is the whole return type.
-    Result { ok: Type, full: Type },
+    Result { ok: Box<Type>, full: Box<Type> },
 }
 
 /// The user's function, split into its parts.
@@ -577,7 +577,7 @@ fn check_sig(kind: Macro, sig: &Signature, errors: &mut Errors) -> (Vec<Param>, 
         };
         let ty_ok = check_value_type(kind, &arg.ty, "parameters", errors);
         if let (Some(ident), true) = (ident, ty_ok) {
-            params.push(Param::Input { ident, ty: (*arg.ty).clone() });
+            params.push(Param::Input { ident, ty: arg.ty.clone() });
         }
     }
 
@@ -586,11 +586,11 @@ fn check_sig(kind: Macro, sig: &Signature, errors: &mut Errors) -> (Vec<Param>, 
         ReturnType::Type(_, ty) => match result_ok(ty) {
             Some(ok) => {
                 check_value_type(kind, ok, "outputs", errors);
-                Output::Result { ok: ok.clone(), full: (**ty).clone() }
+                Output::Result { ok: Box::new(ok.clone()), full: ty.clone() }
             }
             None => {
                 check_value_type(kind, ty, "outputs", errors);
-                Output::Plain((**ty).clone())
+                Output::Plain(ty.clone())
             }
         },
     };

@@ -68,6 +68,9 @@ struct Node {
     waiting_on: usize,
     live: Option<Live>,
     logged: u32,
+    /// When (in the orchestrator's event count) the node last ended, or its attempt started.
+    ended_at: u64,
+    started_at: u64,
 }
 
 /// How a run is driven.
@@ -110,6 +113,8 @@ pub(crate) struct Orchestrator {
     cancel_reason: Option<String>,
     observer: Box<dyn Observer>,
     started: Instant,
+    /// Counts starts and ends, to order them.
+    clock: u64,
 }
 
 fn hash_args(task: &str, args: &[(String, StoredArg)]) -> String {
@@ -175,6 +180,8 @@ impl Orchestrator {
                 waiting_on: 0,
                 live: None,
                 logged: 0,
+                ended_at: 0,
+                started_at: 0,
             });
         }
         for e in &snapshot.edges {
@@ -209,6 +216,7 @@ impl Orchestrator {
             cancel_reason: None,
             observer,
             started: Instant::now(),
+            clock: 0,
         };
         for i in 0..orch.nodes.len() {
             let unmet = orch.nodes[i].deps.iter().filter(|d| orch.nodes[**d as usize].state != NodeState::Succeeded).count();
@@ -467,6 +475,8 @@ impl Orchestrator {
         n.attempts += 1;
         n.state = NodeState::Running;
         n.waiting_on = 0;
+        self.clock += 1;
+        n.started_at = self.clock;
         let attempt = n.attempts;
         let task = n.task;
         self.live_slots += 1;
@@ -562,7 +572,10 @@ impl Orchestrator {
                 let e = self.nondeterministic(parent, seq, expected, describe_call(descriptor.name, &stored));
                 return self.fail_attempt(parent, attempt, e);
             }
-            if matches!(n.state, NodeState::Failed | NodeState::Cancelled | NodeState::Skipped) {
+            // A child that failed before this attempt of its parent began runs again; one that
+            // failed during it is this attempt's result.
+            let stale = n.ended_at < self.nodes[parent as usize].started_at;
+            if stale && matches!(n.state, NodeState::Failed | NodeState::Cancelled | NodeState::Skipped) {
                 self.revive(existing);
             }
             return;
@@ -617,6 +630,8 @@ impl Orchestrator {
             waiting_on: 0,
             live: None,
             logged: 0,
+            ended_at: 0,
+            started_at: 0,
         });
         self.nodes[parent as usize].children.push(id);
         self.keys.insert((parent, seq), id);
@@ -776,6 +791,8 @@ impl Orchestrator {
             n.state = state;
             n.output = output.clone();
             n.error = error.clone();
+            self.clock += 1;
+            n.ended_at = self.clock;
             let task = n.task.name;
             self.active -= 1;
             self.writes.push(Write::NodeFinished { run: self.run, node: id, state, output, error: error.clone(), at: now_ms() });

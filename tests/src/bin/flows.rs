@@ -1,0 +1,232 @@
+//! Workflows the end-to-end tests drive through the real CLI. Each task that does work appends
+//! a line to a marker file, so tests can count how often it really ran.
+//!
+//! `FLOWS_FAKE_NODE=<kind>` makes the first node process of a run misbehave on purpose
+//! (`garbage`, `unknown`, `oversized`, `early_exit`, `bad_hello`), to test that the orchestrator
+//! survives it; later node processes behave.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use salt::prelude::*;
+
+/// Appends one line to `dir/name`: one execution of `name`.
+fn mark(dir: &str, name: &str) {
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(Path::new(dir).join(name)).expect("marker file");
+    let _ = writeln!(f, "ran");
+}
+
+/// Counts a step's run, sleeps `slow_ms`, and returns `x + 1`.
+#[task]
+async fn step(dir: String, name: String, x: u64, slow_ms: u64) -> u64 {
+    mark(&dir, &name);
+    tokio::time::sleep(Duration::from_millis(slow_ms)).await;
+    x + 1
+}
+
+/// Fails (for good) when `fail` is true; else returns `x * 10`.
+#[task]
+async fn maybe_fail(dir: String, x: u64, fail: bool) -> salt::Result<u64> {
+    mark(&dir, "maybe_fail");
+    if fail {
+        return Err(salt::Error::fatal("asked to fail"));
+    }
+    Ok(x * 10)
+}
+
+/// Sums its inputs.
+#[task]
+async fn total(dir: String, xs: Vec<u64>) -> u64 {
+    mark(&dir, "total");
+    xs.iter().sum()
+}
+
+/// a -> b -> (c1, c2, c3) -> total -> maybe_fail: a small pipeline with a fan-out.
+#[workflow]
+async fn pipeline(dir: String, slow_ms: u64, fail: bool) -> salt::Result<u64> {
+    let a = step(dir.clone(), "a", 0, slow_ms);
+    let b = step(dir.clone(), "b", a, slow_ms);
+    let b = b.await?;
+    let cs: Vec<_> = (1..=3).map(|i| step(dir.clone(), format!("c{i}"), b, slow_ms)).collect();
+    let cs = salt::join_all(cs).await?;
+    let t = total(dir.clone(), cs);
+    maybe_fail(dir, t, fail).await
+}
+
+/// A failing first step and a step that depends on it, which is skipped.
+#[workflow]
+async fn broken_chain(dir: String) -> salt::Result<u64> {
+    let x = maybe_fail(dir.clone(), 1, true);
+    step(dir, "after".to_string(), x, 0).await
+}
+
+/// Fails on its first attempt, succeeds on the second.
+#[task(retries = 2, backoff = "50ms")]
+async fn flaky(dir: String, ctx: &Context) -> salt::Result<u32> {
+    mark(&dir, "flaky");
+    if ctx.attempt() == 1 {
+        return Err(salt::Error::msg("first attempt fails on purpose"));
+    }
+    Ok(ctx.attempt())
+}
+
+/// Runs `flaky` once.
+#[workflow]
+async fn retry_once(dir: String) -> salt::Result<u32> {
+    flaky(dir).await
+}
+
+/// Starts a `sleep` child process, records its pid, and sleeps far past its timeout.
+#[task(timeout = "300ms")]
+async fn hang(dir: String) -> salt::Result<()> {
+    let child = std::process::Command::new("sleep")
+        .arg("30")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    std::fs::write(Path::new(&dir).join("grandchild.pid"), child.id().to_string())?;
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    Ok(())
+}
+
+/// Runs `hang`, which times out.
+#[workflow]
+async fn timeout(dir: String) -> salt::Result<()> {
+    hang(dir).await
+}
+
+/// Panics.
+#[task]
+async fn explode() -> u32 {
+    panic!("boom on purpose")
+}
+
+/// Runs `explode`.
+#[workflow]
+async fn panics() -> salt::Result<u32> {
+    explode().await
+}
+
+/// Prints to stdout and stderr like any program, then returns.
+#[task]
+async fn chatty() -> String {
+    println!("hello from stdout");
+    eprintln!("hello from stderr");
+    "spoke".to_string()
+}
+
+/// Runs `chatty`.
+#[workflow]
+async fn talk() -> salt::Result<String> {
+    chatty().await
+}
+
+/// Exits its process without a word.
+#[task]
+async fn vanish() -> u32 {
+    std::process::exit(7)
+}
+
+/// Runs `vanish`.
+#[workflow]
+async fn exits() -> salt::Result<u32> {
+    vanish().await
+}
+
+/// Returns which task the first attempt of `wobbly` spawned.
+#[task]
+async fn left(dir: String) -> String {
+    mark(&dir, "left");
+    "left".into()
+}
+
+/// The other branch.
+#[task]
+async fn right(dir: String) -> String {
+    mark(&dir, "right");
+    "right".into()
+}
+
+/// Spawns `left` on its first attempt and `right` on its second: a replay that differs.
+#[workflow(retries = 1, backoff = "10ms")]
+async fn wobbly(dir: String, ctx: &Context) -> salt::Result<String> {
+    let first = ctx.attempt() == 1;
+    let out = if first { left(dir.clone()).await? } else { right(dir.clone()).await? };
+    if first {
+        return Err(salt::Error::msg("fail so that the body replays"));
+    }
+    Ok(out)
+}
+
+/// Draws a journaled random number, spawns a step with it, and fails its first attempt: the
+/// replay gets the same number and binds to the same step, which does not run again.
+#[workflow(retries = 1, backoff = "10ms")]
+async fn lucky(dir: String, ctx: &Context) -> salt::Result<u64> {
+    let r = ctx.random_below(1_000_000).await;
+    let out = step(dir, "lucky_step".to_string(), r, 0).await?;
+    if ctx.attempt() == 1 {
+        return Err(salt::Error::msg("fail so that the body replays"));
+    }
+    Ok(out - 1)
+}
+
+/// Sleeps for a long time: something to cancel.
+#[workflow]
+async fn sleepy(dir: String) -> salt::Result<u64> {
+    step(dir, "sleepy".to_string(), 0, 60_000).await
+}
+
+/// One step, with a retry to spare: survives one misbehaving node process.
+#[workflow(retries = 1, backoff = "10ms")]
+async fn sturdy(dir: String) -> salt::Result<u64> {
+    step(dir, "sturdy_step".to_string(), 1, 0).await
+}
+
+/// Replaces this process with a misbehaving node for the first node process of a run.
+fn fake_node(kind: &str, dir: &str) {
+    let flag = Path::new(dir).join("faked");
+    if flag.exists() {
+        return;
+    }
+    let _ = std::fs::write(&flag, kind);
+    let hello = format!(r#"{{"type":"hello","protocol":1,"pid":{}}}"#, std::process::id());
+    let mut out = std::io::stdout().lock();
+    match kind {
+        "garbage" => {
+            let _ = writeln!(out, "{hello}");
+            let _ = writeln!(out, "this is not json");
+        }
+        "unknown" => {
+            let _ = writeln!(out, "{hello}");
+            let _ = writeln!(out, r#"{{"type":"explode","now":true}}"#);
+        }
+        "oversized" => {
+            let _ = writeln!(out, "{hello}");
+            let chunk = vec![b'x'; 1 << 20];
+            for _ in 0..70 {
+                let _ = out.write_all(&chunk);
+            }
+            let _ = writeln!(out);
+        }
+        "early_exit" => {
+            let _ = writeln!(out, "{hello}");
+        }
+        "bad_hello" => {
+            let _ = writeln!(out, r#"{{"type":"hello","protocol":99,"pid":1}}"#);
+        }
+        _ => return,
+    }
+    let _ = out.flush();
+    std::process::exit(0);
+}
+
+fn main() -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("__salt") {
+        if let (Ok(kind), Ok(dir)) = (std::env::var("FLOWS_FAKE_NODE"), std::env::var("FLOWS_DIR")) {
+            fake_node(&kind, &dir);
+        }
+    }
+    salt::main()
+}

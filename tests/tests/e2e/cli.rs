@@ -1,0 +1,141 @@
+//! The command line: runs, inputs, JSON contracts, logs, graphs, the manifest.
+
+use serde_json::Value;
+
+use crate::support::{DUPES, Env, pipeline_input, stderr, text};
+
+#[test]
+fn a_pipeline_runs_and_is_stored_with_its_graph() {
+    let env = Env::new();
+    let out = env.run(&["run", "pipeline", "--input", &pipeline_input(&env.dir(), 0, false)]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "90");
+
+    let runs = env.json(&["runs"]);
+    let run = &runs["runs"][0];
+    assert_eq!(run["workflow"], "pipeline");
+    assert_eq!(run["state"], "succeeded");
+    assert!(run["started_at"].is_i64());
+    let id = run["id"].as_i64().unwrap();
+
+    let graph = env.json(&["graph", &id.to_string(), "--format", "json"]);
+    assert_eq!(graph["run"]["state"], "succeeded");
+    let nodes = graph["nodes"].as_array().unwrap();
+    let tasks: Vec<&str> = nodes.iter().map(|n| n["task"].as_str().unwrap()).collect();
+    assert_eq!(tasks, ["pipeline", "step", "step", "step", "step", "step", "total", "maybe_fail"]);
+    assert!(nodes.iter().all(|n| n["state"] == "succeeded" && n["label"].is_string() && n["id"].is_u64()));
+    // Handles passed without awaiting make data edges: a -> b, total -> maybe_fail. The c's
+    // were awaited, so `total` took their values.
+    let edges: Vec<(u64, u64, &str)> = graph["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["from"].as_u64().unwrap(), e["to"].as_u64().unwrap(), e["kind"].as_str().unwrap()))
+        .collect();
+    assert_eq!(edges, [(1, 2, "data"), (6, 7, "data")]);
+
+    let dot = String::from_utf8(env.run(&["graph", &id.to_string(), "--format", "dot"]).stdout).unwrap();
+    assert!(dot.starts_with("digraph") && dot.contains("n6 -> n7"), "{dot}");
+    let mermaid = String::from_utf8(env.run(&["graph", &id.to_string(), "--format", "mermaid"]).stdout).unwrap();
+    assert!(mermaid.starts_with("flowchart") && mermaid.contains("n6 --> n7"), "{mermaid}");
+}
+
+#[test]
+fn runs_are_listed_newest_first_and_the_db_option_goes_anywhere() {
+    let env = Env::new();
+    let db = env.db.display().to_string();
+    for _ in 0..2 {
+        let out = std::process::Command::new(crate::support::FLOWS)
+            .args(["--db", &db, "run", "talk"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let out = std::process::Command::new(crate::support::FLOWS).args(["runs", "--json", "--db", &db]).output().unwrap();
+    let runs: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ids: Vec<i64> = runs["runs"].as_array().unwrap().iter().map(|r| r["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, [2, 1]);
+}
+
+#[test]
+fn bad_input_is_a_usage_error_and_stores_nothing() {
+    let env = Env::new();
+    for (input, says) in [
+        ("{not json", "not JSON"),
+        (r#"{"dir": "x", "slow_ms": "fast", "fail": false}"#, "does not match"),
+        (r#"{"dir": "x"}"#, "missing field"),
+    ] {
+        let out = env.run(&["run", "pipeline", "--input", input]);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        assert!(stderr(&out).contains(says), "{input}: {}", text(&out));
+    }
+    let out = env.run(&["run", "pipeline"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("needs an input"), "{}", text(&out));
+
+    let out = env.run(&["run", "nope"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("no workflow `nope`") && stderr(&out).contains("pipeline"), "{}", text(&out));
+
+    let out = env.run(&["run"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("name one"), "{}", text(&out));
+
+    let out = env.run(&["run", "pipeline", "--bogus"]);
+    assert_eq!(out.status.code(), Some(2));
+
+    assert_eq!(env.json(&["runs"])["runs"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn input_can_come_from_a_file() {
+    let env = Env::new();
+    let file = env.work.join("input.json");
+    std::fs::write(&file, pipeline_input(&env.dir(), 0, false)).unwrap();
+    let out = env.run(&["run", "pipeline", "--input", &format!("@{}", file.display())]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn the_manifest_describes_tasks_and_workflows() {
+    let env = Env::new();
+    let m = env.json(&["manifest"]);
+    let flaky = m["tasks"].as_array().unwrap().iter().find(|t| t["name"] == "flaky").expect("flaky");
+    assert_eq!(flaky["policy"]["retries"], 2);
+    assert_eq!(flaky["policy"]["backoff"]["delay_ms"], 50);
+    assert_eq!(flaky["doc"], "Fails on its first attempt, succeeds on the second.");
+    assert_eq!(flaky["input_schema"]["properties"]["dir"]["type"], "string");
+    assert!(flaky["input_schema"]["properties"].get("ctx").is_none());
+    assert_eq!(flaky["output_schema"]["type"], "integer");
+    let hang = m["tasks"].as_array().unwrap().iter().find(|t| t["name"] == "hang").unwrap();
+    assert_eq!(hang["policy"]["timeout_ms"], 300);
+    let pipeline = m["workflows"].as_array().unwrap().iter().find(|t| t["name"] == "pipeline").unwrap();
+    assert_eq!(pipeline["input_schema"]["required"], serde_json::json!(["dir", "slow_ms", "fail"]));
+    assert!(m["tasks"].as_array().unwrap().iter().all(|t| t["name"] != "pipeline"));
+}
+
+#[test]
+fn user_output_goes_to_the_attempt_log_not_the_protocol() {
+    let env = Env::new();
+    let out = env.run(&["run", "talk", "--executor", "process"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "\"spoke\"");
+    let logs = String::from_utf8(env.run(&["logs", "1", "chatty"]).stdout).unwrap();
+    assert!(logs.contains("hello from stdout"), "{logs}");
+    assert!(logs.contains("hello from stderr"), "{logs}");
+    assert!(logs.contains("attempt 1 · process · succeeded"), "{logs}");
+}
+
+#[test]
+fn two_tasks_with_one_name_are_refused_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(DUPES)
+        .args(["run"])
+        .env("SALT_DB", dir.path().join("salt.db"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = stderr(&out);
+    assert!(err.contains("two tasks are named `send`"), "{err}");
+    assert!(err.contains("dupes::billing") && err.contains("dupes::mail"), "{err}");
+}

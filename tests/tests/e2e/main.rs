@@ -1,0 +1,7 @@
+//! End-to-end tests: the real `flows` binary, a real SQLite file, real node processes.
+
+mod cli;
+mod failures;
+mod recovery;
+mod replay;
+mod support;

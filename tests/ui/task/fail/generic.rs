@@ -1,0 +1,8 @@
+use salt::prelude::*;
+
+#[task]
+async fn first<T: Clone>(items: Vec<T>) -> Option<T> {
+    items.first().cloned()
+}
+
+fn main() {}

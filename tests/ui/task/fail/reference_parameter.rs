@@ -1,0 +1,8 @@
+use salt::prelude::*;
+
+#[task]
+async fn shout(text: &str) -> String {
+    text.to_uppercase()
+}
+
+fn main() {}

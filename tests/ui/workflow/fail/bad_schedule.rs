@@ -1,0 +1,6 @@
+use salt::prelude::*;
+
+#[workflow(schedule = "every night")]
+async fn nightly() {}
+
+fn main() {}
