@@ -1,7 +1,7 @@
 //! The command line every workflow binary gets from `salt::main()`.
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -72,13 +72,41 @@ enum Command {
         /// A node id, or a task name that names one node of the run.
         node: Option<String>,
     },
-    /// Draw the graph of a run (as it is now, also while it runs).
+    /// Draw the graph of a run as it is now (also while it runs), or the plan of a workflow.
     Graph {
-        /// A run id.
+        /// A run id, or a workflow name (its plan).
         target: String,
         /// The output format.
         #[arg(long, value_enum, default_value_t = Format::Dot)]
         format: Format,
+        /// Draw the plan of a workflow (implied when TARGET is not a run id).
+        #[arg(long)]
+        plan: bool,
+        /// The input to plan with (default: the workflow's default input).
+        #[arg(long, value_name = "JSON|@FILE")]
+        input: Option<String>,
+        /// Draw the task-level view: one node per task, loops as cycles.
+        #[arg(long)]
+        collapse: bool,
+    },
+    /// Send a signal to a run whose node waits for it (`ctx.wait_for`).
+    Signal {
+        /// The run.
+        run: RunId,
+        /// The signal's name.
+        name: String,
+        /// Its value, as JSON matching the type the node waits for (or @FILE).
+        value: String,
+    },
+    /// Pause a run: no new node starts; running ones finish.
+    Pause {
+        /// The run.
+        run: RunId,
+    },
+    /// Resume a paused run.
+    Resume {
+        /// The run.
+        run: RunId,
     },
     /// Describe this binary: its tasks and workflows, with input and output schemas.
     Manifest,
@@ -175,8 +203,8 @@ fn usage(message: impl std::fmt::Display) -> Error {
     Error::new(ErrorKind::Usage, message)
 }
 
-fn runner(db: &PathBuf, options: &RunOptions) -> Runner {
-    Runner::new(db.clone())
+fn runner(db: &Path, options: &RunOptions) -> Runner {
+    Runner::new(db)
         .executor(options.executor)
         .parallelism(options.parallelism.unwrap_or_else(default_parallelism))
         .progress(Progress::Auto)
@@ -236,24 +264,48 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Graph { target, format } => {
+        Command::Graph { target, format, plan, input, collapse } => {
             let view = match target.parse::<RunId>() {
-                Ok(run) => GraphView::of_run(&load(&db, run)?),
-                Err(_) => {
-                    return Err(usage(format!("`{target}` is not a run id; `graph` draws a run: `graph RUN`")));
+                Ok(run) if !plan => {
+                    if input.is_some() {
+                        return Err(usage("`--input` is for plans: `graph WORKFLOW --plan --input JSON`"));
+                    }
+                    GraphView::of_run(&load(&db, run)?, &crate::plan::may_spawn(registry))
+                }
+                _ => {
+                    let workflow = Runner::workflow(&target)?;
+                    let input = input.map(|s| parse_input(&s)).transpose()?;
+                    let input = Runner::input_for(workflow, input)?;
+                    crate::plan::plan(workflow, input).await?
                 }
             };
             let format = if cli.json { Format::Json } else { format };
-            match format {
-                Format::Dot => out(view.to_dot()),
-                Format::Mermaid => out(view.to_mermaid()),
-                Format::Json => print_json(&view.to_json()),
-                Format::Svg => out(svg(&view.to_dot())?),
+            if collapse {
+                let tasks = view.collapse();
+                match format {
+                    Format::Dot => out(tasks.to_dot()),
+                    Format::Mermaid => out(tasks.to_mermaid()),
+                    Format::Json => print_json(&tasks.to_json()),
+                    Format::Svg => out(svg(&tasks.to_dot())?),
+                }
+            } else {
+                match format {
+                    Format::Dot => out(view.to_dot()),
+                    Format::Mermaid => out(view.to_mermaid()),
+                    Format::Json => print_json(&view.to_json()),
+                    Format::Svg => out(svg(&view.to_dot())?),
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Signal { run, name, value } => {
+            let value = parse_input(&value)?;
+            signal(&db, run, &name, value, cli.json)
+        }
+        Command::Pause { run } => pause(&db, run, true, cli.json),
+        Command::Resume { run } => pause(&db, run, false, cli.json),
         Command::Manifest => {
-            print_json(&manifest(registry));
+            print_json(&manifest(registry).await);
             Ok(ExitCode::SUCCESS)
         }
         Command::Recover { run, options } => {
@@ -274,11 +326,11 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-fn open(db: &PathBuf) -> Result<SqliteStore> {
+fn open(db: &Path) -> Result<SqliteStore> {
     SqliteStore::open(db).map_err(|e| e.into_error())
 }
 
-fn load(db: &PathBuf, run: RunId) -> Result<RunSnapshot> {
+fn load(db: &Path, run: RunId) -> Result<RunSnapshot> {
     open(db)?.load(run).map_err(|e| e.into_error())
 }
 
@@ -389,8 +441,9 @@ fn svg(dot: &str) -> Result<String> {
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
-/// `manifest`: every task and workflow with its doc, schemas and policy.
-pub fn manifest(registry: &Registry) -> Value {
+/// `manifest`: every task and workflow with its doc, schemas, policy and promises; each
+/// workflow with its plan for its default input.
+pub async fn manifest(registry: &Registry) -> Value {
     let describe = |d: &TaskDescriptor| {
         let mut v = json!({
             "name": d.name,
@@ -401,6 +454,8 @@ pub fn manifest(registry: &Registry) -> Value {
             "policy": d.policy,
             "label": d.label,
             "color": d.color,
+            "promises": d.promises,
+            "may_spawn": d.may_spawn,
         });
         if d.kind == Kind::Workflow {
             v["default_input"] = d.default_input.and_then(|t| serde_json::from_str(t).ok()).unwrap_or(Value::Null);
@@ -408,15 +463,27 @@ pub fn manifest(registry: &Registry) -> Value {
         }
         v
     };
+    let mut workflows = Vec::new();
+    for d in registry.workflows() {
+        let mut v = describe(d);
+        v["plan"] = match Runner::input_for(d, None) {
+            Ok(input) => match crate::plan::plan(d, input).await {
+                Ok(view) => view.to_json(),
+                Err(e) => json!({"error": e.message()}),
+            },
+            Err(_) => Value::Null,
+        };
+        workflows.push(v);
+    }
     json!({
         "binary": std::env::current_exe().ok().and_then(|p| p.file_name().map(|f| f.to_string_lossy().into_owned())),
         "salt_version": env!("CARGO_PKG_VERSION"),
         "tasks": registry.all().filter(|d| d.kind == Kind::Task).map(describe).collect::<Vec<_>>(),
-        "workflows": registry.workflows().map(describe).collect::<Vec<_>>(),
+        "workflows": workflows,
     })
 }
 
-async fn cancel(db: &PathBuf, run: RunId, json: bool) -> Result<ExitCode> {
+async fn cancel(db: &Path, run: RunId, json: bool) -> Result<ExitCode> {
     let mut store = open(db)?;
     let snapshot = store.load(run).map_err(|e| e.into_error())?;
     let state = snapshot.run.state;
@@ -455,6 +522,64 @@ async fn cancel(db: &PathBuf, run: RunId, json: bool) -> Result<ExitCode> {
         print_json(&json!({"run": run, "state": state}));
     } else {
         out(format!("run {run} {}\n", state.as_str()));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn signal(db: &Path, run: RunId, name: &str, value: Value, json: bool) -> Result<ExitCode> {
+    let mut store = open(db)?;
+    let snapshot = store.load(run).map_err(|e| e.into_error())?;
+    if snapshot.run.state.is_terminal() {
+        return Err(usage(format!("run {run} already ended: {}", snapshot.run.state.as_str())));
+    }
+    let Some(wait) = snapshot.waits.iter().find(|w| w.name == name) else {
+        let names: Vec<&str> = snapshot.waits.iter().map(|w| w.name.as_str()).collect();
+        return Err(usage(if names.is_empty() {
+            format!("run {run} is not waiting for any signal")
+        } else {
+            format!("run {run} is not waiting for signal `{name}`; it waits for: {}", names.join(", "))
+        }));
+    };
+    let validator = jsonschema::validator_for(&wait.schema)
+        .map_err(|e| usage(format!("the schema of signal `{name}` is not valid: {e}")))?;
+    let problems: Vec<String> = validator.iter_errors(&value).map(|e| format!("{} at `{}`", e, e.instance_path)).collect();
+    if !problems.is_empty() {
+        return Err(Error::new(
+            ErrorKind::Input,
+            format!(
+                "signal `{name}` of run {run} does not match the type node {} waits for: {}\nexpected schema: {}",
+                wait.node,
+                problems.join("; "),
+                serde_json::to_string(&wait.schema).unwrap_or_default()
+            ),
+        ));
+    }
+    store.send_signal(run, name, &value).map_err(|e| e.into_error())?;
+    let note = if snapshot.run.state == RunState::Interrupted {
+        format!("; its orchestrator is gone: `recover {run}` resumes it")
+    } else {
+        String::new()
+    };
+    if json {
+        print_json(&json!({"run": run, "signal": name, "node": wait.node}));
+    } else {
+        out(format!("sent `{name}` to node {} of run {run}{note}\n", wait.node));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn pause(db: &Path, run: RunId, paused: bool, json: bool) -> Result<ExitCode> {
+    let mut store = open(db)?;
+    let state = store.load(run).map_err(|e| e.into_error())?.run.state;
+    if state.is_terminal() {
+        return Err(usage(format!("run {run} already ended: {}", state.as_str())));
+    }
+    store.set_paused(run, paused).map_err(|e| e.into_error())?;
+    let word = if paused { "pausing" } else { "resuming" };
+    if json {
+        print_json(&json!({"run": run, "paused": paused}));
+    } else {
+        out(format!("{word} run {run}: {}\n", if paused { "no new node starts; running ones finish" } else { "nodes start again" }));
     }
     Ok(ExitCode::SUCCESS)
 }

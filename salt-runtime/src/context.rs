@@ -8,7 +8,7 @@
 use std::future::{Future, IntoFuture};
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -58,6 +58,100 @@ pub struct SpawnRequest {
     pub args: Vec<(String, WireArg)>,
 }
 
+/// Where a promise applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PromiseScope {
+    /// The node that declares it and everything it spawns, transitively.
+    Subtree,
+    /// The whole run.
+    Run,
+}
+
+/// Cosmetic attributes of a node, for drawing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Annotation {
+    /// A label drawn instead of the task name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// A fill color (any Graphviz or CSS color, e.g. `"#ffcc00"` or `"gold"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub color: Option<String>,
+    /// A Graphviz node shape (`box`, `ellipse`, `diamond`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shape: Option<String>,
+}
+
+impl Annotation {
+    /// An annotation that sets the label.
+    pub fn label(label: impl Into<String>) -> Self {
+        Self { label: Some(label.into()), ..Self::default() }
+    }
+
+    /// Sets the color.
+    pub fn color(mut self, color: impl Into<String>) -> Self {
+        self.color = Some(color.into());
+        self
+    }
+
+    /// Sets the shape.
+    pub fn shape(mut self, shape: impl Into<String>) -> Self {
+        self.shape = Some(shape.into());
+        self
+    }
+}
+
+/// A change a running body makes to its run's graph. Mutations are buffered by the body's
+/// [`Context`] and sent together when the body next waits (awaits a node, a journaled value or a
+/// signal) or returns, so the mutations made between two waits apply as one.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Mutation {
+    /// Spawn a child node.
+    Spawn(SpawnRequest),
+    /// A control edge between two children of this node (by their sequence numbers).
+    Edge {
+        /// The upstream child.
+        from: u32,
+        /// The downstream child, which must not have started.
+        to: u32,
+    },
+    /// A promise over this node's subtree or the whole run.
+    Promise {
+        /// The call's sequence number.
+        seq: u32,
+        /// The promise's text.
+        text: String,
+        /// Where it applies.
+        scope: PromiseScope,
+    },
+    /// Cosmetic attributes of this node (`child: None`) or of a child.
+    Annotate {
+        /// The child's sequence number, or none for this node.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        child: Option<u32>,
+        /// What to set.
+        annotation: Annotation,
+    },
+}
+
+/// What a node waits for with [`Context::wait_for`].
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct SignalWait {
+    /// The call's sequence number.
+    pub seq: u32,
+    /// The signal's name.
+    pub name: String,
+    /// The JSON Schema a value must match.
+    pub schema: Value,
+    /// Give up after this many milliseconds...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// ...and take this value instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<Value>,
+}
+
 /// A journaled call whose value is recorded on first run and replayed afterwards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -66,13 +160,16 @@ pub enum JournalKind {
     Random,
     /// `ctx.now()`.
     Now,
+    /// `ctx.wait_for()`.
+    Signal,
 }
 
 /// The orchestrator as a running body sees it (in process, or across the stdio protocol).
 pub(crate) trait Host: Send + Sync + 'static {
-    fn spawn(&self, request: SpawnRequest);
+    fn mutate(&self, mutations: Vec<Mutation>);
     fn await_node(&self, seq: u32) -> BoxFuture<'static, std::result::Result<Value, ErrorWire>>;
     fn journal(&self, seq: u32, kind: JournalKind, proposed: Value) -> BoxFuture<'static, Value>;
+    fn wait_signal(&self, wait: SignalWait) -> BoxFuture<'static, Value>;
     fn log(&self, line: String);
 }
 
@@ -82,6 +179,7 @@ struct ContextInner {
     node: NodeId,
     attempt: u32,
     seq: AtomicU32,
+    pending: Mutex<Vec<Mutation>>,
 }
 
 /// A running node's view of its run. Take `ctx: &salt::Context` as a task parameter to get it.
@@ -103,7 +201,14 @@ impl std::fmt::Debug for Context {
 impl Context {
     pub(crate) fn new(host: Arc<dyn Host>, run: i64, node: NodeId, attempt: u32) -> Self {
         Self {
-            inner: Arc::new(ContextInner { host: Some(host), run, node, attempt, seq: AtomicU32::new(0) }),
+            inner: Arc::new(ContextInner {
+                host: Some(host),
+                run,
+                node,
+                attempt,
+                seq: AtomicU32::new(0),
+                pending: Mutex::new(Vec::new()),
+            }),
         }
     }
 
@@ -111,7 +216,14 @@ impl Context {
     /// not journaled. This is what a task sees when it is called from a plain unit test.
     pub fn detached() -> Self {
         Self {
-            inner: Arc::new(ContextInner { host: None, run: 0, node: 0, attempt: 1, seq: AtomicU32::new(0) }),
+            inner: Arc::new(ContextInner {
+                host: None,
+                run: 0,
+                node: 0,
+                attempt: 1,
+                seq: AtomicU32::new(0),
+                pending: Mutex::new(Vec::new()),
+            }),
         }
     }
 
@@ -149,10 +261,105 @@ impl Context {
         self.inner.seq.fetch_add(1, Ordering::Relaxed)
     }
 
+    fn push(&self, mutation: Mutation) {
+        self.inner.pending.lock().unwrap_or_else(|p| p.into_inner()).push(mutation);
+    }
+
+    /// Sends the buffered mutations to the orchestrator.
+    pub(crate) fn flush(&self) {
+        let Some(host) = &self.inner.host else { return };
+        let batch = std::mem::take(&mut *self.inner.pending.lock().unwrap_or_else(|p| p.into_inner()));
+        if !batch.is_empty() {
+            host.mutate(batch);
+        }
+    }
+
+    fn host(&self) -> Option<&Arc<dyn Host>> {
+        self.flush();
+        self.inner.host.as_ref()
+    }
+
+    /// Adds a control edge: `to` runs after `from` (both spawned by this body). `to` must not
+    /// have started, and the edge must not close a cycle; otherwise this node fails with an error
+    /// naming both nodes.
+    pub fn edge<A, B>(&self, from: &Handle<A>, to: &Handle<B>) {
+        if let (Some(from), Some(to)) = (from.seq(), to.seq()) {
+            self.push(Mutation::Edge { from, to });
+        }
+    }
+
+    /// Promises how this node's subtree (what it spawns, transitively) may still change, e.g.
+    /// `"no new nodes"`, `"only tasks parse, load"`, `"A -> M* -> B"`. The orchestrator checks every
+    /// later mutation against it; a run that breaks it is terminated. A promise that does not
+    /// parse is an error here.
+    pub fn promise(&self, promise: &str) -> Result<()> {
+        self.promise_in(promise, PromiseScope::Subtree)
+    }
+
+    /// Like [`Context::promise`], over the whole run.
+    pub fn promise_run(&self, promise: &str) -> Result<()> {
+        self.promise_in(promise, PromiseScope::Run)
+    }
+
+    fn promise_in(&self, text: &str, scope: PromiseScope) -> Result<()> {
+        let parsed: crate::promise::Promise =
+            text.parse().map_err(|e| Error::new(ErrorKind::Usage, format!("bad promise: {e}")))?;
+        if self.inner.host.is_some() {
+            let seq = self.next_seq();
+            self.push(Mutation::Promise { seq, text: parsed.to_string(), scope });
+        }
+        Ok(())
+    }
+
+    /// Sets cosmetic attributes (label, color, shape) of this node.
+    pub fn annotate(&self, annotation: Annotation) {
+        if self.inner.host.is_some() {
+            self.push(Mutation::Annotate { child: None, annotation });
+        }
+    }
+
+    /// Sets cosmetic attributes of a node this body spawned.
+    pub fn annotate_child<T>(&self, child: &Handle<T>, annotation: Annotation) {
+        if let Some(seq) = child.seq() {
+            self.push(Mutation::Annotate { child: Some(seq), annotation });
+        }
+    }
+
+    /// Waits for the signal `name` (sent with `signal RUN NAME JSON`) and returns its value.
+    /// While it waits the node holds no process and no slot: it is parked, and replayed up to
+    /// here when the signal arrives. Outside a run this is an error.
+    pub async fn wait_for<T: TaskValue>(&self, name: &str) -> Result<T> {
+        self.wait(name, None, None).await
+    }
+
+    /// Like [`Context::wait_for`], but gives up after `timeout` and returns `default`.
+    pub async fn wait_for_or<T: TaskValue>(&self, name: &str, timeout: Duration, default: T) -> Result<T> {
+        let default = serde_json::to_value(&default)
+            .map_err(|e| Error::new(ErrorKind::Input, format!("cannot encode the default of signal `{name}`: {e}")))?;
+        self.wait(name, Some(timeout), Some(default)).await
+    }
+
+    async fn wait<T: TaskValue>(&self, name: &str, timeout: Option<Duration>, default: Option<Value>) -> Result<T> {
+        let Some(host) = self.host() else {
+            return Err(Error::new(ErrorKind::Usage, format!("`wait_for(\"{name}\")` outside a run: nobody can send the signal")));
+        };
+        let schema = serde_json::to_value(schemars::schema_for!(T)).unwrap_or_default();
+        let wait = SignalWait {
+            seq: self.next_seq(),
+            name: name.to_string(),
+            schema,
+            timeout_ms: timeout.map(|t| t.as_millis() as u64),
+            default,
+        };
+        let value = host.wait_signal(wait).await;
+        serde_json::from_value(value)
+            .map_err(|e| Error::new(ErrorKind::Input, format!("signal `{name}` does not match its type: {e}")))
+    }
+
     /// A random number, journaled: a replay of this body gets the same value back.
     pub async fn random(&self) -> u64 {
         let proposed = random_u64();
-        match &self.inner.host {
+        match self.host() {
             None => proposed,
             Some(host) => {
                 let v = host.journal(self.next_seq(), JournalKind::Random, Value::from(proposed)).await;
@@ -169,7 +376,7 @@ impl Context {
     /// The wall-clock time, journaled: a replay of this body gets the same time back.
     pub async fn now(&self) -> SystemTime {
         let proposed = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
-        let millis = match &self.inner.host {
+        let millis = match self.host() {
             None => proposed,
             Some(host) => host
                 .journal(self.next_seq(), JournalKind::Now, Value::from(proposed))
@@ -196,9 +403,8 @@ impl Context {
             Ok(args) => args,
             Err(e) => return Handle::direct(async move { Err(e) }),
         };
-        let host = self.inner.host.clone().expect("spawn outside a run");
         let seq = self.next_seq();
-        host.spawn(SpawnRequest { seq, task: task.to_string(), args });
+        self.push(Mutation::Spawn(SpawnRequest { seq, task: task.to_string(), args }));
         Handle::node(self.clone(), seq)
     }
 }
@@ -244,6 +450,15 @@ impl<T> std::fmt::Debug for Handle<T> {
     }
 }
 
+impl<T> Handle<T> {
+    fn seq(&self) -> Option<u32> {
+        match &*self.inner {
+            HandleInner::Node { seq, .. } => Some(*seq),
+            HandleInner::Direct(_) => None,
+        }
+    }
+}
+
 impl<T: TaskValue> Handle<T> {
     fn node(ctx: Context, seq: u32) -> Self {
         Self { inner: Arc::new(HandleInner::Node { ctx, seq }), _out: PhantomData }
@@ -266,10 +481,10 @@ impl<T: TaskValue> Handle<T> {
 
     async fn value(self) -> Result<Value> {
         match &*self.inner {
-            HandleInner::Node { ctx, seq } => {
-                let host = ctx.inner.host.clone().expect("node handles exist only inside runs");
-                Ok(host.await_node(*seq).await?)
-            }
+            HandleInner::Node { ctx, seq } => match ctx.host() {
+                Some(host) => Ok(host.await_node(*seq).await?),
+                None => Err(Error::new(ErrorKind::Usage, "a node handle awaited outside its run")),
+            },
             HandleInner::Direct(fut) => Ok(fut.clone().await?),
         }
     }

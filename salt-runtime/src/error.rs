@@ -34,6 +34,10 @@ pub enum ErrorKind {
     Input,
     /// The store failed.
     Store,
+    /// A graph mutation that cannot be applied (an edge into a started node, a cycle).
+    Graph,
+    /// A mutation broke a promise: the run is terminated.
+    Promise,
     /// Anything the runtime itself refuses (unknown task, bad arguments, a refused command).
     Usage,
 }
@@ -61,6 +65,8 @@ impl ErrorKind {
             ErrorKind::Cancelled => "cancelled",
             ErrorKind::Input => "input",
             ErrorKind::Store => "store",
+            ErrorKind::Graph => "graph",
+            ErrorKind::Promise => "promise",
             ErrorKind::Usage => "usage",
         }
     }

@@ -15,7 +15,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 
-use crate::context::{Context, Host, JournalKind, SpawnRequest};
+use crate::context::{Context, Host, JournalKind, Mutation, SignalWait};
 use crate::error::{ErrorKind, ErrorWire, ProtocolError};
 use crate::model::{NodeId, RunId};
 use crate::protocol::{FromNode, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, ToNode, panic_error};
@@ -24,7 +24,8 @@ use crate::registry::TaskDescriptor;
 /// What running bodies tell the orchestrator. `(node, attempt)` names the attempt; events of an
 /// attempt that is no longer current are ignored.
 pub(crate) enum Event {
-    Spawn { node: NodeId, attempt: u32, request: SpawnRequest },
+    Mutate { node: NodeId, attempt: u32, mutations: Vec<Mutation> },
+    Wait { node: NodeId, attempt: u32, wait: SignalWait, reply: oneshot::Sender<Value> },
     Await { node: NodeId, attempt: u32, seq: u32, reply: oneshot::Sender<Result<Value, ErrorWire>> },
     Journal { node: NodeId, attempt: u32, seq: u32, kind: JournalKind, value: Value, reply: oneshot::Sender<Value> },
     Log { node: NodeId, attempt: u32, line: String },
@@ -70,8 +71,20 @@ struct InlineHost {
 }
 
 impl Host for InlineHost {
-    fn spawn(&self, request: SpawnRequest) {
-        let _ = self.events.send(Event::Spawn { node: self.node, attempt: self.attempt, request });
+    fn mutate(&self, mutations: Vec<Mutation>) {
+        let _ = self.events.send(Event::Mutate { node: self.node, attempt: self.attempt, mutations });
+    }
+
+    fn wait_signal(&self, wait: SignalWait) -> BoxFuture<'static, Value> {
+        let (reply, rx) = oneshot::channel();
+        let _ = self.events.send(Event::Wait { node: self.node, attempt: self.attempt, wait, reply });
+        async move {
+            match rx.await {
+                Ok(v) => v,
+                Err(_) => futures::future::pending().await,
+            }
+        }
+        .boxed()
     }
 
     fn await_node(&self, seq: u32) -> BoxFuture<'static, Result<Value, ErrorWire>> {
@@ -109,9 +122,11 @@ pub(crate) fn start_inline(launch: Launch, events: Events) -> Running {
     let Launch { run, node, attempt, task, input } = launch;
     let host = Arc::new(InlineHost { events: events.clone(), node, attempt });
     let ctx = Context::new(host, run, node, attempt);
-    let body = ctx.clone().scope((task.run)(input, ctx));
+    let body = ctx.clone().scope((task.run)(input, ctx.clone()));
     let handle = tokio::spawn(async move {
-        let result = match std::panic::AssertUnwindSafe(body).catch_unwind().await {
+        let result = std::panic::AssertUnwindSafe(body).catch_unwind().await;
+        ctx.flush();
+        let result = match result {
             Ok(Ok(output)) => Ok(output),
             Ok(Err(e)) => Err(e.to_wire()),
             Err(panic) => Err(panic_error(panic)),
@@ -220,8 +235,18 @@ async fn bridge(launch: Launch, mut child: tokio::process::Child, events: Events
         }
         match msg {
             FromNode::Hello { .. } => break Err(ProtocolError::Unexpected("a second hello".into())),
-            FromNode::Spawn { seq, task, args } => {
-                let _ = events.send(Event::Spawn { node, attempt, request: SpawnRequest { seq, task, args } });
+            FromNode::Mutate { mutations } => {
+                let _ = events.send(Event::Mutate { node, attempt, mutations });
+            }
+            FromNode::Wait { id, wait } => {
+                let (reply, rx) = oneshot::channel();
+                let _ = events.send(Event::Wait { node, attempt, wait, reply });
+                let to_node = to_node.clone();
+                tokio::spawn(async move {
+                    if let Ok(value) = rx.await {
+                        let _ = to_node.send(ToNode::Value { id, value });
+                    }
+                });
             }
             FromNode::Await { id, seq } => {
                 let (reply, rx) = oneshot::channel();

@@ -213,6 +213,10 @@ pub struct NodeRecord {
     pub attempts: u32,
     /// A label to draw.
     pub label: Option<String>,
+    /// A color to draw it with.
+    pub color: Option<String>,
+    /// A Graphviz shape to draw it as.
+    pub shape: Option<String>,
     /// When it was created.
     pub created_at: i64,
     /// When its last attempt started.
@@ -300,6 +304,53 @@ pub struct RunSnapshot {
     pub attempts: Vec<AttemptRecord>,
     /// Journaled values.
     pub journal: Vec<JournalRecord>,
+    /// The promises declared so far, in order.
+    pub promises: Vec<PromiseRecord>,
+    /// The signals parked nodes wait for.
+    pub waits: Vec<WaitRecord>,
+}
+
+/// A promise as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct PromiseRecord {
+    /// Its number in the run, from 0.
+    pub id: u32,
+    /// The node whose subtree it covers (0, the root, for the whole run).
+    pub scope: NodeId,
+    /// The node that declared it.
+    pub declared_by: NodeId,
+    /// The declaring call's sequence number (registration promises count down from `u32::MAX`).
+    pub seq: u32,
+    /// Its canonical text.
+    pub text: String,
+}
+
+/// A parked node's wait for a signal.
+#[derive(Debug, Clone, Serialize)]
+pub struct WaitRecord {
+    /// The node.
+    pub node: NodeId,
+    /// The `wait_for` call's sequence number.
+    pub seq: u32,
+    /// The signal's name.
+    pub name: String,
+    /// The JSON Schema its value must match.
+    pub schema: Value,
+    /// When it gives up (ms since the epoch).
+    pub deadline: Option<i64>,
+    /// What it takes then.
+    pub default: Option<Value>,
+}
+
+/// What other processes asked of a running run.
+#[derive(Debug, Clone, Default)]
+pub struct RunControl {
+    /// `cancel RUN` was called.
+    pub cancel_requested: bool,
+    /// `pause RUN` was called (and not `resume RUN` since).
+    pub paused: bool,
+    /// Signals not yet consumed: (id, name, value).
+    pub signals: Vec<(i64, String, Value)>,
 }
 
 /// Milliseconds since the Unix epoch, now.

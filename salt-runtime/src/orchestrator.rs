@@ -15,12 +15,14 @@ use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::context::{JournalKind, SpawnRequest, WireArg};
+use crate::context::{Annotation, JournalKind, Mutation, PromiseScope, SignalWait, SpawnRequest, WireArg};
 use crate::error::{Error, ErrorKind, ErrorWire, Result};
 use crate::executor::{self, Event, Launch, Running};
 use crate::model::{
-    EdgeKind, EdgeRecord, LogRecord, NodeId, NodeRecord, NodeState, RunId, RunSnapshot, RunState, StoredArg, now_ms,
+    EdgeKind, EdgeRecord, LogRecord, NodeId, NodeRecord, NodeState, PromiseRecord, RunId, RunSnapshot, RunState,
+    StoredArg, WaitRecord, now_ms,
 };
+use crate::promise::{Promise, Shape, Target};
 use crate::progress::{Observer, Summary};
 use crate::registry::{Registry, TaskDescriptor};
 use crate::runner::{Executor, RunOutcome};
@@ -71,6 +73,10 @@ struct Node {
     /// When (in the orchestrator's event count) the node last ended, or its attempt started.
     ended_at: u64,
     started_at: u64,
+    /// Failed attempts so far (parked attempts are not failures).
+    failures: u32,
+    /// The signal a parked node waits for: (seq, name).
+    parked: Option<(u32, String)>,
 }
 
 /// How a run is driven.
@@ -85,6 +91,7 @@ pub(crate) struct Options {
 enum Timer {
     Retry { node: NodeId, attempt: u32 },
     Timeout { node: NodeId, attempt: u32 },
+    Signal { node: NodeId, seq: u32 },
 }
 
 enum Action {
@@ -115,6 +122,22 @@ pub(crate) struct Orchestrator {
     started: Instant,
     /// Counts starts and ends, to order them.
     clock: u64,
+    promises: Vec<Active>,
+    terminated: Option<ErrorWire>,
+    paused: bool,
+    /// Signals sent but not consumed: (id, name, value).
+    signals: Vec<(i64, String, Value)>,
+    seen_signals: std::collections::HashSet<i64>,
+    /// Deadlines of waits recorded before this orchestrator started.
+    deadlines: HashMap<(NodeId, u32), (i64, Option<Value>)>,
+}
+
+/// A promise in force, with the state of its shape.
+struct Active {
+    record: PromiseRecord,
+    promise: Promise,
+    /// For a shape: what may still follow the scope node's children so far.
+    shape: Option<Shape>,
 }
 
 fn hash_args(task: &str, args: &[(String, StoredArg)]) -> String {
@@ -182,7 +205,16 @@ impl Orchestrator {
                 logged: 0,
                 ended_at: 0,
                 started_at: 0,
+                failures: 0,
+                parked: None,
             });
+        }
+        for a in &snapshot.attempts {
+            if a.state == NodeState::Failed {
+                if let Some(n) = nodes.get_mut(a.node as usize) {
+                    n.failures += 1;
+                }
+            }
         }
         for e in &snapshot.edges {
             let (from, to) = (e.from as usize, e.to as usize);
@@ -217,7 +249,30 @@ impl Orchestrator {
             observer,
             started: Instant::now(),
             clock: 0,
+            promises: Vec::new(),
+            terminated: None,
+            paused: false,
+            signals: Vec::new(),
+            seen_signals: Default::default(),
+            deadlines: snapshot.waits.iter().filter_map(|w| w.deadline.map(|d| ((w.node, w.seq), (d, w.default.clone())))).collect(),
         };
+        for record in snapshot.promises {
+            let promise: Promise = record.text.parse().map_err(|e| {
+                Error::new(ErrorKind::Store, format!("run {} has a promise that does not parse: {e}", orch.run))
+            })?;
+            let shape = match &promise {
+                Promise::Shape(shape) => {
+                    let children: Vec<&str> =
+                        orch.nodes[record.scope as usize].children.iter().map(|c| orch.nodes[*c as usize].task.name).collect();
+                    shape.after(children)
+                }
+                _ => None,
+            };
+            orch.promises.push(Active { record, promise, shape });
+        }
+        for i in 0..orch.nodes.len() {
+            orch.declare_registered(i as NodeId);
+        }
         for i in 0..orch.nodes.len() {
             let unmet = orch.nodes[i].deps.iter().filter(|d| orch.nodes[**d as usize].state != NodeState::Succeeded).count();
             orch.nodes[i].unmet = unmet;
@@ -238,6 +293,7 @@ impl Orchestrator {
             n.state = NodeState::Pending;
             n.output = None;
             n.error = None;
+            n.parked = None;
             self.writes.push(Write::NodeReset { run: self.run, node: id });
         }
         for i in 0..self.nodes.len() {
@@ -346,10 +402,8 @@ impl Orchestrator {
                     ticks = ticks.wrapping_add(1);
                     if ticks % 8 == 0 {
                         self.writes.push(Write::Heartbeat { run: self.run, at: now_ms() });
-                        if self.cancel_reason.is_none() && self.store.cancel_requested(self.run).unwrap_or(false) {
-                            self.cancel("cancelled with `cancel`".into());
-                        }
                     }
+                    self.poll_control();
                     self.observer.tick(&self.summary());
                 }
             }
@@ -404,7 +458,9 @@ impl Orchestrator {
 
     fn finish(mut self) -> Result<RunOutcome> {
         let root = &self.nodes[0];
-        let (state, output, error) = if let Some(reason) = &self.cancel_reason {
+        let (state, output, error) = if let Some(error) = &self.terminated {
+            (RunState::Terminated, None, Some(error.clone()))
+        } else if let Some(reason) = &self.cancel_reason {
             (RunState::Cancelled, None, Some(ErrorWire::new(ErrorKind::Cancelled, reason)))
         } else if self.nodes.iter().all(|n| n.state == NodeState::Succeeded) {
             (RunState::Succeeded, root.output.clone(), None)
@@ -447,7 +503,11 @@ impl Orchestrator {
     }
 
     fn start_ready(&mut self) {
-        while self.cancel_reason.is_none() && self.live_slots < self.opts.parallelism {
+        while self.cancel_reason.is_none()
+            && self.terminated.is_none()
+            && !self.paused
+            && self.live_slots < self.opts.parallelism
+        {
             let Some((_, Reverse(id))) = self.ready.pop() else { break };
             if self.nodes[id as usize].state != NodeState::Ready {
                 continue;
@@ -498,9 +558,22 @@ impl Orchestrator {
 
     fn handle(&mut self, ev: Event) {
         match ev {
-            Event::Spawn { node, attempt, request } => {
+            Event::Mutate { node, attempt, mutations } => {
+                for m in mutations {
+                    if !self.is_current(node, attempt) || self.terminated.is_some() {
+                        break;
+                    }
+                    match m {
+                        Mutation::Spawn(request) => self.spawn(node, attempt, request),
+                        Mutation::Edge { from, to } => self.control_edge(node, attempt, from, to),
+                        Mutation::Promise { seq, text, scope } => self.declare(node, attempt, seq, &text, scope),
+                        Mutation::Annotate { child, annotation } => self.annotate(node, child, annotation),
+                    }
+                }
+            }
+            Event::Wait { node, attempt, wait, reply } => {
                 if self.is_current(node, attempt) {
-                    self.spawn(node, attempt, request);
+                    self.wait_signal(node, attempt, wait, reply);
                 }
             }
             Event::Await { node, attempt, seq, reply } => {
@@ -581,6 +654,16 @@ impl Orchestrator {
             return;
         }
 
+        if !self.nodes[parent as usize].task.may_spawn {
+            let e = ErrorWire::new(
+                ErrorKind::Graph,
+                format!(
+                    "task `{}` called task `{}`, but only workflows and tasks that take a `&Context` may spawn nodes; add a `ctx: &Context` parameter to `{}`",
+                    self.nodes[parent as usize].task.name, descriptor.name, self.nodes[parent as usize].task.name
+                ),
+            );
+            return self.fail_attempt(parent, attempt, e);
+        }
         let id = self.nodes.len() as NodeId;
         let deps: Vec<NodeId> = {
             let mut d: Vec<NodeId> =
@@ -589,6 +672,15 @@ impl Orchestrator {
             d.dedup();
             d
         };
+        let what = format!("spawning `{}` from node {parent} (`{}`)", descriptor.name, self.nodes[parent as usize].task.name);
+        match self.check_spawn(parent, descriptor.name, &deps) {
+            Ok(shapes) => {
+                for (i, shape) in shapes {
+                    self.promises[i].shape = Some(shape);
+                }
+            }
+            Err(promise) => return self.terminate(promise, &what),
+        }
         let unmet = deps.iter().filter(|d| self.nodes[**d as usize].state != NodeState::Succeeded).count();
         let doomed = deps.iter().find(|d| matches!(self.nodes[**d as usize].state, NodeState::Failed | NodeState::Skipped | NodeState::Cancelled)).copied();
         let record = NodeRecord {
@@ -603,6 +695,8 @@ impl Orchestrator {
             error: None,
             attempts: 0,
             label: descriptor.label.map(str::to_string),
+            color: descriptor.color.map(str::to_string),
+            shape: None,
             created_at: now_ms(),
             started_at: None,
             finished_at: None,
@@ -632,10 +726,13 @@ impl Orchestrator {
             logged: 0,
             ended_at: 0,
             started_at: 0,
+            failures: 0,
+            parked: None,
         });
         self.nodes[parent as usize].children.push(id);
         self.keys.insert((parent, seq), id);
         self.active += 1;
+        self.declare_registered(id);
         if let Some(dep) = doomed {
             let e = self.upstream_error(dep);
             self.end_node(id, NodeState::Skipped, None, Some(e));
@@ -743,13 +840,30 @@ impl Orchestrator {
         match result {
             Ok(output) => {
                 self.writes.push(Write::AttemptFinished { run: self.run, node: id, attempt, state: NodeState::Succeeded, error: None, at });
+                // A body that returned can spawn no more: its promised shapes must be complete.
+                let unfinished = self.promises.iter().find(|p| {
+                    p.record.scope == id && p.shape.as_ref().is_some_and(|s| !s.is_complete())
+                });
+                if let Some(p) = unfinished {
+                    let still = p.shape.as_ref().map(|s| s.label()).unwrap_or_default();
+                    let what = format!("node {id} (`{}`) finishing while the shape still needs `{still}`", task.name);
+                    let text = p.record.text.clone();
+                    let by = p.record.declared_by;
+                    self.end_node(id, NodeState::Succeeded, Some(output), None);
+                    return self.terminate_with(&text, by, &what);
+                }
                 self.end_node(id, NodeState::Succeeded, Some(output), None);
             }
             Err(error) => {
                 let cancelled = error.kind == ErrorKind::Cancelled;
                 let state = if cancelled { NodeState::Cancelled } else { NodeState::Failed };
                 self.writes.push(Write::AttemptFinished { run: self.run, node: id, attempt, state, error: Some(error.clone()), at });
-                let retry = error.kind.is_retryable() && attempt <= task.policy.retries && self.cancel_reason.is_none();
+                self.nodes[id as usize].failures += 1;
+                let failures = self.nodes[id as usize].failures;
+                let retry = error.kind.is_retryable()
+                    && failures <= task.policy.retries
+                    && self.cancel_reason.is_none()
+                    && self.terminated.is_none();
                 if retry {
                     let delay = task.policy.backoff.delay(attempt);
                     self.nodes[id as usize].state = NodeState::Pending;
@@ -857,6 +971,14 @@ impl Orchestrator {
                         self.promote(node);
                     }
                 }
+                Timer::Signal { node, seq } => {
+                    let parked = self.nodes[node as usize].parked.as_ref().is_some_and(|(s, _)| *s == seq);
+                    if parked {
+                        if let Some((_, Some(default))) = self.deadlines.get(&(node, seq)).cloned() {
+                            self.deliver(node, seq, default);
+                        }
+                    }
+                }
                 Timer::Timeout { node, attempt } => {
                     if self.is_current(node, attempt) {
                         let timeout = self.nodes[node as usize].task.policy.timeout.unwrap_or_default();
@@ -878,9 +1000,348 @@ impl Orchestrator {
     }
 }
 
+impl Orchestrator {
+    /// Declares the promises a node's task was registered with (scope: the node's subtree).
+    fn declare_registered(&mut self, id: NodeId) {
+        let task = self.nodes[id as usize].task;
+        for (i, text) in task.promises.iter().enumerate() {
+            let seq = u32::MAX - i as u32;
+            if self.promises.iter().any(|p| p.record.declared_by == id && p.record.seq == seq) {
+                continue;
+            }
+            match text.parse::<Promise>() {
+                Ok(promise) => self.add_promise(id, id, seq, promise),
+                Err(e) => {
+                    let error = ErrorWire::new(ErrorKind::Usage, format!("task `{}` has a bad promise: {e}", task.name));
+                    self.terminated.get_or_insert(error);
+                }
+            }
+        }
+    }
+
+    /// A promise declared at run time by node `by`.
+    fn declare(&mut self, by: NodeId, attempt: u32, seq: u32, text: &str, scope: PromiseScope) {
+        if self.promises.iter().any(|p| p.record.declared_by == by && p.record.seq == seq) {
+            return; // declared before this replay
+        }
+        match text.parse::<Promise>() {
+            Ok(promise) => {
+                let scope = if scope == PromiseScope::Run { 0 } else { by };
+                self.add_promise(scope, by, seq, promise);
+            }
+            Err(e) => {
+                let e = ErrorWire::new(ErrorKind::Usage, format!("bad promise `{text}`: {e}"));
+                self.fail_attempt(by, attempt, e);
+            }
+        }
+    }
+
+    fn add_promise(&mut self, scope: NodeId, by: NodeId, seq: u32, promise: Promise) {
+        let record = PromiseRecord { id: self.promises.len() as u32, scope, declared_by: by, seq, text: promise.to_string() };
+        let shape = match &promise {
+            Promise::Shape(shape) => {
+                let children: Vec<&str> =
+                    self.nodes[scope as usize].children.iter().map(|c| self.nodes[*c as usize].task.name).collect();
+                match shape.after(children) {
+                    Some(s) => Some(s),
+                    None => {
+                        let text = record.text.clone();
+                        self.writes.push(Write::Promise { run: self.run, record: record.clone() });
+                        self.promises.push(Active { record, promise, shape: None });
+                        let what = format!("the children node {scope} already has");
+                        return self.terminate_with(&text, by, &what);
+                    }
+                }
+            }
+            _ => None,
+        };
+        self.writes.push(Write::Promise { run: self.run, record: record.clone() });
+        self.promises.push(Active { record, promise, shape });
+    }
+
+    /// Whether `node` is `scope` or one of its descendants.
+    fn in_subtree(&self, node: NodeId, scope: NodeId) -> bool {
+        let mut n = Some(node);
+        while let Some(id) = n {
+            if id == scope {
+                return true;
+            }
+            n = self.nodes[id as usize].parent;
+        }
+        false
+    }
+
+    fn matches(&self, target: &Target, node: NodeId) -> bool {
+        match target {
+            Target::Node(id) => *id == node,
+            Target::Task(name) => self.nodes.get(node as usize).is_some_and(|n| n.task.name == name),
+        }
+    }
+
+    /// Checks a spawn against every promise in force; on success, the new shape states.
+    fn check_spawn(&self, parent: NodeId, task: &str, deps: &[NodeId]) -> std::result::Result<Vec<(usize, Shape)>, usize> {
+        let mut shapes = Vec::new();
+        for (i, p) in self.promises.iter().enumerate() {
+            let scope = p.record.scope;
+            if !self.in_subtree(parent, scope) {
+                continue;
+            }
+            let task_of = |n: &NodeId| self.nodes[*n as usize].task.name;
+            let ok = match &p.promise {
+                Promise::NoNewNodes => false,
+                Promise::NoNewEdges => deps.is_empty(),
+                Promise::OnlyTasks(tasks) => tasks.iter().any(|t| t == task),
+                Promise::OnlyEdgesBetween(tasks) => {
+                    deps.is_empty() || (tasks.iter().any(|t| t == task) && deps.iter().all(|d| tasks.iter().any(|t| t == task_of(d))))
+                }
+                Promise::NoEdgesOut(target) => !deps.iter().any(|d| self.matches(target, *d)),
+                Promise::NoEdgesInto(target) => {
+                    deps.is_empty() || !matches!(target, Target::Task(name) if name == task)
+                }
+                Promise::Shape(_) => {
+                    if parent != scope {
+                        true
+                    } else {
+                        match p.shape.as_ref().and_then(|s| s.step(task)) {
+                            Some(next) => {
+                                shapes.push((i, next));
+                                true
+                            }
+                            None => false,
+                        }
+                    }
+                }
+            };
+            if !ok {
+                return Err(i);
+            }
+        }
+        Ok(shapes)
+    }
+
+    /// Checks a control edge against every promise in force.
+    fn check_edge(&self, from: NodeId, to: NodeId) -> std::result::Result<(), usize> {
+        for (i, p) in self.promises.iter().enumerate() {
+            if !self.in_subtree(to, p.record.scope) {
+                continue;
+            }
+            let task_of = |n: NodeId| self.nodes[n as usize].task.name;
+            let ok = match &p.promise {
+                Promise::NoNewEdges => false,
+                Promise::OnlyEdgesBetween(tasks) => {
+                    tasks.iter().any(|t| t == task_of(from)) && tasks.iter().any(|t| t == task_of(to))
+                }
+                Promise::NoEdgesOut(target) => !self.matches(target, from),
+                Promise::NoEdgesInto(target) => !self.matches(target, to),
+                _ => true,
+            };
+            if !ok {
+                return Err(i);
+            }
+        }
+        Ok(())
+    }
+
+    fn terminate(&mut self, promise: usize, what: &str) {
+        let text = self.promises[promise].record.text.clone();
+        let by = self.promises[promise].record.declared_by;
+        self.terminate_with(&text, by, what);
+    }
+
+    /// A mutation broke a promise: stop everything and end the run `terminated`.
+    fn terminate_with(&mut self, promise: &str, declared_by: NodeId, what: &str) {
+        if self.terminated.is_some() {
+            return;
+        }
+        let error = ErrorWire::new(
+            ErrorKind::Promise,
+            format!(
+                "broken promise `{promise}` (declared by node {declared_by}, `{}`): {what} is not allowed",
+                self.nodes[declared_by as usize].task.name
+            ),
+        );
+        self.terminated = Some(error.clone());
+        for i in 0..self.nodes.len() {
+            if !self.nodes[i].state.is_terminal() {
+                self.end_node(i as NodeId, NodeState::Cancelled, None, Some(error.clone()));
+            }
+        }
+    }
+
+    /// A control edge between two children of `node`.
+    fn control_edge(&mut self, node: NodeId, attempt: u32, from_seq: u32, to_seq: u32) {
+        let (Some(&from), Some(&to)) = (self.keys.get(&(node, from_seq)), self.keys.get(&(node, to_seq))) else {
+            let e = ErrorWire::new(ErrorKind::Protocol, "edge between handles that spawned no node");
+            return self.fail_attempt(node, attempt, e);
+        };
+        if self.nodes[to as usize].deps.contains(&from) {
+            return; // already there (a replay, or a data edge)
+        }
+        let name = |id: NodeId| format!("{id} (`{}`)", self.nodes[id as usize].task.name);
+        let graph_error = |msg: String| ErrorWire::new(ErrorKind::Graph, msg);
+        let t = &self.nodes[to as usize];
+        if t.attempts > 0 || !matches!(t.state, NodeState::Pending | NodeState::Ready) {
+            let e = graph_error(format!(
+                "cannot add edge {} -> {}: node {} has already {}",
+                name(from),
+                name(to),
+                to,
+                if t.state.is_terminal() { t.state.as_str() } else { "started" }
+            ));
+            return self.fail_attempt(node, attempt, e);
+        }
+        // A cycle: `from` is downstream of `to`.
+        let mut stack = vec![to];
+        let mut seen = std::collections::HashSet::new();
+        while let Some(n) = stack.pop() {
+            if n == from {
+                let e = graph_error(format!("cannot add edge {} -> {}: it would close a cycle", name(from), name(to)));
+                return self.fail_attempt(node, attempt, e);
+            }
+            if seen.insert(n) {
+                stack.extend(self.nodes[n as usize].dependents.iter().copied());
+            }
+        }
+        if let Err(p) = self.check_edge(from, to) {
+            let what = format!("adding edge {} -> {} from node {}", name(from), name(to), name(node));
+            return self.terminate(p, &what);
+        }
+        self.writes.push(Write::InsertEdge { run: self.run, edge: EdgeRecord { from, to, kind: EdgeKind::Control } });
+        self.nodes[from as usize].dependents.push(to);
+        let from_state = self.nodes[from as usize].state;
+        let t = &mut self.nodes[to as usize];
+        t.deps.push(from);
+        if from_state != NodeState::Succeeded {
+            t.unmet += 1;
+            if t.state == NodeState::Ready {
+                self.set_state(to, NodeState::Pending);
+            }
+        }
+        if matches!(from_state, NodeState::Failed | NodeState::Skipped | NodeState::Cancelled) {
+            let e = self.upstream_error(from);
+            self.end_node(to, NodeState::Skipped, None, Some(e));
+        }
+    }
+
+    fn annotate(&mut self, node: NodeId, child: Option<u32>, annotation: Annotation) {
+        let target = match child {
+            None => Some(node),
+            Some(seq) => self.keys.get(&(node, seq)).copied(),
+        };
+        if let Some(target) = target {
+            self.writes.push(Write::Annotate { run: self.run, node: target, annotation });
+        }
+    }
+
+    fn wait_signal(&mut self, node: NodeId, attempt: u32, wait: SignalWait, reply: oneshot::Sender<Value>) {
+        let seq = wait.seq;
+        if let Some(&child) = self.keys.get(&(node, seq)) {
+            let c = &self.nodes[child as usize];
+            let e = self.nondeterministic(node, seq, describe_call(c.task.name, &c.args), format!("`wait_for(\"{}\")`", wait.name));
+            return self.fail_attempt(node, attempt, e);
+        }
+        match self.journal.get(&(node, seq)) {
+            Some((JournalKind::Signal, v)) => {
+                self.actions.push(Action::ReplyJournal(reply, v.clone()));
+                self.writes.push(Write::WaitEnded { run: self.run, node, seq });
+            }
+            Some((k, _)) => {
+                let e = self.nondeterministic(node, seq, format!("`{}()`", journal_name(*k)), format!("`wait_for(\"{}\")`", wait.name));
+                self.fail_attempt(node, attempt, e);
+            }
+            None => {
+                if let Some(pos) = self.signals.iter().position(|(_, name, _)| *name == wait.name) {
+                    let (id, _, value) = self.signals.remove(pos);
+                    self.writes.push(Write::SignalConsumed { id });
+                    self.writes.push(Write::WaitEnded { run: self.run, node, seq });
+                    self.journal.insert((node, seq), (JournalKind::Signal, value.clone()));
+                    self.writes.push(Write::Journal { run: self.run, node, seq, kind: JournalKind::Signal, value: value.clone() });
+                    self.actions.push(Action::ReplyJournal(reply, value));
+                } else {
+                    self.park(node, attempt, wait);
+                }
+            }
+        }
+    }
+
+    /// Stops a node's attempt while it waits for a signal: it holds no process and no slot, and
+    /// is replayed up to the wait when the signal arrives.
+    fn park(&mut self, node: NodeId, attempt: u32, wait: SignalWait) {
+        let n = &mut self.nodes[node as usize];
+        if let Some(running) = n.live.take().and_then(|l| l.running) {
+            self.actions.push(Action::Stop(running));
+        }
+        if n.state == NodeState::Running {
+            self.live_slots -= 1;
+        }
+        n.parked = Some((wait.seq, wait.name.clone()));
+        n.waiting_on = 0;
+        let task = n.task.name;
+        self.set_state(node, NodeState::Waiting);
+        self.writes.push(Write::AttemptFinished { run: self.run, node, attempt, state: NodeState::Waiting, error: None, at: now_ms() });
+        let (deadline, default) = match self.deadlines.get(&(node, wait.seq)) {
+            Some((d, v)) => (Some(*d), v.clone()),
+            None => (wait.timeout_ms.map(|t| now_ms() + t as i64), wait.default.clone()),
+        };
+        if let Some(deadline) = deadline {
+            self.deadlines.insert((node, wait.seq), (deadline, default.clone()));
+            let left = Duration::from_millis((deadline - now_ms()).max(0) as u64);
+            self.timers.push(Reverse((Instant::now() + left, Timer::Signal { node, seq: wait.seq })));
+        }
+        let record = WaitRecord { node, seq: wait.seq, name: wait.name, schema: wait.schema, deadline, default };
+        self.writes.push(Write::WaitStarted { run: self.run, record });
+        self.observer.node(node, task, NodeState::Waiting, attempt, None);
+    }
+
+    /// Gives a parked node its signal's value and runs it again from the start (a replay).
+    fn deliver(&mut self, node: NodeId, seq: u32, value: Value) {
+        self.journal.insert((node, seq), (JournalKind::Signal, value.clone()));
+        self.writes.push(Write::Journal { run: self.run, node, seq, kind: JournalKind::Signal, value });
+        self.writes.push(Write::WaitEnded { run: self.run, node, seq });
+        let n = &mut self.nodes[node as usize];
+        n.parked = None;
+        n.state = NodeState::Pending;
+        self.writes.push(Write::NodeState { run: self.run, node, state: NodeState::Pending });
+        self.promote(node);
+    }
+
+    /// Reads what other processes asked: cancel, pause or resume, signals.
+    fn poll_control(&mut self) {
+        let Ok(control) = self.store.control(self.run) else { return };
+        if control.cancel_requested && self.cancel_reason.is_none() {
+            self.cancel("cancelled with `cancel`".into());
+        }
+        if control.paused != self.paused && self.cancel_reason.is_none() {
+            self.paused = control.paused;
+            let state = if control.paused { RunState::Paused } else { RunState::Running };
+            self.writes.push(Write::RunState { run: self.run, state, output: None, error: None, at: now_ms() });
+        }
+        for (id, name, value) in control.signals {
+            if self.seen_signals.insert(id) {
+                self.signals.push((id, name, value));
+            }
+        }
+        let mut i = 0;
+        while i < self.signals.len() {
+            let name = &self.signals[i].1;
+            let waiting = self.nodes.iter().find(|n| n.parked.as_ref().is_some_and(|(_, w)| w == name)).map(|n| n.id);
+            match waiting {
+                Some(node) => {
+                    let (id, _, value) = self.signals.remove(i);
+                    let seq = self.nodes[node as usize].parked.as_ref().map(|(s, _)| *s).unwrap_or_default();
+                    self.writes.push(Write::SignalConsumed { id });
+                    self.deliver(node, seq, value);
+                }
+                None => i += 1,
+            }
+        }
+    }
+}
+
 fn journal_name(kind: JournalKind) -> &'static str {
     match kind {
         JournalKind::Random => "random",
         JournalKind::Now => "now",
+        JournalKind::Signal => "wait_for",
     }
 }

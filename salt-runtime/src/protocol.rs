@@ -8,7 +8,7 @@
 //! ```text
 //! node → orchestrator: {"type":"hello","protocol":1,"pid":4242}
 //! orchestrator → node: {"type":"start","protocol":1,"run":7,"node":3,"task":"extract","attempt":1,"input":{…}}
-//! node → orchestrator: {"type":"spawn","seq":0,"task":"parse","args":[["text",{"value":"…"}]]}
+//! node → orchestrator: {"type":"mutate","mutations":[{"op":"spawn","seq":0,"task":"parse","args":[["text",{"value":"…"}]]}]}
 //! node → orchestrator: {"type":"await","id":1,"seq":0}
 //! orchestrator → node: {"type":"resolved","id":1,"ok":{…}}           (or "err":{"kind":…,"message":…})
 //! node → orchestrator: {"type":"journal","id":2,"seq":1,"kind":"random","value":123}
@@ -30,7 +30,7 @@ use serde_json::Value;
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::oneshot;
 
-use crate::context::{Context, Host, JournalKind, SpawnRequest, WireArg};
+use crate::context::{Context, Host, JournalKind, Mutation, SignalWait};
 use crate::error::{ErrorKind, ErrorWire};
 use crate::model::{NodeId, RunId};
 use crate::registry::Registry;
@@ -91,14 +91,10 @@ pub enum FromNode {
         /// The process id.
         pid: u32,
     },
-    /// Spawn a child node.
-    Spawn {
-        /// The call's sequence number.
-        seq: u32,
-        /// The task.
-        task: String,
-        /// The arguments.
-        args: Vec<(String, WireArg)>,
+    /// Changes to the graph: spawns, edges, promises, annotations.
+    Mutate {
+        /// The changes, in order.
+        mutations: Vec<Mutation>,
     },
     /// Wait for the output of the child spawned at `seq`.
     Await {
@@ -117,6 +113,14 @@ pub enum FromNode {
         kind: JournalKind,
         /// The value proposed on first run.
         value: Value,
+    },
+    /// Wait for a signal; answered with a `value` when it arrives (the process may be stopped
+    /// meanwhile and the node replayed instead).
+    Wait {
+        /// An id the answer will carry.
+        id: u64,
+        /// What to wait for.
+        wait: SignalWait,
     },
     /// A line for the attempt's log.
     Log {
@@ -173,8 +177,8 @@ impl ProtocolHost {
 }
 
 impl Host for ProtocolHost {
-    fn spawn(&self, request: SpawnRequest) {
-        self.send(&FromNode::Spawn { seq: request.seq, task: request.task, args: request.args });
+    fn mutate(&self, mutations: Vec<Mutation>) {
+        self.send(&FromNode::Mutate { mutations });
     }
 
     fn await_node(&self, seq: u32) -> BoxFuture<'static, Result<Value, ErrorWire>> {
@@ -191,6 +195,17 @@ impl Host for ProtocolHost {
 
     fn journal(&self, seq: u32, kind: JournalKind, proposed: Value) -> BoxFuture<'static, Value> {
         let rx = self.call(|id| FromNode::Journal { id, seq, kind, value: proposed.clone() });
+        async move {
+            match rx.await {
+                Ok(ToNode::Value { value, .. }) => value,
+                _ => futures::future::pending().await,
+            }
+        }
+        .boxed()
+    }
+
+    fn wait_signal(&self, wait: SignalWait) -> BoxFuture<'static, Value> {
+        let rx = self.call(|id| FromNode::Wait { id, wait });
         async move {
             match rx.await {
                 Ok(ToNode::Value { value, .. }) => value,
@@ -280,8 +295,9 @@ async fn exec(proto: std::fs::File) -> ExitCode {
         }
     };
     let ctx = Context::new(host.clone(), run, node, attempt);
-    let body = ctx.clone().scope((descriptor.run)(input, ctx));
+    let body = ctx.clone().scope((descriptor.run)(input, ctx.clone()));
     let result = std::panic::AssertUnwindSafe(body).catch_unwind().await;
+    ctx.flush();
     match result {
         Ok(Ok(output)) => host.send(&FromNode::Done { output }),
         Ok(Err(e)) => host.send(&FromNode::Failed { error: e.to_wire() }),
@@ -303,20 +319,22 @@ pub(crate) fn panic_error(payload: Box<dyn std::any::Any + Send>) -> ErrorWire {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::context::WireArg;
 
     #[test]
     fn messages_are_one_json_object_per_line() {
-        let msg = FromNode::Spawn {
+        let spawn = crate::context::SpawnRequest {
             seq: 2,
             task: "extract".into(),
             args: vec![("source".into(), WireArg::Value("a.csv".into())), ("rows".into(), WireArg::Handle(1))],
         };
+        let msg = FromNode::Mutate { mutations: vec![Mutation::Spawn(spawn), Mutation::Edge { from: 0, to: 2 }] };
         let line = serde_json::to_string(&msg).unwrap();
         assert_eq!(
             line,
-            r#"{"type":"spawn","seq":2,"task":"extract","args":[["source",{"value":"a.csv"}],["rows",{"handle":1}]]}"#
+            r#"{"type":"mutate","mutations":[{"op":"spawn","seq":2,"task":"extract","args":[["source",{"value":"a.csv"}],["rows",{"handle":1}]]},{"op":"edge","from":0,"to":2}]}"#
         );
-        assert!(matches!(serde_json::from_str::<FromNode>(&line).unwrap(), FromNode::Spawn { seq: 2, .. }));
+        assert!(matches!(serde_json::from_str::<FromNode>(&line).unwrap(), FromNode::Mutate { .. }));
     }
 
     #[test]

@@ -130,6 +130,10 @@ pub struct TaskDescriptor {
     pub default_input: Option<&'static str>,
     /// A workflow's cron schedule.
     pub schedule: Option<&'static str>,
+    /// Promises over the subtree of every node of this task (`promise = "…"`).
+    pub promises: &'static [&'static str],
+    /// Whether its body may spawn nodes: workflows, and tasks that take a `&Context`.
+    pub may_spawn: bool,
 }
 
 inventory::collect!(TaskDescriptor);

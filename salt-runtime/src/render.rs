@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use serde_json::{Value, json};
 
 use crate::model::{EdgeKind, NodeId, NodeState, RunSnapshot, RunState};
+use crate::promise::Promise;
 
 /// One node as drawn.
 #[derive(Debug, Clone)]
@@ -13,20 +14,65 @@ pub struct ViewNode {
     pub id: NodeId,
     /// Its task.
     pub task: String,
-    /// Its state.
-    pub state: NodeState,
+    /// Its state; none for a node of a plan, which has not run.
+    pub state: Option<NodeState>,
     /// Its label (the task name when none is set).
     pub label: Option<String>,
+    /// Its fill color, when annotated.
+    pub color: Option<String>,
+    /// Its Graphviz shape, when annotated.
+    pub shape: Option<String>,
     /// The node that spawned it.
     pub parent: Option<NodeId>,
     /// How many attempts it has had.
     pub attempts: u32,
 }
 
-/// A graph to draw: the as-of-now graph of a run.
+impl ViewNode {
+    fn state_name(&self) -> &'static str {
+        self.state.map(NodeState::as_str).unwrap_or("planned")
+    }
+
+    fn unfinished(&self) -> bool {
+        !self.state.is_some_and(NodeState::is_terminal)
+    }
+}
+
+/// What may still be added after a node: drawn as a wildcard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wildcard {
+    /// The node it is drawn after.
+    pub after: NodeId,
+    /// The node whose body may add it.
+    pub owner: NodeId,
+    /// What the promises in force still allow: `*`, `M* -> B`, `B | C`, `(A | B)*`.
+    pub may_add: String,
+}
+
+/// A node a shape promise guarantees but that does not exist yet: drawn dashed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ghost {
+    /// Its task.
+    pub task: String,
+    /// The node whose body must still spawn it.
+    pub owner: NodeId,
+}
+
+/// A promise as drawn and listed.
+#[derive(Debug, Clone)]
+pub struct ViewPromise {
+    /// The node whose subtree it covers (0: the whole run).
+    pub scope: NodeId,
+    /// The node that declared it.
+    pub declared_by: NodeId,
+    /// The promise.
+    pub promise: Promise,
+}
+
+/// A graph to draw: the as-of-now graph of a run, or the plan of a workflow.
 #[derive(Debug, Clone)]
 pub struct GraphView {
-    /// The run, as JSON (`id`, `workflow`, `state`).
+    /// The run, as JSON (`id`, `workflow`, `state`); for a plan, `{"plan": workflow}`.
     pub run: Value,
     /// The title.
     pub title: String,
@@ -34,12 +80,20 @@ pub struct GraphView {
     pub nodes: Vec<ViewNode>,
     /// Its edges: data and control.
     pub edges: Vec<(NodeId, NodeId, EdgeKind)>,
+    /// The promises in force.
+    pub promises: Vec<ViewPromise>,
+    /// What may still come, after which node.
+    pub wildcards: Vec<Wildcard>,
+    /// What shape promises guarantee will still come.
+    pub ghosts: Vec<Ghost>,
 }
 
 impl GraphView {
-    /// The graph of a stored run.
-    pub fn of_run(s: &RunSnapshot) -> Self {
-        Self {
+    /// The graph of a stored run, with wildcards after every unfinished node that may still
+    /// grow it. `may_spawn` says which tasks can spawn (workflows, and tasks that take a
+    /// `&Context`).
+    pub fn of_run(s: &RunSnapshot, may_spawn: &dyn Fn(&str) -> bool) -> Self {
+        let mut view = Self {
             run: json!({"id": s.run.id, "workflow": s.run.workflow, "state": s.run.state}),
             title: format!("run {} ({}) {}", s.run.id, s.run.workflow, s.run.state.as_str()),
             nodes: s
@@ -48,47 +102,144 @@ impl GraphView {
                 .map(|n| ViewNode {
                     id: n.id,
                     task: n.task.clone(),
-                    state: n.state,
+                    state: Some(n.state),
                     label: n.label.clone(),
+                    color: n.color.clone(),
+                    shape: n.shape.clone(),
                     parent: n.parent,
                     attempts: n.attempts,
                 })
                 .collect(),
             edges: s.edges.iter().map(|e| (e.from, e.to, e.kind)).collect(),
+            promises: s
+                .promises
+                .iter()
+                .filter_map(|p| {
+                    Some(ViewPromise { scope: p.scope, declared_by: p.declared_by, promise: p.text.parse().ok()? })
+                })
+                .collect(),
+            wildcards: Vec::new(),
+            ghosts: Vec::new(),
+        };
+        if !s.run.state.is_terminal() {
+            view.add_gradient(may_spawn, &|n| vec![n]);
+        }
+        view
+    }
+
+    /// Whether `node` is `scope` or one of its descendants.
+    fn in_subtree(&self, node: NodeId, scope: NodeId) -> bool {
+        let mut n = Some(node);
+        while let Some(id) = n {
+            if id == scope {
+                return true;
+            }
+            n = self.nodes.get(id as usize).and_then(|v| v.parent);
+        }
+        false
+    }
+
+    /// What the promises in force allow node `id`'s body to add still, and what they guarantee.
+    pub fn may_add(&self, id: NodeId) -> (String, Vec<String>) {
+        let children: Vec<&str> =
+            self.nodes.iter().filter(|n| n.parent == Some(id)).map(|n| n.task.as_str()).collect();
+        let (mut label, mut rank, mut guaranteed) = ("*".to_string(), 0, Vec::new());
+        for p in self.promises.iter().filter(|p| self.in_subtree(id, p.scope)) {
+            match &p.promise {
+                Promise::NoNewNodes => return ("nothing".into(), Vec::new()),
+                Promise::Shape(shape) if p.scope == id => match shape.after(children.iter().copied()) {
+                    Some(rest) if !rest.is_done() => {
+                        if rank < 2 {
+                            (label, rank, guaranteed) = (rest.label(), 2, rest.guaranteed());
+                        }
+                    }
+                    _ => return ("nothing".into(), Vec::new()),
+                },
+                Promise::OnlyTasks(tasks) if rank < 1 => {
+                    label = if tasks.len() == 1 { format!("{}*", tasks[0]) } else { format!("({})*", tasks.join(" | ")) };
+                    rank = 1;
+                }
+                _ => {}
+            }
+        }
+        (label, guaranteed)
+    }
+
+    /// Adds a wildcard after every unfinished node that may still spawn (unless the promises
+    /// allow nothing more), and the nodes shape promises guarantee. `anchors` says which nodes a
+    /// node's wildcard is drawn after (itself, or the nodes a planned body stopped on).
+    pub fn add_gradient(&mut self, may_spawn: &dyn Fn(&str) -> bool, anchors: &dyn Fn(NodeId) -> Vec<NodeId>) {
+        let owners: Vec<NodeId> =
+            self.nodes.iter().filter(|n| n.unfinished() && may_spawn(&n.task)).map(|n| n.id).collect();
+        for owner in owners {
+            let (may_add, guaranteed) = self.may_add(owner);
+            if may_add == "nothing" {
+                continue;
+            }
+            for after in anchors(owner) {
+                self.wildcards.push(Wildcard { after, owner, may_add: may_add.clone() });
+            }
+            self.ghosts.extend(guaranteed.into_iter().map(|task| Ghost { task, owner }));
         }
     }
 
     /// The documented JSON form: `{"run", "nodes": [{"id", "task", "state", "label", "parent",
-    /// "attempts"}], "edges": [{"from", "to", "kind"}]}`.
+    /// "attempts"}], "edges": [{"from", "to", "kind"}], "promises": [{"scope", "declared_by",
+    /// "promise"}], "wildcards": [{"after", "owner", "may_add"}], "ghosts": [{"task", "owner"}]}`.
     pub fn to_json(&self) -> Value {
         json!({
             "run": self.run,
             "nodes": self.nodes.iter().map(|n| json!({
                 "id": n.id,
                 "task": n.task,
-                "state": n.state,
+                "state": n.state_name(),
                 "label": n.label.clone().unwrap_or_else(|| n.task.clone()),
                 "parent": n.parent,
                 "attempts": n.attempts,
+                "color": n.color,
+                "shape": n.shape,
             })).collect::<Vec<_>>(),
             "edges": self.edges.iter().map(|(f, t, k)| json!({"from": f, "to": t, "kind": k})).collect::<Vec<_>>(),
+            "promises": self.promises.iter().map(|p| json!({
+                "scope": p.scope, "declared_by": p.declared_by, "promise": p.promise.to_string(),
+            })).collect::<Vec<_>>(),
+            "wildcards": self.wildcards.iter().map(|w| json!({
+                "after": w.after, "owner": w.owner, "may_add": w.may_add,
+            })).collect::<Vec<_>>(),
+            "ghosts": self.ghosts.iter().map(|g| json!({"task": g.task, "owner": g.owner})).collect::<Vec<_>>(),
         })
     }
 
-    /// Graphviz dot: nodes filled by state, data edges solid, control edges dashed, spawns dotted.
+    fn ghost_chains(&self) -> Vec<(NodeId, Vec<(usize, &Ghost)>)> {
+        let mut chains: Vec<(NodeId, Vec<(usize, &Ghost)>)> = Vec::new();
+        for (i, g) in self.ghosts.iter().enumerate() {
+            match chains.iter_mut().find(|(o, _)| *o == g.owner) {
+                Some((_, chain)) => chain.push((i, g)),
+                None => chains.push((g.owner, vec![(i, g)])),
+            }
+        }
+        chains
+    }
+
+    /// Graphviz dot: nodes filled by state, data edges solid, control edges dashed, spawns
+    /// dotted; wildcards as dashed ellipses labelled by what may still come; guaranteed nodes
+    /// dashed.
     pub fn to_dot(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "digraph salt {{");
         let _ = writeln!(out, "  graph [label={}, labelloc=t, fontname=\"Helvetica\", rankdir=TB];", quote(&self.title));
         let _ = writeln!(out, "  node [shape=box, style=\"rounded,filled\", fontname=\"Helvetica\"];");
         for n in &self.nodes {
+            let fill = n.color.clone().unwrap_or_else(|| view_color(n.state).to_string());
+            let shape = n.shape.as_ref().map(|s| format!(", shape={}", quote(s))).unwrap_or_default();
+            let style = if n.state.is_none() { ", style=\"rounded\"" } else { "" };
             let _ = writeln!(
                 out,
-                "  n{} [label={}, fillcolor={}, tooltip={}];",
+                "  n{} [label={}, fillcolor={}, tooltip={}{shape}{style}];",
                 n.id,
                 quote(&node_label(n)),
-                quote(state_color(n.state)),
-                quote(n.state.as_str())
+                quote(&fill),
+                quote(n.state_name())
             );
         }
         for n in &self.nodes {
@@ -100,16 +251,35 @@ impl GraphView {
             let style = if *k == EdgeKind::Control { " [style=dashed]" } else { "" };
             let _ = writeln!(out, "  n{f} -> n{t}{style};");
         }
+        for (i, w) in self.wildcards.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "  w{i} [label={}, shape=ellipse, style=dashed, color=gray40, fontcolor=gray30];\n  n{} -> w{i} [style=dashed, color=gray40];",
+                quote(&w.may_add),
+                w.after
+            );
+        }
+        for (owner, chain) in self.ghost_chains() {
+            let mut prev = format!("n{owner}");
+            let mut dotted = true;
+            for (i, g) in chain {
+                let _ = writeln!(out, "  g{i} [label={}, style=\"rounded,dashed\", color=gray40];", quote(&g.task));
+                let style = if dotted { "dotted" } else { "dashed" };
+                let _ = writeln!(out, "  {prev} -> g{i} [style={style}, color=gray40];");
+                prev = format!("g{i}");
+                dotted = false;
+            }
+        }
         out.push_str("}\n");
         out
     }
 
-    /// A Mermaid flowchart, one class per state.
+    /// A Mermaid flowchart, one class per state; wildcards and guaranteed nodes dashed.
     pub fn to_mermaid(&self) -> String {
         let mut out = String::from("flowchart TD\n");
         for n in &self.nodes {
             let label = node_label(n).replace('"', "'").replace('\n', "<br/>");
-            let _ = writeln!(out, "  n{}[\"{label}\"]:::{}", n.id, n.state.as_str());
+            let _ = writeln!(out, "  n{}[\"{label}\"]:::{}", n.id, n.state_name());
         }
         for n in &self.nodes {
             if let Some(p) = n.parent {
@@ -120,8 +290,114 @@ impl GraphView {
             let arrow = if *k == EdgeKind::Control { "-.->" } else { "-->" };
             let _ = writeln!(out, "  n{f} {arrow} n{t}");
         }
+        for (i, w) in self.wildcards.iter().enumerate() {
+            let _ = writeln!(out, "  w{i}([\"{}\"]):::wildcard", w.may_add.replace('"', "'"));
+            let _ = writeln!(out, "  n{} -.-> w{i}", w.after);
+        }
+        for (owner, chain) in self.ghost_chains() {
+            let mut prev = format!("n{owner}");
+            for (i, g) in chain {
+                let _ = writeln!(out, "  g{i}[\"{}\"]:::ghost", g.task);
+                let _ = writeln!(out, "  {prev} -.-> g{i}");
+                prev = format!("g{i}");
+            }
+        }
         for s in NodeState::ALL {
             let _ = writeln!(out, "  classDef {} fill:{}", s.as_str(), state_color(s));
+        }
+        out.push_str("  classDef planned fill:#ffffff,stroke:#555\n");
+        out.push_str("  classDef wildcard fill:#ffffff,stroke:#777,stroke-dasharray:4 3\n");
+        out.push_str("  classDef ghost fill:#ffffff,stroke:#777,stroke-dasharray:4 3\n");
+        out
+    }
+
+    /// The task-level view: one node per task with its count, edges between tasks (data,
+    /// control, and `spawns`). A loop, a task that spawns its own next iteration, is a cycle.
+    pub fn collapse(&self) -> TaskGraph {
+        let mut tasks: Vec<(String, usize)> = Vec::new();
+        let index = |task: &str, tasks: &mut Vec<(String, usize)>| match tasks.iter().position(|(t, _)| t == task) {
+            Some(i) => i,
+            None => {
+                tasks.push((task.to_string(), 0));
+                tasks.len() - 1
+            }
+        };
+        for n in &self.nodes {
+            let i = index(&n.task, &mut tasks);
+            tasks[i].1 += 1;
+        }
+        let mut edges: Vec<(usize, usize, &'static str, usize)> = Vec::new();
+        let mut add = |f: usize, t: usize, kind: &'static str| match edges.iter_mut().find(|e| e.0 == f && e.1 == t && e.2 == kind) {
+            Some(e) => e.3 += 1,
+            None => edges.push((f, t, kind, 1)),
+        };
+        let task_index = |id: NodeId, tasks: &Vec<(String, usize)>| {
+            let task = &self.nodes[id as usize].task;
+            tasks.iter().position(|(t, _)| t == task).unwrap_or(0)
+        };
+        for n in &self.nodes {
+            if let Some(p) = n.parent {
+                add(task_index(p, &tasks), task_index(n.id, &tasks), "spawns");
+            }
+        }
+        for (f, t, k) in &self.edges {
+            add(task_index(*f, &tasks), task_index(*t, &tasks), k.as_str());
+        }
+        TaskGraph { title: self.title.clone(), tasks, edges }
+    }
+}
+
+/// The task-level view of a graph (`graph --collapse`).
+#[derive(Debug, Clone)]
+pub struct TaskGraph {
+    title: String,
+    /// Each task with how many nodes run it.
+    pub tasks: Vec<(String, usize)>,
+    /// (from task, to task, kind, how many node edges).
+    pub edges: Vec<(usize, usize, &'static str, usize)>,
+}
+
+impl TaskGraph {
+    /// As JSON: `{"tasks": [{"task", "nodes"}], "edges": [{"from", "to", "kind", "count"}]}`.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "tasks": self.tasks.iter().map(|(t, c)| json!({"task": t, "nodes": c})).collect::<Vec<_>>(),
+            "edges": self.edges.iter().map(|(f, t, k, c)| json!({
+                "from": self.tasks[*f].0, "to": self.tasks[*t].0, "kind": k, "count": c,
+            })).collect::<Vec<_>>(),
+        })
+    }
+
+    /// As dot: a self-loop marks a loop, labelled with its iteration count.
+    pub fn to_dot(&self) -> String {
+        let mut out = format!("digraph tasks {{\n  graph [label={}, labelloc=t, fontname=\"Helvetica\"];\n  node [shape=box, style=rounded, fontname=\"Helvetica\"];\n", quote(&self.title));
+        for (i, (t, c)) in self.tasks.iter().enumerate() {
+            let label = if *c > 1 { format!("{t} ×{c}") } else { t.clone() };
+            let _ = writeln!(out, "  t{i} [label={}];", quote(&label));
+        }
+        for (f, t, k, c) in &self.edges {
+            let label = if f == t { format!("loop ×{c}") } else if *c > 1 { format!("×{c}") } else { String::new() };
+            let style = match *k {
+                "spawns" => "dotted",
+                "control" => "dashed",
+                _ => "solid",
+            };
+            let _ = writeln!(out, "  t{f} -> t{t} [style={style}, label={}];", quote(&label));
+        }
+        out.push_str("}\n");
+        out
+    }
+
+    /// As a Mermaid flowchart.
+    pub fn to_mermaid(&self) -> String {
+        let mut out = String::from("flowchart TD\n");
+        for (i, (t, c)) in self.tasks.iter().enumerate() {
+            let _ = writeln!(out, "  t{i}[\"{t} ×{c}\"]");
+        }
+        for (f, t, k, c) in &self.edges {
+            let arrow = if *k == "data" { "-->" } else { "-.->" };
+            let label = if f == t { format!("loop ×{c}") } else { format!("{k} ×{c}") };
+            let _ = writeln!(out, "  t{f} {arrow}|{label}| t{t}");
         }
         out
     }
@@ -129,7 +405,7 @@ impl GraphView {
 
 fn node_label(n: &ViewNode) -> String {
     let name = n.label.as_deref().unwrap_or(&n.task);
-    let mut label = format!("{}: {name}\n{}", n.id, n.state.as_str());
+    let mut label = format!("{}: {name}\n{}", n.id, n.state_name());
     if n.attempts > 1 {
         let _ = write!(label, " ({} attempts)", n.attempts);
     }
@@ -138,6 +414,10 @@ fn node_label(n: &ViewNode) -> String {
 
 fn quote(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n"))
+}
+
+fn view_color(state: Option<NodeState>) -> &'static str {
+    state.map(state_color).unwrap_or("#ffffff")
 }
 
 /// The fill color of a node in this state.

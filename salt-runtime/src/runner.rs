@@ -183,6 +183,8 @@ impl Runner {
             error: None,
             attempts: 0,
             label: descriptor.label.map(str::to_string),
+            color: descriptor.color.map(str::to_string),
+            shape: None,
             created_at: now_ms(),
             started_at: None,
             finished_at: None,

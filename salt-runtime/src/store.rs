@@ -12,7 +12,8 @@ pub use self::sqlite::SqliteStore;
 use crate::context::JournalKind;
 use crate::error::{ErrorWire, StoreError};
 use crate::model::{
-    EdgeRecord, LogRecord, NodeId, NodeRecord, NodeState, RunId, RunRecord, RunSnapshot, RunState,
+    EdgeRecord, LogRecord, NodeId, NodeRecord, NodeState, PromiseRecord, RunControl, RunId, RunRecord, RunSnapshot,
+    RunState, WaitRecord,
 };
 
 /// One change to the journal.
@@ -137,6 +138,43 @@ pub enum Write {
         /// The value.
         value: Value,
     },
+    /// Cosmetic attributes of a node.
+    Annotate {
+        /// The run.
+        run: RunId,
+        /// The node.
+        node: NodeId,
+        /// What to set (unset fields stay).
+        annotation: crate::context::Annotation,
+    },
+    /// A promise was declared.
+    Promise {
+        /// The run.
+        run: RunId,
+        /// The promise.
+        record: PromiseRecord,
+    },
+    /// A node parked, waiting for a signal.
+    WaitStarted {
+        /// The run.
+        run: RunId,
+        /// The wait.
+        record: WaitRecord,
+    },
+    /// A parked node got its signal (or gave up).
+    WaitEnded {
+        /// The run.
+        run: RunId,
+        /// The node.
+        node: NodeId,
+        /// The `wait_for` call.
+        seq: u32,
+    },
+    /// A signal was consumed by the node that waited for it.
+    SignalConsumed {
+        /// The signal's id.
+        id: i64,
+    },
     /// A log line of an attempt.
     Log {
         /// The run.
@@ -173,6 +211,10 @@ pub trait Store: Send {
     fn logs(&self, run: RunId, node: Option<NodeId>) -> Result<Vec<LogRecord>, StoreError>;
     /// Asks the orchestrator of a run to cancel it.
     fn request_cancel(&mut self, run: RunId) -> Result<(), StoreError>;
-    /// Whether someone asked to cancel the run.
-    fn cancel_requested(&self, run: RunId) -> Result<bool, StoreError>;
+    /// What other processes asked of the run: cancel, pause, signals.
+    fn control(&self, run: RunId) -> Result<RunControl, StoreError>;
+    /// Pauses (no new node starts) or resumes a run.
+    fn set_paused(&mut self, run: RunId, paused: bool) -> Result<(), StoreError>;
+    /// Sends a signal to a run.
+    fn send_signal(&mut self, run: RunId, name: &str, value: &Value) -> Result<(), StoreError>;
 }

@@ -35,7 +35,7 @@
 //! plain `#[tokio::test]`), awaiting a task call runs its body directly.
 //!
 //! `salt::main()` gives the binary its command line: `run`, `runs`, `show`, `logs`, `graph`,
-//! `manifest`, `recover`, `rerun`, `run-one`, `cancel`.
+//! `manifest`, `recover`, `rerun`, `run-one`, `cancel`, `signal`, `pause`, `resume`.
 
 #[allow(unused_extern_crates)]
 extern crate self as salt;
@@ -43,13 +43,17 @@ extern crate self as salt;
 #[doc(inline)]
 pub use salt_macros::{task, workflow};
 #[doc(inline)]
-pub use salt_runtime::context::{Arg, Context, Handle, TaskValue, join_all};
+pub use salt_runtime::context::{Annotation, Arg, Context, Handle, TaskValue, join_all};
 #[doc(inline)]
 pub use salt_runtime::error::{Error, ErrorKind, Result};
 #[doc(inline)]
 pub use salt_runtime::model::{NodeId, NodeState, RunId, RunState};
 #[doc(inline)]
 pub use salt_runtime::registry::{Backoff, Policy};
+#[doc(inline)]
+pub use salt_runtime::progress::Progress;
+#[doc(inline)]
+pub use salt_runtime::promise::{Promise, Shape};
 #[doc(inline)]
 pub use salt_runtime::runner::{Executor, RunOutcome, Runner};
 

@@ -9,12 +9,13 @@ use serde_json::Value;
 use super::{NewRun, Store, Write};
 use crate::error::{ErrorWire, StoreError};
 use crate::model::{
-    AttemptRecord, EdgeKind, EdgeRecord, JournalRecord, LogRecord, NodeId, NodeRecord, NodeState,
-    RunId, RunRecord, RunSnapshot, RunState, StoredArg, now_ms,
+    AttemptRecord, EdgeKind, EdgeRecord, JournalRecord, LogRecord, NodeId, NodeRecord, NodeState, PromiseRecord,
+    RunControl, RunId, RunRecord, RunSnapshot, RunState, StoredArg, WaitRecord, now_ms,
 };
 
 /// The schema, one migration per file, applied in order; `PRAGMA user_version` counts them.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] =
+    &[include_str!("../../migrations/0001_init.sql"), include_str!("../../migrations/0002_gradient.sql")];
 
 /// A run whose orchestrator has not written a heartbeat for this long is interrupted.
 const STALE_AFTER_MS: i64 = 30_000;
@@ -118,8 +119,8 @@ impl SqliteStore {
             }
             Write::InsertNode { run, node } => {
                 tx.prepare_cached(
-                    "INSERT INTO nodes (run_id, id, parent, seq, task, state, args, input_hash, label, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                    "INSERT INTO nodes (run_id, id, parent, seq, task, state, args, input_hash, label, created_at, color, shape)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 )?
                 .execute(params![
                     run,
@@ -132,6 +133,8 @@ impl SqliteStore {
                     node.input_hash,
                     node.label,
                     node.created_at,
+                    node.color,
+                    node.shape,
                 ])?;
             }
             Write::InsertEdge { run, edge } => {
@@ -188,6 +191,42 @@ impl SqliteStore {
                     "INSERT OR REPLACE INTO journal (run_id, node_id, seq, kind, value) VALUES (?1, ?2, ?3, ?4, ?5)",
                 )?
                 .execute(params![run, node, seq, json(kind).trim_matches('"'), value.to_string()])?;
+            }
+            Write::Annotate { run, node, annotation } => {
+                tx.prepare_cached(
+                    "UPDATE nodes SET label = COALESCE(?3, label), color = COALESCE(?4, color), shape = COALESCE(?5, shape)
+                     WHERE run_id = ?1 AND id = ?2",
+                )?
+                .execute(params![run, node, annotation.label, annotation.color, annotation.shape])?;
+            }
+            Write::Promise { run, record } => {
+                tx.prepare_cached(
+                    "INSERT OR IGNORE INTO promises (run_id, id, scope_node, declared_by, seq, text, at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?
+                .execute(params![run, record.id, record.scope, record.declared_by, record.seq, record.text, now_ms()])?;
+            }
+            Write::WaitStarted { run, record } => {
+                tx.prepare_cached(
+                    "INSERT OR REPLACE INTO waits (run_id, node_id, seq, name, schema, deadline, default_value)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?
+                .execute(params![
+                    run,
+                    record.node,
+                    record.seq,
+                    record.name,
+                    record.schema.to_string(),
+                    record.deadline,
+                    record.default.as_ref().map(Value::to_string),
+                ])?;
+            }
+            Write::WaitEnded { run, node, seq } => {
+                tx.prepare_cached("DELETE FROM waits WHERE run_id = ?1 AND node_id = ?2 AND seq = ?3")?
+                    .execute(params![run, node, seq])?;
+            }
+            Write::SignalConsumed { id } => {
+                tx.prepare_cached("UPDATE signals SET consumed = 1 WHERE id = ?1")?.execute([id])?;
             }
             Write::Log { run, record } => {
                 tx.prepare_cached("INSERT INTO logs (run_id, node_id, attempt, ts, line) VALUES (?1, ?2, ?3, ?4, ?5)")?
@@ -295,7 +334,7 @@ impl Store for SqliteStore {
             .conn
             .prepare_cached(
                 "SELECT id, parent, seq, task, state, args, input_hash, output, error, attempts, label,
-                        created_at, started_at, finished_at
+                        created_at, started_at, finished_at, color, shape
                  FROM nodes WHERE run_id = ?1 ORDER BY id",
             )
             .map_err(sql)?;
@@ -316,13 +355,31 @@ impl Store for SqliteStore {
                     r.get::<_, i64>(11)?,
                     r.get::<_, Option<i64>>(12)?,
                     r.get::<_, Option<i64>>(13)?,
+                    r.get::<_, Option<String>>(14)?,
+                    r.get::<_, Option<String>>(15)?,
                 ))
             })
             .map_err(sql)?;
         let mut nodes = Vec::new();
         for row in rows {
-            let (id, parent, seq, task, state, args, input_hash, output, error, attempts, label, created_at, started_at, finished_at) =
-                row.map_err(sql)?;
+            let (
+                id,
+                parent,
+                seq,
+                task,
+                state,
+                args,
+                input_hash,
+                output,
+                error,
+                attempts,
+                label,
+                created_at,
+                started_at,
+                finished_at,
+                color,
+                shape,
+            ) = row.map_err(sql)?;
             let state = NodeState::parse(&state).ok_or_else(|| corrupt("nodes", format!("state `{state}`")))?;
             let args: Vec<(String, StoredArg)> =
                 serde_json::from_str(&args).map_err(|e| corrupt("nodes", format!("args of node {id}: {e}")))?;
@@ -338,6 +395,8 @@ impl Store for SqliteStore {
                 error: error.and_then(|s| serde_json::from_str::<ErrorWire>(&s).ok()),
                 attempts,
                 label,
+                color,
+                shape,
                 created_at,
                 started_at,
                 finished_at,
@@ -403,7 +462,46 @@ impl Store for SqliteStore {
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
 
-        Ok(RunSnapshot { run: record, nodes, edges, attempts, journal })
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id, scope_node, declared_by, seq, text FROM promises WHERE run_id = ?1 ORDER BY id")
+            .map_err(sql)?;
+        let promises = stmt
+            .query_map([run], |r| {
+                Ok(PromiseRecord {
+                    id: r.get(0)?,
+                    scope: r.get(1)?,
+                    declared_by: r.get(2)?,
+                    seq: r.get(3)?,
+                    text: r.get(4)?,
+                })
+            })
+            .map_err(sql)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(sql)?;
+
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT node_id, seq, name, schema, deadline, default_value FROM waits WHERE run_id = ?1 ORDER BY node_id, seq",
+            )
+            .map_err(sql)?;
+        let waits = stmt
+            .query_map([run], |r| {
+                Ok(WaitRecord {
+                    node: r.get(0)?,
+                    seq: r.get(1)?,
+                    name: r.get(2)?,
+                    schema: parse_json(r.get(3)?),
+                    deadline: r.get(4)?,
+                    default: r.get::<_, Option<String>>(5)?.map(parse_json),
+                })
+            })
+            .map_err(sql)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(sql)?;
+
+        Ok(RunSnapshot { run: record, nodes, edges, attempts, journal, promises, waits })
     }
 
     fn runs(&self, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
@@ -443,12 +541,43 @@ impl Store for SqliteStore {
         if n == 0 { Err(StoreError::NoRun(run)) } else { Ok(()) }
     }
 
-    fn cancel_requested(&self, run: RunId) -> Result<bool, StoreError> {
-        self.conn
-            .query_row("SELECT cancel_requested FROM runs WHERE id = ?1", [run], |r| r.get::<_, bool>(0))
+    fn control(&self, run: RunId) -> Result<RunControl, StoreError> {
+        let (cancel_requested, paused) = self
+            .conn
+            .query_row("SELECT cancel_requested, paused FROM runs WHERE id = ?1", [run], |r| {
+                Ok((r.get::<_, bool>(0)?, r.get::<_, bool>(1)?))
+            })
             .optional()
             .map_err(|e| self.sql(e))?
-            .ok_or(StoreError::NoRun(run))
+            .ok_or(StoreError::NoRun(run))?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id, name, value FROM signals WHERE run_id = ?1 AND consumed = 0 ORDER BY id")
+            .map_err(|e| self.sql(e))?;
+        let signals = stmt
+            .query_map([run], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, parse_json(r.get(2)?))))
+            .map_err(|e| self.sql(e))?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.sql(e))?;
+        Ok(RunControl { cancel_requested, paused, signals })
+    }
+
+    fn set_paused(&mut self, run: RunId, paused: bool) -> Result<(), StoreError> {
+        let n = self
+            .conn
+            .execute("UPDATE runs SET paused = ?2 WHERE id = ?1", params![run, paused])
+            .map_err(|e| self.sql(e))?;
+        if n == 0 { Err(StoreError::NoRun(run)) } else { Ok(()) }
+    }
+
+    fn send_signal(&mut self, run: RunId, name: &str, value: &Value) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO signals (run_id, name, value, at) VALUES (?1, ?2, ?3, ?4)",
+                params![run, name, value.to_string(), now_ms()],
+            )
+            .map_err(|e| self.sql(e))?;
+        Ok(())
     }
 
 }
@@ -476,6 +605,8 @@ mod tests {
             error: None,
             attempts: 0,
             label: None,
+            color: None,
+            shape: None,
             created_at: 1,
             started_at: None,
             finished_at: None,

@@ -183,6 +183,146 @@ async fn sturdy(dir: String) -> salt::Result<u64> {
     step(dir, "sturdy_step".to_string(), 1, 0).await
 }
 
+/// Returns `x`.
+#[task]
+async fn one(x: u64) -> u64 {
+    x
+}
+
+/// Returns `x + 1`.
+#[task]
+async fn two(x: u64) -> u64 {
+    x + 1
+}
+
+/// Returns `x + 2`.
+#[task]
+async fn three(x: u64) -> u64 {
+    x + 2
+}
+
+/// Declares a promise of the given kind, then keeps it or breaks it.
+#[workflow]
+async fn promised(kind: String, keep: bool, ctx: &Context) -> salt::Result<u64> {
+    let a = one(1);
+    let b = match kind.as_str() {
+        "no new nodes" => {
+            ctx.promise("no new nodes")?;
+            if keep { a.clone() } else { two(a.clone()) }
+        }
+        "no new edges" => {
+            ctx.promise("no new edges")?;
+            if keep { two(5) } else { two(a.clone()) }
+        }
+        "only tasks" => {
+            ctx.promise("only tasks one, two")?;
+            if keep { two(1) } else { three(1) }
+        }
+        "only edges between" => {
+            ctx.promise("only edges between one, two")?;
+            if keep { two(a.clone()) } else { three(a.clone()) }
+        }
+        "no edges out of" => {
+            ctx.promise("no edges out of one")?;
+            let b = two(5);
+            if keep {
+                let c = three(1);
+                ctx.edge(&b, &c);
+            } else {
+                ctx.edge(&a, &b);
+            }
+            b
+        }
+        "no edges into" => {
+            ctx.promise("no edges into two")?;
+            if keep { three(a.clone()) } else { two(a.clone()) }
+        }
+        "shape" => {
+            ctx.promise("one -> two* -> three")?;
+            if keep {
+                let b = two(a.clone());
+                let c = two(b.clone());
+                three(c)
+            } else {
+                let b = three(a.clone());
+                two(b)
+            }
+        }
+        "unfinished shape" => {
+            ctx.promise("one -> two")?;
+            if keep { two(a.clone()) } else { a.clone() }
+        }
+        other => return Err(salt::Error::fatal(format!("unknown promise kind `{other}`"))),
+    };
+    let _ = a.await?;
+    b.await
+}
+
+/// Adds control edges: in order, into a node that already ran, or in a cycle.
+#[workflow]
+async fn edges(case: String, dir: String, ctx: &Context) -> salt::Result<u64> {
+    match case.as_str() {
+        "order" => {
+            let slow = step(dir.clone(), "slow".to_string(), 0, 300);
+            let fast = step(dir, "fast".to_string(), 0, 0);
+            ctx.edge(&slow, &fast);
+            Ok(fast.await? + slow.await?)
+        }
+        "started" => {
+            let done = one(1);
+            let x = done.clone().await?;
+            let later = two(x);
+            ctx.edge(&later, &done);
+            later.await
+        }
+        "cycle" => {
+            let x = one(1);
+            let y = two(2);
+            ctx.edge(&x, &y);
+            ctx.edge(&y, &x);
+            y.await
+        }
+        other => Err(salt::Error::fatal(format!("unknown case `{other}`"))),
+    }
+}
+
+/// Counts down by spawning its own next iteration: a loop.
+#[task]
+async fn tick(n: u64, ctx: &Context) -> salt::Result<u64> {
+    ctx.annotate(salt::Annotation::label(format!("tick {n}")));
+    if n == 0 { Ok(0) } else { Ok(tick(n - 1).await? + 1) }
+}
+
+/// A loop of `n` iterations.
+#[workflow]
+async fn countdown(n: u64) -> salt::Result<u64> {
+    tick(n).await
+}
+
+/// A task without a context that calls another task: refused.
+#[task]
+async fn sneaky() -> salt::Result<u64> {
+    one(1).await
+}
+
+/// Runs `sneaky`.
+#[workflow]
+async fn sneaks() -> salt::Result<u64> {
+    sneaky().await
+}
+
+/// Waits for a number, or takes 7 after `timeout_ms`.
+#[workflow]
+async fn waits(timeout_ms: u64, ctx: &Context) -> salt::Result<u64> {
+    let before = one(1).await?;
+    let n: u64 = if timeout_ms == 0 {
+        ctx.wait_for("number").await?
+    } else {
+        ctx.wait_for_or("number", Duration::from_millis(timeout_ms), 7).await?
+    };
+    two(n + before).await
+}
+
 /// Replaces this process with a misbehaving node for the first node process of a run.
 fn fake_node(kind: &str, dir: &str) {
     let flag = Path::new(dir).join("faked");

@@ -1,0 +1,186 @@
+//! Plans: a workflow's graph as far as it is known before it runs.
+//!
+//! The workflow's body runs in *plan mode*: its spawns, edges, promises and annotations are
+//! recorded and nothing executes. The first wait for a value that does not exist yet (a node's
+//! output, a journaled value, a signal) stops the plan there, and a wildcard after the awaited
+//! nodes stands for what the rest of the body may still add. So a workflow that only wires
+//! handles is planned completely, one that branches on a value up to the branch, and one that
+//! spawns everything at run time shows its root and a wildcard.
+
+use std::sync::{Arc, Mutex};
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use serde_json::{Value, json};
+
+use crate::context::{Context, Host, JournalKind, Mutation, SignalWait, WireArg};
+use crate::error::{ErrorWire, Result};
+use crate::model::{EdgeKind, NodeId};
+use crate::registry::{Registry, TaskDescriptor};
+use crate::render::{GraphView, ViewNode, ViewPromise};
+
+#[derive(Default)]
+struct Recorded {
+    mutations: Vec<Mutation>,
+    /// The children the body stopped on, by sequence number.
+    awaited: Vec<u32>,
+    /// The body stopped on something other than a node (a journaled value, a signal).
+    stopped_elsewhere: bool,
+}
+
+#[derive(Default)]
+struct PlanHost {
+    recorded: Mutex<Recorded>,
+}
+
+impl PlanHost {
+    fn with<R>(&self, f: impl FnOnce(&mut Recorded) -> R) -> R {
+        f(&mut self.recorded.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+impl Host for PlanHost {
+    fn mutate(&self, mutations: Vec<Mutation>) {
+        self.with(|r| r.mutations.extend(mutations));
+    }
+
+    fn await_node(&self, seq: u32) -> BoxFuture<'static, std::result::Result<Value, ErrorWire>> {
+        self.with(|r| r.awaited.push(seq));
+        futures::future::pending().boxed()
+    }
+
+    fn journal(&self, _: u32, _: JournalKind, _: Value) -> BoxFuture<'static, Value> {
+        self.with(|r| r.stopped_elsewhere = true);
+        futures::future::pending().boxed()
+    }
+
+    fn wait_signal(&self, _: SignalWait) -> BoxFuture<'static, Value> {
+        self.with(|r| r.stopped_elsewhere = true);
+        futures::future::pending().boxed()
+    }
+
+    fn log(&self, _: String) {}
+}
+
+/// Which tasks may grow the graph: workflows and tasks that take a `&Context`.
+pub fn may_spawn(registry: &Registry) -> impl Fn(&str) -> bool + '_ {
+    |task| registry.get(task).is_some_and(|d| d.may_spawn)
+}
+
+/// The plan of `workflow` for `input`: what its body spawns before it first waits.
+pub async fn plan(workflow: &'static TaskDescriptor, input: Value) -> Result<GraphView> {
+    let registry = Registry::global()?;
+    let host = Arc::new(PlanHost::default());
+    let ctx = Context::new(host.clone(), 0, 0, 1);
+    let body = ctx.clone().scope((workflow.run)(input, ctx.clone()));
+    let mut body = std::pin::pin!(body);
+    // Poll until the body returns or stops making progress (it waits for something unknown).
+    let mut finished = false;
+    for _ in 0..8 {
+        if futures::poll!(body.as_mut()).is_ready() {
+            finished = true;
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    ctx.flush();
+    let recorded = std::mem::take(&mut *host.recorded.lock().unwrap_or_else(|p| p.into_inner()));
+
+    let mut nodes = vec![ViewNode {
+        id: 0,
+        task: workflow.name.to_string(),
+        state: None,
+        label: workflow.label.map(str::to_string),
+        color: workflow.color.map(str::to_string),
+        shape: None,
+        parent: None,
+        attempts: 0,
+    }];
+    let mut by_seq = std::collections::HashMap::new();
+    let mut edges = Vec::new();
+    let mut promises: Vec<ViewPromise> = Vec::new();
+    let declare = |promises: &mut Vec<ViewPromise>, scope: NodeId, task: &TaskDescriptor| {
+        for text in task.promises {
+            if let Ok(promise) = text.parse() {
+                promises.push(ViewPromise { scope, declared_by: scope, promise });
+            }
+        }
+    };
+    declare(&mut promises, 0, workflow);
+    for m in recorded.mutations {
+        match m {
+            Mutation::Spawn(req) => {
+                let id = nodes.len() as NodeId;
+                let task = registry.task(&req.task)?;
+                for (_, arg) in &req.args {
+                    if let WireArg::Handle(seq) = arg {
+                        if let Some(from) = by_seq.get(seq) {
+                            if !edges.contains(&(*from, id, EdgeKind::Data)) {
+                                edges.push((*from, id, EdgeKind::Data));
+                            }
+                        }
+                    }
+                }
+                by_seq.insert(req.seq, id);
+                nodes.push(ViewNode {
+                    id,
+                    task: task.name.to_string(),
+                    state: None,
+                    label: task.label.map(str::to_string),
+                    color: task.color.map(str::to_string),
+                    shape: None,
+                    parent: Some(0),
+                    attempts: 0,
+                });
+                declare(&mut promises, id, task);
+            }
+            Mutation::Edge { from, to } => {
+                if let (Some(f), Some(t)) = (by_seq.get(&from), by_seq.get(&to)) {
+                    edges.push((*f, *t, EdgeKind::Control));
+                }
+            }
+            // In a plan, the root's subtree is the whole run: both scopes are the same.
+            Mutation::Promise { text, .. } => {
+                if let Ok(promise) = text.parse() {
+                    promises.push(ViewPromise { scope: 0, declared_by: 0, promise });
+                }
+            }
+            Mutation::Annotate { child, annotation } => {
+                let target = match child {
+                    None => Some(0),
+                    Some(seq) => by_seq.get(&seq).copied(),
+                };
+                if let Some(n) = target.and_then(|t| nodes.get_mut(t as usize)) {
+                    n.label = annotation.label.or(n.label.take());
+                    n.color = annotation.color.or(n.color.take());
+                    n.shape = annotation.shape.or(n.shape.take());
+                }
+            }
+        }
+    }
+
+    let mut view = GraphView {
+        run: json!({"plan": workflow.name, "complete": finished}),
+        title: format!("plan of {}", workflow.name),
+        nodes,
+        edges,
+        promises,
+        wildcards: Vec::new(),
+        ghosts: Vec::new(),
+    };
+    // The root's wildcard goes after the nodes it stopped on; a body that returned adds nothing.
+    let awaited: Vec<NodeId> = recorded.awaited.iter().filter_map(|s| by_seq.get(s).copied()).collect();
+    let root_anchors: Vec<NodeId> = if finished {
+        Vec::new()
+    } else if awaited.is_empty() || recorded.stopped_elsewhere {
+        vec![0]
+    } else {
+        let mut a = awaited;
+        a.sort_unstable();
+        a.dedup();
+        a
+    };
+    let spawns = may_spawn(registry);
+    view.add_gradient(&spawns, &|n| if n == 0 { root_anchors.clone() } else { vec![n] });
+    Ok(view)
+}
