@@ -210,6 +210,15 @@ impl GraphView {
         })
     }
 
+    /// Guaranteed nodes are drawn after their owner's wildcard (what may come first), or after
+    /// the owner itself.
+    fn ghost_anchor(&self, owner: NodeId) -> String {
+        match self.wildcards.iter().position(|w| w.owner == owner) {
+            Some(i) => format!("w{i}"),
+            None => format!("n{owner}"),
+        }
+    }
+
     fn ghost_chains(&self) -> Vec<(NodeId, Vec<(usize, &Ghost)>)> {
         let mut chains: Vec<(NodeId, Vec<(usize, &Ghost)>)> = Vec::new();
         for (i, g) in self.ghosts.iter().enumerate() {
@@ -260,14 +269,11 @@ impl GraphView {
             );
         }
         for (owner, chain) in self.ghost_chains() {
-            let mut prev = format!("n{owner}");
-            let mut dotted = true;
+            let mut prev = self.ghost_anchor(owner);
             for (i, g) in chain {
                 let _ = writeln!(out, "  g{i} [label={}, style=\"rounded,dashed\", color=gray40];", quote(&g.task));
-                let style = if dotted { "dotted" } else { "dashed" };
-                let _ = writeln!(out, "  {prev} -> g{i} [style={style}, color=gray40];");
+                let _ = writeln!(out, "  {prev} -> g{i} [style=dashed, color=gray40];");
                 prev = format!("g{i}");
-                dotted = false;
             }
         }
         out.push_str("}\n");
@@ -295,7 +301,7 @@ impl GraphView {
             let _ = writeln!(out, "  n{} -.-> w{i}", w.after);
         }
         for (owner, chain) in self.ghost_chains() {
-            let mut prev = format!("n{owner}");
+            let mut prev = self.ghost_anchor(owner);
             for (i, g) in chain {
                 let _ = writeln!(out, "  g{i}[\"{}\"]:::ghost", g.task);
                 let _ = writeln!(out, "  {prev} -.-> g{i}");

@@ -244,8 +244,7 @@ async fn promised(kind: String, keep: bool, ctx: &Context) -> salt::Result<u64> 
                 let c = two(b.clone());
                 three(c)
             } else {
-                let b = three(a.clone());
-                two(b)
+                one(a.clone())
             }
         }
         "unfinished shape" => {

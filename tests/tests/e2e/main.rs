@@ -2,6 +2,7 @@
 
 mod cli;
 mod failures;
+mod gradient;
 mod recovery;
 mod replay;
 mod support;
