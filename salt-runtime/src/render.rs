@@ -467,6 +467,12 @@ pub fn show_text(s: &RunSnapshot) -> String {
     if let Some(e) = &r.error {
         let _ = writeln!(out, "error     {}", e.message);
     }
+    for p in &s.promises {
+        let _ = writeln!(out, "promise   `{}` over node {} (declared by node {})", p.text, p.scope, p.declared_by);
+    }
+    for w in &s.waits {
+        let _ = writeln!(out, "waiting   node {} waits for signal `{}`; send it with `signal {} {} JSON`", w.node, w.name, r.id, w.name);
+    }
     if r.state == RunState::Interrupted {
         let _ = writeln!(out, "hint      its orchestrator is gone; `recover {}` resumes it", r.id);
     }

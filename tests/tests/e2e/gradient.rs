@@ -200,3 +200,60 @@ fn pause_holds_new_nodes_and_resume_lets_them_run() {
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(env.count("b"), 1);
 }
+
+#[test]
+fn the_graph_of_a_running_run_has_wildcards_after_nodes_that_may_still_grow_it() {
+    let env = Env::new();
+    let input = crate::support::pipeline_input(&env.dir(), 400, false);
+    let child = env
+        .cmd(&["run", "pipeline", "--input", &input])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while env.count("a") == 0 {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Read from another process while the run writes: the root may still spawn anything; the
+    // steps, which take no context, cannot.
+    let graph = env.json(&["graph", "1", "--format", "json"]);
+    assert_eq!(graph["run"]["state"], "running");
+    assert_eq!(graph["wildcards"], json!([{"after": 0, "owner": 0, "may_add": "*"}]), "{graph}");
+    let dot = String::from_utf8(env.run(&["graph", "1"]).stdout).unwrap();
+    assert!(dot.contains("w0 [label=\"*\"") && dot.contains("n0 -> w0"), "{dot}");
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(env.json(&["graph", "1", "--format", "json"])["wildcards"], json!([]));
+}
+
+#[test]
+fn graphs_render_as_svg_with_graphviz() {
+    let env = Env::new();
+    let out = env.run(&["run", "countdown", "--input", r#"{"n": 2}"#]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = env.run(&["graph", "1", "--format", "svg"]);
+    assert!(out.status.success(), "graphviz `dot` must be installed (.ci/run installs it): {}", text(&out));
+    let svg = String::from_utf8(out.stdout).unwrap();
+    assert!(svg.contains("<svg") && svg.contains("tick 2"), "{svg}");
+}
+
+#[test]
+fn show_lists_promises_and_what_a_parked_node_waits_for() {
+    let env = Env::new();
+    let (env2, _) = run_promised("shape", true);
+    let show = String::from_utf8(env2.run(&["show", "1"]).stdout).unwrap();
+    assert!(show.contains("promise   `one -> two* -> three` over node 0"), "{show}");
+    let child = env
+        .cmd(&["run", "waits", "--input", r#"{"timeout_ms": 0}"#])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until(&env, "the node to park", |s| !s["waits"].as_array().unwrap().is_empty());
+    let show = String::from_utf8(env.run(&["show", "1"]).stdout).unwrap();
+    assert!(show.contains("waiting   node 0 waits for signal `number`"), "{show}");
+    assert!(env.run(&["signal", "1", "number", "1"]).status.success());
+    assert!(child.wait_with_output().unwrap().status.success());
+}
