@@ -679,7 +679,7 @@ impl Orchestrator {
                     self.promises[i].shape = Some(shape);
                 }
             }
-            Err(promise) => return self.terminate(promise, &what),
+            Err(promise) => return self.terminate(promise, &what, Some(parent)),
         }
         let unmet = deps.iter().filter(|d| self.nodes[**d as usize].state != NodeState::Succeeded).count();
         let doomed = deps.iter().find(|d| matches!(self.nodes[**d as usize].state, NodeState::Failed | NodeState::Skipped | NodeState::Cancelled)).copied();
@@ -850,7 +850,7 @@ impl Orchestrator {
                     let text = p.record.text.clone();
                     let by = p.record.declared_by;
                     self.end_node(id, NodeState::Succeeded, Some(output), None);
-                    return self.terminate_with(&text, by, &what);
+                    return self.terminate_with(&text, by, &what, None);
                 }
                 self.end_node(id, NodeState::Succeeded, Some(output), None);
             }
@@ -897,7 +897,7 @@ impl Orchestrator {
                     run: self.run,
                     node: id,
                     attempt: live.attempt,
-                    state: NodeState::Cancelled,
+                    state: if state == NodeState::Failed { NodeState::Failed } else { NodeState::Cancelled },
                     error: error.clone(),
                     at: now_ms(),
                 });
@@ -1049,7 +1049,7 @@ impl Orchestrator {
                         self.writes.push(Write::Promise { run: self.run, record: record.clone() });
                         self.promises.push(Active { record, promise, shape: None });
                         let what = format!("the children node {scope} already has");
-                        return self.terminate_with(&text, by, &what);
+                        return self.terminate_with(&text, by, &what, Some(by));
                     }
                 }
             }
@@ -1142,14 +1142,15 @@ impl Orchestrator {
         Ok(())
     }
 
-    fn terminate(&mut self, promise: usize, what: &str) {
+    fn terminate(&mut self, promise: usize, what: &str, culprit: Option<NodeId>) {
         let text = self.promises[promise].record.text.clone();
         let by = self.promises[promise].record.declared_by;
-        self.terminate_with(&text, by, what);
+        self.terminate_with(&text, by, what, culprit);
     }
 
-    /// A mutation broke a promise: stop everything and end the run `terminated`.
-    fn terminate_with(&mut self, promise: &str, declared_by: NodeId, what: &str) {
+    /// A mutation broke a promise: the node that sent it fails with the promise's error,
+    /// everything else stops, and the run ends `terminated`.
+    fn terminate_with(&mut self, promise: &str, declared_by: NodeId, what: &str, culprit: Option<NodeId>) {
         if self.terminated.is_some() {
             return;
         }
@@ -1161,6 +1162,9 @@ impl Orchestrator {
             ),
         );
         self.terminated = Some(error.clone());
+        if let Some(culprit) = culprit {
+            self.end_node(culprit, NodeState::Failed, None, Some(error.clone()));
+        }
         for i in 0..self.nodes.len() {
             if !self.nodes[i].state.is_terminal() {
                 self.end_node(i as NodeId, NodeState::Cancelled, None, Some(error.clone()));
@@ -1204,7 +1208,7 @@ impl Orchestrator {
         }
         if let Err(p) = self.check_edge(from, to) {
             let what = format!("adding edge {} -> {} from node {}", name(from), name(to), name(node));
-            return self.terminate(p, &what);
+            return self.terminate(p, &what, Some(node));
         }
         self.writes.push(Write::InsertEdge { run: self.run, edge: EdgeRecord { from, to, kind: EdgeKind::Control } });
         self.nodes[from as usize].dependents.push(to);
