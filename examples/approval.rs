@@ -32,6 +32,7 @@ async fn pay(total: u64, approver: String) -> String {
     format!("paid {total}, approved by {approver}")
 }
 
+// ANCHOR: workflow
 /// Quotes, waits for a decision (at most a day, then it is a no), and pays if approved.
 #[workflow(input = r#"{"amount": 1200}"#)]
 async fn approval(amount: u64, ctx: &Context) -> salt::Result<String> {
@@ -39,12 +40,9 @@ async fn approval(amount: u64, ctx: &Context) -> salt::Result<String> {
     ctx.log(format!("waiting for a decision on {total}"));
     let no = Decision { approved: false, by: "nobody (timed out)".into(), comment: None };
     let decision: Decision = ctx.wait_for_or("decision", std::time::Duration::from_secs(86_400), no).await?;
-    if decision.approved {
-        pay(total, decision.by).await
-    } else {
-        Ok(format!("not paid: rejected by {}", decision.by))
-    }
+    if decision.approved { pay(total, decision.by).await } else { Ok(format!("not paid: rejected by {}", decision.by)) }
 }
+// ANCHOR_END: workflow
 
 fn main() -> std::process::ExitCode {
     salt::main()

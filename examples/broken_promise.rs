@@ -26,6 +26,7 @@ async fn audit(rows: Vec<u64>) -> bool {
     rows.iter().all(|r| *r > 0)
 }
 
+// ANCHOR: workflow
 /// Promises `extract -> load`, then also audits: terminated.
 #[workflow(promise = "extract -> load")]
 async fn broken_promise() -> salt::Result<u64> {
@@ -35,6 +36,7 @@ async fn broken_promise() -> salt::Result<u64> {
     audited.await?;
     loaded.await
 }
+// ANCHOR_END: workflow
 
 fn main() -> std::process::ExitCode {
     salt::main()

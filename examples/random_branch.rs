@@ -21,6 +21,7 @@ async fn branch_b() -> String {
     "took B".to_string()
 }
 
+// ANCHOR: workflow
 /// Takes `A` or `B` by a coin flip (journaled, so a replay takes the same branch), or by `seed`.
 #[workflow(input = r#"{"seed": null}"#, promise = "A | B")]
 async fn random_branch(seed: Option<u64>, ctx: &Context) -> salt::Result<String> {
@@ -30,6 +31,7 @@ async fn random_branch(seed: Option<u64>, ctx: &Context) -> salt::Result<String>
     };
     if coin % 2 == 0 { branch_a().await } else { branch_b().await }
 }
+// ANCHOR_END: workflow
 
 fn main() -> std::process::ExitCode {
     salt::main()

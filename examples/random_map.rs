@@ -28,6 +28,7 @@ async fn reduce(items: Vec<u64>) -> u64 {
     items.iter().sum()
 }
 
+// ANCHOR: workflow
 /// `A`, then `seed % 6` (or a random number of) `M`s in parallel, then `B`.
 #[workflow(input = r#"{"seed": null}"#, promise = "A -> M* -> B")]
 async fn random_map(seed: Option<u64>, ctx: &Context) -> salt::Result<u64> {
@@ -39,6 +40,7 @@ async fn random_map(seed: Option<u64>, ctx: &Context) -> salt::Result<u64> {
     let items = salt::join_all((0..width).map(|i| map_one(base, i))).await?;
     reduce(items).await
 }
+// ANCHOR_END: workflow
 
 fn main() -> std::process::ExitCode {
     salt::main()

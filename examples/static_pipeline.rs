@@ -27,6 +27,7 @@ async fn load(rows: Vec<u64>) -> u64 {
     rows.iter().sum()
 }
 
+// ANCHOR: workflow
 /// extract -> transform -> load, wired by handles; the shape promise says nothing else will
 /// ever be added, so no wildcard is drawn.
 #[workflow(input = r#"{"n": 10}"#, promise = "extract -> transform -> load")]
@@ -35,6 +36,7 @@ async fn static_pipeline(n: u64) -> salt::Result<u64> {
     let squares = transform(rows);
     load(squares).await
 }
+// ANCHOR_END: workflow
 
 fn main() -> std::process::ExitCode {
     salt::main()

@@ -27,7 +27,10 @@ impl Example {
 
     fn cmd(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(&self.bin);
-        cmd.args(args).current_dir(self.dir.path()).env("SALT_DB", self.dir.path().join("salt.db")).stdin(Stdio::null());
+        cmd.args(args)
+            .current_dir(self.dir.path())
+            .env("SALT_DB", self.dir.path().join("salt.db"))
+            .stdin(Stdio::null());
         cmd
     }
 
@@ -51,7 +54,12 @@ impl Example {
 }
 
 fn text(out: &Output) -> String {
-    format!("status {:?}\n{}\n{}", out.status.code(), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    format!(
+        "status {:?}\n{}\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 /// The tasks of the root's children, in creation order.
@@ -67,7 +75,12 @@ fn children(graph: &Value) -> Vec<String> {
 
 /// Nodes (id, task) and edges, without states: what a plan and a final graph share.
 fn structure(graph: &Value) -> (Vec<(u64, String)>, Value) {
-    let nodes = graph["nodes"].as_array().unwrap().iter().map(|n| (n["id"].as_u64().unwrap(), n["task"].as_str().unwrap().to_string())).collect();
+    let nodes = graph["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n["id"].as_u64().unwrap(), n["task"].as_str().unwrap().to_string()))
+        .collect();
     (nodes, graph["edges"].clone())
 }
 

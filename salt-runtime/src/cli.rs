@@ -27,8 +27,9 @@ struct Cli {
     #[arg(long, global = true)]
     json: bool,
 
+    /// What to do; with none, run the binary's only workflow with its default input.
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -214,7 +215,12 @@ fn runner(db: &Path, options: &RunOptions) -> Runner {
 async fn dispatch(cli: Cli) -> Result<ExitCode> {
     let registry = Registry::global()?;
     let db = cli.db;
-    match cli.command {
+    let command = cli.command.unwrap_or(Command::Run {
+        workflow: None,
+        input: None,
+        options: RunOptions { executor: Executor::Inline, parallelism: None },
+    });
+    match command {
         Command::Run { workflow, input, options } => {
             let workflow = pick_workflow(registry, workflow.as_deref())?;
             let input = input.map(|s| parse_input(&s)).transpose()?;
@@ -229,7 +235,8 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             } else if runs.is_empty() {
                 out("no runs yet; start one with `run`\n");
             } else {
-                let mut text = format!("{:>5}  {:<24} {:<12} {:<20} {:>9}\n", "run", "workflow", "state", "started", "duration");
+                let mut text =
+                    format!("{:>5}  {:<24} {:<12} {:<20} {:>9}\n", "run", "workflow", "state", "started", "duration");
                 for r in runs {
                     let started = r.started_at.map(format_time).unwrap_or_default();
                     let duration = match (r.started_at, r.finished_at) {
@@ -237,7 +244,14 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                         (Some(a), None) if !r.state.is_terminal() => render::human_ms(now_ms() - a),
                         _ => String::new(),
                     };
-                    text.push_str(&format!("{:>5}  {:<24} {:<12} {:<20} {:>9}\n", r.id, r.workflow, r.state.as_str(), started, duration));
+                    text.push_str(&format!(
+                        "{:>5}  {:<24} {:<12} {:<20} {:>9}\n",
+                        r.id,
+                        r.workflow,
+                        r.state.as_str(),
+                        started,
+                        duration
+                    ));
                 }
                 out(text);
             }
@@ -258,7 +272,9 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             let node = node.map(|n| resolve_node(&snapshot, &n)).transpose()?;
             let logs = store.logs(run, node).map_err(|e| e.into_error())?;
             if cli.json {
-                print_json(&json!({ "run": run, "logs": logs, "attempts": snapshot.attempts.iter().filter(|a| node.is_none_or(|n| a.node == n)).collect::<Vec<_>>() }));
+                print_json(
+                    &json!({ "run": run, "logs": logs, "attempts": snapshot.attempts.iter().filter(|a| node.is_none_or(|n| a.node == n)).collect::<Vec<_>>() }),
+                );
             } else {
                 out(logs_text(&snapshot, &logs, node));
             }
@@ -353,7 +369,8 @@ fn pick_workflow(registry: &Registry, name: Option<&str>) -> Result<&'static Tas
 fn parse_input(text: &str) -> Result<Value> {
     let (text, origin) = match text.strip_prefix('@') {
         Some(path) => (
-            std::fs::read_to_string(path).map_err(|e| Error::new(ErrorKind::Input, format!("cannot read input file {path}: {e}")))?,
+            std::fs::read_to_string(path)
+                .map_err(|e| Error::new(ErrorKind::Input, format!("cannot read input file {path}: {e}")))?,
             format!("input file {path}"),
         ),
         None => (text.to_string(), "--input".to_string()),
@@ -396,7 +413,10 @@ fn report(outcome: &RunOutcome, json: bool) -> ExitCode {
             state => {
                 let why = outcome.error.as_ref().map(|e| e.message.as_str()).unwrap_or("");
                 eprintln!("run {} of `{}` {}: {why}", outcome.run, outcome.workflow, state.as_str());
-                eprintln!("see `show {}` and `logs {}`; `recover {}` resumes it", outcome.run, outcome.run, outcome.run);
+                eprintln!(
+                    "see `show {}` and `logs {}`; `recover {}` resumes it",
+                    outcome.run, outcome.run, outcome.run
+                );
             }
         }
     }
@@ -425,12 +445,10 @@ fn logs_text(snapshot: &RunSnapshot, logs: &[crate::model::LogRecord], node: Opt
 
 fn svg(dot: &str) -> Result<String> {
     use std::process::{Command, Stdio};
-    let mut child = Command::new("dot")
-        .arg("-Tsvg")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|e| usage(format!("`--format svg` needs Graphviz `dot` on the PATH ({e}); use `--format dot` instead")))?;
+    let mut child =
+        Command::new("dot").arg("-Tsvg").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().map_err(|e| {
+            usage(format!("`--format svg` needs Graphviz `dot` on the PATH ({e}); use `--format dot` instead"))
+        })?;
     if let Some(mut stdin) = child.stdin.take() {
         let _ = stdin.write_all(dot.as_bytes());
     }
@@ -497,7 +515,14 @@ async fn cancel(db: &Path, run: RunId, json: bool) -> Result<ExitCode> {
             .nodes
             .iter()
             .filter(|n| !n.state.is_terminal())
-            .map(|n| Write::NodeFinished { run, node: n.id, state: NodeState::Cancelled, output: None, error: None, at })
+            .map(|n| Write::NodeFinished {
+                run,
+                node: n.id,
+                state: NodeState::Cancelled,
+                output: None,
+                error: None,
+                at,
+            })
             .collect();
         let error = crate::error::ErrorWire::new(ErrorKind::Cancelled, "cancelled with `cancel`");
         writes.push(Write::RunState { run, state: RunState::Cancelled, output: None, error: Some(error), at });
@@ -512,7 +537,10 @@ async fn cancel(db: &Path, run: RunId, json: bool) -> Result<ExitCode> {
                 break;
             }
             if std::time::Instant::now() > deadline {
-                return Err(Error::new(ErrorKind::Usage, format!("run {run} did not stop within 30s; it is still {}", state.as_str())));
+                return Err(Error::new(
+                    ErrorKind::Usage,
+                    format!("run {run} did not stop within 30s; it is still {}", state.as_str()),
+                ));
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
@@ -542,7 +570,8 @@ fn signal(db: &Path, run: RunId, name: &str, value: Value, json: bool) -> Result
     };
     let validator = jsonschema::validator_for(&wait.schema)
         .map_err(|e| usage(format!("the schema of signal `{name}` is not valid: {e}")))?;
-    let problems: Vec<String> = validator.iter_errors(&value).map(|e| format!("{} at `{}`", e, e.instance_path)).collect();
+    let problems: Vec<String> =
+        validator.iter_errors(&value).map(|e| format!("{} at `{}`", e, e.instance_path)).collect();
     if !problems.is_empty() {
         return Err(Error::new(
             ErrorKind::Input,
@@ -579,7 +608,10 @@ fn pause(db: &Path, run: RunId, paused: bool, json: bool) -> Result<ExitCode> {
     if json {
         print_json(&json!({"run": run, "paused": paused}));
     } else {
-        out(format!("{word} run {run}: {}\n", if paused { "no new node starts; running ones finish" } else { "nodes start again" }));
+        out(format!(
+            "{word} run {run}: {}\n",
+            if paused { "no new node starts; running ones finish" } else { "nodes start again" }
+        ));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -602,6 +634,7 @@ mod tests {
     fn global_options_go_before_or_after_the_subcommand() {
         let a = Cli::try_parse_from(["bin", "--db", "x.db", "runs"]).unwrap();
         let b = Cli::try_parse_from(["bin", "runs", "--db", "x.db", "--json"]).unwrap();
+        assert!(Cli::try_parse_from(["bin"]).unwrap().command.is_none(), "no subcommand runs the workflow");
         assert_eq!(a.db, PathBuf::from("x.db"));
         assert_eq!(b.db, PathBuf::from("x.db"));
         assert!(b.json);

@@ -8,8 +8,8 @@
 use std::future::{Future, IntoFuture};
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::FutureExt;
@@ -341,7 +341,10 @@ impl Context {
 
     async fn wait<T: TaskValue>(&self, name: &str, timeout: Option<Duration>, default: Option<Value>) -> Result<T> {
         let Some(host) = self.host() else {
-            return Err(Error::new(ErrorKind::Usage, format!("`wait_for(\"{name}\")` outside a run: nobody can send the signal")));
+            return Err(Error::new(
+                ErrorKind::Usage,
+                format!("`wait_for(\"{name}\")` outside a run: nobody can send the signal"),
+            ));
         };
         let schema = serde_json::to_value(schemars::schema_for!(T)).unwrap_or_default();
         let wait = SignalWait {
@@ -547,9 +550,10 @@ impl<T: TaskValue> Arg<T> {
     #[doc(hidden)]
     pub fn wire(self, name: &str) -> Result<(String, WireArg)> {
         let arg = match self {
-            Arg::Value(v) => WireArg::Value(serde_json::to_value(v).map_err(|e| {
-                Error::new(ErrorKind::Input, format!("cannot encode argument `{name}`: {e}"))
-            })?),
+            Arg::Value(v) => WireArg::Value(
+                serde_json::to_value(v)
+                    .map_err(|e| Error::new(ErrorKind::Input, format!("cannot encode argument `{name}`: {e}")))?,
+            ),
             Arg::Handle(h) => h.wire(),
         };
         Ok((name.to_owned(), arg))
@@ -574,10 +578,7 @@ where
     I: IntoIterator,
     I::Item: IntoFuture<Output = Result<T>>,
 {
-    futures::future::join_all(handles.into_iter().map(IntoFuture::into_future))
-        .await
-        .into_iter()
-        .collect()
+    futures::future::join_all(handles.into_iter().map(IntoFuture::into_future)).await.into_iter().collect()
 }
 
 /// Decodes a task's input object (used by generated code).

@@ -45,10 +45,7 @@ pub enum ErrorKind {
 impl ErrorKind {
     /// Whether an attempt that failed this way may be retried.
     pub fn is_retryable(self) -> bool {
-        matches!(
-            self,
-            ErrorKind::Task | ErrorKind::Timeout | ErrorKind::Panic | ErrorKind::Protocol | ErrorKind::Child
-        )
+        matches!(self, ErrorKind::Task | ErrorKind::Timeout | ErrorKind::Panic | ErrorKind::Protocol | ErrorKind::Child)
     }
 
     /// The lowercase name of the kind, as stored and shown.

@@ -56,7 +56,8 @@ impl Running {
             Running::Inline(h) => h.abort(),
             Running::Process { pid, bridge } => {
                 if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
-                    let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                    let _ =
+                        nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
                 }
                 bridge.abort();
             }

@@ -21,6 +21,6 @@ pub mod store;
 
 pub use context::{Arg, Context, Handle, TaskValue, join_all};
 pub use error::{Error, ErrorKind, Result};
-pub use registry::{Backoff, Kind, Policy, Registry, TaskDescriptor};
 pub use progress::Progress;
+pub use registry::{Backoff, Kind, Policy, Registry, TaskDescriptor};
 pub use runner::{Executor, RunOutcome, Runner};

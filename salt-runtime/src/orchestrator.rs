@@ -22,8 +22,8 @@ use crate::model::{
     EdgeKind, EdgeRecord, LogRecord, NodeId, NodeRecord, NodeState, PromiseRecord, RunId, RunSnapshot, RunState,
     StoredArg, WaitRecord, now_ms,
 };
-use crate::promise::{Promise, Shape, Target};
 use crate::progress::{Observer, Summary};
+use crate::promise::{Promise, Shape, Target};
 use crate::registry::{Registry, TaskDescriptor};
 use crate::runner::{Executor, RunOutcome};
 use crate::store::{Store, Write};
@@ -174,12 +174,18 @@ impl Orchestrator {
         let mut keys = HashMap::new();
         for (i, rec) in snapshot.nodes.into_iter().enumerate() {
             if rec.id != i as NodeId {
-                return Err(Error::new(ErrorKind::Store, format!("run {} has a gap in its node ids at {i}", snapshot.run.id)));
+                return Err(Error::new(
+                    ErrorKind::Store,
+                    format!("run {} has a gap in its node ids at {i}", snapshot.run.id),
+                ));
             }
             let task = registry.get(&rec.task).ok_or_else(|| {
                 Error::new(
                     ErrorKind::Usage,
-                    format!("run {} has a node of task `{}`, which this binary does not have", snapshot.run.id, rec.task),
+                    format!(
+                        "run {} has a node of task `{}`, which this binary does not have",
+                        snapshot.run.id, rec.task
+                    ),
                 )
             })?;
             if let (Some(p), Some(s)) = (rec.parent, rec.seq) {
@@ -254,7 +260,11 @@ impl Orchestrator {
             paused: false,
             signals: Vec::new(),
             seen_signals: Default::default(),
-            deadlines: snapshot.waits.iter().filter_map(|w| w.deadline.map(|d| ((w.node, w.seq), (d, w.default.clone())))).collect(),
+            deadlines: snapshot
+                .waits
+                .iter()
+                .filter_map(|w| w.deadline.map(|d| ((w.node, w.seq), (d, w.default.clone()))))
+                .collect(),
         };
         for record in snapshot.promises {
             let promise: Promise = record.text.parse().map_err(|e| {
@@ -262,8 +272,11 @@ impl Orchestrator {
             })?;
             let shape = match &promise {
                 Promise::Shape(shape) => {
-                    let children: Vec<&str> =
-                        orch.nodes[record.scope as usize].children.iter().map(|c| orch.nodes[*c as usize].task.name).collect();
+                    let children: Vec<&str> = orch.nodes[record.scope as usize]
+                        .children
+                        .iter()
+                        .map(|c| orch.nodes[*c as usize].task.name)
+                        .collect();
                     shape.after(children)
                 }
                 _ => None,
@@ -274,7 +287,8 @@ impl Orchestrator {
             orch.declare_registered(i as NodeId);
         }
         for i in 0..orch.nodes.len() {
-            let unmet = orch.nodes[i].deps.iter().filter(|d| orch.nodes[**d as usize].state != NodeState::Succeeded).count();
+            let unmet =
+                orch.nodes[i].deps.iter().filter(|d| orch.nodes[**d as usize].state != NodeState::Succeeded).count();
             orch.nodes[i].unmet = unmet;
             if !orch.nodes[i].state.is_terminal() {
                 orch.active += 1;
@@ -441,7 +455,9 @@ impl Orchestrator {
                     let (id, attempt) = (launch.node, launch.attempt);
                     let running = match self.opts.executor {
                         Executor::Inline => executor::start_inline(launch, self.events.clone()),
-                        Executor::Process => executor::start_process(launch, self.opts.exe.clone(), self.events.clone()),
+                        Executor::Process => {
+                            executor::start_process(launch, self.opts.exe.clone(), self.events.clone())
+                        }
                     };
                     let n = &mut self.nodes[id as usize];
                     match &mut n.live {
@@ -468,14 +484,27 @@ impl Orchestrator {
             let error = if root.state == NodeState::Failed {
                 root.error.clone()
             } else {
-                self.nodes
-                    .iter()
-                    .find(|n| n.state == NodeState::Failed)
-                    .map(|n| ErrorWire::new(ErrorKind::Child, format!("node {} (`{}`) failed: {}", n.id, n.task.name, n.error.as_ref().map(|e| e.message.as_str()).unwrap_or(""))))
+                self.nodes.iter().find(|n| n.state == NodeState::Failed).map(|n| {
+                    ErrorWire::new(
+                        ErrorKind::Child,
+                        format!(
+                            "node {} (`{}`) failed: {}",
+                            n.id,
+                            n.task.name,
+                            n.error.as_ref().map(|e| e.message.as_str()).unwrap_or("")
+                        ),
+                    )
+                })
             };
             (RunState::Failed, root.output.clone(), error)
         };
-        self.writes.push(Write::RunState { run: self.run, state, output: output.clone(), error: error.clone(), at: now_ms() });
+        self.writes.push(Write::RunState {
+            run: self.run,
+            state,
+            output: output.clone(),
+            error: error.clone(),
+            at: now_ms(),
+        });
         self.flush()?;
         self.observer.done(&self.summary());
         Ok(RunOutcome { run: self.run, workflow: self.workflow, state, output, error })
@@ -540,7 +569,13 @@ impl Orchestrator {
         let attempt = n.attempts;
         let task = n.task;
         self.live_slots += 1;
-        self.writes.push(Write::AttemptStarted { run: self.run, node: id, attempt, executor: self.opts.executor.as_str(), at });
+        self.writes.push(Write::AttemptStarted {
+            run: self.run,
+            node: id,
+            attempt,
+            executor: self.opts.executor.as_str(),
+            at,
+        });
         n.live = Some(Live { attempt, running: None });
         if let Some(timeout) = task.policy.timeout {
             self.timers.push(Reverse((Instant::now() + timeout, Timer::Timeout { node: id, attempt })));
@@ -550,10 +585,7 @@ impl Orchestrator {
     }
 
     fn is_current(&self, id: NodeId, attempt: u32) -> bool {
-        self.nodes
-            .get(id as usize)
-            .and_then(|n| n.live.as_ref())
-            .is_some_and(|l| l.attempt == attempt)
+        self.nodes.get(id as usize).and_then(|n| n.live.as_ref()).is_some_and(|l| l.attempt == attempt)
     }
 
     fn handle(&mut self, ev: Event) {
@@ -594,7 +626,8 @@ impl Orchestrator {
                     self.writes.push(Write::Log { run: self.run, record });
                 } else if n.logged == MAX_LOG_LINES + 1 {
                     let line = format!("[salt] log limit of {MAX_LOG_LINES} lines reached; further lines are dropped");
-                    self.writes.push(Write::Log { run: self.run, record: LogRecord { node, attempt, ts: now_ms(), line } });
+                    self.writes
+                        .push(Write::Log { run: self.run, record: LogRecord { node, attempt, ts: now_ms(), line } });
                 }
             }
             Event::Finished { node, attempt, result } => {
@@ -626,7 +659,10 @@ impl Orchestrator {
                 WireArg::Handle(s) => match self.keys.get(&(parent, s)) {
                     Some(dep) => StoredArg::Node(*dep),
                     None => {
-                        let e = ErrorWire::new(ErrorKind::Protocol, format!("argument `{name}` refers to call {s}, which spawned no node"));
+                        let e = ErrorWire::new(
+                            ErrorKind::Protocol,
+                            format!("argument `{name}` refers to call {s}, which spawned no node"),
+                        );
                         return self.fail_attempt(parent, attempt, e);
                     }
                 },
@@ -635,7 +671,12 @@ impl Orchestrator {
         }
         let input_hash = hash_args(descriptor.name, &stored);
         if let Some((kind, _)) = self.journal.get(&(parent, seq)) {
-            let e = self.nondeterministic(parent, seq, format!("`{}()`", journal_name(*kind)), describe_call(descriptor.name, &stored));
+            let e = self.nondeterministic(
+                parent,
+                seq,
+                format!("`{}()`", journal_name(*kind)),
+                describe_call(descriptor.name, &stored),
+            );
             return self.fail_attempt(parent, attempt, e);
         }
         if let Some(&existing) = self.keys.get(&(parent, seq)) {
@@ -672,7 +713,8 @@ impl Orchestrator {
             d.dedup();
             d
         };
-        let what = format!("spawning `{}` from node {parent} (`{}`)", descriptor.name, self.nodes[parent as usize].task.name);
+        let what =
+            format!("spawning `{}` from node {parent} (`{}`)", descriptor.name, self.nodes[parent as usize].task.name);
         match self.check_spawn(parent, descriptor.name, &deps) {
             Ok(shapes) => {
                 for (i, shape) in shapes {
@@ -682,7 +724,12 @@ impl Orchestrator {
             Err(promise) => return self.terminate(promise, &what, Some(parent)),
         }
         let unmet = deps.iter().filter(|d| self.nodes[**d as usize].state != NodeState::Succeeded).count();
-        let doomed = deps.iter().find(|d| matches!(self.nodes[**d as usize].state, NodeState::Failed | NodeState::Skipped | NodeState::Cancelled)).copied();
+        let doomed = deps
+            .iter()
+            .find(|d| {
+                matches!(self.nodes[**d as usize].state, NodeState::Failed | NodeState::Skipped | NodeState::Cancelled)
+            })
+            .copied();
         let record = NodeRecord {
             id,
             parent: Some(parent),
@@ -703,7 +750,8 @@ impl Orchestrator {
         };
         self.writes.push(Write::InsertNode { run: self.run, node: Box::new(record) });
         for d in &deps {
-            self.writes.push(Write::InsertEdge { run: self.run, edge: EdgeRecord { from: *d, to: id, kind: EdgeKind::Data } });
+            self.writes
+                .push(Write::InsertEdge { run: self.run, edge: EdgeRecord { from: *d, to: id, kind: EdgeKind::Data } });
             self.nodes[*d as usize].dependents.push(id);
         }
         self.nodes.push(Node {
@@ -795,7 +843,9 @@ impl Orchestrator {
         let n = &self.nodes[id as usize];
         match n.state {
             NodeState::Succeeded => Ok(n.output.clone().unwrap_or(Value::Null)),
-            NodeState::Cancelled => Err(ErrorWire::new(ErrorKind::Cancelled, format!("node {} (`{}`) was cancelled", n.id, n.task.name))),
+            NodeState::Cancelled => {
+                Err(ErrorWire::new(ErrorKind::Cancelled, format!("node {} (`{}`) was cancelled", n.id, n.task.name)))
+            }
             _ => Err(ErrorWire::new(
                 ErrorKind::Child,
                 format!(
@@ -808,16 +858,34 @@ impl Orchestrator {
         }
     }
 
-    fn journal_call(&mut self, node: NodeId, attempt: u32, seq: u32, kind: JournalKind, value: Value, reply: oneshot::Sender<Value>) {
+    fn journal_call(
+        &mut self,
+        node: NodeId,
+        attempt: u32,
+        seq: u32,
+        kind: JournalKind,
+        value: Value,
+        reply: oneshot::Sender<Value>,
+    ) {
         if let Some(&child) = self.keys.get(&(node, seq)) {
             let c = &self.nodes[child as usize];
-            let e = self.nondeterministic(node, seq, describe_call(c.task.name, &c.args), format!("`{}()`", journal_name(kind)));
+            let e = self.nondeterministic(
+                node,
+                seq,
+                describe_call(c.task.name, &c.args),
+                format!("`{}()`", journal_name(kind)),
+            );
             return self.fail_attempt(node, attempt, e);
         }
         match self.journal.get(&(node, seq)) {
             Some((k, v)) if *k == kind => self.actions.push(Action::ReplyJournal(reply, v.clone())),
             Some((k, _)) => {
-                let e = self.nondeterministic(node, seq, format!("`{}()`", journal_name(*k)), format!("`{}()`", journal_name(kind)));
+                let e = self.nondeterministic(
+                    node,
+                    seq,
+                    format!("`{}()`", journal_name(*k)),
+                    format!("`{}()`", journal_name(kind)),
+                );
                 self.fail_attempt(node, attempt, e);
             }
             None => {
@@ -839,11 +907,19 @@ impl Orchestrator {
         let task = n.task;
         match result {
             Ok(output) => {
-                self.writes.push(Write::AttemptFinished { run: self.run, node: id, attempt, state: NodeState::Succeeded, error: None, at });
-                // A body that returned can spawn no more: its promised shapes must be complete.
-                let unfinished = self.promises.iter().find(|p| {
-                    p.record.scope == id && p.shape.as_ref().is_some_and(|s| !s.is_complete())
+                self.writes.push(Write::AttemptFinished {
+                    run: self.run,
+                    node: id,
+                    attempt,
+                    state: NodeState::Succeeded,
+                    error: None,
+                    at,
                 });
+                // A body that returned can spawn no more: its promised shapes must be complete.
+                let unfinished = self
+                    .promises
+                    .iter()
+                    .find(|p| p.record.scope == id && p.shape.as_ref().is_some_and(|s| !s.is_complete()));
                 if let Some(p) = unfinished {
                     let still = p.shape.as_ref().map(|s| s.label()).unwrap_or_default();
                     let what = format!("node {id} (`{}`) finishing while the shape still needs `{still}`", task.name);
@@ -857,7 +933,14 @@ impl Orchestrator {
             Err(error) => {
                 let cancelled = error.kind == ErrorKind::Cancelled;
                 let state = if cancelled { NodeState::Cancelled } else { NodeState::Failed };
-                self.writes.push(Write::AttemptFinished { run: self.run, node: id, attempt, state, error: Some(error.clone()), at });
+                self.writes.push(Write::AttemptFinished {
+                    run: self.run,
+                    node: id,
+                    attempt,
+                    state,
+                    error: Some(error.clone()),
+                    at,
+                });
                 self.nodes[id as usize].failures += 1;
                 let failures = self.nodes[id as usize].failures;
                 let retry = error.kind.is_retryable()
@@ -909,7 +992,14 @@ impl Orchestrator {
             n.ended_at = self.clock;
             let task = n.task.name;
             self.active -= 1;
-            self.writes.push(Write::NodeFinished { run: self.run, node: id, state, output, error: error.clone(), at: now_ms() });
+            self.writes.push(Write::NodeFinished {
+                run: self.run,
+                node: id,
+                state,
+                output,
+                error: error.clone(),
+                at: now_ms(),
+            });
             self.observer.node(id, task, state, self.nodes[id as usize].attempts, error.as_ref());
 
             let result = self.result_of(id);
@@ -1012,7 +1102,8 @@ impl Orchestrator {
             match text.parse::<Promise>() {
                 Ok(promise) => self.add_promise(id, id, seq, promise),
                 Err(e) => {
-                    let error = ErrorWire::new(ErrorKind::Usage, format!("task `{}` has a bad promise: {e}", task.name));
+                    let error =
+                        ErrorWire::new(ErrorKind::Usage, format!("task `{}` has a bad promise: {e}", task.name));
                     self.terminated.get_or_insert(error);
                 }
             }
@@ -1037,7 +1128,8 @@ impl Orchestrator {
     }
 
     fn add_promise(&mut self, scope: NodeId, by: NodeId, seq: u32, promise: Promise) {
-        let record = PromiseRecord { id: self.promises.len() as u32, scope, declared_by: by, seq, text: promise.to_string() };
+        let record =
+            PromiseRecord { id: self.promises.len() as u32, scope, declared_by: by, seq, text: promise.to_string() };
         let shape = match &promise {
             Promise::Shape(shape) => {
                 let children: Vec<&str> =
@@ -1079,7 +1171,12 @@ impl Orchestrator {
     }
 
     /// Checks a spawn against every promise in force; on success, the new shape states.
-    fn check_spawn(&self, parent: NodeId, task: &str, deps: &[NodeId]) -> std::result::Result<Vec<(usize, Shape)>, usize> {
+    fn check_spawn(
+        &self,
+        parent: NodeId,
+        task: &str,
+        deps: &[NodeId],
+    ) -> std::result::Result<Vec<(usize, Shape)>, usize> {
         let mut shapes = Vec::new();
         for (i, p) in self.promises.iter().enumerate() {
             let scope = p.record.scope;
@@ -1092,7 +1189,9 @@ impl Orchestrator {
                 Promise::NoNewEdges => deps.is_empty(),
                 Promise::OnlyTasks(tasks) => tasks.iter().any(|t| t == task),
                 Promise::OnlyEdgesBetween(tasks) => {
-                    deps.is_empty() || (tasks.iter().any(|t| t == task) && deps.iter().all(|d| tasks.iter().any(|t| t == task_of(d))))
+                    deps.is_empty()
+                        || (tasks.iter().any(|t| t == task)
+                            && deps.iter().all(|d| tasks.iter().any(|t| t == task_of(d))))
                 }
                 Promise::NoEdgesOut(target) => !deps.iter().any(|d| self.matches(target, *d)),
                 Promise::NoEdgesInto(target) => {
@@ -1241,7 +1340,12 @@ impl Orchestrator {
         let seq = wait.seq;
         if let Some(&child) = self.keys.get(&(node, seq)) {
             let c = &self.nodes[child as usize];
-            let e = self.nondeterministic(node, seq, describe_call(c.task.name, &c.args), format!("`wait_for(\"{}\")`", wait.name));
+            let e = self.nondeterministic(
+                node,
+                seq,
+                describe_call(c.task.name, &c.args),
+                format!("`wait_for(\"{}\")`", wait.name),
+            );
             return self.fail_attempt(node, attempt, e);
         }
         match self.journal.get(&(node, seq)) {
@@ -1250,7 +1354,12 @@ impl Orchestrator {
                 self.writes.push(Write::WaitEnded { run: self.run, node, seq });
             }
             Some((k, _)) => {
-                let e = self.nondeterministic(node, seq, format!("`{}()`", journal_name(*k)), format!("`wait_for(\"{}\")`", wait.name));
+                let e = self.nondeterministic(
+                    node,
+                    seq,
+                    format!("`{}()`", journal_name(*k)),
+                    format!("`wait_for(\"{}\")`", wait.name),
+                );
                 self.fail_attempt(node, attempt, e);
             }
             None => {
@@ -1259,7 +1368,13 @@ impl Orchestrator {
                     self.writes.push(Write::SignalConsumed { id });
                     self.writes.push(Write::WaitEnded { run: self.run, node, seq });
                     self.journal.insert((node, seq), (JournalKind::Signal, value.clone()));
-                    self.writes.push(Write::Journal { run: self.run, node, seq, kind: JournalKind::Signal, value: value.clone() });
+                    self.writes.push(Write::Journal {
+                        run: self.run,
+                        node,
+                        seq,
+                        kind: JournalKind::Signal,
+                        value: value.clone(),
+                    });
                     self.actions.push(Action::ReplyJournal(reply, value));
                 } else {
                     self.park(node, attempt, wait);
@@ -1282,7 +1397,14 @@ impl Orchestrator {
         n.waiting_on = 0;
         let task = n.task.name;
         self.set_state(node, NodeState::Waiting);
-        self.writes.push(Write::AttemptFinished { run: self.run, node, attempt, state: NodeState::Waiting, error: None, at: now_ms() });
+        self.writes.push(Write::AttemptFinished {
+            run: self.run,
+            node,
+            attempt,
+            state: NodeState::Waiting,
+            error: None,
+            at: now_ms(),
+        });
         let (deadline, default) = match self.deadlines.get(&(node, wait.seq)) {
             Some((d, v)) => (Some(*d), v.clone()),
             None => (wait.timeout_ms.map(|t| now_ms() + t as i64), wait.default.clone()),

@@ -62,7 +62,13 @@ impl Observer for Quiet {
     fn done(&mut self, _: &Summary) {}
 }
 
-fn transition_line(id: NodeId, task: &str, state: NodeState, attempt: u32, error: Option<&ErrorWire>) -> Option<String> {
+fn transition_line(
+    id: NodeId,
+    task: &str,
+    state: NodeState,
+    attempt: u32,
+    error: Option<&ErrorWire>,
+) -> Option<String> {
     let what = match (state, error) {
         (NodeState::Running, _) if attempt > 1 => format!("started (attempt {attempt})"),
         (NodeState::Running, _) => "started".to_string(),
@@ -115,7 +121,8 @@ impl Observer for Live {
         }
     }
     fn tick(&mut self, s: &Summary) {
-        let running = if s.running.is_empty() { String::new() } else { format!(" · running: {}", s.running.join(", ")) };
+        let running =
+            if s.running.is_empty() { String::new() } else { format!(" · running: {}", s.running.join(", ")) };
         self.bar.set_message(format!("run {} · {} · {:.1?}{running}", s.run, s.counts_line(), s.elapsed));
     }
     fn done(&mut self, s: &Summary) {

@@ -148,11 +148,7 @@ fn alt(items: Vec<Re>) -> Re {
         1 => out.pop().unwrap_or(Re::Empty),
         _ => Re::Alt(out),
     };
-    if eps && !body.nullable() {
-        repeat(body, 0, Some(1))
-    } else {
-        body
-    }
+    if eps && !body.nullable() { repeat(body, 0, Some(1)) } else { body }
 }
 
 /// A repetition `re{min,max}` (`max` `None`: unbounded); expects `min <= max`.
@@ -256,10 +252,7 @@ impl Re {
             Re::Alt(items) => alt(items.iter().map(|re| re.derive(task)).collect()),
             Re::Repeat(re, min, max) => match max {
                 Some(0) => Re::Empty,
-                _ => seq(vec![
-                    re.derive(task),
-                    repeat((**re).clone(), min.saturating_sub(1), max.map(|n| n - 1)),
-                ]),
+                _ => seq(vec![re.derive(task), repeat((**re).clone(), min.saturating_sub(1), max.map(|n| n - 1))]),
             },
         }
     }
@@ -328,11 +321,7 @@ fn lcs(a: &[String], b: &[String]) -> Vec<String> {
     let mut table = vec![vec![0usize; m + 1]; n + 1];
     for i in (0..n).rev() {
         for j in (0..m).rev() {
-            table[i][j] = if a[i] == b[j] {
-                table[i + 1][j + 1] + 1
-            } else {
-                table[i + 1][j].max(table[i][j + 1])
-            };
+            table[i][j] = if a[i] == b[j] { table[i + 1][j + 1] + 1 } else { table[i + 1][j].max(table[i][j + 1]) };
         }
     }
     let (mut i, mut j, mut out) = (0, 0, Vec::with_capacity(table[0][0]));
@@ -373,11 +362,7 @@ impl Shape {
     /// `None` if that child breaks the promise.
     pub fn step(&self, task: &str) -> Option<Shape> {
         let re = self.re.derive(task);
-        if re.is_empty() {
-            None
-        } else {
-            Some(Shape { re })
-        }
+        if re.is_empty() { None } else { Some(Shape { re }) }
     }
 
     /// Whether the empty sequence matches: the children so far may be all there will be.
@@ -402,11 +387,7 @@ impl Shape {
     /// A label for what may still come: `"nothing"` when [`is_done`](Shape::is_done), else the
     /// simplified regular expression, such as `M* -> B`.
     pub fn label(&self) -> String {
-        if self.is_done() {
-            "nothing".to_owned()
-        } else {
-            self.to_string()
-        }
+        if self.is_done() { "nothing".to_owned() } else { self.to_string() }
     }
 
     /// Every task name the shape mentions.
@@ -442,11 +423,7 @@ fn write_re(f: &mut fmt::Formatter<'_>, re: &Re, min_precedence: u8) -> fmt::Res
         Re::Eps => f.write_str("()"),
         Re::Task(name) => f.write_str(name),
         Re::Seq(items) | Re::Alt(items) => {
-            let (sep, inner) = if matches!(re, Re::Seq(_)) {
-                (" -> ", 2)
-            } else {
-                (" | ", 1)
-            };
+            let (sep, inner) = if matches!(re, Re::Seq(_)) { (" -> ", 2) } else { (" | ", 1) };
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
                     f.write_str(sep)?;
@@ -525,33 +502,19 @@ struct Parser<'a> {
 
 impl<'a> Parser<'a> {
     fn new(src: &'a str) -> Self {
-        Parser {
-            src,
-            bytes: src.as_bytes(),
-            pos: 0,
-        }
+        Parser { src, bytes: src.as_bytes(), pos: 0 }
     }
 
     fn err(&self, offset: usize, detail: impl fmt::Display) -> PromiseError {
-        PromiseError {
-            message: format!("promise `{}`: {detail} at offset {offset}", self.src),
-            offset,
-        }
+        PromiseError { message: format!("promise `{}`: {detail} at offset {offset}", self.src), offset }
     }
 
     fn unknown(&self, offset: usize) -> PromiseError {
-        PromiseError {
-            message: format!("unknown promise `{}`; {EXPECTED_KINDS}", self.src.trim()),
-            offset,
-        }
+        PromiseError { message: format!("unknown promise `{}`; {EXPECTED_KINDS}", self.src.trim()), offset }
     }
 
     fn skip_ws(&mut self) {
-        while self
-            .bytes
-            .get(self.pos)
-            .is_some_and(u8::is_ascii_whitespace)
-        {
+        while self.bytes.get(self.pos).is_some_and(u8::is_ascii_whitespace) {
             self.pos += 1;
         }
     }
@@ -561,8 +524,7 @@ impl<'a> Parser<'a> {
     }
 
     fn at_ident_start(&self) -> bool {
-        self.peek()
-            .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        self.peek().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
     }
 
     /// A task name (`[A-Za-z_][A-Za-z0-9_]*`) at the cursor, if there is one.
@@ -571,10 +533,7 @@ impl<'a> Parser<'a> {
             return None;
         }
         let start = self.pos;
-        while self
-            .peek()
-            .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
-        {
+        while self.peek().is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_') {
             self.pos += 1;
         }
         Some(&self.src[start..self.pos])
@@ -596,10 +555,7 @@ impl<'a> Parser<'a> {
     fn promise(&mut self) -> Result<Promise, PromiseError> {
         self.skip_ws();
         if self.peek().is_none() {
-            return Err(PromiseError {
-                message: format!("empty promise; {EXPECTED_KINDS}"),
-                offset: self.pos,
-            });
+            return Err(PromiseError { message: format!("empty promise; {EXPECTED_KINDS}"), offset: self.pos });
         }
         let start = self.pos;
         if let Some(word) = self.ident() {
@@ -774,9 +730,7 @@ impl<'a> Parser<'a> {
         let open = self.pos;
         self.pos += 1;
         self.skip_ws();
-        let min = self
-            .number()?
-            .ok_or_else(|| self.err(self.pos, "expected a number in `{…}`"))?;
+        let min = self.number()?.ok_or_else(|| self.err(self.pos, "expected a number in `{…}`"))?;
         self.skip_ws();
         let max = match self.peek() {
             Some(b'}') => Some(min),
@@ -786,11 +740,7 @@ impl<'a> Parser<'a> {
                 let max = self.number()?;
                 self.skip_ws();
                 if self.peek() != Some(b'}') {
-                    let expected = if max.is_some() {
-                        "`}`"
-                    } else {
-                        "a number or `}`"
-                    };
+                    let expected = if max.is_some() { "`}`" } else { "a number or `}`" };
                     return Err(self.err(self.pos, format!("expected {expected}")));
                 }
                 max
@@ -800,10 +750,7 @@ impl<'a> Parser<'a> {
         self.pos += 1;
         if max.is_some_and(|max| max < min) {
             let text = &self.src[open..self.pos];
-            return Err(self.err(
-                open,
-                format!("`{text}`: the lower bound is above the upper one"),
-            ));
+            return Err(self.err(open, format!("`{text}`: the lower bound is above the upper one")));
         }
         Ok(repeat(re, min, max))
     }
@@ -818,12 +765,10 @@ impl<'a> Parser<'a> {
             return Ok(None);
         }
         let digits = &self.src[start..self.pos];
-        digits.parse().map(Some).map_err(|_| {
-            self.err(
-                start,
-                format!("the count `{digits}` is too large (at most {})", u32::MAX),
-            )
-        })
+        digits
+            .parse()
+            .map(Some)
+            .map_err(|_| self.err(start, format!("the count `{digits}` is too large (at most {})", u32::MAX)))
     }
 
     fn atom(&mut self) -> Result<Re, PromiseError> {
@@ -885,8 +830,7 @@ mod tests {
     use super::*;
 
     fn promise(text: &str) -> Promise {
-        text.parse()
-            .unwrap_or_else(|e| panic!("`{text}` should parse: {e}"))
+        text.parse().unwrap_or_else(|e| panic!("`{text}` should parse: {e}"))
     }
 
     fn shape(text: &str) -> Shape {
@@ -913,12 +857,7 @@ mod tests {
 
     #[test]
     fn parses_fixed_kinds_with_any_whitespace() {
-        for text in [
-            "no new nodes",
-            "  no   new\tnodes ",
-            "\nno new nodes\n",
-            "No New Nodes",
-        ] {
+        for text in ["no new nodes", "  no   new\tnodes ", "\nno new nodes\n", "No New Nodes"] {
             assert_eq!(promise(text), Promise::NoNewNodes, "{text:?}");
         }
         for text in ["no new edges", " no\nnew  edges\t"] {
@@ -929,50 +868,24 @@ mod tests {
     #[test]
     fn parses_lists() {
         let abc = Promise::OnlyTasks(names(&["A", "B", "C"]));
-        for text in [
-            "only tasks A, B, C",
-            "only tasks A,B,C",
-            "  only  tasks  A ,B , C  ",
-        ] {
+        for text in ["only tasks A, B, C", "only tasks A,B,C", "  only  tasks  A ,B , C  "] {
             assert_eq!(promise(text), abc, "{text:?}");
         }
-        assert_eq!(
-            promise("only tasks load_2"),
-            Promise::OnlyTasks(names(&["load_2"]))
-        );
+        assert_eq!(promise("only tasks load_2"), Promise::OnlyTasks(names(&["load_2"])));
         assert_eq!(promise("only tasks"), Promise::OnlyTasks(vec![]));
         let ab = Promise::OnlyEdgesBetween(names(&["A", "B"]));
-        for text in [
-            "only edges between A, B",
-            "only edges between A,B",
-            " only edges  between\tA ,  B ",
-        ] {
+        for text in ["only edges between A, B", "only edges between A,B", " only edges  between\tA ,  B "] {
             assert_eq!(promise(text), ab, "{text:?}");
         }
     }
 
     #[test]
     fn parses_targets() {
-        assert_eq!(
-            promise("no edges out of A"),
-            Promise::NoEdgesOut(Target::Task("A".into()))
-        );
-        assert_eq!(
-            promise(" no  edges out   of  #12 "),
-            Promise::NoEdgesOut(Target::Node(12))
-        );
-        assert_eq!(
-            promise("no edges into B"),
-            Promise::NoEdgesInto(Target::Task("B".into()))
-        );
-        assert_eq!(
-            promise("no edges into #0"),
-            Promise::NoEdgesInto(Target::Node(0))
-        );
-        assert_eq!(
-            promise("no edges into\t_b9"),
-            Promise::NoEdgesInto(Target::Task("_b9".into()))
-        );
+        assert_eq!(promise("no edges out of A"), Promise::NoEdgesOut(Target::Task("A".into())));
+        assert_eq!(promise(" no  edges out   of  #12 "), Promise::NoEdgesOut(Target::Node(12)));
+        assert_eq!(promise("no edges into B"), Promise::NoEdgesInto(Target::Task("B".into())));
+        assert_eq!(promise("no edges into #0"), Promise::NoEdgesInto(Target::Node(0)));
+        assert_eq!(promise("no edges into\t_b9"), Promise::NoEdgesInto(Target::Task("_b9".into())));
     }
 
     #[test]
@@ -980,10 +893,7 @@ mod tests {
         assert_eq!(shape("A -> M* -> B"), shape("A->M*->B"));
         assert_eq!(shape("A -> M* -> B"), shape("  shape   A ->  M *  -> B "));
         assert_eq!(shape("shape(B | C)"), shape("B|C"));
-        assert_eq!(
-            shape("A -> (N -> M | J -> K) -> B").to_string(),
-            "A -> (N -> M | J -> K) -> B"
-        );
+        assert_eq!(shape("A -> (N -> M | J -> K) -> B").to_string(), "A -> (N -> M | J -> K) -> B");
         assert_eq!(shape("(B | C)").to_string(), "B | C");
         assert_eq!(shape("load{1,3}").to_string(), "load{1,3}");
         assert_eq!(shape("M{2}").to_string(), "M{2}");
@@ -1004,79 +914,45 @@ mod tests {
         assert_eq!(shape("A -> B | C -> D*"), shape("(A -> B) | (C -> (D*))"));
         // Keywords are task names where a shape is the only reading.
         assert_eq!(shape("no").tasks(), BTreeSet::from(["no".to_string()]));
-        assert_eq!(
-            shape("no -> only | shape").to_string(),
-            "no -> only | shape"
-        );
+        assert_eq!(shape("no -> only | shape").to_string(), "no -> only | shape");
         assert_eq!(shape("shape").to_string(), "shape");
         assert_eq!(shape("nothing -> B").to_string(), "nothing -> B");
         assert_eq!(
             shape("A -> (N -> M | J -> K) -> B").tasks(),
-            ["A", "B", "J", "K", "M", "N"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect::<BTreeSet<_>>()
+            ["A", "B", "J", "K", "M", "N"].iter().map(|s| s.to_string()).collect::<BTreeSet<_>>()
         );
     }
 
     #[test]
     fn errors_carry_messages_and_offsets() {
         let e = error("A -> -> B");
-        assert_eq!(
-            e.message,
-            "promise `A -> -> B`: expected a task name or `(` at offset 5"
-        );
+        assert_eq!(e.message, "promise `A -> -> B`: expected a task name or `(` at offset 5");
         assert_eq!(e.offset, 5);
         assert_eq!(e.to_string(), e.message);
 
         let e = error("A -> (B | C");
-        assert_eq!(
-            (e.message.as_str(), e.offset),
-            ("promise `A -> (B | C`: unclosed `(` at offset 5", 5)
-        );
+        assert_eq!((e.message.as_str(), e.offset), ("promise `A -> (B | C`: unclosed `(` at offset 5", 5));
         let e = error("A -> B) -> C");
-        assert_eq!(
-            (e.message.as_str(), e.offset),
-            ("promise `A -> B) -> C`: unmatched `)` at offset 6", 6)
-        );
+        assert_eq!((e.message.as_str(), e.offset), ("promise `A -> B) -> C`: unmatched `)` at offset 6", 6));
         let e = error("(A B)");
         assert_eq!(e.offset, 3);
-        assert!(
-            e.message.contains("expected `->`, `|` or `)`"),
-            "{}",
-            e.message
-        );
+        assert!(e.message.contains("expected `->`, `|` or `)`"), "{}", e.message);
         let e = error("A B");
-        assert_eq!(
-            (
-                e.offset,
-                e.message.contains("expected `->`, `|` or the end")
-            ),
-            (2, true)
-        );
+        assert_eq!((e.offset, e.message.contains("expected `->`, `|` or the end")), (2, true));
         let e = error("A ->");
         assert_eq!(e.offset, 4);
         let e = error("A | | B");
         assert_eq!(e.offset, 4);
 
         let e = error("M{3,1}");
-        assert_eq!(
-            e.message,
-            "promise `M{3,1}`: `{3,1}`: the lower bound is above the upper one at offset 1"
-        );
+        assert_eq!(e.message, "promise `M{3,1}`: `{3,1}`: the lower bound is above the upper one at offset 1");
         assert_eq!(e.offset, 1);
         let e = error("M{}");
-        assert_eq!(
-            (e.offset, e.message.contains("expected a number")),
-            (2, true)
-        );
+        assert_eq!((e.offset, e.message.contains("expected a number")), (2, true));
         let e = error("M{x}");
         assert_eq!(e.offset, 2);
         let e = error("M{2");
-        assert_eq!(
-            (e.offset, e.message.contains("expected `,` or `}`")),
-            (3, true)
-        );
+        assert_eq!((e.offset, e.message.contains("expected `,` or `}`")), (3, true));
         let e = error("M{2,3");
         assert_eq!((e.offset, e.message.contains("expected `}`")), (5, true));
         let e = error("M{99999999999}");
@@ -1084,12 +960,7 @@ mod tests {
 
         for text in ["", "   ", "\n"] {
             let e = error(text);
-            assert!(
-                e.message
-                    .starts_with("empty promise; expected one of: `no new nodes`"),
-                "{}",
-                e.message
-            );
+            assert!(e.message.starts_with("empty promise; expected one of: `no new nodes`"), "{}", e.message);
         }
 
         let e = error("no new thing");
@@ -1102,38 +973,21 @@ mod tests {
         assert_eq!(e.offset, 7);
         assert_eq!(error("no way").offset, 3);
         assert_eq!(error("only edges to A").offset, 11);
-        assert!(
-            error("no edges out A")
-                .message
-                .starts_with("unknown promise")
-        );
+        assert!(error("no edges out A").message.starts_with("unknown promise"));
         assert!(error("no edges").message.starts_with("unknown promise"));
 
         let e = error("no new nodes please");
-        assert_eq!(
-            e.message,
-            "promise `no new nodes please`: unexpected text after `no new nodes` at offset 13"
-        );
+        assert_eq!(e.message, "promise `no new nodes please`: unexpected text after `no new nodes` at offset 13");
         let e = error("no edges out of #x");
-        assert_eq!(
-            (e.offset, e.message.contains("expected a node id after `#`")),
-            (17, true)
-        );
+        assert_eq!((e.offset, e.message.contains("expected a node id after `#`")), (17, true));
         let e = error("no edges into");
-        assert!(
-            e.message.contains("expected a task name or `#N`"),
-            "{}",
-            e.message
-        );
+        assert!(e.message.contains("expected a task name or `#N`"), "{}", e.message);
         let e = error("no edges into #99999999999999999999999");
         assert_eq!((e.offset, e.message.contains("too large")), (14, true));
         let e = error("only tasks A B");
         assert_eq!((e.offset, e.message.contains("expected `,`")), (13, true));
         let e = error("only tasks A,");
-        assert_eq!(
-            (e.offset, e.message.contains("expected a task name")),
-            (13, true)
-        );
+        assert_eq!((e.offset, e.message.contains("expected a task name")), (13, true));
         let e = error("only tasks A, 3");
         assert_eq!(e.offset, 14);
         let e = error("A -> é");
@@ -1186,12 +1040,7 @@ mod tests {
         }
         // So do derivatives.
         let s = shape("A -> (N -> M | J -> K)* -> (B | C -> A?)");
-        for seq in [
-            &["A"][..],
-            &["A", "N"],
-            &["A", "J", "K", "C"],
-            &["A", "N", "M", "C", "A"],
-        ] {
+        for seq in [&["A"][..], &["A", "N"], &["A", "J", "K", "C"], &["A", "N", "M", "C", "A"]] {
             let d = after(&s, seq).unwrap();
             assert_eq!(shape(&d.to_string()), d, "after {seq:?}: {d}");
         }
@@ -1203,18 +1052,10 @@ mod tests {
         let json = serde_json::to_string(&p).unwrap();
         assert_eq!(json, "\"A -> M* -> B\"");
         assert_eq!(serde_json::from_str::<Promise>(&json).unwrap(), p);
-        let list: Vec<Promise> =
-            serde_json::from_str(r#"["no new nodes", "no edges out of #4"]"#).unwrap();
-        assert_eq!(
-            list,
-            vec![Promise::NoNewNodes, Promise::NoEdgesOut(Target::Node(4))]
-        );
+        let list: Vec<Promise> = serde_json::from_str(r#"["no new nodes", "no edges out of #4"]"#).unwrap();
+        assert_eq!(list, vec![Promise::NoNewNodes, Promise::NoEdgesOut(Target::Node(4))]);
         let err = serde_json::from_str::<Promise>("\"A -> -> B\"").unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("expected a task name or `(` at offset 5"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("expected a task name or `(` at offset 5"), "{err}");
     }
 
     #[test]
@@ -1271,10 +1112,7 @@ mod tests {
         assert!(s.step("C").unwrap().is_done());
         assert!(s.step("A").is_none());
         // A common subsequence of every alternative is guaranteed.
-        assert_eq!(
-            shape("A -> X -> B | X -> C -> B").guaranteed(),
-            names(&["X", "B"])
-        );
+        assert_eq!(shape("A -> X -> B | X -> C -> B").guaranteed(), names(&["X", "B"]));
     }
 
     #[test]
@@ -1366,13 +1204,10 @@ mod tests {
                 Some(w) if w == name => BTreeSet::from([start + 1]),
                 _ => BTreeSet::new(),
             },
-            Re::Seq(items) => items.iter().fold(BTreeSet::from([start]), |at, item| {
-                at.iter().flat_map(|&s| ends(item, word, s)).collect()
-            }),
-            Re::Alt(items) => items
+            Re::Seq(items) => items
                 .iter()
-                .flat_map(|item| ends(item, word, start))
-                .collect(),
+                .fold(BTreeSet::from([start]), |at, item| at.iter().flat_map(|&s| ends(item, word, s)).collect()),
+            Re::Alt(items) => items.iter().flat_map(|item| ends(item, word, start)).collect(),
             Re::Repeat(item, min, max) => {
                 let limit = max.unwrap_or(u32::MAX).min(min + word.len() as u32 + 1);
                 let (mut at, mut out) = (BTreeSet::from([start]), BTreeSet::new());
@@ -1436,14 +1271,8 @@ mod tests {
             for word in words(6) {
                 let d = s.after(word.iter().copied());
                 let by_derivative = d.as_ref().is_some_and(Shape::is_complete);
-                assert_eq!(
-                    by_derivative,
-                    full_match(&s.re, &word),
-                    "{text} on {word:?}"
-                );
-                let is_prefix = tails
-                    .iter()
-                    .any(|tail| full_match(&s.re, &[&word[..], tail].concat()));
+                assert_eq!(by_derivative, full_match(&s.re, &word), "{text} on {word:?}");
+                let is_prefix = tails.iter().any(|tail| full_match(&s.re, &[&word[..], tail].concat()));
                 assert_eq!(d.is_some(), is_prefix, "{text}: is {word:?} a prefix?");
             }
         }
@@ -1451,22 +1280,11 @@ mod tests {
 
     #[test]
     fn nested_repetitions_simplify_soundly() {
-        let bounds = [
-            (0, None),
-            (1, None),
-            (0, Some(1)),
-            (1, Some(2)),
-            (2, Some(2)),
-            (0, Some(2)),
-            (2, None),
-        ];
+        let bounds = [(0, None), (1, None), (0, Some(1)), (1, Some(2)), (2, Some(2)), (0, Some(2)), (2, None)];
         let items = [
             Re::Task("A".into()),
             seq(vec![Re::Task("A".into()), Re::Task("B".into())]),
-            alt(vec![
-                Re::Task("A".into()),
-                repeat(Re::Task("B".into()), 0, Some(1)),
-            ]),
+            alt(vec![Re::Task("A".into()), repeat(Re::Task("B".into()), 0, Some(1))]),
         ];
         let all = words(5);
         for item in &items {
@@ -1490,10 +1308,7 @@ mod tests {
     fn emptiness_is_exact() {
         let re = seq(vec![Re::Task("A".into()), Re::Empty]);
         assert!(re.is_empty());
-        let re = Re::Seq(vec![
-            Re::Task("A".into()),
-            Re::Alt(vec![Re::Empty, Re::Empty]),
-        ]);
+        let re = Re::Seq(vec![Re::Task("A".into()), Re::Alt(vec![Re::Empty, Re::Empty])]);
         assert!(re.is_empty());
         assert!(!Re::Repeat(Box::new(Re::Empty), 0, None).is_empty());
         assert!(Re::Repeat(Box::new(Re::Empty), 1, None).is_empty());

@@ -55,9 +55,7 @@ impl Backoff {
 impl Serialize for Backoff {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         match *self {
-            Backoff::Fixed(d) => {
-                serde_json::json!({"kind": "fixed", "delay_ms": d.as_millis() as u64}).serialize(s)
-            }
+            Backoff::Fixed(d) => serde_json::json!({"kind": "fixed", "delay_ms": d.as_millis() as u64}).serialize(s),
             Backoff::Exponential { base, cap } => serde_json::json!({
                 "kind": "exponential",
                 "base_ms": base.as_millis() as u64,
@@ -84,10 +82,7 @@ pub struct Policy {
     pub priority: i32,
 }
 
-fn ser_opt_duration<S: serde::Serializer>(
-    d: &Option<Duration>,
-    s: S,
-) -> std::result::Result<S::Ok, S::Error> {
+fn ser_opt_duration<S: serde::Serializer>(d: &Option<Duration>, s: S) -> std::result::Result<S::Ok, S::Error> {
     d.map(|d| d.as_millis() as u64).serialize(s)
 }
 
@@ -165,9 +160,7 @@ impl Registry {
             .map_err(|m| Error::new(ErrorKind::Usage, m))
     }
 
-    fn build(
-        descriptors: impl Iterator<Item = &'static TaskDescriptor>,
-    ) -> std::result::Result<Registry, String> {
+    fn build(descriptors: impl Iterator<Item = &'static TaskDescriptor>) -> std::result::Result<Registry, String> {
         let mut tasks = BTreeMap::new();
         let mut all: Vec<_> = descriptors.collect();
         all.sort_by_key(|d| (d.name, d.module));
@@ -189,8 +182,7 @@ impl Registry {
 
     /// The task or workflow with this name, or a clear error.
     pub fn task(&self, name: &str) -> Result<&'static TaskDescriptor> {
-        self.get(name)
-            .ok_or_else(|| Error::new(ErrorKind::Usage, format!("this binary has no task `{name}`")))
+        self.get(name).ok_or_else(|| Error::new(ErrorKind::Usage, format!("this binary has no task `{name}`")))
     }
 
     /// Every task and workflow, sorted by name.

@@ -141,8 +141,7 @@ impl GraphView {
 
     /// What the promises in force allow node `id`'s body to add still, and what they guarantee.
     pub fn may_add(&self, id: NodeId) -> (String, Vec<String>) {
-        let children: Vec<&str> =
-            self.nodes.iter().filter(|n| n.parent == Some(id)).map(|n| n.task.as_str()).collect();
+        let children: Vec<&str> = self.nodes.iter().filter(|n| n.parent == Some(id)).map(|n| n.task.as_str()).collect();
         let (mut label, mut rank, mut guaranteed) = ("*".to_string(), 0, Vec::new());
         for p in self.promises.iter().filter(|p| self.in_subtree(id, p.scope)) {
             match &p.promise {
@@ -156,7 +155,8 @@ impl GraphView {
                     _ => return ("nothing".into(), Vec::new()),
                 },
                 Promise::OnlyTasks(tasks) if rank < 1 => {
-                    label = if tasks.len() == 1 { format!("{}*", tasks[0]) } else { format!("({})*", tasks.join(" | ")) };
+                    label =
+                        if tasks.len() == 1 { format!("{}*", tasks[0]) } else { format!("({})*", tasks.join(" | ")) };
                     rank = 1;
                 }
                 _ => {}
@@ -236,7 +236,8 @@ impl GraphView {
     pub fn to_dot(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "digraph salt {{");
-        let _ = writeln!(out, "  graph [label={}, labelloc=t, fontname=\"Helvetica\", rankdir=TB];", quote(&self.title));
+        let _ =
+            writeln!(out, "  graph [label={}, labelloc=t, fontname=\"Helvetica\", rankdir=TB];", quote(&self.title));
         let _ = writeln!(out, "  node [shape=box, style=\"rounded,filled\", fontname=\"Helvetica\"];");
         for n in &self.nodes {
             let fill = n.color.clone().unwrap_or_else(|| view_color(n.state).to_string());
@@ -333,7 +334,10 @@ impl GraphView {
             tasks[i].1 += 1;
         }
         let mut edges: Vec<(usize, usize, &'static str, usize)> = Vec::new();
-        let mut add = |f: usize, t: usize, kind: &'static str| match edges.iter_mut().find(|e| e.0 == f && e.1 == t && e.2 == kind) {
+        let mut add = |f: usize, t: usize, kind: &'static str| match edges
+            .iter_mut()
+            .find(|e| e.0 == f && e.1 == t && e.2 == kind)
+        {
             Some(e) => e.3 += 1,
             None => edges.push((f, t, kind, 1)),
         };
@@ -376,13 +380,22 @@ impl TaskGraph {
 
     /// As dot: a self-loop marks a loop, labelled with its iteration count.
     pub fn to_dot(&self) -> String {
-        let mut out = format!("digraph tasks {{\n  graph [label={}, labelloc=t, fontname=\"Helvetica\"];\n  node [shape=box, style=rounded, fontname=\"Helvetica\"];\n", quote(&self.title));
+        let mut out = format!(
+            "digraph tasks {{\n  graph [label={}, labelloc=t, fontname=\"Helvetica\"];\n  node [shape=box, style=rounded, fontname=\"Helvetica\"];\n",
+            quote(&self.title)
+        );
         for (i, (t, c)) in self.tasks.iter().enumerate() {
             let label = if *c > 1 { format!("{t} ×{c}") } else { t.clone() };
             let _ = writeln!(out, "  t{i} [label={}];", quote(&label));
         }
         for (f, t, k, c) in &self.edges {
-            let label = if f == t { format!("loop ×{c}") } else if *c > 1 { format!("×{c}") } else { String::new() };
+            let label = if f == t {
+                format!("loop ×{c}")
+            } else if *c > 1 {
+                format!("×{c}")
+            } else {
+                String::new()
+            };
             let style = match *k {
                 "spawns" => "dotted",
                 "control" => "dashed",
@@ -471,7 +484,11 @@ pub fn show_text(s: &RunSnapshot) -> String {
         let _ = writeln!(out, "promise   `{}` over node {} (declared by node {})", p.text, p.scope, p.declared_by);
     }
     for w in &s.waits {
-        let _ = writeln!(out, "waiting   node {} waits for signal `{}`; send it with `signal {} {} JSON`", w.node, w.name, r.id, w.name);
+        let _ = writeln!(
+            out,
+            "waiting   node {} waits for signal `{}`; send it with `signal {} {} JSON`",
+            w.node, w.name, r.id, w.name
+        );
     }
     if r.state == RunState::Interrupted {
         let _ = writeln!(out, "hint      its orchestrator is gone; `recover {}` resumes it", r.id);
@@ -491,7 +508,8 @@ pub fn show_text(s: &RunSnapshot) -> String {
             Some(p) if p != 0 => format!("{} (in {p})", n.task),
             _ => n.task.clone(),
         };
-        let _ = writeln!(out, "{:>5}  {:<24} {:<10} {:>8} {:>9}  {detail}", n.id, task, n.state.as_str(), n.attempts, time);
+        let _ =
+            writeln!(out, "{:>5}  {:<24} {:<10} {:>8} {:>9}  {detail}", n.id, task, n.state.as_str(), n.attempts, time);
     }
     out
 }

@@ -197,7 +197,8 @@ impl Runner {
     /// Resumes a failed, cancelled or interrupted run: every node that did not succeed runs
     /// again; no succeeded node runs twice.
     pub async fn recover(&self, run: RunId) -> Result<RunOutcome> {
-        let (snapshot, store) = self.take(run, &[RunState::Failed, RunState::Cancelled, RunState::Interrupted, RunState::Queued])?;
+        let (snapshot, store) =
+            self.take(run, &[RunState::Failed, RunState::Cancelled, RunState::Interrupted, RunState::Queued])?;
         self.drive(snapshot, store, |o| {
             let unfinished = o.unfinished();
             o.reset(&unfinished);
@@ -209,7 +210,8 @@ impl Runner {
     /// Resets `from` and everything downstream of it and runs them again; nothing upstream
     /// runs again (the parents of the reset nodes replay, binding their other children).
     pub async fn rerun_from(&self, run: RunId, from: NodeId) -> Result<RunOutcome> {
-        let (snapshot, store) = self.take(run, &[RunState::Succeeded, RunState::Failed, RunState::Cancelled, RunState::Interrupted])?;
+        let (snapshot, store) =
+            self.take(run, &[RunState::Succeeded, RunState::Failed, RunState::Cancelled, RunState::Interrupted])?;
         check_node(&snapshot, from)?;
         self.drive(snapshot, store, |o| {
             let mut reset = o.downstream_of(from);
@@ -275,8 +277,10 @@ impl Runner {
         let registry = Registry::global()?;
         let exe = std::env::current_exe()
             .map_err(|e| Error::new(ErrorKind::Usage, format!("cannot find this binary to run nodes in: {e}")))?;
-        let opts = Options { executor: self.executor, parallelism: self.parallelism, handle_ctrl_c: self.handle_ctrl_c, exe };
-        let (mut orchestrator, rx) = Orchestrator::new(snapshot, store, registry, opts, progress::observer(self.progress))?;
+        let opts =
+            Options { executor: self.executor, parallelism: self.parallelism, handle_ctrl_c: self.handle_ctrl_c, exe };
+        let (mut orchestrator, rx) =
+            Orchestrator::new(snapshot, store, registry, opts, progress::observer(self.progress))?;
         prepare(&mut orchestrator)?;
         orchestrator.run(rx).await
     }
@@ -288,7 +292,11 @@ fn check_node(snapshot: &RunSnapshot, node: NodeId) -> Result<()> {
     } else {
         Err(Error::new(
             ErrorKind::Usage,
-            format!("run {} has no node {node} (it has nodes 0 to {})", snapshot.run.id, snapshot.nodes.len().saturating_sub(1)),
+            format!(
+                "run {} has no node {node} (it has nodes 0 to {})",
+                snapshot.run.id,
+                snapshot.nodes.len().saturating_sub(1)
+            ),
         ))
     }
 }

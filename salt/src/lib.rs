@@ -49,11 +49,11 @@ pub use salt_runtime::error::{Error, ErrorKind, Result};
 #[doc(inline)]
 pub use salt_runtime::model::{NodeId, NodeState, RunId, RunState};
 #[doc(inline)]
-pub use salt_runtime::registry::{Backoff, Policy};
-#[doc(inline)]
 pub use salt_runtime::progress::Progress;
 #[doc(inline)]
 pub use salt_runtime::promise::{Promise, Shape};
+#[doc(inline)]
+pub use salt_runtime::registry::{Backoff, Policy};
 #[doc(inline)]
 pub use salt_runtime::runner::{Executor, RunOutcome, Runner};
 
@@ -74,12 +74,12 @@ pub mod prelude {
 #[doc(hidden)]
 pub mod __private {
     pub use inventory;
-    pub use schemars;
-    pub use serde;
-    pub use serde_json;
     pub use salt_runtime::context::{Arg, Context, Handle, TaskValue, WireArg, decode_input, encode_output};
     pub use salt_runtime::error::{Error, Result};
     pub use salt_runtime::registry::{Backoff, BodyFuture, Kind, Policy, TaskDescriptor};
+    pub use schemars;
+    pub use serde;
+    pub use serde_json;
 
     /// The JSON Schema of `T`.
     pub fn schema<T: schemars::JsonSchema>() -> serde_json::Value {

@@ -60,10 +60,7 @@ impl SqliteStore {
     }
 
     fn migrate(&mut self) -> Result<(), StoreError> {
-        let version: i64 = self
-            .conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(|e| self.sql(e))?;
+        let version: i64 = self.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| self.sql(e))?;
         let supported = MIGRATIONS.len() as i64;
         if version > supported {
             return Err(StoreError::TooNew { path: self.path.display().to_string(), found: version, supported });
@@ -144,8 +141,11 @@ impl SqliteStore {
                 .execute(params![run, edge.from, edge.to, edge.kind.as_str()])?;
             }
             Write::NodeState { run, node, state } => {
-                tx.prepare_cached("UPDATE nodes SET state = ?3 WHERE run_id = ?1 AND id = ?2")?
-                    .execute(params![run, node, state.as_str()])?;
+                tx.prepare_cached("UPDATE nodes SET state = ?3 WHERE run_id = ?1 AND id = ?2")?.execute(params![
+                    run,
+                    node,
+                    state.as_str()
+                ])?;
             }
             Write::NodeReset { run, node } => {
                 tx.prepare_cached(
@@ -204,7 +204,15 @@ impl SqliteStore {
                     "INSERT OR IGNORE INTO promises (run_id, id, scope_node, declared_by, seq, text, at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 )?
-                .execute(params![run, record.id, record.scope, record.declared_by, record.seq, record.text, now_ms()])?;
+                .execute(params![
+                    run,
+                    record.id,
+                    record.scope,
+                    record.declared_by,
+                    record.seq,
+                    record.text,
+                    now_ms()
+                ])?;
             }
             Write::WaitStarted { run, record } => {
                 tx.prepare_cached(
@@ -505,10 +513,8 @@ impl Store for SqliteStore {
     }
 
     fn runs(&self, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT * FROM runs ORDER BY id DESC LIMIT ?1")
-            .map_err(|e| self.sql(e))?;
+        let mut stmt =
+            self.conn.prepare_cached("SELECT * FROM runs ORDER BY id DESC LIMIT ?1").map_err(|e| self.sql(e))?;
         let rows = stmt
             .query_map([limit as i64], Self::run_from_row)
             .map_err(|e| self.sql(e))?
@@ -534,10 +540,8 @@ impl Store for SqliteStore {
     }
 
     fn request_cancel(&mut self, run: RunId) -> Result<(), StoreError> {
-        let n = self
-            .conn
-            .execute("UPDATE runs SET cancel_requested = 1 WHERE id = ?1", [run])
-            .map_err(|e| self.sql(e))?;
+        let n =
+            self.conn.execute("UPDATE runs SET cancel_requested = 1 WHERE id = ?1", [run]).map_err(|e| self.sql(e))?;
         if n == 0 { Err(StoreError::NoRun(run)) } else { Ok(()) }
     }
 
@@ -579,7 +583,6 @@ impl Store for SqliteStore {
             .map_err(|e| self.sql(e))?;
         Ok(())
     }
-
 }
 
 #[cfg(test)]
@@ -592,7 +595,8 @@ mod tests {
         let path = dir.path().join("nested/salt.db");
         let mut store = SqliteStore::open(&path).unwrap();
         let input = serde_json::json!({"n": 3});
-        let run = store.create_run(NewRun { workflow: "wf", input: &input, executor: "inline", parallelism: 2 }).unwrap();
+        let run =
+            store.create_run(NewRun { workflow: "wf", input: &input, executor: "inline", parallelism: 2 }).unwrap();
         let node = NodeRecord {
             id: 0,
             parent: None,
@@ -616,7 +620,14 @@ mod tests {
                 Write::RunStarted { run, pid: std::process::id(), executor: "inline", parallelism: 2, at: 5 },
                 Write::InsertNode { run, node: Box::new(node) },
                 Write::AttemptStarted { run, node: 0, attempt: 1, executor: "inline", at: 6 },
-                Write::NodeFinished { run, node: 0, state: NodeState::Succeeded, output: Some(7.into()), error: None, at: 7 },
+                Write::NodeFinished {
+                    run,
+                    node: 0,
+                    state: NodeState::Succeeded,
+                    output: Some(7.into()),
+                    error: None,
+                    at: 7,
+                },
             ])
             .unwrap();
         // A second connection sees it, as another terminal would.
@@ -635,9 +646,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut store = SqliteStore::open(&dir.path().join("salt.db")).unwrap();
         let input = serde_json::json!({});
-        let run = store.create_run(NewRun { workflow: "wf", input: &input, executor: "inline", parallelism: 1 }).unwrap();
+        let run =
+            store.create_run(NewRun { workflow: "wf", input: &input, executor: "inline", parallelism: 1 }).unwrap();
         // pid 0x7fff_fff0 does not exist.
-        store.commit(&[Write::RunStarted { run, pid: 0x7fff_fff0, executor: "inline", parallelism: 1, at: now_ms() }]).unwrap();
+        store
+            .commit(&[Write::RunStarted { run, pid: 0x7fff_fff0, executor: "inline", parallelism: 1, at: now_ms() }])
+            .unwrap();
         assert_eq!(store.load(run).unwrap().run.state, RunState::Interrupted);
     }
 }

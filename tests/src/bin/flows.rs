@@ -13,7 +13,8 @@ use salt::prelude::*;
 
 /// Appends one line to `dir/name`: one execution of `name`.
 fn mark(dir: &str, name: &str) {
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(Path::new(dir).join(name)).expect("marker file");
+    let mut f =
+        std::fs::OpenOptions::new().create(true).append(true).open(Path::new(dir).join(name)).expect("marker file");
     let _ = writeln!(f, "ran");
 }
 
@@ -285,12 +286,14 @@ async fn edges(case: String, dir: String, ctx: &Context) -> salt::Result<u64> {
     }
 }
 
+// ANCHOR: tick
 /// Counts down by spawning its own next iteration: a loop.
 #[task]
 async fn tick(n: u64, ctx: &Context) -> salt::Result<u64> {
     ctx.annotate(salt::Annotation::label(format!("tick {n}")));
     if n == 0 { Ok(0) } else { Ok(tick(n - 1).await? + 1) }
 }
+// ANCHOR_END: tick
 
 /// A loop of `n` iterations.
 #[workflow]

@@ -45,10 +45,8 @@ fn runs_are_listed_newest_first_and_the_db_option_goes_anywhere() {
     let env = Env::new();
     let db = env.db.display().to_string();
     for _ in 0..2 {
-        let out = std::process::Command::new(crate::support::FLOWS)
-            .args(["--db", &db, "run", "talk"])
-            .output()
-            .unwrap();
+        let out =
+            std::process::Command::new(crate::support::FLOWS).args(["--db", &db, "run", "talk"]).output().unwrap();
         assert!(out.status.success(), "{}", text(&out));
     }
     let out = std::process::Command::new(crate::support::FLOWS).args(["runs", "--json", "--db", &db]).output().unwrap();
@@ -129,11 +127,8 @@ fn user_output_goes_to_the_attempt_log_not_the_protocol() {
 #[test]
 fn two_tasks_with_one_name_are_refused_at_start_up() {
     let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(DUPES)
-        .args(["run"])
-        .env("SALT_DB", dir.path().join("salt.db"))
-        .output()
-        .unwrap();
+    let out =
+        std::process::Command::new(DUPES).args(["run"]).env("SALT_DB", dir.path().join("salt.db")).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let err = stderr(&out);
     assert!(err.contains("two tasks are named `send`"), "{err}");

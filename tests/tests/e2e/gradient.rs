@@ -42,7 +42,13 @@ fn every_promise_kind_is_kept_or_breaks_the_run() {
         let nodes = show["nodes"].as_array().unwrap();
         assert!(nodes.iter().all(|n| n["state"] != "running" && n["state"] != "pending"), "{kind}: {show}");
         if kind != "unfinished shape" && kind != "no edges out of" {
-            assert!(!nodes.iter().any(|n| n["task"] == mutation.trim_start_matches("spawning `").trim_end_matches('`') && n["id"] != 1), "{kind}: the breaking spawn was applied: {show}");
+            assert!(
+                !nodes
+                    .iter()
+                    .any(|n| n["task"] == mutation.trim_start_matches("spawning `").trim_end_matches('`')
+                        && n["id"] != 1),
+                "{kind}: the breaking spawn was applied: {show}"
+            );
         }
         // The promise is listed with the run.
         assert_eq!(show["promises"][0]["text"], promise, "{kind}");
