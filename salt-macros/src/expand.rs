@@ -11,7 +11,7 @@
 //!
 //! Every path is absolute through `::salt::__private`; generated names start with `__salt`.
 
-use proc_macro2::{Ident, Literal, TokenStream};
+use proc_macro2::{Ident, Literal, Span, TokenStream};
 use quote::{ToTokens, format_ident, quote, quote_spanned};
 use syn::ext::IdentExt;
 use syn::spanned::Spanned;
@@ -26,10 +26,8 @@ pub(crate) fn expand(task: &Task) -> TokenStream {
     let ident = &sig.ident;
     let body_fn = format_ident!("__salt_task_{}", ident.unraw(), span = ident.span());
     let cfgs: Vec<&Attribute> = attrs.iter().filter(|a| a.path().is_ident("cfg")).collect();
-    let lints: Vec<&Attribute> = attrs
-        .iter()
-        .filter(|a| ["allow", "warn", "deny", "forbid"].iter().any(|l| a.path().is_ident(l)))
-        .collect();
+    let lints: Vec<&Attribute> =
+        attrs.iter().filter(|a| ["allow", "warn", "deny", "forbid"].iter().any(|l| a.path().is_ident(l))).collect();
 
     let inputs: Vec<(&Ident, &Type)> = params
         .iter()
@@ -38,18 +36,18 @@ pub(crate) fn expand(task: &Task) -> TokenStream {
             Param::Context => None,
         })
         .collect();
-    let out_ty = match output {
-        Output::Unit => quote!(()),
-        Output::Plain(ty) | Output::Result { ok: ty, .. } => ty.to_token_stream(),
+    // The output type, and where to report a bound it misses: at the user's type.
+    let (out_ty, out_span) = match output {
+        Output::Unit => (quote!(()), Span::call_site()),
+        Output::Plain(ty) | Output::Result { ok: ty, .. } => (ty.to_token_stream(), ty.span()),
     };
 
     // The public fn: spawn inside a run, run the body directly outside one.
-    let pub_params = inputs.iter().map(|(ident, ty)| {
-        quote!(#ident: impl ::core::convert::Into<::salt::__private::Arg<#ty>>)
-    });
-    let into_args = inputs.iter().map(|(ident, ty)| {
-        quote!(let #ident: ::salt::__private::Arg<#ty> = ::core::convert::Into::into(#ident);)
-    });
+    let pub_params =
+        inputs.iter().map(|(ident, ty)| quote!(#ident: impl ::core::convert::Into<::salt::__private::Arg<#ty>>));
+    let into_args = inputs
+        .iter()
+        .map(|(ident, ty)| quote!(let #ident: ::salt::__private::Arg<#ty> = ::core::convert::Into::into(#ident);));
     let wires = inputs.iter().map(|(ident, ty)| {
         let wire = ident.unraw().to_string();
         quote_spanned!(ty.span()=> #ident.wire(#wire))
@@ -74,14 +72,11 @@ pub(crate) fn expand(task: &Task) -> TokenStream {
             let into_result = quote_spanned!(full.span()=> ::salt::__private::into_result);
             (quote!(#into_result(#direct_call)), quote!(#into_result(#run_call)?))
         }
-        Output::Unit | Output::Plain(_) => {
-            (quote!(::core::result::Result::Ok(#direct_call)), run_call)
-        }
+        Output::Unit | Output::Plain(_) => (quote!(::core::result::Result::Ok(#direct_call)), run_call),
     };
-    let handle = match &sig.output {
-        syn::ReturnType::Type(_, ty) => quote_spanned!(ty.span()=> ::salt::__private::Handle<#out_ty>),
-        syn::ReturnType::Default => quote!(::salt::__private::Handle<#out_ty>),
-    };
+    let handle = quote_spanned!(out_span=> ::salt::__private::Handle<#out_ty>);
+    let direct = quote_spanned!(out_span=> ::salt::__private::Handle::<#out_ty>::direct);
+    let encode_output = quote_spanned!(out_span=> ::salt::__private::encode_output::<#out_ty>);
     let public_fn = quote! {
         #(#attrs)*
         #vis fn #ident(#(#pub_params),*) -> #handle {
@@ -90,7 +85,7 @@ pub(crate) fn expand(task: &Task) -> TokenStream {
                 ::core::option::Option::Some(__salt_ctx) => {
                     __salt_ctx.spawn::<#out_ty>(#name, ::std::vec![#(#wires),*])
                 }
-                ::core::option::Option::None => ::salt::__private::Handle::direct(async move {
+                ::core::option::Option::None => #direct(async move {
                     #(#resolves)*
                     let __salt_ctx = ::salt::__private::Context::detached();
                     #direct_out
@@ -106,7 +101,7 @@ pub(crate) fn expand(task: &Task) -> TokenStream {
         #(#cfgs)*
         #(#lints)*
         #[doc(hidden)]
-        #[allow(non_snake_case, clippy::all)]
+        #[allow(non_snake_case, clippy::unused_async)]
         #body_sig #body
     };
 
@@ -117,18 +112,15 @@ pub(crate) fn expand(task: &Task) -> TokenStream {
         Macro::Task => quote!(::salt::__private::Kind::Task),
         Macro::Workflow => quote!(::salt::__private::Kind::Workflow),
     };
-    let output_schema = match &sig.output {
-        syn::ReturnType::Type(_, ty) => {
-            quote_spanned!(ty.span()=> ::salt::__private::schema::<#out_ty>)
-        }
-        syn::ReturnType::Default => quote!(::salt::__private::schema::<#out_ty>),
-    };
+    let output_schema = quote_spanned!(out_span=> ::salt::__private::schema::<#out_ty>);
     let doc = task.doc.as_str();
     let policy = policy(task);
     let label = option(task.label.as_deref());
     let color = option(task.color.as_deref());
     let default_input = option(task.default_input.as_deref());
     let schedule = option(task.schedule.as_deref());
+    let promises = &task.promises;
+    let may_spawn = task.may_spawn;
     let registration = quote! {
         #(#cfgs)*
         const _: () = {
@@ -136,7 +128,7 @@ pub(crate) fn expand(task: &Task) -> TokenStream {
             #[serde(crate = "::salt::__private::serde", deny_unknown_fields)]
             #[schemars(crate = "::salt::__private::schemars", rename = #schema_name)]
             struct __SaltInput {
-                #(#fields),*
+                #(#fields,)*
             }
 
             fn __salt_run(
@@ -146,7 +138,7 @@ pub(crate) fn expand(task: &Task) -> TokenStream {
                 ::std::boxed::Box::pin(async move {
                     let __salt_input: __SaltInput = ::salt::__private::decode_input(#name, input)?;
                     let __salt_out = #run_out;
-                    ::salt::__private::encode_output(#name, &__salt_out)
+                    #encode_output(#name, &__salt_out)
                 })
             }
 
@@ -171,6 +163,8 @@ pub(crate) fn expand(task: &Task) -> TokenStream {
                     color: #color,
                     default_input: #default_input,
                     schedule: #schedule,
+                    promises: &[#(#promises),*],
+                    may_spawn: #may_spawn,
                 }
             }
         };
@@ -189,11 +183,13 @@ pub(crate) fn expand(task: &Task) -> TokenStream {
         }
     });
 
+    // The assertions come first: their errors, which carry `TaskValue`'s hint, are then the
+    // first ones the user reads.
     quote! {
+        #(#assertions)*
         #public_fn
         #body_fn_item
         #registration
-        #(#assertions)*
     }
 }
 
@@ -276,8 +272,16 @@ mod tests {
     fn expands_the_documented_shape() {
         let out = expand_str(
             Macro::Task,
-            quote!(retries = 2, backoff = "exponential(1s, 30s)", timeout = "10s", queue = "io",
-                priority = 5, label = "Extract", color = "#ff0000", name = "extract_rows"),
+            quote!(
+                retries = 2,
+                backoff = "exponential(1s, 30s)",
+                timeout = "10s",
+                queue = "io",
+                priority = 5,
+                label = "Extract",
+                color = "#ff0000",
+                name = "extract_rows"
+            ),
             quote! {
                 /// Reads rows.
                 pub async fn extract(mut source: String, ctx: &Context) -> salt::Result<Vec<Row>> {
@@ -287,19 +291,27 @@ mod tests {
         );
         for expected in [
             quote!(#[doc = r" Reads rows."] pub fn extract(source: impl ::core::convert::Into<::salt::__private::Arg<String> >) -> ::salt::__private::Handle<Vec<Row> >),
-            quote!(__salt_ctx.spawn::<Vec<Row> >("extract_rows", ::std::vec![source.wire("source")])),
+            quote!(__salt_ctx.spawn::<Vec<Row>>("extract_rows", ::std::vec![source.wire("source")])),
             quote!(::salt::__private::into_result(__salt_task_extract(source, &__salt_ctx).await)),
             quote!(async fn __salt_task_extract(mut source: String, ctx: &Context) -> salt::Result<Vec<Row> >),
-            quote!(struct __SaltInput { source: String }),
+            quote!(
+                struct __SaltInput {
+                    source: String,
+                }
+            ),
             quote!(rename = "extract_rows_input"),
             quote!(::salt::__private::into_result(__salt_task_extract(__salt_input.source, &ctx).await)?),
             quote!(doc: "Reads rows.",),
             quote!(retries: 2, backoff: ::salt::__private::Backoff::Exponential { base: ::salt::__private::millis(1000), cap: ::salt::__private::millis(30000) },),
             quote!(timeout: ::core::option::Option::Some(::salt::__private::millis(10000)), queue: "io", priority: 5),
             quote!(label: ::core::option::Option::Some("Extract"), color: ::core::option::Option::Some("#ff0000"),),
-            quote!(default_input: ::core::option::Option::None, schedule: ::core::option::Option::None,),
-            quote!(const _: () = ::salt::__private::assert_task_value::<String>();),
-            quote!(const _: () = ::salt::__private::assert_task_value::<Vec<Row> >();),
+            quote!(default_input: ::core::option::Option::None, schedule: ::core::option::Option::None, promises: &[], may_spawn: false,),
+            quote!(
+                const _: () = ::salt::__private::assert_task_value::<String>();
+            ),
+            quote!(
+                const _: () = ::salt::__private::assert_task_value::<Vec<Row>>();
+            ),
         ] {
             assert_has(&out, expected);
         }
@@ -307,13 +319,18 @@ mod tests {
 
     #[test]
     fn plain_outputs_are_wrapped_in_ok() {
-        let out = expand_str(Macro::Task, quote!(), quote!(async fn double(x: u64) -> u64 { x * 2 }));
+        let out = expand_str(
+            Macro::Task,
+            quote!(),
+            quote!(
+                async fn double(x: u64) -> u64 {
+                    x * 2
+                }
+            ),
+        );
         assert_has(&out, quote!(::core::result::Result::Ok(__salt_task_double(x).await)));
         assert_has(&out, quote!(let __salt_out = __salt_task_double(__salt_input.x).await;));
-        assert_has(
-            &out,
-            quote!(backoff: ::salt::__private::Backoff::Fixed(::salt::__private::millis(1000))),
-        );
+        assert_has(&out, quote!(backoff: ::salt::__private::Backoff::Fixed(::salt::__private::millis(1000))));
         assert_has(&out, quote!(queue: "default", priority: 0));
         assert_has(&out, quote!(kind: ::salt::__private::Kind::Task));
     }
@@ -323,12 +340,20 @@ mod tests {
         let out = expand_str(
             Macro::Workflow,
             quote!(input = r#"{"a": 1}"#, schedule = "0 3 * * *"),
-            quote!(async fn nightly(a: u64) {}),
+            quote!(
+                async fn nightly(a: u64) {}
+            ),
         );
         assert_has(&out, quote!(kind: ::salt::__private::Kind::Workflow));
         assert_has(&out, quote!(default_input: ::core::option::Option::Some("{\"a\": 1}")));
         assert_has(&out, quote!(schedule: ::core::option::Option::Some("0 3 * * *")));
-        let out = expand_str(Macro::Workflow, quote!(), quote!(async fn empty() {}));
+        let out = expand_str(
+            Macro::Workflow,
+            quote!(),
+            quote!(
+                async fn empty() {}
+            ),
+        );
         assert_has(&out, quote!(default_input: ::core::option::Option::Some("{}")));
     }
 
@@ -337,7 +362,11 @@ mod tests {
         let out = expand_str(
             Macro::Task,
             quote!(),
-            quote!(#[cfg(test)] #[allow(unused_variables)] async fn f(x: u8) {}),
+            quote!(
+                #[cfg(test)]
+                #[allow(unused_variables)]
+                async fn f(x: u8) {}
+            ),
         );
         assert_eq!(out.matches("#[cfg(test)]").count(), 4, "{out}");
         assert_eq!(out.matches("#[allow(unused_variables)]").count(), 2, "{out}");

@@ -11,6 +11,10 @@
 mod error;
 mod expand;
 mod parse;
+/// The promise grammar, shared with salt-runtime (a link to its `src/promise/grammar.rs`), so
+/// that a promise that does not parse is a compile error.
+#[allow(dead_code, unreachable_pub)]
+mod promise_grammar;
 
 use proc_macro::TokenStream;
 
@@ -37,6 +41,7 @@ use crate::parse::Macro;
 ///   all in `salt::prelude`).
 /// - One parameter may be `&Context` (or `&salt::Context`): it is not an input, it receives the
 ///   node's [`Context`](https://docs.rs/salt/latest/salt/struct.Context.html).
+/// - It may spawn nodes of its own (call tasks) only if it takes the context.
 /// - It returns `salt::Result<T>`, `Result<T, E>` with `E: Into<salt::Error>`, a plain `T`, or
 ///   nothing. `T` is the task's output and must be serde too.
 ///
@@ -68,6 +73,7 @@ use crate::parse::Macro;
 /// | `priority` | among ready nodes, higher starts first (`i32`) | `0` |
 /// | `label` | a label to draw instead of the name | none |
 /// | `color` | a color to draw the node with | none |
+/// | `promise` | a promise over the subtree of each node of this task, like `"only tasks a, b"` or `"a -> b*"`; may be given more than once | none |
 ///
 /// A duration `DUR` is an integer followed by `ms`, `s`, `m` or `h`: `"500ms"`, `"30s"`, `"2m"`,
 /// `"1h"`.

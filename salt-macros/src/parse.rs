@@ -7,8 +7,8 @@ use syn::ext::IdentExt;
 use syn::parse::{ParseStream, Parser};
 use syn::punctuated::Punctuated;
 use syn::{
-    Attribute, Expr, FnArg, GenericArgument, Lit, LitInt, LitStr, Meta, Pat, PathArguments,
-    ReturnType, Signature, Token, Type, UnOp, Visibility,
+    Attribute, Expr, FnArg, GenericArgument, Lit, LitInt, LitStr, Meta, Pat, PathArguments, ReturnType, Signature,
+    Token, Type, UnOp, Visibility,
 };
 
 use crate::error::Errors;
@@ -40,13 +40,14 @@ impl Macro {
     }
 }
 
-const TASK_KEYS: [&str; 8] =
-    ["name", "retries", "backoff", "timeout", "queue", "priority", "label", "color"];
+const TASK_KEYS: [&str; 10] =
+    ["name", "retries", "backoff", "timeout", "queue", "priority", "label", "color", "promise", "spawns"];
 
-const WORKFLOW_KEYS: [&str; 10] = [
-    "name", "retries", "backoff", "timeout", "queue", "priority", "label", "color", "input",
-    "schedule",
-];
+const WORKFLOW_KEYS: [&str; 11] =
+    ["name", "retries", "backoff", "timeout", "queue", "priority", "label", "color", "promise", "input", "schedule"];
+
+/// The arguments that may be given more than once.
+const REPEATABLE: [&str; 1] = ["promise"];
 
 /// How each argument is written, for messages.
 fn example(key: &str) -> &'static str {
@@ -59,6 +60,8 @@ fn example(key: &str) -> &'static str {
         "priority" => "priority = 10",
         "label" => r#"label = "Extract rows""#,
         "color" => r##"color = "#4c9aff""##,
+        "promise" => r#"promise = "only tasks extract, load""#,
+        "spawns" => "spawns",
         "input" => r##"input = r#"{"x": 1}"#"##,
         "schedule" => r#"schedule = "0 3 * * *""#,
         _ => "",
@@ -83,6 +86,10 @@ pub(crate) struct Task {
     pub(crate) default_input: Option<String>,
     /// A workflow's cron schedule.
     pub(crate) schedule: Option<String>,
+    /// `promise = "…"`, in order.
+    pub(crate) promises: Vec<String>,
+    /// Whether the body may spawn nodes: a workflow, or a task that takes the context.
+    pub(crate) may_spawn: bool,
     /// The user's outer attributes (the macro's own is already removed by the compiler).
     pub(crate) attrs: Vec<Attribute>,
     /// The user's visibility.
@@ -109,13 +116,7 @@ pub(crate) struct Policy {
 
 impl Default for Policy {
     fn default() -> Self {
-        Policy {
-            retries: 0,
-            backoff: Backoff::Fixed(1000),
-            timeout: None,
-            queue: "default".to_owned(),
-            priority: 0,
-        }
+        Policy { retries: 0, backoff: Backoff::Fixed(1000), timeout: None, queue: "default".to_owned(), priority: 0 }
     }
 }
 
@@ -161,6 +162,9 @@ struct Args {
     color: Option<String>,
     input: Option<String>,
     schedule: Option<String>,
+    promises: Vec<String>,
+    /// `spawns`: the task's body may spawn nodes.
+    spawns: bool,
 }
 
 /// Parses and checks `#[kind(args)] item`, reporting every mistake at once.
@@ -187,6 +191,8 @@ pub(crate) fn parse(kind: Macro, args: TokenStream, item: TokenStream) -> syn::R
         color: args.color,
         default_input,
         schedule: args.schedule,
+        promises: args.promises,
+        may_spawn: kind == Macro::Workflow || args.spawns,
         attrs: item.attrs,
         vis: item.vis,
         sig: item.sig,
@@ -218,157 +224,164 @@ fn parse_args(kind: Macro, args: TokenStream, errors: &mut Errors) -> Args {
             if matches!(key.as_str(), "input" | "schedule") {
                 errors.spanned(
                     path,
-                    format!(
-                        "`{key}` is only for `#[workflow]`; remove it, or make this function a `#[workflow]`"
-                    ),
+                    format!("`{key}` is only for `#[workflow]`; remove it, or make this function a `#[workflow]`"),
                 );
             } else {
                 let expected = kind.keys().iter().map(|k| format!("`{k}`")).collect::<Vec<_>>();
-                errors.spanned(
-                    path,
-                    format!(
-                        "unknown {attr} argument `{key}`; expected one of {}",
-                        expected.join(", ")
-                    ),
-                );
+                errors
+                    .spanned(path, format!("unknown {attr} argument `{key}`; expected one of {}", expected.join(", ")));
             }
             continue;
         }
-        if seen.contains(&key) {
+        if seen.contains(&key) && !REPEATABLE.contains(&key.as_str()) {
             errors.spanned(path, format!("duplicate {attr} argument `{key}`; remove one of them"));
             continue;
         }
         seen.push(key.clone());
         let value = match meta {
+            Meta::Path(_) if key == "spawns" => {
+                out.spawns = true;
+                continue;
+            }
+            Meta::NameValue(nv) if key == "spawns" => {
+                errors.spanned(
+                    &nv,
+                    format!("`spawns` is a flag: write `{attr_spawns}` without a value", attr_spawns = "spawns"),
+                );
+                continue;
+            }
             Meta::NameValue(nv) => nv.value,
             Meta::Path(path) => {
-                errors.spanned(
-                    path,
-                    format!("{attr} argument `{key}` needs a value, like `{}`", example(&key)),
-                );
+                errors.spanned(path, format!("{attr} argument `{key}` needs a value, like `{}`", example(&key)));
                 continue;
             }
             Meta::List(list) => {
-                errors.spanned(
-                    list,
-                    format!("expected `{key} = …` in {attr}, like `{}`", example(&key)),
-                );
+                errors.spanned(list, format!("expected `{key} = …` in {attr}, like `{}`", example(&key)));
                 continue;
             }
         };
-        let value = ungroup(value);
-        match key.as_str() {
-            "name" => {
-                if let Some(lit) = lit_str(&key, &value, errors) {
-                    let name = lit.value();
-                    if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                        errors.spanned(
-                            &lit,
-                            format!(
-                                "invalid `name` {:?}; a task name must be non-empty and without spaces, like `{}`",
-                                name,
-                                example("name")
-                            ),
-                        );
-                    } else {
-                        out.name = Some(name);
-                    }
-                }
-            }
-            "retries" => {
-                if let Some((lit, negative)) = lit_int(&key, &value, errors) {
-                    match lit.base10_parse::<u32>() {
-                        Ok(n) if !negative && matches!(lit.suffix(), "" | "u32") => {
-                            out.policy.retries = n;
-                        }
-                        _ => errors.spanned(
-                            &value,
-                            "`retries` must be a whole number of retries that fits a `u32`, like `retries = 3`",
-                        ),
-                    }
-                }
-            }
-            "priority" => {
-                if let Some((lit, negative)) = lit_int(&key, &value, errors) {
-                    let n = lit.base10_parse::<i64>().map(|n| if negative { -n } else { n });
-                    match n.ok().and_then(|n| i32::try_from(n).ok()) {
-                        Some(n) if matches!(lit.suffix(), "" | "i32") => out.policy.priority = n,
-                        _ => errors.spanned(
-                            &value,
-                            "`priority` must be an integer that fits an `i32`, like `priority = 10` or `priority = -1`",
-                        ),
-                    }
-                }
-            }
-            "timeout" => {
-                if let Some(lit) = lit_str(&key, &value, errors) {
-                    match parse_duration(&lit.value()) {
-                        Some(0) => errors.spanned(
-                            &lit,
-                            "`timeout` must be longer than zero; remove it for no timeout",
-                        ),
-                        Some(ms) => out.policy.timeout = Some(ms),
-                        None => errors.spanned(&lit, invalid_duration(&lit.value(), "timeout")),
-                    }
-                }
-            }
-            "backoff" => {
-                if let Some(lit) = lit_str(&key, &value, errors) {
-                    match parse_backoff(&lit.value()) {
-                        Ok(backoff) => out.policy.backoff = backoff,
-                        Err(message) => errors.spanned(&lit, message),
-                    }
-                }
-            }
-            "queue" => {
-                if let Some(lit) = lit_str(&key, &value, errors) {
-                    let queue = lit.value();
-                    if queue.trim().is_empty() {
-                        errors.spanned(
-                            &lit,
-                            "`queue` must not be empty; remove it to use the `default` queue",
-                        );
-                    } else {
-                        out.policy.queue = queue;
-                    }
-                }
-            }
-            "label" => out.label = lit_str(&key, &value, errors).map(|l| l.value()),
-            "color" => out.color = lit_str(&key, &value, errors).map(|l| l.value()),
-            "input" => {
-                if let Some(lit) = lit_str(&key, &value, errors) {
-                    if lit.value().trim_start().starts_with('{') {
-                        out.input = Some(lit.value());
-                    } else {
-                        errors.spanned(
-                            &lit,
-                            format!(
-                                "`input` must be a JSON object of the workflow's parameters, like `{}`",
-                                example("input")
-                            ),
-                        );
-                    }
-                }
-            }
-            "schedule" => {
-                if let Some(lit) = lit_str(&key, &value, errors) {
-                    if is_cron(&lit.value()) {
-                        out.schedule = Some(lit.value());
-                    } else {
-                        errors.spanned(
-                            &lit,
-                            format!(
-                                "invalid cron schedule `{}` for `schedule`; expected 5 or 6 fields separated by spaces, made of digits, names and `* , - /`, like \"0 3 * * *\"",
-                                lit.value()
-                            ),
-                        );
-                    }
-                }
-            }
-            _ => {}
-        }
+        set_arg(&mut out, &key, &ungroup(value), errors);
     }
     out
+}
+
+/// Checks the value of argument `key` and records it in `out`.
+fn set_arg(out: &mut Args, key: &str, value: &Expr, errors: &mut Errors) {
+    match key {
+        "name" => {
+            if let Some(lit) = lit_str(key, value, errors) {
+                let name = lit.value();
+                if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                    errors.spanned(
+                        &lit,
+                        format!(
+                            "invalid `name` {:?}; a task name must be non-empty and without spaces, like `{}`",
+                            name,
+                            example("name")
+                        ),
+                    );
+                } else {
+                    out.name = Some(name);
+                }
+            }
+        }
+        "retries" => {
+            if let Some((lit, negative)) = lit_int(key, value, errors) {
+                match lit.base10_parse::<u32>() {
+                    Ok(n) if !negative && matches!(lit.suffix(), "" | "u32") => {
+                        out.policy.retries = n;
+                    }
+                    _ => errors.spanned(
+                        value,
+                        "`retries` must be a whole number of retries that fits a `u32`, like `retries = 3`",
+                    ),
+                }
+            }
+        }
+        "priority" => {
+            if let Some((lit, negative)) = lit_int(key, value, errors) {
+                let n = lit.base10_parse::<i64>().map(|n| if negative { -n } else { n });
+                match n.ok().and_then(|n| i32::try_from(n).ok()) {
+                    Some(n) if matches!(lit.suffix(), "" | "i32") => out.policy.priority = n,
+                    _ => errors.spanned(
+                        value,
+                        "`priority` must be an integer that fits an `i32`, like `priority = 10` or `priority = -1`",
+                    ),
+                }
+            }
+        }
+        "timeout" => {
+            if let Some(lit) = lit_str(key, value, errors) {
+                match parse_duration(&lit.value()) {
+                    Some(0) => errors.spanned(&lit, "`timeout` must be longer than zero; remove it for no timeout"),
+                    Some(ms) => out.policy.timeout = Some(ms),
+                    None => errors.spanned(&lit, invalid_duration(&lit.value(), "timeout")),
+                }
+            }
+        }
+        "backoff" => {
+            if let Some(lit) = lit_str(key, value, errors) {
+                match parse_backoff(&lit.value()) {
+                    Ok(backoff) => out.policy.backoff = backoff,
+                    Err(message) => errors.spanned(&lit, message),
+                }
+            }
+        }
+        "queue" => {
+            if let Some(lit) = lit_str(key, value, errors) {
+                let queue = lit.value();
+                if queue.trim().is_empty() {
+                    errors.spanned(&lit, "`queue` must not be empty; remove it to use the `default` queue");
+                } else {
+                    out.policy.queue = queue;
+                }
+            }
+        }
+        "promise" => {
+            if let Some(lit) = lit_str(key, value, errors) {
+                if lit.value().trim().is_empty() {
+                    errors.spanned(&lit, format!("`promise` must not be empty, like `{}`", example("promise")));
+                } else if let Err(e) = lit.value().parse::<crate::promise_grammar::Promise>() {
+                    errors.spanned(&lit, format!("invalid `promise`: {e}"));
+                } else {
+                    out.promises.push(lit.value());
+                }
+            }
+        }
+        "label" => out.label = lit_str(key, value, errors).map(|l| l.value()),
+        "color" => out.color = lit_str(key, value, errors).map(|l| l.value()),
+        "input" => {
+            if let Some(lit) = lit_str(key, value, errors) {
+                if lit.value().trim_start().starts_with('{') {
+                    out.input = Some(lit.value());
+                } else {
+                    errors.spanned(
+                        &lit,
+                        format!(
+                            "`input` must be a JSON object of the workflow's parameters, like `{}`",
+                            example("input")
+                        ),
+                    );
+                }
+            }
+        }
+        "schedule" => {
+            if let Some(lit) = lit_str(key, value, errors) {
+                if is_cron(&lit.value()) {
+                    out.schedule = Some(lit.value());
+                } else {
+                    errors.spanned(
+                        &lit,
+                        format!(
+                            "invalid cron schedule `{}` for `schedule`; expected 5 or 6 fields separated by spaces, made of digits, names and `* , - /`, like \"0 3 * * *\"",
+                            lit.value()
+                        ),
+                    );
+                }
+            }
+        }
+        _ => {}
+    }
 }
 
 /// The expression inside invisible groups (what `macro_rules!` wraps a `$x:literal` in).
@@ -393,8 +406,7 @@ fn lit_int(key: &str, value: &Expr, errors: &mut Errors) -> Option<(LitInt, bool
     match value {
         Expr::Lit(syn::ExprLit { lit: Lit::Int(lit), .. }) => return Some((lit.clone(), false)),
         Expr::Unary(unary) if matches!(unary.op, UnOp::Neg(_)) => {
-            if let Expr::Lit(syn::ExprLit { lit: Lit::Int(lit), .. }) = ungroup((*unary.expr).clone())
-            {
+            if let Expr::Lit(syn::ExprLit { lit: Lit::Int(lit), .. }) = ungroup((*unary.expr).clone()) {
                 return Some((lit, true));
             }
         }
@@ -423,9 +435,7 @@ fn parse_duration(text: &str) -> Option<u64> {
 }
 
 fn invalid_duration(text: &str, key: &str) -> String {
-    format!(
-        "invalid duration `{text}` for `{key}`; expected a number followed by `ms`, `s`, `m` or `h`, like \"30s\""
-    )
+    format!("invalid duration `{text}` for `{key}`; expected a number followed by `ms`, `s`, `m` or `h`, like \"30s\"")
 }
 
 /// `"DUR"` or `"exponential(BASE, CAP)"`.
@@ -458,9 +468,9 @@ fn parse_backoff(text: &str) -> Result<Backoff, String> {
 fn is_cron(text: &str) -> bool {
     let fields: Vec<&str> = text.split_whitespace().collect();
     matches!(fields.len(), 5 | 6)
-        && fields.iter().all(|field| {
-            field.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '*' | ',' | '-' | '/'))
-        })
+        && fields
+            .iter()
+            .all(|field| field.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '*' | ',' | '-' | '/')))
 }
 
 fn parse_item(kind: Macro, item: TokenStream) -> syn::Result<ItemFn> {
@@ -514,9 +524,7 @@ fn check_sig(kind: Macro, sig: &Signature, errors: &mut Errors) -> (Vec<Param>, 
     if let Some(clause) = &sig.generics.where_clause {
         errors.spanned(
             clause,
-            format!(
-                "{attr} cannot have a `where` clause: its inputs and output must be concrete types; remove it"
-            ),
+            format!("{attr} cannot have a `where` clause: its inputs and output must be concrete types; remove it"),
         );
     }
     if let Some(variadic) = &sig.variadic {
@@ -540,24 +548,15 @@ fn check_sig(kind: Macro, sig: &Signature, errors: &mut Errors) -> (Vec<Param>, 
         };
         if let Some(mutable) = context_type(&arg.ty) {
             if has_context {
-                errors.spanned(
-                    arg,
-                    format!("{attr} takes the context only once; remove this parameter"),
-                );
+                errors.spanned(arg, format!("{attr} takes the context only once; remove this parameter"));
             }
             if mutable {
-                errors.spanned(
-                    &arg.ty,
-                    format!("{attr} takes the context as `&Context`; remove `mut`"),
-                );
+                errors.spanned(&arg.ty, format!("{attr} takes the context as `&Context`; remove `mut`"));
             }
             if !matches!(&*arg.pat, Pat::Ident(p) if p.by_ref.is_none() && p.subpat.is_none())
                 && !matches!(&*arg.pat, Pat::Wild(_))
             {
-                errors.spanned(
-                    &arg.pat,
-                    format!("{attr} parameters must be plain names, like `ctx: &Context`"),
-                );
+                errors.spanned(&arg.pat, format!("{attr} parameters must be plain names, like `ctx: &Context`"));
             }
             has_context = true;
             params.push(Param::Context);
@@ -603,9 +602,7 @@ fn check_value_type(kind: Macro, ty: &Type, what: &str, errors: &mut Errors) -> 
     match strip(ty) {
         Type::Reference(reference) => {
             let owned = match strip(&reference.elem) {
-                Type::Path(path) if path.qself.is_none() && path.path.is_ident("str") => {
-                    "String".to_owned()
-                }
+                Type::Path(path) if path.qself.is_none() && path.path.is_ident("str") => "String".to_owned(),
                 Type::Slice(slice) => format!("Vec<{}>", show(&slice.elem)),
                 elem => show(elem),
             };
@@ -628,10 +625,7 @@ fn check_value_type(kind: Macro, ty: &Type, what: &str, errors: &mut Errors) -> 
             false
         }
         Type::Path(path) if what == "parameters" && path.qself.is_none() && is_context(&path.path) => {
-            errors.spanned(
-                ty,
-                format!("{attr} takes the context by reference; use `&{}`", show(ty)),
-            );
+            errors.spanned(ty, format!("{attr} takes the context by reference; use `&{}`", show(ty)));
             false
         }
         _ => true,
@@ -642,9 +636,7 @@ fn check_value_type(kind: Macro, ty: &Type, what: &str, errors: &mut Errors) -> 
 fn context_type(ty: &Type) -> Option<bool> {
     match strip(ty) {
         Type::Reference(reference) => match strip(&reference.elem) {
-            Type::Path(path) if path.qself.is_none() && is_context(&path.path) => {
-                Some(reference.mutability.is_some())
-            }
+            Type::Path(path) if path.qself.is_none() && is_context(&path.path) => Some(reference.mutability.is_some()),
             _ => None,
         },
         _ => None,
@@ -652,14 +644,14 @@ fn context_type(ty: &Type) -> Option<bool> {
 }
 
 fn is_context(path: &syn::Path) -> bool {
-    path.segments
-        .last()
-        .is_some_and(|s| s.ident == "Context" && matches!(s.arguments, PathArguments::None))
+    path.segments.last().is_some_and(|s| s.ident == "Context" && matches!(s.arguments, PathArguments::None))
 }
 
 /// `T` if `ty` is a path ending in `Result<T, …>`.
 fn result_ok(ty: &Type) -> Option<&Type> {
-    let Type::Path(path) = strip(ty) else { return None };
+    let Type::Path(path) = strip(ty) else {
+        return None;
+    };
     if path.qself.is_some() {
         return None;
     }
@@ -667,7 +659,9 @@ fn result_ok(ty: &Type) -> Option<&Type> {
     if last.ident != "Result" {
         return None;
     }
-    let PathArguments::AngleBracketed(args) = &last.arguments else { return None };
+    let PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
     match args.args.first()? {
         GenericArgument::Type(ok) => Some(ok),
         _ => None,
@@ -745,7 +739,14 @@ mod tests {
 
     #[test]
     fn defaults() {
-        let t = task(quote!(), quote!(async fn double(x: u64) -> u64 { x * 2 }));
+        let t = task(
+            quote!(),
+            quote!(
+                async fn double(x: u64) -> u64 {
+                    x * 2
+                }
+            ),
+        );
         assert_eq!(t.name, "double");
         assert_eq!(t.policy, Policy::default());
         assert_eq!(t.doc, "");
@@ -758,8 +759,16 @@ mod tests {
     #[test]
     fn every_argument() {
         let t = task(
-            quote!(retries = 2, backoff = "exponential(1s, 30s)", timeout = "10s", queue = "io",
-                priority = -5, label = "Extract", color = "#ff0000", name = "extract_rows"),
+            quote!(
+                retries = 2,
+                backoff = "exponential(1s, 30s)",
+                timeout = "10s",
+                queue = "io",
+                priority = -5,
+                label = "Extract",
+                color = "#ff0000",
+                name = "extract_rows"
+            ),
             quote! {
                 /// Reads rows.
                 ///
@@ -782,9 +791,7 @@ mod tests {
         assert_eq!(t.color.as_deref(), Some("#ff0000"));
         assert_eq!(t.doc, "Reads rows.\n\n Indented.");
         assert!(matches!(&t.params[..], [Param::Input { .. }, Param::Context]));
-        assert!(
-            matches!(&t.output, Output::Result { ok, .. } if ok.to_token_stream().to_string() == "Vec < Row >")
-        );
+        assert!(matches!(&t.output, Output::Result { ok, .. } if ok.to_token_stream().to_string() == "Vec < Row >"));
     }
 
     #[test]
@@ -797,10 +804,7 @@ mod tests {
             assert_eq!(parse_duration(bad), None, "{bad}");
         }
         assert_eq!(parse_backoff("2s"), Ok(Backoff::Fixed(2000)));
-        assert_eq!(
-            parse_backoff("exponential(500ms, 1m)"),
-            Ok(Backoff::Exponential { base: 500, cap: 60_000 })
-        );
+        assert_eq!(parse_backoff("exponential(500ms, 1m)"), Ok(Backoff::Exponential { base: 500, cap: 60_000 }));
         assert!(parse_backoff("exponential(1m, 1s)").is_err());
         assert!(parse_backoff("exponential(1s)").is_err());
         assert!(parse_backoff("linear(1s, 2s)").is_err());
@@ -819,11 +823,30 @@ mod tests {
 
     #[test]
     fn plain_unit_and_result_outputs() {
-        let t = task(quote!(), quote!(async fn f() {}));
+        let t = task(
+            quote!(),
+            quote!(
+                async fn f() {}
+            ),
+        );
         assert!(matches!(t.output, Output::Unit));
-        let t = task(quote!(), quote!(async fn f() -> Result<u8, std::io::Error> { Ok(1) }));
+        let t = task(
+            quote!(),
+            quote!(
+                async fn f() -> Result<u8, std::io::Error> {
+                    Ok(1)
+                }
+            ),
+        );
         assert!(matches!(&t.output, Output::Result { ok, .. } if ok.to_token_stream().to_string() == "u8"));
-        let t = task(quote!(), quote!(async fn f() -> Option<u8> { None }));
+        let t = task(
+            quote!(),
+            quote!(
+                async fn f() -> Option<u8> {
+                    None
+                }
+            ),
+        );
         assert!(matches!(t.output, Output::Plain(_)));
     }
 
@@ -836,54 +859,231 @@ mod tests {
                 [Param::Input { .. }, Param::Context, Param::Input { ident, .. }] if ident == "b"
             ));
         }
-        let t = task(quote!(), quote!(async fn f(_: &Context) {}));
+        let t = task(
+            quote!(),
+            quote!(
+                async fn f(_: &Context) {}
+            ),
+        );
         assert!(matches!(&t.params[..], [Param::Context]));
     }
 
     #[test]
     fn unknown_argument() {
         assert_eq!(
-            task_errors(quote!(retires = 3), quote!(async fn f() {})),
-            ["unknown `#[task]` argument `retires`; expected one of `name`, `retries`, `backoff`, `timeout`, `queue`, `priority`, `label`, `color`"]
+            task_errors(
+                quote!(retires = 3),
+                quote!(
+                    async fn f() {}
+                )
+            ),
+            [
+                "unknown `#[task]` argument `retires`; expected one of `name`, `retries`, `backoff`, `timeout`, `queue`, `priority`, `label`, `color`, `promise`, `spawns`"
+            ]
         );
-        let errs = errors(Macro::Workflow, quote!(retires = 3), quote!(async fn f() {}));
-        assert!(errs[0].ends_with("`label`, `color`, `input`, `schedule`"), "{errs:?}");
+        let errs = errors(
+            Macro::Workflow,
+            quote!(retires = 3),
+            quote!(
+                async fn f() {}
+            ),
+        );
+        assert!(errs[0].ends_with("`label`, `color`, `promise`, `input`, `schedule`"), "{errs:?}");
     }
 
     #[test]
     fn bad_values() {
         assert_eq!(
-            task_errors(quote!(timeout = "soon"), quote!(async fn f() {})),
-            ["invalid duration `soon` for `timeout`; expected a number followed by `ms`, `s`, `m` or `h`, like \"30s\""]
+            task_errors(
+                quote!(timeout = "soon"),
+                quote!(
+                    async fn f() {}
+                )
+            ),
+            [
+                "invalid duration `soon` for `timeout`; expected a number followed by `ms`, `s`, `m` or `h`, like \"30s\""
+            ]
         );
         assert_eq!(
-            task_errors(quote!(retries = "three"), quote!(async fn f() {})),
+            task_errors(
+                quote!(retries = "three"),
+                quote!(
+                    async fn f() {}
+                )
+            ),
             ["`retries` expects an integer literal, like `retries = 3`"]
         );
-        assert_eq!(task_errors(quote!(retries = -1), quote!(async fn f() {})).len(), 1);
-        assert_eq!(task_errors(quote!(retries = 5000000000), quote!(async fn f() {})).len(), 1);
-        assert_eq!(task_errors(quote!(priority = 3000000000), quote!(async fn f() {})).len(), 1);
-        assert_eq!(task_errors(quote!(name = 3), quote!(async fn f() {})).len(), 1);
-        assert_eq!(task_errors(quote!(name = "a b"), quote!(async fn f() {})).len(), 1);
-        assert_eq!(task_errors(quote!(timeout = "0s"), quote!(async fn f() {})).len(), 1);
-        assert_eq!(task_errors(quote!(queue = ""), quote!(async fn f() {})).len(), 1);
-        assert_eq!(task_errors(quote!(retries), quote!(async fn f() {})).len(), 1);
-        assert_eq!(task_errors(quote!(retries(3)), quote!(async fn f() {})).len(), 1);
-        let t = task(quote!(priority = -2147483648), quote!(async fn f() {}));
+        assert_eq!(
+            task_errors(
+                quote!(retries = -1),
+                quote!(
+                    async fn f() {}
+                )
+            )
+            .len(),
+            1
+        );
+        assert_eq!(
+            task_errors(
+                quote!(retries = 5000000000),
+                quote!(
+                    async fn f() {}
+                )
+            )
+            .len(),
+            1
+        );
+        assert_eq!(
+            task_errors(
+                quote!(priority = 3000000000),
+                quote!(
+                    async fn f() {}
+                )
+            )
+            .len(),
+            1
+        );
+        assert_eq!(
+            task_errors(
+                quote!(name = 3),
+                quote!(
+                    async fn f() {}
+                )
+            )
+            .len(),
+            1
+        );
+        assert_eq!(
+            task_errors(
+                quote!(name = "a b"),
+                quote!(
+                    async fn f() {}
+                )
+            )
+            .len(),
+            1
+        );
+        assert_eq!(
+            task_errors(
+                quote!(timeout = "0s"),
+                quote!(
+                    async fn f() {}
+                )
+            )
+            .len(),
+            1
+        );
+        assert_eq!(
+            task_errors(
+                quote!(queue = ""),
+                quote!(
+                    async fn f() {}
+                )
+            )
+            .len(),
+            1
+        );
+        assert_eq!(
+            task_errors(
+                quote!(retries),
+                quote!(
+                    async fn f() {}
+                )
+            )
+            .len(),
+            1
+        );
+        assert_eq!(
+            task_errors(
+                quote!(retries(3)),
+                quote!(
+                    async fn f() {}
+                )
+            )
+            .len(),
+            1
+        );
+        let t = task(
+            quote!(priority = -2147483648),
+            quote!(
+                async fn f() {}
+            ),
+        );
         assert_eq!(t.policy.priority, i32::MIN);
+    }
+
+    #[test]
+    fn promises_may_repeat() {
+        let t = task(
+            quote!(promise = "no new edges", promise = "only tasks a, b"),
+            quote!(
+                async fn f() {}
+            ),
+        );
+        assert_eq!(t.promises, ["no new edges", "only tasks a, b"]);
+        assert_eq!(
+            task_errors(
+                quote!(promise = " "),
+                quote!(
+                    async fn f() {}
+                )
+            )
+            .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn workflows_and_tasks_marked_spawns_may_spawn() {
+        assert!(
+            !task(
+                quote!(),
+                quote!(
+                    async fn f(ctx: &Context) {}
+                )
+            )
+            .may_spawn
+        );
+        assert!(
+            task(
+                quote!(spawns, retries = 1),
+                quote!(
+                    async fn f(x: u8) {}
+                )
+            )
+            .may_spawn
+        );
+        let workflow = parse(
+            Macro::Workflow,
+            quote!(),
+            quote!(
+                async fn w() {}
+            ),
+        );
+        assert!(workflow.is_ok_and(|w| w.may_spawn));
     }
 
     #[test]
     fn duplicate_argument() {
         assert_eq!(
-            task_errors(quote!(retries = 1, retries = 2), quote!(async fn f() {})),
+            task_errors(
+                quote!(retries = 1, retries = 2),
+                quote!(
+                    async fn f() {}
+                )
+            ),
             ["duplicate `#[task]` argument `retries`; remove one of them"]
         );
     }
 
     #[test]
     fn workflow_only_arguments() {
-        let errs = task_errors(quote!(input = "{}", schedule = "0 3 * * *"), quote!(async fn f() {}));
+        let errs = task_errors(
+            quote!(input = "{}", schedule = "0 3 * * *"),
+            quote!(
+                async fn f() {}
+            ),
+        );
         assert_eq!(errs.len(), 2);
         assert!(errs.iter().all(|e| e.contains("only for `#[workflow]`")), "{errs:?}");
     }
@@ -894,14 +1094,44 @@ mod tests {
             Ok(t) => t,
             Err(e) => panic!("{e}"),
         };
-        let t = wf(quote!(input = r#"{"a": 1}"#, schedule = "0 3 * * *"), quote!(async fn w(a: u8) {}));
+        let t = wf(
+            quote!(input = r#"{"a": 1}"#, schedule = "0 3 * * *"),
+            quote!(
+                async fn w(a: u8) {}
+            ),
+        );
         assert_eq!(t.kind, Macro::Workflow);
         assert_eq!(t.default_input.as_deref(), Some(r#"{"a": 1}"#));
         assert_eq!(t.schedule.as_deref(), Some("0 3 * * *"));
-        assert_eq!(wf(quote!(), quote!(async fn w() {})).default_input.as_deref(), Some("{}"));
-        assert_eq!(wf(quote!(), quote!(async fn w(a: u8) {})).default_input, None);
+        assert_eq!(
+            wf(
+                quote!(),
+                quote!(
+                    async fn w() {}
+                )
+            )
+            .default_input
+            .as_deref(),
+            Some("{}")
+        );
+        assert_eq!(
+            wf(
+                quote!(),
+                quote!(
+                    async fn w(a: u8) {}
+                )
+            )
+            .default_input,
+            None
+        );
 
-        let errs = errors(Macro::Workflow, quote!(input = "[1]", schedule = "daily"), quote!(async fn w() {}));
+        let errs = errors(
+            Macro::Workflow,
+            quote!(input = "[1]", schedule = "daily"),
+            quote!(
+                async fn w() {}
+            ),
+        );
         assert_eq!(errs.len(), 2, "{errs:?}");
         assert!(errs[1].starts_with("invalid cron schedule `daily` for `schedule`"), "{errs:?}");
     }
@@ -909,7 +1139,12 @@ mod tests {
     #[test]
     fn not_async() {
         assert_eq!(
-            task_errors(quote!(), quote!(fn f() {})),
+            task_errors(
+                quote!(),
+                quote!(
+                    fn f() {}
+                )
+            ),
             ["`#[task]` requires an `async fn`; add `async` before `fn`"]
         );
     }
@@ -918,7 +1153,19 @@ mod tests {
     fn every_mistake_at_once() {
         let errs = task_errors(
             quote!(retires = 3, timeout = "soon"),
-            quote!(const unsafe extern "C" fn f<T>(&self, (a, b): (u8, u8), s: &str, i: impl Fn(), c: &Context, d: &Context) where T: Copy {}),
+            quote!(
+                const unsafe extern "C" fn f<T>(
+                    &self,
+                    (a, b): (u8, u8),
+                    s: &str,
+                    i: impl Fn(),
+                    c: &Context,
+                    d: &Context,
+                ) where
+                    T: Copy,
+                {
+                }
+            ),
         );
         let expected = [
             "unknown `#[task]` argument `retires`",
@@ -943,7 +1190,14 @@ mod tests {
 
     #[test]
     fn references_suggest_owned_types() {
-        let errs = task_errors(quote!(), quote!(async fn f(a: &[u8], b: &Vec<Row>, c: Context) -> &'static str { "" }));
+        let errs = task_errors(
+            quote!(),
+            quote!(
+                async fn f(a: &[u8], b: &Vec<Row>, c: Context) -> &'static str {
+                    ""
+                }
+            ),
+        );
         assert!(errs[0].ends_with("use `Vec<u8>` instead of `&[u8]`"), "{errs:?}");
         assert!(errs[1].ends_with("use `Vec<Row>` instead of `&Vec<Row>`"), "{errs:?}");
         assert!(errs[2].ends_with("use `&Context`"), "{errs:?}");
@@ -954,20 +1208,35 @@ mod tests {
     #[test]
     fn not_a_function() {
         assert_eq!(
-            task_errors(quote!(), quote!(struct S;)),
+            task_errors(
+                quote!(),
+                quote!(
+                    struct S;
+                )
+            ),
             ["`#[task]` can only be used on an `async fn`"]
         );
     }
 
     #[test]
     fn syntax_errors_in_arguments_do_not_hide_others() {
-        let errs = task_errors(quote!(retries 3), quote!(fn f() {}));
+        let errs = task_errors(
+            quote!(retries 3),
+            quote!(
+                fn f() {}
+            ),
+        );
         assert_eq!(errs.len(), 2, "{errs:?}");
     }
 
     #[test]
     fn raw_identifiers() {
-        let t = task(quote!(), quote!(async fn r#type(r#in: u8) {}));
+        let t = task(
+            quote!(),
+            quote!(
+                async fn r#type(r#in: u8) {}
+            ),
+        );
         assert_eq!(t.name, "type");
     }
 

@@ -699,7 +699,7 @@ impl Orchestrator {
             let e = ErrorWire::new(
                 ErrorKind::Graph,
                 format!(
-                    "task `{}` called task `{}`, but only workflows and tasks that take a `&Context` may spawn nodes; add a `ctx: &Context` parameter to `{}`",
+                    "task `{}` called task `{}`, but only workflows and tasks marked `spawns` may spawn nodes; write `#[task(spawns)]` on `{}`",
                     self.nodes[parent as usize].task.name, descriptor.name, self.nodes[parent as usize].task.name
                 ),
             );

@@ -62,7 +62,7 @@ impl Host for PlanHost {
     fn log(&self, _: String) {}
 }
 
-/// Which tasks may grow the graph: workflows and tasks that take a `&Context`.
+/// Which tasks may grow the graph: workflows and tasks marked `#[task(spawns)]`.
 pub fn may_spawn(registry: &Registry) -> impl Fn(&str) -> bool + '_ {
     |task| registry.get(task).is_some_and(|d| d.may_spawn)
 }

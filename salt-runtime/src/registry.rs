@@ -127,7 +127,7 @@ pub struct TaskDescriptor {
     pub schedule: Option<&'static str>,
     /// Promises over the subtree of every node of this task (`promise = "…"`).
     pub promises: &'static [&'static str],
-    /// Whether its body may spawn nodes: workflows, and tasks that take a `&Context`.
+    /// Whether its body may spawn nodes: workflows, and tasks marked `#[task(spawns)]`.
     pub may_spawn: bool,
 }
 

@@ -90,8 +90,7 @@ pub struct GraphView {
 
 impl GraphView {
     /// The graph of a stored run, with wildcards after every unfinished node that may still
-    /// grow it. `may_spawn` says which tasks can spawn (workflows, and tasks that take a
-    /// `&Context`).
+    /// grow it. `may_spawn` says which tasks can spawn (workflows, and tasks marked `spawns`).
     pub fn of_run(s: &RunSnapshot, may_spawn: &dyn Fn(&str) -> bool) -> Self {
         let mut view = Self {
             run: json!({"id": s.run.id, "workflow": s.run.workflow, "state": s.run.state}),

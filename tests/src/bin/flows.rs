@@ -288,7 +288,7 @@ async fn edges(case: String, dir: String, ctx: &Context) -> salt::Result<u64> {
 
 // ANCHOR: tick
 /// Counts down by spawning its own next iteration: a loop.
-#[task]
+#[task(spawns)]
 async fn tick(n: u64, ctx: &Context) -> salt::Result<u64> {
     ctx.annotate(salt::Annotation::label(format!("tick {n}")));
     if n == 0 { Ok(0) } else { Ok(tick(n - 1).await? + 1) }
@@ -301,7 +301,7 @@ async fn countdown(n: u64) -> salt::Result<u64> {
     tick(n).await
 }
 
-/// A task without a context that calls another task: refused.
+/// A task not marked `spawns` that calls another task: refused.
 #[task]
 async fn sneaky() -> salt::Result<u64> {
     one(1).await

@@ -94,11 +94,11 @@ fn control_edges_order_nodes_and_bad_ones_are_refused() {
 }
 
 #[test]
-fn a_task_without_a_context_cannot_grow_the_graph() {
+fn a_task_not_marked_spawns_cannot_grow_the_graph() {
     let env = Env::new();
     let out = env.run(&["run", "sneaks"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(stderr(&out).contains("add a `ctx: &Context` parameter to `sneaky`"), "{}", text(&out));
+    assert!(stderr(&out).contains("write `#[task(spawns)]` on `sneaky`"), "{}", text(&out));
 }
 
 #[test]
@@ -120,7 +120,7 @@ fn a_loop_is_a_chain_of_iterations_and_a_cycle_when_collapsed() {
 }
 
 fn wait_until(env: &Env, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let out = env.run(&["show", "1", "--json"]);
         if out.status.success() {
@@ -223,7 +223,7 @@ fn the_graph_of_a_running_run_has_wildcards_after_nodes_that_may_still_grow_it()
         std::thread::sleep(Duration::from_millis(20));
     }
     // Read from another process while the run writes: the root may still spawn anything; the
-    // steps, which take no context, cannot.
+    // steps, which are not marked `spawns`, cannot.
     let graph = env.json(&["graph", "1", "--format", "json"]);
     assert_eq!(graph["run"]["state"], "running");
     assert_eq!(graph["wildcards"], json!([{"after": 0, "owner": 0, "may_add": "*"}]), "{graph}");

@@ -14,7 +14,9 @@ pub struct Row {
     queue = "io",
     priority = -5,
     label = "Extract",
-    color = "#ff0000"
+    color = "#ff0000",
+    promise = "no new edges",
+    promise = "only tasks extract_rows"
 )]
 pub async fn extract(source: String, ctx: &Context) -> salt::Result<Vec<Row>> {
     ctx.log(format!("reading {source}"));

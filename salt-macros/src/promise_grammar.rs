@@ -1,0 +1,1 @@
+../../salt-runtime/src/promise/grammar.rs
