@@ -604,7 +604,7 @@ async fn top_customers(sales: Vec<Sale>, n: usize) -> Vec<CustomerTotal> {
     }
     let mut totals: Vec<CustomerTotal> = totals.into_values().collect();
     // A stable sort: ties stay in customer id order.
-    totals.sort_by(|a, b| b.revenue_cents.cmp(&a.revenue_cents));
+    totals.sort_by_key(|t| std::cmp::Reverse(t.revenue_cents));
     totals.truncate(n);
     totals
 }
@@ -875,7 +875,7 @@ fn parse_date(value: &str) -> Option<&str> {
     let year: u32 = value[..4].parse().ok()?;
     let month: u32 = value[5..7].parse().ok()?;
     let day: u32 = value[8..].parse().ok()?;
-    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let leap = year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400));
     let days = match month {
         1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
         4 | 6 | 9 | 11 => 30,
@@ -909,7 +909,7 @@ fn eur(cents: u64) -> String {
     let units = (cents / 100).to_string();
     let mut grouped = String::new();
     for (i, digit) in units.chars().enumerate() {
-        if i > 0 && (units.len() - i) % 3 == 0 {
+        if i > 0 && (units.len() - i).is_multiple_of(3) {
             grouped.push(',');
         }
         grouped.push(digit);

@@ -216,10 +216,10 @@ impl Orchestrator {
             });
         }
         for a in &snapshot.attempts {
-            if a.state == NodeState::Failed {
-                if let Some(n) = nodes.get_mut(a.node as usize) {
-                    n.failures += 1;
-                }
+            if a.state == NodeState::Failed
+                && let Some(n) = nodes.get_mut(a.node as usize)
+            {
+                n.failures += 1;
             }
         }
         for e in &snapshot.edges {
@@ -414,7 +414,7 @@ impl Orchestrator {
                 }
                 _ = tick.tick() => {
                     ticks = ticks.wrapping_add(1);
-                    if ticks % 8 == 0 {
+                    if ticks.is_multiple_of(8) {
                         self.writes.push(Write::Heartbeat { run: self.run, at: now_ms() });
                     }
                     self.poll_control();
@@ -858,6 +858,38 @@ impl Orchestrator {
         }
     }
 
+    /// What the journal holds for call `seq` of `node`'s body, which now makes `call` of `kind`:
+    /// `Ok(Some(value))` on a replay, `Ok(None)` the first time; a different recorded call (a
+    /// spawn, or another journaled kind) fails the attempt as non-deterministic (`Err`).
+    fn replayed(
+        &mut self,
+        node: NodeId,
+        attempt: u32,
+        seq: u32,
+        kind: JournalKind,
+        call: String,
+    ) -> Result<Option<Value>, ()> {
+        let expected = if let Some(&child) = self.keys.get(&(node, seq)) {
+            let c = &self.nodes[child as usize];
+            describe_call(c.task.name, &c.args)
+        } else {
+            match self.journal.get(&(node, seq)) {
+                Some((k, v)) if *k == kind => return Ok(Some(v.clone())),
+                Some((k, _)) => format!("`{}()`", journal_name(*k)),
+                None => return Ok(None),
+            }
+        };
+        let e = self.nondeterministic(node, seq, expected, call);
+        self.fail_attempt(node, attempt, e);
+        Err(())
+    }
+
+    /// Records a journaled value (first run) for call `seq` of `node`'s body.
+    fn record(&mut self, node: NodeId, seq: u32, kind: JournalKind, value: Value) {
+        self.journal.insert((node, seq), (kind, value.clone()));
+        self.writes.push(Write::Journal { run: self.run, node, seq, kind, value });
+    }
+
     fn journal_call(
         &mut self,
         node: NodeId,
@@ -867,33 +899,15 @@ impl Orchestrator {
         value: Value,
         reply: oneshot::Sender<Value>,
     ) {
-        if let Some(&child) = self.keys.get(&(node, seq)) {
-            let c = &self.nodes[child as usize];
-            let e = self.nondeterministic(
-                node,
-                seq,
-                describe_call(c.task.name, &c.args),
-                format!("`{}()`", journal_name(kind)),
-            );
-            return self.fail_attempt(node, attempt, e);
-        }
-        match self.journal.get(&(node, seq)) {
-            Some((k, v)) if *k == kind => self.actions.push(Action::ReplyJournal(reply, v.clone())),
-            Some((k, _)) => {
-                let e = self.nondeterministic(
-                    node,
-                    seq,
-                    format!("`{}()`", journal_name(*k)),
-                    format!("`{}()`", journal_name(kind)),
-                );
-                self.fail_attempt(node, attempt, e);
+        let value = match self.replayed(node, attempt, seq, kind, format!("`{}()`", journal_name(kind))) {
+            Err(()) => return,
+            Ok(Some(recorded)) => recorded,
+            Ok(None) => {
+                self.record(node, seq, kind, value.clone());
+                value
             }
-            None => {
-                self.journal.insert((node, seq), (kind, value.clone()));
-                self.writes.push(Write::Journal { run: self.run, node, seq, kind, value: value.clone() });
-                self.actions.push(Action::ReplyJournal(reply, value));
-            }
-        }
+        };
+        self.actions.push(Action::ReplyJournal(reply, value));
     }
 
     fn attempt_finished(&mut self, id: NodeId, attempt: u32, result: std::result::Result<Value, ErrorWire>) {
@@ -1063,10 +1077,8 @@ impl Orchestrator {
                 }
                 Timer::Signal { node, seq } => {
                     let parked = self.nodes[node as usize].parked.as_ref().is_some_and(|(s, _)| *s == seq);
-                    if parked {
-                        if let Some((_, Some(default))) = self.deadlines.get(&(node, seq)).cloned() {
-                            self.deliver(node, seq, default);
-                        }
+                    if parked && let Some((_, Some(default))) = self.deadlines.get(&(node, seq)).cloned() {
+                        self.deliver(node, seq, default);
                     }
                 }
                 Timer::Timeout { node, attempt } => {
@@ -1338,49 +1350,23 @@ impl Orchestrator {
 
     fn wait_signal(&mut self, node: NodeId, attempt: u32, wait: SignalWait, reply: oneshot::Sender<Value>) {
         let seq = wait.seq;
-        if let Some(&child) = self.keys.get(&(node, seq)) {
-            let c = &self.nodes[child as usize];
-            let e = self.nondeterministic(
-                node,
-                seq,
-                describe_call(c.task.name, &c.args),
-                format!("`wait_for(\"{}\")`", wait.name),
-            );
-            return self.fail_attempt(node, attempt, e);
-        }
-        match self.journal.get(&(node, seq)) {
-            Some((JournalKind::Signal, v)) => {
-                self.actions.push(Action::ReplyJournal(reply, v.clone()));
-                self.writes.push(Write::WaitEnded { run: self.run, node, seq });
-            }
-            Some((k, _)) => {
-                let e = self.nondeterministic(
-                    node,
-                    seq,
-                    format!("`{}()`", journal_name(*k)),
-                    format!("`wait_for(\"{}\")`", wait.name),
-                );
-                self.fail_attempt(node, attempt, e);
-            }
-            None => {
-                if let Some(pos) = self.signals.iter().position(|(_, name, _)| *name == wait.name) {
+        let call = format!("`wait_for(\"{}\")`", wait.name);
+        let value = match self.replayed(node, attempt, seq, JournalKind::Signal, call) {
+            Err(()) => return,
+            Ok(Some(recorded)) => recorded,
+            Ok(None) => match self.signals.iter().position(|(_, name, _)| *name == wait.name) {
+                // Sent before the node asked for it.
+                Some(pos) => {
                     let (id, _, value) = self.signals.remove(pos);
                     self.writes.push(Write::SignalConsumed { id });
-                    self.writes.push(Write::WaitEnded { run: self.run, node, seq });
-                    self.journal.insert((node, seq), (JournalKind::Signal, value.clone()));
-                    self.writes.push(Write::Journal {
-                        run: self.run,
-                        node,
-                        seq,
-                        kind: JournalKind::Signal,
-                        value: value.clone(),
-                    });
-                    self.actions.push(Action::ReplyJournal(reply, value));
-                } else {
-                    self.park(node, attempt, wait);
+                    self.record(node, seq, JournalKind::Signal, value.clone());
+                    value
                 }
-            }
-        }
+                None => return self.park(node, attempt, wait),
+            },
+        };
+        self.writes.push(Write::WaitEnded { run: self.run, node, seq });
+        self.actions.push(Action::ReplyJournal(reply, value));
     }
 
     /// Stops a node's attempt while it waits for a signal: it holds no process and no slot, and
@@ -1421,8 +1407,7 @@ impl Orchestrator {
 
     /// Gives a parked node its signal's value and runs it again from the start (a replay).
     fn deliver(&mut self, node: NodeId, seq: u32, value: Value) {
-        self.journal.insert((node, seq), (JournalKind::Signal, value.clone()));
-        self.writes.push(Write::Journal { run: self.run, node, seq, kind: JournalKind::Signal, value });
+        self.record(node, seq, JournalKind::Signal, value);
         self.writes.push(Write::WaitEnded { run: self.run, node, seq });
         let n = &mut self.nodes[node as usize];
         n.parked = None;

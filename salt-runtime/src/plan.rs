@@ -113,12 +113,11 @@ pub async fn plan(workflow: &'static TaskDescriptor, input: Value) -> Result<Gra
                 let id = nodes.len() as NodeId;
                 let task = registry.task(&req.task)?;
                 for (_, arg) in &req.args {
-                    if let WireArg::Handle(seq) = arg {
-                        if let Some(from) = by_seq.get(seq) {
-                            if !edges.contains(&(*from, id, EdgeKind::Data)) {
-                                edges.push((*from, id, EdgeKind::Data));
-                            }
-                        }
+                    if let WireArg::Handle(seq) = arg
+                        && let Some(from) = by_seq.get(seq)
+                        && !edges.contains(&(*from, id, EdgeKind::Data))
+                    {
+                        edges.push((*from, id, EdgeKind::Data));
                     }
                 }
                 by_seq.insert(req.seq, id);

@@ -114,10 +114,12 @@ impl Live {
 
 impl Observer for Live {
     fn node(&mut self, id: NodeId, task: &str, state: NodeState, attempt: u32, error: Option<&ErrorWire>) {
-        if error.is_some() && state != NodeState::Skipped && state != NodeState::Cancelled {
-            if let Some(line) = transition_line(id, task, state, attempt, error) {
-                self.bar.println(line);
-            }
+        if error.is_some()
+            && state != NodeState::Skipped
+            && state != NodeState::Cancelled
+            && let Some(line) = transition_line(id, task, state, attempt, error)
+        {
+            self.bar.println(line);
         }
     }
     fn tick(&mut self, s: &Summary) {

@@ -365,10 +365,10 @@ fn fake_node(kind: &str, dir: &str) {
 
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("__salt") {
-        if let (Ok(kind), Ok(dir)) = (std::env::var("FLOWS_FAKE_NODE"), std::env::var("FLOWS_DIR")) {
-            fake_node(&kind, &dir);
-        }
+    if args.get(1).map(String::as_str) == Some("__salt")
+        && let (Ok(kind), Ok(dir)) = (std::env::var("FLOWS_FAKE_NODE"), std::env::var("FLOWS_DIR"))
+    {
+        fake_node(&kind, &dir);
     }
     salt::main()
 }

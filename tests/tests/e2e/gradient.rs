@@ -183,17 +183,8 @@ fn a_wait_with_a_timeout_takes_its_default() {
 fn pause_holds_new_nodes_and_resume_lets_them_run() {
     let env = Env::new();
     let input = crate::support::pipeline_input(&env.dir(), 300, false);
-    let child = env
-        .cmd(&["run", "pipeline", "--input", &input])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while env.count("a") == 0 {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let child = env.spawn(&["run", "pipeline", "--input", &input]);
+    env.wait_for_marker("a");
     let out = env.run(&["pause", "1"]);
     assert!(out.status.success(), "{}", text(&out));
     wait_until(&env, "the run to pause", |s| s["run"]["state"] == "paused");
@@ -211,17 +202,8 @@ fn pause_holds_new_nodes_and_resume_lets_them_run() {
 fn the_graph_of_a_running_run_has_wildcards_after_nodes_that_may_still_grow_it() {
     let env = Env::new();
     let input = crate::support::pipeline_input(&env.dir(), 400, false);
-    let child = env
-        .cmd(&["run", "pipeline", "--input", &input])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while env.count("a") == 0 {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let child = env.spawn(&["run", "pipeline", "--input", &input]);
+    env.wait_for_marker("a");
     // Read from another process while the run writes: the root may still spawn anything; the
     // steps, which are not marked `spawns`, cannot.
     let graph = env.json(&["graph", "1", "--format", "json"]);
@@ -251,12 +233,7 @@ fn show_lists_promises_and_what_a_parked_node_waits_for() {
     let (env2, _) = run_promised("shape", true);
     let show = String::from_utf8(env2.run(&["show", "1"]).stdout).unwrap();
     assert!(show.contains("promise   `one -> two* -> three` over node 0"), "{show}");
-    let child = env
-        .cmd(&["run", "waits", "--input", r#"{"timeout_ms": 0}"#])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = env.spawn(&["run", "waits", "--input", r#"{"timeout_ms": 0}"#]);
     wait_until(&env, "the node to park", |s| !s["waits"].as_array().unwrap().is_empty());
     let show = String::from_utf8(env.run(&["show", "1"]).stdout).unwrap();
     assert!(show.contains("waiting   node 0 waits for signal `number`"), "{show}");
