@@ -167,6 +167,7 @@ fn broken_promise_is_terminated_with_a_clear_error() {
         err.contains("broken promise `extract -> load` (declared by node 0, `broken_promise`): spawning `audit` from node 0 (`broken_promise`) is not allowed"),
         "{err}"
     );
+    assert!(err.contains("a terminated run is final"), "{err}");
     let graph = ex.graph(1);
     assert_eq!(graph["run"]["state"], "terminated");
     assert_eq!(children(&graph), ["extract"], "the audit was never added");

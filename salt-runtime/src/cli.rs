@@ -4,7 +4,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
 use crate::error::{Error, ErrorKind, Result};
@@ -17,7 +17,11 @@ use crate::store::{SqliteStore, Store, Write};
 
 /// Runs and inspects the workflows of this binary.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None, propagate_version = true)]
+#[command(
+    about = "A salt workflow binary: runs its workflows and shows their runs.",
+    long_about = None,
+    propagate_version = true
+)]
 struct Cli {
     /// The SQLite database of runs.
     #[arg(long, global = true, env = "SALT_DB", default_value = ".salt/salt.db", value_name = "PATH")]
@@ -34,11 +38,13 @@ struct Cli {
 
 #[derive(Debug, Clone, clap::Args)]
 struct RunOptions {
-    /// Where attempts run: in this process, or each in a fresh process of this binary.
-    #[arg(long, value_enum, default_value_t = Executor::Inline)]
-    executor: Executor,
+    /// Where attempts run: in this process, or each in a fresh process of this binary
+    /// [default: inline; for recover, rerun and run-one: the run's own].
+    #[arg(long, value_enum)]
+    executor: Option<Executor>,
 
-    /// How many nodes run at once [default: the number of cores].
+    /// How many nodes run at once [default: the number of cores; for recover, rerun and
+    /// run-one: the run's own].
     #[arg(long, value_name = "N")]
     parallelism: Option<usize>,
 }
@@ -164,7 +170,12 @@ pub fn main() -> ExitCode {
     if args.next().is_some_and(|a| a == "__salt") && args.next().is_some_and(|a| a == "exec") {
         return crate::protocol::exec_main();
     }
-    let cli = match Cli::try_parse() {
+    let name = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_stem().map(|f| f.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "salt".into());
+    let command = Cli::command().name(name.clone()).bin_name(name).version(env!("CARGO_PKG_VERSION"));
+    let cli = match command.try_get_matches().and_then(|m| Cli::from_arg_matches(&m)) {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
@@ -178,6 +189,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    keep_stdout_for_results();
     match rt.block_on(dispatch(cli)) {
         Ok(code) => code,
         Err(e) => {
@@ -190,7 +202,28 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Where results go: the process's real stdout. Everything else that prints to fd 1 while the
+/// command runs (task bodies on the inline executor, plans) is sent to stderr, so a run's output
+/// on stdout stays clean (`run --json | jq` works whatever the tasks print).
+static RESULTS: std::sync::OnceLock<std::sync::Mutex<std::fs::File>> = std::sync::OnceLock::new();
+
+fn keep_stdout_for_results() {
+    use std::os::fd::AsFd;
+    // A close-on-exec copy, so that processes the tasks start do not hold the results open.
+    if let Ok(fd) = std::io::stdout().as_fd().try_clone_to_owned() {
+        if nix::unistd::dup2_stdout(std::io::stderr()).is_ok() {
+            let _ = RESULTS.set(std::sync::Mutex::new(std::fs::File::from(fd)));
+        }
+    }
+}
+
 fn out(text: impl AsRef<str>) {
+    if let Some(file) = RESULTS.get() {
+        let mut file = file.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = file.write_all(text.as_ref().as_bytes());
+        let _ = file.flush();
+        return;
+    }
     let mut stdout = std::io::stdout().lock();
     let _ = stdout.write_all(text.as_ref().as_bytes());
     let _ = stdout.flush();
@@ -204,12 +237,16 @@ fn usage(message: impl std::fmt::Display) -> Error {
     Error::new(ErrorKind::Usage, message)
 }
 
-fn runner(db: &Path, options: &RunOptions) -> Runner {
-    Runner::new(db)
-        .executor(options.executor)
-        .parallelism(options.parallelism.unwrap_or_else(default_parallelism))
-        .progress(Progress::Auto)
-        .handle_ctrl_c(true)
+/// A runner with the command's options; for a run taken over (`stored`), what is not given is
+/// what the run had.
+fn runner(db: &Path, options: &RunOptions, stored: Option<&crate::model::RunRecord>) -> Runner {
+    let executor = options
+        .executor
+        .or_else(|| stored.and_then(|r| Executor::from_str(&r.executor, true).ok()))
+        .unwrap_or(Executor::Inline);
+    let parallelism =
+        options.parallelism.or_else(|| stored.map(|r| r.parallelism as usize)).unwrap_or_else(default_parallelism);
+    Runner::new(db).executor(executor).parallelism(parallelism).progress(Progress::Auto).handle_ctrl_c(true)
 }
 
 async fn dispatch(cli: Cli) -> Result<ExitCode> {
@@ -218,14 +255,14 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
     let command = cli.command.unwrap_or(Command::Run {
         workflow: None,
         input: None,
-        options: RunOptions { executor: Executor::Inline, parallelism: None },
+        options: RunOptions { executor: None, parallelism: None },
     });
     match command {
         Command::Run { workflow, input, options } => {
             let workflow = pick_workflow(registry, workflow.as_deref())?;
             let input = input.map(|s| parse_input(&s)).transpose()?;
             let input = Runner::input_for(workflow, input)?;
-            let outcome = runner(&db, &options).run(workflow.name, input).await?;
+            let outcome = runner(&db, &options, None).run(workflow.name, input).await?;
             Ok(report(&outcome, cli.json))
         }
         Command::Runs { limit } => {
@@ -241,7 +278,9 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                     let started = r.started_at.map(format_time).unwrap_or_default();
                     let duration = match (r.started_at, r.finished_at) {
                         (Some(a), Some(b)) => render::human_ms(b - a),
-                        (Some(a), None) if !r.state.is_terminal() => render::human_ms(now_ms() - a),
+                        (Some(a), None) if matches!(r.state, RunState::Running | RunState::Paused) => {
+                            render::human_ms(now_ms() - a)
+                        }
                         _ => String::new(),
                     };
                     text.push_str(&format!(
@@ -325,17 +364,20 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Recover { run, options } => {
-            let outcome = runner(&db, &options).recover(run).await?;
+            let stored = load(&db, run)?.run;
+            let outcome = runner(&db, &options, Some(&stored)).recover(run).await?;
             Ok(report(&outcome, cli.json))
         }
         Command::Rerun { run, from, options } => {
-            let node = resolve_node(&load(&db, run)?, &from)?;
-            let outcome = runner(&db, &options).rerun_from(run, node).await?;
+            let snapshot = load(&db, run)?;
+            let node = resolve_node(&snapshot, &from)?;
+            let outcome = runner(&db, &options, Some(&snapshot.run)).rerun_from(run, node).await?;
             Ok(report(&outcome, cli.json))
         }
         Command::RunOne { run, node, options } => {
-            let node = resolve_node(&load(&db, run)?, &node)?;
-            let outcome = runner(&db, &options).run_one(run, node).await?;
+            let snapshot = load(&db, run)?;
+            let node = resolve_node(&snapshot, &node)?;
+            let outcome = runner(&db, &options, Some(&snapshot.run)).run_one(run, node).await?;
             Ok(report(&outcome, cli.json))
         }
         Command::Cancel { run } => cancel(&db, run, cli.json).await,
@@ -412,11 +454,13 @@ fn report(outcome: &RunOutcome, json: bool) -> ExitCode {
             }
             state => {
                 let why = outcome.error.as_ref().map(|e| e.message.as_str()).unwrap_or("");
-                eprintln!("run {} of `{}` {}: {why}", outcome.run, outcome.workflow, state.as_str());
-                eprintln!(
-                    "see `show {}` and `logs {}`; `recover {}` resumes it",
-                    outcome.run, outcome.run, outcome.run
-                );
+                let run = outcome.run;
+                eprintln!("run {run} of `{}` {}: {why}", outcome.workflow, state.as_str());
+                if state == RunState::Terminated {
+                    eprintln!("see `show {run}` and `graph {run}`; a terminated run is final");
+                } else {
+                    eprintln!("see `show {run}` and `logs {run}`; `recover {run}` resumes it");
+                }
             }
         }
     }

@@ -119,6 +119,8 @@ pub(crate) struct Orchestrator {
     events: executor::Events,
     cancel_reason: Option<String>,
     observer: Box<dyn Observer>,
+    /// Node transitions to show, once they are committed.
+    notes: Vec<(NodeId, &'static str, NodeState, u32, Option<ErrorWire>)>,
     started: Instant,
     /// Counts starts and ends, to order them.
     clock: u64,
@@ -253,6 +255,7 @@ impl Orchestrator {
             events,
             cancel_reason: None,
             observer,
+            notes: Vec::new(),
             started: Instant::now(),
             clock: 0,
             promises: Vec::new(),
@@ -286,6 +289,17 @@ impl Orchestrator {
         for i in 0..orch.nodes.len() {
             orch.declare_registered(i as NodeId);
         }
+        // Attempts that were running when the previous orchestrator stopped ended with it.
+        for a in snapshot.attempts.iter().filter(|a| a.state == NodeState::Running) {
+            orch.writes.push(Write::AttemptFinished {
+                run: orch.run,
+                node: a.node,
+                attempt: a.attempt,
+                state: NodeState::Cancelled,
+                error: Some(ErrorWire::new(ErrorKind::Cancelled, "interrupted: the orchestrator stopped while it ran")),
+                at: now_ms(),
+            });
+        }
         for i in 0..orch.nodes.len() {
             let unmet =
                 orch.nodes[i].deps.iter().filter(|d| orch.nodes[**d as usize].state != NodeState::Succeeded).count();
@@ -308,6 +322,7 @@ impl Orchestrator {
             n.output = None;
             n.error = None;
             n.parked = None;
+            n.failures = 0;
             self.writes.push(Write::NodeReset { run: self.run, node: id });
         }
         for i in 0..self.nodes.len() {
@@ -377,6 +392,8 @@ impl Orchestrator {
         for i in 0..self.nodes.len() {
             self.promote(i as NodeId);
         }
+        // A run taken over while paused stays paused; signals sent meanwhile are picked up.
+        self.poll_control();
         let handle_ctrl_c = self.opts.handle_ctrl_c;
         let mut ctrl_c = std::pin::pin!(async move {
             if handle_ctrl_c {
@@ -443,6 +460,9 @@ impl Orchestrator {
             self.store.commit(&self.writes).map_err(|e| e.into_error())?;
             self.writes.clear();
         }
+        for (id, task, state, attempt, error) in std::mem::take(&mut self.notes) {
+            self.observer.node(id, task, state, attempt, error.as_ref());
+        }
         for action in std::mem::take(&mut self.actions) {
             match action {
                 Action::Reply(tx, result) => {
@@ -508,6 +528,11 @@ impl Orchestrator {
         self.flush()?;
         self.observer.done(&self.summary());
         Ok(RunOutcome { run: self.run, workflow: self.workflow, state, output, error })
+    }
+
+    /// Shows a node's transition once the batch it belongs to is committed.
+    fn note(&mut self, id: NodeId, task: &'static str, state: NodeState, attempt: u32, error: Option<&ErrorWire>) {
+        self.notes.push((id, task, state, attempt, error.cloned()));
     }
 
     fn set_state(&mut self, id: NodeId, state: NodeState) {
@@ -580,7 +605,7 @@ impl Orchestrator {
         if let Some(timeout) = task.policy.timeout {
             self.timers.push(Reverse((Instant::now() + timeout, Timer::Timeout { node: id, attempt })));
         }
-        self.observer.node(id, task.name, NodeState::Running, attempt, None);
+        self.note(id, task.name, NodeState::Running, attempt, None);
         self.actions.push(Action::Start(Launch { run: self.run, node: id, attempt, task, input }));
     }
 
@@ -846,8 +871,13 @@ impl Orchestrator {
             NodeState::Cancelled => {
                 Err(ErrorWire::new(ErrorKind::Cancelled, format!("node {} (`{}`) was cancelled", n.id, n.task.name)))
             }
+            // A child that failed for good (a fatal error, a broken rule) makes its awaiting
+            // parent fail for good too: retrying the parent would not help.
             _ => Err(ErrorWire::new(
-                ErrorKind::Child,
+                match &n.error {
+                    Some(e) if !e.kind.is_retryable() && e.kind != ErrorKind::Upstream => ErrorKind::Fatal,
+                    _ => ErrorKind::Child,
+                },
                 format!(
                     "node {} (`{}`) failed: {}",
                     n.id,
@@ -966,7 +996,7 @@ impl Orchestrator {
                     self.nodes[id as usize].state = NodeState::Pending;
                     self.writes.push(Write::NodeState { run: self.run, node: id, state: NodeState::Pending });
                     self.timers.push(Reverse((Instant::now() + delay, Timer::Retry { node: id, attempt })));
-                    self.observer.node(id, task.name, NodeState::Pending, attempt, Some(&error));
+                    self.note(id, task.name, NodeState::Pending, attempt, Some(&error));
                 } else {
                     self.end_node(id, state, None, Some(error));
                 }
@@ -1014,7 +1044,7 @@ impl Orchestrator {
                 error: error.clone(),
                 at: now_ms(),
             });
-            self.observer.node(id, task, state, self.nodes[id as usize].attempts, error.as_ref());
+            self.note(id, task, state, self.nodes[id as usize].attempts, error.as_ref());
 
             let result = self.result_of(id);
             for w in std::mem::take(&mut self.nodes[id as usize].awaiters) {
@@ -1402,7 +1432,7 @@ impl Orchestrator {
         }
         let record = WaitRecord { node, seq: wait.seq, name: wait.name, schema: wait.schema, deadline, default };
         self.writes.push(Write::WaitStarted { run: self.run, record });
-        self.observer.node(node, task, NodeState::Waiting, attempt, None);
+        self.note(node, task, NodeState::Waiting, attempt, None);
     }
 
     /// Gives a parked node its signal's value and runs it again from the start (a replay).

@@ -224,7 +224,8 @@ impl Host for ProtocolHost {
 pub fn exec_main() -> ExitCode {
     // Keep the real stdout for the protocol and point fd 1 at stderr, so that user code that
     // prints cannot corrupt the protocol: its output lands in the attempt's log.
-    let proto = match nix::unistd::dup(std::io::stdout()) {
+    // A close-on-exec copy: processes the task starts must not inherit the protocol.
+    let proto = match std::os::fd::AsFd::as_fd(&std::io::stdout()).try_clone_to_owned() {
         Ok(fd) => std::fs::File::from(fd),
         Err(e) => {
             eprintln!("salt: cannot set up the protocol descriptor: {e}");

@@ -62,6 +62,12 @@ async fn broken_chain(dir: String) -> salt::Result<u64> {
     step(dir, "after".to_string(), x, 0).await
 }
 
+/// Retries on failure, but its child fails for good: no retry helps.
+#[workflow(retries = 2, backoff = "10ms")]
+async fn doomed(dir: String) -> salt::Result<u64> {
+    maybe_fail(dir, 1, true).await
+}
+
 /// Fails on its first attempt, succeeds on the second.
 #[task(retries = 2, backoff = "50ms")]
 async fn flaky(dir: String, ctx: &Context) -> salt::Result<u32> {

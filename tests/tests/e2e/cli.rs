@@ -113,6 +113,16 @@ fn the_manifest_describes_tasks_and_workflows() {
 }
 
 #[test]
+fn inline_task_output_never_mixes_with_the_run_output() {
+    let env = Env::new();
+    let out = env.run(&["run", "talk", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let outcome: Value = serde_json::from_slice(&out.stdout).expect("stdout is only the outcome");
+    assert_eq!(outcome["output"], "spoke");
+    assert!(stderr(&out).contains("hello from stdout"), "{}", text(&out));
+}
+
+#[test]
 fn user_output_goes_to_the_attempt_log_not_the_protocol() {
     let env = Env::new();
     let out = env.run(&["run", "talk", "--executor", "process"]);

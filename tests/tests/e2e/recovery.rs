@@ -33,9 +33,15 @@ fn kill_and_recover(executor: &str) {
         .collect();
     assert!(succeeded.contains(&"a".to_string()), "{after_kill}");
 
-    let out = env.run(&["recover", "1", "--executor", executor]);
+    // The run keeps its executor: `recover` is given none.
+    let out = env.run(&["recover", "1"]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "90");
+    let show = env.show(1);
+    assert_eq!(show["run"]["executor"], executor);
+    let attempts = show["attempts"].as_array().unwrap();
+    assert!(attempts.iter().all(|a| a["state"] != "running"), "attempts cut by the kill are closed: {show}");
+    assert!(attempts.iter().all(|a| a["executor"] == executor), "{show}");
     for step in STEPS {
         let n = env.count(step);
         if succeeded.iter().any(|s| s == step) {
@@ -71,6 +77,19 @@ fn recover_runs_only_what_did_not_succeed() {
     }
     assert_eq!(env.count("total"), 1);
     assert_eq!(env.count("maybe_fail"), 2);
+}
+
+#[test]
+fn a_parent_is_not_retried_for_a_child_that_failed_for_good() {
+    let env = Env::new();
+    let input = serde_json::json!({"dir": env.dir()}).to_string();
+    let out = env.run(&["run", "doomed", "--input", &input]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(env.count("maybe_fail"), 1);
+    let show = env.show(1);
+    let root: Vec<_> = show["attempts"].as_array().unwrap().iter().filter(|a| a["node"] == 0).collect();
+    assert_eq!(root.len(), 1, "{show}");
+    assert_eq!(root[0]["error"]["kind"], "fatal");
 }
 
 #[test]
