@@ -210,10 +210,10 @@ static RESULTS: std::sync::OnceLock<std::sync::Mutex<std::fs::File>> = std::sync
 fn keep_stdout_for_results() {
     use std::os::fd::AsFd;
     // A close-on-exec copy, so that processes the tasks start do not hold the results open.
-    if let Ok(fd) = std::io::stdout().as_fd().try_clone_to_owned() {
-        if nix::unistd::dup2_stdout(std::io::stderr()).is_ok() {
-            let _ = RESULTS.set(std::sync::Mutex::new(std::fs::File::from(fd)));
-        }
+    if let Ok(fd) = std::io::stdout().as_fd().try_clone_to_owned()
+        && nix::unistd::dup2_stdout(std::io::stderr()).is_ok()
+    {
+        let _ = RESULTS.set(std::sync::Mutex::new(std::fs::File::from(fd)));
     }
 }
 
