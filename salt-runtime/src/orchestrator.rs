@@ -77,6 +77,8 @@ struct Node {
     failures: u32,
     /// The signal a parked node waits for: (seq, name).
     parked: Option<(u32, String)>,
+    /// Re-running for `rerun --from`: a replayed spawn may change a child's arguments.
+    rerun: bool,
 }
 
 /// How a run is driven.
@@ -215,6 +217,7 @@ impl Orchestrator {
                 started_at: 0,
                 failures: 0,
                 parked: None,
+                rerun: false,
             });
         }
         for a in &snapshot.attempts {
@@ -343,16 +346,7 @@ impl Orchestrator {
     /// The node, everything downstream of it (by edges) and everything those spawned; plus the
     /// ancestors of all of them, which replay to pick up the new outputs.
     pub(crate) fn downstream_of(&self, from: NodeId) -> Vec<NodeId> {
-        let mut seen = vec![false; self.nodes.len()];
-        let mut stack = vec![from];
-        while let Some(id) = stack.pop() {
-            if std::mem::replace(&mut seen[id as usize], true) {
-                continue;
-            }
-            let n = &self.nodes[id as usize];
-            stack.extend(n.dependents.iter().copied());
-            stack.extend(n.children.iter().copied());
-        }
+        let mut seen = self.below(from);
         let mut ancestors = Vec::new();
         for (id, s) in seen.iter().enumerate() {
             if *s {
@@ -367,6 +361,30 @@ impl Orchestrator {
             seen[a as usize] = true;
         }
         seen.iter().enumerate().filter(|(_, s)| **s).map(|(i, _)| i as NodeId).collect()
+    }
+
+    /// `from`, what runs after it (by edges) and what those spawned, transitively.
+    fn below(&self, from: NodeId) -> Vec<bool> {
+        let mut seen = vec![false; self.nodes.len()];
+        let mut stack = vec![from];
+        while let Some(id) = stack.pop() {
+            if std::mem::replace(&mut seen[id as usize], true) {
+                continue;
+            }
+            let n = &self.nodes[id as usize];
+            stack.extend(n.dependents.iter().copied());
+            stack.extend(n.children.iter().copied());
+        }
+        seen
+    }
+
+    /// Marks nodes as re-running (`rerun --from`): when their bodies replay, a child whose
+    /// arguments changed (its upstream ran again) takes the new arguments and runs again,
+    /// instead of failing the replay as non-deterministic.
+    pub(crate) fn mark_rerun(&mut self, ids: &[NodeId]) {
+        for &id in ids {
+            self.nodes[id as usize].rerun = true;
+        }
     }
 
     /// The upstream nodes of `id` that have not succeeded.
@@ -707,6 +725,10 @@ impl Orchestrator {
         if let Some(&existing) = self.keys.get(&(parent, seq)) {
             let n = &self.nodes[existing as usize];
             if n.task.name != descriptor.name || n.input_hash != input_hash {
+                let same_deps = n.deps.iter().all(|d| stored.iter().any(|(_, a)| *a == StoredArg::Node(*d)));
+                if self.nodes[parent as usize].rerun && n.task.name == descriptor.name && same_deps {
+                    return self.replace_args(existing, stored, input_hash);
+                }
                 let expected = describe_call(n.task.name, &n.args);
                 let e = self.nondeterministic(parent, seq, expected, describe_call(descriptor.name, &stored));
                 return self.fail_attempt(parent, attempt, e);
@@ -801,6 +823,7 @@ impl Orchestrator {
             started_at: 0,
             failures: 0,
             parked: None,
+            rerun: false,
         });
         self.nodes[parent as usize].children.push(id);
         self.keys.insert((parent, seq), id);
@@ -812,6 +835,24 @@ impl Orchestrator {
         } else {
             self.promote(id);
         }
+    }
+
+    /// A re-running parent called child `id` with new arguments: take them, and run the child
+    /// and everything below it again.
+    fn replace_args(&mut self, id: NodeId, args: Vec<(String, StoredArg)>, input_hash: String) {
+        self.writes.push(Write::NodeArgs {
+            run: self.run,
+            node: id,
+            args: args.clone(),
+            input_hash: input_hash.clone(),
+        });
+        let n = &mut self.nodes[id as usize];
+        n.args = args;
+        n.input_hash = input_hash;
+        let below: Vec<NodeId> =
+            self.below(id).iter().enumerate().filter(|(_, s)| **s).map(|(i, _)| i as NodeId).collect();
+        self.mark_rerun(&below);
+        self.reset(&below);
     }
 
     /// A replayed spawn bound to a child that did not succeed: run it (and what it blocked) again.

@@ -215,6 +215,7 @@ impl Runner {
         check_node(&snapshot, from)?;
         self.drive(snapshot, store, |o| {
             let mut reset = o.downstream_of(from);
+            o.mark_rerun(&reset);
             reset.extend(o.unfinished());
             reset.sort_unstable();
             reset.dedup();

@@ -75,6 +75,17 @@ pub enum Write {
         /// Its new state.
         state: NodeState,
     },
+    /// A re-running parent gave a node new arguments (`rerun --from`).
+    NodeArgs {
+        /// The run.
+        run: RunId,
+        /// The node.
+        node: NodeId,
+        /// Its new arguments.
+        args: Vec<(String, crate::model::StoredArg)>,
+        /// Their hash.
+        input_hash: String,
+    },
     /// A node was reset to pending, forgetting its output (rerun, recover).
     NodeReset {
         /// The run.

@@ -147,6 +147,10 @@ impl SqliteStore {
                     state.as_str()
                 ])?;
             }
+            Write::NodeArgs { run, node, args, input_hash } => {
+                tx.prepare_cached("UPDATE nodes SET args = ?3, input_hash = ?4 WHERE run_id = ?1 AND id = ?2")?
+                    .execute(params![run, node, json(args), input_hash])?;
+            }
             Write::NodeReset { run, node } => {
                 tx.prepare_cached(
                     "UPDATE nodes SET state = 'pending', output = NULL, error = NULL, finished_at = NULL

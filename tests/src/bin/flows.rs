@@ -62,6 +62,20 @@ async fn broken_chain(dir: String) -> salt::Result<u64> {
     step(dir, "after".to_string(), x, 0).await
 }
 
+/// Returns how many times it has run so far (a value that changes when it runs again).
+#[task]
+async fn runs_so_far(dir: String) -> u64 {
+    mark(&dir, "runs_so_far");
+    std::fs::read_to_string(Path::new(&dir).join("runs_so_far")).map(|s| s.lines().count() as u64).unwrap_or(0)
+}
+
+/// Passes a value on, by value: the workflow awaited it first.
+#[workflow]
+async fn by_value(dir: String) -> salt::Result<u64> {
+    let n = runs_so_far(dir.clone()).await?;
+    step(dir, "echo".to_string(), n, 0).await
+}
+
 /// Retries on failure, but its child fails for good: no retry helps.
 #[workflow(retries = 2, backoff = "10ms")]
 async fn doomed(dir: String) -> salt::Result<u64> {

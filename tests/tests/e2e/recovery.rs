@@ -139,3 +139,19 @@ fn run_one_refuses_a_node_whose_upstream_did_not_succeed() {
     let out = env.run(&["run-one", "1", "99"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 }
+
+#[test]
+fn rerun_from_a_node_whose_value_a_parent_passed_on_runs_the_receiver_again() {
+    let env = Env::new();
+    let input = serde_json::json!({"dir": env.dir()}).to_string();
+    let out = env.run(&["run", "by_value", "--input", &input]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2");
+    // `runs_so_far` gives 2 when it runs again; the root passes it on by value to `echo`.
+    let out = env.run(&["rerun", "1", "--from", "runs_so_far"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "3");
+    assert_eq!(env.count("echo"), 2);
+    let show = env.show(1);
+    assert_eq!(show["nodes"][2]["args"][2][1]["value"], 2, "the new argument is stored: {show}");
+}
