@@ -41,7 +41,9 @@ use crate::parse::Macro;
 ///   all in `salt::prelude`).
 /// - One parameter may be `&Context` (or `&salt::Context`): it is not an input, it receives the
 ///   node's [`Context`](https://docs.rs/salt/latest/salt/struct.Context.html).
-/// - It may spawn nodes of its own (call tasks) only if it takes the context.
+/// - It may spawn nodes of its own (call tasks) only if it is marked `spawns`: a task that is
+///   not marked and calls a task fails with an error saying so. This keeps drawn graphs honest:
+///   only nodes that may still grow the graph get a wildcard.
 /// - It returns `salt::Result<T>`, `Result<T, E>` with `E: Into<salt::Error>`, a plain `T`, or
 ///   nothing. `T` is the task's output and must be serde too.
 ///
@@ -73,7 +75,8 @@ use crate::parse::Macro;
 /// | `priority` | among ready nodes, higher starts first (`i32`) | `0` |
 /// | `label` | a label to draw instead of the name | none |
 /// | `color` | a color to draw the node with | none |
-/// | `promise` | a promise over the subtree of each node of this task, like `"only tasks a, b"` or `"a -> b*"`; may be given more than once | none |
+/// | `promise` | a promise over the subtree of each node of this task, like `"only tasks a, b"` or `"a -> b*"`; may be given more than once; checked at compile time | none |
+/// | `spawns` | a flag: the body may call tasks, growing the graph | not set |
 ///
 /// A duration `DUR` is an integer followed by `ms`, `s`, `m` or `h`: `"500ms"`, `"30s"`, `"2m"`,
 /// `"1h"`.
@@ -95,7 +98,8 @@ pub fn task(args: TokenStream, item: TokenStream) -> TokenStream {
 /// }
 /// ```
 ///
-/// The function follows the rules of [`macro@task`] and takes all its arguments, plus:
+/// The function follows the rules of [`macro@task`] and takes its arguments but `spawns` (a
+/// workflow always may spawn), plus:
 ///
 /// | argument | value | default |
 /// | --- | --- | --- |
