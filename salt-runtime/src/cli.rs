@@ -18,6 +18,7 @@ use crate::store::{SqliteStore, Store, Write};
 /// Runs and inspects the workflows of this binary.
 #[derive(Debug, Parser)]
 #[command(
+    version,
     about = "A salt workflow binary: runs its workflows and shows their runs.",
     long_about = None,
     propagate_version = true
