@@ -240,3 +240,23 @@ fn show_lists_promises_and_what_a_parked_node_waits_for() {
     assert!(env.run(&["signal", "1", "number", "1"]).status.success());
     assert!(child.wait_with_output().unwrap().status.success());
 }
+
+#[test]
+fn a_signal_sent_while_the_orchestrator_is_gone_is_kept_for_recover() {
+    let env = Env::new();
+    let mut child = env.spawn(&["run", "waits", "--input", r#"{"timeout_ms": 0}"#, "--executor", "process"]);
+    wait_until(&env, "the node to park", |s| !s["waits"].as_array().unwrap().is_empty());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(env.show(1)["run"]["state"], "interrupted");
+    let out = env.run(&["signal", "1", "number", "40"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("`recover 1` resumes it"), "{}", text(&out));
+    let out = env.run(&["recover", "1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "42");
+    // `one` ran before the kill and was not run again.
+    let show = env.show(1);
+    let one: Vec<&Value> = show["attempts"].as_array().unwrap().iter().filter(|a| a["node"] == 1).collect();
+    assert_eq!(one.len(), 1, "{show}");
+}
