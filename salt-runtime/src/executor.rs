@@ -79,42 +79,32 @@ impl Host for InlineHost {
     fn wait_signal(&self, wait: SignalWait) -> BoxFuture<'static, Value> {
         let (reply, rx) = oneshot::channel();
         let _ = self.events.send(Event::Wait { node: self.node, attempt: self.attempt, wait, reply });
-        async move {
-            match rx.await {
-                Ok(v) => v,
-                Err(_) => futures::future::pending().await,
-            }
-        }
-        .boxed()
+        answer(rx).boxed()
     }
 
     fn await_node(&self, seq: u32) -> BoxFuture<'static, Result<Value, ErrorWire>> {
         let (reply, rx) = oneshot::channel();
         let _ = self.events.send(Event::Await { node: self.node, attempt: self.attempt, seq, reply });
-        async move {
-            match rx.await {
-                Ok(r) => r,
-                // The orchestrator dropped the request: this attempt is being stopped.
-                Err(_) => futures::future::pending().await,
-            }
-        }
-        .boxed()
+        answer(rx).boxed()
     }
 
     fn journal(&self, seq: u32, kind: JournalKind, value: Value) -> BoxFuture<'static, Value> {
         let (reply, rx) = oneshot::channel();
         let _ = self.events.send(Event::Journal { node: self.node, attempt: self.attempt, seq, kind, value, reply });
-        async move {
-            match rx.await {
-                Ok(v) => v,
-                Err(_) => futures::future::pending().await,
-            }
-        }
-        .boxed()
+        answer(rx).boxed()
     }
 
     fn log(&self, line: String) {
         let _ = self.events.send(Event::Log { node: self.node, attempt: self.attempt, line });
+    }
+}
+
+/// The orchestrator's answer. If it drops the request instead, this attempt is being stopped
+/// (cancelled, timed out, parked): wait for that.
+async fn answer<T>(rx: oneshot::Receiver<T>) -> T {
+    match rx.await {
+        Ok(v) => v,
+        Err(_) => futures::future::pending().await,
     }
 }
 

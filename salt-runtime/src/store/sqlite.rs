@@ -39,11 +39,29 @@ impl SqliteStore {
             std::fs::create_dir_all(dir)
                 .map_err(|source| StoreError::Io { path: dir.display().to_string(), source })?;
         }
+        // While another process creates the file or switches it to WAL, SQLite may answer
+        // "database is locked" at once, without waiting: try again for a while.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match Self::try_open(path) {
+                Err(StoreError::Sqlite { source, .. }) if is_busy(&source) && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn try_open(path: &Path) -> Result<Self, StoreError> {
         let shown = path.display().to_string();
         let err = |source| StoreError::Sqlite { path: shown.clone(), source };
         let conn = Connection::open(path).map_err(err)?;
         conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
+        // WAL is a property of the file: set it once, when the file is new.
+        let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).map_err(err)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
+        }
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
         let mut store = Self { conn, path: path.to_path_buf() };
         store.migrate()?;
@@ -292,6 +310,11 @@ fn owner_alive(pid: Option<u32>, heartbeat: Option<i64>) -> bool {
         Ok(stat) => !stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
         Err(_) => true,
     }
+}
+
+/// Whether SQLite said the database is busy or locked.
+fn is_busy(error: &rusqlite::Error) -> bool {
+    matches!(error.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
 }
 
 fn json<T: serde::Serialize + ?Sized>(value: &T) -> String {
@@ -643,6 +666,27 @@ mod tests {
         assert_eq!(snap.nodes[0].attempts, 1);
         assert_eq!(reader.runs(10).unwrap()[0].id, run);
         assert!(matches!(reader.load(run + 1), Err(StoreError::NoRun(_))));
+    }
+
+    #[test]
+    fn many_connections_may_open_a_new_file_at_once() {
+        for _ in 0..10 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("salt.db");
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+            let opened: Vec<_> = (0..8)
+                .map(|_| {
+                    let (path, barrier) = (path.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        SqliteStore::open(&path).map(|_| ())
+                    })
+                })
+                .collect();
+            for t in opened {
+                t.join().unwrap().unwrap();
+            }
+        }
     }
 
     #[test]

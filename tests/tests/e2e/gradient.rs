@@ -129,7 +129,11 @@ fn wait_until(env: &Env, what: &str, check: impl Fn(&Value) -> bool) -> Value {
                 return show;
             }
         }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; the run reads: {}",
+            String::from_utf8_lossy(&env.run(&["show", "1"]).stdout)
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
