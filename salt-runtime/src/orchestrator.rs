@@ -412,12 +412,19 @@ impl Orchestrator {
         }
         // A run taken over while paused stays paused; signals sent meanwhile are picked up.
         self.poll_control();
-        let handle_ctrl_c = self.opts.handle_ctrl_c;
+        // Listen for Ctrl-C before anything starts, so that it can never kill the process
+        // instead of cancelling the run.
+        let mut interrupt = if self.opts.handle_ctrl_c {
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok()
+        } else {
+            None
+        };
         let mut ctrl_c = std::pin::pin!(async move {
-            if handle_ctrl_c {
-                let _ = tokio::signal::ctrl_c().await;
-            } else {
-                std::future::pending::<()>().await;
+            match interrupt.as_mut() {
+                Some(signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending::<()>().await,
             }
         });
         let mut tick = tokio::time::interval(Duration::from_millis(250));

@@ -186,15 +186,18 @@ fn a_wait_with_a_timeout_takes_its_default() {
 #[test]
 fn pause_holds_new_nodes_and_resume_lets_them_run() {
     let env = Env::new();
-    let input = crate::support::pipeline_input(&env.dir(), 300, false);
+    // `a` takes a second: the pause is seen while it runs.
+    let input = crate::support::pipeline_input(&env.dir(), 1000, false);
     let child = env.spawn(&["run", "pipeline", "--input", &input]);
     env.wait_for_marker("a");
     let out = env.run(&["pause", "1"]);
     assert!(out.status.success(), "{}", text(&out));
     wait_until(&env, "the run to pause", |s| s["run"]["state"] == "paused");
-    std::thread::sleep(Duration::from_millis(800));
-    // `a` finished meanwhile, but `b` did not start.
+    // `a` finishes while the run is paused, but `b` does not start.
+    wait_until(&env, "`a` to finish", |s| s["nodes"][1]["state"] == "succeeded");
+    std::thread::sleep(Duration::from_millis(600));
     assert_eq!(env.count("b"), 0);
+    assert_eq!(env.show(1)["nodes"][2]["state"], "ready");
     let out = env.run(&["resume", "1"]);
     assert!(out.status.success(), "{}", text(&out));
     let out = child.wait_with_output().unwrap();
