@@ -492,10 +492,13 @@ impl<T: TaskValue> Handle<T> {
         }
     }
 
-    fn wire(&self) -> WireArg {
+    fn wire(&self, name: &str) -> Result<WireArg> {
         match &*self.inner {
-            HandleInner::Node { seq, .. } => WireArg::Handle(*seq),
-            HandleInner::Direct(_) => unreachable!("direct handles are created outside runs only"),
+            HandleInner::Node { seq, .. } => Ok(WireArg::Handle(*seq)),
+            HandleInner::Direct(_) => Err(Error::new(
+                ErrorKind::Usage,
+                format!("argument `{name}` is a handle made outside this run; await it and pass its value"),
+            )),
         }
     }
 }
@@ -554,7 +557,7 @@ impl<T: TaskValue> Arg<T> {
                 serde_json::to_value(v)
                     .map_err(|e| Error::new(ErrorKind::Input, format!("cannot encode argument `{name}`: {e}")))?,
             ),
-            Arg::Handle(h) => h.wire(),
+            Arg::Handle(h) => h.wire(name)?,
         };
         Ok((name.to_owned(), arg))
     }
