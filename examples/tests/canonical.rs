@@ -35,7 +35,9 @@ impl Example {
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().unwrap()
+        let child = self.cmd(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        watchdog(child.id());
+        child.wait_with_output().unwrap()
     }
 
     fn json(&self, args: &[&str]) -> Value {
@@ -51,6 +53,16 @@ impl Example {
     fn graph(&self, run: usize) -> Value {
         self.json(&["graph", &run.to_string(), "--format", "json"])
     }
+}
+
+/// Kills a process still running after two minutes: a hang fails its test, not the suite.
+fn watchdog(pid: u32) {
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(120));
+        if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+    });
 }
 
 fn text(out: &Output) -> String {
@@ -177,6 +189,7 @@ fn broken_promise_is_terminated_with_a_clear_error() {
 fn approval_waits_for_a_typed_decision() {
     let ex = Example::new("approval");
     let child = ex.cmd(&["run"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    watchdog(child.id());
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let show = ex.run(&["show", "1", "--json"]);

@@ -605,8 +605,9 @@ fn signal(db: &Path, run: RunId, name: &str, value: Value, json: bool) -> Result
     if snapshot.run.state.is_terminal() {
         return Err(usage(format!("run {run} already ended: {}", snapshot.run.state.as_str())));
     }
-    let Some(wait) = snapshot.waits.iter().find(|w| w.name == name) else {
-        let names: Vec<&str> = snapshot.waits.iter().map(|w| w.name.as_str()).collect();
+    let waits = snapshot.waits.iter().filter(|w| w.name != crate::context::SLEEP_SIGNAL);
+    let Some(wait) = waits.clone().find(|w| w.name == name) else {
+        let names: Vec<&str> = waits.map(|w| w.name.as_str()).collect();
         return Err(usage(if names.is_empty() {
             format!("run {run} is not waiting for any signal")
         } else {

@@ -135,6 +135,9 @@ pub enum Mutation {
     },
 }
 
+/// The reserved signal name of [`Context::sleep`]: nobody can send it, the timeout ends it.
+pub const SLEEP_SIGNAL: &str = "salt.sleep";
+
 /// What a node waits for with [`Context::wait_for`].
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct SignalWait {
@@ -337,6 +340,16 @@ impl Context {
         let default = serde_json::to_value(&default)
             .map_err(|e| Error::new(ErrorKind::Input, format!("cannot encode the default of signal `{name}`: {e}")))?;
         self.wait(name, Some(timeout), Some(default)).await
+    }
+
+    /// Sleeps durably: the node is parked (no process, no slot) and replayed up to here when
+    /// the time is up, even across a `recover` after the orchestrator stopped. Outside a run, an
+    /// ordinary sleep.
+    pub async fn sleep(&self, duration: Duration) {
+        if self.inner.host.is_none() {
+            return tokio::time::sleep(duration).await;
+        }
+        let _: Result<()> = self.wait(SLEEP_SIGNAL, Some(duration), Some(Value::Null)).await;
     }
 
     async fn wait<T: TaskValue>(&self, name: &str, timeout: Option<Duration>, default: Option<Value>) -> Result<T> {

@@ -1155,8 +1155,9 @@ impl Orchestrator {
                 }
                 Timer::Signal { node, seq } => {
                     let parked = self.nodes[node as usize].parked.as_ref().is_some_and(|(s, _)| *s == seq);
-                    if parked && let Some((_, Some(default))) = self.deadlines.get(&(node, seq)).cloned() {
-                        self.deliver(node, seq, default);
+                    // A deadline comes with a default; a `null` one may arrive as none.
+                    if parked && let Some((_, default)) = self.deadlines.get(&(node, seq)).cloned() {
+                        self.deliver(node, seq, default.unwrap_or(Value::Null));
                     }
                 }
                 Timer::Timeout { node, attempt } => {

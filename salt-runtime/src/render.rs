@@ -483,11 +483,19 @@ pub fn show_text(s: &RunSnapshot) -> String {
         let _ = writeln!(out, "promise   `{}` over node {} (declared by node {})", p.text, p.scope, p.declared_by);
     }
     for w in &s.waits {
-        let _ = writeln!(
-            out,
-            "waiting   node {} waits for signal `{}`; send it with `signal {} {} JSON`",
-            w.node, w.name, r.id, w.name
-        );
+        if w.name == crate::context::SLEEP_SIGNAL {
+            let until = w
+                .deadline
+                .map(|d| format!(" for another {}", human_ms(d - crate::model::now_ms())))
+                .unwrap_or_default();
+            let _ = writeln!(out, "waiting   node {} sleeps{until}", w.node);
+        } else {
+            let _ = writeln!(
+                out,
+                "waiting   node {} waits for signal `{}`; send it with `signal {} {} JSON`",
+                w.node, w.name, r.id, w.name
+            );
+        }
     }
     if r.state == RunState::Interrupted {
         let _ = writeln!(out, "hint      its orchestrator is gone; `recover {}` resumes it", r.id);

@@ -345,6 +345,14 @@ async fn waits(timeout_ms: u64, ctx: &Context) -> salt::Result<u64> {
     two(n + before).await
 }
 
+/// Sleeps durably between two steps.
+#[workflow]
+async fn naps(ms: u64, ctx: &Context) -> salt::Result<u64> {
+    let x = one(1).await?;
+    ctx.sleep(Duration::from_millis(ms)).await;
+    two(x).await
+}
+
 /// Replaces this process with a misbehaving node for the first node process of a run.
 fn fake_node(kind: &str, dir: &str) {
     let flag = Path::new(dir).join("faked");

@@ -267,3 +267,32 @@ fn a_signal_sent_while_the_orchestrator_is_gone_is_kept_for_recover() {
     let one: Vec<&Value> = show["attempts"].as_array().unwrap().iter().filter(|a| a["node"] == 1).collect();
     assert_eq!(one.len(), 1, "{show}");
 }
+
+#[test]
+fn a_durable_sleep_parks_the_node_and_survives_a_killed_orchestrator() {
+    let env = Env::new();
+    let started = Instant::now();
+    let out = env.run(&["run", "naps", "--input", r#"{"ms": 300}"#, "--executor", "process"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2");
+    let show = env.show(1);
+    let root: Vec<&Value> = show["attempts"].as_array().unwrap().iter().filter(|a| a["node"] == 0).collect();
+    assert_eq!(root.len(), 2, "parked, then replayed: {show}");
+    assert_eq!(root[0]["state"], "waiting");
+
+    // Killed while it sleeps: `recover` keeps the original wake-up time.
+    let env = Env::new();
+    let mut child = env.spawn(&["run", "naps", "--input", r#"{"ms": 1500}"#]);
+    wait_until(&env, "the node to sleep", |s| !s["waits"].as_array().unwrap().is_empty());
+    let shown = String::from_utf8(env.run(&["show", "1"]).stdout).unwrap();
+    assert!(shown.contains("waiting   node 0 sleeps for another"), "{shown}");
+    let out = env.run(&["signal", "1", "salt.sleep", "null"]);
+    assert_eq!(out.status.code(), Some(2), "a sleep is not a signal: {}", text(&out));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let out = env.run(&["recover", "1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2");
+    assert!(started.elapsed() >= Duration::from_millis(1800));
+}

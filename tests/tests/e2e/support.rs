@@ -38,7 +38,9 @@ impl Env {
 
     /// Starts `args` in the background, its output captured.
     pub(crate) fn spawn(&self, args: &[&str]) -> std::process::Child {
-        self.cmd(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start flows")
+        let child = self.cmd(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start flows");
+        watchdog(child.id());
+        child
     }
 
     /// Waits until the task that marks `name` has started (its marker exists).
@@ -51,7 +53,7 @@ impl Env {
     }
 
     pub(crate) fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().expect("run flows")
+        self.spawn(args).wait_with_output().expect("run flows")
     }
 
     /// Runs `args` with `--json`, expects success, and parses stdout.
@@ -72,6 +74,17 @@ impl Env {
     pub(crate) fn show(&self, run: i64) -> Value {
         self.json(&["show", &run.to_string()])
     }
+}
+
+/// Kills a test's process if it is still running after two minutes: a hang fails its test
+/// instead of stalling the whole suite.
+fn watchdog(pid: u32) {
+    std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(120));
+        if alive(pid as i32) {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+    });
 }
 
 /// stdout and stderr, for assertion messages.
