@@ -186,8 +186,8 @@ fn a_wait_with_a_timeout_takes_its_default() {
 #[test]
 fn pause_holds_new_nodes_and_resume_lets_them_run() {
     let env = Env::new();
-    // `a` takes a second: the pause is seen while it runs.
-    let input = crate::support::pipeline_input(&env.dir(), 1000, false);
+    // `a` takes two seconds: the pause is seen while it runs.
+    let input = crate::support::pipeline_input(&env.dir(), 2000, false);
     let child = env.spawn(&["run", "pipeline", "--input", &input]);
     env.wait_for_marker("a");
     let out = env.run(&["pause", "1"]);
