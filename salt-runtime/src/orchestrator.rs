@@ -79,6 +79,9 @@ struct Node {
     parked: Option<(u32, String)>,
     /// Re-running for `rerun --from`: a replayed spawn may change a child's arguments.
     rerun: bool,
+    /// The attempt that was parked while it awaited children; the first of them to end
+    /// replays the node.
+    parked_on_children: Option<u32>,
 }
 
 /// How a run is driven.
@@ -87,6 +90,9 @@ pub(crate) struct Options {
     pub(crate) parallelism: usize,
     pub(crate) handle_ctrl_c: bool,
     pub(crate) exe: PathBuf,
+    /// With the process executor, a node that has awaited children this long gives up its
+    /// process; it is replayed when one of them ends.
+    pub(crate) park_after: Duration,
 }
 
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
@@ -94,6 +100,7 @@ enum Timer {
     Retry { node: NodeId, attempt: u32 },
     Timeout { node: NodeId, attempt: u32 },
     Signal { node: NodeId, seq: u32 },
+    Park { node: NodeId, attempt: u32 },
 }
 
 enum Action {
@@ -218,6 +225,7 @@ impl Orchestrator {
                 failures: 0,
                 parked: None,
                 rerun: false,
+                parked_on_children: None,
             });
         }
         for a in &snapshot.attempts {
@@ -325,6 +333,7 @@ impl Orchestrator {
             n.output = None;
             n.error = None;
             n.parked = None;
+            n.parked_on_children = None;
             n.failures = 0;
             self.writes.push(Write::NodeReset { run: self.run, node: id });
         }
@@ -831,6 +840,7 @@ impl Orchestrator {
             failures: 0,
             parked: None,
             rerun: false,
+            parked_on_children: None,
         });
         self.nodes[parent as usize].children.push(id);
         self.keys.insert((parent, seq), id);
@@ -909,6 +919,10 @@ impl Orchestrator {
         if p.waiting_on == 1 && p.state == NodeState::Running {
             self.live_slots -= 1;
             self.set_state(node, NodeState::Waiting);
+            if self.opts.executor == Executor::Process {
+                let at = Instant::now() + self.opts.park_after;
+                self.timers.push(Reverse((at, Timer::Park { node, attempt })));
+            }
         }
     }
 
@@ -1097,6 +1111,14 @@ impl Orchestrator {
             let result = self.result_of(id);
             for w in std::mem::take(&mut self.nodes[id as usize].awaiters) {
                 let p = &mut self.nodes[w.node as usize];
+                if p.parked_on_children == Some(w.attempt) {
+                    // Parked while it awaited: replay it now that a child has ended.
+                    p.parked_on_children = None;
+                    p.state = NodeState::Pending;
+                    self.writes.push(Write::NodeState { run: self.run, node: w.node, state: NodeState::Pending });
+                    self.promote(w.node);
+                    continue;
+                }
                 if p.live.as_ref().is_some_and(|l| l.attempt == w.attempt) {
                     p.waiting_on = p.waiting_on.saturating_sub(1);
                     if p.waiting_on == 0 && p.state == NodeState::Waiting {
@@ -1158,6 +1180,12 @@ impl Orchestrator {
                     // A deadline comes with a default; a `null` one may arrive as none.
                     if parked && let Some((_, default)) = self.deadlines.get(&(node, seq)).cloned() {
                         self.deliver(node, seq, default.unwrap_or(Value::Null));
+                    }
+                }
+                Timer::Park { node, attempt } => {
+                    let n = &self.nodes[node as usize];
+                    if self.is_current(node, attempt) && n.state == NodeState::Waiting && n.waiting_on > 0 {
+                        self.park_on_children(node, attempt);
                     }
                 }
                 Timer::Timeout { node, attempt } => {
@@ -1482,6 +1510,25 @@ impl Orchestrator {
         let record = WaitRecord { node, seq: wait.seq, name: wait.name, schema: wait.schema, deadline, default };
         self.writes.push(Write::WaitStarted { run: self.run, record });
         self.note(node, task, NodeState::Waiting, attempt, None);
+    }
+
+    /// Stops the process of a node that has awaited children for a while; the first of them
+    /// to end replays it. Waiting on a long child holds no process.
+    fn park_on_children(&mut self, node: NodeId, attempt: u32) {
+        let n = &mut self.nodes[node as usize];
+        if let Some(running) = n.live.take().and_then(|l| l.running) {
+            self.actions.push(Action::Stop(running));
+        }
+        n.parked_on_children = Some(attempt);
+        n.waiting_on = 0;
+        self.writes.push(Write::AttemptFinished {
+            run: self.run,
+            node,
+            attempt,
+            state: NodeState::Waiting,
+            error: None,
+            at: now_ms(),
+        });
     }
 
     /// Gives a parked node its signal's value and runs it again from the start (a replay).

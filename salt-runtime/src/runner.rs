@@ -60,6 +60,10 @@ pub struct Runner {
     handle_ctrl_c: bool,
 }
 
+/// With the process executor, how long a node may await its children before it gives up its
+/// process (`SALT_PARK_AFTER_MS` overrides it).
+pub const DEFAULT_PARK_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The default number of nodes that run at once: the number of cores.
 pub fn default_parallelism() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(4)
@@ -278,8 +282,17 @@ impl Runner {
         let registry = Registry::global()?;
         let exe = std::env::current_exe()
             .map_err(|e| Error::new(ErrorKind::Usage, format!("cannot find this binary to run nodes in: {e}")))?;
-        let opts =
-            Options { executor: self.executor, parallelism: self.parallelism, handle_ctrl_c: self.handle_ctrl_c, exe };
+        let park_after = std::env::var("SALT_PARK_AFTER_MS")
+            .ok()
+            .and_then(|ms| ms.parse().ok())
+            .map_or(DEFAULT_PARK_AFTER, std::time::Duration::from_millis);
+        let opts = Options {
+            executor: self.executor,
+            parallelism: self.parallelism,
+            handle_ctrl_c: self.handle_ctrl_c,
+            exe,
+            park_after,
+        };
         let (mut orchestrator, rx) =
             Orchestrator::new(snapshot, store, registry, opts, progress::observer(self.progress))?;
         prepare(&mut orchestrator)?;

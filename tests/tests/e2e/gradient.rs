@@ -296,3 +296,25 @@ fn a_durable_sleep_parks_the_node_and_survives_a_killed_orchestrator() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2");
     assert!(started.elapsed() >= Duration::from_millis(1800));
 }
+
+#[test]
+fn a_node_awaiting_a_long_child_gives_up_its_process_and_is_replayed() {
+    let env = Env::new();
+    let input = crate::support::pipeline_input(&env.dir(), 500, false);
+    let out = env
+        .cmd(&["run", "pipeline", "--input", &input, "--executor", "process"])
+        .env("SALT_PARK_AFTER_MS", "100")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "90");
+    // Every step ran once: the replays bound to the nodes already spawned.
+    for step in ["a", "b", "c1", "c2", "c3", "total", "maybe_fail"] {
+        assert_eq!(env.count(step), 1, "{step}");
+    }
+    let show = env.show(1);
+    let root: Vec<&Value> = show["attempts"].as_array().unwrap().iter().filter(|a| a["node"] == 0).collect();
+    assert!(root.len() >= 2, "the root was parked at least once: {show}");
+    assert!(root[..root.len() - 1].iter().all(|a| a["state"] == "waiting"), "{show}");
+    assert_eq!(root.last().unwrap()["state"], "succeeded");
+}
