@@ -1113,10 +1113,7 @@ impl Orchestrator {
                 let p = &mut self.nodes[w.node as usize];
                 if p.parked_on_children == Some(w.attempt) {
                     // Parked while it awaited: replay it now that a child has ended.
-                    p.parked_on_children = None;
-                    p.state = NodeState::Pending;
-                    self.writes.push(Write::NodeState { run: self.run, node: w.node, state: NodeState::Pending });
-                    self.promote(w.node);
+                    self.unpark(w.node);
                     continue;
                 }
                 if p.live.as_ref().is_some_and(|l| l.attempt == w.attempt) {
@@ -1479,25 +1476,9 @@ impl Orchestrator {
     /// Stops a node's attempt while it waits for a signal: it holds no process and no slot, and
     /// is replayed up to the wait when the signal arrives.
     fn park(&mut self, node: NodeId, attempt: u32, wait: SignalWait) {
-        let n = &mut self.nodes[node as usize];
-        if let Some(running) = n.live.take().and_then(|l| l.running) {
-            self.actions.push(Action::Stop(running));
-        }
-        if n.state == NodeState::Running {
-            self.live_slots -= 1;
-        }
-        n.parked = Some((wait.seq, wait.name.clone()));
-        n.waiting_on = 0;
-        let task = n.task.name;
-        self.set_state(node, NodeState::Waiting);
-        self.writes.push(Write::AttemptFinished {
-            run: self.run,
-            node,
-            attempt,
-            state: NodeState::Waiting,
-            error: None,
-            at: now_ms(),
-        });
+        self.stop_waiting_attempt(node, attempt);
+        self.nodes[node as usize].parked = Some((wait.seq, wait.name.clone()));
+        let task = self.nodes[node as usize].task.name;
         let (deadline, default) = match self.deadlines.get(&(node, wait.seq)) {
             Some((d, v)) => (Some(*d), v.clone()),
             None => (wait.timeout_ms.map(|t| now_ms() + t as i64), wait.default.clone()),
@@ -1515,12 +1496,22 @@ impl Orchestrator {
     /// Stops the process of a node that has awaited children for a while; the first of them
     /// to end replays it. Waiting on a long child holds no process.
     fn park_on_children(&mut self, node: NodeId, attempt: u32) {
+        self.stop_waiting_attempt(node, attempt);
+        self.nodes[node as usize].parked_on_children = Some(attempt);
+    }
+
+    /// Ends a node's attempt because it waits (parked): its process or body is stopped, its
+    /// slot freed, and the attempt recorded as `waiting`.
+    fn stop_waiting_attempt(&mut self, node: NodeId, attempt: u32) {
         let n = &mut self.nodes[node as usize];
         if let Some(running) = n.live.take().and_then(|l| l.running) {
             self.actions.push(Action::Stop(running));
         }
-        n.parked_on_children = Some(attempt);
+        if n.state == NodeState::Running {
+            self.live_slots -= 1;
+        }
         n.waiting_on = 0;
+        self.set_state(node, NodeState::Waiting);
         self.writes.push(Write::AttemptFinished {
             run: self.run,
             node,
@@ -1531,15 +1522,21 @@ impl Orchestrator {
         });
     }
 
+    /// A parked node may go on: it becomes pending and is replayed when a slot is free.
+    fn unpark(&mut self, node: NodeId) {
+        let n = &mut self.nodes[node as usize];
+        n.parked = None;
+        n.parked_on_children = None;
+        n.state = NodeState::Pending;
+        self.writes.push(Write::NodeState { run: self.run, node, state: NodeState::Pending });
+        self.promote(node);
+    }
+
     /// Gives a parked node its signal's value and runs it again from the start (a replay).
     fn deliver(&mut self, node: NodeId, seq: u32, value: Value) {
         self.record(node, seq, JournalKind::Signal, value);
         self.writes.push(Write::WaitEnded { run: self.run, node, seq });
-        let n = &mut self.nodes[node as usize];
-        n.parked = None;
-        n.state = NodeState::Pending;
-        self.writes.push(Write::NodeState { run: self.run, node, state: NodeState::Pending });
-        self.promote(node);
+        self.unpark(node);
     }
 
     /// Reads what other processes asked: cancel, pause or resume, signals.
