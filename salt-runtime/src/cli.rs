@@ -39,8 +39,9 @@ struct Cli {
 
 #[derive(Debug, Clone, clap::Args)]
 struct RunOptions {
-    /// Where attempts run: in this process, or each in a fresh process of this binary
-    /// [default: inline; for recover, rerun and run-one: the run's own].
+    /// Where attempts run: in this process, each in a fresh process of this binary, or in a
+    /// pool of long-lived processes of this binary [default: inline; for recover, rerun and
+    /// run-one: the run's own].
     #[arg(long, value_enum)]
     executor: Option<Executor>,
 
@@ -48,6 +49,10 @@ struct RunOptions {
     /// run-one: the run's own].
     #[arg(long, value_name = "N")]
     parallelism: Option<usize>,
+
+    /// With `--executor pool`: how many processes to keep warm [default: the parallelism].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pool_size: Option<u16>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -247,7 +252,12 @@ fn runner(db: &Path, options: &RunOptions, stored: Option<&crate::model::RunReco
         .unwrap_or(Executor::Inline);
     let parallelism =
         options.parallelism.or_else(|| stored.map(|r| r.parallelism as usize)).unwrap_or_else(default_parallelism);
-    Runner::new(db).executor(executor).parallelism(parallelism).progress(Progress::Auto).handle_ctrl_c(true)
+    let runner =
+        Runner::new(db).executor(executor).parallelism(parallelism).progress(Progress::Auto).handle_ctrl_c(true);
+    match options.pool_size {
+        Some(n) => runner.pool_size(n.into()),
+        None => runner,
+    }
 }
 
 async fn dispatch(cli: Cli) -> Result<ExitCode> {
@@ -256,7 +266,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
     let command = cli.command.unwrap_or(Command::Run {
         workflow: None,
         input: None,
-        options: RunOptions { executor: None, parallelism: None },
+        options: RunOptions { executor: None, parallelism: None, pool_size: None },
     });
     match command {
         Command::Run { workflow, input, options } => {

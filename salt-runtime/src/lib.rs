@@ -6,16 +6,17 @@
 
 pub mod cli;
 pub mod context;
+mod driver;
 pub mod error;
 mod executor;
 pub mod model;
-mod orchestrator;
 pub mod plan;
 pub mod progress;
 pub mod promise;
 pub mod protocol;
 pub mod registry;
 pub mod render;
+mod run;
 pub mod runner;
 pub mod store;
 

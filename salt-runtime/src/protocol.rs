@@ -3,19 +3,26 @@
 //!
 //! A node process is the workflow binary re-executed as `<bin> __salt exec`. It first moves its
 //! own stdout aside (user `println!` goes to stderr, which is the attempt's log), then speaks
-//! the protocol on the original stdout:
+//! the protocol on the original stdout. One session serves any number of attempts, one after
+//! the other or at once: every message after `hello` names its attempt (`attempt_id`, chosen
+//! by the orchestrator, unique in the session).
 //!
 //! ```text
-//! node → orchestrator: {"type":"hello","protocol":1,"pid":4242}
-//! orchestrator → node: {"type":"start","protocol":1,"run":7,"node":3,"task":"extract","attempt":1,"input":{…}}
-//! node → orchestrator: {"type":"mutate","mutations":[{"op":"spawn","seq":0,"task":"parse","args":[["text",{"value":"…"}]]}]}
-//! node → orchestrator: {"type":"await","id":1,"seq":0}
-//! orchestrator → node: {"type":"resolved","id":1,"ok":{…}}           (or "err":{"kind":…,"message":…})
-//! node → orchestrator: {"type":"journal","id":2,"seq":1,"kind":"random","value":123}
-//! orchestrator → node: {"type":"value","id":2,"value":123}
-//! node → orchestrator: {"type":"log","line":"…"}
-//! node → orchestrator: {"type":"done","output":{…}}                 (or "failed" with "error")
+//! node → orchestrator: {"type":"hello","protocol":2,"pid":4242}
+//! orchestrator → node: {"type":"start","attempt_id":1,"run":7,"node":3,"task":"extract","attempt":1,"input":{…}}
+//! node → orchestrator: {"type":"mutate","attempt_id":1,"mutations":[{"op":"spawn","seq":0,"task":"parse","args":[["text",{"value":"…"}]]}]}
+//! node → orchestrator: {"type":"await","attempt_id":1,"id":1,"seq":0}
+//! orchestrator → node: {"type":"resolved","attempt_id":1,"id":1,"result":{"ok":{…}}}     (or {"err":{"kind":…,"message":…}})
+//! node → orchestrator: {"type":"journal","attempt_id":1,"id":2,"seq":1,"kind":"random","value":123}
+//! orchestrator → node: {"type":"value","attempt_id":1,"id":2,"value":123}
+//! node → orchestrator: {"type":"log","attempt_id":1,"line":"…"}
+//! node → orchestrator: {"type":"done","attempt_id":1,"output":{…}}          (or "failed" with "error")
+//! orchestrator → node: {"type":"cancel","attempt_id":1}                      (stop one attempt)
 //! ```
+//!
+//! After an attempt's `done` or `failed`, the node process writes a marker line on stderr
+//! (`END_MARKER` and the attempt id), so the orchestrator knows that every log line the
+//! attempt wrote before it has arrived. End of input ends the process.
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -36,10 +43,42 @@ use crate::model::{NodeId, RunId};
 use crate::registry::Registry;
 
 /// The version of the protocol this build speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The longest line either side accepts, in bytes.
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+/// The start of the stderr line a node process writes after each attempt's last message.
+pub const END_MARKER: &str = "\u{1}salt-attempt-end ";
+
+/// The outcome of an awaited node, exactly as JSON: `{"ok": value}` or `{"err": error}`; a
+/// `null` output is `{"ok": null}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Outcome {
+    /// The node's output.
+    Ok(Value),
+    /// Why it failed.
+    Err(ErrorWire),
+}
+
+impl From<Result<Value, ErrorWire>> for Outcome {
+    fn from(r: Result<Value, ErrorWire>) -> Self {
+        match r {
+            Ok(v) => Outcome::Ok(v),
+            Err(e) => Outcome::Err(e),
+        }
+    }
+}
+
+impl From<Outcome> for Result<Value, ErrorWire> {
+    fn from(o: Outcome) -> Self {
+        match o {
+            Outcome::Ok(v) => Ok(v),
+            Outcome::Err(e) => Err(e),
+        }
+    }
+}
 
 /// A message from the orchestrator to a node process.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -47,8 +86,8 @@ pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 pub enum ToNode {
     /// Run this attempt.
     Start {
-        /// The protocol version.
-        protocol: u32,
+        /// The attempt's id in this session.
+        attempt_id: u64,
         /// The run.
         run: RunId,
         /// The node.
@@ -62,21 +101,26 @@ pub enum ToNode {
     },
     /// The answer to an `await`.
     Resolved {
+        /// The attempt.
+        attempt_id: u64,
         /// The id of the `await`.
         id: u64,
-        /// The awaited node's output.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        ok: Option<Value>,
-        /// Why the awaited node failed.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        err: Option<ErrorWire>,
+        /// The awaited node's output or error.
+        result: Outcome,
     },
-    /// The answer to a `journal` call.
+    /// The answer to a `journal` or `wait` call.
     Value {
+        /// The attempt.
+        attempt_id: u64,
         /// The id of the call.
         id: u64,
         /// The recorded value.
         value: Value,
+    },
+    /// Stop an attempt: its body is dropped, and the node answers `failed` (cancelled).
+    Cancel {
+        /// The attempt.
+        attempt_id: u64,
     },
 }
 
@@ -93,11 +137,15 @@ pub enum FromNode {
     },
     /// Changes to the graph: spawns, edges, promises, annotations.
     Mutate {
+        /// The attempt.
+        attempt_id: u64,
         /// The changes, in order.
         mutations: Vec<Mutation>,
     },
     /// Wait for the output of the child spawned at `seq`.
     Await {
+        /// The attempt.
+        attempt_id: u64,
         /// An id the answer will carry.
         id: u64,
         /// The child's sequence number.
@@ -105,6 +153,8 @@ pub enum FromNode {
     },
     /// Record (or replay) a journaled value.
     Journal {
+        /// The attempt.
+        attempt_id: u64,
         /// An id the answer will carry.
         id: u64,
         /// The call's sequence number.
@@ -114,9 +164,11 @@ pub enum FromNode {
         /// The value proposed on first run.
         value: Value,
     },
-    /// Wait for a signal; answered with a `value` when it arrives (the process may be stopped
+    /// Wait for a signal; answered with a `value` when it arrives (the attempt may be stopped
     /// meanwhile and the node replayed instead).
     Wait {
+        /// The attempt.
+        attempt_id: u64,
         /// An id the answer will carry.
         id: u64,
         /// What to wait for.
@@ -124,103 +176,144 @@ pub enum FromNode {
     },
     /// A line for the attempt's log.
     Log {
+        /// The attempt.
+        attempt_id: u64,
         /// The line.
         line: String,
     },
     /// The body returned an output.
     Done {
+        /// The attempt.
+        attempt_id: u64,
         /// The output.
         output: Value,
     },
     /// The body failed.
     Failed {
+        /// The attempt.
+        attempt_id: u64,
         /// Why.
         error: ErrorWire,
     },
 }
 
-/// The protocol as a node process speaks it: writes go to the moved-aside stdout.
-struct ProtocolHost {
-    out: Mutex<std::fs::File>,
-    next_id: AtomicU64,
-    awaiting: Mutex<HashMap<u64, oneshot::Sender<ToNode>>>,
+impl FromNode {
+    /// The attempt a message belongs to (none for `hello`).
+    pub fn attempt_id(&self) -> Option<u64> {
+        match self {
+            FromNode::Hello { .. } => None,
+            FromNode::Mutate { attempt_id, .. }
+            | FromNode::Await { attempt_id, .. }
+            | FromNode::Journal { attempt_id, .. }
+            | FromNode::Wait { attempt_id, .. }
+            | FromNode::Log { attempt_id, .. }
+            | FromNode::Done { attempt_id, .. }
+            | FromNode::Failed { attempt_id, .. } => Some(*attempt_id),
+        }
+    }
 }
 
-impl ProtocolHost {
+/// The protocol descriptor of a node process, shared by its attempts.
+struct Wire {
+    out: Mutex<std::fs::File>,
+}
+
+impl Wire {
     fn send(&self, msg: &FromNode) {
         let mut line = serde_json::to_vec(msg).unwrap_or_default();
         line.push(b'\n');
         let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
         if out.write_all(&line).and_then(|()| out.flush()).is_err() {
-            // The orchestrator is gone: nobody can use what this attempt does any more.
+            // The orchestrator is gone: nobody can use what this process does any more.
             std::process::exit(3);
         }
     }
+}
 
+/// Calls of one attempt waiting for their answers.
+type Calls = Arc<Mutex<HashMap<u64, oneshot::Sender<ToNode>>>>;
+
+/// One attempt as its body sees the protocol.
+struct ProtocolHost {
+    wire: Arc<Wire>,
+    attempt_id: u64,
+    next_id: AtomicU64,
+    calls: Calls,
+}
+
+impl ProtocolHost {
     fn call(&self, make: impl FnOnce(u64) -> FromNode) -> oneshot::Receiver<ToNode> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        self.awaiting.lock().unwrap_or_else(|p| p.into_inner()).insert(id, tx);
-        self.send(&make(id));
+        self.calls.lock().unwrap_or_else(|p| p.into_inner()).insert(id, tx);
+        self.wire.send(&make(id));
         rx
     }
+}
 
-    fn dispatch(&self, msg: ToNode) {
-        let id = match &msg {
-            ToNode::Resolved { id, .. } | ToNode::Value { id, .. } => *id,
-            ToNode::Start { .. } => return,
-        };
-        if let Some(tx) = self.awaiting.lock().unwrap_or_else(|p| p.into_inner()).remove(&id) {
-            let _ = tx.send(msg);
-        }
+/// A value answer; an attempt whose answer never comes is being stopped: wait for that.
+async fn value_of(rx: oneshot::Receiver<ToNode>) -> Value {
+    match rx.await {
+        Ok(ToNode::Value { value, .. }) => value,
+        _ => futures::future::pending().await,
     }
 }
 
 impl Host for ProtocolHost {
     fn mutate(&self, mutations: Vec<Mutation>) {
-        self.send(&FromNode::Mutate { mutations });
+        self.wire.send(&FromNode::Mutate { attempt_id: self.attempt_id, mutations });
     }
 
     fn await_node(&self, seq: u32) -> BoxFuture<'static, Result<Value, ErrorWire>> {
-        let rx = self.call(|id| FromNode::Await { id, seq });
+        let attempt_id = self.attempt_id;
+        let rx = self.call(|id| FromNode::Await { attempt_id, id, seq });
         async move {
             match rx.await {
-                Ok(ToNode::Resolved { ok: Some(v), .. }) => Ok(v),
-                Ok(ToNode::Resolved { err: Some(e), .. }) => Err(e),
-                _ => Err(ErrorWire::new(ErrorKind::Protocol, "the orchestrator sent no answer to an await")),
+                Ok(ToNode::Resolved { result, .. }) => result.into(),
+                Ok(other) => Err(ErrorWire::new(
+                    ErrorKind::Protocol,
+                    format!("the orchestrator answered an await with {}", short(&format!("{other:?}"))),
+                )),
+                Err(_) => futures::future::pending().await,
             }
         }
         .boxed()
     }
 
     fn journal(&self, seq: u32, kind: JournalKind, proposed: Value) -> BoxFuture<'static, Value> {
-        let rx = self.call(|id| FromNode::Journal { id, seq, kind, value: proposed.clone() });
-        async move {
-            match rx.await {
-                Ok(ToNode::Value { value, .. }) => value,
-                _ => futures::future::pending().await,
-            }
-        }
-        .boxed()
+        let attempt_id = self.attempt_id;
+        value_of(self.call(|id| FromNode::Journal { attempt_id, id, seq, kind, value: proposed })).boxed()
     }
 
     fn wait_signal(&self, wait: SignalWait) -> BoxFuture<'static, Value> {
-        let rx = self.call(|id| FromNode::Wait { id, wait });
-        async move {
-            match rx.await {
-                Ok(ToNode::Value { value, .. }) => value,
-                _ => futures::future::pending().await,
-            }
-        }
-        .boxed()
+        let attempt_id = self.attempt_id;
+        value_of(self.call(|id| FromNode::Wait { attempt_id, id, wait })).boxed()
     }
 
     fn log(&self, line: String) {
-        self.send(&FromNode::Log { line });
+        self.wire.send(&FromNode::Log { attempt_id: self.attempt_id, line });
     }
 }
 
-/// The entry point of a node process (`<bin> __salt exec`): runs one attempt and exits.
+/// At most 200 bytes of a text, for error messages that quote what a peer sent.
+pub(crate) fn short(text: &str) -> String {
+    short_to(text, 200)
+}
+
+/// At most `max` bytes of a text (cut at a character boundary), saying how long it was.
+pub(crate) fn short_to(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes)", &text[..end], text.len())
+}
+
+/// The entry point of a node process (`<bin> __salt exec`): serves attempts until its input
+/// ends.
 pub fn exec_main() -> ExitCode {
     // Keep the real stdout for the protocol and point fd 1 at stderr, so that user code that
     // prints cannot corrupt the protocol: its output lands in the attempt's log.
@@ -236,6 +329,10 @@ pub fn exec_main() -> ExitCode {
         eprintln!("salt: cannot redirect stdout: {e}");
         return ExitCode::from(3);
     }
+    // When the orchestrator dies, so does this process (and, through the handler below, the
+    // processes its tasks started).
+    #[cfg(target_os = "linux")]
+    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM);
     let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -246,65 +343,111 @@ pub fn exec_main() -> ExitCode {
     rt.block_on(exec(proto))
 }
 
+/// An attempt running in this node process.
+struct Running {
+    calls: Calls,
+    abort: tokio::task::AbortHandle,
+}
+
 async fn exec(proto: std::fs::File) -> ExitCode {
-    let host = Arc::new(ProtocolHost {
-        out: Mutex::new(proto),
-        next_id: AtomicU64::new(1),
-        awaiting: Mutex::new(HashMap::new()),
+    let wire = Arc::new(Wire { out: Mutex::new(proto) });
+    wire.send(&FromNode::Hello { protocol: PROTOCOL_VERSION, pid: std::process::id() });
+
+    // SIGTERM (the orchestrator died, or stops this process): take the processes the tasks
+    // started down too; they share this process's group.
+    tokio::spawn(async {
+        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            term.recv().await;
+            let _ = nix::sys::signal::killpg(nix::unistd::getpgrp(), nix::sys::signal::Signal::SIGKILL);
+            std::process::exit(3);
+        }
     });
-    host.send(&FromNode::Hello { protocol: PROTOCOL_VERSION, pid: std::process::id() });
 
+    let registry = Registry::global();
+    let running: Arc<Mutex<HashMap<u64, Running>>> = Arc::default();
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-    let start = match lines.next_line().await {
-        Ok(Some(line)) => serde_json::from_str::<ToNode>(&line),
-        _ => return ExitCode::from(3),
-    };
-    let (run, node, task, attempt, input) = match start {
-        Ok(ToNode::Start { protocol: PROTOCOL_VERSION, run, node, task, attempt, input }) => {
-            (run, node, task, attempt, input)
-        }
-        other => {
-            host.send(&FromNode::Failed {
-                error: ErrorWire::new(ErrorKind::Protocol, format!("expected a start message, got {other:?}")),
-            });
-            return ExitCode::from(3);
-        }
-    };
-
-    // Answers arrive on stdin; end of input means the orchestrator is gone.
-    let reader_host = host.clone();
-    tokio::spawn(async move {
-        loop {
-            match lines.next_line().await {
-                Ok(Some(line)) => match serde_json::from_str::<ToNode>(&line) {
-                    Ok(msg) => reader_host.dispatch(msg),
-                    Err(e) => {
-                        eprintln!("salt: orchestrator sent a bad message: {e}");
-                        std::process::exit(3);
+    loop {
+        let line = match lines.next_line().await {
+            Ok(Some(line)) => line,
+            // End of input: the orchestrator is done with this process, or gone.
+            _ => return ExitCode::SUCCESS,
+        };
+        let msg = match serde_json::from_str::<ToNode>(&line) {
+            Ok(msg) => msg,
+            Err(e) => {
+                eprintln!("salt: the orchestrator sent a bad message ({e}): {}", short(&line));
+                return ExitCode::from(3);
+            }
+        };
+        match msg {
+            ToNode::Start { attempt_id, run, node, task, attempt, input } => {
+                let descriptor = match registry
+                    .as_ref()
+                    .map_err(|e| e.to_wire())
+                    .and_then(|r| r.task(&task).map_err(|e| e.to_wire()))
+                {
+                    Ok(d) => d,
+                    Err(error) => {
+                        wire.send(&FromNode::Failed { attempt_id, error });
+                        end_marker(attempt_id);
+                        continue;
                     }
-                },
-                _ => std::process::exit(3),
+                };
+                let calls = Calls::default();
+                let host = Arc::new(ProtocolHost {
+                    wire: wire.clone(),
+                    attempt_id,
+                    next_id: AtomicU64::new(1),
+                    calls: calls.clone(),
+                });
+                let ctx = Context::new(host, run, node, attempt);
+                let body = ctx.clone().scope((descriptor.run)(input, ctx.clone()));
+                let (wire2, running2) = (wire.clone(), running.clone());
+                let handle = tokio::spawn(async move {
+                    let result = std::panic::AssertUnwindSafe(body).catch_unwind().await;
+                    ctx.flush();
+                    running2.lock().unwrap_or_else(|p| p.into_inner()).remove(&attempt_id);
+                    match result {
+                        Ok(Ok(output)) => wire2.send(&FromNode::Done { attempt_id, output }),
+                        Ok(Err(e)) => wire2.send(&FromNode::Failed { attempt_id, error: e.to_wire() }),
+                        Err(panic) => wire2.send(&FromNode::Failed { attempt_id, error: panic_error(panic) }),
+                    }
+                    end_marker(attempt_id);
+                });
+                running
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(attempt_id, Running { calls, abort: handle.abort_handle() });
+            }
+            ToNode::Resolved { attempt_id, id, .. } | ToNode::Value { attempt_id, id, .. } => {
+                let tx = running
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&attempt_id)
+                    .and_then(|r| r.calls.lock().unwrap_or_else(|p| p.into_inner()).remove(&id));
+                if let Some(tx) = tx {
+                    let _ = tx.send(msg);
+                }
+            }
+            ToNode::Cancel { attempt_id } => {
+                let gone = running.lock().unwrap_or_else(|p| p.into_inner()).remove(&attempt_id);
+                if let Some(r) = gone {
+                    r.abort.abort();
+                    let error = ErrorWire::new(ErrorKind::Cancelled, "the attempt was stopped");
+                    wire.send(&FromNode::Failed { attempt_id, error });
+                    end_marker(attempt_id);
+                }
             }
         }
-    });
-
-    let descriptor = match Registry::global().and_then(|r| r.task(&task)) {
-        Ok(d) => d,
-        Err(e) => {
-            host.send(&FromNode::Failed { error: e.to_wire() });
-            return ExitCode::SUCCESS;
-        }
-    };
-    let ctx = Context::new(host.clone(), run, node, attempt);
-    let body = ctx.clone().scope((descriptor.run)(input, ctx.clone()));
-    let result = std::panic::AssertUnwindSafe(body).catch_unwind().await;
-    ctx.flush();
-    match result {
-        Ok(Ok(output)) => host.send(&FromNode::Done { output }),
-        Ok(Err(e)) => host.send(&FromNode::Failed { error: e.to_wire() }),
-        Err(panic) => host.send(&FromNode::Failed { error: panic_error(panic) }),
     }
-    ExitCode::SUCCESS
+}
+
+/// Tells the orchestrator, on the log stream, that an attempt's log is complete.
+fn end_marker(attempt_id: u64) {
+    let _ = std::io::stdout().flush();
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "{END_MARKER}{attempt_id}");
+    let _ = err.flush();
 }
 
 /// The error of a panicked body, with the panic's message.
@@ -329,11 +472,14 @@ mod tests {
             task: "extract".into(),
             args: vec![("source".into(), WireArg::Value("a.csv".into())), ("rows".into(), WireArg::Handle(1))],
         };
-        let msg = FromNode::Mutate { mutations: vec![Mutation::Spawn(spawn), Mutation::Edge { from: 0, to: 2 }] };
+        let msg = FromNode::Mutate {
+            attempt_id: 4,
+            mutations: vec![Mutation::Spawn(spawn), Mutation::Edge { from: 0, to: 2 }],
+        };
         let line = serde_json::to_string(&msg).unwrap();
         assert_eq!(
             line,
-            r#"{"type":"mutate","mutations":[{"op":"spawn","seq":2,"task":"extract","args":[["source",{"value":"a.csv"}],["rows",{"handle":1}]]},{"op":"edge","from":0,"to":2}]}"#
+            r#"{"type":"mutate","attempt_id":4,"mutations":[{"op":"spawn","seq":2,"task":"extract","args":[["source",{"value":"a.csv"}],["rows",{"handle":1}]]},{"op":"edge","from":0,"to":2}]}"#
         );
         assert!(matches!(serde_json::from_str::<FromNode>(&line).unwrap(), FromNode::Mutate { .. }));
     }
@@ -341,7 +487,26 @@ mod tests {
     #[test]
     fn unknown_messages_and_fields_are_rejected() {
         assert!(serde_json::from_str::<FromNode>(r#"{"type":"explode"}"#).is_err());
-        assert!(serde_json::from_str::<FromNode>(r#"{"type":"log","line":"x","extra":1}"#).is_err());
+        assert!(serde_json::from_str::<FromNode>(r#"{"type":"log","attempt_id":1,"line":"x","extra":1}"#).is_err());
         assert!(serde_json::from_str::<FromNode>("not json").is_err());
+    }
+
+    #[test]
+    fn every_json_value_crosses_exactly() {
+        for v in [
+            serde_json::json!(null),
+            serde_json::json!({"a": null, "b": [null, {"c": null}]}),
+            serde_json::json!([[[[[[[[[[1]]]]]]]]]]),
+            serde_json::json!(""),
+        ] {
+            let msg = ToNode::Resolved { attempt_id: 1, id: 2, result: Outcome::Ok(v.clone()) };
+            let back: ToNode = serde_json::from_str(&serde_json::to_string(&msg).unwrap()).unwrap();
+            match back {
+                ToNode::Resolved { result: Outcome::Ok(got), .. } => assert_eq!(got, v),
+                other => panic!("{other:?}"),
+            }
+        }
+        let line = serde_json::to_string(&ToNode::Resolved { attempt_id: 1, id: 2, result: Outcome::Ok(Value::Null) });
+        assert_eq!(line.unwrap(), r#"{"type":"resolved","attempt_id":1,"id":2,"result":{"ok":null}}"#);
     }
 }

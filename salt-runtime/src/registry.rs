@@ -160,7 +160,9 @@ impl Registry {
             .map_err(|m| Error::new(ErrorKind::Usage, m))
     }
 
-    fn build(descriptors: impl Iterator<Item = &'static TaskDescriptor>) -> std::result::Result<Registry, String> {
+    pub(crate) fn build(
+        descriptors: impl Iterator<Item = &'static TaskDescriptor>,
+    ) -> std::result::Result<Registry, String> {
         let mut tasks = BTreeMap::new();
         let mut all: Vec<_> = descriptors.collect();
         all.sort_by_key(|d| (d.name, d.module));

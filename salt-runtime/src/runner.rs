@@ -7,11 +7,13 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::driver::Driver;
 use crate::error::{Error, ErrorKind, ErrorWire, Result};
+use crate::executor::{Inline, Pool, PoolMode};
 use crate::model::{NodeId, NodeRecord, NodeState, RunId, RunSnapshot, RunState, StoredArg, now_ms};
-use crate::orchestrator::{Options, Orchestrator};
 use crate::progress::{self, Progress};
 use crate::registry::{Kind, Registry, TaskDescriptor};
+use crate::run::{Config, Core};
 use crate::store::{NewRun, SqliteStore, Store, Write};
 
 /// Where attempts run.
@@ -23,6 +25,9 @@ pub enum Executor {
     Inline,
     /// Each attempt in a fresh process of this binary (`<bin> __salt exec`): isolated, killable.
     Process,
+    /// Long-lived processes of this binary, each running many attempts one after the other:
+    /// the isolation of `process` at a fraction of its cost.
+    Pool,
 }
 
 impl Executor {
@@ -31,6 +36,7 @@ impl Executor {
         match self {
             Executor::Inline => "inline",
             Executor::Process => "process",
+            Executor::Pool => "pool",
         }
     }
 }
@@ -56,6 +62,7 @@ pub struct Runner {
     db: PathBuf,
     executor: Executor,
     parallelism: usize,
+    pool_size: Option<usize>,
     progress: Progress,
     handle_ctrl_c: bool,
 }
@@ -76,6 +83,7 @@ impl Runner {
             db: db.into(),
             executor: Executor::Inline,
             parallelism: default_parallelism(),
+            pool_size: None,
             progress: Progress::Quiet,
             handle_ctrl_c: false,
         }
@@ -94,14 +102,21 @@ impl Runner {
         self
     }
 
+    /// How many processes the `pool` executor keeps warm (default: the parallelism). It
+    /// starts more while every process is busy, e.g. with bodies awaiting their children.
+    pub fn pool_size(mut self, n: usize) -> Self {
+        self.pool_size = Some(n.max(1));
+        self
+    }
+
     /// How the run shows its progress.
     pub fn progress(mut self, progress: Progress) -> Self {
         self.progress = progress;
         self
     }
 
-    /// Whether Ctrl-C cancels the run (no new node starts, running attempts are stopped, the run
-    /// is recorded `cancelled`).
+    /// Whether Ctrl-C and SIGTERM cancel the run (no new node starts, running attempts are
+    /// stopped, the run is recorded `cancelled` and `recover` resumes it).
     pub fn handle_ctrl_c(mut self, yes: bool) -> Self {
         self.handle_ctrl_c = yes;
         self
@@ -277,26 +292,46 @@ impl Runner {
         &self,
         snapshot: RunSnapshot,
         store: Box<dyn Store>,
-        prepare: impl FnOnce(&mut Orchestrator) -> Result<()>,
+        prepare: impl FnOnce(&mut Core) -> Result<()>,
     ) -> Result<RunOutcome> {
         let registry = Registry::global()?;
-        let exe = std::env::current_exe()
-            .map_err(|e| Error::new(ErrorKind::Usage, format!("cannot find this binary to run nodes in: {e}")))?;
         let park_after = std::env::var("SALT_PARK_AFTER_MS")
             .ok()
             .and_then(|ms| ms.parse().ok())
             .map_or(DEFAULT_PARK_AFTER, std::time::Duration::from_millis);
-        let opts = Options {
-            executor: self.executor,
+        let config = Config {
+            executor: self.executor.as_str(),
             parallelism: self.parallelism,
-            handle_ctrl_c: self.handle_ctrl_c,
-            exe,
-            park_after,
+            // Waiting on a long child holds no process where attempts hold one.
+            park_after: (self.executor != Executor::Inline).then_some(park_after),
         };
-        let (mut orchestrator, rx) =
-            Orchestrator::new(snapshot, store, registry, opts, progress::observer(self.progress))?;
-        prepare(&mut orchestrator)?;
-        orchestrator.run(rx).await
+        let mut core = Core::new(snapshot, registry, config, std::time::Instant::now())?;
+        prepare(&mut core)?;
+        let (tx, events) = tokio::sync::mpsc::unbounded_channel();
+        let executor: Box<dyn crate::executor::Executor> = match self.executor {
+            Executor::Inline => Box::new(Inline::new(tx)),
+            Executor::Process | Executor::Pool => {
+                let exe = std::env::current_exe().map_err(|e| {
+                    Error::new(ErrorKind::Usage, format!("cannot find this binary to run nodes in: {e}"))
+                })?;
+                let mode = match self.executor {
+                    Executor::Process => PoolMode::Process,
+                    _ => PoolMode::Pool { size: self.pool_size.unwrap_or(self.parallelism) },
+                };
+                Box::new(Pool::new(mode, exe, tx))
+            }
+        };
+        let driver = Driver {
+            core,
+            store,
+            executor,
+            events,
+            observer: progress::observer(self.progress),
+            handle_signals: self.handle_ctrl_c,
+            executor_name: self.executor.as_str(),
+            parallelism: self.parallelism as u32,
+        };
+        driver.run().await
     }
 }
 

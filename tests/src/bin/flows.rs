@@ -360,7 +360,7 @@ fn fake_node(kind: &str, dir: &str) {
         return;
     }
     let _ = std::fs::write(&flag, kind);
-    let hello = format!(r#"{{"type":"hello","protocol":1,"pid":{}}}"#, std::process::id());
+    let hello = format!(r#"{{"type":"hello","protocol":2,"pid":{}}}"#, std::process::id());
     let mut out = std::io::stdout().lock();
     match kind {
         "garbage" => {

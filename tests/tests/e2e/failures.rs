@@ -93,7 +93,7 @@ fn a_misbehaving_node_process_fails_one_attempt_and_the_retry_succeeds() {
         ("unknown", "not a protocol message"),
         ("oversized", "over the"),
         ("early_exit", "exited before reporting a result"),
-        ("bad_hello", "expected hello with protocol 1"),
+        ("bad_hello", "expected hello with protocol 2"),
     ] {
         let env = Env::new();
         let input = serde_json::json!({"dir": env.dir()}).to_string();

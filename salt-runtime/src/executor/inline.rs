@@ -1,0 +1,148 @@
+//! The `inline` executor: bodies run as tasks on this process's async runtime.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+use super::{Answer, AttemptId, Event, Events, Executor, Launch};
+use crate::context::{Context, Host, JournalKind, Mutation, SignalWait};
+use crate::error::ErrorWire;
+use crate::protocol::panic_error;
+
+/// Calls of one attempt waiting for their answers.
+type Calls = Arc<Mutex<HashMap<u64, oneshot::Sender<Answer>>>>;
+
+struct Attempt {
+    abort: tokio::task::AbortHandle,
+    calls: Calls,
+}
+
+/// Runs bodies on this process's runtime.
+pub(crate) struct Inline {
+    events: Events,
+    attempts: HashMap<AttemptId, Attempt>,
+}
+
+impl Inline {
+    pub(crate) fn new(events: Events) -> Self {
+        Self { events, attempts: HashMap::new() }
+    }
+}
+
+impl Executor for Inline {
+    fn start(&mut self, launch: Launch) {
+        let Launch { at, task, input } = launch;
+        let calls = Calls::default();
+        let host =
+            Arc::new(InlineHost { events: self.events.clone(), at, calls: calls.clone(), next: Default::default() });
+        let ctx = Context::new(host, at.run, at.node, at.attempt);
+        let body = ctx.clone().scope((task.run)(input, ctx.clone()));
+        let events = self.events.clone();
+        let handle = tokio::spawn(async move {
+            let result = std::panic::AssertUnwindSafe(body).catch_unwind().await;
+            ctx.flush();
+            let result = match result {
+                Ok(Ok(output)) => Ok(output),
+                Ok(Err(e)) => Err(e.to_wire()),
+                Err(panic) => Err(panic_error(panic)),
+            };
+            let _ = events.send(Event::Finished { at, result });
+        });
+        self.attempts.insert(at, Attempt { abort: handle.abort_handle(), calls });
+    }
+
+    fn answer(&mut self, at: AttemptId, call: u64, answer: Answer) {
+        if let Some(a) = self.attempts.get(&at)
+            && let Some(tx) = a.calls.lock().unwrap_or_else(|p| p.into_inner()).remove(&call)
+        {
+            let _ = tx.send(answer);
+        }
+    }
+
+    fn stop(&mut self, at: AttemptId) {
+        if let Some(a) = self.attempts.remove(&at) {
+            a.abort.abort();
+        }
+    }
+
+    fn ended(&mut self, at: AttemptId) {
+        self.attempts.remove(&at);
+    }
+
+    fn shutdown(&mut self) {
+        for (_, a) in self.attempts.drain() {
+            a.abort.abort();
+        }
+    }
+}
+
+struct InlineHost {
+    events: Events,
+    at: AttemptId,
+    calls: Calls,
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl InlineHost {
+    /// Registers a call and returns where its answer arrives.
+    fn call(&self) -> (u64, oneshot::Receiver<Answer>) {
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.calls.lock().unwrap_or_else(|p| p.into_inner()).insert(id, tx);
+        (id, rx)
+    }
+}
+
+/// The core's answer. If it never comes (the attempt is being stopped: cancelled, timed out,
+/// parked), wait for that.
+async fn answer(rx: oneshot::Receiver<Answer>) -> Answer {
+    match rx.await {
+        Ok(v) => v,
+        Err(_) => futures::future::pending().await,
+    }
+}
+
+async fn value(rx: oneshot::Receiver<Answer>) -> Value {
+    match answer(rx).await {
+        Answer::Value(v) => v,
+        Answer::Resolved(_) => futures::future::pending().await,
+    }
+}
+
+impl Host for InlineHost {
+    fn mutate(&self, mutations: Vec<Mutation>) {
+        let _ = self.events.send(Event::Mutate { at: self.at, mutations });
+    }
+
+    fn wait_signal(&self, wait: SignalWait) -> BoxFuture<'static, Value> {
+        let (call, rx) = self.call();
+        let _ = self.events.send(Event::Wait { at: self.at, call, wait });
+        value(rx).boxed()
+    }
+
+    fn await_node(&self, seq: u32) -> BoxFuture<'static, Result<Value, ErrorWire>> {
+        let (call, rx) = self.call();
+        let _ = self.events.send(Event::Await { at: self.at, call, seq });
+        async move {
+            match answer(rx).await {
+                Answer::Resolved(r) => r,
+                Answer::Value(v) => Ok(v),
+            }
+        }
+        .boxed()
+    }
+
+    fn journal(&self, seq: u32, kind: JournalKind, value_: Value) -> BoxFuture<'static, Value> {
+        let (call, rx) = self.call();
+        let _ = self.events.send(Event::Journal { at: self.at, call, seq, kind, value: value_ });
+        value(rx).boxed()
+    }
+
+    fn log(&self, line: String) {
+        let _ = self.events.send(Event::Log { at: self.at, line });
+    }
+}

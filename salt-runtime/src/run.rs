@@ -1,0 +1,409 @@
+//! The run core: one run's live graph and every rule of how it changes, free of IO.
+//!
+//! The core takes inputs — an [`Event`] from a running body, the time passing, what other
+//! processes asked of the run ([`RunControl`]) — and answers with [`Effects`]: the
+//! [`Write`]s that make the change durable and the [`Action`]s to perform once they are
+//! committed (start or stop an attempt, answer a body's call). It reads no clock but the
+//! `now` it is given for timers, touches no store, no process and no channel, so it is tested
+//! by feeding it events and reading back effects; the driver (`driver.rs`) does the IO.
+//!
+//! Its parts, one module each: the graph and its `(parent, seq)` index (`graph`), replay and
+//! the journal (`replay`), retries, backoff and timers (`timers`), the ready queue (`queue`),
+//! promise enforcement (`promises`), signals, sleeps and parking (`signals`), and the surgery of
+//! `recover`, `rerun --from` and `run-one` (`surgery`).
+
+mod graph;
+mod promises;
+mod queue;
+mod replay;
+mod signals;
+mod surgery;
+#[cfg(test)]
+mod tests;
+mod timers;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use self::graph::Node;
+use self::promises::Active;
+use self::timers::Timer;
+use crate::context::JournalKind;
+use crate::error::{Error, ErrorKind, ErrorWire, Result};
+use crate::executor::{Answer, AttemptId, Event, Launch};
+use crate::model::{NodeId, NodeState, RunControl, RunId, RunSnapshot, RunState, now_ms};
+use crate::progress::Summary;
+use crate::promise::Promise;
+use crate::registry::Registry;
+use crate::runner::RunOutcome;
+use crate::store::Write;
+
+/// The most log lines kept per attempt; the rest is counted, not stored.
+const MAX_LOG_LINES: u32 = 10_000;
+
+/// How a run is driven, as far as the core is concerned.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    /// The executor's name, recorded with each attempt.
+    pub(crate) executor: &'static str,
+    /// How many attempts may run at once.
+    pub(crate) parallelism: usize,
+    /// A node that has awaited its children this long gives up its process (executors whose
+    /// attempts hold one); none to keep it.
+    pub(crate) park_after: Option<Duration>,
+}
+
+/// What the driver does once the writes before it are committed.
+#[derive(Debug)]
+pub(crate) enum Action {
+    /// Start an attempt.
+    Start(Launch),
+    /// Stop an attempt.
+    Stop(AttemptId),
+    /// Answer a body's call.
+    Answer { at: AttemptId, call: u64, answer: Answer },
+}
+
+/// A node transition to show once it is committed.
+#[derive(Debug, Clone)]
+pub(crate) struct Note {
+    pub(crate) node: NodeId,
+    pub(crate) task: &'static str,
+    pub(crate) state: NodeState,
+    pub(crate) attempt: u32,
+    pub(crate) error: Option<ErrorWire>,
+}
+
+/// What the core asks of the world: first the writes, in one transaction; then the actions.
+#[derive(Debug, Default)]
+pub(crate) struct Effects {
+    pub(crate) writes: Vec<Write>,
+    pub(crate) actions: Vec<Action>,
+    pub(crate) notes: Vec<Note>,
+}
+
+/// One run's live graph and its rules.
+pub(crate) struct Core {
+    run: RunId,
+    workflow: String,
+    registry: &'static Registry,
+    config: Config,
+    nodes: Vec<Node>,
+    keys: HashMap<(NodeId, u32), NodeId>,
+    journal: HashMap<(NodeId, u32), (JournalKind, Value)>,
+    ready: BinaryHeap<(i32, Reverse<NodeId>)>,
+    timers: BinaryHeap<Reverse<(Instant, Timer)>>,
+    /// Attempts running (not waiting on children): what parallelism limits.
+    live_slots: usize,
+    /// Nodes not in a final state.
+    active: usize,
+    fx: Effects,
+    cancel_reason: Option<String>,
+    /// Counts starts and ends, to order them.
+    clock: u64,
+    promises: Vec<Active>,
+    terminated: Option<ErrorWire>,
+    paused: bool,
+    /// Signals sent but not consumed, in the order they were sent: (id, name, value).
+    signals: Vec<(i64, String, Value)>,
+    seen_signals: HashSet<i64>,
+    /// Deadlines of waits (ms since the epoch) and their defaults.
+    deadlines: HashMap<(NodeId, u32), (i64, Option<Value>)>,
+    /// The time of the input being applied.
+    now: Instant,
+    started: Instant,
+}
+
+impl Core {
+    /// The core of a run whose graph is `snapshot` (a new run has only its root).
+    pub(crate) fn new(
+        snapshot: RunSnapshot,
+        registry: &'static Registry,
+        config: Config,
+        now: Instant,
+    ) -> Result<Self> {
+        let run = snapshot.run.id;
+        let store_error = |m: String| Error::new(ErrorKind::Store, m);
+        if snapshot.nodes.is_empty() {
+            return Err(store_error(format!(
+                "run {run} has no root node (it was cut short while it was created); start a new run"
+            )));
+        }
+        let mut nodes = Vec::with_capacity(snapshot.nodes.len());
+        let mut keys = HashMap::new();
+        for (i, rec) in snapshot.nodes.into_iter().enumerate() {
+            if rec.id != i as NodeId {
+                return Err(store_error(format!("run {run} has a gap in its node ids at {i}")));
+            }
+            let task = registry.get(&rec.task).ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Usage,
+                    format!("run {run} has a node of task `{}`, which this binary does not have", rec.task),
+                )
+            })?;
+            if let Some(p) = rec.parent
+                && p >= rec.id
+            {
+                return Err(store_error(format!("run {run}: node {} has parent {p}, which is not older", rec.id)));
+            }
+            if let (Some(p), Some(s)) = (rec.parent, rec.seq) {
+                keys.insert((p, s), rec.id);
+            }
+            nodes.push(Node::from_record(rec, task));
+        }
+        for a in &snapshot.attempts {
+            if a.state == NodeState::Failed
+                && let Some(n) = nodes.get_mut(a.node as usize)
+            {
+                n.failures += 1;
+            }
+        }
+        for e in &snapshot.edges {
+            let (from, to) = (e.from as usize, e.to as usize);
+            if from < nodes.len() && to < nodes.len() {
+                nodes[to].deps.push(e.from);
+                nodes[from].dependents.push(e.to);
+            }
+        }
+        for i in 0..nodes.len() {
+            if let Some(p) = nodes[i].parent {
+                nodes[p as usize].children.push(i as NodeId);
+            }
+        }
+        let journal = snapshot.journal.into_iter().map(|j| ((j.node, j.seq), (j.kind, j.value))).collect();
+        let deadlines = snapshot
+            .waits
+            .iter()
+            .filter_map(|w| w.deadline.map(|d| ((w.node, w.seq), (d, w.default.clone()))))
+            .collect();
+        let mut core = Self {
+            run,
+            workflow: snapshot.run.workflow,
+            registry,
+            config,
+            nodes,
+            keys,
+            journal,
+            ready: BinaryHeap::new(),
+            timers: BinaryHeap::new(),
+            live_slots: 0,
+            active: 0,
+            fx: Effects::default(),
+            cancel_reason: None,
+            clock: 0,
+            promises: Vec::new(),
+            terminated: None,
+            paused: false,
+            signals: Vec::new(),
+            seen_signals: HashSet::new(),
+            deadlines,
+            now,
+            started: now,
+        };
+        for record in snapshot.promises {
+            let promise: Promise = record.text.parse().map_err(|e| {
+                Error::new(ErrorKind::Store, format!("run {} has a promise that does not parse: {e}", core.run))
+            })?;
+            if record.scope as usize >= core.nodes.len() {
+                return Err(store_error(format!("run {run} has a promise on node {}, which it lacks", record.scope)));
+            }
+            core.restore_promise(record, promise);
+        }
+        for i in 0..core.nodes.len() {
+            core.declare_registered(i as NodeId);
+        }
+        // Attempts that were running when the previous orchestrator stopped ended with it.
+        for a in snapshot.attempts.iter().filter(|a| a.state == NodeState::Running) {
+            core.fx.writes.push(Write::AttemptFinished {
+                run,
+                node: a.node,
+                attempt: a.attempt,
+                state: NodeState::Cancelled,
+                error: Some(ErrorWire::new(ErrorKind::Cancelled, "interrupted: the orchestrator stopped while it ran")),
+                at: now_ms(),
+            });
+        }
+        for i in 0..core.nodes.len() {
+            core.nodes[i].unmet = core.unmet_of(i as NodeId);
+            if !core.nodes[i].state.is_terminal() {
+                core.active += 1;
+            }
+        }
+        Ok(core)
+    }
+
+    /// The run.
+    pub(crate) fn run_id(&self) -> RunId {
+        self.run
+    }
+
+    /// Makes every node whose upstream is done ready, and takes the run's control state.
+    pub(crate) fn begin(&mut self, now: Instant) {
+        self.now = now;
+        for i in 0..self.nodes.len() {
+            self.promote(i as NodeId);
+        }
+    }
+
+    /// Applies an event of a running body.
+    pub(crate) fn handle(&mut self, now: Instant, event: Event) {
+        self.now = now;
+        match event {
+            Event::Mutate { at, mutations } => {
+                for m in mutations {
+                    if !self.is_current(at) || self.terminated.is_some() {
+                        break;
+                    }
+                    self.mutate(at, m);
+                }
+            }
+            Event::Wait { at, call, wait } => {
+                if self.is_current(at) {
+                    self.wait_signal(at, call, wait);
+                }
+            }
+            Event::Await { at, call, seq } => {
+                if self.is_current(at) {
+                    self.await_child(at, call, seq);
+                }
+            }
+            Event::Journal { at, call, seq, kind, value } => {
+                if self.is_current(at) {
+                    self.journal_call(at, call, seq, kind, value);
+                }
+            }
+            Event::Log { at, line } => self.log(at, line),
+            Event::Finished { at, result } => {
+                if self.is_current(at) {
+                    self.attempt_finished(at.node, at.attempt, result);
+                }
+            }
+        }
+    }
+
+    fn log(&mut self, at: AttemptId, line: String) {
+        let Some(n) = self.nodes.get_mut(at.node as usize) else { return };
+        n.logged += 1;
+        let record = if n.logged <= MAX_LOG_LINES {
+            crate::model::LogRecord { node: at.node, attempt: at.attempt, ts: now_ms(), line }
+        } else if n.logged == MAX_LOG_LINES + 1 {
+            let line = format!("[salt] log limit of {MAX_LOG_LINES} lines reached; further lines are dropped");
+            crate::model::LogRecord { node: at.node, attempt: at.attempt, ts: now_ms(), line }
+        } else {
+            return;
+        };
+        self.fx.writes.push(Write::Log { run: self.run, record });
+    }
+
+    /// Takes what other processes asked: cancel, pause or resume, signals.
+    pub(crate) fn control(&mut self, now: Instant, control: RunControl) {
+        self.now = now;
+        if control.cancel_requested && self.cancel_reason.is_none() {
+            self.cancel("cancelled with `cancel`".into());
+        }
+        if control.paused != self.paused && self.cancel_reason.is_none() && self.terminated.is_none() {
+            self.paused = control.paused;
+            let state = if control.paused { RunState::Paused } else { RunState::Running };
+            self.fx.writes.push(Write::RunState { run: self.run, state, output: None, error: None, at: now_ms() });
+        }
+        for (id, name, value) in control.signals {
+            if self.seen_signals.insert(id) {
+                self.signals.push((id, name, value));
+            }
+        }
+        self.deliver_signals();
+    }
+
+    /// Starts as many ready nodes as the parallelism allows, highest priority first.
+    pub(crate) fn start_ready(&mut self, now: Instant) {
+        self.now = now;
+        self.start_queued();
+    }
+
+    /// What to write and do.
+    pub(crate) fn take_effects(&mut self) -> Effects {
+        std::mem::take(&mut self.fx)
+    }
+
+    /// Nodes not yet in a final state; the run ends when there are none.
+    pub(crate) fn active(&self) -> usize {
+        self.active
+    }
+
+    /// Whether the run has been cancelled.
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.cancel_reason.is_some()
+    }
+
+    /// Ends the run: records its final state and says how it ended.
+    pub(crate) fn finish(&mut self) -> RunOutcome {
+        let root = &self.nodes[0];
+        let (state, output, error) = if let Some(error) = &self.terminated {
+            (RunState::Terminated, None, Some(error.clone()))
+        } else if let Some(reason) = &self.cancel_reason {
+            (RunState::Cancelled, None, Some(ErrorWire::new(ErrorKind::Cancelled, reason)))
+        } else if self.nodes.iter().all(|n| n.state == NodeState::Succeeded) {
+            (RunState::Succeeded, root.output.clone(), None)
+        } else {
+            let error = if root.state == NodeState::Failed {
+                root.error.clone()
+            } else {
+                self.nodes.iter().find(|n| n.state == NodeState::Failed).map(|n| {
+                    ErrorWire::new(
+                        ErrorKind::Child,
+                        format!(
+                            "node {} (`{}`) failed: {}",
+                            n.id,
+                            n.task.name,
+                            n.error.as_ref().map(|e| e.message.as_str()).unwrap_or("")
+                        ),
+                    )
+                })
+            };
+            (RunState::Failed, root.output.clone(), error)
+        };
+        self.fx.writes.push(Write::RunState {
+            run: self.run,
+            state,
+            output: output.clone(),
+            error: error.clone(),
+            at: now_ms(),
+        });
+        RunOutcome { run: self.run, workflow: self.workflow.clone(), state, output, error }
+    }
+
+    /// Counts of nodes by state, for progress display.
+    pub(crate) fn summary(&self, now: Instant) -> Summary {
+        let mut counts = [0usize; NodeState::ALL.len()];
+        let mut running = Vec::new();
+        for n in &self.nodes {
+            let i = NodeState::ALL.iter().position(|s| *s == n.state).unwrap_or(0);
+            counts[i] += 1;
+            if n.state == NodeState::Running && running.len() < 4 {
+                running.push(n.task.name);
+            }
+        }
+        Summary { run: self.run, counts, running, elapsed: now.saturating_duration_since(self.started) }
+    }
+
+    /// Shows a node's transition once the batch it belongs to is committed.
+    fn note(&mut self, node: NodeId, task: &'static str, state: NodeState, attempt: u32, error: Option<&ErrorWire>) {
+        self.fx.notes.push(Note { node, task, state, attempt, error: error.cloned() });
+    }
+
+    fn is_current(&self, at: AttemptId) -> bool {
+        at.run == self.run
+            && self.nodes.get(at.node as usize).and_then(|n| n.live).is_some_and(|attempt| attempt == at.attempt)
+    }
+
+    fn attempt_id(&self, node: NodeId, attempt: u32) -> AttemptId {
+        AttemptId { run: self.run, node, attempt }
+    }
+
+    fn answer(&mut self, at: AttemptId, call: u64, answer: Answer) {
+        self.fx.actions.push(Action::Answer { at, call, answer });
+    }
+}

@@ -1,0 +1,511 @@
+//! The graph: nodes, their edges and children, the `(parent, seq)` index, and how a node's
+//! end moves what depends on it.
+
+use serde_json::{Map, Value};
+
+use super::Core;
+use super::replay::{describe_call, hash_args};
+use crate::context::{Annotation, Mutation, SpawnRequest, WireArg};
+use crate::error::{ErrorKind, ErrorWire};
+use crate::executor::{Answer, AttemptId};
+use crate::model::{EdgeKind, EdgeRecord, NodeId, NodeRecord, NodeState, StoredArg, now_ms};
+use crate::registry::TaskDescriptor;
+use crate::store::Write;
+
+/// A body awaiting a node: the attempt and its call.
+pub(super) struct Awaiter {
+    pub(super) at: AttemptId,
+    pub(super) call: u64,
+}
+
+pub(super) struct Node {
+    pub(super) id: NodeId,
+    pub(super) parent: Option<NodeId>,
+    pub(super) task: &'static TaskDescriptor,
+    pub(super) state: NodeState,
+    pub(super) args: Vec<(String, StoredArg)>,
+    pub(super) input_hash: String,
+    pub(super) output: Option<Value>,
+    pub(super) error: Option<ErrorWire>,
+    pub(super) attempts: u32,
+    /// Nodes this one runs after (data and control edges).
+    pub(super) deps: Vec<NodeId>,
+    /// Nodes that run after this one.
+    pub(super) dependents: Vec<NodeId>,
+    /// Nodes this one's body spawned.
+    pub(super) children: Vec<NodeId>,
+    /// Deps not yet succeeded.
+    pub(super) unmet: usize,
+    pub(super) awaiters: Vec<Awaiter>,
+    /// Awaits of this node's body not yet answered.
+    pub(super) waiting_on: usize,
+    /// The attempt running now, if any.
+    pub(super) live: Option<u32>,
+    pub(super) logged: u32,
+    /// When (in the core's event count) the node last ended, or its attempt started.
+    pub(super) ended_at: u64,
+    pub(super) started_at: u64,
+    /// Failed attempts so far (parked attempts are not failures).
+    pub(super) failures: u32,
+    /// The signal a parked node waits for: (seq, name).
+    pub(super) parked: Option<(u32, String)>,
+    /// Re-running for `rerun --from`: a replayed spawn may change a child's arguments.
+    pub(super) rerun: bool,
+    /// The attempt that was parked while it awaited children; the first of them to end
+    /// replays the node.
+    pub(super) parked_on_children: Option<u32>,
+}
+
+impl Node {
+    pub(super) fn from_record(rec: NodeRecord, task: &'static TaskDescriptor) -> Self {
+        Self::new(rec.id, rec.parent, task, rec.state, rec.args, rec.input_hash, rec.output, rec.error, rec.attempts)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        id: NodeId,
+        parent: Option<NodeId>,
+        task: &'static TaskDescriptor,
+        state: NodeState,
+        args: Vec<(String, StoredArg)>,
+        input_hash: String,
+        output: Option<Value>,
+        error: Option<ErrorWire>,
+        attempts: u32,
+    ) -> Self {
+        Self {
+            id,
+            parent,
+            task,
+            state,
+            args,
+            input_hash,
+            output,
+            error,
+            attempts,
+            deps: Vec::new(),
+            dependents: Vec::new(),
+            children: Vec::new(),
+            unmet: 0,
+            awaiters: Vec::new(),
+            waiting_on: 0,
+            live: None,
+            logged: 0,
+            ended_at: 0,
+            started_at: 0,
+            failures: 0,
+            parked: None,
+            rerun: false,
+            parked_on_children: None,
+        }
+    }
+}
+
+impl Core {
+    /// Applies one mutation of a body.
+    pub(super) fn mutate(&mut self, at: AttemptId, m: Mutation) {
+        match m {
+            Mutation::Spawn(request) => self.spawn(at, request),
+            Mutation::Edge { from, to } => self.control_edge(at, from, to),
+            Mutation::Promise { seq, text, scope } => self.declare(at, seq, &text, scope),
+            Mutation::Annotate { child, annotation } => self.annotate(at.node, child, annotation),
+        }
+    }
+
+    /// How many of a node's deps have not succeeded.
+    pub(super) fn unmet_of(&self, id: NodeId) -> usize {
+        self.nodes[id as usize].deps.iter().filter(|d| self.nodes[**d as usize].state != NodeState::Succeeded).count()
+    }
+
+    pub(super) fn set_state(&mut self, id: NodeId, state: NodeState) {
+        let n = &mut self.nodes[id as usize];
+        if n.state != state {
+            n.state = state;
+            self.fx.writes.push(Write::NodeState { run: self.run, node: id, state });
+        }
+    }
+
+    /// The input object of a node: its values, and the outputs of the nodes it takes.
+    pub(super) fn input_of(&self, id: NodeId) -> Value {
+        let mut input = Map::new();
+        for (name, arg) in &self.nodes[id as usize].args {
+            let v = match arg {
+                StoredArg::Value(v) => v.clone(),
+                StoredArg::Node(dep) => self.nodes[*dep as usize].output.clone().unwrap_or(Value::Null),
+            };
+            input.insert(name.clone(), v);
+        }
+        Value::Object(input)
+    }
+
+    /// Fails the current attempt of a node at once (its body is stopped).
+    pub(super) fn fail_attempt(&mut self, at: AttemptId, error: ErrorWire) {
+        if self.nodes[at.node as usize].live == Some(at.attempt) {
+            self.fx.actions.push(super::Action::Stop(at));
+        }
+        self.attempt_finished(at.node, at.attempt, Err(error));
+    }
+
+    fn spawn(&mut self, at: AttemptId, req: SpawnRequest) {
+        let parent = at.node;
+        let SpawnRequest { seq, task, args } = req;
+        let Some(descriptor) = self.registry.get(&task) else {
+            let e = ErrorWire::new(ErrorKind::Protocol, format!("spawn of unknown task `{task}`"));
+            return self.fail_attempt(at, e);
+        };
+        let mut stored = Vec::with_capacity(args.len());
+        for (name, arg) in args {
+            let a = match arg {
+                WireArg::Value(v) => StoredArg::Value(v),
+                WireArg::Handle(s) => match self.keys.get(&(parent, s)) {
+                    Some(dep) => StoredArg::Node(*dep),
+                    None => {
+                        let e = ErrorWire::new(
+                            ErrorKind::Protocol,
+                            format!("argument `{name}` refers to call {s}, which spawned no node"),
+                        );
+                        return self.fail_attempt(at, e);
+                    }
+                },
+            };
+            stored.push((name, a));
+        }
+        let input_hash = hash_args(descriptor.name, &stored);
+        if let Some((kind, _)) = self.journal.get(&(parent, seq)) {
+            let e = self.nondeterministic(
+                parent,
+                seq,
+                format!("`{}()`", super::replay::journal_name(*kind)),
+                describe_call(descriptor.name, &stored),
+            );
+            return self.fail_attempt(at, e);
+        }
+        if let Some(&existing) = self.keys.get(&(parent, seq)) {
+            let n = &self.nodes[existing as usize];
+            if n.task.name != descriptor.name || n.input_hash != input_hash {
+                let same_deps = n.deps.iter().all(|d| stored.iter().any(|(_, a)| *a == StoredArg::Node(*d)));
+                if self.nodes[parent as usize].rerun && n.task.name == descriptor.name && same_deps {
+                    return self.replace_args(existing, stored, input_hash);
+                }
+                let expected = describe_call(n.task.name, &n.args);
+                let e = self.nondeterministic(parent, seq, expected, describe_call(descriptor.name, &stored));
+                return self.fail_attempt(at, e);
+            }
+            // A child that failed before this attempt of its parent began runs again; one that
+            // failed during it is this attempt's result.
+            let stale = n.ended_at < self.nodes[parent as usize].started_at;
+            if stale && matches!(n.state, NodeState::Failed | NodeState::Cancelled | NodeState::Skipped) {
+                self.revive(existing);
+            }
+            return;
+        }
+
+        if !self.nodes[parent as usize].task.may_spawn {
+            let p = self.nodes[parent as usize].task.name;
+            let e = ErrorWire::new(
+                ErrorKind::Graph,
+                format!(
+                    "task `{p}` called task `{}`, but only workflows and tasks marked `spawns` may spawn nodes; write `#[task(spawns)]` on `{p}`",
+                    descriptor.name
+                ),
+            );
+            return self.fail_attempt(at, e);
+        }
+        let id = self.nodes.len() as NodeId;
+        let deps: Vec<NodeId> = {
+            let mut d: Vec<NodeId> =
+                stored.iter().filter_map(|(_, a)| if let StoredArg::Node(n) = a { Some(*n) } else { None }).collect();
+            d.sort_unstable();
+            d.dedup();
+            d
+        };
+        let what =
+            format!("spawning `{}` from node {parent} (`{}`)", descriptor.name, self.nodes[parent as usize].task.name);
+        match self.check_spawn(parent, descriptor.name, &deps) {
+            Ok(shapes) => {
+                for (i, shape) in shapes {
+                    self.promises[i].shape = Some(shape);
+                }
+            }
+            Err(promise) => return self.terminate(promise, &what, Some(parent)),
+        }
+        let unmet = deps.iter().filter(|d| self.nodes[**d as usize].state != NodeState::Succeeded).count();
+        let doomed = deps
+            .iter()
+            .find(|d| {
+                matches!(self.nodes[**d as usize].state, NodeState::Failed | NodeState::Skipped | NodeState::Cancelled)
+            })
+            .copied();
+        let record = NodeRecord {
+            id,
+            parent: Some(parent),
+            seq: Some(seq),
+            task: descriptor.name.to_string(),
+            state: NodeState::Pending,
+            args: stored.clone(),
+            input_hash: input_hash.clone(),
+            output: None,
+            error: None,
+            attempts: 0,
+            label: descriptor.label.map(str::to_string),
+            color: descriptor.color.map(str::to_string),
+            shape: None,
+            created_at: now_ms(),
+            started_at: None,
+            finished_at: None,
+        };
+        self.fx.writes.push(Write::InsertNode { run: self.run, node: Box::new(record) });
+        for d in &deps {
+            let edge = EdgeRecord { from: *d, to: id, kind: EdgeKind::Data };
+            self.fx.writes.push(Write::InsertEdge { run: self.run, edge });
+            self.nodes[*d as usize].dependents.push(id);
+        }
+        let mut node = Node::new(id, Some(parent), descriptor, NodeState::Pending, stored, input_hash, None, None, 0);
+        node.deps = deps;
+        node.unmet = unmet;
+        self.nodes.push(node);
+        self.nodes[parent as usize].children.push(id);
+        self.keys.insert((parent, seq), id);
+        self.active += 1;
+        self.declare_registered(id);
+        if let Some(dep) = doomed {
+            let e = self.upstream_error(dep);
+            self.end_node(id, NodeState::Skipped, None, Some(e));
+        } else {
+            self.promote(id);
+        }
+    }
+
+    pub(super) fn nondeterministic(&self, node: NodeId, seq: u32, expected: String, found: String) -> ErrorWire {
+        ErrorWire::new(
+            ErrorKind::NonDeterministic,
+            format!(
+                "non-deterministic replay of node {node} (`{}`) at call {seq}: the journal has {expected}, the body now made {found}; task bodies must make the same calls in the same order on every run",
+                self.nodes[node as usize].task.name
+            ),
+        )
+    }
+
+    pub(super) fn upstream_error(&self, dep: NodeId) -> ErrorWire {
+        let d = &self.nodes[dep as usize];
+        ErrorWire::new(ErrorKind::Upstream, format!("upstream node {} (`{}`) did not succeed", d.id, d.task.name))
+    }
+
+    pub(super) fn await_child(&mut self, at: AttemptId, call: u64, seq: u32) {
+        let node = at.node;
+        let Some(&child) = self.keys.get(&(node, seq)) else {
+            let e = ErrorWire::new(ErrorKind::Protocol, format!("await of call {seq}, which spawned no node"));
+            return self.fail_attempt(at, e);
+        };
+        if self.nodes[child as usize].state.is_terminal() {
+            let result = self.result_of(child);
+            return self.answer(at, call, Answer::Resolved(result));
+        }
+        self.nodes[child as usize].awaiters.push(Awaiter { at, call });
+        let p = &mut self.nodes[node as usize];
+        p.waiting_on += 1;
+        if p.waiting_on == 1 && p.state == NodeState::Running {
+            self.live_slots -= 1;
+            self.set_state(node, NodeState::Waiting);
+            if let Some(after) = self.config.park_after {
+                self.set_timer(after, super::timers::Timer::Park { node, attempt: at.attempt });
+            }
+        }
+    }
+
+    pub(super) fn result_of(&self, id: NodeId) -> Result<Value, ErrorWire> {
+        let n = &self.nodes[id as usize];
+        match n.state {
+            NodeState::Succeeded => Ok(n.output.clone().unwrap_or(Value::Null)),
+            NodeState::Cancelled => {
+                Err(ErrorWire::new(ErrorKind::Cancelled, format!("node {} (`{}`) was cancelled", n.id, n.task.name)))
+            }
+            // A child that failed for good (a fatal error, a broken rule) makes its awaiting
+            // parent fail for good too: retrying the parent would not help.
+            _ => Err(ErrorWire::new(
+                match &n.error {
+                    Some(e) if !e.kind.is_retryable() && e.kind != ErrorKind::Upstream => ErrorKind::Fatal,
+                    _ => ErrorKind::Child,
+                },
+                format!(
+                    "node {} (`{}`) failed: {}",
+                    n.id,
+                    n.task.name,
+                    n.error.as_ref().map(|e| e.message.as_str()).unwrap_or("unknown error")
+                ),
+            )),
+        }
+    }
+
+    /// A control edge between two children of the attempt's node.
+    fn control_edge(&mut self, at: AttemptId, from_seq: u32, to_seq: u32) {
+        let node = at.node;
+        let (Some(&from), Some(&to)) = (self.keys.get(&(node, from_seq)), self.keys.get(&(node, to_seq))) else {
+            let e = ErrorWire::new(ErrorKind::Protocol, "edge between handles that spawned no node");
+            return self.fail_attempt(at, e);
+        };
+        if self.nodes[to as usize].deps.contains(&from) {
+            return; // already there (a replay, or a data edge)
+        }
+        let name = |id: NodeId| format!("{id} (`{}`)", self.nodes[id as usize].task.name);
+        let graph_error = |msg: String| ErrorWire::new(ErrorKind::Graph, msg);
+        let t = &self.nodes[to as usize];
+        if t.attempts > 0 || !matches!(t.state, NodeState::Pending | NodeState::Ready) {
+            let e = graph_error(format!(
+                "cannot add edge {} -> {}: node {} has already {}",
+                name(from),
+                name(to),
+                to,
+                if t.state.is_terminal() { t.state.as_str() } else { "started" }
+            ));
+            return self.fail_attempt(at, e);
+        }
+        // A cycle: `from` is downstream of `to`.
+        let mut stack = vec![to];
+        let mut seen = std::collections::HashSet::new();
+        while let Some(n) = stack.pop() {
+            if n == from {
+                let e = graph_error(format!("cannot add edge {} -> {}: it would close a cycle", name(from), name(to)));
+                return self.fail_attempt(at, e);
+            }
+            if seen.insert(n) {
+                stack.extend(self.nodes[n as usize].dependents.iter().copied());
+            }
+        }
+        if let Err(p) = self.check_edge(from, to) {
+            let what = format!("adding edge {} -> {} from node {}", name(from), name(to), name(node));
+            return self.terminate(p, &what, Some(node));
+        }
+        let edge = EdgeRecord { from, to, kind: EdgeKind::Control };
+        self.fx.writes.push(Write::InsertEdge { run: self.run, edge });
+        self.nodes[from as usize].dependents.push(to);
+        let from_state = self.nodes[from as usize].state;
+        let t = &mut self.nodes[to as usize];
+        t.deps.push(from);
+        if from_state != NodeState::Succeeded {
+            t.unmet += 1;
+            if t.state == NodeState::Ready {
+                self.set_state(to, NodeState::Pending);
+            }
+        }
+        if matches!(from_state, NodeState::Failed | NodeState::Skipped | NodeState::Cancelled) {
+            let e = self.upstream_error(from);
+            self.end_node(to, NodeState::Skipped, None, Some(e));
+        }
+    }
+
+    fn annotate(&mut self, node: NodeId, child: Option<u32>, annotation: Annotation) {
+        let target = match child {
+            None => Some(node),
+            Some(seq) => self.keys.get(&(node, seq)).copied(),
+        };
+        if let Some(target) = target {
+            self.fx.writes.push(Write::Annotate { run: self.run, node: target, annotation });
+        }
+    }
+
+    /// A node reached a final state: record it, answer its awaiters, and move its dependents
+    /// on (ready when all their deps succeeded, skipped when one did not).
+    pub(super) fn end_node(&mut self, id: NodeId, state: NodeState, output: Option<Value>, error: Option<ErrorWire>) {
+        let mut stack = vec![(id, state, output, error)];
+        while let Some((id, state, output, error)) = stack.pop() {
+            let n = &mut self.nodes[id as usize];
+            if n.state.is_terminal() {
+                continue;
+            }
+            if let Some(attempt) = n.live.take() {
+                if n.state == NodeState::Running {
+                    self.live_slots -= 1;
+                }
+                self.fx.actions.push(super::Action::Stop(AttemptId { run: self.run, node: id, attempt }));
+                self.fx.writes.push(Write::AttemptFinished {
+                    run: self.run,
+                    node: id,
+                    attempt,
+                    state: if state == NodeState::Failed { NodeState::Failed } else { NodeState::Cancelled },
+                    error: error.clone(),
+                    at: now_ms(),
+                });
+            }
+            let n = &mut self.nodes[id as usize];
+            n.state = state;
+            n.output = output.clone();
+            n.error = error.clone();
+            n.parked = None;
+            n.parked_on_children = None;
+            self.clock += 1;
+            n.ended_at = self.clock;
+            let task = n.task.name;
+            let attempts = n.attempts;
+            self.active -= 1;
+            self.fx.writes.push(Write::NodeFinished {
+                run: self.run,
+                node: id,
+                state,
+                output,
+                error: error.clone(),
+                at: now_ms(),
+            });
+            self.note(id, task, state, attempts, error.as_ref());
+
+            let result = self.result_of(id);
+            for w in std::mem::take(&mut self.nodes[id as usize].awaiters) {
+                let p = &mut self.nodes[w.at.node as usize];
+                if p.parked_on_children == Some(w.at.attempt) {
+                    // Parked while it awaited: replay it now that a child has ended.
+                    self.unpark(w.at.node);
+                    continue;
+                }
+                if p.live == Some(w.at.attempt) {
+                    p.waiting_on = p.waiting_on.saturating_sub(1);
+                    if p.waiting_on == 0 && p.state == NodeState::Waiting {
+                        self.live_slots += 1;
+                        self.set_state(w.at.node, NodeState::Running);
+                    }
+                }
+                self.answer(w.at, w.call, Answer::Resolved(result.clone()));
+            }
+
+            let dependents = self.nodes[id as usize].dependents.clone();
+            if state == NodeState::Succeeded {
+                for d in dependents {
+                    let dn = &mut self.nodes[d as usize];
+                    dn.unmet = dn.unmet.saturating_sub(1);
+                    self.promote(d);
+                }
+            } else {
+                let up = self.upstream_error(id);
+                for d in dependents {
+                    if !self.nodes[d as usize].state.is_terminal() && self.nodes[d as usize].live.is_none() {
+                        stack.push((d, NodeState::Skipped, None, Some(up.clone())));
+                    }
+                }
+                // Nobody will await what a failed body spawned: stop it.
+                let cancel = ErrorWire::new(ErrorKind::Cancelled, format!("its parent node {id} (`{task}`) ended"));
+                for c in self.nodes[id as usize].children.clone() {
+                    if !self.nodes[c as usize].state.is_terminal() {
+                        stack.push((c, NodeState::Cancelled, None, Some(cancel.clone())));
+                    }
+                }
+                if id == 0 {
+                    for i in 1..self.nodes.len() {
+                        if !self.nodes[i].state.is_terminal() {
+                            stack.push((i as NodeId, NodeState::Cancelled, None, Some(cancel.clone())));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Cancels the run: every node not in a final state is cancelled.
+    pub(crate) fn cancel(&mut self, reason: String) {
+        self.cancel_reason = Some(reason.clone());
+        let e = ErrorWire::new(ErrorKind::Cancelled, reason);
+        for i in 0..self.nodes.len() {
+            if !self.nodes[i].state.is_terminal() {
+                self.end_node(i as NodeId, NodeState::Cancelled, None, Some(e.clone()));
+            }
+        }
+    }
+}

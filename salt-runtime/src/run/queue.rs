@@ -1,0 +1,67 @@
+//! The ready queue: nodes whose upstream succeeded wait here, highest priority first, for a
+//! free slot.
+
+use std::cmp::Reverse;
+
+use super::timers::Timer;
+use super::{Action, Core};
+use crate::executor::Launch;
+use crate::model::{NodeId, NodeState, now_ms};
+use crate::store::Write;
+
+impl Core {
+    /// A pending node whose deps all succeeded becomes ready (and is queued).
+    pub(super) fn promote(&mut self, id: NodeId) {
+        let n = &self.nodes[id as usize];
+        if n.state == NodeState::Pending && n.unmet == 0 && n.live.is_none() {
+            let prio = n.task.policy.priority;
+            self.set_state(id, NodeState::Ready);
+            self.ready.push((prio, Reverse(id)));
+        } else if n.state == NodeState::Ready {
+            let prio = n.task.policy.priority;
+            self.ready.push((prio, Reverse(id)));
+        }
+    }
+
+    pub(super) fn start_queued(&mut self) {
+        while self.cancel_reason.is_none()
+            && self.terminated.is_none()
+            && !self.paused
+            && self.live_slots < self.config.parallelism
+        {
+            let Some((_, Reverse(id))) = self.ready.pop() else { break };
+            if self.nodes[id as usize].state != NodeState::Ready {
+                continue;
+            }
+            self.start(id);
+        }
+    }
+
+    fn start(&mut self, id: NodeId) {
+        let input = self.input_of(id);
+        let at = now_ms();
+        let n = &mut self.nodes[id as usize];
+        n.attempts += 1;
+        n.state = NodeState::Running;
+        n.waiting_on = 0;
+        self.clock += 1;
+        n.started_at = self.clock;
+        let attempt = n.attempts;
+        let task = n.task;
+        n.live = Some(attempt);
+        self.live_slots += 1;
+        self.fx.writes.push(Write::AttemptStarted {
+            run: self.run,
+            node: id,
+            attempt,
+            executor: self.config.executor,
+            at,
+        });
+        if let Some(timeout) = task.policy.timeout {
+            self.set_timer(timeout, Timer::Timeout { node: id, attempt });
+        }
+        self.note(id, task.name, NodeState::Running, attempt, None);
+        let at = self.attempt_id(id, attempt);
+        self.fx.actions.push(Action::Start(Launch { at, task, input }));
+    }
+}

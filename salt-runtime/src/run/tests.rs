@@ -1,0 +1,1 @@
+//! The run core alone: events in, effects out; no process, no database.

@@ -1,0 +1,132 @@
+//! Time: retries with backoff, attempt timeouts, signal deadlines and parking, all as timers
+//! on the `now` the driver gives; and what an attempt's end means for its node.
+
+use std::cmp::Reverse;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::Core;
+use crate::error::{ErrorKind, ErrorWire};
+use crate::model::{NodeId, NodeState, now_ms};
+use crate::store::Write;
+
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Timer {
+    Retry { node: NodeId, attempt: u32 },
+    Timeout { node: NodeId, attempt: u32 },
+    Signal { node: NodeId, seq: u32 },
+    Park { node: NodeId, attempt: u32 },
+}
+
+impl Core {
+    /// Sets a timer `after` from now; one too far away to represent never fires.
+    pub(super) fn set_timer(&mut self, after: Duration, timer: Timer) {
+        if let Some(at) = self.now.checked_add(after) {
+            self.timers.push(Reverse((at, timer)));
+        }
+    }
+
+    /// When the next timer fires.
+    pub(crate) fn next_timer(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// Fires the timers that are due.
+    pub(crate) fn fire_timers(&mut self, now: Instant) {
+        self.now = now;
+        while let Some(Reverse((at, _))) = self.timers.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((_, timer))) = self.timers.pop() else { break };
+            match timer {
+                Timer::Retry { node, attempt } => {
+                    let n = &self.nodes[node as usize];
+                    if n.state == NodeState::Pending && n.attempts == attempt && self.cancel_reason.is_none() {
+                        self.promote(node);
+                    }
+                }
+                Timer::Signal { node, seq } => {
+                    let parked = self.nodes[node as usize].parked.as_ref().is_some_and(|(s, _)| *s == seq);
+                    // A deadline comes with a default; a `null` one may arrive as none.
+                    if parked && let Some((_, default)) = self.deadlines.get(&(node, seq)).cloned() {
+                        self.deliver(node, seq, default.unwrap_or(Value::Null));
+                    }
+                }
+                Timer::Park { node, attempt } => {
+                    let at = self.attempt_id(node, attempt);
+                    let n = &self.nodes[node as usize];
+                    if self.is_current(at) && n.state == NodeState::Waiting && n.waiting_on > 0 {
+                        self.park_on_children(node, attempt);
+                    }
+                }
+                Timer::Timeout { node, attempt } => {
+                    let at = self.attempt_id(node, attempt);
+                    if self.is_current(at) {
+                        let timeout = self.nodes[node as usize].task.policy.timeout.unwrap_or_default();
+                        self.fail_attempt(at, crate::executor::timeout_error(timeout));
+                    }
+                }
+            }
+        }
+    }
+
+    /// An attempt ended with a result: the node succeeds, retries after its backoff, or fails.
+    pub(super) fn attempt_finished(&mut self, id: NodeId, attempt: u32, result: Result<Value, ErrorWire>) {
+        let at = now_ms();
+        let n = &mut self.nodes[id as usize];
+        n.live = None;
+        if n.state == NodeState::Running {
+            self.live_slots -= 1;
+        }
+        n.waiting_on = 0;
+        // Its awaits will never be answered now.
+        let task = n.task;
+        match result {
+            Ok(output) => {
+                self.fx.writes.push(Write::AttemptFinished {
+                    run: self.run,
+                    node: id,
+                    attempt,
+                    state: NodeState::Succeeded,
+                    error: None,
+                    at,
+                });
+                // A body that returned can spawn no more: its promised shapes must be complete.
+                if let Some((text, by, still)) = self.unfinished_shape(id) {
+                    let what = format!("node {id} (`{}`) finishing while the shape still needs `{still}`", task.name);
+                    self.end_node(id, NodeState::Succeeded, Some(output), None);
+                    return self.terminate_with(&text, by, &what, None);
+                }
+                self.end_node(id, NodeState::Succeeded, Some(output), None);
+            }
+            Err(error) => {
+                let cancelled = error.kind == ErrorKind::Cancelled;
+                let state = if cancelled { NodeState::Cancelled } else { NodeState::Failed };
+                self.fx.writes.push(Write::AttemptFinished {
+                    run: self.run,
+                    node: id,
+                    attempt,
+                    state,
+                    error: Some(error.clone()),
+                    at,
+                });
+                self.nodes[id as usize].failures += 1;
+                let failures = self.nodes[id as usize].failures;
+                let retry = error.kind.is_retryable()
+                    && failures <= task.policy.retries
+                    && self.cancel_reason.is_none()
+                    && self.terminated.is_none();
+                if retry {
+                    let delay = task.policy.backoff.delay(attempt);
+                    self.set_state(id, NodeState::Pending);
+                    self.set_timer(delay, Timer::Retry { node: id, attempt });
+                    self.note(id, task.name, NodeState::Pending, attempt, Some(&error));
+                } else {
+                    self.end_node(id, state, None, Some(error));
+                }
+            }
+        }
+    }
+}
