@@ -225,7 +225,7 @@ impl Wire {
         let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
         if out.write_all(&line).and_then(|()| out.flush()).is_err() {
             // The orchestrator is gone: nobody can use what this process does any more.
-            std::process::exit(3);
+            die(3);
         }
     }
 }
@@ -354,14 +354,13 @@ async fn exec(proto: std::fs::File) -> ExitCode {
     wire.send(&FromNode::Hello { protocol: PROTOCOL_VERSION, pid: std::process::id() });
 
     // SIGTERM (the orchestrator died, or stops this process): take the processes the tasks
-    // started down too; they share this process's group.
-    tokio::spawn(async {
-        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+    // started down too.
+    if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        tokio::spawn(async move {
             term.recv().await;
-            let _ = nix::sys::signal::killpg(nix::unistd::getpgrp(), nix::sys::signal::Signal::SIGKILL);
-            std::process::exit(3);
-        }
-    });
+            die(3);
+        });
+    }
 
     let registry = Registry::global();
     let running: Arc<Mutex<HashMap<u64, Running>>> = Arc::default();
@@ -370,13 +369,13 @@ async fn exec(proto: std::fs::File) -> ExitCode {
         let line = match lines.next_line().await {
             Ok(Some(line)) => line,
             // End of input: the orchestrator is done with this process, or gone.
-            _ => return ExitCode::SUCCESS,
+            _ => die(0),
         };
         let msg = match serde_json::from_str::<ToNode>(&line) {
             Ok(msg) => msg,
             Err(e) => {
                 eprintln!("salt: the orchestrator sent a bad message ({e}): {}", short(&line));
-                return ExitCode::from(3);
+                die(3);
             }
         };
         match msg {
@@ -406,7 +405,15 @@ async fn exec(proto: std::fs::File) -> ExitCode {
                 let handle = tokio::spawn(async move {
                     let result = std::panic::AssertUnwindSafe(body).catch_unwind().await;
                     ctx.flush();
-                    running2.lock().unwrap_or_else(|p| p.into_inner()).remove(&attempt_id);
+                    let alone = {
+                        let mut running = running2.lock().unwrap_or_else(|p| p.into_inner());
+                        running.remove(&attempt_id);
+                        running.is_empty()
+                    };
+                    if alone {
+                        // What the attempt started and left behind ends with it.
+                        kill_descendants();
+                    }
                     match result {
                         Ok(Ok(output)) => wire2.send(&FromNode::Done { attempt_id, output }),
                         Ok(Err(e)) => wire2.send(&FromNode::Failed { attempt_id, error: e.to_wire() }),
@@ -430,15 +437,48 @@ async fn exec(proto: std::fs::File) -> ExitCode {
                 }
             }
             ToNode::Cancel { attempt_id } => {
-                let gone = running.lock().unwrap_or_else(|p| p.into_inner()).remove(&attempt_id);
+                let (gone, alone) = {
+                    let mut running = running.lock().unwrap_or_else(|p| p.into_inner());
+                    (running.remove(&attempt_id), running.is_empty())
+                };
                 if let Some(r) = gone {
                     r.abort.abort();
+                    if alone {
+                        kill_descendants();
+                    }
                     let error = ErrorWire::new(ErrorKind::Cancelled, "the attempt was stopped");
                     wire.send(&FromNode::Failed { attempt_id, error });
                     end_marker(attempt_id);
                 }
             }
         }
+    }
+}
+
+/// Ends this node process and every process its attempts started.
+fn die(code: i32) -> ! {
+    kill_descendants();
+    std::process::exit(code)
+}
+
+/// Kills every process this one started, and theirs (the processes an attempt left
+/// behind). Linux lists a process's children in `/proc`; elsewhere this does nothing, and the
+/// process group is killed when the process ends.
+pub(crate) fn kill_descendants() {
+    let mut stack = vec![std::process::id()];
+    let mut found = Vec::new();
+    while let Some(pid) = stack.pop() {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { continue };
+        for task in tasks.flatten() {
+            let Ok(children) = std::fs::read_to_string(task.path().join("children")) else { continue };
+            for child in children.split_whitespace().filter_map(|c| c.parse::<i32>().ok()) {
+                found.push(child);
+                stack.push(child as u32);
+            }
+        }
+    }
+    for pid in found {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
     }
 }
 

@@ -66,6 +66,11 @@ impl Executor for Inline {
     fn stop(&mut self, at: AttemptId) {
         if let Some(a) = self.attempts.remove(&at) {
             a.abort.abort();
+            // The processes a stopped body started stop with it. Inline bodies share this
+            // process, so they can be told apart only when no other body runs.
+            if self.attempts.is_empty() {
+                crate::protocol::kill_descendants();
+            }
         }
     }
 
@@ -74,8 +79,12 @@ impl Executor for Inline {
     }
 
     fn shutdown(&mut self) {
+        let stopped = !self.attempts.is_empty();
         for (_, a) in self.attempts.drain() {
             a.abort.abort();
+        }
+        if stopped {
+            crate::protocol::kill_descendants();
         }
     }
 }

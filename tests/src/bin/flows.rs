@@ -111,6 +111,97 @@ async fn hang(dir: String) -> salt::Result<()> {
     Ok(())
 }
 
+/// Like `hang`, but blocks its thread, so that only killing its process stops it.
+#[task(timeout = "300ms")]
+async fn block(dir: String) -> salt::Result<()> {
+    let child = std::process::Command::new("sleep")
+        .arg("30")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    std::fs::write(Path::new(&dir).join("grandchild.pid"), child.id().to_string())?;
+    std::thread::sleep(Duration::from_secs(30));
+    Ok(())
+}
+
+/// Runs `block`, which times out and does not stop when asked.
+#[workflow]
+async fn blocked(dir: String) -> salt::Result<()> {
+    block(dir).await
+}
+
+/// Exits its process on its first attempt; returns 100 on the second.
+#[task(retries = 1, backoff = "10ms")]
+async fn vanish_once(dir: String) -> u64 {
+    if !Path::new(&dir).join("vanished").exists() {
+        std::fs::write(Path::new(&dir).join("vanished"), "").expect("marker");
+        std::process::exit(7);
+    }
+    100
+}
+
+/// Six slow steps side by side with one that takes its process down once.
+#[workflow]
+async fn crowd(dir: String) -> salt::Result<u64> {
+    let steps: Vec<_> = (0..6).map(|i| step(dir.clone(), format!("crowd{i}"), i, 300)).collect();
+    let lost = vanish_once(dir.clone());
+    let sum: u64 = salt::join_all(steps).await?.into_iter().sum();
+    Ok(sum + lost.await?)
+}
+
+/// Returns nothing.
+#[task]
+async fn nothing() {}
+
+/// Returns `None`.
+#[task]
+async fn none() -> Option<u64> {
+    None
+}
+
+/// A value with null fields, nested deep.
+#[task]
+async fn holes() -> serde_json::Value {
+    let mut v = serde_json::json!({"a": null, "b": [null, {"c": null}]});
+    for _ in 0..60 {
+        v = serde_json::json!([v]);
+    }
+    v
+}
+
+/// Awaits children whose outputs are null or hold nulls, and passes them on by handle.
+#[workflow]
+async fn nulls() -> salt::Result<String> {
+    let unit = nothing().await?;
+    let none = none().await?;
+    let holes = holes().await?;
+    let mut depth = 0;
+    let mut v = &holes;
+    while let Some(inner) = v.get(0) {
+        depth += 1;
+        v = inner;
+    }
+    Ok(format!("{unit:?} {none:?} {depth} {v}"))
+}
+
+/// Starts a shell that writes a marker after a while, and waits for it.
+#[task]
+async fn side_effect(dir: String) -> salt::Result<()> {
+    mark(&dir, "side_started");
+    let script = format!("sleep 1.5; echo done >> {dir}/side_effect");
+    let status = tokio::process::Command::new("sh").arg("-c").arg(script).status().await?;
+    if !status.success() {
+        return Err(salt::Error::msg("the shell failed"));
+    }
+    Ok(())
+}
+
+/// Runs `side_effect`.
+#[workflow]
+async fn effects(dir: String) -> salt::Result<()> {
+    side_effect(dir).await
+}
+
 /// Runs `hang`, which times out.
 #[workflow]
 async fn timeout(dir: String) -> salt::Result<()> {

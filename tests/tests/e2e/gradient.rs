@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{Env, stderr, text};
+use crate::support::{EXECUTORS, Env, stderr, text};
 
 fn run_promised(kind: &str, keep: bool) -> (Env, std::process::Output) {
     let env = Env::new();
@@ -140,7 +140,7 @@ fn wait_until(env: &Env, what: &str, check: impl Fn(&Value) -> bool) -> Value {
 
 #[test]
 fn a_signal_wakes_a_parked_node_and_bad_values_are_refused() {
-    for executor in ["inline", "process"] {
+    for executor in EXECUTORS {
         let env = Env::new();
         let child = env
             .cmd(&["run", "waits", "--input", r#"{"timeout_ms": 0}"#, "--executor", executor])

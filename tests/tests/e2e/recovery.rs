@@ -65,6 +65,11 @@ fn a_killed_process_run_recovers_without_redoing_finished_work() {
 }
 
 #[test]
+fn a_killed_pool_run_recovers_without_redoing_finished_work() {
+    kill_and_recover("pool");
+}
+
+#[test]
 fn recover_runs_only_what_did_not_succeed() {
     let env = Env::new();
     let out = env.run(&["run", "pipeline", "--input", &pipeline_input(&env.dir(), 0, true)]);

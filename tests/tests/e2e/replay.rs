@@ -1,6 +1,6 @@
 //! Replay: journaled values come back the same; a body that changes its calls is caught.
 
-use crate::support::{Env, stderr, text};
+use crate::support::{EXECUTORS, Env, stderr, text};
 
 #[test]
 fn a_replay_that_makes_another_call_is_non_deterministic() {
@@ -21,7 +21,7 @@ fn a_replay_that_makes_another_call_is_non_deterministic() {
 
 #[test]
 fn journaled_random_values_replay_and_bind_to_the_same_child() {
-    for executor in ["inline", "process"] {
+    for executor in EXECUTORS {
         let env = Env::new();
         let input = serde_json::json!({"dir": env.dir()}).to_string();
         let out = env.run(&["run", "lucky", "--input", &input, "--executor", executor]);

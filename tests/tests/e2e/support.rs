@@ -8,6 +8,9 @@ use serde_json::Value;
 pub(crate) const FLOWS: &str = env!("CARGO_BIN_EXE_flows");
 pub(crate) const DUPES: &str = env!("CARGO_BIN_EXE_dupes");
 
+/// Every executor, for the tests that hold on each.
+pub(crate) const EXECUTORS: [&str; 3] = ["inline", "process", "pool"];
+
 /// A temporary directory with a database and a folder for marker files.
 pub(crate) struct Env {
     _dir: tempfile::TempDir,
