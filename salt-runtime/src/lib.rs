@@ -9,6 +9,7 @@ pub mod context;
 pub mod error;
 mod executor;
 pub mod model;
+pub mod ops;
 mod orchestrator;
 pub mod plan;
 pub mod progress;
@@ -21,6 +22,6 @@ pub mod store;
 
 pub use context::{Arg, Context, Handle, TaskValue, join_all};
 pub use error::{Error, ErrorKind, Result};
-pub use progress::Progress;
+pub use progress::{Progress, Transition};
 pub use registry::{Backoff, Kind, Policy, Registry, TaskDescriptor};
 pub use runner::{Executor, RunOutcome, Runner};

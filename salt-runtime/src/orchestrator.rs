@@ -485,7 +485,7 @@ impl Orchestrator {
                 running.push(n.task.name);
             }
         }
-        Summary { run: self.run, counts, running, elapsed: self.started.elapsed() }
+        Summary { run: self.run, counts, running, elapsed: self.started.elapsed(), paused: self.paused }
     }
 
     /// Commits the pending writes, then acts on them.

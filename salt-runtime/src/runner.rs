@@ -6,11 +6,12 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use serde_json::Value;
+use tokio::sync::broadcast;
 
 use crate::error::{Error, ErrorKind, ErrorWire, Result};
 use crate::model::{NodeId, NodeRecord, NodeState, RunId, RunSnapshot, RunState, StoredArg, now_ms};
 use crate::orchestrator::{Options, Orchestrator};
-use crate::progress::{self, Progress};
+use crate::progress::{self, Progress, Transition};
 use crate::registry::{Kind, Registry, TaskDescriptor};
 use crate::store::{NewRun, SqliteStore, Store, Write};
 
@@ -51,6 +52,8 @@ pub struct RunOutcome {
 }
 
 /// Runs workflows of this binary against a store.
+///
+/// Clones share one stream of transitions ([`Runner::subscribe`]).
 #[derive(Debug, Clone)]
 pub struct Runner {
     db: PathBuf,
@@ -58,7 +61,12 @@ pub struct Runner {
     parallelism: usize,
     progress: Progress,
     handle_ctrl_c: bool,
+    transitions: broadcast::Sender<Transition>,
 }
+
+/// How many transitions a subscriber may fall behind before it misses some
+/// ([`broadcast::error::RecvError::Lagged`]).
+pub const TRANSITIONS_BUFFER: usize = 4096;
 
 /// With the process executor, how long a node may await its children before it gives up its
 /// process (`SALT_PARK_AFTER_MS` overrides it).
@@ -78,7 +86,32 @@ impl Runner {
             parallelism: default_parallelism(),
             progress: Progress::Quiet,
             handle_ctrl_c: false,
+            transitions: broadcast::channel(TRANSITIONS_BUFFER).0,
         }
+    }
+
+    /// A stream of the committed transitions of every run this runner (or a clone of it)
+    /// drives from now on: each node's state changes, and the run's (`running`, `paused`,
+    /// then its final state, which is always the last transition of a run). Each is sent
+    /// after the store has committed it. A subscriber that falls more than
+    /// [`TRANSITIONS_BUFFER`] transitions behind gets [`broadcast::error::RecvError::Lagged`]
+    /// and can read the run's state from the store (`ops::show`) to catch up.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> salt_runtime::Result<()> {
+    /// use salt_runtime::{Runner, progress::Transition};
+    /// let runner = Runner::new(".salt/salt.db");
+    /// let mut rx = runner.subscribe();
+    /// tokio::spawn(async move {
+    ///     while let Ok(t) = rx.recv().await {
+    ///         println!("{}", serde_json::to_string(&t).unwrap_or_default());
+    ///     }
+    /// });
+    /// runner.run("etl", serde_json::json!({})).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn subscribe(&self) -> broadcast::Receiver<Transition> {
+        self.transitions.subscribe()
     }
 
     /// Where attempts run.
@@ -154,14 +187,14 @@ impl Runner {
                 }
             },
         };
-        (workflow.check_input)(&input).map_err(|e| Error::new(ErrorKind::Input, e.message()))?;
+        workflow.validate_input(&input)?;
         Ok(input)
     }
 
     /// Starts a run of `workflow` with `input` and drives it to the end.
     pub async fn run(&self, workflow: &str, input: Value) -> Result<RunOutcome> {
         let descriptor = Self::workflow(workflow)?;
-        (descriptor.check_input)(&input).map_err(|e| Error::new(ErrorKind::Input, e.message()))?;
+        descriptor.validate_input(&input)?;
         let mut store = self.store()?;
         let run = store
             .create_run(NewRun {
@@ -293,10 +326,21 @@ impl Runner {
             exe,
             park_after,
         };
-        let (mut orchestrator, rx) =
-            Orchestrator::new(snapshot, store, registry, opts, progress::observer(self.progress))?;
+        let run = snapshot.run.id;
+        let observer = progress::Broadcast::new(progress::observer(self.progress), self.transitions.clone(), run);
+        let (mut orchestrator, rx) = Orchestrator::new(snapshot, store, registry, opts, Box::new(observer))?;
         prepare(&mut orchestrator)?;
-        orchestrator.run(rx).await
+        let outcome = orchestrator.run(rx).await;
+        match &outcome {
+            Ok(o) => progress::send_final(&self.transitions, run, o.state, o.error.clone()),
+            Err(e) => progress::send_final(
+                &self.transitions,
+                run,
+                RunState::Interrupted,
+                Some(ErrorWire::new(e.kind(), e.message())),
+            ),
+        }
+        outcome
     }
 }
 
