@@ -353,6 +353,19 @@ async fn naps(ms: u64, ctx: &Context) -> salt::Result<u64> {
     two(x).await
 }
 
+/// Returns `n` copies of `text`: a large value from a small input.
+#[task]
+async fn repeat(text: String, n: usize) -> String {
+    text.repeat(n)
+}
+
+/// Carries a note (as large as the caller makes it) and returns a large value.
+#[workflow]
+async fn bulky(note: String, n: usize) -> salt::Result<String> {
+    let big = repeat("ab".to_string(), n).await?;
+    Ok(format!("{}{big}", note.len()))
+}
+
 /// Replaces this process with a misbehaving node for the first node process of a run.
 fn fake_node(kind: &str, dir: &str) {
     let flag = Path::new(dir).join("faked");
