@@ -621,3 +621,20 @@ pub fn truncate(s: &str, max: usize) -> String {
         t
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_absurdly_far_away_are_forever_and_none_overflows() {
+        let now = 1_795_000_000_000;
+        assert_eq!(time_left(now + 1_500, now), "1.50s");
+        assert_eq!(time_left(now + 2 * 3_600_000 + 60_000, now), "2h01m");
+        assert_eq!(time_left(now + 3 * 86_400_000, now), "3d00h");
+        assert_eq!(time_left(now - 5, now), "now");
+        assert_eq!(time_left(now + FOREVER_MS + 1, now), "forever");
+        assert_eq!(time_left(i64::MAX, now), "forever");
+        assert_eq!(time_left(i64::MIN, now), "now");
+    }
+}
