@@ -4,16 +4,19 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use serde_json::{Value, json};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::model::{NodeId, NodeState, RunId, RunSnapshot, RunState, now_ms};
+use crate::model::{NodeState, RunId, RunState, RunSummary, now_ms};
+use crate::ops::{self, Drawing, GraphFormat, Logs, Part, PauseOutcome, RunOneOutcome, RunSettings};
 use crate::progress::Progress;
-use crate::registry::{Kind, Registry, TaskDescriptor};
-use crate::render::{self, GraphView};
-use crate::runner::{Executor, RunOutcome, Runner, default_parallelism};
-use crate::store::{SqliteStore, Store, Write};
+use crate::registry::Registry;
+use crate::render;
+use crate::runner::{Executor, RunOutcome, Runner};
+
+/// The most nodes `--parallelism` accepts.
+const MAX_PARALLELISM: i64 = 65_536;
 
 /// Runs and inspects the workflows of this binary.
 #[derive(Debug, Parser)]
@@ -45,10 +48,10 @@ struct RunOptions {
     #[arg(long, value_enum)]
     executor: Option<Executor>,
 
-    /// How many nodes run at once [default: the number of cores; for recover, rerun and
-    /// run-one: the run's own].
-    #[arg(long, value_name = "N")]
-    parallelism: Option<usize>,
+    /// How many nodes run at once, 1 to 65536 [default: the number of cores; for recover,
+    /// rerun and run-one: the run's own].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=MAX_PARALLELISM))]
+    parallelism: Option<u32>,
 
     /// With `--executor pool`: how many processes to keep warm [default: the parallelism].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
@@ -73,10 +76,18 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
-    /// Show a run: its state, input, output and nodes.
+    /// Show a run: its state, input, output and nodes; or one node; or a whole input or output.
     Show {
         /// The run.
         run: RunId,
+        /// A node id, or a task name that names one node of the run: show that node.
+        node: Option<String>,
+        /// Print the whole input of the run (or of NODE) as JSON, however large.
+        #[arg(long, conflicts_with = "output")]
+        input: bool,
+        /// Print the whole output of the run (or of NODE) as JSON, however large.
+        #[arg(long)]
+        output: bool,
     },
     /// Print the logs of a run, or of one of its nodes, attempt by attempt.
     Logs {
@@ -90,8 +101,8 @@ enum Command {
         /// A run id, or a workflow name (its plan).
         target: String,
         /// The output format.
-        #[arg(long, value_enum, default_value_t = Format::Dot)]
-        format: Format,
+        #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
+        format: GraphFormat,
         /// Draw the plan of a workflow (implied when TARGET is not a run id).
         #[arg(long)]
         plan: bool,
@@ -154,19 +165,6 @@ enum Command {
         /// The run.
         run: RunId,
     },
-}
-
-/// A graph format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Format {
-    /// Graphviz dot.
-    Dot,
-    /// A Mermaid flowchart.
-    Mermaid,
-    /// The documented JSON form.
-    Json,
-    /// SVG, drawn by Graphviz `dot` (which must be on the PATH).
-    Svg,
 }
 
 /// The entry point of a workflow binary's command line.
@@ -239,30 +237,26 @@ fn print_json(value: &Value) {
     out(format!("{}\n", serde_json::to_string_pretty(value).unwrap_or_default()));
 }
 
-fn usage(message: impl std::fmt::Display) -> Error {
-    Error::new(ErrorKind::Usage, message)
-}
+impl RunOptions {
+    fn settings(&self) -> RunSettings {
+        RunSettings {
+            executor: self.executor,
+            parallelism: self.parallelism.map(|n| n as usize),
+            pool_size: self.pool_size.map(usize::from),
+        }
+    }
 
-/// A runner with the command's options; for a run taken over (`stored`), what is not given is
-/// what the run had.
-fn runner(db: &Path, options: &RunOptions, stored: Option<&crate::model::RunRecord>) -> Runner {
-    let executor = options
-        .executor
-        .or_else(|| stored.and_then(|r| Executor::from_str(&r.executor, true).ok()))
-        .unwrap_or(Executor::Inline);
-    let parallelism =
-        options.parallelism.or_else(|| stored.map(|r| r.parallelism as usize)).unwrap_or_else(default_parallelism);
-    let runner =
-        Runner::new(db).executor(executor).parallelism(parallelism).progress(Progress::Auto).handle_ctrl_c(true);
-    match options.pool_size {
-        Some(n) => runner.pool_size(n.into()),
-        None => runner,
+    /// A runner with these options; for a run taken over (`stored`), what is not given is what
+    /// the run had.
+    fn runner(&self, db: &Path, stored: Option<&crate::model::RunRecord>) -> Runner {
+        self.settings().runner(db, stored).progress(Progress::Auto).handle_ctrl_c(true)
     }
 }
 
 async fn dispatch(cli: Cli) -> Result<ExitCode> {
     let registry = Registry::global()?;
     let db = cli.db;
+    let json = cli.json;
     let command = cli.command.unwrap_or(Command::Run {
         workflow: None,
         input: None,
@@ -270,153 +264,113 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
     });
     match command {
         Command::Run { workflow, input, options } => {
-            let workflow = pick_workflow(registry, workflow.as_deref())?;
             let input = input.map(|s| parse_input(&s)).transpose()?;
-            let input = Runner::input_for(workflow, input)?;
-            let outcome = runner(&db, &options, None).run(workflow.name, input).await?;
-            Ok(report(&outcome, cli.json))
+            let outcome = ops::run(&options.runner(&db, None), workflow.as_deref(), input).await?;
+            Ok(report(&outcome, json))
         }
         Command::Runs { limit } => {
-            let runs = open(&db)?.runs(limit).map_err(|e| e.into_error())?;
-            if cli.json {
+            let runs = ops::list_runs(&ops::open(&db)?, limit)?;
+            if json {
                 print_json(&json!({ "runs": runs }));
-            } else if runs.is_empty() {
-                out("no runs yet; start one with `run`\n");
             } else {
-                let mut text =
-                    format!("{:>5}  {:<24} {:<12} {:<20} {:>9}\n", "run", "workflow", "state", "started", "duration");
-                for r in runs {
-                    let started = r.started_at.map(format_time).unwrap_or_default();
-                    let duration = match (r.started_at, r.finished_at) {
-                        (Some(a), Some(b)) => render::human_ms(b - a),
-                        (Some(a), None) if matches!(r.state, RunState::Running | RunState::Paused) => {
-                            render::human_ms(now_ms() - a)
-                        }
-                        _ => String::new(),
-                    };
-                    text.push_str(&format!(
-                        "{:>5}  {:<24} {:<12} {:<20} {:>9}\n",
-                        r.id,
-                        r.workflow,
-                        r.state.as_str(),
-                        started,
-                        duration
-                    ));
-                }
-                out(text);
+                out(runs_text(&runs));
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Show { run } => {
-            let snapshot = load(&db, run)?;
-            if cli.json {
-                print_json(&serde_json::to_value(&snapshot).unwrap_or_default());
+        Command::Show { run, node, input, output } => {
+            let store = ops::open(&db)?;
+            let part = match (input, output) {
+                (true, _) => Some(Part::Input),
+                (_, true) => Some(Part::Output),
+                _ => None,
+            };
+            if let Some(part) = part {
+                print_json(&ops::value(&store, run, node.as_deref(), part)?);
+            } else if let Some(node) = node {
+                let view = ops::show_node(&store, run, &node)?;
+                if json { print_json(&to_json(&view)) } else { out(render::node_text(&view)) }
             } else {
-                out(render::show_text(&snapshot));
+                let snapshot = ops::show(&store, run)?;
+                if json { print_json(&to_json(&snapshot)) } else { out(render::show_text(&snapshot)) }
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Logs { run, node } => {
-            let store = open(&db)?;
-            let snapshot = store.load(run).map_err(|e| e.into_error())?;
-            let node = node.map(|n| resolve_node(&snapshot, &n)).transpose()?;
-            let logs = store.logs(run, node).map_err(|e| e.into_error())?;
-            if cli.json {
-                print_json(
-                    &json!({ "run": run, "logs": logs, "attempts": snapshot.attempts.iter().filter(|a| node.is_none_or(|n| a.node == n)).collect::<Vec<_>>() }),
-                );
+            let logs = ops::logs(&ops::open(&db)?, run, node.as_deref())?;
+            if json {
+                print_json(&to_json(&logs));
             } else {
-                out(logs_text(&snapshot, &logs, node));
+                out(logs_text(&logs));
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Graph { target, format, plan, input, collapse } => {
-            let view = match target.parse::<RunId>() {
-                Ok(run) if !plan => {
-                    if input.is_some() {
-                        return Err(usage("`--input` is for plans: `graph WORKFLOW --plan --input JSON`"));
-                    }
-                    GraphView::of_run(&load(&db, run)?, &crate::plan::may_spawn(registry))
-                }
-                _ => {
-                    let workflow = Runner::workflow(&target)?;
-                    let input = input.map(|s| parse_input(&s)).transpose()?;
-                    let input = Runner::input_for(workflow, input)?;
-                    crate::plan::plan(workflow, input).await?
-                }
-            };
-            let format = if cli.json { Format::Json } else { format };
-            if collapse {
-                let tasks = view.collapse();
-                match format {
-                    Format::Dot => out(tasks.to_dot()),
-                    Format::Mermaid => out(tasks.to_mermaid()),
-                    Format::Json => print_json(&tasks.to_json()),
-                    Format::Svg => out(svg(&tasks.to_dot())?),
-                }
-            } else {
-                match format {
-                    Format::Dot => out(view.to_dot()),
-                    Format::Mermaid => out(view.to_mermaid()),
-                    Format::Json => print_json(&view.to_json()),
-                    Format::Svg => out(svg(&view.to_dot())?),
-                }
+            let input = input.map(|s| parse_input(&s)).transpose()?;
+            let view = ops::graph(&ops::open(&db)?, &target, plan, input).await?;
+            match ops::draw(&view, if json { GraphFormat::Json } else { format }, collapse)? {
+                Drawing::Text(text) => out(text),
+                Drawing::Json(value) => print_json(&value),
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Signal { run, name, value } => {
             let value = parse_input(&value)?;
-            signal(&db, run, &name, value, cli.json)
+            let sent = ops::signal(&mut ops::open(&db)?, run, &name, &value)?;
+            if json {
+                print_json(&to_json(&sent));
+            } else {
+                let note = if sent.needs_recover {
+                    format!("; its orchestrator is gone: `recover {run}` resumes it")
+                } else {
+                    String::new()
+                };
+                out(format!("sent `{name}` to node {} of run {run}{note}\n", sent.node));
+            }
+            Ok(ExitCode::SUCCESS)
         }
-        Command::Pause { run } => pause(&db, run, true, cli.json),
-        Command::Resume { run } => pause(&db, run, false, cli.json),
+        Command::Pause { run } => {
+            let outcome = ops::pause(&mut ops::open(&db)?, run)?;
+            print_pause(&outcome, json);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Resume { run } => {
+            let outcome = ops::resume(&mut ops::open(&db)?, run)?;
+            print_pause(&outcome, json);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Manifest => {
-            print_json(&manifest(registry).await);
+            print_json(&to_json(&ops::manifest(registry).await));
             Ok(ExitCode::SUCCESS)
         }
         Command::Recover { run, options } => {
-            let stored = load(&db, run)?.run;
-            let outcome = runner(&db, &options, Some(&stored)).recover(run).await?;
-            Ok(report(&outcome, cli.json))
+            let stored = ops::show(&ops::open(&db)?, run)?.run;
+            let outcome = ops::recover(&options.runner(&db, Some(&stored)), run).await?;
+            Ok(report(&outcome, json))
         }
         Command::Rerun { run, from, options } => {
-            let snapshot = load(&db, run)?;
-            let node = resolve_node(&snapshot, &from)?;
-            let outcome = runner(&db, &options, Some(&snapshot.run)).rerun_from(run, node).await?;
-            Ok(report(&outcome, cli.json))
+            let stored = ops::show(&ops::open(&db)?, run)?.run;
+            let outcome = ops::rerun_from(&options.runner(&db, Some(&stored)), run, &from).await?;
+            Ok(report(&outcome, json))
         }
         Command::RunOne { run, node, options } => {
-            let snapshot = load(&db, run)?;
-            let node = resolve_node(&snapshot, &node)?;
-            let outcome = runner(&db, &options, Some(&snapshot.run)).run_one(run, node).await?;
-            Ok(report(&outcome, cli.json))
+            let stored = ops::show(&ops::open(&db)?, run)?.run;
+            let outcome = ops::run_one(&options.runner(&db, Some(&stored)), run, &node).await?;
+            Ok(report_one(&outcome, json))
         }
-        Command::Cancel { run } => cancel(&db, run, cli.json).await,
+        Command::Cancel { run } => {
+            let outcome = ops::cancel(&mut ops::open(&db)?, run).await?;
+            if json {
+                print_json(&to_json(&outcome));
+            } else {
+                out(format!("run {run} {}\n", outcome.state.as_str()));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
-fn open(db: &Path) -> Result<SqliteStore> {
-    SqliteStore::open(db).map_err(|e| e.into_error())
-}
-
-fn load(db: &Path, run: RunId) -> Result<RunSnapshot> {
-    open(db)?.load(run).map_err(|e| e.into_error())
-}
-
-fn pick_workflow(registry: &Registry, name: Option<&str>) -> Result<&'static TaskDescriptor> {
-    if let Some(name) = name {
-        return Runner::workflow(name);
-    }
-    let all: Vec<_> = registry.workflows().collect();
-    match all.as_slice() {
-        [one] => Ok(one),
-        [] => Err(usage("this binary has no `#[workflow]`")),
-        many => Err(usage(format!(
-            "this binary has {} workflows; name one: {}",
-            many.len(),
-            many.iter().map(|d| d.name).collect::<Vec<_>>().join(", ")
-        ))),
-    }
+fn to_json(value: &impl serde::Serialize) -> Value {
+    serde_json::to_value(value).unwrap_or_default()
 }
 
 fn parse_input(text: &str) -> Result<Value> {
@@ -431,30 +385,9 @@ fn parse_input(text: &str) -> Result<Value> {
     serde_json::from_str(&text).map_err(|e| Error::new(ErrorKind::Input, format!("{origin} is not JSON: {e}")))
 }
 
-/// A node given by id, or by a task name that names exactly one node of the run.
-fn resolve_node(snapshot: &RunSnapshot, text: &str) -> Result<NodeId> {
-    if let Ok(id) = text.parse::<NodeId>() {
-        if (id as usize) < snapshot.nodes.len() {
-            return Ok(id);
-        }
-        return Err(usage(format!("run {} has no node {id}", snapshot.run.id)));
-    }
-    let matches: Vec<_> = snapshot.nodes.iter().filter(|n| n.task == text).collect();
-    match matches.as_slice() {
-        [one] => Ok(one.id),
-        [] => Err(usage(format!("run {} has no node of task `{text}`", snapshot.run.id))),
-        many => Err(usage(format!(
-            "run {} has {} nodes of task `{text}` ({}); give a node id",
-            snapshot.run.id,
-            many.len(),
-            many.iter().map(|n| n.id.to_string()).collect::<Vec<_>>().join(", ")
-        ))),
-    }
-}
-
 fn report(outcome: &RunOutcome, json: bool) -> ExitCode {
     if json {
-        print_json(&serde_json::to_value(outcome).unwrap_or_default());
+        print_json(&to_json(outcome));
     } else {
         match outcome.state {
             RunState::Succeeded => {
@@ -478,16 +411,82 @@ fn report(outcome: &RunOutcome, json: bool) -> ExitCode {
     if outcome.state == RunState::Succeeded { ExitCode::SUCCESS } else { ExitCode::from(1) }
 }
 
-fn logs_text(snapshot: &RunSnapshot, logs: &[crate::model::LogRecord], node: Option<NodeId>) -> String {
+/// `run-one`: the exit code is the node's, not the run's (the rest of the run may have failed
+/// before); the run's state is printed.
+fn report_one(one: &RunOneOutcome, json: bool) -> ExitCode {
+    let run = &one.outcome;
+    if json {
+        print_json(&to_json(one));
+    } else {
+        match one.node_state {
+            NodeState::Succeeded => {
+                if let Some(output) = &one.node_output {
+                    out(format!("{}\n", serde_json::to_string_pretty(output).unwrap_or_default()));
+                }
+                eprintln!("node {} (`{}`) of run {} succeeded", one.node, one.task, run.run);
+            }
+            state => {
+                let why = one.node_error.as_ref().map(|e| e.message.as_str()).unwrap_or("");
+                eprintln!("node {} (`{}`) of run {} {}: {why}", one.node, one.task, run.run, state.as_str());
+                eprintln!("see `logs {} {}`", run.run, one.node);
+            }
+        }
+        eprintln!("run {} of `{}` is {}", run.run, run.workflow, run.state.as_str());
+    }
+    if one.node_state == NodeState::Succeeded { ExitCode::SUCCESS } else { ExitCode::from(1) }
+}
+
+fn print_pause(outcome: &PauseOutcome, json: bool) {
+    if json {
+        print_json(&to_json(outcome));
+    } else if outcome.paused {
+        out(format!("pausing run {}: no new node starts; running ones finish\n", outcome.run));
+    } else {
+        out(format!("resuming run {}: nodes start again\n", outcome.run));
+    }
+}
+
+fn runs_text(runs: &[RunSummary]) -> String {
+    if runs.is_empty() {
+        return "no runs yet; start one with `run`\n".into();
+    }
+    let mut text = format!("{:>5}  {:<24} {:<12} {:<20} {:>9}\n", "run", "workflow", "state", "started", "duration");
+    for r in runs {
+        let started = r.started_at.map(format_time).unwrap_or_default();
+        let duration = match (r.started_at, r.finished_at) {
+            (Some(a), Some(b)) => render::human_ms(b - a),
+            (Some(a), None) if matches!(r.state, RunState::Running | RunState::Paused) => {
+                render::human_ms(now_ms() - a)
+            }
+            _ => String::new(),
+        };
+        text.push_str(&format!(
+            "{:>5}  {:<24} {:<12} {:<20} {:>9}\n",
+            r.id,
+            r.workflow,
+            r.state.as_str(),
+            started,
+            duration
+        ));
+    }
+    text
+}
+
+fn logs_text(logs: &Logs) -> String {
     let mut text = String::new();
-    for a in snapshot.attempts.iter().filter(|a| node.is_none_or(|n| a.node == n)) {
-        let task = snapshot.nodes.get(a.node as usize).map(|n| n.task.as_str()).unwrap_or("?");
+    for a in &logs.attempts {
         let how = match &a.error {
             Some(e) => format!("{}: {}", a.state.as_str(), e.message),
             None => a.state.as_str().to_string(),
         };
-        text.push_str(&format!("── node {} {task} · attempt {} · {} · {how}\n", a.node, a.attempt, a.executor));
-        for l in logs.iter().filter(|l| l.node == a.node && l.attempt == a.attempt) {
+        text.push_str(&format!(
+            "── node {} {} · attempt {} · {} · {how}\n",
+            a.node,
+            logs.task(a.node),
+            a.attempt,
+            a.executor
+        ));
+        for l in logs.logs.iter().filter(|l| l.node == a.node && l.attempt == a.attempt) {
             text.push_str(&l.line);
             text.push('\n');
         }
@@ -496,180 +495,6 @@ fn logs_text(snapshot: &RunSnapshot, logs: &[crate::model::LogRecord], node: Opt
         text.push_str("no attempts yet\n");
     }
     text
-}
-
-fn svg(dot: &str) -> Result<String> {
-    use std::process::{Command, Stdio};
-    let mut child =
-        Command::new("dot").arg("-Tsvg").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().map_err(|e| {
-            usage(format!("`--format svg` needs Graphviz `dot` on the PATH ({e}); use `--format dot` instead"))
-        })?;
-    if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(dot.as_bytes());
-    }
-    let output = child.wait_with_output().map_err(|e| usage(format!("graphviz failed: {e}")))?;
-    if !output.status.success() {
-        return Err(usage(format!("graphviz failed: {}", output.status)));
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-}
-
-/// `manifest`: every task and workflow with its doc, schemas, policy and promises; each
-/// workflow with its plan for its default input.
-pub async fn manifest(registry: &Registry) -> Value {
-    let describe = |d: &TaskDescriptor| {
-        let mut v = json!({
-            "name": d.name,
-            "module": d.module,
-            "doc": d.doc,
-            "input_schema": (d.input_schema)(),
-            "output_schema": (d.output_schema)(),
-            "policy": d.policy,
-            "label": d.label,
-            "color": d.color,
-            "promises": d.promises,
-            "may_spawn": d.may_spawn,
-        });
-        if d.kind == Kind::Workflow {
-            v["default_input"] = d.default_input.and_then(|t| serde_json::from_str(t).ok()).unwrap_or(Value::Null);
-            v["schedule"] = json!(d.schedule);
-        }
-        v
-    };
-    let mut workflows = Vec::new();
-    for d in registry.workflows() {
-        let mut v = describe(d);
-        v["plan"] = match Runner::input_for(d, None) {
-            Ok(input) => match crate::plan::plan(d, input).await {
-                Ok(view) => view.to_json(),
-                Err(e) => json!({"error": e.message()}),
-            },
-            Err(_) => Value::Null,
-        };
-        workflows.push(v);
-    }
-    json!({
-        "binary": std::env::current_exe().ok().and_then(|p| p.file_name().map(|f| f.to_string_lossy().into_owned())),
-        "salt_version": env!("CARGO_PKG_VERSION"),
-        "tasks": registry.all().filter(|d| d.kind == Kind::Task).map(describe).collect::<Vec<_>>(),
-        "workflows": workflows,
-    })
-}
-
-async fn cancel(db: &Path, run: RunId, json: bool) -> Result<ExitCode> {
-    let mut store = open(db)?;
-    let snapshot = store.load(run).map_err(|e| e.into_error())?;
-    let state = snapshot.run.state;
-    if state.is_terminal() {
-        return Err(usage(format!("run {run} already ended: {}", state.as_str())));
-    }
-    if matches!(state, RunState::Interrupted | RunState::Queued) {
-        // No orchestrator to tell: record the cancellation ourselves.
-        let at = now_ms();
-        let mut writes: Vec<Write> = snapshot
-            .nodes
-            .iter()
-            .filter(|n| !n.state.is_terminal())
-            .map(|n| Write::NodeFinished {
-                run,
-                node: n.id,
-                state: NodeState::Cancelled,
-                output: None,
-                error: None,
-                at,
-            })
-            .collect();
-        let error = crate::error::ErrorWire::new(ErrorKind::Cancelled, "cancelled with `cancel`");
-        writes.push(Write::RunState { run, state: RunState::Cancelled, output: None, error: Some(error), at });
-        store.commit(&writes).map_err(|e| e.into_error())?;
-    } else {
-        store.request_cancel(run).map_err(|e| e.into_error())?;
-        // The orchestrator polls for the request; wait until it has stopped the run.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        loop {
-            let state = store.load(run).map_err(|e| e.into_error())?.run.state;
-            if state.is_terminal() || state == RunState::Interrupted {
-                break;
-            }
-            if std::time::Instant::now() > deadline {
-                return Err(Error::new(
-                    ErrorKind::Usage,
-                    format!("run {run} did not stop within 30s; it is still {}", state.as_str()),
-                ));
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-    }
-    let state = store.load(run).map_err(|e| e.into_error())?.run.state;
-    if json {
-        print_json(&json!({"run": run, "state": state}));
-    } else {
-        out(format!("run {run} {}\n", state.as_str()));
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn signal(db: &Path, run: RunId, name: &str, value: Value, json: bool) -> Result<ExitCode> {
-    let mut store = open(db)?;
-    let snapshot = store.load(run).map_err(|e| e.into_error())?;
-    if snapshot.run.state.is_terminal() {
-        return Err(usage(format!("run {run} already ended: {}", snapshot.run.state.as_str())));
-    }
-    let waits = snapshot.waits.iter().filter(|w| w.name != crate::context::SLEEP_SIGNAL);
-    let Some(wait) = waits.clone().find(|w| w.name == name) else {
-        let names: Vec<&str> = waits.map(|w| w.name.as_str()).collect();
-        return Err(usage(if names.is_empty() {
-            format!("run {run} is not waiting for any signal")
-        } else {
-            format!("run {run} is not waiting for signal `{name}`; it waits for: {}", names.join(", "))
-        }));
-    };
-    let validator = jsonschema::validator_for(&wait.schema)
-        .map_err(|e| usage(format!("the schema of signal `{name}` is not valid: {e}")))?;
-    let problems: Vec<String> =
-        validator.iter_errors(&value).map(|e| format!("{} at `{}`", e, e.instance_path)).collect();
-    if !problems.is_empty() {
-        return Err(Error::new(
-            ErrorKind::Input,
-            format!(
-                "signal `{name}` of run {run} does not match the type node {} waits for: {}\nexpected schema: {}",
-                wait.node,
-                problems.join("; "),
-                serde_json::to_string(&wait.schema).unwrap_or_default()
-            ),
-        ));
-    }
-    store.send_signal(run, name, &value).map_err(|e| e.into_error())?;
-    let note = if snapshot.run.state == RunState::Interrupted {
-        format!("; its orchestrator is gone: `recover {run}` resumes it")
-    } else {
-        String::new()
-    };
-    if json {
-        print_json(&json!({"run": run, "signal": name, "node": wait.node}));
-    } else {
-        out(format!("sent `{name}` to node {} of run {run}{note}\n", wait.node));
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn pause(db: &Path, run: RunId, paused: bool, json: bool) -> Result<ExitCode> {
-    let mut store = open(db)?;
-    let state = store.load(run).map_err(|e| e.into_error())?.run.state;
-    if state.is_terminal() {
-        return Err(usage(format!("run {run} already ended: {}", state.as_str())));
-    }
-    store.set_paused(run, paused).map_err(|e| e.into_error())?;
-    let word = if paused { "pausing" } else { "resuming" };
-    if json {
-        print_json(&json!({"run": run, "paused": paused}));
-    } else {
-        out(format!(
-            "{word} run {run}: {}\n",
-            if paused { "no new node starts; running ones finish" } else { "nodes start again" }
-        ));
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 fn format_time(ms: i64) -> String {

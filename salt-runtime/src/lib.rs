@@ -10,6 +10,7 @@ mod driver;
 pub mod error;
 mod executor;
 pub mod model;
+pub mod ops;
 pub mod plan;
 pub mod progress;
 pub mod promise;
@@ -22,6 +23,6 @@ pub mod store;
 
 pub use context::{Arg, Context, Handle, TaskValue, join_all};
 pub use error::{Error, ErrorKind, Result};
-pub use progress::Progress;
+pub use progress::{Progress, Transition};
 pub use registry::{Backoff, Kind, Policy, Registry, TaskDescriptor};
 pub use runner::{Executor, RunOutcome, Runner};

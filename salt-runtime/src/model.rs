@@ -188,6 +188,31 @@ pub struct RunRecord {
     pub owner_pid: Option<u32>,
 }
 
+/// A run in a list: what `runs` shows, without the input and output (which may be large).
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    /// Its id.
+    pub id: RunId,
+    /// The workflow it runs.
+    pub workflow: String,
+    /// Its state.
+    pub state: RunState,
+    /// Why it failed.
+    pub error: Option<ErrorWire>,
+    /// When it was created (ms since the epoch).
+    pub created_at: i64,
+    /// When it started (ms since the epoch).
+    pub started_at: Option<i64>,
+    /// When it ended (ms since the epoch).
+    pub finished_at: Option<i64>,
+    /// The executor it runs on.
+    pub executor: String,
+    /// Its parallelism limit.
+    pub parallelism: u32,
+    /// The process running its orchestrator, while it runs.
+    pub owner_pid: Option<u32>,
+}
+
 /// A node as stored.
 #[derive(Debug, Clone, Serialize)]
 pub struct NodeRecord {

@@ -1,12 +1,17 @@
-//! Showing a run while it runs: a live status line on a terminal, plain lines otherwise.
+//! Following a run while it runs: a live status line on a terminal, plain lines otherwise, and
+//! a stream of committed [`Transition`]s for embedding programs ([`Runner::subscribe`]).
+//!
+//! [`Runner::subscribe`]: crate::runner::Runner::subscribe
 
 use std::io::{IsTerminal, Write as _};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+use tokio::sync::broadcast;
 
 use crate::error::ErrorWire;
-use crate::model::{NodeId, NodeState, RunId};
+use crate::model::{NodeId, NodeState, RunId, RunState};
 
 /// Counts of a run's nodes by state, what runs now, and the time so far.
 pub(crate) struct Summary {
@@ -15,6 +20,8 @@ pub(crate) struct Summary {
     pub(crate) counts: [usize; NodeState::ALL.len()],
     pub(crate) running: Vec<&'static str>,
     pub(crate) elapsed: Duration,
+    /// Whether the run is paused (the change is committed with the next batch).
+    pub(crate) paused: bool,
 }
 
 impl Summary {
@@ -131,4 +138,127 @@ impl Observer for Live {
         self.bar.finish_and_clear();
         let _ = writeln!(std::io::stderr(), "run {}: {} in {:.2?}", s.run, s.counts_line(), s.elapsed);
     }
+}
+
+/// A committed change of a run or of one of its nodes, as [`Runner::subscribe`] streams it.
+///
+/// Every transition is sent after the store has committed it, so what a subscriber sees is
+/// always already what `show` reads. Its JSON form is tagged by `type`:
+/// `{"type": "node", "run": 1, "node": 3, "task": "fetch", "state": "running", "attempt": 1,
+/// "error": null}` or `{"type": "run", "run": 1, "state": "succeeded", "error": null}`.
+///
+/// [`Runner::subscribe`]: crate::runner::Runner::subscribe
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Transition {
+    /// The run changed state: `running` when an orchestrator takes it, `paused` and `running`
+    /// again on `pause` and `resume`, and last its final state (`interrupted` when its
+    /// orchestrator failed, for example on a store error).
+    Run {
+        /// The run.
+        run: RunId,
+        /// Its new state.
+        state: RunState,
+        /// Why it did not succeed, with a final state.
+        error: Option<ErrorWire>,
+    },
+    /// A node changed state: `running` for each attempt, `waiting` when it parks, `pending`
+    /// when an attempt failed and will be retried (with the error), and its final state.
+    Node {
+        /// The run.
+        run: RunId,
+        /// The node.
+        node: NodeId,
+        /// Its task.
+        task: String,
+        /// Its new state.
+        state: NodeState,
+        /// The attempt this transition belongs to.
+        attempt: u32,
+        /// Why the attempt or the node failed.
+        error: Option<ErrorWire>,
+    },
+}
+
+impl Transition {
+    /// The run it belongs to.
+    pub fn run(&self) -> RunId {
+        match self {
+            Transition::Run { run, .. } | Transition::Node { run, .. } => *run,
+        }
+    }
+
+    /// Whether it is the last transition of a run that a command drives: a run transition to a
+    /// state no orchestrator continues from.
+    pub fn is_final(&self) -> bool {
+        matches!(self, Transition::Run { state, .. } if state.is_terminal() || *state == RunState::Interrupted)
+    }
+}
+
+/// Shows progress through `inner` and sends each committed transition to `tx`.
+pub(crate) struct Broadcast {
+    inner: Box<dyn Observer>,
+    tx: broadcast::Sender<Transition>,
+    run: RunId,
+    started: bool,
+    /// The pause state last sent, and one seen but not yet committed.
+    paused: bool,
+    pending_pause: Option<bool>,
+}
+
+impl Broadcast {
+    pub(crate) fn new(inner: Box<dyn Observer>, tx: broadcast::Sender<Transition>, run: RunId) -> Self {
+        Self { inner, tx, run, started: false, paused: false, pending_pause: None }
+    }
+
+    /// Sends what became committed since the last call: the start of the run (committed with
+    /// the first batch), a pause or resume seen at the tick before.
+    fn catch_up(&mut self) {
+        if !self.started {
+            self.started = true;
+            self.send_run(RunState::Running, None);
+        }
+        if let Some(paused) = self.pending_pause.take()
+            && paused != self.paused
+        {
+            self.paused = paused;
+            self.send_run(if paused { RunState::Paused } else { RunState::Running }, None);
+        }
+    }
+
+    fn send_run(&self, state: RunState, error: Option<ErrorWire>) {
+        // No subscriber is not an error.
+        let _ = self.tx.send(Transition::Run { run: self.run, state, error });
+    }
+}
+
+impl Observer for Broadcast {
+    fn node(&mut self, id: NodeId, task: &str, state: NodeState, attempt: u32, error: Option<&ErrorWire>) {
+        self.catch_up();
+        let _ = self.tx.send(Transition::Node {
+            run: self.run,
+            node: id,
+            task: task.to_string(),
+            state,
+            attempt,
+            error: error.cloned(),
+        });
+        self.inner.node(id, task, state, attempt, error);
+    }
+    fn tick(&mut self, summary: &Summary) {
+        self.catch_up();
+        if summary.paused != self.paused {
+            self.pending_pause = Some(summary.paused);
+        }
+        self.inner.tick(summary);
+    }
+    fn done(&mut self, summary: &Summary) {
+        self.catch_up();
+        self.inner.done(summary);
+    }
+}
+
+/// Sends the final transition of a run once the command that drove it returns.
+pub(crate) fn send_final(tx: &broadcast::Sender<Transition>, run: RunId, state: RunState, error: Option<ErrorWire>) {
+    let _ = tx.send(Transition::Run { run, state, error });
 }

@@ -143,6 +143,40 @@ impl std::fmt::Debug for TaskDescriptor {
     }
 }
 
+impl TaskDescriptor {
+    /// Checks an input before anything is stored: it must decode as this task's parameters
+    /// and match its input schema. The schema check catches what decoding lets through (a JSON
+    /// array decodes into a struct, but a node's arguments are an object by name); its error
+    /// names the JSON Schema path of each problem.
+    pub fn validate_input(&self, input: &Value) -> Result<()> {
+        (self.check_input)(input).map_err(|e| Error::new(ErrorKind::Input, e.message()))?;
+        let schema = (self.input_schema)();
+        let validator = jsonschema::validator_for(&schema).map_err(|e| {
+            Error::new(ErrorKind::Usage, format!("the input schema of `{}` is not valid: {e}", self.name))
+        })?;
+        let problems: Vec<String> = validator
+            .iter_errors(input)
+            .map(|e| {
+                let at = e.instance_path.to_string();
+                format!("{e} at `{}`", if at.is_empty() { "/" } else { at.as_str() })
+            })
+            .collect();
+        if problems.is_empty() {
+            return Ok(());
+        }
+        Err(Error::new(
+            ErrorKind::Input,
+            format!(
+                "input of `{}` does not match its input schema: {}
+expected schema: {}",
+                self.name,
+                problems.join("; "),
+                serde_json::to_string(&schema).unwrap_or_default()
+            ),
+        ))
+    }
+}
+
 /// All tasks and workflows of this binary, by name.
 #[derive(Debug)]
 pub struct Registry {

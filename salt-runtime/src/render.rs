@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
-use crate::model::{EdgeKind, NodeId, NodeState, RunSnapshot, RunState};
+use crate::model::{EdgeKind, NodeId, NodeState, RunId, RunSnapshot, RunState, WaitRecord};
 use crate::promise::Promise;
 
 /// One node as drawn.
@@ -458,49 +458,95 @@ pub fn human_ms(ms: i64) -> String {
         format!("{ms}ms")
     } else if ms < 60_000 {
         format!("{:.2}s", ms as f64 / 1000.0)
-    } else {
+    } else if ms < 3_600_000 {
         format!("{}m{:02}s", ms / 60_000, (ms % 60_000) / 1000)
+    } else if ms < 86_400_000 {
+        format!("{}h{:02}m", ms / 3_600_000, (ms % 3_600_000) / 60_000)
+    } else {
+        format!("{}d{:02}h", ms / 86_400_000, (ms % 86_400_000) / 3_600_000)
+    }
+}
+
+/// Deadlines further away than this (a hundred years) are shown as "forever".
+pub const FOREVER_MS: i64 = 100 * 365 * 86_400_000;
+
+/// How long until `deadline` (ms since the epoch), seen at `now`: "forever" when it is
+/// absurdly far (a wait with a huge timeout), "now" when it has passed.
+pub fn time_left(deadline: i64, now: i64) -> String {
+    let left = deadline.saturating_sub(now);
+    if left > FOREVER_MS {
+        "forever".into()
+    } else if left <= 0 {
+        "now".into()
+    } else {
+        human_ms(left)
+    }
+}
+
+/// How many characters of an input, output or error `show` prints; past that it says how to
+/// get the whole value.
+pub const SHOW_MAX: usize = 300;
+
+/// A value for `show`: its JSON, cut at [`SHOW_MAX`] characters with a note naming the command
+/// that prints it whole.
+fn shown(value: &Value, whole: &str) -> String {
+    let text = value.to_string();
+    if text.chars().count() <= SHOW_MAX {
+        return text;
+    }
+    format!("{}  ({} bytes; `{whole}` prints it whole)", truncate(&text, SHOW_MAX), text.len())
+}
+
+fn wait_line(out: &mut String, run: RunId, w: &WaitRecord, now: i64) {
+    if w.name == crate::context::SLEEP_SIGNAL {
+        let until = match w.deadline.map(|d| time_left(d, now)) {
+            Some(left) if left == "forever" => " forever".to_string(),
+            Some(left) => format!(" for another {left}"),
+            None => String::new(),
+        };
+        let _ = writeln!(out, "waiting   node {} sleeps{until}", w.node);
+    } else {
+        let until = match w.deadline.map(|d| time_left(d, now)) {
+            Some(left) if left == "forever" => String::new(),
+            Some(left) => format!(" (gives up in {left})"),
+            None => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "waiting   node {} waits for signal `{}`; send it with `signal {run} {} JSON`{until}",
+            w.node, w.name, w.name
+        );
     }
 }
 
 /// `show RUN` as text: the run, then one line per node.
 pub fn show_text(s: &RunSnapshot) -> String {
     let r = &s.run;
+    let now = crate::model::now_ms();
     let mut out = String::new();
     let _ = writeln!(out, "run {}  workflow {}  {}", r.id, r.workflow, r.state.as_str().to_uppercase());
-    let _ = writeln!(out, "input     {}", r.input);
+    let _ = writeln!(out, "input     {}", shown(&r.input, &format!("show {} --input", r.id)));
     if let (Some(a), Some(b)) = (r.started_at, r.finished_at) {
         let _ = writeln!(out, "duration  {}", human_ms(b - a));
     }
     let _ = writeln!(out, "executor  {} (parallelism {})", r.executor, r.parallelism);
     if let Some(o) = &r.output {
-        let _ = writeln!(out, "output    {}", truncate(&o.to_string(), 200));
+        let _ = writeln!(out, "output    {}", shown(o, &format!("show {} --output", r.id)));
     }
     if let Some(e) = &r.error {
-        let _ = writeln!(out, "error     {}", e.message);
+        let _ = writeln!(out, "error     {}", truncate(&e.message, SHOW_MAX));
     }
     for p in &s.promises {
         let _ = writeln!(out, "promise   `{}` over node {} (declared by node {})", p.text, p.scope, p.declared_by);
     }
     for w in &s.waits {
-        if w.name == crate::context::SLEEP_SIGNAL {
-            let until = w
-                .deadline
-                .map(|d| format!(" for another {}", human_ms(d - crate::model::now_ms())))
-                .unwrap_or_default();
-            let _ = writeln!(out, "waiting   node {} sleeps{until}", w.node);
-        } else {
-            let _ = writeln!(
-                out,
-                "waiting   node {} waits for signal `{}`; send it with `signal {} {} JSON`",
-                w.node, w.name, r.id, w.name
-            );
-        }
+        wait_line(&mut out, r.id, w, now);
     }
     if r.state == RunState::Interrupted {
         let _ = writeln!(out, "hint      its orchestrator is gone; `recover {}` resumes it", r.id);
     }
     let _ = writeln!(out, "\n{:>5}  {:<24} {:<10} {:>8} {:>9}  detail", "node", "task", "state", "attempts", "time");
+    let mut cut = false;
     for n in &s.nodes {
         let time = match (n.started_at, n.finished_at) {
             (Some(a), Some(b)) => human_ms(b - a),
@@ -511,12 +557,56 @@ pub fn show_text(s: &RunSnapshot) -> String {
             (None, Some(o)) => truncate(&o.to_string(), 60),
             _ => String::new(),
         };
+        cut |= detail.ends_with('…');
         let task = match n.parent {
             Some(p) if p != 0 => format!("{} (in {p})", n.task),
             _ => n.task.clone(),
         };
         let _ =
             writeln!(out, "{:>5}  {:<24} {:<10} {:>8} {:>9}  {detail}", n.id, task, n.state.as_str(), n.attempts, time);
+    }
+    if cut {
+        let _ = writeln!(
+            out,
+            "\n(details cut short: `show {} NODE` shows a node, `--output` prints its output whole)",
+            r.id
+        );
+    }
+    out
+}
+
+/// `show RUN NODE` as text: the node, its input and output, its attempts, what it waits for.
+pub fn node_text(v: &crate::ops::NodeView) -> String {
+    let n = &v.node;
+    let now = crate::model::now_ms();
+    let mut out = String::new();
+    let _ = writeln!(out, "node {}  task {}  of run {}  {}", n.id, n.task, v.run, n.state.as_str().to_uppercase());
+    if let Some(p) = n.parent {
+        let _ = writeln!(out, "parent    node {p}");
+    }
+    if let Some(label) = &n.label {
+        let _ = writeln!(out, "label     {label}");
+    }
+    let _ = writeln!(out, "input     {}", shown(&v.input, &format!("show {} {} --input", v.run, n.id)));
+    if let Some(o) = &n.output {
+        let _ = writeln!(out, "output    {}", shown(o, &format!("show {} {} --output", v.run, n.id)));
+    }
+    if let Some(e) = &n.error {
+        let _ = writeln!(out, "error     {}", truncate(&e.message, SHOW_MAX));
+    }
+    for w in &v.waits {
+        wait_line(&mut out, v.run, w, now);
+    }
+    for a in &v.attempts {
+        let time = a.finished_at.map(|f| format!(" · {}", human_ms(f - a.started_at))).unwrap_or_default();
+        let how = match &a.error {
+            Some(e) => format!("{}: {}", a.state.as_str(), truncate(&e.message, 100)),
+            None => a.state.as_str().to_string(),
+        };
+        let _ = writeln!(out, "attempt   {} · {} · {how}{time}", a.attempt, a.executor);
+    }
+    if v.attempts.is_empty() {
+        let _ = writeln!(out, "attempt   none yet");
     }
     out
 }
@@ -529,5 +619,22 @@ pub fn truncate(s: &str, max: usize) -> String {
         let mut t: String = s.chars().take(max.saturating_sub(1)).collect();
         t.push('…');
         t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_absurdly_far_away_are_forever_and_none_overflows() {
+        let now = 1_795_000_000_000;
+        assert_eq!(time_left(now + 1_500, now), "1.50s");
+        assert_eq!(time_left(now + 2 * 3_600_000 + 60_000, now), "2h01m");
+        assert_eq!(time_left(now + 3 * 86_400_000, now), "3d00h");
+        assert_eq!(time_left(now - 5, now), "now");
+        assert_eq!(time_left(now + FOREVER_MS + 1, now), "forever");
+        assert_eq!(time_left(i64::MAX, now), "forever");
+        assert_eq!(time_left(i64::MIN, now), "now");
     }
 }

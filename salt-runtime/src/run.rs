@@ -386,7 +386,8 @@ impl Core {
                 running.push(n.task.name);
             }
         }
-        Summary { run: self.run, counts, running, elapsed: now.saturating_duration_since(self.started) }
+        let elapsed = now.saturating_duration_since(self.started);
+        Summary { run: self.run, counts, running, elapsed, paused: self.paused }
     }
 
     /// Shows a node's transition once the batch it belongs to is committed.

@@ -6,12 +6,13 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use serde_json::Value;
+use tokio::sync::broadcast;
 
 use crate::driver::Driver;
 use crate::error::{Error, ErrorKind, ErrorWire, Result};
 use crate::executor::{Inline, Pool, PoolMode};
 use crate::model::{NodeId, NodeRecord, NodeState, RunId, RunSnapshot, RunState, StoredArg, now_ms};
-use crate::progress::{self, Progress};
+use crate::progress::{self, Progress, Transition};
 use crate::registry::{Kind, Registry, TaskDescriptor};
 use crate::run::{Config, Core};
 use crate::store::{NewRun, SqliteStore, Store, Write};
@@ -57,6 +58,8 @@ pub struct RunOutcome {
 }
 
 /// Runs workflows of this binary against a store.
+///
+/// Clones share one stream of transitions ([`Runner::subscribe`]).
 #[derive(Debug, Clone)]
 pub struct Runner {
     db: PathBuf,
@@ -65,7 +68,12 @@ pub struct Runner {
     pool_size: Option<usize>,
     progress: Progress,
     handle_ctrl_c: bool,
+    transitions: broadcast::Sender<Transition>,
 }
+
+/// How many transitions a subscriber may fall behind before it misses some
+/// ([`broadcast::error::RecvError::Lagged`]).
+pub const TRANSITIONS_BUFFER: usize = 4096;
 
 /// With the process executor, how long a node may await its children before it gives up its
 /// process (`SALT_PARK_AFTER_MS` overrides it).
@@ -86,7 +94,32 @@ impl Runner {
             pool_size: None,
             progress: Progress::Quiet,
             handle_ctrl_c: false,
+            transitions: broadcast::channel(TRANSITIONS_BUFFER).0,
         }
+    }
+
+    /// A stream of the committed transitions of every run this runner (or a clone of it)
+    /// drives from now on: each node's state changes, and the run's (`running`, `paused`,
+    /// then its final state, which is always the last transition of a run). Each is sent
+    /// after the store has committed it. A subscriber that falls more than
+    /// [`TRANSITIONS_BUFFER`] transitions behind gets [`broadcast::error::RecvError::Lagged`]
+    /// and can read the run's state from the store (`ops::show`) to catch up.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> salt_runtime::Result<()> {
+    /// use salt_runtime::{Runner, progress::Transition};
+    /// let runner = Runner::new(".salt/salt.db");
+    /// let mut rx = runner.subscribe();
+    /// tokio::spawn(async move {
+    ///     while let Ok(t) = rx.recv().await {
+    ///         println!("{}", serde_json::to_string(&t).unwrap_or_default());
+    ///     }
+    /// });
+    /// runner.run("etl", serde_json::json!({})).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn subscribe(&self) -> broadcast::Receiver<Transition> {
+        self.transitions.subscribe()
     }
 
     /// Where attempts run.
@@ -169,14 +202,14 @@ impl Runner {
                 }
             },
         };
-        (workflow.check_input)(&input).map_err(|e| Error::new(ErrorKind::Input, e.message()))?;
+        workflow.validate_input(&input)?;
         Ok(input)
     }
 
     /// Starts a run of `workflow` with `input` and drives it to the end.
     pub async fn run(&self, workflow: &str, input: Value) -> Result<RunOutcome> {
         let descriptor = Self::workflow(workflow)?;
-        (descriptor.check_input)(&input).map_err(|e| Error::new(ErrorKind::Input, e.message()))?;
+        descriptor.validate_input(&input)?;
         let mut store = self.store()?;
         let run = store
             .create_run(NewRun {
@@ -307,6 +340,7 @@ impl Runner {
         };
         let mut core = Core::new(snapshot, registry, config, std::time::Instant::now())?;
         prepare(&mut core)?;
+        let run = core.run_id();
         let (tx, events) = tokio::sync::mpsc::unbounded_channel();
         let executor: Box<dyn crate::executor::Executor> = match self.executor {
             Executor::Inline => Box::new(Inline::new(tx)),
@@ -321,17 +355,28 @@ impl Runner {
                 Box::new(Pool::new(mode, exe, tx))
             }
         };
+        let observer = progress::Broadcast::new(progress::observer(self.progress), self.transitions.clone(), run);
         let driver = Driver {
             core,
             store,
             executor,
             events,
-            observer: progress::observer(self.progress),
+            observer: Box::new(observer),
             handle_signals: self.handle_ctrl_c,
             executor_name: self.executor.as_str(),
             parallelism: self.parallelism as u32,
         };
-        driver.run().await
+        let outcome = driver.run().await;
+        match &outcome {
+            Ok(o) => progress::send_final(&self.transitions, run, o.state, o.error.clone()),
+            Err(e) => progress::send_final(
+                &self.transitions,
+                run,
+                RunState::Interrupted,
+                Some(ErrorWire::new(e.kind(), e.message())),
+            ),
+        }
+        outcome
     }
 }
 

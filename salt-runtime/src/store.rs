@@ -12,8 +12,8 @@ pub use self::sqlite::SqliteStore;
 use crate::context::JournalKind;
 use crate::error::{ErrorWire, StoreError};
 use crate::model::{
-    EdgeRecord, LogRecord, NodeId, NodeRecord, NodeState, PromiseRecord, RunControl, RunId, RunRecord, RunSnapshot,
-    RunState, WaitRecord,
+    EdgeRecord, LogRecord, NodeId, NodeRecord, NodeState, PromiseRecord, RunControl, RunId, RunSnapshot, RunState,
+    RunSummary, WaitRecord,
 };
 
 /// One change to the journal.
@@ -216,8 +216,8 @@ pub trait Store: Send {
     fn commit(&mut self, writes: &[Write]) -> Result<(), StoreError>;
     /// Everything stored about a run. A run whose orchestrator is gone reads as `interrupted`.
     fn load(&self, run: RunId) -> Result<RunSnapshot, StoreError>;
-    /// The latest runs, newest first.
-    fn runs(&self, limit: usize) -> Result<Vec<RunRecord>, StoreError>;
+    /// The latest runs, newest first, without their inputs and outputs.
+    fn runs(&self, limit: usize) -> Result<Vec<RunSummary>, StoreError>;
     /// The log lines of a run, or of one of its nodes.
     fn logs(&self, run: RunId, node: Option<NodeId>) -> Result<Vec<LogRecord>, StoreError>;
     /// Asks the orchestrator of a run to cancel it.

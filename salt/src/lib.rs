@@ -49,7 +49,9 @@ pub use salt_runtime::error::{Error, ErrorKind, Result};
 #[doc(inline)]
 pub use salt_runtime::model::{NodeId, NodeState, RunId, RunState};
 #[doc(inline)]
-pub use salt_runtime::progress::Progress;
+pub use salt_runtime::ops;
+#[doc(inline)]
+pub use salt_runtime::progress::{Progress, Transition};
 #[doc(inline)]
 pub use salt_runtime::promise::{Promise, Shape};
 #[doc(inline)]

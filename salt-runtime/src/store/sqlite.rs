@@ -10,7 +10,7 @@ use super::{NewRun, Store, Write};
 use crate::error::{ErrorWire, StoreError};
 use crate::model::{
     AttemptRecord, EdgeKind, EdgeRecord, JournalRecord, LogRecord, NodeId, NodeRecord, NodeState, PromiseRecord,
-    RunControl, RunId, RunRecord, RunSnapshot, RunState, StoredArg, WaitRecord, now_ms,
+    RunControl, RunId, RunRecord, RunSnapshot, RunState, RunSummary, StoredArg, WaitRecord, now_ms,
 };
 
 /// The schema, one migration per file, applied in order; `PRAGMA user_version` counts them.
@@ -266,14 +266,20 @@ impl SqliteStore {
         Ok(())
     }
 
-    fn run_from_row(row: &Row<'_>) -> rusqlite::Result<RunRecord> {
+    /// A run's state; one whose orchestrator is gone reads as `interrupted`.
+    fn state_from_row(row: &Row<'_>, owner_pid: Option<u32>) -> rusqlite::Result<RunState> {
         let state: String = row.get("state")?;
-        let mut state = RunState::parse(&state).unwrap_or(RunState::Failed);
-        let owner_pid: Option<u32> = row.get("owner_pid")?;
+        let state = RunState::parse(&state).unwrap_or(RunState::Failed);
         let heartbeat: Option<i64> = row.get("heartbeat_at")?;
         if matches!(state, RunState::Running | RunState::Paused) && !owner_alive(owner_pid, heartbeat) {
-            state = RunState::Interrupted;
+            return Ok(RunState::Interrupted);
         }
+        Ok(state)
+    }
+
+    fn run_from_row(row: &Row<'_>) -> rusqlite::Result<RunRecord> {
+        let owner_pid: Option<u32> = row.get("owner_pid")?;
+        let state = Self::state_from_row(row, owner_pid)?;
         Ok(RunRecord {
             id: row.get("id")?,
             workflow: row.get("workflow")?,
@@ -539,11 +545,31 @@ impl Store for SqliteStore {
         Ok(RunSnapshot { run: record, nodes, edges, attempts, journal, promises, waits })
     }
 
-    fn runs(&self, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
-        let mut stmt =
-            self.conn.prepare_cached("SELECT * FROM runs ORDER BY id DESC LIMIT ?1").map_err(|e| self.sql(e))?;
+    fn runs(&self, limit: usize) -> Result<Vec<RunSummary>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, workflow, state, error, created_at, started_at, finished_at, executor, parallelism,
+                        owner_pid, heartbeat_at
+                 FROM runs ORDER BY id DESC LIMIT ?1",
+            )
+            .map_err(|e| self.sql(e))?;
         let rows = stmt
-            .query_map([limit as i64], Self::run_from_row)
+            .query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |row| {
+                let owner_pid: Option<u32> = row.get("owner_pid")?;
+                Ok(RunSummary {
+                    id: row.get("id")?,
+                    workflow: row.get("workflow")?,
+                    state: Self::state_from_row(row, owner_pid)?,
+                    error: row.get::<_, Option<String>>("error")?.and_then(|s| serde_json::from_str(&s).ok()),
+                    created_at: row.get("created_at")?,
+                    started_at: row.get("started_at")?,
+                    finished_at: row.get("finished_at")?,
+                    executor: row.get("executor")?,
+                    parallelism: row.get("parallelism")?,
+                    owner_pid,
+                })
+            })
             .map_err(|e| self.sql(e))?
             .collect::<rusqlite::Result<Vec<_>>>();
         rows.map_err(|e| self.sql(e))

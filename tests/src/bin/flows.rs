@@ -172,7 +172,7 @@ async fn holes() -> serde_json::Value {
 /// Awaits children whose outputs are null or hold nulls, and passes them on by handle.
 #[workflow]
 async fn nulls() -> salt::Result<String> {
-    let unit = nothing().await?;
+    let unit: () = nothing().await?;
     let none = none().await?;
     let holes = holes().await?;
     let mut depth = 0;
@@ -442,6 +442,19 @@ async fn naps(ms: u64, ctx: &Context) -> salt::Result<u64> {
     let x = one(1).await?;
     ctx.sleep(Duration::from_millis(ms)).await;
     two(x).await
+}
+
+/// Returns `n` copies of `text`: a large value from a small input.
+#[task]
+async fn repeat(text: String, n: usize) -> String {
+    text.repeat(n)
+}
+
+/// Carries a note (as large as the caller makes it) and returns a large value.
+#[workflow]
+async fn bulky(note: String, n: usize) -> salt::Result<String> {
+    let big = repeat("ab".to_string(), n).await?;
+    Ok(format!("{}{big}", note.len()))
 }
 
 /// Replaces this process with a misbehaving node for the first node process of a run.

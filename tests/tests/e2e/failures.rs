@@ -232,7 +232,7 @@ fn null_outputs_cross_every_executor_exactly() {
 fn stop_mid_side_effect(executor: &str, signal: &str) {
     let env = Env::new();
     let input = serde_json::json!({"dir": env.dir()}).to_string();
-    let mut child = env.spawn(&["run", "effects", "--input", &input, "--executor", executor]);
+    let child = env.spawn(&["run", "effects", "--input", &input, "--executor", executor]);
     env.wait_for_marker("side_started");
     std::thread::sleep(Duration::from_millis(200));
     let status = std::process::Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap();

@@ -1,0 +1,127 @@
+//! Limits and edges of the command line: option ranges, large values, odd inputs, far
+//! deadlines, `run-one` and `recover` on runs that are done.
+
+use serde_json::{Value, json};
+
+use crate::support::{Env, pipeline_input, stderr, text};
+
+#[test]
+fn parallelism_out_of_range_is_a_usage_error() {
+    let env = Env::new();
+    for n in ["0", "4294967296", "65537", "-1"] {
+        let out = env.run(&["run", "talk", &format!("--parallelism={n}")]);
+        assert_eq!(out.status.code(), Some(2), "--parallelism {n}: {}", text(&out));
+        assert!(stderr(&out).contains("--parallelism"), "{}", text(&out));
+    }
+    assert_eq!(env.json(&["runs"])["runs"].as_array().unwrap().len(), 0, "nothing was stored");
+    let out = env.run(&["run", "talk", "--parallelism", "65536"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(env.show(1)["run"]["parallelism"], 65536);
+}
+
+#[test]
+fn runs_lists_no_payloads_and_show_cuts_large_values_short() {
+    let env = Env::new();
+    let note = "n".repeat(5_000);
+    let input = json!({"note": note, "n": 10_000}).to_string();
+    let out = env.run(&["run", "bulky", "--input", &input]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    let runs = env.json(&["runs"]);
+    let run = &runs["runs"][0];
+    assert_eq!(run["state"], "succeeded");
+    assert!(run.get("input").is_none() && run.get("output").is_none(), "{run}");
+
+    let shown = env.run(&["show", "1"]);
+    assert!(shown.status.success(), "{}", text(&shown));
+    let shown = String::from_utf8(shown.stdout).unwrap();
+    assert!(shown.len() < 3_000, "show printed {} bytes:\n{shown}", shown.len());
+    assert!(shown.contains("`show 1 --input` prints it whole"), "{shown}");
+    assert!(shown.contains("`show 1 --output` prints it whole"), "{shown}");
+    assert!(shown.contains("`show 1 NODE`"), "{shown}");
+
+    let whole: Value = serde_json::from_slice(&env.run(&["show", "1", "--output"]).stdout).unwrap();
+    assert_eq!(whole.as_str().unwrap().len(), 4 + 20_000);
+    let whole: Value = serde_json::from_slice(&env.run(&["show", "1", "--input"]).stdout).unwrap();
+    assert_eq!(whole["note"].as_str().unwrap().len(), 5_000);
+
+    let node = String::from_utf8(env.run(&["show", "1", "repeat"]).stdout).unwrap();
+    assert!(node.contains("node 1  task repeat  of run 1  SUCCEEDED"), "{node}");
+    assert!(node.contains(r#"input     {"n":10000,"text":"ab"}"#), "{node}");
+    assert!(node.contains("`show 1 1 --output` prints it whole"), "{node}");
+    assert!(node.contains("attempt   1 · inline · succeeded"), "{node}");
+    let whole: Value = serde_json::from_slice(&env.run(&["show", "1", "1", "--output"]).stdout).unwrap();
+    assert_eq!(whole.as_str().unwrap().len(), 20_000);
+    let view = env.json(&["show", "1", "repeat"]);
+    assert_eq!(view["node"]["task"], "repeat");
+    assert_eq!(view["input"], json!({"text": "ab", "n": 10_000}));
+
+    let out = env.run(&["show", "1", "--input", "--output"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let out = env.run(&["show", "1", "7"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(stderr(&out).contains("run 1 has no node 7"), "{}", text(&out));
+}
+
+#[test]
+fn an_input_that_is_not_an_object_is_refused_before_anything_is_stored() {
+    let env = Env::new();
+    let dir = env.dir();
+    for (input, says) in [
+        (json!([dir, 0, false]).to_string(), "is not of type \"object\" at `/`"),
+        ("\"text\"".to_string(), "does not match"),
+    ] {
+        let out = env.run(&["run", "pipeline", "--input", &input]);
+        assert_eq!(out.status.code(), Some(2), "{input}: {}", text(&out));
+        assert!(stderr(&out).contains(says), "{input}: {}", text(&out));
+    }
+    assert_eq!(env.json(&["runs"])["runs"].as_array().unwrap().len(), 0, "nothing was stored");
+}
+
+#[test]
+fn a_deadline_absurdly_far_away_shows_as_forever() {
+    let env = Env::new();
+    // A thousand years.
+    let ms = 1_000u64 * 365 * 86_400_000;
+    let mut child = env.spawn(&["run", "naps", "--input", &json!({"ms": ms}).to_string()]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let shown = loop {
+        let out = env.run(&["show", "1"]);
+        let shown = String::from_utf8_lossy(&out.stdout).into_owned();
+        if shown.contains("sleeps") {
+            break shown;
+        }
+        assert!(std::time::Instant::now() < deadline, "the node never slept: {shown}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(shown.contains("waiting   node 0 sleeps forever"), "{shown}");
+}
+
+#[test]
+fn run_one_exits_with_the_state_of_its_node_and_says_the_state_of_the_run() {
+    let env = Env::new();
+    let out = env.run(&["run", "pipeline", "--input", &pipeline_input(&env.dir(), 0, true)]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let out = env.run(&["run-one", "1", "1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1");
+    assert!(stderr(&out).contains("node 1 (`step`) of run 1 succeeded"), "{}", text(&out));
+    assert!(stderr(&out).contains("run 1 of `pipeline` is failed"), "{}", text(&out));
+    let one = env.json(&["run-one", "1", "1"]);
+    assert_eq!(one["node_state"], "succeeded");
+    assert_eq!(one["state"], "failed");
+
+    let out = env.run(&["run-one", "1", "maybe_fail"]);
+    assert_eq!(out.status.code(), Some(1), "the node failed again: {}", text(&out));
+}
+
+#[test]
+fn recover_of_a_succeeded_run_points_to_rerun() {
+    let env = Env::new();
+    assert!(env.run(&["run", "talk"]).status.success());
+    let out = env.run(&["recover", "1"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(stderr(&out).contains("`rerun 1 --from NODE`"), "{}", text(&out));
+}
