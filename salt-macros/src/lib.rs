@@ -11,10 +11,6 @@
 mod error;
 mod expand;
 mod parse;
-/// The promise grammar, shared with salt-runtime (a link to its `src/promise/grammar.rs`), so
-/// that a promise that does not parse is a compile error.
-#[allow(dead_code, unreachable_pub)]
-mod promise_grammar;
 
 use proc_macro::TokenStream;
 
