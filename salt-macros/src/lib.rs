@@ -11,10 +11,6 @@
 mod error;
 mod expand;
 mod parse;
-/// The promise grammar, shared with salt-runtime (a link to its `src/promise/grammar.rs`), so
-/// that a promise that does not parse is a compile error.
-#[allow(dead_code, unreachable_pub)]
-mod promise_grammar;
 
 use proc_macro::TokenStream;
 
@@ -22,15 +18,34 @@ use crate::parse::Macro;
 
 /// Makes an `async fn` a task: a typed, retryable step of a workflow, run as its own node.
 ///
-/// ```ignore
+/// ```
 /// use salt::prelude::*;
 ///
-/// /// Reads the rows of a CSV file.
-/// #[task(retries = 2, backoff = "exponential(1s, 30s)", timeout = "10s", queue = "io")]
-/// async fn extract(path: String, ctx: &Context) -> salt::Result<Vec<Row>> {
-///     ctx.log(format!("reading {path}"));
-///     read_rows(&path).await
+/// /// One row of a table.
+/// #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+/// pub struct Row {
+///     pub id: u64,
+///     pub amount: f64,
 /// }
+///
+/// /// Parses the rows of a CSV text (`id,amount` per line).
+/// #[task(retries = 2, backoff = "exponential(1s, 30s)", timeout = "10s", queue = "io")]
+/// async fn parse_rows(text: String, ctx: &Context) -> salt::Result<Vec<Row>> {
+///     ctx.log(format!("parsing {} bytes", text.len()));
+///     let mut rows = Vec::new();
+///     for line in text.lines() {
+///         let (id, amount) = line.split_once(',').ok_or_else(|| salt::Error::msg(format!("bad line `{line}`")))?;
+///         rows.push(Row { id: id.trim().parse()?, amount: amount.trim().parse()? });
+///     }
+///     Ok(rows)
+/// }
+///
+/// # #[tokio::main] async fn main() -> salt::Result<()> {
+/// // Outside a run, awaiting a call runs the body directly: a task is tested like an async fn.
+/// let rows = parse_rows("1, 2.5\n2, 4").await?;
+/// assert_eq!(rows, [Row { id: 1, amount: 2.5 }, Row { id: 2, amount: 4.0 }]);
+/// assert!(parse_rows("1; 2").await.is_err());
+/// # Ok(()) }
 /// ```
 ///
 /// # The function
@@ -52,10 +67,34 @@ use crate::parse::Macro;
 /// The macro keeps the name and visibility of the function but makes it a plain `fn` returning
 /// `Handle<T>`, whose parameters accept values or handles of the same type:
 ///
-/// ```ignore
-/// let rows = extract("data.csv"); // inside a run: spawns a node, returns at once
-/// let total = sum(rows.clone()); // wired to `extract` by a data edge
-/// let total: u64 = total.await?; // the value, once the node has run
+/// ```
+/// use salt::prelude::*;
+///
+/// /// The numbers from 1 to `n`.
+/// #[task]
+/// async fn numbers(n: u64) -> Vec<u64> {
+///     (1..=n).collect()
+/// }
+///
+/// /// Their sum.
+/// #[task]
+/// async fn total(values: Vec<u64>) -> u64 {
+///     values.iter().sum()
+/// }
+///
+/// /// Sums the numbers from 1 to `n`.
+/// #[workflow]
+/// async fn sum_to(n: u64) -> salt::Result<u64> {
+///     let values = numbers(n); // inside a run: spawns a node, returns at once
+///     let sum = total(values); // wired to `numbers` by a data edge
+///     sum.await // the value, once the node has run
+/// }
+///
+/// # #[tokio::main] async fn main() -> salt::Result<()> {
+/// // Outside a run, awaiting the handle runs the body directly.
+/// assert_eq!(total(vec![1, 2, 3]).await?, 6);
+/// assert_eq!(sum_to(4).await?, 10);
+/// # Ok(()) }
 /// ```
 ///
 /// Inside a run, each call spawns a child node; outside a run (a plain `#[tokio::test]`),
@@ -87,8 +126,20 @@ pub fn task(args: TokenStream, item: TokenStream) -> TokenStream {
 
 /// Makes an `async fn` a workflow: an entry point of runs, whose body calls tasks.
 ///
-/// ```ignore
+/// ```
 /// use salt::prelude::*;
+///
+/// /// Doubles a number.
+/// #[task]
+/// async fn double(x: u64) -> u64 {
+///     x * 2
+/// }
+///
+/// /// Adds two numbers.
+/// #[task]
+/// async fn add(a: u64, b: u64) -> u64 {
+///     a + b
+/// }
 ///
 /// /// Doubles both numbers, then adds them.
 /// #[workflow(input = r#"{"a": 1, "b": 2}"#, schedule = "0 3 * * *")]
@@ -96,6 +147,17 @@ pub fn task(args: TokenStream, item: TokenStream) -> TokenStream {
 ///     let (a, b) = (double(a), double(b)); // two nodes, running in parallel
 ///     add(a, b).await // a third, wired to both
 /// }
+///
+/// # #[tokio::main] async fn main() -> salt::Result<()> {
+/// // A run, for real, on a SQLite database: with the default input, then with another.
+/// let db = tempfile::tempdir()?;
+/// let runner = salt::Runner::new(db.path().join("salt.db"));
+/// let input = salt::Runner::input_for(salt::Runner::workflow("sum_of_doubles")?, None)?;
+/// let outcome = runner.run("sum_of_doubles", input).await?;
+/// assert_eq!(outcome.output, Some(serde_json::json!(6)));
+/// let outcome = runner.run("sum_of_doubles", serde_json::json!({"a": 10, "b": 20})).await?;
+/// assert_eq!(outcome.output, Some(serde_json::json!(60)));
+/// # Ok(()) }
 /// ```
 ///
 /// The function follows the rules of [`macro@task`] and takes its arguments but `spawns` (a

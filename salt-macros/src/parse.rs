@@ -341,7 +341,7 @@ fn set_arg(out: &mut Args, key: &str, value: &Expr, errors: &mut Errors) {
             if let Some(lit) = lit_str(key, value, errors) {
                 if lit.value().trim().is_empty() {
                     errors.spanned(&lit, format!("`promise` must not be empty, like `{}`", example("promise")));
-                } else if let Err(e) = lit.value().parse::<crate::promise_grammar::Promise>() {
+                } else if let Err(e) = lit.value().parse::<salt_promise::Promise>() {
                     errors.spanned(&lit, format!("invalid `promise`: {e}"));
                 } else {
                     out.promises.push(lit.value());

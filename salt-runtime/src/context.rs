@@ -186,6 +186,29 @@ struct ContextInner {
 }
 
 /// A running node's view of its run. Take `ctx: &salt::Context` as a task parameter to get it.
+///
+/// It is not an input of the task: callers do not pass it. Outside a run (a plain unit test),
+/// the body gets a detached context: task calls run their bodies directly, and `random` and `now`
+/// are not journaled.
+///
+/// ```
+/// use salt::prelude::*;
+///
+/// /// Picks one of the sources, the same one if the node is replayed.
+/// #[task]
+/// async fn pick_source(sources: Vec<String>, ctx: &Context) -> salt::Result<String> {
+///     let i = ctx.random_below(sources.len() as u64).await as usize;
+///     ctx.log(format!("attempt {} picked {}", ctx.attempt(), sources[i]));
+///     Ok(sources[i].clone())
+/// }
+///
+/// # #[tokio::main] async fn main() -> salt::Result<()> {
+/// // Outside a run, awaiting the call runs the body with a detached context.
+/// let picked = pick_source(vec!["a.csv".to_string(), "b.csv".to_string()]).await?;
+/// assert!(picked == "a.csv" || picked == "b.csv");
+/// assert!(!salt::Context::detached().in_run());
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Context {
     inner: Arc<ContextInner>,
@@ -444,6 +467,42 @@ enum HandleInner {
 
 /// A typed reference to a node's future output. Await it for the value, or pass it as an
 /// argument to another task call to wire the two nodes with a data edge.
+///
+/// A task call returns a handle. Inside a run, the call spawns the node at once, and the handle
+/// can be awaited, cloned, or passed on without awaiting it, which makes the graph known before
+/// the nodes run:
+///
+/// ```
+/// use salt::prelude::*;
+///
+/// /// Squares a number.
+/// #[task]
+/// async fn square(x: u64) -> u64 {
+///     x * x
+/// }
+///
+/// /// Adds two numbers.
+/// #[task]
+/// async fn plus(a: u64, b: u64) -> u64 {
+///     a + b
+/// }
+///
+/// /// `x² + x²`: one `square` node, wired twice into `plus`.
+/// #[workflow]
+/// async fn twice_square(x: u64) -> salt::Result<u64> {
+///     let sq: salt::Handle<u64> = square(x); // spawned now, not awaited
+///     plus(sq.clone(), sq).await // two data edges from `square` to `plus`
+/// }
+///
+/// # #[tokio::main] async fn main() -> salt::Result<()> {
+/// let db = tempfile::tempdir()?;
+/// let outcome = salt::Runner::new(db.path().join("salt.db")).run("twice_square", serde_json::json!({"x": 3})).await?;
+/// assert_eq!(outcome.output, Some(serde_json::json!(18)));
+///
+/// // Outside a run, awaiting a handle runs the body directly.
+/// assert_eq!(square(4).await?, 16);
+/// # Ok(()) }
+/// ```
 pub struct Handle<T> {
     inner: Arc<HandleInner>,
     _out: PhantomData<fn() -> T>,
@@ -588,6 +647,29 @@ impl<T: TaskValue> Arg<T> {
 /// Awaits every handle, in order; fails with the first error.
 ///
 /// Inside a run, the nodes behind the handles run in parallel (up to the run's parallelism).
+///
+/// ```
+/// use salt::prelude::*;
+///
+/// /// Counts the words of one text.
+/// #[task]
+/// async fn count_words(text: String) -> usize {
+///     text.split_whitespace().count()
+/// }
+///
+/// /// Counts the words of every text, one node per text.
+/// #[workflow]
+/// async fn word_counts(texts: Vec<String>) -> salt::Result<Vec<usize>> {
+///     salt::join_all(texts.into_iter().map(count_words)).await
+/// }
+///
+/// # #[tokio::main] async fn main() -> salt::Result<()> {
+/// let db = tempfile::tempdir()?;
+/// let input = serde_json::json!({"texts": ["one two", "three", ""]});
+/// let outcome = salt::Runner::new(db.path().join("salt.db")).run("word_counts", input).await?;
+/// assert_eq!(outcome.output, Some(serde_json::json!([2, 1, 0])));
+/// # Ok(()) }
+/// ```
 pub async fn join_all<T, I>(handles: I) -> Result<Vec<T>>
 where
     T: TaskValue,

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use serde_json::{Value, json};
 
 use crate::model::{EdgeKind, NodeId, NodeState, RunId, RunSnapshot, RunState, WaitRecord};
-use crate::promise::Promise;
+use crate::promise::{self, Promise};
 
 /// One node as drawn.
 #[derive(Debug, Clone)]
@@ -126,23 +126,12 @@ impl GraphView {
         view
     }
 
-    /// Whether `node` is `scope` or one of its descendants.
-    fn in_subtree(&self, node: NodeId, scope: NodeId) -> bool {
-        let mut n = Some(node);
-        while let Some(id) = n {
-            if id == scope {
-                return true;
-            }
-            n = self.nodes.get(id as usize).and_then(|v| v.parent);
-        }
-        false
-    }
-
     /// What the promises in force allow node `id`'s body to add still, and what they guarantee.
     pub fn may_add(&self, id: NodeId) -> (String, Vec<String>) {
         let children: Vec<&str> = self.nodes.iter().filter(|n| n.parent == Some(id)).map(|n| n.task.as_str()).collect();
         let (mut label, mut rank, mut guaranteed) = ("*".to_string(), 0, Vec::new());
-        for p in self.promises.iter().filter(|p| self.in_subtree(id, p.scope)) {
+        let parent = |n: NodeId| self.nodes.get(n as usize).and_then(|v| v.parent);
+        for p in self.promises.iter().filter(|p| promise::in_scope(id, p.scope, parent)) {
             match &p.promise {
                 Promise::NoNewNodes => return ("nothing".into(), Vec::new()),
                 Promise::Shape(shape) if p.scope == id => match shape.after(children.iter().copied()) {

@@ -59,6 +59,39 @@ pub struct RunOutcome {
 
 /// Runs workflows of this binary against a store.
 ///
+/// The workflows are those the binary registers with `#[workflow]`; they are named by their
+/// registered name. A run is recorded in the SQLite database given to [`Runner::new`], so it can
+/// be shown, recovered or rerun later, by this runner or by the binary's command line.
+///
+/// ```
+/// use salt::prelude::*;
+/// use salt::{RunState, Runner};
+///
+/// /// Says hello.
+/// #[task]
+/// async fn greet(name: String) -> String {
+///     format!("hello, {name}")
+/// }
+///
+/// /// Greets someone.
+/// #[workflow]
+/// async fn hello(name: String) -> salt::Result<String> {
+///     greet(name).await
+/// }
+///
+/// # #[tokio::main] async fn main() -> salt::Result<()> {
+/// let db = tempfile::tempdir()?;
+/// let runner = Runner::new(db.path().join("salt.db")).parallelism(2);
+/// let outcome = runner.run("hello", serde_json::json!({"name": "salt"})).await?;
+/// assert_eq!(outcome.state, RunState::Succeeded);
+/// assert_eq!(outcome.output, Some(serde_json::json!("hello, salt")));
+///
+/// // An unknown workflow is an error that lists the ones there are.
+/// let err = runner.run("goodbye", serde_json::json!({})).await.unwrap_err();
+/// assert!(err.to_string().contains("no workflow `goodbye`"), "{err}");
+/// # Ok(()) }
+/// ```
+///
 /// Clones share one stream of transitions ([`Runner::subscribe`]).
 #[derive(Debug, Clone)]
 pub struct Runner {

@@ -1,6 +1,5 @@
 //! The promise grammar: parsing, printing, and the shape engine (derivatives of a regular
-//! expression over task names). Plain `std`, so that `#[task(promise = "…")]` checks promises
-//! at compile time with this very file (salt-macros links to it).
+//! expression over task names).
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -9,7 +8,8 @@ use std::str::FromStr;
 /// A constraint on how a run's graph may still change.
 ///
 /// Parse one from its text with [`str::parse`]; [`Display`](fmt::Display) gives back its
-/// canonical text, which parses to an equal promise. It serializes as that text.
+/// canonical text, which parses to an equal promise. With the `serde` feature, it serializes
+/// as that text.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Promise {
     /// `no new nodes`: the graph gets no more nodes.

@@ -1,1 +1,0 @@
-../../salt-runtime/src/promise/grammar.rs
