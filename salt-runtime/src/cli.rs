@@ -1,7 +1,6 @@
 //! The command line every workflow binary gets from `salt::main()`.
 
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
@@ -13,7 +12,7 @@ use crate::progress::Progress;
 use crate::registry::{Kind, Registry, TaskDescriptor};
 use crate::render::{self, GraphView};
 use crate::runner::{Executor, RunOutcome, Runner, default_parallelism};
-use crate::store::{SqliteStore, Store, Write};
+use crate::store::{self, Store, Write};
 
 /// Runs and inspects the workflows of this binary.
 #[derive(Debug, Parser)]
@@ -24,9 +23,9 @@ use crate::store::{SqliteStore, Store, Write};
     propagate_version = true
 )]
 struct Cli {
-    /// The SQLite database of runs.
-    #[arg(long, global = true, env = "SALT_DB", default_value = ".salt/salt.db", value_name = "PATH")]
-    db: PathBuf,
+    /// The database of runs: a SQLite file, as a path or `sqlite://PATH`.
+    #[arg(long, global = true, env = "SALT_DB", default_value = ".salt/salt.db", value_name = "PATH|URL")]
+    db: String,
 
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
@@ -240,7 +239,7 @@ fn usage(message: impl std::fmt::Display) -> Error {
 
 /// A runner with the command's options; for a run taken over (`stored`), what is not given is
 /// what the run had.
-fn runner(db: &Path, options: &RunOptions, stored: Option<&crate::model::RunRecord>) -> Runner {
+fn runner(db: &str, options: &RunOptions, stored: Option<&crate::model::RunRecord>) -> Runner {
     let executor = options
         .executor
         .or_else(|| stored.and_then(|r| Executor::from_str(&r.executor, true).ok()))
@@ -267,7 +266,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(report(&outcome, cli.json))
         }
         Command::Runs { limit } => {
-            let runs = open(&db)?.runs(limit).map_err(|e| e.into_error())?;
+            let runs = open_read_only(&db)?.runs(limit).map_err(|e| e.into_error())?;
             if cli.json {
                 print_json(&json!({ "runs": runs }));
             } else if runs.is_empty() {
@@ -307,7 +306,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Logs { run, node } => {
-            let store = open(&db)?;
+            let store = open_read_only(&db)?;
             let snapshot = store.load(run).map_err(|e| e.into_error())?;
             let node = node.map(|n| resolve_node(&snapshot, &n)).transpose()?;
             let logs = store.logs(run, node).map_err(|e| e.into_error())?;
@@ -365,18 +364,18 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Recover { run, options } => {
-            let stored = load(&db, run)?.run;
+            let stored = open(&db)?.load(run).map_err(|e| e.into_error())?.run;
             let outcome = runner(&db, &options, Some(&stored)).recover(run).await?;
             Ok(report(&outcome, cli.json))
         }
         Command::Rerun { run, from, options } => {
-            let snapshot = load(&db, run)?;
+            let snapshot = open(&db)?.load(run).map_err(|e| e.into_error())?;
             let node = resolve_node(&snapshot, &from)?;
             let outcome = runner(&db, &options, Some(&snapshot.run)).rerun_from(run, node).await?;
             Ok(report(&outcome, cli.json))
         }
         Command::RunOne { run, node, options } => {
-            let snapshot = load(&db, run)?;
+            let snapshot = open(&db)?.load(run).map_err(|e| e.into_error())?;
             let node = resolve_node(&snapshot, &node)?;
             let outcome = runner(&db, &options, Some(&snapshot.run)).run_one(run, node).await?;
             Ok(report(&outcome, cli.json))
@@ -385,12 +384,19 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-fn open(db: &Path) -> Result<SqliteStore> {
-    SqliteStore::open(db).map_err(|e| e.into_error())
+/// The database, to read and write (created and migrated if needed).
+fn open(db: &str) -> Result<Box<dyn Store>> {
+    store::open(db).map_err(|e| e.into_error())
 }
 
-fn load(db: &Path, run: RunId) -> Result<RunSnapshot> {
-    open(db)?.load(run).map_err(|e| e.into_error())
+/// The database, only to read: never created or changed.
+fn open_read_only(db: &str) -> Result<Box<dyn Store>> {
+    store::open_read_only(db).map_err(|e| e.into_error())
+}
+
+/// A run, read only.
+fn load(db: &str, run: RunId) -> Result<RunSnapshot> {
+    open_read_only(db)?.load(run).map_err(|e| e.into_error())
 }
 
 fn pick_workflow(registry: &Registry, name: Option<&str>) -> Result<&'static TaskDescriptor> {
@@ -546,8 +552,8 @@ pub async fn manifest(registry: &Registry) -> Value {
     })
 }
 
-async fn cancel(db: &Path, run: RunId, json: bool) -> Result<ExitCode> {
-    let mut store = open(db)?;
+async fn cancel(db: &str, run: RunId, json: bool) -> Result<ExitCode> {
+    let store = open(db)?;
     let snapshot = store.load(run).map_err(|e| e.into_error())?;
     let state = snapshot.run.state;
     if state.is_terminal() {
@@ -571,7 +577,13 @@ async fn cancel(db: &Path, run: RunId, json: bool) -> Result<ExitCode> {
             .collect();
         let error = crate::error::ErrorWire::new(ErrorKind::Cancelled, "cancelled with `cancel`");
         writes.push(Write::RunState { run, state: RunState::Cancelled, output: None, error: Some(error), at });
-        store.commit(&writes).map_err(|e| e.into_error())?;
+        // Take the run's lease, so that no orchestrator takes it over meanwhile.
+        let lease = store
+            .acquire_run_lease(run, &store::new_owner(), std::time::Duration::from_secs(30))
+            .map_err(|e| e.into_error())?;
+        let committed = store.commit(Some(&lease), &writes);
+        let _ = store.release_run_lease(&lease);
+        committed.map_err(|e| e.into_error())?;
     } else {
         store.request_cancel(run).map_err(|e| e.into_error())?;
         // The orchestrator polls for the request; wait until it has stopped the run.
@@ -599,8 +611,8 @@ async fn cancel(db: &Path, run: RunId, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn signal(db: &Path, run: RunId, name: &str, value: Value, json: bool) -> Result<ExitCode> {
-    let mut store = open(db)?;
+fn signal(db: &str, run: RunId, name: &str, value: Value, json: bool) -> Result<ExitCode> {
+    let store = open(db)?;
     let snapshot = store.load(run).map_err(|e| e.into_error())?;
     if snapshot.run.state.is_terminal() {
         return Err(usage(format!("run {run} already ended: {}", snapshot.run.state.as_str())));
@@ -643,8 +655,8 @@ fn signal(db: &Path, run: RunId, name: &str, value: Value, json: bool) -> Result
     Ok(ExitCode::SUCCESS)
 }
 
-fn pause(db: &Path, run: RunId, paused: bool, json: bool) -> Result<ExitCode> {
-    let mut store = open(db)?;
+fn pause(db: &str, run: RunId, paused: bool, json: bool) -> Result<ExitCode> {
+    let store = open(db)?;
     let state = store.load(run).map_err(|e| e.into_error())?.run.state;
     if state.is_terminal() {
         return Err(usage(format!("run {run} already ended: {}", state.as_str())));
@@ -681,8 +693,8 @@ mod tests {
         let a = Cli::try_parse_from(["bin", "--db", "x.db", "runs"]).unwrap();
         let b = Cli::try_parse_from(["bin", "runs", "--db", "x.db", "--json"]).unwrap();
         assert!(Cli::try_parse_from(["bin"]).unwrap().command.is_none(), "no subcommand runs the workflow");
-        assert_eq!(a.db, PathBuf::from("x.db"));
-        assert_eq!(b.db, PathBuf::from("x.db"));
+        assert_eq!(a.db, "x.db");
+        assert_eq!(b.db, "x.db");
         assert!(b.json);
     }
 }

@@ -184,8 +184,31 @@ pub struct RunRecord {
     pub executor: String,
     /// Its parallelism limit.
     pub parallelism: u32,
-    /// The process running its orchestrator, while it runs.
-    pub owner_pid: Option<u32>,
+    /// The orchestrator driving it (`host:pid:random`), while its lease is live.
+    pub owner: Option<String>,
+}
+
+/// A run as listed: what [`RunRecord`] says without its payloads (input, output, error).
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    /// Its id.
+    pub id: RunId,
+    /// The workflow it runs.
+    pub workflow: String,
+    /// Its state.
+    pub state: RunState,
+    /// When it was created (ms since the epoch).
+    pub created_at: i64,
+    /// When it started (ms since the epoch).
+    pub started_at: Option<i64>,
+    /// When it ended (ms since the epoch).
+    pub finished_at: Option<i64>,
+    /// The executor it runs on.
+    pub executor: String,
+    /// Its parallelism limit.
+    pub parallelism: u32,
+    /// The orchestrator driving it (`host:pid:random`), while its lease is live.
+    pub owner: Option<String>,
 }
 
 /// A node as stored.

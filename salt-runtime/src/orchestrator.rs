@@ -26,7 +26,7 @@ use crate::progress::{Observer, Summary};
 use crate::promise::{Promise, Shape, Target};
 use crate::registry::{Registry, TaskDescriptor};
 use crate::runner::{Executor, RunOutcome};
-use crate::store::{Store, Write};
+use crate::store::{Lease, Store, Write};
 
 /// The most log lines kept per attempt; the rest is counted, not stored.
 const MAX_LOG_LINES: u32 = 10_000;
@@ -93,6 +93,8 @@ pub(crate) struct Options {
     /// With the process executor, a node that has awaited children this long gives up its
     /// process; it is replayed when one of them ends.
     pub(crate) park_after: Duration,
+    /// The run's lease: every batch is committed only while it still holds the run.
+    pub(crate) lease: Lease,
 }
 
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
@@ -411,7 +413,6 @@ impl Orchestrator {
     pub(crate) async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Event>) -> Result<RunOutcome> {
         self.writes.push(Write::RunStarted {
             run: self.run,
-            pid: std::process::id(),
             executor: self.opts.executor.as_str(),
             parallelism: self.opts.parallelism as u32,
             at: now_ms(),
@@ -438,7 +439,6 @@ impl Orchestrator {
         });
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut ticks: u32 = 0;
         loop {
             self.start_ready();
             self.flush()?;
@@ -464,10 +464,6 @@ impl Orchestrator {
                     self.cancel("interrupted (Ctrl-C)".into());
                 }
                 _ = tick.tick() => {
-                    ticks = ticks.wrapping_add(1);
-                    if ticks.is_multiple_of(8) {
-                        self.writes.push(Write::Heartbeat { run: self.run, at: now_ms() });
-                    }
                     self.poll_control();
                     self.observer.tick(&self.summary());
                 }
@@ -491,7 +487,7 @@ impl Orchestrator {
     /// Commits the pending writes, then acts on them.
     fn flush(&mut self) -> Result<()> {
         if !self.writes.is_empty() {
-            self.store.commit(&self.writes).map_err(|e| e.into_error())?;
+            self.store.commit(Some(&self.opts.lease), &self.writes).map_err(|e| e.into_error())?;
             self.writes.clear();
         }
         for (id, task, state, attempt, error) in std::mem::take(&mut self.notes) {
