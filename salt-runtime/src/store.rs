@@ -396,18 +396,16 @@ impl Heartbeat {
         let thread = std::thread::Builder::new()
             .name(format!("salt-lease-{}", lease.run))
             .spawn(move || {
-                loop {
-                    match stopped.recv_timeout(every) {
-                        Err(mpsc::RecvTimeoutError::Timeout) => match store.renew_run_lease(&lease, ttl) {
-                            Ok(()) => {}
-                            Err(e @ StoreError::LeaseLost { .. }) => {
-                                tracing::warn!("{e}");
-                                return;
-                            }
-                            // A busy database: try again at the next beat.
-                            Err(e) => tracing::warn!("cannot renew the lease of run {}: {e}", lease.run),
-                        },
-                        Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                // Until told to stop (or dropped): renew at every beat.
+                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+                    match store.renew_run_lease(&lease, ttl) {
+                        Ok(()) => {}
+                        Err(e @ StoreError::LeaseLost { .. }) => {
+                            tracing::warn!("{e}");
+                            return;
+                        }
+                        // A busy database: try again at the next beat.
+                        Err(e) => tracing::warn!("cannot renew the lease of run {}: {e}", lease.run),
                     }
                 }
                 if let Err(e) = store.release_run_lease(&lease) {

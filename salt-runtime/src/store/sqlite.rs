@@ -387,6 +387,12 @@ impl SqliteStore {
 
 /// What the file at `path` is, judged by reading only. Refuses a file of another application.
 fn identify(conn: &Connection, path: &Path) -> Result<Identity, StoreError> {
+    // One read transaction, so that another process's migration is seen whole or not at all.
+    let tx = conn.unchecked_transaction().map_err(|e| backend(path, e))?;
+    identify_in(&tx, path)
+}
+
+fn identify_in(conn: &Connection, path: &Path) -> Result<Identity, StoreError> {
     let foreign = |detail: String| StoreError::Foreign { path: path.display().to_string(), detail };
     let app_id: i32 = match conn.query_row("PRAGMA application_id", [], |r| r.get(0)) {
         Ok(id) => id,
@@ -1232,7 +1238,8 @@ mod tests {
             let chattr = |flag: &str, p: &Path| {
                 std::process::Command::new("chattr").arg(flag).arg(p).output().is_ok_and(|o| o.status.success())
             };
-            let files: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+            let files: Vec<PathBuf> =
+                std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_file()).collect();
             for f in &files {
                 std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o444)).unwrap();
             }

@@ -3,6 +3,7 @@
 mod cli;
 mod failures;
 mod gradient;
+mod ownership;
 mod recovery;
 mod replay;
 mod support;
