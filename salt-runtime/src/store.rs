@@ -456,6 +456,23 @@ mod tests {
     }
 
     #[test]
+    fn one_store_is_shared_by_threads() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("salt.db").display());
+        let store: std::sync::Arc<dyn Store> = open(&url).unwrap().into();
+        let threads: Vec<_> = (0..4)
+            .map(|i| {
+                let store = store.clone();
+                std::thread::spawn(move || store.send_signal(0, &format!("s{i}"), &Value::Null))
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap().unwrap();
+        }
+        assert_eq!(open_read_only(&url).unwrap().control(0).map(|_| ()).unwrap_err().to_string(), "no run 0");
+    }
+
+    #[test]
     fn owners_are_unique() {
         let (a, b) = (new_owner(), new_owner());
         assert_ne!(a, b);

@@ -27,6 +27,8 @@ fn recover_while_the_orchestrator_runs_is_refused_naming_it() {
     let runs = env.json(&["runs"]);
     assert_eq!(runs["runs"][0]["owner"], owner.as_str());
     assert!(runs["runs"][0].get("input").is_none(), "`runs` lists no payloads: {runs}");
+    let shown = String::from_utf8(env.run(&["show", "1"]).stdout).unwrap();
+    assert!(shown.contains(&format!("driven by {owner}")), "{shown}");
 
     for command in [&["recover", "1"][..], &["rerun", "1", "--from", "0"], &["run-one", "1", "1"]] {
         let out = env.run(command);
