@@ -241,7 +241,7 @@ fn run_in_process(
     parallelism: Option<usize>,
 ) -> Result<Sample, String> {
     let dir = tempfile::tempdir().map_err(|e| format!("cannot make a temp dir: {e}"))?;
-    let mut runner = Runner::new(dir.path().join("salt.db")).executor(executor);
+    let mut runner = Runner::new(dir.path().join("salt.db").display().to_string()).executor(executor);
     if let Some(p) = parallelism {
         runner = runner.parallelism(p);
     }

@@ -1,7 +1,6 @@
 //! The command line every workflow binary gets from `salt::main()`.
 
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -27,9 +26,9 @@ const MAX_PARALLELISM: i64 = 65_536;
     propagate_version = true
 )]
 struct Cli {
-    /// The SQLite database of runs.
-    #[arg(long, global = true, env = "SALT_DB", default_value = ".salt/salt.db", value_name = "PATH")]
-    db: PathBuf,
+    /// The database of runs: a SQLite file, as a path or `sqlite://PATH`.
+    #[arg(long, global = true, env = "SALT_DB", default_value = ".salt/salt.db", value_name = "PATH|URL")]
+    db: String,
 
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
@@ -248,7 +247,7 @@ impl RunOptions {
 
     /// A runner with these options; for a run taken over (`stored`), what is not given is what
     /// the run had.
-    fn runner(&self, db: &Path, stored: Option<&crate::model::RunRecord>) -> Runner {
+    fn runner(&self, db: &str, stored: Option<&crate::model::RunRecord>) -> Runner {
         self.settings().runner(db, stored).progress(Progress::Auto).handle_ctrl_c(true)
     }
 }
@@ -269,7 +268,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(report(&outcome, json))
         }
         Command::Runs { limit } => {
-            let runs = ops::list_runs(&ops::open(&db)?, limit)?;
+            let runs = ops::list_runs(ops::open_read_only(&db)?.as_ref(), limit)?;
             if json {
                 print_json(&json!({ "runs": runs }));
             } else {
@@ -278,25 +277,25 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Show { run, node, input, output } => {
-            let store = ops::open(&db)?;
+            let store = ops::open_read_only(&db)?;
             let part = match (input, output) {
                 (true, _) => Some(Part::Input),
                 (_, true) => Some(Part::Output),
                 _ => None,
             };
             if let Some(part) = part {
-                print_json(&ops::value(&store, run, node.as_deref(), part)?);
+                print_json(&ops::value(store.as_ref(), run, node.as_deref(), part)?);
             } else if let Some(node) = node {
-                let view = ops::show_node(&store, run, &node)?;
+                let view = ops::show_node(store.as_ref(), run, &node)?;
                 if json { print_json(&to_json(&view)) } else { out(render::node_text(&view)) }
             } else {
-                let snapshot = ops::show(&store, run)?;
+                let snapshot = ops::show(store.as_ref(), run)?;
                 if json { print_json(&to_json(&snapshot)) } else { out(render::show_text(&snapshot)) }
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Logs { run, node } => {
-            let logs = ops::logs(&ops::open(&db)?, run, node.as_deref())?;
+            let logs = ops::logs(ops::open_read_only(&db)?.as_ref(), run, node.as_deref())?;
             if json {
                 print_json(&to_json(&logs));
             } else {
@@ -306,7 +305,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Command::Graph { target, format, plan, input, collapse } => {
             let input = input.map(|s| parse_input(&s)).transpose()?;
-            let view = ops::graph(&ops::open(&db)?, &target, plan, input).await?;
+            let view = ops::graph(&db, &target, plan, input).await?;
             match ops::draw(&view, if json { GraphFormat::Json } else { format }, collapse)? {
                 Drawing::Text(text) => out(text),
                 Drawing::Json(value) => print_json(&value),
@@ -315,7 +314,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Command::Signal { run, name, value } => {
             let value = parse_input(&value)?;
-            let sent = ops::signal(&mut ops::open(&db)?, run, &name, &value)?;
+            let sent = ops::signal(ops::open(&db)?.as_ref(), run, &name, &value)?;
             if json {
                 print_json(&to_json(&sent));
             } else {
@@ -329,12 +328,12 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Pause { run } => {
-            let outcome = ops::pause(&mut ops::open(&db)?, run)?;
+            let outcome = ops::pause(ops::open(&db)?.as_ref(), run)?;
             print_pause(&outcome, json);
             Ok(ExitCode::SUCCESS)
         }
         Command::Resume { run } => {
-            let outcome = ops::resume(&mut ops::open(&db)?, run)?;
+            let outcome = ops::resume(ops::open(&db)?.as_ref(), run)?;
             print_pause(&outcome, json);
             Ok(ExitCode::SUCCESS)
         }
@@ -343,22 +342,22 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Recover { run, options } => {
-            let stored = ops::show(&ops::open(&db)?, run)?.run;
+            let stored = ops::show(ops::open(&db)?.as_ref(), run)?.run;
             let outcome = ops::recover(&options.runner(&db, Some(&stored)), run).await?;
             Ok(report(&outcome, json))
         }
         Command::Rerun { run, from, options } => {
-            let stored = ops::show(&ops::open(&db)?, run)?.run;
+            let stored = ops::show(ops::open(&db)?.as_ref(), run)?.run;
             let outcome = ops::rerun_from(&options.runner(&db, Some(&stored)), run, &from).await?;
             Ok(report(&outcome, json))
         }
         Command::RunOne { run, node, options } => {
-            let stored = ops::show(&ops::open(&db)?, run)?.run;
+            let stored = ops::show(ops::open(&db)?.as_ref(), run)?.run;
             let outcome = ops::run_one(&options.runner(&db, Some(&stored)), run, &node).await?;
             Ok(report_one(&outcome, json))
         }
         Command::Cancel { run } => {
-            let outcome = ops::cancel(&mut ops::open(&db)?, run).await?;
+            let outcome = ops::cancel(ops::open(&db)?.as_ref(), run).await?;
             if json {
                 print_json(&to_json(&outcome));
             } else {
@@ -516,8 +515,8 @@ mod tests {
         let a = Cli::try_parse_from(["bin", "--db", "x.db", "runs"]).unwrap();
         let b = Cli::try_parse_from(["bin", "runs", "--db", "x.db", "--json"]).unwrap();
         assert!(Cli::try_parse_from(["bin"]).unwrap().command.is_none(), "no subcommand runs the workflow");
-        assert_eq!(a.db, PathBuf::from("x.db"));
-        assert_eq!(b.db, PathBuf::from("x.db"));
+        assert_eq!(a.db, "x.db");
+        assert_eq!(b.db, "x.db");
         assert!(b.json);
     }
 }

@@ -15,7 +15,7 @@ use crate::model::now_ms;
 use crate::progress::Observer;
 use crate::run::{Action, Core, Effects};
 use crate::runner::RunOutcome;
-use crate::store::{Store, Write};
+use crate::store::{Lease, Store, Write};
 
 /// The most events applied in one batch (one transaction).
 const MAX_BATCH: usize = 8_192;
@@ -29,6 +29,8 @@ pub(crate) struct Driver {
     pub(crate) store: Box<dyn Store>,
     pub(crate) executor: Box<dyn Executor>,
     pub(crate) events: mpsc::UnboundedReceiver<Event>,
+    /// The run's lease: every batch is committed only while the driver still holds the run.
+    pub(crate) lease: Lease,
     pub(crate) observer: Box<dyn Observer>,
     /// Stop the run (cancelled) on Ctrl-C and SIGTERM.
     pub(crate) handle_signals: bool,
@@ -52,13 +54,7 @@ impl Driver {
         let mut first = self.core.take_effects();
         first.writes.insert(
             0,
-            Write::RunStarted {
-                run,
-                pid: std::process::id(),
-                executor: self.executor_name,
-                parallelism: self.parallelism,
-                at: now_ms(),
-            },
+            Write::RunStarted { run, executor: self.executor_name, parallelism: self.parallelism, at: now_ms() },
         );
         self.flush(first)?;
         // A run taken over while paused stays paused; signals sent meanwhile are picked up.
@@ -68,7 +64,6 @@ impl Driver {
         let mut stop = self.handle_signals.then(stop_signals);
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut ticks: u32 = 0;
         loop {
             let now = Instant::now().into_std();
             self.core.start_ready(now);
@@ -102,11 +97,7 @@ impl Driver {
                     self.core.cancel(why.into());
                 }
                 _ = tick.tick() => {
-                    ticks = ticks.wrapping_add(1);
                     let now = Instant::now().into_std();
-                    if ticks.is_multiple_of(8) {
-                        self.store.commit(&[Write::Heartbeat { run, at: now_ms() }]).map_err(|e| e.into_error())?;
-                    }
                     self.poll_control(now);
                     self.observer.tick(&self.core.summary(now));
                 }
@@ -131,7 +122,7 @@ impl Driver {
     /// Commits the writes, then acts on them.
     fn flush(&mut self, fx: Effects) -> Result<()> {
         if !fx.writes.is_empty() {
-            self.store.commit(&fx.writes).map_err(|e| e.into_error())?;
+            self.store.commit(Some(&self.lease), &fx.writes).map_err(|e| e.into_error())?;
         }
         self.perform(fx);
         Ok(())

@@ -184,11 +184,11 @@ pub struct RunRecord {
     pub executor: String,
     /// Its parallelism limit.
     pub parallelism: u32,
-    /// The process running its orchestrator, while it runs.
-    pub owner_pid: Option<u32>,
+    /// The orchestrator driving it (`host:pid:random`), while its lease is live.
+    pub owner: Option<String>,
 }
 
-/// A run in a list: what `runs` shows, without the input and output (which may be large).
+/// A run as listed: what [`RunRecord`] says without its payloads (input, output, error).
 #[derive(Debug, Clone, Serialize)]
 pub struct RunSummary {
     /// Its id.
@@ -209,8 +209,8 @@ pub struct RunSummary {
     pub executor: String,
     /// Its parallelism limit.
     pub parallelism: u32,
-    /// The process running its orchestrator, while it runs.
-    pub owner_pid: Option<u32>,
+    /// The orchestrator driving it (`host:pid:random`), while its lease is live.
+    pub owner: Option<String>,
 }
 
 /// A node as stored.

@@ -4,7 +4,6 @@
 //! prints, none decides an exit code. The CLI parses its arguments, calls one of these and
 //! prints what it returns; a REST API serves the same values as JSON.
 
-use std::path::Path;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -18,7 +17,7 @@ use crate::model::{
 use crate::registry::{Kind, Policy, Registry, TaskDescriptor};
 use crate::render::GraphView;
 use crate::runner::{Executor, RunOutcome, Runner, default_parallelism};
-use crate::store::{SqliteStore, Store, Write};
+use crate::store::{self, Store, Write};
 
 /// How long [`cancel`] waits for a live orchestrator to stop its run.
 pub const CANCEL_WAIT: Duration = Duration::from_secs(30);
@@ -28,8 +27,13 @@ fn usage(message: impl std::fmt::Display) -> Error {
 }
 
 /// Opens (and creates, when missing) the SQLite store at `db`.
-pub fn open(db: &Path) -> Result<SqliteStore> {
-    SqliteStore::open(db).map_err(|e| e.into_error())
+pub fn open(db: &str) -> Result<Box<dyn Store>> {
+    store::open(db).map_err(|e| e.into_error())
+}
+
+/// The store at `db` (a path or URL), only to read: never created, migrated or changed.
+pub fn open_read_only(db: &str) -> Result<Box<dyn Store>> {
+    store::open_read_only(db).map_err(|e| e.into_error())
 }
 
 /// The latest `limit` runs, newest first, without their inputs and outputs.
@@ -186,14 +190,14 @@ pub async fn plan(workflow: &str, input: Option<Value>) -> Result<GraphView> {
 }
 
 /// `graph TARGET`: the graph of the run `target` names, or the plan of the workflow it names
-/// (always a plan with `plan`).
-pub async fn graph(store: &dyn Store, target: &str, plan_it: bool, input: Option<Value>) -> Result<GraphView> {
+/// (always a plan with `plan`). Only a run's graph reads the store at `db`.
+pub async fn graph(db: &str, target: &str, plan_it: bool, input: Option<Value>) -> Result<GraphView> {
     match target.parse::<RunId>() {
         Ok(run) if !plan_it => {
             if input.is_some() {
                 return Err(usage("`--input` is for plans: `graph WORKFLOW --plan --input JSON`"));
             }
-            run_graph(store, run)
+            run_graph(open_read_only(db)?.as_ref(), run)
         }
         _ => plan(target, input).await,
     }
@@ -270,14 +274,19 @@ pub struct CancelOutcome {
 /// at most [`CANCEL_WAIT`]; a run with no orchestrator (`interrupted`, `queued`) is cancelled
 /// here: its unfinished nodes, then the run, are recorded `cancelled`. Refused for a run that
 /// has ended.
-pub async fn cancel(store: &mut dyn Store, run: RunId) -> Result<CancelOutcome> {
+pub async fn cancel(store: &dyn Store, run: RunId) -> Result<CancelOutcome> {
     let snapshot = show(store, run)?;
     let state = snapshot.run.state;
     if state.is_terminal() {
         return Err(usage(format!("run {run} already ended: {}", state.as_str())));
     }
     if matches!(state, RunState::Interrupted | RunState::Queued) {
-        store.commit(&cancel_writes(&snapshot, now_ms())).map_err(|e| e.into_error())?;
+        // Hold the run's lease while writing, so that no orchestrator takes it over meanwhile.
+        let lease =
+            store.acquire_run_lease(run, &store::new_owner(), Duration::from_secs(30)).map_err(|e| e.into_error())?;
+        let committed = store.commit(Some(&lease), &cancel_writes(&snapshot, now_ms()));
+        let _ = store.release_run_lease(&lease);
+        committed.map_err(|e| e.into_error())?;
     } else {
         store.request_cancel(run).map_err(|e| e.into_error())?;
         let deadline = std::time::Instant::now() + CANCEL_WAIT;
@@ -324,16 +333,16 @@ pub struct PauseOutcome {
 }
 
 /// Pauses a run: no new node starts; running ones finish. Refused for a run that has ended.
-pub fn pause(store: &mut dyn Store, run: RunId) -> Result<PauseOutcome> {
+pub fn pause(store: &dyn Store, run: RunId) -> Result<PauseOutcome> {
     set_paused(store, run, true)
 }
 
 /// Resumes a paused run. Refused for a run that has ended.
-pub fn resume(store: &mut dyn Store, run: RunId) -> Result<PauseOutcome> {
+pub fn resume(store: &dyn Store, run: RunId) -> Result<PauseOutcome> {
     set_paused(store, run, false)
 }
 
-fn set_paused(store: &mut dyn Store, run: RunId, paused: bool) -> Result<PauseOutcome> {
+fn set_paused(store: &dyn Store, run: RunId, paused: bool) -> Result<PauseOutcome> {
     let state = show(store, run)?.run.state;
     if state.is_terminal() {
         return Err(usage(format!("run {run} already ended: {}", state.as_str())));
@@ -360,7 +369,7 @@ pub struct SignalOutcome {
 /// Sends the signal `name` to a run. Refused unless a node of the run waits for it and `value`
 /// matches the JSON Schema of the type it waits for; the error names the path of each problem
 /// and the expected schema.
-pub fn signal(store: &mut dyn Store, run: RunId, name: &str, value: &Value) -> Result<SignalOutcome> {
+pub fn signal(store: &dyn Store, run: RunId, name: &str, value: &Value) -> Result<SignalOutcome> {
     let snapshot = show(store, run)?;
     if snapshot.run.state.is_terminal() {
         return Err(usage(format!("run {run} already ended: {}", snapshot.run.state.as_str())));
@@ -539,7 +548,7 @@ pub struct RunSettings {
 
 impl RunSettings {
     /// A runner on `db` with these settings, filled in from `stored` (a run taken over).
-    pub fn runner(&self, db: &Path, stored: Option<&RunRecord>) -> Runner {
+    pub fn runner(&self, db: &str, stored: Option<&RunRecord>) -> Runner {
         use clap::ValueEnum as _;
         let executor = self
             .executor
@@ -566,7 +575,7 @@ pub async fn run(runner: &Runner, workflow: Option<&str>, input: Option<Value>) 
 /// Resumes a failed, cancelled or interrupted run; no succeeded node runs again. A run that
 /// succeeded is refused with a pointer to `rerun --from`.
 pub async fn recover(runner: &Runner, run: RunId) -> Result<RunOutcome> {
-    let snapshot = show(&open(runner.db())?, run)?;
+    let snapshot = show(open(runner.db())?.as_ref(), run)?;
     if snapshot.run.state == RunState::Succeeded {
         return Err(usage(format!(
             "run {run} succeeded: there is nothing to recover; `rerun {run} --from NODE` runs a node and \
@@ -579,7 +588,7 @@ pub async fn recover(runner: &Runner, run: RunId) -> Result<RunOutcome> {
 /// Runs the node `from` (an id, or a task name that names one node) and everything downstream
 /// of it again; nothing upstream runs again.
 pub async fn rerun_from(runner: &Runner, run: RunId, from: &str) -> Result<RunOutcome> {
-    let node = resolve_node(&show(&open(runner.db())?, run)?, from)?;
+    let node = resolve_node(&show(open(runner.db())?.as_ref(), run)?, from)?;
     runner.rerun_from(run, node).await
 }
 
@@ -605,9 +614,9 @@ pub struct RunOneOutcome {
 /// nothing run, when a node it depends on has not succeeded.
 pub async fn run_one(runner: &Runner, run: RunId, node: &str) -> Result<RunOneOutcome> {
     let store = open(runner.db())?;
-    let node = resolve_node(&show(&store, run)?, node)?;
+    let node = resolve_node(&show(store.as_ref(), run)?, node)?;
     let outcome = runner.run_one(run, node).await?;
-    let after = show(&store, run)?;
+    let after = show(store.as_ref(), run)?;
     let record =
         after.nodes.into_iter().nth(node as usize).ok_or_else(|| usage(format!("run {run} has no node {node}")))?;
     Ok(RunOneOutcome {
@@ -627,11 +636,8 @@ mod tests {
     #[test]
     fn cancelling_a_run_no_orchestrator_drives_records_it_here() {
         let dir = tempfile::tempdir().unwrap();
-        let mut store = open(&dir.path().join("salt.db")).unwrap();
+        let store = open(&dir.path().join("salt.db").display().to_string()).unwrap();
         let input = serde_json::json!({});
-        let run = store
-            .create_run(crate::store::NewRun { workflow: "w", input: &input, executor: "inline", parallelism: 1 })
-            .unwrap();
         let node = |id: NodeId, state: NodeState| NodeRecord {
             id,
             parent: id.checked_sub(1),
@@ -650,19 +656,25 @@ mod tests {
             started_at: None,
             finished_at: None,
         };
-        store
-            .commit(&[
-                Write::InsertNode { run, node: Box::new(node(0, NodeState::Waiting)) },
-                Write::InsertNode { run, node: Box::new(node(1, NodeState::Succeeded)) },
-            ])
+        let root = node(0, NodeState::Waiting);
+        let run = store
+            .create_run(crate::store::NewRun {
+                workflow: "w",
+                input: &input,
+                executor: "inline",
+                parallelism: 1,
+                root: &root,
+                lease: None,
+            })
             .unwrap();
-        let outcome = futures::executor::block_on(cancel(&mut store, run)).unwrap();
+        store.commit(None, &[Write::InsertNode { run, node: Box::new(node(1, NodeState::Succeeded)) }]).unwrap();
+        let outcome = futures::executor::block_on(cancel(store.as_ref(), run)).unwrap();
         assert_eq!(outcome.state, RunState::Cancelled);
-        let snapshot = show(&store, run).unwrap();
+        let snapshot = show(store.as_ref(), run).unwrap();
         let states: Vec<NodeState> = snapshot.nodes.iter().map(|n| n.state).collect();
         assert_eq!(states, [NodeState::Cancelled, NodeState::Succeeded]);
         assert_eq!(snapshot.run.error.unwrap().message, "cancelled with `cancel`");
-        let again = futures::executor::block_on(cancel(&mut store, run)).unwrap_err();
+        let again = futures::executor::block_on(cancel(store.as_ref(), run)).unwrap_err();
         assert_eq!(again.to_string(), format!("run {run} already ended: cancelled"));
     }
 }

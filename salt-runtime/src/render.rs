@@ -519,6 +519,9 @@ pub fn show_text(s: &RunSnapshot) -> String {
         let _ = writeln!(out, "duration  {}", human_ms(b - a));
     }
     let _ = writeln!(out, "executor  {} (parallelism {})", r.executor, r.parallelism);
+    if let Some(owner) = &r.owner {
+        let _ = writeln!(out, "driven by {owner}");
+    }
     if let Some(o) = &r.output {
         let _ = writeln!(out, "output    {}", shown(o, &format!("show {} --output", r.id)));
     }

@@ -2,8 +2,6 @@
 //!
 //! The CLI is a thin layer over [`Runner`]; benchmarks and embedding programs use it directly.
 
-use std::path::{Path, PathBuf};
-
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::broadcast;
@@ -15,7 +13,7 @@ use crate::model::{NodeId, NodeRecord, NodeState, RunId, RunSnapshot, RunState, 
 use crate::progress::{self, Progress, Transition};
 use crate::registry::{Kind, Registry, TaskDescriptor};
 use crate::run::{Config, Core};
-use crate::store::{NewRun, SqliteStore, Store, Write};
+use crate::store::{self, Heartbeat, Lease, NewRun, Store};
 
 /// Where attempts run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize)]
@@ -95,7 +93,8 @@ pub struct RunOutcome {
 /// Clones share one stream of transitions ([`Runner::subscribe`]).
 #[derive(Debug, Clone)]
 pub struct Runner {
-    db: PathBuf,
+    db: String,
+    lease_ttl: std::time::Duration,
     executor: Executor,
     parallelism: usize,
     pool_size: Option<usize>,
@@ -112,16 +111,27 @@ pub const TRANSITIONS_BUFFER: usize = 4096;
 /// process (`SALT_PARK_AFTER_MS` overrides it).
 pub const DEFAULT_PARK_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// How long a run's lease lasts unless renewed (`SALT_LEASE_TTL_MS` overrides it): when an
+/// orchestrator dies without releasing it, its run reads as `interrupted` after this long. The
+/// lease is renewed every fifth of it.
+pub const DEFAULT_LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The default number of nodes that run at once: the number of cores.
 pub fn default_parallelism() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(4)
 }
 
 impl Runner {
-    /// A runner on the SQLite database at `db` (created if missing), inline, one node per core.
-    pub fn new(db: impl Into<PathBuf>) -> Self {
+    /// A runner on the database at `db` (a path or `sqlite://PATH`; created if missing),
+    /// inline, one node per core.
+    pub fn new(db: impl AsRef<std::ffi::OsStr>) -> Self {
+        let lease_ttl = std::env::var("SALT_LEASE_TTL_MS")
+            .ok()
+            .and_then(|ms| ms.parse().ok())
+            .map_or(DEFAULT_LEASE_TTL, std::time::Duration::from_millis);
         Self {
-            db: db.into(),
+            db: db.as_ref().to_string_lossy().into_owned(),
+            lease_ttl,
             executor: Executor::Inline,
             parallelism: default_parallelism(),
             pool_size: None,
@@ -188,13 +198,19 @@ impl Runner {
         self
     }
 
-    /// The database file.
-    pub fn db(&self) -> &Path {
+    /// How long the lease of a run this runner drives lasts unless renewed (at least 100 ms).
+    pub fn lease_ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.lease_ttl = ttl.max(std::time::Duration::from_millis(100));
+        self
+    }
+
+    /// The database: a path or a URL.
+    pub fn db(&self) -> &str {
         &self.db
     }
 
-    fn store(&self) -> Result<SqliteStore> {
-        SqliteStore::open(&self.db).map_err(|e| e.into_error())
+    fn store(&self) -> Result<Box<dyn Store>> {
+        store::open(&self.db).map_err(|e| e.into_error())
     }
 
     /// The workflow named `name`, or a clear error listing the ones there are.
@@ -243,15 +259,7 @@ impl Runner {
     pub async fn run(&self, workflow: &str, input: Value) -> Result<RunOutcome> {
         let descriptor = Self::workflow(workflow)?;
         descriptor.validate_input(&input)?;
-        let mut store = self.store()?;
-        let run = store
-            .create_run(NewRun {
-                workflow: descriptor.name,
-                input: &input,
-                executor: self.executor.as_str(),
-                parallelism: self.parallelism as u32,
-            })
-            .map_err(|e| e.into_error())?;
+        let store = self.store()?;
         let args: Vec<(String, StoredArg)> = match &input {
             Value::Object(m) => m.iter().map(|(k, v)| (k.clone(), StoredArg::Value(v.clone()))).collect(),
             _ => Vec::new(),
@@ -274,17 +282,34 @@ impl Runner {
             started_at: None,
             finished_at: None,
         };
-        store.commit(&[Write::InsertNode { run, node: Box::new(root) }]).map_err(|e| e.into_error())?;
-        let snapshot = store.load(run).map_err(|e| e.into_error())?;
-        self.drive(snapshot, Box::new(store), |_| Ok(())).await
+        let owner = store::new_owner();
+        let run = store
+            .create_run(NewRun {
+                workflow: descriptor.name,
+                input: &input,
+                executor: self.executor.as_str(),
+                parallelism: self.parallelism as u32,
+                root: &root,
+                lease: Some((&owner, self.lease_ttl)),
+            })
+            .map_err(|e| e.into_error())?;
+        let lease = Lease { run, owner };
+        let snapshot = match store.load(run) {
+            Ok(snapshot) => snapshot,
+            Err(e) => {
+                let _ = store.release_run_lease(&lease);
+                return Err(e.into_error());
+            }
+        };
+        self.drive(snapshot, store, lease, |_| Ok(())).await
     }
 
     /// Resumes a failed, cancelled or interrupted run: every node that did not succeed runs
     /// again; no succeeded node runs twice.
     pub async fn recover(&self, run: RunId) -> Result<RunOutcome> {
-        let (snapshot, store) =
+        let (snapshot, store, lease) =
             self.take(run, &[RunState::Failed, RunState::Cancelled, RunState::Interrupted, RunState::Queued])?;
-        self.drive(snapshot, store, |o| {
+        self.drive(snapshot, store, lease, |o| {
             let unfinished = o.unfinished();
             o.reset(&unfinished);
             Ok(())
@@ -295,10 +320,11 @@ impl Runner {
     /// Resets `from` and everything downstream of it and runs them again; nothing upstream
     /// runs again (the parents of the reset nodes replay, binding their other children).
     pub async fn rerun_from(&self, run: RunId, from: NodeId) -> Result<RunOutcome> {
-        let (snapshot, store) =
+        let (snapshot, store, lease) =
             self.take(run, &[RunState::Succeeded, RunState::Failed, RunState::Cancelled, RunState::Interrupted])?;
-        check_node(&snapshot, from)?;
-        self.drive(snapshot, store, |o| {
+        let nodes = snapshot.nodes.len();
+        self.drive(snapshot, store, lease, |o| {
+            check_node(run, nodes, from)?;
             let mut reset = o.downstream_of(from);
             o.mark_rerun(&reset);
             reset.extend(o.unfinished());
@@ -313,9 +339,10 @@ impl Runner {
     /// Runs exactly one node again. Refused, with nothing run, when a node it depends on has
     /// not succeeded.
     pub async fn run_one(&self, run: RunId, node: NodeId) -> Result<RunOutcome> {
-        let (snapshot, store) = self.take(run, &[RunState::Succeeded, RunState::Failed, RunState::Cancelled])?;
-        check_node(&snapshot, node)?;
-        self.drive(snapshot, store, |o| {
+        let (snapshot, store, lease) = self.take(run, &[RunState::Succeeded, RunState::Failed, RunState::Cancelled])?;
+        let nodes = snapshot.nodes.len();
+        self.drive(snapshot, store, lease, |o| {
+            check_node(run, nodes, node)?;
             let unmet = o.unmet_upstream(node);
             if !unmet.is_empty() {
                 let list: Vec<String> =
@@ -334,32 +361,51 @@ impl Runner {
         .await
     }
 
-    /// Loads a run that may be taken over: it must be in one of `allowed` states.
-    fn take(&self, run: RunId, allowed: &[RunState]) -> Result<(RunSnapshot, Box<dyn Store>)> {
+    /// Takes the lease of a run and loads it; it must be in one of `allowed` states. Refused,
+    /// naming the owner, while another orchestrator drives it.
+    fn take(&self, run: RunId, allowed: &[RunState]) -> Result<(RunSnapshot, Box<dyn Store>, Lease)> {
         let store = self.store()?;
-        let snapshot = store.load(run).map_err(|e| e.into_error())?;
-        let state = snapshot.run.state;
-        if !allowed.contains(&state) {
+        let lease = store.acquire_run_lease(run, &store::new_owner(), self.lease_ttl).map_err(|e| e.into_error())?;
+        let checked = store.load(run).map_err(|e| e.into_error()).and_then(|mut snapshot| {
+            // Holding the lease, a run stored as running was left by an orchestrator that is gone.
+            if matches!(snapshot.run.state, RunState::Running | RunState::Paused) {
+                snapshot.run.state = RunState::Interrupted;
+            }
+            let state = snapshot.run.state;
+            if allowed.contains(&state) {
+                return Ok(snapshot);
+            }
             let why = match state {
-                RunState::Running | RunState::Paused => format!(
-                    "run {run} is {} in process {}; wait for it or `cancel` it first",
-                    state.as_str(),
-                    snapshot.run.owner_pid.unwrap_or(0)
-                ),
                 RunState::Interrupted => format!("run {run} was interrupted; `recover` it first"),
                 _ => format!("run {run} is {}", state.as_str()),
             };
-            return Err(Error::new(ErrorKind::Usage, why));
+            Err(Error::new(ErrorKind::Usage, why))
+        });
+        match checked {
+            Ok(snapshot) => Ok((snapshot, store, lease)),
+            Err(e) => {
+                let _ = store.release_run_lease(&lease);
+                Err(e)
+            }
         }
-        Ok((snapshot, Box::new(store)))
     }
 
     async fn drive(
         &self,
         snapshot: RunSnapshot,
         store: Box<dyn Store>,
+        lease: Lease,
         prepare: impl FnOnce(&mut Core) -> Result<()>,
     ) -> Result<RunOutcome> {
+        // Renewed from a thread of its own, so that task code blocking the async runtime cannot
+        // let it expire; released when the run ends, however it ends.
+        let heartbeat = match store.reopen().and_then(|own| Heartbeat::start(own, lease.clone(), self.lease_ttl)) {
+            Ok(heartbeat) => heartbeat,
+            Err(e) => {
+                let _ = store.release_run_lease(&lease);
+                return Err(e.into_error());
+            }
+        };
         let registry = Registry::global()?;
         let park_after = std::env::var("SALT_PARK_AFTER_MS")
             .ok()
@@ -394,12 +440,14 @@ impl Runner {
             store,
             executor,
             events,
+            lease,
             observer: Box::new(observer),
             handle_signals: self.handle_ctrl_c,
             executor_name: self.executor.as_str(),
             parallelism: self.parallelism as u32,
         };
         let outcome = driver.run().await;
+        heartbeat.stop();
         match &outcome {
             Ok(o) => progress::send_final(&self.transitions, run, o.state, o.error.clone()),
             Err(e) => progress::send_final(
@@ -413,17 +461,13 @@ impl Runner {
     }
 }
 
-fn check_node(snapshot: &RunSnapshot, node: NodeId) -> Result<()> {
-    if (node as usize) < snapshot.nodes.len() {
+fn check_node(run: RunId, nodes: usize, node: NodeId) -> Result<()> {
+    if (node as usize) < nodes {
         Ok(())
     } else {
         Err(Error::new(
             ErrorKind::Usage,
-            format!(
-                "run {} has no node {node} (it has nodes 0 to {})",
-                snapshot.run.id,
-                snapshot.nodes.len().saturating_sub(1)
-            ),
+            format!("run {run} has no node {node} (it has nodes 0 to {})", nodes.saturating_sub(1)),
         ))
     }
 }

@@ -2,9 +2,21 @@
 //!
 //! The orchestrator keeps the live graph in memory and sends the store batches of [`Write`]s,
 //! one transaction per batch; every transition is committed before it is acted on. Readers
-//! (`runs`, `show`, `graph` from another terminal) load snapshots.
+//! (`runs`, `show`, `graph` from another terminal) load snapshots and never block the writer.
+//!
+//! A run is driven by at most one orchestrator at a time: the one that holds its [`Lease`].
+//! The lease expires unless renewed (a [`Heartbeat`] thread renews it), and every batch an
+//! orchestrator commits is checked, in the same transaction, against the lease it holds, so one
+//! that lost its lease can never write over the run's new owner.
+//!
+//! Nothing outside the backends knows which database it talks to: [`open`] takes a path or a
+//! URL and returns a `Box<dyn Store>`.
 
 mod sqlite;
+
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -16,15 +28,108 @@ use crate::model::{
     RunSummary, WaitRecord,
 };
 
+/// Where a database is, parsed from what `--db` / `SALT_DB` say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Location {
+    /// A SQLite file: a plain path, or `sqlite://PATH`.
+    Sqlite(PathBuf),
+}
+
+impl Location {
+    /// Parses a path or a URL (`sqlite://PATH`; `postgres://` is refused as not supported yet).
+    pub fn parse(url: &str) -> Result<Self, StoreError> {
+        let unsupported = |reason: &str| StoreError::Unsupported { url: url.to_string(), reason: reason.to_string() };
+        let Some((scheme, rest)) = url.split_once("://").filter(|(scheme, _)| is_scheme(scheme)) else {
+            if url.is_empty() {
+                return Err(unsupported("an empty database path"));
+            }
+            return Ok(Location::Sqlite(PathBuf::from(url)));
+        };
+        match scheme.to_ascii_lowercase().as_str() {
+            "sqlite" if rest.is_empty() => Err(unsupported("`sqlite://` needs a path: `sqlite://PATH`")),
+            "sqlite" => Ok(Location::Sqlite(PathBuf::from(rest))),
+            "postgres" | "postgresql" => Err(unsupported(
+                "the PostgreSQL store is not supported yet; use a SQLite file (a path or `sqlite://PATH`)",
+            )),
+            _ => Err(unsupported("unknown database scheme; use a path or `sqlite://PATH`")),
+        }
+    }
+}
+
+fn is_scheme(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+}
+
+/// Opens the database at `url` (a path or `sqlite://PATH`) to read and write it: creates it
+/// (directory `0700`, file `0600`) when it does not exist, and migrates it to this salt's
+/// schema. A file that is not a salt database is refused, untouched.
+pub fn open(url: &str) -> Result<Box<dyn Store>, StoreError> {
+    match Location::parse(url)? {
+        Location::Sqlite(path) => Ok(Box::new(SqliteStore::open(&path)?)),
+    }
+}
+
+/// Opens the database at `url` only to read it: never creates, migrates or reconfigures it,
+/// and works on a read-only file system. A missing database is an error.
+pub fn open_read_only(url: &str) -> Result<Box<dyn Store>, StoreError> {
+    match Location::parse(url)? {
+        Location::Sqlite(path) => Ok(Box::new(SqliteStore::open_read_only(&path)?)),
+    }
+}
+
+/// A new orchestrator identity, `host:pid:random`, unique across machines and restarts.
+pub fn new_owner() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let host = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".into());
+    // `RandomState` is seeded from the OS's randomness; a fresh one per call.
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher
+        .write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    format!("{host}:{}:{:08x}", std::process::id(), hasher.finish() as u32)
+}
+
+/// The right to drive a run, held by one orchestrator until it expires. Given to
+/// [`Store::commit`], it fences the batch: the batch is written only if its holder still owns
+/// the run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The run.
+    pub run: RunId,
+    /// Who holds it (`host:pid:random`).
+    pub owner: String,
+}
+
+/// A node taken from the durable ready queue by a worker, until the claim expires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// The queue entry.
+    pub id: i64,
+    /// The run.
+    pub run: RunId,
+    /// The node.
+    pub node: NodeId,
+    /// The attempt to run.
+    pub attempt: u32,
+    /// The queue it was taken from.
+    pub queue: String,
+    /// Its priority (higher first).
+    pub priority: i32,
+    /// The claimer.
+    pub owner: String,
+    /// When the claim expires unless renewed (ms since the epoch).
+    pub expires_at: i64,
+}
+
 /// One change to the journal.
 #[derive(Debug, Clone)]
 pub enum Write {
-    /// The run is taken by an orchestrator in process `pid`.
+    /// The run is driven by the orchestrator that commits this (and holds its lease).
     RunStarted {
         /// The run.
         run: RunId,
-        /// The orchestrator's process.
-        pid: u32,
         /// The executor it runs nodes on.
         executor: &'static str,
         /// Its parallelism limit.
@@ -42,13 +147,6 @@ pub enum Write {
         output: Option<Value>,
         /// Why it failed.
         error: Option<ErrorWire>,
-        /// When.
-        at: i64,
-    },
-    /// The orchestrator is alive.
-    Heartbeat {
-        /// The run.
-        run: RunId,
         /// When.
         at: i64,
     },
@@ -193,9 +291,22 @@ pub enum Write {
         /// The line.
         record: LogRecord,
     },
+    /// An attempt of a node is ready to be claimed from the durable queue by any worker.
+    Enqueue {
+        /// The run.
+        run: RunId,
+        /// The node.
+        node: NodeId,
+        /// The attempt.
+        attempt: u32,
+        /// The queue.
+        queue: String,
+        /// Higher is claimed first.
+        priority: i32,
+    },
 }
 
-/// A new run to create.
+/// A new run to create, with its root node.
 #[derive(Debug, Clone)]
 pub struct NewRun<'a> {
     /// The workflow.
@@ -206,26 +317,165 @@ pub struct NewRun<'a> {
     pub executor: &'a str,
     /// The parallelism limit.
     pub parallelism: u32,
+    /// The root node (id 0), written in the same transaction as the run.
+    pub root: &'a NodeRecord,
+    /// The orchestrator that will drive the run, and for how long its lease lasts: taken in the
+    /// same transaction, so no one else can take the new run over. `None` leaves it `queued`
+    /// for anyone.
+    pub lease: Option<(&'a str, Duration)>,
 }
 
-/// The durable journal of runs.
-pub trait Store: Send {
-    /// Creates a run in state `queued` and returns its id.
-    fn create_run(&mut self, run: NewRun<'_>) -> Result<RunId, StoreError>;
-    /// Applies a batch of writes in one transaction.
-    fn commit(&mut self, writes: &[Write]) -> Result<(), StoreError>;
-    /// Everything stored about a run. A run whose orchestrator is gone reads as `interrupted`.
+/// The durable journal of runs, their leases and the durable ready queue.
+///
+/// Every method takes `&self` and the trait is `Send + Sync`, so one store may be shared by
+/// threads (a driver committing on a blocking thread); a backend serializes what it must.
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// A new connection to the same database, for another thread (the lease heartbeat).
+    fn reopen(&self) -> Result<Box<dyn Store>, StoreError>;
+    /// Creates a run in state `queued` with its root node, in one transaction, and returns its
+    /// id. With `run.lease`, the lease is taken in that transaction too.
+    fn create_run(&self, run: NewRun<'_>) -> Result<RunId, StoreError>;
+    /// Applies a batch of writes in one transaction. With a `lease`, the batch is written only
+    /// if its holder still owns the run, checked in that transaction
+    /// ([`StoreError::LeaseLost`] otherwise, and nothing is written).
+    fn commit(&self, lease: Option<&Lease>, writes: &[Write]) -> Result<(), StoreError>;
+    /// Everything stored about a run, read in one consistent snapshot. A run that is
+    /// `running` or `paused` but whose lease has expired reads as `interrupted`.
     fn load(&self, run: RunId) -> Result<RunSnapshot, StoreError>;
-    /// The latest runs, newest first, without their inputs and outputs.
+    /// The latest runs, newest first, without their payloads.
     fn runs(&self, limit: usize) -> Result<Vec<RunSummary>, StoreError>;
     /// The log lines of a run, or of one of its nodes.
     fn logs(&self, run: RunId, node: Option<NodeId>) -> Result<Vec<LogRecord>, StoreError>;
     /// Asks the orchestrator of a run to cancel it.
-    fn request_cancel(&mut self, run: RunId) -> Result<(), StoreError>;
+    fn request_cancel(&self, run: RunId) -> Result<(), StoreError>;
     /// What other processes asked of the run: cancel, pause, signals.
     fn control(&self, run: RunId) -> Result<RunControl, StoreError>;
     /// Pauses (no new node starts) or resumes a run.
-    fn set_paused(&mut self, run: RunId, paused: bool) -> Result<(), StoreError>;
+    fn set_paused(&self, run: RunId, paused: bool) -> Result<(), StoreError>;
     /// Sends a signal to a run.
-    fn send_signal(&mut self, run: RunId, name: &str, value: &Value) -> Result<(), StoreError>;
+    fn send_signal(&self, run: RunId, name: &str, value: &Value) -> Result<(), StoreError>;
+
+    /// Takes the lease of a run for `owner`, for `ttl`, atomically: refused with
+    /// [`StoreError::Leased`] while another owner's lease is live; an expired lease is taken over.
+    fn acquire_run_lease(&self, run: RunId, owner: &str, ttl: Duration) -> Result<Lease, StoreError>;
+    /// Extends a lease by `ttl` from now; [`StoreError::LeaseLost`] if another owner took it.
+    fn renew_run_lease(&self, lease: &Lease, ttl: Duration) -> Result<(), StoreError>;
+    /// Gives a lease up (the run, if unfinished, reads as `interrupted` at once). Releasing a
+    /// lease that is no longer held does nothing.
+    fn release_run_lease(&self, lease: &Lease) -> Result<(), StoreError>;
+
+    /// Claims up to `n` ready entries of `queue` for `owner`, for `ttl`, highest priority first,
+    /// atomically: two claimers never get the same entry. An entry whose claim expired is ready
+    /// again.
+    fn claim(&self, queue: &str, n: usize, owner: &str, ttl: Duration) -> Result<Vec<Claim>, StoreError>;
+    /// Extends a claim by `ttl` from now; [`StoreError::ClaimLost`] if it is no longer held.
+    fn renew_claim(&self, claim: &Claim, ttl: Duration) -> Result<Claim, StoreError>;
+    /// Records that the claimed attempt succeeded with `output`.
+    fn complete(&self, claim: &Claim, output: &Value) -> Result<(), StoreError>;
+    /// Records that the claimed attempt failed.
+    fn fail(&self, claim: &Claim, error: &ErrorWire) -> Result<(), StoreError>;
+    /// Gives a claim up: the entry is ready for another claimer at once.
+    fn release(&self, claim: &Claim) -> Result<(), StoreError>;
+}
+
+/// Renews a run's lease from a dedicated OS thread with its own connection, so that inline
+/// task code blocking the async runtime cannot let the lease expire. Stopping it (or dropping
+/// it) releases the lease.
+#[derive(Debug)]
+pub struct Heartbeat {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Heartbeat {
+    /// Starts renewing `lease` on `store` (a connection of its own: see [`Store::reopen`]) every
+    /// fifth of `ttl`.
+    pub fn start(store: Box<dyn Store>, lease: Lease, ttl: Duration) -> Result<Self, StoreError> {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let every = (ttl / 5).max(Duration::from_millis(20));
+        let thread = std::thread::Builder::new()
+            .name(format!("salt-lease-{}", lease.run))
+            .spawn(move || {
+                // Until told to stop (or dropped): renew at every beat.
+                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+                    match store.renew_run_lease(&lease, ttl) {
+                        Ok(()) => {}
+                        Err(e @ StoreError::LeaseLost { .. }) => {
+                            tracing::warn!("{e}");
+                            return;
+                        }
+                        // A busy database: try again at the next beat.
+                        Err(e) => tracing::warn!("cannot renew the lease of run {}: {e}", lease.run),
+                    }
+                }
+                if let Err(e) = store.release_run_lease(&lease) {
+                    tracing::warn!("cannot release the lease of run {}: {e}", lease.run);
+                }
+            })
+            .map_err(|source| StoreError::Io { path: "the lease heartbeat thread".into(), source })?;
+        Ok(Self { stop: Some(stop), thread: Some(thread) })
+    }
+
+    /// Stops renewing and releases the lease; returns once it is released.
+    pub fn stop(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Whether a run in `state` with a lease expiring at `expires_at` (none: no lease) reads as
+/// `interrupted` at `now`.
+pub(crate) fn effective_state(state: RunState, expires_at: Option<i64>, now: i64) -> RunState {
+    let live = expires_at.is_some_and(|e| e > now);
+    if matches!(state, RunState::Running | RunState::Paused) && !live { RunState::Interrupted } else { state }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_path_or_a_sqlite_url_opens_sqlite_and_postgres_is_not_supported_yet() {
+        assert_eq!(Location::parse(".salt/salt.db").unwrap(), Location::Sqlite(".salt/salt.db".into()));
+        assert_eq!(Location::parse("sqlite://runs.db").unwrap(), Location::Sqlite("runs.db".into()));
+        assert_eq!(Location::parse("sqlite:///tmp/x.db").unwrap(), Location::Sqlite("/tmp/x.db".into()));
+        assert_eq!(Location::parse("dir:with/colon.db").unwrap(), Location::Sqlite("dir:with/colon.db".into()));
+        let e = Location::parse("postgres://u@h/db").unwrap_err().to_string();
+        assert!(e.contains("not supported yet"), "{e}");
+        let e = Location::parse("mysql://h/db").unwrap_err().to_string();
+        assert!(e.contains("unknown database scheme"), "{e}");
+        assert!(Location::parse("sqlite://").is_err());
+    }
+
+    #[test]
+    fn one_store_is_shared_by_threads() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("salt.db").display());
+        let store: std::sync::Arc<dyn Store> = open(&url).unwrap().into();
+        let threads: Vec<_> = (0..4)
+            .map(|i| {
+                let store = store.clone();
+                std::thread::spawn(move || store.send_signal(0, &format!("s{i}"), &Value::Null))
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap().unwrap();
+        }
+        assert_eq!(open_read_only(&url).unwrap().control(0).map(|_| ()).unwrap_err().to_string(), "no run 0");
+    }
+
+    #[test]
+    fn owners_are_unique() {
+        let (a, b) = (new_owner(), new_owner());
+        assert_ne!(a, b);
+        assert!(a.contains(&format!(":{}:", std::process::id())), "{a}");
+    }
 }

@@ -82,7 +82,7 @@ async fn a_subscriber_sees_every_committed_transition_in_order() {
 
     // What the stream said is what the store holds.
     let store = salt::ops::open(runner.db()).unwrap();
-    let shown = salt::ops::show(&store, outcome.run).unwrap();
+    let shown = salt::ops::show(store.as_ref(), outcome.run).unwrap();
     for n in &shown.nodes {
         assert_eq!(states[n.id as usize].last(), Some(&n.state));
     }

@@ -1,12 +1,18 @@
 //! The SQLite store: one file, WAL, so other processes read while a run writes.
+//!
+//! Every write is an `IMMEDIATE` transaction (it takes the write lock first, so a check and the
+//! write that depends on it cannot interleave with another process); readers read in `DEFERRED`
+//! transactions and, in WAL mode, never wait for writers.
 
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 use serde_json::Value;
 
-use super::{NewRun, Store, Write};
+use super::{Claim, Lease, NewRun, Store, Write, effective_state};
 use crate::error::{ErrorWire, StoreError};
 use crate::model::{
     AttemptRecord, EdgeKind, EdgeRecord, JournalRecord, LogRecord, NodeId, NodeRecord, NodeState, PromiseRecord,
@@ -14,37 +20,70 @@ use crate::model::{
 };
 
 /// The schema, one migration per file, applied in order; `PRAGMA user_version` counts them.
-const MIGRATIONS: &[&str] =
-    &[include_str!("../../migrations/0001_init.sql"), include_str!("../../migrations/0002_gradient.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/0001_init.sql"),
+    include_str!("../../migrations/0002_gradient.sql"),
+    include_str!("../../migrations/0003_leases_queue.sql"),
+];
 
-/// A run whose orchestrator has not written a heartbeat for this long is interrupted.
-const STALE_AFTER_MS: i64 = 30_000;
+/// `PRAGMA application_id` of every salt database: `SALT` in ASCII.
+pub(crate) const APPLICATION_ID: i32 = 0x5341_4C54;
+
+/// The schema versions written before salt set its application id, and the tables they have: a
+/// file without an application id is taken for an older salt database only if it matches.
+const UNMARKED_VERSIONS: std::ops::RangeInclusive<i64> = 1..=2;
+const UNMARKED_TABLES: &[&str] =
+    &["runs", "nodes", "edges", "attempts", "journal", "logs", "promises", "waits", "signals"];
+
+/// How long a statement waits for another connection's lock before it gives up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The SQLite implementation of [`Store`].
 pub struct SqliteStore {
-    conn: Connection,
+    conn: Mutex<Connection>,
     path: PathBuf,
+    read_only: bool,
 }
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteStore").field("path", &self.path).finish()
+        f.debug_struct("SqliteStore").field("path", &self.path).field("read_only", &self.read_only).finish()
     }
 }
 
+/// What a database file is, judged without writing to it.
+enum Identity {
+    /// A new, empty database.
+    Empty,
+    /// A salt database of this schema version.
+    Salt(i64),
+}
+
 impl SqliteStore {
-    /// Opens (creating it and its directory if needed) and migrates the database at `path`.
+    /// Opens the database at `path` to read and write it, creating it (and its directory) if
+    /// needed: the directory is made `0700`, the file `0600`. Migrates it to this salt's schema.
+    /// A file that is not a salt database is refused and left untouched.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
                 .map_err(|source| StoreError::Io { path: dir.display().to_string(), source })?;
+        }
+        match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(source) => return Err(StoreError::Io { path: path.display().to_string(), source }),
         }
         // While another process creates the file or switches it to WAL, SQLite may answer
         // "database is locked" at once, without waiting: try again for a while.
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + BUSY_TIMEOUT;
         loop {
             match Self::try_open(path) {
-                Err(StoreError::Sqlite { source, .. }) if is_busy(&source) && std::time::Instant::now() < deadline => {
+                Err(StoreError::Backend { source, .. })
+                    if source.downcast_ref::<rusqlite::Error>().is_some_and(is_busy) && Instant::now() < deadline =>
+                {
                     std::thread::sleep(Duration::from_millis(20));
                 }
                 other => return other,
@@ -53,19 +92,56 @@ impl SqliteStore {
     }
 
     fn try_open(path: &Path) -> Result<Self, StoreError> {
-        let shown = path.display().to_string();
-        let err = |source| StoreError::Sqlite { path: shown.clone(), source };
-        let conn = Connection::open(path).map_err(err)?;
-        conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
+        let err = |e| backend(path, e);
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
+        // Judge the file before changing anything in it.
+        identify(&conn, path)?;
         // WAL is a property of the file: set it once, when the file is new.
         let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).map_err(err)?;
         if !mode.eq_ignore_ascii_case("wal") {
             conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
         }
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
-        let mut store = Self { conn, path: path.to_path_buf() };
+        let store = Self { conn: Mutex::new(conn), path: path.to_path_buf(), read_only: false };
         store.migrate()?;
         Ok(store)
+    }
+
+    /// Opens the database at `path` only to read it: it is never created, migrated or
+    /// reconfigured, and may be on a read-only file system. A missing file is
+    /// [`StoreError::Missing`].
+    pub fn open_read_only(path: &Path) -> Result<Self, StoreError> {
+        match std::fs::metadata(path) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StoreError::Missing { path: path.display().to_string() });
+            }
+            Err(source) => return Err(StoreError::Io { path: path.display().to_string(), source }),
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let open = |query: &str| -> Result<(Connection, Identity), StoreError> {
+            let err = |e| backend(path, e);
+            let conn = Connection::open_with_flags(format!("file:{}?{query}", uri_path(path)), flags).map_err(err)?;
+            conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
+            let identity = identify(&conn, path)?;
+            Ok((conn, identity))
+        };
+        // A WAL database needs its shared-memory file beside it; where it cannot be created (a
+        // read-only directory) and nobody can be writing, read the file as immutable.
+        let (conn, identity) = match open("mode=ro") {
+            Err(StoreError::Backend { .. }) => open("mode=ro&immutable=1")?,
+            other => other?,
+        };
+        let supported = MIGRATIONS.len() as i64;
+        let shown = path.display().to_string();
+        match identity {
+            Identity::Empty => Err(StoreError::Missing { path: shown }),
+            Identity::Salt(v) if v > supported => Err(StoreError::TooNew { path: shown, found: v, supported }),
+            Identity::Salt(v) if v < supported => Err(StoreError::TooOld { path: shown, found: v, supported }),
+            Identity::Salt(_) => Ok(Self { conn: Mutex::new(conn), path: path.to_path_buf(), read_only: true }),
+        }
     }
 
     /// The database file.
@@ -73,52 +149,56 @@ impl SqliteStore {
         &self.path
     }
 
-    fn sql(&self, source: rusqlite::Error) -> StoreError {
-        StoreError::Sqlite { path: self.path.display().to_string(), source }
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn migrate(&mut self) -> Result<(), StoreError> {
-        let version: i64 = self.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| self.sql(e))?;
+    fn sql(&self, source: rusqlite::Error) -> StoreError {
+        backend(&self.path, source)
+    }
+
+    fn migrate(&self) -> Result<(), StoreError> {
+        let sql = |e| self.sql(e);
+        let mut conn = self.conn();
         let supported = MIGRATIONS.len() as i64;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(sql)?;
+        let marked: i32 = conn.query_row("PRAGMA application_id", [], |r| r.get(0)).map_err(sql)?;
         if version > supported {
             return Err(StoreError::TooNew { path: self.path.display().to_string(), found: version, supported });
         }
-        if version == supported {
+        if version == supported && marked == APPLICATION_ID {
             return Ok(());
         }
-        let path = self.path.display().to_string();
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(|source| StoreError::Sqlite { path: path.clone(), source })?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql)?;
         // Another process may have migrated while we waited for the lock.
-        let version: i64 = tx
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(|source| StoreError::Sqlite { path: path.clone(), source })?;
-        for sql in MIGRATIONS.iter().skip(version as usize) {
-            tx.execute_batch(sql).map_err(|source| StoreError::Sqlite { path: path.clone(), source })?;
+        let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(sql)?;
+        for sql_text in MIGRATIONS.iter().skip(version.max(0) as usize) {
+            tx.execute_batch(sql_text).map_err(sql)?;
         }
-        tx.pragma_update(None, "user_version", supported)
-            .map_err(|source| StoreError::Sqlite { path: path.clone(), source })?;
-        tx.commit().map_err(|source| StoreError::Sqlite { path, source })
+        tx.pragma_update(None, "user_version", supported).map_err(sql)?;
+        tx.pragma_update(None, "application_id", APPLICATION_ID).map_err(sql)?;
+        tx.commit().map_err(sql)
+    }
+
+    fn write_tx<'c>(&self, conn: &'c mut Connection) -> Result<Transaction<'c>, StoreError> {
+        conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| self.sql(e))
     }
 
     fn apply(tx: &rusqlite::Transaction<'_>, w: &Write) -> rusqlite::Result<()> {
         match w {
-            Write::RunStarted { run, pid, executor, parallelism, at } => {
+            Write::RunStarted { run, executor, parallelism, at } => {
                 tx.prepare_cached(
-                    "UPDATE runs SET state = 'running', owner_pid = ?2, heartbeat_at = ?3,
-                     started_at = COALESCE(started_at, ?3), finished_at = NULL, cancel_requested = 0,
-                     executor = ?4, parallelism = ?5
+                    "UPDATE runs SET state = 'running',
+                     started_at = COALESCE(started_at, ?2), finished_at = NULL, cancel_requested = 0,
+                     executor = ?3, parallelism = ?4
                      WHERE id = ?1",
                 )?
-                .execute(params![run, pid, at, executor, parallelism])?;
+                .execute(params![run, at, executor, parallelism])?;
             }
             Write::RunState { run, state, output, error, at } => {
                 let finished = state.is_terminal().then_some(*at);
                 tx.prepare_cached(
-                    "UPDATE runs SET state = ?2, output = ?3, error = ?4, finished_at = ?5,
-                     owner_pid = CASE WHEN ?6 THEN NULL ELSE owner_pid END WHERE id = ?1",
+                    "UPDATE runs SET state = ?2, output = ?3, error = ?4, finished_at = ?5 WHERE id = ?1",
                 )?
                 .execute(params![
                     run,
@@ -126,11 +206,7 @@ impl SqliteStore {
                     output.as_ref().map(Value::to_string),
                     error.as_ref().map(json),
                     finished,
-                    state.is_terminal(),
                 ])?;
-            }
-            Write::Heartbeat { run, at } => {
-                tx.prepare_cached("UPDATE runs SET heartbeat_at = ?2 WHERE id = ?1")?.execute(params![run, at])?;
             }
             Write::InsertNode { run, node } => {
                 tx.prepare_cached(
@@ -262,24 +338,22 @@ impl SqliteStore {
                 tx.prepare_cached("INSERT INTO logs (run_id, node_id, attempt, ts, line) VALUES (?1, ?2, ?3, ?4, ?5)")?
                     .execute(params![run, record.node, record.attempt, record.ts, record.line])?;
             }
+            Write::Enqueue { run, node, attempt, queue, priority } => {
+                tx.prepare_cached(
+                    "INSERT OR IGNORE INTO ready_queue (run_id, node_id, attempt, queue, priority, state, enqueued_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 'ready', ?6)",
+                )?
+                .execute(params![run, node, attempt, queue, priority, now_ms()])?;
+            }
         }
         Ok(())
     }
 
-    /// A run's state; one whose orchestrator is gone reads as `interrupted`.
-    fn state_from_row(row: &Row<'_>, owner_pid: Option<u32>) -> rusqlite::Result<RunState> {
-        let state: String = row.get("state")?;
-        let state = RunState::parse(&state).unwrap_or(RunState::Failed);
-        let heartbeat: Option<i64> = row.get("heartbeat_at")?;
-        if matches!(state, RunState::Running | RunState::Paused) && !owner_alive(owner_pid, heartbeat) {
-            return Ok(RunState::Interrupted);
-        }
-        Ok(state)
-    }
-
     fn run_from_row(row: &Row<'_>) -> rusqlite::Result<RunRecord> {
-        let owner_pid: Option<u32> = row.get("owner_pid")?;
-        let state = Self::state_from_row(row, owner_pid)?;
+        let state: String = row.get("state")?;
+        let expires: Option<i64> = row.get("lease_expires_at")?;
+        let now = now_ms();
+        let state = effective_state(RunState::parse(&state).unwrap_or(RunState::Failed), expires, now);
         Ok(RunRecord {
             id: row.get("id")?,
             workflow: row.get("workflow")?,
@@ -292,30 +366,79 @@ impl SqliteStore {
             finished_at: row.get("finished_at")?,
             executor: row.get("executor")?,
             parallelism: row.get("parallelism")?,
-            owner_pid,
+            owner: row.get::<_, Option<String>>("lease_owner")?.filter(|_| expires.is_some_and(|e| e > now)),
         })
+    }
+
+    /// Updates a claimed entry with `set` if `claim` still holds it.
+    fn settle(&self, claim: &Claim, set: &str, value: &dyn rusqlite::ToSql) -> Result<(), StoreError> {
+        let conn = self.conn();
+        let n = conn
+            .prepare_cached(&format!("UPDATE ready_queue SET {set} WHERE id = ?1 AND owner = ?2 AND state = 'claimed'"))
+            .and_then(|mut s| s.execute(params![claim.id, claim.owner, value]))
+            .map_err(|e| self.sql(e))?;
+        if n == 0 {
+            Err(StoreError::ClaimLost { id: claim.id, run: claim.run, node: claim.node, owner: claim.owner.clone() })
+        } else {
+            Ok(())
+        }
     }
 }
 
-/// Whether the orchestrator that owns a run is still alive.
-fn owner_alive(pid: Option<u32>, heartbeat: Option<i64>) -> bool {
-    let Some(pid) = pid else { return false };
-    if heartbeat.is_some_and(|h| now_ms() - h > STALE_AFTER_MS) {
-        return false;
+/// What the file at `path` is, judged by reading only. Refuses a file of another application.
+fn identify(conn: &Connection, path: &Path) -> Result<Identity, StoreError> {
+    // One read transaction, so that another process's migration is seen whole or not at all.
+    let tx = conn.unchecked_transaction().map_err(|e| backend(path, e))?;
+    identify_in(&tx, path)
+}
+
+fn identify_in(conn: &Connection, path: &Path) -> Result<Identity, StoreError> {
+    let foreign = |detail: String| StoreError::Foreign { path: path.display().to_string(), detail };
+    let app_id: i32 = match conn.query_row("PRAGMA application_id", [], |r| r.get(0)) {
+        Ok(id) => id,
+        Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::NotADatabase) => {
+            return Err(foreign("it is not a SQLite database".into()));
+        }
+        Err(e) => return Err(backend(path, e)),
+    };
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| backend(path, e))?;
+    if app_id == APPLICATION_ID {
+        return Ok(Identity::Salt(version));
     }
-    let Ok(pid) = i32::try_from(pid) else { return false };
-    if pid as u32 == std::process::id() {
-        return true;
+    if app_id != 0 {
+        return Err(foreign(format!("it belongs to another application: its application_id is {app_id:#010x}")));
     }
-    // Signal 0 checks that the process exists. A zombie (killed, not yet reaped by its parent)
-    // still exists, so look at its state too.
-    if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err() {
-        return false;
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .map_err(|e| backend(path, e))?;
+    if tables.is_empty() && version == 0 {
+        return Ok(Identity::Empty);
     }
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
-        Err(_) => true,
+    let unknown: Vec<&str> = tables.iter().map(String::as_str).filter(|t| !UNMARKED_TABLES.contains(t)).collect();
+    if !unknown.is_empty() {
+        return Err(foreign(format!("it has tables salt does not use: {}", unknown.join(", "))));
     }
+    if !UNMARKED_VERSIONS.contains(&version) || !tables.iter().any(|t| t == "runs") {
+        return Err(foreign(format!("it has no salt application_id and schema version {version}")));
+    }
+    Ok(Identity::Salt(version))
+}
+
+/// A path as the path part of a `file:` URI.
+fn uri_path(path: &Path) -> String {
+    let mut out = String::new();
+    for c in path.to_string_lossy().chars() {
+        match c {
+            '%' | '?' | '#' => out.push_str(&format!("%{:02X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn backend(path: &Path, source: rusqlite::Error) -> StoreError {
+    StoreError::backend(format!("database {}", path.display()), source)
 }
 
 /// Whether SQLite said the database is busy or locked.
@@ -335,44 +458,85 @@ fn corrupt(table: &'static str, detail: impl ToString) -> StoreError {
     StoreError::Corrupt { table, detail: detail.to_string() }
 }
 
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Checks, inside a write transaction, that `lease` still holds its run.
+fn check_lease(tx: &Connection, lease: &Lease) -> rusqlite::Result<Option<StoreError>> {
+    let current: Option<String> = tx
+        .prepare_cached("SELECT owner FROM run_leases WHERE run_id = ?1")?
+        .query_row([lease.run], |r| r.get(0))
+        .optional()?;
+    Ok((current.as_deref() != Some(lease.owner.as_str())).then(|| StoreError::LeaseLost {
+        run: lease.run,
+        owner: lease.owner.clone(),
+        current,
+    }))
+}
+
+const RUN_COLUMNS: &str = "SELECT runs.*, l.owner AS lease_owner, l.expires_at AS lease_expires_at
+     FROM runs LEFT JOIN run_leases l ON l.run_id = runs.id";
+
 impl Store for SqliteStore {
-    fn create_run(&mut self, run: NewRun<'_>) -> Result<RunId, StoreError> {
-        self.conn
-            .prepare_cached(
-                "INSERT INTO runs (workflow, state, input, created_at, executor, parallelism)
-                 VALUES (?1, 'queued', ?2, ?3, ?4, ?5)",
-            )
-            .and_then(|mut s| {
-                s.execute(params![run.workflow, run.input.to_string(), now_ms(), run.executor, run.parallelism])
-            })
-            .map_err(|e| self.sql(e))?;
-        Ok(self.conn.last_insert_rowid())
+    fn reopen(&self) -> Result<Box<dyn Store>, StoreError> {
+        Ok(Box::new(if self.read_only { Self::open_read_only(&self.path)? } else { Self::open(&self.path)? }))
     }
 
-    fn commit(&mut self, writes: &[Write]) -> Result<(), StoreError> {
+    fn create_run(&self, run: NewRun<'_>) -> Result<RunId, StoreError> {
+        let sql = |e| self.sql(e);
+        let mut conn = self.conn();
+        let tx = self.write_tx(&mut conn)?;
+        let now = now_ms();
+        tx.prepare_cached(
+            "INSERT INTO runs (workflow, state, input, created_at, executor, parallelism)
+             VALUES (?1, 'queued', ?2, ?3, ?4, ?5)",
+        )
+        .and_then(|mut s| s.execute(params![run.workflow, run.input.to_string(), now, run.executor, run.parallelism]))
+        .map_err(sql)?;
+        let id = tx.last_insert_rowid();
+        Self::apply(&tx, &Write::InsertNode { run: id, node: Box::new(run.root.clone()) }).map_err(sql)?;
+        if let Some((owner, ttl)) = run.lease {
+            tx.prepare_cached(
+                "INSERT INTO run_leases (run_id, owner, acquired_at, renewed_at, expires_at) VALUES (?1, ?2, ?3, ?3, ?4)",
+            )
+            .and_then(|mut s| s.execute(params![id, owner, now, now.saturating_add(millis(ttl))]))
+            .map_err(sql)?;
+        }
+        tx.commit().map_err(sql)?;
+        Ok(id)
+    }
+
+    fn commit(&self, lease: Option<&Lease>, writes: &[Write]) -> Result<(), StoreError> {
         if writes.is_empty() {
             return Ok(());
         }
-        let path = self.path.display().to_string();
-        let err = |source| StoreError::Sqlite { path: path.clone(), source };
-        let tx = self.conn.transaction().map_err(err)?;
-        for w in writes {
-            Self::apply(&tx, w).map_err(err)?;
+        let sql = |e| self.sql(e);
+        let mut conn = self.conn();
+        let tx = self.write_tx(&mut conn)?;
+        if let Some(lease) = lease
+            && let Some(lost) = check_lease(&tx, lease).map_err(sql)?
+        {
+            return Err(lost);
         }
-        tx.commit().map_err(err)
+        for w in writes {
+            Self::apply(&tx, w).map_err(sql)?;
+        }
+        tx.commit().map_err(sql)
     }
 
     fn load(&self, run: RunId) -> Result<RunSnapshot, StoreError> {
         let sql = |e| self.sql(e);
-        let record = self
-            .conn
-            .query_row("SELECT * FROM runs WHERE id = ?1", [run], Self::run_from_row)
+        let mut conn = self.conn();
+        // One read transaction: a consistent snapshot, even while a run writes.
+        let tx = conn.transaction().map_err(sql)?;
+        let record = tx
+            .query_row(&format!("{RUN_COLUMNS} WHERE runs.id = ?1"), [run], Self::run_from_row)
             .optional()
             .map_err(sql)?
             .ok_or(StoreError::NoRun(run))?;
 
-        let mut stmt = self
-            .conn
+        let mut stmt = tx
             .prepare_cached(
                 "SELECT id, parent, seq, task, state, args, input_hash, output, error, attempts, label,
                         created_at, started_at, finished_at, color, shape
@@ -444,8 +608,7 @@ impl Store for SqliteStore {
             });
         }
 
-        let mut stmt = self
-            .conn
+        let mut stmt = tx
             .prepare_cached("SELECT from_node, to_node, kind FROM edges WHERE run_id = ?1 ORDER BY to_node, from_node")
             .map_err(sql)?;
         let edges = stmt
@@ -461,8 +624,7 @@ impl Store for SqliteStore {
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(sql)?;
 
-        let mut stmt = self
-            .conn
+        let mut stmt = tx
             .prepare_cached(
                 "SELECT node_id, attempt, state, executor, started_at, finished_at, error
                  FROM attempts WHERE run_id = ?1 ORDER BY node_id, attempt",
@@ -485,8 +647,7 @@ impl Store for SqliteStore {
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(sql)?;
 
-        let mut stmt = self
-            .conn
+        let mut stmt = tx
             .prepare_cached("SELECT node_id, seq, kind, value FROM journal WHERE run_id = ?1 ORDER BY node_id, seq")
             .map_err(sql)?;
         let journal = stmt
@@ -503,8 +664,7 @@ impl Store for SqliteStore {
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
 
-        let mut stmt = self
-            .conn
+        let mut stmt = tx
             .prepare_cached("SELECT id, scope_node, declared_by, seq, text FROM promises WHERE run_id = ?1 ORDER BY id")
             .map_err(sql)?;
         let promises = stmt
@@ -521,8 +681,7 @@ impl Store for SqliteStore {
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(sql)?;
 
-        let mut stmt = self
-            .conn
+        let mut stmt = tx
             .prepare_cached(
                 "SELECT node_id, seq, name, schema, deadline, default_value FROM waits WHERE run_id = ?1 ORDER BY node_id, seq",
             )
@@ -546,28 +705,30 @@ impl Store for SqliteStore {
     }
 
     fn runs(&self, limit: usize) -> Result<Vec<RunSummary>, StoreError> {
-        let mut stmt = self
-            .conn
+        let conn = self.conn();
+        let mut stmt = conn
             .prepare_cached(
-                "SELECT id, workflow, state, error, created_at, started_at, finished_at, executor, parallelism,
-                        owner_pid, heartbeat_at
-                 FROM runs ORDER BY id DESC LIMIT ?1",
+                "SELECT r.id, r.workflow, r.state, r.created_at, r.started_at, r.finished_at, r.executor,
+                        r.parallelism, l.owner, l.expires_at, r.error
+                 FROM runs r LEFT JOIN run_leases l ON l.run_id = r.id ORDER BY r.id DESC LIMIT ?1",
             )
             .map_err(|e| self.sql(e))?;
+        let now = now_ms();
         let rows = stmt
-            .query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |row| {
-                let owner_pid: Option<u32> = row.get("owner_pid")?;
+            .query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
+                let state: String = r.get(2)?;
+                let expires: Option<i64> = r.get(9)?;
                 Ok(RunSummary {
-                    id: row.get("id")?,
-                    workflow: row.get("workflow")?,
-                    state: Self::state_from_row(row, owner_pid)?,
-                    error: row.get::<_, Option<String>>("error")?.and_then(|s| serde_json::from_str(&s).ok()),
-                    created_at: row.get("created_at")?,
-                    started_at: row.get("started_at")?,
-                    finished_at: row.get("finished_at")?,
-                    executor: row.get("executor")?,
-                    parallelism: row.get("parallelism")?,
-                    owner_pid,
+                    id: r.get(0)?,
+                    workflow: r.get(1)?,
+                    state: effective_state(RunState::parse(&state).unwrap_or(RunState::Failed), expires, now),
+                    error: r.get::<_, Option<String>>(10)?.and_then(|s| serde_json::from_str(&s).ok()),
+                    created_at: r.get(3)?,
+                    started_at: r.get(4)?,
+                    finished_at: r.get(5)?,
+                    executor: r.get(6)?,
+                    parallelism: r.get(7)?,
+                    owner: r.get::<_, Option<String>>(8)?.filter(|_| expires.is_some_and(|e| e > now)),
                 })
             })
             .map_err(|e| self.sql(e))?
@@ -576,8 +737,8 @@ impl Store for SqliteStore {
     }
 
     fn logs(&self, run: RunId, node: Option<NodeId>) -> Result<Vec<LogRecord>, StoreError> {
-        let mut stmt = self
-            .conn
+        let conn = self.conn();
+        let mut stmt = conn
             .prepare_cached(
                 "SELECT node_id, attempt, ts, line FROM logs
                  WHERE run_id = ?1 AND (?2 IS NULL OR node_id = ?2) ORDER BY rowid",
@@ -592,43 +753,46 @@ impl Store for SqliteStore {
         rows.map_err(|e| self.sql(e))
     }
 
-    fn request_cancel(&mut self, run: RunId) -> Result<(), StoreError> {
-        let n =
-            self.conn.execute("UPDATE runs SET cancel_requested = 1 WHERE id = ?1", [run]).map_err(|e| self.sql(e))?;
+    fn request_cancel(&self, run: RunId) -> Result<(), StoreError> {
+        let n = self
+            .conn()
+            .execute("UPDATE runs SET cancel_requested = 1 WHERE id = ?1", [run])
+            .map_err(|e| self.sql(e))?;
         if n == 0 { Err(StoreError::NoRun(run)) } else { Ok(()) }
     }
 
     fn control(&self, run: RunId) -> Result<RunControl, StoreError> {
-        let (cancel_requested, paused) = self
-            .conn
+        let sql = |e| self.sql(e);
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(sql)?;
+        let (cancel_requested, paused) = tx
             .query_row("SELECT cancel_requested, paused FROM runs WHERE id = ?1", [run], |r| {
                 Ok((r.get::<_, bool>(0)?, r.get::<_, bool>(1)?))
             })
             .optional()
-            .map_err(|e| self.sql(e))?
+            .map_err(sql)?
             .ok_or(StoreError::NoRun(run))?;
-        let mut stmt = self
-            .conn
+        let mut stmt = tx
             .prepare_cached("SELECT id, name, value FROM signals WHERE run_id = ?1 AND consumed = 0 ORDER BY id")
-            .map_err(|e| self.sql(e))?;
+            .map_err(sql)?;
         let signals = stmt
             .query_map([run], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, parse_json(r.get(2)?))))
-            .map_err(|e| self.sql(e))?
+            .map_err(sql)?
             .collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(|e| self.sql(e))?;
+            .map_err(sql)?;
         Ok(RunControl { cancel_requested, paused, signals })
     }
 
-    fn set_paused(&mut self, run: RunId, paused: bool) -> Result<(), StoreError> {
+    fn set_paused(&self, run: RunId, paused: bool) -> Result<(), StoreError> {
         let n = self
-            .conn
+            .conn()
             .execute("UPDATE runs SET paused = ?2 WHERE id = ?1", params![run, paused])
             .map_err(|e| self.sql(e))?;
         if n == 0 { Err(StoreError::NoRun(run)) } else { Ok(()) }
     }
 
-    fn send_signal(&mut self, run: RunId, name: &str, value: &Value) -> Result<(), StoreError> {
-        self.conn
+    fn send_signal(&self, run: RunId, name: &str, value: &Value) -> Result<(), StoreError> {
+        self.conn()
             .execute(
                 "INSERT INTO signals (run_id, name, value, at) VALUES (?1, ?2, ?3, ?4)",
                 params![run, name, value.to_string(), now_ms()],
@@ -636,26 +800,143 @@ impl Store for SqliteStore {
             .map_err(|e| self.sql(e))?;
         Ok(())
     }
+
+    fn acquire_run_lease(&self, run: RunId, owner: &str, ttl: Duration) -> Result<Lease, StoreError> {
+        let sql = |e| self.sql(e);
+        let mut conn = self.conn();
+        let tx = self.write_tx(&mut conn)?;
+        let exists = tx.query_row("SELECT 1 FROM runs WHERE id = ?1", [run], |_| Ok(())).optional().map_err(sql)?;
+        if exists.is_none() {
+            return Err(StoreError::NoRun(run));
+        }
+        let now = now_ms();
+        let current: Option<(String, i64, i64)> = tx
+            .query_row("SELECT owner, renewed_at, expires_at FROM run_leases WHERE run_id = ?1", [run], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()
+            .map_err(sql)?;
+        if let Some((holder, renewed_at, expires_at)) = current
+            && holder != owner
+            && expires_at > now
+        {
+            return Err(StoreError::Leased { run, owner: holder, renewed_ms_ago: (now - renewed_at).max(0) });
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO run_leases (run_id, owner, acquired_at, renewed_at, expires_at)
+             VALUES (?1, ?2, ?3, ?3, ?4)",
+            params![run, owner, now, now.saturating_add(millis(ttl))],
+        )
+        .map_err(sql)?;
+        tx.commit().map_err(sql)?;
+        Ok(Lease { run, owner: owner.to_string() })
+    }
+
+    fn renew_run_lease(&self, lease: &Lease, ttl: Duration) -> Result<(), StoreError> {
+        let sql = |e| self.sql(e);
+        let mut conn = self.conn();
+        let tx = self.write_tx(&mut conn)?;
+        let now = now_ms();
+        let n = tx
+            .execute(
+                "UPDATE run_leases SET renewed_at = ?3, expires_at = ?4 WHERE run_id = ?1 AND owner = ?2",
+                params![lease.run, lease.owner, now, now.saturating_add(millis(ttl))],
+            )
+            .map_err(sql)?;
+        if n == 0 {
+            let current = tx
+                .query_row("SELECT owner FROM run_leases WHERE run_id = ?1", [lease.run], |r| r.get(0))
+                .optional()
+                .map_err(sql)?;
+            return Err(StoreError::LeaseLost { run: lease.run, owner: lease.owner.clone(), current });
+        }
+        tx.commit().map_err(sql)
+    }
+
+    fn release_run_lease(&self, lease: &Lease) -> Result<(), StoreError> {
+        self.conn()
+            .execute("DELETE FROM run_leases WHERE run_id = ?1 AND owner = ?2", params![lease.run, lease.owner])
+            .map_err(|e| self.sql(e))?;
+        Ok(())
+    }
+
+    fn claim(&self, queue: &str, n: usize, owner: &str, ttl: Duration) -> Result<Vec<Claim>, StoreError> {
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let sql = |e| self.sql(e);
+        let mut conn = self.conn();
+        let tx = self.write_tx(&mut conn)?;
+        let now = now_ms();
+        let expires_at = now.saturating_add(millis(ttl));
+        let picked: Vec<(i64, RunId, NodeId, u32, i32)> = tx
+            .prepare_cached(
+                "SELECT id, run_id, node_id, attempt, priority FROM ready_queue
+                 WHERE queue = ?1 AND (state = 'ready' OR (state = 'claimed' AND expires_at <= ?2))
+                 ORDER BY priority DESC, id LIMIT ?3",
+            )
+            .and_then(|mut s| {
+                s.query_map(params![queue, now, i64::try_from(n).unwrap_or(i64::MAX)], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })?
+                .collect()
+            })
+            .map_err(sql)?;
+        let mut claims = Vec::with_capacity(picked.len());
+        for (id, run, node, attempt, priority) in picked {
+            tx.prepare_cached(
+                "UPDATE ready_queue SET state = 'claimed', owner = ?2, expires_at = ?3, claims = claims + 1
+                 WHERE id = ?1",
+            )
+            .and_then(|mut s| s.execute(params![id, owner, expires_at]))
+            .map_err(sql)?;
+            claims.push(Claim {
+                id,
+                run,
+                node,
+                attempt,
+                queue: queue.to_string(),
+                priority,
+                owner: owner.to_string(),
+                expires_at,
+            });
+        }
+        tx.commit().map_err(sql)?;
+        Ok(claims)
+    }
+
+    fn renew_claim(&self, claim: &Claim, ttl: Duration) -> Result<Claim, StoreError> {
+        let expires_at = now_ms().saturating_add(millis(ttl));
+        self.settle(claim, "expires_at = ?3", &expires_at)?;
+        Ok(Claim { expires_at, ..claim.clone() })
+    }
+
+    fn complete(&self, claim: &Claim, output: &Value) -> Result<(), StoreError> {
+        self.settle(claim, "state = 'succeeded', result = ?3, expires_at = NULL", &output.to_string())
+    }
+
+    fn fail(&self, claim: &Claim, error: &ErrorWire) -> Result<(), StoreError> {
+        self.settle(claim, "state = 'failed', error = ?3, expires_at = NULL", &json(error))
+    }
+
+    fn release(&self, claim: &Claim) -> Result<(), StoreError> {
+        self.settle(claim, "state = 'ready', owner = NULL, expires_at = NULL, result = ?3", &rusqlite::types::Null)
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Barrier};
+
     use super::*;
 
-    #[test]
-    fn a_run_round_trips_through_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("nested/salt.db");
-        let mut store = SqliteStore::open(&path).unwrap();
-        let input = serde_json::json!({"n": 3});
-        let run =
-            store.create_run(NewRun { workflow: "wf", input: &input, executor: "inline", parallelism: 2 }).unwrap();
-        let node = NodeRecord {
+    fn root() -> NodeRecord {
+        NodeRecord {
             id: 0,
             parent: None,
             seq: None,
             task: "wf".into(),
-            state: NodeState::Ready,
+            state: NodeState::Pending,
             args: vec![("n".into(), StoredArg::Value(3.into()))],
             input_hash: "h".into(),
             output: None,
@@ -667,31 +948,78 @@ mod tests {
             created_at: 1,
             started_at: None,
             finished_at: None,
-        };
+        }
+    }
+
+    fn new_run(store: &SqliteStore, lease: Option<(&str, Duration)>) -> RunId {
+        let input = serde_json::json!({"n": 3});
         store
-            .commit(&[
-                Write::RunStarted { run, pid: std::process::id(), executor: "inline", parallelism: 2, at: 5 },
-                Write::InsertNode { run, node: Box::new(node) },
-                Write::AttemptStarted { run, node: 0, attempt: 1, executor: "inline", at: 6 },
-                Write::NodeFinished {
-                    run,
-                    node: 0,
-                    state: NodeState::Succeeded,
-                    output: Some(7.into()),
-                    error: None,
-                    at: 7,
-                },
-            ])
+            .create_run(NewRun {
+                workflow: "wf",
+                input: &input,
+                executor: "inline",
+                parallelism: 2,
+                root: &root(),
+                lease,
+            })
+            .unwrap()
+    }
+
+    fn started(run: RunId) -> Write {
+        Write::RunStarted { run, executor: "inline", parallelism: 2, at: now_ms() }
+    }
+
+    const TTL: Duration = Duration::from_secs(30);
+
+    #[test]
+    fn a_run_round_trips_through_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/salt.db");
+        let store = SqliteStore::open(&path).unwrap();
+        let run = new_run(&store, Some(("me", TTL)));
+        let lease = Lease { run, owner: "me".into() };
+        // The run and its root are written together.
+        assert_eq!(store.load(run).unwrap().nodes.len(), 1);
+        store
+            .commit(
+                Some(&lease),
+                &[
+                    started(run),
+                    Write::AttemptStarted { run, node: 0, attempt: 1, executor: "inline", at: 6 },
+                    Write::NodeFinished {
+                        run,
+                        node: 0,
+                        state: NodeState::Succeeded,
+                        output: Some(7.into()),
+                        error: None,
+                        at: 7,
+                    },
+                ],
+            )
             .unwrap();
         // A second connection sees it, as another terminal would.
-        let reader = SqliteStore::open(&path).unwrap();
+        let reader = SqliteStore::open_read_only(&path).unwrap();
         let snap = reader.load(run).unwrap();
         assert_eq!(snap.run.workflow, "wf");
+        assert_eq!(snap.run.state, RunState::Running);
+        assert_eq!(snap.run.owner.as_deref(), Some("me"));
         assert_eq!(snap.nodes[0].state, NodeState::Succeeded);
         assert_eq!(snap.nodes[0].output, Some(7.into()));
         assert_eq!(snap.nodes[0].attempts, 1);
-        assert_eq!(reader.runs(10).unwrap()[0].id, run);
+        let listed = reader.runs(10).unwrap();
+        assert_eq!((listed[0].id, listed[0].state, listed[0].owner.as_deref()), (run, RunState::Running, Some("me")));
         assert!(matches!(reader.load(run + 1), Err(StoreError::NoRun(_))));
+    }
+
+    #[test]
+    fn the_directory_and_the_file_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".salt/salt.db");
+        SqliteStore::open(&path).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.path().join(".salt")), 0o700);
+        assert_eq!(mode(&path), 0o600);
     }
 
     #[test]
@@ -699,7 +1027,7 @@ mod tests {
         for _ in 0..10 {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("salt.db");
-            let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+            let barrier = Arc::new(Barrier::new(8));
             let opened: Vec<_> = (0..8)
                 .map(|_| {
                     let (path, barrier) = (path.clone(), barrier.clone());
@@ -716,16 +1044,383 @@ mod tests {
     }
 
     #[test]
-    fn a_run_whose_owner_is_gone_reads_as_interrupted() {
+    fn a_run_whose_lease_expired_or_was_released_reads_as_interrupted() {
         let dir = tempfile::tempdir().unwrap();
-        let mut store = SqliteStore::open(&dir.path().join("salt.db")).unwrap();
-        let input = serde_json::json!({});
-        let run =
-            store.create_run(NewRun { workflow: "wf", input: &input, executor: "inline", parallelism: 1 }).unwrap();
-        // pid 0x7fff_fff0 does not exist.
-        store
-            .commit(&[Write::RunStarted { run, pid: 0x7fff_fff0, executor: "inline", parallelism: 1, at: now_ms() }])
-            .unwrap();
+        let store = SqliteStore::open(&dir.path().join("salt.db")).unwrap();
+        let run = new_run(&store, Some(("gone", Duration::from_millis(50))));
+        store.commit(Some(&Lease { run, owner: "gone".into() }), &[started(run)]).unwrap();
+        assert_eq!(store.load(run).unwrap().run.state, RunState::Running);
+        std::thread::sleep(Duration::from_millis(80));
+        let snap = store.load(run).unwrap();
+        assert_eq!((snap.run.state, snap.run.owner), (RunState::Interrupted, None));
+        assert_eq!(store.runs(1).unwrap()[0].state, RunState::Interrupted);
+
+        let lease = store.acquire_run_lease(run, "next", TTL).unwrap();
+        assert_eq!(store.load(run).unwrap().run.state, RunState::Running);
+        store.release_run_lease(&lease).unwrap();
         assert_eq!(store.load(run).unwrap().run.state, RunState::Interrupted);
+    }
+
+    #[test]
+    fn a_live_lease_refuses_another_owner_and_an_expired_one_is_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("salt.db")).unwrap();
+        let run = new_run(&store, None);
+        let first = store.acquire_run_lease(run, "host:1:aaaa", Duration::from_millis(300)).unwrap();
+        let refused = store.acquire_run_lease(run, "host:2:bbbb", TTL).unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            format!("run {run} is being driven by host:1:aaaa (lease renewed 0 s ago); wait for it or cancel it")
+        );
+        // Its holder may take it again (renewing it).
+        store.acquire_run_lease(run, "host:1:aaaa", Duration::from_millis(50)).unwrap();
+        std::thread::sleep(Duration::from_millis(80));
+        let second = store.acquire_run_lease(run, "host:2:bbbb", TTL).unwrap();
+        assert!(matches!(store.renew_run_lease(&first, TTL), Err(StoreError::LeaseLost { .. })));
+        // Releasing a lease one no longer holds does not release the new owner's.
+        store.release_run_lease(&first).unwrap();
+        assert_eq!(store.load(run).unwrap().run.owner.as_deref(), Some("host:2:bbbb"));
+        store.renew_run_lease(&second, TTL).unwrap();
+        assert!(matches!(store.acquire_run_lease(run + 1, "x", TTL), Err(StoreError::NoRun(_))));
+    }
+
+    #[test]
+    fn racing_acquirers_get_one_lease() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("salt.db");
+        let run = new_run(&SqliteStore::open(&path).unwrap(), None);
+        let barrier = Arc::new(Barrier::new(6));
+        let won: usize = (0..6)
+            .map(|i| {
+                let (path, barrier) = (path.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    let store = SqliteStore::open(&path).unwrap();
+                    barrier.wait();
+                    match store.acquire_run_lease(run, &format!("owner{i}"), TTL) {
+                        Ok(_) => 1,
+                        Err(StoreError::Leased { .. }) => 0,
+                        Err(e) => panic!("{e}"),
+                    }
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .sum();
+        assert_eq!(won, 1);
+    }
+
+    #[test]
+    fn a_stale_owner_cannot_write_over_the_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("salt.db")).unwrap();
+        let run = new_run(&store, Some(("old", Duration::from_millis(30))));
+        let old = Lease { run, owner: "old".into() };
+        store.commit(Some(&old), &[started(run)]).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let new = store.acquire_run_lease(run, "new", TTL).unwrap();
+        let late =
+            Write::NodeFinished { run, node: 0, state: NodeState::Failed, output: None, error: None, at: now_ms() };
+        let e = store.commit(Some(&old), &[Write::NodeState { run, node: 0, state: NodeState::Ready }, late]);
+        let e = e.unwrap_err();
+        assert!(matches!(&e, StoreError::LeaseLost { current: Some(c), .. } if c == "new"), "{e:?}");
+        assert!(e.to_string().contains("new took the run over"), "{e}");
+        // Nothing of the refused batch was written.
+        assert_eq!(store.load(run).unwrap().nodes[0].state, NodeState::Pending);
+        store.commit(Some(&new), &[Write::NodeState { run, node: 0, state: NodeState::Ready }]).unwrap();
+        assert_eq!(store.load(run).unwrap().nodes[0].state, NodeState::Ready);
+    }
+
+    #[test]
+    fn a_heartbeat_keeps_the_lease_and_stopping_it_releases_the_lease() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("salt.db")).unwrap();
+        let ttl = Duration::from_millis(150);
+        let run = new_run(&store, Some(("me", ttl)));
+        let lease = Lease { run, owner: "me".into() };
+        store.commit(Some(&lease), &[started(run)]).unwrap();
+        let heartbeat = super::super::Heartbeat::start(store.reopen().unwrap(), lease.clone(), ttl).unwrap();
+        std::thread::sleep(ttl * 4);
+        assert_eq!(store.load(run).unwrap().run.state, RunState::Running);
+        assert!(matches!(store.acquire_run_lease(run, "other", TTL), Err(StoreError::Leased { .. })));
+        heartbeat.stop();
+        assert_eq!(store.load(run).unwrap().run.state, RunState::Interrupted);
+    }
+
+    /// Files that are not salt's, each with what the refusal must say.
+    fn foreign_files(dir: &Path) -> Vec<(PathBuf, &'static str)> {
+        let other_app = dir.join("other_app.db");
+        let conn = Connection::open(&other_app).unwrap();
+        conn.execute_batch("PRAGMA application_id = 1234; CREATE TABLE runs (x); INSERT INTO runs VALUES (1);")
+            .unwrap();
+        drop(conn);
+        let other_tables = dir.join("other_tables.db");
+        let conn = Connection::open(&other_tables).unwrap();
+        conn.execute_batch("CREATE TABLE customers (name TEXT); INSERT INTO customers VALUES ('ann');").unwrap();
+        drop(conn);
+        let text = dir.join("notes.txt");
+        std::fs::write(&text, "not a database at all, just some text that is long enough to have a header").unwrap();
+        vec![
+            (other_app, "another application"),
+            (other_tables, "tables salt does not use: customers"),
+            (text, "not a SQLite database"),
+        ]
+    }
+
+    #[test]
+    fn a_file_of_another_application_is_refused_and_left_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        for (path, says) in foreign_files(dir.path()) {
+            let before = std::fs::read(&path).unwrap();
+            for result in [SqliteStore::open(&path).map(|_| ()), SqliteStore::open_read_only(&path).map(|_| ())] {
+                let e = result.unwrap_err();
+                assert!(matches!(e, StoreError::Foreign { .. }), "{}: {e:?}", path.display());
+                assert!(e.to_string().contains(says) && e.to_string().contains("left untouched"), "{e}");
+            }
+            assert_eq!(std::fs::read(&path).unwrap(), before, "{} was changed", path.display());
+        }
+    }
+
+    #[test]
+    fn an_older_salt_database_without_the_mark_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("salt.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.execute_batch(MIGRATIONS[1]).unwrap();
+        conn.execute_batch(
+            "PRAGMA user_version = 2;
+             INSERT INTO runs (workflow, state, input, created_at, executor, parallelism, owner_pid)
+             VALUES ('wf', 'running', '{}', 1, 'inline', 1, 99);",
+        )
+        .unwrap();
+        drop(conn);
+        // A reader may not upgrade it.
+        assert!(matches!(SqliteStore::open_read_only(&path), Err(StoreError::TooOld { found: 2, .. })));
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.load(1).unwrap().run.state, RunState::Interrupted);
+        let id: i32 = store.conn().query_row("PRAGMA application_id", [], |r| r.get(0)).unwrap();
+        assert_eq!(id, APPLICATION_ID);
+    }
+
+    #[test]
+    fn reading_never_creates_or_changes_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("salt.db");
+        let e = SqliteStore::open_read_only(&path).unwrap_err();
+        assert!(matches!(e, StoreError::Missing { .. }), "{e:?}");
+        assert!(e.to_string().contains("nothing has run here yet"), "{e}");
+        assert!(!path.exists(), "a reader created the database");
+
+        let store = SqliteStore::open(&path).unwrap();
+        let run = new_run(&store, None);
+        drop(store);
+        let bytes = std::fs::read(&path).unwrap();
+        let reader = SqliteStore::open_read_only(&path).unwrap();
+        assert_eq!(reader.runs(10).unwrap().len(), 1);
+        assert_eq!(reader.load(run).unwrap().nodes.len(), 1);
+        assert!(reader.commit(None, &[Write::SignalConsumed { id: 1 }]).is_err(), "a reader wrote");
+        drop(reader);
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
+        let mode: String = Connection::open(&path).unwrap().query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+        assert_eq!(mode, "wal");
+    }
+
+    /// Makes a directory and its files read-only until dropped: `chattr +i` where it works
+    /// (it binds root too), else permission bits.
+    pub(crate) struct ReadOnlyDir {
+        dir: PathBuf,
+        immutable: bool,
+    }
+
+    impl ReadOnlyDir {
+        pub(crate) fn new(dir: &Path) -> Self {
+            use std::os::unix::fs::PermissionsExt;
+            let chattr = |flag: &str, p: &Path| {
+                std::process::Command::new("chattr").arg(flag).arg(p).output().is_ok_and(|o| o.status.success())
+            };
+            let files: Vec<PathBuf> =
+                std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_file()).collect();
+            for f in &files {
+                std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o444)).unwrap();
+            }
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o555)).unwrap();
+            let immutable = files.iter().all(|f| chattr("+i", f)) && chattr("+i", dir);
+            Self { dir: dir.to_path_buf(), immutable }
+        }
+
+        /// Whether writing is really impossible (for root, only `chattr` makes it so).
+        pub(crate) fn enforced(&self) -> bool {
+            let probe = self.dir.join(".probe");
+            let writable = std::fs::write(&probe, "x").is_ok();
+            let _ = std::fs::remove_file(&probe);
+            !writable
+        }
+    }
+
+    impl Drop for ReadOnlyDir {
+        fn drop(&mut self) {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::process::Command::new("chattr").arg("-i").arg(&self.dir).output();
+            let _ = std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o755));
+            for f in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+                let _ = std::process::Command::new("chattr").arg("-i").arg(f.path()).output();
+                let _ = std::fs::set_permissions(f.path(), std::fs::Permissions::from_mode(0o644));
+            }
+        }
+    }
+
+    #[test]
+    fn a_database_on_a_read_only_file_system_can_be_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("salt.db");
+        let store = SqliteStore::open(&path).unwrap();
+        let run = new_run(&store, None);
+        drop(store);
+        let read_only = ReadOnlyDir::new(dir.path());
+        assert!(read_only.enforced() || !read_only.immutable, "chattr +i did not make it read-only");
+        let reader = SqliteStore::open_read_only(&path).unwrap();
+        assert_eq!(reader.runs(10).unwrap()[0].id, run);
+        assert_eq!(reader.load(run).unwrap().nodes.len(), 1);
+        // A writer cannot open it, and says why.
+        if read_only.enforced() {
+            assert!(SqliteStore::open(&path).is_err());
+        }
+    }
+
+    fn enqueue(store: &SqliteStore, run: RunId, node: NodeId, queue: &str, priority: i32) {
+        store.commit(None, &[Write::Enqueue { run, node, attempt: 1, queue: queue.into(), priority }]).unwrap();
+    }
+
+    #[test]
+    fn claims_come_highest_priority_first_from_their_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("salt.db")).unwrap();
+        let run = new_run(&store, None);
+        for (node, priority) in [(1, 0), (2, 5), (3, -1), (4, 5)] {
+            enqueue(&store, run, node, "default", priority);
+        }
+        enqueue(&store, run, 5, "gpu", 100);
+        // Enqueuing twice is idempotent.
+        enqueue(&store, run, 1, "default", 0);
+        let nodes = |claims: Vec<Claim>| claims.into_iter().map(|c| c.node).collect::<Vec<_>>();
+        assert_eq!(nodes(store.claim("default", 3, "w", TTL).unwrap()), [2, 4, 1]);
+        assert_eq!(nodes(store.claim("default", 3, "w", TTL).unwrap()), [3]);
+        assert!(store.claim("default", 3, "w", TTL).unwrap().is_empty());
+        assert_eq!(nodes(store.claim("gpu", 0, "w", TTL).unwrap()), Vec::<NodeId>::new());
+        assert_eq!(nodes(store.claim("gpu", 9, "w", TTL).unwrap()), [5]);
+    }
+
+    #[test]
+    fn an_expired_claim_is_claimable_again_and_its_old_holder_cannot_settle_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("salt.db")).unwrap();
+        let run = new_run(&store, None);
+        enqueue(&store, run, 1, "q", 0);
+        let first = store.claim("q", 1, "w1", Duration::from_millis(40)).unwrap().remove(0);
+        assert!(store.claim("q", 1, "w2", TTL).unwrap().is_empty(), "a live claim is not claimable");
+        std::thread::sleep(Duration::from_millis(60));
+        let second = store.claim("q", 1, "w2", TTL).unwrap().remove(0);
+        assert_eq!((second.id, second.node), (first.id, 1));
+        for lost in [
+            store.complete(&first, &1.into()),
+            store.fail(&first, &ErrorWire::new(crate::error::ErrorKind::Task, "x")),
+            store.release(&first),
+            store.renew_claim(&first, TTL).map(|_| ()),
+        ] {
+            assert!(matches!(lost, Err(StoreError::ClaimLost { .. })), "{lost:?}");
+        }
+        let second = store.renew_claim(&second, TTL).unwrap();
+        store.release(&second).unwrap();
+        let third = store.claim("q", 1, "w3", TTL).unwrap().remove(0);
+        store.complete(&third, &serde_json::json!({"ok": true})).unwrap();
+        assert!(store.claim("q", 1, "w4", TTL).unwrap().is_empty(), "a completed entry is not claimed again");
+        assert!(matches!(store.complete(&third, &1.into()), Err(StoreError::ClaimLost { .. })));
+    }
+
+    #[test]
+    fn racing_claimers_never_get_the_same_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("salt.db");
+        let store = SqliteStore::open(&path).unwrap();
+        let run = new_run(&store, None);
+        let writes: Vec<Write> = (0..400)
+            .map(|node| Write::Enqueue { run, node, attempt: 1, queue: "q".into(), priority: (node % 7) as i32 })
+            .collect();
+        store.commit(None, &writes).unwrap();
+        let barrier = Arc::new(Barrier::new(8));
+        let claimed: Vec<Vec<i64>> = (0..8)
+            .map(|i| {
+                let (path, barrier) = (path.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    let store = SqliteStore::open(&path).unwrap();
+                    barrier.wait();
+                    let mut mine = Vec::new();
+                    loop {
+                        let claims = store.claim("q", 3, &format!("w{i}"), TTL).unwrap();
+                        if claims.is_empty() {
+                            return mine;
+                        }
+                        mine.extend(claims.iter().map(|c| c.id));
+                    }
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .collect();
+        let mut all: Vec<i64> = claimed.concat();
+        let total = all.len();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!((total, all.len()), (400, 400), "an entry was claimed twice or never");
+    }
+
+    #[test]
+    fn readers_and_a_writer_make_progress_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("salt.db");
+        let store = SqliteStore::open(&path).unwrap();
+        let run = new_run(&store, Some(("w", TTL)));
+        let lease = Lease { run, owner: "w".into() };
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reading = Arc::new(Barrier::new(2));
+        let reader = {
+            let (path, done, reading) = (path.clone(), done.clone(), reading.clone());
+            std::thread::spawn(move || {
+                let reader = SqliteStore::open_read_only(&path).unwrap();
+                let (mut reads, mut seen) = (0, Vec::new());
+                reading.wait();
+                while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                    let snap = reader.load(run).unwrap();
+                    // Each snapshot is consistent: whole batches of nodes, never part of one.
+                    assert_eq!((snap.nodes.len() - 1) % 50, 0, "a batch was seen half written");
+                    seen.push(snap.nodes.len());
+                    assert_eq!(reader.runs(5).unwrap().len(), 1);
+                    reads += 1;
+                }
+                (reads, seen)
+            })
+        };
+        reading.wait();
+        let started = Instant::now();
+        let mut next: NodeId = 1;
+        for _ in 0..200 {
+            let batch: Vec<Write> = (0..50)
+                .map(|_| {
+                    let node = NodeRecord { id: next, parent: Some(0), seq: Some(next as u32), ..root() };
+                    next += 1;
+                    Write::InsertNode { run, node: Box::new(node) }
+                })
+                .collect();
+            store.commit(Some(&lease), &batch).unwrap();
+        }
+        let writing = started.elapsed();
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        let (reads, seen) = reader.join().unwrap();
+        assert!(reads >= 5, "the reader made {reads} reads in {writing:?}");
+        // The reader saw the run grow while it was written, not only before or after.
+        assert!(seen.iter().any(|n| *n > 1 && *n < 10_001), "{seen:?}");
+        assert_eq!(store.load(run).unwrap().nodes.len(), 10_001);
     }
 }

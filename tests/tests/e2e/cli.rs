@@ -82,7 +82,14 @@ fn bad_input_is_a_usage_error_and_stores_nothing() {
     let out = env.run(&["run", "pipeline", "--bogus"]);
     assert_eq!(out.status.code(), Some(2));
 
-    assert_eq!(env.json(&["runs"])["runs"].as_array().unwrap().len(), 0);
+    assert!(!env.db.exists(), "a refused run created the database");
+    // Reading commands never create one either.
+    for args in [&["runs"][..], &["show", "1"], &["logs", "1"], &["graph", "1"]] {
+        let out = env.run(args);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        assert!(stderr(&out).contains("no salt database at"), "{}", text(&out));
+    }
+    assert!(!env.db.exists(), "a reading command created the database");
 }
 
 #[test]

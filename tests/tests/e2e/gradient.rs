@@ -255,7 +255,7 @@ fn a_signal_sent_while_the_orchestrator_is_gone_is_kept_for_recover() {
     wait_until(&env, "the node to park", |s| !s["waits"].as_array().unwrap().is_empty());
     child.kill().unwrap();
     child.wait().unwrap();
-    assert_eq!(env.show(1)["run"]["state"], "interrupted");
+    env.wait_for_state(1, "interrupted");
     let out = env.run(&["signal", "1", "number", "40"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("`recover 1` resumes it"), "{}", text(&out));
@@ -291,6 +291,7 @@ fn a_durable_sleep_parks_the_node_and_survives_a_killed_orchestrator() {
     assert_eq!(out.status.code(), Some(2), "a sleep is not a signal: {}", text(&out));
     child.kill().unwrap();
     child.wait().unwrap();
+    env.wait_for_state(1, "interrupted");
     let out = env.run(&["recover", "1"]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2");

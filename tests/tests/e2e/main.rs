@@ -4,6 +4,7 @@ mod cli;
 mod failures;
 mod gradient;
 mod ops;
+mod ownership;
 mod recovery;
 mod replay;
 mod support;

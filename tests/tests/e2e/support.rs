@@ -11,6 +11,10 @@ pub(crate) const DUPES: &str = env!("CARGO_BIN_EXE_dupes");
 /// Every executor, for the tests that hold on each.
 pub(crate) const EXECUTORS: [&str; 3] = ["inline", "process", "pool"];
 
+/// The lease of a run in these tests: short, so that a killed orchestrator's run reads as
+/// `interrupted` soon.
+pub(crate) const LEASE_TTL_MS: u64 = 1500;
+
 /// A temporary directory with a database and a folder for marker files.
 pub(crate) struct Env {
     _dir: tempfile::TempDir,
@@ -35,7 +39,11 @@ impl Env {
     /// A `flows` command on this database.
     pub(crate) fn cmd(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(FLOWS);
-        cmd.args(args).env("SALT_DB", &self.db).env("FLOWS_DIR", &self.work).stdin(Stdio::null());
+        cmd.args(args)
+            .env("SALT_DB", &self.db)
+            .env("FLOWS_DIR", &self.work)
+            .env("SALT_LEASE_TTL_MS", LEASE_TTL_MS.to_string())
+            .stdin(Stdio::null());
         cmd
     }
 
@@ -76,6 +84,20 @@ impl Env {
     /// The stored run.
     pub(crate) fn show(&self, run: i64) -> Value {
         self.json(&["show", &run.to_string()])
+    }
+
+    /// Waits until the run reads as `state` (a killed orchestrator's run reads as `interrupted`
+    /// once its lease expires).
+    pub(crate) fn wait_for_state(&self, run: i64, state: &str) -> Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(LEASE_TTL_MS * 10);
+        loop {
+            let show = self.show(run);
+            if show["run"]["state"] == state {
+                return show;
+            }
+            assert!(std::time::Instant::now() < deadline, "run {run} never became {state}: {show}");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
     }
 }
 

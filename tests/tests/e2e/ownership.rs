@@ -1,0 +1,210 @@
+//! Who drives a run: one orchestrator at a time, by lease; and which files salt opens, how.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::support::{Env, FLOWS, pipeline_input, stderr, text};
+
+const STEPS: [&str; 5] = ["a", "b", "c1", "c2", "c3"];
+
+/// Starts a slow pipeline and waits until `b` has started.
+fn start_slow(env: &Env) -> std::process::Child {
+    let child = env.spawn(&["run", "pipeline", "--input", &pipeline_input(&env.dir(), 600, false)]);
+    env.wait_for_marker("b");
+    child
+}
+
+fn signal(pid: u32, sig: &str) {
+    assert!(Command::new("kill").args([sig, &pid.to_string()]).status().unwrap().success());
+}
+
+#[test]
+fn recover_while_the_orchestrator_runs_is_refused_naming_it() {
+    let env = Env::new();
+    let child = start_slow(&env);
+    let owner = env.show(1)["run"]["owner"].as_str().expect("a running run shows its owner").to_string();
+    assert!(owner.contains(&format!(":{}:", child.id())), "the owner names the process: {owner}");
+    let runs = env.json(&["runs"]);
+    assert_eq!(runs["runs"][0]["owner"], owner.as_str());
+    assert!(runs["runs"][0].get("input").is_none(), "`runs` lists no payloads: {runs}");
+    let shown = String::from_utf8(env.run(&["show", "1"]).stdout).unwrap();
+    assert!(shown.contains(&format!("driven by {owner}")), "{shown}");
+
+    for command in [&["recover", "1"][..], &["rerun", "1", "--from", "0"], &["run-one", "1", "1"]] {
+        let out = env.run(command);
+        assert_eq!(out.status.code(), Some(2), "{command:?}: {}", text(&out));
+        let err = stderr(&out);
+        assert!(err.contains(&format!("run 1 is being driven by {owner} (lease renewed ")), "{err}");
+        assert!(err.contains("s ago); wait for it or cancel it"), "{err}");
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    for step in STEPS {
+        assert_eq!(env.count(step), 1, "{step}");
+    }
+    let show = env.show(1);
+    assert_eq!(show["run"]["state"], "succeeded");
+    assert!(show["run"]["owner"].is_null(), "the lease is released when the run ends: {show}");
+}
+
+#[test]
+fn two_recovers_at_once_drive_an_interrupted_run_once() {
+    let env = Env::new();
+    let mut child = start_slow(&env);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let before = env.wait_for_state(1, "interrupted");
+    let succeeded: Vec<String> = before["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["state"] == "succeeded")
+        .map(|n| n["args"][1][1]["value"].as_str().unwrap_or("").to_string())
+        .collect();
+
+    let first = env.spawn(&["recover", "1"]);
+    let second = env.spawn(&["recover", "1"]);
+    let outs = [first.wait_with_output().unwrap(), second.wait_with_output().unwrap()];
+    let drove: Vec<_> = outs.iter().filter(|o| o.status.success()).collect();
+    assert_eq!(drove.len(), 1, "exactly one recover drives the run:\n{}\n{}", text(&outs[0]), text(&outs[1]));
+    assert_eq!(String::from_utf8_lossy(&drove[0].stdout).trim(), "90");
+    let refused = outs.iter().find(|o| !o.status.success()).unwrap();
+    assert_eq!(refused.status.code(), Some(2), "{}", text(refused));
+    let err = stderr(refused);
+    // Refused while the other drives it, or, if it came late, because the run has ended.
+    assert!(err.contains("is being driven by") || err.contains("run 1 is succeeded"), "{err}");
+
+    for step in STEPS {
+        let n = env.count(step);
+        if succeeded.iter().any(|s| s == step) {
+            assert_eq!(n, 1, "`{step}` had succeeded before the kill but ran {n} times");
+        } else {
+            // Once before the kill at most (cut by it), once by the one recover.
+            assert!((1..=2).contains(&n), "`{step}` ran {n} times");
+        }
+    }
+    assert_eq!(env.count("total"), 1);
+    assert_eq!(env.count("maybe_fail"), 1);
+    assert_eq!(env.show(1)["run"]["state"], "succeeded");
+}
+
+#[test]
+fn an_orchestrator_that_lost_its_lease_stops_without_writing() {
+    let env = Env::new();
+    let stale = start_slow(&env);
+    // Freeze it (heartbeat thread included) until its lease expires, and take the run over.
+    signal(stale.id(), "-STOP");
+    env.wait_for_state(1, "interrupted");
+    let recover = env.spawn(&["recover", "1"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while env.show(1)["run"]["state"] != "running" {
+        assert!(Instant::now() < deadline, "recover never took the run");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    signal(stale.id(), "-CONT");
+    let out = stale.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(stderr(&out).contains("lost the lease of run 1"), "{}", text(&out));
+
+    let out = recover.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "90");
+    assert_eq!(env.count("total"), 1, "only the new owner got as far as `total`");
+    let show = env.show(1);
+    let attempts = show["attempts"].as_array().unwrap();
+    assert!(attempts.iter().all(|a| a["state"] != "running"), "{show}");
+}
+
+/// A SQLite file of another program.
+fn foreign_db(path: &std::path::Path) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.execute_batch("CREATE TABLE customers (name TEXT); INSERT INTO customers VALUES ('ann');").unwrap();
+}
+
+#[test]
+fn a_foreign_sqlite_file_is_refused_and_left_byte_identical() {
+    let env = Env::new();
+    foreign_db(&env.db);
+    let before = std::fs::read(&env.db).unwrap();
+    for args in [&["run", "talk"][..], &["runs"], &["show", "1"], &["cancel", "1"], &["recover", "1"]] {
+        let out = env.run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        let err = stderr(&out);
+        assert!(err.contains("is not a salt database (it has tables salt does not use: customers)"), "{err}");
+        assert!(err.contains("left untouched"), "{err}");
+    }
+    assert_eq!(std::fs::read(&env.db).unwrap(), before, "the file was changed");
+}
+
+#[test]
+fn a_postgres_url_is_not_supported_yet() {
+    let env = Env::new();
+    let out = env.run(&["--db", "postgres://localhost/salt", "runs"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(stderr(&out).contains("PostgreSQL store is not supported yet"), "{}", text(&out));
+    let out = env.run(&["--db", &format!("sqlite://{}", env.db.display()), "run", "talk"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(env.json(&["runs"])["runs"][0]["state"], "succeeded");
+}
+
+#[test]
+fn the_default_database_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(FLOWS).args(["run", "talk"]).env_remove("SALT_DB").current_dir(dir.path()).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir.path().join(".salt")), 0o700);
+    assert_eq!(mode(&dir.path().join(".salt/salt.db")), 0o600);
+}
+
+/// Makes a directory and its files read-only until dropped: `chattr +i` where it works (it
+/// binds root too), and permission bits.
+struct ReadOnlyDir(std::path::PathBuf);
+
+impl ReadOnlyDir {
+    fn new(dir: &std::path::Path) -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        let files: Vec<_> =
+            std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_file()).collect();
+        for f in &files {
+            std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o444)).unwrap();
+        }
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o555)).unwrap();
+        for p in files.iter().chain([&dir.to_path_buf()]) {
+            let _ = Command::new("chattr").arg("+i").arg(p).output();
+        }
+        Self(dir.to_path_buf())
+    }
+}
+
+impl Drop for ReadOnlyDir {
+    fn drop(&mut self) {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = Command::new("chattr").arg("-i").arg(&self.0).output();
+        let _ = std::fs::set_permissions(&self.0, std::fs::Permissions::from_mode(0o755));
+        for f in std::fs::read_dir(&self.0).into_iter().flatten().flatten().filter(|f| f.path().is_file()) {
+            let _ = Command::new("chattr").arg("-i").arg(f.path()).output();
+            let _ = std::fs::set_permissions(f.path(), std::fs::Permissions::from_mode(0o644));
+        }
+    }
+}
+
+#[test]
+fn read_commands_work_on_a_read_only_database() {
+    let env = Env::new();
+    let out = env.run(&["run", "talk", "--executor", "process"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let dir = env.db.parent().unwrap().to_path_buf();
+    let before = std::fs::read(&env.db).unwrap();
+    let _read_only = ReadOnlyDir::new(&dir);
+
+    let runs = env.json(&["runs"]);
+    assert_eq!(runs["runs"][0]["state"], "succeeded");
+    assert_eq!(env.show(1)["run"]["workflow"], "talk");
+    let logs = env.run(&["logs", "1", "chatty"]);
+    assert!(String::from_utf8_lossy(&logs.stdout).contains("hello from stdout"), "{}", text(&logs));
+    let graph = env.run(&["graph", "1"]);
+    assert!(graph.status.success() && String::from_utf8_lossy(&graph.stdout).starts_with("digraph"));
+    assert_eq!(std::fs::read(&env.db).unwrap(), before, "a read command changed the database");
+}
