@@ -7,9 +7,12 @@
 //! | W1 | a chain of 100 tasks, each taking the previous output (int → int + 1) |
 //! | W2 | a fan-out of 1 000 tasks (int → int + 1), then one task that sums them |
 //! | W3 | the same with 10 000 |
+//! | W4 | the same with 100 000 (inline and pool only) |
 //!
-//! Each runs on the `inline` and the `process` executor, on a fresh SQLite file in a temporary
-//! directory. `cargo run --release -p bench -- --help` lists the options.
+//! Each runs on the `inline`, `pool` and `process` executors, on a fresh SQLite file in a
+//! temporary directory, with the durability asked for (`normal` by default, `--durability full`).
+//! `cargo run --release -p bench -- --help` lists the options; `bench/peers.sh` runs these and
+//! the peers' benchmarks (`../shared/bench-peers`) on one machine and prints the ratios.
 //!
 //! The binary is also a salt workflow binary: `bench run chain`, `bench runs`, … go to
 //! `salt::main()`, and so does `bench __salt exec`, which is how the process executor runs a
@@ -19,7 +22,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use salt::prelude::*;
-use salt::{Executor, RunState, Runner};
+use salt::{Durability, Executor, RunState, Runner};
 use serde_json::{Value, json};
 
 /// Adds one.
@@ -91,14 +94,17 @@ const RSS_MARKER: &str = "salt-bench-peak-rss-kib=";
 /// The usage text.
 const USAGE: &str = "\
 salt's benchmarks: W0 (one task, whole process), W1 (chain of 100), W2 (fan-out of 1 000),
-W3 (fan-out of 10 000), each on the inline and the process executor.
+W3 (fan-out of 10 000), W4 (fan-out of 100 000), on the inline, pool and process executors.
 
-usage: bench [--only W0,W1,W2,W3] [--executor inline|process] [--reps N] [--parallelism N] [--json]
+usage: bench [--only W0,W1,W2,W3,W4] [--executor inline|pool|process] [--reps N]
+             [--parallelism N] [--durability normal|full] [--json]
 
   --only W          run only these workloads (comma-separated, or repeat the option)
+                    [default: W0 to W3; W4 only when asked for]
   --executor E      run only on this executor
-  --reps N          repetitions per measurement [default: 5; W3: 3 inline, 1 process]
+  --reps N          repetitions per measurement [default: 5; W3: 3, 1 on process; W4: 1]
   --parallelism N   nodes that run at once [default: salt's, the number of cores]
+  --durability D    normal (survives a killed process) or full (survives a power cut)
   --json            one JSON object per line instead of text
 
 Any salt subcommand (run, runs, show, graph, ...) goes to salt's own command line.";
@@ -118,12 +124,13 @@ struct Workload {
     expected: u64,
 }
 
-/// The four workloads, in the order they run.
-const WORKLOADS: [Workload; 4] = [
+/// The workloads, in the order they run.
+const WORKLOADS: [Workload; 5] = [
     Workload { id: "W0", workflow: "w0", n: 1, nodes: 1, expected: 1 },
     Workload { id: "W1", workflow: "chain", n: 100, nodes: 100, expected: 100 },
     Workload { id: "W2", workflow: "fanout", n: 1_000, nodes: 1_001, expected: 500_500 },
     Workload { id: "W3", workflow: "fanout", n: 10_000, nodes: 10_001, expected: 50_005_000 },
+    Workload { id: "W4", workflow: "fanout", n: 100_000, nodes: 100_001, expected: 5_000_050_000 },
 ];
 
 /// The command-line options of the harness.
@@ -137,6 +144,8 @@ struct Options {
     reps: Option<usize>,
     /// Nodes that run at once (salt's default when `None`).
     parallelism: Option<usize>,
+    /// How hard commits are made to last.
+    durability: Durability,
     /// One JSON object per line.
     json: bool,
 }
@@ -156,7 +165,7 @@ fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, String> 
                 for w in value()?.split(',').filter(|w| !w.is_empty()) {
                     let w = w.to_uppercase();
                     if !WORKLOADS.iter().any(|k| k.id == w) {
-                        return Err(format!("unknown workload `{w}`; there are W0, W1, W2, W3"));
+                        return Err(format!("unknown workload `{w}`; there are W0, W1, W2, W3, W4"));
                     }
                     opts.only.push(w);
                 }
@@ -165,8 +174,9 @@ fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, String> 
                 opts.executor = Some(match value()?.as_str() {
                     "inline" => Executor::Inline,
                     "process" => Executor::Process,
+                    "pool" => Executor::Pool,
                     other => {
-                        return Err(format!("unknown executor `{other}`; there are inline, process"));
+                        return Err(format!("unknown executor `{other}`; there are inline, pool, process"));
                     }
                 });
             }
@@ -179,6 +189,13 @@ fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, String> 
                 opts.parallelism =
                     Some(v.parse().ok().filter(|p| *p > 0).ok_or_else(|| format!("--parallelism {v}: not a count"))?);
             }
+            "--durability" => {
+                opts.durability = match value()?.as_str() {
+                    "normal" => Durability::Normal,
+                    "full" => Durability::Full,
+                    other => return Err(format!("unknown durability `{other}`; there are normal, full")),
+                };
+            }
             "--json" => opts.json = true,
             _ => return Err(format!("unknown argument `{arg}`")),
         }
@@ -189,8 +206,8 @@ fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, String> 
 /// How many times a measurement is repeated by default.
 fn default_reps(w: &Workload, executor: Executor) -> usize {
     match (w.id, executor) {
-        ("W3", Executor::Inline) => 3,
-        ("W3", Executor::Process) => 1,
+        ("W4", _) | ("W3", Executor::Process) => 1,
+        ("W3", _) => 3,
         _ => 5,
     }
 }
@@ -239,9 +256,10 @@ fn run_in_process(
     w: &Workload,
     executor: Executor,
     parallelism: Option<usize>,
+    durability: Durability,
 ) -> Result<Sample, String> {
     let dir = tempfile::tempdir().map_err(|e| format!("cannot make a temp dir: {e}"))?;
-    let mut runner = Runner::new(dir.path().join("salt.db").display().to_string()).executor(executor);
+    let mut runner = Runner::new(dir.path().join("salt.db")).executor(executor).durability(durability);
     if let Some(p) = parallelism {
         runner = runner.parallelism(p);
     }
@@ -256,11 +274,16 @@ fn run_in_process(
 }
 
 /// Runs W0 once: `bench run w0` in a child process, from spawn to exit, on a fresh database.
-fn run_whole_process(w: &Workload, executor: Executor, parallelism: Option<usize>) -> Result<Sample, String> {
+fn run_whole_process(
+    w: &Workload,
+    executor: Executor,
+    parallelism: Option<usize>,
+    durability: Durability,
+) -> Result<Sample, String> {
     let dir = tempfile::tempdir().map_err(|e| format!("cannot make a temp dir: {e}"))?;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
     let mut cmd = Command::new(exe);
-    cmd.args(["run", w.workflow, "--executor", executor.as_str(), "--db"])
+    cmd.args(["run", w.workflow, "--executor", executor.as_str(), "--durability", durability.as_str(), "--db"])
         .arg(dir.path().join("salt.db"))
         .env(REPORT_RSS_ENV, "1")
         .stdin(Stdio::null());
@@ -292,7 +315,7 @@ fn human(d: Duration) -> String {
 }
 
 /// Prints one measurement: its statistics over the repetitions.
-fn report(w: &Workload, executor: Executor, samples: &[Sample], json: bool) {
+fn report(w: &Workload, executor: Executor, durability: Durability, samples: &[Sample], json: bool) {
     let mut walls: Vec<Duration> = samples.iter().map(|s| s.wall).collect();
     walls.sort_unstable();
     let median = if walls.len() % 2 == 1 {
@@ -310,6 +333,7 @@ fn report(w: &Workload, executor: Executor, samples: &[Sample], json: bool) {
             "n": w.n,
             "nodes": w.nodes,
             "executor": executor.as_str(),
+            "durability": durability.as_str(),
             "reps": samples.len(),
             "median_s": median.as_secs_f64(),
             "min_s": min.as_secs_f64(),
@@ -323,11 +347,12 @@ fn report(w: &Workload, executor: Executor, samples: &[Sample], json: bool) {
     } else {
         let rss = rss.map(|k| format!("{:.1} MiB", k as f64 / 1024.0)).unwrap_or_else(|| "?".into());
         println!(
-            "{:<3}{:<7} n={:<6}{:<8} reps={:<2} median {:>9}  min {:>9}  max {:>9}  per node {:>9}  peak RSS {:>9}  result {} ok",
+            "{:<3}{:<7} n={:<7}{:<8}{:<7} reps={:<2} median {:>9}  min {:>9}  max {:>9}  per node {:>9}  peak RSS {:>9}  result {} ok",
             w.id,
             w.workflow,
             w.n,
             executor.as_str(),
+            durability.as_str(),
             samples.len(),
             human(median),
             human(min),
@@ -354,21 +379,27 @@ fn harness(opts: &Options) -> Result<(), String> {
     }
     let executors: Vec<Executor> = match opts.executor {
         Some(e) => vec![e],
-        None => vec![Executor::Inline, Executor::Process],
+        None => vec![Executor::Inline, Executor::Pool, Executor::Process],
     };
-    for w in WORKLOADS.iter().filter(|w| opts.only.is_empty() || opts.only.iter().any(|o| o == w.id)) {
+    let chosen = |w: &&Workload| {
+        if opts.only.is_empty() { w.id != "W4" } else { opts.only.iter().any(|o| o == w.id) }
+    };
+    for w in WORKLOADS.iter().filter(chosen) {
         for &executor in &executors {
+            if w.id == "W4" && executor == Executor::Process {
+                continue; // 100 000 processes: minutes, and nothing the other rows do not show
+            }
             let reps = opts.reps.unwrap_or_else(|| default_reps(w, executor));
             let mut samples = Vec::with_capacity(reps);
             for _ in 0..reps {
                 let sample = if w.id == "W0" {
-                    run_whole_process(w, executor, opts.parallelism)?
+                    run_whole_process(w, executor, opts.parallelism, opts.durability)?
                 } else {
-                    run_in_process(&rt, w, executor, opts.parallelism)?
+                    run_in_process(&rt, w, executor, opts.parallelism, opts.durability)?
                 };
                 samples.push(sample);
             }
-            report(w, executor, &samples, opts.json);
+            report(w, executor, opts.durability, &samples, opts.json);
         }
     }
     Ok(())

@@ -13,6 +13,7 @@ use crate::progress::Progress;
 use crate::registry::Registry;
 use crate::render;
 use crate::runner::{Executor, RunOutcome, Runner};
+use crate::store::Durability;
 
 /// The most nodes `--parallelism` accepts.
 const MAX_PARALLELISM: i64 = 65_536;
@@ -55,6 +56,20 @@ struct RunOptions {
     /// With `--executor pool`: how many processes to keep warm [default: the parallelism].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pool_size: Option<u16>,
+
+    /// How hard each commit is made to last: `normal` survives a killed process, `full` a
+    /// power cut too (every commit is synced to disk).
+    #[arg(long, value_enum, default_value_t = DurabilityArg::Normal)]
+    durability: DurabilityArg,
+}
+
+/// `--durability`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum DurabilityArg {
+    /// Survives a killed process (the default).
+    Normal,
+    /// Survives a power cut.
+    Full,
 }
 
 #[derive(Debug, Subcommand)]
@@ -242,6 +257,10 @@ impl RunOptions {
             executor: self.executor,
             parallelism: self.parallelism.map(|n| n as usize),
             pool_size: self.pool_size.map(usize::from),
+            durability: match self.durability {
+                DurabilityArg::Normal => Durability::Normal,
+                DurabilityArg::Full => Durability::Full,
+            },
         }
     }
 
@@ -259,7 +278,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
     let command = cli.command.unwrap_or(Command::Run {
         workflow: None,
         input: None,
-        options: RunOptions { executor: None, parallelism: None, pool_size: None },
+        options: RunOptions { executor: None, parallelism: None, pool_size: None, durability: DurabilityArg::Normal },
     });
     match command {
         Command::Run { workflow, input, options } => {

@@ -17,7 +17,7 @@ use crate::model::{
 use crate::registry::{Kind, Policy, Registry, TaskDescriptor};
 use crate::render::GraphView;
 use crate::runner::{Executor, RunOutcome, Runner, default_parallelism};
-use crate::store::{self, Store, Write};
+use crate::store::{self, Durability, Store, Write};
 
 /// How long [`cancel`] waits for a live orchestrator to stop its run.
 pub const CANCEL_WAIT: Duration = Duration::from_secs(30);
@@ -544,6 +544,8 @@ pub struct RunSettings {
     pub parallelism: Option<usize>,
     /// How many processes the `pool` executor keeps warm.
     pub pool_size: Option<usize>,
+    /// How hard each commit is made to last.
+    pub durability: Durability,
 }
 
 impl RunSettings {
@@ -556,7 +558,7 @@ impl RunSettings {
             .unwrap_or(Executor::Inline);
         let parallelism =
             self.parallelism.or_else(|| stored.map(|r| r.parallelism as usize)).unwrap_or_else(default_parallelism);
-        let runner = Runner::new(db).executor(executor).parallelism(parallelism);
+        let runner = Runner::new(db).executor(executor).parallelism(parallelism).durability(self.durability);
         match self.pool_size {
             Some(n) => runner.pool_size(n),
             None => runner,

@@ -13,7 +13,7 @@ use crate::model::{NodeId, NodeRecord, NodeState, RunId, RunSnapshot, RunState, 
 use crate::progress::{self, Progress, Transition};
 use crate::registry::{Kind, Registry, TaskDescriptor};
 use crate::run::{Config, Core};
-use crate::store::{self, Heartbeat, Lease, NewRun, Store};
+use crate::store::{self, Durability, Heartbeat, Lease, NewRun, Store};
 
 /// Where attempts run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize)]
@@ -98,6 +98,7 @@ pub struct Runner {
     executor: Executor,
     parallelism: usize,
     pool_size: Option<usize>,
+    durability: Durability,
     progress: Progress,
     handle_ctrl_c: bool,
     transitions: broadcast::Sender<Transition>,
@@ -135,6 +136,7 @@ impl Runner {
             executor: Executor::Inline,
             parallelism: default_parallelism(),
             pool_size: None,
+            durability: Durability::Normal,
             progress: Progress::Quiet,
             handle_ctrl_c: false,
             transitions: broadcast::channel(TRANSITIONS_BUFFER).0,
@@ -185,6 +187,13 @@ impl Runner {
         self
     }
 
+    /// How hard each commit of the run is made to last: [`Durability::Normal`] (the default)
+    /// survives a killed process, [`Durability::Full`] a power cut too.
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
     /// How the run shows its progress.
     pub fn progress(mut self, progress: Progress) -> Self {
         self.progress = progress;
@@ -210,7 +219,9 @@ impl Runner {
     }
 
     fn store(&self) -> Result<Box<dyn Store>> {
-        store::open(&self.db).map_err(|e| e.into_error())
+        let store = store::open(&self.db).map_err(|e| e.into_error())?;
+        store.set_durability(self.durability).map_err(|e| e.into_error())?;
+        Ok(store)
     }
 
     /// The workflow named `name`, or a clear error listing the ones there are.
@@ -446,7 +457,12 @@ impl Runner {
             executor_name: self.executor.as_str(),
             parallelism: self.parallelism as u32,
         };
-        let outcome = driver.run().await;
+        // On the runtime's workers, next to the bodies it drives: an event and the answer to it
+        // then pass between tasks of one thread instead of waking another.
+        let outcome = match tokio::spawn(driver.run()).await {
+            Ok(outcome) => outcome,
+            Err(e) => Err(Error::new(ErrorKind::Store, format!("the orchestrator stopped: {e}"))),
+        };
         heartbeat.stop();
         match &outcome {
             Ok(o) => progress::send_final(&self.transitions, run, o.state, o.error.clone()),

@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::Duration;
 
+use serde::Serialize;
 use serde_json::Value;
 
 pub use self::sqlite::SqliteStore;
@@ -325,11 +326,38 @@ pub struct NewRun<'a> {
     pub lease: Option<(&'a str, Duration)>,
 }
 
+/// How hard a commit is made to last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// A committed transition survives a killed process, not a power cut (SQLite's
+    /// `synchronous = NORMAL` in WAL mode: the log is synced at checkpoints, not at each
+    /// commit). The default.
+    #[default]
+    Normal,
+    /// A committed transition survives a power cut too: every commit is synced to disk
+    /// (`synchronous = FULL`). Commits carry whole batches of transitions, so a fan-out pays
+    /// one sync per batch, not one per node.
+    Full,
+}
+
+impl Durability {
+    /// The lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Durability::Normal => "normal",
+            Durability::Full => "full",
+        }
+    }
+}
+
 /// The durable journal of runs, their leases and the durable ready queue.
 ///
 /// Every method takes `&self` and the trait is `Send + Sync`, so one store may be shared by
 /// threads (a driver committing on a blocking thread); a backend serializes what it must.
 pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Sets how hard this connection's commits are made to last.
+    fn set_durability(&self, durability: Durability) -> Result<(), StoreError>;
     /// A new connection to the same database, for another thread (the lease heartbeat).
     fn reopen(&self) -> Result<Box<dyn Store>, StoreError>;
     /// Creates a run in state `queued` with its root node, in one transaction, and returns its

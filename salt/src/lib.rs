@@ -58,6 +58,8 @@ pub use salt_runtime::promise::{Promise, Shape};
 pub use salt_runtime::registry::{Backoff, Policy};
 #[doc(inline)]
 pub use salt_runtime::runner::{Executor, RunOutcome, Runner};
+#[doc(inline)]
+pub use salt_runtime::store::Durability;
 
 /// The command line of a workflow binary: parses `std::env::args`, runs the command, and
 /// returns the exit code (0 success, 1 a run failed, 2 a usage error).

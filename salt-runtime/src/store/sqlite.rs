@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 use serde_json::Value;
 
-use super::{Claim, Lease, NewRun, Store, Write, effective_state};
+use super::{Claim, Durability, Lease, NewRun, Store, Write, effective_state};
 use crate::error::{ErrorWire, StoreError};
 use crate::model::{
     AttemptRecord, EdgeKind, EdgeRecord, JournalRecord, LogRecord, NodeId, NodeRecord, NodeState, PromiseRecord,
@@ -479,6 +479,14 @@ const RUN_COLUMNS: &str = "SELECT runs.*, l.owner AS lease_owner, l.expires_at A
      FROM runs LEFT JOIN run_leases l ON l.run_id = runs.id";
 
 impl Store for SqliteStore {
+    fn set_durability(&self, durability: Durability) -> Result<(), StoreError> {
+        let level = match durability {
+            Durability::Normal => "NORMAL",
+            Durability::Full => "FULL",
+        };
+        self.conn().pragma_update(None, "synchronous", level).map_err(|e| self.sql(e))
+    }
+
     fn reopen(&self) -> Result<Box<dyn Store>, StoreError> {
         Ok(Box::new(if self.read_only { Self::open_read_only(&self.path)? } else { Self::open(&self.path)? }))
     }
