@@ -9,8 +9,9 @@
 //! | W3 | the same with 10 000 |
 //! | W4 | the same with 100 000 (inline and pool only) |
 //!
-//! Each runs on the `inline`, `pool` and `process` executors, on a fresh SQLite file in a
-//! temporary directory, with the durability asked for (`normal` by default, `--durability full`).
+//! Each runs on the `inline`, `pool` and `process` executors, on a SQLite file made for the
+//! measurement in a temporary directory (W0 makes its own: it times a whole first run, cold),
+//! with the durability asked for (`normal` by default, `--durability full`).
 //! `cargo run --release -p bench -- --help` lists the options; `bench/peers.sh` runs these and
 //! the peers' benchmarks (`../shared/bench-peers`) on one machine and prints the ratios.
 //!
@@ -250,27 +251,35 @@ fn check(w: &Workload, state: RunState, output: Option<&Value>, detail: &str) ->
     }
 }
 
-/// Runs W1–W3 once with [`Runner`] in this process, on a fresh database.
+/// Runs W1–W4 `reps` times with [`Runner`] in this process, on one database made for this
+/// measurement: a first, untimed run creates it (what a deployment pays once), then each
+/// timed run is a new run in it, from `Runner::run` to its outcome.
 fn run_in_process(
     rt: &tokio::runtime::Runtime,
     w: &Workload,
     executor: Executor,
+    reps: usize,
     parallelism: Option<usize>,
     durability: Durability,
-) -> Result<Sample, String> {
+) -> Result<Vec<Sample>, String> {
     let dir = tempfile::tempdir().map_err(|e| format!("cannot make a temp dir: {e}"))?;
     let mut runner = Runner::new(dir.path().join("salt.db")).executor(executor).durability(durability);
     if let Some(p) = parallelism {
         runner = runner.parallelism(p);
     }
-    reset_peak_rss();
-    let start = Instant::now();
-    let outcome =
-        rt.block_on(runner.run(w.workflow, json!({ "n": w.n }))).map_err(|e| format!("{} failed: {e}", w.id))?;
-    let wall = start.elapsed();
-    let why = outcome.error.as_ref().map(|e| format!(": {}", e.message)).unwrap_or_default();
-    check(w, outcome.state, outcome.output.as_ref(), &why)?;
-    Ok(Sample { wall, peak_rss_kib: peak_rss_kib() })
+    let once = |input: Value| rt.block_on(runner.run(w.workflow, input)).map_err(|e| format!("{} failed: {e}", w.id));
+    once(json!({ "n": 1 }))?;
+    let mut samples = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        reset_peak_rss();
+        let start = Instant::now();
+        let outcome = once(json!({ "n": w.n }))?;
+        let wall = start.elapsed();
+        let why = outcome.error.as_ref().map(|e| format!(": {}", e.message)).unwrap_or_default();
+        check(w, outcome.state, outcome.output.as_ref(), &why)?;
+        samples.push(Sample { wall, peak_rss_kib: peak_rss_kib() });
+    }
+    Ok(samples)
 }
 
 /// Runs W0 once: `bench run w0` in a child process, from spawn to exit, on a fresh database.
@@ -374,7 +383,9 @@ fn harness(opts: &Options) -> Result<(), String> {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
         let parallelism =
             opts.parallelism.map_or_else(|| "salt's default (one per core)".to_string(), |p| p.to_string());
-        println!("salt bench: {cores} cores, parallelism {parallelism}, a fresh SQLite file per repetition");
+        println!(
+            "salt bench: {cores} cores, parallelism {parallelism}, one SQLite file per measurement, made by an untimed first run (W0: a fresh one each time)"
+        );
         println!("per node = median wall / task nodes; peak RSS = the orchestrating process's VmHWM");
     }
     let executors: Vec<Executor> = match opts.executor {
@@ -390,15 +401,13 @@ fn harness(opts: &Options) -> Result<(), String> {
                 continue; // 100 000 processes: minutes, and nothing the other rows do not show
             }
             let reps = opts.reps.unwrap_or_else(|| default_reps(w, executor));
-            let mut samples = Vec::with_capacity(reps);
-            for _ in 0..reps {
-                let sample = if w.id == "W0" {
-                    run_whole_process(w, executor, opts.parallelism, opts.durability)?
-                } else {
-                    run_in_process(&rt, w, executor, opts.parallelism, opts.durability)?
-                };
-                samples.push(sample);
-            }
+            let samples = if w.id == "W0" {
+                (0..reps)
+                    .map(|_| run_whole_process(w, executor, opts.parallelism, opts.durability))
+                    .collect::<Result<Vec<_>, _>>()?
+            } else {
+                run_in_process(&rt, w, executor, reps, opts.parallelism, opts.durability)?
+            };
             report(w, executor, opts.durability, &samples, opts.json);
         }
     }

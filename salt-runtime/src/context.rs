@@ -167,10 +167,67 @@ pub enum JournalKind {
     Signal,
 }
 
+/// Answers to many awaits of one body, gathered so that the body wakes once for all of them
+/// ([`join_all`]).
+pub(crate) struct Gather {
+    slots: Mutex<Vec<Option<std::result::Result<Value, ErrorWire>>>>,
+    left: std::sync::atomic::AtomicUsize,
+    done: Mutex<Option<futures::channel::oneshot::Sender<()>>>,
+}
+
+impl Gather {
+    /// A gathering of `n` answers, and what resolves once all are in.
+    pub(crate) fn new(n: usize) -> (Arc<Self>, futures::channel::oneshot::Receiver<()>) {
+        let (tx, rx) = futures::channel::oneshot::channel();
+        let gather = Self {
+            slots: Mutex::new(vec![None; n]),
+            left: std::sync::atomic::AtomicUsize::new(n),
+            done: Mutex::new(Some(tx)),
+        };
+        if n == 0 {
+            gather.finish();
+        }
+        (Arc::new(gather), rx)
+    }
+
+    /// The answer of await number `i`.
+    pub(crate) fn put(&self, i: usize, answer: std::result::Result<Value, ErrorWire>) {
+        let fresh = match self.slots.lock().unwrap_or_else(|p| p.into_inner()).get_mut(i) {
+            Some(slot) if slot.is_none() => {
+                *slot = Some(answer);
+                true
+            }
+            _ => false,
+        };
+        if fresh && self.left.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.finish();
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(tx) = self.done.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// The answers, in order (once all are in).
+    pub(crate) fn take(&self) -> Vec<std::result::Result<Value, ErrorWire>> {
+        let slots = std::mem::take(&mut *self.slots.lock().unwrap_or_else(|p| p.into_inner()));
+        slots
+            .into_iter()
+            .map(|s| s.unwrap_or_else(|| Err(ErrorWire::new(ErrorKind::Protocol, "an await got no answer"))))
+            .collect()
+    }
+}
+
 /// The orchestrator as a running body sees it (in process, or across the stdio protocol).
 pub(crate) trait Host: Send + Sync + 'static {
     fn mutate(&self, mutations: Vec<Mutation>);
     fn await_node(&self, seq: u32) -> BoxFuture<'static, std::result::Result<Value, ErrorWire>>;
+    /// Awaits several children at once; the body wakes once, when all have answered.
+    fn await_nodes(&self, seqs: Vec<u32>) -> BoxFuture<'static, Vec<std::result::Result<Value, ErrorWire>>> {
+        futures::future::join_all(seqs.into_iter().map(|s| self.await_node(s))).boxed()
+    }
     fn journal(&self, seq: u32, kind: JournalKind, proposed: Value) -> BoxFuture<'static, Value>;
     fn wait_signal(&self, wait: SignalWait) -> BoxFuture<'static, Value>;
     fn log(&self, line: String);
@@ -673,9 +730,32 @@ impl<T: TaskValue> Arg<T> {
 pub async fn join_all<T, I>(handles: I) -> Result<Vec<T>>
 where
     T: TaskValue,
-    I: IntoIterator,
-    I::Item: IntoFuture<Output = Result<T>>,
+    I: IntoIterator<Item = Handle<T>>,
 {
+    let handles: Vec<Handle<T>> = handles.into_iter().collect();
+    // Children of one running body: one request for all, one wake-up when all have answered.
+    let mut ctx: Option<&Context> = None;
+    let mut seqs = Vec::with_capacity(handles.len());
+    for h in &handles {
+        match &*h.inner {
+            HandleInner::Node { ctx: c, seq } if ctx.is_none_or(|first| Arc::ptr_eq(&first.inner, &c.inner)) => {
+                ctx = Some(c);
+                seqs.push(*seq);
+            }
+            _ => break,
+        }
+    }
+    if let Some(host) = ctx.filter(|_| seqs.len() == handles.len()).and_then(|c| c.host()) {
+        let answers = host.await_nodes(seqs).await;
+        return answers
+            .into_iter()
+            .map(|a| {
+                let value = a.map_err(Error::from)?;
+                serde_json::from_value(value)
+                    .map_err(|e| Error::new(ErrorKind::Input, format!("cannot decode a node's output: {e}")))
+            })
+            .collect();
+    }
     futures::future::join_all(handles.into_iter().map(IntoFuture::into_future)).await.into_iter().collect()
 }
 

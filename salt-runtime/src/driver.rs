@@ -1,23 +1,31 @@
 //! The driver: the IO around a run core. It feeds the core events from the executor, the
 //! time and what other processes asked (through the store), commits the writes the core
-//! returns in one transaction per batch, and only then performs its actions. So every
-//! transition is durable before anything depends on it, and a fan-out of thousands of nodes
-//! costs a handful of transactions, not one per node per state.
+//! returns, and performs its actions.
+//!
+//! Commits are pipelined: one runs on a blocking thread while the core goes on, and the writes
+//! that pile up meanwhile form the next one, so a commit carries as many transitions as arrived
+//! while the previous one was written (group commit, without a timer). What depends on a
+//! transition being durable — answering a body's await or journaled call, showing progress —
+//! waits for the commit that holds it. Starting an attempt does not: an attempt that started
+//! and was lost in a crash is simply run again by `recover`, so attempts start at once (unless
+//! the lease was not renewed lately, when they too wait for the fenced commit).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result, StoreError};
 use crate::executor::{Event, Executor};
 use crate::model::now_ms;
 use crate::progress::Observer;
-use crate::run::{Action, Core, Effects};
+use crate::run::{Action, Core, Effects, Note};
 use crate::runner::RunOutcome;
-use crate::store::{Lease, Store, Write};
+use crate::store::{Lease, LeaseWatch, Store, Write};
 
-/// The most events applied in one batch (one transaction).
+/// The most events applied between two looks at the rest of the world.
 const MAX_BATCH: usize = 8_192;
 
 /// How often the driver reads what other processes asked and shows progress.
@@ -26,11 +34,13 @@ const TICK: Duration = Duration::from_millis(250);
 /// Drives one run to its end.
 pub(crate) struct Driver {
     pub(crate) core: Core,
-    pub(crate) store: Box<dyn Store>,
+    pub(crate) store: Arc<dyn Store>,
     pub(crate) executor: Box<dyn Executor>,
     pub(crate) events: mpsc::UnboundedReceiver<Event>,
     /// The run's lease: every batch is committed only while the driver still holds the run.
     pub(crate) lease: Lease,
+    /// When the lease was last renewed; none when nobody renews it.
+    pub(crate) lease_watch: Option<LeaseWatch>,
     pub(crate) observer: Box<dyn Observer>,
     /// Stop the run (cancelled) on Ctrl-C and SIGTERM.
     pub(crate) handle_signals: bool,
@@ -39,15 +49,42 @@ pub(crate) struct Driver {
     pub(crate) parallelism: u32,
 }
 
+/// What waits for a commit.
+enum Deferred {
+    Note(Note),
+    Action(Action),
+}
+
+/// Writes on their way to the store, and what waits for them.
+#[derive(Default)]
+struct Pipeline {
+    /// Writes not yet handed to a commit.
+    queued: Vec<Write>,
+    /// What waits for the queued writes (and the commit in flight).
+    after_queued: Vec<Deferred>,
+    /// The commit in flight, and what waits for it.
+    inflight: Option<(JoinHandle<std::result::Result<(), StoreError>>, Vec<Deferred>)>,
+}
+
+impl Pipeline {
+    fn is_idle(&self) -> bool {
+        self.queued.is_empty() && self.inflight.is_none()
+    }
+}
+
 impl Driver {
     /// Runs until every node is done, the run is cancelled, or the store fails.
     pub(crate) async fn run(mut self) -> Result<RunOutcome> {
-        let outcome = self.drive().await;
+        let mut pipe = Pipeline::default();
+        let outcome = self.drive(&mut pipe).await;
         self.executor.shutdown();
+        if let Some((commit, _)) = pipe.inflight.take() {
+            let _ = commit.await;
+        }
         outcome
     }
 
-    async fn drive(&mut self) -> Result<RunOutcome> {
+    async fn drive(&mut self, pipe: &mut Pipeline) -> Result<RunOutcome> {
         let run = self.core.run_id();
         let now = Instant::now().into_std();
         self.core.begin(now);
@@ -56,7 +93,9 @@ impl Driver {
             0,
             Write::RunStarted { run, executor: self.executor_name, parallelism: self.parallelism, at: now_ms() },
         );
-        self.flush(first)?;
+        // The takeover is durable before anything else happens.
+        self.absorb(pipe, first);
+        self.settle(pipe).await?;
         // A run taken over while paused stays paused; signals sent meanwhile are picked up.
         self.poll_control(now);
         // Listen for Ctrl-C and SIGTERM before anything starts, so that neither can kill the
@@ -68,17 +107,25 @@ impl Driver {
             let now = Instant::now().into_std();
             self.core.start_ready(now);
             let fx = self.core.take_effects();
-            self.flush(fx)?;
+            self.absorb(pipe, fx);
+            if pipe.inflight.is_none() {
+                self.launch(pipe);
+            }
             if self.core.active() == 0 {
                 let outcome = self.core.finish();
                 let fx = self.core.take_effects();
-                self.flush(fx)?;
+                self.absorb(pipe, fx);
+                self.settle(pipe).await?;
                 self.observer.done(&self.core.summary(Instant::now().into_std()));
                 return Ok(outcome);
             }
             let next_timer = self.core.next_timer().map(Instant::from_std);
             let cancelled = self.core.is_cancelled();
             tokio::select! {
+                biased;
+                done = async { match pipe.inflight.as_mut() { Some((h, _)) => h.await, None => std::future::pending().await } }, if pipe.inflight.is_some() => {
+                    self.committed(pipe, done)?;
+                }
                 Some(ev) = self.events.recv() => {
                     let now = Instant::now().into_std();
                     self.apply(now, ev);
@@ -119,25 +166,99 @@ impl Driver {
         }
     }
 
-    /// Commits the writes, then acts on them.
-    fn flush(&mut self, fx: Effects) -> Result<()> {
-        if !fx.writes.is_empty() {
-            self.store.commit(Some(&self.lease), &fx.writes).map_err(|e| e.into_error())?;
+    /// Takes the core's effects: writes are queued for the next commit; what depends on them
+    /// waits for it; the rest is done now.
+    fn absorb(&mut self, pipe: &mut Pipeline, fx: Effects) {
+        let Effects { writes, actions, notes } = fx;
+        pipe.queued.extend(writes);
+        let durable = pipe.is_idle();
+        let lease_fresh = self.lease_watch.as_ref().is_none_or(LeaseWatch::is_fresh);
+        for action in actions {
+            let now = match &action {
+                Action::Answer { .. } => durable,
+                Action::Start(_) => durable || lease_fresh,
+                Action::Stop(_) => true,
+            };
+            if now {
+                self.perform(action);
+            } else {
+                pipe.after_queued.push(Deferred::Action(action));
+            }
         }
-        self.perform(fx);
+        for note in notes {
+            if durable {
+                self.show(&note);
+            } else {
+                pipe.after_queued.push(Deferred::Note(note));
+            }
+        }
+    }
+
+    /// Hands the queued writes to a commit on a blocking thread.
+    fn launch(&mut self, pipe: &mut Pipeline) {
+        if pipe.queued.is_empty() {
+            // Nothing to write: what waited for earlier writes may go on.
+            for d in std::mem::take(&mut pipe.after_queued) {
+                self.release(d);
+            }
+            return;
+        }
+        let writes = std::mem::take(&mut pipe.queued);
+        let waiting = std::mem::take(&mut pipe.after_queued);
+        let (store, lease) = (self.store.clone(), self.lease.clone());
+        let commit = tokio::task::spawn_blocking(move || store.commit(Some(&lease), &writes));
+        pipe.inflight = Some((commit, waiting));
+    }
+
+    /// A commit ended: what waited for it goes on, and the next one starts.
+    fn committed(
+        &mut self,
+        pipe: &mut Pipeline,
+        done: std::result::Result<std::result::Result<(), StoreError>, tokio::task::JoinError>,
+    ) -> Result<()> {
+        let Some((_, waiting)) = pipe.inflight.take() else { return Ok(()) };
+        match done {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e.into_error()),
+            Err(e) => return Err(Error::new(ErrorKind::Store, format!("a commit did not finish: {e}"))),
+        }
+        for d in waiting {
+            self.release(d);
+        }
+        self.launch(pipe);
         Ok(())
     }
 
-    fn perform(&mut self, fx: Effects) {
-        for n in &fx.notes {
-            self.observer.node(n.node, n.task, n.state, n.attempt, n.error.as_ref());
-        }
-        for action in fx.actions {
-            match action {
-                Action::Answer { at, call, answer } => self.executor.answer(at, call, answer),
-                Action::Start(launch) => self.executor.start(launch),
-                Action::Stop(at) => self.executor.stop(at),
+    /// Commits everything queued and waits until it is durable.
+    async fn settle(&mut self, pipe: &mut Pipeline) -> Result<()> {
+        loop {
+            if let Some((commit, _)) = pipe.inflight.as_mut() {
+                let done = commit.await;
+                self.committed(pipe, done)?;
+            } else if !pipe.queued.is_empty() || !pipe.after_queued.is_empty() {
+                self.launch(pipe);
+            } else {
+                return Ok(());
             }
+        }
+    }
+
+    fn release(&mut self, d: Deferred) {
+        match d {
+            Deferred::Note(n) => self.show(&n),
+            Deferred::Action(a) => self.perform(a),
+        }
+    }
+
+    fn show(&mut self, n: &Note) {
+        self.observer.node(n.node, n.task, n.state, n.attempt, n.error.as_ref());
+    }
+
+    fn perform(&mut self, action: Action) {
+        match action {
+            Action::Answer { at, call, answer } => self.executor.answer(at, call, answer),
+            Action::Start(launch) => self.executor.start(launch),
+            Action::Stop(at) => self.executor.stop(at),
         }
     }
 }

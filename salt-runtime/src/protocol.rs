@@ -37,7 +37,7 @@ use serde_json::Value;
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::oneshot;
 
-use crate::context::{Context, Host, JournalKind, Mutation, SignalWait};
+use crate::context::{Context, Gather, Host, JournalKind, Mutation, SignalWait};
 use crate::error::{ErrorKind, ErrorWire};
 use crate::model::{NodeId, RunId};
 use crate::registry::Registry;
@@ -220,8 +220,17 @@ struct Wire {
 
 impl Wire {
     fn send(&self, msg: &FromNode) {
-        let mut line = serde_json::to_vec(msg).unwrap_or_default();
-        line.push(b'\n');
+        self.send_all(std::slice::from_ref(msg));
+    }
+
+    /// Sends messages in one write.
+    fn send_all(&self, msgs: &[FromNode]) {
+        let mut line = Vec::new();
+        for msg in msgs {
+            if serde_json::to_writer(&mut line, msg).is_ok() {
+                line.push(b'\n');
+            }
+        }
         let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
         if out.write_all(&line).and_then(|()| out.flush()).is_err() {
             // The orchestrator is gone: nobody can use what this process does any more.
@@ -230,8 +239,16 @@ impl Wire {
     }
 }
 
+/// A call of a body waiting for its answer.
+enum Waiting {
+    /// Alone.
+    One(oneshot::Sender<ToNode>),
+    /// Await number `.1` of a `join_all`.
+    Part(Arc<Gather>, usize),
+}
+
 /// Calls of one attempt waiting for their answers.
-type Calls = Arc<Mutex<HashMap<u64, oneshot::Sender<ToNode>>>>;
+type Calls = Arc<Mutex<HashMap<u64, Waiting>>>;
 
 /// One attempt as its body sees the protocol.
 struct ProtocolHost {
@@ -245,7 +262,7 @@ impl ProtocolHost {
     fn call(&self, make: impl FnOnce(u64) -> FromNode) -> oneshot::Receiver<ToNode> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        self.calls.lock().unwrap_or_else(|p| p.into_inner()).insert(id, tx);
+        self.calls.lock().unwrap_or_else(|p| p.into_inner()).insert(id, Waiting::One(tx));
         self.wire.send(&make(id));
         rx
     }
@@ -276,6 +293,28 @@ impl Host for ProtocolHost {
                 )),
                 Err(_) => futures::future::pending().await,
             }
+        }
+        .boxed()
+    }
+
+    fn await_nodes(&self, seqs: Vec<u32>) -> BoxFuture<'static, Vec<Result<Value, ErrorWire>>> {
+        let (gather, all_in) = Gather::new(seqs.len());
+        let attempt_id = self.attempt_id;
+        let mut messages = Vec::with_capacity(seqs.len());
+        {
+            let mut calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
+            for (i, seq) in seqs.into_iter().enumerate() {
+                let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+                calls.insert(id, Waiting::Part(gather.clone(), i));
+                messages.push(FromNode::Await { attempt_id, id, seq });
+            }
+        }
+        self.wire.send_all(&messages);
+        async move {
+            if all_in.await.is_err() {
+                futures::future::pending::<()>().await;
+            }
+            gather.take()
         }
         .boxed()
     }
@@ -427,13 +466,18 @@ async fn exec(proto: std::fs::File) -> ExitCode {
                     .insert(attempt_id, Running { calls, abort: handle.abort_handle() });
             }
             ToNode::Resolved { attempt_id, id, .. } | ToNode::Value { attempt_id, id, .. } => {
-                let tx = running
+                let waiting = running
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .get(&attempt_id)
                     .and_then(|r| r.calls.lock().unwrap_or_else(|p| p.into_inner()).remove(&id));
-                if let Some(tx) = tx {
-                    let _ = tx.send(msg);
+                match (waiting, msg) {
+                    (Some(Waiting::One(tx)), msg) => {
+                        let _ = tx.send(msg);
+                    }
+                    (Some(Waiting::Part(gather, i)), ToNode::Resolved { result, .. }) => gather.put(i, result.into()),
+                    (Some(Waiting::Part(gather, i)), ToNode::Value { value, .. }) => gather.put(i, Ok(value)),
+                    _ => {}
                 }
             }
             ToNode::Cancel { attempt_id } => {

@@ -2,6 +2,8 @@
 //!
 //! The CLI is a thin layer over [`Runner`]; benchmarks and embedding programs use it directly.
 
+use std::sync::{Arc, Mutex};
+
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::broadcast;
@@ -102,6 +104,8 @@ pub struct Runner {
     progress: Progress,
     handle_ctrl_c: bool,
     transitions: broadcast::Sender<Transition>,
+    /// The store, opened by the first run and kept for the next ones (shared by clones).
+    store: Arc<Mutex<Option<Arc<dyn Store>>>>,
 }
 
 /// How many transitions a subscriber may fall behind before it misses some
@@ -140,6 +144,7 @@ impl Runner {
             progress: Progress::Quiet,
             handle_ctrl_c: false,
             transitions: broadcast::channel(TRANSITIONS_BUFFER).0,
+            store: Arc::default(),
         }
     }
 
@@ -218,8 +223,17 @@ impl Runner {
         &self.db
     }
 
-    fn store(&self) -> Result<Box<dyn Store>> {
-        let store = store::open(&self.db).map_err(|e| e.into_error())?;
+    /// The store: opened (created, migrated) once, then kept.
+    fn store(&self) -> Result<Arc<dyn Store>> {
+        let mut cached = self.store.lock().unwrap_or_else(|p| p.into_inner());
+        let store = match &*cached {
+            Some(store) => store.clone(),
+            None => {
+                let store: Arc<dyn Store> = Arc::from(store::open(&self.db).map_err(|e| e.into_error())?);
+                *cached = Some(store.clone());
+                store
+            }
+        };
         store.set_durability(self.durability).map_err(|e| e.into_error())?;
         Ok(store)
     }
@@ -374,7 +388,7 @@ impl Runner {
 
     /// Takes the lease of a run and loads it; it must be in one of `allowed` states. Refused,
     /// naming the owner, while another orchestrator drives it.
-    fn take(&self, run: RunId, allowed: &[RunState]) -> Result<(RunSnapshot, Box<dyn Store>, Lease)> {
+    fn take(&self, run: RunId, allowed: &[RunState]) -> Result<(RunSnapshot, Arc<dyn Store>, Lease)> {
         let store = self.store()?;
         let lease = store.acquire_run_lease(run, &store::new_owner(), self.lease_ttl).map_err(|e| e.into_error())?;
         let checked = store.load(run).map_err(|e| e.into_error()).and_then(|mut snapshot| {
@@ -404,13 +418,13 @@ impl Runner {
     async fn drive(
         &self,
         snapshot: RunSnapshot,
-        store: Box<dyn Store>,
+        store: Arc<dyn Store>,
         lease: Lease,
         prepare: impl FnOnce(&mut Core) -> Result<()>,
     ) -> Result<RunOutcome> {
         // Renewed from a thread of its own, so that task code blocking the async runtime cannot
         // let it expire; released when the run ends, however it ends.
-        let heartbeat = match store.reopen().and_then(|own| Heartbeat::start(own, lease.clone(), self.lease_ttl)) {
+        let heartbeat = match Heartbeat::start(store.clone(), lease.clone(), self.lease_ttl) {
             Ok(heartbeat) => heartbeat,
             Err(e) => {
                 let _ = store.release_run_lease(&lease);
@@ -452,6 +466,7 @@ impl Runner {
             executor,
             events,
             lease,
+            lease_watch: Some(heartbeat.watch()),
             observer: Box::new(observer),
             handle_signals: self.handle_ctrl_c,
             executor_name: self.executor.as_str(),

@@ -413,21 +413,45 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 pub struct Heartbeat {
     stop: Option<mpsc::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    watch: LeaseWatch,
+}
+
+/// When a heartbeat last renewed its lease: whether the lease is surely still held.
+#[derive(Debug, Clone)]
+pub struct LeaseWatch {
+    renewed_at: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    ttl_ms: i64,
+}
+
+impl LeaseWatch {
+    /// Whether the lease was renewed within half its time to live: no other orchestrator can
+    /// have taken the run over since.
+    pub fn is_fresh(&self) -> bool {
+        let renewed = self.renewed_at.load(std::sync::atomic::Ordering::Relaxed);
+        crate::model::now_ms().saturating_sub(renewed) < self.ttl_ms / 2
+    }
 }
 
 impl Heartbeat {
-    /// Starts renewing `lease` on `store` (a connection of its own: see [`Store::reopen`]) every
-    /// fifth of `ttl`.
-    pub fn start(store: Box<dyn Store>, lease: Lease, ttl: Duration) -> Result<Self, StoreError> {
+    /// Starts renewing `lease` on `store` every fifth of `ttl`, from a thread of its own (so
+    /// that nothing on the async runtime, such as a task body blocking its thread, can delay
+    /// it).
+    pub fn start(store: std::sync::Arc<dyn Store>, lease: Lease, ttl: Duration) -> Result<Self, StoreError> {
         let (stop, stopped) = mpsc::channel::<()>();
         let every = (ttl / 5).max(Duration::from_millis(20));
+        let watch = LeaseWatch {
+            renewed_at: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(crate::model::now_ms())),
+            ttl_ms: i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX),
+        };
+        let renewed_at = watch.renewed_at.clone();
         let thread = std::thread::Builder::new()
             .name(format!("salt-lease-{}", lease.run))
             .spawn(move || {
                 // Until told to stop (or dropped): renew at every beat.
                 while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+                    let at = crate::model::now_ms();
                     match store.renew_run_lease(&lease, ttl) {
-                        Ok(()) => {}
+                        Ok(()) => renewed_at.store(at, std::sync::atomic::Ordering::Relaxed),
                         Err(e @ StoreError::LeaseLost { .. }) => {
                             tracing::warn!("{e}");
                             return;
@@ -441,7 +465,12 @@ impl Heartbeat {
                 }
             })
             .map_err(|source| StoreError::Io { path: "the lease heartbeat thread".into(), source })?;
-        Ok(Self { stop: Some(stop), thread: Some(thread) })
+        Ok(Self { stop: Some(stop), thread: Some(thread), watch })
+    }
+
+    /// A view of when the lease was last renewed.
+    pub fn watch(&self) -> LeaseWatch {
+        self.watch.clone()
     }
 
     /// Stops renewing and releases the lease; returns once it is released.

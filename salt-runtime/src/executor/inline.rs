@@ -9,12 +9,20 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 use super::{Answer, AttemptId, Event, Events, Executor, Launch};
-use crate::context::{Context, Host, JournalKind, Mutation, SignalWait};
+use crate::context::{Context, Gather, Host, JournalKind, Mutation, SignalWait};
 use crate::error::ErrorWire;
 use crate::protocol::panic_error;
 
+/// A call of a body waiting for its answer.
+enum Waiting {
+    /// Alone.
+    One(oneshot::Sender<Answer>),
+    /// Await number `.1` of a [`join_all`](crate::join_all).
+    Part(Arc<Gather>, usize),
+}
+
 /// Calls of one attempt waiting for their answers.
-type Calls = Arc<Mutex<HashMap<u64, oneshot::Sender<Answer>>>>;
+type Calls = Arc<Mutex<HashMap<u64, Waiting>>>;
 
 struct Attempt {
     abort: tokio::task::AbortHandle,
@@ -56,10 +64,20 @@ impl Executor for Inline {
     }
 
     fn answer(&mut self, at: AttemptId, call: u64, answer: Answer) {
-        if let Some(a) = self.attempts.get(&at)
-            && let Some(tx) = a.calls.lock().unwrap_or_else(|p| p.into_inner()).remove(&call)
-        {
-            let _ = tx.send(answer);
+        let Some(a) = self.attempts.get(&at) else { return };
+        let waiting = a.calls.lock().unwrap_or_else(|p| p.into_inner()).remove(&call);
+        match waiting {
+            Some(Waiting::One(tx)) => {
+                let _ = tx.send(answer);
+            }
+            Some(Waiting::Part(gather, i)) => gather.put(
+                i,
+                match answer {
+                    Answer::Resolved(r) => r,
+                    Answer::Value(v) => Ok(v),
+                },
+            ),
+            None => {}
         }
     }
 
@@ -101,7 +119,7 @@ impl InlineHost {
     fn call(&self) -> (u64, oneshot::Receiver<Answer>) {
         let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        self.calls.lock().unwrap_or_else(|p| p.into_inner()).insert(id, tx);
+        self.calls.lock().unwrap_or_else(|p| p.into_inner()).insert(id, Waiting::One(tx));
         (id, rx)
     }
 }
@@ -141,6 +159,26 @@ impl Host for InlineHost {
                 Answer::Resolved(r) => r,
                 Answer::Value(v) => Ok(v),
             }
+        }
+        .boxed()
+    }
+
+    fn await_nodes(&self, seqs: Vec<u32>) -> BoxFuture<'static, Vec<Result<Value, ErrorWire>>> {
+        let (gather, all_in) = Gather::new(seqs.len());
+        {
+            let mut calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
+            for (i, seq) in seqs.into_iter().enumerate() {
+                let call = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                calls.insert(call, Waiting::Part(gather.clone(), i));
+                let _ = self.events.send(Event::Await { at: self.at, call, seq });
+            }
+        }
+        async move {
+            if all_in.await.is_err() {
+                // Never answered: the attempt is being stopped.
+                futures::future::pending::<()>().await;
+            }
+            gather.take()
         }
         .boxed()
     }

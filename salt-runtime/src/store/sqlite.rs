@@ -1147,7 +1147,7 @@ mod tests {
         let run = new_run(&store, Some(("me", ttl)));
         let lease = Lease { run, owner: "me".into() };
         store.commit(Some(&lease), &[started(run)]).unwrap();
-        let heartbeat = super::super::Heartbeat::start(store.reopen().unwrap(), lease.clone(), ttl).unwrap();
+        let heartbeat = super::super::Heartbeat::start(store.reopen().unwrap().into(), lease.clone(), ttl).unwrap();
         std::thread::sleep(ttl * 4);
         assert_eq!(store.load(run).unwrap().run.state, RunState::Running);
         assert!(matches!(store.acquire_run_lease(run, "other", TTL), Err(StoreError::Leased { .. })));
