@@ -55,6 +55,9 @@ enum Deferred {
     Action(Action),
 }
 
+/// A commit on its blocking thread.
+type Commit = JoinHandle<std::result::Result<(), StoreError>>;
+
 /// Writes on their way to the store, and what waits for them.
 #[derive(Default)]
 struct Pipeline {
@@ -63,7 +66,7 @@ struct Pipeline {
     /// What waits for the queued writes (and the commit in flight).
     after_queued: Vec<Deferred>,
     /// The commit in flight, and what waits for it.
-    inflight: Option<(JoinHandle<std::result::Result<(), StoreError>>, Vec<Deferred>)>,
+    inflight: Option<(Commit, Vec<Deferred>)>,
 }
 
 impl Pipeline {

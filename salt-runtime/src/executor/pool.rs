@@ -189,11 +189,9 @@ impl Executor for Pool {
         // A fresh process had the attempt before its session began, so whatever ends the
         // session fails it. A pool process may have died just before it got the attempt.
         let lost = worker.outbox.send(start).is_err() || worker.dead.load(Ordering::SeqCst);
-        if lost && self.mode != PoolMode::Process {
-            if worker.attempts.remove(id).is_some() {
-                let error = ProtocolError::Io("the node process ended before the attempt could start".into());
-                let _ = self.events.send(super::Event::Finished { at, result: Err(error.into()) });
-            }
+        if lost && self.mode != PoolMode::Process && worker.attempts.remove(id).is_some() {
+            let error = ProtocolError::Io("the node process ended before the attempt could start".into());
+            let _ = self.events.send(super::Event::Finished { at, result: Err(error.into()) });
         }
         self.running.insert(at, (worker, id));
     }
