@@ -1,8 +1,10 @@
 //! Graph surgery for `recover`, `rerun --from` and `run-one`: which nodes run again, and
 //! resetting them.
 
-use super::Core;
-use crate::model::{NodeId, NodeState, StoredArg};
+use super::{Action, Core};
+use crate::error::{ErrorKind, ErrorWire};
+use crate::executor::AttemptId;
+use crate::model::{NodeId, NodeState, StoredArg, now_ms};
 use crate::store::Write;
 
 impl Core {
@@ -12,6 +14,22 @@ impl Core {
             let n = &mut self.nodes[id as usize];
             if n.state.is_terminal() {
                 self.active += 1;
+            }
+            // An attempt still running was given the old inputs: it no longer counts.
+            if let Some(attempt) = n.live.take() {
+                if n.state == NodeState::Running {
+                    self.live_slots -= 1;
+                }
+                n.waiting_on = 0;
+                self.fx.actions.push(Action::Stop(AttemptId { run: self.run, node: id, attempt }));
+                self.fx.writes.push(Write::AttemptFinished {
+                    run: self.run,
+                    node: id,
+                    attempt,
+                    state: NodeState::Cancelled,
+                    error: Some(ErrorWire::new(ErrorKind::Cancelled, "reset to run again with new inputs")),
+                    at: now_ms(),
+                });
             }
             n.state = NodeState::Pending;
             n.output = None;
