@@ -3,14 +3,19 @@
 //! returns in one transaction per batch, and only then performs its actions. So every
 //! transition is durable before anything depends on it, and a fan-out of thousands of nodes
 //! costs a handful of transactions, not one per node per state.
+//!
+//! Attempts the core put on a named queue run in workers, elsewhere: while any is outstanding,
+//! the driver reads their results from the store every [`QUEUE_POLL`] and feeds them to the
+//! core as the attempts' ends.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::error::Result;
-use crate::executor::{Event, Executor};
+use crate::executor::{AttemptId, Event, Executor};
 use crate::model::now_ms;
 use crate::progress::Observer;
 use crate::run::{Action, Core, Effects};
@@ -22,6 +27,9 @@ const MAX_BATCH: usize = 8_192;
 
 /// How often the driver reads what other processes asked and shows progress.
 const TICK: Duration = Duration::from_millis(250);
+
+/// How often the driver reads the results of its queued attempts while it has some.
+const QUEUE_POLL: Duration = Duration::from_millis(50);
 
 /// Drives one run to its end.
 pub(crate) struct Driver {
@@ -37,6 +45,8 @@ pub(crate) struct Driver {
     /// Recorded with the run: who drives it.
     pub(crate) executor_name: &'static str,
     pub(crate) parallelism: u32,
+    /// Attempts waiting in the durable queue or running in a worker, not yet ended.
+    pub(crate) queued: HashSet<AttemptId>,
 }
 
 impl Driver {
@@ -64,6 +74,8 @@ impl Driver {
         let mut stop = self.handle_signals.then(stop_signals);
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut queue_poll = tokio::time::interval(QUEUE_POLL);
+        queue_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let now = Instant::now().into_std();
             self.core.start_ready(now);
@@ -101,6 +113,9 @@ impl Driver {
                     self.poll_control(now);
                     self.observer.tick(&self.core.summary(now));
                 }
+                _ = queue_poll.tick(), if !self.queued.is_empty() => {
+                    self.poll_queue(Instant::now().into_std());
+                }
             }
         }
     }
@@ -119,13 +134,44 @@ impl Driver {
         }
     }
 
+    /// Feeds the core what workers reported for the run's queued attempts.
+    fn poll_queue(&mut self, now: std::time::Instant) {
+        let run = self.core.run_id();
+        match self.store.queue_results(run) {
+            Ok(results) => {
+                for r in results {
+                    let at = AttemptId { run, node: r.node, attempt: r.attempt };
+                    self.core.handle(now, Event::Finished { at, result: r.result });
+                }
+            }
+            // A busy database: read them at the next poll.
+            Err(e) => tracing::warn!("cannot read the queued results of run {run}: {e}"),
+        }
+    }
+
     /// Commits the writes, then acts on them.
     fn flush(&mut self, fx: Effects) -> Result<()> {
         if !fx.writes.is_empty() {
             self.store.commit(Some(&self.lease), &fx.writes).map_err(|e| e.into_error())?;
+            self.track_queued(&fx.writes);
         }
         self.perform(fx);
         Ok(())
+    }
+
+    /// Notes which attempts are now queued, and which queued ones have ended.
+    fn track_queued(&mut self, writes: &[Write]) {
+        for w in writes {
+            match *w {
+                Write::Enqueue { run, node, attempt, .. } => {
+                    self.queued.insert(AttemptId { run, node, attempt });
+                }
+                Write::AttemptFinished { run, node, attempt, .. } if !self.queued.is_empty() => {
+                    self.queued.remove(&AttemptId { run, node, attempt });
+                }
+                _ => {}
+            }
+        }
     }
 
     fn perform(&mut self, fx: Effects) {
@@ -143,7 +189,7 @@ impl Driver {
 }
 
 /// Ctrl-C and SIGTERM (what `timeout`, systemd, Docker and Kubernetes send), as reasons.
-fn stop_signals() -> mpsc::UnboundedReceiver<&'static str> {
+pub(crate) fn stop_signals() -> mpsc::UnboundedReceiver<&'static str> {
     let (tx, rx) = mpsc::unbounded_channel();
     use tokio::signal::unix::{SignalKind, signal};
     for (kind, why) in

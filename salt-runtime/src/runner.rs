@@ -445,6 +445,7 @@ impl Runner {
             handle_signals: self.handle_ctrl_c,
             executor_name: self.executor.as_str(),
             parallelism: self.parallelism as u32,
+            queued: Default::default(),
         };
         let outcome = driver.run().await;
         heartbeat.stop();

@@ -1,5 +1,10 @@
 //! The ready queue: nodes whose upstream succeeded wait here, highest priority first, for a
 //! free slot.
+//!
+//! A node of a task on a named queue (`#[task(queue = "gpu")]`) is not started by the run's
+//! executor: its attempt goes into the store's durable queue, with its input, for a worker of
+//! that queue (`<bin> worker --queue gpu`) to claim. It is `running` meanwhile, holds a slot,
+//! and its timeout applies; the driver feeds the worker's result back as the attempt's end.
 
 use std::cmp::Reverse;
 
@@ -7,6 +12,7 @@ use super::timers::Timer;
 use super::{Action, Core};
 use crate::executor::Launch;
 use crate::model::{NodeId, NodeState, now_ms};
+use crate::registry::DEFAULT_QUEUE;
 use crate::store::Write;
 
 impl Core {
@@ -50,18 +56,21 @@ impl Core {
         let task = n.task;
         n.live = Some(attempt);
         self.live_slots += 1;
-        self.fx.writes.push(Write::AttemptStarted {
-            run: self.run,
-            node: id,
-            attempt,
-            executor: self.config.executor,
-            at,
-        });
+        let queue = task.policy.queue;
+        let remote = queue != DEFAULT_QUEUE;
+        let executor = if remote { format!("queue:{queue}").into() } else { self.config.executor.into() };
+        self.fx.writes.push(Write::AttemptStarted { run: self.run, node: id, attempt, executor, at });
         if let Some(timeout) = task.policy.timeout {
             self.set_timer(timeout, Timer::Timeout { node: id, attempt });
         }
         self.note(id, task.name, NodeState::Running, attempt, None);
-        let at = self.attempt_id(id, attempt);
-        self.fx.actions.push(Action::Start(Launch { at, task, input }));
+        if remote {
+            let priority = task.policy.priority;
+            let (queue, task) = (queue.to_string(), task.name.to_string());
+            self.fx.writes.push(Write::Enqueue { run: self.run, node: id, attempt, queue, priority, task, input });
+        } else {
+            let at = self.attempt_id(id, attempt);
+            self.fx.actions.push(Action::Start(Launch { at, task, input }));
+        }
     }
 }
