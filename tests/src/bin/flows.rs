@@ -462,6 +462,20 @@ async fn remote_spawner(dir: String) -> salt::Result<u64> {
     gpu_spawner(dir).await
 }
 
+/// On the `gpu` queue with a short timeout, and slower than it.
+#[task(queue = "gpu", timeout = "300ms")]
+async fn gpu_slow(dir: String) -> salt::Result<()> {
+    mark(&dir, "gpu_slow");
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    Ok(())
+}
+
+/// Runs `gpu_slow`.
+#[workflow]
+async fn remote_timeout(dir: String) -> salt::Result<()> {
+    gpu_slow(dir).await
+}
+
 /// Waits for a number, or takes 7 after `timeout_ms`.
 #[workflow]
 async fn waits(timeout_ms: u64, ctx: &Context) -> salt::Result<u64> {

@@ -16,15 +16,15 @@ const GPU_NODE: &str = "2";
 fn start_remote(env: &Env, slow_ms: u64, fail_first: u32) -> Child {
     let input = json!({"dir": env.dir(), "slow_ms": slow_ms, "fail_first": fail_first}).to_string();
     let child = env.spawn(&["run", "remote", "--executor", "inline", "--input", &input]);
-    wait_for_node(env, GPU_NODE, |n| n["node"]["state"] == "running");
+    wait_for_node(env, "1", GPU_NODE, |n| n["node"]["state"] == "running");
     child
 }
 
-/// Waits until node `node` of run 1 satisfies `ready`, and returns it (`show 1 NODE`).
-fn wait_for_node(env: &Env, node: &str, ready: impl Fn(&Value) -> bool) -> Value {
+/// Waits until node `node` of run `run` satisfies `ready`, and returns it (`show RUN NODE`).
+fn wait_for_node(env: &Env, run: &str, node: &str, ready: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let out = env.run(&["show", "1", node, "--json"]);
+        let out = env.run(&["show", run, node, "--json"]);
         if out.status.success() {
             let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
             if ready(&shown) {
@@ -61,7 +61,7 @@ fn a_node_on_a_queue_waits_for_a_worker_of_that_queue_and_runs_there_once() {
 
     // Nothing runs it: the node stays running, its body never starts.
     std::thread::sleep(Duration::from_millis(800));
-    let node = wait_for_node(&env, GPU_NODE, |_| true);
+    let node = wait_for_node(&env, "1", GPU_NODE, |_| true);
     assert_eq!(node["node"]["state"], "running", "{node}");
     assert_eq!(node["attempts"][0]["executor"], "queue:gpu", "{node}");
     assert_eq!(env.count("on_gpu"), 0);
@@ -196,11 +196,35 @@ fn a_cancelled_run_takes_its_queued_attempt_back() {
 }
 
 #[test]
+fn the_timeout_of_a_queued_attempt_runs_whether_a_worker_took_it_or_not() {
+    let env = Env::new();
+    let input = json!({"dir": env.dir()}).to_string();
+    // No worker: the attempt times out in the queue, and is taken out of it.
+    let out = env.run(&["run", "remote_timeout", "--input", &input]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(stderr(&out).contains("attempt timed out after 300ms"), "{}", text(&out));
+    let worker = worker_once(&env, "gpu");
+    assert!(stderr(&worker).contains("nothing ready on queue `gpu`"), "{}", text(&worker));
+    assert_eq!(env.count("gpu_slow"), 0);
+
+    // A worker: the body is stopped after its timeout, and the run fails the same way.
+    let run = env.spawn(&["run", "remote_timeout", "--input", &input]);
+    // (It may time out before the worker comes: then the worker finds nothing.)
+    wait_for_node(&env, "2", "1", |n| !n["attempts"].as_array().is_none_or(Vec::is_empty));
+    let started = Instant::now();
+    let worker = worker_once(&env, "gpu");
+    assert!(started.elapsed() < Duration::from_secs(5), "the worker waited for the body: {}", text(&worker));
+    let out = finish(run);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(stderr(&out).contains("attempt timed out after 300ms"), "{}", text(&out));
+}
+
+#[test]
 fn a_body_on_a_worker_cannot_spawn_and_says_why() {
     let env = Env::new();
     let input = json!({"dir": env.dir()}).to_string();
     let run = env.spawn(&["run", "remote_spawner", "--input", &input]);
-    wait_for_node(&env, "1", |n| n["node"]["state"] == "running");
+    wait_for_node(&env, "1", "1", |n| n["node"]["state"] == "running");
     worker_once(&env, "gpu");
 
     let out = finish(run);
