@@ -179,6 +179,24 @@ enum Command {
         /// The run.
         run: RunId,
     },
+    /// Run the attempts waiting in a queue (a preview of remote workers): nodes of tasks with
+    /// `queue = "NAME"` wait for a worker of that queue.
+    #[command(hide = true)]
+    Worker {
+        /// The queue to take attempts from.
+        #[arg(long, value_name = "NAME")]
+        queue: String,
+        /// How many attempts run at once.
+        #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+        slots: u16,
+        /// Run what is ready now, then exit.
+        #[arg(long)]
+        once: bool,
+        /// How long a claim lasts unless renewed (it is renewed every third of it): when a
+        /// worker dies, another takes its attempts over after this long.
+        #[arg(long, env = "SALT_CLAIM_TTL", value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+        claim_ttl: std::time::Duration,
+    },
 }
 
 /// The entry point of a workflow binary's command line.
@@ -375,6 +393,20 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             let outcome = ops::run_one(&options.runner(&db, Some(&stored)), run, &node).await?;
             Ok(report_one(&outcome, json))
         }
+        Command::Worker { queue, slots, once, claim_ttl } => {
+            let options = crate::worker::Options { queue, slots: usize::from(slots), once, claim_ttl };
+            let report: crate::worker::Report = std::sync::Arc::new(|line: String| eprintln!("{line}"));
+            let summary = crate::worker::work(&db, registry, options, report, crate::driver::stop_signals()).await?;
+            if json {
+                print_json(&to_json(&summary));
+            } else {
+                eprintln!(
+                    "worker {} of queue `{}` stops: {} succeeded, {} failed, {} given up",
+                    summary.owner, summary.queue, summary.succeeded, summary.failed, summary.lost
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Cancel { run } => {
             let outcome = ops::cancel(ops::open(&db)?.as_ref(), run).await?;
             if json {
@@ -401,6 +433,13 @@ fn parse_input(text: &str) -> Result<Value> {
         None => (text.to_string(), "--input".to_string()),
     };
     serde_json::from_str(&text).map_err(|e| Error::new(ErrorKind::Input, format!("{origin} is not JSON: {e}")))
+}
+
+/// A duration such as `30s`, `500ms` or `2m`.
+fn parse_duration(text: &str) -> std::result::Result<std::time::Duration, String> {
+    let d: jiff::SignedDuration =
+        text.parse().map_err(|e| format!("`{text}` is not a duration such as `30s` or `500ms`: {e}"))?;
+    std::time::Duration::try_from(d).map_err(|_| format!("`{text}` is negative"))
 }
 
 fn report(outcome: &RunOutcome, json: bool) -> ExitCode {
@@ -527,6 +566,16 @@ mod tests {
     fn times_are_shown_in_utc() {
         assert_eq!(format_time(0), "1970-01-01 00:00:00");
         assert_eq!(format_time(1_795_000_000_000), "2026-11-18 11:06:40");
+    }
+
+    #[test]
+    fn durations_read_as_people_write_them() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("soon").unwrap_err().contains("not a duration"));
+        assert!(parse_duration("-1s").unwrap_err().contains("negative"));
     }
 
     #[test]

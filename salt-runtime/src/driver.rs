@@ -9,7 +9,12 @@
 //! waits for the commit that holds it. Starting an attempt does not: an attempt that started
 //! and was lost in a crash is simply run again by `recover`, so attempts start at once (unless
 //! the lease was not renewed lately, when they too wait for the fenced commit).
+//!
+//! Attempts the core put on a named queue run in workers, elsewhere: while any is outstanding,
+//! the driver reads their results from the store every [`QUEUE_POLL`] and feeds them to the
+//! core as the attempts' ends.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +23,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::error::{Error, ErrorKind, Result, StoreError};
-use crate::executor::{Event, Executor};
+use crate::executor::{AttemptId, Event, Executor};
 use crate::model::now_ms;
 use crate::progress::Observer;
 use crate::run::{Action, Core, Effects, Note};
@@ -30,6 +35,9 @@ const MAX_BATCH: usize = 8_192;
 
 /// How often the driver reads what other processes asked and shows progress.
 const TICK: Duration = Duration::from_millis(250);
+
+/// How often the driver reads the results of its queued attempts while it has some.
+const QUEUE_POLL: Duration = Duration::from_millis(50);
 
 /// Drives one run to its end.
 pub(crate) struct Driver {
@@ -47,6 +55,8 @@ pub(crate) struct Driver {
     /// Recorded with the run: who drives it.
     pub(crate) executor_name: &'static str,
     pub(crate) parallelism: u32,
+    /// Attempts waiting in the durable queue or running in a worker, not yet ended.
+    pub(crate) queued: HashSet<AttemptId>,
 }
 
 /// What waits for a commit.
@@ -106,6 +116,8 @@ impl Driver {
         let mut stop = self.handle_signals.then(stop_signals);
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut queue_poll = tokio::time::interval(QUEUE_POLL);
+        queue_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let now = Instant::now().into_std();
             self.core.start_ready(now);
@@ -151,6 +163,9 @@ impl Driver {
                     self.poll_control(now);
                     self.observer.tick(&self.core.summary(now));
                 }
+                _ = queue_poll.tick(), if !self.queued.is_empty() => {
+                    self.poll_queue(Instant::now().into_std());
+                }
             }
         }
     }
@@ -169,10 +184,41 @@ impl Driver {
         }
     }
 
+    /// Feeds the core what workers reported for the run's queued attempts.
+    fn poll_queue(&mut self, now: std::time::Instant) {
+        let run = self.core.run_id();
+        match self.store.queue_results(run) {
+            Ok(results) => {
+                for r in results {
+                    let at = AttemptId { run, node: r.node, attempt: r.attempt };
+                    self.core.handle(now, Event::Finished { at, result: r.result });
+                }
+            }
+            // A busy database: read them at the next poll.
+            Err(e) => tracing::warn!("cannot read the queued results of run {run}: {e}"),
+        }
+    }
+
+    /// Notes which attempts are now queued, and which queued ones have ended.
+    fn track_queued(&mut self, writes: &[Write]) {
+        for w in writes {
+            match *w {
+                Write::Enqueue { run, node, attempt, .. } => {
+                    self.queued.insert(AttemptId { run, node, attempt });
+                }
+                Write::AttemptFinished { run, node, attempt, .. } if !self.queued.is_empty() => {
+                    self.queued.remove(&AttemptId { run, node, attempt });
+                }
+                _ => {}
+            }
+        }
+    }
+
     /// Takes the core's effects: writes are queued for the next commit; what depends on them
     /// waits for it; the rest is done now.
     fn absorb(&mut self, pipe: &mut Pipeline, fx: Effects) {
         let Effects { writes, actions, notes } = fx;
+        self.track_queued(&writes);
         pipe.queued.extend(writes);
         let durable = pipe.is_idle();
         let lease_fresh = self.lease_watch.as_ref().is_none_or(LeaseWatch::is_fresh);
@@ -267,7 +313,7 @@ impl Driver {
 }
 
 /// Ctrl-C and SIGTERM (what `timeout`, systemd, Docker and Kubernetes send), as reasons.
-fn stop_signals() -> mpsc::UnboundedReceiver<&'static str> {
+pub(crate) fn stop_signals() -> mpsc::UnboundedReceiver<&'static str> {
     let (tx, rx) = mpsc::unbounded_channel();
     use tokio::signal::unix::{SignalKind, signal};
     for (kind, why) in

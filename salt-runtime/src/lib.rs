@@ -20,6 +20,7 @@ pub mod render;
 mod run;
 pub mod runner;
 pub mod store;
+mod worker;
 
 pub use context::{Arg, Context, Handle, TaskValue, join_all};
 pub use error::{Error, ErrorKind, Result};

@@ -66,6 +66,10 @@ impl Serialize for Backoff {
     }
 }
 
+/// The queue of tasks that name none: its nodes run on the run's own executor. A node of any
+/// other queue waits in the store's durable queue for a worker of that queue.
+pub const DEFAULT_QUEUE: &str = "default";
+
 /// How a task is run: retries, backoff, timeout, queue and priority.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Policy {
@@ -92,7 +96,7 @@ impl Policy {
         retries: 0,
         backoff: Backoff::Fixed(Duration::from_secs(1)),
         timeout: None,
-        queue: "default",
+        queue: DEFAULT_QUEUE,
         priority: 0,
     };
 }

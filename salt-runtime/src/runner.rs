@@ -471,6 +471,7 @@ impl Runner {
             handle_signals: self.handle_ctrl_c,
             executor_name: self.executor.as_str(),
             parallelism: self.parallelism as u32,
+            queued: Default::default(),
         };
         // On the runtime's workers, next to the bodies it drives: an event and the answer to it
         // then pass between tasks of one thread instead of waking another.

@@ -104,6 +104,8 @@ pub struct Lease {
 }
 
 /// A node taken from the durable ready queue by a worker, until the claim expires.
+///
+/// It carries all a worker needs to run the attempt: the task's name and its input.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claim {
     /// The queue entry.
@@ -114,6 +116,10 @@ pub struct Claim {
     pub node: NodeId,
     /// The attempt to run.
     pub attempt: u32,
+    /// The task whose body runs.
+    pub task: String,
+    /// The body's input: the node's arguments, upstream outputs resolved.
+    pub input: Value,
     /// The queue it was taken from.
     pub queue: String,
     /// Its priority (higher first).
@@ -122,6 +128,18 @@ pub struct Claim {
     pub owner: String,
     /// When the claim expires unless renewed (ms since the epoch).
     pub expires_at: i64,
+}
+
+/// The end of a queued attempt, reported by the worker that ran it, not yet recorded by the
+/// run's orchestrator.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueResult {
+    /// The node.
+    pub node: NodeId,
+    /// The attempt.
+    pub attempt: u32,
+    /// Its output, or why it failed.
+    pub result: Result<Value, ErrorWire>,
 }
 
 /// One change to the journal.
@@ -200,12 +218,14 @@ pub enum Write {
         node: NodeId,
         /// The attempt number.
         attempt: u32,
-        /// The executor running it.
-        executor: &'static str,
+        /// What runs it: an executor (`inline`, `process`, `pool`) or a queue (`queue:NAME`).
+        executor: std::borrow::Cow<'static, str>,
         /// When.
         at: i64,
     },
-    /// An attempt ended.
+    /// An attempt ended. Its queue entry, if it has one, is closed in the same transaction: an
+    /// entry still ready or claimed is cancelled (no worker starts it, a late result is
+    /// refused), and a reported result counts as taken.
     AttemptFinished {
         /// The run.
         run: RunId,
@@ -304,6 +324,10 @@ pub enum Write {
         queue: String,
         /// Higher is claimed first.
         priority: i32,
+        /// The task whose body runs.
+        task: String,
+        /// The body's input.
+        input: Value,
     },
 }
 
@@ -404,6 +428,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn fail(&self, claim: &Claim, error: &ErrorWire) -> Result<(), StoreError>;
     /// Gives a claim up: the entry is ready for another claimer at once.
     fn release(&self, claim: &Claim) -> Result<(), StoreError>;
+    /// The results workers reported for queued attempts of `run` that are still running, in
+    /// the order they were enqueued. A result stays here until the orchestrator commits the
+    /// attempt's end ([`Write::AttemptFinished`]), so one taken by an orchestrator that stopped
+    /// before committing it is not lost.
+    fn queue_results(&self, run: RunId) -> Result<Vec<QueueResult>, StoreError>;
 }
 
 /// Renews a run's lease from a dedicated OS thread with its own connection, so that inline

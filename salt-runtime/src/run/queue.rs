@@ -1,5 +1,10 @@
 //! The ready queue: nodes whose upstream succeeded wait here, highest priority first, for a
 //! free slot.
+//!
+//! A node of a task on a named queue (`#[task(queue = "gpu")]`) is not started by the run's
+//! executor: its attempt goes into the store's durable queue, with its input, for a worker of
+//! that queue (`<bin> worker --queue gpu`) to claim. It is `running` meanwhile, holds a slot,
+//! and its timeout applies; the driver feeds the worker's result back as the attempt's end.
 
 use std::cmp::Reverse;
 
@@ -7,6 +12,7 @@ use super::timers::Timer;
 use super::{Action, Core};
 use crate::executor::Launch;
 use crate::model::{NodeId, NodeState, now_ms};
+use crate::registry::DEFAULT_QUEUE;
 use crate::store::Write;
 
 impl Core {
@@ -50,18 +56,173 @@ impl Core {
         let task = n.task;
         n.live = Some(attempt);
         self.live_slots += 1;
-        self.fx.writes.push(Write::AttemptStarted {
-            run: self.run,
-            node: id,
-            attempt,
-            executor: self.config.executor,
-            at,
-        });
+        let queue = task.policy.queue;
+        let remote = queue != DEFAULT_QUEUE;
+        let executor = if remote { format!("queue:{queue}").into() } else { self.config.executor.into() };
+        self.fx.writes.push(Write::AttemptStarted { run: self.run, node: id, attempt, executor, at });
         if let Some(timeout) = task.policy.timeout {
             self.set_timer(timeout, Timer::Timeout { node: id, attempt });
         }
         self.note(id, task.name, NodeState::Running, attempt, None);
-        let at = self.attempt_id(id, attempt);
-        self.fx.actions.push(Action::Start(Launch { at, task, input }));
+        if remote {
+            let priority = task.policy.priority;
+            let (queue, task) = (queue.to_string(), task.name.to_string());
+            self.fx.writes.push(Write::Enqueue { run: self.run, node: id, attempt, queue, priority, task, input });
+        } else {
+            let at = self.attempt_id(id, attempt);
+            self.fx.actions.push(Action::Start(Launch { at, task, input }));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use serde_json::{Value, json};
+
+    use super::super::{Action, Config, Core};
+    use crate::context::Context;
+    use crate::error::{ErrorKind, ErrorWire};
+    use crate::executor::{AttemptId, Event};
+    use crate::model::{NodeRecord, NodeState, RunRecord, RunSnapshot, RunState, StoredArg};
+    use crate::registry::{Kind, Policy, Registry, TaskDescriptor};
+    use crate::store::Write;
+
+    fn body(_: Value, _: Context) -> crate::registry::BodyFuture {
+        Box::pin(async { Ok(Value::Null) })
+    }
+
+    /// A workflow whose root node is on the `gpu` queue, with a timeout and one retry.
+    static ON_GPU: TaskDescriptor = TaskDescriptor {
+        name: "on_gpu",
+        kind: Kind::Workflow,
+        module: "tests",
+        doc: "",
+        input_schema: || json!({}),
+        output_schema: || json!({}),
+        run: body,
+        check_input: |_| Ok(()),
+        policy: Policy {
+            queue: "gpu",
+            priority: 3,
+            timeout: Some(Duration::from_secs(5)),
+            retries: 1,
+            ..Policy::DEFAULT
+        },
+        label: None,
+        color: None,
+        default_input: None,
+        schedule: None,
+        promises: &[],
+        may_spawn: true,
+    };
+
+    fn core(now: Instant) -> Core {
+        let registry: &'static Registry = Box::leak(Box::new(Registry::build([&ON_GPU].into_iter()).unwrap()));
+        let snapshot = RunSnapshot {
+            run: RunRecord {
+                id: 1,
+                workflow: "on_gpu".into(),
+                state: RunState::Queued,
+                input: json!({"x": 2}),
+                output: None,
+                error: None,
+                created_at: 0,
+                started_at: None,
+                finished_at: None,
+                executor: "inline".into(),
+                parallelism: 4,
+                owner: None,
+            },
+            nodes: vec![NodeRecord {
+                id: 0,
+                parent: None,
+                seq: None,
+                task: "on_gpu".into(),
+                state: NodeState::Pending,
+                args: vec![("x".into(), StoredArg::Value(json!(2)))],
+                input_hash: String::new(),
+                output: None,
+                error: None,
+                attempts: 0,
+                label: None,
+                color: None,
+                shape: None,
+                created_at: 0,
+                started_at: None,
+                finished_at: None,
+            }],
+            edges: Vec::new(),
+            attempts: Vec::new(),
+            journal: Vec::new(),
+            promises: Vec::new(),
+            waits: Vec::new(),
+        };
+        let config = Config { executor: "inline", parallelism: 4, park_after: None };
+        let mut core = Core::new(snapshot, registry, config, now).unwrap();
+        core.begin(now);
+        core.start_ready(now);
+        core
+    }
+
+    fn enqueued(writes: &[Write]) -> Vec<(u32, String)> {
+        writes
+            .iter()
+            .filter_map(|w| match w {
+                Write::Enqueue { attempt, queue, .. } => Some((*attempt, queue.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_node_of_a_named_queue_is_enqueued_with_its_input_not_started() {
+        let now = Instant::now();
+        let mut core = core(now);
+        let fx = core.take_effects();
+        assert!(!fx.actions.iter().any(|a| matches!(a, Action::Start(_))), "{:?}", fx.actions);
+        let started = fx.writes.iter().find_map(|w| match w {
+            Write::AttemptStarted { attempt: 1, executor, .. } => Some(executor.to_string()),
+            _ => None,
+        });
+        assert_eq!(started.as_deref(), Some("queue:gpu"));
+        let entry = fx.writes.iter().find_map(|w| match w {
+            Write::Enqueue { node: 0, attempt: 1, queue, priority, task, input, .. } => {
+                Some((queue.as_str(), *priority, task.as_str(), input.clone()))
+            }
+            _ => None,
+        });
+        assert_eq!(entry, Some(("gpu", 3, "on_gpu", json!({"x": 2}))));
+        assert_eq!(core.active(), 1, "it is running, remotely");
+
+        // The worker's result ends the attempt like any executor's.
+        let at = AttemptId { run: 1, node: 0, attempt: 1 };
+        core.handle(now, Event::Finished { at, result: Ok(json!(200)) });
+        assert_eq!(core.active(), 0);
+        assert_eq!(core.finish().output, Some(json!(200)));
+    }
+
+    #[test]
+    fn a_queued_attempt_times_out_and_its_retry_is_enqueued_again() {
+        let now = Instant::now();
+        let mut core = core(now);
+        assert_eq!(enqueued(&core.take_effects().writes), [(1, "gpu".to_string())]);
+        core.fire_timers(now + Duration::from_secs(6));
+        let fx = core.take_effects();
+        let ended = fx.writes.iter().any(|w| {
+            matches!(w, Write::AttemptFinished { attempt: 1, state: NodeState::Failed, error: Some(e), .. }
+                if e.kind == ErrorKind::Timeout)
+        });
+        assert!(ended, "{:?}", fx.writes);
+        // After its backoff, attempt 2 goes into the queue; attempt 1's late result is ignored.
+        let later = now + Duration::from_secs(8);
+        core.fire_timers(later);
+        core.start_ready(later);
+        assert_eq!(enqueued(&core.take_effects().writes), [(2, "gpu".to_string())]);
+        let late = AttemptId { run: 1, node: 0, attempt: 1 };
+        core.handle(later, Event::Finished { at: late, result: Err(ErrorWire::new(ErrorKind::Task, "late")) });
+        assert!(core.take_effects().writes.is_empty());
+        assert_eq!(core.active(), 1);
     }
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 use serde_json::Value;
 
-use super::{Claim, Durability, Lease, NewRun, Store, Write, effective_state};
+use super::{Claim, Durability, Lease, NewRun, QueueResult, Store, Write, effective_state};
 use crate::error::{ErrorWire, StoreError};
 use crate::model::{
     AttemptRecord, EdgeKind, EdgeRecord, JournalRecord, LogRecord, NodeId, NodeRecord, NodeState, PromiseRecord,
@@ -24,6 +24,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_init.sql"),
     include_str!("../../migrations/0002_gradient.sql"),
     include_str!("../../migrations/0003_leases_queue.sql"),
+    include_str!("../../migrations/0004_remote_workers.sql"),
 ];
 
 /// `PRAGMA application_id` of every salt database: `SALT` in ASCII.
@@ -257,7 +258,7 @@ impl SqliteStore {
                     "INSERT OR REPLACE INTO attempts (run_id, node_id, attempt, state, executor, started_at)
                      VALUES (?1, ?2, ?3, 'running', ?4, ?5)",
                 )?
-                .execute(params![run, node, attempt, executor, at])?;
+                .execute(params![run, node, attempt, executor.as_ref(), at])?;
                 tx.prepare_cached(
                     "UPDATE nodes SET state = 'running', attempts = ?3, started_at = ?4 WHERE run_id = ?1 AND id = ?2",
                 )?
@@ -269,6 +270,13 @@ impl SqliteStore {
                      WHERE run_id = ?1 AND node_id = ?2 AND attempt = ?3",
                 )?
                 .execute(params![run, node, attempt, state.as_str(), error.as_ref().map(json), at])?;
+                // The attempt is over: no worker may start it now, nor report it late.
+                tx.prepare_cached(
+                    "UPDATE ready_queue
+                     SET taken_at = ?4, state = CASE WHEN state IN ('ready', 'claimed') THEN 'cancelled' ELSE state END
+                     WHERE run_id = ?1 AND node_id = ?2 AND attempt = ?3 AND taken_at IS NULL",
+                )?
+                .execute(params![run, node, attempt, at])?;
             }
             Write::NodeFinished { run, node, state, output, error, at } => {
                 tx.prepare_cached(
@@ -338,12 +346,22 @@ impl SqliteStore {
                 tx.prepare_cached("INSERT INTO logs (run_id, node_id, attempt, ts, line) VALUES (?1, ?2, ?3, ?4, ?5)")?
                     .execute(params![run, record.node, record.attempt, record.ts, record.line])?;
             }
-            Write::Enqueue { run, node, attempt, queue, priority } => {
+            Write::Enqueue { run, node, attempt, queue, priority, task, input } => {
                 tx.prepare_cached(
-                    "INSERT OR IGNORE INTO ready_queue (run_id, node_id, attempt, queue, priority, state, enqueued_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, 'ready', ?6)",
+                    "INSERT OR IGNORE INTO ready_queue
+                     (run_id, node_id, attempt, queue, priority, state, enqueued_at, task, input)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 'ready', ?6, ?7, ?8)",
                 )?
-                .execute(params![run, node, attempt, queue, priority, now_ms()])?;
+                .execute(params![
+                    run,
+                    node,
+                    attempt,
+                    queue,
+                    priority,
+                    now_ms(),
+                    task,
+                    input.to_string()
+                ])?;
             }
         }
         Ok(())
@@ -877,21 +895,22 @@ impl Store for SqliteStore {
         let tx = self.write_tx(&mut conn)?;
         let now = now_ms();
         let expires_at = now.saturating_add(millis(ttl));
-        let picked: Vec<(i64, RunId, NodeId, u32, i32)> = tx
+        type Picked = (i64, RunId, NodeId, u32, i32, String, String);
+        let picked: Vec<Picked> = tx
             .prepare_cached(
-                "SELECT id, run_id, node_id, attempt, priority FROM ready_queue
+                "SELECT id, run_id, node_id, attempt, priority, task, input FROM ready_queue
                  WHERE queue = ?1 AND (state = 'ready' OR (state = 'claimed' AND expires_at <= ?2))
                  ORDER BY priority DESC, id LIMIT ?3",
             )
             .and_then(|mut s| {
                 s.query_map(params![queue, now, i64::try_from(n).unwrap_or(i64::MAX)], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
                 })?
                 .collect()
             })
             .map_err(sql)?;
         let mut claims = Vec::with_capacity(picked.len());
-        for (id, run, node, attempt, priority) in picked {
+        for (id, run, node, attempt, priority, task, input) in picked {
             tx.prepare_cached(
                 "UPDATE ready_queue SET state = 'claimed', owner = ?2, expires_at = ?3, claims = claims + 1
                  WHERE id = ?1",
@@ -903,6 +922,8 @@ impl Store for SqliteStore {
                 run,
                 node,
                 attempt,
+                task,
+                input: parse_json(input),
                 queue: queue.to_string(),
                 priority,
                 owner: owner.to_string(),
@@ -929,6 +950,44 @@ impl Store for SqliteStore {
 
     fn release(&self, claim: &Claim) -> Result<(), StoreError> {
         self.settle(claim, "state = 'ready', owner = NULL, expires_at = NULL, result = ?3", &rusqlite::types::Null)
+    }
+
+    fn queue_results(&self, run: RunId) -> Result<Vec<QueueResult>, StoreError> {
+        let sql = |e| self.sql(e);
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT q.node_id, q.attempt, q.state, q.result, q.error FROM ready_queue q
+                 JOIN attempts a ON a.run_id = q.run_id AND a.node_id = q.node_id AND a.attempt = q.attempt
+                 WHERE q.run_id = ?1 AND q.state IN ('succeeded', 'failed') AND q.taken_at IS NULL
+                   AND a.state = 'running'
+                 ORDER BY q.id",
+            )
+            .map_err(sql)?;
+        let rows = stmt
+            .query_map([run], |r| {
+                Ok((
+                    r.get::<_, NodeId>(0)?,
+                    r.get::<_, u32>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                ))
+            })
+            .map_err(sql)?;
+        let mut results = Vec::new();
+        for row in rows {
+            let (node, attempt, state, output, error) = row.map_err(sql)?;
+            let result = if state == "succeeded" {
+                Ok(output.map_or(Value::Null, parse_json))
+            } else {
+                let error = error.as_deref().and_then(|e| serde_json::from_str::<ErrorWire>(e).ok());
+                Err(error
+                    .ok_or_else(|| corrupt("ready_queue", format!("entry of node {node} failed with no error")))?)
+            };
+            results.push(QueueResult { node, attempt, result });
+        }
+        Ok(results)
     }
 }
 
@@ -993,7 +1052,7 @@ mod tests {
                 Some(&lease),
                 &[
                     started(run),
-                    Write::AttemptStarted { run, node: 0, attempt: 1, executor: "inline", at: 6 },
+                    Write::AttemptStarted { run, node: 0, attempt: 1, executor: "inline".into(), at: 6 },
                     Write::NodeFinished {
                         run,
                         node: 0,
@@ -1297,7 +1356,10 @@ mod tests {
     }
 
     fn enqueue(store: &SqliteStore, run: RunId, node: NodeId, queue: &str, priority: i32) {
-        store.commit(None, &[Write::Enqueue { run, node, attempt: 1, queue: queue.into(), priority }]).unwrap();
+        let (task, input) = ("t".to_string(), serde_json::json!({"n": node}));
+        store
+            .commit(None, &[Write::Enqueue { run, node, attempt: 1, queue: queue.into(), priority, task, input }])
+            .unwrap();
     }
 
     #[test]
@@ -1347,13 +1409,110 @@ mod tests {
     }
 
     #[test]
+    fn a_claim_carries_the_task_and_its_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("salt.db")).unwrap();
+        let run = new_run(&store, None);
+        enqueue(&store, run, 7, "gpu", 0);
+        let claim = store.claim("gpu", 1, "w", TTL).unwrap().remove(0);
+        assert_eq!((claim.task.as_str(), claim.input.clone()), ("t", serde_json::json!({"n": 7})));
+    }
+
+    /// An attempt started on `queue`, as the run core writes it.
+    fn start_queued(store: &SqliteStore, run: RunId, node: NodeId, attempt: u32) {
+        let queue = "q".to_string();
+        store
+            .commit(
+                None,
+                &[
+                    Write::AttemptStarted { run, node, attempt, executor: "queue:q".into(), at: now_ms() },
+                    Write::Enqueue { run, node, attempt, queue, priority: 0, task: "t".into(), input: Value::Null },
+                ],
+            )
+            .unwrap();
+    }
+
+    fn attempt_finished(run: RunId, node: NodeId, attempt: u32, state: NodeState) -> Write {
+        Write::AttemptFinished { run, node, attempt, state, error: None, at: now_ms() }
+    }
+
+    #[test]
+    fn results_of_queued_attempts_wait_until_the_orchestrator_records_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("salt.db")).unwrap();
+        let run = new_run(&store, None);
+        for node in [1, 2, 3] {
+            start_queued(&store, run, node, 1);
+        }
+        assert!(store.queue_results(run).unwrap().is_empty(), "nothing has run yet");
+        let claims = store.claim("q", 3, "w", TTL).unwrap();
+        store.complete(&claims[0], &serde_json::json!({"out": 1})).unwrap();
+        let error = ErrorWire::new(crate::error::ErrorKind::Task, "it broke");
+        store.fail(&claims[1], &error).unwrap();
+        let results = store.queue_results(run).unwrap();
+        assert_eq!(
+            results,
+            [
+                QueueResult { node: 1, attempt: 1, result: Ok(serde_json::json!({"out": 1})) },
+                QueueResult { node: 2, attempt: 1, result: Err(error) },
+            ]
+        );
+        // Read again until recorded: an orchestrator that stopped before recording loses nothing.
+        assert_eq!(store.queue_results(run).unwrap().len(), 2);
+        store
+            .commit(
+                None,
+                &[attempt_finished(run, 1, 1, NodeState::Succeeded), attempt_finished(run, 2, 1, NodeState::Failed)],
+            )
+            .unwrap();
+        assert!(store.queue_results(run).unwrap().is_empty());
+        assert!(store.queue_results(run + 1).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_queued_attempt_that_ended_is_neither_started_nor_reported_late() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("salt.db")).unwrap();
+        let run = new_run(&store, None);
+        start_queued(&store, run, 1, 1);
+        start_queued(&store, run, 2, 1);
+        let claimed = store.claim("q", 1, "w", TTL).unwrap().remove(0);
+        assert_eq!(claimed.node, 1);
+        // The orchestrator timed node 1 out while a worker ran it, and cancelled node 2 before
+        // any worker took it.
+        store
+            .commit(
+                None,
+                &[attempt_finished(run, 1, 1, NodeState::Failed), attempt_finished(run, 2, 1, NodeState::Cancelled)],
+            )
+            .unwrap();
+        assert!(store.claim("q", 9, "w2", TTL).unwrap().is_empty(), "an ended attempt is not claimable");
+        for late in [store.complete(&claimed, &1.into()), store.renew_claim(&claimed, TTL).map(|_| ())] {
+            assert!(matches!(late, Err(StoreError::ClaimLost { .. })), "{late:?}");
+        }
+        assert!(store.queue_results(run).unwrap().is_empty());
+        // Its retry is a new attempt, claimable as any other.
+        start_queued(&store, run, 1, 2);
+        let retry = store.claim("q", 9, "w2", TTL).unwrap();
+        assert_eq!(retry.iter().map(|c| (c.node, c.attempt)).collect::<Vec<_>>(), [(1, 2)]);
+    }
+
+    #[test]
     fn racing_claimers_never_get_the_same_entry() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("salt.db");
         let store = SqliteStore::open(&path).unwrap();
         let run = new_run(&store, None);
         let writes: Vec<Write> = (0..400)
-            .map(|node| Write::Enqueue { run, node, attempt: 1, queue: "q".into(), priority: (node % 7) as i32 })
+            .map(|node| Write::Enqueue {
+                run,
+                node,
+                attempt: 1,
+                queue: "q".into(),
+                priority: (node % 7) as i32,
+                task: "t".into(),
+                input: Value::Null,
+            })
             .collect();
         store.commit(None, &writes).unwrap();
         let barrier = Arc::new(Barrier::new(8));

@@ -424,6 +424,58 @@ async fn sneaks() -> salt::Result<u64> {
     sneaky().await
 }
 
+/// Runs on the `gpu` queue, so only a worker of that queue runs it: counts its run, sleeps
+/// `slow_ms` the first time it runs, fails its first `fail_first` attempts (retried), and
+/// returns `x * 100`.
+#[task(queue = "gpu", retries = 2, backoff = "10ms")]
+async fn on_gpu(dir: String, x: u64, slow_ms: u64, fail_first: u32, ctx: &Context) -> salt::Result<u64> {
+    mark(&dir, "on_gpu");
+    ctx.log(format!("on the gpu queue with x = {x}"));
+    let runs = std::fs::read_to_string(Path::new(&dir).join("on_gpu")).map_or(0, |s| s.lines().count());
+    if runs == 1 {
+        tokio::time::sleep(Duration::from_millis(slow_ms)).await;
+    }
+    if ctx.attempt() <= fail_first {
+        return Err(salt::Error::msg(format!("attempt {} fails on purpose", ctx.attempt())));
+    }
+    Ok(x * 100)
+}
+
+/// A local step, a step on the `gpu` queue that takes its output, and a local step after it.
+#[workflow]
+async fn remote(dir: String, slow_ms: u64, fail_first: u32) -> salt::Result<u64> {
+    let before = step(dir.clone(), "before", 1, 0);
+    let gpu = on_gpu(dir.clone(), before, slow_ms, fail_first);
+    step(dir, "after".to_string(), gpu, 0).await
+}
+
+/// On the `gpu` queue, tries to spawn a child: a worker refuses.
+#[task(queue = "gpu", spawns)]
+async fn gpu_spawner(dir: String) -> salt::Result<u64> {
+    mark(&dir, "gpu_spawner");
+    one(1).await
+}
+
+/// Runs `gpu_spawner`.
+#[workflow]
+async fn remote_spawner(dir: String) -> salt::Result<u64> {
+    gpu_spawner(dir).await
+}
+
+/// On the `gpu` queue with a short timeout, and slower than it.
+#[task(queue = "gpu", timeout = "300ms")]
+async fn gpu_slow(dir: String) -> salt::Result<()> {
+    mark(&dir, "gpu_slow");
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    Ok(())
+}
+
+/// Runs `gpu_slow`.
+#[workflow]
+async fn remote_timeout(dir: String) -> salt::Result<()> {
+    gpu_slow(dir).await
+}
+
 /// Waits for a number, or takes 7 after `timeout_ms`.
 #[workflow]
 async fn waits(timeout_ms: u64, ctx: &Context) -> salt::Result<u64> {

@@ -8,3 +8,4 @@ mod ownership;
 mod recovery;
 mod replay;
 mod support;
+mod workers;
