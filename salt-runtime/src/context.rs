@@ -45,6 +45,9 @@ pub enum WireArg {
     Value(Value),
     /// The output of the sibling node spawned at this sequence number.
     Handle(u32),
+    /// A literal value too large for a message (over [`crate::blob::SPILL_BYTES`] of JSON),
+    /// stored as a blob by the node process; the orchestrator reads it back into a `Value`.
+    Blob(crate::blob::BlobRef),
 }
 
 /// A spawn request: `(parent, seq)` is the durable key of the child.

@@ -330,6 +330,12 @@ pub struct NewRun<'a> {
 /// Every method takes `&self` and the trait is `Send + Sync`, so one store may be shared by
 /// threads (a driver committing on a blocking thread); a backend serializes what it must.
 pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Where this store keeps values over [`crate::blob::SPILL_BYTES`]; executors give it to
+    /// node processes, which store and read large values there themselves. `None`: a store
+    /// that keeps every value in its rows.
+    fn blobs(&self) -> Option<crate::blob::Blobs> {
+        None
+    }
     /// A new connection to the same database, for another thread (the lease heartbeat).
     fn reopen(&self) -> Result<Box<dyn Store>, StoreError>;
     /// Creates a run in state `queued` with its root node, in one transaction, and returns its
