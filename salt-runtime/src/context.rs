@@ -45,6 +45,9 @@ pub enum WireArg {
     Value(Value),
     /// The output of the sibling node spawned at this sequence number.
     Handle(u32),
+    /// A literal value too large for a message (over [`crate::blob::SPILL_BYTES`] of JSON),
+    /// stored as a blob by the node process; the orchestrator reads it back into a `Value`.
+    Blob(crate::blob::BlobRef),
 }
 
 /// A spawn request: `(parent, seq)` is the durable key of the child.
@@ -169,18 +172,18 @@ pub enum JournalKind {
 
 /// Answers to many awaits of one body, gathered so that the body wakes once for all of them
 /// ([`join_all`]).
-pub(crate) struct Gather {
-    slots: Mutex<Vec<Option<std::result::Result<Value, ErrorWire>>>>,
+pub(crate) struct Gather<T> {
+    slots: Mutex<Vec<Option<T>>>,
     left: std::sync::atomic::AtomicUsize,
     done: Mutex<Option<futures::channel::oneshot::Sender<()>>>,
 }
 
-impl Gather {
+impl<T> Gather<T> {
     /// A gathering of `n` answers, and what resolves once all are in.
     pub(crate) fn new(n: usize) -> (Arc<Self>, futures::channel::oneshot::Receiver<()>) {
         let (tx, rx) = futures::channel::oneshot::channel();
         let gather = Self {
-            slots: Mutex::new(vec![None; n]),
+            slots: Mutex::new((0..n).map(|_| None).collect()),
             left: std::sync::atomic::AtomicUsize::new(n),
             done: Mutex::new(Some(tx)),
         };
@@ -191,7 +194,7 @@ impl Gather {
     }
 
     /// The answer of await number `i`.
-    pub(crate) fn put(&self, i: usize, answer: std::result::Result<Value, ErrorWire>) {
+    pub(crate) fn put(&self, i: usize, answer: T) {
         let fresh = match self.slots.lock().unwrap_or_else(|p| p.into_inner()).get_mut(i) {
             Some(slot) if slot.is_none() => {
                 *slot = Some(answer);
@@ -210,14 +213,15 @@ impl Gather {
         }
     }
 
-    /// The answers, in order (once all are in).
-    pub(crate) fn take(&self) -> Vec<std::result::Result<Value, ErrorWire>> {
-        let slots = std::mem::take(&mut *self.slots.lock().unwrap_or_else(|p| p.into_inner()));
-        slots
-            .into_iter()
-            .map(|s| s.unwrap_or_else(|| Err(ErrorWire::new(ErrorKind::Protocol, "an await got no answer"))))
-            .collect()
+    /// The answers, in order (once all are in; a missing one is `None`).
+    pub(crate) fn take(&self) -> Vec<Option<T>> {
+        std::mem::take(&mut *self.slots.lock().unwrap_or_else(|p| p.into_inner()))
     }
+}
+
+/// An await that got no answer (never expected: answers come before the gathering ends).
+pub(crate) fn unanswered() -> ErrorWire {
+    ErrorWire::new(ErrorKind::Protocol, "an await got no answer")
 }
 
 /// The orchestrator as a running body sees it (in process, or across the stdio protocol).

@@ -249,6 +249,9 @@ pub enum StoreError {
         /// What was wrong.
         detail: String,
     },
+    /// A value stored beside the database (over 1 MiB) could not be written or read.
+    #[error(transparent)]
+    Blob(#[from] crate::blob::BlobError),
     /// No run has this id.
     #[error("no run {0}")]
     NoRun(i64),
@@ -356,6 +359,9 @@ pub enum ProtocolError {
     /// The node process could not be started or talked to.
     #[error("node process: {0}")]
     Io(String),
+    /// A value the node process passed by reference could not be read.
+    #[error("node process passed a value by reference that cannot be read: {0}")]
+    Blob(String),
 }
 
 impl From<ProtocolError> for ErrorWire {

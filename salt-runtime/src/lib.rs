@@ -4,6 +4,7 @@
 //! Users depend on the `salt` crate, which re-exports what they need; this crate's API is the
 //! contract between the facade, the generated code and the binary.
 
+pub mod blob;
 pub mod cli;
 pub mod context;
 mod driver;

@@ -20,6 +20,19 @@
 //! orchestrator → node: {"type":"cancel","attempt_id":1}                      (stop one attempt)
 //! ```
 //!
+//! Values whose JSON is over [`SPILL_BYTES`](crate::blob::SPILL_BYTES) do not travel in messages: they are written once
+//! to the blob directory beside the database (see [`crate::blob`]) and passed by reference,
+//! `{"$salt_blob":"<sha256>","bytes":N}`, always in a place that says it is one:
+//!
+//! ```text
+//! orchestrator → node: {"type":"start",…,"input":{"n":3},"input_blobs":{"rows":{"$salt_blob":"…","bytes":73400320}},"blobs":"/x/.salt/salt.db.blobs"}
+//! orchestrator → node: {"type":"resolved","attempt_id":1,"id":1,"result":{"blob":{"$salt_blob":"…","bytes":73400320}}}
+//! node → orchestrator: {"type":"mutate",…,"args":[["rows",{"blob":{"$salt_blob":"…","bytes":73400320}}]]}
+//! node → orchestrator: {"type":"done","attempt_id":1,"blob":{"$salt_blob":"…","bytes":73400320}}
+//! ```
+//!
+//! `start` says where the blobs are (`blobs`); without it, a node sends every value inline.
+//!
 //! After an attempt's `done` or `failed`, the node process writes a marker line on stderr
 //! (`END_MARKER` and the attempt id), so the orchestrator knows that every log line the
 //! attempt wrote before it has arrived. End of input ends the process.
@@ -37,7 +50,8 @@ use serde_json::Value;
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::oneshot;
 
-use crate::context::{Context, Gather, Host, JournalKind, Mutation, SignalWait};
+use crate::blob::{BlobRef, Blobs};
+use crate::context::{Context, Gather, Host, JournalKind, Mutation, SignalWait, WireArg};
 use crate::error::{ErrorKind, ErrorWire};
 use crate::model::{NodeId, RunId};
 use crate::registry::Registry;
@@ -51,13 +65,16 @@ pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 /// The start of the stderr line a node process writes after each attempt's last message.
 pub const END_MARKER: &str = "\u{1}salt-attempt-end ";
 
-/// The outcome of an awaited node, exactly as JSON: `{"ok": value}` or `{"err": error}`; a
-/// `null` output is `{"ok": null}`.
+/// The outcome of an awaited node, exactly as JSON: `{"ok": value}`, `{"blob": reference}` (an
+/// output over [`SPILL_BYTES`](crate::blob::SPILL_BYTES), in the blob directory) or `{"err": error}`; a `null` output is
+/// `{"ok": null}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Outcome {
     /// The node's output.
     Ok(Value),
+    /// The node's output, stored as a blob.
+    Blob(BlobRef),
     /// Why it failed.
     Err(ErrorWire),
 }
@@ -67,15 +84,6 @@ impl From<Result<Value, ErrorWire>> for Outcome {
         match r {
             Ok(v) => Outcome::Ok(v),
             Err(e) => Outcome::Err(e),
-        }
-    }
-}
-
-impl From<Outcome> for Result<Value, ErrorWire> {
-    fn from(o: Outcome) -> Self {
-        match o {
-            Outcome::Ok(v) => Ok(v),
-            Outcome::Err(e) => Err(e),
         }
     }
 }
@@ -96,8 +104,16 @@ pub enum ToNode {
         task: String,
         /// The attempt number.
         attempt: u32,
-        /// The input object.
+        /// The input object, without the arguments passed by reference.
         input: Value,
+        /// The arguments passed by reference (their JSON is over [`SPILL_BYTES`](crate::blob::SPILL_BYTES)): the node
+        /// reads them from their blobs into `input` before it runs the body.
+        #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+        input_blobs: std::collections::BTreeMap<String, BlobRef>,
+        /// The blob directory, where the node reads values passed by reference and writes
+        /// values over [`SPILL_BYTES`](crate::blob::SPILL_BYTES) it passes back; none: every value travels inline.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        blobs: Option<String>,
     },
     /// The answer to an `await`.
     Resolved {
@@ -185,8 +201,12 @@ pub enum FromNode {
     Done {
         /// The attempt.
         attempt_id: u64,
-        /// The output.
+        /// The output (absent when it is in `blob`).
+        #[serde(default)]
         output: Value,
+        /// The output, when its JSON is over [`SPILL_BYTES`](crate::blob::SPILL_BYTES): stored by the node as a blob.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        blob: Option<BlobRef>,
     },
     /// The body failed.
     Failed {
@@ -244,7 +264,7 @@ enum Waiting {
     /// Alone.
     One(oneshot::Sender<ToNode>),
     /// Await number `.1` of a `join_all`.
-    Part(Arc<Gather>, usize),
+    Part(Arc<Gather<Outcome>>, usize),
 }
 
 /// Calls of one attempt waiting for their answers.
@@ -253,6 +273,7 @@ type Calls = Arc<Mutex<HashMap<u64, Waiting>>>;
 /// One attempt as its body sees the protocol.
 struct ProtocolHost {
     wire: Arc<Wire>,
+    blobs: Option<Blobs>,
     attempt_id: u64,
     next_id: AtomicU64,
     calls: Calls,
@@ -277,16 +298,33 @@ async fn value_of(rx: oneshot::Receiver<ToNode>) -> Value {
 }
 
 impl Host for ProtocolHost {
-    fn mutate(&self, mutations: Vec<Mutation>) {
+    fn mutate(&self, mut mutations: Vec<Mutation>) {
+        // Arguments too large for a message go by reference.
+        if let Some(blobs) = &self.blobs {
+            for m in &mut mutations {
+                let Mutation::Spawn(spawn) = m else { continue };
+                for (name, arg) in &mut spawn.args {
+                    let WireArg::Value(v) = arg else { continue };
+                    match blobs.spill(v) {
+                        Ok(Some(r)) => *arg = WireArg::Blob(r),
+                        Ok(None) => {}
+                        Err(e) => self.log(format!("[salt] argument `{name}` is sent inline: {e}")),
+                    }
+                }
+            }
+        }
         self.wire.send(&FromNode::Mutate { attempt_id: self.attempt_id, mutations });
     }
 
     fn await_node(&self, seq: u32) -> BoxFuture<'static, Result<Value, ErrorWire>> {
         let attempt_id = self.attempt_id;
         let rx = self.call(|id| FromNode::Await { attempt_id, id, seq });
+        let blobs = self.blobs.clone();
         async move {
             match rx.await {
-                Ok(ToNode::Resolved { result, .. }) => result.into(),
+                Ok(ToNode::Resolved { result: Outcome::Ok(v), .. }) => Ok(v),
+                Ok(ToNode::Resolved { result: Outcome::Err(e), .. }) => Err(e),
+                Ok(ToNode::Resolved { result: Outcome::Blob(r), .. }) => read_blob(blobs, r).await,
                 Ok(other) => Err(ErrorWire::new(
                     ErrorKind::Protocol,
                     format!("the orchestrator answered an await with {}", short(&format!("{other:?}"))),
@@ -310,11 +348,21 @@ impl Host for ProtocolHost {
             }
         }
         self.wire.send_all(&messages);
+        let blobs = self.blobs.clone();
         async move {
             if all_in.await.is_err() {
                 futures::future::pending::<()>().await;
             }
-            gather.take()
+            let mut answers = Vec::new();
+            for outcome in gather.take() {
+                answers.push(match outcome {
+                    Some(Outcome::Ok(v)) => Ok(v),
+                    Some(Outcome::Err(e)) => Err(e),
+                    Some(Outcome::Blob(r)) => read_blob(blobs.clone(), r).await,
+                    None => Err(crate::context::unanswered()),
+                });
+            }
+            answers
         }
         .boxed()
     }
@@ -331,6 +379,55 @@ impl Host for ProtocolHost {
 
     fn log(&self, line: String) {
         self.wire.send(&FromNode::Log { attempt_id: self.attempt_id, line });
+    }
+}
+
+/// Reads a value passed by reference, off the async threads.
+async fn read_blob(blobs: Option<Blobs>, r: BlobRef) -> Result<Value, ErrorWire> {
+    let Some(blobs) = blobs else {
+        return Err(ErrorWire::new(
+            ErrorKind::Protocol,
+            "the orchestrator passed a value by reference but named no blob directory",
+        ));
+    };
+    match tokio::task::spawn_blocking(move || blobs.get_value(&r)).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(ErrorWire::new(ErrorKind::Store, e)),
+        Err(e) => Err(ErrorWire::new(ErrorKind::Store, format!("reading a blob failed: {e}"))),
+    }
+}
+
+/// The input object of an attempt, with its arguments passed by reference read back in.
+async fn full_input(
+    mut input: Value,
+    by_ref: std::collections::BTreeMap<String, BlobRef>,
+    blobs: Option<Blobs>,
+) -> Result<Value, ErrorWire> {
+    for (name, r) in by_ref {
+        let v = read_blob(blobs.clone(), r).await?;
+        match &mut input {
+            Value::Object(map) => {
+                map.insert(name, v);
+            }
+            _ => return Err(ErrorWire::new(ErrorKind::Protocol, "an input passed by reference into a non-object")),
+        }
+    }
+    Ok(input)
+}
+
+/// The `done` message of an output: by reference when it is over [`SPILL_BYTES`](crate::blob::SPILL_BYTES) and there is a
+/// blob directory to put it in.
+async fn done(attempt_id: u64, output: Value, blobs: Option<Blobs>) -> FromNode {
+    let Some(blobs) = blobs else {
+        return FromNode::Done { attempt_id, output, blob: None };
+    };
+    match tokio::task::spawn_blocking(move || blobs.spill(&output).map(|r| (r, output))).await {
+        Ok(Ok((None, output))) => FromNode::Done { attempt_id, output, blob: None },
+        Ok(Ok((Some(r), _))) => FromNode::Done { attempt_id, output: Value::Null, blob: Some(r) },
+        Ok(Err(e)) => FromNode::Failed { attempt_id, error: ErrorWire::new(ErrorKind::Store, e) },
+        Err(e) => {
+            FromNode::Failed { attempt_id, error: ErrorWire::new(ErrorKind::Store, format!("storing the output: {e}")) }
+        }
     }
 }
 
@@ -418,7 +515,8 @@ async fn exec(proto: std::fs::File) -> ExitCode {
             }
         };
         match msg {
-            ToNode::Start { attempt_id, run, node, task, attempt, input } => {
+            ToNode::Start { attempt_id, run, node, task, attempt, input, input_blobs, blobs } => {
+                let blobs = blobs.map(Blobs::at);
                 let descriptor = match registry
                     .as_ref()
                     .map_err(|e| e.to_wire())
@@ -434,15 +532,21 @@ async fn exec(proto: std::fs::File) -> ExitCode {
                 let calls = Calls::default();
                 let host = Arc::new(ProtocolHost {
                     wire: wire.clone(),
+                    blobs: blobs.clone(),
                     attempt_id,
                     next_id: AtomicU64::new(1),
                     calls: calls.clone(),
                 });
                 let ctx = Context::new(host, run, node, attempt);
-                let body = ctx.clone().scope((descriptor.run)(input, ctx.clone()));
                 let (wire2, running2) = (wire.clone(), running.clone());
                 let handle = tokio::spawn(async move {
-                    let result = std::panic::AssertUnwindSafe(body).catch_unwind().await;
+                    let result = match full_input(input, input_blobs, blobs.clone()).await {
+                        Ok(input) => {
+                            let body = ctx.clone().scope((descriptor.run)(input, ctx.clone()));
+                            std::panic::AssertUnwindSafe(body).catch_unwind().await
+                        }
+                        Err(error) => Ok(Err(crate::error::Error::from(error))),
+                    };
                     ctx.flush();
                     let alone = {
                         let mut running = running2.lock().unwrap_or_else(|p| p.into_inner());
@@ -454,7 +558,7 @@ async fn exec(proto: std::fs::File) -> ExitCode {
                         kill_descendants();
                     }
                     match result {
-                        Ok(Ok(output)) => wire2.send(&FromNode::Done { attempt_id, output }),
+                        Ok(Ok(output)) => wire2.send(&done(attempt_id, output, blobs).await),
                         Ok(Err(e)) => wire2.send(&FromNode::Failed { attempt_id, error: e.to_wire() }),
                         Err(panic) => wire2.send(&FromNode::Failed { attempt_id, error: panic_error(panic) }),
                     }
@@ -475,8 +579,8 @@ async fn exec(proto: std::fs::File) -> ExitCode {
                     (Some(Waiting::One(tx)), msg) => {
                         let _ = tx.send(msg);
                     }
-                    (Some(Waiting::Part(gather, i)), ToNode::Resolved { result, .. }) => gather.put(i, result.into()),
-                    (Some(Waiting::Part(gather, i)), ToNode::Value { value, .. }) => gather.put(i, Ok(value)),
+                    (Some(Waiting::Part(gather, i)), ToNode::Resolved { result, .. }) => gather.put(i, result),
+                    (Some(Waiting::Part(gather, i)), ToNode::Value { value, .. }) => gather.put(i, Outcome::Ok(value)),
                     _ => {}
                 }
             }

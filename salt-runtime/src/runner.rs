@@ -456,7 +456,7 @@ impl Runner {
                     Executor::Process => PoolMode::Process,
                     _ => PoolMode::Pool { size: self.pool_size.unwrap_or(self.parallelism) },
                 };
-                Box::new(Pool::new(mode, exe, tx))
+                Box::new(Pool::new(mode, exe, store.blobs(), tx))
             }
         };
         let observer = progress::Broadcast::new(progress::observer(self.progress), self.transitions.clone(), run);

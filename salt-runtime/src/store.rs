@@ -382,6 +382,13 @@ impl Durability {
 pub trait Store: Send + Sync + std::fmt::Debug {
     /// Sets how hard this connection's commits are made to last.
     fn set_durability(&self, durability: Durability) -> Result<(), StoreError>;
+
+    /// Where this store keeps values over [`crate::blob::SPILL_BYTES`]; executors give it to
+    /// node processes, which store and read large values there themselves. `None`: a store
+    /// that keeps every value in its rows.
+    fn blobs(&self) -> Option<crate::blob::Blobs> {
+        None
+    }
     /// A new connection to the same database, for another thread (the lease heartbeat).
     fn reopen(&self) -> Result<Box<dyn Store>, StoreError>;
     /// Creates a run in state `queued` with its root node, in one transaction, and returns its

@@ -18,7 +18,7 @@ enum Waiting {
     /// Alone.
     One(oneshot::Sender<Answer>),
     /// Await number `.1` of a [`join_all`](crate::join_all).
-    Part(Arc<Gather>, usize),
+    Part(Arc<Gather<Result<Value, ErrorWire>>>, usize),
 }
 
 /// Calls of one attempt waiting for their answers.
@@ -178,7 +178,7 @@ impl Host for InlineHost {
                 // Never answered: the attempt is being stopped.
                 futures::future::pending::<()>().await;
             }
-            gather.take()
+            gather.take().into_iter().map(|a| a.unwrap_or_else(|| Err(crate::context::unanswered()))).collect()
         }
         .boxed()
     }

@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::session::{self, Attempts, End};
 use super::{Answer, AttemptId, Events, Executor, Launch};
+use crate::blob::{BlobRef, Blobs};
 use crate::error::ProtocolError;
 use crate::protocol::{Outcome, ToNode};
 
@@ -55,6 +56,8 @@ impl Worker {
 pub(crate) struct Pool {
     mode: PoolMode,
     exe: PathBuf,
+    /// Where values over [`SPILL_BYTES`](crate::blob::SPILL_BYTES) go, to be passed by reference; none: inline.
+    blobs: Option<Blobs>,
     events: Events,
     workers: Vec<Arc<Worker>>,
     running: std::collections::HashMap<AttemptId, (Arc<Worker>, u64)>,
@@ -62,8 +65,8 @@ pub(crate) struct Pool {
 }
 
 impl Pool {
-    pub(crate) fn new(mode: PoolMode, exe: PathBuf, events: Events) -> Self {
-        let mut pool = Self { mode, exe, events, workers: Vec::new(), running: Default::default(), next_id: 1 };
+    pub(crate) fn new(mode: PoolMode, exe: PathBuf, blobs: Option<Blobs>, events: Events) -> Self {
+        let mut pool = Self { mode, exe, blobs, events, workers: Vec::new(), running: Default::default(), next_id: 1 };
         if let PoolMode::Pool { size } = mode {
             for _ in 0..size {
                 let w = pool.spawn_worker(None);
@@ -100,6 +103,7 @@ impl Pool {
         }
         let events = self.events.clone();
         let exe = self.exe.clone();
+        let blobs = self.blobs.clone();
         let w = worker.clone();
         let one_shot = self.mode == PoolMode::Process;
         tokio::spawn(async move {
@@ -125,7 +129,7 @@ impl Pool {
             let (ended_tx, ended_rx) = watch::channel(0u64);
             let logs = tokio::spawn(session::log_loop(stderr, w.attempts.clone(), events.clone(), ended_tx));
             let w2 = w.clone();
-            let end = session::read_loop(stdout, w.attempts.clone(), events.clone(), ended_rx, move || {
+            let end = session::read_loop(stdout, w.attempts.clone(), blobs, events.clone(), ended_rx, move || {
                 if one_shot {
                     // The attempt is over: so is its process, and whatever it started.
                     w2.kill();
@@ -172,11 +176,38 @@ impl Pool {
     }
 }
 
+impl Pool {
+    /// Stores a value over [`SPILL_BYTES`](crate::blob::SPILL_BYTES) as a blob, to pass it by reference. A blob already
+    /// there (the node that made the value stored it) is only hashed, not written again. A
+    /// value that cannot be stored travels inline.
+    fn spill(&self, value: &serde_json::Value) -> Option<BlobRef> {
+        let blobs = self.blobs.as_ref()?;
+        blobs.spill(value).unwrap_or_else(|e| {
+            tracing::warn!("a value is passed inline: {e}");
+            None
+        })
+    }
+
+    /// Takes the arguments over [`SPILL_BYTES`](crate::blob::SPILL_BYTES) out of an input object, as references.
+    fn spill_input(&self, input: &mut serde_json::Value) -> std::collections::BTreeMap<String, BlobRef> {
+        let mut by_ref = std::collections::BTreeMap::new();
+        let (Some(_), serde_json::Value::Object(args)) = (&self.blobs, input) else { return by_ref };
+        let large: Vec<(String, BlobRef)> =
+            args.iter().filter_map(|(name, v)| Some((name.clone(), self.spill(v)?))).collect();
+        for (name, r) in large {
+            args.remove(&name);
+            by_ref.insert(name, r);
+        }
+        by_ref
+    }
+}
+
 impl Executor for Pool {
     fn start(&mut self, launch: Launch) {
-        let Launch { at, task, input } = launch;
+        let Launch { at, task, mut input } = launch;
         let id = self.next_id;
         self.next_id += 1;
+        let input_blobs = self.spill_input(&mut input);
         let worker = self.worker(id, at);
         let start = ToNode::Start {
             attempt_id: id,
@@ -185,6 +216,8 @@ impl Executor for Pool {
             task: task.name.to_string(),
             attempt: at.attempt,
             input,
+            input_blobs,
+            blobs: self.blobs.as_ref().map(|b| b.dir().display().to_string()),
         };
         // A fresh process had the attempt before its session began, so whatever ends the
         // session fails it. A pool process may have died just before it got the attempt.
@@ -199,9 +232,14 @@ impl Executor for Pool {
     fn answer(&mut self, at: AttemptId, call: u64, answer: Answer) {
         if let Some((w, id)) = self.running.get(&at) {
             let msg = match answer {
-                Answer::Resolved(result) => {
-                    ToNode::Resolved { attempt_id: *id, id: call, result: Outcome::from(result) }
+                Answer::Resolved(Ok(v)) => {
+                    let result = match self.spill(&v) {
+                        Some(r) => Outcome::Blob(r),
+                        None => Outcome::Ok(v),
+                    };
+                    ToNode::Resolved { attempt_id: *id, id: call, result }
                 }
+                Answer::Resolved(Err(e)) => ToNode::Resolved { attempt_id: *id, id: call, result: Outcome::Err(e) },
                 Answer::Value(value) => ToNode::Value { attempt_id: *id, id: call, value },
             };
             let _ = w.outbox.send(msg);

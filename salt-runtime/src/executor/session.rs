@@ -16,6 +16,8 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 
 use super::{AttemptId, Event, Events};
+use crate::blob::{BlobRef, Blobs};
+use crate::context::{Mutation, WireArg};
 use crate::error::ProtocolError;
 use crate::protocol::{END_MARKER, FromNode, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, ToNode, short};
 
@@ -112,10 +114,12 @@ pub(super) enum End {
 }
 
 /// Reads the node's messages and forwards them as events until the stream ends or breaks.
-/// `on_finished` runs after each attempt's end (the pool frees the process).
+/// `on_finished` runs after each attempt's end (the pool frees the process). Values the node
+/// passes by reference are read from `blobs` here, so the run core only sees values.
 pub(super) async fn read_loop<R: AsyncRead + Unpin>(
     output: R,
     attempts: Arc<Attempts>,
+    blobs: Option<Blobs>,
     events: Events,
     mut ended: watch::Receiver<u64>,
     mut on_finished: impl FnMut(),
@@ -169,15 +173,24 @@ pub(super) async fn read_loop<R: AsyncRead + Unpin>(
         };
         let event = match msg {
             FromNode::Hello { .. } => continue,
-            FromNode::Mutate { mutations, .. } => Event::Mutate { at, mutations },
+            FromNode::Mutate { mut mutations, .. } => {
+                if let Err(e) = read_args(&blobs, &mut mutations).await {
+                    return End::Broken(e);
+                }
+                Event::Mutate { at, mutations }
+            }
             FromNode::Await { id, seq, .. } => Event::Await { at, call: id, seq },
             FromNode::Journal { id, seq, kind, value, .. } => Event::Journal { at, call: id, seq, kind, value },
             FromNode::Wait { id, wait, .. } => Event::Wait { at, call: id, wait },
             FromNode::Log { line, .. } => Event::Log { at, line },
-            FromNode::Done { output, .. } => {
+            FromNode::Done { output, blob, .. } => {
+                let result = match blob {
+                    None => Ok(output),
+                    Some(r) => read(&blobs, r).await.map_err(Into::into),
+                };
                 wait_for_logs(&mut ended, id).await;
                 attempts.remove(id);
-                let _ = events.send(Event::Finished { at, result: Ok(output) });
+                let _ = events.send(Event::Finished { at, result });
                 on_finished();
                 continue;
             }
@@ -191,6 +204,30 @@ pub(super) async fn read_loop<R: AsyncRead + Unpin>(
         };
         let _ = events.send(event);
     }
+}
+
+/// Reads a value the node passed by reference, off the async threads.
+async fn read(blobs: &Option<Blobs>, r: BlobRef) -> Result<serde_json::Value, ProtocolError> {
+    let Some(blobs) = blobs.clone() else {
+        return Err(ProtocolError::Blob("it was given no blob directory".into()));
+    };
+    match tokio::task::spawn_blocking(move || blobs.get_value(&r)).await {
+        Ok(read) => read.map_err(|e| ProtocolError::Blob(e.to_string())),
+        Err(e) => Err(ProtocolError::Blob(e.to_string())),
+    }
+}
+
+/// Reads the spawn arguments a node passed by reference back into values.
+async fn read_args(blobs: &Option<Blobs>, mutations: &mut [Mutation]) -> Result<(), ProtocolError> {
+    for m in mutations {
+        let Mutation::Spawn(spawn) = m else { continue };
+        for (_, arg) in &mut spawn.args {
+            if let WireArg::Blob(r) = arg {
+                *arg = WireArg::Value(read(blobs, r.clone()).await?);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Waits (a little) for the end marker of attempt `id` on the log stream.

@@ -157,6 +157,12 @@ impl Core {
         for (name, arg) in args {
             let a = match arg {
                 WireArg::Value(v) => StoredArg::Value(v),
+                // Executors read blobs back into values before the core sees a spawn.
+                WireArg::Blob(_) => {
+                    let e =
+                        ErrorWire::new(ErrorKind::Protocol, format!("argument `{name}` arrived unread from its blob"));
+                    return self.fail_attempt(at, e);
+                }
                 WireArg::Handle(s) => match self.keys.get(&(parent, s)) {
                     Some(dep) => StoredArg::Node(*dep),
                     None => {

@@ -3,6 +3,10 @@
 //! Every write is an `IMMEDIATE` transaction (it takes the write lock first, so a check and the
 //! write that depends on it cannot interleave with another process); readers read in `DEFERRED`
 //! transactions and, in WAL mode, never wait for writers.
+//!
+//! Values whose JSON is over [`SPILL_BYTES`] (outputs, arguments, a run's input, journaled
+//! values) are written to blobs beside the file (see [`crate::blob`]) before the transaction
+//! that refers to them, and read back by `load`: rows hold small references, readers see values.
 
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -13,6 +17,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, Transaction, Trans
 use serde_json::Value;
 
 use super::{Claim, Durability, Lease, NewRun, QueueResult, Store, Write, effective_state};
+use crate::blob::{BlobRef, Blobs, SPILL_BYTES};
 use crate::error::{ErrorWire, StoreError};
 use crate::model::{
     AttemptRecord, EdgeKind, EdgeRecord, JournalRecord, LogRecord, NodeId, NodeRecord, NodeState, PromiseRecord,
@@ -25,6 +30,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0002_gradient.sql"),
     include_str!("../../migrations/0003_leases_queue.sql"),
     include_str!("../../migrations/0004_remote_workers.sql"),
+    include_str!("../../migrations/0005_blobs.sql"),
 ];
 
 /// `PRAGMA application_id` of every salt database: `SALT` in ASCII.
@@ -44,6 +50,8 @@ pub struct SqliteStore {
     conn: Mutex<Connection>,
     path: PathBuf,
     read_only: bool,
+    /// Where values over [`SPILL_BYTES`] are: `<path>.blobs`.
+    blobs: Blobs,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -105,7 +113,8 @@ impl SqliteStore {
             conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
         }
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
-        let store = Self { conn: Mutex::new(conn), path: path.to_path_buf(), read_only: false };
+        let store =
+            Self { conn: Mutex::new(conn), path: path.to_path_buf(), read_only: false, blobs: Blobs::beside(path) };
         store.migrate()?;
         Ok(store)
     }
@@ -141,7 +150,12 @@ impl SqliteStore {
             Identity::Empty => Err(StoreError::Missing { path: shown }),
             Identity::Salt(v) if v > supported => Err(StoreError::TooNew { path: shown, found: v, supported }),
             Identity::Salt(v) if v < supported => Err(StoreError::TooOld { path: shown, found: v, supported }),
-            Identity::Salt(_) => Ok(Self { conn: Mutex::new(conn), path: path.to_path_buf(), read_only: true }),
+            Identity::Salt(_) => Ok(Self {
+                conn: Mutex::new(conn),
+                path: path.to_path_buf(),
+                read_only: true,
+                blobs: Blobs::beside(path),
+            }),
         }
     }
 
@@ -185,7 +199,89 @@ impl SqliteStore {
         conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| self.sql(e))
     }
 
-    fn apply(tx: &rusqlite::Transaction<'_>, w: &Write) -> rusqlite::Result<()> {
+    /// What the values of `w` become in its rows: values over [`SPILL_BYTES`] are written to
+    /// their blobs now, before the transaction, so that no write lock is held while they are.
+    fn prepare(&self, w: &Write) -> Result<Prepared, StoreError> {
+        Ok(match w {
+            Write::RunState { output: Some(v), .. }
+            | Write::NodeFinished { output: Some(v), .. }
+            | Write::Journal { value: v, .. } => Prepared::Cell(self.cell(v)?),
+            Write::InsertNode { node, .. } => Prepared::Args(self.args_text(&node.args)?),
+            Write::NodeArgs { args, .. } => Prepared::Args(self.args_text(args)?),
+            _ => Prepared::Nothing,
+        })
+    }
+
+    /// A value as its column holds it: its JSON, or a reference to the blob that holds it.
+    fn cell(&self, value: &Value) -> Result<Cell, StoreError> {
+        let text = serde_json::to_vec(value).unwrap_or_default();
+        if text.len() > SPILL_BYTES {
+            return Ok(Cell { text: self.blobs.put(&text)?.to_json(), blob: true });
+        }
+        Ok(Cell { text: String::from_utf8(text).unwrap_or_default(), blob: false })
+    }
+
+    /// A node's arguments as stored: each literal over [`SPILL_BYTES`] is a tagged reference.
+    fn args_text(&self, args: &[(String, StoredArg)]) -> Result<String, StoreError> {
+        let mut stored = Vec::with_capacity(args.len());
+        for (name, arg) in args {
+            let arg = match arg {
+                StoredArg::Value(v) => match self.blobs.spill(v)? {
+                    Some(r) => ArgOut::Blob(r),
+                    None => ArgOut::Value(v),
+                },
+                StoredArg::Node(n) => ArgOut::Node(*n),
+            };
+            stored.push((name, arg));
+        }
+        Ok(json(&stored))
+    }
+
+    /// A value read from a column: `text` is its JSON, or (`blob`) a reference to its blob.
+    fn value_of(&self, table: &'static str, text: String, blob: bool) -> Result<Value, StoreError> {
+        if !blob {
+            return Ok(parse_json(text));
+        }
+        let r: BlobRef =
+            serde_json::from_str(&text).map_err(|e| corrupt(table, format!("a blob reference `{text}`: {e}")))?;
+        Ok(self.blobs.get_value(&r)?)
+    }
+
+    /// A node's arguments read from its row, with spilled ones read back from their blobs.
+    fn args_of(&self, node: NodeId, text: &str) -> Result<Vec<(String, StoredArg)>, StoreError> {
+        let stored: Vec<(String, ArgIn)> =
+            serde_json::from_str(text).map_err(|e| corrupt("nodes", format!("args of node {node}: {e}")))?;
+        let mut args = Vec::with_capacity(stored.len());
+        for (name, arg) in stored {
+            let arg = match arg {
+                ArgIn::Value(v) => StoredArg::Value(v),
+                ArgIn::Node(n) => StoredArg::Node(n),
+                ArgIn::Blob(r) => StoredArg::Value(self.blobs.get_value(&r)?),
+            };
+            args.push((name, arg));
+        }
+        Ok(args)
+    }
+
+    /// Reads back the values a run's row keeps in blobs.
+    fn resolve_run(&self, (mut record, input, output): RunRow) -> Result<RunRecord, StoreError> {
+        if let Some(text) = input {
+            record.input = self.value_of("runs", text, true)?;
+        }
+        if let Some(text) = output {
+            record.output = Some(self.value_of("runs", text, true)?);
+        }
+        Ok(record)
+    }
+
+    fn apply(tx: &rusqlite::Transaction<'_>, w: &Write, prepared: Prepared) -> rusqlite::Result<()> {
+        let (cell, args) = match prepared {
+            Prepared::Cell(c) => (Some(c), None),
+            Prepared::Args(a) => (None, Some(a)),
+            Prepared::Nothing => (None, None),
+        };
+        let blob = cell.as_ref().is_some_and(|c| c.blob);
+        let cell = cell.map(|c| c.text);
         match w {
             Write::RunStarted { run, executor, parallelism, at } => {
                 tx.prepare_cached(
@@ -196,17 +292,19 @@ impl SqliteStore {
                 )?
                 .execute(params![run, at, executor, parallelism])?;
             }
-            Write::RunState { run, state, output, error, at } => {
+            Write::RunState { run, state, output: _, error, at } => {
                 let finished = state.is_terminal().then_some(*at);
                 tx.prepare_cached(
-                    "UPDATE runs SET state = ?2, output = ?3, error = ?4, finished_at = ?5 WHERE id = ?1",
+                    "UPDATE runs SET state = ?2, output = ?3, output_blob = ?6, error = ?4, finished_at = ?5
+                     WHERE id = ?1",
                 )?
                 .execute(params![
                     run,
                     state.as_str(),
-                    output.as_ref().map(Value::to_string),
+                    cell,
                     error.as_ref().map(json),
                     finished,
+                    blob
                 ])?;
             }
             Write::InsertNode { run, node } => {
@@ -221,7 +319,7 @@ impl SqliteStore {
                     node.seq,
                     node.task,
                     node.state.as_str(),
-                    json(&node.args),
+                    args,
                     node.input_hash,
                     node.label,
                     node.created_at,
@@ -242,13 +340,13 @@ impl SqliteStore {
                     state.as_str()
                 ])?;
             }
-            Write::NodeArgs { run, node, args, input_hash } => {
+            Write::NodeArgs { run, node, args: _, input_hash } => {
                 tx.prepare_cached("UPDATE nodes SET args = ?3, input_hash = ?4 WHERE run_id = ?1 AND id = ?2")?
-                    .execute(params![run, node, json(args), input_hash])?;
+                    .execute(params![run, node, args, input_hash])?;
             }
             Write::NodeReset { run, node } => {
                 tx.prepare_cached(
-                    "UPDATE nodes SET state = 'pending', output = NULL, error = NULL, finished_at = NULL
+                    "UPDATE nodes SET state = 'pending', output = NULL, output_blob = 0, error = NULL, finished_at = NULL
                      WHERE run_id = ?1 AND id = ?2",
                 )?
                 .execute(params![run, node])?;
@@ -278,25 +376,27 @@ impl SqliteStore {
                 )?
                 .execute(params![run, node, attempt, at])?;
             }
-            Write::NodeFinished { run, node, state, output, error, at } => {
+            Write::NodeFinished { run, node, state, output: _, error, at } => {
                 tx.prepare_cached(
-                    "UPDATE nodes SET state = ?3, output = ?4, error = ?5, finished_at = ?6
+                    "UPDATE nodes SET state = ?3, output = ?4, output_blob = ?7, error = ?5, finished_at = ?6
                      WHERE run_id = ?1 AND id = ?2",
                 )?
                 .execute(params![
                     run,
                     node,
                     state.as_str(),
-                    output.as_ref().map(Value::to_string),
+                    cell,
                     error.as_ref().map(json),
-                    at
+                    at,
+                    blob
                 ])?;
             }
-            Write::Journal { run, node, seq, kind, value } => {
+            Write::Journal { run, node, seq, kind, value: _ } => {
                 tx.prepare_cached(
-                    "INSERT OR REPLACE INTO journal (run_id, node_id, seq, kind, value) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    "INSERT OR REPLACE INTO journal (run_id, node_id, seq, kind, value, value_blob)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )?
-                .execute(params![run, node, seq, json(kind).trim_matches('"'), value.to_string()])?;
+                .execute(params![run, node, seq, json(kind).trim_matches('"'), cell, blob])?;
             }
             Write::Annotate { run, node, annotation } => {
                 tx.prepare_cached(
@@ -367,17 +467,24 @@ impl SqliteStore {
         Ok(())
     }
 
-    fn run_from_row(row: &Row<'_>) -> rusqlite::Result<RunRecord> {
+    /// A run's row; the input and output it keeps in blobs are read back by `resolve_run`.
+    fn run_from_row(row: &Row<'_>) -> rusqlite::Result<RunRow> {
         let state: String = row.get("state")?;
         let expires: Option<i64> = row.get("lease_expires_at")?;
         let now = now_ms();
         let state = effective_state(RunState::parse(&state).unwrap_or(RunState::Failed), expires, now);
-        Ok(RunRecord {
+        let input: String = row.get("input")?;
+        let output: Option<String> = row.get("output")?;
+        let (input, input_ref) =
+            if row.get("input_blob")? { (Value::Null, Some(input)) } else { (parse_json(input), None) };
+        let (output, output_ref) =
+            if row.get("output_blob")? { (None, output) } else { (output.map(parse_json), None) };
+        let record = RunRecord {
             id: row.get("id")?,
             workflow: row.get("workflow")?,
             state,
-            input: parse_json(row.get::<_, String>("input")?),
-            output: row.get::<_, Option<String>>("output")?.map(parse_json),
+            input,
+            output,
             error: row.get::<_, Option<String>>("error")?.and_then(|s| serde_json::from_str(&s).ok()),
             created_at: row.get("created_at")?,
             started_at: row.get("started_at")?,
@@ -385,7 +492,8 @@ impl SqliteStore {
             executor: row.get("executor")?,
             parallelism: row.get("parallelism")?,
             owner: row.get::<_, Option<String>>("lease_owner")?.filter(|_| expires.is_some_and(|e| e > now)),
-        })
+        };
+        Ok((record, input_ref, output_ref))
     }
 
     /// Updates a claimed entry with `set` if `claim` still holds it.
@@ -472,6 +580,45 @@ fn parse_json(s: String) -> Value {
     serde_json::from_str(&s).unwrap_or(Value::String(s))
 }
 
+/// A run's record, with the references of the input and output it keeps in blobs.
+type RunRow = (RunRecord, Option<String>, Option<String>);
+
+/// A value as its column holds it.
+struct Cell {
+    /// Its JSON, or the reference to the blob that holds it.
+    text: String,
+    /// Whether `text` is a reference.
+    blob: bool,
+}
+
+/// What a write's values become in its row.
+enum Prepared {
+    Nothing,
+    /// The value column (an output, a journaled value).
+    Cell(Cell),
+    /// The arguments column.
+    Args(String),
+}
+
+/// An argument as `nodes.args` holds it: a [`StoredArg`], or a literal kept in a blob. Tagged
+/// like `StoredArg` (`{"value": …}`, `{"node": 3}`), so rows written before blobs read the same.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+enum ArgOut<'a> {
+    Value(&'a Value),
+    Node(NodeId),
+    Blob(BlobRef),
+}
+
+/// An argument read from `nodes.args`.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum ArgIn {
+    Value(Value),
+    Node(NodeId),
+    Blob(BlobRef),
+}
+
 fn corrupt(table: &'static str, detail: impl ToString) -> StoreError {
     StoreError::Corrupt { table, detail: detail.to_string() }
 }
@@ -505,23 +652,29 @@ impl Store for SqliteStore {
         self.conn().pragma_update(None, "synchronous", level).map_err(|e| self.sql(e))
     }
 
+    fn blobs(&self) -> Option<Blobs> {
+        Some(self.blobs.clone())
+    }
+
     fn reopen(&self) -> Result<Box<dyn Store>, StoreError> {
         Ok(Box::new(if self.read_only { Self::open_read_only(&self.path)? } else { Self::open(&self.path)? }))
     }
 
     fn create_run(&self, run: NewRun<'_>) -> Result<RunId, StoreError> {
         let sql = |e| self.sql(e);
+        let input = self.cell(run.input)?;
+        let root_args = Prepared::Args(self.args_text(&run.root.args)?);
         let mut conn = self.conn();
         let tx = self.write_tx(&mut conn)?;
         let now = now_ms();
         tx.prepare_cached(
-            "INSERT INTO runs (workflow, state, input, created_at, executor, parallelism)
-             VALUES (?1, 'queued', ?2, ?3, ?4, ?5)",
+            "INSERT INTO runs (workflow, state, input, input_blob, created_at, executor, parallelism)
+             VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6)",
         )
-        .and_then(|mut s| s.execute(params![run.workflow, run.input.to_string(), now, run.executor, run.parallelism]))
+        .and_then(|mut s| s.execute(params![run.workflow, input.text, input.blob, now, run.executor, run.parallelism]))
         .map_err(sql)?;
         let id = tx.last_insert_rowid();
-        Self::apply(&tx, &Write::InsertNode { run: id, node: Box::new(run.root.clone()) }).map_err(sql)?;
+        Self::apply(&tx, &Write::InsertNode { run: id, node: Box::new(run.root.clone()) }, root_args).map_err(sql)?;
         if let Some((owner, ttl)) = run.lease {
             tx.prepare_cached(
                 "INSERT INTO run_leases (run_id, owner, acquired_at, renewed_at, expires_at) VALUES (?1, ?2, ?3, ?3, ?4)",
@@ -538,6 +691,7 @@ impl Store for SqliteStore {
             return Ok(());
         }
         let sql = |e| self.sql(e);
+        let prepared = writes.iter().map(|w| self.prepare(w)).collect::<Result<Vec<_>, _>>()?;
         let mut conn = self.conn();
         let tx = self.write_tx(&mut conn)?;
         if let Some(lease) = lease
@@ -545,8 +699,8 @@ impl Store for SqliteStore {
         {
             return Err(lost);
         }
-        for w in writes {
-            Self::apply(&tx, w).map_err(sql)?;
+        for (w, prepared) in writes.iter().zip(prepared) {
+            Self::apply(&tx, w, prepared).map_err(sql)?;
         }
         tx.commit().map_err(sql)
     }
@@ -561,11 +715,12 @@ impl Store for SqliteStore {
             .optional()
             .map_err(sql)?
             .ok_or(StoreError::NoRun(run))?;
+        let record = self.resolve_run(record)?;
 
         let mut stmt = tx
             .prepare_cached(
                 "SELECT id, parent, seq, task, state, args, input_hash, output, error, attempts, label,
-                        created_at, started_at, finished_at, color, shape
+                        created_at, started_at, finished_at, color, shape, output_blob
                  FROM nodes WHERE run_id = ?1 ORDER BY id",
             )
             .map_err(sql)?;
@@ -588,6 +743,7 @@ impl Store for SqliteStore {
                     r.get::<_, Option<i64>>(13)?,
                     r.get::<_, Option<String>>(14)?,
                     r.get::<_, Option<String>>(15)?,
+                    r.get::<_, bool>(16)?,
                 ))
             })
             .map_err(sql)?;
@@ -610,10 +766,11 @@ impl Store for SqliteStore {
                 finished_at,
                 color,
                 shape,
+                output_blob,
             ) = row.map_err(sql)?;
             let state = NodeState::parse(&state).ok_or_else(|| corrupt("nodes", format!("state `{state}`")))?;
-            let args: Vec<(String, StoredArg)> =
-                serde_json::from_str(&args).map_err(|e| corrupt("nodes", format!("args of node {id}: {e}")))?;
+            let args = self.args_of(id, &args)?;
+            let output = output.map(|text| self.value_of("nodes", text, output_blob)).transpose()?;
             nodes.push(NodeRecord {
                 id,
                 parent,
@@ -622,7 +779,7 @@ impl Store for SqliteStore {
                 state,
                 args,
                 input_hash,
-                output: output.map(parse_json),
+                output,
                 error: error.and_then(|s| serde_json::from_str::<ErrorWire>(&s).ok()),
                 attempts,
                 label,
@@ -674,19 +831,21 @@ impl Store for SqliteStore {
             .map_err(sql)?;
 
         let mut stmt = tx
-            .prepare_cached("SELECT node_id, seq, kind, value FROM journal WHERE run_id = ?1 ORDER BY node_id, seq")
+            .prepare_cached(
+                "SELECT node_id, seq, kind, value, value_blob FROM journal WHERE run_id = ?1 ORDER BY node_id, seq",
+            )
             .map_err(sql)?;
         let journal = stmt
             .query_map([run], |r| {
                 let kind: String = r.get(2)?;
-                Ok((r.get::<_, NodeId>(0)?, r.get::<_, u32>(1)?, kind, r.get::<_, String>(3)?))
+                Ok((r.get::<_, NodeId>(0)?, r.get::<_, u32>(1)?, kind, r.get::<_, String>(3)?, r.get::<_, bool>(4)?))
             })
             .map_err(sql)?
             .map(|row| {
-                let (node, seq, kind, value) = row.map_err(sql)?;
+                let (node, seq, kind, value, blob) = row.map_err(sql)?;
                 let kind = serde_json::from_value(Value::String(kind.clone()))
                     .map_err(|_| corrupt("journal", format!("kind `{kind}`")))?;
-                Ok(JournalRecord { node, seq, kind, value: parse_json(value) })
+                Ok(JournalRecord { node, seq, kind, value: self.value_of("journal", value, blob)? })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
 
@@ -1353,6 +1512,122 @@ mod tests {
         if read_only.enforced() {
             assert!(SqliteStore::open(&path).is_err());
         }
+    }
+
+    #[test]
+    fn large_values_are_stored_once_beside_the_database_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("salt.db");
+        let store = SqliteStore::open(&path).unwrap();
+        let big = serde_json::json!({"rows": vec!["x".repeat(1000); 2000]});
+        let root = NodeRecord { args: vec![("rows".into(), StoredArg::Value(big["rows"].clone()))], ..root() };
+        let input = serde_json::json!({"rows": big["rows"].clone()});
+        let run = store
+            .create_run(NewRun {
+                workflow: "wf",
+                input: &input,
+                executor: "inline",
+                parallelism: 1,
+                root: &root,
+                lease: None,
+            })
+            .unwrap();
+        let child = NodeRecord {
+            id: 1,
+            parent: Some(0),
+            seq: Some(0),
+            args: vec![("a".into(), StoredArg::Value(big.clone())), ("b".into(), StoredArg::Node(0))],
+            ..root.clone()
+        };
+        let finished = |node, output: &Value| Write::NodeFinished {
+            run,
+            node,
+            state: NodeState::Succeeded,
+            output: Some(output.clone()),
+            error: None,
+            at: 2,
+        };
+        store
+            .commit(
+                None,
+                &[
+                    Write::InsertNode { run, node: Box::new(child) },
+                    finished(0, &big["rows"]),
+                    finished(1, &big),
+                    Write::Journal {
+                        run,
+                        node: 1,
+                        seq: 1,
+                        kind: crate::context::JournalKind::Signal,
+                        value: big.clone(),
+                    },
+                    Write::RunState { run, state: RunState::Succeeded, output: Some(big.clone()), error: None, at: 3 },
+                ],
+            )
+            .unwrap();
+        let snap = store.load(run).unwrap();
+        assert_eq!(snap.run.input, input);
+        assert_eq!(snap.run.output.as_ref(), Some(&big));
+        assert_eq!(snap.nodes[0].args, root.args);
+        assert_eq!(snap.nodes[0].output.as_ref(), Some(&big["rows"]));
+        assert_eq!(snap.nodes[1].args[0].1, StoredArg::Value(big.clone()));
+        assert_eq!(snap.nodes[1].args[1].1, StoredArg::Node(0));
+        assert_eq!(snap.nodes[1].output.as_ref(), Some(&big));
+        assert_eq!(snap.journal[0].value, big);
+        // Two distinct values, two blobs, however many rows hold them; the rows stay small.
+        let blobs: Vec<_> = std::fs::read_dir(dir.path().join("salt.db.blobs")).unwrap().collect();
+        assert_eq!(blobs.len(), 2, "{blobs:?}");
+        let raw: String = store.conn().query_row("SELECT output FROM nodes WHERE id = 1", [], |r| r.get(0)).unwrap();
+        assert!(raw.starts_with(r#"{"$salt_blob":""#) && raw.len() < 120, "{raw}");
+        // A reader reads them too; a reset forgets the reference.
+        assert_eq!(SqliteStore::open_read_only(&path).unwrap().load(run).unwrap().nodes[1].output, Some(big));
+        store.commit(None, &[Write::NodeReset { run, node: 1 }]).unwrap();
+        store.commit(None, &[finished(1, &Value::from(7))]).unwrap();
+        assert_eq!(store.load(run).unwrap().nodes[1].output, Some(Value::from(7)));
+    }
+
+    #[test]
+    fn a_user_value_that_looks_like_a_reference_is_kept_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("salt.db")).unwrap();
+        let run = new_run(&store, None);
+        let missing = format!("{:064x}", 1);
+        let lookalike = serde_json::json!({"$salt_blob": missing, "bytes": 3});
+        let node = NodeRecord {
+            id: 1,
+            parent: Some(0),
+            seq: Some(0),
+            args: vec![("x".into(), StoredArg::Value(serde_json::json!({"blob": lookalike.clone()})))],
+            ..root()
+        };
+        let output = Some(lookalike.clone());
+        store
+            .commit(
+                None,
+                &[
+                    Write::InsertNode { run, node: Box::new(node) },
+                    Write::NodeFinished { run, node: 1, state: NodeState::Succeeded, output, error: None, at: 1 },
+                ],
+            )
+            .unwrap();
+        let snap = store.load(run).unwrap();
+        assert_eq!(snap.nodes[1].output, Some(lookalike.clone()));
+        assert_eq!(snap.nodes[1].args[0].1, StoredArg::Value(serde_json::json!({"blob": lookalike})));
+    }
+
+    #[test]
+    fn a_database_moved_without_its_blobs_says_so_and_still_lists_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("salt.db")).unwrap();
+        let run = new_run(&store, None);
+        let big = Value::String("y".repeat(SPILL_BYTES + 1));
+        let output = Some(big);
+        let done = Write::NodeFinished { run, node: 0, state: NodeState::Succeeded, output, error: None, at: 1 };
+        store.commit(None, &[done]).unwrap();
+        std::fs::remove_dir_all(dir.path().join("salt.db.blobs")).unwrap();
+        let e = store.load(run).unwrap_err();
+        assert!(matches!(e, StoreError::Blob(crate::blob::BlobError::Missing { .. })), "{e:?}");
+        assert_eq!(store.runs(10).unwrap().len(), 1);
     }
 
     fn enqueue(store: &SqliteStore, run: RunId, node: NodeId, queue: &str, priority: i32) {

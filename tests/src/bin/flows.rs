@@ -184,6 +184,34 @@ async fn nulls() -> salt::Result<String> {
     Ok(format!("{unit:?} {none:?} {depth} {v}"))
 }
 
+/// `mb` MB of JSON: `mb * 1000` strings of 998 digits (1001 bytes each in a JSON list).
+#[task]
+async fn big_make(mb: u64) -> Vec<String> {
+    (0..mb * 1000).map(|i| format!("{i:0>998}")).collect()
+}
+
+/// Gives its rows back unchanged.
+#[task]
+async fn big_pass(rows: Vec<String>) -> Vec<String> {
+    rows
+}
+
+/// The length of the rows' JSON.
+#[task]
+async fn big_len(rows: Vec<String>) -> salt::Result<u64> {
+    let json = serde_json::to_string(&rows).map_err(|e| salt::Error::msg(e.to_string()))?;
+    Ok(json.len() as u64)
+}
+
+/// Makes `mb` MB of JSON in one node, passes it by handle through a second, awaits it, and gives
+/// it by value to a third, which measures it: one large value through three nodes.
+#[workflow]
+async fn big_values(mb: u64) -> salt::Result<u64> {
+    let made = big_make(mb);
+    let rows = big_pass(&made).await?;
+    big_len(rows).await
+}
+
 /// Starts a shell that writes a marker after a while, and waits for it.
 #[task]
 async fn side_effect(dir: String) -> salt::Result<()> {

@@ -1,5 +1,6 @@
 //! End-to-end tests: the real `flows` binary, a real SQLite file, real node processes.
 
+mod blobs;
 mod cli;
 mod failures;
 mod gradient;
