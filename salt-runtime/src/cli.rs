@@ -323,7 +323,13 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 } else {
                     String::new()
                 };
-                out(format!("sent `{name}` to node {} of run {run}{note}\n", sent.node));
+                match sent.node {
+                    Some(node) => out(format!("sent `{name}` to node {node} of run {run}{note}\n")),
+                    None => out(format!(
+                        "sent `{name}` to run {run}: no node waits for it this moment; the next \
+                         `wait_for(\"{name}\")` gets it{note}\n"
+                    )),
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -466,6 +472,12 @@ fn runs_text(runs: &[RunSummary]) -> String {
             r.state.as_str(),
             started,
             duration
+        ));
+    }
+    for r in runs.iter().filter(|r| r.state == RunState::Interrupted) {
+        text.push_str(&format!(
+            "run {} was interrupted: its orchestrator stopped before the run ended; `recover {}` resumes it\n",
+            r.id, r.id
         ));
     }
     text

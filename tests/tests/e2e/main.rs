@@ -3,8 +3,11 @@
 mod cli;
 mod failures;
 mod gradient;
+mod limits;
 mod ops;
 mod ownership;
 mod recovery;
 mod replay;
+mod scale;
 mod support;
+mod takeover;
