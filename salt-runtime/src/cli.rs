@@ -233,6 +233,12 @@ fn out(text: impl AsRef<str>) {
 }
 
 fn print_json(value: &Value) {
+    print_serialized(value);
+}
+
+/// Prints any serializable value as pretty JSON, without building a `Value` of it first (a run
+/// of 100 000 nodes is printed in a fraction of the time).
+fn print_serialized(value: &impl serde::Serialize) {
     out(format!("{}\n", serde_json::to_string_pretty(value).unwrap_or_default()));
 }
 
@@ -290,7 +296,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 if json { print_json(&to_json(&view)) } else { out(render::node_text(&view)) }
             } else {
                 let snapshot = ops::show(store.as_ref(), run)?;
-                if json { print_json(&to_json(&snapshot)) } else { out(render::show_text(&snapshot)) }
+                if json { print_serialized(&snapshot) } else { out(render::show_text(&snapshot)) }
             }
             Ok(ExitCode::SUCCESS)
         }
