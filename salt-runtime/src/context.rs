@@ -448,7 +448,7 @@ impl Context {
             seq: self.next_seq(),
             name: name.to_string(),
             schema,
-            timeout_ms: timeout.map(|t| t.as_millis() as u64),
+            timeout_ms: timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
             default,
         };
         let value = host.wait_signal(wait).await;

@@ -11,6 +11,34 @@ pub type RunId = i64;
 /// The id of a node within its run; the workflow's root node is 0.
 pub type NodeId = u64;
 
+/// How deeply arrays and objects may nest in a value salt stores: a run's input, a signal, a
+/// node's output or argument. Deeper values are refused before anything is stored (JSON
+/// readers stop at a fixed depth, and a stored value must always read back).
+pub const MAX_DEPTH: usize = 100;
+
+/// Whether arrays and objects nest in `value` more than [`MAX_DEPTH`] levels deep (a scalar
+/// is 0 levels, `[1]` one, `[[1]]` two). Uses no recursion, so any value can be checked.
+pub fn too_deep(value: &Value) -> bool {
+    let mut stack = vec![(value, 0usize)];
+    while let Some((v, depth)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match v {
+            Value::Array(items) => Box::new(items.iter()),
+            Value::Object(map) => Box::new(map.values()),
+            _ => continue,
+        };
+        if depth + 1 > MAX_DEPTH {
+            return true;
+        }
+        stack.extend(children.map(|c| (c, depth + 1)));
+    }
+    false
+}
+
+/// The error for a value that nests deeper than [`MAX_DEPTH`]: `what` names the value.
+pub fn depth_message(what: impl std::fmt::Display) -> String {
+    format!("{what} nests arrays and objects more than {MAX_DEPTH} levels deep, the most salt stores")
+}
+
 /// The state of a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -381,4 +409,24 @@ pub struct RunControl {
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nested(depth: usize) -> Value {
+        (0..depth).fold(Value::from(1), |v, _| Value::Array(vec![v]))
+    }
+
+    #[test]
+    fn depth_counts_arrays_and_objects() {
+        assert!(!too_deep(&Value::from(1)));
+        assert!(!too_deep(&nested(MAX_DEPTH)));
+        assert!(too_deep(&nested(MAX_DEPTH + 1)));
+        let mut object = nested(MAX_DEPTH - 1);
+        object = serde_json::json!({"wide": [1, 2, 3], "deep": object});
+        assert!(!too_deep(&object));
+        assert!(too_deep(&serde_json::json!({"a": 1, "b": nested(MAX_DEPTH)})));
+    }
 }

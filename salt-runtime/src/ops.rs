@@ -358,24 +358,39 @@ pub struct SignalOutcome {
     pub run: RunId,
     /// The signal's name.
     pub signal: String,
-    /// The node that waits for it.
-    pub node: NodeId,
+    /// The node that waits for it now; `None` when no node waits for it at this moment and it
+    /// is kept for the next `wait_for` of its name.
+    pub node: Option<NodeId>,
     /// Whether the run's orchestrator is gone, so that the signal waits for `recover` (not
     /// serialized).
     #[serde(skip)]
     pub needs_recover: bool,
 }
 
-/// Sends the signal `name` to a run. Refused unless a node of the run waits for it and `value`
-/// matches the JSON Schema of the type it waits for; the error names the path of each problem
-/// and the expected schema.
+/// Sends the signal `name` to a run. Signals form a mailbox: each is delivered once, in the
+/// order sent, to the next `wait_for` of its name. Accepted while a node of the run waits for
+/// `name` (and `value` matches the JSON Schema of the type it waits for; the error names the
+/// path of each problem and the expected schema), or when the run has been sent a signal of
+/// that name before: a node that waits for it again later, even one replaying right now, gets
+/// it. Refused for a run that has ended, a value nested deeper than
+/// [`MAX_DEPTH`](crate::model::MAX_DEPTH), and a name the run never waited for.
 pub fn signal(store: &dyn Store, run: RunId, name: &str, value: &Value) -> Result<SignalOutcome> {
+    if crate::model::too_deep(value) {
+        return Err(usage(crate::model::depth_message(format!("the value of signal `{name}`"))));
+    }
     let snapshot = show(store, run)?;
     if snapshot.run.state.is_terminal() {
         return Err(usage(format!("run {run} already ended: {}", snapshot.run.state.as_str())));
     }
+    let needs_recover = snapshot.run.state == RunState::Interrupted;
     let waits = snapshot.waits.iter().filter(|w| w.name != crate::context::SLEEP_SIGNAL);
     let Some(wait) = waits.clone().find(|w| w.name == name) else {
+        // No wait open now: a name the run was sent before is waited for again (its node may
+        // be replaying up to its next wait); keep the signal for it.
+        if name != crate::context::SLEEP_SIGNAL && store.has_signal(run, name).map_err(|e| e.into_error())? {
+            store.send_signal(run, name, value).map_err(|e| e.into_error())?;
+            return Ok(SignalOutcome { run, signal: name.to_string(), node: None, needs_recover });
+        }
         let names: Vec<&str> = waits.map(|w| w.name.as_str()).collect();
         return Err(usage(if names.is_empty() {
             format!("run {run} is not waiting for any signal")
@@ -399,12 +414,7 @@ pub fn signal(store: &dyn Store, run: RunId, name: &str, value: &Value) -> Resul
         ));
     }
     store.send_signal(run, name, value).map_err(|e| e.into_error())?;
-    Ok(SignalOutcome {
-        run,
-        signal: name.to_string(),
-        node: wait.node,
-        needs_recover: snapshot.run.state == RunState::Interrupted,
-    })
+    Ok(SignalOutcome { run, signal: name.to_string(), node: Some(wait.node), needs_recover })
 }
 
 /// What `manifest` prints: this binary's tasks and workflows.

@@ -40,7 +40,7 @@
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::FutureExt;
@@ -277,12 +277,39 @@ struct ProtocolHost {
     attempt_id: u64,
     next_id: AtomicU64,
     calls: Calls,
+    /// The attempts of this process, to end this one early.
+    running: Arc<Mutex<HashMap<u64, Running>>>,
+    /// Set once the attempt has been reported failed early: it sends nothing more.
+    ended: AtomicBool,
 }
 
 impl ProtocolHost {
+    /// Reports the attempt failed before its body returned, and stops the body.
+    fn fail_early(&self, error: ErrorWire) {
+        if self.ended.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let attempt_id = self.attempt_id;
+        let (gone, alone) = {
+            let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            (running.remove(&attempt_id), running.is_empty())
+        };
+        if alone {
+            kill_descendants();
+        }
+        self.wire.send(&FromNode::Failed { attempt_id, error });
+        end_marker(attempt_id);
+        if let Some(r) = gone {
+            r.abort.abort();
+        }
+    }
+
     fn call(&self, make: impl FnOnce(u64) -> FromNode) -> oneshot::Receiver<ToNode> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
+        if self.ended.load(Ordering::SeqCst) {
+            return rx;
+        }
         self.calls.lock().unwrap_or_else(|p| p.into_inner()).insert(id, Waiting::One(tx));
         self.wire.send(&make(id));
         rx
@@ -299,6 +326,22 @@ async fn value_of(rx: oneshot::Receiver<ToNode>) -> Value {
 
 impl Host for ProtocolHost {
     fn mutate(&self, mut mutations: Vec<Mutation>) {
+        if self.ended.load(Ordering::SeqCst) {
+            return;
+        }
+        // An argument deeper than the orchestrator reads fails the attempt with the error the
+        // orchestrator gives in-process, not with an unreadable message.
+        for m in &mutations {
+            let Mutation::Spawn(req) = m else { continue };
+            for (name, arg) in &req.args {
+                if let WireArg::Value(v) = arg
+                    && crate::model::too_deep(v)
+                {
+                    let what = format!("argument `{name}` of a call to task `{}`", req.task);
+                    return self.fail_early(ErrorWire::new(ErrorKind::Input, crate::model::depth_message(what)));
+                }
+            }
+        }
         // Arguments too large for a message go by reference.
         if let Some(blobs) = &self.blobs {
             for m in &mut mutations {
@@ -336,6 +379,10 @@ impl Host for ProtocolHost {
     }
 
     fn await_nodes(&self, seqs: Vec<u32>) -> BoxFuture<'static, Vec<Result<Value, ErrorWire>>> {
+        if self.ended.load(Ordering::SeqCst) {
+            // The attempt failed already: nothing will answer.
+            return futures::future::pending().boxed();
+        }
         let (gather, all_in) = Gather::new(seqs.len());
         let attempt_id = self.attempt_id;
         let mut messages = Vec::with_capacity(seqs.len());
@@ -378,6 +425,9 @@ impl Host for ProtocolHost {
     }
 
     fn log(&self, line: String) {
+        if self.ended.load(Ordering::SeqCst) {
+            return;
+        }
         self.wire.send(&FromNode::Log { attempt_id: self.attempt_id, line });
     }
 }
@@ -536,7 +586,10 @@ async fn exec(proto: std::fs::File) -> ExitCode {
                     attempt_id,
                     next_id: AtomicU64::new(1),
                     calls: calls.clone(),
+                    running: running.clone(),
+                    ended: AtomicBool::new(false),
                 });
+                let host2 = host.clone();
                 let ctx = Context::new(host, run, node, attempt);
                 let (wire2, running2) = (wire.clone(), running.clone());
                 let handle = tokio::spawn(async move {
@@ -548,6 +601,11 @@ async fn exec(proto: std::fs::File) -> ExitCode {
                         Err(error) => Ok(Err(crate::error::Error::from(error))),
                     };
                     ctx.flush();
+                    if host2.ended.load(Ordering::SeqCst) {
+                        // Already reported failed.
+                        running2.lock().unwrap_or_else(|p| p.into_inner()).remove(&attempt_id);
+                        return;
+                    }
                     let alone = {
                         let mut running = running2.lock().unwrap_or_else(|p| p.into_inner());
                         running.remove(&attempt_id);
@@ -558,6 +616,12 @@ async fn exec(proto: std::fs::File) -> ExitCode {
                         kill_descendants();
                     }
                     match result {
+                        // Deeper than the orchestrator reads: the same error as in-process.
+                        Ok(Ok(output)) if crate::model::too_deep(&output) => {
+                            let what = format!("the output of task `{}`", descriptor.name);
+                            let error = ErrorWire::new(ErrorKind::Input, crate::model::depth_message(what));
+                            wire2.send(&FromNode::Failed { attempt_id, error })
+                        }
                         Ok(Ok(output)) => wire2.send(&done(attempt_id, output, blobs).await),
                         Ok(Err(e)) => wire2.send(&FromNode::Failed { attempt_id, error: e.to_wire() }),
                         Err(panic) => wire2.send(&FromNode::Failed { attempt_id, error: panic_error(panic) }),

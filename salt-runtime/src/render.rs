@@ -491,7 +491,8 @@ fn wait_line(out: &mut String, run: RunId, w: &WaitRecord, now: i64) {
         let until = match w.deadline.map(|d| time_left(d, now)) {
             Some(left) if left == "forever" => " forever".to_string(),
             Some(left) => format!(" for another {left}"),
-            None => String::new(),
+            // A sleep too long to have a deadline never ends by itself.
+            None => " forever".to_string(),
         };
         let _ = writeln!(out, "waiting   node {} sleeps{until}", w.node);
     } else {
@@ -535,7 +536,12 @@ pub fn show_text(s: &RunSnapshot) -> String {
         wait_line(&mut out, r.id, w, now);
     }
     if r.state == RunState::Interrupted {
-        let _ = writeln!(out, "hint      its orchestrator is gone; `recover {}` resumes it", r.id);
+        let _ = writeln!(
+            out,
+            "hint      interrupted: its orchestrator stopped before the run ended (it was killed, or an \
+             inline task ended its process); `recover {}` resumes it",
+            r.id
+        );
     }
     let _ = writeln!(out, "\n{:>5}  {:<24} {:<10} {:>8} {:>9}  detail", "node", "task", "state", "attempts", "time");
     let mut cut = false;

@@ -276,6 +276,7 @@ impl Runner {
                 }
             },
         };
+        check_depth(&input)?;
         workflow.validate_input(&input)?;
         Ok(input)
     }
@@ -283,6 +284,7 @@ impl Runner {
     /// Starts a run of `workflow` with `input` and drives it to the end.
     pub async fn run(&self, workflow: &str, input: Value) -> Result<RunOutcome> {
         let descriptor = Self::workflow(workflow)?;
+        check_depth(&input)?;
         descriptor.validate_input(&input)?;
         let store = self.store()?;
         let args: Vec<(String, StoredArg)> = match &input {
@@ -491,6 +493,14 @@ impl Runner {
         }
         outcome
     }
+}
+
+/// Refuses an input nested deeper than the store keeps.
+fn check_depth(input: &Value) -> Result<()> {
+    if crate::model::too_deep(input) {
+        return Err(Error::new(ErrorKind::Usage, crate::model::depth_message("the input")));
+    }
+    Ok(())
 }
 
 fn check_node(run: RunId, nodes: usize, node: NodeId) -> Result<()> {

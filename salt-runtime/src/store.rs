@@ -413,6 +413,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn set_paused(&self, run: RunId, paused: bool) -> Result<(), StoreError>;
     /// Sends a signal to a run.
     fn send_signal(&self, run: RunId, name: &str, value: &Value) -> Result<(), StoreError>;
+    /// Whether a signal named `name` was ever sent to a run (delivered or not).
+    fn has_signal(&self, run: RunId, name: &str) -> Result<bool, StoreError>;
 
     /// Takes the lease of a run for `owner`, for `ttl`, atomically: refused with
     /// [`StoreError::Leased`] while another owner's lease is live; an expired lease is taken over.

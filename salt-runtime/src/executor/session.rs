@@ -138,7 +138,9 @@ pub(super) async fn read_loop<R: AsyncRead + Unpin>(
         };
         let msg = match serde_json::from_str::<FromNode>(&line) {
             Ok(msg) => msg,
-            Err(e) => return End::Broken(ProtocolError::Malformed { line: short(&line), reason: e.to_string() }),
+            Err(e) => {
+                return End::Broken(ProtocolError::Malformed { line: short(&line), reason: short(&e.to_string()) });
+            }
         };
         if !said_hello {
             match msg {

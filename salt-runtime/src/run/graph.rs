@@ -156,6 +156,11 @@ impl Core {
         let mut stored = Vec::with_capacity(args.len());
         for (name, arg) in args {
             let a = match arg {
+                WireArg::Value(v) if crate::model::too_deep(&v) => {
+                    let what = format!("argument `{name}` of a call to task `{}`", descriptor.name);
+                    let e = ErrorWire::new(ErrorKind::Input, crate::model::depth_message(what));
+                    return self.fail_attempt(at, e);
+                }
                 WireArg::Value(v) => StoredArg::Value(v),
                 // Executors read blobs back into values before the core sees a spawn.
                 WireArg::Blob(_) => {

@@ -83,6 +83,13 @@ impl Core {
         n.waiting_on = 0;
         // Its awaits will never be answered now.
         let task = n.task;
+        let result = match result {
+            Ok(output) if crate::model::too_deep(&output) => Err(ErrorWire::new(
+                ErrorKind::Input,
+                crate::model::depth_message(format!("the output of task `{}`", task.name)),
+            )),
+            other => other,
+        };
         match result {
             Ok(output) => {
                 self.fx.writes.push(Write::AttemptFinished {

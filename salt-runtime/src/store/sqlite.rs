@@ -986,6 +986,14 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn has_signal(&self, run: RunId, name: &str) -> Result<bool, StoreError> {
+        self.conn()
+            .query_row("SELECT 1 FROM signals WHERE run_id = ?1 AND name = ?2 LIMIT 1", params![run, name], |_| Ok(()))
+            .optional()
+            .map(|found| found.is_some())
+            .map_err(|e| self.sql(e))
+    }
+
     fn acquire_run_lease(&self, run: RunId, owner: &str, ttl: Duration) -> Result<Lease, StoreError> {
         let sql = |e| self.sql(e);
         let mut conn = self.conn();

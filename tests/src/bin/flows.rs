@@ -2,7 +2,8 @@
 //! a line to a marker file, so tests can count how often it really ran.
 //!
 //! `FLOWS_FAKE_NODE=<kind>` makes the first node process of a run misbehave on purpose
-//! (`garbage`, `unknown`, `oversized`, `early_exit`, `bad_hello`), to test that the orchestrator
+//! (`garbage`, `unknown`, `oversized`, `early_exit`, `bad_hello`, and `huge_first` and
+//! `huge_log_first`, a 10 MB first line that is not a hello), to test that the orchestrator
 //! survives it; later node processes behave.
 
 use std::io::Write as _;
@@ -537,6 +538,114 @@ async fn bulky(note: String, n: usize) -> salt::Result<String> {
     Ok(format!("{}{big}", note.len()))
 }
 
+/// A value `depth` arrays deep around a number.
+fn nested(depth: usize) -> serde_json::Value {
+    (0..depth).fold(serde_json::json!(1), |v, _| serde_json::json!([v]))
+}
+
+/// Returns a value nested `depth` arrays deep.
+#[task]
+async fn deep_value(depth: usize) -> serde_json::Value {
+    nested(depth)
+}
+
+/// Takes any value; returns how deeply it nests.
+#[task]
+async fn measure(value: serde_json::Value) -> usize {
+    let (mut depth, mut v) = (0, &value);
+    while let Some(inner) = v.get(0) {
+        depth += 1;
+        v = inner;
+    }
+    depth
+}
+
+/// Makes a value `depth` deep: returned by a child (`via` = "output") or passed to one as an
+/// argument (`via` = "argument").
+#[workflow]
+async fn deep(depth: usize, via: String) -> salt::Result<usize> {
+    match via.as_str() {
+        "output" => Ok(measure(deep_value(depth).await?).await?),
+        "argument" => measure(nested(depth)).await,
+        other => Err(salt::Error::fatal(format!("unknown `via` `{other}`"))),
+    }
+}
+
+/// Takes any input.
+#[workflow]
+async fn anything(value: serde_json::Value) -> salt::Result<usize> {
+    measure(value).await
+}
+
+/// Sleeps for `Duration::MAX` (or, with `wrap`, for 2^64 ms and 50 ms: a duration whose
+/// milliseconds do not fit in 64 bits): a wait that never ends by itself.
+#[workflow]
+async fn forever(wrap: bool, ctx: &Context) -> salt::Result<u64> {
+    let x = one(1).await?;
+    let long = if wrap { Duration::new(18_446_744_073_709_551, 666_000_000) } else { Duration::MAX };
+    ctx.sleep(long).await;
+    two(x).await
+}
+
+/// Waits for a number with a timeout of `Duration::MAX` (7 if it ever gave up).
+#[workflow]
+async fn patient(ctx: &Context) -> salt::Result<u64> {
+    let x = one(1).await?;
+    let n: u64 = ctx.wait_for_or("number", Duration::MAX, 7).await?;
+    two(x + n).await
+}
+
+/// Waits for the signal `number` `n` times, in one node, and returns the values in order.
+#[workflow]
+async fn collect(n: u64, ctx: &Context) -> salt::Result<Vec<u64>> {
+    let mut got = Vec::new();
+    for _ in 0..n {
+        got.push(ctx.wait_for::<u64>("number").await?);
+    }
+    Ok(got)
+}
+
+/// Waits for a long child: with the process executor and a short `SALT_PARK_AFTER_MS`, the root
+/// is parked while the child runs.
+#[workflow]
+async fn parked(dir: String) -> salt::Result<u64> {
+    let a = one(1).await?;
+    step(dir, "long".to_string(), a, 60_000).await
+}
+
+/// Appends one byte to `dir/tiny`: one execution. Takes `FLOWS_TINY_US` microseconds (none
+/// by default), so that a test can stop a run of them half-way.
+#[task]
+async fn tiny(dir: String, i: u64) -> u64 {
+    if let Some(us) = std::env::var("FLOWS_TINY_US").ok().and_then(|v| v.parse().ok()) {
+        tokio::time::sleep(Duration::from_micros(us)).await;
+    }
+    let mut f =
+        std::fs::OpenOptions::new().create(true).append(true).open(Path::new(&dir).join("tiny")).expect("marker file");
+    let _ = f.write_all(b".");
+    i
+}
+
+/// Fans out `n` trivial tasks and sums their outputs.
+#[workflow]
+async fn fan(dir: String, n: u64) -> salt::Result<u64> {
+    let all: Vec<_> = (0..n).map(|i| tiny(dir.clone(), i)).collect();
+    Ok(salt::join_all(all).await?.into_iter().sum())
+}
+
+/// Calls `std::process::exit(0)` in its task: with the inline executor, that ends the
+/// orchestrator too.
+#[task]
+async fn quit() -> u32 {
+    std::process::exit(0)
+}
+
+/// Runs `quit`.
+#[workflow]
+async fn quits() -> salt::Result<u32> {
+    quit().await
+}
+
 /// Replaces this process with a misbehaving node for the first node process of a run.
 fn fake_node(kind: &str, dir: &str) {
     let flag = Path::new(dir).join("faked");
@@ -568,6 +677,18 @@ fn fake_node(kind: &str, dir: &str) {
         }
         "bad_hello" => {
             let _ = writeln!(out, r#"{{"type":"hello","protocol":99,"pid":1}}"#);
+        }
+        "huge_first" => {
+            // A 10 MB first line that is JSON but not a hello.
+            let _ = write!(out, r#"{{"type":""#);
+            let _ = out.write_all(&vec![b'x'; 10 << 20]);
+            let _ = writeln!(out, r#""}}"#);
+        }
+        "huge_log_first" => {
+            // A 10 MB first line that is a valid message, but not a hello.
+            let _ = write!(out, r#"{{"type":"log","attempt_id":1,"line":""#);
+            let _ = out.write_all(&vec![b'x'; 10 << 20]);
+            let _ = writeln!(out, r#""}}"#);
         }
         _ => return,
     }

@@ -86,6 +86,22 @@ impl Env {
         self.json(&["show", &run.to_string()])
     }
 
+    /// Waits until `check` holds for the stored run (`show RUN --json`), at most a minute.
+    pub(crate) fn wait_until(&self, run: i64, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let out = self.run(&["show", &run.to_string(), "--json"]);
+            if out.status.success() {
+                let show: Value = serde_json::from_slice(&out.stdout).expect("show prints JSON");
+                if check(&show) {
+                    return show;
+                }
+            }
+            assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}: {}", text(&out));
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
     /// Waits until the run reads as `state` (a killed orchestrator's run reads as `interrupted`
     /// once its lease expires).
     pub(crate) fn wait_for_state(&self, run: i64, state: &str) -> Value {
