@@ -1,30 +1,33 @@
-//! The driver: the IO around a run core. It feeds the core events from the executor, the
-//! time and what other processes asked (through the store), commits the writes the core
-//! returns, and performs its actions.
+//! The driver: the IO around run cores. It hosts any number of runs at once: it feeds each
+//! run's core the events of its attempts (every event names its run), the time and what other
+//! processes asked (through the store), commits the writes the core returns, and performs its
+//! actions through the executors the runs use.
 //!
-//! Commits are pipelined: one runs on a blocking thread while the core goes on, and the writes
-//! that pile up meanwhile form the next one, so a commit carries as many transitions as arrived
-//! while the previous one was written (group commit, without a timer). What depends on a
-//! transition being durable — answering a body's await or journaled call, showing progress —
-//! waits for the commit that holds it. Starting an attempt does not: an attempt that started
-//! and was lost in a crash is simply run again by `recover`, so attempts start at once (unless
-//! the lease was not renewed lately, when they too wait for the fenced commit).
+//! Commits are pipelined, per run: one runs on a blocking thread while the core goes on, and
+//! the writes that pile up meanwhile form the next one, so a commit carries as many transitions
+//! as arrived while the previous one was written (group commit, without a timer). What depends
+//! on a transition being durable — answering a body's await or journaled call, showing
+//! progress — waits for the commit that holds it. Starting an attempt does not: an attempt that
+//! started and was lost in a crash is simply run again by `recover`, so attempts start at once
+//! (unless the lease was not renewed lately, when they too wait for the fenced commit).
 //!
-//! Attempts the core put on a named queue run in workers, elsewhere: while any is outstanding,
+//! Attempts a core put on a named queue run in workers, elsewhere: while any is outstanding,
 //! the driver reads their results from the store every [`QUEUE_POLL`] and feeds them to the
 //! core as the attempts' ends.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::error::{Error, ErrorKind, Result, StoreError};
-use crate::executor::{AttemptId, Event, Executor};
-use crate::model::now_ms;
+use crate::executor::{AttemptId, Event, Events, Executor};
+use crate::model::{RunId, now_ms};
 use crate::progress::Observer;
 use crate::run::{Action, Core, Effects, Note};
 use crate::runner::RunOutcome;
@@ -39,24 +42,37 @@ const TICK: Duration = Duration::from_millis(250);
 /// How often the driver reads the results of its queued attempts while it has some.
 const QUEUE_POLL: Duration = Duration::from_millis(50);
 
-/// Drives one run to its end.
-pub(crate) struct Driver {
+/// Makes the executor a run asks for, given where executors send their events.
+pub(crate) type MakeExecutor = Box<dyn FnOnce(Events) -> Box<dyn Executor> + Send>;
+
+/// A run to host.
+pub(crate) struct Admit {
     pub(crate) core: Core,
-    pub(crate) store: Arc<dyn Store>,
-    pub(crate) executor: Box<dyn Executor>,
-    pub(crate) events: mpsc::UnboundedReceiver<Event>,
     /// The run's lease: every batch is committed only while the driver still holds the run.
     pub(crate) lease: Lease,
     /// When the lease was last renewed; none when nobody renews it.
     pub(crate) lease_watch: Option<LeaseWatch>,
     pub(crate) observer: Box<dyn Observer>,
-    /// Stop the run (cancelled) on Ctrl-C and SIGTERM.
-    pub(crate) handle_signals: bool,
-    /// Recorded with the run: who drives it.
-    pub(crate) executor_name: &'static str,
+    /// The executor's name (recorded with the run), and how to make it if the driver has none
+    /// of that name yet.
+    pub(crate) executor: (&'static str, MakeExecutor),
     pub(crate) parallelism: u32,
-    /// Attempts waiting in the durable queue or running in a worker, not yet ended.
-    pub(crate) queued: HashSet<AttemptId>,
+    /// Where the outcome goes.
+    pub(crate) done: oneshot::Sender<Result<RunOutcome>>,
+}
+
+/// Hands runs to a driver.
+#[derive(Clone)]
+pub(crate) struct Admission {
+    tx: mpsc::UnboundedSender<Admit>,
+}
+
+impl Admission {
+    /// Hosts a run; its outcome arrives on the `done` channel of `admit`. An error when the
+    /// driver has stopped.
+    pub(crate) fn admit(&self, admit: Admit) -> Result<()> {
+        self.tx.send(admit).map_err(|_| Error::new(ErrorKind::Store, "the orchestrator stopped before the run began"))
+    }
 }
 
 /// What waits for a commit.
@@ -65,18 +81,18 @@ enum Deferred {
     Action(Action),
 }
 
-/// A commit on its blocking thread.
-type Commit = JoinHandle<std::result::Result<(), StoreError>>;
+/// The end of one run's commit.
+type Committed = (RunId, std::result::Result<(), StoreError>);
 
-/// Writes on their way to the store, and what waits for them.
+/// Writes of one run on their way to the store, and what waits for them.
 #[derive(Default)]
 struct Pipeline {
     /// Writes not yet handed to a commit.
     queued: Vec<Write>,
     /// What waits for the queued writes (and the commit in flight).
     after_queued: Vec<Deferred>,
-    /// The commit in flight, and what waits for it.
-    inflight: Option<(Commit, Vec<Deferred>)>,
+    /// What waits for the commit in flight, if one is.
+    inflight: Option<Vec<Deferred>>,
 }
 
 impl Pipeline {
@@ -85,62 +101,81 @@ impl Pipeline {
     }
 }
 
+/// A run the driver hosts.
+struct Hosted {
+    core: Core,
+    lease: Lease,
+    lease_watch: Option<LeaseWatch>,
+    observer: Box<dyn Observer>,
+    executor: &'static str,
+    pipe: Pipeline,
+    /// Attempts waiting in the durable queue or running in a worker, not yet ended.
+    queued: HashSet<AttemptId>,
+    /// Its takeover is committed and its control read: it may start attempts.
+    open: bool,
+    /// Its outcome, once decided; sent when its last commit is durable.
+    outcome: Option<RunOutcome>,
+    done: Option<oneshot::Sender<Result<RunOutcome>>>,
+}
+
+/// Drives the runs it is given, each to its end.
+pub(crate) struct Driver {
+    store: Arc<dyn Store>,
+    events_tx: Events,
+    events: mpsc::UnboundedReceiver<Event>,
+    admissions: mpsc::UnboundedReceiver<Admit>,
+    executors: HashMap<&'static str, Box<dyn Executor>>,
+    runs: HashMap<RunId, Hosted>,
+    commits: FuturesUnordered<BoxFuture<'static, Committed>>,
+    /// Stop every run (cancelled) on Ctrl-C and SIGTERM.
+    handle_signals: bool,
+}
+
 impl Driver {
-    /// Runs until every node is done, the run is cancelled, or the store fails.
-    pub(crate) async fn run(mut self) -> Result<RunOutcome> {
-        let mut pipe = Pipeline::default();
-        let outcome = self.drive(&mut pipe).await;
-        self.executor.shutdown();
-        if let Some((commit, _)) = pipe.inflight.take() {
-            let _ = commit.await;
-        }
-        outcome
+    /// A driver on `store`, and what hands it runs. It runs (see [`Driver::run`]) until every
+    /// run it was given has ended and every [`Admission`] is dropped.
+    pub(crate) fn new(store: Arc<dyn Store>, handle_signals: bool) -> (Self, Admission) {
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let (tx, admissions) = mpsc::unbounded_channel();
+        let driver = Self {
+            store,
+            events_tx,
+            events,
+            admissions,
+            executors: HashMap::new(),
+            runs: HashMap::new(),
+            commits: FuturesUnordered::new(),
+            handle_signals,
+        };
+        (driver, Admission { tx })
     }
 
-    async fn drive(&mut self, pipe: &mut Pipeline) -> Result<RunOutcome> {
-        let run = self.core.run_id();
-        let now = Instant::now().into_std();
-        self.core.begin(now);
-        let mut first = self.core.take_effects();
-        first.writes.insert(
-            0,
-            Write::RunStarted { run, executor: self.executor_name, parallelism: self.parallelism, at: now_ms() },
-        );
-        // The takeover is durable before anything else happens.
-        self.absorb(pipe, first);
-        self.settle(pipe).await?;
-        // A run taken over while paused stays paused; signals sent meanwhile are picked up.
-        self.poll_control(now);
+    /// Hosts runs until none is left and no more can come.
+    pub(crate) async fn run(mut self) {
         // Listen for Ctrl-C and SIGTERM before anything starts, so that neither can kill the
-        // process instead of stopping the run.
+        // process instead of stopping the runs.
         let mut stop = self.handle_signals.then(stop_signals);
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut queue_poll = tokio::time::interval(QUEUE_POLL);
         queue_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut admitting = true;
         loop {
-            let now = Instant::now().into_std();
-            self.core.start_ready(now);
-            let fx = self.core.take_effects();
-            self.absorb(pipe, fx);
-            if pipe.inflight.is_none() {
-                self.launch(pipe);
+            self.step();
+            if self.runs.is_empty() && !admitting {
+                break;
             }
-            if self.core.active() == 0 {
-                let outcome = self.core.finish();
-                let fx = self.core.take_effects();
-                self.absorb(pipe, fx);
-                self.settle(pipe).await?;
-                self.observer.done(&self.core.summary(Instant::now().into_std()));
-                return Ok(outcome);
-            }
-            let next_timer = self.core.next_timer().map(Instant::from_std);
-            let cancelled = self.core.is_cancelled();
+            let next_timer = self.runs.values().filter_map(|h| h.core.next_timer()).min().map(Instant::from_std);
+            let queued = self.runs.values().any(|h| !h.queued.is_empty());
             tokio::select! {
                 biased;
-                done = async { match pipe.inflight.as_mut() { Some((h, _)) => h.await, None => std::future::pending().await } }, if pipe.inflight.is_some() => {
-                    self.committed(pipe, done)?;
+                Some((run, done)) = self.commits.next(), if !self.commits.is_empty() => {
+                    self.committed(run, done);
                 }
+                admit = self.admissions.recv(), if admitting => match admit {
+                    Some(admit) => self.host(admit),
+                    None => admitting = false,
+                },
                 Some(ev) = self.events.recv() => {
                     let now = Instant::now().into_std();
                     self.apply(now, ev);
@@ -153,163 +188,302 @@ impl Driver {
                     }
                 }
                 () = async { tokio::time::sleep_until(next_timer.unwrap_or_else(Instant::now)).await }, if next_timer.is_some() => {
-                    self.core.fire_timers(Instant::now().into_std());
+                    let now = Instant::now().into_std();
+                    for h in self.runs.values_mut() {
+                        h.core.fire_timers(now);
+                    }
                 }
-                Some(why) = async { match stop.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } }, if !cancelled => {
-                    self.core.cancel(why.into());
+                Some(why) = async { match stop.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => {
+                    for h in self.runs.values_mut().filter(|h| !h.core.is_cancelled()) {
+                        h.core.cancel(why.into());
+                    }
                 }
                 _ = tick.tick() => {
                     let now = Instant::now().into_std();
-                    self.poll_control(now);
-                    self.observer.tick(&self.core.summary(now));
+                    let ids: Vec<RunId> = self.runs.keys().copied().collect();
+                    for run in ids {
+                        self.poll_control(run, now);
+                        if let Some(h) = self.runs.get_mut(&run) {
+                            h.observer.tick(&h.core.summary(now));
+                        }
+                    }
                 }
-                _ = queue_poll.tick(), if !self.queued.is_empty() => {
+                _ = queue_poll.tick(), if queued => {
                     self.poll_queue(Instant::now().into_std());
                 }
             }
         }
+        for (_, mut e) in self.executors.drain() {
+            e.shutdown();
+        }
+        // Commits still in flight belong to runs that failed: let them land.
+        while self.commits.next().await.is_some() {}
+    }
+
+    /// Takes a new run: its takeover is committed before it starts anything.
+    fn host(&mut self, admit: Admit) {
+        let Admit { mut core, lease, lease_watch, observer, executor: (name, make), parallelism, done } = admit;
+        let run = core.run_id();
+        if !self.executors.contains_key(name) {
+            let e = make(self.events_tx.clone());
+            self.executors.insert(name, e);
+        }
+        let now = Instant::now().into_std();
+        core.begin(now);
+        let mut first = core.take_effects();
+        first.writes.insert(0, Write::RunStarted { run, executor: name, parallelism, at: now_ms() });
+        let hosted = Hosted {
+            core,
+            lease,
+            lease_watch,
+            observer,
+            executor: name,
+            pipe: Pipeline::default(),
+            queued: HashSet::new(),
+            open: false,
+            outcome: None,
+            done: Some(done),
+        };
+        self.runs.insert(run, hosted);
+        self.absorb(run, first);
+        self.launch(run);
+    }
+
+    /// After anything happened: every open run starts what it may, commits what it wrote, and
+    /// ends when nothing is left to do.
+    fn step(&mut self) {
+        let now = Instant::now().into_std();
+        let ids: Vec<RunId> = self.runs.keys().copied().collect();
+        for run in ids {
+            let Some(h) = self.runs.get_mut(&run) else { continue };
+            if h.open && h.outcome.is_none() {
+                h.core.start_ready(now);
+                if h.core.active() == 0 {
+                    let outcome = h.core.finish();
+                    h.outcome = Some(outcome);
+                }
+            }
+            let fx = h.core.take_effects();
+            self.absorb(run, fx);
+            let Some(h) = self.runs.get_mut(&run) else { continue };
+            if h.pipe.inflight.is_none() {
+                self.launch(run);
+            }
+            self.end_if_done(run);
+        }
+    }
+
+    /// A run whose outcome is decided and durable ends: its outcome is sent.
+    fn end_if_done(&mut self, run: RunId) {
+        let Some(h) = self.runs.get(&run) else { return };
+        if h.outcome.is_none() || !h.pipe.is_idle() || !h.pipe.after_queued.is_empty() {
+            return;
+        }
+        let Some(mut h) = self.runs.remove(&run) else { return };
+        h.observer.done(&h.core.summary(Instant::now().into_std()));
+        if let (Some(done), Some(outcome)) = (h.done.take(), h.outcome.take()) {
+            let _ = done.send(Ok(outcome));
+        }
+    }
+
+    /// A run failed (its store or lease): its attempts stop and the error is its outcome.
+    fn fail(&mut self, run: RunId, error: Error) {
+        let Some(mut h) = self.runs.remove(&run) else { return };
+        if let Some(executor) = self.executors.get_mut(h.executor) {
+            for at in h.core.live_attempts() {
+                executor.stop(at);
+            }
+        }
+        if let Some(done) = h.done.take() {
+            let _ = done.send(Err(error));
+        }
     }
 
     fn apply(&mut self, now: std::time::Instant, ev: Event) {
-        if let Event::Finished { at, .. } = &ev {
-            self.executor.ended(*at);
+        let at = match &ev {
+            Event::Mutate { at, .. }
+            | Event::Await { at, .. }
+            | Event::Journal { at, .. }
+            | Event::Wait { at, .. }
+            | Event::Log { at, .. }
+            | Event::Finished { at, .. } => *at,
+        };
+        let Some(h) = self.runs.get_mut(&at.run) else { return };
+        if matches!(ev, Event::Finished { .. })
+            && let Some(executor) = self.executors.get_mut(h.executor)
+        {
+            executor.ended(at);
         }
-        self.core.handle(now, ev);
+        h.core.handle(now, ev);
     }
 
-    /// Reads what other processes asked: cancel, pause or resume, signals.
-    fn poll_control(&mut self, now: std::time::Instant) {
-        if let Ok(control) = self.store.control(self.core.run_id()) {
-            self.core.control(now, control);
+    /// Reads what other processes asked of a run: cancel, pause or resume, signals.
+    fn poll_control(&mut self, run: RunId, now: std::time::Instant) {
+        let Some(h) = self.runs.get_mut(&run) else { return };
+        if !h.open {
+            return;
+        }
+        if let Ok(control) = self.store.control(run) {
+            h.core.control(now, control);
         }
     }
 
-    /// Feeds the core what workers reported for the run's queued attempts.
+    /// Feeds the cores what workers reported for their queued attempts.
     fn poll_queue(&mut self, now: std::time::Instant) {
-        let run = self.core.run_id();
-        match self.store.queue_results(run) {
-            Ok(results) => {
-                for r in results {
-                    let at = AttemptId { run, node: r.node, attempt: r.attempt };
-                    self.core.handle(now, Event::Finished { at, result: r.result });
+        for (&run, h) in self.runs.iter_mut().filter(|(_, h)| !h.queued.is_empty()) {
+            match self.store.queue_results(run) {
+                Ok(results) => {
+                    for r in results {
+                        let at = AttemptId { run, node: r.node, attempt: r.attempt };
+                        h.core.handle(now, Event::Finished { at, result: r.result });
+                    }
                 }
-            }
-            // A busy database: read them at the next poll.
-            Err(e) => tracing::warn!("cannot read the queued results of run {run}: {e}"),
-        }
-    }
-
-    /// Notes which attempts are now queued, and which queued ones have ended.
-    fn track_queued(&mut self, writes: &[Write]) {
-        for w in writes {
-            match *w {
-                Write::Enqueue { run, node, attempt, .. } => {
-                    self.queued.insert(AttemptId { run, node, attempt });
-                }
-                Write::AttemptFinished { run, node, attempt, .. } if !self.queued.is_empty() => {
-                    self.queued.remove(&AttemptId { run, node, attempt });
-                }
-                _ => {}
+                // A busy database: read them at the next poll.
+                Err(e) => tracing::warn!("cannot read the queued results of run {run}: {e}"),
             }
         }
     }
 
-    /// Takes the core's effects: writes are queued for the next commit; what depends on them
-    /// waits for it; the rest is done now.
-    fn absorb(&mut self, pipe: &mut Pipeline, fx: Effects) {
+    /// Takes a core's effects: writes are queued for the run's next commit; what depends on
+    /// them waits for it; the rest is done now.
+    fn absorb(&mut self, run: RunId, fx: Effects) {
+        let Some(h) = self.runs.get_mut(&run) else { return };
         let Effects { writes, actions, notes } = fx;
-        self.track_queued(&writes);
-        pipe.queued.extend(writes);
-        let durable = pipe.is_idle();
-        let lease_fresh = self.lease_watch.as_ref().is_none_or(LeaseWatch::is_fresh);
+        track_queued(&mut h.queued, &writes);
+        h.pipe.queued.extend(writes);
+        let durable = h.pipe.is_idle();
+        let lease_fresh = h.lease_watch.as_ref().is_none_or(LeaseWatch::is_fresh);
+        let mut now = Vec::new();
         for action in actions {
-            let now = match &action {
+            let go = match &action {
                 Action::Answer { .. } => durable,
                 Action::Start(_) => durable || lease_fresh,
                 Action::Stop(_) => true,
             };
-            if now {
-                self.perform(action);
+            if go {
+                now.push(action);
             } else {
-                pipe.after_queued.push(Deferred::Action(action));
+                h.pipe.after_queued.push(Deferred::Action(action));
             }
         }
         for note in notes {
             if durable {
-                self.show(&note);
+                h.observer.node(note.node, note.task, note.state, note.attempt, note.error.as_ref());
             } else {
-                pipe.after_queued.push(Deferred::Note(note));
+                h.pipe.after_queued.push(Deferred::Note(note));
             }
         }
+        let executor = h.executor;
+        self.perform(executor, now);
     }
 
-    /// Hands the queued writes to a commit on a blocking thread.
-    fn launch(&mut self, pipe: &mut Pipeline) {
-        if pipe.queued.is_empty() {
+    /// Hands a run's queued writes to a commit on a blocking thread.
+    fn launch(&mut self, run: RunId) {
+        let Some(h) = self.runs.get_mut(&run) else { return };
+        if h.pipe.queued.is_empty() {
             // Nothing to write: what waited for earlier writes may go on.
-            for d in std::mem::take(&mut pipe.after_queued) {
-                self.release(d);
-            }
-            return;
+            let waiting = std::mem::take(&mut h.pipe.after_queued);
+            return self.release(run, waiting);
         }
-        let writes = std::mem::take(&mut pipe.queued);
-        let waiting = std::mem::take(&mut pipe.after_queued);
-        let (store, lease) = (self.store.clone(), self.lease.clone());
+        let writes = std::mem::take(&mut h.pipe.queued);
+        h.pipe.inflight = Some(std::mem::take(&mut h.pipe.after_queued));
+        let (store, lease) = (self.store.clone(), h.lease.clone());
         let commit = tokio::task::spawn_blocking(move || store.commit(Some(&lease), &writes));
-        pipe.inflight = Some((commit, waiting));
+        self.commits.push(Box::pin(async move {
+            let result = match commit.await {
+                Ok(r) => r,
+                Err(e) => Err(StoreError::Io {
+                    path: "a commit".into(),
+                    source: std::io::Error::other(format!("the commit did not finish: {e}")),
+                }),
+            };
+            (run, result)
+        }));
     }
 
-    /// A commit ended: what waited for it goes on, and the next one starts.
-    fn committed(
-        &mut self,
-        pipe: &mut Pipeline,
-        done: std::result::Result<std::result::Result<(), StoreError>, tokio::task::JoinError>,
-    ) -> Result<()> {
-        let Some((_, waiting)) = pipe.inflight.take() else { return Ok(()) };
-        match done {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(e.into_error()),
-            Err(e) => return Err(Error::new(ErrorKind::Store, format!("a commit did not finish: {e}"))),
+    /// A run's commit ended: what waited for it goes on, and its next commit starts.
+    fn committed(&mut self, run: RunId, done: std::result::Result<(), StoreError>) {
+        if let Err(e) = done {
+            return self.fail(run, e.into_error());
         }
+        let Some(h) = self.runs.get_mut(&run) else { return };
+        let waiting = h.pipe.inflight.take().unwrap_or_default();
+        let first = !h.open;
+        h.open = true;
+        self.release(run, waiting);
+        if first {
+            // The takeover is durable: a run taken over while paused stays paused, and
+            // signals sent meanwhile are picked up.
+            self.poll_control(run, Instant::now().into_std());
+            if let Some(h) = self.runs.get_mut(&run) {
+                let fx = h.core.take_effects();
+                self.absorb(run, fx);
+            }
+        }
+        self.launch(run);
+        self.end_if_done(run);
+    }
+
+    fn release(&mut self, run: RunId, waiting: Vec<Deferred>) {
+        let Some(h) = self.runs.get_mut(&run) else { return };
+        let mut actions = Vec::new();
         for d in waiting {
-            self.release(d);
+            match d {
+                Deferred::Note(n) => h.observer.node(n.node, n.task, n.state, n.attempt, n.error.as_ref()),
+                Deferred::Action(a) => actions.push(a),
+            }
         }
-        self.launch(pipe);
-        Ok(())
+        let executor = h.executor;
+        self.perform(executor, actions);
     }
 
-    /// Commits everything queued and waits until it is durable.
-    async fn settle(&mut self, pipe: &mut Pipeline) -> Result<()> {
-        loop {
-            if let Some((commit, _)) = pipe.inflight.as_mut() {
-                let done = commit.await;
-                self.committed(pipe, done)?;
-            } else if !pipe.queued.is_empty() || !pipe.after_queued.is_empty() {
-                self.launch(pipe);
-            } else {
-                return Ok(());
+    fn perform(&mut self, executor: &'static str, actions: Vec<Action>) {
+        let Some(executor) = self.executors.get_mut(executor) else { return };
+        for action in actions {
+            match action {
+                Action::Answer { at, call, answer } => executor.answer(at, call, answer),
+                Action::Start(launch) => executor.start(launch),
+                Action::Stop(at) => executor.stop(at),
             }
         }
     }
+}
 
-    fn release(&mut self, d: Deferred) {
-        match d {
-            Deferred::Note(n) => self.show(&n),
-            Deferred::Action(a) => self.perform(a),
+/// Notes which attempts are now queued, and which queued ones have ended.
+fn track_queued(queued: &mut HashSet<AttemptId>, writes: &[Write]) {
+    for w in writes {
+        match *w {
+            Write::Enqueue { run, node, attempt, .. } => {
+                queued.insert(AttemptId { run, node, attempt });
+            }
+            Write::AttemptFinished { run, node, attempt, .. } if !queued.is_empty() => {
+                queued.remove(&AttemptId { run, node, attempt });
+            }
+            _ => {}
         }
     }
+}
 
-    fn show(&mut self, n: &Note) {
-        self.observer.node(n.node, n.task, n.state, n.attempt, n.error.as_ref());
-    }
-
-    fn perform(&mut self, action: Action) {
-        match action {
-            Action::Answer { at, call, answer } => self.executor.answer(at, call, answer),
-            Action::Start(launch) => self.executor.start(launch),
-            Action::Stop(at) => self.executor.stop(at),
-        }
-    }
+/// Runs one run on a driver of its own, on the runtime's workers, and returns its outcome.
+/// `admit` is given the channel its outcome goes to.
+pub(crate) async fn drive_one(
+    store: Arc<dyn Store>,
+    handle_signals: bool,
+    admit: impl FnOnce(oneshot::Sender<Result<RunOutcome>>) -> Admit,
+) -> Result<RunOutcome> {
+    let (driver, admission) = Driver::new(store, handle_signals);
+    let (done, outcome) = oneshot::channel();
+    admission.admit(admit(done))?;
+    drop(admission);
+    // On the runtime's workers, next to the bodies it drives: an event and the answer to it
+    // then pass between tasks of one thread instead of waking another.
+    let driving = tokio::spawn(driver.run());
+    let outcome = match outcome.await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(Error::new(ErrorKind::Store, "the orchestrator stopped before the run ended")),
+    };
+    let _ = driving.await;
+    outcome
 }
 
 /// Ctrl-C and SIGTERM (what `timeout`, systemd, Docker and Kubernetes send), as reasons.
@@ -331,4 +505,116 @@ pub(crate) fn stop_signals() -> mpsc::UnboundedReceiver<&'static str> {
         }
     }
     rx
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::context::Context;
+    use crate::executor::Inline;
+    use crate::model::{NodeRecord, NodeState, RunState, StoredArg};
+    use crate::progress::{Progress, observer};
+    use crate::registry::{BodyFuture, Kind, Policy, Registry, TaskDescriptor};
+    use crate::run::Config;
+    use crate::store::{self, NewRun};
+
+    /// Doubles its `x`.
+    fn double(input: Value, _: Context) -> BodyFuture {
+        Box::pin(async move { Ok(json!(input["x"].as_u64().unwrap_or(0) * 2)) })
+    }
+
+    fn registry() -> &'static Registry {
+        let d: &'static TaskDescriptor = Box::leak(Box::new(TaskDescriptor {
+            name: "double",
+            kind: Kind::Workflow,
+            module: "salt_runtime::driver::tests",
+            doc: "",
+            input_schema: || json!({"type": "object"}),
+            output_schema: || json!({}),
+            run: double,
+            check_input: |_| Ok(()),
+            policy: Policy::DEFAULT,
+            label: None,
+            color: None,
+            default_input: None,
+            schedule: None,
+            promises: &[],
+            may_spawn: true,
+        }));
+        Box::leak(Box::new(Registry::build([d].into_iter()).expect("one task")))
+    }
+
+    /// Creates a run of `double` with its lease and gives it to the driver.
+    fn admit(store: &Arc<dyn Store>, admission: &Admission, x: u64) -> oneshot::Receiver<Result<RunOutcome>> {
+        let input = json!({ "x": x });
+        let root = NodeRecord {
+            id: 0,
+            parent: None,
+            seq: None,
+            task: "double".into(),
+            state: NodeState::Pending,
+            args: vec![("x".into(), StoredArg::Value(json!(x)))],
+            input_hash: String::new(),
+            output: None,
+            error: None,
+            attempts: 0,
+            label: None,
+            color: None,
+            shape: None,
+            created_at: 0,
+            started_at: None,
+            finished_at: None,
+        };
+        let owner = store::new_owner();
+        let new = NewRun {
+            workflow: "double",
+            input: &input,
+            executor: "inline",
+            parallelism: 2,
+            root: &root,
+            lease: Some((&owner, Duration::from_secs(30))),
+        };
+        let run = store.create_run(new).unwrap();
+        let config = Config { executor: "inline", parallelism: 2, park_after: None };
+        let core = Core::new(store.load(run).unwrap(), registry(), config, std::time::Instant::now()).unwrap();
+        let (done, outcome) = oneshot::channel();
+        let make: MakeExecutor = Box::new(|events| Box::new(Inline::new(events)));
+        admission
+            .admit(Admit {
+                core,
+                lease: Lease { run, owner },
+                lease_watch: None,
+                observer: observer(Progress::Quiet),
+                executor: ("inline", make),
+                parallelism: 2,
+                done,
+            })
+            .unwrap();
+        outcome
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_driver_hosts_many_runs_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::from(store::open(&dir.path().join("salt.db").display().to_string()).unwrap());
+        let (driver, admission) = Driver::new(store.clone(), false);
+        let driving = tokio::spawn(driver.run());
+        // Some runs are given before it starts, some while it drives the first ones.
+        let mut outcomes: Vec<_> = (0..3).map(|x| (x, admit(&store, &admission, x))).collect();
+        tokio::task::yield_now().await;
+        outcomes.extend((3..6).map(|x| (x, admit(&store, &admission, x))));
+        drop(admission);
+        for (x, outcome) in outcomes {
+            let outcome = outcome.await.unwrap().unwrap();
+            assert_eq!(outcome.state, RunState::Succeeded, "{outcome:?}");
+            assert_eq!(outcome.output, Some(json!(x * 2)));
+            let stored = store.load(outcome.run).unwrap();
+            assert_eq!(stored.run.state, RunState::Succeeded);
+            assert_eq!(stored.run.output, Some(json!(x * 2)));
+        }
+        // With every run ended and no way to give it more, the driver stops.
+        tokio::time::timeout(Duration::from_secs(10), driving).await.unwrap().unwrap();
+    }
 }

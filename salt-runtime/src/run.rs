@@ -333,6 +333,11 @@ impl Core {
         self.active
     }
 
+    /// The attempts running now (to stop them when the run cannot go on).
+    pub(crate) fn live_attempts(&self) -> Vec<AttemptId> {
+        self.nodes.iter().filter_map(|n| n.live.map(|attempt| self.attempt_id(n.id, attempt))).collect()
+    }
+
     /// Whether the run has been cancelled.
     pub(crate) fn is_cancelled(&self) -> bool {
         self.cancel_reason.is_some()

@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::broadcast;
 
-use crate::driver::Driver;
+use crate::driver::Admit;
 use crate::error::{Error, ErrorKind, ErrorWire, Result};
 use crate::executor::{Inline, Pool, PoolMode};
 use crate::model::{NodeId, NodeRecord, NodeState, RunId, RunSnapshot, RunState, StoredArg, now_ms};
@@ -447,40 +447,32 @@ impl Runner {
         let mut core = Core::new(snapshot, registry, config, std::time::Instant::now())?;
         prepare(&mut core)?;
         let run = core.run_id();
-        let (tx, events) = tokio::sync::mpsc::unbounded_channel();
-        let executor: Box<dyn crate::executor::Executor> = match self.executor {
-            Executor::Inline => Box::new(Inline::new(tx)),
-            Executor::Process | Executor::Pool => {
-                let exe = std::env::current_exe().map_err(|e| {
+        let exe =
+            match self.executor {
+                Executor::Inline => None,
+                Executor::Process | Executor::Pool => Some(std::env::current_exe().map_err(|e| {
                     Error::new(ErrorKind::Usage, format!("cannot find this binary to run nodes in: {e}"))
-                })?;
-                let mode = match self.executor {
-                    Executor::Process => PoolMode::Process,
-                    _ => PoolMode::Pool { size: self.pool_size.unwrap_or(self.parallelism) },
-                };
-                Box::new(Pool::new(mode, exe, store.blobs(), tx))
-            }
-        };
+                })?),
+            };
+        let (kind, pool_size, blobs) = (self.executor, self.pool_size.unwrap_or(self.parallelism), store.blobs());
+        let make: crate::driver::MakeExecutor = Box::new(move |events| match (kind, exe) {
+            (Executor::Process, Some(exe)) => Box::new(Pool::new(PoolMode::Process, exe, blobs, events)),
+            (Executor::Pool, Some(exe)) => Box::new(Pool::new(PoolMode::Pool { size: pool_size }, exe, blobs, events)),
+            _ => Box::new(Inline::new(events)),
+        });
         let observer = progress::Broadcast::new(progress::observer(self.progress), self.transitions.clone(), run);
-        let driver = Driver {
+        let lease_watch = Some(heartbeat.watch());
+        let (name, parallelism) = (self.executor.as_str(), self.parallelism as u32);
+        let outcome = crate::driver::drive_one(store, self.handle_ctrl_c, |done| Admit {
             core,
-            store,
-            executor,
-            events,
             lease,
-            lease_watch: Some(heartbeat.watch()),
+            lease_watch,
             observer: Box::new(observer),
-            handle_signals: self.handle_ctrl_c,
-            executor_name: self.executor.as_str(),
-            parallelism: self.parallelism as u32,
-            queued: Default::default(),
-        };
-        // On the runtime's workers, next to the bodies it drives: an event and the answer to it
-        // then pass between tasks of one thread instead of waking another.
-        let outcome = match tokio::spawn(driver.run()).await {
-            Ok(outcome) => outcome,
-            Err(e) => Err(Error::new(ErrorKind::Store, format!("the orchestrator stopped: {e}"))),
-        };
+            executor: (name, make),
+            parallelism,
+            done,
+        })
+        .await;
         heartbeat.stop();
         match &outcome {
             Ok(o) => progress::send_final(&self.transitions, run, o.state, o.error.clone()),
