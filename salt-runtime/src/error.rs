@@ -74,9 +74,12 @@ impl ErrorKind {
 /// Any `std::error::Error` converts into it with `?` (as a retryable task error), so a task body
 /// can use `?` on I/O, parsing or HTTP errors directly. Use [`Error::fatal`] for a failure that
 /// retrying cannot fix. Like `anyhow::Error`, it does not itself implement `std::error::Error`.
+///
+/// It is stored with the run and crosses the stdio protocol as `{"kind": "...", "message": "..."}`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Error {
-    kind: ErrorKind,
-    message: String,
+    pub(crate) kind: ErrorKind,
+    pub(crate) message: String,
 }
 
 impl Error {
@@ -109,10 +112,6 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         self.kind.is_retryable()
     }
-
-    pub(crate) fn to_wire(&self) -> ErrorWire {
-        ErrorWire { kind: self.kind, message: self.message.clone() }
-    }
 }
 
 impl fmt::Display for Error {
@@ -137,34 +136,6 @@ impl<E: std::error::Error + Send + Sync + 'static> From<E> for Error {
             source = cause.source();
         }
         Self::new(ErrorKind::Task, message)
-    }
-}
-
-/// An error as it crosses the stdio protocol and is kept in the store.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ErrorWire {
-    /// What kind of failure.
-    pub kind: ErrorKind,
-    /// The message shown to the user.
-    pub message: String,
-}
-
-impl ErrorWire {
-    /// A wire error of this kind.
-    pub fn new(kind: ErrorKind, message: impl fmt::Display) -> Self {
-        Self { kind, message: message.to_string() }
-    }
-}
-
-impl From<ErrorWire> for Error {
-    fn from(wire: ErrorWire) -> Self {
-        Error::new(wire.kind, wire.message)
-    }
-}
-
-impl fmt::Display for ErrorWire {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
     }
 }
 
@@ -364,8 +335,9 @@ pub enum ProtocolError {
     Blob(String),
 }
 
-impl From<ProtocolError> for ErrorWire {
-    fn from(error: ProtocolError) -> Self {
-        ErrorWire::new(ErrorKind::Protocol, error)
+impl ProtocolError {
+    /// The error of the attempt this broke: of kind [`ErrorKind::Protocol`].
+    pub(crate) fn into_error(self) -> Error {
+        Error::new(ErrorKind::Protocol, self)
     }
 }

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::error::ErrorWire;
+use crate::error::Error;
 
 /// The id of a run.
 pub type RunId = i64;
@@ -201,7 +201,7 @@ pub struct RunRecord {
     /// The workflow's output, once it succeeded.
     pub output: Option<Value>,
     /// Why it failed.
-    pub error: Option<ErrorWire>,
+    pub error: Option<Error>,
     /// When it was created (ms since the epoch).
     pub created_at: i64,
     /// When it started (ms since the epoch).
@@ -226,7 +226,7 @@ pub struct RunSummary {
     /// Its state.
     pub state: RunState,
     /// Why it failed.
-    pub error: Option<ErrorWire>,
+    pub error: Option<Error>,
     /// When it was created (ms since the epoch).
     pub created_at: i64,
     /// When it started (ms since the epoch).
@@ -261,7 +261,7 @@ pub struct NodeRecord {
     /// Its output, once it succeeded.
     pub output: Option<Value>,
     /// Why it failed.
-    pub error: Option<ErrorWire>,
+    pub error: Option<Error>,
     /// How many attempts it has had.
     pub attempts: u32,
     /// A label to draw.
@@ -315,7 +315,7 @@ pub struct AttemptRecord {
     /// When it ended.
     pub finished_at: Option<i64>,
     /// Why it failed.
-    pub error: Option<ErrorWire>,
+    pub error: Option<Error>,
 }
 
 /// A journaled value.

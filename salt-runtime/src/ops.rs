@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::error::{Error, ErrorKind, ErrorWire, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::model::{
     AttemptRecord, LogRecord, NodeId, NodeRecord, NodeState, RunId, RunRecord, RunSnapshot, RunState, RunSummary,
     StoredArg, WaitRecord, now_ms,
@@ -204,7 +204,7 @@ pub async fn graph(db: &str, target: &str, plan_it: bool, input: Option<Value>) 
 }
 
 /// A format to draw a graph in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GraphFormat {
     /// Graphviz dot.
     Dot,
@@ -214,6 +214,41 @@ pub enum GraphFormat {
     Json,
     /// SVG, drawn by Graphviz `dot` (which must be on the PATH).
     Svg,
+}
+
+impl GraphFormat {
+    /// Every format, in the order the command line lists them.
+    pub const ALL: [GraphFormat; 4] = [GraphFormat::Dot, GraphFormat::Mermaid, GraphFormat::Json, GraphFormat::Svg];
+
+    /// The lowercase name, as the command line takes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GraphFormat::Dot => "dot",
+            GraphFormat::Mermaid => "mermaid",
+            GraphFormat::Json => "json",
+            GraphFormat::Svg => "svg",
+        }
+    }
+}
+
+impl std::fmt::Display for GraphFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for GraphFormat {
+    type Err = Error;
+
+    /// Parses `dot`, `mermaid`, `json` or `svg` (any case).
+    fn from_str(s: &str) -> Result<Self> {
+        GraphFormat::ALL.into_iter().find(|f| f.as_str().eq_ignore_ascii_case(s)).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Usage,
+                format!("unknown graph format `{s}`; expected one of `dot`, `mermaid`, `json`, `svg`"),
+            )
+        })
+    }
 }
 
 /// A drawn graph.
@@ -318,7 +353,7 @@ fn cancel_writes(snapshot: &RunSnapshot, at: i64) -> Vec<Write> {
         .filter(|n| !n.state.is_terminal())
         .map(|n| Write::NodeFinished { run, node: n.id, state: NodeState::Cancelled, output: None, error: None, at })
         .collect();
-    let error = ErrorWire::new(ErrorKind::Cancelled, "cancelled with `cancel`");
+    let error = Error::new(ErrorKind::Cancelled, "cancelled with `cancel`");
     writes.push(Write::RunState { run, state: RunState::Cancelled, output: None, error: Some(error), at });
     writes
 }
@@ -528,7 +563,7 @@ pub async fn manifest(registry: &Registry) -> Manifest {
 }
 
 /// The workflow `name`, or the binary's only workflow when no name is given.
-pub fn workflow(registry: &Registry, name: Option<&str>) -> Result<&'static TaskDescriptor> {
+pub(crate) fn workflow(registry: &Registry, name: Option<&str>) -> Result<&'static TaskDescriptor> {
     if let Some(name) = name {
         return Runner::workflow(name);
     }
@@ -561,11 +596,8 @@ pub struct RunSettings {
 impl RunSettings {
     /// A runner on `db` with these settings, filled in from `stored` (a run taken over).
     pub fn runner(&self, db: &str, stored: Option<&RunRecord>) -> Runner {
-        use clap::ValueEnum as _;
-        let executor = self
-            .executor
-            .or_else(|| stored.and_then(|r| Executor::from_str(&r.executor, true).ok()))
-            .unwrap_or(Executor::Inline);
+        let executor =
+            self.executor.or_else(|| stored.and_then(|r| r.executor.parse().ok())).unwrap_or(Executor::Inline);
         let parallelism =
             self.parallelism.or_else(|| stored.map(|r| r.parallelism as usize)).unwrap_or_else(default_parallelism);
         let runner = Runner::new(db).executor(executor).parallelism(parallelism).durability(self.durability);
@@ -619,7 +651,7 @@ pub struct RunOneOutcome {
     /// Its output, when it succeeded.
     pub node_output: Option<Value>,
     /// Why it did not succeed.
-    pub node_error: Option<ErrorWire>,
+    pub node_error: Option<Error>,
 }
 
 /// Runs exactly one node again (an id, or a task name that names one node). Refused, with

@@ -14,7 +14,7 @@ use futures::future::BoxFuture;
 use serde_json::{Value, json};
 
 use crate::context::{Context, Host, JournalKind, Mutation, SignalWait, WireArg};
-use crate::error::{ErrorWire, Result};
+use crate::error::{Error, Result};
 use crate::model::{EdgeKind, NodeId};
 use crate::registry::{Registry, TaskDescriptor};
 use crate::render::{GraphView, ViewNode, ViewPromise};
@@ -44,7 +44,7 @@ impl Host for PlanHost {
         self.with(|r| r.mutations.extend(mutations));
     }
 
-    fn await_node(&self, seq: u32) -> BoxFuture<'static, std::result::Result<Value, ErrorWire>> {
+    fn await_node(&self, seq: u32) -> BoxFuture<'static, std::result::Result<Value, Error>> {
         self.with(|r| r.awaited.push(seq));
         futures::future::pending().boxed()
     }

@@ -32,7 +32,7 @@ use self::graph::Node;
 use self::promises::Active;
 use self::timers::Timer;
 use crate::context::JournalKind;
-use crate::error::{Error, ErrorKind, ErrorWire, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::executor::{Answer, AttemptId, Event, Launch};
 use crate::model::{NodeId, NodeState, RunControl, RunId, RunSnapshot, RunState, now_ms};
 use crate::progress::Summary;
@@ -74,7 +74,7 @@ pub(crate) struct Note {
     pub(crate) task: &'static str,
     pub(crate) state: NodeState,
     pub(crate) attempt: u32,
-    pub(crate) error: Option<ErrorWire>,
+    pub(crate) error: Option<Error>,
 }
 
 /// What the core asks of the world: first the writes, in one transaction; then the actions.
@@ -105,7 +105,7 @@ pub(crate) struct Core {
     /// Counts starts and ends, to order them.
     clock: u64,
     promises: Vec<Active>,
-    terminated: Option<ErrorWire>,
+    terminated: Option<Error>,
     paused: bool,
     /// Signals sent but not consumed, in the order they were sent: (id, name, value).
     signals: Vec<(i64, String, Value)>,
@@ -222,7 +222,7 @@ impl Core {
                 node: a.node,
                 attempt: a.attempt,
                 state: NodeState::Cancelled,
-                error: Some(ErrorWire::new(ErrorKind::Cancelled, "interrupted: the orchestrator stopped while it ran")),
+                error: Some(Error::new(ErrorKind::Cancelled, "interrupted: the orchestrator stopped while it ran")),
                 at: now_ms(),
             });
         }
@@ -344,7 +344,7 @@ impl Core {
         let (state, output, error) = if let Some(error) = &self.terminated {
             (RunState::Terminated, None, Some(error.clone()))
         } else if let Some(reason) = &self.cancel_reason {
-            (RunState::Cancelled, None, Some(ErrorWire::new(ErrorKind::Cancelled, reason)))
+            (RunState::Cancelled, None, Some(Error::new(ErrorKind::Cancelled, reason)))
         } else if self.nodes.iter().all(|n| n.state == NodeState::Succeeded) {
             (RunState::Succeeded, root.output.clone(), None)
         } else {
@@ -352,7 +352,7 @@ impl Core {
                 root.error.clone()
             } else {
                 self.nodes.iter().find(|n| n.state == NodeState::Failed).map(|n| {
-                    ErrorWire::new(
+                    Error::new(
                         ErrorKind::Child,
                         format!(
                             "node {} (`{}`) failed: {}",
@@ -391,7 +391,7 @@ impl Core {
     }
 
     /// Shows a node's transition once the batch it belongs to is committed.
-    fn note(&mut self, node: NodeId, task: &'static str, state: NodeState, attempt: u32, error: Option<&ErrorWire>) {
+    fn note(&mut self, node: NodeId, task: &'static str, state: NodeState, attempt: u32, error: Option<&Error>) {
         self.fx.notes.push(Note { node, task, state, attempt, error: error.cloned() });
     }
 

@@ -104,7 +104,7 @@ async fn a_failed_run_ends_its_stream_with_its_error() {
         Transition::Node { task, state: NodeState::Failed, error: Some(e), .. } if task == "refuse" => Some(e),
         _ => None,
     });
-    assert_eq!(refused.map(|e| e.message.as_str()), Some("refused 2"), "{all:#?}");
+    assert_eq!(refused.map(|e| e.message()), Some("refused 2"), "{all:#?}");
     let json = serde_json::to_value(all.last().unwrap()).unwrap();
     assert_eq!(json["type"], "run");
     assert_eq!(json["state"], "failed");

@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 use super::Core;
 use super::replay::{describe_call, hash_args};
 use crate::context::{Annotation, Mutation, SpawnRequest, WireArg};
-use crate::error::{ErrorKind, ErrorWire};
+use crate::error::{Error, ErrorKind};
 use crate::executor::{Answer, AttemptId};
 use crate::model::{EdgeKind, EdgeRecord, NodeId, NodeRecord, NodeState, StoredArg, now_ms};
 use crate::registry::TaskDescriptor;
@@ -26,7 +26,7 @@ pub(super) struct Node {
     pub(super) args: Vec<(String, StoredArg)>,
     pub(super) input_hash: String,
     pub(super) output: Option<Value>,
-    pub(super) error: Option<ErrorWire>,
+    pub(super) error: Option<Error>,
     pub(super) attempts: u32,
     /// Nodes this one runs after (data and control edges).
     pub(super) deps: Vec<NodeId>,
@@ -70,7 +70,7 @@ impl Node {
         args: Vec<(String, StoredArg)>,
         input_hash: String,
         output: Option<Value>,
-        error: Option<ErrorWire>,
+        error: Option<Error>,
         attempts: u32,
     ) -> Self {
         Self {
@@ -139,7 +139,7 @@ impl Core {
     }
 
     /// Fails the current attempt of a node at once (its body is stopped).
-    pub(super) fn fail_attempt(&mut self, at: AttemptId, error: ErrorWire) {
+    pub(super) fn fail_attempt(&mut self, at: AttemptId, error: Error) {
         if self.nodes[at.node as usize].live == Some(at.attempt) {
             self.fx.actions.push(super::Action::Stop(at));
         }
@@ -150,7 +150,7 @@ impl Core {
         let parent = at.node;
         let SpawnRequest { seq, task, args } = req;
         let Some(descriptor) = self.registry.get(&task) else {
-            let e = ErrorWire::new(ErrorKind::Protocol, format!("spawn of unknown task `{task}`"));
+            let e = Error::new(ErrorKind::Protocol, format!("spawn of unknown task `{task}`"));
             return self.fail_attempt(at, e);
         };
         let mut stored = Vec::with_capacity(args.len());
@@ -158,20 +158,19 @@ impl Core {
             let a = match arg {
                 WireArg::Value(v) if crate::model::too_deep(&v) => {
                     let what = format!("argument `{name}` of a call to task `{}`", descriptor.name);
-                    let e = ErrorWire::new(ErrorKind::Input, crate::model::depth_message(what));
+                    let e = Error::new(ErrorKind::Input, crate::model::depth_message(what));
                     return self.fail_attempt(at, e);
                 }
                 WireArg::Value(v) => StoredArg::Value(v),
                 // Executors read blobs back into values before the core sees a spawn.
                 WireArg::Blob(_) => {
-                    let e =
-                        ErrorWire::new(ErrorKind::Protocol, format!("argument `{name}` arrived unread from its blob"));
+                    let e = Error::new(ErrorKind::Protocol, format!("argument `{name}` arrived unread from its blob"));
                     return self.fail_attempt(at, e);
                 }
                 WireArg::Handle(s) => match self.keys.get(&(parent, s)) {
                     Some(dep) => StoredArg::Node(*dep),
                     None => {
-                        let e = ErrorWire::new(
+                        let e = Error::new(
                             ErrorKind::Protocol,
                             format!("argument `{name}` refers to call {s}, which spawned no node"),
                         );
@@ -213,7 +212,7 @@ impl Core {
 
         if !self.nodes[parent as usize].task.may_spawn {
             let p = self.nodes[parent as usize].task.name;
-            let e = ErrorWire::new(
+            let e = Error::new(
                 ErrorKind::Graph,
                 format!(
                     "task `{p}` called task `{}`, but only workflows and tasks marked `spawns` may spawn nodes; write `#[task(spawns)]` on `{p}`",
@@ -287,8 +286,8 @@ impl Core {
         }
     }
 
-    pub(super) fn nondeterministic(&self, node: NodeId, seq: u32, expected: String, found: String) -> ErrorWire {
-        ErrorWire::new(
+    pub(super) fn nondeterministic(&self, node: NodeId, seq: u32, expected: String, found: String) -> Error {
+        Error::new(
             ErrorKind::NonDeterministic,
             format!(
                 "non-deterministic replay of node {node} (`{}`) at call {seq}: the journal has {expected}, the body now made {found}; task bodies must make the same calls in the same order on every run",
@@ -297,15 +296,15 @@ impl Core {
         )
     }
 
-    pub(super) fn upstream_error(&self, dep: NodeId) -> ErrorWire {
+    pub(super) fn upstream_error(&self, dep: NodeId) -> Error {
         let d = &self.nodes[dep as usize];
-        ErrorWire::new(ErrorKind::Upstream, format!("upstream node {} (`{}`) did not succeed", d.id, d.task.name))
+        Error::new(ErrorKind::Upstream, format!("upstream node {} (`{}`) did not succeed", d.id, d.task.name))
     }
 
     pub(super) fn await_child(&mut self, at: AttemptId, call: u64, seq: u32) {
         let node = at.node;
         let Some(&child) = self.keys.get(&(node, seq)) else {
-            let e = ErrorWire::new(ErrorKind::Protocol, format!("await of call {seq}, which spawned no node"));
+            let e = Error::new(ErrorKind::Protocol, format!("await of call {seq}, which spawned no node"));
             return self.fail_attempt(at, e);
         };
         if self.nodes[child as usize].state.is_terminal() {
@@ -324,16 +323,16 @@ impl Core {
         }
     }
 
-    pub(super) fn result_of(&self, id: NodeId) -> Result<Value, ErrorWire> {
+    pub(super) fn result_of(&self, id: NodeId) -> Result<Value, Error> {
         let n = &self.nodes[id as usize];
         match n.state {
             NodeState::Succeeded => Ok(n.output.clone().unwrap_or(Value::Null)),
             NodeState::Cancelled => {
-                Err(ErrorWire::new(ErrorKind::Cancelled, format!("node {} (`{}`) was cancelled", n.id, n.task.name)))
+                Err(Error::new(ErrorKind::Cancelled, format!("node {} (`{}`) was cancelled", n.id, n.task.name)))
             }
             // A child that failed for good (a fatal error, a broken rule) makes its awaiting
             // parent fail for good too: retrying the parent would not help.
-            _ => Err(ErrorWire::new(
+            _ => Err(Error::new(
                 match &n.error {
                     Some(e) if !e.kind.is_retryable() && e.kind != ErrorKind::Upstream => ErrorKind::Fatal,
                     _ => ErrorKind::Child,
@@ -352,14 +351,14 @@ impl Core {
     fn control_edge(&mut self, at: AttemptId, from_seq: u32, to_seq: u32) {
         let node = at.node;
         let (Some(&from), Some(&to)) = (self.keys.get(&(node, from_seq)), self.keys.get(&(node, to_seq))) else {
-            let e = ErrorWire::new(ErrorKind::Protocol, "edge between handles that spawned no node");
+            let e = Error::new(ErrorKind::Protocol, "edge between handles that spawned no node");
             return self.fail_attempt(at, e);
         };
         if self.nodes[to as usize].deps.contains(&from) {
             return; // already there (a replay, or a data edge)
         }
         let name = |id: NodeId| format!("{id} (`{}`)", self.nodes[id as usize].task.name);
-        let graph_error = |msg: String| ErrorWire::new(ErrorKind::Graph, msg);
+        let graph_error = |msg: String| Error::new(ErrorKind::Graph, msg);
         let t = &self.nodes[to as usize];
         if t.attempts > 0 || !matches!(t.state, NodeState::Pending | NodeState::Ready) {
             let e = graph_error(format!(
@@ -417,7 +416,7 @@ impl Core {
 
     /// A node reached a final state: record it, answer its awaiters, and move its dependents
     /// on (ready when all their deps succeeded, skipped when one did not).
-    pub(super) fn end_node(&mut self, id: NodeId, state: NodeState, output: Option<Value>, error: Option<ErrorWire>) {
+    pub(super) fn end_node(&mut self, id: NodeId, state: NodeState, output: Option<Value>, error: Option<Error>) {
         let mut stack = vec![(id, state, output, error)];
         while let Some((id, state, output, error)) = stack.pop() {
             let n = &mut self.nodes[id as usize];
@@ -492,7 +491,7 @@ impl Core {
                     }
                 }
                 // Nobody will await what a failed body spawned: stop it.
-                let cancel = ErrorWire::new(ErrorKind::Cancelled, format!("its parent node {id} (`{task}`) ended"));
+                let cancel = Error::new(ErrorKind::Cancelled, format!("its parent node {id} (`{task}`) ended"));
                 for c in self.nodes[id as usize].children.clone() {
                     if !self.nodes[c as usize].state.is_terminal() {
                         stack.push((c, NodeState::Cancelled, None, Some(cancel.clone())));
@@ -512,7 +511,7 @@ impl Core {
     /// Cancels the run: every node not in a final state is cancelled.
     pub(crate) fn cancel(&mut self, reason: String) {
         self.cancel_reason = Some(reason.clone());
-        let e = ErrorWire::new(ErrorKind::Cancelled, reason);
+        let e = Error::new(ErrorKind::Cancelled, reason);
         for i in 0..self.nodes.len() {
             if !self.nodes[i].state.is_terminal() {
                 self.end_node(i as NodeId, NodeState::Cancelled, None, Some(e.clone()));

@@ -4,7 +4,7 @@
 
 use super::Core;
 use crate::context::PromiseScope;
-use crate::error::{ErrorKind, ErrorWire};
+use crate::error::{Error, ErrorKind};
 use crate::executor::AttemptId;
 use crate::model::{NodeId, NodeState, PromiseRecord};
 use crate::promise::{Promise, Shape, Target};
@@ -47,8 +47,7 @@ impl Core {
             match text.parse::<Promise>() {
                 Ok(promise) => self.add_promise(id, id, seq, promise),
                 Err(e) => {
-                    let error =
-                        ErrorWire::new(ErrorKind::Usage, format!("task `{}` has a bad promise: {e}", task.name));
+                    let error = Error::new(ErrorKind::Usage, format!("task `{}` has a bad promise: {e}", task.name));
                     self.terminated.get_or_insert(error);
                 }
             }
@@ -67,7 +66,7 @@ impl Core {
                 self.add_promise(scope, by, seq, promise);
             }
             Err(e) => {
-                let e = ErrorWire::new(ErrorKind::Usage, format!("bad promise `{text}`: {e}"));
+                let e = Error::new(ErrorKind::Usage, format!("bad promise `{text}`: {e}"));
                 self.fail_attempt(at, e);
             }
         }
@@ -204,7 +203,7 @@ impl Core {
         if self.terminated.is_some() {
             return;
         }
-        let error = ErrorWire::new(
+        let error = Error::new(
             ErrorKind::Promise,
             format!(
                 "broken promise `{promise}` (declared by node {declared_by}, `{}`): {what} is not allowed",

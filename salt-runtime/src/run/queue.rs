@@ -83,7 +83,7 @@ mod tests {
 
     use super::super::{Action, Config, Core};
     use crate::context::Context;
-    use crate::error::{ErrorKind, ErrorWire};
+    use crate::error::{Error, ErrorKind};
     use crate::executor::{AttemptId, Event};
     use crate::model::{NodeRecord, NodeState, RunRecord, RunSnapshot, RunState, StoredArg};
     use crate::registry::{Kind, Policy, Registry, TaskDescriptor};
@@ -221,7 +221,7 @@ mod tests {
         core.start_ready(later);
         assert_eq!(enqueued(&core.take_effects().writes), [(2, "gpu".to_string())]);
         let late = AttemptId { run: 1, node: 0, attempt: 1 };
-        core.handle(later, Event::Finished { at: late, result: Err(ErrorWire::new(ErrorKind::Task, "late")) });
+        core.handle(later, Event::Finished { at: late, result: Err(Error::new(ErrorKind::Task, "late")) });
         assert!(core.take_effects().writes.is_empty());
         assert_eq!(core.active(), 1);
     }

@@ -2,7 +2,7 @@
 //! resetting them.
 
 use super::{Action, Core};
-use crate::error::{ErrorKind, ErrorWire};
+use crate::error::{Error, ErrorKind};
 use crate::executor::AttemptId;
 use crate::model::{NodeId, NodeState, StoredArg, now_ms};
 use crate::store::Write;
@@ -27,7 +27,7 @@ impl Core {
                     node: id,
                     attempt,
                     state: NodeState::Cancelled,
-                    error: Some(ErrorWire::new(ErrorKind::Cancelled, "reset to run again with new inputs")),
+                    error: Some(Error::new(ErrorKind::Cancelled, "reset to run again with new inputs")),
                     at: now_ms(),
                 });
             }

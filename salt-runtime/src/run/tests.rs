@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::{Action, Config, Core, Effects};
 use crate::context::{Context, JournalKind, Mutation, PromiseScope, SignalWait, SpawnRequest, WireArg};
-use crate::error::{Error, ErrorKind, ErrorWire};
+use crate::error::{Error, ErrorKind};
 use crate::executor::{Answer, AttemptId, Event, Launch};
 use crate::model::{
     EdgeKind, NodeId, NodeRecord, NodeState, RunControl, RunId, RunRecord, RunSnapshot, RunState, StoredArg,
@@ -157,8 +157,8 @@ fn signals(list: &[(i64, &str, Value)]) -> RunControl {
     }
 }
 
-fn task_error(message: &str) -> ErrorWire {
-    ErrorWire::new(ErrorKind::Task, message)
+fn task_error(message: &str) -> Error {
+    Error::new(ErrorKind::Task, message)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -227,7 +227,7 @@ impl Harness {
         self.send(Event::Wait { at, call, wait })
     }
 
-    fn finish(&mut self, at: AttemptId, result: Result<Value, ErrorWire>) -> Effects {
+    fn finish(&mut self, at: AttemptId, result: Result<Value, Error>) -> Effects {
         self.send(Event::Finished { at, result })
     }
 
@@ -275,7 +275,7 @@ impl Harness {
     }
 
     /// The run was terminated by the broken promise `text`.
-    fn assert_terminated(&mut self, text: &str) -> ErrorWire {
+    fn assert_terminated(&mut self, text: &str) -> Error {
         self.assert_all_final();
         let outcome = self.core.finish();
         assert_eq!(outcome.state, RunState::Terminated);
@@ -332,7 +332,7 @@ fn answer(fx: &Effects, at: AttemptId, call: u64) -> &Answer {
 }
 
 /// The awaited result call `call` of attempt `at` was answered with.
-fn resolved(fx: &Effects, at: AttemptId, call: u64) -> Result<Value, ErrorWire> {
+fn resolved(fx: &Effects, at: AttemptId, call: u64) -> Result<Value, Error> {
     match answer(fx, at, call) {
         Answer::Resolved(r) => r.clone(),
         other => panic!("expected an awaited result, got {other:?}"),
@@ -365,7 +365,7 @@ fn edges(fx: &Effects) -> Vec<(NodeId, NodeId, EdgeKind)> {
 }
 
 /// How `node` ended in `fx`: (state, output, error).
-fn node_finished(fx: &Effects, node: NodeId) -> Option<(NodeState, Option<Value>, Option<ErrorWire>)> {
+fn node_finished(fx: &Effects, node: NodeId) -> Option<(NodeState, Option<Value>, Option<Error>)> {
     fx.writes.iter().find_map(|w| match w {
         Write::NodeFinished { node: n, state, output, error, .. } if *n == node => {
             Some((*state, output.clone(), error.clone()))
@@ -375,7 +375,7 @@ fn node_finished(fx: &Effects, node: NodeId) -> Option<(NodeState, Option<Value>
 }
 
 /// How attempt `attempt` of `node` ended in `fx`: (state, error).
-fn attempt_ended(fx: &Effects, node: NodeId, attempt: u32) -> Option<(NodeState, Option<ErrorWire>)> {
+fn attempt_ended(fx: &Effects, node: NodeId, attempt: u32) -> Option<(NodeState, Option<Error>)> {
     fx.writes.iter().find_map(|w| match w {
         Write::AttemptFinished { node: n, attempt: a, state, error, .. } if *n == node && *a == attempt => {
             Some((*state, error.clone()))
@@ -385,7 +385,7 @@ fn attempt_ended(fx: &Effects, node: NodeId, attempt: u32) -> Option<(NodeState,
 }
 
 /// The error attempt `attempt` of `node` failed with in `fx`.
-fn attempt_error(fx: &Effects, node: NodeId, attempt: u32) -> ErrorWire {
+fn attempt_error(fx: &Effects, node: NodeId, attempt: u32) -> Error {
     match attempt_ended(fx, node, attempt) {
         Some((NodeState::Failed, Some(e))) => e,
         other => panic!("attempt {attempt} of node {node} did not fail: {other:?}; writes: {:?}", fx.writes),
@@ -646,7 +646,7 @@ fn a_failed_attempt_is_retried_after_an_exponential_backoff() {
 fn a_fatal_error_is_not_retried() {
     let mut h = Harness::new(vec![retrying(workflow("flow"), 3, Backoff::Fixed(secs(1)))]);
     let root = h.start_root();
-    let fx = h.finish(root, Err(ErrorWire::new(ErrorKind::Fatal, "bad input")));
+    let fx = h.finish(root, Err(Error::new(ErrorKind::Fatal, "bad input")));
     assert_eq!(node_finished(&fx, 0).map(|f| f.0), Some(NodeState::Failed));
     assert_eq!(h.core.finish().state, RunState::Failed);
 }
@@ -1057,9 +1057,9 @@ fn recover_runs_only_what_did_not_succeed() {
     let fx = h.mutate(root, vec![spawn(0, "a", &[]), spawn(1, "b", &[])]);
     h.succeed(started(&fx, 1), json!("a"));
     h.await_(root, 1, 1);
-    let fx = h.finish(started(&fx, 2), Err(ErrorWire::new(ErrorKind::Fatal, "no")));
+    let fx = h.finish(started(&fx, 2), Err(Error::new(ErrorKind::Fatal, "no")));
     assert!(resolved(&fx, root, 1).is_err());
-    h.finish(root, Err(ErrorWire::new(ErrorKind::Fatal, "child failed")));
+    h.finish(root, Err(Error::new(ErrorKind::Fatal, "child failed")));
     assert_eq!(h.core.finish().state, RunState::Failed);
 
     let unfinished = h.core.unfinished();
@@ -1075,7 +1075,7 @@ fn run_one_lists_the_upstream_that_has_not_succeeded() {
     let mut h = Harness::new(vec![workflow("flow"), task("a"), task("b")]);
     let root = h.start_root();
     let fx = h.mutate(root, vec![spawn(0, "a", &[]), spawn(1, "b", &[("x", out(0))])]);
-    h.finish(started(&fx, 1), Err(ErrorWire::new(ErrorKind::Fatal, "no")));
+    h.finish(started(&fx, 1), Err(Error::new(ErrorKind::Fatal, "no")));
     assert_eq!(h.core.unmet_upstream(2), [(1, "a", NodeState::Failed)]);
     assert!(h.core.unmet_upstream(1).is_empty());
 }
@@ -1251,7 +1251,7 @@ fn cancelling_a_run_whose_root_is_parked_on_children_ends_every_node() {
     assert_eq!(h.core.finish().state, RunState::Cancelled);
     h.core.take_effects();
     // The stopped child's late end changes nothing.
-    let fx = h.finish(slow, Err(ErrorWire::new(ErrorKind::Cancelled, "stopped")));
+    let fx = h.finish(slow, Err(Error::new(ErrorKind::Cancelled, "stopped")));
     assert!(fx.writes.is_empty() && fx.actions.is_empty(), "{fx:?}");
 }
 

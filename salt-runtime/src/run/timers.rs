@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::Core;
-use crate::error::{ErrorKind, ErrorWire};
+use crate::error::{Error, ErrorKind};
 use crate::model::{NodeId, NodeState, now_ms};
 use crate::store::Write;
 
@@ -73,7 +73,7 @@ impl Core {
     }
 
     /// An attempt ended with a result: the node succeeds, retries after its backoff, or fails.
-    pub(super) fn attempt_finished(&mut self, id: NodeId, attempt: u32, result: Result<Value, ErrorWire>) {
+    pub(super) fn attempt_finished(&mut self, id: NodeId, attempt: u32, result: Result<Value, Error>) {
         let at = now_ms();
         let n = &mut self.nodes[id as usize];
         n.live = None;
@@ -84,7 +84,7 @@ impl Core {
         // Its awaits will never be answered now.
         let task = n.task;
         let result = match result {
-            Ok(output) if crate::model::too_deep(&output) => Err(ErrorWire::new(
+            Ok(output) if crate::model::too_deep(&output) => Err(Error::new(
                 ErrorKind::Input,
                 crate::model::depth_message(format!("the output of task `{}`", task.name)),
             )),

@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use super::{Claim, Durability, Lease, NewRun, QueueResult, Store, Write, effective_state};
 use crate::blob::{BlobRef, Blobs, SPILL_BYTES};
-use crate::error::{ErrorWire, StoreError};
+use crate::error::{Error, StoreError};
 use crate::model::{
     AttemptRecord, EdgeKind, EdgeRecord, JournalRecord, LogRecord, NodeId, NodeRecord, NodeState, PromiseRecord,
     RunControl, RunId, RunRecord, RunSnapshot, RunState, RunSummary, StoredArg, WaitRecord, now_ms,
@@ -780,7 +780,7 @@ impl Store for SqliteStore {
                 args,
                 input_hash,
                 output,
-                error: error.and_then(|s| serde_json::from_str::<ErrorWire>(&s).ok()),
+                error: error.and_then(|s| serde_json::from_str::<Error>(&s).ok()),
                 attempts,
                 label,
                 color,
@@ -1111,7 +1111,7 @@ impl Store for SqliteStore {
         self.settle(claim, "state = 'succeeded', result = ?3, expires_at = NULL", &output.to_string())
     }
 
-    fn fail(&self, claim: &Claim, error: &ErrorWire) -> Result<(), StoreError> {
+    fn fail(&self, claim: &Claim, error: &Error) -> Result<(), StoreError> {
         self.settle(claim, "state = 'failed', error = ?3, expires_at = NULL", &json(error))
     }
 
@@ -1148,7 +1148,7 @@ impl Store for SqliteStore {
             let result = if state == "succeeded" {
                 Ok(output.map_or(Value::Null, parse_json))
             } else {
-                let error = error.as_deref().and_then(|e| serde_json::from_str::<ErrorWire>(e).ok());
+                let error = error.as_deref().and_then(|e| serde_json::from_str::<Error>(e).ok());
                 Err(error
                     .ok_or_else(|| corrupt("ready_queue", format!("entry of node {node} failed with no error")))?)
             };
@@ -1677,7 +1677,7 @@ mod tests {
         assert_eq!((second.id, second.node), (first.id, 1));
         for lost in [
             store.complete(&first, &1.into()),
-            store.fail(&first, &ErrorWire::new(crate::error::ErrorKind::Task, "x")),
+            store.fail(&first, &Error::new(crate::error::ErrorKind::Task, "x")),
             store.release(&first),
             store.renew_claim(&first, TTL).map(|_| ()),
         ] {
@@ -1730,7 +1730,7 @@ mod tests {
         assert!(store.queue_results(run).unwrap().is_empty(), "nothing has run yet");
         let claims = store.claim("q", 3, "w", TTL).unwrap();
         store.complete(&claims[0], &serde_json::json!({"out": 1})).unwrap();
-        let error = ErrorWire::new(crate::error::ErrorKind::Task, "it broke");
+        let error = Error::new(crate::error::ErrorKind::Task, "it broke");
         store.fail(&claims[1], &error).unwrap();
         let results = store.queue_results(run).unwrap();
         assert_eq!(
