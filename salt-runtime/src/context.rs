@@ -19,7 +19,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::model::NodeId;
+use crate::model::{NodeId, RunId};
 
 tokio::task_local! {
     static CURRENT: Context;
@@ -239,7 +239,7 @@ pub(crate) trait Host: Send + Sync + 'static {
 
 struct ContextInner {
     host: Option<Arc<dyn Host>>,
-    run: i64,
+    run: RunId,
     node: NodeId,
     attempt: u32,
     seq: AtomicU32,
@@ -286,7 +286,7 @@ impl std::fmt::Debug for Context {
 }
 
 impl Context {
-    pub(crate) fn new(host: Arc<dyn Host>, run: i64, node: NodeId, attempt: u32) -> Self {
+    pub(crate) fn new(host: Arc<dyn Host>, run: RunId, node: NodeId, attempt: u32) -> Self {
         Self {
             inner: Arc::new(ContextInner {
                 host: Some(host),
@@ -305,8 +305,8 @@ impl Context {
         Self {
             inner: Arc::new(ContextInner {
                 host: None,
-                run: 0,
-                node: 0,
+                run: RunId::new(0),
+                node: NodeId::ROOT,
                 attempt: 1,
                 seq: AtomicU32::new(0),
                 pending: Mutex::new(Vec::new()),
@@ -325,7 +325,7 @@ impl Context {
     }
 
     /// The id of the run (0 outside a run).
-    pub fn run_id(&self) -> i64 {
+    pub fn run_id(&self) -> RunId {
         self.inner.run
     }
 
@@ -605,7 +605,7 @@ impl<T: TaskValue> Handle<T> {
         F: Future<Output = Result<T>> + Send + 'static,
     {
         let fut = async move {
-            let out = body.await.map_err(|e| e.clone())?;
+            let out = body.await?;
             serde_json::to_value(out).map_err(|e| Error::new(ErrorKind::Input, e))
         }
         .boxed()
@@ -750,7 +750,7 @@ where
         return answers
             .into_iter()
             .map(|a| {
-                let value = a.map_err(Error::from)?;
+                let value = a?;
                 serde_json::from_value(value)
                     .map_err(|e| Error::new(ErrorKind::Input, format!("cannot decode a node's output: {e}")))
             })

@@ -4,6 +4,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::{NodeId, RunId};
+
 /// The result type of tasks, workflows and the salt API.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -225,7 +227,7 @@ pub enum StoreError {
     Blob(#[from] crate::blob::BlobError),
     /// No run has this id.
     #[error("no run {0}")]
-    NoRun(i64),
+    NoRun(RunId),
     /// Another orchestrator holds a live lease on the run.
     #[error(
         "run {run} is being driven by {owner} (lease renewed {} s ago); wait for it or cancel it",
@@ -233,7 +235,7 @@ pub enum StoreError {
     )]
     Leased {
         /// The run.
-        run: i64,
+        run: RunId,
         /// The orchestrator that holds the lease (`host:pid:random`).
         owner: String,
         /// How long ago it renewed the lease, in milliseconds.
@@ -244,7 +246,7 @@ pub enum StoreError {
     #[error("{}", lease_lost(*run, owner, current.as_deref()))]
     LeaseLost {
         /// The run.
-        run: i64,
+        run: RunId,
         /// The orchestrator that lost the lease.
         owner: String,
         /// The orchestrator that holds it now, if any.
@@ -257,15 +259,15 @@ pub enum StoreError {
         /// The queue entry.
         id: i64,
         /// The run.
-        run: i64,
+        run: RunId,
         /// The node.
-        node: u64,
+        node: NodeId,
         /// The claimer that lost it.
         owner: String,
     },
 }
 
-fn lease_lost(run: i64, owner: &str, current: Option<&str>) -> String {
+fn lease_lost(run: RunId, owner: &str, current: Option<&str>) -> String {
     match current {
         Some(current) => format!(
             "{owner} lost the lease of run {run}: it expired and {current} took the run over; this orchestrator stops without writing"

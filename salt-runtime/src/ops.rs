@@ -50,7 +50,7 @@ pub fn show(store: &dyn Store, run: RunId) -> Result<RunSnapshot> {
 /// A node given by id, or by a task name that names exactly one node of the run.
 pub fn resolve_node(snapshot: &RunSnapshot, text: &str) -> Result<NodeId> {
     if let Ok(id) = text.parse::<NodeId>() {
-        if usize::try_from(id).is_ok_and(|i| i < snapshot.nodes.len()) {
+        if id.index() < snapshot.nodes.len() {
             return Ok(id);
         }
         return Err(usage(format!("run {} has no node {id}", snapshot.run.id)));
@@ -92,17 +92,17 @@ pub fn show_node(store: &dyn Store, run: RunId, node: &str) -> Result<NodeView> 
     let attempts = snapshot.attempts.iter().filter(|a| a.node == id).cloned().collect();
     let waits = snapshot.waits.iter().filter(|w| w.node == id).cloned().collect();
     let node =
-        snapshot.nodes.into_iter().nth(id as usize).ok_or_else(|| usage(format!("run {run} has no node {id}")))?;
+        snapshot.nodes.into_iter().nth(id.index()).ok_or_else(|| usage(format!("run {run} has no node {id}")))?;
     Ok(NodeView { run, node, input, attempts, waits })
 }
 
 fn node_input(snapshot: &RunSnapshot, id: NodeId) -> Value {
-    let Some(node) = snapshot.nodes.get(id as usize) else { return Value::Null };
+    let Some(node) = snapshot.nodes.get(id.index()) else { return Value::Null };
     let args = node.args.iter().map(|(name, arg)| {
         let value = match arg {
             StoredArg::Value(v) => v.clone(),
             StoredArg::Node(from) => {
-                snapshot.nodes.get(*from as usize).and_then(|n| n.output.clone()).unwrap_or(Value::Null)
+                snapshot.nodes.get(from.index()).and_then(|n| n.output.clone()).unwrap_or(Value::Null)
             }
         };
         (name.clone(), value)
@@ -135,7 +135,7 @@ pub fn value(store: &dyn Store, run: RunId, node: Option<&str>, part: Part) -> R
     match part {
         Part::Input => Ok(node_input(&snapshot, id)),
         Part::Output => {
-            let n = &snapshot.nodes[id as usize];
+            let n = &snapshot.nodes[id.index()];
             n.output
                 .clone()
                 .ok_or_else(|| usage(format!("node {id} of run {run} has no output: it is {}", n.state.as_str())))
@@ -162,7 +162,7 @@ pub struct Logs {
 impl Logs {
     /// The task of a node of the run.
     pub fn task(&self, node: NodeId) -> &str {
-        self.tasks.get(node as usize).map_or("?", String::as_str)
+        self.tasks.get(node.index()).map_or("?", String::as_str)
     }
 }
 
@@ -662,7 +662,7 @@ pub async fn run_one(runner: &Runner, run: RunId, node: &str) -> Result<RunOneOu
     let outcome = runner.run_one(run, node).await?;
     let after = show(store.as_ref(), run)?;
     let record =
-        after.nodes.into_iter().nth(node as usize).ok_or_else(|| usage(format!("run {run} has no node {node}")))?;
+        after.nodes.into_iter().nth(node.index()).ok_or_else(|| usage(format!("run {run} has no node {node}")))?;
     Ok(RunOneOutcome {
         outcome,
         node,
@@ -684,7 +684,7 @@ mod tests {
         let input = serde_json::json!({});
         let node = |id: NodeId, state: NodeState| NodeRecord {
             id,
-            parent: id.checked_sub(1),
+            parent: id.get().checked_sub(1).map(NodeId::new),
             seq: None,
             task: "t".into(),
             state,
@@ -700,7 +700,7 @@ mod tests {
             started_at: None,
             finished_at: None,
         };
-        let root = node(0, NodeState::Waiting);
+        let root = node(NodeId::ROOT, NodeState::Waiting);
         let run = store
             .create_run(crate::store::NewRun {
                 workflow: "w",
@@ -711,7 +711,9 @@ mod tests {
                 lease: None,
             })
             .unwrap();
-        store.commit(None, &[Write::InsertNode { run, node: Box::new(node(1, NodeState::Succeeded)) }]).unwrap();
+        store
+            .commit(None, &[Write::InsertNode { run, node: Box::new(node(NodeId::new(1), NodeState::Succeeded)) }])
+            .unwrap();
         let outcome = futures::executor::block_on(cancel(store.as_ref(), run)).unwrap();
         assert_eq!(outcome.state, RunState::Cancelled);
         let snapshot = show(store.as_ref(), run).unwrap();

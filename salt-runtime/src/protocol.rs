@@ -567,15 +567,14 @@ async fn exec(proto: std::fs::File) -> ExitCode {
         match msg {
             ToNode::Start { attempt_id, run, node, task, attempt, input, input_blobs, blobs } => {
                 let blobs = blobs.map(Blobs::at);
-                let descriptor =
-                    match registry.as_ref().map_err(|e| e.clone()).and_then(|r| r.task(&task).map_err(|e| e.clone())) {
-                        Ok(d) => d,
-                        Err(error) => {
-                            wire.send(&FromNode::Failed { attempt_id, error });
-                            end_marker(attempt_id);
-                            continue;
-                        }
-                    };
+                let descriptor = match registry.as_ref().map_err(|e| e.clone()).and_then(|r| r.task(&task)) {
+                    Ok(d) => d,
+                    Err(error) => {
+                        wire.send(&FromNode::Failed { attempt_id, error });
+                        end_marker(attempt_id);
+                        continue;
+                    }
+                };
                 let calls = Calls::default();
                 let host = Arc::new(ProtocolHost {
                     wire: wire.clone(),
@@ -595,7 +594,7 @@ async fn exec(proto: std::fs::File) -> ExitCode {
                             let body = ctx.clone().scope((descriptor.run)(input, ctx.clone()));
                             std::panic::AssertUnwindSafe(body).catch_unwind().await
                         }
-                        Err(error) => Ok(Err(crate::error::Error::from(error))),
+                        Err(error) => Ok(Err(error)),
                     };
                     ctx.flush();
                     if host2.ended.load(Ordering::SeqCst) {
@@ -620,7 +619,7 @@ async fn exec(proto: std::fs::File) -> ExitCode {
                             wire2.send(&FromNode::Failed { attempt_id, error })
                         }
                         Ok(Ok(output)) => wire2.send(&done(attempt_id, output, blobs).await),
-                        Ok(Err(e)) => wire2.send(&FromNode::Failed { attempt_id, error: e.clone() }),
+                        Ok(Err(e)) => wire2.send(&FromNode::Failed { attempt_id, error: e }),
                         Err(panic) => wire2.send(&FromNode::Failed { attempt_id, error: panic_error(panic) }),
                     }
                     end_marker(attempt_id);

@@ -135,7 +135,7 @@ impl Core {
         let mut nodes = Vec::with_capacity(snapshot.nodes.len());
         let mut keys = HashMap::new();
         for (i, rec) in snapshot.nodes.into_iter().enumerate() {
-            if rec.id != i as NodeId {
+            if rec.id != NodeId::at(i) {
                 return Err(store_error(format!("run {run} has a gap in its node ids at {i}")));
             }
             let task = registry.get(&rec.task).ok_or_else(|| {
@@ -156,13 +156,13 @@ impl Core {
         }
         for a in &snapshot.attempts {
             if a.state == NodeState::Failed
-                && let Some(n) = nodes.get_mut(a.node as usize)
+                && let Some(n) = nodes.get_mut(a.node.index())
             {
                 n.failures += 1;
             }
         }
         for e in &snapshot.edges {
-            let (from, to) = (e.from as usize, e.to as usize);
+            let (from, to) = (e.from.index(), e.to.index());
             if from < nodes.len() && to < nodes.len() {
                 nodes[to].deps.push(e.from);
                 nodes[from].dependents.push(e.to);
@@ -170,7 +170,7 @@ impl Core {
         }
         for i in 0..nodes.len() {
             if let Some(p) = nodes[i].parent {
-                nodes[p as usize].children.push(i as NodeId);
+                nodes[p.index()].children.push(NodeId::at(i));
             }
         }
         let journal = snapshot.journal.into_iter().map(|j| ((j.node, j.seq), (j.kind, j.value))).collect();
@@ -207,13 +207,13 @@ impl Core {
             let promise: Promise = record.text.parse().map_err(|e| {
                 Error::new(ErrorKind::Store, format!("run {} has a promise that does not parse: {e}", core.run))
             })?;
-            if record.scope as usize >= core.nodes.len() {
+            if record.scope.index() >= core.nodes.len() {
                 return Err(store_error(format!("run {run} has a promise on node {}, which it lacks", record.scope)));
             }
             core.restore_promise(record, promise);
         }
         for i in 0..core.nodes.len() {
-            core.declare_registered(i as NodeId);
+            core.declare_registered(NodeId::at(i));
         }
         // Attempts that were running when the previous orchestrator stopped ended with it.
         for a in snapshot.attempts.iter().filter(|a| a.state == NodeState::Running) {
@@ -227,7 +227,7 @@ impl Core {
             });
         }
         for i in 0..core.nodes.len() {
-            core.nodes[i].unmet = core.unmet_of(i as NodeId);
+            core.nodes[i].unmet = core.unmet_of(NodeId::at(i));
             if !core.nodes[i].state.is_terminal() {
                 core.active += 1;
             }
@@ -244,7 +244,7 @@ impl Core {
     pub(crate) fn begin(&mut self, now: Instant) {
         self.now = now;
         for i in 0..self.nodes.len() {
-            self.promote(i as NodeId);
+            self.promote(NodeId::at(i));
         }
     }
 
@@ -285,7 +285,7 @@ impl Core {
     }
 
     fn log(&mut self, at: AttemptId, line: String) {
-        let Some(n) = self.nodes.get_mut(at.node as usize) else { return };
+        let Some(n) = self.nodes.get_mut(at.node.index()) else { return };
         n.logged += 1;
         let record = if n.logged <= MAX_LOG_LINES {
             crate::model::LogRecord { node: at.node, attempt: at.attempt, ts: now_ms(), line }
@@ -397,7 +397,7 @@ impl Core {
 
     fn is_current(&self, at: AttemptId) -> bool {
         at.run == self.run
-            && self.nodes.get(at.node as usize).and_then(|n| n.live).is_some_and(|attempt| attempt == at.attempt)
+            && self.nodes.get(at.node.index()).and_then(|n| n.live).is_some_and(|attempt| attempt == at.attempt)
     }
 
     fn attempt_id(&self, node: NodeId, attempt: u32) -> AttemptId {

@@ -301,6 +301,13 @@ impl Runner {
         Ok(input)
     }
 
+    /// The input a run of `workflow` gets when none is given: the default of its
+    /// `#[workflow(input = …)]`. An error naming its input schema when it has none, or when
+    /// `workflow` is not a workflow of this binary.
+    pub fn default_input(workflow: &str) -> Result<Value> {
+        Self::input_for(Self::workflow(workflow)?, None)
+    }
+
     /// Starts a run of `workflow` with `input` and drives it to the end.
     pub async fn run(&self, workflow: &str, input: Value) -> Result<RunOutcome> {
         let descriptor = Self::workflow(workflow)?;
@@ -312,7 +319,7 @@ impl Runner {
             _ => Vec::new(),
         };
         let root = NodeRecord {
-            id: 0,
+            id: NodeId::ROOT,
             parent: None,
             seq: None,
             task: descriptor.name.to_string(),
@@ -524,7 +531,7 @@ fn check_depth(input: &Value) -> Result<()> {
 }
 
 fn check_node(run: RunId, nodes: usize, node: NodeId) -> Result<()> {
-    if (node as usize) < nodes {
+    if node.index() < nodes {
         Ok(())
     } else {
         Err(Error::new(

@@ -558,13 +558,16 @@ mod tests {
         let threads: Vec<_> = (0..4)
             .map(|i| {
                 let store = store.clone();
-                std::thread::spawn(move || store.send_signal(0, &format!("s{i}"), &Value::Null))
+                std::thread::spawn(move || store.send_signal(RunId::new(0), &format!("s{i}"), &Value::Null))
             })
             .collect();
         for t in threads {
             t.join().unwrap().unwrap();
         }
-        assert_eq!(open_read_only(&url).unwrap().control(0).map(|_| ()).unwrap_err().to_string(), "no run 0");
+        assert_eq!(
+            open_read_only(&url).unwrap().control(RunId::new(0)).map(|_| ()).unwrap_err().to_string(),
+            "no run 0"
+        );
     }
 
     #[test]

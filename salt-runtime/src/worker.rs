@@ -26,7 +26,7 @@ use tokio::task::{AbortHandle, JoinSet};
 
 use crate::context::{Context, Host, JournalKind, Mutation, SignalWait};
 use crate::error::{Error, ErrorKind, Result, StoreError};
-use crate::model::{LogRecord, now_ms};
+use crate::model::{LogRecord, NodeId, RunId, now_ms};
 use crate::protocol::panic_error;
 use crate::registry::{DEFAULT_QUEUE, Registry};
 use crate::store::{self, Claim, Store, Write};
@@ -227,7 +227,7 @@ fn start(
                 let body = async {
                     match std::panic::AssertUnwindSafe(body).catch_unwind().await {
                         Ok(Ok(output)) => Ok(output),
-                        Ok(Err(e)) => Err(e.clone()),
+                        Ok(Err(e)) => Err(e),
                         Err(panic) => Err(panic_error(panic)),
                     }
                 };
@@ -354,8 +354,8 @@ impl Renewer {
 /// The orchestrator as a body run by a worker sees it: nobody is there to apply graph changes,
 /// answer awaits or deliver signals, so those are refused; logs are kept for the attempt.
 struct WorkerHost {
-    run: i64,
-    node: u64,
+    run: RunId,
+    node: NodeId,
     queue: String,
     refusal: Mutex<Option<Error>>,
     refused: Notify,
@@ -363,7 +363,7 @@ struct WorkerHost {
 }
 
 impl WorkerHost {
-    fn new(run: i64, node: u64, queue: &str) -> Self {
+    fn new(run: RunId, node: NodeId, queue: &str) -> Self {
         Self {
             run,
             node,

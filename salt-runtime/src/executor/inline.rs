@@ -55,7 +55,7 @@ impl Executor for Inline {
             ctx.flush();
             let result = match result {
                 Ok(Ok(output)) => Ok(output),
-                Ok(Err(e)) => Err(e.clone()),
+                Ok(Err(e)) => Err(e),
                 Err(panic) => Err(panic_error(panic)),
             };
             let _ = events.send(Event::Finished { at, result });
