@@ -14,7 +14,9 @@ use crate::model::{
     AttemptRecord, LogRecord, NodeId, NodeRecord, NodeState, RunId, RunRecord, RunSnapshot, RunState, RunSummary,
     StoredArg, WaitRecord, now_ms,
 };
-use crate::registry::{Kind, Policy, Registry, TaskDescriptor};
+#[doc(inline)]
+pub use crate::registry::{Backoff, Policy};
+use crate::registry::{Kind, Registry, TaskDescriptor};
 use crate::render::GraphView;
 use crate::runner::{Executor, RunOutcome, Runner, default_parallelism};
 use crate::store::{self, Durability, Store, Write};

@@ -55,8 +55,6 @@ pub use salt_runtime::progress::{Progress, Transition};
 #[doc(inline)]
 pub use salt_runtime::promise::{Promise, Shape};
 #[doc(inline)]
-pub use salt_runtime::registry::{Backoff, Policy};
-#[doc(inline)]
 pub use salt_runtime::runner::{Executor, RunOutcome, Runner};
 #[doc(inline)]
 pub use salt_runtime::store::Durability;
