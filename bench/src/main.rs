@@ -275,7 +275,7 @@ fn run_in_process(
         let start = Instant::now();
         let outcome = once(json!({ "n": w.n }))?;
         let wall = start.elapsed();
-        let why = outcome.error.as_ref().map(|e| format!(": {}", e.message)).unwrap_or_default();
+        let why = outcome.error.as_ref().map(|e| format!(": {}", e.message())).unwrap_or_default();
         check(w, outcome.state, outcome.output.as_ref(), &why)?;
         samples.push(Sample { wall, peak_rss_kib: peak_rss_kib() });
     }

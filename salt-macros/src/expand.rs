@@ -50,10 +50,10 @@ pub(crate) fn expand(task: &Task) -> TokenStream {
         .map(|(ident, ty)| quote!(let #ident: ::salt::__private::Arg<#ty> = ::core::convert::Into::into(#ident);));
     let wires = inputs.iter().map(|(ident, ty)| {
         let wire = ident.unraw().to_string();
-        quote_spanned!(ty.span()=> #ident.wire(#wire))
+        quote_spanned!(ty.span()=> ::salt::__private::wire::<#ty>(#ident, #wire))
     });
     let resolves = inputs.iter().map(|(ident, ty)| {
-        let resolve = quote_spanned!(ty.span()=> #ident.resolve());
+        let resolve = quote_spanned!(ty.span()=> ::salt::__private::resolve::<#ty>(#ident));
         quote!(let #ident = #resolve.await?;)
     });
     let direct_args = params.iter().map(|p| match p {
@@ -75,7 +75,8 @@ pub(crate) fn expand(task: &Task) -> TokenStream {
         Output::Unit | Output::Plain(_) => (quote!(::core::result::Result::Ok(#direct_call)), run_call),
     };
     let handle = quote_spanned!(out_span=> ::salt::__private::Handle<#out_ty>);
-    let direct = quote_spanned!(out_span=> ::salt::__private::Handle::<#out_ty>::direct);
+    let direct = quote_spanned!(out_span=> ::salt::__private::direct::<#out_ty>);
+    let spawn = quote_spanned!(out_span=> ::salt::__private::spawn::<#out_ty>);
     let encode_output = quote_spanned!(out_span=> ::salt::__private::encode_output::<#out_ty>);
     let public_fn = quote! {
         #(#attrs)*
@@ -83,7 +84,7 @@ pub(crate) fn expand(task: &Task) -> TokenStream {
             #(#into_args)*
             match ::salt::__private::Context::current() {
                 ::core::option::Option::Some(__salt_ctx) => {
-                    __salt_ctx.spawn::<#out_ty>(#name, ::std::vec![#(#wires),*])
+                    #spawn(&__salt_ctx, #name, ::std::vec![#(#wires),*])
                 }
                 ::core::option::Option::None => #direct(async move {
                     #(#resolves)*
@@ -291,7 +292,13 @@ mod tests {
         );
         for expected in [
             quote!(#[doc = r" Reads rows."] pub fn extract(source: impl ::core::convert::Into<::salt::__private::Arg<String> >) -> ::salt::__private::Handle<Vec<Row> >),
-            quote!(__salt_ctx.spawn::<Vec<Row>>("extract_rows", ::std::vec![source.wire("source")])),
+            quote!(::salt::__private::spawn::<Vec<Row>>(
+                &__salt_ctx,
+                "extract_rows",
+                ::std::vec![::salt::__private::wire::<String>(source, "source")]
+            )),
+            quote!(let source = ::salt::__private::resolve::<String>(source).await?;),
+            quote!(::core::option::Option::None => ::salt::__private::direct::<Vec<Row>>),
             quote!(::salt::__private::into_result(__salt_task_extract(source, &__salt_ctx).await)),
             quote!(async fn __salt_task_extract(mut source: String, ctx: &Context) -> salt::Result<Vec<Row> >),
             quote!(

@@ -152,7 +152,7 @@ pub fn task(args: TokenStream, item: TokenStream) -> TokenStream {
 /// // A run, for real, on a SQLite database: with the default input, then with another.
 /// let db = tempfile::tempdir()?;
 /// let runner = salt::Runner::new(db.path().join("salt.db"));
-/// let input = salt::Runner::input_for(salt::Runner::workflow("sum_of_doubles")?, None)?;
+/// let input = salt::Runner::default_input("sum_of_doubles")?;
 /// let outcome = runner.run("sum_of_doubles", input).await?;
 /// assert_eq!(outcome.output, Some(serde_json::json!(6)));
 /// let outcome = runner.run("sum_of_doubles", serde_json::json!({"a": 10, "b": 20})).await?;

@@ -46,7 +46,7 @@ struct RunOptions {
     /// pool of long-lived processes of this binary [default: inline; for recover, rerun and
     /// run-one: the run's own].
     #[arg(long, value_enum)]
-    executor: Option<Executor>,
+    executor: Option<ExecutorArg>,
 
     /// How many nodes run at once, 1 to 65536 [default: the number of cores; for recover,
     /// rerun and run-one: the run's own].
@@ -61,6 +61,52 @@ struct RunOptions {
     /// power cut too (every commit is synced to disk).
     #[arg(long, value_enum, default_value_t = DurabilityArg::Normal)]
     durability: DurabilityArg,
+}
+
+/// `--executor`: [`Executor`], as the command line takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ExecutorArg {
+    /// In this process, on its async runtime: the fastest.
+    Inline,
+    /// Each attempt in a fresh process of this binary (`<bin> __salt exec`): isolated, killable.
+    Process,
+    /// Long-lived processes of this binary, each running many attempts one after the other:
+    /// the isolation of `process` at a fraction of its cost.
+    Pool,
+}
+
+impl From<ExecutorArg> for Executor {
+    fn from(arg: ExecutorArg) -> Self {
+        match arg {
+            ExecutorArg::Inline => Executor::Inline,
+            ExecutorArg::Process => Executor::Process,
+            ExecutorArg::Pool => Executor::Pool,
+        }
+    }
+}
+
+/// `--format`: [`GraphFormat`], as the command line takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum FormatArg {
+    /// Graphviz dot.
+    Dot,
+    /// A Mermaid flowchart.
+    Mermaid,
+    /// The documented JSON form.
+    Json,
+    /// SVG, drawn by Graphviz `dot` (which must be on the PATH).
+    Svg,
+}
+
+impl From<FormatArg> for GraphFormat {
+    fn from(arg: FormatArg) -> Self {
+        match arg {
+            FormatArg::Dot => GraphFormat::Dot,
+            FormatArg::Mermaid => GraphFormat::Mermaid,
+            FormatArg::Json => GraphFormat::Json,
+            FormatArg::Svg => GraphFormat::Svg,
+        }
+    }
 }
 
 /// `--durability`.
@@ -115,8 +161,8 @@ enum Command {
         /// A run id, or a workflow name (its plan).
         target: String,
         /// The output format.
-        #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
-        format: GraphFormat,
+        #[arg(long, value_enum, default_value_t = FormatArg::Dot)]
+        format: FormatArg,
         /// Draw the plan of a workflow (implied when TARGET is not a run id).
         #[arg(long)]
         plan: bool,
@@ -278,7 +324,7 @@ fn print_serialized(value: &impl serde::Serialize) {
 impl RunOptions {
     fn settings(&self) -> RunSettings {
         RunSettings {
-            executor: self.executor,
+            executor: self.executor.map(Executor::from),
             parallelism: self.parallelism.map(|n| n as usize),
             pool_size: self.pool_size.map(usize::from),
             durability: match self.durability {
@@ -349,7 +395,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Graph { target, format, plan, input, collapse } => {
             let input = input.map(|s| parse_input(&s)).transpose()?;
             let view = ops::graph(&db, &target, plan, input).await?;
-            match ops::draw(&view, if json { GraphFormat::Json } else { format }, collapse)? {
+            match ops::draw(&view, if json { GraphFormat::Json } else { format.into() }, collapse)? {
                 Drawing::Text(text) => out(text),
                 Drawing::Json(value) => print_json(&value),
             }

@@ -18,8 +18,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::error::{Error, ErrorKind, ErrorWire, Result};
-use crate::model::NodeId;
+use crate::error::{Error, ErrorKind, Result};
+use crate::model::{NodeId, RunId};
 
 tokio::task_local! {
     static CURRENT: Context;
@@ -220,16 +220,16 @@ impl<T> Gather<T> {
 }
 
 /// An await that got no answer (never expected: answers come before the gathering ends).
-pub(crate) fn unanswered() -> ErrorWire {
-    ErrorWire::new(ErrorKind::Protocol, "an await got no answer")
+pub(crate) fn unanswered() -> Error {
+    Error::new(ErrorKind::Protocol, "an await got no answer")
 }
 
 /// The orchestrator as a running body sees it (in process, or across the stdio protocol).
 pub(crate) trait Host: Send + Sync + 'static {
     fn mutate(&self, mutations: Vec<Mutation>);
-    fn await_node(&self, seq: u32) -> BoxFuture<'static, std::result::Result<Value, ErrorWire>>;
+    fn await_node(&self, seq: u32) -> BoxFuture<'static, std::result::Result<Value, Error>>;
     /// Awaits several children at once; the body wakes once, when all have answered.
-    fn await_nodes(&self, seqs: Vec<u32>) -> BoxFuture<'static, Vec<std::result::Result<Value, ErrorWire>>> {
+    fn await_nodes(&self, seqs: Vec<u32>) -> BoxFuture<'static, Vec<std::result::Result<Value, Error>>> {
         futures::future::join_all(seqs.into_iter().map(|s| self.await_node(s))).boxed()
     }
     fn journal(&self, seq: u32, kind: JournalKind, proposed: Value) -> BoxFuture<'static, Value>;
@@ -239,7 +239,7 @@ pub(crate) trait Host: Send + Sync + 'static {
 
 struct ContextInner {
     host: Option<Arc<dyn Host>>,
-    run: i64,
+    run: RunId,
     node: NodeId,
     attempt: u32,
     seq: AtomicU32,
@@ -286,7 +286,7 @@ impl std::fmt::Debug for Context {
 }
 
 impl Context {
-    pub(crate) fn new(host: Arc<dyn Host>, run: i64, node: NodeId, attempt: u32) -> Self {
+    pub(crate) fn new(host: Arc<dyn Host>, run: RunId, node: NodeId, attempt: u32) -> Self {
         Self {
             inner: Arc::new(ContextInner {
                 host: Some(host),
@@ -305,8 +305,8 @@ impl Context {
         Self {
             inner: Arc::new(ContextInner {
                 host: None,
-                run: 0,
-                node: 0,
+                run: RunId::new(0),
+                node: NodeId::ROOT,
                 attempt: 1,
                 seq: AtomicU32::new(0),
                 pending: Mutex::new(Vec::new()),
@@ -325,7 +325,7 @@ impl Context {
     }
 
     /// The id of the run (0 outside a run).
-    pub fn run_id(&self) -> i64 {
+    pub fn run_id(&self) -> RunId {
         self.inner.run
     }
 
@@ -497,8 +497,7 @@ impl Context {
     }
 
     /// Spawns a child node of task `task` with these arguments and returns its handle.
-    #[doc(hidden)]
-    pub fn spawn<T: TaskValue>(&self, task: &'static str, args: Vec<Result<(String, WireArg)>>) -> Handle<T> {
+    fn spawn<T: TaskValue>(&self, task: &'static str, args: Vec<Result<(String, WireArg)>>) -> Handle<T> {
         let args = match args.into_iter().collect::<Result<Vec<_>>>() {
             Ok(args) => args,
             Err(e) => return Handle::direct(async move { Err(e) }),
@@ -517,7 +516,7 @@ fn random_u64() -> u64 {
     h.finish()
 }
 
-type DirectFuture = Shared<BoxFuture<'static, std::result::Result<Value, ErrorWire>>>;
+type DirectFuture = Shared<BoxFuture<'static, std::result::Result<Value, Error>>>;
 
 enum HandleInner {
     /// A child node of a running body.
@@ -601,14 +600,13 @@ impl<T: TaskValue> Handle<T> {
     }
 
     /// A handle whose body runs directly when awaited (outside any run).
-    #[doc(hidden)]
-    pub fn direct<F>(body: F) -> Self
+    fn direct<F>(body: F) -> Self
     where
         F: Future<Output = Result<T>> + Send + 'static,
     {
         let fut = async move {
-            let out = body.await.map_err(|e| e.to_wire())?;
-            serde_json::to_value(out).map_err(|e| ErrorWire::new(ErrorKind::Input, e))
+            let out = body.await?;
+            serde_json::to_value(out).map_err(|e| Error::new(ErrorKind::Input, e))
         }
         .boxed()
         .shared();
@@ -683,8 +681,7 @@ impl From<&str> for Arg<String> {
 
 impl<T: TaskValue> Arg<T> {
     /// The argument as sent in a spawn request.
-    #[doc(hidden)]
-    pub fn wire(self, name: &str) -> Result<(String, WireArg)> {
+    fn wire(self, name: &str) -> Result<(String, WireArg)> {
         let arg = match self {
             Arg::Value(v) => WireArg::Value(
                 serde_json::to_value(v)
@@ -696,8 +693,7 @@ impl<T: TaskValue> Arg<T> {
     }
 
     /// The value, awaiting the handle if it is one (outside a run).
-    #[doc(hidden)]
-    pub async fn resolve(self) -> Result<T> {
+    async fn resolve(self) -> Result<T> {
         match self {
             Arg::Value(v) => Ok(v),
             Arg::Handle(h) => h.await,
@@ -754,7 +750,7 @@ where
         return answers
             .into_iter()
             .map(|a| {
-                let value = a.map_err(Error::from)?;
+                let value = a?;
                 serde_json::from_value(value)
                     .map_err(|e| Error::new(ErrorKind::Input, format!("cannot decode a node's output: {e}")))
             })
@@ -763,16 +759,49 @@ where
     futures::future::join_all(handles.into_iter().map(IntoFuture::into_future)).await.into_iter().collect()
 }
 
-/// Decodes a task's input object (used by generated code).
+/// What the code `#[task]` and `#[workflow]` generate calls. Not a public API: the `salt`
+/// facade re-exports it under `salt::__private`.
 #[doc(hidden)]
-pub fn decode_input<T: DeserializeOwned>(task: &str, input: Value) -> Result<T> {
-    serde_json::from_value(input)
-        .map_err(|e| Error::new(ErrorKind::Input, format!("input of `{task}` does not match its type: {e}")))
-}
+pub mod hooks {
+    use std::future::Future;
 
-/// Encodes a task's output (used by generated code).
-#[doc(hidden)]
-pub fn encode_output<T: Serialize>(task: &str, output: &T) -> Result<Value> {
-    serde_json::to_value(output)
-        .map_err(|e| Error::new(ErrorKind::Input, format!("output of `{task}` cannot be encoded: {e}")))
+    use serde::Serialize;
+    use serde::de::DeserializeOwned;
+    use serde_json::Value;
+
+    use super::{Arg, Context, Handle, TaskValue, WireArg};
+    use crate::error::{Error, ErrorKind, Result};
+
+    /// Spawns a child node of task `task` from the body `ctx` runs, with these arguments, and
+    /// returns its handle. An argument that could not be encoded fails the handle instead.
+    pub fn spawn<T: TaskValue>(ctx: &Context, task: &'static str, args: Vec<Result<(String, WireArg)>>) -> Handle<T> {
+        ctx.spawn(task, args)
+    }
+
+    /// A handle whose body runs directly when awaited (a task called outside any run).
+    pub fn direct<T: TaskValue>(body: impl Future<Output = Result<T>> + Send + 'static) -> Handle<T> {
+        Handle::direct(body)
+    }
+
+    /// The argument `name` as sent in a spawn request.
+    pub fn wire<T: TaskValue>(arg: Arg<T>, name: &str) -> Result<(String, WireArg)> {
+        arg.wire(name)
+    }
+
+    /// The value of an argument, awaiting the handle if it is one (outside a run).
+    pub async fn resolve<T: TaskValue>(arg: Arg<T>) -> Result<T> {
+        arg.resolve().await
+    }
+
+    /// Decodes a task's input object.
+    pub fn decode_input<T: DeserializeOwned>(task: &str, input: Value) -> Result<T> {
+        serde_json::from_value(input)
+            .map_err(|e| Error::new(ErrorKind::Input, format!("input of `{task}` does not match its type: {e}")))
+    }
+
+    /// Encodes a task's output.
+    pub fn encode_output<T: Serialize>(task: &str, output: &T) -> Result<Value> {
+        serde_json::to_value(output)
+            .map_err(|e| Error::new(ErrorKind::Input, format!("output of `{task}` cannot be encoded: {e}")))
+    }
 }

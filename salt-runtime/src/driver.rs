@@ -550,7 +550,7 @@ mod tests {
     fn admit(store: &Arc<dyn Store>, admission: &Admission, x: u64) -> oneshot::Receiver<Result<RunOutcome>> {
         let input = json!({ "x": x });
         let root = NodeRecord {
-            id: 0,
+            id: crate::model::NodeId::ROOT,
             parent: None,
             seq: None,
             task: "double".into(),

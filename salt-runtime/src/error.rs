@@ -4,6 +4,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::{NodeId, RunId};
+
 /// The result type of tasks, workflows and the salt API.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -74,9 +76,12 @@ impl ErrorKind {
 /// Any `std::error::Error` converts into it with `?` (as a retryable task error), so a task body
 /// can use `?` on I/O, parsing or HTTP errors directly. Use [`Error::fatal`] for a failure that
 /// retrying cannot fix. Like `anyhow::Error`, it does not itself implement `std::error::Error`.
+///
+/// It is stored with the run and crosses the stdio protocol as `{"kind": "...", "message": "..."}`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Error {
-    kind: ErrorKind,
-    message: String,
+    pub(crate) kind: ErrorKind,
+    pub(crate) message: String,
 }
 
 impl Error {
@@ -109,10 +114,6 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         self.kind.is_retryable()
     }
-
-    pub(crate) fn to_wire(&self) -> ErrorWire {
-        ErrorWire { kind: self.kind, message: self.message.clone() }
-    }
 }
 
 impl fmt::Display for Error {
@@ -137,34 +138,6 @@ impl<E: std::error::Error + Send + Sync + 'static> From<E> for Error {
             source = cause.source();
         }
         Self::new(ErrorKind::Task, message)
-    }
-}
-
-/// An error as it crosses the stdio protocol and is kept in the store.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ErrorWire {
-    /// What kind of failure.
-    pub kind: ErrorKind,
-    /// The message shown to the user.
-    pub message: String,
-}
-
-impl ErrorWire {
-    /// A wire error of this kind.
-    pub fn new(kind: ErrorKind, message: impl fmt::Display) -> Self {
-        Self { kind, message: message.to_string() }
-    }
-}
-
-impl From<ErrorWire> for Error {
-    fn from(wire: ErrorWire) -> Self {
-        Error::new(wire.kind, wire.message)
-    }
-}
-
-impl fmt::Display for ErrorWire {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
     }
 }
 
@@ -254,7 +227,7 @@ pub enum StoreError {
     Blob(#[from] crate::blob::BlobError),
     /// No run has this id.
     #[error("no run {0}")]
-    NoRun(i64),
+    NoRun(RunId),
     /// Another orchestrator holds a live lease on the run.
     #[error(
         "run {run} is being driven by {owner} (lease renewed {} s ago); wait for it or cancel it",
@@ -262,7 +235,7 @@ pub enum StoreError {
     )]
     Leased {
         /// The run.
-        run: i64,
+        run: RunId,
         /// The orchestrator that holds the lease (`host:pid:random`).
         owner: String,
         /// How long ago it renewed the lease, in milliseconds.
@@ -273,7 +246,7 @@ pub enum StoreError {
     #[error("{}", lease_lost(*run, owner, current.as_deref()))]
     LeaseLost {
         /// The run.
-        run: i64,
+        run: RunId,
         /// The orchestrator that lost the lease.
         owner: String,
         /// The orchestrator that holds it now, if any.
@@ -286,15 +259,15 @@ pub enum StoreError {
         /// The queue entry.
         id: i64,
         /// The run.
-        run: i64,
+        run: RunId,
         /// The node.
-        node: u64,
+        node: NodeId,
         /// The claimer that lost it.
         owner: String,
     },
 }
 
-fn lease_lost(run: i64, owner: &str, current: Option<&str>) -> String {
+fn lease_lost(run: RunId, owner: &str, current: Option<&str>) -> String {
     match current {
         Some(current) => format!(
             "{owner} lost the lease of run {run}: it expired and {current} took the run over; this orchestrator stops without writing"
@@ -364,8 +337,9 @@ pub enum ProtocolError {
     Blob(String),
 }
 
-impl From<ProtocolError> for ErrorWire {
-    fn from(error: ProtocolError) -> Self {
-        ErrorWire::new(ErrorKind::Protocol, error)
+impl ProtocolError {
+    /// The error of the attempt this broke: of kind [`ErrorKind::Protocol`].
+    pub(crate) fn into_error(self) -> Error {
+        Error::new(ErrorKind::Protocol, self)
     }
 }

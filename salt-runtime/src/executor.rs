@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 pub(crate) use self::inline::Inline;
 pub(crate) use self::pool::{Pool, PoolMode};
 use crate::context::{JournalKind, Mutation, SignalWait};
-use crate::error::{ErrorKind, ErrorWire};
+use crate::error::{Error, ErrorKind};
 use crate::model::{NodeId, RunId};
 use crate::registry::TaskDescriptor;
 
@@ -48,14 +48,14 @@ pub(crate) enum Event {
     /// A line of the attempt's log.
     Log { at: AttemptId, line: String },
     /// The attempt ended.
-    Finished { at: AttemptId, result: Result<Value, ErrorWire> },
+    Finished { at: AttemptId, result: Result<Value, Error> },
 }
 
 /// The core's answer to one call of a body.
 #[derive(Debug, Clone)]
 pub(crate) enum Answer {
     /// The awaited child's output or error.
-    Resolved(Result<Value, ErrorWire>),
+    Resolved(Result<Value, Error>),
     /// A journaled or signalled value.
     Value(Value),
 }
@@ -88,6 +88,6 @@ pub(crate) trait Executor: Send {
 }
 
 /// The error of an attempt that ran past its timeout.
-pub(crate) fn timeout_error(timeout: std::time::Duration) -> ErrorWire {
-    ErrorWire::new(ErrorKind::Timeout, format!("attempt timed out after {timeout:?} and was killed"))
+pub(crate) fn timeout_error(timeout: std::time::Duration) -> Error {
+    Error::new(ErrorKind::Timeout, format!("attempt timed out after {timeout:?} and was killed"))
 }

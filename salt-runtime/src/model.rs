@@ -3,13 +3,101 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::error::ErrorWire;
+use crate::error::Error;
 
-/// The id of a run.
-pub type RunId = i64;
+/// The id of a run: a positive number, unique in its database.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RunId(i64);
 
-/// The id of a node within its run; the workflow's root node is 0.
-pub type NodeId = u64;
+impl RunId {
+    /// The run with this number.
+    pub const fn new(id: i64) -> Self {
+        Self(id)
+    }
+
+    /// Its number.
+    pub const fn get(self) -> i64 {
+        self.0
+    }
+}
+
+/// The id of a node within its run; the workflow's root node is [`NodeId::ROOT`], the nodes it
+/// spawns count up from 1 in the order they were spawned.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct NodeId(u64);
+
+impl NodeId {
+    /// The workflow's root node, 0.
+    pub const ROOT: NodeId = NodeId(0);
+
+    /// The node with this number.
+    pub const fn new(id: u64) -> Self {
+        Self(id)
+    }
+
+    /// Its number.
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+
+    /// Its position in a run's list of nodes ([`RunSnapshot::nodes`] is in id order).
+    pub fn index(self) -> usize {
+        usize::try_from(self.0).unwrap_or(usize::MAX)
+    }
+
+    /// The node at `index` in the list of a run's nodes.
+    pub(crate) fn at(index: usize) -> Self {
+        Self(index as u64)
+    }
+}
+
+macro_rules! id_traits {
+    ($id:ident, $int:ty) => {
+        impl From<$int> for $id {
+            fn from(id: $int) -> Self {
+                Self(id)
+            }
+        }
+
+        impl From<$id> for $int {
+            fn from(id: $id) -> Self {
+                id.0
+            }
+        }
+
+        impl std::fmt::Display for $id {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                std::fmt::Display::fmt(&self.0, f)
+            }
+        }
+
+        /// The number alone, as it is shown everywhere.
+        impl std::fmt::Debug for $id {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                std::fmt::Debug::fmt(&self.0, f)
+            }
+        }
+
+        impl std::str::FromStr for $id {
+            type Err = std::num::ParseIntError;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                s.parse().map(Self)
+            }
+        }
+
+        impl PartialEq<$int> for $id {
+            fn eq(&self, other: &$int) -> bool {
+                self.0 == *other
+            }
+        }
+    };
+}
+
+id_traits!(RunId, i64);
+id_traits!(NodeId, u64);
 
 /// How deeply arrays and objects may nest in a value salt stores: a run's input, a signal, a
 /// node's output or argument. Deeper values are refused before anything is stored (JSON
@@ -201,7 +289,7 @@ pub struct RunRecord {
     /// The workflow's output, once it succeeded.
     pub output: Option<Value>,
     /// Why it failed.
-    pub error: Option<ErrorWire>,
+    pub error: Option<Error>,
     /// When it was created (ms since the epoch).
     pub created_at: i64,
     /// When it started (ms since the epoch).
@@ -226,7 +314,7 @@ pub struct RunSummary {
     /// Its state.
     pub state: RunState,
     /// Why it failed.
-    pub error: Option<ErrorWire>,
+    pub error: Option<Error>,
     /// When it was created (ms since the epoch).
     pub created_at: i64,
     /// When it started (ms since the epoch).
@@ -261,7 +349,7 @@ pub struct NodeRecord {
     /// Its output, once it succeeded.
     pub output: Option<Value>,
     /// Why it failed.
-    pub error: Option<ErrorWire>,
+    pub error: Option<Error>,
     /// How many attempts it has had.
     pub attempts: u32,
     /// A label to draw.
@@ -315,7 +403,7 @@ pub struct AttemptRecord {
     /// When it ended.
     pub finished_at: Option<i64>,
     /// Why it failed.
-    pub error: Option<ErrorWire>,
+    pub error: Option<Error>,
 }
 
 /// A journaled value.

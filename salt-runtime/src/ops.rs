@@ -9,12 +9,14 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::error::{Error, ErrorKind, ErrorWire, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::model::{
     AttemptRecord, LogRecord, NodeId, NodeRecord, NodeState, RunId, RunRecord, RunSnapshot, RunState, RunSummary,
     StoredArg, WaitRecord, now_ms,
 };
-use crate::registry::{Kind, Policy, Registry, TaskDescriptor};
+#[doc(inline)]
+pub use crate::registry::{Backoff, Policy};
+use crate::registry::{Kind, Registry, TaskDescriptor};
 use crate::render::GraphView;
 use crate::runner::{Executor, RunOutcome, Runner, default_parallelism};
 use crate::store::{self, Durability, Store, Write};
@@ -50,7 +52,7 @@ pub fn show(store: &dyn Store, run: RunId) -> Result<RunSnapshot> {
 /// A node given by id, or by a task name that names exactly one node of the run.
 pub fn resolve_node(snapshot: &RunSnapshot, text: &str) -> Result<NodeId> {
     if let Ok(id) = text.parse::<NodeId>() {
-        if usize::try_from(id).is_ok_and(|i| i < snapshot.nodes.len()) {
+        if id.index() < snapshot.nodes.len() {
             return Ok(id);
         }
         return Err(usage(format!("run {} has no node {id}", snapshot.run.id)));
@@ -92,17 +94,17 @@ pub fn show_node(store: &dyn Store, run: RunId, node: &str) -> Result<NodeView> 
     let attempts = snapshot.attempts.iter().filter(|a| a.node == id).cloned().collect();
     let waits = snapshot.waits.iter().filter(|w| w.node == id).cloned().collect();
     let node =
-        snapshot.nodes.into_iter().nth(id as usize).ok_or_else(|| usage(format!("run {run} has no node {id}")))?;
+        snapshot.nodes.into_iter().nth(id.index()).ok_or_else(|| usage(format!("run {run} has no node {id}")))?;
     Ok(NodeView { run, node, input, attempts, waits })
 }
 
 fn node_input(snapshot: &RunSnapshot, id: NodeId) -> Value {
-    let Some(node) = snapshot.nodes.get(id as usize) else { return Value::Null };
+    let Some(node) = snapshot.nodes.get(id.index()) else { return Value::Null };
     let args = node.args.iter().map(|(name, arg)| {
         let value = match arg {
             StoredArg::Value(v) => v.clone(),
             StoredArg::Node(from) => {
-                snapshot.nodes.get(*from as usize).and_then(|n| n.output.clone()).unwrap_or(Value::Null)
+                snapshot.nodes.get(from.index()).and_then(|n| n.output.clone()).unwrap_or(Value::Null)
             }
         };
         (name.clone(), value)
@@ -135,7 +137,7 @@ pub fn value(store: &dyn Store, run: RunId, node: Option<&str>, part: Part) -> R
     match part {
         Part::Input => Ok(node_input(&snapshot, id)),
         Part::Output => {
-            let n = &snapshot.nodes[id as usize];
+            let n = &snapshot.nodes[id.index()];
             n.output
                 .clone()
                 .ok_or_else(|| usage(format!("node {id} of run {run} has no output: it is {}", n.state.as_str())))
@@ -162,7 +164,7 @@ pub struct Logs {
 impl Logs {
     /// The task of a node of the run.
     pub fn task(&self, node: NodeId) -> &str {
-        self.tasks.get(node as usize).map_or("?", String::as_str)
+        self.tasks.get(node.index()).map_or("?", String::as_str)
     }
 }
 
@@ -204,7 +206,7 @@ pub async fn graph(db: &str, target: &str, plan_it: bool, input: Option<Value>) 
 }
 
 /// A format to draw a graph in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GraphFormat {
     /// Graphviz dot.
     Dot,
@@ -214,6 +216,41 @@ pub enum GraphFormat {
     Json,
     /// SVG, drawn by Graphviz `dot` (which must be on the PATH).
     Svg,
+}
+
+impl GraphFormat {
+    /// Every format, in the order the command line lists them.
+    pub const ALL: [GraphFormat; 4] = [GraphFormat::Dot, GraphFormat::Mermaid, GraphFormat::Json, GraphFormat::Svg];
+
+    /// The lowercase name, as the command line takes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GraphFormat::Dot => "dot",
+            GraphFormat::Mermaid => "mermaid",
+            GraphFormat::Json => "json",
+            GraphFormat::Svg => "svg",
+        }
+    }
+}
+
+impl std::fmt::Display for GraphFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for GraphFormat {
+    type Err = Error;
+
+    /// Parses `dot`, `mermaid`, `json` or `svg` (any case).
+    fn from_str(s: &str) -> Result<Self> {
+        GraphFormat::ALL.into_iter().find(|f| f.as_str().eq_ignore_ascii_case(s)).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Usage,
+                format!("unknown graph format `{s}`; expected one of `dot`, `mermaid`, `json`, `svg`"),
+            )
+        })
+    }
 }
 
 /// A drawn graph.
@@ -318,7 +355,7 @@ fn cancel_writes(snapshot: &RunSnapshot, at: i64) -> Vec<Write> {
         .filter(|n| !n.state.is_terminal())
         .map(|n| Write::NodeFinished { run, node: n.id, state: NodeState::Cancelled, output: None, error: None, at })
         .collect();
-    let error = ErrorWire::new(ErrorKind::Cancelled, "cancelled with `cancel`");
+    let error = Error::new(ErrorKind::Cancelled, "cancelled with `cancel`");
     writes.push(Write::RunState { run, state: RunState::Cancelled, output: None, error: Some(error), at });
     writes
 }
@@ -528,7 +565,7 @@ pub async fn manifest(registry: &Registry) -> Manifest {
 }
 
 /// The workflow `name`, or the binary's only workflow when no name is given.
-pub fn workflow(registry: &Registry, name: Option<&str>) -> Result<&'static TaskDescriptor> {
+pub(crate) fn workflow(registry: &Registry, name: Option<&str>) -> Result<&'static TaskDescriptor> {
     if let Some(name) = name {
         return Runner::workflow(name);
     }
@@ -561,11 +598,8 @@ pub struct RunSettings {
 impl RunSettings {
     /// A runner on `db` with these settings, filled in from `stored` (a run taken over).
     pub fn runner(&self, db: &str, stored: Option<&RunRecord>) -> Runner {
-        use clap::ValueEnum as _;
-        let executor = self
-            .executor
-            .or_else(|| stored.and_then(|r| Executor::from_str(&r.executor, true).ok()))
-            .unwrap_or(Executor::Inline);
+        let executor =
+            self.executor.or_else(|| stored.and_then(|r| r.executor.parse().ok())).unwrap_or(Executor::Inline);
         let parallelism =
             self.parallelism.or_else(|| stored.map(|r| r.parallelism as usize)).unwrap_or_else(default_parallelism);
         let runner = Runner::new(db).executor(executor).parallelism(parallelism).durability(self.durability);
@@ -619,7 +653,7 @@ pub struct RunOneOutcome {
     /// Its output, when it succeeded.
     pub node_output: Option<Value>,
     /// Why it did not succeed.
-    pub node_error: Option<ErrorWire>,
+    pub node_error: Option<Error>,
 }
 
 /// Runs exactly one node again (an id, or a task name that names one node). Refused, with
@@ -630,7 +664,7 @@ pub async fn run_one(runner: &Runner, run: RunId, node: &str) -> Result<RunOneOu
     let outcome = runner.run_one(run, node).await?;
     let after = show(store.as_ref(), run)?;
     let record =
-        after.nodes.into_iter().nth(node as usize).ok_or_else(|| usage(format!("run {run} has no node {node}")))?;
+        after.nodes.into_iter().nth(node.index()).ok_or_else(|| usage(format!("run {run} has no node {node}")))?;
     Ok(RunOneOutcome {
         outcome,
         node,
@@ -652,7 +686,7 @@ mod tests {
         let input = serde_json::json!({});
         let node = |id: NodeId, state: NodeState| NodeRecord {
             id,
-            parent: id.checked_sub(1),
+            parent: id.get().checked_sub(1).map(NodeId::new),
             seq: None,
             task: "t".into(),
             state,
@@ -668,7 +702,7 @@ mod tests {
             started_at: None,
             finished_at: None,
         };
-        let root = node(0, NodeState::Waiting);
+        let root = node(NodeId::ROOT, NodeState::Waiting);
         let run = store
             .create_run(crate::store::NewRun {
                 workflow: "w",
@@ -679,7 +713,9 @@ mod tests {
                 lease: None,
             })
             .unwrap();
-        store.commit(None, &[Write::InsertNode { run, node: Box::new(node(1, NodeState::Succeeded)) }]).unwrap();
+        store
+            .commit(None, &[Write::InsertNode { run, node: Box::new(node(NodeId::new(1), NodeState::Succeeded)) }])
+            .unwrap();
         let outcome = futures::executor::block_on(cancel(store.as_ref(), run)).unwrap();
         assert_eq!(outcome.state, RunState::Cancelled);
         let snapshot = show(store.as_ref(), run).unwrap();

@@ -14,8 +14,8 @@ use futures::future::BoxFuture;
 use serde_json::{Value, json};
 
 use crate::context::{Context, Host, JournalKind, Mutation, SignalWait, WireArg};
-use crate::error::{ErrorWire, Result};
-use crate::model::{EdgeKind, NodeId};
+use crate::error::{Error, Result};
+use crate::model::{EdgeKind, NodeId, RunId};
 use crate::registry::{Registry, TaskDescriptor};
 use crate::render::{GraphView, ViewNode, ViewPromise};
 
@@ -44,7 +44,7 @@ impl Host for PlanHost {
         self.with(|r| r.mutations.extend(mutations));
     }
 
-    fn await_node(&self, seq: u32) -> BoxFuture<'static, std::result::Result<Value, ErrorWire>> {
+    fn await_node(&self, seq: u32) -> BoxFuture<'static, std::result::Result<Value, Error>> {
         self.with(|r| r.awaited.push(seq));
         futures::future::pending().boxed()
     }
@@ -71,7 +71,7 @@ pub fn may_spawn(registry: &Registry) -> impl Fn(&str) -> bool + '_ {
 pub async fn plan(workflow: &'static TaskDescriptor, input: Value) -> Result<GraphView> {
     let registry = Registry::global()?;
     let host = Arc::new(PlanHost::default());
-    let ctx = Context::new(host.clone(), 0, 0, 1);
+    let ctx = Context::new(host.clone(), RunId::new(0), NodeId::ROOT, 1);
     let body = ctx.clone().scope((workflow.run)(input, ctx.clone()));
     let mut body = std::pin::pin!(body);
     // Poll until the body returns or stops making progress (it waits for something unknown).
@@ -87,7 +87,7 @@ pub async fn plan(workflow: &'static TaskDescriptor, input: Value) -> Result<Gra
     let recorded = std::mem::take(&mut *host.recorded.lock().unwrap_or_else(|p| p.into_inner()));
 
     let mut nodes = vec![ViewNode {
-        id: 0,
+        id: NodeId::ROOT,
         task: workflow.name.to_string(),
         state: None,
         label: workflow.label.map(str::to_string),
@@ -106,11 +106,11 @@ pub async fn plan(workflow: &'static TaskDescriptor, input: Value) -> Result<Gra
             }
         }
     };
-    declare(&mut promises, 0, workflow);
+    declare(&mut promises, NodeId::ROOT, workflow);
     for m in recorded.mutations {
         match m {
             Mutation::Spawn(req) => {
-                let id = nodes.len() as NodeId;
+                let id = NodeId::at(nodes.len());
                 let task = registry.task(&req.task)?;
                 for (_, arg) in &req.args {
                     if let WireArg::Handle(seq) = arg
@@ -128,7 +128,7 @@ pub async fn plan(workflow: &'static TaskDescriptor, input: Value) -> Result<Gra
                     label: task.label.map(str::to_string),
                     color: task.color.map(str::to_string),
                     shape: None,
-                    parent: Some(0),
+                    parent: Some(NodeId::ROOT),
                     attempts: 0,
                 });
                 declare(&mut promises, id, task);
@@ -141,15 +141,15 @@ pub async fn plan(workflow: &'static TaskDescriptor, input: Value) -> Result<Gra
             // In a plan, the root's subtree is the whole run: both scopes are the same.
             Mutation::Promise { text, .. } => {
                 if let Ok(promise) = text.parse() {
-                    promises.push(ViewPromise { scope: 0, declared_by: 0, promise });
+                    promises.push(ViewPromise { scope: NodeId::ROOT, declared_by: NodeId::ROOT, promise });
                 }
             }
             Mutation::Annotate { child, annotation } => {
                 let target = match child {
-                    None => Some(0),
+                    None => Some(NodeId::ROOT),
                     Some(seq) => by_seq.get(&seq).copied(),
                 };
-                if let Some(n) = target.and_then(|t| nodes.get_mut(t as usize)) {
+                if let Some(n) = target.and_then(|t| nodes.get_mut(t.index())) {
                     n.label = annotation.label.or(n.label.take());
                     n.color = annotation.color.or(n.color.take());
                     n.shape = annotation.shape.or(n.shape.take());
@@ -172,7 +172,7 @@ pub async fn plan(workflow: &'static TaskDescriptor, input: Value) -> Result<Gra
     let root_anchors: Vec<NodeId> = if finished {
         Vec::new()
     } else if awaited.is_empty() || recorded.stopped_elsewhere {
-        vec![0]
+        vec![NodeId::ROOT]
     } else {
         let mut a = awaited;
         a.sort_unstable();

@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use tokio::sync::broadcast;
 
-use crate::error::ErrorWire;
+use crate::error::Error;
 use crate::model::{NodeId, NodeState, RunId, RunState};
 
 /// Counts of a run's nodes by state, what runs now, and the time so far.
@@ -38,7 +38,7 @@ impl Summary {
 
 /// Told of every node transition and ticked a few times a second.
 pub(crate) trait Observer: Send {
-    fn node(&mut self, id: NodeId, task: &str, state: NodeState, attempt: u32, error: Option<&ErrorWire>);
+    fn node(&mut self, id: NodeId, task: &str, state: NodeState, attempt: u32, error: Option<&Error>);
     fn tick(&mut self, summary: &Summary);
     fn done(&mut self, summary: &Summary);
 }
@@ -64,18 +64,12 @@ pub(crate) fn observer(progress: Progress) -> Box<dyn Observer> {
 struct Quiet;
 
 impl Observer for Quiet {
-    fn node(&mut self, _: NodeId, _: &str, _: NodeState, _: u32, _: Option<&ErrorWire>) {}
+    fn node(&mut self, _: NodeId, _: &str, _: NodeState, _: u32, _: Option<&Error>) {}
     fn tick(&mut self, _: &Summary) {}
     fn done(&mut self, _: &Summary) {}
 }
 
-fn transition_line(
-    id: NodeId,
-    task: &str,
-    state: NodeState,
-    attempt: u32,
-    error: Option<&ErrorWire>,
-) -> Option<String> {
+fn transition_line(id: NodeId, task: &str, state: NodeState, attempt: u32, error: Option<&Error>) -> Option<String> {
     let what = match (state, error) {
         (NodeState::Running, _) if attempt > 1 => format!("started (attempt {attempt})"),
         (NodeState::Running, _) => "started".to_string(),
@@ -91,7 +85,7 @@ fn transition_line(
 struct Plain;
 
 impl Observer for Plain {
-    fn node(&mut self, id: NodeId, task: &str, state: NodeState, attempt: u32, error: Option<&ErrorWire>) {
+    fn node(&mut self, id: NodeId, task: &str, state: NodeState, attempt: u32, error: Option<&Error>) {
         if let Some(line) = transition_line(id, task, state, attempt, error) {
             let _ = writeln!(std::io::stderr(), "{line}");
         }
@@ -120,7 +114,7 @@ impl Live {
 }
 
 impl Observer for Live {
-    fn node(&mut self, id: NodeId, task: &str, state: NodeState, attempt: u32, error: Option<&ErrorWire>) {
+    fn node(&mut self, id: NodeId, task: &str, state: NodeState, attempt: u32, error: Option<&Error>) {
         if error.is_some()
             && state != NodeState::Skipped
             && state != NodeState::Cancelled
@@ -160,7 +154,7 @@ pub enum Transition {
         /// Its new state.
         state: RunState,
         /// Why it did not succeed, with a final state.
-        error: Option<ErrorWire>,
+        error: Option<Error>,
     },
     /// A node changed state: `running` for each attempt, `waiting` when it parks, `pending`
     /// when an attempt failed and will be retried (with the error), and its final state.
@@ -176,7 +170,7 @@ pub enum Transition {
         /// The attempt this transition belongs to.
         attempt: u32,
         /// Why the attempt or the node failed.
-        error: Option<ErrorWire>,
+        error: Option<Error>,
     },
 }
 
@@ -226,14 +220,14 @@ impl Broadcast {
         }
     }
 
-    fn send_run(&self, state: RunState, error: Option<ErrorWire>) {
+    fn send_run(&self, state: RunState, error: Option<Error>) {
         // No subscriber is not an error.
         let _ = self.tx.send(Transition::Run { run: self.run, state, error });
     }
 }
 
 impl Observer for Broadcast {
-    fn node(&mut self, id: NodeId, task: &str, state: NodeState, attempt: u32, error: Option<&ErrorWire>) {
+    fn node(&mut self, id: NodeId, task: &str, state: NodeState, attempt: u32, error: Option<&Error>) {
         self.catch_up();
         let _ = self.tx.send(Transition::Node {
             run: self.run,
@@ -259,6 +253,6 @@ impl Observer for Broadcast {
 }
 
 /// Sends the final transition of a run once the command that drove it returns.
-pub(crate) fn send_final(tx: &broadcast::Sender<Transition>, run: RunId, state: RunState, error: Option<ErrorWire>) {
+pub(crate) fn send_final(tx: &broadcast::Sender<Transition>, run: RunId, state: RunState, error: Option<Error>) {
     let _ = tx.send(Transition::Run { run, state, error });
 }

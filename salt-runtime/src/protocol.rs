@@ -52,7 +52,7 @@ use tokio::sync::oneshot;
 
 use crate::blob::{BlobRef, Blobs};
 use crate::context::{Context, Gather, Host, JournalKind, Mutation, SignalWait, WireArg};
-use crate::error::{ErrorKind, ErrorWire};
+use crate::error::{Error, ErrorKind};
 use crate::model::{NodeId, RunId};
 use crate::registry::Registry;
 
@@ -76,11 +76,11 @@ pub enum Outcome {
     /// The node's output, stored as a blob.
     Blob(BlobRef),
     /// Why it failed.
-    Err(ErrorWire),
+    Err(Error),
 }
 
-impl From<Result<Value, ErrorWire>> for Outcome {
-    fn from(r: Result<Value, ErrorWire>) -> Self {
+impl From<Result<Value, Error>> for Outcome {
+    fn from(r: Result<Value, Error>) -> Self {
         match r {
             Ok(v) => Outcome::Ok(v),
             Err(e) => Outcome::Err(e),
@@ -213,7 +213,7 @@ pub enum FromNode {
         /// The attempt.
         attempt_id: u64,
         /// Why.
-        error: ErrorWire,
+        error: Error,
     },
 }
 
@@ -285,7 +285,7 @@ struct ProtocolHost {
 
 impl ProtocolHost {
     /// Reports the attempt failed before its body returned, and stops the body.
-    fn fail_early(&self, error: ErrorWire) {
+    fn fail_early(&self, error: Error) {
         if self.ended.swap(true, Ordering::SeqCst) {
             return;
         }
@@ -338,7 +338,7 @@ impl Host for ProtocolHost {
                     && crate::model::too_deep(v)
                 {
                     let what = format!("argument `{name}` of a call to task `{}`", req.task);
-                    return self.fail_early(ErrorWire::new(ErrorKind::Input, crate::model::depth_message(what)));
+                    return self.fail_early(Error::new(ErrorKind::Input, crate::model::depth_message(what)));
                 }
             }
         }
@@ -359,7 +359,7 @@ impl Host for ProtocolHost {
         self.wire.send(&FromNode::Mutate { attempt_id: self.attempt_id, mutations });
     }
 
-    fn await_node(&self, seq: u32) -> BoxFuture<'static, Result<Value, ErrorWire>> {
+    fn await_node(&self, seq: u32) -> BoxFuture<'static, Result<Value, Error>> {
         let attempt_id = self.attempt_id;
         let rx = self.call(|id| FromNode::Await { attempt_id, id, seq });
         let blobs = self.blobs.clone();
@@ -368,7 +368,7 @@ impl Host for ProtocolHost {
                 Ok(ToNode::Resolved { result: Outcome::Ok(v), .. }) => Ok(v),
                 Ok(ToNode::Resolved { result: Outcome::Err(e), .. }) => Err(e),
                 Ok(ToNode::Resolved { result: Outcome::Blob(r), .. }) => read_blob(blobs, r).await,
-                Ok(other) => Err(ErrorWire::new(
+                Ok(other) => Err(Error::new(
                     ErrorKind::Protocol,
                     format!("the orchestrator answered an await with {}", short(&format!("{other:?}"))),
                 )),
@@ -378,7 +378,7 @@ impl Host for ProtocolHost {
         .boxed()
     }
 
-    fn await_nodes(&self, seqs: Vec<u32>) -> BoxFuture<'static, Vec<Result<Value, ErrorWire>>> {
+    fn await_nodes(&self, seqs: Vec<u32>) -> BoxFuture<'static, Vec<Result<Value, Error>>> {
         if self.ended.load(Ordering::SeqCst) {
             // The attempt failed already: nothing will answer.
             return futures::future::pending().boxed();
@@ -433,17 +433,17 @@ impl Host for ProtocolHost {
 }
 
 /// Reads a value passed by reference, off the async threads.
-async fn read_blob(blobs: Option<Blobs>, r: BlobRef) -> Result<Value, ErrorWire> {
+async fn read_blob(blobs: Option<Blobs>, r: BlobRef) -> Result<Value, Error> {
     let Some(blobs) = blobs else {
-        return Err(ErrorWire::new(
+        return Err(Error::new(
             ErrorKind::Protocol,
             "the orchestrator passed a value by reference but named no blob directory",
         ));
     };
     match tokio::task::spawn_blocking(move || blobs.get_value(&r)).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(ErrorWire::new(ErrorKind::Store, e)),
-        Err(e) => Err(ErrorWire::new(ErrorKind::Store, format!("reading a blob failed: {e}"))),
+        Ok(Err(e)) => Err(Error::new(ErrorKind::Store, e)),
+        Err(e) => Err(Error::new(ErrorKind::Store, format!("reading a blob failed: {e}"))),
     }
 }
 
@@ -452,14 +452,14 @@ async fn full_input(
     mut input: Value,
     by_ref: std::collections::BTreeMap<String, BlobRef>,
     blobs: Option<Blobs>,
-) -> Result<Value, ErrorWire> {
+) -> Result<Value, Error> {
     for (name, r) in by_ref {
         let v = read_blob(blobs.clone(), r).await?;
         match &mut input {
             Value::Object(map) => {
                 map.insert(name, v);
             }
-            _ => return Err(ErrorWire::new(ErrorKind::Protocol, "an input passed by reference into a non-object")),
+            _ => return Err(Error::new(ErrorKind::Protocol, "an input passed by reference into a non-object")),
         }
     }
     Ok(input)
@@ -474,9 +474,9 @@ async fn done(attempt_id: u64, output: Value, blobs: Option<Blobs>) -> FromNode 
     match tokio::task::spawn_blocking(move || blobs.spill(&output).map(|r| (r, output))).await {
         Ok(Ok((None, output))) => FromNode::Done { attempt_id, output, blob: None },
         Ok(Ok((Some(r), _))) => FromNode::Done { attempt_id, output: Value::Null, blob: Some(r) },
-        Ok(Err(e)) => FromNode::Failed { attempt_id, error: ErrorWire::new(ErrorKind::Store, e) },
+        Ok(Err(e)) => FromNode::Failed { attempt_id, error: Error::new(ErrorKind::Store, e) },
         Err(e) => {
-            FromNode::Failed { attempt_id, error: ErrorWire::new(ErrorKind::Store, format!("storing the output: {e}")) }
+            FromNode::Failed { attempt_id, error: Error::new(ErrorKind::Store, format!("storing the output: {e}")) }
         }
     }
 }
@@ -567,11 +567,7 @@ async fn exec(proto: std::fs::File) -> ExitCode {
         match msg {
             ToNode::Start { attempt_id, run, node, task, attempt, input, input_blobs, blobs } => {
                 let blobs = blobs.map(Blobs::at);
-                let descriptor = match registry
-                    .as_ref()
-                    .map_err(|e| e.to_wire())
-                    .and_then(|r| r.task(&task).map_err(|e| e.to_wire()))
-                {
+                let descriptor = match registry.as_ref().map_err(|e| e.clone()).and_then(|r| r.task(&task)) {
                     Ok(d) => d,
                     Err(error) => {
                         wire.send(&FromNode::Failed { attempt_id, error });
@@ -598,7 +594,7 @@ async fn exec(proto: std::fs::File) -> ExitCode {
                             let body = ctx.clone().scope((descriptor.run)(input, ctx.clone()));
                             std::panic::AssertUnwindSafe(body).catch_unwind().await
                         }
-                        Err(error) => Ok(Err(crate::error::Error::from(error))),
+                        Err(error) => Ok(Err(error)),
                     };
                     ctx.flush();
                     if host2.ended.load(Ordering::SeqCst) {
@@ -619,11 +615,11 @@ async fn exec(proto: std::fs::File) -> ExitCode {
                         // Deeper than the orchestrator reads: the same error as in-process.
                         Ok(Ok(output)) if crate::model::too_deep(&output) => {
                             let what = format!("the output of task `{}`", descriptor.name);
-                            let error = ErrorWire::new(ErrorKind::Input, crate::model::depth_message(what));
+                            let error = Error::new(ErrorKind::Input, crate::model::depth_message(what));
                             wire2.send(&FromNode::Failed { attempt_id, error })
                         }
                         Ok(Ok(output)) => wire2.send(&done(attempt_id, output, blobs).await),
-                        Ok(Err(e)) => wire2.send(&FromNode::Failed { attempt_id, error: e.to_wire() }),
+                        Ok(Err(e)) => wire2.send(&FromNode::Failed { attempt_id, error: e }),
                         Err(panic) => wire2.send(&FromNode::Failed { attempt_id, error: panic_error(panic) }),
                     }
                     end_marker(attempt_id);
@@ -658,7 +654,7 @@ async fn exec(proto: std::fs::File) -> ExitCode {
                     if alone {
                         kill_descendants();
                     }
-                    let error = ErrorWire::new(ErrorKind::Cancelled, "the attempt was stopped");
+                    let error = Error::new(ErrorKind::Cancelled, "the attempt was stopped");
                     wire.send(&FromNode::Failed { attempt_id, error });
                     end_marker(attempt_id);
                 }
@@ -703,13 +699,13 @@ fn end_marker(attempt_id: u64) {
 }
 
 /// The error of a panicked body, with the panic's message.
-pub(crate) fn panic_error(payload: Box<dyn std::any::Any + Send>) -> ErrorWire {
+pub(crate) fn panic_error(payload: Box<dyn std::any::Any + Send>) -> Error {
     let msg = payload
         .downcast_ref::<&str>()
         .map(|s| s.to_string())
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "a non-string panic payload".to_string());
-    ErrorWire::new(ErrorKind::Panic, format!("task panicked: {msg}"))
+    Error::new(ErrorKind::Panic, format!("task panicked: {msg}"))
 }
 
 #[cfg(test)]

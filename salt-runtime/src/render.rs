@@ -130,7 +130,7 @@ impl GraphView {
     pub fn may_add(&self, id: NodeId) -> (String, Vec<String>) {
         let children: Vec<&str> = self.nodes.iter().filter(|n| n.parent == Some(id)).map(|n| n.task.as_str()).collect();
         let (mut label, mut rank, mut guaranteed) = ("*".to_string(), 0, Vec::new());
-        let parent = |n: NodeId| self.nodes.get(n as usize).and_then(|v| v.parent);
+        let parent = |n: NodeId| self.nodes.get(n.index()).and_then(|v| v.parent);
         for p in self.promises.iter().filter(|p| promise::in_scope(id, p.scope, parent)) {
             match &p.promise {
                 Promise::NoNewNodes => return ("nothing".into(), Vec::new()),
@@ -330,7 +330,7 @@ impl GraphView {
             None => edges.push((f, t, kind, 1)),
         };
         let task_index = |id: NodeId, tasks: &Vec<(String, usize)>| {
-            let task = &self.nodes[id as usize].task;
+            let task = &self.nodes[id.index()].task;
             tasks.iter().position(|(t, _)| t == task).unwrap_or(0)
         };
         for n in &self.nodes {

@@ -32,7 +32,7 @@ use self::graph::Node;
 use self::promises::Active;
 use self::timers::Timer;
 use crate::context::JournalKind;
-use crate::error::{Error, ErrorKind, ErrorWire, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::executor::{Answer, AttemptId, Event, Launch};
 use crate::model::{NodeId, NodeState, RunControl, RunId, RunSnapshot, RunState, now_ms};
 use crate::progress::Summary;
@@ -74,7 +74,7 @@ pub(crate) struct Note {
     pub(crate) task: &'static str,
     pub(crate) state: NodeState,
     pub(crate) attempt: u32,
-    pub(crate) error: Option<ErrorWire>,
+    pub(crate) error: Option<Error>,
 }
 
 /// What the core asks of the world: first the writes, in one transaction; then the actions.
@@ -105,7 +105,7 @@ pub(crate) struct Core {
     /// Counts starts and ends, to order them.
     clock: u64,
     promises: Vec<Active>,
-    terminated: Option<ErrorWire>,
+    terminated: Option<Error>,
     paused: bool,
     /// Signals sent but not consumed, in the order they were sent: (id, name, value).
     signals: Vec<(i64, String, Value)>,
@@ -135,7 +135,7 @@ impl Core {
         let mut nodes = Vec::with_capacity(snapshot.nodes.len());
         let mut keys = HashMap::new();
         for (i, rec) in snapshot.nodes.into_iter().enumerate() {
-            if rec.id != i as NodeId {
+            if rec.id != NodeId::at(i) {
                 return Err(store_error(format!("run {run} has a gap in its node ids at {i}")));
             }
             let task = registry.get(&rec.task).ok_or_else(|| {
@@ -156,13 +156,13 @@ impl Core {
         }
         for a in &snapshot.attempts {
             if a.state == NodeState::Failed
-                && let Some(n) = nodes.get_mut(a.node as usize)
+                && let Some(n) = nodes.get_mut(a.node.index())
             {
                 n.failures += 1;
             }
         }
         for e in &snapshot.edges {
-            let (from, to) = (e.from as usize, e.to as usize);
+            let (from, to) = (e.from.index(), e.to.index());
             if from < nodes.len() && to < nodes.len() {
                 nodes[to].deps.push(e.from);
                 nodes[from].dependents.push(e.to);
@@ -170,7 +170,7 @@ impl Core {
         }
         for i in 0..nodes.len() {
             if let Some(p) = nodes[i].parent {
-                nodes[p as usize].children.push(i as NodeId);
+                nodes[p.index()].children.push(NodeId::at(i));
             }
         }
         let journal = snapshot.journal.into_iter().map(|j| ((j.node, j.seq), (j.kind, j.value))).collect();
@@ -207,13 +207,13 @@ impl Core {
             let promise: Promise = record.text.parse().map_err(|e| {
                 Error::new(ErrorKind::Store, format!("run {} has a promise that does not parse: {e}", core.run))
             })?;
-            if record.scope as usize >= core.nodes.len() {
+            if record.scope.index() >= core.nodes.len() {
                 return Err(store_error(format!("run {run} has a promise on node {}, which it lacks", record.scope)));
             }
             core.restore_promise(record, promise);
         }
         for i in 0..core.nodes.len() {
-            core.declare_registered(i as NodeId);
+            core.declare_registered(NodeId::at(i));
         }
         // Attempts that were running when the previous orchestrator stopped ended with it.
         for a in snapshot.attempts.iter().filter(|a| a.state == NodeState::Running) {
@@ -222,12 +222,12 @@ impl Core {
                 node: a.node,
                 attempt: a.attempt,
                 state: NodeState::Cancelled,
-                error: Some(ErrorWire::new(ErrorKind::Cancelled, "interrupted: the orchestrator stopped while it ran")),
+                error: Some(Error::new(ErrorKind::Cancelled, "interrupted: the orchestrator stopped while it ran")),
                 at: now_ms(),
             });
         }
         for i in 0..core.nodes.len() {
-            core.nodes[i].unmet = core.unmet_of(i as NodeId);
+            core.nodes[i].unmet = core.unmet_of(NodeId::at(i));
             if !core.nodes[i].state.is_terminal() {
                 core.active += 1;
             }
@@ -244,7 +244,7 @@ impl Core {
     pub(crate) fn begin(&mut self, now: Instant) {
         self.now = now;
         for i in 0..self.nodes.len() {
-            self.promote(i as NodeId);
+            self.promote(NodeId::at(i));
         }
     }
 
@@ -285,7 +285,7 @@ impl Core {
     }
 
     fn log(&mut self, at: AttemptId, line: String) {
-        let Some(n) = self.nodes.get_mut(at.node as usize) else { return };
+        let Some(n) = self.nodes.get_mut(at.node.index()) else { return };
         n.logged += 1;
         let record = if n.logged <= MAX_LOG_LINES {
             crate::model::LogRecord { node: at.node, attempt: at.attempt, ts: now_ms(), line }
@@ -349,7 +349,7 @@ impl Core {
         let (state, output, error) = if let Some(error) = &self.terminated {
             (RunState::Terminated, None, Some(error.clone()))
         } else if let Some(reason) = &self.cancel_reason {
-            (RunState::Cancelled, None, Some(ErrorWire::new(ErrorKind::Cancelled, reason)))
+            (RunState::Cancelled, None, Some(Error::new(ErrorKind::Cancelled, reason)))
         } else if self.nodes.iter().all(|n| n.state == NodeState::Succeeded) {
             (RunState::Succeeded, root.output.clone(), None)
         } else {
@@ -357,7 +357,7 @@ impl Core {
                 root.error.clone()
             } else {
                 self.nodes.iter().find(|n| n.state == NodeState::Failed).map(|n| {
-                    ErrorWire::new(
+                    Error::new(
                         ErrorKind::Child,
                         format!(
                             "node {} (`{}`) failed: {}",
@@ -396,13 +396,13 @@ impl Core {
     }
 
     /// Shows a node's transition once the batch it belongs to is committed.
-    fn note(&mut self, node: NodeId, task: &'static str, state: NodeState, attempt: u32, error: Option<&ErrorWire>) {
+    fn note(&mut self, node: NodeId, task: &'static str, state: NodeState, attempt: u32, error: Option<&Error>) {
         self.fx.notes.push(Note { node, task, state, attempt, error: error.cloned() });
     }
 
     fn is_current(&self, at: AttemptId) -> bool {
         at.run == self.run
-            && self.nodes.get(at.node as usize).and_then(|n| n.live).is_some_and(|attempt| attempt == at.attempt)
+            && self.nodes.get(at.node.index()).and_then(|n| n.live).is_some_and(|attempt| attempt == at.attempt)
     }
 
     fn attempt_id(&self, node: NodeId, attempt: u32) -> AttemptId {

@@ -9,7 +9,7 @@ use serde_json::Value;
 use tokio::sync::broadcast;
 
 use crate::driver::Admit;
-use crate::error::{Error, ErrorKind, ErrorWire, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::executor::{Inline, Pool, PoolMode};
 use crate::model::{NodeId, NodeRecord, NodeState, RunId, RunSnapshot, RunState, StoredArg, now_ms};
 use crate::progress::{self, Progress, Transition};
@@ -18,7 +18,7 @@ use crate::run::{Config, Core};
 use crate::store::{self, Durability, Heartbeat, Lease, NewRun, Store};
 
 /// Where attempts run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Executor {
     /// In this process, on its async runtime: the fastest.
@@ -40,6 +40,26 @@ impl Executor {
             Executor::Pool => "pool",
         }
     }
+
+    /// Every executor, in the order the command line lists them.
+    pub const ALL: [Executor; 3] = [Executor::Inline, Executor::Process, Executor::Pool];
+}
+
+impl std::fmt::Display for Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Executor {
+    type Err = Error;
+
+    /// Parses `inline`, `process` or `pool` (any case).
+    fn from_str(s: &str) -> Result<Self> {
+        Executor::ALL.into_iter().find(|e| e.as_str().eq_ignore_ascii_case(s)).ok_or_else(|| {
+            Error::new(ErrorKind::Usage, format!("unknown executor `{s}`; expected one of `inline`, `process`, `pool`"))
+        })
+    }
 }
 
 /// How a run ended.
@@ -54,7 +74,7 @@ pub struct RunOutcome {
     /// The workflow's output, when it succeeded.
     pub output: Option<Value>,
     /// Why it did not succeed.
-    pub error: Option<ErrorWire>,
+    pub error: Option<Error>,
 }
 
 /// Runs workflows of this binary against a store.
@@ -239,7 +259,7 @@ impl Runner {
     }
 
     /// The workflow named `name`, or a clear error listing the ones there are.
-    pub fn workflow(name: &str) -> Result<&'static TaskDescriptor> {
+    pub(crate) fn workflow(name: &str) -> Result<&'static TaskDescriptor> {
         let registry = Registry::global()?;
         match registry.get(name) {
             Some(d) if d.kind == Kind::Workflow => Ok(d),
@@ -256,7 +276,7 @@ impl Runner {
 
     /// The input a run of `workflow` gets: `input` if given, else its default; checked against
     /// the workflow's input type.
-    pub fn input_for(workflow: &TaskDescriptor, input: Option<Value>) -> Result<Value> {
+    pub(crate) fn input_for(workflow: &TaskDescriptor, input: Option<Value>) -> Result<Value> {
         let input = match input {
             Some(v) => v,
             None => match workflow.default_input {
@@ -281,6 +301,13 @@ impl Runner {
         Ok(input)
     }
 
+    /// The input a run of `workflow` gets when none is given: the default of its
+    /// `#[workflow(input = …)]`. An error naming its input schema when it has none, or when
+    /// `workflow` is not a workflow of this binary.
+    pub fn default_input(workflow: &str) -> Result<Value> {
+        Self::input_for(Self::workflow(workflow)?, None)
+    }
+
     /// Starts a run of `workflow` with `input` and drives it to the end.
     pub async fn run(&self, workflow: &str, input: Value) -> Result<RunOutcome> {
         let descriptor = Self::workflow(workflow)?;
@@ -292,7 +319,7 @@ impl Runner {
             _ => Vec::new(),
         };
         let root = NodeRecord {
-            id: 0,
+            id: NodeId::ROOT,
             parent: None,
             seq: None,
             task: descriptor.name.to_string(),
@@ -480,7 +507,7 @@ impl Runner {
                 &self.transitions,
                 run,
                 RunState::Interrupted,
-                Some(ErrorWire::new(e.kind(), e.message())),
+                Some(Error::new(e.kind(), e.message())),
             ),
         }
         outcome
@@ -496,7 +523,7 @@ fn check_depth(input: &Value) -> Result<()> {
 }
 
 fn check_node(run: RunId, nodes: usize, node: NodeId) -> Result<()> {
-    if (node as usize) < nodes {
+    if node.index() < nodes {
         Ok(())
     } else {
         Err(Error::new(

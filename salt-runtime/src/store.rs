@@ -23,7 +23,7 @@ use serde_json::Value;
 
 pub use self::sqlite::SqliteStore;
 use crate::context::JournalKind;
-use crate::error::{ErrorWire, StoreError};
+use crate::error::{Error, StoreError};
 use crate::model::{
     EdgeRecord, LogRecord, NodeId, NodeRecord, NodeState, PromiseRecord, RunControl, RunId, RunSnapshot, RunState,
     RunSummary, WaitRecord,
@@ -139,7 +139,7 @@ pub struct QueueResult {
     /// The attempt.
     pub attempt: u32,
     /// Its output, or why it failed.
-    pub result: Result<Value, ErrorWire>,
+    pub result: Result<Value, Error>,
 }
 
 /// One change to the journal.
@@ -165,7 +165,7 @@ pub enum Write {
         /// The workflow's output.
         output: Option<Value>,
         /// Why it failed.
-        error: Option<ErrorWire>,
+        error: Option<Error>,
         /// When.
         at: i64,
     },
@@ -236,7 +236,7 @@ pub enum Write {
         /// succeeded, failed or cancelled.
         state: NodeState,
         /// Why it failed.
-        error: Option<ErrorWire>,
+        error: Option<Error>,
         /// When.
         at: i64,
     },
@@ -251,7 +251,7 @@ pub enum Write {
         /// Its output.
         output: Option<Value>,
         /// Why it failed.
-        error: Option<ErrorWire>,
+        error: Option<Error>,
         /// When.
         at: i64,
     },
@@ -434,7 +434,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Records that the claimed attempt succeeded with `output`.
     fn complete(&self, claim: &Claim, output: &Value) -> Result<(), StoreError>;
     /// Records that the claimed attempt failed.
-    fn fail(&self, claim: &Claim, error: &ErrorWire) -> Result<(), StoreError>;
+    fn fail(&self, claim: &Claim, error: &Error) -> Result<(), StoreError>;
     /// Gives a claim up: the entry is ready for another claimer at once.
     fn release(&self, claim: &Claim) -> Result<(), StoreError>;
     /// The results workers reported for queued attempts of `run` that are still running, in
@@ -558,13 +558,16 @@ mod tests {
         let threads: Vec<_> = (0..4)
             .map(|i| {
                 let store = store.clone();
-                std::thread::spawn(move || store.send_signal(0, &format!("s{i}"), &Value::Null))
+                std::thread::spawn(move || store.send_signal(RunId::new(0), &format!("s{i}"), &Value::Null))
             })
             .collect();
         for t in threads {
             t.join().unwrap().unwrap();
         }
-        assert_eq!(open_read_only(&url).unwrap().control(0).map(|_| ()).unwrap_err().to_string(), "no run 0");
+        assert_eq!(
+            open_read_only(&url).unwrap().control(RunId::new(0)).map(|_| ()).unwrap_err().to_string(),
+            "no run 0"
+        );
     }
 
     #[test]

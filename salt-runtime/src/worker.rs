@@ -25,8 +25,8 @@ use tokio::sync::Notify;
 use tokio::task::{AbortHandle, JoinSet};
 
 use crate::context::{Context, Host, JournalKind, Mutation, SignalWait};
-use crate::error::{Error, ErrorKind, ErrorWire, Result, StoreError};
-use crate::model::{LogRecord, now_ms};
+use crate::error::{Error, ErrorKind, Result, StoreError};
+use crate::model::{LogRecord, NodeId, RunId, now_ms};
 use crate::protocol::panic_error;
 use crate::registry::{DEFAULT_QUEUE, Registry};
 use crate::store::{self, Claim, Store, Write};
@@ -227,7 +227,7 @@ fn start(
                 let body = async {
                     match std::panic::AssertUnwindSafe(body).catch_unwind().await {
                         Ok(Ok(output)) => Ok(output),
-                        Ok(Err(e)) => Err(e.to_wire()),
+                        Ok(Err(e)) => Err(e),
                         Err(panic) => Err(panic_error(panic)),
                     }
                 };
@@ -251,7 +251,7 @@ fn start(
                     None => result,
                 }
             }
-            None => Err(ErrorWire::new(
+            None => Err(Error::new(
                 ErrorKind::Usage,
                 format!(
                     "this worker's binary has no task `{task_name}`; run a worker of the binary the run belongs to"
@@ -354,16 +354,16 @@ impl Renewer {
 /// The orchestrator as a body run by a worker sees it: nobody is there to apply graph changes,
 /// answer awaits or deliver signals, so those are refused; logs are kept for the attempt.
 struct WorkerHost {
-    run: i64,
-    node: u64,
+    run: RunId,
+    node: NodeId,
     queue: String,
-    refusal: Mutex<Option<ErrorWire>>,
+    refusal: Mutex<Option<Error>>,
     refused: Notify,
     logs: Mutex<Vec<String>>,
 }
 
 impl WorkerHost {
-    fn new(run: i64, node: u64, queue: &str) -> Self {
+    fn new(run: RunId, node: NodeId, queue: &str) -> Self {
         Self {
             run,
             node,
@@ -378,7 +378,7 @@ impl WorkerHost {
     fn refuse(&self, what: &str) {
         let mut refusal = lock(&self.refusal);
         if refusal.is_none() {
-            *refusal = Some(ErrorWire::new(
+            *refusal = Some(Error::new(
                 ErrorKind::Usage,
                 format!(
                     "node {} of run {} ran on a worker of queue `{}`, where a body cannot {what}: that \
@@ -390,12 +390,12 @@ impl WorkerHost {
         self.refused.notify_one();
     }
 
-    fn refusal(&self) -> Option<ErrorWire> {
+    fn refusal(&self) -> Option<Error> {
         lock(&self.refusal).clone()
     }
 
     /// Resolves once the body has asked for something refused.
-    async fn refused(&self) -> ErrorWire {
+    async fn refused(&self) -> Error {
         loop {
             if let Some(refusal) = self.refusal() {
                 return refusal;
@@ -423,7 +423,7 @@ impl Host for WorkerHost {
         }
     }
 
-    fn await_node(&self, seq: u32) -> BoxFuture<'static, std::result::Result<Value, ErrorWire>> {
+    fn await_node(&self, seq: u32) -> BoxFuture<'static, std::result::Result<Value, Error>> {
         self.refuse(&format!("await nodes (it awaited its call #{seq})"));
         futures::future::pending().boxed()
     }

@@ -55,8 +55,6 @@ pub use salt_runtime::progress::{Progress, Transition};
 #[doc(inline)]
 pub use salt_runtime::promise::{Promise, Shape};
 #[doc(inline)]
-pub use salt_runtime::registry::{Backoff, Policy};
-#[doc(inline)]
 pub use salt_runtime::runner::{Executor, RunOutcome, Runner};
 #[doc(inline)]
 pub use salt_runtime::store::Durability;
@@ -78,7 +76,8 @@ pub mod prelude {
 #[doc(hidden)]
 pub mod __private {
     pub use inventory;
-    pub use salt_runtime::context::{Arg, Context, Handle, TaskValue, WireArg, decode_input, encode_output};
+    pub use salt_runtime::context::hooks::{decode_input, direct, encode_output, resolve, spawn, wire};
+    pub use salt_runtime::context::{Arg, Context, Handle, TaskValue};
     pub use salt_runtime::error::{Error, Result};
     pub use salt_runtime::registry::{Backoff, BodyFuture, Kind, Policy, TaskDescriptor};
     pub use schemars;

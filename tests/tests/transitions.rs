@@ -40,7 +40,7 @@ fn node_states(all: &[Transition]) -> Vec<Vec<NodeState>> {
     let mut states: Vec<Vec<NodeState>> = Vec::new();
     for t in all {
         if let Transition::Node { node, state, .. } = t {
-            let i = *node as usize;
+            let i = node.index();
             if states.len() <= i {
                 states.resize(i + 1, Vec::new());
             }
@@ -84,7 +84,7 @@ async fn a_subscriber_sees_every_committed_transition_in_order() {
     let store = salt::ops::open(runner.db()).unwrap();
     let shown = salt::ops::show(store.as_ref(), outcome.run).unwrap();
     for n in &shown.nodes {
-        assert_eq!(states[n.id as usize].last(), Some(&n.state));
+        assert_eq!(states[n.id.index()].last(), Some(&n.state));
     }
 }
 
@@ -104,7 +104,7 @@ async fn a_failed_run_ends_its_stream_with_its_error() {
         Transition::Node { task, state: NodeState::Failed, error: Some(e), .. } if task == "refuse" => Some(e),
         _ => None,
     });
-    assert_eq!(refused.map(|e| e.message.as_str()), Some("refused 2"), "{all:#?}");
+    assert_eq!(refused.map(|e| e.message()), Some("refused 2"), "{all:#?}");
     let json = serde_json::to_value(all.last().unwrap()).unwrap();
     assert_eq!(json["type"], "run");
     assert_eq!(json["state"], "failed");

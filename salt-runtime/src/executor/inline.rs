@@ -10,7 +10,7 @@ use tokio::sync::oneshot;
 
 use super::{Answer, AttemptId, Event, Events, Executor, Launch};
 use crate::context::{Context, Gather, Host, JournalKind, Mutation, SignalWait};
-use crate::error::ErrorWire;
+use crate::error::Error;
 use crate::protocol::panic_error;
 
 /// A call of a body waiting for its answer.
@@ -18,7 +18,7 @@ enum Waiting {
     /// Alone.
     One(oneshot::Sender<Answer>),
     /// Await number `.1` of a [`join_all`](crate::join_all).
-    Part(Arc<Gather<Result<Value, ErrorWire>>>, usize),
+    Part(Arc<Gather<Result<Value, Error>>>, usize),
 }
 
 /// Calls of one attempt waiting for their answers.
@@ -55,7 +55,7 @@ impl Executor for Inline {
             ctx.flush();
             let result = match result {
                 Ok(Ok(output)) => Ok(output),
-                Ok(Err(e)) => Err(e.to_wire()),
+                Ok(Err(e)) => Err(e),
                 Err(panic) => Err(panic_error(panic)),
             };
             let _ = events.send(Event::Finished { at, result });
@@ -151,7 +151,7 @@ impl Host for InlineHost {
         value(rx).boxed()
     }
 
-    fn await_node(&self, seq: u32) -> BoxFuture<'static, Result<Value, ErrorWire>> {
+    fn await_node(&self, seq: u32) -> BoxFuture<'static, Result<Value, Error>> {
         let (call, rx) = self.call();
         let _ = self.events.send(Event::Await { at: self.at, call, seq });
         async move {
@@ -163,7 +163,7 @@ impl Host for InlineHost {
         .boxed()
     }
 
-    fn await_nodes(&self, seqs: Vec<u32>) -> BoxFuture<'static, Vec<Result<Value, ErrorWire>>> {
+    fn await_nodes(&self, seqs: Vec<u32>) -> BoxFuture<'static, Vec<Result<Value, Error>>> {
         let (gather, all_in) = Gather::new(seqs.len());
         {
             let mut calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());

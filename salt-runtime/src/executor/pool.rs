@@ -224,7 +224,7 @@ impl Executor for Pool {
         let lost = worker.outbox.send(start).is_err() || worker.dead.load(Ordering::SeqCst);
         if lost && self.mode != PoolMode::Process && worker.attempts.remove(id).is_some() {
             let error = ProtocolError::Io("the node process ended before the attempt could start".into());
-            let _ = self.events.send(super::Event::Finished { at, result: Err(error.into()) });
+            let _ = self.events.send(super::Event::Finished { at, result: Err(error.into_error()) });
         }
         self.running.insert(at, (worker, id));
     }

@@ -188,7 +188,7 @@ pub(super) async fn read_loop<R: AsyncRead + Unpin>(
             FromNode::Done { output, blob, .. } => {
                 let result = match blob {
                     None => Ok(output),
-                    Some(r) => read(&blobs, r).await.map_err(Into::into),
+                    Some(r) => read(&blobs, r).await.map_err(ProtocolError::into_error),
                 };
                 wait_for_logs(&mut ended, id).await;
                 attempts.remove(id);
@@ -240,6 +240,6 @@ async fn wait_for_logs(ended: &mut watch::Receiver<u64>, id: u64) {
 /// Fails every attempt still in the session with `error`.
 pub(super) fn fail_all(attempts: &Attempts, events: &Events, error: &ProtocolError) {
     for at in attempts.drain() {
-        let _ = events.send(Event::Finished { at, result: Err(error.clone().into()) });
+        let _ = events.send(Event::Finished { at, result: Err(error.clone().into_error()) });
     }
 }

@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 use super::Core;
 use super::replay::{describe_call, hash_args};
 use crate::context::{Annotation, Mutation, SpawnRequest, WireArg};
-use crate::error::{ErrorKind, ErrorWire};
+use crate::error::{Error, ErrorKind};
 use crate::executor::{Answer, AttemptId};
 use crate::model::{EdgeKind, EdgeRecord, NodeId, NodeRecord, NodeState, StoredArg, now_ms};
 use crate::registry::TaskDescriptor;
@@ -26,7 +26,7 @@ pub(super) struct Node {
     pub(super) args: Vec<(String, StoredArg)>,
     pub(super) input_hash: String,
     pub(super) output: Option<Value>,
-    pub(super) error: Option<ErrorWire>,
+    pub(super) error: Option<Error>,
     pub(super) attempts: u32,
     /// Nodes this one runs after (data and control edges).
     pub(super) deps: Vec<NodeId>,
@@ -70,7 +70,7 @@ impl Node {
         args: Vec<(String, StoredArg)>,
         input_hash: String,
         output: Option<Value>,
-        error: Option<ErrorWire>,
+        error: Option<Error>,
         attempts: u32,
     ) -> Self {
         Self {
@@ -114,11 +114,11 @@ impl Core {
 
     /// How many of a node's deps have not succeeded.
     pub(super) fn unmet_of(&self, id: NodeId) -> usize {
-        self.nodes[id as usize].deps.iter().filter(|d| self.nodes[**d as usize].state != NodeState::Succeeded).count()
+        self.nodes[id.index()].deps.iter().filter(|d| self.nodes[d.index()].state != NodeState::Succeeded).count()
     }
 
     pub(super) fn set_state(&mut self, id: NodeId, state: NodeState) {
-        let n = &mut self.nodes[id as usize];
+        let n = &mut self.nodes[id.index()];
         if n.state != state {
             n.state = state;
             self.fx.writes.push(Write::NodeState { run: self.run, node: id, state });
@@ -128,10 +128,10 @@ impl Core {
     /// The input object of a node: its values, and the outputs of the nodes it takes.
     pub(super) fn input_of(&self, id: NodeId) -> Value {
         let mut input = Map::new();
-        for (name, arg) in &self.nodes[id as usize].args {
+        for (name, arg) in &self.nodes[id.index()].args {
             let v = match arg {
                 StoredArg::Value(v) => v.clone(),
-                StoredArg::Node(dep) => self.nodes[*dep as usize].output.clone().unwrap_or(Value::Null),
+                StoredArg::Node(dep) => self.nodes[dep.index()].output.clone().unwrap_or(Value::Null),
             };
             input.insert(name.clone(), v);
         }
@@ -139,8 +139,8 @@ impl Core {
     }
 
     /// Fails the current attempt of a node at once (its body is stopped).
-    pub(super) fn fail_attempt(&mut self, at: AttemptId, error: ErrorWire) {
-        if self.nodes[at.node as usize].live == Some(at.attempt) {
+    pub(super) fn fail_attempt(&mut self, at: AttemptId, error: Error) {
+        if self.nodes[at.node.index()].live == Some(at.attempt) {
             self.fx.actions.push(super::Action::Stop(at));
         }
         self.attempt_finished(at.node, at.attempt, Err(error));
@@ -150,7 +150,7 @@ impl Core {
         let parent = at.node;
         let SpawnRequest { seq, task, args } = req;
         let Some(descriptor) = self.registry.get(&task) else {
-            let e = ErrorWire::new(ErrorKind::Protocol, format!("spawn of unknown task `{task}`"));
+            let e = Error::new(ErrorKind::Protocol, format!("spawn of unknown task `{task}`"));
             return self.fail_attempt(at, e);
         };
         let mut stored = Vec::with_capacity(args.len());
@@ -158,20 +158,19 @@ impl Core {
             let a = match arg {
                 WireArg::Value(v) if crate::model::too_deep(&v) => {
                     let what = format!("argument `{name}` of a call to task `{}`", descriptor.name);
-                    let e = ErrorWire::new(ErrorKind::Input, crate::model::depth_message(what));
+                    let e = Error::new(ErrorKind::Input, crate::model::depth_message(what));
                     return self.fail_attempt(at, e);
                 }
                 WireArg::Value(v) => StoredArg::Value(v),
                 // Executors read blobs back into values before the core sees a spawn.
                 WireArg::Blob(_) => {
-                    let e =
-                        ErrorWire::new(ErrorKind::Protocol, format!("argument `{name}` arrived unread from its blob"));
+                    let e = Error::new(ErrorKind::Protocol, format!("argument `{name}` arrived unread from its blob"));
                     return self.fail_attempt(at, e);
                 }
                 WireArg::Handle(s) => match self.keys.get(&(parent, s)) {
                     Some(dep) => StoredArg::Node(*dep),
                     None => {
-                        let e = ErrorWire::new(
+                        let e = Error::new(
                             ErrorKind::Protocol,
                             format!("argument `{name}` refers to call {s}, which spawned no node"),
                         );
@@ -192,10 +191,10 @@ impl Core {
             return self.fail_attempt(at, e);
         }
         if let Some(&existing) = self.keys.get(&(parent, seq)) {
-            let n = &self.nodes[existing as usize];
+            let n = &self.nodes[existing.index()];
             if n.task.name != descriptor.name || n.input_hash != input_hash {
                 let same_deps = n.deps.iter().all(|d| stored.iter().any(|(_, a)| *a == StoredArg::Node(*d)));
-                if self.nodes[parent as usize].rerun && n.task.name == descriptor.name && same_deps {
+                if self.nodes[parent.index()].rerun && n.task.name == descriptor.name && same_deps {
                     return self.replace_args(existing, stored, input_hash);
                 }
                 let expected = describe_call(n.task.name, &n.args);
@@ -204,16 +203,16 @@ impl Core {
             }
             // A child that failed before this attempt of its parent began runs again; one that
             // failed during it is this attempt's result.
-            let stale = n.ended_at < self.nodes[parent as usize].started_at;
+            let stale = n.ended_at < self.nodes[parent.index()].started_at;
             if stale && matches!(n.state, NodeState::Failed | NodeState::Cancelled | NodeState::Skipped) {
                 self.revive(existing);
             }
             return;
         }
 
-        if !self.nodes[parent as usize].task.may_spawn {
-            let p = self.nodes[parent as usize].task.name;
-            let e = ErrorWire::new(
+        if !self.nodes[parent.index()].task.may_spawn {
+            let p = self.nodes[parent.index()].task.name;
+            let e = Error::new(
                 ErrorKind::Graph,
                 format!(
                     "task `{p}` called task `{}`, but only workflows and tasks marked `spawns` may spawn nodes; write `#[task(spawns)]` on `{p}`",
@@ -222,7 +221,7 @@ impl Core {
             );
             return self.fail_attempt(at, e);
         }
-        let id = self.nodes.len() as NodeId;
+        let id = NodeId::at(self.nodes.len());
         let deps: Vec<NodeId> = {
             let mut d: Vec<NodeId> =
                 stored.iter().filter_map(|(_, a)| if let StoredArg::Node(n) = a { Some(*n) } else { None }).collect();
@@ -231,7 +230,7 @@ impl Core {
             d
         };
         let what =
-            format!("spawning `{}` from node {parent} (`{}`)", descriptor.name, self.nodes[parent as usize].task.name);
+            format!("spawning `{}` from node {parent} (`{}`)", descriptor.name, self.nodes[parent.index()].task.name);
         match self.check_spawn(parent, descriptor.name, &deps) {
             Ok(shapes) => {
                 for (i, shape) in shapes {
@@ -240,11 +239,11 @@ impl Core {
             }
             Err(promise) => return self.terminate(promise, &what, Some(parent)),
         }
-        let unmet = deps.iter().filter(|d| self.nodes[**d as usize].state != NodeState::Succeeded).count();
+        let unmet = deps.iter().filter(|d| self.nodes[d.index()].state != NodeState::Succeeded).count();
         let doomed = deps
             .iter()
             .find(|d| {
-                matches!(self.nodes[**d as usize].state, NodeState::Failed | NodeState::Skipped | NodeState::Cancelled)
+                matches!(self.nodes[d.index()].state, NodeState::Failed | NodeState::Skipped | NodeState::Cancelled)
             })
             .copied();
         let record = NodeRecord {
@@ -269,13 +268,13 @@ impl Core {
         for d in &deps {
             let edge = EdgeRecord { from: *d, to: id, kind: EdgeKind::Data };
             self.fx.writes.push(Write::InsertEdge { run: self.run, edge });
-            self.nodes[*d as usize].dependents.push(id);
+            self.nodes[d.index()].dependents.push(id);
         }
         let mut node = Node::new(id, Some(parent), descriptor, NodeState::Pending, stored, input_hash, None, None, 0);
         node.deps = deps;
         node.unmet = unmet;
         self.nodes.push(node);
-        self.nodes[parent as usize].children.push(id);
+        self.nodes[parent.index()].children.push(id);
         self.keys.insert((parent, seq), id);
         self.active += 1;
         self.declare_registered(id);
@@ -287,33 +286,33 @@ impl Core {
         }
     }
 
-    pub(super) fn nondeterministic(&self, node: NodeId, seq: u32, expected: String, found: String) -> ErrorWire {
-        ErrorWire::new(
+    pub(super) fn nondeterministic(&self, node: NodeId, seq: u32, expected: String, found: String) -> Error {
+        Error::new(
             ErrorKind::NonDeterministic,
             format!(
                 "non-deterministic replay of node {node} (`{}`) at call {seq}: the journal has {expected}, the body now made {found}; task bodies must make the same calls in the same order on every run",
-                self.nodes[node as usize].task.name
+                self.nodes[node.index()].task.name
             ),
         )
     }
 
-    pub(super) fn upstream_error(&self, dep: NodeId) -> ErrorWire {
-        let d = &self.nodes[dep as usize];
-        ErrorWire::new(ErrorKind::Upstream, format!("upstream node {} (`{}`) did not succeed", d.id, d.task.name))
+    pub(super) fn upstream_error(&self, dep: NodeId) -> Error {
+        let d = &self.nodes[dep.index()];
+        Error::new(ErrorKind::Upstream, format!("upstream node {} (`{}`) did not succeed", d.id, d.task.name))
     }
 
     pub(super) fn await_child(&mut self, at: AttemptId, call: u64, seq: u32) {
         let node = at.node;
         let Some(&child) = self.keys.get(&(node, seq)) else {
-            let e = ErrorWire::new(ErrorKind::Protocol, format!("await of call {seq}, which spawned no node"));
+            let e = Error::new(ErrorKind::Protocol, format!("await of call {seq}, which spawned no node"));
             return self.fail_attempt(at, e);
         };
-        if self.nodes[child as usize].state.is_terminal() {
+        if self.nodes[child.index()].state.is_terminal() {
             let result = self.result_of(child);
             return self.answer(at, call, Answer::Resolved(result));
         }
-        self.nodes[child as usize].awaiters.push(Awaiter { at, call });
-        let p = &mut self.nodes[node as usize];
+        self.nodes[child.index()].awaiters.push(Awaiter { at, call });
+        let p = &mut self.nodes[node.index()];
         p.waiting_on += 1;
         if p.waiting_on == 1 && p.state == NodeState::Running {
             self.live_slots -= 1;
@@ -324,16 +323,16 @@ impl Core {
         }
     }
 
-    pub(super) fn result_of(&self, id: NodeId) -> Result<Value, ErrorWire> {
-        let n = &self.nodes[id as usize];
+    pub(super) fn result_of(&self, id: NodeId) -> Result<Value, Error> {
+        let n = &self.nodes[id.index()];
         match n.state {
             NodeState::Succeeded => Ok(n.output.clone().unwrap_or(Value::Null)),
             NodeState::Cancelled => {
-                Err(ErrorWire::new(ErrorKind::Cancelled, format!("node {} (`{}`) was cancelled", n.id, n.task.name)))
+                Err(Error::new(ErrorKind::Cancelled, format!("node {} (`{}`) was cancelled", n.id, n.task.name)))
             }
             // A child that failed for good (a fatal error, a broken rule) makes its awaiting
             // parent fail for good too: retrying the parent would not help.
-            _ => Err(ErrorWire::new(
+            _ => Err(Error::new(
                 match &n.error {
                     Some(e) if !e.kind.is_retryable() && e.kind != ErrorKind::Upstream => ErrorKind::Fatal,
                     _ => ErrorKind::Child,
@@ -352,15 +351,15 @@ impl Core {
     fn control_edge(&mut self, at: AttemptId, from_seq: u32, to_seq: u32) {
         let node = at.node;
         let (Some(&from), Some(&to)) = (self.keys.get(&(node, from_seq)), self.keys.get(&(node, to_seq))) else {
-            let e = ErrorWire::new(ErrorKind::Protocol, "edge between handles that spawned no node");
+            let e = Error::new(ErrorKind::Protocol, "edge between handles that spawned no node");
             return self.fail_attempt(at, e);
         };
-        if self.nodes[to as usize].deps.contains(&from) {
+        if self.nodes[to.index()].deps.contains(&from) {
             return; // already there (a replay, or a data edge)
         }
-        let name = |id: NodeId| format!("{id} (`{}`)", self.nodes[id as usize].task.name);
-        let graph_error = |msg: String| ErrorWire::new(ErrorKind::Graph, msg);
-        let t = &self.nodes[to as usize];
+        let name = |id: NodeId| format!("{id} (`{}`)", self.nodes[id.index()].task.name);
+        let graph_error = |msg: String| Error::new(ErrorKind::Graph, msg);
+        let t = &self.nodes[to.index()];
         if t.attempts > 0 || !matches!(t.state, NodeState::Pending | NodeState::Ready) {
             let e = graph_error(format!(
                 "cannot add edge {} -> {}: node {} has already {}",
@@ -380,7 +379,7 @@ impl Core {
                 return self.fail_attempt(at, e);
             }
             if seen.insert(n) {
-                stack.extend(self.nodes[n as usize].dependents.iter().copied());
+                stack.extend(self.nodes[n.index()].dependents.iter().copied());
             }
         }
         if let Err(p) = self.check_edge(from, to) {
@@ -389,9 +388,9 @@ impl Core {
         }
         let edge = EdgeRecord { from, to, kind: EdgeKind::Control };
         self.fx.writes.push(Write::InsertEdge { run: self.run, edge });
-        self.nodes[from as usize].dependents.push(to);
-        let from_state = self.nodes[from as usize].state;
-        let t = &mut self.nodes[to as usize];
+        self.nodes[from.index()].dependents.push(to);
+        let from_state = self.nodes[from.index()].state;
+        let t = &mut self.nodes[to.index()];
         t.deps.push(from);
         if from_state != NodeState::Succeeded {
             t.unmet += 1;
@@ -417,10 +416,10 @@ impl Core {
 
     /// A node reached a final state: record it, answer its awaiters, and move its dependents
     /// on (ready when all their deps succeeded, skipped when one did not).
-    pub(super) fn end_node(&mut self, id: NodeId, state: NodeState, output: Option<Value>, error: Option<ErrorWire>) {
+    pub(super) fn end_node(&mut self, id: NodeId, state: NodeState, output: Option<Value>, error: Option<Error>) {
         let mut stack = vec![(id, state, output, error)];
         while let Some((id, state, output, error)) = stack.pop() {
-            let n = &mut self.nodes[id as usize];
+            let n = &mut self.nodes[id.index()];
             if n.state.is_terminal() {
                 continue;
             }
@@ -438,7 +437,7 @@ impl Core {
                     at: now_ms(),
                 });
             }
-            let n = &mut self.nodes[id as usize];
+            let n = &mut self.nodes[id.index()];
             n.state = state;
             n.output = output.clone();
             n.error = error.clone();
@@ -460,8 +459,8 @@ impl Core {
             self.note(id, task, state, attempts, error.as_ref());
 
             let result = self.result_of(id);
-            for w in std::mem::take(&mut self.nodes[id as usize].awaiters) {
-                let p = &mut self.nodes[w.at.node as usize];
+            for w in std::mem::take(&mut self.nodes[id.index()].awaiters) {
+                let p = &mut self.nodes[w.at.node.index()];
                 if p.parked_on_children == Some(w.at.attempt) {
                     // Parked while it awaited: replay it now that a child has ended.
                     self.unpark(w.at.node);
@@ -477,31 +476,31 @@ impl Core {
                 self.answer(w.at, w.call, Answer::Resolved(result.clone()));
             }
 
-            let dependents = self.nodes[id as usize].dependents.clone();
+            let dependents = self.nodes[id.index()].dependents.clone();
             if state == NodeState::Succeeded {
                 for d in dependents {
-                    let dn = &mut self.nodes[d as usize];
+                    let dn = &mut self.nodes[d.index()];
                     dn.unmet = dn.unmet.saturating_sub(1);
                     self.promote(d);
                 }
             } else {
                 let up = self.upstream_error(id);
                 for d in dependents {
-                    if !self.nodes[d as usize].state.is_terminal() && self.nodes[d as usize].live.is_none() {
+                    if !self.nodes[d.index()].state.is_terminal() && self.nodes[d.index()].live.is_none() {
                         stack.push((d, NodeState::Skipped, None, Some(up.clone())));
                     }
                 }
                 // Nobody will await what a failed body spawned: stop it.
-                let cancel = ErrorWire::new(ErrorKind::Cancelled, format!("its parent node {id} (`{task}`) ended"));
-                for c in self.nodes[id as usize].children.clone() {
-                    if !self.nodes[c as usize].state.is_terminal() {
+                let cancel = Error::new(ErrorKind::Cancelled, format!("its parent node {id} (`{task}`) ended"));
+                for c in self.nodes[id.index()].children.clone() {
+                    if !self.nodes[c.index()].state.is_terminal() {
                         stack.push((c, NodeState::Cancelled, None, Some(cancel.clone())));
                     }
                 }
                 if id == 0 {
                     for i in 1..self.nodes.len() {
                         if !self.nodes[i].state.is_terminal() {
-                            stack.push((i as NodeId, NodeState::Cancelled, None, Some(cancel.clone())));
+                            stack.push((NodeId::at(i), NodeState::Cancelled, None, Some(cancel.clone())));
                         }
                     }
                 }
@@ -512,10 +511,10 @@ impl Core {
     /// Cancels the run: every node not in a final state is cancelled.
     pub(crate) fn cancel(&mut self, reason: String) {
         self.cancel_reason = Some(reason.clone());
-        let e = ErrorWire::new(ErrorKind::Cancelled, reason);
+        let e = Error::new(ErrorKind::Cancelled, reason);
         for i in 0..self.nodes.len() {
             if !self.nodes[i].state.is_terminal() {
-                self.end_node(i as NodeId, NodeState::Cancelled, None, Some(e.clone()));
+                self.end_node(NodeId::at(i), NodeState::Cancelled, None, Some(e.clone()));
             }
         }
     }

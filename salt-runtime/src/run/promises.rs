@@ -4,7 +4,7 @@
 
 use super::Core;
 use crate::context::PromiseScope;
-use crate::error::{ErrorKind, ErrorWire};
+use crate::error::{Error, ErrorKind};
 use crate::executor::AttemptId;
 use crate::model::{NodeId, NodeState, PromiseRecord};
 use crate::promise::{Promise, Shape, Target};
@@ -23,7 +23,7 @@ impl Core {
     fn shape_after(&self, promise: &Promise, scope: NodeId) -> Option<Option<Shape>> {
         match promise {
             Promise::Shape(shape) => {
-                let children = self.nodes[scope as usize].children.iter().map(|c| self.nodes[*c as usize].task.name);
+                let children = self.nodes[scope.index()].children.iter().map(|c| self.nodes[c.index()].task.name);
                 Some(shape.after(children))
             }
             _ => None,
@@ -38,7 +38,7 @@ impl Core {
 
     /// Declares the promises a node's task was registered with (scope: the node's subtree).
     pub(super) fn declare_registered(&mut self, id: NodeId) {
-        let task = self.nodes[id as usize].task;
+        let task = self.nodes[id.index()].task;
         for (i, text) in task.promises.iter().enumerate() {
             let seq = u32::MAX - i as u32;
             if self.promises.iter().any(|p| p.record.declared_by == id && p.record.seq == seq) {
@@ -47,8 +47,7 @@ impl Core {
             match text.parse::<Promise>() {
                 Ok(promise) => self.add_promise(id, id, seq, promise),
                 Err(e) => {
-                    let error =
-                        ErrorWire::new(ErrorKind::Usage, format!("task `{}` has a bad promise: {e}", task.name));
+                    let error = Error::new(ErrorKind::Usage, format!("task `{}` has a bad promise: {e}", task.name));
                     self.terminated.get_or_insert(error);
                 }
             }
@@ -63,11 +62,11 @@ impl Core {
         }
         match text.parse::<Promise>() {
             Ok(promise) => {
-                let scope = if scope == PromiseScope::Run { 0 } else { by };
+                let scope = if scope == PromiseScope::Run { NodeId::ROOT } else { by };
                 self.add_promise(scope, by, seq, promise);
             }
             Err(e) => {
-                let e = ErrorWire::new(ErrorKind::Usage, format!("bad promise `{text}`: {e}"));
+                let e = Error::new(ErrorKind::Usage, format!("bad promise `{text}`: {e}"));
                 self.fail_attempt(at, e);
             }
         }
@@ -98,15 +97,15 @@ impl Core {
             if id == scope {
                 return true;
             }
-            n = self.nodes[id as usize].parent;
+            n = self.nodes[id.index()].parent;
         }
         false
     }
 
     fn matches(&self, target: &Target, node: NodeId) -> bool {
         match target {
-            Target::Node(id) => *id == node,
-            Target::Task(name) => self.nodes.get(node as usize).is_some_and(|n| n.task.name == name),
+            Target::Node(id) => *id == node.get(),
+            Target::Task(name) => self.nodes.get(node.index()).is_some_and(|n| n.task.name == name),
         }
     }
 
@@ -134,7 +133,7 @@ impl Core {
             if !self.in_subtree(parent, scope) {
                 continue;
             }
-            let task_of = |n: &NodeId| self.nodes[*n as usize].task.name;
+            let task_of = |n: &NodeId| self.nodes[n.index()].task.name;
             let ok = match &p.promise {
                 Promise::NoNewNodes => false,
                 Promise::NoNewEdges => deps.is_empty(),
@@ -175,7 +174,7 @@ impl Core {
             if !self.in_subtree(to, p.record.scope) {
                 continue;
             }
-            let task_of = |n: NodeId| self.nodes[n as usize].task.name;
+            let task_of = |n: NodeId| self.nodes[n.index()].task.name;
             let ok = match &p.promise {
                 Promise::NoNewEdges => false,
                 Promise::OnlyEdgesBetween(tasks) => {
@@ -204,11 +203,11 @@ impl Core {
         if self.terminated.is_some() {
             return;
         }
-        let error = ErrorWire::new(
+        let error = Error::new(
             ErrorKind::Promise,
             format!(
                 "broken promise `{promise}` (declared by node {declared_by}, `{}`): {what} is not allowed",
-                self.nodes[declared_by as usize].task.name
+                self.nodes[declared_by.index()].task.name
             ),
         );
         self.terminated = Some(error.clone());
@@ -217,7 +216,7 @@ impl Core {
         }
         for i in 0..self.nodes.len() {
             if !self.nodes[i].state.is_terminal() {
-                self.end_node(i as NodeId, NodeState::Cancelled, None, Some(error.clone()));
+                self.end_node(NodeId::at(i), NodeState::Cancelled, None, Some(error.clone()));
             }
         }
     }

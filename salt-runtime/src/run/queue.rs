@@ -18,7 +18,7 @@ use crate::store::Write;
 impl Core {
     /// A pending node whose deps all succeeded becomes ready (and is queued).
     pub(super) fn promote(&mut self, id: NodeId) {
-        let n = &self.nodes[id as usize];
+        let n = &self.nodes[id.index()];
         if n.state == NodeState::Pending && n.unmet == 0 && n.live.is_none() {
             let prio = n.task.policy.priority;
             self.set_state(id, NodeState::Ready);
@@ -36,7 +36,7 @@ impl Core {
             && self.live_slots < self.config.parallelism
         {
             let Some((_, Reverse(id))) = self.ready.pop() else { break };
-            if self.nodes[id as usize].state != NodeState::Ready {
+            if self.nodes[id.index()].state != NodeState::Ready {
                 continue;
             }
             self.start(id);
@@ -46,7 +46,7 @@ impl Core {
     fn start(&mut self, id: NodeId) {
         let input = self.input_of(id);
         let at = now_ms();
-        let n = &mut self.nodes[id as usize];
+        let n = &mut self.nodes[id.index()];
         n.attempts += 1;
         n.state = NodeState::Running;
         n.waiting_on = 0;
@@ -83,9 +83,9 @@ mod tests {
 
     use super::super::{Action, Config, Core};
     use crate::context::Context;
-    use crate::error::{ErrorKind, ErrorWire};
+    use crate::error::{Error, ErrorKind};
     use crate::executor::{AttemptId, Event};
-    use crate::model::{NodeRecord, NodeState, RunRecord, RunSnapshot, RunState, StoredArg};
+    use crate::model::{NodeId, NodeRecord, NodeState, RunId, RunRecord, RunSnapshot, RunState, StoredArg};
     use crate::registry::{Kind, Policy, Registry, TaskDescriptor};
     use crate::store::Write;
 
@@ -122,7 +122,7 @@ mod tests {
         let registry: &'static Registry = Box::leak(Box::new(Registry::build([&ON_GPU].into_iter()).unwrap()));
         let snapshot = RunSnapshot {
             run: RunRecord {
-                id: 1,
+                id: RunId::new(1),
                 workflow: "on_gpu".into(),
                 state: RunState::Queued,
                 input: json!({"x": 2}),
@@ -136,7 +136,7 @@ mod tests {
                 owner: None,
             },
             nodes: vec![NodeRecord {
-                id: 0,
+                id: NodeId::ROOT,
                 parent: None,
                 seq: None,
                 task: "on_gpu".into(),
@@ -188,7 +188,7 @@ mod tests {
         });
         assert_eq!(started.as_deref(), Some("queue:gpu"));
         let entry = fx.writes.iter().find_map(|w| match w {
-            Write::Enqueue { node: 0, attempt: 1, queue, priority, task, input, .. } => {
+            Write::Enqueue { node: NodeId::ROOT, attempt: 1, queue, priority, task, input, .. } => {
                 Some((queue.as_str(), *priority, task.as_str(), input.clone()))
             }
             _ => None,
@@ -197,7 +197,7 @@ mod tests {
         assert_eq!(core.active(), 1, "it is running, remotely");
 
         // The worker's result ends the attempt like any executor's.
-        let at = AttemptId { run: 1, node: 0, attempt: 1 };
+        let at = AttemptId { run: RunId::new(1), node: NodeId::ROOT, attempt: 1 };
         core.handle(now, Event::Finished { at, result: Ok(json!(200)) });
         assert_eq!(core.active(), 0);
         assert_eq!(core.finish().output, Some(json!(200)));
@@ -220,8 +220,8 @@ mod tests {
         core.fire_timers(later);
         core.start_ready(later);
         assert_eq!(enqueued(&core.take_effects().writes), [(2, "gpu".to_string())]);
-        let late = AttemptId { run: 1, node: 0, attempt: 1 };
-        core.handle(later, Event::Finished { at: late, result: Err(ErrorWire::new(ErrorKind::Task, "late")) });
+        let late = AttemptId { run: RunId::new(1), node: NodeId::ROOT, attempt: 1 };
+        core.handle(later, Event::Finished { at: late, result: Err(Error::new(ErrorKind::Task, "late")) });
         assert!(core.take_effects().writes.is_empty());
         assert_eq!(core.active(), 1);
     }

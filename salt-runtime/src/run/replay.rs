@@ -48,7 +48,7 @@ impl Core {
     ) -> Result<Option<Value>, ()> {
         let node = at.node;
         let expected = if let Some(&child) = self.keys.get(&(node, seq)) {
-            let c = &self.nodes[child as usize];
+            let c = &self.nodes[child.index()];
             describe_call(c.task.name, &c.args)
         } else {
             match self.journal.get(&(node, seq)) {

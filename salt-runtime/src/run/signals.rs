@@ -42,8 +42,8 @@ impl Core {
     fn park(&mut self, at: AttemptId, wait: SignalWait) {
         let node = at.node;
         self.stop_waiting_attempt(node, at.attempt);
-        self.nodes[node as usize].parked = Some((wait.seq, wait.name.clone()));
-        let task = self.nodes[node as usize].task.name;
+        self.nodes[node.index()].parked = Some((wait.seq, wait.name.clone()));
+        let task = self.nodes[node.index()].task.name;
         let (deadline, default) = match self.deadlines.get(&(node, wait.seq)) {
             Some((d, v)) => (Some(*d), v.clone()),
             None => {
@@ -68,13 +68,13 @@ impl Core {
     /// to end replays it. Waiting on a long child holds no process.
     pub(super) fn park_on_children(&mut self, node: NodeId, attempt: u32) {
         self.stop_waiting_attempt(node, attempt);
-        self.nodes[node as usize].parked_on_children = Some(attempt);
+        self.nodes[node.index()].parked_on_children = Some(attempt);
     }
 
     /// Ends a node's attempt because it waits (parked): its process or body is stopped, its
     /// slot freed, and the attempt recorded as `waiting`.
     fn stop_waiting_attempt(&mut self, node: NodeId, attempt: u32) {
-        let n = &mut self.nodes[node as usize];
+        let n = &mut self.nodes[node.index()];
         if n.live.take().is_some() {
             self.fx.actions.push(super::Action::Stop(AttemptId { run: self.run, node, attempt }));
         }
@@ -95,7 +95,7 @@ impl Core {
 
     /// A parked node may go on: it becomes pending and is replayed when a slot is free.
     pub(super) fn unpark(&mut self, node: NodeId) {
-        let n = &mut self.nodes[node as usize];
+        let n = &mut self.nodes[node.index()];
         if n.state.is_terminal() {
             return;
         }
@@ -121,7 +121,7 @@ impl Core {
             match waiting {
                 Some(node) => {
                     let (id, _, value) = self.signals.remove(i);
-                    let seq = self.nodes[node as usize].parked.as_ref().map(|(s, _)| *s).unwrap_or_default();
+                    let seq = self.nodes[node.index()].parked.as_ref().map(|(s, _)| *s).unwrap_or_default();
                     self.fx.writes.push(Write::SignalConsumed { id });
                     self.deliver(node, seq, value);
                 }

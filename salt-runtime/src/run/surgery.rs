@@ -2,7 +2,7 @@
 //! resetting them.
 
 use super::{Action, Core};
-use crate::error::{ErrorKind, ErrorWire};
+use crate::error::{Error, ErrorKind};
 use crate::executor::AttemptId;
 use crate::model::{NodeId, NodeState, StoredArg, now_ms};
 use crate::store::Write;
@@ -11,7 +11,7 @@ impl Core {
     /// Resets these nodes to pending (their outputs forgotten), to be run again.
     pub(crate) fn reset(&mut self, ids: &[NodeId]) {
         for &id in ids {
-            let n = &mut self.nodes[id as usize];
+            let n = &mut self.nodes[id.index()];
             if n.state.is_terminal() {
                 self.active += 1;
             }
@@ -27,7 +27,7 @@ impl Core {
                     node: id,
                     attempt,
                     state: NodeState::Cancelled,
-                    error: Some(ErrorWire::new(ErrorKind::Cancelled, "reset to run again with new inputs")),
+                    error: Some(Error::new(ErrorKind::Cancelled, "reset to run again with new inputs")),
                     at: now_ms(),
                 });
             }
@@ -40,7 +40,7 @@ impl Core {
             self.fx.writes.push(Write::NodeReset { run: self.run, node: id });
         }
         for i in 0..self.nodes.len() {
-            self.nodes[i].unmet = self.unmet_of(i as NodeId);
+            self.nodes[i].unmet = self.unmet_of(NodeId::at(i));
         }
         for &id in ids {
             self.promote(id);
@@ -62,14 +62,14 @@ impl Core {
                 let mut p = self.nodes[id].parent;
                 while let Some(pid) = p {
                     ancestors.push(pid);
-                    p = self.nodes[pid as usize].parent;
+                    p = self.nodes[pid.index()].parent;
                 }
             }
         }
         for a in ancestors {
-            seen[a as usize] = true;
+            seen[a.index()] = true;
         }
-        seen.iter().enumerate().filter(|(_, s)| **s).map(|(i, _)| i as NodeId).collect()
+        seen.iter().enumerate().filter(|(_, s)| **s).map(|(i, _)| NodeId::at(i)).collect()
     }
 
     /// `from`, what runs after it (by edges) and what those spawned, transitively.
@@ -77,10 +77,10 @@ impl Core {
         let mut seen = vec![false; self.nodes.len()];
         let mut stack = vec![from];
         while let Some(id) = stack.pop() {
-            if std::mem::replace(&mut seen[id as usize], true) {
+            if std::mem::replace(&mut seen[id.index()], true) {
                 continue;
             }
-            let n = &self.nodes[id as usize];
+            let n = &self.nodes[id.index()];
             stack.extend(n.dependents.iter().copied());
             stack.extend(n.children.iter().copied());
         }
@@ -92,16 +92,16 @@ impl Core {
     /// instead of failing the replay as non-deterministic.
     pub(crate) fn mark_rerun(&mut self, ids: &[NodeId]) {
         for &id in ids {
-            self.nodes[id as usize].rerun = true;
+            self.nodes[id.index()].rerun = true;
         }
     }
 
     /// The upstream nodes of `id` that have not succeeded.
     pub(crate) fn unmet_upstream(&self, id: NodeId) -> Vec<(NodeId, &'static str, NodeState)> {
-        self.nodes[id as usize]
+        self.nodes[id.index()]
             .deps
             .iter()
-            .map(|d| &self.nodes[*d as usize])
+            .map(|d| &self.nodes[d.index()])
             .filter(|d| d.state != NodeState::Succeeded)
             .map(|d| (d.id, d.task.name, d.state))
             .collect()
@@ -116,11 +116,11 @@ impl Core {
             args: args.clone(),
             input_hash: input_hash.clone(),
         });
-        let n = &mut self.nodes[id as usize];
+        let n = &mut self.nodes[id.index()];
         n.args = args;
         n.input_hash = input_hash;
         let below: Vec<NodeId> =
-            self.below(id).iter().enumerate().filter(|(_, s)| **s).map(|(i, _)| i as NodeId).collect();
+            self.below(id).iter().enumerate().filter(|(_, s)| **s).map(|(i, _)| NodeId::at(i)).collect();
         self.mark_rerun(&below);
         self.reset(&below);
     }
@@ -131,11 +131,11 @@ impl Core {
         let mut stack = vec![id];
         let mut revived = Vec::new();
         while let Some(i) = stack.pop() {
-            let n = &self.nodes[i as usize];
+            let n = &self.nodes[i.index()];
             if !matches!(n.state, NodeState::Failed | NodeState::Cancelled | NodeState::Skipped) {
                 continue;
             }
-            stack.extend(n.dependents.iter().copied().filter(|d| self.nodes[*d as usize].state == NodeState::Skipped));
+            stack.extend(n.dependents.iter().copied().filter(|d| self.nodes[d.index()].state == NodeState::Skipped));
             revived.push(i);
         }
         self.reset(&revived);

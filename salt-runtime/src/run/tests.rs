@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::{Action, Config, Core, Effects};
 use crate::context::{Context, JournalKind, Mutation, PromiseScope, SignalWait, SpawnRequest, WireArg};
-use crate::error::{Error, ErrorKind, ErrorWire};
+use crate::error::{Error, ErrorKind};
 use crate::executor::{Answer, AttemptId, Event, Launch};
 use crate::model::{
     EdgeKind, NodeId, NodeRecord, NodeState, RunControl, RunId, RunRecord, RunSnapshot, RunState, StoredArg,
@@ -20,7 +20,7 @@ use crate::model::{
 use crate::registry::{Backoff, BodyFuture, Kind, Policy, Registry, TaskDescriptor};
 use crate::store::Write;
 
-const RUN: RunId = 42;
+const RUN: RunId = RunId::new(42);
 
 // ---------------------------------------------------------------------------------------------
 // Test tasks
@@ -75,7 +75,7 @@ fn root_record(workflow: &str, input: &Value) -> NodeRecord {
         .map(|o| o.iter().map(|(k, v)| (k.clone(), StoredArg::Value(v.clone()))).collect())
         .unwrap_or_default();
     NodeRecord {
-        id: 0,
+        id: NodeId::ROOT,
         parent: None,
         seq: None,
         task: workflow.to_string(),
@@ -157,8 +157,8 @@ fn signals(list: &[(i64, &str, Value)]) -> RunControl {
     }
 }
 
-fn task_error(message: &str) -> ErrorWire {
-    ErrorWire::new(ErrorKind::Task, message)
+fn task_error(message: &str) -> Error {
+    Error::new(ErrorKind::Task, message)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -197,8 +197,8 @@ impl Harness {
     fn start_root(&mut self) -> AttemptId {
         self.core.begin(self.now);
         let fx = self.effects();
-        let root = started(&fx, 0);
-        assert_eq!(root, AttemptId { run: RUN, node: 0, attempt: 1 });
+        let root = started(&fx, NodeId::ROOT);
+        assert_eq!(root, AttemptId { run: RUN, node: NodeId::ROOT, attempt: 1 });
         root
     }
 
@@ -227,7 +227,7 @@ impl Harness {
         self.send(Event::Wait { at, call, wait })
     }
 
-    fn finish(&mut self, at: AttemptId, result: Result<Value, ErrorWire>) -> Effects {
+    fn finish(&mut self, at: AttemptId, result: Result<Value, Error>) -> Effects {
         self.send(Event::Finished { at, result })
     }
 
@@ -248,7 +248,7 @@ impl Harness {
     }
 
     fn state(&self, node: NodeId) -> NodeState {
-        self.core.nodes[node as usize].state
+        self.core.nodes[node.index()].state
     }
 
     /// Every node is in a final state and the core counts none as active.
@@ -275,7 +275,7 @@ impl Harness {
     }
 
     /// The run was terminated by the broken promise `text`.
-    fn assert_terminated(&mut self, text: &str) -> ErrorWire {
+    fn assert_terminated(&mut self, text: &str) -> Error {
         self.assert_all_final();
         let outcome = self.core.finish();
         assert_eq!(outcome.state, RunState::Terminated);
@@ -332,7 +332,7 @@ fn answer(fx: &Effects, at: AttemptId, call: u64) -> &Answer {
 }
 
 /// The awaited result call `call` of attempt `at` was answered with.
-fn resolved(fx: &Effects, at: AttemptId, call: u64) -> Result<Value, ErrorWire> {
+fn resolved(fx: &Effects, at: AttemptId, call: u64) -> Result<Value, Error> {
     match answer(fx, at, call) {
         Answer::Resolved(r) => r.clone(),
         other => panic!("expected an awaited result, got {other:?}"),
@@ -365,7 +365,7 @@ fn edges(fx: &Effects) -> Vec<(NodeId, NodeId, EdgeKind)> {
 }
 
 /// How `node` ended in `fx`: (state, output, error).
-fn node_finished(fx: &Effects, node: NodeId) -> Option<(NodeState, Option<Value>, Option<ErrorWire>)> {
+fn node_finished(fx: &Effects, node: NodeId) -> Option<(NodeState, Option<Value>, Option<Error>)> {
     fx.writes.iter().find_map(|w| match w {
         Write::NodeFinished { node: n, state, output, error, .. } if *n == node => {
             Some((*state, output.clone(), error.clone()))
@@ -375,7 +375,7 @@ fn node_finished(fx: &Effects, node: NodeId) -> Option<(NodeState, Option<Value>
 }
 
 /// How attempt `attempt` of `node` ended in `fx`: (state, error).
-fn attempt_ended(fx: &Effects, node: NodeId, attempt: u32) -> Option<(NodeState, Option<ErrorWire>)> {
+fn attempt_ended(fx: &Effects, node: NodeId, attempt: u32) -> Option<(NodeState, Option<Error>)> {
     fx.writes.iter().find_map(|w| match w {
         Write::AttemptFinished { node: n, attempt: a, state, error, .. } if *n == node && *a == attempt => {
             Some((*state, error.clone()))
@@ -385,7 +385,7 @@ fn attempt_ended(fx: &Effects, node: NodeId, attempt: u32) -> Option<(NodeState,
 }
 
 /// The error attempt `attempt` of `node` failed with in `fx`.
-fn attempt_error(fx: &Effects, node: NodeId, attempt: u32) -> ErrorWire {
+fn attempt_error(fx: &Effects, node: NodeId, attempt: u32) -> Error {
     match attempt_ended(fx, node, attempt) {
         Some((NodeState::Failed, Some(e))) => e,
         other => panic!("attempt {attempt} of node {node} did not fail: {other:?}; writes: {:?}", fx.writes),
@@ -435,27 +435,31 @@ fn a_child_output_resolves_the_await_of_its_parent() {
     let mut h = Harness::new(vec![workflow("flow"), task("extract"), task("load")]);
     let root = h.start_root();
     let fx = h.mutate(root, vec![spawn(0, "extract", &[("x", v(json!(1)))]), spawn(1, "load", &[("rows", out(0))])]);
-    assert_eq!(inserted(&fx), [(1, "extract".into()), (2, "load".into())]);
-    assert_eq!(edges(&fx), [(1, 2, EdgeKind::Data)]);
-    assert_eq!(starts(&fx), [AttemptId { run: RUN, node: 1, attempt: 1 }], "`load` waits for `extract`");
-    assert_eq!(launch(&fx, 1).input, json!({"x": 1}));
-    assert_eq!(h.state(2), NodeState::Pending);
+    assert_eq!(inserted(&fx), [(NodeId::new(1), "extract".into()), (NodeId::new(2), "load".into())]);
+    assert_eq!(edges(&fx), [(NodeId::new(1), NodeId::new(2), EdgeKind::Data)]);
+    assert_eq!(starts(&fx), [AttemptId { run: RUN, node: NodeId::new(1), attempt: 1 }], "`load` waits for `extract`");
+    assert_eq!(launch(&fx, NodeId::new(1)).input, json!({"x": 1}));
+    assert_eq!(h.state(NodeId::new(2)), NodeState::Pending);
 
     let fx = h.await_(root, 7, 1);
     assert!(answers(&fx).is_empty(), "nothing to answer yet");
-    assert_eq!(node_states(&fx, 0), [NodeState::Waiting]);
+    assert_eq!(node_states(&fx, NodeId::ROOT), [NodeState::Waiting]);
 
-    let fx = h.succeed(AttemptId { run: RUN, node: 1, attempt: 1 }, json!([1, 2]));
-    assert_eq!(node_finished(&fx, 1), Some((NodeState::Succeeded, Some(json!([1, 2])), None)));
-    assert_eq!(launch(&fx, 2).input, json!({"rows": [1, 2]}), "a handle argument takes the upstream output");
+    let fx = h.succeed(AttemptId { run: RUN, node: NodeId::new(1), attempt: 1 }, json!([1, 2]));
+    assert_eq!(node_finished(&fx, NodeId::new(1)), Some((NodeState::Succeeded, Some(json!([1, 2])), None)));
+    assert_eq!(
+        launch(&fx, NodeId::new(2)).input,
+        json!({"rows": [1, 2]}),
+        "a handle argument takes the upstream output"
+    );
 
-    let fx = h.succeed(started(&fx, 2), json!(3));
-    assert_eq!(node_finished(&fx, 2).map(|f| f.0), Some(NodeState::Succeeded));
+    let fx = h.succeed(started(&fx, NodeId::new(2)), json!(3));
+    assert_eq!(node_finished(&fx, NodeId::new(2)).map(|f| f.0), Some(NodeState::Succeeded));
     assert_eq!(resolved(&fx, root, 7), Ok(json!(3)));
-    assert_eq!(node_states(&fx, 0), [NodeState::Running]);
+    assert_eq!(node_states(&fx, NodeId::ROOT), [NodeState::Running]);
 
     let fx = h.succeed(root, json!({"loaded": 3}));
-    assert_eq!(node_finished(&fx, 0), Some((NodeState::Succeeded, Some(json!({"loaded": 3})), None)));
+    assert_eq!(node_finished(&fx, NodeId::ROOT), Some((NodeState::Succeeded, Some(json!({"loaded": 3})), None)));
     h.assert_all_final();
     let outcome = h.core.finish();
     assert_eq!(outcome.state, RunState::Succeeded);
@@ -469,10 +473,10 @@ fn a_failed_child_fails_the_await_and_skips_what_runs_after_it() {
     let mut h = Harness::new(vec![workflow("flow"), task("extract"), task("load")]);
     let root = h.start_root();
     let fx = h.mutate(root, vec![spawn(0, "extract", &[]), spawn(1, "load", &[("rows", out(0))])]);
-    let extract = started(&fx, 1);
+    let extract = started(&fx, NodeId::new(1));
     h.await_(root, 1, 0);
     let fx = h.finish(extract, Err(task_error("disk full")));
-    let (state, _, error) = node_finished(&fx, 2).expect("`load` ends");
+    let (state, _, error) = node_finished(&fx, NodeId::new(2)).expect("`load` ends");
     assert_eq!(state, NodeState::Skipped);
     assert_eq!(error.map(|e| e.kind), Some(ErrorKind::Upstream));
     let e = resolved(&fx, root, 1).expect_err("the await fails");
@@ -487,10 +491,14 @@ fn higher_priority_starts_first_within_the_parallelism() {
     let mut h = Harness::with(vec![workflow("flow"), task("low"), high], 2, None);
     let root = h.start_root();
     let fx = h.mutate(root, vec![spawn(0, "low", &[]), spawn(1, "high", &[])]);
-    assert_eq!(starts(&fx), [AttemptId { run: RUN, node: 2, attempt: 1 }], "one slot is left; `high` takes it");
+    assert_eq!(
+        starts(&fx),
+        [AttemptId { run: RUN, node: NodeId::new(2), attempt: 1 }],
+        "one slot is left; `high` takes it"
+    );
     // Awaiting frees the root's slot.
     let fx = h.await_(root, 1, 1);
-    assert_eq!(starts(&fx), [AttemptId { run: RUN, node: 1, attempt: 1 }]);
+    assert_eq!(starts(&fx), [AttemptId { run: RUN, node: NodeId::new(1), attempt: 1 }]);
 }
 
 #[test]
@@ -498,10 +506,10 @@ fn a_task_not_marked_spawns_cannot_spawn() {
     let mut h = Harness::new(vec![workflow("flow"), task("plain"), task("leaf")]);
     let root = h.start_root();
     let fx = h.spawn(root, 0, "plain", &[]);
-    let plain = started(&fx, 1);
+    let plain = started(&fx, NodeId::new(1));
     let fx = h.spawn(plain, 0, "leaf", &[]);
     assert!(inserted(&fx).is_empty());
-    let e = attempt_error(&fx, 1, 1);
+    let e = attempt_error(&fx, NodeId::new(1), 1);
     assert_eq!(e.kind, ErrorKind::Graph);
     assert!(e.message.contains("#[task(spawns)]"), "{}", e.message);
 }
@@ -516,15 +524,15 @@ fn replaying_root() -> (Harness, AttemptId) {
     let mut h = Harness::new(vec![retrying(workflow("flow"), 1, Backoff::Fixed(secs(1))), task("leaf"), task("other")]);
     let root = h.start_root();
     let fx = h.spawn(root, 0, "leaf", &[("x", v(json!(1)))]);
-    let leaf = started(&fx, 1);
+    let leaf = started(&fx, NodeId::new(1));
     h.await_(root, 1, 0);
     let fx = h.succeed(leaf, json!(5));
     assert_eq!(resolved(&fx, root, 1), Ok(json!(5)));
     let fx = h.finish(root, Err(task_error("boom")));
-    assert_eq!(attempt_ended(&fx, 0, 1).map(|a| a.0), Some(NodeState::Failed));
+    assert_eq!(attempt_ended(&fx, NodeId::ROOT, 1).map(|a| a.0), Some(NodeState::Failed));
     assert!(starts(&fx).is_empty());
     let fx = h.advance(secs(1));
-    let again = started(&fx, 0);
+    let again = started(&fx, NodeId::ROOT);
     assert_eq!(again.attempt, 2);
     (h, again)
 }
@@ -537,9 +545,9 @@ fn a_replayed_spawn_binds_to_the_recorded_child_and_its_output() {
     assert!(starts(&fx).is_empty(), "the recorded child does not run again");
     let fx = h.await_(root, 1, 0);
     assert_eq!(resolved(&fx, root, 1), Ok(json!(5)), "answered at once from the record");
-    assert_eq!(h.state(0), NodeState::Running);
+    assert_eq!(h.state(NodeId::ROOT), NodeState::Running);
     let fx = h.succeed(root, json!(5));
-    assert_eq!(node_finished(&fx, 0).map(|f| f.0), Some(NodeState::Succeeded));
+    assert_eq!(node_finished(&fx, NodeId::ROOT).map(|f| f.0), Some(NodeState::Succeeded));
     assert_eq!(h.core.nodes[1].attempts, 1);
     assert_eq!(h.core.finish().state, RunState::Succeeded);
 }
@@ -550,13 +558,13 @@ fn a_replay_that_spawns_another_task_is_non_deterministic() {
     let fx = h.spawn(root, 0, "other", &[("x", v(json!(1)))]);
     assert!(inserted(&fx).is_empty());
     assert_eq!(stops(&fx), [root], "the body is stopped");
-    let e = attempt_error(&fx, 0, 2);
+    let e = attempt_error(&fx, NodeId::ROOT, 2);
     assert_eq!(e.kind, ErrorKind::NonDeterministic);
     assert!(e.message.contains("at call 0"), "{}", e.message);
     assert!(e.message.contains("spawn `leaf` with"), "{}", e.message);
     assert!(e.message.contains("spawn `other` with"), "{}", e.message);
     // Not retryable: the run fails with it.
-    assert_eq!(node_finished(&fx, 0).map(|f| f.0), Some(NodeState::Failed));
+    assert_eq!(node_finished(&fx, NodeId::ROOT).map(|f| f.0), Some(NodeState::Failed));
     let outcome = h.core.finish();
     assert_eq!(outcome.state, RunState::Failed);
     assert_eq!(outcome.error.map(|e| e.kind), Some(ErrorKind::NonDeterministic));
@@ -566,7 +574,7 @@ fn a_replay_that_spawns_another_task_is_non_deterministic() {
 fn a_replay_that_spawns_with_other_arguments_is_non_deterministic() {
     let (mut h, root) = replaying_root();
     let fx = h.spawn(root, 0, "leaf", &[("x", v(json!(2)))]);
-    let e = attempt_error(&fx, 0, 2);
+    let e = attempt_error(&fx, NodeId::ROOT, 2);
     assert_eq!(e.kind, ErrorKind::NonDeterministic);
     assert!(e.message.contains(r#"spawn `leaf` with [["x",{"value":1}]]"#), "{}", e.message);
     assert!(e.message.contains(r#"spawn `leaf` with [["x",{"value":2}]]"#), "{}", e.message);
@@ -578,9 +586,9 @@ fn a_journaled_value_is_recorded_once_and_replayed() {
     let root = h.start_root();
     let fx = h.journal(root, 1, 0, JournalKind::Random, json!(0.25));
     assert_eq!(value(&fx, root, 1), json!(0.25));
-    assert_eq!(journaled(&fx), [(0, 0, JournalKind::Random, json!(0.25))]);
+    assert_eq!(journaled(&fx), [(NodeId::ROOT, 0, JournalKind::Random, json!(0.25))]);
     h.finish(root, Err(task_error("flaky")));
-    let root = started(&h.advance(secs(1)), 0);
+    let root = started(&h.advance(secs(1)), NodeId::ROOT);
 
     let fx = h.journal(root, 1, 0, JournalKind::Random, json!(0.9));
     assert_eq!(value(&fx, root, 1), json!(0.25), "the recorded value, not the new one");
@@ -588,7 +596,7 @@ fn a_journaled_value_is_recorded_once_and_replayed() {
 
     // Another kind of call at the same place is a different body.
     let fx = h.journal(root, 2, 0, JournalKind::Now, json!(1_700_000_000_000_i64));
-    let e = attempt_error(&fx, 0, 2);
+    let e = attempt_error(&fx, NodeId::ROOT, 2);
     assert_eq!(e.kind, ErrorKind::NonDeterministic);
     assert!(e.message.contains("`random()`") && e.message.contains("`now()`"), "{}", e.message);
 }
@@ -599,10 +607,10 @@ fn a_spawn_where_the_journal_has_a_value_is_non_deterministic() {
     let root = h.start_root();
     h.journal(root, 1, 0, JournalKind::Now, json!(1));
     h.finish(root, Err(task_error("flaky")));
-    let root = started(&h.advance(secs(1)), 0);
+    let root = started(&h.advance(secs(1)), NodeId::ROOT);
     let fx = h.spawn(root, 0, "leaf", &[]);
     assert!(inserted(&fx).is_empty());
-    let e = attempt_error(&fx, 0, 2);
+    let e = attempt_error(&fx, NodeId::ROOT, 2);
     assert_eq!(e.kind, ErrorKind::NonDeterministic);
     assert!(e.message.contains("`now()`") && e.message.contains("spawn `leaf`"), "{}", e.message);
 }
@@ -617,25 +625,25 @@ fn a_failed_attempt_is_retried_after_an_exponential_backoff() {
     let mut h = Harness::new(vec![workflow("flow"), retrying(task("flaky"), 2, backoff)]);
     let root = h.start_root();
     let fx = h.spawn(root, 0, "flaky", &[]);
-    let first = started(&fx, 1);
+    let first = started(&fx, NodeId::new(1));
     h.await_(root, 1, 0);
 
     let fx = h.finish(first, Err(task_error("try again")));
-    assert_eq!(attempt_ended(&fx, 1, 1).map(|a| a.0), Some(NodeState::Failed));
-    assert_eq!(node_states(&fx, 1), [NodeState::Pending]);
-    assert!(node_finished(&fx, 1).is_none() && answers(&fx).is_empty(), "the node is not done");
+    assert_eq!(attempt_ended(&fx, NodeId::new(1), 1).map(|a| a.0), Some(NodeState::Failed));
+    assert_eq!(node_states(&fx, NodeId::new(1)), [NodeState::Pending]);
+    assert!(node_finished(&fx, NodeId::new(1)).is_none() && answers(&fx).is_empty(), "the node is not done");
     assert_eq!(h.core.next_timer(), Some(h.now + secs(1)));
     assert!(starts(&h.advance(ms(999))).is_empty(), "not before the backoff");
-    let second = started(&h.advance(ms(1)), 1);
+    let second = started(&h.advance(ms(1)), NodeId::new(1));
     assert_eq!(second.attempt, 2);
 
     h.finish(second, Err(task_error("try again")));
     assert!(starts(&h.advance(ms(1999))).is_empty(), "the second backoff is twice the first");
-    let third = started(&h.advance(ms(1)), 1);
+    let third = started(&h.advance(ms(1)), NodeId::new(1));
     assert_eq!(third.attempt, 3);
 
     let fx = h.finish(third, Err(task_error("still broken")));
-    let (state, _, error) = node_finished(&fx, 1).expect("out of retries");
+    let (state, _, error) = node_finished(&fx, NodeId::new(1)).expect("out of retries");
     assert_eq!(state, NodeState::Failed);
     assert_eq!(error.map(|e| e.message), Some("still broken".into()));
     assert!(resolved(&fx, root, 1).is_err());
@@ -646,8 +654,8 @@ fn a_failed_attempt_is_retried_after_an_exponential_backoff() {
 fn a_fatal_error_is_not_retried() {
     let mut h = Harness::new(vec![retrying(workflow("flow"), 3, Backoff::Fixed(secs(1)))]);
     let root = h.start_root();
-    let fx = h.finish(root, Err(ErrorWire::new(ErrorKind::Fatal, "bad input")));
-    assert_eq!(node_finished(&fx, 0).map(|f| f.0), Some(NodeState::Failed));
+    let fx = h.finish(root, Err(Error::new(ErrorKind::Fatal, "bad input")));
+    assert_eq!(node_finished(&fx, NodeId::ROOT).map(|f| f.0), Some(NodeState::Failed));
     assert_eq!(h.core.finish().state, RunState::Failed);
 }
 
@@ -657,23 +665,23 @@ fn an_attempt_past_its_timeout_is_stopped_and_failed() {
     slow.policy.timeout = Some(secs(5));
     let mut h = Harness::new(vec![workflow("flow"), slow]);
     let root = h.start_root();
-    let slow = started(&h.spawn(root, 0, "slow", &[]), 1);
+    let slow = started(&h.spawn(root, 0, "slow", &[]), NodeId::new(1));
     h.await_(root, 1, 0);
     assert_eq!(h.core.next_timer(), Some(h.now + secs(5)));
     assert!(stops(&h.advance(ms(4999))).is_empty());
 
     let fx = h.advance(ms(1));
     assert_eq!(stops(&fx), [slow]);
-    let e = attempt_error(&fx, 1, 1);
+    let e = attempt_error(&fx, NodeId::new(1), 1);
     assert_eq!(e.kind, ErrorKind::Timeout);
     assert!(e.message.contains("timed out after 5s"), "{}", e.message);
-    assert_eq!(node_finished(&fx, 1).map(|f| f.0), Some(NodeState::Failed));
+    assert_eq!(node_finished(&fx, NodeId::new(1)).map(|f| f.0), Some(NodeState::Failed));
     assert_eq!(resolved(&fx, root, 1).map_err(|e| e.kind), Err(ErrorKind::Child));
 
     // The body's own end, arriving late, changes nothing.
     let fx = h.succeed(slow, json!("too late"));
     assert!(fx.writes.is_empty() && fx.actions.is_empty(), "{fx:?}");
-    assert_eq!(h.state(1), NodeState::Failed);
+    assert_eq!(h.state(NodeId::new(1)), NodeState::Failed);
 }
 
 #[test]
@@ -687,14 +695,14 @@ fn events_of_an_attempt_that_is_no_longer_current_are_ignored() {
         Event::Wait { at: old, call: 9, wait: wait(5, "go", None, None) },
         Event::Finished { at: old, result: Ok(json!("stale")) },
         // Another run's attempt with the same node and number.
-        Event::Finished { at: AttemptId { run: RUN + 1, ..root }, result: Ok(json!("not mine")) },
+        Event::Finished { at: AttemptId { run: RunId::new(RUN.get() + 1), ..root }, result: Ok(json!("not mine")) },
     ] {
         let fx = h.send(event);
         assert!(fx.writes.is_empty() && fx.actions.is_empty(), "{fx:?}");
     }
-    assert_eq!(h.state(0), NodeState::Running);
+    assert_eq!(h.state(NodeId::ROOT), NodeState::Running);
     let fx = h.succeed(root, json!("current"));
-    assert_eq!(node_finished(&fx, 0).and_then(|f| f.1), Some(json!("current")));
+    assert_eq!(node_finished(&fx, NodeId::ROOT).and_then(|f| f.1), Some(json!("current")));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -706,9 +714,9 @@ fn cancelling_ends_every_node_and_stops_every_attempt() {
     let mut h = Harness::with(vec![workflow("flow"), task("a"), task("b")], 2, None);
     let root = h.start_root();
     let fx = h.mutate(root, vec![spawn(0, "a", &[]), spawn(1, "b", &[]), spawn(2, "b", &[("x", out(0))])]);
-    let a = started(&fx, 1);
-    assert_eq!(h.state(2), NodeState::Ready, "no slot left for it");
-    assert_eq!(h.state(3), NodeState::Pending);
+    let a = started(&fx, NodeId::new(1));
+    assert_eq!(h.state(NodeId::new(2)), NodeState::Ready, "no slot left for it");
+    assert_eq!(h.state(NodeId::new(3)), NodeState::Pending);
 
     h.core.cancel("cancelled with `cancel`".into());
     let fx = h.effects();
@@ -716,7 +724,7 @@ fn cancelling_ends_every_node_and_stops_every_attempt() {
     stopped.sort();
     assert_eq!(stopped, [root, a]);
     for node in 0..4 {
-        assert_eq!(node_finished(&fx, node).map(|f| f.0), Some(NodeState::Cancelled), "node {node}");
+        assert_eq!(node_finished(&fx, NodeId::new(node)).map(|f| f.0), Some(NodeState::Cancelled), "node {node}");
     }
     assert!(starts(&fx).is_empty(), "nothing starts in a cancelled run");
     h.assert_all_final();
@@ -744,10 +752,10 @@ fn a_paused_run_starts_nothing_until_resumed() {
     assert!(fx.writes.iter().any(|w| matches!(w, Write::RunState { state: RunState::Paused, .. })));
     let fx = h.spawn(root, 0, "a", &[]);
     assert!(starts(&fx).is_empty());
-    assert_eq!(h.state(1), NodeState::Ready);
+    assert_eq!(h.state(NodeId::new(1)), NodeState::Ready);
     let fx = h.control(RunControl::default());
     assert!(fx.writes.iter().any(|w| matches!(w, Write::RunState { state: RunState::Running, .. })));
-    started(&fx, 1);
+    started(&fx, NodeId::new(1));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -767,7 +775,7 @@ fn check_promise(text: &str, mutations: Vec<Mutation>, broken: Option<&str>) {
             h.complete(fx, root, json!("kept"));
         }
         Some(what) => {
-            let e = attempt_error(&fx, 0, 1);
+            let e = attempt_error(&fx, NodeId::ROOT, 1);
             assert_eq!(e.kind, ErrorKind::Promise);
             assert!(stops(&fx).contains(&root));
             let error = h.assert_terminated(text);
@@ -868,9 +876,9 @@ fn a_promise_registered_with_a_task_covers_its_subtree() {
     let root = h.start_root();
     let fx = h.mutate(root, vec![spawn(0, "a", &[]), spawn(1, "gen", &[])]);
     assert_eq!(inserted(&fx).len(), 2, "the root's spawns are outside `gen`'s subtree");
-    let gen_ = started(&fx, 2);
+    let gen_ = started(&fx, NodeId::new(2));
     let fx = h.spawn(gen_, 0, "a", &[]);
-    assert_eq!(attempt_error(&fx, 2, 1).kind, ErrorKind::Promise);
+    assert_eq!(attempt_error(&fx, NodeId::new(2), 1).kind, ErrorKind::Promise);
     let error = h.assert_terminated("no new nodes");
     assert!(error.message.contains("declared by node 2, `gen`"), "{}", error.message);
     assert!(error.message.contains("spawning `a` from node 2 (`gen`)"), "{}", error.message);
@@ -886,7 +894,7 @@ fn a_promise_registered_with_a_task_covers_its_subtree() {
 fn a_run_wide_promise_of_a_child_binds_the_root() {
     let mut h = Harness::new(vec![workflow("flow"), TaskDescriptor { may_spawn: true, ..task("gen") }, task("a")]);
     let root = h.start_root();
-    let gen_ = started(&h.spawn(root, 0, "gen", &[]), 1);
+    let gen_ = started(&h.spawn(root, 0, "gen", &[]), NodeId::new(1));
     let run_wide = Mutation::Promise { seq: 0, text: "no new nodes".into(), scope: PromiseScope::Run };
     h.mutate(gen_, vec![run_wide]);
     let fx = h.spawn(root, 1, "a", &[]);
@@ -900,7 +908,7 @@ fn a_promise_that_does_not_parse_fails_the_attempt() {
     let mut h = Harness::new(vec![workflow("flow")]);
     let root = h.start_root();
     let fx = h.mutate(root, vec![promise(0, "no new friends")]);
-    let e = attempt_error(&fx, 0, 1);
+    let e = attempt_error(&fx, NodeId::ROOT, 1);
     assert_eq!(e.kind, ErrorKind::Usage);
     assert!(e.message.contains("no new friends"), "{}", e.message);
 }
@@ -914,11 +922,11 @@ fn a_control_edge_orders_two_children() {
     let mut h = Harness::new(vec![workflow("flow"), task("a"), task("b")]);
     let root = h.start_root();
     let fx = h.mutate(root, vec![spawn(0, "a", &[]), spawn(1, "b", &[]), edge(0, 1)]);
-    assert_eq!(edges(&fx), [(1, 2, EdgeKind::Control)]);
+    assert_eq!(edges(&fx), [(NodeId::new(1), NodeId::new(2), EdgeKind::Control)]);
     assert_eq!(starts(&fx).iter().map(|a| a.node).collect::<Vec<_>>(), [1], "`b` runs after `a`");
-    assert_eq!(h.state(2), NodeState::Pending);
-    let fx = h.succeed(started(&fx, 1), Value::Null);
-    started(&fx, 2);
+    assert_eq!(h.state(NodeId::new(2)), NodeState::Pending);
+    let fx = h.succeed(started(&fx, NodeId::new(1)), Value::Null);
+    started(&fx, NodeId::new(2));
 }
 
 #[test]
@@ -929,7 +937,7 @@ fn an_edge_into_a_started_node_is_refused() {
     assert_eq!(starts(&fx).len(), 2);
     let fx = h.mutate(root, vec![edge(0, 1)]);
     assert!(edges(&fx).is_empty());
-    let e = attempt_error(&fx, 0, 1);
+    let e = attempt_error(&fx, NodeId::ROOT, 1);
     assert_eq!(e.kind, ErrorKind::Graph);
     assert_eq!(e.message, "cannot add edge 1 (`a`) -> 2 (`b`): node 2 has already started");
 }
@@ -939,10 +947,10 @@ fn an_edge_that_closes_a_cycle_is_refused() {
     let mut h = Harness::new(vec![workflow("flow"), task("a"), task("b")]);
     let root = h.start_root();
     let fx = h.mutate(root, vec![spawn(0, "a", &[]), spawn(1, "b", &[("x", out(0))]), edge(1, 0)]);
-    let e = attempt_error(&fx, 0, 1);
+    let e = attempt_error(&fx, NodeId::ROOT, 1);
     assert_eq!(e.kind, ErrorKind::Graph);
     assert_eq!(e.message, "cannot add edge 2 (`b`) -> 1 (`a`): it would close a cycle");
-    assert_eq!(edges(&fx), [(1, 2, EdgeKind::Data)], "only the data edge");
+    assert_eq!(edges(&fx), [(NodeId::new(1), NodeId::new(2), EdgeKind::Data)], "only the data edge");
     h.assert_all_final();
 }
 
@@ -955,7 +963,7 @@ fn rerun_from_a_node_replays_its_parent_and_reruns_a_child_whose_arguments_chang
     let mut h = Harness::new(vec![workflow("flow"), task("fetch"), task("sum"), task("other")]);
     let root = h.start_root();
     // fetch (1), then sum (2) of fetch's value (awaited and passed on), and an unrelated node (3).
-    let fetch = started(&h.spawn(root, 0, "fetch", &[]), 1);
+    let fetch = started(&h.spawn(root, 0, "fetch", &[]), NodeId::new(1));
     h.await_(root, 1, 0);
     let fx = h.succeed(fetch, json!(1));
     assert_eq!(resolved(&fx, root, 1), Ok(json!(1)));
@@ -968,7 +976,7 @@ fn rerun_from_a_node_replays_its_parent_and_reruns_a_child_whose_arguments_chang
     h.core.take_effects();
 
     // `rerun --from 1`, as the runner prepares it.
-    let mut reset = h.core.downstream_of(1);
+    let mut reset = h.core.downstream_of(NodeId::new(1));
     assert_eq!(reset, [0, 1], "the node and its parent (which replays); not its siblings");
     h.core.mark_rerun(&reset);
     reset.extend(h.core.unfinished());
@@ -980,7 +988,7 @@ fn rerun_from_a_node_replays_its_parent_and_reruns_a_child_whose_arguments_chang
 
     h.core.begin(h.now);
     let fx = h.effects();
-    let (root, fetch) = (started(&fx, 0), started(&fx, 1));
+    let (root, fetch) = (started(&fx, NodeId::ROOT), started(&fx, NodeId::new(1)));
     assert_eq!((root.attempt, fetch.attempt), (2, 2));
     let fx = h.spawn(root, 0, "fetch", &[]);
     assert!(inserted(&fx).is_empty() && starts(&fx).is_empty());
@@ -990,9 +998,9 @@ fn rerun_from_a_node_replays_its_parent_and_reruns_a_child_whose_arguments_chang
 
     let fx = h.mutate(root, vec![spawn(1, "sum", &[("v", v(json!(2)))]), spawn(2, "other", &[])]);
     assert!(inserted(&fx).is_empty());
-    assert!(fx.writes.iter().any(|w| matches!(w, Write::NodeArgs { node: 2, .. })), "{:?}", fx.writes);
+    assert!(fx.writes.iter().any(|w| matches!(w, Write::NodeArgs { node, .. } if *node == 2)), "{:?}", fx.writes);
     assert_eq!(starts(&fx).len(), 1, "only `sum` runs again");
-    let sum = launch(&fx, 2);
+    let sum = launch(&fx, NodeId::new(2));
     assert_eq!((sum.at.attempt, &sum.input), (2, &json!({"v": 2})));
     let sum = sum.at;
     h.await_(root, 2, 1);
@@ -1014,37 +1022,37 @@ fn a_rerun_child_still_running_with_old_arguments_is_stopped_when_they_change() 
     let mut h = Harness::new(vec![workflow("flow"), task("fetch"), stage, task("sum")]);
     let root = h.start_root();
     let fx = h.mutate(root, vec![spawn(0, "fetch", &[]), spawn(1, "stage", &[("v", out(0))])]);
-    let fx = h.succeed(started(&fx, 1), json!(1));
-    let stage = started(&fx, 2);
+    let fx = h.succeed(started(&fx, NodeId::new(1)), json!(1));
+    let stage = started(&fx, NodeId::new(2));
     let fx = h.spawn(stage, 0, "sum", &[("v", v(json!(1)))]);
-    h.succeed(started(&fx, 3), json!(10));
+    h.succeed(started(&fx, NodeId::new(3)), json!(10));
     h.succeed(stage, json!(10));
     h.succeed(root, json!(10));
     assert_eq!(h.core.finish().state, RunState::Succeeded);
     h.core.take_effects();
 
-    let mut reset = h.core.downstream_of(1);
+    let mut reset = h.core.downstream_of(NodeId::new(1));
     assert_eq!(reset, [0, 1, 2, 3]);
     h.core.mark_rerun(&reset);
     reset.extend(h.core.unfinished());
     h.core.reset(&reset);
     h.core.begin(h.now);
     let fx = h.effects();
-    let old_sum = started(&fx, 3);
-    assert_eq!(launch(&fx, 3).input, json!({"v": 1}));
-    let fx = h.succeed(started(&fx, 1), json!(2));
-    let stage = started(&fx, 2);
-    assert_eq!(launch(&fx, 2).input, json!({"v": 2}));
+    let old_sum = started(&fx, NodeId::new(3));
+    assert_eq!(launch(&fx, NodeId::new(3)).input, json!({"v": 1}));
+    let fx = h.succeed(started(&fx, NodeId::new(1)), json!(2));
+    let stage = started(&fx, NodeId::new(2));
+    assert_eq!(launch(&fx, NodeId::new(2)).input, json!({"v": 2}));
 
     let fx = h.spawn(stage, 0, "sum", &[("v", v(json!(2)))]);
     assert!(stops(&fx).contains(&old_sum), "the attempt with the old arguments is stopped: {:?}", fx.actions);
-    let new_sum = launch(&fx, 3);
+    let new_sum = launch(&fx, NodeId::new(3));
     assert_eq!((new_sum.at.attempt, &new_sum.input), (3, &json!({"v": 2})));
     let new_sum = new_sum.at;
 
     // The old attempt's result, if it still arrives, is not taken.
     let fx = h.succeed(old_sum, json!(10));
-    assert!(node_finished(&fx, 3).is_none());
+    assert!(node_finished(&fx, NodeId::new(3)).is_none());
     h.await_(stage, 1, 0);
     let fx = h.succeed(new_sum, json!(20));
     assert_eq!(resolved(&fx, stage, 1), Ok(json!(20)));
@@ -1055,11 +1063,11 @@ fn recover_runs_only_what_did_not_succeed() {
     let mut h = Harness::new(vec![workflow("flow"), task("a"), task("b")]);
     let root = h.start_root();
     let fx = h.mutate(root, vec![spawn(0, "a", &[]), spawn(1, "b", &[])]);
-    h.succeed(started(&fx, 1), json!("a"));
+    h.succeed(started(&fx, NodeId::new(1)), json!("a"));
     h.await_(root, 1, 1);
-    let fx = h.finish(started(&fx, 2), Err(ErrorWire::new(ErrorKind::Fatal, "no")));
+    let fx = h.finish(started(&fx, NodeId::new(2)), Err(Error::new(ErrorKind::Fatal, "no")));
     assert!(resolved(&fx, root, 1).is_err());
-    h.finish(root, Err(ErrorWire::new(ErrorKind::Fatal, "child failed")));
+    h.finish(root, Err(Error::new(ErrorKind::Fatal, "child failed")));
     assert_eq!(h.core.finish().state, RunState::Failed);
 
     let unfinished = h.core.unfinished();
@@ -1067,7 +1075,10 @@ fn recover_runs_only_what_did_not_succeed() {
     h.core.reset(&unfinished);
     h.core.begin(h.now);
     let fx = h.effects();
-    assert_eq!(starts(&fx).iter().map(|a| (a.node, a.attempt)).collect::<Vec<_>>(), [(0, 2), (2, 2)]);
+    assert_eq!(
+        starts(&fx).iter().map(|a| (a.node, a.attempt)).collect::<Vec<_>>(),
+        [(NodeId::ROOT, 2), (NodeId::new(2), 2)]
+    );
 }
 
 #[test]
@@ -1075,9 +1086,9 @@ fn run_one_lists_the_upstream_that_has_not_succeeded() {
     let mut h = Harness::new(vec![workflow("flow"), task("a"), task("b")]);
     let root = h.start_root();
     let fx = h.mutate(root, vec![spawn(0, "a", &[]), spawn(1, "b", &[("x", out(0))])]);
-    h.finish(started(&fx, 1), Err(ErrorWire::new(ErrorKind::Fatal, "no")));
-    assert_eq!(h.core.unmet_upstream(2), [(1, "a", NodeState::Failed)]);
-    assert!(h.core.unmet_upstream(1).is_empty());
+    h.finish(started(&fx, NodeId::new(1)), Err(Error::new(ErrorKind::Fatal, "no")));
+    assert_eq!(h.core.unmet_upstream(NodeId::new(2)), [(NodeId::new(1), "a", NodeState::Failed)]);
+    assert!(h.core.unmet_upstream(NodeId::new(1)).is_empty());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1090,8 +1101,8 @@ fn a_wait_with_no_signal_parks_the_node_and_a_signal_replays_it() {
     let root = h.start_root();
     let fx = h.wait(root, 1, wait(0, "approve", None, None));
     assert_eq!(stops(&fx), [root], "a parked node holds no process");
-    assert_eq!(attempt_ended(&fx, 0, 1), Some((NodeState::Waiting, None)));
-    assert_eq!(node_states(&fx, 0), [NodeState::Waiting]);
+    assert_eq!(attempt_ended(&fx, NodeId::ROOT, 1), Some((NodeState::Waiting, None)));
+    assert_eq!(node_states(&fx, NodeId::ROOT), [NodeState::Waiting]);
     assert!(fx.writes.iter().any(|w| matches!(w, Write::WaitStarted { record, .. } if record.name == "approve")));
     assert!(answers(&fx).is_empty());
     assert_eq!(h.core.next_timer(), None);
@@ -1102,8 +1113,8 @@ fn a_wait_with_no_signal_parks_the_node_and_a_signal_replays_it() {
 
     let fx = h.control(signals(&[(1, "other", json!(0)), (2, "approve", json!({"ok": true}))]));
     assert_eq!(consumed(&fx), [2]);
-    assert_eq!(journaled(&fx), [(0, 0, JournalKind::Signal, json!({"ok": true}))]);
-    let root = started(&fx, 0);
+    assert_eq!(journaled(&fx), [(NodeId::ROOT, 0, JournalKind::Signal, json!({"ok": true}))]);
+    let root = started(&fx, NodeId::ROOT);
     assert_eq!(root.attempt, 2);
 
     let fx = h.wait(root, 1, wait(0, "approve", None, None));
@@ -1126,9 +1137,9 @@ fn a_wait_past_its_deadline_takes_its_default() {
 
     assert!(starts(&h.advance(secs(4))).is_empty(), "not before the deadline");
     let fx = h.advance(secs(1));
-    assert_eq!(journaled(&fx), [(0, 0, JournalKind::Signal, json!("no"))]);
-    assert!(fx.writes.iter().any(|w| matches!(w, Write::WaitEnded { node: 0, seq: 0, .. })));
-    let root = started(&fx, 0);
+    assert_eq!(journaled(&fx), [(NodeId::ROOT, 0, JournalKind::Signal, json!("no"))]);
+    assert!(fx.writes.iter().any(|w| matches!(w, Write::WaitEnded { node: NodeId::ROOT, seq: 0, .. })));
+    let root = started(&fx, NodeId::ROOT);
     let fx = h.wait(root, 1, wait(0, "approve", Some(5_000), Some(json!("no"))));
     assert_eq!(value(&fx, root, 1), json!("no"));
 
@@ -1143,7 +1154,7 @@ fn a_signal_before_the_deadline_wins_and_the_deadline_then_does_nothing() {
     let root = h.start_root();
     h.wait(root, 1, wait(0, "approve", Some(5_000), Some(json!("no"))));
     let fx = h.control(signals(&[(1, "approve", json!("yes"))]));
-    let root = started(&fx, 0);
+    let root = started(&fx, NodeId::ROOT);
     let fx = h.advance(secs(10));
     assert!(fx.writes.is_empty() && fx.actions.is_empty(), "{fx:?}");
     let fx = h.wait(root, 1, wait(0, "approve", Some(5_000), Some(json!("no"))));
@@ -1159,9 +1170,9 @@ fn a_wait_with_an_absurd_timeout_never_fires() {
         assert_eq!(stops(&fx), [root], "timeout {timeout}");
         let fx = h.advance(Duration::from_secs(100 * 365 * 24 * 3600));
         assert!(starts(&fx).is_empty() && journaled(&fx).is_empty(), "timeout {timeout}: {fx:?}");
-        assert_eq!(h.state(0), NodeState::Waiting);
+        assert_eq!(h.state(NodeId::ROOT), NodeState::Waiting);
         let fx = h.control(signals(&[(1, "approve", json!("yes"))]));
-        assert_eq!(started(&fx, 0).attempt, 2, "a signal still wakes it");
+        assert_eq!(started(&fx, NodeId::ROOT).attempt, 2, "a signal still wakes it");
     }
 }
 
@@ -1191,7 +1202,7 @@ fn signals_that_arrive_while_parked_are_delivered_in_the_order_sent() {
     h.wait(root, 1, wait(0, "step", None, None));
     let fx = h.control(signals(&[(1, "step", json!(1)), (2, "step", json!(2))]));
     assert_eq!(consumed(&fx), [1]);
-    let root = started(&fx, 0);
+    let root = started(&fx, NodeId::ROOT);
     assert_eq!(value(&h.wait(root, 1, wait(0, "step", None, None)), root, 1), json!(1));
     let fx = h.wait(root, 2, wait(1, "step", None, None));
     assert_eq!(value(&fx, root, 2), json!(2));
@@ -1202,17 +1213,17 @@ fn signals_that_arrive_while_parked_are_delivered_in_the_order_sent() {
 fn a_node_awaiting_a_child_longer_than_park_after_gives_up_its_process() {
     let mut h = Harness::with(vec![workflow("flow"), task("slow")], 4, Some(secs(10)));
     let root = h.start_root();
-    let slow = started(&h.spawn(root, 0, "slow", &[]), 1);
+    let slow = started(&h.spawn(root, 0, "slow", &[]), NodeId::new(1));
     h.await_(root, 1, 0);
     assert!(stops(&h.advance(ms(9_999))).is_empty());
     let fx = h.advance(ms(1));
     assert_eq!(stops(&fx), [root]);
-    assert_eq!(attempt_ended(&fx, 0, 1), Some((NodeState::Waiting, None)));
-    assert_eq!(h.state(0), NodeState::Waiting);
+    assert_eq!(attempt_ended(&fx, NodeId::ROOT, 1), Some((NodeState::Waiting, None)));
+    assert_eq!(h.state(NodeId::ROOT), NodeState::Waiting);
 
     let fx = h.succeed(slow, json!("done"));
     assert!(answers(&fx).is_empty(), "the parked attempt is gone: {:?}", fx.actions);
-    let root = started(&fx, 0);
+    let root = started(&fx, NodeId::ROOT);
     assert_eq!(root.attempt, 2, "replayed when the child ended");
     let fx = h.spawn(root, 0, "slow", &[]);
     assert!(inserted(&fx).is_empty() && starts(&fx).is_empty());
@@ -1225,13 +1236,13 @@ fn a_node_awaiting_a_child_longer_than_park_after_gives_up_its_process() {
 fn a_node_answered_before_park_after_keeps_its_process() {
     let mut h = Harness::with(vec![workflow("flow"), task("quick")], 4, Some(secs(10)));
     let root = h.start_root();
-    let quick = started(&h.spawn(root, 0, "quick", &[]), 1);
+    let quick = started(&h.spawn(root, 0, "quick", &[]), NodeId::new(1));
     h.await_(root, 1, 0);
     h.advance(secs(5));
     h.succeed(quick, Value::Null);
     let fx = h.advance(secs(10));
     assert!(stops(&fx).is_empty());
-    assert_eq!(h.state(0), NodeState::Running);
+    assert_eq!(h.state(NodeId::ROOT), NodeState::Running);
 }
 
 #[test]
@@ -1239,7 +1250,7 @@ fn cancelling_a_run_whose_root_is_parked_on_children_ends_every_node() {
     let mut h = Harness::with(vec![workflow("flow"), task("slow")], 4, Some(secs(1)));
     let root = h.start_root();
     let fx = h.mutate(root, vec![spawn(0, "slow", &[]), spawn(1, "slow", &[("x", out(0))])]);
-    let slow = started(&fx, 1);
+    let slow = started(&fx, NodeId::new(1));
     h.await_(root, 1, 1);
     let fx = h.advance(secs(1));
     assert_eq!(stops(&fx), [root]);
@@ -1251,7 +1262,7 @@ fn cancelling_a_run_whose_root_is_parked_on_children_ends_every_node() {
     assert_eq!(h.core.finish().state, RunState::Cancelled);
     h.core.take_effects();
     // The stopped child's late end changes nothing.
-    let fx = h.finish(slow, Err(ErrorWire::new(ErrorKind::Cancelled, "stopped")));
+    let fx = h.finish(slow, Err(Error::new(ErrorKind::Cancelled, "stopped")));
     assert!(fx.writes.is_empty() && fx.actions.is_empty(), "{fx:?}");
 }
 
@@ -1290,8 +1301,8 @@ fn a_run_with_no_nodes_is_an_error_not_a_panic() {
 #[test]
 fn a_run_with_a_node_this_binary_lacks_is_an_error() {
     let mut stranger = root_record("gone", &json!({}));
-    stranger.id = 1;
-    stranger.parent = Some(0);
+    stranger.id = NodeId::new(1);
+    stranger.parent = Some(NodeId::ROOT);
     stranger.seq = Some(0);
     let e = load(vec![root_record("flow", &json!({})), stranger]).err().expect("refused");
     assert_eq!(e.kind(), ErrorKind::Usage);
@@ -1301,7 +1312,7 @@ fn a_run_with_a_node_this_binary_lacks_is_an_error() {
 #[test]
 fn a_run_with_a_gap_in_its_node_ids_is_an_error() {
     let mut a = root_record("a", &json!({}));
-    (a.id, a.parent, a.seq) = (2, Some(0), Some(0));
+    (a.id, a.parent, a.seq) = (NodeId::new(2), Some(NodeId::ROOT), Some(0));
     let e = load(vec![root_record("flow", &json!({})), a]).err().expect("refused");
     assert!(e.message().contains("gap"), "{}", e.message());
 }
@@ -1313,7 +1324,7 @@ fn a_parked_wait_keeps_its_deadline_when_the_run_is_recovered() {
     (root.state, root.attempts) = (NodeState::Waiting, 1);
     let mut snap = snapshot("flow", vec![root]);
     snap.waits.push(crate::model::WaitRecord {
-        node: 0,
+        node: NodeId::ROOT,
         seq: 0,
         name: "approve".into(),
         schema: json!({}),
@@ -1327,13 +1338,13 @@ fn a_parked_wait_keeps_its_deadline_when_the_run_is_recovered() {
     let unfinished = h.core.unfinished();
     h.core.reset(&unfinished);
     h.core.begin(h.now);
-    let root = started(&h.effects(), 0);
+    let root = started(&h.effects(), NodeId::ROOT);
     assert_eq!(root.attempt, 2);
     // The replayed wait parks again, with the recorded deadline (not a new one), already due.
     h.wait(root, 1, wait(0, "approve", Some(60_000), Some(json!("new default"))));
     let fx = h.advance(Duration::ZERO);
-    assert_eq!(journaled(&fx), [(0, 0, JournalKind::Signal, json!("timed out"))]);
-    let root = started(&fx, 0);
+    assert_eq!(journaled(&fx), [(NodeId::ROOT, 0, JournalKind::Signal, json!("timed out"))]);
+    let root = started(&fx, NodeId::ROOT);
     assert_eq!(value(&h.wait(root, 1, wait(0, "approve", None, None)), root, 1), json!("timed out"));
 }
 
@@ -1344,20 +1355,20 @@ fn a_child_that_failed_before_its_parent_retried_runs_again() {
     let root = h.start_root();
     let fx = h.mutate(root, vec![spawn(0, "leaf", &[]), spawn(1, "next", &[("x", out(0))])]);
     h.await_(root, 1, 1);
-    let fx = h.finish(started(&fx, 1), Err(task_error("flaky")));
-    assert_eq!(node_finished(&fx, 2).map(|f| f.0), Some(NodeState::Skipped));
+    let fx = h.finish(started(&fx, NodeId::new(1)), Err(task_error("flaky")));
+    assert_eq!(node_finished(&fx, NodeId::new(2)).map(|f| f.0), Some(NodeState::Skipped));
     let e = resolved(&fx, root, 1).expect_err("the await fails");
     h.finish(root, Err(e));
-    let root = started(&h.advance(secs(1)), 0);
+    let root = started(&h.advance(secs(1)), NodeId::ROOT);
 
     let fx = h.mutate(root, vec![spawn(0, "leaf", &[]), spawn(1, "next", &[("x", out(0))])]);
     assert!(inserted(&fx).is_empty());
-    let leaf = started(&fx, 1);
+    let leaf = started(&fx, NodeId::new(1));
     assert_eq!(leaf.attempt, 2, "the failed child runs again");
-    assert_eq!(h.state(2), NodeState::Pending, "and what it blocked waits for it again");
+    assert_eq!(h.state(NodeId::new(2)), NodeState::Pending, "and what it blocked waits for it again");
     h.await_(root, 1, 1);
     let fx = h.succeed(leaf, json!(1));
-    let fx = h.succeed(started(&fx, 2), json!(2));
+    let fx = h.succeed(started(&fx, NodeId::new(2)), json!(2));
     assert_eq!(resolved(&fx, root, 1), Ok(json!(2)));
 }
 
@@ -1366,18 +1377,18 @@ fn a_call_about_a_seq_that_spawned_nothing_fails_the_attempt() {
     let mut h = Harness::new(vec![workflow("flow"), task("a")]);
     let root = h.start_root();
     let fx = h.spawn(root, 0, "a", &[("x", out(5))]);
-    let e = attempt_error(&fx, 0, 1);
+    let e = attempt_error(&fx, NodeId::ROOT, 1);
     assert_eq!(e.kind, ErrorKind::Protocol);
     assert!(e.message.contains("argument `x` refers to call 5"), "{}", e.message);
 
     let mut h = Harness::new(vec![workflow("flow"), task("a")]);
     let root = h.start_root();
-    let e = attempt_error(&h.await_(root, 1, 3), 0, 1);
+    let e = attempt_error(&h.await_(root, 1, 3), NodeId::ROOT, 1);
     assert_eq!(e.kind, ErrorKind::Protocol);
 
     let mut h = Harness::new(vec![workflow("flow"), task("a")]);
     let root = h.start_root();
-    let e = attempt_error(&h.spawn(root, 0, "missing", &[]), 0, 1);
+    let e = attempt_error(&h.spawn(root, 0, "missing", &[]), NodeId::ROOT, 1);
     assert!(e.message.contains("unknown task `missing`"), "{}", e.message);
 }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::Core;
-use crate::error::{ErrorKind, ErrorWire};
+use crate::error::{Error, ErrorKind};
 use crate::model::{NodeId, NodeState, now_ms};
 use crate::store::Write;
 
@@ -42,13 +42,13 @@ impl Core {
             let Some(Reverse((_, timer))) = self.timers.pop() else { break };
             match timer {
                 Timer::Retry { node, attempt } => {
-                    let n = &self.nodes[node as usize];
+                    let n = &self.nodes[node.index()];
                     if n.state == NodeState::Pending && n.attempts == attempt && self.cancel_reason.is_none() {
                         self.promote(node);
                     }
                 }
                 Timer::Signal { node, seq } => {
-                    let parked = self.nodes[node as usize].parked.as_ref().is_some_and(|(s, _)| *s == seq);
+                    let parked = self.nodes[node.index()].parked.as_ref().is_some_and(|(s, _)| *s == seq);
                     // A deadline comes with a default; a `null` one may arrive as none.
                     if parked && let Some((_, default)) = self.deadlines.get(&(node, seq)).cloned() {
                         self.deliver(node, seq, default.unwrap_or(Value::Null));
@@ -56,7 +56,7 @@ impl Core {
                 }
                 Timer::Park { node, attempt } => {
                     let at = self.attempt_id(node, attempt);
-                    let n = &self.nodes[node as usize];
+                    let n = &self.nodes[node.index()];
                     if self.is_current(at) && n.state == NodeState::Waiting && n.waiting_on > 0 {
                         self.park_on_children(node, attempt);
                     }
@@ -64,7 +64,7 @@ impl Core {
                 Timer::Timeout { node, attempt } => {
                     let at = self.attempt_id(node, attempt);
                     if self.is_current(at) {
-                        let timeout = self.nodes[node as usize].task.policy.timeout.unwrap_or_default();
+                        let timeout = self.nodes[node.index()].task.policy.timeout.unwrap_or_default();
                         self.fail_attempt(at, crate::executor::timeout_error(timeout));
                     }
                 }
@@ -73,9 +73,9 @@ impl Core {
     }
 
     /// An attempt ended with a result: the node succeeds, retries after its backoff, or fails.
-    pub(super) fn attempt_finished(&mut self, id: NodeId, attempt: u32, result: Result<Value, ErrorWire>) {
+    pub(super) fn attempt_finished(&mut self, id: NodeId, attempt: u32, result: Result<Value, Error>) {
         let at = now_ms();
-        let n = &mut self.nodes[id as usize];
+        let n = &mut self.nodes[id.index()];
         n.live = None;
         if n.state == NodeState::Running {
             self.live_slots -= 1;
@@ -84,7 +84,7 @@ impl Core {
         // Its awaits will never be answered now.
         let task = n.task;
         let result = match result {
-            Ok(output) if crate::model::too_deep(&output) => Err(ErrorWire::new(
+            Ok(output) if crate::model::too_deep(&output) => Err(Error::new(
                 ErrorKind::Input,
                 crate::model::depth_message(format!("the output of task `{}`", task.name)),
             )),
@@ -119,8 +119,8 @@ impl Core {
                     error: Some(error.clone()),
                     at,
                 });
-                self.nodes[id as usize].failures += 1;
-                let failures = self.nodes[id as usize].failures;
+                self.nodes[id.index()].failures += 1;
+                let failures = self.nodes[id.index()].failures;
                 let retry = error.kind.is_retryable()
                     && failures <= task.policy.retries
                     && self.cancel_reason.is_none()

@@ -18,11 +18,38 @@ use serde_json::Value;
 
 use super::{Claim, Durability, Lease, NewRun, QueueResult, Store, Write, effective_state};
 use crate::blob::{BlobRef, Blobs, SPILL_BYTES};
-use crate::error::{ErrorWire, StoreError};
+use crate::error::{Error, StoreError};
 use crate::model::{
     AttemptRecord, EdgeKind, EdgeRecord, JournalRecord, LogRecord, NodeId, NodeRecord, NodeState, PromiseRecord,
     RunControl, RunId, RunRecord, RunSnapshot, RunState, RunSummary, StoredArg, WaitRecord, now_ms,
 };
+
+/// Node ids are stored as SQLite integers (at most `i64::MAX`).
+impl rusqlite::ToSql for NodeId {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        let id = i64::try_from(self.get()).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        Ok(id.into())
+    }
+}
+
+impl rusqlite::types::FromSql for NodeId {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        u64::column_result(value).map(NodeId::new)
+    }
+}
+
+/// Run ids are SQLite row ids.
+impl rusqlite::ToSql for RunId {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(self.get().into())
+    }
+}
+
+impl rusqlite::types::FromSql for RunId {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        i64::column_result(value).map(RunId::new)
+    }
+}
 
 /// The schema, one migration per file, applied in order; `PRAGMA user_version` counts them.
 const MIGRATIONS: &[&str] = &[
@@ -673,7 +700,7 @@ impl Store for SqliteStore {
         )
         .and_then(|mut s| s.execute(params![run.workflow, input.text, input.blob, now, run.executor, run.parallelism]))
         .map_err(sql)?;
-        let id = tx.last_insert_rowid();
+        let id = RunId::new(tx.last_insert_rowid());
         Self::apply(&tx, &Write::InsertNode { run: id, node: Box::new(run.root.clone()) }, root_args).map_err(sql)?;
         if let Some((owner, ttl)) = run.lease {
             tx.prepare_cached(
@@ -780,7 +807,7 @@ impl Store for SqliteStore {
                 args,
                 input_hash,
                 output,
-                error: error.and_then(|s| serde_json::from_str::<ErrorWire>(&s).ok()),
+                error: error.and_then(|s| serde_json::from_str::<Error>(&s).ok()),
                 attempts,
                 label,
                 color,
@@ -1111,7 +1138,7 @@ impl Store for SqliteStore {
         self.settle(claim, "state = 'succeeded', result = ?3, expires_at = NULL", &output.to_string())
     }
 
-    fn fail(&self, claim: &Claim, error: &ErrorWire) -> Result<(), StoreError> {
+    fn fail(&self, claim: &Claim, error: &Error) -> Result<(), StoreError> {
         self.settle(claim, "state = 'failed', error = ?3, expires_at = NULL", &json(error))
     }
 
@@ -1148,7 +1175,7 @@ impl Store for SqliteStore {
             let result = if state == "succeeded" {
                 Ok(output.map_or(Value::Null, parse_json))
             } else {
-                let error = error.as_deref().and_then(|e| serde_json::from_str::<ErrorWire>(e).ok());
+                let error = error.as_deref().and_then(|e| serde_json::from_str::<Error>(e).ok());
                 Err(error
                     .ok_or_else(|| corrupt("ready_queue", format!("entry of node {node} failed with no error")))?)
             };
@@ -1166,7 +1193,7 @@ mod tests {
 
     fn root() -> NodeRecord {
         NodeRecord {
-            id: 0,
+            id: NodeId::ROOT,
             parent: None,
             seq: None,
             task: "wf".into(),
@@ -1219,10 +1246,10 @@ mod tests {
                 Some(&lease),
                 &[
                     started(run),
-                    Write::AttemptStarted { run, node: 0, attempt: 1, executor: "inline".into(), at: 6 },
+                    Write::AttemptStarted { run, node: NodeId::ROOT, attempt: 1, executor: "inline".into(), at: 6 },
                     Write::NodeFinished {
                         run,
-                        node: 0,
+                        node: NodeId::ROOT,
                         state: NodeState::Succeeded,
                         output: Some(7.into()),
                         error: None,
@@ -1242,7 +1269,7 @@ mod tests {
         assert_eq!(snap.nodes[0].attempts, 1);
         let listed = reader.runs(10).unwrap();
         assert_eq!((listed[0].id, listed[0].state, listed[0].owner.as_deref()), (run, RunState::Running, Some("me")));
-        assert!(matches!(reader.load(run + 1), Err(StoreError::NoRun(_))));
+        assert!(matches!(reader.load(RunId::new(run.get() + 1)), Err(StoreError::NoRun(_))));
     }
 
     #[test]
@@ -1315,7 +1342,7 @@ mod tests {
         store.release_run_lease(&first).unwrap();
         assert_eq!(store.load(run).unwrap().run.owner.as_deref(), Some("host:2:bbbb"));
         store.renew_run_lease(&second, TTL).unwrap();
-        assert!(matches!(store.acquire_run_lease(run + 1, "x", TTL), Err(StoreError::NoRun(_))));
+        assert!(matches!(store.acquire_run_lease(RunId::new(run.get() + 1), "x", TTL), Err(StoreError::NoRun(_))));
     }
 
     #[test]
@@ -1353,15 +1380,22 @@ mod tests {
         store.commit(Some(&old), &[started(run)]).unwrap();
         std::thread::sleep(Duration::from_millis(50));
         let new = store.acquire_run_lease(run, "new", TTL).unwrap();
-        let late =
-            Write::NodeFinished { run, node: 0, state: NodeState::Failed, output: None, error: None, at: now_ms() };
-        let e = store.commit(Some(&old), &[Write::NodeState { run, node: 0, state: NodeState::Ready }, late]);
+        let late = Write::NodeFinished {
+            run,
+            node: NodeId::ROOT,
+            state: NodeState::Failed,
+            output: None,
+            error: None,
+            at: now_ms(),
+        };
+        let e =
+            store.commit(Some(&old), &[Write::NodeState { run, node: NodeId::ROOT, state: NodeState::Ready }, late]);
         let e = e.unwrap_err();
         assert!(matches!(&e, StoreError::LeaseLost { current: Some(c), .. } if c == "new"), "{e:?}");
         assert!(e.to_string().contains("new took the run over"), "{e}");
         // Nothing of the refused batch was written.
         assert_eq!(store.load(run).unwrap().nodes[0].state, NodeState::Pending);
-        store.commit(Some(&new), &[Write::NodeState { run, node: 0, state: NodeState::Ready }]).unwrap();
+        store.commit(Some(&new), &[Write::NodeState { run, node: NodeId::ROOT, state: NodeState::Ready }]).unwrap();
         assert_eq!(store.load(run).unwrap().nodes[0].state, NodeState::Ready);
     }
 
@@ -1432,7 +1466,7 @@ mod tests {
         // A reader may not upgrade it.
         assert!(matches!(SqliteStore::open_read_only(&path), Err(StoreError::TooOld { found: 2, .. })));
         let store = SqliteStore::open(&path).unwrap();
-        assert_eq!(store.load(1).unwrap().run.state, RunState::Interrupted);
+        assert_eq!(store.load(RunId::new(1)).unwrap().run.state, RunState::Interrupted);
         let id: i32 = store.conn().query_row("PRAGMA application_id", [], |r| r.get(0)).unwrap();
         assert_eq!(id, APPLICATION_ID);
     }
@@ -1541,10 +1575,10 @@ mod tests {
             })
             .unwrap();
         let child = NodeRecord {
-            id: 1,
-            parent: Some(0),
+            id: NodeId::new(1),
+            parent: Some(NodeId::ROOT),
             seq: Some(0),
-            args: vec![("a".into(), StoredArg::Value(big.clone())), ("b".into(), StoredArg::Node(0))],
+            args: vec![("a".into(), StoredArg::Value(big.clone())), ("b".into(), StoredArg::Node(NodeId::ROOT))],
             ..root.clone()
         };
         let finished = |node, output: &Value| Write::NodeFinished {
@@ -1560,11 +1594,11 @@ mod tests {
                 None,
                 &[
                     Write::InsertNode { run, node: Box::new(child) },
-                    finished(0, &big["rows"]),
-                    finished(1, &big),
+                    finished(NodeId::ROOT, &big["rows"]),
+                    finished(NodeId::new(1), &big),
                     Write::Journal {
                         run,
-                        node: 1,
+                        node: NodeId::new(1),
                         seq: 1,
                         kind: crate::context::JournalKind::Signal,
                         value: big.clone(),
@@ -1579,7 +1613,7 @@ mod tests {
         assert_eq!(snap.nodes[0].args, root.args);
         assert_eq!(snap.nodes[0].output.as_ref(), Some(&big["rows"]));
         assert_eq!(snap.nodes[1].args[0].1, StoredArg::Value(big.clone()));
-        assert_eq!(snap.nodes[1].args[1].1, StoredArg::Node(0));
+        assert_eq!(snap.nodes[1].args[1].1, StoredArg::Node(NodeId::ROOT));
         assert_eq!(snap.nodes[1].output.as_ref(), Some(&big));
         assert_eq!(snap.journal[0].value, big);
         // Two distinct values, two blobs, however many rows hold them; the rows stay small.
@@ -1589,8 +1623,8 @@ mod tests {
         assert!(raw.starts_with(r#"{"$salt_blob":""#) && raw.len() < 120, "{raw}");
         // A reader reads them too; a reset forgets the reference.
         assert_eq!(SqliteStore::open_read_only(&path).unwrap().load(run).unwrap().nodes[1].output, Some(big));
-        store.commit(None, &[Write::NodeReset { run, node: 1 }]).unwrap();
-        store.commit(None, &[finished(1, &Value::from(7))]).unwrap();
+        store.commit(None, &[Write::NodeReset { run, node: NodeId::new(1) }]).unwrap();
+        store.commit(None, &[finished(NodeId::new(1), &Value::from(7))]).unwrap();
         assert_eq!(store.load(run).unwrap().nodes[1].output, Some(Value::from(7)));
     }
 
@@ -1602,8 +1636,8 @@ mod tests {
         let missing = format!("{:064x}", 1);
         let lookalike = serde_json::json!({"$salt_blob": missing, "bytes": 3});
         let node = NodeRecord {
-            id: 1,
-            parent: Some(0),
+            id: NodeId::new(1),
+            parent: Some(NodeId::ROOT),
             seq: Some(0),
             args: vec![("x".into(), StoredArg::Value(serde_json::json!({"blob": lookalike.clone()})))],
             ..root()
@@ -1614,7 +1648,14 @@ mod tests {
                 None,
                 &[
                     Write::InsertNode { run, node: Box::new(node) },
-                    Write::NodeFinished { run, node: 1, state: NodeState::Succeeded, output, error: None, at: 1 },
+                    Write::NodeFinished {
+                        run,
+                        node: NodeId::new(1),
+                        state: NodeState::Succeeded,
+                        output,
+                        error: None,
+                        at: 1,
+                    },
                 ],
             )
             .unwrap();
@@ -1630,7 +1671,8 @@ mod tests {
         let run = new_run(&store, None);
         let big = Value::String("y".repeat(SPILL_BYTES + 1));
         let output = Some(big);
-        let done = Write::NodeFinished { run, node: 0, state: NodeState::Succeeded, output, error: None, at: 1 };
+        let done =
+            Write::NodeFinished { run, node: NodeId::ROOT, state: NodeState::Succeeded, output, error: None, at: 1 };
         store.commit(None, &[done]).unwrap();
         std::fs::remove_dir_all(dir.path().join("salt.db.blobs")).unwrap();
         let e = store.load(run).unwrap_err();
@@ -1651,11 +1693,11 @@ mod tests {
         let store = SqliteStore::open(&dir.path().join("salt.db")).unwrap();
         let run = new_run(&store, None);
         for (node, priority) in [(1, 0), (2, 5), (3, -1), (4, 5)] {
-            enqueue(&store, run, node, "default", priority);
+            enqueue(&store, run, NodeId::new(node), "default", priority);
         }
-        enqueue(&store, run, 5, "gpu", 100);
+        enqueue(&store, run, NodeId::new(5), "gpu", 100);
         // Enqueuing twice is idempotent.
-        enqueue(&store, run, 1, "default", 0);
+        enqueue(&store, run, NodeId::new(1), "default", 0);
         let nodes = |claims: Vec<Claim>| claims.into_iter().map(|c| c.node).collect::<Vec<_>>();
         assert_eq!(nodes(store.claim("default", 3, "w", TTL).unwrap()), [2, 4, 1]);
         assert_eq!(nodes(store.claim("default", 3, "w", TTL).unwrap()), [3]);
@@ -1669,15 +1711,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("salt.db")).unwrap();
         let run = new_run(&store, None);
-        enqueue(&store, run, 1, "q", 0);
+        enqueue(&store, run, NodeId::new(1), "q", 0);
         let first = store.claim("q", 1, "w1", Duration::from_millis(40)).unwrap().remove(0);
         assert!(store.claim("q", 1, "w2", TTL).unwrap().is_empty(), "a live claim is not claimable");
         std::thread::sleep(Duration::from_millis(60));
         let second = store.claim("q", 1, "w2", TTL).unwrap().remove(0);
-        assert_eq!((second.id, second.node), (first.id, 1));
+        assert_eq!((second.id, second.node), (first.id, NodeId::new(1)));
         for lost in [
             store.complete(&first, &1.into()),
-            store.fail(&first, &ErrorWire::new(crate::error::ErrorKind::Task, "x")),
+            store.fail(&first, &Error::new(crate::error::ErrorKind::Task, "x")),
             store.release(&first),
             store.renew_claim(&first, TTL).map(|_| ()),
         ] {
@@ -1696,7 +1738,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("salt.db")).unwrap();
         let run = new_run(&store, None);
-        enqueue(&store, run, 7, "gpu", 0);
+        enqueue(&store, run, NodeId::new(7), "gpu", 0);
         let claim = store.claim("gpu", 1, "w", TTL).unwrap().remove(0);
         assert_eq!((claim.task.as_str(), claim.input.clone()), ("t", serde_json::json!({"n": 7})));
     }
@@ -1725,19 +1767,19 @@ mod tests {
         let store = SqliteStore::open(&dir.path().join("salt.db")).unwrap();
         let run = new_run(&store, None);
         for node in [1, 2, 3] {
-            start_queued(&store, run, node, 1);
+            start_queued(&store, run, NodeId::new(node), 1);
         }
         assert!(store.queue_results(run).unwrap().is_empty(), "nothing has run yet");
         let claims = store.claim("q", 3, "w", TTL).unwrap();
         store.complete(&claims[0], &serde_json::json!({"out": 1})).unwrap();
-        let error = ErrorWire::new(crate::error::ErrorKind::Task, "it broke");
+        let error = Error::new(crate::error::ErrorKind::Task, "it broke");
         store.fail(&claims[1], &error).unwrap();
         let results = store.queue_results(run).unwrap();
         assert_eq!(
             results,
             [
-                QueueResult { node: 1, attempt: 1, result: Ok(serde_json::json!({"out": 1})) },
-                QueueResult { node: 2, attempt: 1, result: Err(error) },
+                QueueResult { node: NodeId::new(1), attempt: 1, result: Ok(serde_json::json!({"out": 1})) },
+                QueueResult { node: NodeId::new(2), attempt: 1, result: Err(error) },
             ]
         );
         // Read again until recorded: an orchestrator that stopped before recording loses nothing.
@@ -1745,11 +1787,14 @@ mod tests {
         store
             .commit(
                 None,
-                &[attempt_finished(run, 1, 1, NodeState::Succeeded), attempt_finished(run, 2, 1, NodeState::Failed)],
+                &[
+                    attempt_finished(run, NodeId::new(1), 1, NodeState::Succeeded),
+                    attempt_finished(run, NodeId::new(2), 1, NodeState::Failed),
+                ],
             )
             .unwrap();
         assert!(store.queue_results(run).unwrap().is_empty());
-        assert!(store.queue_results(run + 1).unwrap().is_empty());
+        assert!(store.queue_results(RunId::new(run.get() + 1)).unwrap().is_empty());
     }
 
     #[test]
@@ -1757,8 +1802,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("salt.db")).unwrap();
         let run = new_run(&store, None);
-        start_queued(&store, run, 1, 1);
-        start_queued(&store, run, 2, 1);
+        start_queued(&store, run, NodeId::new(1), 1);
+        start_queued(&store, run, NodeId::new(2), 1);
         let claimed = store.claim("q", 1, "w", TTL).unwrap().remove(0);
         assert_eq!(claimed.node, 1);
         // The orchestrator timed node 1 out while a worker ran it, and cancelled node 2 before
@@ -1766,7 +1811,10 @@ mod tests {
         store
             .commit(
                 None,
-                &[attempt_finished(run, 1, 1, NodeState::Failed), attempt_finished(run, 2, 1, NodeState::Cancelled)],
+                &[
+                    attempt_finished(run, NodeId::new(1), 1, NodeState::Failed),
+                    attempt_finished(run, NodeId::new(2), 1, NodeState::Cancelled),
+                ],
             )
             .unwrap();
         assert!(store.claim("q", 9, "w2", TTL).unwrap().is_empty(), "an ended attempt is not claimable");
@@ -1775,9 +1823,9 @@ mod tests {
         }
         assert!(store.queue_results(run).unwrap().is_empty());
         // Its retry is a new attempt, claimable as any other.
-        start_queued(&store, run, 1, 2);
+        start_queued(&store, run, NodeId::new(1), 2);
         let retry = store.claim("q", 9, "w2", TTL).unwrap();
-        assert_eq!(retry.iter().map(|c| (c.node, c.attempt)).collect::<Vec<_>>(), [(1, 2)]);
+        assert_eq!(retry.iter().map(|c| (c.node, c.attempt)).collect::<Vec<_>>(), [(NodeId::new(1), 2)]);
     }
 
     #[test]
@@ -1789,7 +1837,7 @@ mod tests {
         let writes: Vec<Write> = (0..400)
             .map(|node| Write::Enqueue {
                 run,
-                node,
+                node: NodeId::new(node),
                 attempt: 1,
                 queue: "q".into(),
                 priority: (node % 7) as i32,
@@ -1854,12 +1902,13 @@ mod tests {
         };
         reading.wait();
         let started = Instant::now();
-        let mut next: NodeId = 1;
+        let mut next: NodeId = NodeId::new(1);
         for _ in 0..200 {
             let batch: Vec<Write> = (0..50)
                 .map(|_| {
-                    let node = NodeRecord { id: next, parent: Some(0), seq: Some(next as u32), ..root() };
-                    next += 1;
+                    let node =
+                        NodeRecord { id: next, parent: Some(NodeId::ROOT), seq: Some(next.get() as u32), ..root() };
+                    next = NodeId::new(next.get() + 1);
                     Write::InsertNode { run, node: Box::new(node) }
                 })
                 .collect();
