@@ -613,7 +613,7 @@ async fn parked(dir: String) -> salt::Result<u64> {
     step(dir, "long".to_string(), a, 60_000).await
 }
 
-/// Appends one byte to `dir/tiny`: one execution. Takes `FLOWS_TINY_US` microseconds (none
+/// Appends its index as a line to `dir/tiny`: one execution. Takes `FLOWS_TINY_US` microseconds (none
 /// by default), so that a test can stop a run of them half-way.
 #[task]
 async fn tiny(dir: String, i: u64) -> u64 {
@@ -622,7 +622,7 @@ async fn tiny(dir: String, i: u64) -> u64 {
     }
     let mut f =
         std::fs::OpenOptions::new().create(true).append(true).open(Path::new(&dir).join("tiny")).expect("marker file");
-    let _ = f.write_all(b".");
+    let _ = f.write_all(format!("{i}\n").as_bytes());
     i
 }
 
