@@ -379,13 +379,7 @@ impl Runner {
         let nodes = snapshot.nodes.len();
         self.drive(snapshot, store, lease, |o| {
             check_node(run, nodes, from)?;
-            let mut reset = o.downstream_of(from);
-            o.mark_rerun(&reset);
-            reset.extend(o.unfinished());
-            reset.sort_unstable();
-            reset.dedup();
-            o.reset(&reset);
-            Ok(())
+            o.rerun_from(from)
         })
         .await
     }
@@ -397,6 +391,7 @@ impl Runner {
         let nodes = snapshot.nodes.len();
         self.drive(snapshot, store, lease, |o| {
             check_node(run, nodes, node)?;
+            o.check_current(node)?;
             let unmet = o.unmet_upstream(node);
             if !unmet.is_empty() {
                 let list: Vec<String> =
@@ -410,6 +405,8 @@ impl Runner {
                 ));
             }
             o.reset(&[node]);
+            // Its body may call otherwise now: what it no longer calls is superseded.
+            o.mark_rerun(&[node]);
             Ok(())
         })
         .await
