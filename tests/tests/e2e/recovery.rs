@@ -165,11 +165,16 @@ fn rerun_from_a_node_whose_value_a_parent_passed_on_runs_the_receiver_again() {
     assert_eq!(show["nodes"][3]["args"][2][1]["value"], 2, "the new argument is stored: {show}");
 }
 
+/// A node as (id, task, state).
+type Node = (u64, String, String);
+/// An edge as (from, to, kind).
+type Edge = (u64, u64, String);
+
 /// The current graph of run 1 (`graph 1 --json`): its nodes as (id, task, state), and its data
 /// and control edges as (from, to, kind). Every edge it draws joins two of its nodes.
-fn current_graph(env: &Env, all: bool) -> (Vec<(u64, String, String)>, Vec<(u64, u64, String)>) {
+fn current_graph(env: &Env, all: bool) -> (Vec<Node>, Vec<Edge>) {
     let graph = if all { env.json(&["graph", "1", "--all"]) } else { env.json(&["graph", "1"]) };
-    let nodes: Vec<(u64, String, String)> = graph["nodes"]
+    let nodes: Vec<Node> = graph["nodes"]
         .as_array()
         .unwrap()
         .iter()
@@ -191,7 +196,7 @@ fn current_graph(env: &Env, all: bool) -> (Vec<(u64, String, String)>, Vec<(u64,
     (nodes, edges)
 }
 
-fn node(id: u64, task: &str, state: &str) -> (u64, String, String) {
+fn node(id: u64, task: &str, state: &str) -> Node {
     (id, task.into(), state.into())
 }
 
