@@ -247,6 +247,9 @@ fn a_rerun_that_flips_a_branch_takes_the_other_branch() {
     assert_eq!(stored["nodes"][2]["state"], "superseded", "`show --json` lists them: {stored}");
     assert_eq!(stored["run"]["state"], "succeeded");
     nothing_to_recover(&env);
+    let out = env.run(&["rerun", "1", "--from", "2"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(stderr(&out).contains("node 2 (`left`) of run 1 is superseded"), "{}", text(&out));
 
     // And back: new nodes again, with their own edge.
     side("left");
