@@ -372,7 +372,9 @@ impl Runner {
     }
 
     /// Resets `from` and everything downstream of it and runs them again; nothing upstream
-    /// runs again (the parents of the reset nodes replay, binding their other children).
+    /// runs again (the parents of the reset nodes replay, binding the children they call the
+    /// same way; from the first call that differs, the old children are superseded and the new
+    /// calls spawn new nodes). Refused for a superseded node.
     pub async fn rerun_from(&self, run: RunId, from: NodeId) -> Result<RunOutcome> {
         let (snapshot, store, lease) =
             self.take(run, &[RunState::Succeeded, RunState::Failed, RunState::Cancelled, RunState::Interrupted])?;
@@ -384,8 +386,9 @@ impl Runner {
         .await
     }
 
-    /// Runs exactly one node again. Refused, with nothing run, when a node it depends on has
-    /// not succeeded.
+    /// Runs exactly one node again (a body that calls otherwise than before supersedes the
+    /// children it no longer calls the same way). Refused, with nothing run, when a node it
+    /// depends on has not succeeded, or the node is superseded.
     pub async fn run_one(&self, run: RunId, node: NodeId) -> Result<RunOutcome> {
         let (snapshot, store, lease) = self.take(run, &[RunState::Succeeded, RunState::Failed, RunState::Cancelled])?;
         let nodes = snapshot.nodes.len();

@@ -192,9 +192,12 @@ impl Core {
                 self.promote(d);
             }
         }
+        let (journal, deadlines) = (self.journal.len(), self.deadlines.len());
         self.journal.retain(|(n, s), _| *n != parent || *s < from_seq);
         self.deadlines.retain(|(n, s), _| *n != parent || *s < from_seq);
-        self.fx.writes.push(Write::ForgetCalls { run: self.run, node: parent, from_seq });
+        if !gone.is_empty() || journal != self.journal.len() || deadlines != self.deadlines.len() {
+            self.fx.writes.push(Write::ForgetCalls { run: self.run, node: parent, from_seq });
+        }
         self.drop_promises(|p| {
             gone.contains(&p.declared_by)
                 || (p.declared_by == parent && p.seq >= from_seq && !super::promises::registered(p))
