@@ -119,6 +119,12 @@ impl Core {
         reset.extend(self.unfinished());
         reset.sort_unstable();
         reset.dedup();
+        // What did not succeed, below a re-running parent, waits to be called again too.
+        for &id in &reset {
+            if self.nodes[id.index()].parent.is_some_and(|p| self.nodes[p.index()].rerun) {
+                self.nodes[id.index()].unbound = true;
+            }
+        }
         self.reset(&reset);
         Ok(())
     }

@@ -1238,6 +1238,30 @@ fn a_rerun_forgets_the_journal_and_promises_of_the_calls_it_supersedes() {
 }
 
 #[test]
+fn a_rerun_starts_no_child_before_its_parent_calls_it_again() {
+    // `b` failed; a rerun from `a` resets it too, but it waits for the root to call it.
+    let mut h = Harness::new(vec![workflow("flow"), task("a"), task("b")]);
+    let root = h.start_root();
+    let fx = h.mutate(root, vec![spawn(0, "a", &[]), spawn(1, "b", &[])]);
+    h.succeed(started(&fx, NodeId::new(1)), json!(1));
+    h.finish(started(&fx, NodeId::new(2)), Err(Error::new(ErrorKind::Fatal, "no")));
+    h.finish(root, Err(Error::new(ErrorKind::Fatal, "child failed")));
+    assert_eq!(h.core.finish().state, RunState::Failed);
+    h.core.take_effects();
+
+    h.core.rerun_from(NodeId::new(1)).unwrap();
+    h.core.begin(h.now);
+    let fx = h.effects();
+    assert_eq!(starts(&fx).iter().map(|a| a.node.get()).collect::<Vec<_>>(), [0]);
+    let fx = h.spawn(started(&fx, NodeId::ROOT), 0, "a", &[]);
+    assert_eq!(starts(&fx).iter().map(|a| a.node.get()).collect::<Vec<_>>(), [1], "bound, so it runs");
+    let root = AttemptId { run: RUN, node: NodeId::ROOT, attempt: 2 };
+    let fx = h.spawn(root, 1, "b", &[]);
+    assert_eq!(starts(&fx).iter().map(|a| a.node.get()).collect::<Vec<_>>(), [2]);
+    assert!(superseded(&fx).is_empty() && inserted(&fx).is_empty());
+}
+
+#[test]
 fn a_differing_replay_outside_a_rerun_is_still_non_deterministic() {
     // `recover` replays the root after the rerun ended: its calls are bound, nothing differs
     // quietly any more.
