@@ -148,6 +148,9 @@ enum Command {
         /// Print the whole output of the run (or of NODE) as JSON, however large.
         #[arg(long)]
         output: bool,
+        /// List superseded nodes too (nodes a rerun replaced; `--json` always lists them).
+        #[arg(long)]
+        all: bool,
     },
     /// Print the logs of a run, or of one of its nodes, attempt by attempt.
     Logs {
@@ -172,6 +175,9 @@ enum Command {
         /// Draw the task-level view: one node per task, loops as cycles.
         #[arg(long)]
         collapse: bool,
+        /// Draw superseded nodes too (nodes a rerun replaced), greyed and dashed.
+        #[arg(long)]
+        all: bool,
     },
     /// Send a signal to a run whose node waits for it (`ctx.wait_for`).
     Signal {
@@ -365,7 +371,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Show { run, node, input, output } => {
+        Command::Show { run, node, input, output, all } => {
             let store = ops::open_read_only(&db)?;
             let part = match (input, output) {
                 (true, _) => Some(Part::Input),
@@ -379,7 +385,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 if json { print_json(&to_json(&view)) } else { out(render::node_text(&view)) }
             } else {
                 let snapshot = ops::show(store.as_ref(), run)?;
-                if json { print_serialized(&snapshot) } else { out(render::show_text(&snapshot)) }
+                if json { print_serialized(&snapshot) } else { out(render::show_text(&snapshot, all)) }
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -392,9 +398,9 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Graph { target, format, plan, input, collapse } => {
+        Command::Graph { target, format, plan, input, collapse, all } => {
             let input = input.map(|s| parse_input(&s)).transpose()?;
-            let view = ops::graph(&db, &target, plan, input).await?;
+            let view = ops::graph_with(&db, &target, plan, input, all).await?;
             match ops::draw(&view, if json { GraphFormat::Json } else { format.into() }, collapse)? {
                 Drawing::Text(text) => out(text),
                 Drawing::Json(value) => print_json(&value),

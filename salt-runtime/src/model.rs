@@ -147,12 +147,15 @@ pub enum NodeState {
     Cancelled,
     /// Never ran: a node it depends on failed.
     Skipped,
+    /// No longer part of the run: its parent ran again (`rerun --from`) and made a different
+    /// call at its place, or no call at all. Kept in the history, never counted as current.
+    Superseded,
 }
 
 impl NodeState {
     /// Whether the node is done, one way or another.
     pub fn is_terminal(self) -> bool {
-        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled | Self::Skipped)
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled | Self::Skipped | Self::Superseded)
     }
 
     /// The lowercase name, as stored and shown.
@@ -166,6 +169,7 @@ impl NodeState {
             Self::Failed => "failed",
             Self::Cancelled => "cancelled",
             Self::Skipped => "skipped",
+            Self::Superseded => "superseded",
         }
     }
 
@@ -180,12 +184,13 @@ impl NodeState {
             "failed" => Self::Failed,
             "cancelled" => Self::Cancelled,
             "skipped" => Self::Skipped,
+            "superseded" => Self::Superseded,
             _ => return None,
         })
     }
 
     /// Every state, in display order.
-    pub const ALL: [NodeState; 8] = [
+    pub const ALL: [NodeState; 9] = [
         Self::Pending,
         Self::Ready,
         Self::Running,
@@ -194,6 +199,7 @@ impl NodeState {
         Self::Failed,
         Self::Cancelled,
         Self::Skipped,
+        Self::Superseded,
     ];
 }
 

@@ -49,7 +49,8 @@ pub fn show(store: &dyn Store, run: RunId) -> Result<RunSnapshot> {
     store.load(run).map_err(|e| e.into_error())
 }
 
-/// A node given by id, or by a task name that names exactly one node of the run.
+/// A node given by id, or by a task name that names exactly one node of the run (superseded
+/// nodes aside).
 pub fn resolve_node(snapshot: &RunSnapshot, text: &str) -> Result<NodeId> {
     if let Ok(id) = text.parse::<NodeId>() {
         if id.index() < snapshot.nodes.len() {
@@ -57,7 +58,8 @@ pub fn resolve_node(snapshot: &RunSnapshot, text: &str) -> Result<NodeId> {
         }
         return Err(usage(format!("run {} has no node {id}", snapshot.run.id)));
     }
-    let matches: Vec<_> = snapshot.nodes.iter().filter(|n| n.task == text).collect();
+    let matches: Vec<_> =
+        snapshot.nodes.iter().filter(|n| n.task == text && n.state != NodeState::Superseded).collect();
     match matches.as_slice() {
         [one] => Ok(one.id),
         [] => Err(usage(format!("run {} has no node of task `{text}`", snapshot.run.id))),
@@ -194,13 +196,25 @@ pub async fn plan(workflow: &str, input: Option<Value>) -> Result<GraphView> {
 /// `graph TARGET`: the graph of the run `target` names, or the plan of the workflow it names
 /// (always a plan with `plan`). Only a run's graph reads the store at `db`.
 pub async fn graph(db: &str, target: &str, plan_it: bool, input: Option<Value>) -> Result<GraphView> {
+    graph_with(db, target, plan_it, input, false).await
+}
+
+/// [`graph`], with the superseded nodes of a run too when `all` (`graph RUN --all`).
+pub async fn graph_with(db: &str, target: &str, plan_it: bool, input: Option<Value>, all: bool) -> Result<GraphView> {
     match target.parse::<RunId>() {
         Ok(run) if !plan_it => {
             if input.is_some() {
                 return Err(usage("`--input` is for plans: `graph WORKFLOW --plan --input JSON`"));
             }
-            run_graph(open_read_only(db)?.as_ref(), run)
+            let store = open_read_only(db)?;
+            if all {
+                let registry = Registry::global()?;
+                Ok(GraphView::of_run_all(&show(store.as_ref(), run)?, &crate::plan::may_spawn(registry)))
+            } else {
+                run_graph(store.as_ref(), run)
+            }
         }
+        _ if all => Err(usage("`--all` is for runs: a plan has no superseded nodes")),
         _ => plan(target, input).await,
     }
 }

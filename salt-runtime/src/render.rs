@@ -36,6 +36,10 @@ impl ViewNode {
     fn unfinished(&self) -> bool {
         !self.state.is_some_and(NodeState::is_terminal)
     }
+
+    fn superseded(&self) -> bool {
+        self.state == Some(NodeState::Superseded)
+    }
 }
 
 /// What may still be added after a node: drawn as a wildcard.
@@ -89,9 +93,18 @@ pub struct GraphView {
 }
 
 impl GraphView {
-    /// The graph of a stored run, with wildcards after every unfinished node that may still
-    /// grow it. `may_spawn` says which tasks can spawn (workflows, and tasks marked `spawns`).
+    /// The graph of a stored run as it is now, with wildcards after every unfinished node that
+    /// may still grow it. `may_spawn` says which tasks can spawn (workflows, and tasks marked
+    /// `spawns`). Superseded nodes (replaced by a rerun) and their edges are left out.
     pub fn of_run(s: &RunSnapshot, may_spawn: &dyn Fn(&str) -> bool) -> Self {
+        let mut view = Self::of_run_all(s, may_spawn);
+        view.hide_superseded();
+        view
+    }
+
+    /// The graph of a stored run with its superseded nodes too (state `superseded`), as
+    /// `graph --all` draws it.
+    pub fn of_run_all(s: &RunSnapshot, may_spawn: &dyn Fn(&str) -> bool) -> Self {
         let mut view = Self {
             run: json!({"id": s.run.id, "workflow": s.run.workflow, "state": s.run.state}),
             title: format!("run {} ({}) {}", s.run.id, s.run.workflow, s.run.state.as_str()),
@@ -126,11 +139,31 @@ impl GraphView {
         view
     }
 
+    /// Leaves out the superseded nodes and every edge that touches one.
+    pub fn hide_superseded(&mut self) {
+        let gone: std::collections::HashSet<NodeId> =
+            self.nodes.iter().filter(|n| n.superseded()).map(|n| n.id).collect();
+        if gone.is_empty() {
+            return;
+        }
+        self.nodes.retain(|n| !gone.contains(&n.id));
+        self.edges.retain(|(f, t, _)| !gone.contains(f) && !gone.contains(t));
+    }
+
+    /// The node with this id (nodes are in id order, with gaps where some are hidden).
+    fn node(&self, id: NodeId) -> Option<&ViewNode> {
+        match self.nodes.get(id.index()) {
+            Some(n) if n.id == id => Some(n),
+            _ => self.nodes.binary_search_by_key(&id, |n| n.id).ok().map(|i| &self.nodes[i]),
+        }
+    }
+
     /// What the promises in force allow node `id`'s body to add still, and what they guarantee.
     pub fn may_add(&self, id: NodeId) -> (String, Vec<String>) {
-        let children: Vec<&str> = self.nodes.iter().filter(|n| n.parent == Some(id)).map(|n| n.task.as_str()).collect();
+        let children: Vec<&str> =
+            self.nodes.iter().filter(|n| n.parent == Some(id) && !n.superseded()).map(|n| n.task.as_str()).collect();
         let (mut label, mut rank, mut guaranteed) = ("*".to_string(), 0, Vec::new());
-        let parent = |n: NodeId| self.nodes.get(n.index()).and_then(|v| v.parent);
+        let parent = |n: NodeId| self.node(n).and_then(|v| v.parent);
         for p in self.promises.iter().filter(|p| promise::in_scope(id, p.scope, parent)) {
             match &p.promise {
                 Promise::NoNewNodes => return ("nothing".into(), Vec::new()),
@@ -230,7 +263,13 @@ impl GraphView {
         for n in &self.nodes {
             let fill = n.color.clone().unwrap_or_else(|| view_color(n.state).to_string());
             let shape = n.shape.as_ref().map(|s| format!(", shape={}", quote(s))).unwrap_or_default();
-            let style = if n.state.is_none() { ", style=\"rounded\"" } else { "" };
+            let style = if n.state.is_none() {
+                ", style=\"rounded\""
+            } else if n.superseded() {
+                ", style=\"rounded,filled,dashed\", color=gray60, fontcolor=gray50"
+            } else {
+                ""
+            };
             let _ = writeln!(
                 out,
                 "  n{} [label={}, fillcolor={}, tooltip={}{shape}{style}];",
@@ -245,8 +284,15 @@ impl GraphView {
                 let _ = writeln!(out, "  n{p} -> n{} [style=dotted, color=gray50, arrowhead=none];", n.id);
             }
         }
+        let superseded = |id: &NodeId| self.node(*id).is_some_and(ViewNode::superseded);
         for (f, t, k) in &self.edges {
-            let style = if *k == EdgeKind::Control { " [style=dashed]" } else { "" };
+            let style = if superseded(f) || superseded(t) {
+                " [style=dashed, color=gray70]"
+            } else if *k == EdgeKind::Control {
+                " [style=dashed]"
+            } else {
+                ""
+            };
             let _ = writeln!(out, "  n{f} -> n{t}{style};");
         }
         for (i, w) in self.wildcards.iter().enumerate() {
@@ -297,10 +343,13 @@ impl GraphView {
                 prev = format!("g{i}");
             }
         }
-        for s in NodeState::ALL {
+        for s in NodeState::ALL.into_iter().filter(|s| *s != NodeState::Superseded) {
             let _ = writeln!(out, "  classDef {} fill:{}", s.as_str(), state_color(s));
         }
         out.push_str("  classDef planned fill:#ffffff,stroke:#555\n");
+        if self.nodes.iter().any(ViewNode::superseded) {
+            out.push_str("  classDef superseded fill:#f7f7f7,stroke:#aaa,stroke-dasharray:4 3,color:#999\n");
+        }
         out.push_str("  classDef wildcard fill:#ffffff,stroke:#777,stroke-dasharray:4 3\n");
         out.push_str("  classDef ghost fill:#ffffff,stroke:#777,stroke-dasharray:4 3\n");
         out
@@ -330,7 +379,7 @@ impl GraphView {
             None => edges.push((f, t, kind, 1)),
         };
         let task_index = |id: NodeId, tasks: &Vec<(String, usize)>| {
-            let task = &self.nodes[id.index()].task;
+            let task = self.node(id).map(|n| n.task.as_str()).unwrap_or_default();
             tasks.iter().position(|(t, _)| t == task).unwrap_or(0)
         };
         for n in &self.nodes {
@@ -438,6 +487,7 @@ pub fn state_color(state: NodeState) -> &'static str {
         NodeState::Failed => "#ff9c9c",
         NodeState::Cancelled => "#ffd59c",
         NodeState::Skipped => "#dddddd",
+        NodeState::Superseded => "#f7f7f7",
     }
 }
 
@@ -509,8 +559,9 @@ fn wait_line(out: &mut String, run: RunId, w: &WaitRecord, now: i64) {
     }
 }
 
-/// `show RUN` as text: the run, then one line per node.
-pub fn show_text(s: &RunSnapshot) -> String {
+/// `show RUN` as text: the run, then one line per node; superseded nodes only with `all`
+/// (`show RUN --all`), otherwise counted in a last line.
+pub fn show_text(s: &RunSnapshot, all: bool) -> String {
     let r = &s.run;
     let now = crate::model::now_ms();
     let mut out = String::new();
@@ -545,7 +596,8 @@ pub fn show_text(s: &RunSnapshot) -> String {
     }
     let _ = writeln!(out, "\n{:>5}  {:<24} {:<10} {:>8} {:>9}  detail", "node", "task", "state", "attempts", "time");
     let mut cut = false;
-    for n in &s.nodes {
+    let hidden = if all { 0 } else { s.nodes.iter().filter(|n| n.state == NodeState::Superseded).count() };
+    for n in s.nodes.iter().filter(|n| all || n.state != NodeState::Superseded) {
         let time = match (n.started_at, n.finished_at) {
             (Some(a), Some(b)) => human_ms(b - a),
             _ => String::new(),
@@ -562,6 +614,14 @@ pub fn show_text(s: &RunSnapshot) -> String {
         };
         let _ =
             writeln!(out, "{:>5}  {:<24} {:<10} {:>8} {:>9}  {detail}", n.id, task, n.state.as_str(), n.attempts, time);
+    }
+    if hidden > 0 {
+        let nodes = if hidden == 1 { "node" } else { "nodes" };
+        let _ = writeln!(
+            out,
+            "\n({hidden} superseded {nodes} not shown: a rerun replaced them; `show {} --all` lists them)",
+            r.id
+        );
     }
     if cut {
         let _ = writeln!(

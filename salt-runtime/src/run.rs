@@ -149,7 +149,10 @@ impl Core {
             {
                 return Err(store_error(format!("run {run}: node {} has parent {p}, which is not older", rec.id)));
             }
-            if let (Some(p), Some(s)) = (rec.parent, rec.seq) {
+            // A superseded node keeps its place in the history only: the key is its successor's.
+            if let (Some(p), Some(s)) = (rec.parent, rec.seq)
+                && rec.state != NodeState::Superseded
+            {
                 keys.insert((p, s), rec.id);
             }
             nodes.push(Node::from_record(rec, task));
@@ -161,15 +164,18 @@ impl Core {
                 n.failures += 1;
             }
         }
+        let current = |n: &Node| n.state != NodeState::Superseded;
         for e in &snapshot.edges {
             let (from, to) = (e.from.index(), e.to.index());
-            if from < nodes.len() && to < nodes.len() {
+            if from < nodes.len() && to < nodes.len() && current(&nodes[from]) && current(&nodes[to]) {
                 nodes[to].deps.push(e.from);
                 nodes[from].dependents.push(e.to);
             }
         }
         for i in 0..nodes.len() {
-            if let Some(p) = nodes[i].parent {
+            if let Some(p) = nodes[i].parent
+                && current(&nodes[i])
+            {
                 nodes[p.index()].children.push(NodeId::at(i));
             }
         }
@@ -213,7 +219,9 @@ impl Core {
             core.restore_promise(record, promise);
         }
         for i in 0..core.nodes.len() {
-            core.declare_registered(NodeId::at(i));
+            if core.nodes[i].state != NodeState::Superseded {
+                core.declare_registered(NodeId::at(i));
+            }
         }
         // Attempts that were running when the previous orchestrator stopped ended with it.
         for a in snapshot.attempts.iter().filter(|a| a.state == NodeState::Running) {
@@ -257,11 +265,17 @@ impl Core {
                     if !self.is_current(at) || self.terminated.is_some() {
                         break;
                     }
+                    match &m {
+                        crate::context::Mutation::Spawn(req) => self.called(at.node, req.seq),
+                        crate::context::Mutation::Promise { seq, .. } => self.called(at.node, *seq),
+                        _ => {}
+                    }
                     self.mutate(at, m);
                 }
             }
             Event::Wait { at, call, wait } => {
                 if self.is_current(at) {
+                    self.called(at.node, wait.seq);
                     self.wait_signal(at, call, wait);
                 }
             }
@@ -272,6 +286,7 @@ impl Core {
             }
             Event::Journal { at, call, seq, kind, value } => {
                 if self.is_current(at) {
+                    self.called(at.node, seq);
                     self.journal_call(at, call, seq, kind, value);
                 }
             }
@@ -350,7 +365,7 @@ impl Core {
             (RunState::Terminated, None, Some(error.clone()))
         } else if let Some(reason) = &self.cancel_reason {
             (RunState::Cancelled, None, Some(Error::new(ErrorKind::Cancelled, reason)))
-        } else if self.nodes.iter().all(|n| n.state == NodeState::Succeeded) {
+        } else if self.nodes.iter().all(|n| matches!(n.state, NodeState::Succeeded | NodeState::Superseded)) {
             (RunState::Succeeded, root.output.clone(), None)
         } else {
             let error = if root.state == NodeState::Failed {
@@ -384,7 +399,7 @@ impl Core {
     pub(crate) fn summary(&self, now: Instant) -> Summary {
         let mut counts = [0usize; NodeState::ALL.len()];
         let mut running = Vec::new();
-        for n in &self.nodes {
+        for n in self.nodes.iter().filter(|n| n.state != NodeState::Superseded) {
             let i = NodeState::ALL.iter().position(|s| *s == n.state).unwrap_or(0);
             counts[i] += 1;
             if n.state == NodeState::Running && running.len() < 4 {

@@ -372,31 +372,29 @@ impl Runner {
     }
 
     /// Resets `from` and everything downstream of it and runs them again; nothing upstream
-    /// runs again (the parents of the reset nodes replay, binding their other children).
+    /// runs again (the parents of the reset nodes replay, binding the children they call the
+    /// same way; from the first call that differs, the old children are superseded and the new
+    /// calls spawn new nodes). Refused for a superseded node.
     pub async fn rerun_from(&self, run: RunId, from: NodeId) -> Result<RunOutcome> {
         let (snapshot, store, lease) =
             self.take(run, &[RunState::Succeeded, RunState::Failed, RunState::Cancelled, RunState::Interrupted])?;
         let nodes = snapshot.nodes.len();
         self.drive(snapshot, store, lease, |o| {
             check_node(run, nodes, from)?;
-            let mut reset = o.downstream_of(from);
-            o.mark_rerun(&reset);
-            reset.extend(o.unfinished());
-            reset.sort_unstable();
-            reset.dedup();
-            o.reset(&reset);
-            Ok(())
+            o.rerun_from(from)
         })
         .await
     }
 
-    /// Runs exactly one node again. Refused, with nothing run, when a node it depends on has
-    /// not succeeded.
+    /// Runs exactly one node again (a body that calls otherwise than before supersedes the
+    /// children it no longer calls the same way). Refused, with nothing run, when a node it
+    /// depends on has not succeeded, or the node is superseded.
     pub async fn run_one(&self, run: RunId, node: NodeId) -> Result<RunOutcome> {
         let (snapshot, store, lease) = self.take(run, &[RunState::Succeeded, RunState::Failed, RunState::Cancelled])?;
         let nodes = snapshot.nodes.len();
         self.drive(snapshot, store, lease, |o| {
             check_node(run, nodes, node)?;
+            o.check_current(node)?;
             let unmet = o.unmet_upstream(node);
             if !unmet.is_empty() {
                 let list: Vec<String> =
@@ -410,6 +408,8 @@ impl Runner {
                 ));
             }
             o.reset(&[node]);
+            // Its body may call otherwise now: what it no longer calls is superseded.
+            o.mark_rerun(&[node]);
             Ok(())
         })
         .await

@@ -192,16 +192,22 @@ pub enum Write {
         /// Its new state.
         state: NodeState,
     },
-    /// A re-running parent gave a node new arguments (`rerun --from`).
-    NodeArgs {
+    /// A re-running node's body made a different call at `from_seq` than the journal holds
+    /// (`rerun --from`): the journaled values and waits of its calls from there on are forgotten.
+    ForgetCalls {
         /// The run.
         run: RunId,
         /// The node.
         node: NodeId,
-        /// Its new arguments.
-        args: Vec<(String, crate::model::StoredArg)>,
-        /// Their hash.
-        input_hash: String,
+        /// The first call forgotten.
+        from_seq: u32,
+    },
+    /// A promise no longer holds: the node or the call that declared it was superseded.
+    DropPromise {
+        /// The run.
+        run: RunId,
+        /// The promise's number in the run.
+        id: u32,
     },
     /// A node was reset to pending, forgetting its output (rerun, recover).
     NodeReset {

@@ -49,8 +49,17 @@ pub(super) struct Node {
     pub(super) failures: u32,
     /// The signal a parked node waits for: (seq, name).
     pub(super) parked: Option<(u32, String)>,
-    /// Re-running for `rerun --from`: a replayed spawn may change a child's arguments.
+    /// Its call's sequence number in its parent's body (none for the root).
+    pub(super) seq: Option<u32>,
+    /// Re-running for `rerun --from` (or `run-one`): from the first call its body makes
+    /// differently than before, its old children are superseded and new ones spawned.
     pub(super) rerun: bool,
+    /// Reset by a rerun, and not yet called again by its re-running parent: it does not start
+    /// until the parent's body makes the same call again (which binds it).
+    pub(super) unbound: bool,
+    /// How many calls (spawns, journaled values, waits, promises) the running attempt's body
+    /// has made: one more than the highest sequence number it used.
+    pub(super) calls: u32,
     /// The attempt that was parked while it awaited children; the first of them to end
     /// replays the node.
     pub(super) parked_on_children: Option<u32>,
@@ -58,7 +67,20 @@ pub(super) struct Node {
 
 impl Node {
     pub(super) fn from_record(rec: NodeRecord, task: &'static TaskDescriptor) -> Self {
-        Self::new(rec.id, rec.parent, task, rec.state, rec.args, rec.input_hash, rec.output, rec.error, rec.attempts)
+        let seq = rec.seq;
+        let mut node = Self::new(
+            rec.id,
+            rec.parent,
+            task,
+            rec.state,
+            rec.args,
+            rec.input_hash,
+            rec.output,
+            rec.error,
+            rec.attempts,
+        );
+        node.seq = seq;
+        node
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -95,7 +117,10 @@ impl Node {
             started_at: 0,
             failures: 0,
             parked: None,
+            seq: None,
             rerun: false,
+            unbound: false,
+            calls: 0,
             parked_on_children: None,
         }
     }
@@ -181,33 +206,47 @@ impl Core {
             stored.push((name, a));
         }
         let input_hash = hash_args(descriptor.name, &stored);
-        if let Some((kind, _)) = self.journal.get(&(parent, seq)) {
-            let e = self.nondeterministic(
-                parent,
-                seq,
-                format!("`{}()`", super::replay::journal_name(*kind)),
-                describe_call(descriptor.name, &stored),
-            );
-            return self.fail_attempt(at, e);
+        let rerun = self.nodes[parent.index()].rerun;
+        if let Some(&(kind, _)) = self.journal.get(&(parent, seq)) {
+            if rerun {
+                // A re-running body calls something else here now: from here on it is new.
+                self.supersede_from(parent, seq);
+            } else {
+                let e = self.nondeterministic(
+                    parent,
+                    seq,
+                    format!("`{}()`", super::replay::journal_name(kind)),
+                    describe_call(descriptor.name, &stored),
+                );
+                return self.fail_attempt(at, e);
+            }
         }
         if let Some(&existing) = self.keys.get(&(parent, seq)) {
             let n = &self.nodes[existing.index()];
             if n.task.name != descriptor.name || n.input_hash != input_hash {
-                let same_deps = n.deps.iter().all(|d| stored.iter().any(|(_, a)| *a == StoredArg::Node(*d)));
-                if self.nodes[parent.index()].rerun && n.task.name == descriptor.name && same_deps {
-                    return self.replace_args(existing, stored, input_hash);
+                if !rerun {
+                    let expected = describe_call(n.task.name, &n.args);
+                    let e = self.nondeterministic(parent, seq, expected, describe_call(descriptor.name, &stored));
+                    return self.fail_attempt(at, e);
                 }
-                let expected = describe_call(n.task.name, &n.args);
-                let e = self.nondeterministic(parent, seq, expected, describe_call(descriptor.name, &stored));
-                return self.fail_attempt(at, e);
+                // A re-running body makes a different call here: the old child and every later
+                // one are superseded, and this call spawns a new node below.
+                self.supersede_from(parent, seq);
+            } else {
+                if n.unbound {
+                    // The same call as before: the rerun runs the child again.
+                    self.nodes[existing.index()].unbound = false;
+                    self.promote(existing);
+                    return;
+                }
+                // A child that failed before this attempt of its parent began runs again; one
+                // that failed during it is this attempt's result.
+                let stale = n.ended_at < self.nodes[parent.index()].started_at;
+                if stale && matches!(n.state, NodeState::Failed | NodeState::Cancelled | NodeState::Skipped) {
+                    self.revive(existing);
+                }
+                return;
             }
-            // A child that failed before this attempt of its parent began runs again; one that
-            // failed during it is this attempt's result.
-            let stale = n.ended_at < self.nodes[parent.index()].started_at;
-            if stale && matches!(n.state, NodeState::Failed | NodeState::Cancelled | NodeState::Skipped) {
-                self.revive(existing);
-            }
-            return;
         }
 
         if !self.nodes[parent.index()].task.may_spawn {
@@ -273,6 +312,7 @@ impl Core {
         let mut node = Node::new(id, Some(parent), descriptor, NodeState::Pending, stored, input_hash, None, None, 0);
         node.deps = deps;
         node.unmet = unmet;
+        node.seq = Some(seq);
         self.nodes.push(node);
         self.nodes[parent.index()].children.push(id);
         self.keys.insert((parent, seq), id);

@@ -10,6 +10,12 @@ use crate::model::{NodeId, NodeState, PromiseRecord};
 use crate::promise::{Promise, Shape, Target};
 use crate::store::Write;
 
+/// Whether a promise was registered with its declaring node's task (those count down from
+/// `u32::MAX`; a body's own calls count up from 0).
+pub(super) fn registered(p: &PromiseRecord) -> bool {
+    p.seq > u32::MAX / 2
+}
+
 /// A promise in force, with the state of its shape.
 pub(super) struct Active {
     pub(super) record: PromiseRecord,
@@ -28,6 +34,31 @@ impl Core {
             }
             _ => None,
         }
+    }
+
+    /// Recomputes what the shape promises allow still, from the children their scopes have
+    /// now (after some were superseded).
+    pub(super) fn refresh_shapes(&mut self) {
+        for i in 0..self.promises.len() {
+            let shape = self.shape_after(&self.promises[i].promise, self.promises[i].record.scope).flatten();
+            self.promises[i].shape = shape;
+        }
+    }
+
+    /// Drops the promises `gone` picks (their declaring node or call was superseded), and
+    /// checks those that remain against the graph as it is now.
+    pub(super) fn drop_promises(&mut self, gone: impl Fn(&PromiseRecord) -> bool) {
+        let run = self.run;
+        let mut writes = Vec::new();
+        self.promises.retain(|p| {
+            let drop = gone(&p.record);
+            if drop {
+                writes.push(Write::DropPromise { run, id: p.record.id });
+            }
+            !drop
+        });
+        self.fx.writes.extend(writes);
+        self.refresh_shapes();
     }
 
     /// A promise read back from the store.
@@ -73,8 +104,9 @@ impl Core {
     }
 
     fn add_promise(&mut self, scope: NodeId, by: NodeId, seq: u32, promise: Promise) {
-        let record =
-            PromiseRecord { id: self.promises.len() as u32, scope, declared_by: by, seq, text: promise.to_string() };
+        // Numbers are never reused, also when promises were dropped.
+        let id = self.promises.iter().map(|p| p.record.id + 1).max().unwrap_or(0);
+        let record = PromiseRecord { id, scope, declared_by: by, seq, text: promise.to_string() };
         let shape = match self.shape_after(&promise, scope) {
             None => None,
             Some(Some(s)) => Some(s),

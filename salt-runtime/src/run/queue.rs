@@ -19,7 +19,7 @@ impl Core {
     /// A pending node whose deps all succeeded becomes ready (and is queued).
     pub(super) fn promote(&mut self, id: NodeId) {
         let n = &self.nodes[id.index()];
-        if n.state == NodeState::Pending && n.unmet == 0 && n.live.is_none() {
+        if n.state == NodeState::Pending && n.unmet == 0 && n.live.is_none() && !n.unbound {
             let prio = n.task.policy.priority;
             self.set_state(id, NodeState::Ready);
             self.ready.push((prio, Reverse(id)));
@@ -50,6 +50,7 @@ impl Core {
         n.attempts += 1;
         n.state = NodeState::Running;
         n.waiting_on = 0;
+        n.calls = 0;
         self.clock += 1;
         n.started_at = self.clock;
         let attempt = n.attempts;

@@ -38,7 +38,8 @@ pub(super) fn journal_name(kind: JournalKind) -> &'static str {
 impl Core {
     /// What the journal holds for call `seq` of `node`'s body, which now makes `call` of
     /// `kind`: `Ok(Some(value))` on a replay, `Ok(None)` the first time; a different recorded
-    /// call (a spawn, or another journaled kind) fails the attempt as non-deterministic.
+    /// call (a spawn, or another journaled kind) fails the attempt as non-deterministic, except
+    /// in a re-running body, where it supersedes what the body did from there on (`Ok(None)`).
     pub(super) fn replayed(
         &mut self,
         at: AttemptId,
@@ -57,6 +58,11 @@ impl Core {
                 None => return Ok(None),
             }
         };
+        if self.nodes[node.index()].rerun {
+            // A re-running body calls something else here now: from here on it is new.
+            self.supersede_from(node, seq);
+            return Ok(None);
+        }
         let e = self.nondeterministic(node, seq, expected, call);
         self.fail_attempt(at, e);
         Err(())

@@ -4,7 +4,7 @@
 use super::{Action, Core};
 use crate::error::{Error, ErrorKind};
 use crate::executor::AttemptId;
-use crate::model::{NodeId, NodeState, StoredArg, now_ms};
+use crate::model::{NodeId, NodeState, now_ms};
 use crate::store::Write;
 
 impl Core {
@@ -47,9 +47,13 @@ impl Core {
         }
     }
 
-    /// Every node that is not succeeded: what `recover` runs again.
+    /// Every node that is neither succeeded nor superseded: what `recover` runs again.
     pub(crate) fn unfinished(&self) -> Vec<NodeId> {
-        self.nodes.iter().filter(|n| n.state != NodeState::Succeeded).map(|n| n.id).collect()
+        self.nodes
+            .iter()
+            .filter(|n| !matches!(n.state, NodeState::Succeeded | NodeState::Superseded))
+            .map(|n| n.id)
+            .collect()
     }
 
     /// The node, everything downstream of it (by edges) and everything those spawned; plus the
@@ -87,13 +91,153 @@ impl Core {
         seen
     }
 
-    /// Marks nodes as re-running (`rerun --from`): when their bodies replay, a child whose
-    /// arguments changed (its upstream ran again) takes the new arguments and runs again,
-    /// instead of failing the replay as non-deterministic.
+    /// Marks nodes as re-running (`rerun --from`, `run-one`): their bodies run again and may
+    /// decide differently. A child is bound again only where its parent's body makes the same
+    /// call (same task, same input, same place); from the first call that differs, the old
+    /// children are superseded and the new calls spawn new nodes. Those of `ids` whose parent
+    /// is among them wait, without starting, until their parent's body binds them.
     pub(crate) fn mark_rerun(&mut self, ids: &[NodeId]) {
         for &id in ids {
             self.nodes[id.index()].rerun = true;
         }
+        for &id in ids {
+            if let Some(p) = self.nodes[id.index()].parent
+                && self.nodes[p.index()].rerun
+                && ids.contains(&p)
+            {
+                self.nodes[id.index()].unbound = true;
+            }
+        }
+    }
+
+    /// Prepares `rerun --from`: `from`, everything downstream of it and their ancestors re-run
+    /// (what did not succeed runs again too). Refused for a superseded node.
+    pub(crate) fn rerun_from(&mut self, from: NodeId) -> Result<(), Error> {
+        self.check_current(from)?;
+        let mut reset = self.downstream_of(from);
+        self.mark_rerun(&reset);
+        reset.extend(self.unfinished());
+        reset.sort_unstable();
+        reset.dedup();
+        // What did not succeed, below a re-running parent, waits to be called again too.
+        for &id in &reset {
+            if self.nodes[id.index()].parent.is_some_and(|p| self.nodes[p.index()].rerun) {
+                self.nodes[id.index()].unbound = true;
+            }
+        }
+        self.reset(&reset);
+        Ok(())
+    }
+
+    /// Refuses a superseded node: it is no longer part of the run.
+    pub(crate) fn check_current(&self, id: NodeId) -> Result<(), Error> {
+        let n = &self.nodes[id.index()];
+        if n.state == NodeState::Superseded {
+            return Err(Error::new(
+                ErrorKind::Usage,
+                format!(
+                    "node {id} (`{}`) of run {} is superseded: a rerun of its parent replaced it; see `show {} --all`",
+                    n.task.name, self.run, self.run
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The body of `node`'s running attempt made call `seq`.
+    pub(super) fn called(&mut self, node: NodeId, seq: u32) {
+        let n = &mut self.nodes[node.index()];
+        n.calls = n.calls.max(seq.saturating_add(1));
+    }
+
+    /// A re-running body made a different call at `from_seq` than before (or returned before
+    /// it): the children it made there and after, with their subtrees, are superseded — kept
+    /// in the history, no longer part of the run — and what its journal, waits and promises
+    /// held from that call on is forgotten. The promises in force are then checked against the
+    /// graph that remains.
+    pub(super) fn supersede_from(&mut self, parent: NodeId, from_seq: u32) {
+        let mut stack: Vec<NodeId> = self.nodes[parent.index()]
+            .children
+            .iter()
+            .copied()
+            .filter(|c| self.nodes[c.index()].seq.is_some_and(|s| s >= from_seq))
+            .collect();
+        let mut gone = Vec::new();
+        while let Some(id) = stack.pop() {
+            if self.nodes[id.index()].state == NodeState::Superseded {
+                continue;
+            }
+            stack.extend(self.nodes[id.index()].children.iter().copied());
+            self.retire(id);
+            gone.push(id);
+        }
+        // The nodes that remain forget the superseded ones: keys, children, edges.
+        let mut touched = Vec::new();
+        for &id in &gone {
+            let n = &self.nodes[id.index()];
+            if let (Some(p), Some(s)) = (n.parent, n.seq)
+                && self.keys.get(&(p, s)) == Some(&id)
+            {
+                self.keys.remove(&(p, s));
+            }
+            let (p, deps, dependents) = (n.parent, n.deps.clone(), n.dependents.clone());
+            if let Some(p) = p {
+                self.nodes[p.index()].children.retain(|c| *c != id);
+            }
+            for d in deps {
+                self.nodes[d.index()].dependents.retain(|x| *x != id);
+            }
+            for d in dependents {
+                self.nodes[d.index()].deps.retain(|x| *x != id);
+                touched.push(d);
+            }
+        }
+        for d in touched {
+            if self.nodes[d.index()].state != NodeState::Superseded {
+                self.nodes[d.index()].unmet = self.unmet_of(d);
+                self.promote(d);
+            }
+        }
+        let (journal, deadlines) = (self.journal.len(), self.deadlines.len());
+        self.journal.retain(|(n, s), _| *n != parent || *s < from_seq);
+        self.deadlines.retain(|(n, s), _| *n != parent || *s < from_seq);
+        if !gone.is_empty() || journal != self.journal.len() || deadlines != self.deadlines.len() {
+            self.fx.writes.push(Write::ForgetCalls { run: self.run, node: parent, from_seq });
+        }
+        self.drop_promises(|p| {
+            gone.contains(&p.declared_by)
+                || (p.declared_by == parent && p.seq >= from_seq && !super::promises::registered(p))
+        });
+    }
+
+    /// Marks one node superseded, stopping its attempt if one runs.
+    fn retire(&mut self, id: NodeId) {
+        let n = &mut self.nodes[id.index()];
+        if !n.state.is_terminal() {
+            self.active -= 1;
+        }
+        if let Some(attempt) = n.live.take() {
+            if n.state == NodeState::Running {
+                self.live_slots -= 1;
+            }
+            self.fx.actions.push(Action::Stop(AttemptId { run: self.run, node: id, attempt }));
+            self.fx.writes.push(Write::AttemptFinished {
+                run: self.run,
+                node: id,
+                attempt,
+                state: NodeState::Cancelled,
+                error: Some(Error::new(ErrorKind::Cancelled, "superseded: its parent ran again and called otherwise")),
+                at: now_ms(),
+            });
+        }
+        n.state = NodeState::Superseded;
+        n.awaiters.clear();
+        n.waiting_on = 0;
+        n.parked = None;
+        n.parked_on_children = None;
+        n.unbound = false;
+        n.rerun = false;
+        self.fx.writes.push(Write::NodeState { run: self.run, node: id, state: NodeState::Superseded });
     }
 
     /// The upstream nodes of `id` that have not succeeded.
@@ -105,24 +249,6 @@ impl Core {
             .filter(|d| d.state != NodeState::Succeeded)
             .map(|d| (d.id, d.task.name, d.state))
             .collect()
-    }
-
-    /// A re-running parent called child `id` with new arguments: take them, and run the child
-    /// and everything below it again.
-    pub(super) fn replace_args(&mut self, id: NodeId, args: Vec<(String, StoredArg)>, input_hash: String) {
-        self.fx.writes.push(Write::NodeArgs {
-            run: self.run,
-            node: id,
-            args: args.clone(),
-            input_hash: input_hash.clone(),
-        });
-        let n = &mut self.nodes[id.index()];
-        n.args = args;
-        n.input_hash = input_hash;
-        let below: Vec<NodeId> =
-            self.below(id).iter().enumerate().filter(|(_, s)| **s).map(|(i, _)| NodeId::at(i)).collect();
-        self.mark_rerun(&below);
-        self.reset(&below);
     }
 
     /// A replayed spawn bound to a child that did not succeed: run it (and what it blocked)

@@ -958,104 +958,371 @@ fn an_edge_that_closes_a_cycle_is_refused() {
 // Surgery: rerun --from, recover, run-one
 // ---------------------------------------------------------------------------------------------
 
-#[test]
-fn rerun_from_a_node_replays_its_parent_and_reruns_a_child_whose_arguments_changed() {
-    let mut h = Harness::new(vec![workflow("flow"), task("fetch"), task("sum"), task("other")]);
+/// The node ids and states of the core's graph, superseded ones aside.
+fn current(h: &Harness) -> Vec<(u64, &'static str, NodeState)> {
+    h.core
+        .nodes
+        .iter()
+        .filter(|n| n.state != NodeState::Superseded)
+        .map(|n| (n.id.get(), n.task.name, n.state))
+        .collect()
+}
+
+/// The nodes marked superseded in `fx`.
+fn superseded(fx: &Effects) -> Vec<u64> {
+    let mut ids: Vec<u64> = fx
+        .writes
+        .iter()
+        .filter_map(|w| match w {
+            Write::NodeState { node, state: NodeState::Superseded, .. } => Some(node.get()),
+            _ => None,
+        })
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+/// Runs `flow` once: `fetch` (1), awaited, then the root's `rest` calls with its output
+/// (values, not handles), every node succeeding with `null` and the root with `"done"`. Then
+/// prepares `rerun --from 1` and begins it: only the root starts (its children wait to be
+/// called again). Returns the harness and the root's new attempt.
+fn ran_then_rerun_from_fetch(
+    tasks: Vec<TaskDescriptor>,
+    first: Value,
+    rest: impl Fn(&Value) -> Vec<Mutation>,
+) -> (Harness, AttemptId) {
+    let mut h = Harness::new(tasks);
     let root = h.start_root();
-    // fetch (1), then sum (2) of fetch's value (awaited and passed on), and an unrelated node (3).
     let fetch = started(&h.spawn(root, 0, "fetch", &[]), NodeId::new(1));
     h.await_(root, 1, 0);
-    let fx = h.succeed(fetch, json!(1));
-    assert_eq!(resolved(&fx, root, 1), Ok(json!(1)));
-    let fx = h.mutate(root, vec![spawn(1, "sum", &[("v", v(json!(1)))]), spawn(2, "other", &[])]);
-    for at in starts(&fx) {
-        h.succeed(at, json!(10));
+    h.succeed(fetch, first.clone());
+    let mut queue = starts(&h.mutate(root, rest(&first)));
+    while let Some(at) = queue.pop() {
+        queue.extend(starts(&h.succeed(at, Value::Null)));
     }
-    h.succeed(root, json!(10));
+    h.succeed(root, json!("done"));
     assert_eq!(h.core.finish().state, RunState::Succeeded);
     h.core.take_effects();
 
-    // `rerun --from 1`, as the runner prepares it.
-    let mut reset = h.core.downstream_of(NodeId::new(1));
-    assert_eq!(reset, [0, 1], "the node and its parent (which replays); not its siblings");
-    h.core.mark_rerun(&reset);
-    reset.extend(h.core.unfinished());
-    h.core.reset(&reset);
-    assert!(
-        h.core.take_effects().writes.iter().all(|w| matches!(w, Write::NodeReset { .. } | Write::NodeState { .. }))
-    );
-    assert_eq!(h.core.unfinished(), [0, 1]);
-
+    h.core.rerun_from(NodeId::new(1)).expect("a current node");
     h.core.begin(h.now);
     let fx = h.effects();
-    let (root, fetch) = (started(&fx, NodeId::ROOT), started(&fx, NodeId::new(1)));
-    assert_eq!((root.attempt, fetch.attempt), (2, 2));
-    let fx = h.spawn(root, 0, "fetch", &[]);
-    assert!(inserted(&fx).is_empty() && starts(&fx).is_empty());
-    h.await_(root, 1, 0);
-    let fx = h.succeed(fetch, json!(2));
-    assert_eq!(resolved(&fx, root, 1), Ok(json!(2)), "the new output");
+    assert_eq!(starts(&fx).iter().map(|a| a.node.get()).collect::<Vec<_>>(), [0], "only the root: {fx:?}");
+    (h, started(&fx, NodeId::ROOT))
+}
 
-    let fx = h.mutate(root, vec![spawn(1, "sum", &[("v", v(json!(2)))]), spawn(2, "other", &[])]);
-    assert!(inserted(&fx).is_empty());
-    assert!(fx.writes.iter().any(|w| matches!(w, Write::NodeArgs { node, .. } if *node == 2)), "{:?}", fx.writes);
-    assert_eq!(starts(&fx).len(), 1, "only `sum` runs again");
-    let sum = launch(&fx, NodeId::new(2));
-    assert_eq!((sum.at.attempt, &sum.input), (2, &json!({"v": 2})));
-    let sum = sum.at;
-    h.await_(root, 2, 1);
-    let fx = h.succeed(sum, json!(20));
-    assert_eq!(resolved(&fx, root, 2), Ok(json!(20)));
-    h.succeed(root, json!(20));
-    h.assert_all_final();
-    let outcome = h.core.finish();
-    assert_eq!((outcome.state, outcome.output), (RunState::Succeeded, Some(json!(20))));
-    assert_eq!(h.core.nodes[3].attempts, 1, "the unrelated node did not run again");
+/// The root's replay of `fetch` binds it, which runs again and returns `output`.
+fn replay_fetch(h: &mut Harness, root: AttemptId, output: Value) {
+    let fx = h.spawn(root, 0, "fetch", &[]);
+    assert!(inserted(&fx).is_empty(), "bound again: {:?}", fx.writes);
+    let fetch = started(&fx, NodeId::new(1));
+    assert_eq!(fetch.attempt, 2);
+    h.await_(root, 1, 0);
+    let fx = h.succeed(fetch, output.clone());
+    assert_eq!(resolved(&fx, root, 1), Ok(output));
 }
 
 #[test]
-fn a_rerun_child_still_running_with_old_arguments_is_stopped_when_they_change() {
-    // fetch (1) -> stage (2), a task that spawns `sum` (3) with a value from its input. A rerun
-    // from `fetch` resets `sum` too, which may start (with its old arguments) before `stage`
-    // replays and gives it new ones: that attempt must not count.
-    let stage = TaskDescriptor { may_spawn: true, ..task("stage") };
-    let mut h = Harness::new(vec![workflow("flow"), task("fetch"), stage, task("sum")]);
+fn a_rerun_binds_the_same_calls_and_supersedes_from_the_first_that_differs() {
+    let tasks = vec![workflow("flow"), task("fetch"), task("sum"), task("other")];
+    let rest = |x: &Value| vec![spawn(1, "sum", &[("v", v(x.clone()))]), spawn(2, "other", &[])];
+    let (mut h, root) = ran_then_rerun_from_fetch(tasks, json!(1), rest);
+    replay_fetch(&mut h, root, json!(2));
+
+    // `sum` is called with another value: it and every later call are new nodes.
+    let fx = h.mutate(root, rest(&json!(2)));
+    assert_eq!(superseded(&fx), [2, 3]);
+    assert_eq!(inserted(&fx), [(NodeId::new(4), "sum".to_string()), (NodeId::new(5), "other".to_string())]);
+    assert_eq!(launch(&fx, NodeId::new(4)).input, json!({"v": 2}));
+    assert_eq!(h.core.keys.get(&(NodeId::ROOT, 1)), Some(&NodeId::new(4)), "the key is the new node's");
+    h.complete(fx, root, json!("again"));
+    assert_eq!(
+        current(&h),
+        [
+            (0, "flow", NodeState::Succeeded),
+            (1, "fetch", NodeState::Succeeded),
+            (4, "sum", NodeState::Succeeded),
+            (5, "other", NodeState::Succeeded)
+        ]
+    );
+    assert_eq!((h.core.nodes[2].attempts, h.core.nodes[3].attempts), (1, 1), "the old nodes did not run again");
+    assert!(h.core.unfinished().is_empty(), "nothing for `recover` to do");
+}
+
+#[test]
+fn a_rerun_that_flips_a_branch_supersedes_the_old_branch_and_its_subtree() {
+    // `fetch` says which branch; branch `a` spawns a `leaf` of its own.
+    let a = TaskDescriptor { may_spawn: true, ..task("a") };
+    let tasks = vec![workflow("flow"), task("fetch"), a, task("b"), task("leaf")];
+    let mut h = Harness::new(tasks);
     let root = h.start_root();
-    let fx = h.mutate(root, vec![spawn(0, "fetch", &[]), spawn(1, "stage", &[("v", out(0))])]);
-    let fx = h.succeed(started(&fx, NodeId::new(1)), json!(1));
-    let stage = started(&fx, NodeId::new(2));
-    let fx = h.spawn(stage, 0, "sum", &[("v", v(json!(1)))]);
-    h.succeed(started(&fx, NodeId::new(3)), json!(10));
-    h.succeed(stage, json!(10));
-    h.succeed(root, json!(10));
+    let fetch = started(&h.spawn(root, 0, "fetch", &[]), NodeId::new(1));
+    h.await_(root, 1, 0);
+    h.succeed(fetch, json!("a"));
+    let a = started(&h.spawn(root, 1, "a", &[]), NodeId::new(2));
+    let leaf = started(&h.spawn(a, 0, "leaf", &[]), NodeId::new(3));
+    h.succeed(leaf, json!(1));
+    h.succeed(a, json!(1));
+    h.succeed(root, json!("a"));
     assert_eq!(h.core.finish().state, RunState::Succeeded);
     h.core.take_effects();
 
-    let mut reset = h.core.downstream_of(NodeId::new(1));
-    assert_eq!(reset, [0, 1, 2, 3]);
-    h.core.mark_rerun(&reset);
-    reset.extend(h.core.unfinished());
-    h.core.reset(&reset);
+    h.core.rerun_from(NodeId::new(1)).unwrap();
+    h.core.begin(h.now);
+    let root = started(&h.effects(), NodeId::ROOT);
+    replay_fetch(&mut h, root, json!("b"));
+    let fx = h.spawn(root, 1, "b", &[]);
+    assert_eq!(superseded(&fx), [2, 3], "the old branch and what it spawned");
+    assert_eq!(inserted(&fx), [(NodeId::new(4), "b".to_string())]);
+    h.complete(fx, root, json!("b"));
+    assert_eq!(
+        current(&h),
+        [(0, "flow", NodeState::Succeeded), (1, "fetch", NodeState::Succeeded), (4, "b", NodeState::Succeeded)]
+    );
+    assert!(h.core.unfinished().is_empty());
+    assert_eq!(h.core.summary(h.now).counts.iter().sum::<usize>(), 3, "superseded nodes are not counted");
+}
+
+#[test]
+fn a_rerun_that_shrinks_a_map_supersedes_the_calls_it_no_longer_makes() {
+    // fetch -> m per item -> sink (of all m, by handle).
+    let tasks = vec![workflow("flow"), task("fetch"), task("m"), task("sink")];
+    let map = |items: &Value| {
+        let items = items.as_array().unwrap();
+        let mut calls: Vec<Mutation> =
+            items.iter().enumerate().map(|(i, x)| spawn(1 + i as u32, "m", &[("x", v(x.clone()))])).collect();
+        let handles: Vec<(String, WireArg)> = (0..items.len()).map(|i| (format!("m{i}"), out(1 + i as u32))).collect();
+        let args: Vec<(&str, WireArg)> = handles.iter().map(|(n, a)| (n.as_str(), a.clone())).collect();
+        calls.push(spawn(1 + items.len() as u32, "sink", &args));
+        calls
+    };
+    let (mut h, root) = ran_then_rerun_from_fetch(tasks, json!(["x", "y", "z"]), map);
+    assert_eq!(h.core.nodes.len(), 6);
+    replay_fetch(&mut h, root, json!(["x"]));
+    let fx = h.mutate(root, map(&json!(["x"])));
+    assert_eq!(superseded(&fx), [3, 4, 5], "m(y), m(z) and the old sink");
+    assert_eq!(inserted(&fx), [(NodeId::new(6), "sink".to_string())]);
+    assert_eq!(edges(&fx), [(NodeId::new(2), NodeId::new(6), EdgeKind::Data)]);
+    h.complete(fx, root, json!("one"));
+    assert_eq!(
+        current(&h),
+        [
+            (0, "flow", NodeState::Succeeded),
+            (1, "fetch", NodeState::Succeeded),
+            (2, "m", NodeState::Succeeded),
+            (6, "sink", NodeState::Succeeded)
+        ]
+    );
+    assert_eq!(h.core.nodes[2].deps, [] as [NodeId; 0]);
+    assert_eq!(h.core.nodes[2].dependents, [NodeId::new(6)], "the old sink is no longer downstream");
+}
+
+#[test]
+fn a_rerun_body_that_returns_before_its_old_calls_supersedes_them() {
+    let tasks = vec![workflow("flow"), task("fetch"), task("m")];
+    let map = |items: &Value| -> Vec<Mutation> {
+        let items = items.as_array().unwrap();
+        items.iter().enumerate().map(|(i, x)| spawn(1 + i as u32, "m", &[("x", v(x.clone()))])).collect()
+    };
+    let (mut h, root) = ran_then_rerun_from_fetch(tasks, json!(["x", "y"]), map);
+    replay_fetch(&mut h, root, json!(["x"]));
+    let fx = h.mutate(root, map(&json!(["x"])));
+    assert!(superseded(&fx).is_empty() && inserted(&fx).is_empty(), "m(x) is the same call");
+    let fx = h.succeed(root, json!("one"));
+    assert_eq!(superseded(&fx), [3], "m(y) was not called again");
+    h.assert_all_final();
+    assert_eq!(h.core.finish().state, RunState::Succeeded);
+    assert_eq!(current(&h).len(), 3);
+}
+
+#[test]
+fn a_rerun_that_passes_a_new_handle_adds_the_edge_and_waits_for_its_upstream() {
+    // First run: `use` takes a value. The rerun passes it `fetch`'s handle instead.
+    let tasks = vec![workflow("flow"), task("fetch"), task("use")];
+    let mut h = Harness::new(tasks);
+    let root = h.start_root();
+    let fx = h.mutate(root, vec![spawn(0, "fetch", &[]), spawn(1, "use", &[("x", v(json!(0)))])]);
+    for at in starts(&fx) {
+        h.succeed(at, json!(1));
+    }
+    h.succeed(root, json!(1));
+    h.core.take_effects();
+
+    h.core.rerun_from(NodeId::new(1)).unwrap();
+    h.core.begin(h.now);
+    let root = started(&h.effects(), NodeId::ROOT);
+    let fx = h.mutate(root, vec![spawn(0, "fetch", &[]), spawn(1, "use", &[("x", out(0))])]);
+    let fetch = started(&fx, NodeId::new(1));
+    assert_eq!(superseded(&fx), [2]);
+    assert_eq!(inserted(&fx), [(NodeId::new(3), "use".to_string())]);
+    assert_eq!(edges(&fx), [(NodeId::new(1), NodeId::new(3), EdgeKind::Data)]);
+    assert_eq!(starts(&fx).len(), 1, "`use` waits for `fetch`: {:?}", fx.actions);
+    let fx = h.succeed(fetch, json!(7));
+    assert_eq!(launch(&fx, NodeId::new(3)).input, json!({"x": 7}), "not a null input");
+    h.complete(fx, root, json!(7));
+}
+
+#[test]
+fn a_new_call_of_a_rerun_is_checked_against_the_promises() {
+    // The root promised no edges; its rerun passes a handle where it passed a value.
+    let tasks = vec![workflow("flow"), task("fetch"), task("use")];
+    let mut h = Harness::new(tasks);
+    let root = h.start_root();
+    let calls = |x: WireArg| vec![promise(0, "no new edges"), spawn(1, "fetch", &[]), spawn(2, "use", &[("x", x)])];
+    let fx = h.mutate(root, calls(v(json!(0))));
+    h.complete(fx, root, json!(1));
+    h.core.take_effects();
+
+    h.core.rerun_from(NodeId::new(1)).unwrap();
+    h.core.begin(h.now);
+    let root = started(&h.effects(), NodeId::ROOT);
+    let fx = h.mutate(root, calls(out(1)));
+    assert_eq!(attempt_error(&fx, NodeId::ROOT, 2).kind, ErrorKind::Promise);
+    h.assert_terminated("no new edges");
+}
+
+#[test]
+fn a_shape_promise_is_checked_against_the_graph_a_rerun_leaves() {
+    // `fetch -> m* -> sink`: after the map shrinks, the new `sink` follows the remaining `m`.
+    let tasks = vec![workflow("flow"), task("fetch"), task("m"), task("sink")];
+    let mut h = Harness::new(tasks);
+    let root = h.start_root();
+    let calls = |n: u32| {
+        let mut c = vec![promise(0, "fetch -> m* -> sink"), spawn(1, "fetch", &[])];
+        c.extend((0..n).map(|i| spawn(2 + i, "m", &[("i", v(json!(i)))])));
+        c.push(spawn(2 + n, "sink", &[("n", v(json!(n)))]));
+        c
+    };
+    let fx = h.mutate(root, calls(3));
+    h.complete(fx, root, json!(3));
+    h.core.take_effects();
+
+    h.core.rerun_from(NodeId::new(1)).unwrap();
+    h.core.begin(h.now);
+    let root = started(&h.effects(), NodeId::ROOT);
+    let fx = h.mutate(root, calls(1));
+    assert_eq!(superseded(&fx), [3, 4, 5]);
+    assert_eq!(inserted(&fx), [(NodeId::new(6), "sink".to_string())]);
+    assert!(!fx.writes.iter().any(|w| matches!(w, Write::DropPromise { .. })), "the promise was called again");
+    h.complete(fx, root, json!(1));
+}
+
+#[test]
+fn a_rerun_forgets_the_journal_and_promises_of_the_calls_it_supersedes() {
+    let tasks = vec![workflow("flow"), task("fetch"), task("a"), task("b")];
+    let mut h = Harness::new(tasks);
+    let root = h.start_root();
+    let fetch = started(&h.spawn(root, 0, "fetch", &[]), NodeId::new(1));
+    h.await_(root, 1, 0);
+    h.succeed(fetch, json!("a"));
+    let fx = h.mutate(root, vec![spawn(1, "a", &[]), promise(2, "no new nodes")]);
+    h.journal(root, 2, 3, JournalKind::Random, json!(0.5));
+    h.complete(fx, root, json!("a"));
+    h.core.take_effects();
+
+    h.core.rerun_from(NodeId::new(1)).unwrap();
+    h.core.begin(h.now);
+    let root = started(&h.effects(), NodeId::ROOT);
+    replay_fetch(&mut h, root, json!("b"));
+    // `b` now, then more nodes: the old `no new nodes` (declared after `a`) no longer holds.
+    let fx = h.mutate(root, vec![spawn(1, "b", &[]), spawn(2, "b", &[])]);
+    assert_eq!(superseded(&fx), [2]);
+    assert!(fx.writes.iter().any(|w| matches!(w, Write::DropPromise { id: 0, .. })), "{:?}", fx.writes);
+    assert!(fx.writes.iter().any(|w| matches!(w, Write::ForgetCalls { from_seq: 1, .. })));
+    // The old random value at call 3 is gone: a new one is drawn and recorded.
+    let drawn = h.journal(root, 3, 3, JournalKind::Random, json!(0.9));
+    assert_eq!(value(&drawn, root, 3), json!(0.9));
+    assert_eq!(journaled(&drawn), [(NodeId::ROOT, 3, JournalKind::Random, json!(0.9))]);
+    h.complete(fx, root, json!("b"));
+    assert!(h.core.promises.is_empty());
+}
+
+#[test]
+fn a_rerun_starts_no_child_before_its_parent_calls_it_again() {
+    // `b` failed; a rerun from `a` resets it too, but it waits for the root to call it.
+    let mut h = Harness::new(vec![workflow("flow"), task("a"), task("b")]);
+    let root = h.start_root();
+    let fx = h.mutate(root, vec![spawn(0, "a", &[]), spawn(1, "b", &[])]);
+    h.succeed(started(&fx, NodeId::new(1)), json!(1));
+    h.finish(started(&fx, NodeId::new(2)), Err(Error::new(ErrorKind::Fatal, "no")));
+    h.finish(root, Err(Error::new(ErrorKind::Fatal, "child failed")));
+    assert_eq!(h.core.finish().state, RunState::Failed);
+    h.core.take_effects();
+
+    h.core.rerun_from(NodeId::new(1)).unwrap();
     h.core.begin(h.now);
     let fx = h.effects();
-    let old_sum = started(&fx, NodeId::new(3));
-    assert_eq!(launch(&fx, NodeId::new(3)).input, json!({"v": 1}));
-    let fx = h.succeed(started(&fx, NodeId::new(1)), json!(2));
-    let stage = started(&fx, NodeId::new(2));
-    assert_eq!(launch(&fx, NodeId::new(2)).input, json!({"v": 2}));
+    assert_eq!(starts(&fx).iter().map(|a| a.node.get()).collect::<Vec<_>>(), [0]);
+    let fx = h.spawn(started(&fx, NodeId::ROOT), 0, "a", &[]);
+    assert_eq!(starts(&fx).iter().map(|a| a.node.get()).collect::<Vec<_>>(), [1], "bound, so it runs");
+    let root = AttemptId { run: RUN, node: NodeId::ROOT, attempt: 2 };
+    let fx = h.spawn(root, 1, "b", &[]);
+    assert_eq!(starts(&fx).iter().map(|a| a.node.get()).collect::<Vec<_>>(), [2]);
+    assert!(superseded(&fx).is_empty() && inserted(&fx).is_empty());
+}
 
-    let fx = h.spawn(stage, 0, "sum", &[("v", v(json!(2)))]);
-    assert!(stops(&fx).contains(&old_sum), "the attempt with the old arguments is stopped: {:?}", fx.actions);
-    let new_sum = launch(&fx, NodeId::new(3));
-    assert_eq!((new_sum.at.attempt, &new_sum.input), (3, &json!({"v": 2})));
-    let new_sum = new_sum.at;
+#[test]
+fn a_differing_replay_outside_a_rerun_is_still_non_deterministic() {
+    // `recover` replays the root after the rerun ended: its calls are bound, nothing differs
+    // quietly any more.
+    let tasks = vec![retrying(workflow("flow"), 1, Backoff::Fixed(secs(1))), task("fetch"), task("b")];
+    let mut h = Harness::new(tasks);
+    let root = h.start_root();
+    let fx = h.mutate(root, vec![spawn(0, "fetch", &[]), spawn(1, "b", &[("x", v(json!(1)))])]);
+    for at in starts(&fx) {
+        h.succeed(at, Value::Null);
+    }
+    h.finish(root, Err(task_error("flaky")));
+    let root = started(&h.advance(secs(1)), NodeId::ROOT);
+    let fx = h.mutate(root, vec![spawn(0, "fetch", &[]), spawn(1, "b", &[("x", v(json!(2)))])]);
+    assert_eq!(attempt_error(&fx, NodeId::ROOT, 2).kind, ErrorKind::NonDeterministic);
+    assert!(superseded(&fx).is_empty());
+}
 
-    // The old attempt's result, if it still arrives, is not taken.
-    let fx = h.succeed(old_sum, json!(10));
-    assert!(node_finished(&fx, NodeId::new(3)).is_none());
-    h.await_(stage, 1, 0);
-    let fx = h.succeed(new_sum, json!(20));
-    assert_eq!(resolved(&fx, stage, 1), Ok(json!(20)));
+#[test]
+fn run_one_of_a_body_that_calls_otherwise_supersedes_what_it_no_longer_calls() {
+    let tasks = vec![workflow("flow"), task("a"), task("b")];
+    let mut h = Harness::new(tasks);
+    let root = h.start_root();
+    let fx = h.mutate(root, vec![spawn(0, "a", &[])]);
+    h.complete(fx, root, json!(1));
+    h.core.take_effects();
+
+    h.core.check_current(NodeId::ROOT).unwrap();
+    h.core.reset(&[NodeId::ROOT]);
+    h.core.mark_rerun(&[NodeId::ROOT]);
+    h.core.begin(h.now);
+    let root = started(&h.effects(), NodeId::ROOT);
+    let fx = h.mutate(root, vec![spawn(0, "b", &[])]);
+    assert_eq!(superseded(&fx), [1]);
+    h.complete(fx, root, json!(2));
+    let e = h.core.check_current(NodeId::new(1)).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Usage);
+    assert!(e.message.contains("node 1 (`a`) of run 42 is superseded"), "{}", e.message);
+}
+
+#[test]
+fn a_superseded_node_stays_out_of_the_run_when_it_is_loaded_again() {
+    let node = |id: u64, task: &str, state: NodeState| {
+        let mut n = root_record(task, &json!({}));
+        (n.id, n.parent, n.seq, n.state) = (NodeId::new(id), Some(NodeId::ROOT), Some(0), state);
+        n
+    };
+    let mut root = root_record("flow", &json!({}));
+    root.state = NodeState::Succeeded;
+    let nodes = vec![root, node(1, "a", NodeState::Superseded), node(2, "a", NodeState::Succeeded)];
+    let registry = registry(vec![workflow("flow"), task("a")]);
+    let config = Config { executor: "inline", parallelism: 1, park_after: None };
+    let mut snap = snapshot("flow", nodes);
+    snap.edges.push(crate::model::EdgeRecord { from: NodeId::new(1), to: NodeId::new(2), kind: EdgeKind::Data });
+    let mut core = Core::new(snap, registry, config, Instant::now()).unwrap();
+    assert_eq!(core.keys.get(&(NodeId::ROOT, 0)), Some(&NodeId::new(2)));
+    assert_eq!(core.nodes[0].children, [NodeId::new(2)]);
+    assert!(core.nodes[2].deps.is_empty(), "an edge from a superseded node does not hold");
+    assert!(core.unfinished().is_empty());
+    assert_eq!(core.active(), 0);
+    assert_eq!(core.downstream_of(NodeId::ROOT), [0, 2]);
+    assert_eq!(core.finish().state, RunState::Succeeded);
 }
 
 #[test]

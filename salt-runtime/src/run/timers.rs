@@ -100,6 +100,13 @@ impl Core {
                     error: None,
                     at,
                 });
+                // A re-running body that returned made all its calls: the old children it did
+                // not call again are superseded.
+                if self.nodes[id.index()].rerun {
+                    let calls = self.nodes[id.index()].calls;
+                    self.supersede_from(id, calls);
+                    self.nodes[id.index()].rerun = false;
+                }
                 // A body that returned can spawn no more: its promised shapes must be complete.
                 if let Some((text, by, still)) = self.unfinished_shape(id) {
                     let what = format!("node {id} (`{}`) finishing while the shape still needs `{still}`", task.name);

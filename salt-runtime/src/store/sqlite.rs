@@ -58,6 +58,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0003_leases_queue.sql"),
     include_str!("../../migrations/0004_remote_workers.sql"),
     include_str!("../../migrations/0005_blobs.sql"),
+    include_str!("../../migrations/0006_superseded.sql"),
 ];
 
 /// `PRAGMA application_id` of every salt database: `SALT` in ASCII.
@@ -234,7 +235,6 @@ impl SqliteStore {
             | Write::NodeFinished { output: Some(v), .. }
             | Write::Journal { value: v, .. } => Prepared::Cell(self.cell(v)?),
             Write::InsertNode { node, .. } => Prepared::Args(self.args_text(&node.args)?),
-            Write::NodeArgs { args, .. } => Prepared::Args(self.args_text(args)?),
             _ => Prepared::Nothing,
         })
     }
@@ -367,9 +367,14 @@ impl SqliteStore {
                     state.as_str()
                 ])?;
             }
-            Write::NodeArgs { run, node, args: _, input_hash } => {
-                tx.prepare_cached("UPDATE nodes SET args = ?3, input_hash = ?4 WHERE run_id = ?1 AND id = ?2")?
-                    .execute(params![run, node, args, input_hash])?;
+            Write::ForgetCalls { run, node, from_seq } => {
+                tx.prepare_cached("DELETE FROM journal WHERE run_id = ?1 AND node_id = ?2 AND seq >= ?3")?
+                    .execute(params![run, node, from_seq])?;
+                tx.prepare_cached("DELETE FROM waits WHERE run_id = ?1 AND node_id = ?2 AND seq >= ?3")?
+                    .execute(params![run, node, from_seq])?;
+            }
+            Write::DropPromise { run, id } => {
+                tx.prepare_cached("DELETE FROM promises WHERE run_id = ?1 AND id = ?2")?.execute(params![run, id])?;
             }
             Write::NodeReset { run, node } => {
                 tx.prepare_cached(
@@ -1626,6 +1631,53 @@ mod tests {
         store.commit(None, &[Write::NodeReset { run, node: NodeId::new(1) }]).unwrap();
         store.commit(None, &[finished(NodeId::new(1), &Value::from(7))]).unwrap();
         assert_eq!(store.load(run).unwrap().nodes[1].output, Some(Value::from(7)));
+    }
+
+    #[test]
+    fn a_superseded_node_gives_its_key_to_the_call_that_replaced_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("salt.db")).unwrap();
+        let run = new_run(&store, None);
+        let child = |id: u64, task: &str| NodeRecord {
+            id: NodeId::new(id),
+            parent: Some(NodeId::ROOT),
+            seq: Some(0),
+            task: task.into(),
+            ..root()
+        };
+        let journal = |seq: u32| Write::Journal {
+            run,
+            node: NodeId::ROOT,
+            seq,
+            kind: crate::context::JournalKind::Random,
+            value: Value::from(seq),
+        };
+        store
+            .commit(None, &[Write::InsertNode { run, node: Box::new(child(1, "a")) }, journal(1), journal(2)])
+            .unwrap();
+        // The same key twice, while both are current, is refused.
+        assert!(store.commit(None, &[Write::InsertNode { run, node: Box::new(child(2, "b")) }]).is_err());
+        let promise = PromiseRecord { id: 0, scope: NodeId::ROOT, declared_by: NodeId::ROOT, seq: 3, text: "x".into() };
+        store.commit(None, &[Write::Promise { run, record: promise }]).unwrap();
+        store
+            .commit(
+                None,
+                &[
+                    Write::NodeState { run, node: NodeId::new(1), state: NodeState::Superseded },
+                    Write::ForgetCalls { run, node: NodeId::ROOT, from_seq: 2 },
+                    Write::DropPromise { run, id: 0 },
+                    Write::InsertNode { run, node: Box::new(child(2, "b")) },
+                ],
+            )
+            .unwrap();
+        let snap = store.load(run).unwrap();
+        let nodes: Vec<_> = snap.nodes.iter().map(|n| (n.id.get(), n.task.as_str(), n.state)).collect();
+        assert_eq!(
+            nodes,
+            [(0, "wf", NodeState::Pending), (1, "a", NodeState::Superseded), (2, "b", NodeState::Pending)]
+        );
+        assert_eq!(snap.journal.iter().map(|j| j.seq).collect::<Vec<_>>(), [1]);
+        assert!(snap.promises.is_empty());
     }
 
     #[test]

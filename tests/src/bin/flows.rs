@@ -77,6 +77,67 @@ async fn by_value(dir: String) -> salt::Result<u64> {
     step(dir, "echo".to_string(), n, 0).await
 }
 
+/// Reads `dir/side`: which branch `flip` takes, a value a test changes between runs.
+#[task]
+async fn which_side(dir: String) -> String {
+    mark(&dir, "which_side");
+    std::fs::read_to_string(Path::new(&dir).join("side")).unwrap_or_default().trim().to_string()
+}
+
+/// Appends " tail" to what it is given.
+#[task]
+async fn tail(dir: String, s: String) -> String {
+    mark(&dir, "tail");
+    format!("{s} tail")
+}
+
+/// Branches on `which_side`: `left -> tail` (by handle), or `right` alone.
+#[workflow]
+async fn flip(dir: String) -> salt::Result<String> {
+    let side = which_side(dir.clone()).await?;
+    if side == "left" {
+        let l = left(dir.clone());
+        tail(dir, l).await
+    } else {
+        right(dir).await
+    }
+}
+
+/// Reads `dir/width.txt`: how many items `resize` maps over, a value a test changes between runs.
+#[task]
+async fn width(dir: String) -> u64 {
+    mark(&dir, "width");
+    std::fs::read_to_string(Path::new(&dir).join("width.txt")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
+}
+
+/// `x * x`.
+#[task]
+async fn square(dir: String, x: u64) -> u64 {
+    mark(&dir, "square");
+    x * x
+}
+
+/// Returns `n`.
+#[task]
+async fn count(dir: String, n: u64) -> u64 {
+    mark(&dir, "count");
+    n
+}
+
+/// `width -> square* -> count`: one `square` per item, each ordered before `count` by a
+/// control edge. Returns the sum of the squares plus the count.
+#[workflow(promise = "width -> square* -> count")]
+async fn resize(dir: String, ctx: &Context) -> salt::Result<u64> {
+    let n = width(dir.clone()).await?;
+    let squares: Vec<_> = (0..n).map(|i| square(dir.clone(), i)).collect();
+    let c = count(dir.clone(), n);
+    for s in &squares {
+        ctx.edge(s, &c);
+    }
+    let sum: u64 = salt::join_all(squares).await?.iter().sum();
+    Ok(sum + c.await?)
+}
+
 /// Retries on failure, but its child fails for good: no retry helps.
 #[workflow(retries = 2, backoff = "10ms")]
 async fn doomed(dir: String) -> salt::Result<u64> {

@@ -157,6 +157,142 @@ fn rerun_from_a_node_whose_value_a_parent_passed_on_runs_the_receiver_again() {
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "3");
     assert_eq!(env.count("echo"), 2);
+    // `echo` is called with another value: a new node replaces the old one, kept as superseded.
     let show = env.show(1);
-    assert_eq!(show["nodes"][2]["args"][2][1]["value"], 2, "the new argument is stored: {show}");
+    assert_eq!(show["nodes"][2]["state"], "superseded", "{show}");
+    assert_eq!(show["nodes"][2]["args"][2][1]["value"], 1, "the old node keeps its arguments: {show}");
+    assert_eq!(show["nodes"][3]["state"], "succeeded", "{show}");
+    assert_eq!(show["nodes"][3]["args"][2][1]["value"], 2, "the new argument is stored: {show}");
+}
+
+/// A node as (id, task, state).
+type Node = (u64, String, String);
+/// An edge as (from, to, kind).
+type Edge = (u64, u64, String);
+
+/// The current graph of run 1 (`graph 1 --json`): its nodes as (id, task, state), and its data
+/// and control edges as (from, to, kind). Every edge it draws joins two of its nodes.
+fn current_graph(env: &Env, all: bool) -> (Vec<Node>, Vec<Edge>) {
+    let graph = if all { env.json(&["graph", "1", "--all"]) } else { env.json(&["graph", "1"]) };
+    let nodes: Vec<Node> = graph["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n["id"].as_u64().unwrap(), n["task"].as_str().unwrap().into(), n["state"].as_str().unwrap().into()))
+        .collect();
+    let mut edges = Vec::new();
+    for e in graph["edges"].as_array().unwrap() {
+        let (from, to) = (e["from"].as_u64().unwrap(), e["to"].as_u64().unwrap());
+        assert!(
+            nodes.iter().any(|n| n.0 == from) && nodes.iter().any(|n| n.0 == to),
+            "{e} joins hidden nodes: {graph}"
+        );
+        let kind = e["kind"].as_str().unwrap().to_string();
+        if kind == "data" || kind == "control" {
+            edges.push((from, to, kind));
+        }
+    }
+    edges.sort();
+    (nodes, edges)
+}
+
+fn node(id: u64, task: &str, state: &str) -> Node {
+    (id, task.into(), state.into())
+}
+
+/// After a rerun, the run has nothing left for `recover` to do, and reads the same.
+fn nothing_to_recover(env: &Env) {
+    let before = current_graph(env, true);
+    let out = env.run(&["recover", "1"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(stderr(&out).contains("nothing to recover"), "{}", text(&out));
+    assert_eq!(current_graph(env, true), before);
+}
+
+#[test]
+fn a_rerun_that_flips_a_branch_takes_the_other_branch() {
+    let env = Env::new();
+    let input = serde_json::json!({"dir": env.dir()}).to_string();
+    let side = |s: &str| std::fs::write(env.work.join("side"), s).unwrap();
+    side("left");
+    let out = env.run(&["run", "flip", "--input", &input]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), r#""left tail""#);
+    let ok = "succeeded";
+    let first = vec![node(0, "flip", ok), node(1, "which_side", ok), node(2, "left", ok), node(3, "tail", ok)];
+    assert_eq!(current_graph(&env, false), (first, vec![(2, 3, "data".into())]));
+
+    // The branch now goes the other way: `left` and `tail` are superseded, `right` is new.
+    side("right");
+    let out = env.run(&["rerun", "1", "--from", "which_side"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), r#""right""#);
+    assert_eq!(
+        current_graph(&env, false),
+        (vec![node(0, "flip", ok), node(1, "which_side", ok), node(4, "right", ok)], vec![])
+    );
+    let (all, edges) = current_graph(&env, true);
+    assert_eq!(all[2], node(2, "left", "superseded"));
+    assert_eq!(all[3], node(3, "tail", "superseded"));
+    assert_eq!(edges, [(2, 3, "data".into())], "`--all` draws the old edges too");
+    let dot = String::from_utf8_lossy(&env.run(&["graph", "1", "--all"]).stdout).into_owned();
+    let drawn = r##"n2 [label="2: left\nsuperseded", fillcolor="#f7f7f7", tooltip="superseded", style="rounded,filled,dashed""##;
+    assert!(dot.contains(drawn), "{dot}");
+    let shown = String::from_utf8_lossy(&env.run(&["show", "1"]).stdout).into_owned();
+    let tasks: Vec<&str> = shown.lines().filter_map(|l| l.split_whitespace().nth(1)).collect();
+    assert!(!tasks.contains(&"tail") && tasks.contains(&"right"), "{shown}");
+    assert!(shown.contains("2 superseded nodes not shown"), "{shown}");
+    assert!(String::from_utf8_lossy(&env.run(&["show", "1", "--all"]).stdout).contains("superseded"));
+    let stored = env.show(1);
+    assert_eq!(stored["nodes"][2]["state"], "superseded", "`show --json` lists them: {stored}");
+    assert_eq!(stored["run"]["state"], "succeeded");
+    nothing_to_recover(&env);
+    let out = env.run(&["rerun", "1", "--from", "2"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(stderr(&out).contains("node 2 (`left`) of run 1 is superseded"), "{}", text(&out));
+
+    // And back: new nodes again, with their own edge.
+    side("left");
+    let out = env.run(&["rerun", "1", "--from", "which_side"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), r#""left tail""#);
+    let again = vec![node(0, "flip", ok), node(1, "which_side", ok), node(5, "left", ok), node(6, "tail", ok)];
+    assert_eq!(current_graph(&env, false), (again, vec![(5, 6, "data".into())]));
+    assert_eq!((env.count("left"), env.count("right"), env.count("tail")), (2, 1, 2));
+    nothing_to_recover(&env);
+}
+
+#[test]
+fn a_rerun_that_shrinks_a_map_leaves_exactly_the_new_shape() {
+    let env = Env::new();
+    let input = serde_json::json!({"dir": env.dir()}).to_string();
+    std::fs::write(env.work.join("width.txt"), "3").unwrap();
+    let out = env.run(&["run", "resize", "--input", &input]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "8", "0 + 1 + 4, and 3");
+    let ok = "succeeded";
+    let (nodes, edges) = current_graph(&env, false);
+    assert_eq!(nodes.len(), 6);
+    let control = |pairs: &[(u64, u64)]| pairs.iter().map(|(f, t)| (*f, *t, "control".to_string())).collect::<Vec<_>>();
+    assert_eq!(edges, control(&[(2, 5), (3, 5), (4, 5)]));
+
+    // One item now: two squares and the old count are superseded; the promised shape holds.
+    std::fs::write(env.work.join("width.txt"), "1").unwrap();
+    let out = env.run(&["rerun", "1", "--from", "width"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1", "0, and 1");
+    assert_eq!(
+        current_graph(&env, false),
+        (
+            vec![node(0, "resize", ok), node(1, "width", ok), node(2, "square", ok), node(6, "count", ok)],
+            control(&[(2, 6)])
+        )
+    );
+    let (all, _) = current_graph(&env, true);
+    let gone: Vec<u64> = all.iter().filter(|n| n.2 == "superseded").map(|n| n.0).collect();
+    assert_eq!(gone, [3, 4, 5]);
+    let shown = String::from_utf8_lossy(&env.run(&["show", "1"]).stdout).into_owned();
+    assert!(shown.contains("3 superseded nodes not shown"), "{shown}");
+    assert_eq!(env.count("count"), 2);
+    nothing_to_recover(&env);
 }
