@@ -10,6 +10,7 @@
 
 mod error;
 mod expand;
+mod fatal;
 mod parse;
 
 use proc_macro::TokenStream;
@@ -170,6 +171,54 @@ pub fn task(args: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn workflow(args: TokenStream, item: TokenStream) -> TokenStream {
     entry(Macro::Workflow, args, item)
+}
+
+/// Implements `salt::Fatal` for an error type and registers it, so that `?` turns its fatal
+/// values into errors of kind `fatal` (never retried) and the others into retryable ones.
+///
+/// On an enum, the variants marked `#[fatal]` are fatal; `#[fatal]` on the enum makes every
+/// variant fatal. Every value of a struct is fatal. The type must implement
+/// `std::error::Error` and have no generic parameters.
+///
+/// ```
+/// use salt::prelude::*;
+///
+/// #[derive(Debug, salt::Fatal)]
+/// enum LookupError {
+///     /// No such customer: looking again will not find one.
+///     #[fatal]
+///     Unknown(u64),
+///     /// The directory is busy: it may answer later.
+///     Busy,
+/// }
+///
+/// impl std::fmt::Display for LookupError {
+///     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+///         match self {
+///             LookupError::Unknown(id) => write!(f, "no customer {id}"),
+///             LookupError::Busy => write!(f, "the directory is busy"),
+///         }
+///     }
+/// }
+///
+/// impl std::error::Error for LookupError {}
+///
+/// /// Looks a customer up: an unknown id fails for good, a busy directory is retried.
+/// #[task(retries = 3, backoff = "1s")]
+/// async fn lookup(id: u64) -> Result<String, LookupError> {
+///     if id == 0 { Err(LookupError::Unknown(id)) } else { Ok(format!("customer {id}")) }
+/// }
+///
+/// # #[tokio::main] async fn main() {
+/// let e = lookup(0).await.unwrap_err();
+/// assert_eq!(e.kind(), salt::ErrorKind::Fatal);
+/// assert_eq!(salt::Error::from(LookupError::Busy).kind(), salt::ErrorKind::Task);
+/// # }
+/// ```
+#[proc_macro_derive(Fatal, attributes(fatal))]
+pub fn derive_fatal(item: TokenStream) -> TokenStream {
+    let out = syn::parse::<syn::DeriveInput>(item).and_then(fatal::derive);
+    out.unwrap_or_else(syn::Error::into_compile_error).into()
 }
 
 /// The one dispatch point: the expansion, or the unchanged item plus every error.

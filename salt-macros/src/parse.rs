@@ -165,6 +165,8 @@ struct Args {
     promises: Vec<String>,
     /// `spawns`: the task's body may spawn nodes.
     spawns: bool,
+    /// A valid `backoff` was given.
+    backoff_set: bool,
 }
 
 /// Parses and checks `#[kind(args)] item`, reporting every mistake at once.
@@ -214,6 +216,7 @@ fn parse_args(kind: Macro, args: TokenStream, errors: &mut Errors) -> Args {
     };
     let attr = kind.attr();
     let mut seen: Vec<String> = Vec::new();
+    let mut backoff_at = None;
     for meta in metas {
         let path = meta.path();
         let key = match path.get_ident() {
@@ -238,6 +241,7 @@ fn parse_args(kind: Macro, args: TokenStream, errors: &mut Errors) -> Args {
             continue;
         }
         seen.push(key.clone());
+        let tokens = meta.to_token_stream();
         let value = match meta {
             Meta::Path(_) if key == "spawns" => {
                 out.spawns = true;
@@ -261,6 +265,20 @@ fn parse_args(kind: Macro, args: TokenStream, errors: &mut Errors) -> Args {
             }
         };
         set_arg(&mut out, &key, &ungroup(value), errors);
+        if key == "backoff" && out.backoff_set {
+            backoff_at = Some(tokens);
+        }
+    }
+    // A backoff is the wait before a retry: without retries it would silently do nothing.
+    if let Some(tokens) = backoff_at
+        && out.policy.retries == 0
+    {
+        errors.spanned(
+            tokens,
+            format!(
+                "`backoff` does nothing without retries: add `retries = N` (how many times a failed attempt is retried) to {attr}, or remove `backoff`"
+            ),
+        );
     }
     out
 }
@@ -322,7 +340,10 @@ fn set_arg(out: &mut Args, key: &str, value: &Expr, errors: &mut Errors) {
         "backoff" => {
             if let Some(lit) = lit_str(key, value, errors) {
                 match parse_backoff(&lit.value()) {
-                    Ok(backoff) => out.policy.backoff = backoff,
+                    Ok(backoff) => {
+                        out.policy.backoff = backoff;
+                        out.backoff_set = true;
+                    }
                     Err(message) => errors.spanned(&lit, message),
                 }
             }

@@ -137,8 +137,76 @@ impl<E: std::error::Error + Send + Sync + 'static> From<E> for Error {
             message.push_str(&cause.to_string());
             source = cause.source();
         }
-        Self::new(ErrorKind::Task, message)
+        let kind = if is_fatal(&error) { ErrorKind::Fatal } else { ErrorKind::Task };
+        Self::new(kind, message)
     }
+}
+
+/// An error type that says which of its values are fatal: never retried, because trying again
+/// cannot help (bad input, a missing permission).
+///
+/// `?` turns any `std::error::Error` into a retryable [`Error`] of kind [`ErrorKind::Task`]. The
+/// values of a type that implements `Fatal` and is registered become errors of kind
+/// [`ErrorKind::Fatal`] instead, where [`Fatal::is_fatal`] says so, with no conversion by hand;
+/// also when the value is the source of another error. The first registered type in the chain
+/// of sources decides.
+///
+/// `#[derive(salt::Fatal)]` implements and registers it: on an enum, the variants marked
+/// `#[fatal]` are fatal (or every variant, with `#[fatal]` on the enum); a struct is always
+/// fatal. A hand-written implementation is registered with `salt::register_fatal!(Type)`.
+///
+/// ```
+/// #[derive(Debug, salt::Fatal)]
+/// enum FetchError {
+///     /// Retrying cannot fix a bad request.
+///     #[fatal]
+///     BadRequest(String),
+///     /// A network error may go away.
+///     Network(String),
+/// }
+/// # impl std::fmt::Display for FetchError {
+/// #     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { write!(f, "{self:?}") }
+/// # }
+/// # impl std::error::Error for FetchError {}
+///
+/// let bad: salt::Error = FetchError::BadRequest("no such id".into()).into();
+/// assert_eq!(bad.kind(), salt::ErrorKind::Fatal);
+/// let flaky: salt::Error = FetchError::Network("reset".into()).into();
+/// assert_eq!(flaky.kind(), salt::ErrorKind::Task);
+/// ```
+pub trait Fatal: std::error::Error + 'static {
+    /// Whether this value is fatal. By default, every value of the type is.
+    fn is_fatal(&self) -> bool {
+        true
+    }
+}
+
+/// A registered [`Fatal`] type: how to ask an error whether it is one, and fatal.
+#[doc(hidden)]
+pub struct FatalType {
+    /// `Some(fatal)` when the error is of this type.
+    pub classify: fn(&(dyn std::error::Error + 'static)) -> Option<bool>,
+}
+
+inventory::collect!(FatalType);
+
+/// What [`FatalType::classify`] is for the type `T`.
+#[doc(hidden)]
+pub fn classify<T: Fatal>(error: &(dyn std::error::Error + 'static)) -> Option<bool> {
+    error.downcast_ref::<T>().map(Fatal::is_fatal)
+}
+
+/// Whether the first registered [`Fatal`] type in the chain of `error` and its sources says
+/// it is fatal.
+fn is_fatal(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(fatal) = inventory::iter::<FatalType>.into_iter().find_map(|t| (t.classify)(e)) {
+            return fatal;
+        }
+        next = e.source();
+    }
+    false
 }
 
 /// The error a store backend reports, boxed so that its type stays out of salt's API.

@@ -455,6 +455,10 @@ pub struct RunSnapshot {
     pub promises: Vec<PromiseRecord>,
     /// The signals parked nodes wait for.
     pub waits: Vec<WaitRecord>,
+    /// Nodes that did not succeed and whose error their parent's body received (it awaited
+    /// them), with the parent's attempt that received it: failures the parent handles or
+    /// propagates, not failures of the run.
+    pub delivered: Vec<(NodeId, u32)>,
 }
 
 /// A promise as stored.

@@ -9,10 +9,12 @@
 //!
 //! Its parts, one module each: the graph and its `(parent, seq)` index (`graph`), replay and
 //! the journal (`replay`), retries, backoff and timers (`timers`), the ready queue (`queue`),
-//! promise enforcement (`promises`), signals, sleeps and parking (`signals`), and the surgery of
-//! `recover`, `rerun --from` and `run-one` (`surgery`).
+//! promise enforcement (`promises`), signals, sleeps and parking (`signals`), the surgery of
+//! `recover`, `rerun --from` and `run-one` (`surgery`), and who owns a failure and how the run
+//! ends (`outcome`).
 
 mod graph;
+mod outcome;
 mod promises;
 mod queue;
 mod replay;
@@ -112,6 +114,8 @@ pub(crate) struct Core {
     seen_signals: HashSet<i64>,
     /// Deadlines of waits (ms since the epoch) and their defaults.
     deadlines: HashMap<(NodeId, u32), (i64, Option<Value>)>,
+    /// Nodes whose failure their parent's body received, and the attempt that received it.
+    delivered: HashMap<NodeId, u32>,
     /// The time of the input being applied.
     now: Instant,
     started: Instant,
@@ -179,6 +183,8 @@ impl Core {
                 nodes[p.index()].children.push(NodeId::at(i));
             }
         }
+        let parents: Vec<Option<NodeId>> = nodes.iter().map(|n| n.parent).collect();
+        let delivered = outcome::loaded_deliveries(&snapshot.delivered, &parents, &snapshot.attempts);
         let journal = snapshot.journal.into_iter().map(|j| ((j.node, j.seq), (j.kind, j.value))).collect();
         let deadlines = snapshot
             .waits
@@ -206,6 +212,7 @@ impl Core {
             signals: Vec::new(),
             seen_signals: HashSet::new(),
             deadlines,
+            delivered,
             now,
             started: now,
         };
@@ -365,25 +372,9 @@ impl Core {
             (RunState::Terminated, None, Some(error.clone()))
         } else if let Some(reason) = &self.cancel_reason {
             (RunState::Cancelled, None, Some(Error::new(ErrorKind::Cancelled, reason)))
-        } else if self.nodes.iter().all(|n| matches!(n.state, NodeState::Succeeded | NodeState::Superseded)) {
-            (RunState::Succeeded, root.output.clone(), None)
         } else {
-            let error = if root.state == NodeState::Failed {
-                root.error.clone()
-            } else {
-                self.nodes.iter().find(|n| n.state == NodeState::Failed).map(|n| {
-                    Error::new(
-                        ErrorKind::Child,
-                        format!(
-                            "node {} (`{}`) failed: {}",
-                            n.id,
-                            n.task.name,
-                            n.error.as_ref().map(|e| e.message.as_str()).unwrap_or("")
-                        ),
-                    )
-                })
-            };
-            (RunState::Failed, root.output.clone(), error)
+            let (state, error) = self.settled();
+            (state, root.output.clone(), error)
         };
         self.fx.writes.push(Write::RunState {
             run: self.run,

@@ -216,6 +216,15 @@ pub enum Write {
         /// The node.
         node: NodeId,
     },
+    /// A node's failure was given to its parent's body, which awaited it: the parent owns it.
+    Delivered {
+        /// The run.
+        run: RunId,
+        /// The node that did not succeed.
+        node: NodeId,
+        /// The parent's attempt that received the error.
+        attempt: u32,
+    },
     /// An attempt of a node started.
     AttemptStarted {
         /// The run.

@@ -41,11 +41,11 @@
 extern crate self as salt;
 
 #[doc(inline)]
-pub use salt_macros::{task, workflow};
+pub use salt_macros::{Fatal, task, workflow};
 #[doc(inline)]
 pub use salt_runtime::context::{Annotation, Arg, Context, Handle, TaskValue, join_all};
 #[doc(inline)]
-pub use salt_runtime::error::{Error, ErrorKind, Result};
+pub use salt_runtime::error::{Error, ErrorKind, Fatal, Result};
 #[doc(inline)]
 pub use salt_runtime::model::{NodeId, NodeState, RunId, RunState};
 #[doc(inline)]
@@ -65,6 +65,45 @@ pub fn main() -> std::process::ExitCode {
     salt_runtime::cli::main()
 }
 
+/// Registers error types that implement [`Fatal`] by hand, so that `?` turns their fatal
+/// values into errors of kind [`ErrorKind::Fatal`]. `#[derive(salt::Fatal)]` registers the
+/// types it derives for by itself.
+///
+/// ```
+/// #[derive(Debug)]
+/// struct Refused(u16);
+///
+/// impl std::fmt::Display for Refused {
+///     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+///         write!(f, "refused with status {}", self.0)
+///     }
+/// }
+///
+/// impl std::error::Error for Refused {}
+///
+/// impl salt::Fatal for Refused {
+///     /// A client error will not go away; a server error may.
+///     fn is_fatal(&self) -> bool {
+///         self.0 < 500
+///     }
+/// }
+///
+/// salt::register_fatal!(Refused);
+///
+/// assert_eq!(salt::Error::from(Refused(404)).kind(), salt::ErrorKind::Fatal);
+/// assert_eq!(salt::Error::from(Refused(503)).kind(), salt::ErrorKind::Task);
+/// ```
+#[macro_export]
+macro_rules! register_fatal {
+    ($($ty:ty),+ $(,)?) => {
+        $(
+            $crate::__private::inventory::submit! {
+                $crate::__private::FatalType { classify: $crate::__private::classify::<$ty> }
+            }
+        )+
+    };
+}
+
 /// What a workflow file needs: the macros, [`Context`], [`Handle`], and serde/schemars derives.
 pub mod prelude {
     pub use crate::{Context, Handle, join_all, task, workflow};
@@ -78,7 +117,7 @@ pub mod __private {
     pub use inventory;
     pub use salt_runtime::context::hooks::{decode_input, direct, encode_output, resolve, spawn, wire};
     pub use salt_runtime::context::{Arg, Context, Handle, TaskValue};
-    pub use salt_runtime::error::{Error, Result};
+    pub use salt_runtime::error::{Error, FatalType, Result, classify};
     pub use salt_runtime::registry::{Backoff, BodyFuture, Kind, Policy, TaskDescriptor};
     pub use schemars;
     pub use serde;

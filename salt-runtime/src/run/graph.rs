@@ -240,9 +240,13 @@ impl Core {
                     return;
                 }
                 // A child that failed before this attempt of its parent began runs again; one
-                // that failed during it is this attempt's result.
+                // that failed during it is this attempt's result, and so is one whose failure an
+                // earlier attempt received without failing itself (it parked, or was interrupted).
                 let stale = n.ended_at < self.nodes[parent.index()].started_at;
-                if stale && matches!(n.state, NodeState::Failed | NodeState::Cancelled | NodeState::Skipped) {
+                if stale
+                    && matches!(n.state, NodeState::Failed | NodeState::Cancelled | NodeState::Skipped)
+                    && !self.keeps_failure(existing)
+                {
                     self.revive(existing);
                 }
                 return;
@@ -349,6 +353,9 @@ impl Core {
         };
         if self.nodes[child.index()].state.is_terminal() {
             let result = self.result_of(child);
+            if result.is_err() {
+                self.delivered(child, at.attempt);
+            }
             return self.answer(at, call, Answer::Resolved(result));
         }
         self.nodes[child.index()].awaiters.push(Awaiter { at, call });
@@ -370,10 +377,12 @@ impl Core {
             NodeState::Cancelled => {
                 Err(Error::new(ErrorKind::Cancelled, format!("node {} (`{}`) was cancelled", n.id, n.task.name)))
             }
-            // A child that failed for good (a fatal error, a broken rule) makes its awaiting
-            // parent fail for good too: retrying the parent would not help.
+            // A child that timed out says so. A child that failed for good (a fatal error, a
+            // broken rule) makes its awaiting parent fail for good too: retrying the parent
+            // would not help.
             _ => Err(Error::new(
                 match &n.error {
+                    Some(e) if e.kind == ErrorKind::Timeout => ErrorKind::Timeout,
                     Some(e) if !e.kind.is_retryable() && e.kind != ErrorKind::Upstream => ErrorKind::Fatal,
                     _ => ErrorKind::Child,
                 },
@@ -500,6 +509,11 @@ impl Core {
 
             let result = self.result_of(id);
             for w in std::mem::take(&mut self.nodes[id.index()].awaiters) {
+                let p = &mut self.nodes[w.at.node.index()];
+                let current = p.live == Some(w.at.attempt) || p.parked_on_children == Some(w.at.attempt);
+                if current && result.is_err() {
+                    self.delivered(id, w.at.attempt);
+                }
                 let p = &mut self.nodes[w.at.node.index()];
                 if p.parked_on_children == Some(w.at.attempt) {
                     // Parked while it awaited: replay it now that a child has ended.

@@ -159,6 +159,7 @@ mod tests {
             journal: Vec::new(),
             promises: Vec::new(),
             waits: Vec::new(),
+            delivered: Vec::new(),
         };
         let config = Config { executor: "inline", parallelism: 4, park_after: None };
         let mut core = Core::new(snapshot, registry, config, now).unwrap();

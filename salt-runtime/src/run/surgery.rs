@@ -37,6 +37,7 @@ impl Core {
             n.parked = None;
             n.parked_on_children = None;
             n.failures = 0;
+            self.delivered.remove(&id);
             self.fx.writes.push(Write::NodeReset { run: self.run, node: id });
         }
         for i in 0..self.nodes.len() {
@@ -45,15 +46,6 @@ impl Core {
         for &id in ids {
             self.promote(id);
         }
-    }
-
-    /// Every node that is neither succeeded nor superseded: what `recover` runs again.
-    pub(crate) fn unfinished(&self) -> Vec<NodeId> {
-        self.nodes
-            .iter()
-            .filter(|n| !matches!(n.state, NodeState::Succeeded | NodeState::Superseded))
-            .map(|n| n.id)
-            .collect()
     }
 
     /// The node, everything downstream of it (by edges) and everything those spawned; plus the

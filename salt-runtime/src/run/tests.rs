@@ -117,6 +117,7 @@ fn snapshot(workflow: &str, nodes: Vec<NodeRecord>) -> RunSnapshot {
         journal: Vec::new(),
         promises: Vec::new(),
         waits: Vec::new(),
+        delivered: Vec::new(),
     }
 }
 
@@ -676,7 +677,9 @@ fn an_attempt_past_its_timeout_is_stopped_and_failed() {
     assert_eq!(e.kind, ErrorKind::Timeout);
     assert!(e.message.contains("timed out after 5s"), "{}", e.message);
     assert_eq!(node_finished(&fx, NodeId::new(1)).map(|f| f.0), Some(NodeState::Failed));
-    assert_eq!(resolved(&fx, root, 1).map_err(|e| e.kind), Err(ErrorKind::Child));
+    let e = resolved(&fx, root, 1).expect_err("the await fails");
+    assert_eq!(e.kind, ErrorKind::Timeout, "the parent sees a timeout, not a generic child failure");
+    assert!(e.message.contains("node 1 (`slow`) failed: attempt timed out after 5s"), "{}", e.message);
 
     // The body's own end, arriving late, changes nothing.
     let fx = h.succeed(slow, json!("too late"));
@@ -1356,6 +1359,177 @@ fn run_one_lists_the_upstream_that_has_not_succeeded() {
     h.finish(started(&fx, NodeId::new(1)), Err(Error::new(ErrorKind::Fatal, "no")));
     assert_eq!(h.core.unmet_upstream(NodeId::new(2)), [(NodeId::new(1), "a", NodeState::Failed)]);
     assert!(h.core.unmet_upstream(NodeId::new(1)).is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handled failures
+// ---------------------------------------------------------------------------------------------
+
+/// The deliveries written in `fx`: (node, parent attempt).
+fn deliveries(fx: &Effects) -> Vec<(NodeId, u32)> {
+    fx.writes
+        .iter()
+        .filter_map(|w| if let Write::Delivered { node, attempt, .. } = w { Some((*node, *attempt)) } else { None })
+        .collect()
+}
+
+#[test]
+fn a_failure_the_parent_awaited_and_handled_leaves_the_child_failed_and_the_run_succeeded() {
+    let mut h = Harness::new(vec![workflow("flow"), task("rates")]);
+    let root = h.start_root();
+    let rates = started(&h.spawn(root, 0, "rates", &[]), NodeId::new(1));
+    h.await_(root, 1, 0);
+    let fx = h.finish(rates, Err(task_error("service down")));
+    let e = resolved(&fx, root, 1).expect_err("the await fails");
+    assert_eq!(e.kind, ErrorKind::Child);
+    assert_eq!(deliveries(&fx), [(NodeId::new(1), 1)]);
+
+    // The body matches on the error and returns a fallback.
+    h.succeed(root, json!({"rates": "fallback"}));
+    h.assert_all_final();
+    assert_eq!(h.state(NodeId::new(1)), NodeState::Failed, "the child stays failed");
+    let outcome = h.core.finish();
+    assert_eq!(outcome.state, RunState::Succeeded, "{:?}", outcome.error);
+    assert_eq!(outcome.output, Some(json!({"rates": "fallback"})));
+    assert_eq!(outcome.error, None);
+    assert!(h.core.unfinished().is_empty(), "recover has nothing to run again");
+}
+
+#[test]
+fn a_failure_awaited_after_it_happened_is_handled_too() {
+    let mut h = Harness::new(vec![workflow("flow"), task("a"), task("b")]);
+    let root = h.start_root();
+    let fx = h.mutate(root, vec![spawn(0, "a", &[]), spawn(1, "b", &[("x", out(0))])]);
+    h.finish(started(&fx, NodeId::new(1)), Err(Error::fatal("bad row")));
+    // `b` never ran (skipped); awaiting it gives its failure to the root, which handles it.
+    let fx = h.await_(root, 1, 1);
+    let e = resolved(&fx, root, 1).expect_err("the await fails");
+    assert_eq!(e.kind, ErrorKind::Child);
+    assert_eq!(deliveries(&fx), [(NodeId::new(2), 1)]);
+    h.succeed(root, json!(0));
+    // `a` failed and nobody awaited it: the run fails, naming it.
+    let outcome = h.core.finish();
+    assert_eq!(outcome.state, RunState::Failed);
+    let e = outcome.error.expect("a failed run says why");
+    assert_eq!(e.message, "node 1 (`a`) failed: bad row");
+    assert_eq!(h.core.unfinished(), [1], "recover runs only the failure nobody received");
+}
+
+#[test]
+fn a_failure_nobody_awaited_fails_the_run() {
+    let mut h = Harness::new(vec![workflow("flow"), task("side")]);
+    let root = h.start_root();
+    let side = started(&h.spawn(root, 0, "side", &[]), NodeId::new(1));
+    let fx = h.finish(side, Err(task_error("disk full")));
+    assert!(deliveries(&fx).is_empty());
+    h.succeed(root, json!("done"));
+    h.assert_all_final();
+    let outcome = h.core.finish();
+    assert_eq!(outcome.state, RunState::Failed);
+    assert_eq!(
+        outcome.error.map(|e| (e.kind, e.message)),
+        Some((ErrorKind::Child, "node 1 (`side`) failed: disk full".into()))
+    );
+    assert_eq!(h.core.unfinished(), [1]);
+}
+
+#[test]
+fn a_handled_failure_takes_the_nodes_below_it_along() {
+    let mut h = Harness::new(vec![workflow("flow"), workflow("sub"), task("leaf")]);
+    let root = h.start_root();
+    let sub = started(&h.spawn(root, 0, "sub", &[]), NodeId::new(1));
+    h.spawn(sub, 0, "leaf", &[]);
+    h.await_(root, 1, 0);
+    let fx = h.finish(sub, Err(Error::fatal("no")));
+    assert_eq!(node_finished(&fx, NodeId::new(2)).map(|f| f.0), Some(NodeState::Cancelled));
+    assert_eq!(resolved(&fx, root, 1).map_err(|e| e.kind), Err(ErrorKind::Fatal));
+    h.succeed(root, json!("fallback"));
+    assert_eq!(h.core.finish().state, RunState::Succeeded);
+    assert!(h.core.unfinished().is_empty());
+}
+
+#[test]
+fn a_failure_the_parent_propagated_runs_again_with_the_parent() {
+    let mut h = Harness::new(vec![workflow("flow"), task("a")]);
+    let root = h.start_root();
+    let a = started(&h.spawn(root, 0, "a", &[]), NodeId::new(1));
+    h.await_(root, 1, 0);
+    let fx = h.finish(a, Err(Error::fatal("no")));
+    let e = resolved(&fx, root, 1).expect_err("the await fails");
+    h.finish(root, Err(e));
+    assert_eq!(h.core.finish().state, RunState::Failed);
+    assert_eq!(h.core.unfinished(), [0, 1], "the parent's attempt failed with it: both run again");
+}
+
+#[test]
+fn a_parent_parked_on_a_child_that_fails_replays_and_receives_the_failure() {
+    let mut h = Harness::with(vec![workflow("flow"), task("slow")], 4, Some(secs(1)));
+    let root = h.start_root();
+    let slow = started(&h.spawn(root, 0, "slow", &[]), NodeId::new(1));
+    h.await_(root, 1, 0);
+    assert_eq!(stops(&h.advance(secs(1))), [root]);
+    let fx = h.finish(slow, Err(task_error("broke")));
+    let root = started(&fx, NodeId::ROOT);
+    assert_eq!(root.attempt, 2);
+    // The replay binds the failed child; it does not run it again.
+    let fx = h.spawn(root, 0, "slow", &[]);
+    assert!(starts(&fx).is_empty(), "{:?}", fx.actions);
+    let fx = h.await_(root, 1, 0);
+    assert_eq!(resolved(&fx, root, 1).map_err(|e| e.kind), Err(ErrorKind::Child));
+    h.succeed(root, json!("fallback"));
+    assert_eq!(h.core.finish().state, RunState::Succeeded);
+}
+
+#[test]
+fn a_handled_failure_survives_a_reload() {
+    let nodes = |root_state| {
+        let mut root = root_record("flow", &json!({}));
+        (root.state, root.attempts) = (root_state, 1);
+        let mut child = root_record("a", &json!({}));
+        (child.id, child.parent, child.seq, child.state, child.attempts) =
+            (NodeId::new(1), Some(NodeId::ROOT), Some(0), NodeState::Failed, 1);
+        child.input_hash = super::replay::hash_args("a", &[]);
+        vec![root, child]
+    };
+    let attempt = |node: NodeId, state| crate::model::AttemptRecord {
+        node,
+        attempt: 1,
+        state,
+        executor: "inline".into(),
+        started_at: 0,
+        finished_at: Some(1),
+        error: None,
+    };
+    let registry = registry(vec![workflow("flow"), task("a")]);
+    let config = Config { executor: "inline", parallelism: 1, park_after: None };
+    let load = |root_state, root_attempt| {
+        let mut snap = snapshot("flow", nodes(root_state));
+        snap.attempts = vec![attempt(NodeId::ROOT, root_attempt), attempt(NodeId::new(1), NodeState::Failed)];
+        snap.delivered = vec![(NodeId::new(1), 1)];
+        Core::new(snap, registry, config.clone(), Instant::now()).expect("loads")
+    };
+
+    // The root received the failure and succeeded.
+    let mut core = load(NodeState::Succeeded, NodeState::Succeeded);
+    assert!(core.unfinished().is_empty());
+    assert_eq!(core.finish().state, RunState::Succeeded);
+
+    // The orchestrator stopped while the root handled it: recover replays the root alone, and
+    // the replay receives the same failure.
+    let core = load(NodeState::Running, NodeState::Running);
+    let mut h = Harness { core, now: Instant::now() };
+    assert_eq!(h.core.unfinished(), [0]);
+    h.core.reset(&[NodeId::ROOT]);
+    h.core.begin(h.now);
+    let root = started(&h.effects(), NodeId::ROOT);
+    assert!(starts(&h.spawn(root, 0, "a", &[])).is_empty());
+    assert!(resolved(&h.await_(root, 1, 0), root, 1).is_err());
+    h.succeed(root, json!("fallback"));
+    assert_eq!(h.core.finish().state, RunState::Succeeded);
+
+    // The root's attempt failed with it: the child's failure is the root's no longer.
+    let core = load(NodeState::Failed, NodeState::Failed);
+    assert_eq!(core.unfinished(), [0, 1]);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -127,6 +127,9 @@ impl Core {
                     at,
                 });
                 self.nodes[id.index()].failures += 1;
+                if !cancelled {
+                    self.attempt_failed(id, attempt);
+                }
                 let failures = self.nodes[id.index()].failures;
                 let retry = error.kind.is_retryable()
                     && failures <= task.policy.retries

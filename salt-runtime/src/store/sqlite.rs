@@ -59,6 +59,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0004_remote_workers.sql"),
     include_str!("../../migrations/0005_blobs.sql"),
     include_str!("../../migrations/0006_superseded.sql"),
+    include_str!("../../migrations/0007_handled_failures.sql"),
 ];
 
 /// `PRAGMA application_id` of every salt database: `SALT` in ASCII.
@@ -378,10 +379,15 @@ impl SqliteStore {
             }
             Write::NodeReset { run, node } => {
                 tx.prepare_cached(
-                    "UPDATE nodes SET state = 'pending', output = NULL, output_blob = 0, error = NULL, finished_at = NULL
+                    "UPDATE nodes SET state = 'pending', output = NULL, output_blob = 0, error = NULL, finished_at = NULL,
+                            delivered_to = NULL
                      WHERE run_id = ?1 AND id = ?2",
                 )?
                 .execute(params![run, node])?;
+            }
+            Write::Delivered { run, node, attempt } => {
+                tx.prepare_cached("UPDATE nodes SET delivered_to = ?3 WHERE run_id = ?1 AND id = ?2")?
+                    .execute(params![run, node, attempt])?;
             }
             Write::AttemptStarted { run, node, attempt, executor, at } => {
                 tx.prepare_cached(
@@ -752,7 +758,7 @@ impl Store for SqliteStore {
         let mut stmt = tx
             .prepare_cached(
                 "SELECT id, parent, seq, task, state, args, input_hash, output, error, attempts, label,
-                        created_at, started_at, finished_at, color, shape, output_blob
+                        created_at, started_at, finished_at, color, shape, output_blob, delivered_to
                  FROM nodes WHERE run_id = ?1 ORDER BY id",
             )
             .map_err(sql)?;
@@ -776,10 +782,12 @@ impl Store for SqliteStore {
                     r.get::<_, Option<String>>(14)?,
                     r.get::<_, Option<String>>(15)?,
                     r.get::<_, bool>(16)?,
+                    r.get::<_, Option<u32>>(17)?,
                 ))
             })
             .map_err(sql)?;
         let mut nodes = Vec::new();
+        let mut delivered = Vec::new();
         for row in rows {
             let (
                 id,
@@ -799,7 +807,11 @@ impl Store for SqliteStore {
                 color,
                 shape,
                 output_blob,
+                delivered_to,
             ) = row.map_err(sql)?;
+            if let Some(attempt) = delivered_to {
+                delivered.push((id, attempt));
+            }
             let state = NodeState::parse(&state).ok_or_else(|| corrupt("nodes", format!("state `{state}`")))?;
             let args = self.args_of(id, &args)?;
             let output = output.map(|text| self.value_of("nodes", text, output_blob)).transpose()?;
@@ -918,7 +930,7 @@ impl Store for SqliteStore {
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(sql)?;
 
-        Ok(RunSnapshot { run: record, nodes, edges, attempts, journal, promises, waits })
+        Ok(RunSnapshot { run: record, nodes, edges, attempts, journal, promises, waits, delivered })
     }
 
     fn runs(&self, limit: usize) -> Result<Vec<RunSummary>, StoreError> {
@@ -1678,6 +1690,19 @@ mod tests {
         );
         assert_eq!(snap.journal.iter().map(|j| j.seq).collect::<Vec<_>>(), [1]);
         assert!(snap.promises.is_empty());
+    }
+
+    #[test]
+    fn a_delivered_failure_is_stored_until_the_node_is_reset() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("salt.db")).unwrap();
+        let run = new_run(&store, None);
+        let child = NodeRecord { id: NodeId::new(1), parent: Some(NodeId::ROOT), seq: Some(0), ..root() };
+        let delivered = Write::Delivered { run, node: NodeId::new(1), attempt: 2 };
+        store.commit(None, &[Write::InsertNode { run, node: Box::new(child) }, delivered]).unwrap();
+        assert_eq!(store.load(run).unwrap().delivered, [(NodeId::new(1), 2)]);
+        store.commit(None, &[Write::NodeReset { run, node: NodeId::new(1) }]).unwrap();
+        assert!(store.load(run).unwrap().delivered.is_empty());
     }
 
     #[test]

@@ -144,6 +144,69 @@ async fn doomed(dir: String) -> salt::Result<u64> {
     maybe_fail(dir, 1, true).await
 }
 
+/// Looks up a rate: fails (retryably) when `fail`; runs past its timeout when `hang`.
+#[task(timeout = "300ms")]
+async fn rate(dir: String, fail: bool, hang: bool) -> salt::Result<String> {
+    mark(&dir, "rate");
+    if hang {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    }
+    if fail {
+        return Err(salt::Error::msg("rate service down"));
+    }
+    Ok("live".to_string())
+}
+
+/// Handles a failed `rate` with a fallback: the failure is the workflow's, and it handled it.
+#[workflow]
+async fn fallback(dir: String, fail: bool, hang: bool) -> salt::Result<String> {
+    match rate(dir, fail, hang).await {
+        Ok(rate) => Ok(rate),
+        Err(e) if e.kind() == salt::ErrorKind::Child => Ok("fallback".to_string()),
+        Err(e) if e.kind() == salt::ErrorKind::Timeout => Ok(format!("fallback after a timeout ({e})")),
+        Err(e) => Err(e),
+    }
+}
+
+/// Spawns a `rate` that fails and never awaits it: nobody handles that failure.
+#[workflow]
+async fn unawaited(dir: String) -> salt::Result<String> {
+    let _rate = rate(dir, true, false);
+    Ok("done".to_string())
+}
+
+/// Why `lookup` failed: an unknown id for good, a busy directory for now.
+#[derive(Debug, salt::Fatal)]
+enum LookupError {
+    #[fatal]
+    Unknown(u64),
+    Busy,
+}
+
+impl std::fmt::Display for LookupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LookupError::Unknown(id) => write!(f, "no customer {id}"),
+            LookupError::Busy => write!(f, "the directory is busy"),
+        }
+    }
+}
+
+impl std::error::Error for LookupError {}
+
+/// Fails with `Unknown` for id 0 (fatal: not retried), else with `Busy` (retried).
+#[task(retries = 2, backoff = "10ms")]
+async fn lookup(dir: String, id: u64) -> Result<String, LookupError> {
+    mark(&dir, "lookup");
+    Err(if id == 0 { LookupError::Unknown(id) } else { LookupError::Busy })
+}
+
+/// Runs `lookup`.
+#[workflow]
+async fn look_up(dir: String, id: u64) -> salt::Result<String> {
+    lookup(dir, id).await
+}
+
 /// Fails on its first attempt, succeeds on the second.
 #[task(retries = 2, backoff = "50ms")]
 async fn flaky(dir: String, ctx: &Context) -> salt::Result<u32> {

@@ -4,6 +4,7 @@ mod blobs;
 mod cli;
 mod failures;
 mod gradient;
+mod handled;
 mod limits;
 mod ops;
 mod ownership;

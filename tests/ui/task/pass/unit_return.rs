@@ -1,7 +1,7 @@
 use salt::prelude::*;
 
 /// Does nothing, with a mutable parameter.
-#[task(backoff = "500ms")]
+#[task(retries = 1, backoff = "500ms")]
 async fn nothing(mut times: u32) {
     times += 1;
     let _ = times;
