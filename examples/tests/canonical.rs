@@ -169,8 +169,17 @@ fn random_map_is_always_a_then_ms_then_b_and_its_plan_shows_m_star() {
 #[test]
 fn broken_promise_is_terminated_with_a_clear_error() {
     let ex = Example::new("broken_promise");
-    let plan = ex.plan("broken_promise");
-    assert!(plan["run"]["complete"] == false, "{plan}");
+    // The plan already breaks the promise: it says so and draws nothing.
+    let plan = ex.run(&["graph", "broken_promise", "--plan"]);
+    assert_eq!(plan.status.code(), Some(1), "{}", text(&plan));
+    assert!(plan.stdout.is_empty(), "{}", text(&plan));
+    assert!(
+        String::from_utf8_lossy(&plan.stderr).contains(
+            "the plan of `broken_promise` is refused: broken promise `extract -> load` (declared by node 0, `broken_promise`): spawning `audit` from node 0 (`broken_promise`) is not allowed"
+        ),
+        "{}",
+        text(&plan)
+    );
     let out = ex.run(&["run"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);

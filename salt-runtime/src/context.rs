@@ -105,8 +105,8 @@ impl Annotation {
 }
 
 /// A change a running body makes to its run's graph. Mutations are buffered by the body's
-/// [`Context`] and sent together when the body next waits (awaits a node, a journaled value or a
-/// signal) or returns, so the mutations made between two waits apply as one.
+/// [`Context`] and sent together when the body next yields (an `.await` that does not complete
+/// at once) or returns, so the mutations made between two yields apply as one.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Mutation {
@@ -314,14 +314,46 @@ impl Context {
         }
     }
 
-    /// The context of the node whose body is running on this task, if any.
+    /// The context of the node whose body makes a task call now, if any.
+    ///
+    /// Inside a body's own future, that body's context. Inside a future the body did not poll
+    /// itself (one it handed to `tokio::spawn`, say), the context of the only body running in
+    /// this process (on this thread, for a current-thread runtime): the call is that body's,
+    /// and becomes one of its nodes like any other. When several bodies run, there is no such
+    /// context, and a task call made there fails (see [`hooks::direct`]) rather than run
+    /// outside the graph.
     pub fn current() -> Option<Context> {
-        CURRENT.try_with(|c| c.clone()).ok().filter(|c| c.inner.host.is_some())
+        match CURRENT.try_with(|c| c.clone()) {
+            Ok(c) => Some(c).filter(|c| c.inner.host.is_some()),
+            Err(_) => match live::caller() {
+                live::Caller::Body(c) => Some(c),
+                live::Caller::Unknown(_) | live::Caller::None => None,
+            },
+        }
     }
 
-    /// Runs `fut` with this context as the current one.
+    /// Runs `fut` as the body of this context: its context is the current one, the mutations
+    /// it buffers are sent whenever it yields (so a body that broke a promise is stopped at
+    /// its next `.await` that does not complete at once), and, while it runs, task calls from
+    /// futures it spawned find their way back to it (see [`Context::current`]).
     pub(crate) fn scope<F: Future>(self, fut: F) -> impl Future<Output = F::Output> {
-        CURRENT.scope(self, fut)
+        let mut body = Box::pin(CURRENT.scope(self.clone(), fut));
+        let mut registered: Option<live::Registered> = None;
+        std::future::poll_fn(move |cx| {
+            if registered.is_none() {
+                registered = Some(live::register(&self));
+            }
+            match body.as_mut().poll(cx) {
+                std::task::Poll::Pending => {
+                    self.flush();
+                    std::task::Poll::Pending
+                }
+                ready => {
+                    registered = None;
+                    ready
+                }
+            }
+        })
     }
 
     /// The id of the run (0 outside a run).
@@ -604,12 +636,14 @@ impl<T: TaskValue> Handle<T> {
     where
         F: Future<Output = Result<T>> + Send + 'static,
     {
-        let fut = async move {
-            let out = body.await?;
-            serde_json::to_value(out).map_err(|e| Error::new(ErrorKind::Input, e))
-        }
-        .boxed()
-        .shared();
+        // A body run directly is outside any run: calls it makes run directly too.
+        let fut = CURRENT
+            .scope(Context::detached(), async move {
+                let out = body.await?;
+                serde_json::to_value(out).map_err(|e| Error::new(ErrorKind::Input, e))
+            })
+            .boxed()
+            .shared();
         Self { inner: Arc::new(HandleInner::Direct(fut)), _out: PhantomData }
     }
 
@@ -759,6 +793,120 @@ where
     futures::future::join_all(handles.into_iter().map(IntoFuture::into_future)).await.into_iter().collect()
 }
 
+/// The bodies running in this process, to find the caller of a task call made from a future
+/// that is no body's own (one a body handed to `tokio::spawn`).
+pub(crate) mod live {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Mutex, Weak};
+    use std::thread::ThreadId;
+
+    use super::{Context, ContextInner};
+    use crate::error::{Error, ErrorKind};
+
+    struct Body {
+        id: u64,
+        ctx: Weak<ContextInner>,
+        /// The thread of its current-thread runtime; none on a multi-thread runtime.
+        thread: Option<ThreadId>,
+    }
+
+    static BODIES: Mutex<Vec<Body>> = Mutex::new(Vec::new());
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    /// Executors (and node processes, workers) that run bodies in this process now, by id, with
+    /// the thread of their current-thread runtime (none: a multi-thread runtime).
+    static HOSTS: Mutex<Vec<(u64, Option<ThreadId>)>> = Mutex::new(Vec::new());
+
+    fn bodies() -> std::sync::MutexGuard<'static, Vec<Body>> {
+        BODIES.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The thread that identifies the runtime polling now, for a current-thread runtime.
+    fn runtime_thread() -> Option<ThreadId> {
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => None,
+            _ => Some(std::thread::current().id()),
+        }
+    }
+
+    /// A body registered while it runs; dropping it unregisters the body.
+    pub(crate) struct Registered(u64);
+
+    impl Drop for Registered {
+        fn drop(&mut self) {
+            bodies().retain(|b| b.id != self.0);
+        }
+    }
+
+    pub(crate) fn register(ctx: &Context) -> Registered {
+        let id = NEXT.fetch_add(1, Ordering::Relaxed);
+        if ctx.inner.host.is_some() {
+            let body = Body { id, ctx: std::sync::Arc::downgrade(&ctx.inner), thread: runtime_thread() };
+            bodies().push(body);
+        }
+        Registered(id)
+    }
+
+    fn hosts() -> std::sync::MutexGuard<'static, Vec<(u64, Option<ThreadId>)>> {
+        HOSTS.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// This runtime runs bodies while the value lives (an executor, a node process, a worker).
+    pub(crate) struct Hosting(u64);
+
+    impl Hosting {
+        /// Made on the runtime that runs the bodies.
+        pub(crate) fn new() -> Self {
+            let id = NEXT.fetch_add(1, Ordering::Relaxed);
+            hosts().push((id, runtime_thread()));
+            Self(id)
+        }
+    }
+
+    impl Drop for Hosting {
+        fn drop(&mut self) {
+            hosts().retain(|h| h.0 != self.0);
+        }
+    }
+
+    /// Who makes a task call from a future that is no body's own.
+    pub(crate) enum Caller {
+        /// The only body running here.
+        Body(Context),
+        /// Bodies run here, but which one calls cannot be told: the call must fail.
+        Unknown(Error),
+        /// Nothing runs here: a call outside any run.
+        None,
+    }
+
+    pub(crate) fn caller() -> Caller {
+        let thread = runtime_thread();
+        let here: Vec<Context> = bodies()
+            .iter()
+            .filter(|b| b.thread == thread)
+            .filter_map(|b| b.ctx.upgrade().map(|inner| Context { inner }))
+            .collect();
+        match here.len() {
+            1 => Caller::Body(here.into_iter().next().expect("one body")),
+            0 if !hosts().iter().any(|h| h.1 == thread) => Caller::None,
+            0 => Caller::Unknown(Error::new(
+                ErrorKind::Usage,
+                "a task was called from a future that belongs to no running body (one left running \
+                 by `tokio::spawn` after its body ended?); task calls are made by a body, or by a \
+                 future it spawned while it runs",
+            )),
+            n => Caller::Unknown(Error::new(
+                ErrorKind::Usage,
+                format!(
+                    "a task was called from a future that is not a body's own (inside `tokio::spawn`?) \
+                     while {n} bodies run in this process, so it cannot be told which node calls it; \
+                     call the task in the body and move its handle into the future, or await the \
+                     future in the body"
+                ),
+            )),
+        }
+    }
+}
+
 /// What the code `#[task]` and `#[workflow]` generate calls. Not a public API: the `salt`
 /// facade re-exports it under `salt::__private`.
 #[doc(hidden)]
@@ -779,7 +927,17 @@ pub mod hooks {
     }
 
     /// A handle whose body runs directly when awaited (a task called outside any run).
+    ///
+    /// A call from a future that is no body's own, made while bodies run in this process but
+    /// none of them can be told to be its caller (see [`Context::current`]), does not run: the
+    /// handle fails with an error of kind `usage` that says why. Work done there would be
+    /// outside the graph and past every promise.
     pub fn direct<T: TaskValue>(body: impl Future<Output = Result<T>> + Send + 'static) -> Handle<T> {
+        if super::CURRENT.try_with(|_| ()).is_err()
+            && let super::live::Caller::Unknown(e) = super::live::caller()
+        {
+            return Handle::direct(async move { Err(e) });
+        }
         Handle::direct(body)
     }
 

@@ -68,10 +68,16 @@ pub fn may_spawn(registry: &Registry) -> impl Fn(&str) -> bool + '_ {
 }
 
 /// The plan of `workflow` for `input`: what its body spawns before it first waits.
+///
+/// A plan that a run would refuse is an error, not a drawing: the body breaks a promise in
+/// force (its workflow's, or one it declares) or closes a cycle with a control edge before it
+/// first waits, or returns before a promised shape is complete. The error is the one the run
+/// would end with, of kind `promise` or `graph`.
 pub async fn plan(workflow: &'static TaskDescriptor, input: Value) -> Result<GraphView> {
     let registry = Registry::global()?;
     let host = Arc::new(PlanHost::default());
     let ctx = Context::new(host.clone(), RunId::new(0), NodeId::ROOT, 1);
+    let ctx_input = input.clone();
     let body = ctx.clone().scope((workflow.run)(input, ctx.clone()));
     let mut body = std::pin::pin!(body);
     // Poll until the body returns or stops making progress (it waits for something unknown).
@@ -85,6 +91,7 @@ pub async fn plan(workflow: &'static TaskDescriptor, input: Value) -> Result<Gra
     }
     ctx.flush();
     let recorded = std::mem::take(&mut *host.recorded.lock().unwrap_or_else(|p| p.into_inner()));
+    check(registry, workflow, &input_of(&ctx_input), recorded.mutations.clone(), finished)?;
 
     let mut nodes = vec![ViewNode {
         id: NodeId::ROOT,
@@ -182,4 +189,84 @@ pub async fn plan(workflow: &'static TaskDescriptor, input: Value) -> Result<Gra
     let spawns = may_spawn(registry);
     view.add_gradient(&spawns, &|n| if n == 0 { root_anchors.clone() } else { vec![n] });
     Ok(view)
+}
+
+/// The root's arguments, as a new run stores them.
+fn input_of(input: &Value) -> Vec<(String, crate::model::StoredArg)> {
+    input
+        .as_object()
+        .map(|o| o.iter().map(|(k, v)| (k.clone(), crate::model::StoredArg::Value(v.clone()))).collect())
+        .unwrap_or_default()
+}
+
+/// Applies what a planned body did to a new run of its workflow, as the run core would, and
+/// fails with the error that run would end with if it refuses any of it.
+fn check(
+    registry: &'static Registry,
+    workflow: &'static TaskDescriptor,
+    args: &[(String, crate::model::StoredArg)],
+    mutations: Vec<Mutation>,
+    returned: bool,
+) -> Result<()> {
+    use crate::executor::{AttemptId, Event};
+    use crate::model::{NodeRecord, NodeState, RunRecord, RunSnapshot, RunState};
+
+    let run = RunId::new(0);
+    let root = NodeRecord {
+        id: NodeId::ROOT,
+        parent: None,
+        seq: None,
+        task: workflow.name.to_string(),
+        state: NodeState::Pending,
+        args: args.to_vec(),
+        input_hash: String::new(),
+        output: None,
+        error: None,
+        attempts: 0,
+        label: None,
+        color: None,
+        shape: None,
+        created_at: 0,
+        started_at: None,
+        finished_at: None,
+    };
+    let snapshot = RunSnapshot {
+        run: RunRecord {
+            id: run,
+            workflow: workflow.name.to_string(),
+            state: RunState::Queued,
+            input: Value::Null,
+            output: None,
+            error: None,
+            created_at: 0,
+            started_at: None,
+            finished_at: None,
+            executor: "plan".into(),
+            parallelism: 1,
+            owner: None,
+        },
+        nodes: vec![root],
+        edges: Vec::new(),
+        attempts: Vec::new(),
+        journal: Vec::new(),
+        promises: Vec::new(),
+        waits: Vec::new(),
+    };
+    let now = std::time::Instant::now();
+    let config = crate::run::Config { executor: "plan", parallelism: 1, park_after: None };
+    let mut core = crate::run::Core::new(snapshot, registry, config, now)?;
+    core.begin(now);
+    core.start_ready(now);
+    let at = AttemptId { run, node: NodeId::ROOT, attempt: 1 };
+    core.handle(now, Event::Mutate { at, mutations });
+    if returned {
+        core.handle(now, Event::Finished { at, result: Ok(Value::Null) });
+    }
+    let outcome = core.finish();
+    match (outcome.state, outcome.error) {
+        (RunState::Terminated | RunState::Failed, Some(e)) => {
+            Err(Error::new(e.kind, format!("the plan of `{}` is refused: {}", workflow.name, e.message)))
+        }
+        _ => Ok(()),
+    }
 }

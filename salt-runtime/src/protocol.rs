@@ -549,6 +549,8 @@ async fn exec(proto: std::fs::File) -> ExitCode {
     }
 
     let registry = Registry::global();
+    // This process runs bodies until it ends.
+    let _hosting = crate::context::live::Hosting::new();
     let running: Arc<Mutex<HashMap<u64, Running>>> = Arc::default();
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     loop {

@@ -134,7 +134,26 @@ impl GraphView {
             ghosts: Vec::new(),
         };
         if !s.run.state.is_terminal() {
-            view.add_gradient(may_spawn, &|n| vec![n]);
+            // A body that waits for its children goes on once they end: its wildcard hangs after
+            // the children it may be waiting for, as a plan draws it: those not ended that no
+            // other such child runs after (waiting for `b` in `a -> b` is waiting for both). One
+            // that runs, or waits for a signal, may add more at any time: after itself.
+            let anchors = |id: NodeId| {
+                let waits_for_children = s.nodes.get(id.index()).is_some_and(|n| n.state == NodeState::Waiting)
+                    && !s.waits.iter().any(|w| w.node == id);
+                let open: Vec<NodeId> = if waits_for_children {
+                    s.nodes.iter().filter(|c| c.parent == Some(id) && !c.state.is_terminal()).map(|c| c.id).collect()
+                } else {
+                    Vec::new()
+                };
+                let last: Vec<NodeId> = open
+                    .iter()
+                    .copied()
+                    .filter(|c| !s.edges.iter().any(|e| e.from == *c && open.contains(&e.to)))
+                    .collect();
+                if last.is_empty() { vec![id] } else { last }
+            };
+            view.add_gradient(may_spawn, &anchors);
         }
         view
     }
@@ -231,18 +250,41 @@ impl GraphView {
         })
     }
 
-    /// Guaranteed nodes are drawn after their owner's wildcard (what may come first), or after
-    /// the owner itself.
+    /// How an owner's wildcards and guaranteed nodes are drawn, so that no node is drawn twice
+    /// (once in a wildcard's label, once dashed): the wildcard's label without the guaranteed
+    /// nodes that end it (`M* -> B` with `B` guaranteed draws `M*`, then `B` dashed), no
+    /// wildcard when they are all it may add, and no dashed nodes when they cannot be cut off
+    /// its label (it says it all). Returns (the label, if a wildcard is drawn; whether the
+    /// guaranteed nodes are drawn).
+    fn drawing(&self, owner: NodeId) -> (Option<String>, bool) {
+        let Some(w) = self.wildcards.iter().find(|w| w.owner == owner) else { return (None, true) };
+        let guaranteed: Vec<&str> = self.ghosts.iter().filter(|g| g.owner == owner).map(|g| g.task.as_str()).collect();
+        if guaranteed.is_empty() {
+            return (Some(w.may_add.clone()), false);
+        }
+        let tail = guaranteed.join(" -> ");
+        if w.may_add == tail {
+            (None, true)
+        } else if let Some(head) = w.may_add.strip_suffix(&format!(" -> {tail}")) {
+            (Some(head.to_string()), true)
+        } else {
+            (Some(w.may_add.clone()), false)
+        }
+    }
+
+    /// Guaranteed nodes are drawn after their owner's wildcard (what may come first), or where
+    /// it would be, or after the owner itself.
     fn ghost_anchor(&self, owner: NodeId) -> String {
         match self.wildcards.iter().position(|w| w.owner == owner) {
-            Some(i) => format!("w{i}"),
+            Some(i) if self.drawing(owner).0.is_some() => format!("w{i}"),
+            Some(i) => format!("n{}", self.wildcards[i].after),
             None => format!("n{owner}"),
         }
     }
 
     fn ghost_chains(&self) -> Vec<(NodeId, Vec<(usize, &Ghost)>)> {
         let mut chains: Vec<(NodeId, Vec<(usize, &Ghost)>)> = Vec::new();
-        for (i, g) in self.ghosts.iter().enumerate() {
+        for (i, g) in self.ghosts.iter().enumerate().filter(|(_, g)| self.drawing(g.owner).1) {
             match chains.iter_mut().find(|(o, _)| *o == g.owner) {
                 Some((_, chain)) => chain.push((i, g)),
                 None => chains.push((g.owner, vec![(i, g)])),
@@ -251,9 +293,9 @@ impl GraphView {
         chains
     }
 
-    /// Graphviz dot: nodes filled by state, data edges solid, control edges dashed, spawns
-    /// dotted; wildcards as dashed ellipses labelled by what may still come; guaranteed nodes
-    /// dashed.
+    /// Graphviz dot: nodes filled by state (an annotated color fills the node instead, and the
+    /// state colors its thick border), data edges solid, control edges dashed, spawns dotted;
+    /// wildcards as dashed ellipses labelled by what may still come; guaranteed nodes dashed.
     pub fn to_dot(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "digraph salt {{");
@@ -262,6 +304,11 @@ impl GraphView {
         let _ = writeln!(out, "  node [shape=box, style=\"rounded,filled\", fontname=\"Helvetica\"];");
         for n in &self.nodes {
             let fill = n.color.clone().unwrap_or_else(|| view_color(n.state).to_string());
+            // An annotated color does not hide the state: it draws the border.
+            let border = match (&n.color, n.state) {
+                (Some(_), Some(state)) => format!(", color={}, penwidth=3", quote(state_color(state))),
+                _ => String::new(),
+            };
             let shape = n.shape.as_ref().map(|s| format!(", shape={}", quote(s))).unwrap_or_default();
             let style = if n.state.is_none() {
                 ", style=\"rounded\""
@@ -272,7 +319,7 @@ impl GraphView {
             };
             let _ = writeln!(
                 out,
-                "  n{} [label={}, fillcolor={}, tooltip={}{shape}{style}];",
+                "  n{} [label={}, fillcolor={}, tooltip={}{border}{shape}{style}];",
                 n.id,
                 quote(&node_label(n)),
                 quote(&fill),
@@ -296,10 +343,11 @@ impl GraphView {
             let _ = writeln!(out, "  n{f} -> n{t}{style};");
         }
         for (i, w) in self.wildcards.iter().enumerate() {
+            let Some(label) = self.drawing(w.owner).0 else { continue };
             let _ = writeln!(
                 out,
                 "  w{i} [label={}, shape=ellipse, style=dashed, color=gray40, fontcolor=gray30];\n  n{} -> w{i} [style=dashed, color=gray40];",
-                quote(&w.may_add),
+                quote(&label),
                 w.after
             );
         }
@@ -321,6 +369,9 @@ impl GraphView {
         for n in &self.nodes {
             let label = node_label(n).replace('"', "'").replace('\n', "<br/>");
             let _ = writeln!(out, "  n{}[\"{label}\"]:::{}", n.id, n.state_name());
+            if let (Some(color), Some(state)) = (&n.color, n.state) {
+                let _ = writeln!(out, "  style n{} fill:{color},stroke:{},stroke-width:3px", n.id, state_color(state));
+            }
         }
         for n in &self.nodes {
             if let Some(p) = n.parent {
@@ -332,7 +383,8 @@ impl GraphView {
             let _ = writeln!(out, "  n{f} {arrow} n{t}");
         }
         for (i, w) in self.wildcards.iter().enumerate() {
-            let _ = writeln!(out, "  w{i}([\"{}\"]):::wildcard", w.may_add.replace('"', "'"));
+            let Some(label) = self.drawing(w.owner).0 else { continue };
+            let _ = writeln!(out, "  w{i}([\"{}\"]):::wildcard", label.replace('"', "'"));
             let _ = writeln!(out, "  n{} -.-> w{i}", w.after);
         }
         for (owner, chain) in self.ghost_chains() {
@@ -683,6 +735,183 @@ pub fn truncate(s: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{EdgeRecord, NodeRecord, RunRecord};
+
+    fn node(id: usize, task: &str, state: NodeState, parent: Option<usize>) -> NodeRecord {
+        NodeRecord {
+            id: NodeId::at(id),
+            parent: parent.map(NodeId::at),
+            seq: parent.map(|_| id as u32),
+            task: task.into(),
+            state,
+            args: Vec::new(),
+            input_hash: String::new(),
+            output: None,
+            error: None,
+            attempts: 0,
+            label: None,
+            color: None,
+            shape: None,
+            created_at: 0,
+            started_at: None,
+            finished_at: None,
+        }
+    }
+
+    /// A running run of `flow` with these nodes and edges.
+    fn running(nodes: Vec<NodeRecord>, edges: &[(usize, usize)], waits: Vec<WaitRecord>) -> RunSnapshot {
+        RunSnapshot {
+            run: RunRecord {
+                id: RunId::new(1),
+                workflow: "flow".into(),
+                state: RunState::Running,
+                input: json!({}),
+                output: None,
+                error: None,
+                created_at: 0,
+                started_at: None,
+                finished_at: None,
+                executor: "inline".into(),
+                parallelism: 4,
+                owner: None,
+            },
+            nodes,
+            edges: edges
+                .iter()
+                .map(|(f, t)| EdgeRecord { from: NodeId::at(*f), to: NodeId::at(*t), kind: EdgeKind::Data })
+                .collect(),
+            attempts: Vec::new(),
+            journal: Vec::new(),
+            promises: Vec::new(),
+            waits,
+        }
+    }
+
+    fn only_the_root_spawns(task: &str) -> bool {
+        task == "flow"
+    }
+
+    fn wildcards(view: &GraphView) -> Vec<(u64, u64, &str)> {
+        view.wildcards.iter().map(|w| (w.after.get(), w.owner.get(), w.may_add.as_str())).collect()
+    }
+
+    #[test]
+    fn a_live_wildcard_hangs_after_what_its_body_waits_for() {
+        use NodeState::*;
+        // The root awaits `b`, which runs after `a`: its wildcard hangs after `b`, as in a plan.
+        let nodes =
+            vec![node(0, "flow", Waiting, None), node(1, "a", Running, Some(0)), node(2, "b", Pending, Some(0))];
+        let view = GraphView::of_run(&running(nodes, &[(1, 2)], Vec::new()), &only_the_root_spawns);
+        assert_eq!(wildcards(&view), [(2, 0, "*")]);
+        let dot = view.to_dot();
+        assert!(dot.contains("  n2 -> w0 [style=dashed, color=gray40];"), "{dot}");
+        assert!(!dot.contains("n0 -> w0"), "{dot}");
+        assert!(view.to_mermaid().contains("  n2 -.-> w0\n"));
+
+        // Awaiting several at once (a fan-out): after each of them; ended children do not count.
+        let nodes = vec![
+            node(0, "flow", Waiting, None),
+            node(1, "a", Succeeded, Some(0)),
+            node(2, "m", Running, Some(0)),
+            node(3, "m", Ready, Some(0)),
+        ];
+        let view = GraphView::of_run(&running(nodes, &[(1, 2), (1, 3)], Vec::new()), &only_the_root_spawns);
+        assert_eq!(wildcards(&view), [(2, 0, "*"), (3, 0, "*")]);
+
+        // A body that runs, or waits for a signal, may add more at any time: after itself.
+        let nodes = vec![node(0, "flow", Running, None), node(1, "a", Running, Some(0))];
+        let view = GraphView::of_run(&running(nodes, &[], Vec::new()), &only_the_root_spawns);
+        assert_eq!(wildcards(&view), [(0, 0, "*")]);
+        let nodes = vec![node(0, "flow", Waiting, None), node(1, "a", Running, Some(0))];
+        let wait = WaitRecord {
+            node: NodeId::ROOT,
+            seq: 1,
+            name: "go".into(),
+            schema: json!({}),
+            deadline: None,
+            default: None,
+        };
+        let view = GraphView::of_run(&running(nodes, &[], vec![wait]), &only_the_root_spawns);
+        assert_eq!(wildcards(&view), [(0, 0, "*")]);
+    }
+
+    fn planned(may_add: &str, ghosts: &[&str]) -> GraphView {
+        let n = |id: usize, task: &str| ViewNode {
+            id: NodeId::at(id),
+            task: task.into(),
+            state: None,
+            label: None,
+            color: None,
+            shape: None,
+            parent: (id > 0).then_some(NodeId::ROOT),
+            attempts: 0,
+        };
+        GraphView {
+            run: json!({"plan": "flow"}),
+            title: "plan of flow".into(),
+            nodes: vec![n(0, "flow"), n(1, "A")],
+            edges: Vec::new(),
+            promises: Vec::new(),
+            wildcards: vec![Wildcard { after: NodeId::at(1), owner: NodeId::ROOT, may_add: may_add.into() }],
+            ghosts: ghosts.iter().map(|t| Ghost { task: t.to_string(), owner: NodeId::ROOT }).collect(),
+        }
+    }
+
+    #[test]
+    fn a_node_is_never_drawn_both_in_a_wildcard_and_dashed() {
+        // What may come before the guaranteed node, then the guaranteed node.
+        let view = planned("M* -> B", &["B"]);
+        let dot = view.to_dot();
+        assert!(dot.contains("  w0 [label=\"M*\", shape=ellipse"), "{dot}");
+        assert!(dot.contains("  n1 -> w0 [style=dashed, color=gray40];"), "{dot}");
+        assert!(dot.contains("  g0 [label=\"B\", style=\"rounded,dashed\", color=gray40];"), "{dot}");
+        assert!(dot.contains("  w0 -> g0 [style=dashed, color=gray40];"), "{dot}");
+        assert_eq!(dot.matches("B\"").count(), 1, "{dot}");
+        let mermaid = view.to_mermaid();
+        assert!(mermaid.contains("  w0([\"M*\"]):::wildcard\n  n1 -.-> w0\n"), "{mermaid}");
+        assert!(mermaid.contains("  g0[\"B\"]:::ghost\n  w0 -.-> g0\n"), "{mermaid}");
+        // The JSON keeps the whole of what may come.
+        assert_eq!(view.to_json()["wildcards"], json!([{"after": 1, "owner": 0, "may_add": "M* -> B"}]));
+
+        // Only guaranteed nodes may come: no wildcard, the dashed nodes where it would be.
+        let dot = planned("B -> C", &["B", "C"]).to_dot();
+        assert!(!dot.contains("w0"), "{dot}");
+        assert!(dot.contains("  n1 -> g0 [style=dashed") && dot.contains("  g0 -> g1 [style=dashed"), "{dot}");
+
+        // Guaranteed nodes that do not end the label: the wildcard says it all.
+        let dot = planned("(X -> B) | (Y -> B -> Z)", &["B"]).to_dot();
+        assert!(dot.contains("  w0 [label=\"(X -> B) | (Y -> B -> Z)\""), "{dot}");
+        assert!(!dot.contains("g0"), "{dot}");
+    }
+
+    #[test]
+    fn an_annotated_color_does_not_hide_the_state() {
+        let mut nodes = vec![node(0, "flow", NodeState::Running, None), node(1, "a", NodeState::Failed, Some(0))];
+        nodes[1].color = Some("gold".into());
+        let view = GraphView::of_run(&running(nodes, &[], Vec::new()), &|_| false);
+        let dot = view.to_dot();
+        assert!(
+            dot.contains(
+                "  n1 [label=\"1: a\\nfailed\", fillcolor=\"gold\", tooltip=\"failed\", color=\"#ff9c9c\", penwidth=3];"
+            ),
+            "{dot}"
+        );
+        assert!(
+            dot.contains("  n0 [label=\"0: flow\\nrunning\", fillcolor=\"#8fb8ff\", tooltip=\"running\"];"),
+            "{dot}"
+        );
+        let mermaid = view.to_mermaid();
+        assert!(
+            mermaid
+                .contains("  n1[\"1: a<br/>failed\"]:::failed\n  style n1 fill:gold,stroke:#ff9c9c,stroke-width:3px\n"),
+            "{mermaid}"
+        );
+        let json = view.to_json();
+        assert_eq!(
+            (json["nodes"][1]["color"].as_str(), json["nodes"][1]["state"].as_str()),
+            (Some("gold"), Some("failed"))
+        );
+    }
 
     #[test]
     fn deadlines_absurdly_far_away_are_forever_and_none_overflows() {

@@ -120,6 +120,8 @@ pub(crate) async fn work(
     let owner = store::new_owner();
     let mut summary = Summary { owner: owner.clone(), queue: options.queue.clone(), ..Summary::default() };
     let held = HeldClaims::default();
+    // This process runs bodies until the worker stops.
+    let _hosting = crate::context::live::Hosting::new();
     let renewer = Renewer::start(
         store.reopen().map_err(StoreError::into_error)?,
         held.clone(),

@@ -33,17 +33,20 @@ struct Attempt {
 pub(crate) struct Inline {
     events: Events,
     attempts: HashMap<AttemptId, Attempt>,
+    /// Made on the runtime of the first body started: see [`crate::context::live`].
+    hosting: Option<crate::context::live::Hosting>,
 }
 
 impl Inline {
     pub(crate) fn new(events: Events) -> Self {
-        Self { events, attempts: HashMap::new() }
+        Self { events, attempts: HashMap::new(), hosting: None }
     }
 }
 
 impl Executor for Inline {
     fn start(&mut self, launch: Launch) {
         let Launch { at, task, input } = launch;
+        self.hosting.get_or_insert_with(crate::context::live::Hosting::new);
         let calls = Calls::default();
         let host =
             Arc::new(InlineHost { events: self.events.clone(), at, calls: calls.clone(), next: Default::default() });

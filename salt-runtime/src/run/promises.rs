@@ -176,8 +176,13 @@ impl Core {
                             && deps.iter().all(|d| tasks.iter().any(|t| t == task_of(d))))
                 }
                 Promise::NoEdgesOut(target) => !deps.iter().any(|d| self.matches(target, *d)),
+                // The new node gets the next id: a data edge into it is an edge into `#N` too.
                 Promise::NoEdgesInto(target) => {
-                    deps.is_empty() || !matches!(target, Target::Task(name) if name == task)
+                    deps.is_empty()
+                        || !match target {
+                            Target::Task(name) => name == task,
+                            Target::Node(id) => *id == self.nodes.len() as u64,
+                        }
                 }
                 Promise::Shape(_) => {
                     if parent != scope {

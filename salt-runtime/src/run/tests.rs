@@ -847,6 +847,24 @@ fn no_edges_into() {
 }
 
 #[test]
+fn edge_promises_on_a_node_cover_data_edges_too() {
+    // Node 2 is the second child: a handle passed to it is an edge into `#2`.
+    let text = "no edges into #2";
+    let kept = vec![promise(0, text), spawn(1, "a", &[]), spawn(2, "b", &[]), spawn(3, "c", &[("x", out(1))])];
+    check_promise(text, kept, None);
+    let broken = vec![promise(0, text), spawn(1, "a", &[]), spawn(2, "b", &[("x", out(1))])];
+    check_promise(text, broken, Some("spawning `b` from node 0 (`flow`)"));
+    let broken = vec![promise(0, text), spawn(1, "a", &[]), spawn(2, "b", &[]), edge(1, 2)];
+    check_promise(text, broken, Some("adding edge 1 (`a`) -> 2 (`b`)"));
+
+    let text = "no edges out of #1";
+    let kept = vec![promise(0, text), spawn(1, "a", &[]), spawn(2, "b", &[]), spawn(3, "c", &[("x", out(2))])];
+    check_promise(text, kept, None);
+    let broken = vec![promise(0, text), spawn(1, "a", &[]), spawn(2, "b", &[("x", out(1))])];
+    check_promise(text, broken, Some("spawning `b`"));
+}
+
+#[test]
 fn a_shape() {
     let text = "a -> m* -> b";
     let s = |seq, t| spawn(seq, t, &[]);

@@ -12,6 +12,9 @@ use std::time::Duration;
 
 use salt::prelude::*;
 
+#[path = "flows/bypass.rs"]
+mod bypass;
+
 /// Appends one line to `dir/name`: one execution of `name`.
 fn mark(dir: &str, name: &str) {
     let mut f =

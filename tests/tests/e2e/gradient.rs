@@ -211,13 +211,17 @@ fn the_graph_of_a_running_run_has_wildcards_after_nodes_that_may_still_grow_it()
     let input = crate::support::pipeline_input(&env.dir(), 400, false);
     let child = env.spawn(&["run", "pipeline", "--input", &input]);
     env.wait_for_marker("a");
-    // Read from another process while the run writes: the root may still spawn anything; the
-    // steps, which are not marked `spawns`, cannot.
+    env.wait_until(1, "the root to wait for `b`", |s| s["nodes"][0]["state"] == "waiting");
+    // Read from another process while the run writes: the root may still spawn anything once
+    // `b` (node 2, after `a`) ends, so its wildcard hangs after `b`, as in the plan; the steps,
+    // which are not marked `spawns`, cannot.
     let graph = env.json(&["graph", "1", "--format", "json"]);
     assert_eq!(graph["run"]["state"], "running");
-    assert_eq!(graph["wildcards"], json!([{"after": 0, "owner": 0, "may_add": "*"}]), "{graph}");
+    assert_eq!(graph["wildcards"], json!([{"after": 2, "owner": 0, "may_add": "*"}]), "{graph}");
+    let plan = env.json(&["graph", "pipeline", "--plan", "--input", &input, "--format", "json"]);
+    assert_eq!(plan["wildcards"], graph["wildcards"], "{plan}");
     let dot = String::from_utf8(env.run(&["graph", "1"]).stdout).unwrap();
-    assert!(dot.contains("w0 [label=\"*\"") && dot.contains("n0 -> w0"), "{dot}");
+    assert!(dot.contains("w0 [label=\"*\"") && dot.contains("n2 -> w0"), "{dot}");
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(env.json(&["graph", "1", "--format", "json"])["wildcards"], json!([]));

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `flows` binary, a real SQLite file, real node processes.
 
 mod blobs;
+mod bypass;
 mod cli;
 mod failures;
 mod gradient;
