@@ -251,6 +251,7 @@ fn check(
         journal: Vec::new(),
         promises: Vec::new(),
         waits: Vec::new(),
+        delivered: Vec::new(),
     };
     let now = std::time::Instant::now();
     let config = crate::run::Config { executor: "plan", parallelism: 1, park_after: None };

@@ -784,6 +784,7 @@ mod tests {
             journal: Vec::new(),
             promises: Vec::new(),
             waits,
+            delivered: Vec::new(),
         }
     }
 
