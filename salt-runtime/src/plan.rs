@@ -263,9 +263,13 @@ fn check(
     if returned {
         core.handle(now, Event::Finished { at, result: Ok(Value::Null) });
     }
+    // A body that has not returned is still running: only a termination or its own failure
+    // (a cycle, an unknown task) refuses the plan.
+    let root_failed = core.state_of(NodeId::ROOT) == NodeState::Failed;
     let outcome = core.finish();
-    match (outcome.state, outcome.error) {
-        (RunState::Terminated | RunState::Failed, Some(e)) => {
+    let refused = outcome.state == RunState::Terminated || (outcome.state == RunState::Failed && root_failed);
+    match outcome.error {
+        Some(e) if refused => {
             Err(Error::new(e.kind, format!("the plan of `{}` is refused: {}", workflow.name, e.message)))
         }
         _ => Ok(()),

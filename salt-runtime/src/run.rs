@@ -360,6 +360,11 @@ impl Core {
         self.nodes.iter().filter_map(|n| n.live.map(|attempt| self.attempt_id(n.id, attempt))).collect()
     }
 
+    /// The state of one node of the run.
+    pub(crate) fn state_of(&self, id: NodeId) -> NodeState {
+        self.nodes[id.index()].state
+    }
+
     /// Whether the run has been cancelled.
     pub(crate) fn is_cancelled(&self) -> bool {
         self.cancel_reason.is_some()
