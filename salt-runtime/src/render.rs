@@ -78,7 +78,7 @@ pub struct GraphView {
     pub title: String,
     /// Its nodes.
     pub nodes: Vec<ViewNode>,
-    /// Its edges: data and control.
+    /// Its edges: data, control and runs-after.
     pub edges: Vec<(NodeId, NodeId, EdgeKind)>,
     /// The promises in force.
     pub promises: Vec<ViewPromise>,
@@ -218,7 +218,7 @@ impl GraphView {
         chains
     }
 
-    /// Graphviz dot: nodes filled by state, data edges solid, control edges dashed, spawns
+    /// Graphviz dot: nodes filled by state, data and runs-after edges solid, control edges dashed, spawns
     /// dotted; wildcards as dashed ellipses labelled by what may still come; guaranteed nodes
     /// dashed.
     pub fn to_dot(&self) -> String {
@@ -402,7 +402,7 @@ impl TaskGraph {
             let _ = writeln!(out, "  t{i}[\"{t} ×{c}\"]");
         }
         for (f, t, k, c) in &self.edges {
-            let arrow = if *k == "data" { "-->" } else { "-.->" };
+            let arrow = if matches!(*k, "data" | "after") { "-->" } else { "-.->" };
             let label = if f == t { format!("loop ×{c}") } else { format!("{k} ×{c}") };
             let _ = writeln!(out, "  t{f} {arrow}|{label}| t{t}");
         }

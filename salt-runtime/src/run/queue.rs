@@ -19,6 +19,9 @@ impl Core {
     /// A pending node whose deps all succeeded becomes ready (and is queued).
     pub(super) fn promote(&mut self, id: NodeId) {
         let n = &self.nodes[id.index()];
+        if n.held {
+            return;
+        }
         if n.state == NodeState::Pending && n.unmet == 0 && n.live.is_none() {
             let prio = n.task.policy.priority;
             self.set_state(id, NodeState::Ready);

@@ -90,9 +90,17 @@ impl Core {
     /// Marks nodes as re-running (`rerun --from`): when their bodies replay, a child whose
     /// arguments changed (its upstream ran again) takes the new arguments and runs again,
     /// instead of failing the replay as non-deterministic.
+    /// A node that runs after values its parent observed is held until the parent's replay
+    /// binds it again: its arguments may change.
     pub(crate) fn mark_rerun(&mut self, ids: &[NodeId]) {
         for &id in ids {
             self.nodes[id.index()].rerun = true;
+        }
+        for &id in ids {
+            let n = &self.nodes[id.index()];
+            if !n.after.is_empty() && n.parent.is_some_and(|p| ids.contains(&p)) {
+                self.nodes[id.index()].held = true;
+            }
         }
     }
 

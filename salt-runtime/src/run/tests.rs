@@ -135,7 +135,13 @@ fn out(seq: u32) -> WireArg {
 
 fn spawn(seq: u32, task: &str, args: &[(&str, WireArg)]) -> Mutation {
     let args = args.iter().map(|(n, a)| (n.to_string(), a.clone())).collect();
-    Mutation::Spawn(SpawnRequest { seq, task: task.into(), args })
+    Mutation::Spawn(SpawnRequest { seq, task: task.into(), args, after: Vec::new() })
+}
+
+/// A spawn made after the body observed the results of its children `after` (by seq).
+fn spawn_after(seq: u32, task: &str, args: &[(&str, WireArg)], after: &[u32]) -> Mutation {
+    let args = args.iter().map(|(n, a)| (n.to_string(), a.clone())).collect();
+    Mutation::Spawn(SpawnRequest { seq, task: task.into(), args, after: after.to_vec() })
 }
 
 fn edge(from: u32, to: u32) -> Mutation {
@@ -952,6 +958,161 @@ fn an_edge_that_closes_a_cycle_is_refused() {
     assert_eq!(e.message, "cannot add edge 2 (`b`) -> 1 (`a`): it would close a cycle");
     assert_eq!(edges(&fx), [(NodeId::new(1), NodeId::new(2), EdgeKind::Data)], "only the data edge");
     h.assert_all_final();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Runs-after edges
+// ---------------------------------------------------------------------------------------------
+
+/// Every edge the core has written so far, sorted: (from, to, kind).
+fn all_edges(fxs: &[&Effects]) -> Vec<(u64, u64, EdgeKind)> {
+    let mut all: Vec<_> = fxs.iter().flat_map(|fx| edges(fx)).map(|(f, t, k)| (f.get(), t.get(), k)).collect();
+    all.sort();
+    all
+}
+
+/// Plays `A`, then `width` `M`s spawned after `A`'s result, then `B` after theirs; returns the
+/// edges written and the harness.
+fn map_of_width(width: u32) -> (Harness, Vec<(u64, u64, EdgeKind)>) {
+    let mut h = Harness::new(vec![workflow("flow"), task("A"), task("M"), task("B")]);
+    let root = h.start_root();
+    let mut fxs = vec![h.spawn(root, 0, "A", &[])];
+    h.await_(root, 1, 0);
+    fxs.push(h.succeed(started(&fxs[0], NodeId::new(1)), json!(10)));
+    let ms: Vec<Mutation> =
+        (1..=width).map(|i| spawn_after(i, "M", &[("i", v(json!(i)))], if i == 1 { &[0] } else { &[] })).collect();
+    fxs.push(h.mutate(root, ms));
+    let mut queue = starts(fxs.last().unwrap());
+    for (call, seq) in (2..).zip(1..=width) {
+        queue.extend(starts(&h.await_(root, call, seq)));
+    }
+    while let Some(at) = queue.pop() {
+        let fx = h.succeed(at, json!(1));
+        queue.extend(starts(&fx));
+        fxs.push(fx);
+    }
+    let observed: Vec<u32> = if width == 0 { vec![0] } else { (1..=width).collect() };
+    fxs.push(h.mutate(root, vec![spawn_after(width + 1, "B", &[], &observed)]));
+    let b = started(fxs.last().unwrap(), NodeId::at(width as usize + 2));
+    fxs.push(h.succeed(b, json!(0)));
+    fxs.push(h.succeed(root, json!(0)));
+    h.assert_all_final();
+    (h, all_edges(&fxs.iter().collect::<Vec<_>>()))
+}
+
+#[test]
+fn a_map_over_awaited_values_is_a_then_ms_then_b() {
+    use EdgeKind::After;
+    let (_, e) = map_of_width(0);
+    assert_eq!(e, [(1, 2, After)], "no M: `A -> B`");
+    for width in 1..=5u64 {
+        let (_, e) = map_of_width(width as u32);
+        let b = width + 2;
+        let mut expected: Vec<_> = (2..b).map(|m| (1, m, After)).chain((2..b).map(|m| (m, b, After))).collect();
+        expected.sort();
+        assert_eq!(e, expected, "width {width}");
+    }
+}
+
+#[test]
+fn an_after_edge_implied_by_other_edges_is_not_added() {
+    let mut h = Harness::new(vec![workflow("flow"), task("a"), task("c"), task("d"), task("e")]);
+    let root = h.start_root();
+    let fx = h.spawn(root, 0, "a", &[]);
+    h.await_(root, 1, 0);
+    let f1 = h.succeed(started(&fx, NodeId::new(1)), json!(1));
+    // `c` after `a`; `d` takes `c`'s handle (so runs after `a` already); `e` takes `a`'s value
+    // by handle too: no `after` edge duplicates a data edge.
+    let f2 = h.mutate(
+        root,
+        vec![spawn_after(1, "c", &[], &[0]), spawn(2, "d", &[("x", out(1))]), spawn(3, "e", &[("x", out(0))])],
+    );
+    assert_eq!(all_edges(&[&f1, &f2]), [(1, 2, EdgeKind::After), (1, 4, EdgeKind::Data), (2, 3, EdgeKind::Data)],);
+    // Observing `d` (which runs after `a` and `c`) leaves only `d` to run after.
+    let f3 = h.succeed(started(&f2, NodeId::new(2)), json!(2));
+    h.await_(root, 2, 2);
+    let f4 = h.succeed(started(&f3, NodeId::new(3)), json!(3));
+    assert_eq!(resolved(&f4, root, 2), Ok(json!(3)));
+    let f5 = h.mutate(root, vec![spawn_after(4, "e", &[], &[0, 1, 2])]);
+    assert_eq!(all_edges(&[&f5]), [(3, 5, EdgeKind::After)]);
+}
+
+#[test]
+fn a_child_whose_failure_was_handled_is_not_run_after() {
+    let mut h = Harness::new(vec![workflow("flow"), task("risky"), task("fallback")]);
+    let root = h.start_root();
+    let fx = h.spawn(root, 0, "risky", &[]);
+    h.await_(root, 1, 0);
+    let fx = h.finish(started(&fx, NodeId::new(1)), Err(Error::fatal("no")));
+    assert!(resolved(&fx, root, 1).is_err());
+    // A body reports only successful results as observed; one that claims a failed child is
+    // not believed either.
+    let fx = h.mutate(root, vec![spawn_after(1, "fallback", &[], &[0])]);
+    assert!(edges(&fx).is_empty(), "{:?}", fx.writes);
+    started(&fx, NodeId::new(2));
+}
+
+#[test]
+fn an_observed_call_that_spawned_nothing_fails_the_attempt() {
+    let mut h = Harness::new(vec![workflow("flow"), task("a")]);
+    let root = h.start_root();
+    let fx = h.mutate(root, vec![spawn_after(0, "a", &[], &[7])]);
+    let e = attempt_error(&fx, NodeId::ROOT, 1);
+    assert_eq!(e.kind, ErrorKind::Protocol);
+    assert!(inserted(&fx).is_empty());
+}
+
+#[test]
+fn after_edges_are_loaded_back_and_a_rerun_follows_them_downstream() {
+    let (h, written) = map_of_width(2);
+    // Load the run again from what was written, as `recover` or `rerun` do.
+    let mut snap = snapshot("flow", Vec::new());
+    snap.nodes = h
+        .core
+        .nodes
+        .iter()
+        .map(|n| NodeRecord {
+            id: n.id,
+            parent: n.parent,
+            seq: h.core.keys.iter().find(|(_, v)| **v == n.id).map(|(k, _)| k.1),
+            task: n.task.name.to_string(),
+            state: n.state,
+            args: n.args.clone(),
+            input_hash: n.input_hash.clone(),
+            output: n.output.clone(),
+            ..root_record("flow", &json!({}))
+        })
+        .collect();
+    snap.edges = written
+        .iter()
+        .map(|(f, t, k)| crate::model::EdgeRecord { from: NodeId::new(*f), to: NodeId::new(*t), kind: *k })
+        .collect();
+    let reg = h.core.registry;
+    let config = Config { executor: "inline", parallelism: 4, park_after: None };
+    let core = Core::new(snap, reg, config, h.now).expect("the run loads");
+    assert_eq!(core.downstream_of(NodeId::new(2)), [0, 2, 4], "one `M`, `B` and the root");
+    let reset = core.downstream_of(NodeId::new(1));
+    assert_eq!(reset, [0, 1, 2, 3, 4], "`A`, the `M`s, `B` and the root");
+
+    // `rerun --from A`: the `M`s and `B` wait for the root's replay to bind them.
+    let mut h = Harness { core, now: h.now };
+    h.core.mark_rerun(&reset);
+    h.core.reset(&reset);
+    h.core.begin(h.now);
+    let fx = h.effects();
+    assert_eq!(starts(&fx).iter().map(|a| a.node.get()).collect::<Vec<_>>(), [0, 1], "the root and `A` only");
+    let (root, a) = (started(&fx, NodeId::ROOT), started(&fx, NodeId::new(1)));
+    h.spawn(root, 0, "A", &[]);
+    h.await_(root, 1, 0);
+    let fx = h.succeed(a, json!(20));
+    assert_eq!(resolved(&fx, root, 1), Ok(json!(20)));
+    let fx = h.mutate(
+        root,
+        vec![spawn_after(1, "M", &[("i", v(json!(1)))], &[0]), spawn_after(2, "M", &[("i", v(json!(2)))], &[])],
+    );
+    assert!(inserted(&fx).is_empty() && edges(&fx).is_empty(), "bound again, nothing new: {:?}", fx.writes);
+    assert_eq!(starts(&fx).iter().map(|a| a.node.get()).collect::<Vec<_>>(), [2, 3], "bound: the `M`s run");
+    assert_eq!(h.state(NodeId::new(4)), NodeState::Pending, "`B` still waits for its spawn");
 }
 
 // ---------------------------------------------------------------------------------------------

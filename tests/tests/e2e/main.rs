@@ -9,6 +9,7 @@ mod ops;
 mod ownership;
 mod recovery;
 mod replay;
+mod runs_after;
 mod scale;
 mod support;
 mod takeover;
