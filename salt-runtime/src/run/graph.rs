@@ -265,7 +265,7 @@ impl Core {
         let after = self.after_edges(parent, &deps);
         let what =
             format!("spawning `{}` from node {parent} (`{}`)", descriptor.name, self.nodes[parent.index()].task.name);
-        match self.check_spawn(parent, descriptor.name, &deps) {
+        match self.check_spawn(parent, descriptor.name, &deps, &after) {
             Ok(shapes) => {
                 for (i, shape) in shapes {
                     self.promises[i].shape = Some(shape);
@@ -474,9 +474,16 @@ impl Core {
                 stack.extend(self.nodes[n.index()].dependents.iter().copied());
             }
         }
-        if let Err(p) = self.check_edge(from, to) {
-            let what = format!("adding edge {} -> {} from node {}", name(from), name(to), name(node));
-            return self.terminate(p, &what, Some(node));
+        match self.check_edge(from, to) {
+            Ok(shapes) => {
+                for (i, shape) in shapes {
+                    self.promises[i].shape = Some(shape);
+                }
+            }
+            Err(p) => {
+                let what = format!("adding edge {} -> {} from node {}", name(from), name(to), name(node));
+                return self.terminate(p, &what, Some(node));
+            }
         }
         let edge = EdgeRecord { from, to, kind: EdgeKind::Control };
         self.fx.writes.push(Write::InsertEdge { run: self.run, edge });

@@ -853,11 +853,67 @@ fn no_edges_into() {
 fn a_shape() {
     let text = "a -> m* -> b";
     let s = |seq, t| spawn(seq, t, &[]);
-    check_promise(text, vec![promise(0, text), s(1, "a"), s(2, "m"), s(3, "m"), s(4, "b")], None);
-    check_promise(text, vec![promise(0, text), s(1, "a"), s(2, "b")], None);
+    // Kept by the right DAG: a -> {m, m} -> b, and a -> b.
+    let after_a = |seq, t| spawn(seq, t, &[("x", out(1))]);
+    let b = spawn(4, "b", &[("x", out(2)), ("y", out(3))]);
+    check_promise(text, vec![promise(0, text), s(1, "a"), after_a(2, "m"), after_a(3, "m"), b], None);
+    check_promise(text, vec![promise(0, text), s(1, "a"), after_a(2, "b")], None);
     check_promise(text, vec![promise(0, text), s(1, "m")], Some("spawning `m`"));
     check_promise(text, vec![promise(0, text), s(1, "a"), s(2, "b"), s(3, "m")], Some("spawning `m`"));
     check_promise(text, vec![s(0, "m"), promise(1, text)], Some("the children node 0 already has"));
+}
+
+#[test]
+fn a_shape_constrains_the_dag_not_the_order_of_creation() {
+    // The right tasks in the right order, but nothing runs after anything: broken when the
+    // body returns.
+    let mut h = Harness::new(vec![workflow("flow"), task("a"), task("b")]);
+    let root = h.start_root();
+    let fx = h.mutate(root, vec![promise(0, "a -> b"), spawn(1, "a", &[]), spawn(2, "b", &[])]);
+    for at in starts(&fx) {
+        h.succeed(at, Value::Null);
+    }
+    h.succeed(root, json!(1));
+    let e = h.assert_terminated("a -> b");
+    assert!(
+        e.message.contains("node 0 (`flow`) finishing with a graph that is not of the shape's form"),
+        "{}",
+        e.message
+    );
+
+    // A control edge that makes `b` run before `a`: broken by the edge.
+    let mut h = Harness::new(vec![workflow("flow"), task("a"), task("b")]);
+    let root = h.start_root();
+    let fx = h.mutate(root, vec![promise(0, "a -> b"), spawn(1, "a", &[]), spawn(2, "b", &[]), edge(2, 1)]);
+    assert!(edges(&fx).is_empty(), "the edge was not applied");
+    let e = h.assert_terminated("a -> b");
+    assert!(e.message.contains("adding edge 2 (`b`) -> 1 (`a`) from node 0"), "{}", e.message);
+
+    // `b` alone, runs after nothing: no prefix of `a -> b`.
+    let mut h = Harness::new(vec![workflow("flow"), task("a"), task("b")]);
+    let root = h.start_root();
+    h.mutate(root, vec![promise(0, "a -> b"), spawn(1, "b", &[])]);
+    let e = h.assert_terminated("a -> b");
+    assert!(e.message.contains("spawning `b` from node 0"), "{}", e.message);
+
+    // A spawn that runs after nothing it should: `b` before `a` exists.
+    let mut h = Harness::new(vec![workflow("flow"), task("a"), task("b"), task("m")]);
+    let root = h.start_root();
+    h.mutate(root, vec![promise(0, "a -> m* -> b"), spawn(1, "a", &[]), spawn(2, "b", &[("x", out(1))])]);
+    let fx = h.mutate(root, vec![spawn(3, "m", &[("x", out(2))])]);
+    assert!(inserted(&fx).is_empty());
+    let e = h.assert_terminated("a -> m* -> b");
+    assert!(e.message.contains("spawning `m` from node 0"), "{}", e.message);
+
+    // A child that grows the subtree: its children are in the scope too.
+    let spawner = TaskDescriptor { may_spawn: true, ..task("a") };
+    let mut h = Harness::new(vec![workflow("flow"), spawner, task("b"), task("c")]);
+    let root = h.start_root();
+    let fx = h.mutate(root, vec![promise(0, "a -> b"), spawn(1, "a", &[])]);
+    let a = started(&fx, NodeId::new(1));
+    h.spawn(a, 0, "c", &[]);
+    let e = h.assert_terminated("a -> b");
+    assert!(e.message.contains("spawning `c` from node 1 (`a`)"), "{}", e.message);
 }
 
 #[test]
