@@ -85,6 +85,19 @@ fn children(graph: &Value) -> Vec<String> {
         .collect()
 }
 
+/// The edges of a graph as (from task, to task, kind), sorted.
+fn task_edges(graph: &Value) -> Vec<(String, String, String)> {
+    let task = |id: &Value| graph["nodes"][id.as_u64().unwrap() as usize]["task"].as_str().unwrap().to_string();
+    let mut edges: Vec<_> = graph["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (task(&e["from"]), task(&e["to"]), e["kind"].as_str().unwrap().to_string()))
+        .collect();
+    edges.sort();
+    edges
+}
+
 /// Nodes (id, task) and edges, without states: what a plan and a final graph share.
 fn structure(graph: &Value) -> (Vec<(u64, String)>, Value) {
     let nodes = graph["nodes"]
@@ -134,8 +147,10 @@ fn random_branch_always_ends_as_a_or_b_and_its_plan_shows_both() {
         let input = if seed < 8 { json!({"seed": seed}) } else { json!({"seed": null}) };
         let out = ex.run(&["run", "--input", &input.to_string()]);
         assert!(out.status.success(), "{}", text(&out));
-        let kids = children(&ex.graph(run));
+        let graph = ex.graph(run);
+        let kids = children(&graph);
         assert!(kids == ["A"] || kids == ["B"], "run {run}: {kids:?}");
+        assert_eq!(graph["edges"], json!([]), "run {run}: one node, no edge");
         seen.insert(kids[0].clone());
     }
     assert_eq!(seen.len(), 2, "both branches occur");
@@ -153,11 +168,31 @@ fn random_map_is_always_a_then_ms_then_b_and_its_plan_shows_m_star() {
         let input = if seed < 6 { json!({"seed": seed}) } else { json!({"seed": null}) };
         let out = ex.run(&["run", "--input", &input.to_string()]);
         assert!(out.status.success(), "{}", text(&out));
-        let kids = children(&ex.graph(run));
+        let graph = ex.graph(run);
+        let kids = children(&graph);
         let width = kids.len() - 2;
         assert_eq!(kids.first().map(String::as_str), Some("A"), "run {run}: {kids:?}");
         assert_eq!(kids.last().map(String::as_str), Some("B"), "run {run}: {kids:?}");
         assert!(kids[1..kids.len() - 1].iter().all(|k| k == "M"), "run {run}: {kids:?}");
+        // Exactly `A -> M* -> B`: each `M` after `A` and before `B`; `A -> B` when there is none.
+        let edge = |f: &str, t: &str| (f.to_string(), t.to_string(), "after".to_string());
+        let mut expected: Vec<_> = if width == 0 {
+            vec![edge("A", "B")]
+        } else {
+            (0..width).flat_map(|_| [edge("A", "M"), edge("M", "B")]).collect()
+        };
+        expected.sort();
+        assert_eq!(task_edges(&graph), expected, "run {run}: {graph}");
+        let (a, b) = (1, kids.len() as u64);
+        let ids: Vec<(u64, u64)> = graph["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["from"].as_u64().unwrap(), e["to"].as_u64().unwrap()))
+            .collect();
+        for m in 2..b {
+            assert!(ids.contains(&(a, m)) && ids.contains(&(m, b)), "run {run}: M {m}: {ids:?}");
+        }
         // 10 + 11 + … : the output matches the width.
         let expected: u64 = (0..width as u64).map(|i| 10 + i).sum();
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), expected.to_string());

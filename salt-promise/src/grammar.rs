@@ -62,14 +62,14 @@ impl std::error::Error for PromiseError {}
 /// stay readable after any number of [`step`](Shape::step)s.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Shape {
-    re: Re,
+    pub(crate) re: Re,
 }
 
 /// The AST. Invariant, kept by the smart constructors: `Empty` and `Eps` only ever appear at the
 /// top; a `Seq` or `Alt` has at least two items, none of them of its own kind; an `Alt` has no
 /// duplicate alternatives; a `Repeat` has an upper bound of at least 1 and is not `{1,1}`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum Re {
+pub(crate) enum Re {
     /// The empty language ∅: nothing matches.
     Empty,
     /// The empty sequence ε.

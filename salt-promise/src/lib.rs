@@ -11,8 +11,8 @@
 //! - `no edges out of A` and `no edges into B`, where the target is a task name (every node of
 //!   that task) or `#N` (the node with id `N`);
 //! - a shape, optionally prefixed with `shape`: a regular expression over task names that
-//!   constrains the sequence of task names of the scope node's direct children, in creation
-//!   order. `A -> B` is a sequence, `A | B` a choice, `M*`, `M+`, `M?`, `M{2}`, `M{0,10}` and
+//!   constrains the DAG of the scope node's descendants (see [`Shape::fits_dag`]; read in
+//!   topological order, its task names must be a prefix of a word of the expression). `A -> B` is a sequence, `A | B` a choice, `M*`, `M+`, `M?`, `M{2}`, `M{0,10}` and
 //!   `M{2,}` are repetitions, and `( … )` groups (`()` alone is the empty sequence). Postfix
 //!   operators bind tighter than `->`, which binds tighter than `|`.
 //!
@@ -42,8 +42,10 @@
 //! that does not parse at compile time, and the runtime uses it to check mutations. The `serde`
 //! feature makes [`Promise`] (de)serialize as its text.
 
+mod dag;
 mod grammar;
 
+pub use crate::dag::topological_order;
 pub use crate::grammar::{Promise, PromiseError, Shape, Target};
 
 impl Target {

@@ -59,6 +59,10 @@ pub struct SpawnRequest {
     pub task: String,
     /// The arguments, by parameter name, in declaration order.
     pub args: Vec<(String, WireArg)>,
+    /// The children of this body (by sequence number) whose results the body observed (awaited
+    /// successfully) since its previous spawn: the new child runs after them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<u32>,
 }
 
 /// Where a promise applies.
@@ -244,6 +248,8 @@ struct ContextInner {
     attempt: u32,
     seq: AtomicU32,
     pending: Mutex<Vec<Mutation>>,
+    /// Children whose results the body observed since its last spawn, by sequence number.
+    observed: Mutex<Vec<u32>>,
 }
 
 /// A running node's view of its run. Take `ctx: &salt::Context` as a task parameter to get it.
@@ -295,6 +301,7 @@ impl Context {
                 attempt,
                 seq: AtomicU32::new(0),
                 pending: Mutex::new(Vec::new()),
+                observed: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -310,6 +317,7 @@ impl Context {
                 attempt: 1,
                 seq: AtomicU32::new(0),
                 pending: Mutex::new(Vec::new()),
+                observed: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -378,6 +386,11 @@ impl Context {
 
     fn next_seq(&self) -> u32 {
         self.inner.seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Notes that the body has the result of its child `seq`: what it spawns next runs after it.
+    fn observe(&self, seqs: impl IntoIterator<Item = u32>) {
+        self.inner.observed.lock().unwrap_or_else(|p| p.into_inner()).extend(seqs);
     }
 
     fn push(&self, mutation: Mutation) {
@@ -535,7 +548,8 @@ impl Context {
             Err(e) => return Handle::direct(async move { Err(e) }),
         };
         let seq = self.next_seq();
-        self.push(Mutation::Spawn(SpawnRequest { seq, task: task.to_string(), args }));
+        let after = std::mem::take(&mut *self.inner.observed.lock().unwrap_or_else(|p| p.into_inner()));
+        self.push(Mutation::Spawn(SpawnRequest { seq, task: task.to_string(), args, after }));
         Handle::node(self.clone(), seq)
     }
 }
@@ -650,7 +664,11 @@ impl<T: TaskValue> Handle<T> {
     async fn value(self) -> Result<Value> {
         match &*self.inner {
             HandleInner::Node { ctx, seq } => match ctx.host() {
-                Some(host) => Ok(host.await_node(*seq).await?),
+                Some(host) => {
+                    let value = host.await_node(*seq).await?;
+                    ctx.observe([*seq]);
+                    Ok(value)
+                }
                 None => Err(Error::new(ErrorKind::Usage, "a node handle awaited outside its run")),
             },
             HandleInner::Direct(fut) => Ok(fut.clone().await?),
@@ -780,7 +798,10 @@ where
         }
     }
     if let Some(host) = ctx.filter(|_| seqs.len() == handles.len()).and_then(|c| c.host()) {
-        let answers = host.await_nodes(seqs).await;
+        let answers = host.await_nodes(seqs.clone()).await;
+        if let Some(c) = ctx {
+            c.observe(seqs.iter().zip(&answers).filter(|(_, a)| a.is_ok()).map(|(s, _)| *s));
+        }
         return answers
             .into_iter()
             .map(|a| {

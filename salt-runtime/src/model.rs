@@ -262,13 +262,16 @@ impl RunState {
 }
 
 /// Why one node runs after another.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EdgeKind {
     /// The downstream node takes the upstream node's output as an argument.
     Data,
     /// Added explicitly: order only.
     Control,
+    /// The parent spawned the downstream node after it had observed (awaited) the upstream
+    /// node's result: order only, added by the runtime.
+    After,
 }
 
 impl EdgeKind {
@@ -277,6 +280,7 @@ impl EdgeKind {
         match self {
             Self::Data => "data",
             Self::Control => "control",
+            Self::After => "after",
         }
     }
 }

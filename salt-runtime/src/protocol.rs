@@ -721,6 +721,7 @@ mod tests {
             seq: 2,
             task: "extract".into(),
             args: vec![("source".into(), WireArg::Value("a.csv".into())), ("rows".into(), WireArg::Handle(1))],
+            after: Vec::new(),
         };
         let msg = FromNode::Mutate {
             attempt_id: 4,

@@ -82,7 +82,7 @@ pub struct GraphView {
     pub title: String,
     /// Its nodes.
     pub nodes: Vec<ViewNode>,
-    /// Its edges: data and control.
+    /// Its edges: data, control and runs-after.
     pub edges: Vec<(NodeId, NodeId, EdgeKind)>,
     /// The promises in force.
     pub promises: Vec<ViewPromise>,
@@ -294,8 +294,9 @@ impl GraphView {
     }
 
     /// Graphviz dot: nodes filled by state (an annotated color fills the node instead, and the
-    /// state colors its thick border), data edges solid, control edges dashed, spawns dotted;
-    /// wildcards as dashed ellipses labelled by what may still come; guaranteed nodes dashed.
+    /// state colors its thick border), data and runs-after edges solid, control edges dashed,
+    /// spawns dotted; wildcards as dashed ellipses labelled by what may still come; guaranteed
+    /// nodes dashed.
     pub fn to_dot(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "digraph salt {{");
@@ -503,7 +504,7 @@ impl TaskGraph {
             let _ = writeln!(out, "  t{i}[\"{t} ×{c}\"]");
         }
         for (f, t, k, c) in &self.edges {
-            let arrow = if *k == "data" { "-->" } else { "-.->" };
+            let arrow = if matches!(*k, "data" | "after") { "-->" } else { "-.->" };
             let label = if f == t { format!("loop ×{c}") } else { format!("{k} ×{c}") };
             let _ = writeln!(out, "  t{f} {arrow}|{label}| t{t}");
         }

@@ -172,6 +172,9 @@ impl Core {
         for e in &snapshot.edges {
             let (from, to) = (e.from.index(), e.to.index());
             if from < nodes.len() && to < nodes.len() && current(&nodes[from]) && current(&nodes[to]) {
+                if e.kind == crate::model::EdgeKind::After {
+                    nodes[to].after.push(e.from);
+                }
                 nodes[to].deps.push(e.from);
                 nodes[from].dependents.push(e.to);
             }

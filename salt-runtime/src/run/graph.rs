@@ -1,6 +1,8 @@
 //! The graph: nodes, their edges and children, the `(parent, seq)` index, and how a node's
 //! end moves what depends on it.
 
+use std::collections::{BTreeSet, HashSet};
+
 use serde_json::{Map, Value};
 
 use super::Core;
@@ -63,6 +65,20 @@ pub(super) struct Node {
     /// The attempt that was parked while it awaited children; the first of them to end
     /// replays the node.
     pub(super) parked_on_children: Option<u32>,
+    /// What the live attempt's body has observed of its children.
+    pub(super) observed: Observed,
+    /// The deps this node runs after by `after` edges (a subset of `deps`).
+    pub(super) after: Vec<NodeId>,
+}
+
+/// The children whose results one attempt of a body has observed, kept minimal: `frontier` holds
+/// the observed nodes no other observed node runs after, `covered` every node some observed node
+/// runs after (or is). A new child runs after the frontier.
+#[derive(Default)]
+pub(super) struct Observed {
+    attempt: u32,
+    frontier: BTreeSet<NodeId>,
+    covered: HashSet<NodeId>,
 }
 
 impl Node {
@@ -122,6 +138,8 @@ impl Node {
             unbound: false,
             calls: 0,
             parked_on_children: None,
+            observed: Observed::default(),
+            after: Vec::new(),
         }
     }
 }
@@ -173,7 +191,7 @@ impl Core {
 
     fn spawn(&mut self, at: AttemptId, req: SpawnRequest) {
         let parent = at.node;
-        let SpawnRequest { seq, task, args } = req;
+        let SpawnRequest { seq, task, args, after } = req;
         let Some(descriptor) = self.registry.get(&task) else {
             let e = Error::new(ErrorKind::Protocol, format!("spawn of unknown task `{task}`"));
             return self.fail_attempt(at, e);
@@ -204,6 +222,15 @@ impl Core {
                 },
             };
             stored.push((name, a));
+        }
+        for s in after {
+            match self.keys.get(&(parent, s)) {
+                Some(&child) => self.observe(at, child),
+                None => {
+                    let e = Error::new(ErrorKind::Protocol, format!("observed call {s}, which spawned no node"));
+                    return self.fail_attempt(at, e);
+                }
+            }
         }
         let input_hash = hash_args(descriptor.name, &stored);
         let rerun = self.nodes[parent.index()].rerun;
@@ -272,9 +299,10 @@ impl Core {
             d.dedup();
             d
         };
+        let after = self.after_edges(parent, &deps);
         let what =
             format!("spawning `{}` from node {parent} (`{}`)", descriptor.name, self.nodes[parent.index()].task.name);
-        match self.check_spawn(parent, descriptor.name, &deps) {
+        match self.check_spawn(parent, descriptor.name, &deps, &after) {
             Ok(shapes) => {
                 for (i, shape) in shapes {
                     self.promises[i].shape = Some(shape);
@@ -308,13 +336,15 @@ impl Core {
             finished_at: None,
         };
         self.fx.writes.push(Write::InsertNode { run: self.run, node: Box::new(record) });
-        for d in &deps {
-            let edge = EdgeRecord { from: *d, to: id, kind: EdgeKind::Data };
+        for (d, kind) in deps.iter().map(|d| (d, EdgeKind::Data)).chain(after.iter().map(|d| (d, EdgeKind::After))) {
+            let edge = EdgeRecord { from: *d, to: id, kind };
             self.fx.writes.push(Write::InsertEdge { run: self.run, edge });
             self.nodes[d.index()].dependents.push(id);
         }
         let mut node = Node::new(id, Some(parent), descriptor, NodeState::Pending, stored, input_hash, None, None, 0);
         node.deps = deps;
+        node.deps.extend(after.iter().copied());
+        node.after = after;
         node.unmet = unmet;
         node.seq = Some(seq);
         self.nodes.push(node);
@@ -328,6 +358,55 @@ impl Core {
         } else {
             self.promote(id);
         }
+    }
+
+    /// The attempt `at` of a body observed the result of its child `child`: keep the observed
+    /// set minimal. A child that did not succeed is not something to run after.
+    fn observe(&mut self, at: AttemptId, child: NodeId) {
+        if self.nodes[child.index()].state != NodeState::Succeeded {
+            return;
+        }
+        let mut obs = std::mem::take(&mut self.nodes[at.node.index()].observed);
+        if obs.attempt != at.attempt {
+            obs = Observed { attempt: at.attempt, ..Observed::default() };
+        }
+        if !obs.covered.contains(&child) {
+            // Everything `child` runs after is covered now, and no longer on the frontier.
+            let mut stack = vec![child];
+            while let Some(n) = stack.pop() {
+                if !obs.covered.insert(n) {
+                    obs.frontier.remove(&n);
+                    continue;
+                }
+                stack.extend(self.nodes[n.index()].deps.iter().copied());
+            }
+            obs.frontier.insert(child);
+        }
+        self.nodes[at.node.index()].observed = obs;
+    }
+
+    /// The `after` edges of a child `parent` spawns now, taking the nodes `deps`: from every
+    /// node of the parent's observed frontier that is neither one of `deps` nor upstream of one.
+    fn after_edges(&self, parent: NodeId, deps: &[NodeId]) -> Vec<NodeId> {
+        let p = &self.nodes[parent.index()];
+        if p.observed.frontier.is_empty() || p.live != Some(p.observed.attempt) {
+            return Vec::new();
+        }
+        let obs = &p.observed;
+        let mut implied = HashSet::new();
+        let mut seen = HashSet::new();
+        let mut stack = deps.to_vec();
+        while let Some(n) = stack.pop() {
+            if obs.frontier.contains(&n) {
+                implied.insert(n);
+            }
+            // What a covered node runs after is covered too, and none of it is on the frontier.
+            if obs.covered.contains(&n) || !seen.insert(n) {
+                continue;
+            }
+            stack.extend(self.nodes[n.index()].deps.iter().copied());
+        }
+        obs.frontier.iter().filter(|f| !implied.contains(*f)).copied().collect()
     }
 
     pub(super) fn nondeterministic(&self, node: NodeId, seq: u32, expected: String, found: String) -> Error {
@@ -431,9 +510,16 @@ impl Core {
                 stack.extend(self.nodes[n.index()].dependents.iter().copied());
             }
         }
-        if let Err(p) = self.check_edge(from, to) {
-            let what = format!("adding edge {} -> {} from node {}", name(from), name(to), name(node));
-            return self.terminate(p, &what, Some(node));
+        match self.check_edge(from, to) {
+            Ok(shapes) => {
+                for (i, shape) in shapes {
+                    self.promises[i].shape = Some(shape);
+                }
+            }
+            Err(p) => {
+                let what = format!("adding edge {} -> {} from node {}", name(from), name(to), name(node));
+                return self.terminate(p, &what, Some(node));
+            }
         }
         let edge = EdgeRecord { from, to, kind: EdgeKind::Control };
         self.fx.writes.push(Write::InsertEdge { run: self.run, edge });

@@ -2,6 +2,8 @@
 //! applied; one that breaks a promise terminates the run, naming the promise, the mutation and
 //! the node that sent it.
 
+use std::collections::HashMap;
+
 use super::Core;
 use crate::context::PromiseScope;
 use crate::error::{Error, ErrorKind};
@@ -25,13 +27,10 @@ pub(super) struct Active {
 }
 
 impl Core {
-    /// The shape a scope's children so far leave of a shape promise.
+    /// The shape a scope's graph so far leaves of a shape promise.
     fn shape_after(&self, promise: &Promise, scope: NodeId) -> Option<Option<Shape>> {
         match promise {
-            Promise::Shape(shape) => {
-                let children = self.nodes[scope.index()].children.iter().map(|c| self.nodes[c.index()].task.name);
-                Some(shape.after(children))
-            }
+            Promise::Shape(shape) => Some(self.shape_state(shape, &self.scope_dag(scope, None, None))),
             _ => None,
         }
     }
@@ -59,6 +58,56 @@ impl Core {
         });
         self.fx.writes.extend(writes);
         self.refresh_shapes();
+    }
+
+    /// The DAG in the scope of a promise over `scope`'s subtree: its descendants, with the edges
+    /// between them, and each node deeper than a child running after its parent. `spawn` adds a
+    /// node about to be spawned (its parent, task and upstream); `edge` an edge about to be added.
+    pub(super) fn scope_dag(
+        &self,
+        scope: NodeId,
+        spawn: Option<(NodeId, &'static str, &[NodeId])>,
+        edge: Option<(NodeId, NodeId)>,
+    ) -> (Vec<&'static str>, Vec<(usize, usize)>) {
+        let mut members = Vec::new();
+        let mut stack: Vec<NodeId> = self.nodes[scope.index()].children.clone();
+        while let Some(n) = stack.pop() {
+            members.push(n);
+            stack.extend(self.nodes[n.index()].children.iter().copied());
+        }
+        members.sort_unstable();
+        let index: HashMap<NodeId, usize> = members.iter().enumerate().map(|(i, n)| (*n, i)).collect();
+        let mut tasks: Vec<&'static str> = members.iter().map(|n| self.nodes[n.index()].task.name).collect();
+        let mut edges = Vec::new();
+        for (i, n) in members.iter().enumerate() {
+            let node = &self.nodes[n.index()];
+            edges.extend(node.deps.iter().filter_map(|d| index.get(d)).map(|&d| (d, i)));
+            if let Some(p) = node.parent.and_then(|p| index.get(&p)) {
+                edges.push((*p, i));
+            }
+        }
+        if let Some((parent, task, deps)) = spawn {
+            let i = tasks.len();
+            tasks.push(task);
+            edges.extend(deps.iter().filter_map(|d| index.get(d)).map(|&d| (d, i)));
+            if let Some(&p) = index.get(&parent) {
+                edges.push((p, i));
+            }
+        }
+        if let Some((from, to)) = edge
+            && let (Some(&f), Some(&t)) = (index.get(&from), index.get(&to))
+        {
+            edges.push((f, t));
+        }
+        (tasks, edges)
+    }
+
+    /// What may still follow in a shape after its scope's DAG so far, read in topological order
+    /// (the order of creation among nodes that do not run after one another); `None` if that
+    /// cannot be completed (or the DAG has a cycle).
+    fn shape_state(&self, shape: &Shape, dag: &(Vec<&'static str>, Vec<(usize, usize)>)) -> Option<Shape> {
+        let order = salt_promise::topological_order(dag.0.len(), &dag.1)?;
+        shape.after(order.iter().map(|&i| dag.0[i]))
     }
 
     /// A promise read back from the store.
@@ -124,40 +173,42 @@ impl Core {
 
     /// Whether `node` is `scope` or one of its descendants.
     fn in_subtree(&self, node: NodeId, scope: NodeId) -> bool {
-        let mut n = Some(node);
-        while let Some(id) = n {
-            if id == scope {
-                return true;
-            }
-            n = self.nodes[id.index()].parent;
-        }
-        false
+        salt_promise::in_scope(node, scope, |n| self.nodes.get(n.index()).and_then(|n| n.parent))
     }
 
     fn matches(&self, target: &Target, node: NodeId) -> bool {
-        match target {
-            Target::Node(id) => *id == node.get(),
-            Target::Task(name) => self.nodes.get(node.index()).is_some_and(|n| n.task.name == name),
-        }
+        self.nodes.get(node.index()).is_some_and(|n| target.matches(node.get(), n.task.name))
     }
 
-    /// A shape promise on `scope` whose shape is not complete: (its text, who declared it,
-    /// what it still needs).
+    /// A shape promise on `scope` that its graph does not keep now that its body returned:
+    /// (its text, who declared it, what is wrong). The shape must be complete, and the DAG in
+    /// its scope a DAG of the shape's form.
     pub(super) fn unfinished_shape(&self, scope: NodeId) -> Option<(String, NodeId, String)> {
-        self.promises
-            .iter()
-            .find(|p| p.record.scope == scope && p.shape.as_ref().is_some_and(|s| !s.is_complete()))
-            .map(|p| {
-                (p.record.text.clone(), p.record.declared_by, p.shape.as_ref().map(|s| s.label()).unwrap_or_default())
-            })
+        self.promises.iter().filter(|p| p.record.scope == scope).find_map(|p| {
+            let Promise::Shape(shape) = &p.promise else { return None };
+            let what = match &p.shape {
+                Some(s) if !s.is_complete() => format!("while the shape still needs `{}`", s.label()),
+                _ => {
+                    let (tasks, edges) = self.scope_dag(scope, None, None);
+                    if shape.fits_dag(&tasks, &edges) {
+                        return None;
+                    }
+                    "with a graph that is not of the shape's form".to_string()
+                }
+            };
+            Some((p.record.text.clone(), p.record.declared_by, what))
+        })
     }
 
     /// Checks a spawn against every promise in force; on success, the new shape states.
+    /// `deps` are the nodes the new one takes by handle, `after` those it runs after because
+    /// the parent observed them: edge promises are about the first, shapes about both.
     pub(super) fn check_spawn(
         &self,
         parent: NodeId,
-        task: &str,
+        task: &'static str,
         deps: &[NodeId],
+        after: &[NodeId],
     ) -> Result<Vec<(usize, Shape)>, usize> {
         let mut shapes = Vec::new();
         for (i, p) in self.promises.iter().enumerate() {
@@ -184,17 +235,15 @@ impl Core {
                             Target::Node(id) => *id == self.nodes.len() as u64,
                         }
                 }
-                Promise::Shape(_) => {
-                    if parent != scope {
-                        true
-                    } else {
-                        match p.shape.as_ref().and_then(|s| s.step(task)) {
-                            Some(next) => {
-                                shapes.push((i, next));
-                                true
-                            }
-                            None => false,
+                Promise::Shape(shape) => {
+                    let upstream: Vec<NodeId> = deps.iter().chain(after).copied().collect();
+                    let dag = self.scope_dag(scope, Some((parent, task, &upstream)), None);
+                    match self.shape_state(shape, &dag) {
+                        Some(next) => {
+                            shapes.push((i, next));
+                            true
                         }
+                        None => false,
                     }
                 }
             };
@@ -205,8 +254,9 @@ impl Core {
         Ok(shapes)
     }
 
-    /// Checks a control edge against every promise in force.
-    pub(super) fn check_edge(&self, from: NodeId, to: NodeId) -> Result<(), usize> {
+    /// Checks a control edge against every promise in force; on success, the new shape states.
+    pub(super) fn check_edge(&self, from: NodeId, to: NodeId) -> Result<Vec<(usize, Shape)>, usize> {
+        let mut shapes = Vec::new();
         for (i, p) in self.promises.iter().enumerate() {
             if !self.in_subtree(to, p.record.scope) {
                 continue;
@@ -219,13 +269,22 @@ impl Core {
                 }
                 Promise::NoEdgesOut(target) => !self.matches(target, from),
                 Promise::NoEdgesInto(target) => !self.matches(target, to),
+                Promise::Shape(shape) => {
+                    match self.shape_state(shape, &self.scope_dag(p.record.scope, None, Some((from, to)))) {
+                        Some(next) => {
+                            shapes.push((i, next));
+                            true
+                        }
+                        None => false,
+                    }
+                }
                 _ => true,
             };
             if !ok {
                 return Err(i);
             }
         }
-        Ok(())
+        Ok(shapes)
     }
 
     pub(super) fn terminate(&mut self, promise: usize, what: &str, culprit: Option<NodeId>) {

@@ -136,7 +136,13 @@ fn out(seq: u32) -> WireArg {
 
 fn spawn(seq: u32, task: &str, args: &[(&str, WireArg)]) -> Mutation {
     let args = args.iter().map(|(n, a)| (n.to_string(), a.clone())).collect();
-    Mutation::Spawn(SpawnRequest { seq, task: task.into(), args })
+    Mutation::Spawn(SpawnRequest { seq, task: task.into(), args, after: Vec::new() })
+}
+
+/// A spawn made after the body observed the results of its children `after` (by seq).
+fn spawn_after(seq: u32, task: &str, args: &[(&str, WireArg)], after: &[u32]) -> Mutation {
+    let args = args.iter().map(|(n, a)| (n.to_string(), a.clone())).collect();
+    Mutation::Spawn(SpawnRequest { seq, task: task.into(), args, after: after.to_vec() })
 }
 
 fn edge(from: u32, to: u32) -> Mutation {
@@ -868,11 +874,67 @@ fn edge_promises_on_a_node_cover_data_edges_too() {
 fn a_shape() {
     let text = "a -> m* -> b";
     let s = |seq, t| spawn(seq, t, &[]);
-    check_promise(text, vec![promise(0, text), s(1, "a"), s(2, "m"), s(3, "m"), s(4, "b")], None);
-    check_promise(text, vec![promise(0, text), s(1, "a"), s(2, "b")], None);
+    // Kept by the right DAG: a -> {m, m} -> b, and a -> b.
+    let after_a = |seq, t| spawn(seq, t, &[("x", out(1))]);
+    let b = spawn(4, "b", &[("x", out(2)), ("y", out(3))]);
+    check_promise(text, vec![promise(0, text), s(1, "a"), after_a(2, "m"), after_a(3, "m"), b], None);
+    check_promise(text, vec![promise(0, text), s(1, "a"), after_a(2, "b")], None);
     check_promise(text, vec![promise(0, text), s(1, "m")], Some("spawning `m`"));
     check_promise(text, vec![promise(0, text), s(1, "a"), s(2, "b"), s(3, "m")], Some("spawning `m`"));
     check_promise(text, vec![s(0, "m"), promise(1, text)], Some("the children node 0 already has"));
+}
+
+#[test]
+fn a_shape_constrains_the_dag_not_the_order_of_creation() {
+    // The right tasks in the right order, but nothing runs after anything: broken when the
+    // body returns.
+    let mut h = Harness::new(vec![workflow("flow"), task("a"), task("b")]);
+    let root = h.start_root();
+    let fx = h.mutate(root, vec![promise(0, "a -> b"), spawn(1, "a", &[]), spawn(2, "b", &[])]);
+    for at in starts(&fx) {
+        h.succeed(at, Value::Null);
+    }
+    h.succeed(root, json!(1));
+    let e = h.assert_terminated("a -> b");
+    assert!(
+        e.message.contains("node 0 (`flow`) finishing with a graph that is not of the shape's form"),
+        "{}",
+        e.message
+    );
+
+    // A control edge that makes `b` run before `a`: broken by the edge.
+    let mut h = Harness::new(vec![workflow("flow"), task("a"), task("b")]);
+    let root = h.start_root();
+    let fx = h.mutate(root, vec![promise(0, "a -> b"), spawn(1, "a", &[]), spawn(2, "b", &[]), edge(2, 1)]);
+    assert!(edges(&fx).is_empty(), "the edge was not applied");
+    let e = h.assert_terminated("a -> b");
+    assert!(e.message.contains("adding edge 2 (`b`) -> 1 (`a`) from node 0"), "{}", e.message);
+
+    // `b` alone, runs after nothing: no prefix of `a -> b`.
+    let mut h = Harness::new(vec![workflow("flow"), task("a"), task("b")]);
+    let root = h.start_root();
+    h.mutate(root, vec![promise(0, "a -> b"), spawn(1, "b", &[])]);
+    let e = h.assert_terminated("a -> b");
+    assert!(e.message.contains("spawning `b` from node 0"), "{}", e.message);
+
+    // A spawn that runs after nothing it should: `b` before `a` exists.
+    let mut h = Harness::new(vec![workflow("flow"), task("a"), task("b"), task("m")]);
+    let root = h.start_root();
+    h.mutate(root, vec![promise(0, "a -> m* -> b"), spawn(1, "a", &[]), spawn(2, "b", &[("x", out(1))])]);
+    let fx = h.mutate(root, vec![spawn(3, "m", &[("x", out(2))])]);
+    assert!(inserted(&fx).is_empty());
+    let e = h.assert_terminated("a -> m* -> b");
+    assert!(e.message.contains("spawning `m` from node 0"), "{}", e.message);
+
+    // A child that grows the subtree: its children are in the scope too.
+    let spawner = TaskDescriptor { may_spawn: true, ..task("a") };
+    let mut h = Harness::new(vec![workflow("flow"), spawner, task("b"), task("c")]);
+    let root = h.start_root();
+    let fx = h.mutate(root, vec![promise(0, "a -> b"), spawn(1, "a", &[])]);
+    let a = started(&fx, NodeId::new(1));
+    h.spawn(a, 0, "c", &[]);
+    let e = h.assert_terminated("a -> b");
+    assert!(e.message.contains("spawning `c` from node 1 (`a`)"), "{}", e.message);
 }
 
 #[test]
@@ -973,6 +1035,163 @@ fn an_edge_that_closes_a_cycle_is_refused() {
     assert_eq!(e.message, "cannot add edge 2 (`b`) -> 1 (`a`): it would close a cycle");
     assert_eq!(edges(&fx), [(NodeId::new(1), NodeId::new(2), EdgeKind::Data)], "only the data edge");
     h.assert_all_final();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Runs-after edges
+// ---------------------------------------------------------------------------------------------
+
+/// Every edge the core has written so far, sorted: (from, to, kind).
+fn all_edges(fxs: &[&Effects]) -> Vec<(u64, u64, EdgeKind)> {
+    let mut all: Vec<_> = fxs.iter().flat_map(|fx| edges(fx)).map(|(f, t, k)| (f.get(), t.get(), k)).collect();
+    all.sort();
+    all
+}
+
+/// Plays `A`, then `width` `M`s spawned after `A`'s result, then `B` after theirs; returns the
+/// edges written and the harness.
+fn map_of_width(width: u32) -> (Harness, Vec<(u64, u64, EdgeKind)>) {
+    let mut h = Harness::new(vec![workflow("flow"), task("A"), task("M"), task("B")]);
+    let root = h.start_root();
+    let mut fxs = vec![h.spawn(root, 0, "A", &[])];
+    h.await_(root, 1, 0);
+    fxs.push(h.succeed(started(&fxs[0], NodeId::new(1)), json!(10)));
+    let ms: Vec<Mutation> =
+        (1..=width).map(|i| spawn_after(i, "M", &[("i", v(json!(i)))], if i == 1 { &[0] } else { &[] })).collect();
+    fxs.push(h.mutate(root, ms));
+    let mut queue = starts(fxs.last().unwrap());
+    for (call, seq) in (2..).zip(1..=width) {
+        queue.extend(starts(&h.await_(root, call, seq)));
+    }
+    while let Some(at) = queue.pop() {
+        let fx = h.succeed(at, json!(1));
+        queue.extend(starts(&fx));
+        fxs.push(fx);
+    }
+    let observed: Vec<u32> = if width == 0 { vec![0] } else { (1..=width).collect() };
+    fxs.push(h.mutate(root, vec![spawn_after(width + 1, "B", &[], &observed)]));
+    let b = started(fxs.last().unwrap(), NodeId::at(width as usize + 2));
+    fxs.push(h.succeed(b, json!(0)));
+    fxs.push(h.succeed(root, json!(0)));
+    h.assert_all_final();
+    (h, all_edges(&fxs.iter().collect::<Vec<_>>()))
+}
+
+#[test]
+fn a_map_over_awaited_values_is_a_then_ms_then_b() {
+    use EdgeKind::After;
+    let (_, e) = map_of_width(0);
+    assert_eq!(e, [(1, 2, After)], "no M: `A -> B`");
+    for width in 1..=5u64 {
+        let (_, e) = map_of_width(width as u32);
+        let b = width + 2;
+        let mut expected: Vec<_> = (2..b).map(|m| (1, m, After)).chain((2..b).map(|m| (m, b, After))).collect();
+        expected.sort();
+        assert_eq!(e, expected, "width {width}");
+    }
+}
+
+#[test]
+fn an_after_edge_implied_by_other_edges_is_not_added() {
+    let mut h = Harness::new(vec![workflow("flow"), task("a"), task("c"), task("d"), task("e")]);
+    let root = h.start_root();
+    let fx = h.spawn(root, 0, "a", &[]);
+    h.await_(root, 1, 0);
+    let f1 = h.succeed(started(&fx, NodeId::new(1)), json!(1));
+    // `c` after `a`; `d` takes `c`'s handle (so runs after `a` already); `e` takes `a`'s value
+    // by handle too: no `after` edge duplicates a data edge.
+    let f2 = h.mutate(
+        root,
+        vec![spawn_after(1, "c", &[], &[0]), spawn(2, "d", &[("x", out(1))]), spawn(3, "e", &[("x", out(0))])],
+    );
+    assert_eq!(all_edges(&[&f1, &f2]), [(1, 2, EdgeKind::After), (1, 4, EdgeKind::Data), (2, 3, EdgeKind::Data)],);
+    // Observing `d` (which runs after `a` and `c`) leaves only `d` to run after.
+    let f3 = h.succeed(started(&f2, NodeId::new(2)), json!(2));
+    h.await_(root, 2, 2);
+    let f4 = h.succeed(started(&f3, NodeId::new(3)), json!(3));
+    assert_eq!(resolved(&f4, root, 2), Ok(json!(3)));
+    let f5 = h.mutate(root, vec![spawn_after(4, "e", &[], &[0, 1, 2])]);
+    assert_eq!(all_edges(&[&f5]), [(3, 5, EdgeKind::After)]);
+}
+
+#[test]
+fn a_child_whose_failure_was_handled_is_not_run_after() {
+    let mut h = Harness::new(vec![workflow("flow"), task("risky"), task("fallback")]);
+    let root = h.start_root();
+    let fx = h.spawn(root, 0, "risky", &[]);
+    h.await_(root, 1, 0);
+    let fx = h.finish(started(&fx, NodeId::new(1)), Err(Error::fatal("no")));
+    assert!(resolved(&fx, root, 1).is_err());
+    // A body reports only successful results as observed; one that claims a failed child is
+    // not believed either.
+    let fx = h.mutate(root, vec![spawn_after(1, "fallback", &[], &[0])]);
+    assert!(edges(&fx).is_empty(), "{:?}", fx.writes);
+    started(&fx, NodeId::new(2));
+}
+
+#[test]
+fn an_observed_call_that_spawned_nothing_fails_the_attempt() {
+    let mut h = Harness::new(vec![workflow("flow"), task("a")]);
+    let root = h.start_root();
+    let fx = h.mutate(root, vec![spawn_after(0, "a", &[], &[7])]);
+    let e = attempt_error(&fx, NodeId::ROOT, 1);
+    assert_eq!(e.kind, ErrorKind::Protocol);
+    assert!(inserted(&fx).is_empty());
+}
+
+#[test]
+fn after_edges_are_loaded_back_and_a_rerun_follows_them_downstream() {
+    let (h, written) = map_of_width(2);
+    // Load the run again from what was written, as `recover` or `rerun` do.
+    let mut snap = snapshot("flow", Vec::new());
+    snap.nodes = h
+        .core
+        .nodes
+        .iter()
+        .map(|n| NodeRecord {
+            id: n.id,
+            parent: n.parent,
+            seq: h.core.keys.iter().find(|(_, v)| **v == n.id).map(|(k, _)| k.1),
+            task: n.task.name.to_string(),
+            state: n.state,
+            args: n.args.clone(),
+            input_hash: n.input_hash.clone(),
+            output: n.output.clone(),
+            ..root_record("flow", &json!({}))
+        })
+        .collect();
+    snap.edges = written
+        .iter()
+        .map(|(f, t, k)| crate::model::EdgeRecord { from: NodeId::new(*f), to: NodeId::new(*t), kind: *k })
+        .collect();
+    let reg = h.core.registry;
+    let config = Config { executor: "inline", parallelism: 4, park_after: None };
+    let core = Core::new(snap, reg, config, h.now).expect("the run loads");
+    assert_eq!(core.downstream_of(NodeId::new(2)), [0, 2, 4], "one `M`, `B` and the root");
+    let reset = core.downstream_of(NodeId::new(1));
+    assert_eq!(reset, [0, 1, 2, 3, 4], "`A`, the `M`s, `B` and the root");
+
+    // `rerun --from A`: `A`, the `M`s and `B` wait for the root's replay to bind them.
+    let mut h = Harness { core, now: h.now };
+    h.core.mark_rerun(&reset);
+    h.core.reset(&reset);
+    h.core.begin(h.now);
+    let fx = h.effects();
+    assert_eq!(starts(&fx).iter().map(|a| a.node.get()).collect::<Vec<_>>(), [0], "the root only");
+    let root = started(&fx, NodeId::ROOT);
+    let fx = h.spawn(root, 0, "A", &[]);
+    assert_eq!(starts(&fx).iter().map(|a| a.node.get()).collect::<Vec<_>>(), [1], "bound again: `A` runs");
+    let a = started(&fx, NodeId::new(1));
+    h.await_(root, 1, 0);
+    let fx = h.succeed(a, json!(20));
+    assert_eq!(resolved(&fx, root, 1), Ok(json!(20)));
+    let fx = h.mutate(
+        root,
+        vec![spawn_after(1, "M", &[("i", v(json!(1)))], &[0]), spawn_after(2, "M", &[("i", v(json!(2)))], &[])],
+    );
+    assert!(inserted(&fx).is_empty() && edges(&fx).is_empty(), "bound again, nothing new: {:?}", fx.writes);
+    assert_eq!(starts(&fx).iter().map(|a| a.node.get()).collect::<Vec<_>>(), [2, 3], "bound: the `M`s run");
+    assert_eq!(h.state(NodeId::new(4)), NodeState::Pending, "`B` still waits for its spawn");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1204,26 +1423,39 @@ fn a_new_call_of_a_rerun_is_checked_against_the_promises() {
 
 #[test]
 fn a_shape_promise_is_checked_against_the_graph_a_rerun_leaves() {
-    // `fetch -> m* -> sink`: after the map shrinks, the new `sink` follows the remaining `m`.
+    // `fetch -> m* -> sink`: after the map shrinks, the new `sink` runs after the remaining `m`.
     let tasks = vec![workflow("flow"), task("fetch"), task("m"), task("sink")];
     let mut h = Harness::new(tasks);
-    let root = h.start_root();
-    let calls = |n: u32| {
-        let mut c = vec![promise(0, "fetch -> m* -> sink"), spawn(1, "fetch", &[])];
-        c.extend((0..n).map(|i| spawn(2 + i, "m", &[("i", v(json!(i)))])));
-        c.push(spawn(2 + n, "sink", &[("n", v(json!(n)))]));
-        c
+    // Succeeds every attempt `fx` started, and what those start.
+    let settle = |h: &mut Harness, fx: Effects| {
+        let mut queue = starts(&fx);
+        while let Some(at) = queue.pop() {
+            let fx = h.succeed(at, Value::Null);
+            queue.extend(starts(&fx));
+        }
     };
-    let fx = h.mutate(root, calls(3));
+    // The body: `fetch`, awaited; `n` `m`s, awaited; `sink`.
+    let body = |h: &mut Harness, root: AttemptId, n: u32| -> Effects {
+        let fx = h.mutate(root, vec![promise(0, "fetch -> m* -> sink"), spawn(1, "fetch", &[])]);
+        settle(h, fx);
+        let ms = (0..n).map(|i| spawn_after(2 + i, "m", &[("i", v(json!(i)))], if i == 0 { &[1] } else { &[] }));
+        let fx = h.mutate(root, ms.collect());
+        settle(h, fx);
+        let observed: Vec<u32> = if n == 0 { vec![1] } else { (2..2 + n).collect() };
+        h.mutate(root, vec![spawn_after(2 + n, "sink", &[("n", v(json!(n)))], &observed)])
+    };
+    let root = h.start_root();
+    let fx = body(&mut h, root, 3);
     h.complete(fx, root, json!(3));
     h.core.take_effects();
 
     h.core.rerun_from(NodeId::new(1)).unwrap();
     h.core.begin(h.now);
     let root = started(&h.effects(), NodeId::ROOT);
-    let fx = h.mutate(root, calls(1));
+    let fx = body(&mut h, root, 1);
     assert_eq!(superseded(&fx), [3, 4, 5]);
     assert_eq!(inserted(&fx), [(NodeId::new(6), "sink".to_string())]);
+    assert_eq!(edges(&fx), [(NodeId::new(2), NodeId::new(6), EdgeKind::After)]);
     assert!(!fx.writes.iter().any(|w| matches!(w, Write::DropPromise { .. })), "the promise was called again");
     h.complete(fx, root, json!(1));
 }

@@ -108,8 +108,8 @@ impl Core {
                     self.nodes[id.index()].rerun = false;
                 }
                 // A body that returned can spawn no more: its promised shapes must be complete.
-                if let Some((text, by, still)) = self.unfinished_shape(id) {
-                    let what = format!("node {id} (`{}`) finishing while the shape still needs `{still}`", task.name);
+                if let Some((text, by, how)) = self.unfinished_shape(id) {
+                    let what = format!("node {id} (`{}`) finishing {how}", task.name);
                     self.end_node(id, NodeState::Succeeded, Some(output), None);
                     return self.terminate_with(&text, by, &what, None);
                 }

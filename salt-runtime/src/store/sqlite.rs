@@ -844,7 +844,11 @@ impl Store for SqliteStore {
                 Ok(EdgeRecord {
                     from: r.get(0)?,
                     to: r.get(1)?,
-                    kind: if kind == "control" { EdgeKind::Control } else { EdgeKind::Data },
+                    kind: match kind.as_str() {
+                        "control" => EdgeKind::Control,
+                        "after" => EdgeKind::After,
+                        _ => EdgeKind::Data,
+                    },
                 })
             })
             .map_err(sql)?

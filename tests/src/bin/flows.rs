@@ -553,6 +553,28 @@ async fn edges(case: String, dir: String, ctx: &Context) -> salt::Result<u64> {
     }
 }
 
+/// One step of `synergy`: the sum of its inputs plus its number.
+#[task]
+async fn syn(step: u64, xs: Vec<u64>) -> u64 {
+    xs.iter().sum::<u64>() + step
+}
+
+/// Eight steps, `s1 -> s2 -> {s3, s4, s6}; {s3, s4} -> s5; s6 -> s7 -> s8`, written with
+/// awaited values: each child runs after the results its parent had awaited when it spawned
+/// it. The `s6 -> s7 -> s8` chain is wired by handles, so that it does not wait for `s3` and
+/// `s4`, whose values the body awaits first.
+#[workflow]
+async fn synergy() -> salt::Result<u64> {
+    let x1 = syn(1, vec![]).await?;
+    let x2 = syn(2, vec![x1]).await?;
+    let (s3, s4, s6) = (syn(3, vec![x2]), syn(4, vec![x2]), syn(6, vec![x2]));
+    let s7 = one(s6);
+    let s8 = two(s7);
+    let x34 = salt::join_all([s3, s4]).await?;
+    let x5 = syn(5, x34).await?;
+    Ok(x5 + s8.await?)
+}
+
 // ANCHOR: tick
 /// Counts down by spawning its own next iteration: a loop.
 #[task(spawns)]

@@ -25,14 +25,27 @@ fn a_pipeline_runs_and_is_stored_with_its_graph() {
     assert_eq!(tasks, ["pipeline", "step", "step", "step", "step", "step", "total", "maybe_fail"]);
     assert!(nodes.iter().all(|n| n["state"] == "succeeded" && n["label"].is_string() && n["id"].is_u64()));
     // Handles passed without awaiting make data edges: a -> b, total -> maybe_fail. The c's
-    // were awaited, so `total` took their values.
+    // were spawned after `b` was awaited, and were awaited before `total` took their values:
+    // `after` edges b -> c's -> total.
     let edges: Vec<(u64, u64, &str)> = graph["edges"]
         .as_array()
         .unwrap()
         .iter()
         .map(|e| (e["from"].as_u64().unwrap(), e["to"].as_u64().unwrap(), e["kind"].as_str().unwrap()))
         .collect();
-    assert_eq!(edges, [(1, 2, "data"), (6, 7, "data")]);
+    assert_eq!(
+        edges,
+        [
+            (1, 2, "data"),
+            (2, 3, "after"),
+            (2, 4, "after"),
+            (2, 5, "after"),
+            (3, 6, "after"),
+            (4, 6, "after"),
+            (5, 6, "after"),
+            (6, 7, "data")
+        ]
+    );
 
     let dot = String::from_utf8(env.run(&["graph", &id.to_string(), "--format", "dot"]).stdout).unwrap();
     assert!(dot.starts_with("digraph") && dot.contains("n6 -> n7"), "{dot}");

@@ -11,6 +11,7 @@ mod ops;
 mod ownership;
 mod recovery;
 mod replay;
+mod runs_after;
 mod scale;
 mod support;
 mod takeover;
