@@ -26,7 +26,7 @@ pub const MAX_COUNT: u32 = 100_000;
 /// The work a single [`Shape::step`] may do, in units of expression nodes built or copied;
 /// past it, the step gives up (see [`Shape::try_step`]). Every shape a promise's text can
 /// spell within the limits above that is not built to defeat the engine stays far below it.
-pub const STEP_BUDGET: usize = 200_000;
+pub const STEP_BUDGET: usize = 50_000;
 
 /// The most names [`Shape::guaranteed`] lists.
 pub const MAX_GUARANTEED: usize = 100;
