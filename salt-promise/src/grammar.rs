@@ -1,9 +1,39 @@
 //! The promise grammar: parsing, printing, and the shape engine (derivatives of a regular
 //! expression over task names).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::fmt;
 use std::str::FromStr;
+
+/// The longest promise text that is read, in bytes; a longer one is refused without being
+/// parsed.
+pub const MAX_TEXT_LEN: usize = 1 << 20;
+
+/// The most items a promise may have: task names in a shape or a list, `()`, and repetition
+/// operators (`*`, `+`, `?`, `{…}`) each count one.
+pub const MAX_ITEMS: usize = 4096;
+
+/// The longest task name in a promise, in bytes.
+pub const MAX_NAME_LEN: usize = 128;
+
+/// How deeply a shape may nest: each group of `->` or `|` inside another one, each level of
+/// parentheses and each repetition of a repetition (`(M{2})*`) counts one level.
+pub const MAX_DEPTH: usize = 32;
+
+/// The largest count in a repetition `{n}`, `{m,n}` or `{m,}`.
+pub const MAX_COUNT: u32 = 100_000;
+
+/// The work a single [`Shape::step`] may do, in units of expression nodes built or copied;
+/// past it, the step gives up (see [`Shape::try_step`]). Every shape a promise's text can
+/// spell within the limits above that is not built to defeat the engine stays far below it.
+pub const STEP_BUDGET: usize = 50_000;
+
+/// The most names [`Shape::guaranteed`] lists.
+pub const MAX_GUARANTEED: usize = 100;
+
+/// The cells of longest-common-subsequence tables [`Shape::guaranteed`] may fill in all;
+/// past it, the alternatives of a choice contribute only their common prefix.
+const GUARANTEED_BUDGET: usize = 1 << 20;
 
 /// A constraint on how a run's graph may still change.
 ///
@@ -55,6 +85,27 @@ impl fmt::Display for PromiseError {
 
 impl std::error::Error for PromiseError {}
 
+/// A step of a [`Shape`] that would cost more than [`STEP_BUDGET`]: the shape is too complex
+/// to check, and the child it was checked for is refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TooComplex {
+    /// The task name of the child the step was for.
+    pub task: String,
+}
+
+impl fmt::Display for TooComplex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "checking a child `{}` against this shape would take more than {STEP_BUDGET} steps: the shape is too \
+             complex to check",
+            self.task
+        )
+    }
+}
+
+impl std::error::Error for TooComplex {}
+
 /// A regular expression over task names: the shape the sequence of a node's children must take.
 ///
 /// It is kept simplified (no empty alternatives, no nested sequences or choices, no repeated
@@ -68,7 +119,7 @@ pub struct Shape {
 /// The AST. Invariant, kept by the smart constructors: `Empty` and `Eps` only ever appear at the
 /// top; a `Seq` or `Alt` has at least two items, none of them of its own kind; an `Alt` has no
 /// duplicate alternatives; a `Repeat` has an upper bound of at least 1 and is not `{1,1}`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Re {
     /// The empty language ∅: nothing matches.
     Empty,
@@ -88,15 +139,25 @@ pub(crate) enum Re {
 // Smart constructors
 // ---------------------------------------------------------------------------------------------
 
-/// A sequence: ∅ absorbs, ε vanishes, nested sequences flatten.
+/// A sequence: ∅ absorbs, ε vanishes, nested sequences flatten, and neighbouring repetitions
+/// of the same item merge (`A? -> A?` is `A{0,2}`, `A* -> A*` is `A*`).
 fn seq(items: Vec<Re>) -> Re {
-    let mut out = Vec::with_capacity(items.len());
+    let mut out: Vec<Re> = Vec::with_capacity(items.len());
+    let push = |out: &mut Vec<Re>, re: Re| {
+        if let Some(last) = out.last_mut()
+            && let Some(merged) = merge_neighbours(last, &re)
+        {
+            *last = merged;
+            return;
+        }
+        out.push(re);
+    };
     for item in items {
         match item {
             Re::Empty => return Re::Empty,
             Re::Eps => {}
-            Re::Seq(inner) => out.extend(inner),
-            other => out.push(other),
+            Re::Seq(inner) => inner.into_iter().for_each(|re| push(&mut out, re)),
+            other => push(&mut out, other),
         }
     }
     match out.len() {
@@ -106,12 +167,70 @@ fn seq(items: Vec<Re>) -> Re {
     }
 }
 
+/// An item as a repetition: `r{a,b}` as itself, anything else as `r{1,1}`.
+fn as_repeat(re: &Re) -> (&Re, u32, Option<u32>) {
+    match re {
+        Re::Repeat(inner, min, max) => (inner, *min, *max),
+        other => (other, 1, Some(1)),
+    }
+}
+
+/// `r{a,b} -> r{c,d}` as the one repetition `r{a+c,b+d}` (exact: `r^i -> r^j` is `r^(i+j)`),
+/// unless a count would pass [`MAX_COUNT`].
+fn merge_neighbours(first: &Re, second: &Re) -> Option<Re> {
+    let (x, a, b) = as_repeat(first);
+    let (y, c, d) = as_repeat(second);
+    if x != y {
+        return None;
+    }
+    let min = a.checked_add(c).filter(|&n| n <= MAX_COUNT)?;
+    let max = match (b, d) {
+        (Some(b), Some(d)) => Some(b.checked_add(d).filter(|&n| n <= MAX_COUNT)?),
+        _ => None,
+    };
+    Some(repeat(x.clone(), min, max))
+}
+
+/// The counts of `(r{a,b}){m,n}` as one repetition of `r`, when there is one: it spells
+/// `r{j·a,j·b}` for every `j` in `m..=n`, and those ranges join into one when each meets the
+/// next (`(A{1,2}){1,2}` is `A{1,4}`, `(A{3}){1,2}` is not `A{3,6}`). `None` too when a count
+/// would pass [`MAX_COUNT`].
+fn nested_counts(a: u32, b: Option<u32>, m: u32, n: Option<u32>) -> Option<(u32, Option<u32>)> {
+    if n != Some(m) {
+        // The ranges grow apart as `j` grows, so the first two must meet.
+        let meets = match b {
+            None => m >= 1 || a <= 1,
+            Some(b) => u64::from(a) <= u64::from(m) * u64::from(b - a) + 1,
+        };
+        if !meets {
+            return None;
+        }
+    }
+    let fits = |c: u64| u32::try_from(c).ok().filter(|&c| c <= MAX_COUNT);
+    let min = fits(u64::from(m) * u64::from(a))?;
+    let max = match (b, n) {
+        (Some(b), Some(n)) => Some(fits(u64::from(b) * u64::from(n))?),
+        _ => None,
+    };
+    Some((min, max))
+}
+
 /// A choice: ∅ vanishes, nested choices flatten, duplicates go, and ε turns the rest optional.
 fn alt(items: Vec<Re>) -> Re {
     let mut out: Vec<Re> = Vec::with_capacity(items.len());
     let mut eps = false;
-    let push = |out: &mut Vec<Re>, re: Re| {
-        if !out.contains(&re) {
+    // Few alternatives are compared directly, many by hash: either way linear in their size.
+    let mut seen: HashSet<Re> = HashSet::new();
+    let mut push = |out: &mut Vec<Re>, re: Re| {
+        if out.len() < 16 {
+            if !out.contains(&re) {
+                if out.len() == 15 {
+                    seen.extend(out.iter().cloned());
+                    seen.insert(re.clone());
+                }
+                out.push(re);
+            }
+        } else if seen.insert(re.clone()) {
             out.push(re);
         }
     };
@@ -163,6 +282,10 @@ fn repeat(re: Re, min: u32, max: Option<u32>) -> Re {
         if a == 0 && b == Some(1) {
             return repeat((**inner).clone(), 0, max);
         }
+        // (r{a,b}){m,n} = r{m·a,n·b} when that is the same language.
+        if let Some((min, max)) = nested_counts(a, b, min, max) {
+            return repeat((**inner).clone(), min, max);
+        }
     }
     Re::Repeat(Box::new(re), min, max)
 }
@@ -205,9 +328,11 @@ impl Re {
         }
     }
 
-    /// The Brzozowski derivative by one task name.
-    fn derive(&self, task: &str) -> Re {
-        match self {
+    /// The Brzozowski derivative by one task name, or `None` once it has cost more than
+    /// `budget` (in nodes visited or copied; what it cost is taken off `budget`).
+    fn derive_within(&self, task: &str, budget: &mut usize) -> Option<Re> {
+        *budget = budget.checked_sub(1)?;
+        Some(match self {
             Re::Empty | Re::Eps => Re::Empty,
             Re::Task(name) => {
                 if name == task {
@@ -218,49 +343,108 @@ impl Re {
             }
             Re::Seq(items) => {
                 let mut alts = Vec::new();
+                // Whether an alternative so far is `h -> items[i + 1..]` with `h` nullable: it
+                // then holds every later `h' -> items[j + 1..]` where `h'` spells no more than
+                // `items[j]` (as the derivatives of `A?` and `A*` by `A` do), which are left out.
+                // That keeps `A* -> B* -> A* -> …` and `A? -> B? -> A? -> …` linear.
+                let mut covered = false;
                 for (i, item) in items.iter().enumerate() {
-                    let mut rest = Vec::with_capacity(items.len() - i);
-                    rest.push(item.derive(task));
-                    rest.extend(items[i + 1..].iter().cloned());
-                    alts.push(seq(rest));
+                    let head = item.derive_within(task, budget)?;
+                    let redundant = covered && (head == *item || (head == Re::Eps && item.nullable()));
+                    // `∅ -> rest` is ∅: the rest is only copied where the head can go on.
+                    if head != Re::Empty && !redundant {
+                        covered = covered || head.nullable();
+                        let tail = &items[i + 1..];
+                        tail.iter().try_for_each(|re| re.charge(budget))?;
+                        let mut rest = Vec::with_capacity(tail.len() + 1);
+                        rest.push(head);
+                        rest.extend(tail.iter().cloned());
+                        alts.push(seq(rest));
+                    }
                     if !item.nullable() {
                         break;
                     }
                 }
                 alt(alts)
             }
-            Re::Alt(items) => alt(items.iter().map(|re| re.derive(task)).collect()),
+            Re::Alt(items) => {
+                let mut alts = Vec::with_capacity(items.len());
+                for re in items {
+                    alts.push(re.derive_within(task, budget)?);
+                }
+                alt(alts)
+            }
             Re::Repeat(re, min, max) => match max {
                 Some(0) => Re::Empty,
-                _ => seq(vec![re.derive(task), repeat((**re).clone(), min.saturating_sub(1), max.map(|n| n - 1))]),
+                _ => {
+                    let head = re.derive_within(task, budget)?;
+                    if head == Re::Empty {
+                        Re::Empty
+                    } else {
+                        re.charge(budget)?;
+                        seq(vec![head, repeat((**re).clone(), min.saturating_sub(1), max.map(|n| n - 1))])
+                    }
+                }
             },
+        })
+    }
+
+    /// Takes this expression's size off `budget`; `None` if it is larger.
+    fn charge(&self, budget: &mut usize) -> Option<()> {
+        *budget = budget.checked_sub(1)?;
+        match self {
+            Re::Empty | Re::Eps | Re::Task(_) => Some(()),
+            Re::Seq(items) | Re::Alt(items) => items.iter().try_for_each(|re| re.charge(budget)),
+            Re::Repeat(re, _, _) => re.charge(budget),
         }
     }
 
-    /// The task names every word must hold, in order (a common subsequence of all words).
-    fn guaranteed(&self, out: &mut Vec<String>) {
+    /// The task names every word must hold, in order (a common subsequence of all words), up to
+    /// [`MAX_GUARANTEED`] in `out`; `budget` is what longest-common-subsequence tables may
+    /// still cost.
+    fn guaranteed(&self, out: &mut Vec<String>, budget: &mut usize) {
+        if out.len() >= MAX_GUARANTEED {
+            return;
+        }
         match self {
             Re::Empty | Re::Eps => {}
             Re::Task(name) => out.push(name.clone()),
-            Re::Seq(items) => items.iter().for_each(|re| re.guaranteed(out)),
+            Re::Seq(items) => {
+                for re in items {
+                    re.guaranteed(out, budget);
+                    if out.len() >= MAX_GUARANTEED {
+                        break;
+                    }
+                }
+            }
             Re::Alt(items) => {
                 let mut common: Option<Vec<String>> = None;
                 for re in items {
                     let mut mine = Vec::new();
-                    re.guaranteed(&mut mine);
-                    common = Some(match common {
+                    re.guaranteed(&mut mine, budget);
+                    let next = match common {
                         None => mine,
-                        Some(common) => lcs(&common, &mine),
-                    });
+                        Some(common) => lcs(&common, &mine, budget),
+                    };
+                    let none_left = next.is_empty();
+                    common = Some(next);
+                    if none_left {
+                        break;
+                    }
                 }
-                out.extend(common.unwrap_or_default());
+                let room = MAX_GUARANTEED - out.len();
+                out.extend(common.unwrap_or_default().into_iter().take(room));
             }
             Re::Repeat(re, min, _) => {
                 let mut once = Vec::new();
-                re.guaranteed(&mut once);
+                re.guaranteed(&mut once, budget);
                 if !once.is_empty() {
                     for _ in 0..*min {
-                        out.extend(once.iter().cloned());
+                        let room = MAX_GUARANTEED - out.len();
+                        if room == 0 {
+                            break;
+                        }
+                        out.extend(once.iter().take(room).cloned());
                     }
                 }
             }
@@ -278,6 +462,7 @@ impl Re {
         }
     }
 
+    /// The number of nodes.
     #[cfg(test)]
     fn size(&self) -> usize {
         match self {
@@ -288,8 +473,9 @@ impl Re {
     }
 }
 
-/// A longest common subsequence of two name lists.
-fn lcs(a: &[String], b: &[String]) -> Vec<String> {
+/// A longest common subsequence of two name lists, if its table fits in `budget` cells (which
+/// it takes off); else only their common prefix, a common subsequence too.
+fn lcs(a: &[String], b: &[String], budget: &mut usize) -> Vec<String> {
     if a.is_empty() || b.is_empty() {
         return Vec::new();
     }
@@ -297,6 +483,10 @@ fn lcs(a: &[String], b: &[String]) -> Vec<String> {
         return a.to_vec();
     }
     let (n, m) = (a.len(), b.len());
+    match budget.checked_sub((n + 1) * (m + 1)) {
+        Some(left) => *budget = left,
+        None => return a.iter().zip(b).take_while(|(x, y)| x == y).map(|(x, _)| x.clone()).collect(),
+    }
     // table[i][j]: length of an LCS of a[i..] and b[j..].
     let mut table = vec![vec![0usize; m + 1]; n + 1];
     for i in (0..n).rev() {
@@ -326,23 +516,40 @@ fn lcs(a: &[String], b: &[String]) -> Vec<String> {
 impl Shape {
     /// What may still follow after these children (the Brzozowski derivative by each name, in
     /// order); `None` if `seq` is not a prefix of any word of the language, that is, if the
-    /// promise is already broken.
+    /// promise is already broken, and also when a step is [too complex](TooComplex) to take
+    /// ([`try_after`](Shape::try_after) tells the two apart).
     pub fn after<'a>(&self, seq: impl IntoIterator<Item = &'a str>) -> Option<Shape> {
-        let mut re = self.re.clone();
+        self.try_after(seq).ok().flatten()
+    }
+
+    /// [`after`](Shape::after), with an error when one of the steps would cost more than
+    /// [`STEP_BUDGET`].
+    pub fn try_after<'a>(&self, seq: impl IntoIterator<Item = &'a str>) -> Result<Option<Shape>, TooComplex> {
+        let mut shape = self.clone();
         for task in seq {
-            re = re.derive(task);
-            if re.is_empty() {
-                return None;
+            match shape.try_step(task)? {
+                Some(next) => shape = next,
+                None => return Ok(None),
             }
         }
-        Some(Shape { re })
+        Ok(Some(shape))
     }
 
     /// What may still follow after one more child of task `task` (the derivative by that name);
-    /// `None` if that child breaks the promise.
+    /// `None` if that child breaks the promise, and also when the step is
+    /// [too complex](TooComplex) to take ([`try_step`](Shape::try_step) tells the two apart).
     pub fn step(&self, task: &str) -> Option<Shape> {
-        let re = self.re.derive(task);
-        if re.is_empty() { None } else { Some(Shape { re }) }
+        self.try_step(task).ok().flatten()
+    }
+
+    /// [`step`](Shape::step), with an error when the step would cost more than [`STEP_BUDGET`]
+    /// (nodes of the expression visited or copied). The engine keeps derivatives simplified,
+    /// so this only happens to shapes built to defeat it, such as a long sequence of different
+    /// optional items; the step then gives up after a bounded amount of work.
+    pub fn try_step(&self, task: &str) -> Result<Option<Shape>, TooComplex> {
+        let mut budget = STEP_BUDGET;
+        let re = self.re.derive_within(task, &mut budget).ok_or_else(|| TooComplex { task: task.to_owned() })?;
+        Ok(if re.is_empty() { None } else { Some(Shape { re }) })
     }
 
     /// Whether the empty sequence matches: the children so far may be all there will be.
@@ -358,9 +565,15 @@ impl Shape {
     /// The task names that every completion must still add, in order: after `A` in
     /// `A -> M* -> B` that is `["B"]`; for `B | C` it is `[]`; for `M{2,} -> B` it is
     /// `["M", "M", "B"]`.
+    ///
+    /// The list is sound but bounded: it holds at most [`MAX_GUARANTEED`] names (the first
+    /// ones), and a choice between alternatives whose lists are long may contribute only what
+    /// they have in common at their start, so that this never costs more than a few
+    /// milliseconds, whatever the counts (`A{100000}` lists 100 `A`s).
     pub fn guaranteed(&self) -> Vec<String> {
         let mut out = Vec::new();
-        self.re.guaranteed(&mut out);
+        let mut budget = GUARANTEED_BUDGET;
+        self.re.guaranteed(&mut out, &mut budget);
         out
     }
 
@@ -474,23 +687,69 @@ const EXPECTED_KINDS: &str = "expected one of: `no new nodes`, `no new edges`, `
      `only edges between …`, `no edges out of …`, `no edges into …`, or a shape like \
      `A -> M* -> B`";
 
+/// `text`, or its start and `…` if it is long: how error messages quote a promise.
+fn quote(text: &str) -> String {
+    const QUOTED: usize = 60;
+    if text.len() <= QUOTED + 20 {
+        return text.to_owned();
+    }
+    let mut end = QUOTED;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+/// A parser without recursion: it keeps open groups on a stack of its own, refuses parentheses
+/// nested more than [`MAX_DEPTH`] deep, and checks the other limits as it reads, so that any
+/// text is refused or parsed in time and space linear in its length, on any stack.
 struct Parser<'a> {
     src: &'a str,
     bytes: &'a [u8],
     pos: usize,
+    /// The items read so far (see [`MAX_ITEMS`]).
+    items: usize,
 }
 
 impl<'a> Parser<'a> {
     fn new(src: &'a str) -> Self {
-        Parser { src, bytes: src.as_bytes(), pos: 0 }
+        Parser { src, bytes: src.as_bytes(), pos: 0, items: 0 }
     }
 
     fn err(&self, offset: usize, detail: impl fmt::Display) -> PromiseError {
-        PromiseError { message: format!("promise `{}`: {detail} at offset {offset}", self.src), offset }
+        PromiseError { message: format!("promise `{}`: {detail} at offset {offset}", quote(self.src)), offset }
     }
 
     fn unknown(&self, offset: usize) -> PromiseError {
-        PromiseError { message: format!("unknown promise `{}`; {EXPECTED_KINDS}", self.src.trim()), offset }
+        PromiseError { message: format!("unknown promise `{}`; {EXPECTED_KINDS}", quote(self.src.trim())), offset }
+    }
+
+    /// Counts one more item at `offset`, refusing one too many.
+    fn item(&mut self, offset: usize) -> Result<(), PromiseError> {
+        self.items += 1;
+        if self.items > MAX_ITEMS {
+            return Err(self.err(offset, format!("more than {MAX_ITEMS} items (task names and repetitions)")));
+        }
+        Ok(())
+    }
+
+    /// A task name in a shape or a list: an item, of bounded length.
+    fn name(&mut self) -> Result<Option<&'a str>, PromiseError> {
+        let start = self.pos;
+        let Some(name) = self.ident() else { return Ok(None) };
+        if name.len() > MAX_NAME_LEN {
+            return Err(self.err(start, format!("a task name longer than {MAX_NAME_LEN} bytes")));
+        }
+        self.item(start)?;
+        Ok(Some(name))
+    }
+
+    /// Refuses an expression nested deeper than [`MAX_DEPTH`].
+    fn check_depth(&self, depth: usize, offset: usize) -> Result<(), PromiseError> {
+        if depth > MAX_DEPTH {
+            return Err(self.err(offset, format!("the shape nests more than {MAX_DEPTH} levels deep")));
+        }
+        Ok(())
     }
 
     fn skip_ws(&mut self) {
@@ -533,6 +792,14 @@ impl<'a> Parser<'a> {
     }
 
     fn promise(&mut self) -> Result<Promise, PromiseError> {
+        if self.src.len() > MAX_TEXT_LEN {
+            let message = format!(
+                "promise `{}`: the text is {} bytes long; a promise has at most {MAX_TEXT_LEN}",
+                quote(self.src),
+                self.src.len()
+            );
+            return Err(PromiseError { message, offset: MAX_TEXT_LEN });
+        }
         self.skip_ws();
         if self.peek().is_none() {
             return Err(PromiseError { message: format!("empty promise; {EXPECTED_KINDS}"), offset: self.pos });
@@ -613,7 +880,7 @@ impl<'a> Parser<'a> {
         }
         loop {
             self.skip_ws();
-            match self.ident() {
+            match self.name()? {
                 Some(name) => names.push(name.to_owned()),
                 None => return Err(self.err(self.pos, "expected a task name")),
             }
@@ -645,7 +912,7 @@ impl<'a> Parser<'a> {
                 .map(Target::Node)
                 .map_err(|_| self.err(hash, format!("the node id `#{digits}` is too large")));
         }
-        match self.ident() {
+        match self.name()? {
             Some(name) => Ok(Target::Task(name.to_owned())),
             None => Err(self.err(self.pos, "expected a task name or `#N` (a node id)")),
         }
@@ -653,7 +920,7 @@ impl<'a> Parser<'a> {
 
     /// A whole shape, up to the end of the text.
     fn shape(&mut self) -> Result<Shape, PromiseError> {
-        let re = self.alt()?;
+        let (re, _) = self.alt()?;
         self.skip_ws();
         match self.peek() {
             None => Ok(Shape { re }),
@@ -662,46 +929,107 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn alt(&mut self) -> Result<Re, PromiseError> {
-        let mut items = vec![self.seq()?];
+    /// A choice of sequences, up to what cannot continue it (the end, or what does not fit),
+    /// with its depth (at least that of the expression built). Groups are parsed with a stack of
+    /// their own, not by recursion, so that no text can exhaust the thread's stack.
+    fn alt(&mut self) -> Result<(Re, usize), PromiseError> {
+        let mut groups = vec![Group::new(self.pos, None)];
         loop {
-            self.skip_ws();
-            if self.peek() != Some(b'|') {
-                return Ok(alt(items));
+            // An atom, after the groups that open before it.
+            let (mut re, mut depth) = loop {
+                self.skip_ws();
+                let at = self.pos;
+                if self.peek() == Some(b'(') {
+                    self.pos += 1;
+                    self.skip_ws();
+                    if self.peek() == Some(b')') {
+                        self.item(at)?;
+                        self.pos += 1;
+                        break (Re::Eps, 0);
+                    }
+                    self.check_depth(groups.len(), at)?;
+                    groups.push(Group::new(self.pos, Some(at)));
+                    continue;
+                }
+                match self.name()? {
+                    Some(name) => break (Re::Task(name.to_owned()), 0),
+                    None => return Err(self.err(self.pos, "expected a task name or `(`")),
+                }
+            };
+            // Its repetitions, then what follows: `->` or `|` and the next atom, or the end of
+            // groups.
+            loop {
+                (re, depth) = self.postfix(re, depth)?;
+                let group = groups.last_mut().expect("the outermost group stays");
+                group.seq.push(re);
+                group.seq_depth = group.seq_depth.max(depth);
+                self.skip_ws();
+                if self.bytes[self.pos..].starts_with(b"->") {
+                    self.pos += 2;
+                    break;
+                }
+                let (seq_re, seq_depth) = self.finish(&mut group.seq, group.seq_depth, group.seq_start, seq)?;
+                group.alt.push(seq_re);
+                group.alt_depth = group.alt_depth.max(seq_depth);
+                if self.peek() == Some(b'|') {
+                    self.pos += 1;
+                    self.skip_ws();
+                    group.seq_start = self.pos;
+                    group.seq_depth = 0;
+                    break;
+                }
+                let (alt_re, alt_depth) = self.finish(&mut group.alt, group.alt_depth, group.start, alt)?;
+                let Some(open) = group.open else { return Ok((alt_re, alt_depth)) };
+                match self.peek() {
+                    Some(b')') => {
+                        self.pos += 1;
+                        groups.pop();
+                        (re, depth) = (alt_re, alt_depth);
+                    }
+                    None => return Err(self.err(open, "unclosed `(`")),
+                    Some(_) => return Err(self.err(self.pos, "expected `->`, `|` or `)`")),
+                }
             }
-            self.pos += 1;
-            items.push(self.seq()?);
         }
     }
 
-    fn seq(&mut self) -> Result<Re, PromiseError> {
-        let mut items = vec![self.postfix()?];
-        loop {
-            self.skip_ws();
-            if !self.bytes[self.pos..].starts_with(b"->") {
-                return Ok(seq(items));
-            }
-            self.pos += 2;
-            items.push(self.postfix()?);
-        }
+    /// A sequence or choice of the items read (`build` is [`seq`] or [`alt`]), one level
+    /// deeper than the deepest of them when there are several.
+    fn finish(
+        &self,
+        items: &mut Vec<Re>,
+        depth: usize,
+        start: usize,
+        build: fn(Vec<Re>) -> Re,
+    ) -> Result<(Re, usize), PromiseError> {
+        let depth = if items.len() > 1 { depth + 1 } else { depth };
+        self.check_depth(depth, start)?;
+        Ok((build(std::mem::take(items)), depth))
     }
 
-    fn postfix(&mut self) -> Result<Re, PromiseError> {
-        let mut re = self.atom()?;
+    /// The repetition operators after an item.
+    fn postfix(&mut self, mut re: Re, mut depth: usize) -> Result<(Re, usize), PromiseError> {
         loop {
             self.skip_ws();
+            let at = self.pos;
             let (min, max) = match self.peek() {
                 Some(b'*') => (0, None),
                 Some(b'+') => (1, None),
                 Some(b'?') => (0, Some(1)),
                 Some(b'{') => {
+                    self.item(at)?;
                     re = self.count(re)?;
+                    depth += 1;
+                    self.check_depth(depth, at)?;
                     continue;
                 }
-                _ => return Ok(re),
+                _ => return Ok((re, depth)),
             };
+            self.item(at)?;
             self.pos += 1;
             re = repeat(re, min, max);
+            depth += 1;
+            self.check_depth(depth, at)?;
         }
     }
 
@@ -746,36 +1074,32 @@ impl<'a> Parser<'a> {
         }
         let digits = &self.src[start..self.pos];
         digits
-            .parse()
+            .parse::<u32>()
+            .ok()
+            .filter(|&n| n <= MAX_COUNT)
             .map(Some)
-            .map_err(|_| self.err(start, format!("the count `{digits}` is too large (at most {})", u32::MAX)))
+            .ok_or_else(|| self.err(start, format!("the count `{digits}` is too large (at most {MAX_COUNT})")))
     }
+}
 
-    fn atom(&mut self) -> Result<Re, PromiseError> {
-        self.skip_ws();
-        if self.peek() == Some(b'(') {
-            let open = self.pos;
-            self.pos += 1;
-            self.skip_ws();
-            if self.peek() == Some(b')') {
-                self.pos += 1;
-                return Ok(Re::Eps);
-            }
-            let re = self.alt()?;
-            self.skip_ws();
-            return match self.peek() {
-                Some(b')') => {
-                    self.pos += 1;
-                    Ok(re)
-                }
-                None => Err(self.err(open, "unclosed `(`")),
-                Some(_) => Err(self.err(self.pos, "expected `->`, `|` or `)`")),
-            };
-        }
-        match self.ident() {
-            Some(name) => Ok(Re::Task(name.to_owned())),
-            None => Err(self.err(self.pos, "expected a task name or `(`")),
-        }
+/// A group being parsed: `( … )`, or the whole shape.
+struct Group {
+    /// Where its `(` is (`None` for the whole shape).
+    open: Option<usize>,
+    /// Where its content starts.
+    start: usize,
+    /// Its alternatives so far, and their depth.
+    alt: Vec<Re>,
+    alt_depth: usize,
+    /// The items of its current sequence so far, their depth and where it starts.
+    seq: Vec<Re>,
+    seq_depth: usize,
+    seq_start: usize,
+}
+
+impl Group {
+    fn new(start: usize, open: Option<usize>) -> Self {
+        Group { open, start, alt: Vec::new(), alt_depth: 0, seq: Vec::new(), seq_depth: 0, seq_start: start }
     }
 }
 
@@ -975,7 +1299,7 @@ mod tests {
             "load{1,3}",
             "M{2,} -> B",
             "(A -> B)* -> (C | D)+ -> E?",
-            "(M{2})* -> (M{2,3}){4}",
+            "(M{2})* -> (M{3}){1,2}",
             "((A | B)? -> C){0,4}",
             "()",
             "no",
@@ -1231,7 +1555,19 @@ mod tests {
 
     #[test]
     fn nested_repetitions_simplify_soundly() {
-        let bounds = [(0, None), (1, None), (0, Some(1)), (1, Some(2)), (2, Some(2)), (0, Some(2)), (2, None)];
+        let bounds = [
+            (0, None),
+            (1, None),
+            (0, Some(1)),
+            (1, Some(2)),
+            (2, Some(2)),
+            (0, Some(2)),
+            (2, None),
+            (2, Some(3)),
+            (3, Some(3)),
+            (1, Some(3)),
+            (3, None),
+        ];
         let items = [
             Re::Task("A".into()),
             seq(vec![Re::Task("A".into()), Re::Task("B".into())]),
@@ -1266,5 +1602,285 @@ mod tests {
         assert_eq!(repeat(Re::Empty, 0, None), Re::Eps);
         assert_eq!(alt(vec![Re::Empty, Re::Eps]), Re::Eps);
         assert_eq!(alt(vec![Re::Empty, Re::Empty]), Re::Empty);
+    }
+
+    /// Pseudo-random numbers (xorshift), so that the generated cases are the same every run.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+    }
+
+    /// A random shape over `A` and `B`: its text, and its expression as written (built without
+    /// the simplifying constructors).
+    fn random_shape(rng: &mut Rng, depth: u32) -> (String, Re) {
+        let leaf = depth == 0 || rng.below(3) == 0;
+        if leaf {
+            return match rng.below(5) {
+                0 => ("()".into(), Re::Eps),
+                1 | 2 => ("A".into(), Re::Task("A".into())),
+                _ => ("B".into(), Re::Task("B".into())),
+            };
+        }
+        match rng.below(3) {
+            0 | 1 => {
+                let n = 2 + rng.below(2) as usize;
+                let parts: Vec<(String, Re)> = (0..n).map(|_| random_shape(rng, depth - 1)).collect();
+                let is_seq = rng.below(2) == 0;
+                let sep = if is_seq { " -> " } else { " | " };
+                let text = format!("({})", parts.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>().join(sep));
+                let items = parts.into_iter().map(|(_, re)| re).collect();
+                (text, if is_seq { Re::Seq(items) } else { Re::Alt(items) })
+            }
+            _ => {
+                let (text, re) = random_shape(rng, depth - 1);
+                let min = rng.below(4) as u32;
+                let (op, max) = match rng.below(6) {
+                    0 => ("*".to_string(), None),
+                    1 => ("?".to_string(), Some(1)),
+                    2 => (format!("{{{min},}}"), None),
+                    3 => (format!("{{{min}}}"), Some(min)),
+                    _ => {
+                        let max = min + rng.below(3) as u32;
+                        (format!("{{{min},{max}}}"), Some(max))
+                    }
+                };
+                let min = match op.as_str() {
+                    "*" | "?" => 0,
+                    _ => min,
+                };
+                (format!("({text}){op}"), Re::Repeat(Box::new(re), min, max))
+            }
+        }
+    }
+
+    #[test]
+    fn random_shapes_round_trip_and_match_exactly() {
+        let mut rng = Rng(0x5eed_1234_abcd_0001);
+        let all = words(5);
+        let tails = words(3);
+        for _ in 0..200 {
+            let (text, raw) = random_shape(&mut rng, 3);
+            let s = shape(&text);
+            let canonical = s.to_string();
+            assert_eq!(shape(&canonical), s, "{text} -> {canonical}");
+            for word in &all {
+                let d = s.after(word.iter().copied());
+                assert_eq!(
+                    d.as_ref().is_some_and(Shape::is_complete),
+                    full_match(&raw, word),
+                    "{text} (as {canonical}) on {word:?}"
+                );
+                let is_prefix = tails.iter().any(|tail| full_match(&raw, &[&word[..], tail].concat()));
+                if is_prefix {
+                    assert!(d.is_some(), "{text} (as {canonical}): {word:?} is a prefix");
+                }
+                if let Some(d) = d {
+                    // The guaranteed names are in every completion that is short enough to try.
+                    let guaranteed = d.guaranteed();
+                    for tail in &tails {
+                        if full_match(&raw, &[&word[..], tail].concat()) {
+                            let mut names = tail.iter();
+                            assert!(
+                                guaranteed.iter().all(|g| names.any(|n| n == g)),
+                                "{text} after {word:?}: {guaranteed:?} not in {tail:?}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// `open` parentheses around `A`.
+    fn nested_parens(open: usize) -> String {
+        format!("{}A{}", "(".repeat(open), ")".repeat(open))
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_cleanly() {
+        let e = error(&nested_parens(2841));
+        assert_eq!(e.offset, MAX_DEPTH);
+        assert!(e.message.ends_with(&format!("the shape nests more than {MAX_DEPTH} levels deep at offset 32")), "{e}");
+        // Long texts are quoted by their start only.
+        assert!(e.message.starts_with(&format!("promise `{}…`", "(".repeat(60))), "{e}");
+        assert_eq!(shape(&nested_parens(MAX_DEPTH)).to_string(), "A");
+        assert!(error(&nested_parens(MAX_DEPTH + 1)).message.contains("levels deep"));
+
+        // Groups of groups: each level is a sequence in a choice.
+        let mut text = "A".to_string();
+        for i in 0..MAX_DEPTH / 2 {
+            text = format!("(B{i} | {text} -> C)");
+        }
+        let deep = shape(&text);
+        assert_eq!(shape(&deep.to_string()), deep);
+        let e = error(&format!("(B | {text} -> C)"));
+        assert!(e.message.contains("levels deep"), "{e}");
+
+        // Repetitions of repetitions: `A{2}{2}…`; those that parse print a text that parses.
+        for n in [1, 2, 16, 17, 31, 32, 33, 2842] {
+            let text = format!("A{}", "{2}".repeat(n));
+            match text.parse::<Promise>() {
+                Ok(p) => {
+                    assert!(n <= MAX_DEPTH, "{n} repetitions parsed");
+                    assert_eq!(promise(&p.to_string()), p, "{n}: {p}");
+                }
+                Err(e) => {
+                    assert!(n > MAX_DEPTH, "{n}: {e}");
+                    assert!(e.message.contains("levels deep"), "{e}");
+                }
+            }
+        }
+        // `{2}` sixteen times is A{65536}; more does not fit one count.
+        assert_eq!(shape(&format!("A{}", "{2}".repeat(16))).to_string(), "A{65536}");
+        assert_eq!(shape(&format!("A{}", "{2}".repeat(17))).to_string(), "(A{65536}){2}");
+    }
+
+    /// Parses, prints, steps and lists what the deepest shape allowed guarantees, and parses
+    /// a text nested far too deep.
+    fn deepest_work() -> (bool, String, Vec<String>) {
+        let refused = nested_parens(2841).parse::<Promise>().is_err();
+        // Three levels each: a choice, a sequence and a repetition.
+        let mut text = "A".to_string();
+        for i in 0..MAX_DEPTH / 3 {
+            text = format!("(B{i} | {text}* -> C)");
+        }
+        let s = shape(&text);
+        assert_eq!(shape(&s.to_string()), s);
+        let d = s.after(["A", "A", "C"]).expect("A -> A -> C fits");
+        (refused, d.label(), d.guaranteed())
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_on_a_small_stack() {
+        let worker = std::thread::Builder::new().stack_size(64 * 1024).spawn(deepest_work);
+        let small = worker.expect("thread").join().expect("no stack overflow");
+        assert!(small.0);
+        assert_eq!(small, deepest_work());
+        assert_eq!(small.2, names(&["C"; MAX_DEPTH / 3 - 1]));
+    }
+
+    #[test]
+    fn counts_are_bounded() {
+        for (text, offset) in [("A{100000000}", 2), ("A{4294967295}", 2), ("A{0,100001}", 4), ("A{100001,}", 2)] {
+            let e = error(text);
+            assert_eq!(e.offset, offset, "{text}");
+            assert!(e.message.contains("is too large (at most 100000)"), "{e}");
+        }
+        assert_eq!(shape("A{100000}").to_string(), "A{100000}");
+        // Counts merged by simplification stay within the bound, so canonical texts parse.
+        let s = shape("(A{10000}){10000}");
+        assert_eq!(s.to_string(), "(A{10000}){10000}");
+        assert_eq!(shape("A{60000} -> A{60000}").to_string(), "A{60000} -> A{60000}");
+        assert_eq!(shape("A{50000} -> A{50000}").to_string(), "A{100000}");
+        // Guaranteed nodes are listed up to a bound, without materialising the repetition.
+        for text in ["A{100000}", "(A{10000}){10000}", "A{30000} | A{29999}", "(A{10000}){10000} -> B"] {
+            let g = shape(text).guaranteed();
+            assert_eq!(g, vec!["A".to_string(); MAX_GUARANTEED], "{text}");
+        }
+        assert_eq!(shape("A{3} | A{2}").guaranteed(), names(&["A", "A"]));
+        // Each alternative's list is cut at the bound before they are compared.
+        assert_eq!(shape("B -> A{30000} | A{29999} -> B").guaranteed(), vec!["A".to_string(); MAX_GUARANTEED - 1]);
+        // Steps stay small too.
+        let mut d = s.clone();
+        for _ in 0..1000 {
+            d = d.step("A").unwrap();
+            assert!(d.re.size() <= 8, "{d}");
+        }
+        assert_eq!(d.to_string(), "A{9000} -> (A{10000}){9999}");
+    }
+
+    #[test]
+    fn sizes_are_bounded() {
+        let e = error(&"A | ".repeat(100_000));
+        assert_eq!(e.offset, 4 * MAX_ITEMS);
+        assert!(e.message.contains("more than 4096 items"), "{e}");
+        let e = error(&format!("only tasks {}", "A, ".repeat(5000)));
+        assert!(e.message.contains("more than 4096 items"), "{e}");
+        let e = error(&" ".repeat(MAX_TEXT_LEN + 1));
+        assert_eq!(e.offset, MAX_TEXT_LEN);
+        assert!(e.message.contains("the text is 1048577 bytes long; a promise has at most 1048576"), "{e}");
+        let e = error(&format!("A -> {}", "x".repeat(MAX_NAME_LEN + 1)));
+        assert_eq!((e.offset, e.message.contains("a task name longer than 128 bytes")), (5, true));
+        assert!(error(&format!("no edges into {}", "x".repeat(MAX_NAME_LEN + 1))).message.contains("longer"));
+
+        // The largest choice allowed parses and steps in linear time, and prints a text that
+        // parses (the canonical text of anything within the limits parses).
+        let names: Vec<String> = (0..MAX_ITEMS).map(|i| format!("{}{i}", "t".repeat(MAX_NAME_LEN - 5))).collect();
+        let s = shape(&names.join("|"));
+        assert_eq!(s.tasks().len(), MAX_ITEMS);
+        assert_eq!(shape(&s.to_string()), s);
+        assert!(s.step(&names[4000]).unwrap().is_done());
+        assert!(s.step("A").is_none());
+        let s = shape(&vec!["A"; MAX_ITEMS].join(" | "));
+        assert_eq!(s.to_string(), "A");
+    }
+
+    #[test]
+    fn pathological_shapes_step_in_small_derivatives() {
+        // `A{1,2}` nested 16 times, with and without parentheses: one repetition.
+        let mut text = "A{1,2}".to_string();
+        for _ in 1..16 {
+            text = format!("({text}){{1,2}}");
+        }
+        for text in [text, format!("A{}", "{1,2}".repeat(16))] {
+            let s = shape(&text);
+            assert_eq!(s.to_string(), "A{1,65536}");
+            let d = s.after(std::iter::repeat_n("A", 100)).unwrap();
+            assert_eq!((d.to_string(), d.re.size()), ("A{0,65436}".to_string(), 2));
+        }
+        // Nested so that the counts do not join: the derivatives stay small.
+        let mut text = "A{3}".to_string();
+        for _ in 1..12 {
+            text = format!("({text}){{1,2}}");
+        }
+        let s = shape(&text);
+        let mut d = s.clone();
+        let mut largest = 0;
+        for i in 1..=300 {
+            d = d.step("A").unwrap();
+            largest = largest.max(d.re.size());
+            assert_eq!(d.is_complete(), i % 3 == 0, "after {i}");
+        }
+        assert!(largest < 200, "a derivative grew to {largest} nodes");
+
+        // `A* -> A* -> …` and `A? -> A? -> …`: one repetition.
+        for n in [100, 1000] {
+            assert_eq!(shape(&vec!["A*"; n].join(" -> ")).to_string(), "A*");
+            assert_eq!(shape(&format!("B -> {} -> C", vec!["A*"; n].join(" -> "))).to_string(), "B -> A* -> C");
+        }
+        let s = shape(&vec!["A?"; 1000].join(" -> "));
+        assert_eq!(s.to_string(), "A{0,1000}");
+        let d = s.after(std::iter::repeat_n("A", 1000)).unwrap();
+        assert!(d.is_done() && d.step("A").is_none());
+
+        // Alternating optional items do not merge, but the later alternatives of a step are
+        // held by the first: one step leaves one sequence.
+        let s = shape(&vec!["A? -> B?"; 1000].join(" -> "));
+        let mut d = s.clone();
+        for i in 0..1000 {
+            d = d.try_step(if i % 3 == 0 { "B" } else { "A" }).unwrap().unwrap();
+            assert!(d.re.size() <= s.re.size(), "{i}: {}", d.re.size());
+        }
+        let s = shape(&vec!["A* -> B*"; 500].join(" -> "));
+        let d = s.after(std::iter::repeat_n(["A", "B"], 500).flatten()).unwrap();
+        assert_eq!(d.to_string(), "B*");
+
+        // Optional sequences that share a first item give as many different alternatives as
+        // there are items: such a shape is refused after a bounded amount of work, not stepped
+        // at any cost.
+        let s = shape(&vec!["(A -> C)? -> (A -> D)?"; 500].join(" -> "));
+        assert_eq!(s.try_step("A"), Err(TooComplex { task: "A".into() }));
+        assert!(s.step("A").is_none());
+        assert_eq!(s.try_after(["A"]), Err(TooComplex { task: "A".into() }));
+        assert!(s.try_step("C").unwrap().is_none(), "nothing to copy after a `C`");
+        // A shorter one steps.
+        let s = shape(&vec!["(A -> C)? -> (A -> D)?"; 50].join(" -> "));
+        assert!(s.try_step("A").unwrap().is_some());
     }
 }

@@ -20,8 +20,18 @@
 //!
 //! A [`Shape`] is checked incrementally with Brzozowski derivatives: [`Shape::step`] gives what
 //! may still follow after one more child, or `None` once the promise is broken. The derivatives
-//! are built with simplifying constructors, so they stay small and readable however many steps
-//! are taken.
+//! are built with simplifying constructors (neighbouring repetitions of one item merge, so do
+//! nested counts that spell one range), so they stay small and readable however many steps are
+//! taken.
+//!
+//! Promise texts come from code, from running bodies and from stored runs, so nothing about
+//! one may take a process down. Parsing uses no recursion and refuses, with an error naming the
+//! offset, a text longer than [`MAX_TEXT_LEN`] bytes, more than [`MAX_ITEMS`] items, a task
+//! name longer than [`MAX_NAME_LEN`] bytes, nesting deeper than [`MAX_DEPTH`] levels and a count
+//! above [`MAX_COUNT`]; the canonical text of whatever parses parses again. A step does at most
+//! [`STEP_BUDGET`] units of work ([`Shape::try_step`] says when a shape built to defeat the
+//! engine gives up), and [`Shape::guaranteed`] lists at most [`MAX_GUARANTEED`] names, without
+//! expanding repetitions.
 //!
 //! ```
 //! use salt_promise::{Promise, Shape};
@@ -46,7 +56,10 @@ mod dag;
 mod grammar;
 
 pub use crate::dag::topological_order;
-pub use crate::grammar::{Promise, PromiseError, Shape, Target};
+pub use crate::grammar::{
+    MAX_COUNT, MAX_DEPTH, MAX_GUARANTEED, MAX_ITEMS, MAX_NAME_LEN, MAX_TEXT_LEN, Promise, PromiseError, STEP_BUDGET,
+    Shape, Target, TooComplex,
+};
 
 impl Target {
     /// Whether the node with id `node`, which runs the task named `task`, is this target.

@@ -146,7 +146,7 @@ impl Core {
                 self.add_promise(scope, by, seq, promise);
             }
             Err(e) => {
-                let e = Error::new(ErrorKind::Usage, format!("bad promise `{text}`: {e}"));
+                let e = Error::new(ErrorKind::Usage, format!("bad promise: {e}"));
                 self.fail_attempt(at, e);
             }
         }

@@ -996,6 +996,48 @@ fn a_promise_that_does_not_parse_fails_the_attempt() {
     assert!(e.message.contains("no new friends"), "{}", e.message);
 }
 
+#[test]
+fn a_promise_past_the_limits_fails_the_attempt_on_a_small_stack() {
+    let worker = std::thread::Builder::new().stack_size(256 * 1024).spawn(|| {
+        let deep = format!("{}a{}", "(".repeat(2841), ")".repeat(2841));
+        let chain = format!("a{}", "{2}".repeat(2842));
+        let mut messages = Vec::new();
+        for text in [deep.as_str(), chain.as_str(), "a{100000000}", &"a | ".repeat(100_000)] {
+            let mut h = Harness::new(vec![workflow("flow")]);
+            let root = h.start_root();
+            let fx = h.mutate(root, vec![promise(0, text)]);
+            let e = attempt_error(&fx, NodeId::ROOT, 1);
+            assert_eq!(e.kind, ErrorKind::Usage);
+            messages.push(e.message);
+        }
+        messages
+    });
+    let messages = worker.expect("thread").join().expect("no stack overflow");
+    assert!(messages[0].contains("nests more than 32 levels deep at offset 32"), "{}", messages[0]);
+    assert!(messages[1].contains("nests more than 32 levels deep"), "{}", messages[1]);
+    assert!(messages[2].contains("the count `100000000` is too large (at most 100000)"), "{}", messages[2]);
+    assert!(messages[3].contains("more than 4096 items"), "{}", messages[3]);
+    assert!(messages.iter().all(|m| m.len() < 400), "messages quote long texts by their start");
+}
+
+#[test]
+fn long_shapes_are_checked_and_one_too_complex_terminates_the_run() {
+    // A thousand `m*` are one `m*`: a thousand children keep it.
+    let text = vec!["m*"; 1000].join(" -> ");
+    let mut mutations = vec![promise(0, &text)];
+    mutations.extend((1..=1000).map(|i| spawn(i, "m", &[])));
+    let tasks = vec![workflow("flow"), task("m")];
+    let mut h = Harness::with(tasks, 1001, None);
+    let root = h.start_root();
+    let fx = h.mutate(root, mutations);
+    assert!(fx.writes.iter().any(|w| matches!(w, Write::Promise { record, .. } if record.text == "m*")));
+    h.complete(fx, root, json!("kept"));
+
+    // Optional sequences with a common first item: the step gives up, the spawn is refused.
+    let text = vec!["(a -> c)? -> (a -> m)?"; 500].join(" -> ");
+    check_promise(&text, vec![promise(0, &text), spawn(1, "a", &[])], Some("spawning `a` from node 0 (`flow`)"));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Control edges
 // ---------------------------------------------------------------------------------------------
