@@ -302,7 +302,7 @@ impl Core {
         let after = self.after_edges(parent, &deps);
         let what =
             format!("spawning `{}` from node {parent} (`{}`)", descriptor.name, self.nodes[parent.index()].task.name);
-        match self.check_spawn(parent, descriptor.name, &deps, &after) {
+        match self.check_spawn(parent, descriptor.name, &deps) {
             Ok(shapes) => {
                 for (i, shape) in shapes {
                     self.promises[i].shape = Some(shape);

@@ -30,7 +30,7 @@ impl Core {
     /// The shape a scope's graph so far leaves of a shape promise.
     fn shape_after(&self, promise: &Promise, scope: NodeId) -> Option<Option<Shape>> {
         match promise {
-            Promise::Shape(shape) => Some(self.shape_state(shape, &self.scope_dag(scope, None, None))),
+            Promise::Shape(shape) => Some(self.shape_state(shape, &self.scope_dag(scope, None))),
             _ => None,
         }
     }
@@ -61,12 +61,11 @@ impl Core {
     }
 
     /// The DAG in the scope of a promise over `scope`'s subtree: its descendants, with the edges
-    /// between them, and each node deeper than a child running after its parent. `spawn` adds a
-    /// node about to be spawned (its parent, task and upstream); `edge` an edge about to be added.
+    /// between them, and each node deeper than a child running after its parent; `edge` adds
+    /// an edge about to be added.
     pub(super) fn scope_dag(
         &self,
         scope: NodeId,
-        spawn: Option<(NodeId, &'static str, &[NodeId])>,
         edge: Option<(NodeId, NodeId)>,
     ) -> (Vec<&'static str>, Vec<(usize, usize)>) {
         let mut members = Vec::new();
@@ -77,21 +76,13 @@ impl Core {
         }
         members.sort_unstable();
         let index: HashMap<NodeId, usize> = members.iter().enumerate().map(|(i, n)| (*n, i)).collect();
-        let mut tasks: Vec<&'static str> = members.iter().map(|n| self.nodes[n.index()].task.name).collect();
+        let tasks: Vec<&'static str> = members.iter().map(|n| self.nodes[n.index()].task.name).collect();
         let mut edges = Vec::new();
         for (i, n) in members.iter().enumerate() {
             let node = &self.nodes[n.index()];
             edges.extend(node.deps.iter().filter_map(|d| index.get(d)).map(|&d| (d, i)));
             if let Some(p) = node.parent.and_then(|p| index.get(&p)) {
                 edges.push((*p, i));
-            }
-        }
-        if let Some((parent, task, deps)) = spawn {
-            let i = tasks.len();
-            tasks.push(task);
-            edges.extend(deps.iter().filter_map(|d| index.get(d)).map(|&d| (d, i)));
-            if let Some(&p) = index.get(&parent) {
-                edges.push((p, i));
             }
         }
         if let Some((from, to)) = edge
@@ -189,7 +180,7 @@ impl Core {
             let what = match &p.shape {
                 Some(s) if !s.is_complete() => format!("while the shape still needs `{}`", s.label()),
                 _ => {
-                    let (tasks, edges) = self.scope_dag(scope, None, None);
+                    let (tasks, edges) = self.scope_dag(scope, None);
                     if shape.fits_dag(&tasks, &edges) {
                         return None;
                     }
@@ -201,14 +192,13 @@ impl Core {
     }
 
     /// Checks a spawn against every promise in force; on success, the new shape states.
-    /// `deps` are the nodes the new one takes by handle, `after` those it runs after because
-    /// the parent observed them: edge promises are about the first, shapes about both.
+    /// `deps` are the nodes the new one takes by handle: edge promises are about them (not about
+    /// the nodes it runs after because the parent observed them); a shape steps by the new task.
     pub(super) fn check_spawn(
         &self,
         parent: NodeId,
         task: &'static str,
         deps: &[NodeId],
-        after: &[NodeId],
     ) -> Result<Vec<(usize, Shape)>, usize> {
         let mut shapes = Vec::new();
         for (i, p) in self.promises.iter().enumerate() {
@@ -235,17 +225,16 @@ impl Core {
                             Target::Node(id) => *id == self.nodes.len() as u64,
                         }
                 }
-                Promise::Shape(shape) => {
-                    let upstream: Vec<NodeId> = deps.iter().chain(after).copied().collect();
-                    let dag = self.scope_dag(scope, Some((parent, task, &upstream)), None);
-                    match self.shape_state(shape, &dag) {
-                        Some(next) => {
-                            shapes.push((i, next));
-                            true
-                        }
-                        None => false,
+                // The new node has the highest id and nothing runs after it yet, so it comes
+                // last in the scope's topological order (ties go to the lower id): the state
+                // after it is one step from the state before, without reading the DAG again.
+                Promise::Shape(_) => match p.shape.as_ref().and_then(|s| s.step(task)) {
+                    Some(next) => {
+                        shapes.push((i, next));
+                        true
                     }
-                }
+                    None => false,
+                },
             };
             if !ok {
                 return Err(i);
@@ -270,7 +259,7 @@ impl Core {
                 Promise::NoEdgesOut(target) => !self.matches(target, from),
                 Promise::NoEdgesInto(target) => !self.matches(target, to),
                 Promise::Shape(shape) => {
-                    match self.shape_state(shape, &self.scope_dag(p.record.scope, None, Some((from, to)))) {
+                    match self.shape_state(shape, &self.scope_dag(p.record.scope, Some((from, to)))) {
                         Some(next) => {
                             shapes.push((i, next));
                             true
