@@ -743,6 +743,38 @@ impl<T: TaskValue> IntoFuture for Handle<T> {
 ///
 /// A literal `None` (or `vec![]`) passed where a handle could be passed too does not say which
 /// one it is: write `None::<T>` (or `Vec::<T>::new()`).
+///
+/// ```
+/// use salt::prelude::*;
+///
+/// /// Cubes a number.
+/// #[task]
+/// async fn cube(x: u64) -> u64 {
+///     x * x * x
+/// }
+///
+/// /// Sums numbers.
+/// #[task]
+/// async fn sum_all(xs: Vec<u64>) -> u64 {
+///     xs.iter().sum()
+/// }
+///
+/// /// `1³ + 2³ + 3³`: three `cube` nodes, each wired into `sum_all` by a data edge.
+/// #[workflow]
+/// async fn sum_of_cubes() -> salt::Result<u64> {
+///     let cubes: Vec<salt::Handle<u64>> = (1..=3).map(cube).collect();
+///     sum_all(cubes).await
+/// }
+///
+/// # #[tokio::main] async fn main() -> salt::Result<()> {
+/// let db = tempfile::tempdir()?;
+/// let outcome = salt::Runner::new(db.path().join("salt.db")).run("sum_of_cubes", serde_json::json!({})).await?;
+/// assert_eq!(outcome.output, Some(serde_json::json!(36)));
+///
+/// // Outside a run, the handles are awaited and their values passed.
+/// assert_eq!(sum_all([cube(2), cube(3)]).await?, 35);
+/// # Ok(()) }
+/// ```
 pub enum Arg<T> {
     /// A value known now.
     Value(T),
