@@ -108,3 +108,27 @@ fn the_plan_draws_an_edge_from_each_handle_of_a_list() {
     let plan = env.json(&["graph", "fan_in_option", "--input", r#"{"some": true}"#, "--format", "json"]);
     assert_eq!(edge_set(&plan), [(1, 2, "data".to_string())], "{plan}");
 }
+
+#[test]
+fn a_rerun_binds_a_list_argument_to_the_same_nodes_and_follows_its_edges() {
+    let env = Env::new();
+    let input = json!({"n": 3, "fail_at": null}).to_string();
+    let out = env.run(&["run", "fan_in", "--input", &input, "--executor", "process"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let before = edge_set(&env.json(&["graph", "1", "--format", "json"]));
+    // The root runs again from the store, and so does everything below it: its calls, the list
+    // included, bind to the nodes they made (which run again), and add none.
+    let out = env.run(&["rerun", "1", "--from", "0"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), r#""0 + 1 + 4 = 5""#);
+    let graph = env.json(&["graph", "1", "--format", "json"]);
+    assert_eq!(tasks(&graph), ["fan_in", "part", "part", "part", "sum_parts"], "no node added: {graph}");
+    assert_eq!(edge_set(&graph), before);
+    // Rerunning one part runs `sum_parts` again, downstream of it by a data edge, and no other part.
+    let out = env.run(&["rerun", "1", "--from", "2"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let show = env.show(1);
+    let attempts = |node: u64| show["attempts"].as_array().unwrap().iter().filter(|a| a["node"] == node).count();
+    assert_eq!((attempts(1), attempts(2), attempts(3), attempts(4)), (2, 3, 2, 3), "{show}");
+    assert_eq!(edge_set(&env.json(&["graph", "1", "--format", "json"])), before);
+}
