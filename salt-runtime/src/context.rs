@@ -48,6 +48,10 @@ pub enum WireArg {
     /// A literal value too large for a message (over [`crate::blob::SPILL_BYTES`] of JSON),
     /// stored as a blob by the node process; the orchestrator reads it back into a `Value`.
     Blob(crate::blob::BlobRef),
+    /// A list gathered from several arguments, in order: the node takes a JSON array of their
+    /// values (a `Vec`, an array or a tuple). Each member is a [`WireArg::Value`] or a
+    /// [`WireArg::Handle`]; a list nested in a list, or a blob in a list, is a protocol error.
+    List(Vec<WireArg>),
 }
 
 /// A spawn request: `(parent, seq)` is the durable key of the child.
@@ -662,7 +666,26 @@ impl<T: TaskValue> Handle<T> {
     }
 
     async fn value(self) -> Result<Value> {
-        match &*self.inner {
+        self.inner.value().await
+    }
+
+    fn wire(&self, name: &str) -> Result<WireArg> {
+        self.inner.wire(name)
+    }
+}
+
+impl<T> Handle<T> {
+    /// The same handle, typed as the value it is read as when passed to a task: `T` read as
+    /// `Option<T>` is `Some`.
+    fn retype<U>(self) -> Handle<U> {
+        Handle { inner: self.inner, _out: PhantomData }
+    }
+}
+
+impl HandleInner {
+    /// The node's output (or the direct body's), as JSON.
+    async fn value(&self) -> Result<Value> {
+        match self {
             HandleInner::Node { ctx, seq } => match ctx.host() {
                 Some(host) => {
                     let value = host.await_node(*seq).await?;
@@ -675,8 +698,9 @@ impl<T: TaskValue> Handle<T> {
         }
     }
 
+    /// The handle as an argument `name` of a spawn request.
     fn wire(&self, name: &str) -> Result<WireArg> {
-        match &*self.inner {
+        match self {
             HandleInner::Node { seq, .. } => Ok(WireArg::Handle(*seq)),
             HandleInner::Direct(_) => Err(Error::new(
                 ErrorKind::Usage,
@@ -699,12 +723,85 @@ impl<T: TaskValue> IntoFuture for Handle<T> {
     }
 }
 
-/// An argument of a task call: a value, or a handle to another node's output.
+/// An argument of a task call: a value, a handle to another node's output, or several handles
+/// gathered into one list.
+///
+/// A task's public function takes `impl Into<Arg<T>>` for a parameter of type `T`, so a call
+/// accepts:
+///
+/// | parameter type | what a call may pass |
+/// |---|---|
+/// | `T` | a `T`, a `Handle<T>` or a `&Handle<T>` |
+/// | `Vec<T>` | also a `Vec<Handle<T>>`, a `&Vec<Handle<T>>`, a `&[Handle<T>]` or a `[Handle<T>; N]` |
+/// | `[T; N]` | also a `[Handle<T>; N]` |
+/// | `Option<T>` | also an `Option<Handle<T>>` (`None` is a plain `null`) |
+/// | `(A, B)`, `(A, B, C)`, `(A, B, C, D)` | also a tuple of handles `(Handle<A>, Handle<B>, …)` |
+///
+/// Inside a run, every handle passed is a data edge from its node to the new one, which waits
+/// for all of them and takes their outputs in order. Outside a run, the handles are awaited and
+/// their values passed.
+///
+/// A literal `None` (or `vec![]`) passed where a handle could be passed too does not say which
+/// one it is: write `None::<T>` (or `Vec::<T>::new()`).
+///
+/// ```
+/// use salt::prelude::*;
+///
+/// /// Cubes a number.
+/// #[task]
+/// async fn cube(x: u64) -> u64 {
+///     x * x * x
+/// }
+///
+/// /// Sums numbers.
+/// #[task]
+/// async fn sum_all(xs: Vec<u64>) -> u64 {
+///     xs.iter().sum()
+/// }
+///
+/// /// `1³ + 2³ + 3³`: three `cube` nodes, each wired into `sum_all` by a data edge.
+/// #[workflow]
+/// async fn sum_of_cubes() -> salt::Result<u64> {
+///     let cubes: Vec<salt::Handle<u64>> = (1..=3).map(cube).collect();
+///     sum_all(cubes).await
+/// }
+///
+/// # #[tokio::main] async fn main() -> salt::Result<()> {
+/// let db = tempfile::tempdir()?;
+/// let outcome = salt::Runner::new(db.path().join("salt.db")).run("sum_of_cubes", serde_json::json!({})).await?;
+/// assert_eq!(outcome.output, Some(serde_json::json!(36)));
+///
+/// // Outside a run, the handles are awaited and their values passed.
+/// assert_eq!(sum_all([cube(2), cube(3)]).await?, 35);
+/// # Ok(()) }
+/// ```
 pub enum Arg<T> {
     /// A value known now.
     Value(T),
     /// The output of another node, once it has one.
     Handle(Handle<T>),
+    /// The outputs of several nodes, in order, as one list.
+    Handles(Handles<T>),
+}
+
+/// The handles of several nodes passed as one argument of type `T`, a `Vec`, an array or a
+/// tuple: the new node takes the list of their outputs, in order. Made by the conversions into
+/// [`Arg`].
+pub struct Handles<T> {
+    members: Vec<Arc<HandleInner>>,
+    _out: PhantomData<fn() -> T>,
+}
+
+impl<T> Handles<T> {
+    fn new<U>(handles: impl IntoIterator<Item = Handle<U>>) -> Self {
+        Self { members: handles.into_iter().map(|h| h.inner).collect(), _out: PhantomData }
+    }
+}
+
+impl<T> std::fmt::Debug for Handles<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Handles({} members)", self.members.len())
+    }
 }
 
 impl<T> From<T> for Arg<T> {
@@ -731,6 +828,59 @@ impl From<&str> for Arg<String> {
     }
 }
 
+impl<T> From<Vec<Handle<T>>> for Arg<Vec<T>> {
+    fn from(handles: Vec<Handle<T>>) -> Self {
+        Arg::Handles(Handles::new(handles))
+    }
+}
+
+impl<T> From<&Vec<Handle<T>>> for Arg<Vec<T>> {
+    fn from(handles: &Vec<Handle<T>>) -> Self {
+        Arg::Handles(Handles::new(handles.iter().cloned()))
+    }
+}
+
+impl<T> From<&[Handle<T>]> for Arg<Vec<T>> {
+    fn from(handles: &[Handle<T>]) -> Self {
+        Arg::Handles(Handles::new(handles.iter().cloned()))
+    }
+}
+
+impl<T, const N: usize> From<[Handle<T>; N]> for Arg<Vec<T>> {
+    fn from(handles: [Handle<T>; N]) -> Self {
+        Arg::Handles(Handles::new(handles))
+    }
+}
+
+impl<T> From<Option<Handle<T>>> for Arg<Option<T>> {
+    fn from(handle: Option<Handle<T>>) -> Self {
+        match handle {
+            Some(h) => Arg::Handle(h.retype()),
+            None => Arg::Value(None),
+        }
+    }
+}
+
+/// `From<(Handle<A>, Handle<B>, …)> for Arg<(A, B, …)>`.
+macro_rules! tuple_of_handles {
+    ($($t:ident $v:ident),+) => {
+        impl<$($t),+> From<($(Handle<$t>,)+)> for Arg<($($t,)+)> {
+            fn from(($($v,)+): ($(Handle<$t>,)+)) -> Self {
+                Arg::Handles(Handles { members: vec![$($v.inner),+], _out: PhantomData })
+            }
+        }
+    };
+}
+tuple_of_handles!(A a, B b);
+tuple_of_handles!(A a, B b, C c);
+tuple_of_handles!(A a, B b, C c, D d);
+
+impl<T, const N: usize> From<[Handle<T>; N]> for Arg<[T; N]> {
+    fn from(handles: [Handle<T>; N]) -> Self {
+        Arg::Handles(Handles::new(handles))
+    }
+}
+
 impl<T: TaskValue> Arg<T> {
     /// The argument as sent in a spawn request.
     fn wire(self, name: &str) -> Result<(String, WireArg)> {
@@ -740,15 +890,21 @@ impl<T: TaskValue> Arg<T> {
                     .map_err(|e| Error::new(ErrorKind::Input, format!("cannot encode argument `{name}`: {e}")))?,
             ),
             Arg::Handle(h) => h.wire(name)?,
+            Arg::Handles(hs) => WireArg::List(hs.members.iter().map(|h| h.wire(name)).collect::<Result<_>>()?),
         };
         Ok((name.to_owned(), arg))
     }
 
-    /// The value, awaiting the handle if it is one (outside a run).
+    /// The value, awaiting the handles if there are any (outside a run).
     async fn resolve(self) -> Result<T> {
         match self {
             Arg::Value(v) => Ok(v),
             Arg::Handle(h) => h.await,
+            Arg::Handles(hs) => {
+                let values = futures::future::try_join_all(hs.members.iter().map(|h| h.value())).await?;
+                serde_json::from_value(Value::Array(values))
+                    .map_err(|e| Error::new(ErrorKind::Input, format!("cannot decode a list of node outputs: {e}")))
+            }
         }
     }
 }

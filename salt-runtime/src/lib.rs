@@ -23,7 +23,7 @@ pub mod runner;
 pub mod store;
 mod worker;
 
-pub use context::{Arg, Context, Handle, TaskValue, join_all};
+pub use context::{Arg, Context, Handle, Handles, TaskValue, join_all};
 pub use error::{Error, ErrorKind, Result};
 pub use progress::{Progress, Transition};
 pub use registry::{Backoff, Kind, Policy, Registry, TaskDescriptor};

@@ -384,6 +384,29 @@ pub enum StoredArg {
     Value(Value),
     /// The output of this node.
     Node(NodeId),
+    /// A list of these (each a value or a node), in order: the node takes a JSON array.
+    List(Vec<StoredArg>),
+}
+
+impl StoredArg {
+    /// The nodes this argument takes the outputs of, in order (with repeats).
+    pub fn nodes(&self) -> Vec<NodeId> {
+        match self {
+            StoredArg::Value(_) => Vec::new(),
+            StoredArg::Node(n) => vec![*n],
+            StoredArg::List(items) => items.iter().flat_map(StoredArg::nodes).collect(),
+        }
+    }
+
+    /// The value the node takes for this argument, given the outputs of other nodes (`null`
+    /// for a node without one).
+    pub fn resolve(&self, output: &dyn Fn(NodeId) -> Option<Value>) -> Value {
+        match self {
+            StoredArg::Value(v) => v.clone(),
+            StoredArg::Node(n) => output(*n).unwrap_or(Value::Null),
+            StoredArg::List(items) => Value::Array(items.iter().map(|a| a.resolve(output)).collect()),
+        }
+    }
 }
 
 /// An edge as stored.

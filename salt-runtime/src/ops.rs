@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{
     AttemptRecord, LogRecord, NodeId, NodeRecord, NodeState, RunId, RunRecord, RunSnapshot, RunState, RunSummary,
-    StoredArg, WaitRecord, now_ms,
+    WaitRecord, now_ms,
 };
 #[doc(inline)]
 pub use crate::registry::{Backoff, Policy};
@@ -103,12 +103,7 @@ pub fn show_node(store: &dyn Store, run: RunId, node: &str) -> Result<NodeView> 
 fn node_input(snapshot: &RunSnapshot, id: NodeId) -> Value {
     let Some(node) = snapshot.nodes.get(id.index()) else { return Value::Null };
     let args = node.args.iter().map(|(name, arg)| {
-        let value = match arg {
-            StoredArg::Value(v) => v.clone(),
-            StoredArg::Node(from) => {
-                snapshot.nodes.get(from.index()).and_then(|n| n.output.clone()).unwrap_or(Value::Null)
-            }
-        };
+        let value = arg.resolve(&|from| snapshot.nodes.get(from.index()).and_then(|n| n.output.clone()));
         (name.clone(), value)
     });
     Value::Object(args.collect())

@@ -119,7 +119,11 @@ pub async fn plan(workflow: &'static TaskDescriptor, input: Value) -> Result<Gra
             Mutation::Spawn(req) => {
                 let id = NodeId::at(nodes.len());
                 let task = registry.task(&req.task)?;
-                for (_, arg) in &req.args {
+                let handles = req.args.iter().flat_map(|(_, arg)| match arg {
+                    WireArg::List(items) => items.iter().collect(),
+                    arg => vec![arg],
+                });
+                for arg in handles {
                     if let WireArg::Handle(seq) = arg
                         && let Some(from) = by_seq.get(seq)
                         && !edges.contains(&(*from, id, EdgeKind::Data))

@@ -743,6 +743,21 @@ mod tests {
     }
 
     #[test]
+    fn a_list_argument_crosses_and_a_malformed_one_is_rejected() {
+        let line = r#"{"type":"mutate","attempt_id":1,"mutations":[{"op":"spawn","seq":3,"task":"sum","args":[["xs",{"list":[{"handle":0},{"value":5}]}]]}]}"#;
+        let FromNode::Mutate { mutations, .. } = serde_json::from_str::<FromNode>(line).unwrap() else { panic!() };
+        let [Mutation::Spawn(spawn)] = &mutations[..] else { panic!("{mutations:?}") };
+        assert_eq!(spawn.args, [("xs".to_string(), WireArg::List(vec![WireArg::Handle(0), WireArg::Value(5.into())]))]);
+        assert_eq!(serde_json::to_string(&spawn.args).unwrap(), r#"[["xs",{"list":[{"handle":0},{"value":5}]}]]"#);
+        for bad in [r#"{"list":5}"#, r#"{"list":[{"handle":-1}]}"#, r#"{"list":[{"nothing":1}]}"#, r#"{"list":[1]}"#] {
+            let line = format!(
+                r#"{{"type":"mutate","attempt_id":1,"mutations":[{{"op":"spawn","seq":3,"task":"sum","args":[["xs",{bad}]]}}]}}"#
+            );
+            assert!(serde_json::from_str::<FromNode>(&line).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn every_json_value_crosses_exactly() {
         for v in [
             serde_json::json!(null),

@@ -43,7 +43,7 @@ extern crate self as salt;
 #[doc(inline)]
 pub use salt_macros::{Fatal, task, workflow};
 #[doc(inline)]
-pub use salt_runtime::context::{Annotation, Arg, Context, Handle, TaskValue, join_all};
+pub use salt_runtime::context::{Annotation, Arg, Context, Handle, Handles, TaskValue, join_all};
 #[doc(inline)]
 pub use salt_runtime::error::{Error, ErrorKind, Fatal, Result};
 #[doc(inline)]

@@ -172,10 +172,7 @@ impl Core {
     pub(super) fn input_of(&self, id: NodeId) -> Value {
         let mut input = Map::new();
         for (name, arg) in &self.nodes[id.index()].args {
-            let v = match arg {
-                StoredArg::Value(v) => v.clone(),
-                StoredArg::Node(dep) => self.nodes[dep.index()].output.clone().unwrap_or(Value::Null),
-            };
+            let v = arg.resolve(&|dep| self.nodes.get(dep.index()).and_then(|n| n.output.clone()));
             input.insert(name.clone(), v);
         }
         Value::Object(input)
@@ -199,26 +196,19 @@ impl Core {
         let mut stored = Vec::with_capacity(args.len());
         for (name, arg) in args {
             let a = match arg {
-                WireArg::Value(v) if crate::model::too_deep(&v) => {
-                    let what = format!("argument `{name}` of a call to task `{}`", descriptor.name);
-                    let e = Error::new(ErrorKind::Input, crate::model::depth_message(what));
-                    return self.fail_attempt(at, e);
-                }
-                WireArg::Value(v) => StoredArg::Value(v),
-                // Executors read blobs back into values before the core sees a spawn.
-                WireArg::Blob(_) => {
-                    let e = Error::new(ErrorKind::Protocol, format!("argument `{name}` arrived unread from its blob"));
-                    return self.fail_attempt(at, e);
-                }
-                WireArg::Handle(s) => match self.keys.get(&(parent, s)) {
-                    Some(dep) => StoredArg::Node(*dep),
-                    None => {
-                        let e = Error::new(
-                            ErrorKind::Protocol,
-                            format!("argument `{name}` refers to call {s}, which spawned no node"),
-                        );
-                        return self.fail_attempt(at, e);
+                WireArg::List(items) => {
+                    let mut list = Vec::with_capacity(items.len());
+                    for item in items {
+                        match self.stored_arg(parent, descriptor.name, &name, item) {
+                            Ok(a) => list.push(a),
+                            Err(e) => return self.fail_attempt(at, e),
+                        }
                     }
+                    StoredArg::List(list)
+                }
+                arg => match self.stored_arg(parent, descriptor.name, &name, arg) {
+                    Ok(a) => a,
+                    Err(e) => return self.fail_attempt(at, e),
                 },
             };
             stored.push((name, a));
@@ -293,8 +283,7 @@ impl Core {
         }
         let id = NodeId::at(self.nodes.len());
         let deps: Vec<NodeId> = {
-            let mut d: Vec<NodeId> =
-                stored.iter().filter_map(|(_, a)| if let StoredArg::Node(n) = a { Some(*n) } else { None }).collect();
+            let mut d: Vec<NodeId> = stored.iter().flat_map(|(_, a)| a.nodes()).collect();
             d.sort_unstable();
             d.dedup();
             d
@@ -357,6 +346,31 @@ impl Core {
             self.end_node(id, NodeState::Skipped, None, Some(e));
         } else {
             self.promote(id);
+        }
+    }
+
+    /// A single (not list) argument `name` of a call to `task` from `parent`, as stored.
+    fn stored_arg(&self, parent: NodeId, task: &str, name: &str, arg: WireArg) -> Result<StoredArg, Error> {
+        match arg {
+            WireArg::Value(v) if crate::model::too_deep(&v) => {
+                let what = format!("argument `{name}` of a call to task `{task}`");
+                Err(Error::new(ErrorKind::Input, crate::model::depth_message(what)))
+            }
+            WireArg::Value(v) => Ok(StoredArg::Value(v)),
+            // Executors read blobs back into values before the core sees a spawn.
+            WireArg::Blob(_) => {
+                Err(Error::new(ErrorKind::Protocol, format!("argument `{name}` arrived unread from its blob")))
+            }
+            WireArg::Handle(s) => match self.keys.get(&(parent, s)) {
+                Some(dep) => Ok(StoredArg::Node(*dep)),
+                None => Err(Error::new(
+                    ErrorKind::Protocol,
+                    format!("argument `{name}` refers to call {s}, which spawned no node"),
+                )),
+            },
+            WireArg::List(_) => {
+                Err(Error::new(ErrorKind::Protocol, format!("argument `{name}` nests a list in a list")))
+            }
         }
     }
 

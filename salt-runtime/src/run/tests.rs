@@ -2142,3 +2142,174 @@ fn an_attempt_log_is_capped() {
     assert_eq!(lines.len() as u32, super::MAX_LOG_LINES + 1);
     assert!(lines.last().is_some_and(|l| l.contains("log limit")), "{:?}", lines.last());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Fan-in: a list of handles as one argument
+// ---------------------------------------------------------------------------------------------
+
+fn list(items: &[WireArg]) -> WireArg {
+    WireArg::List(items.to_vec())
+}
+
+/// `item` × 3 spawned by the root, then `sum(xs = [item0, item1, item2])`.
+fn fan_in() -> (Harness, AttemptId, Effects) {
+    let mut h = Harness::new(vec![workflow("flow"), task("item"), task("sum")]);
+    let root = h.start_root();
+    let fx = h.mutate(
+        root,
+        vec![
+            spawn(0, "item", &[("i", v(json!(0)))]),
+            spawn(1, "item", &[("i", v(json!(1)))]),
+            spawn(2, "item", &[("i", v(json!(2)))]),
+            spawn(3, "sum", &[("xs", list(&[out(0), out(1), out(2)]))]),
+        ],
+    );
+    (h, root, fx)
+}
+
+#[test]
+fn a_list_of_handles_is_a_data_edge_from_each_and_waits_for_all() {
+    let (mut h, root, fx) = fan_in();
+    let sum = NodeId::new(4);
+    assert_eq!(
+        edges(&fx),
+        [
+            (NodeId::new(1), sum, EdgeKind::Data),
+            (NodeId::new(2), sum, EdgeKind::Data),
+            (NodeId::new(3), sum, EdgeKind::Data)
+        ]
+    );
+    assert_eq!(starts(&fx).len(), 3, "the three items start, `sum` waits");
+    let items: Vec<AttemptId> = (1..=3).map(|n| started(&fx, NodeId::new(n))).collect();
+    // They end in another order than the list's; `sum` starts only after the last.
+    assert!(launches(&h.succeed(items[2], json!(30))).is_empty());
+    assert!(launches(&h.succeed(items[0], json!(10))).is_empty());
+    assert_eq!(h.state(sum), NodeState::Pending);
+    let fx = h.succeed(items[1], json!(20));
+    assert_eq!(launch(&fx, sum).input, json!({"xs": [10, 20, 30]}), "the outputs in the list's order");
+    h.await_(root, 1, 3);
+    let fx = h.succeed(started(&fx, sum), json!(60));
+    assert_eq!(resolved(&fx, root, 1), Ok(json!(60)));
+    h.complete(fx, root, json!(60));
+}
+
+#[test]
+fn a_list_may_repeat_a_handle_and_hold_values() {
+    let mut h = Harness::new(vec![workflow("flow"), task("item"), task("sum")]);
+    let root = h.start_root();
+    let fx = h.mutate(
+        root,
+        vec![
+            spawn(0, "item", &[]),
+            spawn(1, "sum", &[("xs", list(&[out(0), v(json!(5)), out(0)])), ("k", v(json!(1)))]),
+        ],
+    );
+    assert_eq!(edges(&fx), [(NodeId::new(1), NodeId::new(2), EdgeKind::Data)], "one edge per upstream node");
+    let fx = h.succeed(started(&fx, NodeId::new(1)), json!(7));
+    assert_eq!(launch(&fx, NodeId::new(2)).input, json!({"xs": [7, 5, 7], "k": 1}));
+    let empty = h.mutate(root, vec![spawn(2, "sum", &[("xs", list(&[]))])]);
+    assert!(edges(&empty).is_empty());
+    assert_eq!(launch(&empty, NodeId::new(3)).input, json!({"xs": []}), "an empty list starts at once");
+}
+
+#[test]
+fn a_failed_member_of_a_list_skips_the_node() {
+    let (mut h, root, fx) = fan_in();
+    let sum = NodeId::new(4);
+    h.succeed(started(&fx, NodeId::new(1)), json!(1));
+    h.await_(root, 1, 3);
+    let fx = h.finish(started(&fx, NodeId::new(2)), Err(task_error("disk full")));
+    let (state, _, error) = node_finished(&fx, sum).expect("`sum` ends");
+    assert_eq!(state, NodeState::Skipped);
+    let error = error.expect("a skipped node says why");
+    assert_eq!(error.kind, ErrorKind::Upstream);
+    assert!(error.message.contains("upstream node 2 (`item`) did not succeed"), "{}", error.message);
+    assert_eq!(resolved(&fx, root, 1).map_err(|e| e.kind), Err(ErrorKind::Child));
+
+    // A list that takes a node which failed already is skipped when spawned.
+    let fx = h.mutate(root, vec![spawn(4, "sum", &[("xs", list(&[out(0), out(1)]))])]);
+    assert_eq!(node_finished(&fx, NodeId::new(5)).map(|f| f.0), Some(NodeState::Skipped));
+    assert!(launches(&fx).iter().all(|l| l.at.node != NodeId::new(5)));
+}
+
+#[test]
+fn a_replayed_list_argument_binds_to_the_recorded_node() {
+    let tasks = || vec![retrying(workflow("flow"), 1, Backoff::Fixed(secs(1))), task("item"), task("sum")];
+    let calls = |xs: WireArg| vec![spawn(0, "item", &[]), spawn(1, "item", &[]), spawn(2, "sum", &[("xs", xs)])];
+    let first = |h: &mut Harness| {
+        let root = h.start_root();
+        let fx = h.mutate(root, calls(list(&[out(0), out(1)])));
+        for n in 1..=2 {
+            h.succeed(started(&fx, NodeId::new(n)), json!(n));
+        }
+        h.await_(root, 1, 2);
+        let fx = h.succeed(AttemptId { run: RUN, node: NodeId::new(3), attempt: 1 }, json!(3));
+        assert_eq!(resolved(&fx, root, 1), Ok(json!(3)));
+        h.finish(root, Err(task_error("boom")));
+        started(&h.advance(secs(1)), NodeId::ROOT)
+    };
+
+    let mut h = Harness::new(tasks());
+    let root = first(&mut h);
+    let fx = h.mutate(root, calls(list(&[out(0), out(1)])));
+    assert!(inserted(&fx).is_empty(), "the same call binds to the recorded nodes");
+    assert!(starts(&fx).is_empty());
+    assert_eq!(resolved(&h.await_(root, 1, 2), root, 1), Ok(json!(3)));
+
+    // The same handles in another order are another call.
+    let mut h = Harness::new(tasks());
+    let root = first(&mut h);
+    let e = attempt_error(&h.mutate(root, calls(list(&[out(1), out(0)]))), NodeId::ROOT, 2);
+    assert_eq!(e.kind, ErrorKind::NonDeterministic);
+    assert!(e.message.contains(r#"[["xs",{"list":[{"node":1},{"node":2}]}]]"#), "{}", e.message);
+    assert!(e.message.contains(r#"[["xs",{"list":[{"node":2},{"node":1}]}]]"#), "{}", e.message);
+}
+
+#[test]
+fn the_hash_of_a_call_is_stable() {
+    use super::replay::hash_args;
+    // Stored runs keep these: a change would make every recorded call differ on replay.
+    assert_eq!(hash_args("leaf", &[("x".into(), StoredArg::Value(json!(1)))]), "5997c33b02a1575d");
+    assert_eq!(hash_args("leaf", &[("x".into(), StoredArg::Node(NodeId::new(2)))]), "916ada142fe91ebf");
+    let list = StoredArg::List(vec![StoredArg::Node(NodeId::new(1)), StoredArg::Value(json!(2))]);
+    assert_eq!(hash_args("sum", &[("xs".into(), list)]), "75d86d99ac880a6b");
+}
+
+#[test]
+fn edge_promises_see_every_member_of_a_list() {
+    let text = "no edges into #3";
+    let kept = vec![promise(0, text), spawn(1, "a", &[]), spawn(2, "b", &[]), spawn(3, "c", &[("xs", list(&[]))])];
+    check_promise(text, kept, None);
+    let broken =
+        vec![promise(0, text), spawn(1, "a", &[]), spawn(2, "b", &[]), spawn(3, "c", &[("xs", list(&[out(2)]))])];
+    check_promise(text, broken, Some("spawning `c` from node 0 (`flow`)"));
+    let text = "no edges out of b";
+    let broken = vec![
+        promise(0, text),
+        spawn(1, "a", &[]),
+        spawn(2, "b", &[]),
+        spawn(3, "c", &[("xs", list(&[out(1), out(2)]))]),
+    ];
+    check_promise(text, broken, Some("spawning `c`"));
+}
+
+#[test]
+fn a_malformed_list_fails_the_attempt_as_a_protocol_error() {
+    let cases: [(WireArg, &str); 3] = [
+        (list(&[list(&[out(0)])]), "argument `xs` nests a list in a list"),
+        (list(&[out(0), out(9)]), "argument `xs` refers to call 9, which spawned no node"),
+        (
+            list(&[WireArg::Blob(serde_json::from_value(json!({"$salt_blob": "0".repeat(64), "bytes": 1})).unwrap())]),
+            "argument `xs` arrived unread from its blob",
+        ),
+    ];
+    for (xs, message) in cases {
+        let mut h = Harness::new(vec![workflow("flow"), task("item"), task("sum")]);
+        let root = h.start_root();
+        let fx = h.mutate(root, vec![spawn(0, "item", &[]), spawn(1, "sum", &[("xs", xs)])]);
+        assert_eq!(inserted(&fx), [(NodeId::new(1), "item".into())], "no `sum` node");
+        let e = attempt_error(&fx, NodeId::ROOT, 1);
+        assert_eq!(e.kind, ErrorKind::Protocol);
+        assert!(e.message.contains(message), "{}", e.message);
+    }
+}

@@ -259,6 +259,8 @@ impl SqliteStore {
                     None => ArgOut::Value(v),
                 },
                 StoredArg::Node(n) => ArgOut::Node(*n),
+                // A list holds handles: kept inline, values and all.
+                StoredArg::List(items) => ArgOut::List(items),
             };
             stored.push((name, arg));
         }
@@ -284,6 +286,7 @@ impl SqliteStore {
             let arg = match arg {
                 ArgIn::Value(v) => StoredArg::Value(v),
                 ArgIn::Node(n) => StoredArg::Node(n),
+                ArgIn::List(items) => StoredArg::List(items),
                 ArgIn::Blob(r) => StoredArg::Value(self.blobs.get_value(&r)?),
             };
             args.push((name, arg));
@@ -646,6 +649,7 @@ enum ArgOut<'a> {
     Value(&'a Value),
     Node(NodeId),
     Blob(BlobRef),
+    List(&'a [StoredArg]),
 }
 
 /// An argument read from `nodes.args`.
@@ -655,6 +659,7 @@ enum ArgIn {
     Value(Value),
     Node(NodeId),
     Blob(BlobRef),
+    List(Vec<StoredArg>),
 }
 
 fn corrupt(table: &'static str, detail: impl ToString) -> StoreError {

@@ -47,6 +47,41 @@ async fn total(dir: String, xs: Vec<u64>) -> u64 {
     xs.iter().sum()
 }
 
+/// Returns `i * i`; fails (for good) when `i` is `fail_at`.
+#[task]
+async fn part(i: u64, fail_at: Option<u64>) -> salt::Result<u64> {
+    if fail_at == Some(i) {
+        return Err(salt::Error::fatal(format!("part {i} failed")));
+    }
+    Ok(i * i)
+}
+
+/// Sums the parts, and says in which order they came.
+#[task]
+async fn sum_parts(xs: Vec<u64>) -> String {
+    format!("{} = {}", xs.iter().map(u64::to_string).collect::<Vec<_>>().join(" + "), xs.iter().sum::<u64>())
+}
+
+/// `part(0) … part(n - 1)`, passed to `sum_parts` as a list of handles without awaiting them.
+#[workflow]
+async fn fan_in(n: u64, fail_at: Option<u64>) -> salt::Result<String> {
+    let parts: Vec<salt::Handle<u64>> = (0..n).map(|i| part(i, fail_at)).collect();
+    sum_parts(parts).await
+}
+
+/// Adds one, or says there is nothing.
+#[task]
+async fn plus_one(x: Option<u64>) -> String {
+    x.map_or_else(|| "nothing".to_string(), |x| (x + 1).to_string())
+}
+
+/// `plus_one` of an optional handle: `part(3)`'s, or none.
+#[workflow]
+async fn fan_in_option(some: bool) -> salt::Result<String> {
+    let x = some.then(|| part(3, None::<u64>));
+    plus_one(x).await
+}
+
 /// a -> b -> (c1, c2, c3) -> total -> maybe_fail: a small pipeline with a fan-out.
 #[workflow]
 async fn pipeline(dir: String, slow_ms: u64, fail: bool) -> salt::Result<u64> {
@@ -565,7 +600,7 @@ async fn syn(step: u64, xs: Vec<u64>) -> u64 {
 /// `s4`, whose values the body awaits first.
 #[workflow]
 async fn synergy() -> salt::Result<u64> {
-    let x1 = syn(1, vec![]).await?;
+    let x1 = syn(1, Vec::<u64>::new()).await?;
     let x2 = syn(2, vec![x1]).await?;
     let (s3, s4, s6) = (syn(3, vec![x2]), syn(4, vec![x2]), syn(6, vec![x2]));
     let s7 = one(s6);

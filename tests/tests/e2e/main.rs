@@ -4,6 +4,7 @@ mod blobs;
 mod bypass;
 mod cli;
 mod failures;
+mod fan_in;
 mod gradient;
 mod handled;
 mod limits;
