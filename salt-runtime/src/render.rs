@@ -1,11 +1,11 @@
 //! Drawing a run's graph (dot, mermaid, json) and showing it as text.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
-use crate::model::{EdgeKind, NodeId, NodeState, RunId, RunSnapshot, RunState, WaitRecord};
+use crate::model::{EdgeKind, NodeId, NodeState, RunId, RunSnapshot, RunState, StoredArg, WaitRecord};
 use crate::promise::{self, Promise, ScopeDag};
 
 /// One node as drawn.
@@ -99,6 +99,13 @@ pub struct GraphView {
     pub nodes: Vec<ViewNode>,
     /// Its edges: data, control and runs-after.
     pub edges: Vec<(NodeId, NodeId, EdgeKind)>,
+    /// The labels bodies gave edges (`ctx.edge_label`), by (from, to).
+    pub edge_labels: BTreeMap<(NodeId, NodeId), String>,
+    /// The parameter a data edge's value is passed as, by (from, to).
+    pub edge_args: BTreeMap<(NodeId, NodeId), String>,
+    /// Whether dot and Mermaid draw a data edge with no label of its own labelled by its
+    /// parameter (`graph --edge-labels`).
+    pub arg_labels: bool,
     /// The promises in force.
     pub promises: Vec<ViewPromise>,
     /// What may still come, after which node.
@@ -138,6 +145,18 @@ impl GraphView {
                 })
                 .collect(),
             edges: s.edges.iter().map(|e| (e.from, e.to, e.kind)).collect(),
+            edge_labels: s.edges.iter().filter_map(|e| Some(((e.from, e.to), e.label.clone()?))).collect(),
+            edge_args: s
+                .nodes
+                .iter()
+                .flat_map(|n| {
+                    n.args.iter().filter_map(move |(name, arg)| match arg {
+                        StoredArg::Node(from) => Some(((*from, n.id), name.clone())),
+                        _ => None,
+                    })
+                })
+                .collect(),
+            arg_labels: false,
             promises: s
                 .promises
                 .iter()
@@ -182,6 +201,8 @@ impl GraphView {
         }
         self.nodes.retain(|n| !gone.contains(&n.id));
         self.edges.retain(|(f, t, _)| !gone.contains(f) && !gone.contains(t));
+        self.edge_labels.retain(|(f, t), _| !gone.contains(f) && !gone.contains(t));
+        self.edge_args.retain(|(f, t), _| !gone.contains(f) && !gone.contains(t));
     }
 
     /// The node with this id (nodes are in id order, with gaps where some are hidden).
@@ -274,8 +295,20 @@ impl GraphView {
         }
     }
 
+    /// The label an edge is drawn with: the one its body gave it, or, with
+    /// [`GraphView::arg_labels`], the parameter a data edge passes its value as.
+    pub fn edge_label(&self, from: NodeId, to: NodeId, kind: EdgeKind) -> Option<&str> {
+        self.edge_labels.get(&(from, to)).map(String::as_str).or_else(|| {
+            if self.arg_labels && kind == EdgeKind::Data {
+                self.edge_args.get(&(from, to)).map(String::as_str)
+            } else {
+                None
+            }
+        })
+    }
+
     /// The documented JSON form: `{"run", "nodes": [{"id", "task", "state", "label", "parent",
-    /// "attempts"}], "edges": [{"from", "to", "kind"}], "promises": [{"scope", "declared_by",
+    /// "attempts"}], "edges": [{"from", "to", "kind", "label", "arg"}], "promises": [{"scope", "declared_by",
     /// "promise"}], "wildcards": [{"after", "owner", "may_add"}], "ghosts": [{"task", "owner"}]}`.
     pub fn to_json(&self) -> Value {
         json!({
@@ -290,7 +323,13 @@ impl GraphView {
                 "color": n.color,
                 "shape": n.shape,
             })).collect::<Vec<_>>(),
-            "edges": self.edges.iter().map(|(f, t, k)| json!({"from": f, "to": t, "kind": k})).collect::<Vec<_>>(),
+            "edges": self.edges.iter().map(|(f, t, k)| json!({
+                "from": f,
+                "to": t,
+                "kind": k,
+                "label": self.edge_labels.get(&(*f, *t)),
+                "arg": self.edge_args.get(&(*f, *t)).filter(|_| *k == EdgeKind::Data),
+            })).collect::<Vec<_>>(),
             "promises": self.promises.iter().map(|p| json!({
                 "scope": p.scope, "declared_by": p.declared_by, "promise": p.promise.to_string(),
             })).collect::<Vec<_>>(),
@@ -401,14 +440,17 @@ impl GraphView {
         }
         let superseded = |id: &NodeId| self.node(*id).is_some_and(ViewNode::superseded);
         for (f, t, k) in &self.edges {
-            let style = if superseded(f) || superseded(t) {
-                " [style=dashed, color=gray70]"
+            let mut attrs = Vec::new();
+            if superseded(f) || superseded(t) {
+                attrs.push("style=dashed, color=gray70".to_string());
             } else if *k == EdgeKind::Control {
-                " [style=dashed]"
-            } else {
-                ""
-            };
-            let _ = writeln!(out, "  n{f} -> n{t}{style};");
+                attrs.push("style=dashed".to_string());
+            }
+            if let Some(label) = self.edge_label(*f, *t, *k) {
+                attrs.push(format!("label={}, fontsize=10, fontcolor=gray30", quote(label)));
+            }
+            let attrs = if attrs.is_empty() { String::new() } else { format!(" [{}]", attrs.join(", ")) };
+            let _ = writeln!(out, "  n{f} -> n{t}{attrs};");
         }
         for (i, w) in self.wildcards.iter().enumerate() {
             let Some(label) = Self::drawn_label(w) else { continue };
@@ -450,7 +492,9 @@ impl GraphView {
         }
         for (f, t, k) in &self.edges {
             let arrow = if *k == EdgeKind::Control { "-.->" } else { "-->" };
-            let _ = writeln!(out, "  n{f} {arrow} n{t}");
+            let label =
+                self.edge_label(*f, *t, *k).map(|l| format!("|\"{}\"|", l.replace('"', "'"))).unwrap_or_default();
+            let _ = writeln!(out, "  n{f} {arrow}{label} n{t}");
         }
         for (i, w) in self.wildcards.iter().enumerate() {
             let Some(label) = Self::drawn_label(w) else { continue };
@@ -850,7 +894,12 @@ mod tests {
             nodes,
             edges: edges
                 .iter()
-                .map(|(f, t)| EdgeRecord { from: NodeId::at(*f), to: NodeId::at(*t), kind: EdgeKind::Data })
+                .map(|(f, t)| EdgeRecord {
+                    from: NodeId::at(*f),
+                    to: NodeId::at(*t),
+                    kind: EdgeKind::Data,
+                    label: None,
+                })
                 .collect(),
             attempts: Vec::new(),
             journal: Vec::new(),
@@ -1013,6 +1062,9 @@ mod tests {
             title: "plan of flow".into(),
             nodes: vec![n(0, "flow"), n(1, "A")],
             edges: Vec::new(),
+            edge_labels: BTreeMap::new(),
+            edge_args: BTreeMap::new(),
+            arg_labels: false,
             promises: Vec::new(),
             wildcards: vec![Wildcard {
                 after: NodeId::at(1),
@@ -1049,6 +1101,62 @@ mod tests {
         let dot = planned("(X -> B) | (Y -> B -> Z)", &["B"]).to_dot();
         assert!(dot.contains("  w0 [label=\"(X -> B) | (Y -> B -> Z)\""), "{dot}");
         assert!(!dot.contains("g0"), "{dot}");
+    }
+
+    #[test]
+    fn edge_labels_are_drawn_in_every_format() {
+        use NodeState::*;
+        // `load` takes `extract`'s output as `rows` (labelled "rows of 2024" by the body);
+        // `report` takes it as `table` (not labelled), and runs after `load` by a control edge
+        // labelled "then".
+        let mut nodes = vec![
+            node(0, "flow", Succeeded, None),
+            node(1, "extract", Succeeded, Some(0)),
+            node(2, "load", Succeeded, Some(0)),
+            node(3, "report", Succeeded, Some(0)),
+        ];
+        nodes[2].args = vec![("rows".into(), StoredArg::Node(NodeId::at(1)))];
+        nodes[3].args =
+            vec![("table".into(), StoredArg::Node(NodeId::at(1))), ("n".into(), StoredArg::Value(json!(1)))];
+        let mut snap = running(nodes, &[(1, 2), (1, 3)], Vec::new());
+        snap.run.state = RunState::Succeeded;
+        snap.edges[0].label = Some("rows of \"2024\"".into());
+        snap.edges.push(EdgeRecord {
+            from: NodeId::at(2),
+            to: NodeId::at(3),
+            kind: EdgeKind::Control,
+            label: Some("then".into()),
+        });
+        let mut view = GraphView::of_run(&snap, &only_the_root_spawns);
+
+        let dot = view.to_dot();
+        assert!(dot.contains("  n1 -> n2 [label=\"rows of \\\"2024\\\"\", fontsize=10, fontcolor=gray30];\n"), "{dot}");
+        assert!(dot.contains("  n1 -> n3;\n"), "{dot}");
+        assert!(dot.contains("  n2 -> n3 [style=dashed, label=\"then\", fontsize=10, fontcolor=gray30];\n"), "{dot}");
+        let mermaid = view.to_mermaid();
+        assert!(mermaid.contains("  n1 -->|\"rows of '2024'\"| n2\n"), "{mermaid}");
+        assert!(mermaid.contains("  n1 --> n3\n"), "{mermaid}");
+        assert!(mermaid.contains("  n2 -.->|\"then\"| n3\n"), "{mermaid}");
+        assert_eq!(
+            view.to_json()["edges"],
+            json!([
+                {"from": 1, "to": 2, "kind": "data", "label": "rows of \"2024\"", "arg": "rows"},
+                {"from": 1, "to": 3, "kind": "data", "label": null, "arg": "table"},
+                {"from": 2, "to": 3, "kind": "control", "label": "then", "arg": null},
+            ])
+        );
+
+        // `graph --edge-labels`: data edges with no label of their own show their parameter.
+        view.arg_labels = true;
+        let dot = view.to_dot();
+        assert!(dot.contains("  n1 -> n3 [label=\"table\", fontsize=10, fontcolor=gray30];\n"), "{dot}");
+        assert!(dot.contains("  n1 -> n2 [label=\"rows of"), "{dot}");
+        assert!(view.to_mermaid().contains("  n1 -->|\"table\"| n3\n"));
+        // The JSON is the same either way.
+        assert_eq!(
+            view.to_json()["edges"][1],
+            json!({"from": 1, "to": 3, "kind": "data", "label": null, "arg": "table"})
+        );
     }
 
     #[test]
