@@ -189,6 +189,29 @@ impl Dag<'_> {
 }
 
 impl Shape {
+    /// What may still follow in this shape after the DAG so far with these node tasks and edges
+    /// `(from, to)`, read in [`topological_order`] (among nodes that do not run after one
+    /// another, the smallest index first: give them in order of creation); `None` if no
+    /// completion is of the shape's form, or if the edges close a cycle.
+    ///
+    /// This is the one reading of a DAG against a shape: the runtime checks its promises with it
+    /// and draws what may still come (the label of [`Shape::label`]) and what must
+    /// ([`Shape::guaranteed`]) from it.
+    ///
+    /// ```
+    /// use salt_promise::{Promise, Shape};
+    ///
+    /// let Ok(Promise::Shape(shape)) = "A -> M* -> B".parse() else { unreachable!() };
+    /// // A -> {M, M}, the Ms created before A.
+    /// let rest = shape.after_dag(&["M", "M", "A"], &[(2, 0), (2, 1)]).unwrap();
+    /// assert_eq!((rest.label(), rest.guaranteed()), ("M* -> B".to_string(), vec!["B".to_string()]));
+    /// assert!(shape.after_dag(&["B", "A"], &[(0, 1)]).is_none(), "B before A");
+    /// ```
+    pub fn after_dag(&self, tasks: &[&str], edges: &[(usize, usize)]) -> Option<Shape> {
+        let order = topological_order(tasks.len(), edges)?;
+        self.after(order.iter().map(|&i| tasks[i]))
+    }
+
     /// Whether the DAG with these node tasks and edges `(from, to)` (indices into `tasks`) is a
     /// graph of this shape's form (see the [module](self) text): `false` too if the edges close
     /// a cycle or name a node out of range.

@@ -178,6 +178,10 @@ enum Command {
         /// Draw superseded nodes too (nodes a rerun replaced), greyed and dashed.
         #[arg(long)]
         all: bool,
+        /// Label each data edge with the parameter its value is passed as (edges a body labelled
+        /// with `ctx.edge_label` always show their label).
+        #[arg(long)]
+        edge_labels: bool,
     },
     /// Send a signal to a run whose node waits for it (`ctx.wait_for`).
     Signal {
@@ -398,9 +402,10 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Graph { target, format, plan, input, collapse, all } => {
+        Command::Graph { target, format, plan, input, collapse, all, edge_labels } => {
             let input = input.map(|s| parse_input(&s)).transpose()?;
-            let view = ops::graph_with(&db, &target, plan, input, all).await?;
+            let mut view = ops::graph_with(&db, &target, plan, input, all).await?;
+            view.arg_labels = edge_labels;
             match ops::draw(&view, if json { GraphFormat::Json } else { format.into() }, collapse)? {
                 Drawing::Text(text) => out(text),
                 Drawing::Json(value) => print_json(&value),

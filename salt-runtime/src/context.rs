@@ -144,6 +144,15 @@ pub enum Mutation {
         /// What to set.
         annotation: Annotation,
     },
+    /// A label for the edge between two children of this node (by their sequence numbers).
+    EdgeLabel {
+        /// The upstream child.
+        from: u32,
+        /// The downstream child.
+        to: u32,
+        /// The label.
+        label: String,
+    },
 }
 
 /// The reserved signal name of [`Context::sleep`]: nobody can send it, the timeout ends it.
@@ -451,6 +460,15 @@ impl Context {
     pub fn annotate(&self, annotation: Annotation) {
         if self.inner.host.is_some() {
             self.push(Mutation::Annotate { child: None, annotation });
+        }
+    }
+
+    /// Labels the edge from `from` to `to` (both spawned by this body), whatever its kind: a data
+    /// edge (`to` takes `from`'s handle), a control edge ([`Context::edge`]) or a runs-after edge.
+    /// Cosmetic: `graph` draws it on the edge. Nothing happens when there is no such edge.
+    pub fn edge_label<A, B>(&self, from: &Handle<A>, to: &Handle<B>, label: impl Into<String>) {
+        if let (Some(from), Some(to)) = (from.seq(), to.seq()) {
+            self.push(Mutation::EdgeLabel { from, to, label: label.into() });
         }
     }
 

@@ -410,7 +410,7 @@ impl StoredArg {
 }
 
 /// An edge as stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct EdgeRecord {
     /// The upstream node.
     pub from: NodeId,
@@ -418,6 +418,9 @@ pub struct EdgeRecord {
     pub to: NodeId,
     /// Data or control.
     pub kind: EdgeKind,
+    /// The label a body gave it (`Context::edge_label`), if any: cosmetic.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
 }
 
 /// One attempt of a node.

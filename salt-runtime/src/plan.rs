@@ -7,6 +7,7 @@
 //! handles is planned completely, one that branches on a value up to the branch, and one that
 //! spawns everything at run time shows its root and a wildcard.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use futures::FutureExt;
@@ -105,6 +106,7 @@ pub async fn plan(workflow: &'static TaskDescriptor, input: Value) -> Result<Gra
     }];
     let mut by_seq = std::collections::HashMap::new();
     let mut edges = Vec::new();
+    let (mut edge_labels, mut edge_args) = (BTreeMap::new(), BTreeMap::new());
     let mut promises: Vec<ViewPromise> = Vec::new();
     let declare = |promises: &mut Vec<ViewPromise>, scope: NodeId, task: &TaskDescriptor| {
         for text in task.promises {
@@ -119,16 +121,17 @@ pub async fn plan(workflow: &'static TaskDescriptor, input: Value) -> Result<Gra
             Mutation::Spawn(req) => {
                 let id = NodeId::at(nodes.len());
                 let task = registry.task(&req.task)?;
-                let handles = req.args.iter().flat_map(|(_, arg)| match arg {
-                    WireArg::List(items) => items.iter().collect(),
-                    arg => vec![arg],
+                let handles = req.args.iter().flat_map(|(name, arg)| match arg {
+                    WireArg::List(items) => items.iter().map(|item| (name, item)).collect(),
+                    arg => vec![(name, arg)],
                 });
-                for arg in handles {
+                for (name, arg) in handles {
                     if let WireArg::Handle(seq) = arg
                         && let Some(from) = by_seq.get(seq)
                         && !edges.contains(&(*from, id, EdgeKind::Data))
                     {
                         edges.push((*from, id, EdgeKind::Data));
+                        edge_args.entry((*from, id)).or_insert_with(|| name.clone());
                     }
                 }
                 by_seq.insert(req.seq, id);
@@ -155,6 +158,13 @@ pub async fn plan(workflow: &'static TaskDescriptor, input: Value) -> Result<Gra
                     promises.push(ViewPromise { scope: NodeId::ROOT, declared_by: NodeId::ROOT, promise });
                 }
             }
+            Mutation::EdgeLabel { from, to, label } => {
+                if let (Some(f), Some(t)) = (by_seq.get(&from), by_seq.get(&to))
+                    && edges.iter().any(|(a, b, _)| (a, b) == (f, t))
+                {
+                    edge_labels.insert((*f, *t), label);
+                }
+            }
             Mutation::Annotate { child, annotation } => {
                 let target = match child {
                     None => Some(NodeId::ROOT),
@@ -174,6 +184,9 @@ pub async fn plan(workflow: &'static TaskDescriptor, input: Value) -> Result<Gra
         title: format!("plan of {}", workflow.name),
         nodes,
         edges,
+        edge_labels,
+        edge_args,
+        arg_labels: false,
         promises,
         wildcards: Vec::new(),
         ghosts: Vec::new(),

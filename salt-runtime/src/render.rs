@@ -1,11 +1,12 @@
 //! Drawing a run's graph (dot, mermaid, json) and showing it as text.
 
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
 use crate::model::{EdgeKind, NodeId, NodeState, RunId, RunSnapshot, RunState, WaitRecord};
-use crate::promise::{self, Promise};
+use crate::promise::{self, Promise, ScopeDag};
 
 /// One node as drawn.
 #[derive(Debug, Clone)]
@@ -51,6 +52,20 @@ pub struct Wildcard {
     pub owner: NodeId,
     /// What the promises in force still allow: `*`, `M* -> B`, `B | C`, `(A | B)*`.
     pub may_add: String,
+    /// The guaranteed nodes that end `may_add` (of the shape promise that labels it): drawn
+    /// dashed, once, not in the wildcard's label.
+    pub ends_with: Vec<String>,
+}
+
+/// What the promises in force allow a node's body to add still (see [`GraphView::may_add`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MayAdd {
+    /// The wildcard's label: `*`, `M* -> B`, `B | C`, `(A | B)*`, or `nothing`.
+    pub label: String,
+    /// The guaranteed nodes that end it (of the shape promise that gives it).
+    pub ends_with: Vec<String>,
+    /// The guaranteed nodes this node owns: those of a shape promise over its own subtree.
+    pub guaranteed: Vec<String>,
 }
 
 /// A node a shape promise guarantees but that does not exist yet: drawn dashed.
@@ -84,6 +99,13 @@ pub struct GraphView {
     pub nodes: Vec<ViewNode>,
     /// Its edges: data, control and runs-after.
     pub edges: Vec<(NodeId, NodeId, EdgeKind)>,
+    /// The labels bodies gave edges (`ctx.edge_label`), by (from, to).
+    pub edge_labels: BTreeMap<(NodeId, NodeId), String>,
+    /// The parameter a data edge's value is passed as, by (from, to).
+    pub edge_args: BTreeMap<(NodeId, NodeId), String>,
+    /// Whether dot and Mermaid draw a data edge with no label of its own labelled by its
+    /// parameter (`graph --edge-labels`).
+    pub arg_labels: bool,
     /// The promises in force.
     pub promises: Vec<ViewPromise>,
     /// What may still come, after which node.
@@ -123,6 +145,17 @@ impl GraphView {
                 })
                 .collect(),
             edges: s.edges.iter().map(|e| (e.from, e.to, e.kind)).collect(),
+            edge_labels: s.edges.iter().filter_map(|e| Some(((e.from, e.to), e.label.clone()?))).collect(),
+            edge_args: s
+                .nodes
+                .iter()
+                .flat_map(|n| {
+                    n.args.iter().flat_map(move |(name, arg)| {
+                        arg.nodes().into_iter().map(move |from| ((from, n.id), name.clone()))
+                    })
+                })
+                .collect(),
+            arg_labels: false,
             promises: s
                 .promises
                 .iter()
@@ -167,6 +200,8 @@ impl GraphView {
         }
         self.nodes.retain(|n| !gone.contains(&n.id));
         self.edges.retain(|(f, t, _)| !gone.contains(f) && !gone.contains(t));
+        self.edge_labels.retain(|(f, t), _| !gone.contains(f) && !gone.contains(t));
+        self.edge_args.retain(|(f, t), _| !gone.contains(f) && !gone.contains(t));
     }
 
     /// The node with this id (nodes are in id order, with gaps where some are hidden).
@@ -177,32 +212,68 @@ impl GraphView {
         }
     }
 
-    /// What the promises in force allow node `id`'s body to add still, and what they guarantee.
-    pub fn may_add(&self, id: NodeId) -> (String, Vec<String>) {
-        let children: Vec<&str> =
-            self.nodes.iter().filter(|n| n.parent == Some(id) && !n.superseded()).map(|n| n.task.as_str()).collect();
-        let (mut label, mut rank, mut guaranteed) = ("*".to_string(), 0, Vec::new());
+    /// The DAG a promise over `scope`'s subtree constrains, as the run core reads it (see
+    /// [`promise::scope_dag`]): the current descendants of `scope`, with the edges between them.
+    pub fn scope_dag(&self, scope: NodeId) -> ScopeDag<'_> {
+        let mut children: HashMap<NodeId, Vec<NodeId>> = HashMap::new();
+        for n in self.nodes.iter().filter(|n| !n.superseded()) {
+            if let Some(p) = n.parent {
+                children.entry(p).or_default().push(n.id);
+            }
+        }
+        let current = |id: NodeId| self.node(id).is_some_and(|n| !n.superseded());
+        let mut upstream: HashMap<NodeId, Vec<NodeId>> = HashMap::new();
+        for (f, t, _) in self.edges.iter().filter(|(f, t, _)| current(*f) && current(*t)) {
+            upstream.entry(*t).or_default().push(*f);
+        }
+        promise::scope_dag(
+            scope,
+            |n| children.get(&n).cloned().unwrap_or_default(),
+            |n| upstream.get(&n).cloned().unwrap_or_default(),
+            |n| self.node(n).and_then(|v| v.parent),
+            |n| self.node(n).map(|v| v.task.as_str()).unwrap_or_default(),
+        )
+    }
+
+    /// What the promises in force allow node `id`'s body to add still: the wildcard's label,
+    /// the guaranteed nodes that end it (of the shape that labels it), and those `id` owns (drawn
+    /// dashed: those of a shape promise over `id`'s own subtree). A shape promise is read over
+    /// the DAG of its scope exactly as the run core checks it: over `id`'s own subtree, it
+    /// gives the label and the guaranteed nodes; over an ancestor's, it bounds what `id` may add
+    /// (its nodes join that DAG) and its guaranteed nodes are the ancestor's.
+    pub fn may_add(&self, id: NodeId) -> MayAdd {
+        let nothing = MayAdd { label: "nothing".into(), ends_with: Vec::new(), guaranteed: Vec::new() };
+        let mut best = MayAdd { label: "*".into(), ends_with: Vec::new(), guaranteed: Vec::new() };
+        let mut rank = 0;
         let parent = |n: NodeId| self.node(n).and_then(|v| v.parent);
         for p in self.promises.iter().filter(|p| promise::in_scope(id, p.scope, parent)) {
             match &p.promise {
-                Promise::NoNewNodes => return ("nothing".into(), Vec::new()),
-                Promise::Shape(shape) if p.scope == id => match shape.after(children.iter().copied()) {
+                Promise::NoNewNodes => return nothing,
+                Promise::Shape(shape) => match self.scope_dag(p.scope).shape_after(shape) {
                     Some(rest) if !rest.is_done() => {
-                        if rank < 2 {
-                            (label, rank, guaranteed) = (rest.label(), 2, rest.guaranteed());
+                        let own = p.scope == id;
+                        let r = if own { 3 } else { 2 };
+                        if rank < r {
+                            let guaranteed = rest.guaranteed();
+                            best = MayAdd {
+                                label: rest.label(),
+                                guaranteed: if own { guaranteed.clone() } else { Vec::new() },
+                                ends_with: guaranteed,
+                            };
+                            rank = r;
                         }
                     }
-                    _ => return ("nothing".into(), Vec::new()),
+                    _ => return nothing,
                 },
                 Promise::OnlyTasks(tasks) if rank < 1 => {
-                    label =
+                    best.label =
                         if tasks.len() == 1 { format!("{}*", tasks[0]) } else { format!("({})*", tasks.join(" | ")) };
                     rank = 1;
                 }
                 _ => {}
             }
         }
-        (label, guaranteed)
+        best
     }
 
     /// Adds a wildcard after every unfinished node that may still spawn (unless the promises
@@ -212,19 +283,31 @@ impl GraphView {
         let owners: Vec<NodeId> =
             self.nodes.iter().filter(|n| n.unfinished() && may_spawn(&n.task)).map(|n| n.id).collect();
         for owner in owners {
-            let (may_add, guaranteed) = self.may_add(owner);
-            if may_add == "nothing" {
+            let MayAdd { label, ends_with, guaranteed } = self.may_add(owner);
+            if label == "nothing" {
                 continue;
             }
             for after in anchors(owner) {
-                self.wildcards.push(Wildcard { after, owner, may_add: may_add.clone() });
+                self.wildcards.push(Wildcard { after, owner, may_add: label.clone(), ends_with: ends_with.clone() });
             }
             self.ghosts.extend(guaranteed.into_iter().map(|task| Ghost { task, owner }));
         }
     }
 
+    /// The label an edge is drawn with: the one its body gave it, or, with
+    /// [`GraphView::arg_labels`], the parameter a data edge passes its value as.
+    pub fn edge_label(&self, from: NodeId, to: NodeId, kind: EdgeKind) -> Option<&str> {
+        self.edge_labels.get(&(from, to)).map(String::as_str).or_else(|| {
+            if self.arg_labels && kind == EdgeKind::Data {
+                self.edge_args.get(&(from, to)).map(String::as_str)
+            } else {
+                None
+            }
+        })
+    }
+
     /// The documented JSON form: `{"run", "nodes": [{"id", "task", "state", "label", "parent",
-    /// "attempts"}], "edges": [{"from", "to", "kind"}], "promises": [{"scope", "declared_by",
+    /// "attempts"}], "edges": [{"from", "to", "kind", "label", "arg"}], "promises": [{"scope", "declared_by",
     /// "promise"}], "wildcards": [{"after", "owner", "may_add"}], "ghosts": [{"task", "owner"}]}`.
     pub fn to_json(&self) -> Value {
         json!({
@@ -239,7 +322,13 @@ impl GraphView {
                 "color": n.color,
                 "shape": n.shape,
             })).collect::<Vec<_>>(),
-            "edges": self.edges.iter().map(|(f, t, k)| json!({"from": f, "to": t, "kind": k})).collect::<Vec<_>>(),
+            "edges": self.edges.iter().map(|(f, t, k)| json!({
+                "from": f,
+                "to": t,
+                "kind": k,
+                "label": self.edge_labels.get(&(*f, *t)),
+                "arg": self.edge_args.get(&(*f, *t)).filter(|_| *k == EdgeKind::Data),
+            })).collect::<Vec<_>>(),
             "promises": self.promises.iter().map(|p| json!({
                 "scope": p.scope, "declared_by": p.declared_by, "promise": p.promise.to_string(),
             })).collect::<Vec<_>>(),
@@ -250,41 +339,57 @@ impl GraphView {
         })
     }
 
-    /// How an owner's wildcards and guaranteed nodes are drawn, so that no node is drawn twice
-    /// (once in a wildcard's label, once dashed): the wildcard's label without the guaranteed
-    /// nodes that end it (`M* -> B` with `B` guaranteed draws `M*`, then `B` dashed), no
-    /// wildcard when they are all it may add, and no dashed nodes when they cannot be cut off
-    /// its label (it says it all). Returns (the label, if a wildcard is drawn; whether the
-    /// guaranteed nodes are drawn).
-    fn drawing(&self, owner: NodeId) -> (Option<String>, bool) {
-        let Some(w) = self.wildcards.iter().find(|w| w.owner == owner) else { return (None, true) };
-        let guaranteed: Vec<&str> = self.ghosts.iter().filter(|g| g.owner == owner).map(|g| g.task.as_str()).collect();
-        if guaranteed.is_empty() {
-            return (Some(w.may_add.clone()), false);
+    /// How a wildcard is drawn, so that no node is drawn twice (once in a wildcard's label,
+    /// once dashed): its label without the guaranteed nodes that end it (`M* -> B` with `B`
+    /// guaranteed draws `M*`, then `B` dashed), or not at all when they are all it may add;
+    /// `None` then. When they cannot be cut off its label, it says it all, and they are not
+    /// drawn dashed (see [`GraphView::ghosts_drawn`]).
+    fn drawn_label(w: &Wildcard) -> Option<String> {
+        if w.ends_with.is_empty() {
+            return Some(w.may_add.clone());
         }
-        let tail = guaranteed.join(" -> ");
+        let tail = w.ends_with.join(" -> ");
         if w.may_add == tail {
-            (None, true)
+            None
         } else if let Some(head) = w.may_add.strip_suffix(&format!(" -> {tail}")) {
-            (Some(head.to_string()), true)
+            Some(head.to_string())
         } else {
-            (Some(w.may_add.clone()), false)
+            Some(w.may_add.clone())
         }
     }
 
-    /// Guaranteed nodes are drawn after their owner's wildcard (what may come first), or where
-    /// it would be, or after the owner itself.
-    fn ghost_anchor(&self, owner: NodeId) -> String {
-        match self.wildcards.iter().position(|w| w.owner == owner) {
-            Some(i) if self.drawing(owner).0.is_some() => format!("w{i}"),
-            Some(i) => format!("n{}", self.wildcards[i].after),
-            None => format!("n{owner}"),
+    /// Whether an owner's guaranteed nodes are drawn dashed: when they end its wildcard's label
+    /// (and are cut off it).
+    fn ghosts_drawn(&self, owner: NodeId) -> bool {
+        match self.wildcards.iter().find(|w| w.owner == owner) {
+            Some(w) => {
+                let tail = w.ends_with.join(" -> ");
+                !w.ends_with.is_empty() && (w.may_add == tail || w.may_add.ends_with(&format!(" -> {tail}")))
+            }
+            None => true,
         }
+    }
+
+    /// Guaranteed nodes are drawn after each of their owner's wildcards (what may come first),
+    /// or where it would be when it is not drawn, or after the owner itself.
+    fn ghost_anchors(&self, owner: NodeId) -> Vec<String> {
+        let mut anchors: Vec<String> = self
+            .wildcards
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| w.owner == owner)
+            .map(|(i, w)| if Self::drawn_label(w).is_some() { format!("w{i}") } else { format!("n{}", w.after) })
+            .collect();
+        anchors.dedup();
+        if anchors.is_empty() {
+            anchors.push(format!("n{owner}"));
+        }
+        anchors
     }
 
     fn ghost_chains(&self) -> Vec<(NodeId, Vec<(usize, &Ghost)>)> {
         let mut chains: Vec<(NodeId, Vec<(usize, &Ghost)>)> = Vec::new();
-        for (i, g) in self.ghosts.iter().enumerate().filter(|(_, g)| self.drawing(g.owner).1) {
+        for (i, g) in self.ghosts.iter().enumerate().filter(|(_, g)| self.ghosts_drawn(g.owner)) {
             match chains.iter_mut().find(|(o, _)| *o == g.owner) {
                 Some((_, chain)) => chain.push((i, g)),
                 None => chains.push((g.owner, vec![(i, g)])),
@@ -334,17 +439,20 @@ impl GraphView {
         }
         let superseded = |id: &NodeId| self.node(*id).is_some_and(ViewNode::superseded);
         for (f, t, k) in &self.edges {
-            let style = if superseded(f) || superseded(t) {
-                " [style=dashed, color=gray70]"
+            let mut attrs = Vec::new();
+            if superseded(f) || superseded(t) {
+                attrs.push("style=dashed, color=gray70".to_string());
             } else if *k == EdgeKind::Control {
-                " [style=dashed]"
-            } else {
-                ""
-            };
-            let _ = writeln!(out, "  n{f} -> n{t}{style};");
+                attrs.push("style=dashed".to_string());
+            }
+            if let Some(label) = self.edge_label(*f, *t, *k) {
+                attrs.push(format!("label={}, fontsize=10, fontcolor=gray30", quote(label)));
+            }
+            let attrs = if attrs.is_empty() { String::new() } else { format!(" [{}]", attrs.join(", ")) };
+            let _ = writeln!(out, "  n{f} -> n{t}{attrs};");
         }
         for (i, w) in self.wildcards.iter().enumerate() {
-            let Some(label) = self.drawing(w.owner).0 else { continue };
+            let Some(label) = Self::drawn_label(w) else { continue };
             let _ = writeln!(
                 out,
                 "  w{i} [label={}, shape=ellipse, style=dashed, color=gray40, fontcolor=gray30];\n  n{} -> w{i} [style=dashed, color=gray40];",
@@ -353,11 +461,13 @@ impl GraphView {
             );
         }
         for (owner, chain) in self.ghost_chains() {
-            let mut prev = self.ghost_anchor(owner);
+            let mut prev = self.ghost_anchors(owner);
             for (i, g) in chain {
                 let _ = writeln!(out, "  g{i} [label={}, style=\"rounded,dashed\", color=gray40];", quote(&g.task));
-                let _ = writeln!(out, "  {prev} -> g{i} [style=dashed, color=gray40];");
-                prev = format!("g{i}");
+                for p in &prev {
+                    let _ = writeln!(out, "  {p} -> g{i} [style=dashed, color=gray40];");
+                }
+                prev = vec![format!("g{i}")];
             }
         }
         out.push_str("}\n");
@@ -381,19 +491,23 @@ impl GraphView {
         }
         for (f, t, k) in &self.edges {
             let arrow = if *k == EdgeKind::Control { "-.->" } else { "-->" };
-            let _ = writeln!(out, "  n{f} {arrow} n{t}");
+            let label =
+                self.edge_label(*f, *t, *k).map(|l| format!("|\"{}\"|", l.replace('"', "'"))).unwrap_or_default();
+            let _ = writeln!(out, "  n{f} {arrow}{label} n{t}");
         }
         for (i, w) in self.wildcards.iter().enumerate() {
-            let Some(label) = self.drawing(w.owner).0 else { continue };
+            let Some(label) = Self::drawn_label(w) else { continue };
             let _ = writeln!(out, "  w{i}([\"{}\"]):::wildcard", label.replace('"', "'"));
             let _ = writeln!(out, "  n{} -.-> w{i}", w.after);
         }
         for (owner, chain) in self.ghost_chains() {
-            let mut prev = self.ghost_anchor(owner);
+            let mut prev = self.ghost_anchors(owner);
             for (i, g) in chain {
                 let _ = writeln!(out, "  g{i}[\"{}\"]:::ghost", g.task);
-                let _ = writeln!(out, "  {prev} -.-> g{i}");
-                prev = format!("g{i}");
+                for p in &prev {
+                    let _ = writeln!(out, "  {p} -.-> g{i}");
+                }
+                prev = vec![format!("g{i}")];
             }
         }
         for s in NodeState::ALL.into_iter().filter(|s| *s != NodeState::Superseded) {
@@ -736,7 +850,7 @@ pub fn truncate(s: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{EdgeRecord, NodeRecord, RunRecord};
+    use crate::model::{EdgeRecord, NodeRecord, RunRecord, StoredArg};
 
     fn node(id: usize, task: &str, state: NodeState, parent: Option<usize>) -> NodeRecord {
         NodeRecord {
@@ -779,7 +893,12 @@ mod tests {
             nodes,
             edges: edges
                 .iter()
-                .map(|(f, t)| EdgeRecord { from: NodeId::at(*f), to: NodeId::at(*t), kind: EdgeKind::Data })
+                .map(|(f, t)| EdgeRecord {
+                    from: NodeId::at(*f),
+                    to: NodeId::at(*t),
+                    kind: EdgeKind::Data,
+                    label: None,
+                })
                 .collect(),
             attempts: Vec::new(),
             journal: Vec::new(),
@@ -837,6 +956,95 @@ mod tests {
         assert_eq!(wildcards(&view), [(0, 0, "*")]);
     }
 
+    /// `s` with a shape promise over node `scope`'s subtree.
+    fn promised(mut s: RunSnapshot, scope: usize, text: &str) -> RunSnapshot {
+        let scope = NodeId::at(scope);
+        s.promises.push(crate::model::PromiseRecord { id: 0, scope, declared_by: scope, seq: 0, text: text.into() });
+        s
+    }
+
+    fn ghosts(view: &GraphView) -> Vec<(&str, u64)> {
+        view.ghosts.iter().map(|g| (g.task.as_str(), g.owner.get())).collect()
+    }
+
+    #[test]
+    fn a_map_in_flight_draws_what_may_come_after_its_dag_and_b_dashed_after_the_ms() {
+        use NodeState::*;
+        // `A -> M* -> B`: A done, two Ms running after it, the root waiting for them.
+        let nodes = vec![
+            node(0, "flow", Waiting, None),
+            node(1, "A", Succeeded, Some(0)),
+            node(2, "M", Running, Some(0)),
+            node(3, "M", Running, Some(0)),
+        ];
+        let snap = promised(running(nodes, &[(1, 2), (1, 3)], Vec::new()), 0, "A -> M* -> B");
+        let view = GraphView::of_run(&snap, &only_the_root_spawns);
+        assert_eq!(wildcards(&view), [(2, 0, "M* -> B"), (3, 0, "M* -> B")]);
+        assert_eq!(ghosts(&view), [("B", 0)]);
+        let dot = view.to_dot();
+        for line in [
+            "  w0 [label=\"M*\", shape=ellipse, style=dashed, color=gray40, fontcolor=gray30];",
+            "  n2 -> w0 [style=dashed, color=gray40];",
+            "  w1 [label=\"M*\", shape=ellipse, style=dashed, color=gray40, fontcolor=gray30];",
+            "  n3 -> w1 [style=dashed, color=gray40];",
+            "  g0 [label=\"B\", style=\"rounded,dashed\", color=gray40];",
+            "  w0 -> g0 [style=dashed, color=gray40];",
+            "  w1 -> g0 [style=dashed, color=gray40];",
+        ] {
+            assert!(dot.contains(line), "{line}\n{dot}");
+        }
+        assert_eq!(dot.matches("label=\"B\"").count(), 1, "{dot}");
+        let mermaid = view.to_mermaid();
+        assert!(mermaid.contains("  g0[\"B\"]:::ghost\n  w0 -.-> g0\n  w1 -.-> g0\n"), "{mermaid}");
+    }
+
+    #[test]
+    fn the_picture_reads_the_dag_in_topological_order_not_in_creation_order() {
+        use NodeState::*;
+        // `A -> B -> C`: the body spawned `B` first, then `A` with an edge `A -> B`. In order of
+        // creation that is `B, A` (broken); over the DAG it is `A -> B`, and `C` must come.
+        let nodes =
+            vec![node(0, "flow", Running, None), node(1, "B", Pending, Some(0)), node(2, "A", Running, Some(0))];
+        let snap = promised(running(nodes, &[(2, 1)], Vec::new()), 0, "A -> B -> C");
+        let view = GraphView::of_run(&snap, &only_the_root_spawns);
+        assert_eq!(wildcards(&view), [(0, 0, "C")]);
+        assert_eq!(ghosts(&view), [("C", 0)]);
+        let dot = view.to_dot();
+        // Only `C` may come and it is guaranteed: drawn dashed where the wildcard would be, once.
+        assert!(dot.contains("  n0 -> g0 [style=dashed, color=gray40];"), "{dot}");
+        assert!(!dot.contains("w0"), "{dot}");
+        assert_eq!(dot.matches("\"C\"").count(), 1, "{dot}");
+    }
+
+    #[test]
+    fn a_grandchild_counts_in_its_grandparents_shape() {
+        use NodeState::*;
+        // `P -> Q -> R` over the root; `P` (a task that spawns) spawned `Q` itself. The DAG is
+        // `P -> Q`: only `R` is still guaranteed (the root's children alone would say `Q -> R`).
+        let nodes =
+            vec![node(0, "flow", Waiting, None), node(1, "P", Waiting, Some(0)), node(2, "Q", Running, Some(1))];
+        let snap = promised(running(nodes, &[], Vec::new()), 0, "P -> Q -> R");
+        let view = GraphView::of_run(&snap, &|t: &str| t == "flow" || t == "P");
+        // The root waits for `P`, which waits for `Q`; `P`'s own nodes are bound by the shape too.
+        assert_eq!(wildcards(&view), [(1, 0, "R"), (2, 1, "R")]);
+        assert_eq!(ghosts(&view), [("R", 0)]);
+        let dot = view.to_dot();
+        assert!(dot.contains("  g0 [label=\"R\", style=\"rounded,dashed\", color=gray40];"), "{dot}");
+        assert!(dot.contains("  n1 -> g0 [style=dashed, color=gray40];"), "{dot}");
+        assert!(!dot.contains("w0") && !dot.contains("w1") && !dot.contains("g1"), "{dot}");
+
+        // Once `R` exists (spawned by `P`, deeper still), the shape is complete: no more wildcards.
+        let nodes = vec![
+            node(0, "flow", Waiting, None),
+            node(1, "P", Waiting, Some(0)),
+            node(2, "Q", Succeeded, Some(1)),
+            node(3, "R", Running, Some(1)),
+        ];
+        let snap = promised(running(nodes, &[(2, 3)], Vec::new()), 0, "P -> Q -> R");
+        let view = GraphView::of_run(&snap, &|t: &str| t == "flow" || t == "P");
+        assert!(view.wildcards.is_empty() && view.ghosts.is_empty(), "{:?} {:?}", view.wildcards, view.ghosts);
+    }
+
     fn planned(may_add: &str, ghosts: &[&str]) -> GraphView {
         let n = |id: usize, task: &str| ViewNode {
             id: NodeId::at(id),
@@ -853,8 +1061,16 @@ mod tests {
             title: "plan of flow".into(),
             nodes: vec![n(0, "flow"), n(1, "A")],
             edges: Vec::new(),
+            edge_labels: BTreeMap::new(),
+            edge_args: BTreeMap::new(),
+            arg_labels: false,
             promises: Vec::new(),
-            wildcards: vec![Wildcard { after: NodeId::at(1), owner: NodeId::ROOT, may_add: may_add.into() }],
+            wildcards: vec![Wildcard {
+                after: NodeId::at(1),
+                owner: NodeId::ROOT,
+                may_add: may_add.into(),
+                ends_with: ghosts.iter().map(|t| t.to_string()).collect(),
+            }],
             ghosts: ghosts.iter().map(|t| Ghost { task: t.to_string(), owner: NodeId::ROOT }).collect(),
         }
     }
@@ -884,6 +1100,62 @@ mod tests {
         let dot = planned("(X -> B) | (Y -> B -> Z)", &["B"]).to_dot();
         assert!(dot.contains("  w0 [label=\"(X -> B) | (Y -> B -> Z)\""), "{dot}");
         assert!(!dot.contains("g0"), "{dot}");
+    }
+
+    #[test]
+    fn edge_labels_are_drawn_in_every_format() {
+        use NodeState::*;
+        // `load` takes `extract`'s output as `rows` (labelled "rows of 2024" by the body);
+        // `report` takes it as `table` (not labelled), and runs after `load` by a control edge
+        // labelled "then".
+        let mut nodes = vec![
+            node(0, "flow", Succeeded, None),
+            node(1, "extract", Succeeded, Some(0)),
+            node(2, "load", Succeeded, Some(0)),
+            node(3, "report", Succeeded, Some(0)),
+        ];
+        nodes[2].args = vec![("rows".into(), StoredArg::Node(NodeId::at(1)))];
+        nodes[3].args =
+            vec![("table".into(), StoredArg::Node(NodeId::at(1))), ("n".into(), StoredArg::Value(json!(1)))];
+        let mut snap = running(nodes, &[(1, 2), (1, 3)], Vec::new());
+        snap.run.state = RunState::Succeeded;
+        snap.edges[0].label = Some("rows of \"2024\"".into());
+        snap.edges.push(EdgeRecord {
+            from: NodeId::at(2),
+            to: NodeId::at(3),
+            kind: EdgeKind::Control,
+            label: Some("then".into()),
+        });
+        let mut view = GraphView::of_run(&snap, &only_the_root_spawns);
+
+        let dot = view.to_dot();
+        assert!(dot.contains("  n1 -> n2 [label=\"rows of \\\"2024\\\"\", fontsize=10, fontcolor=gray30];\n"), "{dot}");
+        assert!(dot.contains("  n1 -> n3;\n"), "{dot}");
+        assert!(dot.contains("  n2 -> n3 [style=dashed, label=\"then\", fontsize=10, fontcolor=gray30];\n"), "{dot}");
+        let mermaid = view.to_mermaid();
+        assert!(mermaid.contains("  n1 -->|\"rows of '2024'\"| n2\n"), "{mermaid}");
+        assert!(mermaid.contains("  n1 --> n3\n"), "{mermaid}");
+        assert!(mermaid.contains("  n2 -.->|\"then\"| n3\n"), "{mermaid}");
+        assert_eq!(
+            view.to_json()["edges"],
+            json!([
+                {"from": 1, "to": 2, "kind": "data", "label": "rows of \"2024\"", "arg": "rows"},
+                {"from": 1, "to": 3, "kind": "data", "label": null, "arg": "table"},
+                {"from": 2, "to": 3, "kind": "control", "label": "then", "arg": null},
+            ])
+        );
+
+        // `graph --edge-labels`: data edges with no label of their own show their parameter.
+        view.arg_labels = true;
+        let dot = view.to_dot();
+        assert!(dot.contains("  n1 -> n3 [label=\"table\", fontsize=10, fontcolor=gray30];\n"), "{dot}");
+        assert!(dot.contains("  n1 -> n2 [label=\"rows of"), "{dot}");
+        assert!(view.to_mermaid().contains("  n1 -->|\"table\"| n3\n"));
+        // The JSON is the same either way.
+        assert_eq!(
+            view.to_json()["edges"][1],
+            json!({"from": 1, "to": 3, "kind": "data", "label": null, "arg": "table"})
+        );
     }
 
     #[test]

@@ -292,6 +292,17 @@ pub enum Write {
         /// What to set (unset fields stay).
         annotation: crate::context::Annotation,
     },
+    /// The label of an edge (cosmetic; nothing if there is no such edge).
+    EdgeLabel {
+        /// The run.
+        run: RunId,
+        /// The upstream node.
+        from: NodeId,
+        /// The downstream node.
+        to: NodeId,
+        /// The label.
+        label: String,
+    },
     /// A promise was declared.
     Promise {
         /// The run.

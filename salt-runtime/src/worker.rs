@@ -421,6 +421,8 @@ impl Host for WorkerHost {
                 Mutation::Annotate { .. } => {
                     self.log("[salt] annotations of a body run by a worker are not recorded".into());
                 }
+                // It spawned nothing: there is no edge between its children to label.
+                Mutation::EdgeLabel { .. } => {}
             }
         }
     }

@@ -152,6 +152,7 @@ impl Core {
             Mutation::Edge { from, to } => self.control_edge(at, from, to),
             Mutation::Promise { seq, text, scope } => self.declare(at, seq, &text, scope),
             Mutation::Annotate { child, annotation } => self.annotate(at.node, child, annotation),
+            Mutation::EdgeLabel { from, to, label } => self.label_edge(at.node, from, to, label),
         }
     }
 
@@ -326,7 +327,7 @@ impl Core {
         };
         self.fx.writes.push(Write::InsertNode { run: self.run, node: Box::new(record) });
         for (d, kind) in deps.iter().map(|d| (d, EdgeKind::Data)).chain(after.iter().map(|d| (d, EdgeKind::After))) {
-            let edge = EdgeRecord { from: *d, to: id, kind };
+            let edge = EdgeRecord { from: *d, to: id, kind, label: None };
             self.fx.writes.push(Write::InsertEdge { run: self.run, edge });
             self.nodes[d.index()].dependents.push(id);
         }
@@ -535,7 +536,7 @@ impl Core {
                 return self.terminate(p, &what, Some(node));
             }
         }
-        let edge = EdgeRecord { from, to, kind: EdgeKind::Control };
+        let edge = EdgeRecord { from, to, kind: EdgeKind::Control, label: None };
         self.fx.writes.push(Write::InsertEdge { run: self.run, edge });
         self.nodes[from.index()].dependents.push(to);
         let from_state = self.nodes[from.index()].state;
@@ -560,6 +561,16 @@ impl Core {
         };
         if let Some(target) = target {
             self.fx.writes.push(Write::Annotate { run: self.run, node: target, annotation });
+        }
+    }
+
+    /// Labels the edge between two children of `node` (by their sequence numbers), whatever its
+    /// kind; nothing happens when there is no such edge (a label is cosmetic).
+    fn label_edge(&mut self, node: NodeId, from: u32, to: u32, label: String) {
+        if let (Some(&from), Some(&to)) = (self.keys.get(&(node, from)), self.keys.get(&(node, to)))
+            && self.nodes[to.index()].deps.contains(&from)
+        {
+            self.fx.writes.push(Write::EdgeLabel { run: self.run, from, to, label });
         }
     }
 

@@ -2,14 +2,12 @@
 //! applied; one that breaks a promise terminates the run, naming the promise, the mutation and
 //! the node that sent it.
 
-use std::collections::HashMap;
-
 use super::Core;
 use crate::context::PromiseScope;
 use crate::error::{Error, ErrorKind};
 use crate::executor::AttemptId;
 use crate::model::{NodeId, NodeState, PromiseRecord};
-use crate::promise::{Promise, Shape, Target};
+use crate::promise::{Promise, ScopeDag, Shape, Target, scope_dag};
 use crate::store::Write;
 
 /// Whether a promise was registered with its declaring node's task (those count down from
@@ -60,45 +58,30 @@ impl Core {
         self.refresh_shapes();
     }
 
-    /// The DAG in the scope of a promise over `scope`'s subtree: its descendants, with the edges
-    /// between them, and each node deeper than a child running after its parent; `edge` adds
-    /// an edge about to be added.
-    pub(super) fn scope_dag(
-        &self,
-        scope: NodeId,
-        edge: Option<(NodeId, NodeId)>,
-    ) -> (Vec<&'static str>, Vec<(usize, usize)>) {
-        let mut members = Vec::new();
-        let mut stack: Vec<NodeId> = self.nodes[scope.index()].children.clone();
-        while let Some(n) = stack.pop() {
-            members.push(n);
-            stack.extend(self.nodes[n.index()].children.iter().copied());
-        }
-        members.sort_unstable();
-        let index: HashMap<NodeId, usize> = members.iter().enumerate().map(|(i, n)| (*n, i)).collect();
-        let tasks: Vec<&'static str> = members.iter().map(|n| self.nodes[n.index()].task.name).collect();
-        let mut edges = Vec::new();
-        for (i, n) in members.iter().enumerate() {
-            let node = &self.nodes[n.index()];
-            edges.extend(node.deps.iter().filter_map(|d| index.get(d)).map(|&d| (d, i)));
-            if let Some(p) = node.parent.and_then(|p| index.get(&p)) {
-                edges.push((*p, i));
-            }
-        }
+    /// The DAG in the scope of a promise over `scope`'s subtree (see [`scope_dag`]); `edge`
+    /// adds an edge about to be added.
+    pub(super) fn scope_dag(&self, scope: NodeId, edge: Option<(NodeId, NodeId)>) -> ScopeDag<'static> {
+        let node = |n: NodeId| &self.nodes[n.index()];
+        let mut dag = scope_dag(
+            scope,
+            |n| node(n).children.iter().copied(),
+            |n| node(n).deps.iter().copied(),
+            |n| node(n).parent,
+            |n| node(n).task.name,
+        );
         if let Some((from, to)) = edge
-            && let (Some(&f), Some(&t)) = (index.get(&from), index.get(&to))
+            && let (Some(f), Some(t)) = (dag.index(from), dag.index(to))
         {
-            edges.push((f, t));
+            dag.edges.push((f, t));
         }
-        (tasks, edges)
+        dag
     }
 
     /// What may still follow in a shape after its scope's DAG so far, read in topological order
     /// (the order of creation among nodes that do not run after one another); `None` if that
     /// cannot be completed (or the DAG has a cycle).
-    fn shape_state(&self, shape: &Shape, dag: &(Vec<&'static str>, Vec<(usize, usize)>)) -> Option<Shape> {
-        let order = salt_promise::topological_order(dag.0.len(), &dag.1)?;
-        shape.after(order.iter().map(|&i| dag.0[i]))
+    fn shape_state(&self, shape: &Shape, dag: &ScopeDag<'static>) -> Option<Shape> {
+        dag.shape_after(shape)
     }
 
     /// A promise read back from the store.
@@ -180,8 +163,7 @@ impl Core {
             let what = match &p.shape {
                 Some(s) if !s.is_complete() => format!("while the shape still needs `{}`", s.label()),
                 _ => {
-                    let (tasks, edges) = self.scope_dag(scope, None);
-                    if shape.fits_dag(&tasks, &edges) {
+                    if self.scope_dag(scope, None).fits(shape) {
                         return None;
                     }
                     "with a graph that is not of the shape's form".to_string()

@@ -1054,6 +1054,48 @@ fn a_control_edge_orders_two_children() {
     started(&fx, NodeId::new(2));
 }
 
+fn edge_labels(fx: &Effects) -> Vec<(NodeId, NodeId, String)> {
+    fx.writes
+        .iter()
+        .filter_map(|w| match w {
+            Write::EdgeLabel { from, to, label, .. } => Some((*from, *to, label.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_edge_label_is_written_for_an_edge_of_any_kind_and_nothing_else() {
+    let mut h = Harness::new(vec![workflow("flow"), task("a"), task("b"), task("c")]);
+    let root = h.start_root();
+    let label = |from, to, text: &str| Mutation::EdgeLabel { from, to, label: text.into() };
+    let fx = h.mutate(
+        root,
+        vec![
+            spawn(0, "a", &[]),
+            spawn(1, "b", &[("rows", out(0))]),
+            spawn(2, "c", &[]),
+            edge(1, 2),
+            label(0, 1, "rows"),
+            label(1, 2, "then"),
+            // No edge `a -> c`, none the other way, no such call: nothing.
+            label(0, 2, "none"),
+            label(1, 0, "backwards"),
+            label(0, 9, "unknown"),
+        ],
+    );
+    let (n1, n2, n3) = (NodeId::new(1), NodeId::new(2), NodeId::new(3));
+    assert_eq!(edges(&fx), [(n1, n2, EdgeKind::Data), (n2, n3, EdgeKind::Control)]);
+    assert_eq!(edge_labels(&fx), [(n1, n2, "rows".to_string()), (n2, n3, "then".to_string())]);
+    assert!(stops(&fx).is_empty() && h.state(NodeId::ROOT) == NodeState::Running, "a label fails nothing");
+    // A runs-after edge can be labelled too, once it exists.
+    h.succeed(started(&fx, n1), json!(1));
+    let fx = h.mutate(root, vec![spawn_after(3, "c", &[], &[0]), label(0, 3, "after a")]);
+    let n4 = NodeId::new(4);
+    assert_eq!(edges(&fx), [(n1, n4, EdgeKind::After)]);
+    assert_eq!(edge_labels(&fx), [(n1, n4, "after a".to_string())]);
+}
+
 #[test]
 fn an_edge_into_a_started_node_is_refused() {
     let mut h = Harness::new(vec![workflow("flow"), task("a"), task("b")]);
@@ -1204,7 +1246,7 @@ fn after_edges_are_loaded_back_and_a_rerun_follows_them_downstream() {
         .collect();
     snap.edges = written
         .iter()
-        .map(|(f, t, k)| crate::model::EdgeRecord { from: NodeId::new(*f), to: NodeId::new(*t), kind: *k })
+        .map(|(f, t, k)| crate::model::EdgeRecord { from: NodeId::new(*f), to: NodeId::new(*t), kind: *k, label: None })
         .collect();
     let reg = h.core.registry;
     let config = Config { executor: "inline", parallelism: 4, park_after: None };
@@ -1609,7 +1651,12 @@ fn a_superseded_node_stays_out_of_the_run_when_it_is_loaded_again() {
     let registry = registry(vec![workflow("flow"), task("a")]);
     let config = Config { executor: "inline", parallelism: 1, park_after: None };
     let mut snap = snapshot("flow", nodes);
-    snap.edges.push(crate::model::EdgeRecord { from: NodeId::new(1), to: NodeId::new(2), kind: EdgeKind::Data });
+    snap.edges.push(crate::model::EdgeRecord {
+        from: NodeId::new(1),
+        to: NodeId::new(2),
+        kind: EdgeKind::Data,
+        label: None,
+    });
     let mut core = Core::new(snap, registry, config, Instant::now()).unwrap();
     assert_eq!(core.keys.get(&(NodeId::ROOT, 0)), Some(&NodeId::new(2)));
     assert_eq!(core.nodes[0].children, [NodeId::new(2)]);

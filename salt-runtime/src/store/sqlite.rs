@@ -60,6 +60,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0005_blobs.sql"),
     include_str!("../../migrations/0006_superseded.sql"),
     include_str!("../../migrations/0007_handled_failures.sql"),
+    include_str!("../../migrations/0008_edge_labels.sql"),
 ];
 
 /// `PRAGMA application_id` of every salt database: `SALT` in ASCII.
@@ -360,9 +361,13 @@ impl SqliteStore {
             }
             Write::InsertEdge { run, edge } => {
                 tx.prepare_cached(
-                    "INSERT OR IGNORE INTO edges (run_id, from_node, to_node, kind) VALUES (?1, ?2, ?3, ?4)",
+                    "INSERT OR IGNORE INTO edges (run_id, from_node, to_node, kind, label) VALUES (?1, ?2, ?3, ?4, ?5)",
                 )?
-                .execute(params![run, edge.from, edge.to, edge.kind.as_str()])?;
+                .execute(params![run, edge.from, edge.to, edge.kind.as_str(), edge.label])?;
+            }
+            Write::EdgeLabel { run, from, to, label } => {
+                tx.prepare_cached("UPDATE edges SET label = ?4 WHERE run_id = ?1 AND from_node = ?2 AND to_node = ?3")?
+                    .execute(params![run, from, to, label])?;
             }
             Write::NodeState { run, node, state } => {
                 tx.prepare_cached("UPDATE nodes SET state = ?3 WHERE run_id = ?1 AND id = ?2")?.execute(params![
@@ -841,7 +846,9 @@ impl Store for SqliteStore {
         }
 
         let mut stmt = tx
-            .prepare_cached("SELECT from_node, to_node, kind FROM edges WHERE run_id = ?1 ORDER BY to_node, from_node")
+            .prepare_cached(
+                "SELECT from_node, to_node, kind, label FROM edges WHERE run_id = ?1 ORDER BY to_node, from_node",
+            )
             .map_err(sql)?;
         let edges = stmt
             .query_map([run], |r| {
@@ -854,6 +861,7 @@ impl Store for SqliteStore {
                         "after" => EdgeKind::After,
                         _ => EdgeKind::Data,
                     },
+                    label: r.get(3)?,
                 })
             })
             .map_err(sql)?

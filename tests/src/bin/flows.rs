@@ -610,6 +610,20 @@ async fn synergy() -> salt::Result<u64> {
     Ok(x5 + s8.await?)
 }
 
+/// Labels two of its edges: the data edge `one -> two` (`two` takes `one`'s output as `x`) and
+/// a control edge `two -> one`. The data edge `one -> two` of the second pair is not labelled.
+#[workflow]
+async fn labelled(ctx: &Context) -> salt::Result<u64> {
+    let a = one(1);
+    let b = two(a.clone());
+    ctx.edge_label(&a, &b, "plus one");
+    let c = one(5);
+    ctx.edge(&b, &c);
+    ctx.edge_label(&b, &c, "then");
+    let d = two(c.clone());
+    Ok(b.await? + d.await?)
+}
+
 // ANCHOR: tick
 /// Counts down by spawning its own next iteration: a loop.
 #[task(spawns)]

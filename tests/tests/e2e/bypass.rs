@@ -109,7 +109,7 @@ fn a_plan_that_its_run_would_refuse_says_so() {
     );
     let order = json!({"case": "order", "dir": env.dir()}).to_string();
     let plan = env.json(&["graph", "edges", "--plan", "--input", &order, "--format", "json"]);
-    assert_eq!(plan["edges"], json!([{"from": 1, "to": 2, "kind": "control"}]), "{plan}");
+    assert_eq!(plan["edges"], json!([{"from": 1, "to": 2, "kind": "control", "label": null, "arg": null}]), "{plan}");
 
     let out = env.run(&["graph", "short_shape", "--plan"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));

@@ -102,3 +102,41 @@ fn rerun_from_a_node_follows_after_edges_downstream() {
         assert_eq!(env.count(step), 2, "{step} is downstream of `b`");
     }
 }
+
+#[test]
+fn a_labelled_edge_is_stored_and_drawn_in_every_format() {
+    let env = Env::new();
+    let out = env.run(&["run", "labelled"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "8");
+    let graph = env.json(&["graph", "1", "--format", "json"]);
+    assert_eq!(
+        graph["edges"],
+        json!([
+            {"from": 1, "to": 2, "kind": "data", "label": "plus one", "arg": "x"},
+            {"from": 2, "to": 3, "kind": "control", "label": "then", "arg": null},
+            {"from": 3, "to": 4, "kind": "data", "label": null, "arg": "x"},
+        ]),
+        "{graph}"
+    );
+    let dot = env.run(&["graph", "1"]);
+    let dot = String::from_utf8_lossy(&dot.stdout).to_string();
+    assert!(dot.contains("  n1 -> n2 [label=\"plus one\", fontsize=10, fontcolor=gray30];\n"), "{dot}");
+    assert!(dot.contains("  n2 -> n3 [style=dashed, label=\"then\", fontsize=10, fontcolor=gray30];\n"), "{dot}");
+    assert!(dot.contains("  n3 -> n4;\n"), "{dot}");
+    // `--edge-labels`: a data edge with no label of its own shows its parameter.
+    let dot = env.run(&["graph", "1", "--edge-labels"]);
+    let dot = String::from_utf8_lossy(&dot.stdout).to_string();
+    assert!(dot.contains("  n3 -> n4 [label=\"x\", fontsize=10, fontcolor=gray30];\n"), "{dot}");
+    assert!(dot.contains("  n1 -> n2 [label=\"plus one\""), "{dot}");
+    let mermaid = env.run(&["graph", "1", "--format", "mermaid"]);
+    let mermaid = String::from_utf8_lossy(&mermaid.stdout).to_string();
+    assert!(
+        mermaid.contains("  n1 -->|\"plus one\"| n2\n") && mermaid.contains("  n2 -.->|\"then\"| n3\n"),
+        "{mermaid}"
+    );
+
+    // The plan draws the same labels.
+    let plan = env.json(&["graph", "labelled", "--format", "json"]);
+    assert_eq!(plan["edges"], graph["edges"], "{plan}");
+}
