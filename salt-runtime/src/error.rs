@@ -73,9 +73,40 @@ impl ErrorKind {
 
 /// The error of a task, a workflow or the salt API.
 ///
-/// Any `std::error::Error` converts into it with `?` (as a retryable task error), so a task body
-/// can use `?` on I/O, parsing or HTTP errors directly. Use [`Error::fatal`] for a failure that
-/// retrying cannot fix. Like `anyhow::Error`, it does not itself implement `std::error::Error`.
+/// Any `std::error::Error`, an `anyhow::Error`, a `Box<dyn std::error::Error + Send + Sync>`, a
+/// `String` or a `&str` converts into it with `?` (as a retryable task error), so a task body can
+/// use `?` on I/O, parsing or HTTP errors and on the results of its helper functions directly.
+/// The messages of the error's sources are kept, appended after `: `. Use [`Error::fatal`] for a
+/// failure that retrying cannot fix.
+///
+/// So that `?` accepts every error type, it does not itself implement `std::error::Error` (the
+/// conversion would otherwise include its own identity), like `anyhow::Error`. It converts into
+/// `anyhow::Error` and into `Box<dyn std::error::Error>`, so `task(x).await?` works in a
+/// function that returns either; an `anyhow::Error` made from it converts back with its kind.
+///
+/// ```
+/// use anyhow::Context as _;
+///
+/// fn parse(text: &str) -> anyhow::Result<u64> {
+///     text.trim().parse::<u64>().with_context(|| format!("reading {text:?}"))
+/// }
+///
+/// fn twice(text: &str) -> salt::Result<u64> {
+///     Ok(parse(text)? * 2)
+/// }
+///
+/// assert_eq!(twice("21").unwrap(), 42);
+/// let error = twice("x").unwrap_err();
+/// assert_eq!(error.kind(), salt::ErrorKind::Task);
+/// assert_eq!(error.to_string(), "reading \"x\": invalid digit found in string");
+///
+/// // And back: a salt error in a function that returns anyhow's.
+/// fn helper() -> anyhow::Result<u64> {
+///     Err(salt::Error::fatal("no such customer"))?
+/// }
+/// let back: salt::Error = helper().unwrap_err().into();
+/// assert_eq!(back.kind(), salt::ErrorKind::Fatal);
+/// ```
 ///
 /// It is stored with the run and crosses the stdio protocol as `{"kind": "...", "message": "..."}`.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,8 +159,19 @@ impl fmt::Debug for Error {
     }
 }
 
-impl<E: std::error::Error + Send + Sync + 'static> From<E> for Error {
+/// The error types `?` converts: every `std::error::Error + Send + Sync`, `anyhow::Error`,
+/// `Box<dyn std::error::Error + Send + Sync>`, `String` and `&str`.
+type AnyError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+impl<E: Into<AnyError> + 'static> From<E> for Error {
     fn from(error: E) -> Self {
+        // An `anyhow::Error` made from a salt error keeps its kind, with anyhow's context.
+        if let Some(error) = (&error as &dyn std::any::Any).downcast_ref::<anyhow::Error>()
+            && let Some(inner) = error.downcast_ref::<Error>()
+        {
+            return Self::new(inner.kind, format!("{error:#}"));
+        }
+        let error: AnyError = error.into();
         let mut message = error.to_string();
         let mut source = error.source();
         while let Some(cause) = source {
@@ -137,8 +179,24 @@ impl<E: std::error::Error + Send + Sync + 'static> From<E> for Error {
             message.push_str(&cause.to_string());
             source = cause.source();
         }
-        let kind = if is_fatal(&error) { ErrorKind::Fatal } else { ErrorKind::Task };
+        let kind = if is_fatal(&*error) { ErrorKind::Fatal } else { ErrorKind::Task };
         Self::new(kind, message)
+    }
+}
+
+impl From<Error> for anyhow::Error {
+    /// An `anyhow::Error` with the same message, from which `downcast_ref::<salt::Error>()`
+    /// gets the salt error back.
+    fn from(error: Error) -> Self {
+        anyhow::Error::msg(error)
+    }
+}
+
+impl From<Error> for Box<dyn std::error::Error> {
+    /// A boxed error with the same message, for `?` in a `main` that returns
+    /// `Result<(), Box<dyn Error>>`.
+    fn from(error: Error) -> Self {
+        Box::<dyn std::error::Error + Send + Sync>::from(format!("{error}"))
     }
 }
 

@@ -104,10 +104,16 @@ macro_rules! register_fatal {
     };
 }
 
-/// What a workflow file needs: the macros, [`Context`], [`Handle`], and serde/schemars derives.
+/// What a workflow file needs: the macros, [`Context`], [`Handle`], and the serde and
+/// schemars derives.
+///
+/// `use salt::prelude::*;` is all a crate needs besides `serde` (with its `derive` feature):
+/// the prelude also brings the name `schemars`, which the code `#[derive(JsonSchema)]` generates
+/// refers to, so the crate does not depend on schemars itself.
 pub mod prelude {
     pub use crate::{Context, Handle, join_all, task, workflow};
-    pub use schemars::JsonSchema;
+    #[doc(no_inline)]
+    pub use schemars::{self, JsonSchema};
     pub use serde::{Deserialize, Serialize};
 }
 

@@ -1311,10 +1311,16 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(".salt/salt.db");
-        SqliteStore::open(&path).unwrap();
+        let store = SqliteStore::open(&path).unwrap();
+        new_run(&store, Some(("me", TTL)));
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&dir.path().join(".salt")), 0o700);
         assert_eq!(mode(&path), 0o600);
+        // SQLite's write-ahead log and shared-memory index, while the store is open, hold the
+        // same data and are as private.
+        for suffix in ["-wal", "-shm"] {
+            assert_eq!(mode(&dir.path().join(format!(".salt/salt.db{suffix}"))), 0o600, "salt.db{suffix}");
+        }
     }
 
     #[test]
