@@ -2,19 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{EXECUTORS, Env, stderr, text};
-
-/// The edges of a graph JSON, sorted: (from, to, kind).
-fn edge_set(graph: &Value) -> Vec<(u64, u64, String)> {
-    let mut edges: Vec<_> = graph["edges"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| (e["from"].as_u64().unwrap(), e["to"].as_u64().unwrap(), e["kind"].as_str().unwrap().to_string()))
-        .collect();
-    edges.sort();
-    edges
-}
+use crate::support::{EXECUTORS, Env, edge_set, stderr, text};
 
 /// The input `show RUN NODE --input` prints for the node of task `task` of run 1.
 fn input_of(env: &Env, task: &str) -> Value {

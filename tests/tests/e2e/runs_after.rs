@@ -1,21 +1,9 @@
 //! Runs-after edges: a child spawned after its parent observed other children's results runs
 //! after them, and the graph says so.
 
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::support::{EXECUTORS, Env, pipeline_input, text};
-
-/// The edges of a graph JSON, sorted: (from, to, kind).
-fn edge_set(graph: &Value) -> Vec<(u64, u64, String)> {
-    let mut edges: Vec<_> = graph["edges"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| (e["from"].as_u64().unwrap(), e["to"].as_u64().unwrap(), e["kind"].as_str().unwrap().to_string()))
-        .collect();
-    edges.sort();
-    edges
-}
+use crate::support::{EXECUTORS, Env, edge_set, pipeline_input, text};
 
 fn e(from: u64, to: u64, kind: &str) -> (u64, u64, String) {
     (from, to, kind.to_string())

@@ -154,3 +154,15 @@ pub(crate) fn alive(pid: i32) -> bool {
         Err(_) => false,
     }
 }
+
+/// The edges of a graph JSON, sorted: (from, to, kind).
+pub(crate) fn edge_set(graph: &Value) -> Vec<(u64, u64, String)> {
+    let mut edges: Vec<_> = graph["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["from"].as_u64().unwrap(), e["to"].as_u64().unwrap(), e["kind"].as_str().unwrap().to_string()))
+        .collect();
+    edges.sort();
+    edges
+}
