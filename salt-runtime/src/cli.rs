@@ -151,6 +151,11 @@ enum Command {
         /// List superseded nodes too (nodes a rerun replaced; `--json` always lists them).
         #[arg(long)]
         all: bool,
+        /// List only the nodes in these states (repeat it, or separate them by commas:
+        /// `--state failed,skipped`); with `--json` too.
+        #[arg(long, value_name = "STATE", value_delimiter = ',', value_parser = parse_node_state,
+              conflicts_with_all = ["node", "input", "output"])]
+        state: Vec<NodeState>,
     },
     /// Print the logs of a run, or of one of its nodes, attempt by attempt.
     Logs {
@@ -375,7 +380,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Show { run, node, input, output, all } => {
+        Command::Show { run, node, input, output, all, state } => {
             let store = ops::open_read_only(&db)?;
             let part = match (input, output) {
                 (true, _) => Some(Part::Input),
@@ -388,8 +393,15 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 let view = ops::show_node(store.as_ref(), run, &node)?;
                 if json { print_json(&to_json(&view)) } else { out(render::node_text(&view)) }
             } else {
-                let snapshot = ops::show(store.as_ref(), run)?;
-                if json { print_serialized(&snapshot) } else { out(render::show_text(&snapshot, all)) }
+                let mut snapshot = ops::show(store.as_ref(), run)?;
+                if json {
+                    if !state.is_empty() {
+                        snapshot.nodes.retain(|n| state.contains(&n.state));
+                    }
+                    print_serialized(&snapshot)
+                } else {
+                    out(render::show_text(&snapshot, all, &state))
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -502,6 +514,14 @@ fn parse_input(text: &str) -> Result<Value> {
         None => (text.to_string(), "--input".to_string()),
     };
     serde_json::from_str(&text).map_err(|e| Error::new(ErrorKind::Input, format!("{origin} is not JSON: {e}")))
+}
+
+/// A node state by its name, as `show` prints it.
+fn parse_node_state(text: &str) -> std::result::Result<NodeState, String> {
+    NodeState::parse(text.trim()).ok_or_else(|| {
+        let names: Vec<&str> = NodeState::ALL.iter().map(|s| s.as_str()).collect();
+        format!("`{text}` is not a node state; one of: {}", names.join(", "))
+    })
 }
 
 /// A duration such as `30s`, `500ms` or `2m`.
