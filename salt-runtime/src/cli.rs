@@ -28,7 +28,7 @@ const MAX_PARALLELISM: i64 = 65_536;
 )]
 struct Cli {
     /// The database of runs: a SQLite file, as a path or `sqlite://PATH`.
-    #[arg(long, global = true, env = "SALT_DB", default_value = ".salt/salt.db", value_name = "PATH|URL")]
+    #[arg(long, global = true, env = "SALT_DB", default_value = DEFAULT_DB, value_name = "PATH|URL")]
     db: String,
 
     /// Print machine-readable JSON instead of text.
@@ -262,6 +262,16 @@ enum Command {
 
 /// The entry point of a workflow binary's command line.
 pub fn main() -> ExitCode {
+    main_with_default_db(DEFAULT_DB)
+}
+
+/// The database of runs when neither `--db` nor `SALT_DB` names one.
+pub const DEFAULT_DB: &str = ".salt/salt.db";
+
+/// [`main`], with `db` as the database of runs when neither `--db` nor `SALT_DB` names one:
+/// binaries that live side by side in one directory (the examples of a crate) keep their runs
+/// apart this way, each with its own run 1.
+pub fn main_with_default_db(db: &'static str) -> ExitCode {
     let mut args = std::env::args_os();
     let _bin = args.next();
     if args.next().is_some_and(|a| a == "__salt") && args.next().is_some_and(|a| a == "exec") {
@@ -271,7 +281,11 @@ pub fn main() -> ExitCode {
         .ok()
         .and_then(|p| p.file_stem().map(|f| f.to_string_lossy().into_owned()))
         .unwrap_or_else(|| "salt".into());
-    let command = Cli::command().name(name.clone()).bin_name(name).version(env!("CARGO_PKG_VERSION"));
+    let command = Cli::command()
+        .name(name.clone())
+        .bin_name(name)
+        .version(env!("CARGO_PKG_VERSION"))
+        .mut_arg("db", |a| a.default_value(db));
     let cli = match command.try_get_matches().and_then(|m| Cli::from_arg_matches(&m)) {
         Ok(cli) => cli,
         Err(e) => {
