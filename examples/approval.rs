@@ -45,5 +45,5 @@ async fn approval(amount: u64, ctx: &Context) -> salt::Result<String> {
 // ANCHOR_END: workflow
 
 fn main() -> std::process::ExitCode {
-    salt::main()
+    salt::main_with_default_db(".salt/approval.db")
 }

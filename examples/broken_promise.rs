@@ -39,5 +39,5 @@ async fn broken_promise() -> salt::Result<u64> {
 // ANCHOR_END: workflow
 
 fn main() -> std::process::ExitCode {
-    salt::main()
+    salt::main_with_default_db(".salt/broken_promise.db")
 }

@@ -931,6 +931,6 @@ fn capitalise(word: &str) -> String {
 // ANCHOR: main
 /// The command line: `run`, `show`, `logs`, `graph`… (`cargo run --example etl -- --help`).
 fn main() -> std::process::ExitCode {
-    salt::main()
+    salt::main_with_default_db(".salt/etl.db")
 }
 // ANCHOR_END: main

@@ -25,5 +25,5 @@ async fn hello(name: String) -> salt::Result<String> {
 
 /// The command line: `run`, `runs`, `show`, `logs`, `graph`… (`--help` lists them).
 fn main() -> std::process::ExitCode {
-    salt::main()
+    salt::main_with_default_db(".salt/hello.db")
 }

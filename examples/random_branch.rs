@@ -34,5 +34,5 @@ async fn random_branch(seed: Option<u64>, ctx: &Context) -> salt::Result<String>
 // ANCHOR_END: workflow
 
 fn main() -> std::process::ExitCode {
-    salt::main()
+    salt::main_with_default_db(".salt/random_branch.db")
 }

@@ -43,5 +43,5 @@ async fn random_map(seed: Option<u64>, ctx: &Context) -> salt::Result<u64> {
 // ANCHOR_END: workflow
 
 fn main() -> std::process::ExitCode {
-    salt::main()
+    salt::main_with_default_db(".salt/random_map.db")
 }

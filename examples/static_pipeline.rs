@@ -39,5 +39,5 @@ async fn static_pipeline(n: u64) -> salt::Result<u64> {
 // ANCHOR_END: workflow
 
 fn main() -> std::process::ExitCode {
-    salt::main()
+    salt::main_with_default_db(".salt/static_pipeline.db")
 }

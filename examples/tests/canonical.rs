@@ -256,3 +256,54 @@ fn approval_waits_for_a_typed_decision() {
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "\"paid 1212, approved by ada\"");
 }
+
+#[test]
+fn each_example_keeps_its_own_database_so_each_has_its_own_run_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |name: &str, args: &[&str]| {
+        let child = Command::new(example(name))
+            .args(args)
+            .current_dir(dir.path())
+            .env_remove("SALT_DB")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        watchdog(child.id());
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{name} {args:?}: {}", text(&out));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    run("static_pipeline", &[]);
+    assert_eq!(run("hello", &["run"]).trim(), r#""Hello, world!""#);
+    let shown = run("hello", &["show", "1"]);
+    assert!(shown.starts_with("run 1  workflow hello  SUCCEEDED\n"), "{shown}");
+    let shown = run("static_pipeline", &["show", "1"]);
+    assert!(shown.starts_with("run 1  workflow static_pipeline  SUCCEEDED\n"), "{shown}");
+    let mut files: Vec<String> = std::fs::read_dir(dir.path().join(".salt"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|f| f.ends_with(".db"))
+        .collect();
+    files.sort();
+    assert_eq!(files, ["hello.db", "static_pipeline.db"]);
+    let help = run("hello", &["--help"]);
+    assert!(help.contains("[default: .salt/hello.db]"), "{help}");
+    // `SALT_DB` still wins.
+    let out = Command::new(example("hello"))
+        .arg("run")
+        .current_dir(dir.path())
+        .env("SALT_DB", dir.path().join("mine.db"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(dir.path().join("mine.db").exists());
+    assert_eq!(shown_run_count(&run("hello", &["runs"])), 1, "the run with SALT_DB went to mine.db");
+}
+
+/// How many runs a `runs` table lists.
+fn shown_run_count(table: &str) -> usize {
+    table.lines().skip(1).filter(|l| !l.trim().is_empty()).count()
+}

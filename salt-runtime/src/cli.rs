@@ -28,7 +28,7 @@ const MAX_PARALLELISM: i64 = 65_536;
 )]
 struct Cli {
     /// The database of runs: a SQLite file, as a path or `sqlite://PATH`.
-    #[arg(long, global = true, env = "SALT_DB", default_value = ".salt/salt.db", value_name = "PATH|URL")]
+    #[arg(long, global = true, env = "SALT_DB", default_value = DEFAULT_DB, value_name = "PATH|URL")]
     db: String,
 
     /// Print machine-readable JSON instead of text.
@@ -151,6 +151,11 @@ enum Command {
         /// List superseded nodes too (nodes a rerun replaced; `--json` always lists them).
         #[arg(long)]
         all: bool,
+        /// List only the nodes in these states (repeat it, or separate them by commas:
+        /// `--state failed,skipped`); with `--json` too.
+        #[arg(long, value_name = "STATE", value_delimiter = ',', value_parser = parse_node_state,
+              conflicts_with_all = ["node", "input", "output"])]
+        state: Vec<NodeState>,
     },
     /// Print the logs of a run, or of one of its nodes, attempt by attempt.
     Logs {
@@ -257,6 +262,16 @@ enum Command {
 
 /// The entry point of a workflow binary's command line.
 pub fn main() -> ExitCode {
+    main_with_default_db(DEFAULT_DB)
+}
+
+/// The database of runs when neither `--db` nor `SALT_DB` names one.
+pub const DEFAULT_DB: &str = ".salt/salt.db";
+
+/// [`main`], with `db` as the database of runs when neither `--db` nor `SALT_DB` names one:
+/// binaries that live side by side in one directory (the examples of a crate) keep their runs
+/// apart this way, each with its own run 1.
+pub fn main_with_default_db(db: &'static str) -> ExitCode {
     let mut args = std::env::args_os();
     let _bin = args.next();
     if args.next().is_some_and(|a| a == "__salt") && args.next().is_some_and(|a| a == "exec") {
@@ -266,7 +281,11 @@ pub fn main() -> ExitCode {
         .ok()
         .and_then(|p| p.file_stem().map(|f| f.to_string_lossy().into_owned()))
         .unwrap_or_else(|| "salt".into());
-    let command = Cli::command().name(name.clone()).bin_name(name).version(env!("CARGO_PKG_VERSION"));
+    let command = Cli::command()
+        .name(name.clone())
+        .bin_name(name)
+        .version(env!("CARGO_PKG_VERSION"))
+        .mut_arg("db", |a| a.default_value(db));
     let cli = match command.try_get_matches().and_then(|m| Cli::from_arg_matches(&m)) {
         Ok(cli) => cli,
         Err(e) => {
@@ -375,7 +394,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Show { run, node, input, output, all } => {
+        Command::Show { run, node, input, output, all, state } => {
             let store = ops::open_read_only(&db)?;
             let part = match (input, output) {
                 (true, _) => Some(Part::Input),
@@ -388,8 +407,15 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 let view = ops::show_node(store.as_ref(), run, &node)?;
                 if json { print_json(&to_json(&view)) } else { out(render::node_text(&view)) }
             } else {
-                let snapshot = ops::show(store.as_ref(), run)?;
-                if json { print_serialized(&snapshot) } else { out(render::show_text(&snapshot, all)) }
+                let mut snapshot = ops::show(store.as_ref(), run)?;
+                if json {
+                    if !state.is_empty() {
+                        snapshot.nodes.retain(|n| state.contains(&n.state));
+                    }
+                    print_serialized(&snapshot)
+                } else {
+                    out(render::show_text(&snapshot, all, &state))
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -502,6 +528,14 @@ fn parse_input(text: &str) -> Result<Value> {
         None => (text.to_string(), "--input".to_string()),
     };
     serde_json::from_str(&text).map_err(|e| Error::new(ErrorKind::Input, format!("{origin} is not JSON: {e}")))
+}
+
+/// A node state by its name, as `show` prints it.
+fn parse_node_state(text: &str) -> std::result::Result<NodeState, String> {
+    NodeState::parse(text.trim()).ok_or_else(|| {
+        let names: Vec<&str> = NodeState::ALL.iter().map(|s| s.as_str()).collect();
+        format!("`{text}` is not a node state; one of: {}", names.join(", "))
+    })
 }
 
 /// A duration such as `30s`, `500ms` or `2m`.

@@ -444,10 +444,8 @@ pub fn signal(store: &dyn Store, run: RunId, name: &str, value: &Value) -> Resul
             format!("run {run} is not waiting for signal `{name}`; it waits for: {}", names.join(", "))
         }));
     };
-    let validator = jsonschema::validator_for(&wait.schema)
+    let problems = crate::registry::schema_problems(&wait.schema, value)
         .map_err(|e| usage(format!("the schema of signal `{name}` is not valid: {e}")))?;
-    let problems: Vec<String> =
-        validator.iter_errors(value).map(|e| format!("{} at `{}`", e, e.instance_path)).collect();
     if !problems.is_empty() {
         return Err(Error::new(
             ErrorKind::Input,

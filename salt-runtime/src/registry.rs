@@ -148,37 +148,42 @@ impl std::fmt::Debug for TaskDescriptor {
 }
 
 impl TaskDescriptor {
-    /// Checks an input before anything is stored: it must decode as this task's parameters
-    /// and match its input schema. The schema check catches what decoding lets through (a JSON
-    /// array decodes into a struct, but a node's arguments are an object by name); its error
-    /// names the JSON Schema path of each problem.
+    /// Checks an input before anything is stored: it must match this task's input schema
+    /// (the error names the path of each bad field and what was expected there, as `signal`
+    /// does; this also refuses a JSON array, which would decode into a struct, where an object
+    /// of arguments by name is expected), then decode as its parameters.
     pub fn validate_input(&self, input: &Value) -> Result<()> {
-        (self.check_input)(input).map_err(|e| Error::new(ErrorKind::Input, e.message()))?;
         let schema = (self.input_schema)();
-        let validator = jsonschema::validator_for(&schema).map_err(|e| {
+        let problems = schema_problems(&schema, input).map_err(|e| {
             Error::new(ErrorKind::Usage, format!("the input schema of `{}` is not valid: {e}", self.name))
         })?;
-        let problems: Vec<String> = validator
-            .iter_errors(input)
-            .map(|e| {
-                let at = e.instance_path.to_string();
-                format!("{e} at `{}`", if at.is_empty() { "/" } else { at.as_str() })
-            })
-            .collect();
-        if problems.is_empty() {
-            return Ok(());
+        if !problems.is_empty() {
+            return Err(Error::new(
+                ErrorKind::Input,
+                format!(
+                    "input of `{}` does not match its input schema: {}\nexpected schema: {}",
+                    self.name,
+                    problems.join("; "),
+                    serde_json::to_string(&schema).unwrap_or_default()
+                ),
+            ));
         }
-        Err(Error::new(
-            ErrorKind::Input,
-            format!(
-                "input of `{}` does not match its input schema: {}
-expected schema: {}",
-                self.name,
-                problems.join("; "),
-                serde_json::to_string(&schema).unwrap_or_default()
-            ),
-        ))
+        (self.check_input)(input).map_err(|e| Error::new(ErrorKind::Input, e.message()))
     }
+}
+
+/// What is wrong with `value` against the JSON Schema `schema`: one line per problem, saying
+/// what was expected and at which path of `value` (`/` for the value itself); empty when it
+/// matches. An error when `schema` is not a valid schema.
+pub fn schema_problems(schema: &Value, value: &Value) -> std::result::Result<Vec<String>, String> {
+    let validator = jsonschema::validator_for(schema).map_err(|e| e.to_string())?;
+    Ok(validator
+        .iter_errors(value)
+        .map(|e| {
+            let at = e.instance_path.to_string();
+            format!("{e} at `{}`", if at.is_empty() { "/" } else { at.as_str() })
+        })
+        .collect())
 }
 
 /// All tasks and workflows of this binary, by name.

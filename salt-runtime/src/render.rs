@@ -700,7 +700,18 @@ fn shown(value: &Value, whole: &str) -> String {
     if text.chars().count() <= SHOW_MAX {
         return text;
     }
-    format!("{}  ({} bytes; `{whole}` prints it whole)", truncate(&text, SHOW_MAX), text.len())
+    format!("{}  ({}; `{whole}` prints it whole)", truncate(&text, SHOW_MAX), human_bytes(text.len()))
+}
+
+/// A size as people read it: `812 bytes`, `12.3 KiB`, `4.0 MiB`.
+pub fn human_bytes(n: usize) -> String {
+    const KIB: f64 = 1024.0;
+    match n as f64 {
+        b if b < KIB => format!("{n} bytes"),
+        b if b < KIB * KIB => format!("{:.1} KiB", b / KIB),
+        b if b < KIB * KIB * KIB => format!("{:.1} MiB", b / (KIB * KIB)),
+        b => format!("{:.1} GiB", b / (KIB * KIB * KIB)),
+    }
 }
 
 fn wait_line(out: &mut String, run: RunId, w: &WaitRecord, now: i64) {
@@ -727,8 +738,10 @@ fn wait_line(out: &mut String, run: RunId, w: &WaitRecord, now: i64) {
 }
 
 /// `show RUN` as text: the run, then one line per node; superseded nodes only with `all`
-/// (`show RUN --all`), otherwise counted in a last line.
-pub fn show_text(s: &RunSnapshot, all: bool) -> String {
+/// (`show RUN --all`), otherwise counted in a last line. With `states` not empty, only the
+/// nodes in one of those states are listed (`show RUN --state failed`), and a last line says
+/// how many of how many.
+pub fn show_text(s: &RunSnapshot, all: bool, states: &[NodeState]) -> String {
     let r = &s.run;
     let now = crate::model::now_ms();
     let mut out = String::new();
@@ -763,8 +776,14 @@ pub fn show_text(s: &RunSnapshot, all: bool) -> String {
     }
     let _ = writeln!(out, "\n{:>5}  {:<24} {:<10} {:>8} {:>9}  detail", "node", "task", "state", "attempts", "time");
     let mut cut = false;
-    let hidden = if all { 0 } else { s.nodes.iter().filter(|n| n.state == NodeState::Superseded).count() };
-    for n in s.nodes.iter().filter(|n| all || n.state != NodeState::Superseded) {
+    let listed = |n: &&crate::model::NodeRecord| {
+        if states.is_empty() { all || n.state != NodeState::Superseded } else { states.contains(&n.state) }
+    };
+    let hidden =
+        if all || !states.is_empty() { 0 } else { s.nodes.iter().filter(|n| n.state == NodeState::Superseded).count() };
+    let mut shown_nodes = 0;
+    for n in s.nodes.iter().filter(listed) {
+        shown_nodes += 1;
         let time = match (n.started_at, n.finished_at) {
             (Some(a), Some(b)) => human_ms(b - a),
             _ => String::new(),
@@ -781,6 +800,16 @@ pub fn show_text(s: &RunSnapshot, all: bool) -> String {
         };
         let _ =
             writeln!(out, "{:>5}  {:<24} {:<10} {:>8} {:>9}  {detail}", n.id, task, n.state.as_str(), n.attempts, time);
+    }
+    if !states.is_empty() {
+        let names: Vec<&str> = states.iter().map(|s| s.as_str()).collect();
+        let current = s.nodes.iter().filter(|n| n.state != NodeState::Superseded).count();
+        let _ = writeln!(
+            out,
+            "\n({shown_nodes} of {current} nodes shown: those {}; `show {}` lists them all)",
+            names.join(", "),
+            r.id
+        );
     }
     if hidden > 0 {
         let nodes = if hidden == 1 { "node" } else { "nodes" };
@@ -1197,5 +1226,15 @@ mod tests {
         assert_eq!(time_left(now + FOREVER_MS + 1, now), "forever");
         assert_eq!(time_left(i64::MAX, now), "forever");
         assert_eq!(time_left(i64::MIN, now), "now");
+    }
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(human_bytes(0), "0 bytes");
+        assert_eq!(human_bytes(1023), "1023 bytes");
+        assert_eq!(human_bytes(1024), "1.0 KiB");
+        assert_eq!(human_bytes(12_595), "12.3 KiB");
+        assert_eq!(human_bytes(5 * 1024 * 1024 + 100), "5.0 MiB");
+        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
     }
 }

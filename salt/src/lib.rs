@@ -65,6 +65,19 @@ pub fn main() -> std::process::ExitCode {
     salt_runtime::cli::main()
 }
 
+/// [`main`], with `db` as the database of runs when neither `--db` nor `SALT_DB` names one
+/// (instead of `.salt/salt.db`). Binaries that run from one directory keep their runs apart
+/// this way: each example of this crate keeps its own, `.salt/NAME.db`.
+///
+/// ```no_run
+/// fn main() -> std::process::ExitCode {
+///     salt::main_with_default_db(".salt/etl.db")
+/// }
+/// ```
+pub fn main_with_default_db(db: &'static str) -> std::process::ExitCode {
+    salt_runtime::cli::main_with_default_db(db)
+}
+
 /// Registers error types that implement [`Fatal`] by hand, so that `?` turns their fatal
 /// values into errors of kind [`ErrorKind::Fatal`]. `#[derive(salt::Fatal)]` registers the
 /// types it derives for by itself.

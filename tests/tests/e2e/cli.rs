@@ -73,8 +73,8 @@ fn bad_input_is_a_usage_error_and_stores_nothing() {
     let env = Env::new();
     for (input, says) in [
         ("{not json", "not JSON"),
-        (r#"{"dir": "x", "slow_ms": "fast", "fail": false}"#, "does not match"),
-        (r#"{"dir": "x"}"#, "missing field"),
+        (r#"{"dir": "x", "slow_ms": "fast", "fail": false}"#, r#""fast" is not of type "integer" at `/slow_ms`"#),
+        (r#"{"dir": "x"}"#, r#""slow_ms" is a required property at `/`"#),
     ] {
         let out = env.run(&["run", "pipeline", "--input", input]);
         assert_eq!(out.status.code(), Some(2), "{}", text(&out));
@@ -103,6 +103,47 @@ fn bad_input_is_a_usage_error_and_stores_nothing() {
         assert!(stderr(&out).contains("no salt database at"), "{}", text(&out));
     }
     assert!(!env.db.exists(), "a reading command created the database");
+}
+
+#[test]
+fn run_input_errors_name_the_field_and_what_was_expected_and_store_no_run() {
+    let env = Env::new();
+    // One run, so that the database exists and `runs` can tell that no refused run was added.
+    let out = env.run(&["run", "talk"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let schema = r#"expected schema: {"$schema":"https://json-schema.org/draft/2020-12/schema","additionalProperties":false,"properties":{"dir":{"type":"string"},"fail":{"type":"boolean"},"slow_ms":{"format":"uint64","minimum":0,"type":"integer"}},"required":["dir","slow_ms","fail"],"title":"pipeline_input","type":"object"}"#;
+    let cases: [(&str, &str, &[&str]); 6] = [
+        ("pipeline", r#"["x", 0, false]"#, &[r#"["x",0,false] is not of type "object" at `/`"#]),
+        ("pipeline", r#""x""#, &[r#""x" is not of type "object" at `/`"#]),
+        (
+            "pipeline",
+            r#"{"dir": ["x"], "slow_ms": -1, "fail": "no"}"#,
+            &[
+                r#"["x"] is not of type "string" at `/dir`"#,
+                r#""no" is not of type "boolean" at `/fail`"#,
+                "-1 is less than the minimum of 0 at `/slow_ms`",
+            ],
+        ),
+        ("pipeline", r#"{"dir": "x", "fail": false}"#, &[r#""slow_ms" is a required property at `/`"#]),
+        ("countdown", r#"{"n": "three"}"#, &[r#""three" is not of type "integer" at `/n`"#]),
+        ("pipeline", r#"{"dir": "x", "#, &["--input is not JSON: EOF while parsing a value at line 1 column 13"]),
+    ];
+    for (workflow, input, says) in cases {
+        let out = env.run(&["run", workflow, "--input", input]);
+        assert_eq!(out.status.code(), Some(2), "{input}: {}", text(&out));
+        let err = stderr(&out);
+        for said in says {
+            assert!(err.contains(said), "{input}: `{said}` not in {}", text(&out));
+        }
+        assert!(!err.contains("__SaltInput"), "{input}: {}", text(&out));
+        if workflow == "pipeline" && !input.ends_with(", ") {
+            assert!(err.starts_with("error: input of `pipeline` does not match its input schema: "), "{}", text(&out));
+            assert!(err.trim_end().ends_with(schema), "{input}: {}", text(&out));
+        }
+    }
+    let runs = env.json(&["runs"]);
+    let ids: Vec<i64> = runs["runs"].as_array().unwrap().iter().map(|r| r["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, [1], "a refused input stored a run");
 }
 
 #[test]

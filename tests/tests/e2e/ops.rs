@@ -36,8 +36,9 @@ fn runs_lists_no_payloads_and_show_cuts_large_values_short() {
     assert!(shown.status.success(), "{}", text(&shown));
     let shown = String::from_utf8(shown.stdout).unwrap();
     assert!(shown.len() < 3_000, "show printed {} bytes:\n{shown}", shown.len());
-    assert!(shown.contains("`show 1 --input` prints it whole"), "{shown}");
-    assert!(shown.contains("`show 1 --output` prints it whole"), "{shown}");
+    assert!(shown.contains("nnnn…  (4.9 KiB; `show 1 --input` prints it whole)"), "{shown}");
+    assert!(shown.contains("(19.5 KiB; `show 1 --output` prints it whole)"), "{shown}");
+    assert!(shown.lines().all(|l| l.chars().count() < 400), "{shown}");
     assert!(shown.contains("`show 1 NODE`"), "{shown}");
 
     let whole: Value = serde_json::from_slice(&env.run(&["show", "1", "--output"]).stdout).unwrap();
@@ -48,7 +49,7 @@ fn runs_lists_no_payloads_and_show_cuts_large_values_short() {
     let node = String::from_utf8(env.run(&["show", "1", "repeat"]).stdout).unwrap();
     assert!(node.contains("node 1  task repeat  of run 1  SUCCEEDED"), "{node}");
     assert!(node.contains(r#"input     {"n":10000,"text":"ab"}"#), "{node}");
-    assert!(node.contains("`show 1 1 --output` prints it whole"), "{node}");
+    assert!(node.contains("(19.5 KiB; `show 1 1 --output` prints it whole)"), "{node}");
     assert!(node.contains("attempt   1 · inline · succeeded"), "{node}");
     let whole: Value = serde_json::from_slice(&env.run(&["show", "1", "1", "--output"]).stdout).unwrap();
     assert_eq!(whole.as_str().unwrap().len(), 20_000);
@@ -61,6 +62,55 @@ fn runs_lists_no_payloads_and_show_cuts_large_values_short() {
     let out = env.run(&["show", "1", "7"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(stderr(&out).contains("run 1 has no node 7"), "{}", text(&out));
+}
+
+#[test]
+fn show_state_lists_only_the_nodes_in_those_states() {
+    let env = Env::new();
+    let out = env.run(&["run", "fan_in", "--input", r#"{"n": 6, "fail_at": 2}"#]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+
+    let table = |args: &[&str]| -> Vec<(String, String, String)> {
+        let out = env.run(args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+        let shown = String::from_utf8(out.stdout).unwrap();
+        let rows = shown.split("\n\n").nth(1).unwrap_or_else(|| panic!("no table: {shown}"));
+        rows.lines()
+            .skip(1)
+            .map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f[0].to_string(), f[1].to_string(), f[2].to_string())
+            })
+            .collect()
+    };
+    let row = |id: &str, task: &str, state: &str| (id.to_string(), task.to_string(), state.to_string());
+    let failed_and_skipped =
+        vec![row("0", "fan_in", "failed"), row("3", "part", "failed"), row("7", "sum_parts", "skipped")];
+    assert_eq!(table(&["show", "1", "--state", "failed,skipped"]), failed_and_skipped);
+    assert_eq!(table(&["show", "1", "--state", "skipped", "--state", "failed"]), failed_and_skipped);
+    assert_eq!(table(&["show", "1", "--state", "failed"]), [row("0", "fan_in", "failed"), row("3", "part", "failed")]);
+    assert_eq!(table(&["show", "1"]).len(), 8);
+
+    let out = env.run(&["show", "1", "--state", "failed,skipped"]);
+    let shown = String::from_utf8(out.stdout).unwrap();
+    assert!(shown.ends_with("\n(3 of 8 nodes shown: those failed, skipped; `show 1` lists them all)\n"), "{shown}");
+    assert!(shown.contains("error     node 7 (`sum_parts`) failed"), "{shown}");
+
+    let view = env.json(&["show", "1", "--state", "succeeded"]);
+    let ids: Vec<i64> = view["nodes"].as_array().unwrap().iter().map(|n| n["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, [1, 2, 4, 5, 6]);
+    assert_eq!(view["run"]["state"], "failed");
+
+    for args in [
+        &["show", "1", "--state", "done"][..],
+        &["show", "1", "3", "--state", "failed"],
+        &["show", "1", "--output", "--state", "failed"],
+    ] {
+        let out = env.run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+    }
+    let out = env.run(&["show", "1", "--state", "done"]);
+    assert!(stderr(&out).contains("`done` is not a node state; one of: pending, ready, running"), "{}", text(&out));
 }
 
 #[test]
