@@ -274,7 +274,9 @@ pub const DEFAULT_DB: &str = ".salt/salt.db";
 pub fn main_with_default_db(db: &'static str) -> ExitCode {
     let mut args = std::env::args_os();
     let _bin = args.next();
-    if args.next().is_some_and(|a| a == "__salt") && args.next().is_some_and(|a| a == "exec") {
+    let node = args.next().is_some_and(|a| a == "__salt") && args.next().is_some_and(|a| a == "exec");
+    crate::logging::install(node);
+    if node {
         return crate::protocol::exec_main();
     }
     let name = std::env::current_exe()

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::support::{DUPES, Env, pipeline_input, stderr, text};
+use crate::support::{DUPES, EXECUTORS, Env, pipeline_input, stderr, text};
 
 #[test]
 fn a_pipeline_runs_and_is_stored_with_its_graph() {
@@ -193,6 +193,25 @@ fn user_output_goes_to_the_attempt_log_not_the_protocol() {
     assert!(logs.contains("hello from stdout"), "{logs}");
     assert!(logs.contains("hello from stderr"), "{logs}");
     assert!(logs.contains("attempt 1 · process · succeeded"), "{logs}");
+}
+
+#[test]
+fn tracing_events_of_a_task_go_to_its_log_with_time_and_level() {
+    for executor in EXECUTORS {
+        let env = Env::new();
+        let out = env.run(&["run", "tracing_flow", "--executor", executor]);
+        assert!(out.status.success(), "{executor}: {}", text(&out));
+        let logs = String::from_utf8(env.run(&["logs", "1", "traced"]).stdout).unwrap();
+        let lines: Vec<&str> = logs.lines().collect();
+        assert_eq!(lines.len(), 3, "{executor}: {logs}");
+        assert_eq!(lines[0], format!("── node 1 traced · attempt 1 · {executor} · succeeded"));
+        // `2026-12-01T17:59:09.123Z  INFO fetched the records records=3`
+        let (time, info) = lines[1].split_once(' ').unwrap();
+        assert_eq!(time.len(), 24, "{executor}: {logs}");
+        assert!(time.ends_with('Z') && time.as_bytes()[10] == b'T', "{executor}: {logs}");
+        assert_eq!(info, " INFO fetched the records records=3", "{executor}: {logs}");
+        assert!(lines[2].ends_with("  WARN one record had no date"), "{executor}: {logs}");
+    }
 }
 
 #[test]
