@@ -163,6 +163,10 @@ enum Command {
         run: RunId,
         /// A node id, or a task name that names one node of the run.
         node: Option<String>,
+        /// Keep printing the lines as they are written, until the run ends (with `--json`,
+        /// one JSON object a line).
+        #[arg(long, short)]
+        follow: bool,
     },
     /// Draw the graph of a run as it is now (also while it runs), or the plan of a workflow.
     Graph {
@@ -274,7 +278,9 @@ pub const DEFAULT_DB: &str = ".salt/salt.db";
 pub fn main_with_default_db(db: &'static str) -> ExitCode {
     let mut args = std::env::args_os();
     let _bin = args.next();
-    if args.next().is_some_and(|a| a == "__salt") && args.next().is_some_and(|a| a == "exec") {
+    let node = args.next().is_some_and(|a| a == "__salt") && args.next().is_some_and(|a| a == "exec");
+    crate::logging::install(node);
+    if node {
         return crate::protocol::exec_main();
     }
     let name = std::env::current_exe()
@@ -419,9 +425,12 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Logs { run, node } => {
-            let logs = ops::logs(ops::open_read_only(&db)?.as_ref(), run, node.as_deref())?;
-            if json {
+        Command::Logs { run, node, follow } => {
+            let store = ops::open_read_only(&db)?;
+            let logs = ops::logs(store.as_ref(), run, node.as_deref())?;
+            if follow {
+                follow_logs(store.as_ref(), &logs, json).await?;
+            } else if json {
                 print_json(&to_json(&logs));
             } else {
                 out(logs_text(&logs));
@@ -661,6 +670,56 @@ fn logs_text(logs: &Logs) -> String {
         text.push_str("no attempts yet\n");
     }
     text
+}
+
+/// How often `logs --follow` looks for new lines.
+const FOLLOW_POLL: std::time::Duration = std::time::Duration::from_millis(150);
+
+/// Prints the log lines of `start`'s run (or node) as they are written, each attempt's lines
+/// under a header when they begin, until the run ends (or is interrupted: nothing more is
+/// written until it is recovered).
+async fn follow_logs(store: &dyn crate::store::Store, start: &Logs, json: bool) -> Result<()> {
+    let mut tasks: Option<Vec<String>> = None;
+    let mut after = 0;
+    let mut last = None;
+    loop {
+        let (state, lines) = ops::logs_after(store, start.run, start.node, after)?;
+        let mut text = String::new();
+        for (id, l) in lines {
+            after = id;
+            if json {
+                text.push_str(&serde_json::to_string(&l).unwrap_or_default());
+                text.push('\n');
+                continue;
+            }
+            if last != Some((l.node, l.attempt)) {
+                last = Some((l.node, l.attempt));
+                let mut task = start.task(l.node).to_string();
+                if task == "?" {
+                    // A node that appeared after the start.
+                    let now = match &tasks {
+                        Some(t) if t.len() > l.node.index() => t,
+                        _ => tasks.insert(ops::show(store, start.run)?.nodes.into_iter().map(|n| n.task).collect()),
+                    };
+                    task = now.get(l.node.index()).cloned().unwrap_or(task);
+                }
+                text.push_str(&format!("── node {} {task} · attempt {}\n", l.node, l.attempt));
+            }
+            text.push_str(&l.line);
+            text.push('\n');
+        }
+        if !text.is_empty() {
+            out(text);
+        }
+        if state.is_terminal() {
+            return Ok(());
+        }
+        if state == RunState::Interrupted {
+            eprintln!("run {} is interrupted: `recover {}` resumes it", start.run, start.run);
+            return Ok(());
+        }
+        tokio::time::sleep(FOLLOW_POLL).await;
+    }
 }
 
 fn format_time(ms: i64) -> String {

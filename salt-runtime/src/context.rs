@@ -353,6 +353,12 @@ impl Context {
         }
     }
 
+    /// The context of the body whose own future is being polled, if any (unlike
+    /// [`Context::current`], never that of a body that merely runs alongside).
+    pub(crate) fn in_body() -> Option<Context> {
+        CURRENT.try_with(|c| c.clone()).ok()
+    }
+
     /// Runs `fut` as the body of this context: its context is the current one, the mutations
     /// it buffers are sent whenever it yields (so a body that broke a promise is stopped at
     /// its next `.await` that does not complete at once), and, while it runs, task calls from

@@ -10,6 +10,7 @@ pub mod context;
 mod driver;
 pub mod error;
 mod executor;
+pub mod logging;
 pub mod model;
 pub mod ops;
 pub mod plan;
@@ -25,6 +26,7 @@ mod worker;
 
 pub use context::{Arg, Context, Handle, Handles, TaskValue, join_all};
 pub use error::{Error, ErrorKind, Result};
+pub use logging::TaskLogs;
 pub use progress::{Progress, Transition};
 pub use registry::{Backoff, Kind, Policy, Registry, TaskDescriptor};
 pub use runner::{Executor, RunOutcome, Runner};

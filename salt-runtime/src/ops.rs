@@ -175,6 +175,17 @@ pub fn logs(store: &dyn Store, run: RunId, node: Option<&str>) -> Result<Logs> {
     Ok(Logs { run, logs, attempts, node, tasks })
 }
 
+/// The state of a run and its log lines (of `node`, if given) stored after line number `after`
+/// (0: from the first), each with its number: what `logs --follow` polls.
+pub fn logs_after(
+    store: &dyn Store,
+    run: RunId,
+    node: Option<NodeId>,
+    after: i64,
+) -> Result<(RunState, Vec<(i64, LogRecord)>)> {
+    store.logs_after(run, node, after).map_err(|e| e.into_error())
+}
+
 /// The graph of a run as it is now: also while it runs, with wildcards where it may grow.
 pub fn run_graph(store: &dyn Store, run: RunId) -> Result<GraphView> {
     let registry = Registry::global()?;

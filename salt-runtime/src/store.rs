@@ -431,6 +431,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn runs(&self, limit: usize) -> Result<Vec<RunSummary>, StoreError>;
     /// The log lines of a run, or of one of its nodes.
     fn logs(&self, run: RunId, node: Option<NodeId>) -> Result<Vec<LogRecord>, StoreError>;
+    /// The state of a run and its log lines (of one node, if given) stored after the line
+    /// numbered `after` (0: from the first), each with its number, read in one snapshot: once
+    /// the state is final, no line comes after these.
+    fn logs_after(
+        &self,
+        run: RunId,
+        node: Option<NodeId>,
+        after: i64,
+    ) -> Result<(RunState, Vec<(i64, LogRecord)>), StoreError>;
     /// Asks the orchestrator of a run to cancel it.
     fn request_cancel(&self, run: RunId) -> Result<(), StoreError>;
     /// What other processes asked of the run: cancel, pause, signals.

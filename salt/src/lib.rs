@@ -47,6 +47,8 @@ pub use salt_runtime::context::{Annotation, Arg, Context, Handle, Handles, TaskV
 #[doc(inline)]
 pub use salt_runtime::error::{Error, ErrorKind, Fatal, Result};
 #[doc(inline)]
+pub use salt_runtime::logging::TaskLogs;
+#[doc(inline)]
 pub use salt_runtime::model::{NodeId, NodeState, RunId, RunState};
 #[doc(inline)]
 pub use salt_runtime::ops;

@@ -999,6 +999,42 @@ impl Store for SqliteStore {
         rows.map_err(|e| self.sql(e))
     }
 
+    fn logs_after(
+        &self,
+        run: RunId,
+        node: Option<NodeId>,
+        after: i64,
+    ) -> Result<(RunState, Vec<(i64, LogRecord)>), StoreError> {
+        let sql = |e| self.sql(e);
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(sql)?;
+        let (state, expires) = tx
+            .query_row(
+                "SELECT runs.state, l.expires_at FROM runs LEFT JOIN run_leases l ON l.run_id = runs.id
+                 WHERE runs.id = ?1",
+                [run],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?)),
+            )
+            .optional()
+            .map_err(sql)?
+            .ok_or(StoreError::NoRun(run))?;
+        let state = effective_state(RunState::parse(&state).unwrap_or(RunState::Failed), expires, now_ms());
+        let mut stmt = tx
+            .prepare_cached(
+                "SELECT rowid, node_id, attempt, ts, line FROM logs
+                 WHERE run_id = ?1 AND (?2 IS NULL OR node_id = ?2) AND rowid > ?3 ORDER BY rowid",
+            )
+            .map_err(sql)?;
+        let rows = stmt
+            .query_map(params![run, node, after], |r| {
+                Ok((r.get(0)?, LogRecord { node: r.get(1)?, attempt: r.get(2)?, ts: r.get(3)?, line: r.get(4)? }))
+            })
+            .map_err(sql)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(sql)?;
+        Ok((state, rows))
+    }
+
     fn request_cancel(&self, run: RunId) -> Result<(), StoreError> {
         let n = self
             .conn()

@@ -425,6 +425,37 @@ async fn talk() -> salt::Result<String> {
     chatty().await
 }
 
+/// Emits `tracing` events at several levels, one with a field.
+#[task]
+async fn traced() -> String {
+    tracing::info!(records = 3, "fetched the records");
+    tracing::warn!("one record had no date");
+    tracing::debug!("left out at the default level");
+    "traced".to_string()
+}
+
+/// Runs `traced`.
+#[workflow]
+async fn tracing_flow() -> salt::Result<String> {
+    traced().await
+}
+
+/// Writes `n` log lines, `ms` apart.
+#[task]
+async fn drip(n: u32, ms: u64) -> u32 {
+    for i in 1..=n {
+        tracing::info!("drop {i}");
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    n
+}
+
+/// Runs `drip`.
+#[workflow]
+async fn dripping(n: u32, ms: u64) -> salt::Result<u32> {
+    drip(n, ms).await
+}
+
 /// Exits its process without a word.
 #[task]
 async fn vanish() -> u32 {

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::support::{DUPES, Env, pipeline_input, stderr, text};
+use crate::support::{DUPES, EXECUTORS, Env, pipeline_input, stderr, text};
 
 #[test]
 fn a_pipeline_runs_and_is_stored_with_its_graph() {
@@ -193,6 +193,64 @@ fn user_output_goes_to_the_attempt_log_not_the_protocol() {
     assert!(logs.contains("hello from stdout"), "{logs}");
     assert!(logs.contains("hello from stderr"), "{logs}");
     assert!(logs.contains("attempt 1 · process · succeeded"), "{logs}");
+}
+
+#[test]
+fn tracing_events_of_a_task_go_to_its_log_with_time_and_level() {
+    for executor in EXECUTORS {
+        let env = Env::new();
+        let out = env.run(&["run", "tracing_flow", "--executor", executor]);
+        assert!(out.status.success(), "{executor}: {}", text(&out));
+        let logs = String::from_utf8(env.run(&["logs", "1", "traced"]).stdout).unwrap();
+        let lines: Vec<&str> = logs.lines().collect();
+        assert_eq!(lines.len(), 3, "{executor}: {logs}");
+        assert_eq!(lines[0], format!("── node 1 traced · attempt 1 · {executor} · succeeded"));
+        // `2026-12-01T17:59:09.123Z  INFO fetched the records records=3`
+        let (time, info) = lines[1].split_once(' ').unwrap();
+        assert_eq!(time.len(), 24, "{executor}: {logs}");
+        assert!(time.ends_with('Z') && time.as_bytes()[10] == b'T', "{executor}: {logs}");
+        assert_eq!(info, " INFO fetched the records records=3", "{executor}: {logs}");
+        assert!(lines[2].ends_with("  WARN one record had no date"), "{executor}: {logs}");
+    }
+}
+
+#[test]
+fn logs_follow_streams_a_live_run_and_ends_with_it() {
+    use std::io::BufRead as _;
+    for executor in ["inline", "process"] {
+        let env = Env::new();
+        let mut run = env.spawn(&["run", "dripping", "--input", r#"{"n": 6, "ms": 250}"#, "--executor", executor]);
+        env.wait_until(1, "drip to start", |s| s["nodes"][1]["state"] == "running");
+        let started = std::time::Instant::now();
+        let mut follow = env.spawn(&["logs", "1", "--follow"]);
+        let mut lines = Vec::new();
+        for line in std::io::BufReader::new(follow.stdout.take().unwrap()).lines() {
+            lines.push((line.unwrap(), started.elapsed()));
+        }
+        let status = follow.wait().unwrap();
+        assert!(status.success(), "{executor}: {lines:?}");
+        assert!(run.wait().unwrap().success(), "{executor}");
+        assert_eq!(env.show(1)["run"]["state"], "succeeded", "{executor}");
+
+        assert_eq!(lines[0].0, "── node 1 drip · attempt 1", "{executor}: {lines:?}");
+        assert_eq!(lines.len(), 7, "{executor}: {lines:?}");
+        for (i, (line, _)) in lines[1..].iter().enumerate() {
+            assert!(line.ends_with(&format!("  INFO drop {}", i + 1)), "{executor}: {lines:?}");
+        }
+        // The drops are written 1.25 s apart from first to last: printed as they came, not
+        // all at the end.
+        let spread = lines[6].1 - lines[1].1;
+        assert!(spread >= std::time::Duration::from_millis(700), "{executor}: {spread:?} {lines:?}");
+
+        // Of an ended run: what it wrote, at once; with `--json`, one object a line.
+        let out = env.run(&["logs", "1", "drip", "--follow", "--json"]);
+        assert!(out.status.success(), "{}", text(&out));
+        let records: Vec<Value> =
+            String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(records.len(), 6, "{}", text(&out));
+        assert_eq!((&records[5]["node"], &records[5]["attempt"]), (&Value::from(1), &Value::from(1)));
+        assert!(records[5]["line"].as_str().unwrap().ends_with("  INFO drop 6"), "{}", text(&out));
+    }
 }
 
 #[test]
