@@ -563,6 +563,36 @@ impl Drop for Heartbeat {
 
 /// Whether a run in `state` with a lease expiring at `expires_at` (none: no lease) reads as
 /// `interrupted` at `now`.
+/// When a run's lease expires, as far as anyone else is concerned: never (`None`) when its
+/// holder is an orchestrator of this host whose process is gone (killed, crashed), so that
+/// `recover` need not wait for the lease to run out; its expiry otherwise. An owner is
+/// `host:pid:nonce` ([`new_owner`]); one of another host is taken at its word.
+pub(crate) fn live_expiry(owner: Option<&str>, expires_at: Option<i64>) -> Option<i64> {
+    let dead = owner.is_some_and(|owner| {
+        let mut parts = owner.rsplitn(3, ':');
+        let (_nonce, pid, host) = (parts.next(), parts.next(), parts.next());
+        let this_host = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok());
+        match (host, pid.and_then(|p| p.parse::<i32>().ok())) {
+            (Some(host), Some(pid)) if Some(host) == this_host.as_deref() && pid > 0 => {
+                pid != std::process::id() as i32 && process_gone(pid)
+            }
+            _ => false,
+        }
+    });
+    if dead { None } else { expires_at }
+}
+
+/// Whether process `pid` of this host has ended: it does not exist, or it is a zombie (killed,
+/// and its parent has not collected it yet).
+fn process_gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state is the field after the command, which is in parentheses.
+        Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) if std::path::Path::new("/proc/self/stat").exists() => true,
+        Err(_) => nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) == Err(nix::errno::Errno::ESRCH),
+    }
+}
+
 pub(crate) fn effective_state(state: RunState, expires_at: Option<i64>, now: i64) -> RunState {
     let live = expires_at.is_some_and(|e| e > now);
     if matches!(state, RunState::Running | RunState::Paused) && !live { RunState::Interrupted } else { state }
@@ -571,6 +601,20 @@ pub(crate) fn effective_state(state: RunState, expires_at: Option<i64>, now: i64
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lease_of_a_dead_orchestrator_of_this_host_is_not_live() {
+        let host = nix::unistd::gethostname().unwrap().into_string().unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let gone = child.id();
+        child.wait().unwrap();
+        let me = std::process::id();
+        assert_eq!(live_expiry(Some(&format!("{host}:{me}:0a1b2c3d")), Some(5)), Some(5), "this process");
+        assert_eq!(live_expiry(Some(&format!("{host}:{gone}:0a1b2c3d")), Some(5)), None, "a process that ended");
+        assert_eq!(live_expiry(Some(&format!("{host}x:{gone}:0a1b2c3d")), Some(5)), Some(5), "another host");
+        assert_eq!(live_expiry(Some("not an owner"), Some(5)), Some(5));
+        assert_eq!(live_expiry(None, Some(5)), Some(5));
+    }
 
     #[test]
     fn a_path_or_a_sqlite_url_opens_sqlite_and_postgres_is_not_supported_yet() {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 use serde_json::Value;
 
-use super::{Claim, Durability, Lease, NewRun, QueueResult, Store, Write, effective_state};
+use super::{Claim, Durability, Lease, NewRun, QueueResult, Store, Write, effective_state, live_expiry};
 use crate::blob::{BlobRef, Blobs, SPILL_BYTES};
 use crate::error::{Error, StoreError};
 use crate::model::{
@@ -516,7 +516,8 @@ impl SqliteStore {
     /// A run's row; the input and output it keeps in blobs are read back by `resolve_run`.
     fn run_from_row(row: &Row<'_>) -> rusqlite::Result<RunRow> {
         let state: String = row.get("state")?;
-        let expires: Option<i64> = row.get("lease_expires_at")?;
+        let owner: Option<String> = row.get("lease_owner")?;
+        let expires = live_expiry(owner.as_deref(), row.get("lease_expires_at")?);
         let now = now_ms();
         let state = effective_state(RunState::parse(&state).unwrap_or(RunState::Failed), expires, now);
         let input: String = row.get("input")?;
@@ -963,7 +964,8 @@ impl Store for SqliteStore {
         let rows = stmt
             .query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
                 let state: String = r.get(2)?;
-                let expires: Option<i64> = r.get(9)?;
+                let owner: Option<String> = r.get(8)?;
+                let expires = live_expiry(owner.as_deref(), r.get(9)?);
                 Ok(RunSummary {
                     id: r.get(0)?,
                     workflow: r.get(1)?,
@@ -1010,10 +1012,10 @@ impl Store for SqliteStore {
         let tx = conn.transaction().map_err(sql)?;
         let (state, expires) = tx
             .query_row(
-                "SELECT runs.state, l.expires_at FROM runs LEFT JOIN run_leases l ON l.run_id = runs.id
+                "SELECT runs.state, l.expires_at, l.owner FROM runs LEFT JOIN run_leases l ON l.run_id = runs.id
                  WHERE runs.id = ?1",
                 [run],
-                |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?)),
+                |r| Ok((r.get::<_, String>(0)?, live_expiry(r.get::<_, Option<String>>(2)?.as_deref(), r.get(1)?))),
             )
             .optional()
             .map_err(sql)?
@@ -1108,7 +1110,7 @@ impl Store for SqliteStore {
             .map_err(sql)?;
         if let Some((holder, renewed_at, expires_at)) = current
             && holder != owner
-            && expires_at > now
+            && live_expiry(Some(&holder), Some(expires_at)).is_some_and(|e| e > now)
         {
             return Err(StoreError::Leased { run, owner: holder, renewed_ms_ago: (now - renewed_at).max(0) });
         }
