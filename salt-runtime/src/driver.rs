@@ -556,16 +556,7 @@ mod tests {
             task: "double".into(),
             state: NodeState::Pending,
             args: vec![("x".into(), StoredArg::Value(json!(x)))],
-            input_hash: String::new(),
-            output: None,
-            error: None,
-            attempts: 0,
-            label: None,
-            color: None,
-            shape: None,
-            created_at: 0,
-            started_at: None,
-            finished_at: None,
+            ..Default::default()
         };
         let owner = store::new_owner();
         let new = NewRun {

@@ -128,10 +128,11 @@ pub fn depth_message(what: impl std::fmt::Display) -> String {
 }
 
 /// The state of a node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NodeState {
     /// Waiting on its upstream nodes, or on the backoff before a retry.
+    #[default]
     Pending,
     /// Its upstream succeeded: it starts when a slot is free.
     Ready,
@@ -339,8 +340,9 @@ pub struct RunSummary {
     pub owner: Option<String>,
 }
 
-/// A node as stored.
-#[derive(Debug, Clone, Serialize)]
+/// A node as stored. Its default is a pending root node of no task, for building records field
+/// by field.
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct NodeRecord {
     /// Its id in the run.
     pub id: NodeId,

@@ -236,16 +236,7 @@ fn check(
         task: workflow.name.to_string(),
         state: NodeState::Pending,
         args: args.to_vec(),
-        input_hash: String::new(),
-        output: None,
-        error: None,
-        attempts: 0,
-        label: None,
-        color: None,
-        shape: None,
-        created_at: 0,
-        started_at: None,
-        finished_at: None,
+        ..Default::default()
     };
     let snapshot = RunSnapshot {
         run: RunRecord {

@@ -889,16 +889,7 @@ mod tests {
             task: task.into(),
             state,
             args: Vec::new(),
-            input_hash: String::new(),
-            output: None,
-            error: None,
-            attempts: 0,
-            label: None,
-            color: None,
-            shape: None,
-            created_at: 0,
-            started_at: None,
-            finished_at: None,
+            ..Default::default()
         }
     }
 

@@ -81,16 +81,7 @@ fn root_record(workflow: &str, input: &Value) -> NodeRecord {
         task: workflow.to_string(),
         state: NodeState::Pending,
         args,
-        input_hash: String::new(),
-        output: None,
-        error: None,
-        attempts: 0,
-        label: None,
-        color: None,
-        shape: None,
-        created_at: 0,
-        started_at: None,
-        finished_at: None,
+        ..Default::default()
     }
 }
 
