@@ -1,0 +1,8 @@
+//! The `salt` command: `salt register` stores workflow binaries in a server's registry,
+//! `salt server` drives their runs (registry, scheduler, REST API, web UI) and `salt worker`s
+//! run the attempts, each from a cached copy of the binary, over the same JSON-lines protocol
+//! a workflow binary speaks with its own node processes.
+
+pub mod cli;
+pub mod engine;
+pub mod state;

@@ -1,0 +1,5 @@
+//! The `salt` command.
+
+fn main() -> std::process::ExitCode {
+    salt_server::cli::main()
+}

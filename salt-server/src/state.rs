@@ -1,0 +1,21 @@
+//! What every request handler shares.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use salt_runtime::store::Store;
+
+use crate::engine::Engine;
+
+/// The server's shared state.
+#[derive(Clone)]
+pub struct AppState {
+    /// The store URL runs are kept in (`--db`).
+    pub db: String,
+    /// The run store.
+    pub store: Arc<dyn Store>,
+    /// Drives runs.
+    pub engine: Arc<dyn Engine>,
+    /// Where binaries and other files live (`--data`).
+    pub data: PathBuf,
+}
