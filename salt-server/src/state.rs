@@ -1,7 +1,7 @@
 //! What every request handler shares.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use salt_runtime::store::Store;
 
@@ -14,6 +14,8 @@ pub struct AppState {
     pub db: String,
     /// The run store.
     pub store: Arc<dyn Store>,
+    /// The server's own tables (registry, schedules, tokens), in the same database file.
+    pub conn: Arc<Mutex<rusqlite::Connection>>,
     /// Drives runs.
     pub engine: Arc<dyn Engine>,
     /// Where binaries and other files live (`--data`).
