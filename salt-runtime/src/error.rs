@@ -42,12 +42,23 @@ pub enum ErrorKind {
     Promise,
     /// Anything the runtime itself refuses (unknown task, bad arguments, a refused command).
     Usage,
+    /// The worker running the attempt was lost (it died, or its connection did): the attempt
+    /// runs again elsewhere at once, without counting against the task's retries.
+    Lost,
 }
 
 impl ErrorKind {
     /// Whether an attempt that failed this way may be retried.
     pub fn is_retryable(self) -> bool {
-        matches!(self, ErrorKind::Task | ErrorKind::Timeout | ErrorKind::Panic | ErrorKind::Protocol | ErrorKind::Child)
+        matches!(
+            self,
+            ErrorKind::Task
+                | ErrorKind::Timeout
+                | ErrorKind::Panic
+                | ErrorKind::Protocol
+                | ErrorKind::Child
+                | ErrorKind::Lost
+        )
     }
 
     /// The lowercase name of the kind, as stored and shown.
@@ -67,6 +78,7 @@ impl ErrorKind {
             ErrorKind::Graph => "graph",
             ErrorKind::Promise => "promise",
             ErrorKind::Usage => "usage",
+            ErrorKind::Lost => "lost",
         }
     }
 }

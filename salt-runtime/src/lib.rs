@@ -18,6 +18,7 @@ pub mod progress;
 pub mod promise;
 pub mod protocol;
 pub mod registry;
+pub mod remote;
 pub mod render;
 mod run;
 pub mod runner;

@@ -220,6 +220,27 @@ impl Registry {
         Ok(Registry { tasks })
     }
 
+    /// The registry of a binary this process does not link, from its manifest (what
+    /// `<bin> manifest --json` prints): every task and workflow with its policy, promises,
+    /// label and color, enough for a run core to drive its runs. Their bodies are not here:
+    /// attempts of such a registry run in processes of the binary (see [`crate::remote`]), and
+    /// inputs are checked against the manifest's schemas by the caller. Made once per binary
+    /// and kept for the life of the process.
+    pub fn from_manifest(manifest: &Value) -> Result<&'static Registry> {
+        let bad = |what: String| Error::new(ErrorKind::Usage, format!("invalid manifest: {what}"));
+        let mut descriptors = Vec::new();
+        for (list, kind) in [("tasks", Kind::Task), ("workflows", Kind::Workflow)] {
+            let entries =
+                manifest.get(list).and_then(Value::as_array).ok_or_else(|| bad(format!("no `{list}` list")))?;
+            for entry in entries {
+                descriptors.push(descriptor_of(entry, kind).map_err(bad)?);
+            }
+        }
+        let leaked: Vec<&'static TaskDescriptor> = descriptors.into_iter().map(|d| &*Box::leak(Box::new(d))).collect();
+        let registry = Registry::build(leaked.into_iter()).map_err(bad)?;
+        Ok(Box::leak(Box::new(registry)))
+    }
+
     /// The task or workflow with this name.
     pub fn get(&self, name: &str) -> Option<&'static TaskDescriptor> {
         self.tasks.get(name).copied()
@@ -239,6 +260,78 @@ impl Registry {
     pub fn workflows(&self) -> impl Iterator<Item = &'static TaskDescriptor> + '_ {
         self.all().filter(|d| d.kind == Kind::Workflow)
     }
+}
+
+/// A descriptor of a task known from a manifest entry: no body, no schemas (see
+/// [`Registry::from_manifest`]).
+fn descriptor_of(entry: &Value, kind: Kind) -> std::result::Result<TaskDescriptor, String> {
+    fn leak(s: &str) -> &'static str {
+        Box::leak(s.to_string().into_boxed_str())
+    }
+    let text = |key: &str| entry.get(key).and_then(Value::as_str);
+    let name = text("name").ok_or("an entry without a `name`")?;
+    let at = |what: &str| format!("`{name}`: {what}");
+    let policy = entry.get("policy").ok_or_else(|| at("no `policy`"))?;
+    let ms = |v: Option<&Value>| v.and_then(Value::as_u64).map(Duration::from_millis);
+    let backoff = match policy.get("backoff") {
+        None => Policy::DEFAULT.backoff,
+        Some(b) => match b.get("kind").and_then(Value::as_str) {
+            Some("fixed") => {
+                Backoff::Fixed(ms(b.get("delay_ms")).ok_or_else(|| at("a fixed backoff without `delay_ms`"))?)
+            }
+            Some("exponential") => Backoff::Exponential {
+                base: ms(b.get("base_ms")).ok_or_else(|| at("an exponential backoff without `base_ms`"))?,
+                cap: ms(b.get("cap_ms")).ok_or_else(|| at("an exponential backoff without `cap_ms`"))?,
+            },
+            _ => return Err(at("an unknown backoff")),
+        },
+    };
+    let policy = Policy {
+        retries: policy.get("retries").and_then(Value::as_u64).map_or(0, |r| r.min(u32::MAX as u64) as u32),
+        backoff,
+        timeout: ms(policy.get("timeout_ms")),
+        queue: leak(policy.get("queue").and_then(Value::as_str).unwrap_or(DEFAULT_QUEUE)),
+        priority: policy
+            .get("priority")
+            .and_then(Value::as_i64)
+            .map_or(0, |p| p.clamp(i32::MIN as i64, i32::MAX as i64) as i32),
+    };
+    let promises: Vec<&'static str> = entry
+        .get("promises")
+        .and_then(Value::as_array)
+        .map(|ps| ps.iter().filter_map(Value::as_str).map(leak).collect())
+        .unwrap_or_default();
+    for p in &promises {
+        p.parse::<salt_promise::Promise>().map_err(|e| at(&format!("promise `{p}`: {e}")))?;
+    }
+    let default_input = entry.get("default_input").filter(|v| !v.is_null()).map(|v| leak(&v.to_string()));
+    Ok(TaskDescriptor {
+        name: leak(name),
+        kind,
+        module: leak(text("module").unwrap_or("")),
+        doc: leak(text("doc").unwrap_or("")),
+        input_schema: || Value::Bool(true),
+        output_schema: || Value::Bool(true),
+        run: elsewhere,
+        check_input: |_| Ok(()),
+        policy,
+        label: text("label").map(leak),
+        color: text("color").map(leak),
+        default_input,
+        schedule: text("schedule").map(leak),
+        promises: Box::leak(promises.into_boxed_slice()),
+        may_spawn: entry.get("may_spawn").and_then(Value::as_bool).unwrap_or(kind == Kind::Workflow),
+    })
+}
+
+/// The body of a task known only from a manifest: it runs in a process of its binary.
+fn elsewhere(_: Value, _: Context) -> BodyFuture {
+    Box::pin(async {
+        Err(Error::new(
+            ErrorKind::Usage,
+            "this task is known from a manifest: its attempts run in processes of its binary",
+        ))
+    })
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
 
 use crate::driver::Admit;
 use crate::error::{Error, ErrorKind, Result};
@@ -126,6 +127,10 @@ pub struct Runner {
     transitions: broadcast::Sender<Transition>,
     /// The store, opened by the first run and kept for the next ones (shared by clones).
     store: Arc<Mutex<Option<Arc<dyn Store>>>>,
+    /// The tasks runs are made of: this binary's unless set ([`Runner::registry`]).
+    registry: Option<&'static Registry>,
+    /// Attempts go to remote workers through this dispatcher, from this binary (its sha256).
+    remote: Option<(crate::remote::Dispatcher, String)>,
 }
 
 /// How many transitions a subscriber may fall behind before it misses some
@@ -165,6 +170,30 @@ impl Runner {
             handle_ctrl_c: false,
             transitions: broadcast::channel(TRANSITIONS_BUFFER).0,
             store: Arc::default(),
+            registry: None,
+            remote: None,
+        }
+    }
+
+    /// Runs are made of the tasks of `registry` instead of this binary's: a server drives the
+    /// runs of a binary it does not link, from the registry of its manifest
+    /// ([`Registry::from_manifest`]). Its attempts must then run elsewhere ([`Runner::remote`]).
+    pub fn registry(mut self, registry: &'static Registry) -> Self {
+        self.registry = Some(registry);
+        self
+    }
+
+    /// Every attempt goes to the workers connected to `dispatcher`, each to one that serves
+    /// its task's queue, which runs it in a process of the binary whose sha256 is `binary`.
+    pub fn remote(mut self, dispatcher: crate::remote::Dispatcher, binary: impl Into<String>) -> Self {
+        self.remote = Some((dispatcher, binary.into()));
+        self
+    }
+
+    fn tasks(&self) -> Result<&'static Registry> {
+        match self.registry {
+            Some(r) => Ok(r),
+            None => Registry::global(),
         }
     }
 
@@ -260,7 +289,10 @@ impl Runner {
 
     /// The workflow named `name`, or a clear error listing the ones there are.
     pub(crate) fn workflow(name: &str) -> Result<&'static TaskDescriptor> {
-        let registry = Registry::global()?;
+        Self::workflow_in(Registry::global()?, name)
+    }
+
+    fn workflow_in(registry: &'static Registry, name: &str) -> Result<&'static TaskDescriptor> {
         match registry.get(name) {
             Some(d) if d.kind == Kind::Workflow => Ok(d),
             Some(_) => Err(Error::new(ErrorKind::Usage, format!("`{name}` is a task, not a workflow"))),
@@ -310,7 +342,66 @@ impl Runner {
 
     /// Starts a run of `workflow` with `input` and drives it to the end.
     pub async fn run(&self, workflow: &str, input: Value) -> Result<RunOutcome> {
-        let descriptor = Self::workflow(workflow)?;
+        let (snapshot, store, lease) = self.create(workflow, input)?;
+        self.drive(snapshot, store, lease, |_| Ok(())).await
+    }
+
+    /// Starts a run of `workflow` with `input` and drives it on a task of its own: returns once
+    /// the run is stored, with the run's id and the task that ends with its outcome.
+    pub fn spawn_run(&self, workflow: &str, input: Value) -> Result<(RunId, JoinHandle<Result<RunOutcome>>)> {
+        let (snapshot, store, lease) = self.create(workflow, input)?;
+        let run = snapshot.run.id;
+        Ok((run, self.spawn_drive(snapshot, store, lease, |_| Ok(()))?))
+    }
+
+    /// [`Runner::recover`] on a task of its own: returns once the run is taken over.
+    pub fn spawn_recover(&self, run: RunId) -> Result<JoinHandle<Result<RunOutcome>>> {
+        let (snapshot, store, lease) = self.take(run, RECOVERABLE)?;
+        self.spawn_drive(snapshot, store, lease, recover_all)
+    }
+
+    /// [`Runner::rerun_from`] on a task of its own: returns once the run is taken over and the
+    /// nodes reset.
+    pub fn spawn_rerun_from(&self, run: RunId, from: NodeId) -> Result<JoinHandle<Result<RunOutcome>>> {
+        let (snapshot, store, lease) = self.take(run, RERUNNABLE)?;
+        let nodes = snapshot.nodes.len();
+        self.spawn_drive(snapshot, store, lease, move |o| {
+            check_node(run, nodes, from)?;
+            o.rerun_from(from)
+        })
+    }
+
+    /// [`Runner::run_one`] on a task of its own: returns once the run is taken over and the
+    /// node reset (or with the reason it cannot run alone).
+    pub fn spawn_run_one(&self, run: RunId, node: NodeId) -> Result<JoinHandle<Result<RunOutcome>>> {
+        let (snapshot, store, lease) = self.take(run, RUN_ONE)?;
+        let nodes = snapshot.nodes.len();
+        self.spawn_drive(snapshot, store, lease, move |o| reset_one(o, run, nodes, node))
+    }
+
+    /// Drives a run taken over (or created) on a task of its own, once `prepare` accepted it.
+    fn spawn_drive(
+        &self,
+        snapshot: RunSnapshot,
+        store: Arc<dyn Store>,
+        lease: Lease,
+        prepare: impl FnOnce(&mut Core) -> Result<()>,
+    ) -> Result<JoinHandle<Result<RunOutcome>>> {
+        let heartbeat = self.heartbeat(&store, &lease)?;
+        let core = match self.core(snapshot, prepare) {
+            Ok(core) => core,
+            Err(e) => {
+                heartbeat.stop();
+                return Err(e);
+            }
+        };
+        let this = self.clone();
+        Ok(tokio::spawn(async move { this.drive_core(core, store, lease, heartbeat).await }))
+    }
+
+    /// Creates a run of `workflow` (its root node, holding its lease) and loads it.
+    fn create(&self, workflow: &str, input: Value) -> Result<(RunSnapshot, Arc<dyn Store>, Lease)> {
+        let descriptor = Self::workflow_in(self.tasks()?, workflow)?;
         check_depth(&input)?;
         descriptor.validate_input(&input)?;
         let store = self.store()?;
@@ -348,27 +439,20 @@ impl Runner {
             })
             .map_err(|e| e.into_error())?;
         let lease = Lease { run, owner };
-        let snapshot = match store.load(run) {
-            Ok(snapshot) => snapshot,
+        match store.load(run) {
+            Ok(snapshot) => Ok((snapshot, store, lease)),
             Err(e) => {
                 let _ = store.release_run_lease(&lease);
-                return Err(e.into_error());
+                Err(e.into_error())
             }
-        };
-        self.drive(snapshot, store, lease, |_| Ok(())).await
+        }
     }
 
     /// Resumes a failed, cancelled or interrupted run: every node that did not succeed runs
     /// again; no succeeded node runs twice.
     pub async fn recover(&self, run: RunId) -> Result<RunOutcome> {
-        let (snapshot, store, lease) =
-            self.take(run, &[RunState::Failed, RunState::Cancelled, RunState::Interrupted, RunState::Queued])?;
-        self.drive(snapshot, store, lease, |o| {
-            let unfinished = o.unfinished();
-            o.reset(&unfinished);
-            Ok(())
-        })
-        .await
+        let (snapshot, store, lease) = self.take(run, RECOVERABLE)?;
+        self.drive(snapshot, store, lease, recover_all).await
     }
 
     /// Resets `from` and everything downstream of it and runs them again; nothing upstream
@@ -376,8 +460,7 @@ impl Runner {
     /// same way; from the first call that differs, the old children are superseded and the new
     /// calls spawn new nodes). Refused for a superseded node.
     pub async fn rerun_from(&self, run: RunId, from: NodeId) -> Result<RunOutcome> {
-        let (snapshot, store, lease) =
-            self.take(run, &[RunState::Succeeded, RunState::Failed, RunState::Cancelled, RunState::Interrupted])?;
+        let (snapshot, store, lease) = self.take(run, RERUNNABLE)?;
         let nodes = snapshot.nodes.len();
         self.drive(snapshot, store, lease, |o| {
             check_node(run, nodes, from)?;
@@ -390,29 +473,9 @@ impl Runner {
     /// children it no longer calls the same way). Refused, with nothing run, when a node it
     /// depends on has not succeeded, or the node is superseded.
     pub async fn run_one(&self, run: RunId, node: NodeId) -> Result<RunOutcome> {
-        let (snapshot, store, lease) = self.take(run, &[RunState::Succeeded, RunState::Failed, RunState::Cancelled])?;
+        let (snapshot, store, lease) = self.take(run, RUN_ONE)?;
         let nodes = snapshot.nodes.len();
-        self.drive(snapshot, store, lease, |o| {
-            check_node(run, nodes, node)?;
-            o.check_current(node)?;
-            let unmet = o.unmet_upstream(node);
-            if !unmet.is_empty() {
-                let list: Vec<String> =
-                    unmet.iter().map(|(id, task, state)| format!("node {id} (`{task}`) is {}", state.as_str())).collect();
-                return Err(Error::new(
-                    ErrorKind::Usage,
-                    format!(
-                        "cannot run node {node} alone: its upstream has not succeeded ({}); use `recover` or `rerun --from`",
-                        list.join(", ")
-                    ),
-                ));
-            }
-            o.reset(&[node]);
-            // Its body may call otherwise now: what it no longer calls is superseded.
-            o.mark_rerun(&[node]);
-            Ok(())
-        })
-        .await
+        self.drive(snapshot, store, lease, |o| reset_one(o, run, nodes, node)).await
     }
 
     /// Takes the lease of a run and loads it; it must be in one of `allowed` states. Refused,
@@ -451,45 +514,82 @@ impl Runner {
         lease: Lease,
         prepare: impl FnOnce(&mut Core) -> Result<()>,
     ) -> Result<RunOutcome> {
-        // Renewed from a thread of its own, so that task code blocking the async runtime cannot
-        // let it expire; released when the run ends, however it ends.
-        let heartbeat = match Heartbeat::start(store.clone(), lease.clone(), self.lease_ttl) {
-            Ok(heartbeat) => heartbeat,
+        let heartbeat = self.heartbeat(&store, &lease)?;
+        match self.core(snapshot, prepare) {
+            Ok(core) => self.drive_core(core, store, lease, heartbeat).await,
             Err(e) => {
-                let _ = store.release_run_lease(&lease);
-                return Err(e.into_error());
+                heartbeat.stop();
+                Err(e)
             }
-        };
-        let registry = Registry::global()?;
+        }
+    }
+
+    /// Renews the run's lease from a thread of its own, so that task code blocking the async
+    /// runtime cannot let it expire; released when the run ends, however it ends.
+    fn heartbeat(&self, store: &Arc<dyn Store>, lease: &Lease) -> Result<Heartbeat> {
+        Heartbeat::start(store.clone(), lease.clone(), self.lease_ttl).map_err(|e| {
+            let _ = store.release_run_lease(lease);
+            e.into_error()
+        })
+    }
+
+    /// The run core of a loaded run, prepared.
+    fn core(&self, snapshot: RunSnapshot, prepare: impl FnOnce(&mut Core) -> Result<()>) -> Result<Core> {
+        let registry = self.tasks()?;
         let park_after = std::env::var("SALT_PARK_AFTER_MS")
             .ok()
             .and_then(|ms| ms.parse().ok())
             .map_or(DEFAULT_PARK_AFTER, std::time::Duration::from_millis);
         let config = Config {
-            executor: self.executor.as_str(),
+            executor: self.executor_name(),
             parallelism: self.parallelism,
             // Waiting on a long child holds no process where attempts hold one.
-            park_after: (self.executor != Executor::Inline).then_some(park_after),
+            park_after: (self.executor != Executor::Inline || self.remote.is_some()).then_some(park_after),
         };
         let mut core = Core::new(snapshot, registry, config, std::time::Instant::now())?;
         prepare(&mut core)?;
+        Ok(core)
+    }
+
+    fn executor_name(&self) -> &'static str {
+        if self.remote.is_some() { crate::remote::EXECUTOR } else { self.executor.as_str() }
+    }
+
+    async fn drive_core(
+        &self,
+        core: Core,
+        store: Arc<dyn Store>,
+        lease: Lease,
+        heartbeat: Heartbeat,
+    ) -> Result<RunOutcome> {
         let run = core.run_id();
-        let exe =
-            match self.executor {
-                Executor::Inline => None,
-                Executor::Process | Executor::Pool => Some(std::env::current_exe().map_err(|e| {
-                    Error::new(ErrorKind::Usage, format!("cannot find this binary to run nodes in: {e}"))
-                })?),
-            };
-        let (kind, pool_size, blobs) = (self.executor, self.pool_size.unwrap_or(self.parallelism), store.blobs());
-        let make: crate::driver::MakeExecutor = Box::new(move |events| match (kind, exe) {
-            (Executor::Process, Some(exe)) => Box::new(Pool::new(PoolMode::Process, exe, blobs, events)),
-            (Executor::Pool, Some(exe)) => Box::new(Pool::new(PoolMode::Pool { size: pool_size }, exe, blobs, events)),
-            _ => Box::new(Inline::new(events)),
-        });
+        let make: crate::driver::MakeExecutor = match (&self.remote, self.executor) {
+            (Some((dispatcher, binary)), _) => dispatcher.executor(binary.clone()),
+            (None, Executor::Inline) => Box::new(|events| Box::new(Inline::new(events))),
+            (None, kind) => {
+                let exe = match std::env::current_exe() {
+                    Ok(exe) => exe,
+                    Err(e) => {
+                        heartbeat.stop();
+                        let _ = store.release_run_lease(&lease);
+                        return Err(Error::new(
+                            ErrorKind::Usage,
+                            format!("cannot find this binary to run nodes in: {e}"),
+                        ));
+                    }
+                };
+                let (pool_size, blobs) = (self.pool_size.unwrap_or(self.parallelism), store.blobs());
+                Box::new(move |events| -> Box<dyn crate::executor::Executor> {
+                    match kind {
+                        Executor::Process => Box::new(Pool::new(PoolMode::Process, exe, blobs, events)),
+                        _ => Box::new(Pool::new(PoolMode::Pool { size: pool_size }, exe, blobs, events)),
+                    }
+                })
+            }
+        };
         let observer = progress::Broadcast::new(progress::observer(self.progress), self.transitions.clone(), run);
         let lease_watch = Some(heartbeat.watch());
-        let (name, parallelism) = (self.executor.as_str(), self.parallelism as u32);
+        let (name, parallelism) = (self.executor_name(), self.parallelism as u32);
         let outcome = crate::driver::drive_one(store, self.handle_ctrl_c, |done| Admit {
             core,
             lease,
@@ -512,6 +612,42 @@ impl Runner {
         }
         outcome
     }
+}
+
+/// The states `recover` takes a run from.
+const RECOVERABLE: &[RunState] = &[RunState::Failed, RunState::Cancelled, RunState::Interrupted, RunState::Queued];
+/// The states `rerun --from` takes a run from.
+const RERUNNABLE: &[RunState] = &[RunState::Succeeded, RunState::Failed, RunState::Cancelled, RunState::Interrupted];
+/// The states `run-one` takes a run from.
+const RUN_ONE: &[RunState] = &[RunState::Succeeded, RunState::Failed, RunState::Cancelled];
+
+/// Resets every node that did not succeed.
+fn recover_all(core: &mut Core) -> Result<()> {
+    let unfinished = core.unfinished();
+    core.reset(&unfinished);
+    Ok(())
+}
+
+/// Resets one node to run alone; refused when its upstream has not succeeded.
+fn reset_one(o: &mut Core, run: RunId, nodes: usize, node: NodeId) -> Result<()> {
+    check_node(run, nodes, node)?;
+    o.check_current(node)?;
+    let unmet = o.unmet_upstream(node);
+    if !unmet.is_empty() {
+        let list: Vec<String> =
+            unmet.iter().map(|(id, task, state)| format!("node {id} (`{task}`) is {}", state.as_str())).collect();
+        return Err(Error::new(
+            ErrorKind::Usage,
+            format!(
+                "cannot run node {node} alone: its upstream has not succeeded ({}); use `recover` or `rerun --from`",
+                list.join(", ")
+            ),
+        ));
+    }
+    o.reset(&[node]);
+    // Its body may call otherwise now: what it no longer calls is superseded.
+    o.mark_rerun(&[node]);
+    Ok(())
 }
 
 /// Refuses an input nested deeper than the store keeps.

@@ -49,6 +49,8 @@ pub(super) struct Node {
     pub(super) started_at: u64,
     /// Failed attempts so far (parked attempts are not failures).
     pub(super) failures: u32,
+    /// Attempts lost in a row with their worker (not failures: they run again at once).
+    pub(super) losses: u32,
     /// The signal a parked node waits for: (seq, name).
     pub(super) parked: Option<(u32, String)>,
     /// Its call's sequence number in its parent's body (none for the root).
@@ -132,6 +134,7 @@ impl Node {
             ended_at: 0,
             started_at: 0,
             failures: 0,
+            losses: 0,
             parked: None,
             seq: None,
             rerun: false,

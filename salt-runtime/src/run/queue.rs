@@ -58,7 +58,8 @@ impl Core {
         n.live = Some(attempt);
         self.live_slots += 1;
         let queue = task.policy.queue;
-        let remote = queue != DEFAULT_QUEUE;
+        // The remote executor dispatches every queue to the workers that serve it itself.
+        let remote = queue != DEFAULT_QUEUE && self.config.executor != crate::remote::EXECUTOR;
         let executor = if remote { format!("queue:{queue}").into() } else { self.config.executor.into() };
         self.fx.writes.push(Write::AttemptStarted { run: self.run, node: id, attempt, executor, at });
         if let Some(timeout) = task.policy.timeout {

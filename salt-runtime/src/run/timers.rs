@@ -11,6 +11,9 @@ use crate::error::{Error, ErrorKind};
 use crate::model::{NodeId, NodeState, now_ms};
 use crate::store::Write;
 
+/// How many times in a row an attempt may be lost with its worker before its node fails.
+const MAX_LOSSES: u32 = 5;
+
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) enum Timer {
     Retry { node: NodeId, attempt: u32 },
@@ -126,17 +129,27 @@ impl Core {
                     error: Some(error.clone()),
                     at,
                 });
-                self.nodes[id.index()].failures += 1;
+                // A lost attempt did not fail: it runs again at once, as many times as it is
+                // lost in a row up to a bound (a body that takes its worker down each time
+                // must not loop for ever).
+                let lost = error.kind == ErrorKind::Lost;
+                let n = &mut self.nodes[id.index()];
+                if lost {
+                    n.losses += 1;
+                } else {
+                    n.failures += 1;
+                    n.losses = 0;
+                }
                 if !cancelled {
                     self.attempt_failed(id, attempt);
                 }
-                let failures = self.nodes[id.index()].failures;
+                let (failures, losses) = (self.nodes[id.index()].failures, self.nodes[id.index()].losses);
                 let retry = error.kind.is_retryable()
-                    && failures <= task.policy.retries
+                    && (if lost { losses <= MAX_LOSSES } else { failures <= task.policy.retries })
                     && self.cancel_reason.is_none()
                     && self.terminated.is_none();
                 if retry {
-                    let delay = task.policy.backoff.delay(attempt);
+                    let delay = if lost { Duration::ZERO } else { task.policy.backoff.delay(attempt) };
                     self.set_state(id, NodeState::Pending);
                     self.set_timer(delay, Timer::Retry { node: id, attempt });
                     self.note(id, task.name, NodeState::Pending, attempt, Some(&error));

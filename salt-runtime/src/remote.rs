@@ -1,0 +1,463 @@
+//! The remote executor: attempts run on workers connected to a server.
+//!
+//! A server drives runs with the same run core as a workflow binary, but links none of the
+//! binary's code: its [`Runner`](crate::Runner) is given the registry of the binary's manifest
+//! and a [`Dispatcher`]. The dispatcher keeps the workers connected to it (each serving some
+//! queues with a number of slots) and the attempts waiting for one; it gives each attempt to a
+//! worker that serves its task's queue and has a free slot. The worker runs the attempt in a
+//! process of the binary (`<bin> __salt exec`, the protocol every executor speaks) and relays
+//! the process's messages: the server sees exactly what a `pool` executor sees, addressed by
+//! the attempt's id.
+//!
+//! Between server and worker, each message is one JSON object ([`ToWorker`], [`FromWorker`]);
+//! the transport (a WebSocket in `salt`) is the caller's. A worker whose connection ends loses
+//! its attempts: each ends with [`ErrorKind::Lost`], which the run core runs again at once on
+//! another worker without counting it against the task's retries.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::context::WireArg;
+use crate::error::{Error, ErrorKind};
+use crate::executor::{Answer, AttemptId, Event, Events, Executor, Launch};
+use crate::protocol::{FromNode, Outcome, PROTOCOL_VERSION, ToNode};
+
+/// The executor name recorded with the attempts of remote runs.
+pub const EXECUTOR: &str = "remote";
+
+/// A message from the server to a worker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ToWorker {
+    /// Run an attempt (`msg` is a [`ToNode::Start`]) in a process of the binary with this
+    /// sha256.
+    Start {
+        /// The binary's sha256, lowercase hex.
+        binary: String,
+        /// The start message for the node process.
+        msg: ToNode,
+    },
+    /// A message for the process running an attempt: an answer or a cancellation.
+    Node {
+        /// The message.
+        msg: ToNode,
+    },
+}
+
+/// A message from a worker to the server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum FromWorker {
+    /// The first message: who the worker is and what it takes.
+    Hello(WorkerHello),
+    /// A message of the process running an attempt.
+    Node {
+        /// The message.
+        msg: FromNode,
+    },
+    /// The worker takes no new attempts; it finishes those it runs, then leaves.
+    Draining,
+}
+
+/// Who a worker is and what it takes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerHello {
+    /// Its name (`host:pid` unless given).
+    pub name: String,
+    /// The queues it serves.
+    pub queues: Vec<String>,
+    /// How many attempts it runs at once.
+    pub slots: usize,
+    /// The protocol version it relays.
+    pub protocol: u32,
+}
+
+/// A connected worker, as listed by the server.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkerInfo {
+    /// Its connection's number on this server.
+    pub id: u64,
+    /// Its name.
+    pub name: String,
+    /// The queues it serves.
+    pub queues: Vec<String>,
+    /// How many attempts it runs at once.
+    pub slots: usize,
+    /// How many it runs now.
+    pub busy: usize,
+    /// Whether it is draining (takes nothing new).
+    pub draining: bool,
+    /// When it connected (ms since the epoch).
+    pub connected_at: i64,
+}
+
+/// Gives attempts to connected workers. Clones share the same workers and attempts.
+#[derive(Clone, Default)]
+pub struct Dispatcher {
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl std::fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let inner = self.lock();
+        f.debug_struct("Dispatcher")
+            .field("workers", &inner.workers.len())
+            .field("waiting", &inner.waiting.len())
+            .field("attempts", &inner.attempts.len())
+            .finish()
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    workers: BTreeMap<u64, Conn>,
+    next_conn: u64,
+    /// Attempts waiting for a worker, by their wire id.
+    waiting: Vec<u64>,
+    /// Every attempt given to the dispatcher and not yet ended, by wire id.
+    attempts: HashMap<u64, Live>,
+    by_at: HashMap<AttemptId, u64>,
+    next_id: u64,
+}
+
+struct Conn {
+    hello: WorkerHello,
+    busy: usize,
+    draining: bool,
+    connected_at: i64,
+    outbox: mpsc::UnboundedSender<ToWorker>,
+}
+
+struct Live {
+    at: AttemptId,
+    queue: String,
+    priority: i32,
+    binary: String,
+    /// The start message, until a worker has it.
+    start: Option<ToNode>,
+    worker: Option<u64>,
+    /// Stopped by its run: whatever still comes of it is dropped.
+    stopped: bool,
+    events: Events,
+}
+
+impl Dispatcher {
+    /// A dispatcher with no workers.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The executor of one run, whose attempts run processes of `binary` (its sha256).
+    pub(crate) fn executor(&self, binary: String) -> crate::driver::MakeExecutor {
+        let dispatcher = self.clone();
+        Box::new(move |events| Box::new(Remote { dispatcher, binary, events, mine: HashSet::new() }))
+    }
+
+    /// A worker connected: attempts are sent to it through `outbox` from now on. Its messages
+    /// go to [`Connection::receive`]; dropping the connection loses its attempts.
+    pub fn connect(&self, hello: WorkerHello, outbox: mpsc::UnboundedSender<ToWorker>) -> Connection {
+        let mut inner = self.lock();
+        inner.next_conn += 1;
+        let id = inner.next_conn;
+        let connected_at = crate::model::now_ms();
+        inner.workers.insert(id, Conn { hello, busy: 0, draining: false, connected_at, outbox });
+        inner.pump();
+        Connection { dispatcher: self.clone(), id }
+    }
+
+    /// The connected workers.
+    pub fn workers(&self) -> Vec<WorkerInfo> {
+        let inner = self.lock();
+        inner
+            .workers
+            .iter()
+            .map(|(id, c)| WorkerInfo {
+                id: *id,
+                name: c.hello.name.clone(),
+                queues: c.hello.queues.clone(),
+                slots: c.hello.slots,
+                busy: c.busy,
+                draining: c.draining,
+                connected_at: c.connected_at,
+            })
+            .collect()
+    }
+
+    /// How many attempts wait for a worker, by queue.
+    pub fn waiting(&self) -> BTreeMap<String, usize> {
+        let inner = self.lock();
+        let mut depth = BTreeMap::new();
+        for id in &inner.waiting {
+            if let Some(live) = inner.attempts.get(id) {
+                *depth.entry(live.queue.clone()).or_insert(0) += 1;
+            }
+        }
+        depth
+    }
+}
+
+impl Inner {
+    /// Gives waiting attempts to free workers, highest priority first, then oldest.
+    fn pump(&mut self) {
+        if self.waiting.is_empty() {
+            return;
+        }
+        let mut waiting = std::mem::take(&mut self.waiting);
+        waiting.sort_by_key(|id| (std::cmp::Reverse(self.attempts.get(id).map_or(0, |l| l.priority)), *id));
+        for id in waiting {
+            let Some(live) = self.attempts.get_mut(&id) else { continue };
+            let free = self
+                .workers
+                .iter_mut()
+                .filter(|(_, c)| !c.draining && c.busy < c.hello.slots && c.hello.queues.contains(&live.queue))
+                .min_by_key(|(_, c)| c.busy * 1000 / c.hello.slots.max(1));
+            let Some((conn, c)) = free else {
+                self.waiting.push(id);
+                continue;
+            };
+            let Some(start) = live.start.take() else { continue };
+            if c.outbox.send(ToWorker::Start { binary: live.binary.clone(), msg: start.clone() }).is_err() {
+                // The connection is closing; its end will be handled. Keep the attempt.
+                live.start = Some(start);
+                self.waiting.push(id);
+                continue;
+            }
+            c.busy += 1;
+            live.worker = Some(*conn);
+        }
+    }
+
+    /// An attempt ended on its worker (or was dropped): frees its slot.
+    fn end(&mut self, id: u64) -> Option<Live> {
+        let live = self.attempts.remove(&id)?;
+        if let Some(c) = live.worker.and_then(|w| self.workers.get_mut(&w)) {
+            c.busy = c.busy.saturating_sub(1);
+        }
+        if self.by_at.get(&live.at) == Some(&id) {
+            self.by_at.remove(&live.at);
+        }
+        self.waiting.retain(|w| *w != id);
+        Some(live)
+    }
+}
+
+/// A worker's connection to a [`Dispatcher`]. Dropping it ends the connection: the attempts
+/// the worker was running are lost (and run again elsewhere).
+pub struct Connection {
+    dispatcher: Dispatcher,
+    id: u64,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection").field("id", &self.id).finish()
+    }
+}
+
+impl Connection {
+    /// The connection's number (as in [`WorkerInfo::id`]).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Handles one message of the worker. An error means the worker broke the protocol: the
+    /// caller should close the connection (its attempts are then lost).
+    pub fn receive(&self, msg: FromWorker) -> Result<(), String> {
+        let mut inner = self.dispatcher.lock();
+        match msg {
+            FromWorker::Hello(_) => Err("a second hello".into()),
+            FromWorker::Draining => {
+                if let Some(c) = inner.workers.get_mut(&self.id) {
+                    c.draining = true;
+                }
+                Ok(())
+            }
+            FromWorker::Node { msg } => {
+                let Some(id) = msg.attempt_id() else { return Ok(()) };
+                let Some(live) = inner.attempts.get(&id) else { return Ok(()) };
+                if live.worker != Some(self.id) {
+                    return Err(format!("a message of attempt {id}, which this worker does not run"));
+                }
+                let (at, stopped, events) = (live.at, live.stopped, live.events.clone());
+                let event = match msg {
+                    FromNode::Hello { .. } => return Ok(()),
+                    FromNode::Mutate { mutations, .. } => {
+                        let by_ref = mutations.iter().any(|m| {
+                            matches!(m, crate::context::Mutation::Spawn(s) if s.args.iter().any(|(_, a)| matches!(a, WireArg::Blob(_))))
+                        });
+                        if by_ref {
+                            inner.end(id);
+                            let error = Error::new(
+                                ErrorKind::Protocol,
+                                "a remote attempt passed a value by reference; remote attempts pass values inline",
+                            );
+                            Event::Finished { at, result: Err(error) }
+                        } else {
+                            Event::Mutate { at, mutations }
+                        }
+                    }
+                    FromNode::Await { id: call, seq, .. } => Event::Await { at, call, seq },
+                    FromNode::Journal { id: call, seq, kind, value, .. } => {
+                        Event::Journal { at, call, seq, kind, value }
+                    }
+                    FromNode::Wait { id: call, wait, .. } => Event::Wait { at, call, wait },
+                    FromNode::Log { line, .. } => Event::Log { at, line },
+                    FromNode::Done { output, blob, .. } => {
+                        inner.end(id);
+                        inner.pump();
+                        let result = match blob {
+                            None => Ok(output),
+                            Some(_) => Err(Error::new(
+                                ErrorKind::Protocol,
+                                "a remote attempt passed its output by reference; remote attempts pass values inline",
+                            )),
+                        };
+                        Event::Finished { at, result }
+                    }
+                    FromNode::Failed { error, .. } => {
+                        inner.end(id);
+                        inner.pump();
+                        Event::Finished { at, result: Err(error) }
+                    }
+                };
+                if !stopped {
+                    let _ = events.send(event);
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        let mut inner = self.dispatcher.lock();
+        let Some(conn) = inner.workers.remove(&self.id) else { return };
+        let lost: Vec<u64> =
+            inner.attempts.iter().filter(|(_, l)| l.worker == Some(self.id)).map(|(id, _)| *id).collect();
+        for id in lost {
+            let Some(live) = inner.end(id) else { continue };
+            if !live.stopped {
+                let error = Error::new(
+                    ErrorKind::Lost,
+                    format!("worker `{}` was lost while it ran this attempt", conn.hello.name),
+                );
+                let _ = live.events.send(Event::Finished { at: live.at, result: Err(error) });
+            }
+        }
+        inner.pump();
+    }
+}
+
+/// The executor of one run: hands its attempts to the dispatcher.
+struct Remote {
+    dispatcher: Dispatcher,
+    binary: String,
+    events: Events,
+    /// This run's attempts not yet ended.
+    mine: HashSet<AttemptId>,
+}
+
+impl Executor for Remote {
+    fn start(&mut self, launch: Launch) {
+        let Launch { at, task, input } = launch;
+        let mut inner = self.dispatcher.lock();
+        inner.next_id += 1;
+        let id = inner.next_id;
+        let start = ToNode::Start {
+            attempt_id: id,
+            run: at.run,
+            node: at.node,
+            task: task.name.to_string(),
+            attempt: at.attempt,
+            input,
+            input_blobs: BTreeMap::new(),
+            blobs: None,
+        };
+        inner.attempts.insert(
+            id,
+            Live {
+                at,
+                queue: task.policy.queue.to_string(),
+                priority: task.policy.priority,
+                binary: self.binary.clone(),
+                start: Some(start),
+                worker: None,
+                stopped: false,
+                events: self.events.clone(),
+            },
+        );
+        inner.by_at.insert(at, id);
+        inner.waiting.push(id);
+        self.mine.insert(at);
+        inner.pump();
+    }
+
+    fn answer(&mut self, at: AttemptId, call: u64, answer: Answer) {
+        let inner = self.dispatcher.lock();
+        let Some(id) = inner.by_at.get(&at).copied() else { return };
+        let Some(c) = inner.attempts.get(&id).and_then(|l| l.worker).and_then(|w| inner.workers.get(&w)) else {
+            return;
+        };
+        let msg = match answer {
+            Answer::Resolved(Ok(v)) => ToNode::Resolved { attempt_id: id, id: call, result: Outcome::Ok(v) },
+            Answer::Resolved(Err(e)) => ToNode::Resolved { attempt_id: id, id: call, result: Outcome::Err(e) },
+            Answer::Value(value) => ToNode::Value { attempt_id: id, id: call, value },
+        };
+        let _ = c.outbox.send(ToWorker::Node { msg });
+    }
+
+    fn stop(&mut self, at: AttemptId) {
+        self.mine.remove(&at);
+        let mut inner = self.dispatcher.lock();
+        let Some(id) = inner.by_at.remove(&at) else { return };
+        let Some(live) = inner.attempts.get_mut(&id) else { return };
+        live.stopped = true;
+        match live.worker {
+            // Not on a worker yet: forget it.
+            None => {
+                inner.end(id);
+            }
+            // The worker stops it and reports its end, which frees the slot.
+            Some(w) => {
+                if let Some(c) = inner.workers.get(&w) {
+                    let _ = c.outbox.send(ToWorker::Node { msg: ToNode::Cancel { attempt_id: id } });
+                }
+            }
+        }
+    }
+
+    fn ended(&mut self, at: AttemptId) {
+        self.mine.remove(&at);
+    }
+
+    fn shutdown(&mut self) {
+        for at in std::mem::take(&mut self.mine) {
+            self.stop(at);
+        }
+    }
+}
+
+/// What a worker says first, for this binary's protocol.
+pub fn hello(name: String, queues: Vec<String>, slots: usize) -> FromWorker {
+    FromWorker::Hello(WorkerHello { name, queues, slots, protocol: PROTOCOL_VERSION })
+}
+
+/// Whether a worker's hello speaks this server's protocol; the reason when not.
+pub fn check_hello(hello: &WorkerHello) -> Result<(), String> {
+    if hello.protocol != PROTOCOL_VERSION {
+        return Err(format!("the worker speaks protocol {}, this server {}", hello.protocol, PROTOCOL_VERSION));
+    }
+    if hello.slots == 0 || hello.queues.is_empty() {
+        return Err("a worker needs at least one slot and one queue".into());
+    }
+    Ok(())
+}

@@ -1,0 +1,218 @@
+//! The run host: drives the runs of registered binaries with salt's run core and gives their
+//! attempts to the connected workers (`/api/v1/workers/connect`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use axum::routing::get;
+use futures::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use salt_runtime::model::{NodeId, RunId};
+use salt_runtime::protocol::MAX_MESSAGE_BYTES;
+use salt_runtime::remote::{self, Dispatcher, FromWorker};
+use salt_runtime::{Error, ErrorKind, Registry, Runner};
+
+use crate::engine::{Engine, WorkflowRef};
+
+/// How often the server pings a worker.
+const PING_EVERY: Duration = Duration::from_secs(5);
+/// A worker silent this long (no message, no pong) is dropped: its attempts run elsewhere.
+const SILENT_FOR: Duration = Duration::from_secs(15);
+/// How long a worker has to say hello.
+const HELLO_WITHIN: Duration = Duration::from_secs(10);
+/// How many nodes of one run may run at once on a server: the workers' slots are the real
+/// bound.
+const RUN_PARALLELISM: usize = 4096;
+
+/// What the host needs to know of the registry.
+pub trait Binaries: Send + Sync {
+    /// The manifest of the binary with this sha256 (as `<bin> manifest --json` printed it).
+    fn manifest(&self, binary: &str) -> salt_runtime::Result<Value>;
+    /// The binary a run was started from (its sha256), if the run is this server's.
+    fn binary_of(&self, run: RunId) -> salt_runtime::Result<Option<String>>;
+    /// Records that `run` is a run of `workflow`.
+    fn record_run(&self, run: RunId, workflow: &WorkflowRef) -> salt_runtime::Result<()>;
+}
+
+/// Drives runs on remote workers: the server's [`Engine`].
+pub struct RunHost {
+    db: String,
+    dispatcher: Dispatcher,
+    binaries: Arc<dyn Binaries>,
+    /// One runner per binary (clones share the store).
+    runners: Mutex<HashMap<String, Runner>>,
+}
+
+impl RunHost {
+    /// A host of the runs stored at `db`, whose attempts go to `dispatcher`'s workers.
+    pub fn new(db: impl Into<String>, dispatcher: Dispatcher, binaries: Arc<dyn Binaries>) -> Self {
+        Self { db: db.into(), dispatcher, binaries, runners: Mutex::default() }
+    }
+
+    /// The dispatcher workers connect to.
+    pub fn dispatcher(&self) -> &Dispatcher {
+        &self.dispatcher
+    }
+
+    fn runner(&self, binary: &str) -> salt_runtime::Result<Runner> {
+        let mut runners = self.runners.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = runners.get(binary) {
+            return Ok(r.clone());
+        }
+        let manifest = self.binaries.manifest(binary)?;
+        let registry = Registry::from_manifest(&manifest)?;
+        let runner = Runner::new(&self.db)
+            .registry(registry)
+            .remote(self.dispatcher.clone(), binary)
+            .parallelism(RUN_PARALLELISM);
+        runners.insert(binary.to_string(), runner.clone());
+        Ok(runner)
+    }
+
+    fn runner_of(&self, run: RunId) -> salt_runtime::Result<Runner> {
+        match self.binaries.binary_of(run)? {
+            Some(binary) => self.runner(&binary),
+            None => Err(Error::new(ErrorKind::Usage, format!("run {run} was not started by this server"))),
+        }
+    }
+
+    /// Resumes the runs of this server that no orchestrator drives (the server was stopped or
+    /// killed while they ran): what finished is kept, what was in flight runs again. Returns
+    /// the runs resumed.
+    pub fn resume_interrupted(&self, runs: &[RunId]) -> Vec<RunId> {
+        let mut resumed = Vec::new();
+        for &run in runs {
+            match self.runner_of(run).and_then(|r| r.spawn_recover(run)) {
+                Ok(join) => {
+                    watch(run, join);
+                    resumed.push(run);
+                }
+                Err(e) => tracing::warn!("run {run} not resumed: {e}"),
+            }
+        }
+        resumed
+    }
+}
+
+/// Logs how a run driven in the background ended, if it ended in an error of the host.
+fn watch(run: RunId, join: tokio::task::JoinHandle<salt_runtime::Result<salt_runtime::RunOutcome>>) {
+    tokio::spawn(async move {
+        match join.await {
+            Ok(Ok(outcome)) => tracing::info!("run {run} ended {}", outcome.state.as_str()),
+            Ok(Err(e)) => tracing::warn!("run {run} stopped: {e}"),
+            Err(e) => tracing::warn!("run {run} stopped: {e}"),
+        }
+    });
+}
+
+impl Engine for RunHost {
+    fn start(&self, workflow: &WorkflowRef, input: Value) -> salt_runtime::Result<RunId> {
+        let runner = self.runner(&workflow.binary)?;
+        let (run, join) = runner.spawn_run(&workflow.workflow, input)?;
+        self.binaries.record_run(run, workflow)?;
+        watch(run, join);
+        Ok(run)
+    }
+
+    fn recover(&self, run: RunId) -> salt_runtime::Result<()> {
+        watch(run, self.runner_of(run)?.spawn_recover(run)?);
+        Ok(())
+    }
+
+    fn rerun_from(&self, run: RunId, from: NodeId) -> salt_runtime::Result<()> {
+        watch(run, self.runner_of(run)?.spawn_rerun_from(run, from)?);
+        Ok(())
+    }
+
+    fn run_one(&self, run: RunId, node: NodeId) -> salt_runtime::Result<()> {
+        watch(run, self.runner_of(run)?.spawn_run_one(run, node)?);
+        Ok(())
+    }
+}
+
+/// The routes workers use: `GET /api/v1/workers/connect` (a WebSocket).
+pub fn worker_routes<S>(dispatcher: Dispatcher) -> Router<S> {
+    Router::new().route("/api/v1/workers/connect", get(connect)).with_state(dispatcher)
+}
+
+async fn connect(ws: WebSocketUpgrade, State(dispatcher): State<Dispatcher>) -> Response {
+    ws.max_message_size(MAX_MESSAGE_BYTES + 4096).on_upgrade(move |socket| serve_worker(socket, dispatcher))
+}
+
+/// Serves one worker's connection until it ends; then its attempts are lost.
+async fn serve_worker(socket: WebSocket, dispatcher: Dispatcher) {
+    let (mut sink, mut stream) = socket.split();
+    let hello = match tokio::time::timeout(HELLO_WITHIN, stream.next()).await {
+        Ok(Some(Ok(Message::Text(text)))) => match serde_json::from_str::<FromWorker>(&text) {
+            Ok(FromWorker::Hello(hello)) => hello,
+            Ok(_) => return refuse(&mut sink, "the first message must be a hello").await,
+            Err(e) => return refuse(&mut sink, &format!("not a worker message: {e}")).await,
+        },
+        _ => return refuse(&mut sink, "no hello").await,
+    };
+    if let Err(why) = remote::check_hello(&hello) {
+        return refuse(&mut sink, &why).await;
+    }
+    let name = hello.name.clone();
+    tracing::info!("worker `{name}` connected (queues {:?}, {} slots)", hello.queues, hello.slots);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let conn = dispatcher.connect(hello, tx);
+    let mut ping = tokio::time::interval(PING_EVERY);
+    let mut last_heard = tokio::time::Instant::now();
+    let why = loop {
+        tokio::select! {
+            msg = stream.next() => {
+                last_heard = tokio::time::Instant::now();
+                match msg {
+                    Some(Ok(Message::Text(text))) => {
+                        let parsed = serde_json::from_str::<FromWorker>(&text).map_err(|e| format!("not a worker message: {e}"));
+                        if let Err(why) = parsed.and_then(|m| conn.receive(m)) {
+                            let _ = sink.send(Message::Close(Some(close_frame(&why)))).await;
+                            break why;
+                        }
+                    }
+                    Some(Ok(Message::Close(_))) | None => break "it closed the connection".to_string(),
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => break e.to_string(),
+                }
+            }
+            out = rx.recv() => {
+                let Some(out) = out else { break "the server stops".to_string() };
+                let text = match serde_json::to_string(&out) {
+                    Ok(text) => text,
+                    Err(e) => break e.to_string(),
+                };
+                if let Err(e) = sink.send(Message::Text(text.into())).await {
+                    break e.to_string();
+                }
+            }
+            _ = ping.tick() => {
+                if last_heard.elapsed() > SILENT_FOR {
+                    break format!("silent for {SILENT_FOR:?}");
+                }
+                if sink.send(Message::Ping(Vec::new().into())).await.is_err() {
+                    break "the connection broke".to_string();
+                }
+            }
+        }
+    };
+    drop(conn);
+    tracing::info!("worker `{name}` disconnected: {why}");
+}
+
+fn close_frame(why: &str) -> axum::extract::ws::CloseFrame {
+    let reason: String = why.chars().take(120).collect();
+    axum::extract::ws::CloseFrame { code: 1008, reason: reason.into() }
+}
+
+async fn refuse(sink: &mut futures::stream::SplitSink<WebSocket, Message>, why: &str) {
+    tracing::warn!("a worker was refused: {why}");
+    let _ = sink.send(Message::Close(Some(close_frame(why)))).await;
+}

@@ -1,0 +1,604 @@
+//! `salt worker`: connects to a server, takes attempts of the queues it serves, and runs each
+//! in a process of the attempt's binary, fetched once into a local cache and checked against
+//! its sha256.
+//!
+//! The worker relays: what the server sends for an attempt goes to the node process running it
+//! (over the stdio protocol every salt binary speaks), what the process says goes back to the
+//! server, its stderr as the attempt's log lines. A process runs one attempt at a time and is
+//! kept for the next attempt of its binary. When the connection to the server ends, the worker
+//! kills its processes (the server runs their attempts again) and connects again. Ctrl-C (or
+//! SIGTERM) drains: no new attempts, the running ones finish, then the worker exits; a second
+//! one exits at once.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+use salt_runtime::protocol::{END_MARKER, FromNode, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, ToNode};
+use salt_runtime::remote::{self, FromWorker, ToWorker};
+use salt_runtime::{Error, ErrorKind};
+
+/// How long a cancelled attempt has to stop before its process is killed.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+/// How long an ended attempt's last log lines may take to arrive.
+const LOG_GRACE: Duration = Duration::from_secs(2);
+
+/// `salt worker`: takes attempts of its queues from a server and runs them.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WorkerArgs {
+    /// The server's URL.
+    #[arg(long, env = "SALT_SERVER", default_value = "http://127.0.0.1:7878")]
+    pub server: String,
+    /// A token with the `worker` role, when the server has tokens.
+    #[arg(long, env = "SALT_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// A queue to serve (repeat for several).
+    #[arg(long = "queue", default_value = "default")]
+    pub queues: Vec<String>,
+    /// How many attempts run at once.
+    #[arg(long, default_value_t = 4)]
+    pub slots: usize,
+    /// Its name, as the server lists it (default `host:pid`).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Where fetched binaries are cached (default `.salt/worker-cache`).
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+}
+
+impl WorkerArgs {
+    /// The options these arguments give.
+    pub fn options(self) -> WorkerOptions {
+        let host =
+            nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".into());
+        WorkerOptions {
+            name: self.name.unwrap_or_else(|| format!("{host}:{}", std::process::id())),
+            server: self.server,
+            token: self.token,
+            queues: self.queues,
+            slots: self.slots.max(1),
+            cache: self.cache.unwrap_or_else(|| PathBuf::from(".salt/worker-cache")),
+        }
+    }
+}
+
+/// What a worker serves and where.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// The server's URL (`http://127.0.0.1:7878`).
+    pub server: String,
+    /// The token it presents, if the server has tokens.
+    pub token: Option<String>,
+    /// The queues it serves.
+    pub queues: Vec<String>,
+    /// How many attempts it runs at once.
+    pub slots: usize,
+    /// Its name, as the server lists it.
+    pub name: String,
+    /// Where fetched binaries are kept, by sha256.
+    pub cache: PathBuf,
+}
+
+/// Runs a worker until it is stopped (Ctrl-C or SIGTERM drain it) or the server refuses it.
+pub async fn run(options: WorkerOptions) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&options.cache)?;
+    let draining = Arc::new(AtomicBool::new(false));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(0u32);
+    tokio::spawn(async move {
+        let mut n = 0;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+            }
+            n += 1;
+            let _ = stop_tx.send(n);
+        }
+    });
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        if *stop_rx.borrow() > 0 {
+            return Ok(());
+        }
+        match session(&options, stop_rx.clone(), draining.clone()).await {
+            Ok(Ended::Drained) => {
+                eprintln!("worker `{}` drained and stopped", options.name);
+                return Ok(());
+            }
+            Ok(Ended::Refused(why)) => anyhow::bail!("the server refused this worker: {why}"),
+            Ok(Ended::Lost(why)) => {
+                eprintln!("worker `{}`: connection to {} lost ({why}); reconnecting", options.name, options.server);
+                backoff = Duration::from_millis(100);
+            }
+            Err(e) => eprintln!("worker `{}`: cannot connect to {}: {e}", options.name, options.server),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+enum Ended {
+    Drained,
+    Refused(String),
+    Lost(String),
+}
+
+/// One connection to the server, until it ends.
+async fn session(
+    options: &WorkerOptions,
+    mut stop: tokio::sync::watch::Receiver<u32>,
+    draining: Arc<AtomicBool>,
+) -> anyhow::Result<Ended> {
+    let url = ws_url(&options.server)?;
+    let mut request = url.as_str().into_client_request()?;
+    if let Some(token) = &options.token {
+        request.headers_mut().insert("authorization", format!("Bearer {token}").parse()?);
+    }
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(MAX_MESSAGE_BYTES + 4096))
+        .max_frame_size(Some(MAX_MESSAGE_BYTES + 4096));
+    let (ws, _) = match tokio_tungstenite::connect_async_with_config(request, Some(config), false).await {
+        Ok(ws) => ws,
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            let status = response.status();
+            let body = response.body().as_ref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
+            if status.as_u16() == 401 || status.as_u16() == 403 {
+                return Ok(Ended::Refused(format!("{status}: {body}")));
+            }
+            anyhow::bail!("{status}: {body}");
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let (mut sink, mut stream) = ws.split();
+    let hello = remote::hello(options.name.clone(), options.queues.clone(), options.slots);
+    sink.send(Message::Text(serde_json::to_string(&hello)?.into())).await?;
+    eprintln!(
+        "worker `{}` connected to {} (queues {}, {} slots)",
+        options.name,
+        options.server,
+        options.queues.join(","),
+        options.slots
+    );
+
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<FromWorker>();
+    let relay = Relay { state: Arc::default(), out: out_tx.clone(), fetcher: Arc::new(Fetcher::new(options)) };
+    if draining.load(Ordering::SeqCst) {
+        let _ = out_tx.send(FromWorker::Draining);
+    }
+    let ended = loop {
+        tokio::select! {
+            msg = stream.next() => match msg {
+                Some(Ok(Message::Text(text))) => match serde_json::from_str::<ToWorker>(&text) {
+                    Ok(msg) => relay.handle(msg),
+                    Err(e) => break Ended::Lost(format!("the server sent what this worker cannot read: {e}")),
+                },
+                Some(Ok(Message::Close(frame))) => {
+                    let why = frame.map(|f| f.reason.to_string()).unwrap_or_default();
+                    break Ended::Lost(format!("closed by the server {why}"));
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => break Ended::Lost(e.to_string()),
+                None => break Ended::Lost("the connection ended".into()),
+            },
+            out = out_rx.recv() => {
+                let Some(out) = out else { continue };
+                if let Err(e) = sink.send(Message::Text(serde_json::to_string(&out)?.into())).await {
+                    break Ended::Lost(e.to_string());
+                }
+            }
+            changed = stop.changed() => {
+                if changed.is_err() || *stop.borrow() > 1 {
+                    relay.kill_all();
+                    break Ended::Drained;
+                }
+                if !draining.swap(true, Ordering::SeqCst) {
+                    eprintln!("worker `{}` draining: running attempts finish, no new ones start (Ctrl-C again to stop now)", options.name);
+                    let _ = out_tx.send(FromWorker::Draining);
+                }
+            }
+            _ = tokio::time::sleep(Duration::from_millis(100)), if draining.load(Ordering::SeqCst) => {
+                if relay.running() == 0 && out_rx.is_empty() {
+                    let _ = sink.send(Message::Close(None)).await;
+                    break Ended::Drained;
+                }
+            }
+        }
+    };
+    if !matches!(ended, Ended::Drained) {
+        // The server runs these attempts again: nothing of them may go on here.
+        relay.kill_all();
+    }
+    Ok(ended)
+}
+
+fn ws_url(server: &str) -> anyhow::Result<String> {
+    let base = server.trim_end_matches('/');
+    let rest = if let Some(rest) = base.strip_prefix("http://") {
+        format!("ws://{rest}")
+    } else if let Some(rest) = base.strip_prefix("https://") {
+        format!("wss://{rest}")
+    } else {
+        anyhow::bail!("the server URL must start with http:// or https://, not `{server}`")
+    };
+    Ok(format!("{rest}/api/v1/workers/connect"))
+}
+
+/// One node process.
+struct Proc {
+    pid: Option<i32>,
+    binary: String,
+    input: mpsc::UnboundedSender<String>,
+    /// The attempt it runs, if any.
+    current: Mutex<Option<u64>>,
+    dead: AtomicBool,
+}
+
+impl Proc {
+    fn kill(&self) {
+        self.dead.store(true, Ordering::SeqCst);
+        if let Some(pid) = self.pid {
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+
+    fn current(&self) -> Option<u64> {
+        *self.current.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set_current(&self, id: Option<u64>) {
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = id;
+    }
+}
+
+#[derive(Default)]
+struct State {
+    idle: HashMap<String, Vec<Arc<Proc>>>,
+    running: HashMap<u64, Arc<Proc>>,
+    all: Vec<Arc<Proc>>,
+}
+
+#[derive(Clone)]
+struct Relay {
+    state: Arc<Mutex<State>>,
+    out: mpsc::UnboundedSender<FromWorker>,
+    fetcher: Arc<Fetcher>,
+}
+
+impl Relay {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn running(&self) -> usize {
+        self.lock().running.len()
+    }
+
+    fn kill_all(&self) {
+        let mut state = self.lock();
+        for p in state.all.drain(..) {
+            p.kill();
+        }
+        state.idle.clear();
+        state.running.clear();
+    }
+
+    fn fail(&self, attempt_id: u64, kind: ErrorKind, message: String) {
+        let error = Error::new(kind, message);
+        let _ = self.out.send(FromWorker::Node { msg: FromNode::Failed { attempt_id, error } });
+    }
+
+    fn handle(&self, msg: ToWorker) {
+        match msg {
+            ToWorker::Start { binary, msg } => {
+                let ToNode::Start { attempt_id, .. } = &msg else { return };
+                let attempt_id = *attempt_id;
+                let this = self.clone();
+                tokio::spawn(async move {
+                    let path = match this.fetcher.get(&binary).await {
+                        Ok(path) => path,
+                        Err(e) => return this.fail(attempt_id, ErrorKind::Protocol, e),
+                    };
+                    let proc = this.proc(&binary, &path);
+                    proc.set_current(Some(attempt_id));
+                    this.lock().running.insert(attempt_id, proc.clone());
+                    let sent = serde_json::to_string(&msg).ok().is_some_and(|line| proc.input.send(line).is_ok());
+                    if !sent {
+                        this.lock().running.remove(&attempt_id);
+                        proc.kill();
+                        this.fail(
+                            attempt_id,
+                            ErrorKind::Protocol,
+                            "the node process ended before the attempt could start".into(),
+                        );
+                    }
+                });
+            }
+            ToWorker::Node { msg } => {
+                let Some(id) = to_node_attempt(&msg) else { return };
+                let Some(proc) = self.lock().running.get(&id).cloned() else { return };
+                if let Ok(line) = serde_json::to_string(&msg) {
+                    let _ = proc.input.send(line);
+                }
+                if matches!(msg, ToNode::Cancel { .. }) {
+                    // A body that does not stop (it blocks its thread) loses its process.
+                    tokio::spawn(async move {
+                        tokio::time::sleep(STOP_GRACE).await;
+                        if proc.current() == Some(id) {
+                            proc.kill();
+                        }
+                    });
+                }
+            }
+        }
+    }
+
+    /// An idle process of `binary`, or a new one.
+    fn proc(&self, binary: &str, path: &Path) -> Arc<Proc> {
+        {
+            let mut state = self.lock();
+            if let Some(list) = state.idle.get_mut(binary) {
+                while let Some(p) = list.pop() {
+                    if !p.dead.load(Ordering::SeqCst) {
+                        return p;
+                    }
+                }
+            }
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut cmd = tokio::process::Command::new(path);
+        cmd.args(["__salt", "exec"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        let child = cmd.spawn();
+        let pid = child.as_ref().ok().and_then(|c| c.id()).and_then(|p| i32::try_from(p).ok());
+        let proc = Arc::new(Proc {
+            pid,
+            binary: binary.to_string(),
+            input: tx,
+            current: Mutex::new(None),
+            dead: AtomicBool::new(false),
+        });
+        self.lock().all.push(proc.clone());
+        let this = self.clone();
+        let p = proc.clone();
+        tokio::spawn(async move { this.serve_proc(child, rx, p).await });
+        proc
+    }
+
+    /// Relays one process's messages until it ends.
+    async fn serve_proc(
+        &self,
+        child: std::io::Result<tokio::process::Child>,
+        mut input: mpsc::UnboundedReceiver<String>,
+        proc: Arc<Proc>,
+    ) {
+        let mut child = match child {
+            Ok(child) => child,
+            Err(e) => {
+                proc.dead.store(true, Ordering::SeqCst);
+                tokio::task::yield_now().await;
+                if let Some(id) = proc.current() {
+                    self.lock().running.remove(&id);
+                    self.fail(id, ErrorKind::Protocol, format!("cannot start the node process: {e}"));
+                }
+                return;
+            }
+        };
+        let (Some(mut stdin), Some(stdout), Some(stderr)) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        else {
+            proc.kill();
+            return;
+        };
+        let mut out = tokio_util::codec::FramedRead::new(
+            stdout,
+            tokio_util::codec::LinesCodec::new_with_max_length(MAX_MESSAGE_BYTES),
+        );
+        let mut err = tokio::io::BufReader::new(stderr).lines();
+        let mut said_hello = false;
+        let mut err_open = true;
+        // An attempt's end, held until its last log line is in.
+        let mut held: Option<(u64, FromNode, tokio::time::Instant)> = None;
+        let mut marked: u64 = 0;
+        let broken = loop {
+            let deadline = held.as_ref().map(|(_, _, d)| *d);
+            tokio::select! {
+                line = input.recv() => match line {
+                    Some(mut line) => {
+                        line.push('\n');
+                        if stdin.write_all(line.as_bytes()).await.is_err() || stdin.flush().await.is_err() {
+                            break Some("its input closed".to_string());
+                        }
+                    }
+                    None => break None,
+                },
+                line = out.next() => {
+                    let line = match line {
+                        Some(Ok(line)) => line,
+                        Some(Err(e)) => break Some(format!("its output broke: {e}")),
+                        None => break Some(String::new()),
+                    };
+                    let msg = match serde_json::from_str::<FromNode>(&line) {
+                        Ok(msg) => msg,
+                        Err(e) => break Some(format!("it printed what is not a protocol message ({e}): {}", short(&line))),
+                    };
+                    if let FromNode::Hello { protocol, .. } = msg {
+                        if protocol != PROTOCOL_VERSION || said_hello {
+                            break Some(format!("it speaks protocol {protocol}, not {PROTOCOL_VERSION}"));
+                        }
+                        said_hello = true;
+                        continue;
+                    }
+                    match msg {
+                        FromNode::Done { attempt_id, .. } | FromNode::Failed { attempt_id, .. } => {
+                            if marked >= attempt_id || !err_open {
+                                self.finish(&proc, attempt_id, msg);
+                            } else {
+                                held = Some((attempt_id, msg, tokio::time::Instant::now() + LOG_GRACE));
+                            }
+                        }
+                        other => { let _ = self.out.send(FromWorker::Node { msg: other }); }
+                    }
+                }
+                line = err.next_line(), if err_open => match line {
+                    Ok(Some(line)) => {
+                        if let Some(id) = line.strip_prefix(END_MARKER) {
+                            if let Ok(id) = id.trim().parse::<u64>() {
+                                marked = id;
+                                if held.as_ref().is_some_and(|(h, _, _)| *h <= id) {
+                                    let (id, msg, _) = held.take().expect("held");
+                                    self.finish(&proc, id, msg);
+                                }
+                            }
+                        } else if let Some(attempt_id) = proc.current() {
+                            let _ = self.out.send(FromWorker::Node { msg: FromNode::Log { attempt_id, line } });
+                        }
+                    }
+                    _ => err_open = false,
+                },
+                _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
+                    if let Some((id, msg, _)) = held.take() {
+                        self.finish(&proc, id, msg);
+                    }
+                }
+            }
+        };
+        if let Some((id, msg, _)) = held.take() {
+            self.finish(&proc, id, msg);
+        }
+        proc.kill();
+        let status = match tokio::time::timeout(Duration::from_secs(2), child.wait()).await {
+            Ok(Ok(status)) => status.to_string(),
+            _ => "no exit status".into(),
+        };
+        self.lock().all.retain(|p| !Arc::ptr_eq(p, &proc));
+        if let (Some(why), Some(id)) = (broken, proc.current()) {
+            self.lock().running.remove(&id);
+            let why = if why.is_empty() {
+                format!("the node process exited ({status})")
+            } else {
+                format!("the node process broke the protocol: {why}")
+            };
+            self.fail(id, ErrorKind::Protocol, why);
+        }
+    }
+
+    /// Sends an attempt's end and makes its process idle.
+    fn finish(&self, proc: &Arc<Proc>, id: u64, msg: FromNode) {
+        let _ = self.out.send(FromWorker::Node { msg });
+        let mut state = self.lock();
+        state.running.remove(&id);
+        if proc.current() == Some(id) {
+            proc.set_current(None);
+            if !proc.dead.load(Ordering::SeqCst) {
+                state.idle.entry(proc.binary.clone()).or_default().push(proc.clone());
+            }
+        }
+    }
+}
+
+fn to_node_attempt(msg: &ToNode) -> Option<u64> {
+    match msg {
+        ToNode::Start { attempt_id, .. }
+        | ToNode::Resolved { attempt_id, .. }
+        | ToNode::Value { attempt_id, .. }
+        | ToNode::Cancel { attempt_id } => Some(*attempt_id),
+    }
+}
+
+fn short(line: &str) -> String {
+    let mut s: String = line.chars().take(200).collect();
+    if s.len() < line.len() {
+        s.push('…');
+    }
+    s
+}
+
+/// Fetches binaries from the server into the cache, once each, checked against their hash.
+struct Fetcher {
+    server: String,
+    token: Option<String>,
+    cache: PathBuf,
+    lock: tokio::sync::Mutex<()>,
+}
+
+impl Fetcher {
+    fn new(options: &WorkerOptions) -> Self {
+        Self {
+            server: options.server.trim_end_matches('/').to_string(),
+            token: options.token.clone(),
+            cache: options.cache.clone(),
+            lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The path of the binary with this sha256, fetched if it is not cached.
+    async fn get(&self, sha: &str) -> Result<PathBuf, String> {
+        if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!("`{sha}` is not a sha256"));
+        }
+        let path = self.cache.join(sha);
+        let _guard = self.lock.lock().await;
+        if path.exists() {
+            return Ok(path);
+        }
+        let url = format!("{}/api/v1/binaries/{sha}", self.server);
+        let token = self.token.clone();
+        let bytes = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, String> {
+            let mut request = ureq::get(&url);
+            if let Some(token) = token {
+                request = request.header("authorization", format!("Bearer {token}"));
+            }
+            let mut response = request.call().map_err(|e| format!("cannot fetch binary {url}: {e}"))?;
+            response
+                .body_mut()
+                .with_config()
+                .limit(u64::MAX)
+                .read_to_vec()
+                .map_err(|e| format!("cannot fetch binary {url}: {e}"))
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        let got = hex(&Sha256::digest(&bytes));
+        if got != sha {
+            return Err(format!(
+                "binary {sha} fetched from the server does not match its hash (its sha256 is {got}); refused"
+            ));
+        }
+        let tmp = self.cache.join(format!(".{sha}.{}", std::process::id()));
+        let (to, bytes_len) = (path.clone(), bytes.len());
+        let write = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            use std::io::Write as _;
+            use std::os::unix::fs::OpenOptionsExt as _;
+            let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o755).open(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &to)
+        });
+        tracing::debug!("caching binary {sha} ({bytes_len} bytes)");
+        write
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|w| w.map_err(|e| e.to_string()))
+            .map_err(|e| format!("cannot cache binary {sha} in {}: {e}", self.cache.display()))?;
+        Ok(path)
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
