@@ -243,6 +243,10 @@ enum Command {
     Cancel {
         /// The run.
         run: RunId,
+        /// Cancel only this node (an id, or a task name that names one node): its attempt is
+        /// stopped and it is recorded `cancelled`, without retries; the run goes on.
+        #[arg(long, value_name = "NODE")]
+        node: Option<String>,
     },
     /// Run the attempts waiting in a queue (a preview of remote workers): nodes of tasks with
     /// `queue = "NAME"` wait for a worker of that queue.
@@ -511,7 +515,16 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Cancel { run } => {
+        Command::Cancel { run, node: Some(node) } => {
+            let outcome = ops::cancel_node(ops::open(&db)?.as_ref(), run, &node).await?;
+            if json {
+                print_json(&to_json(&outcome));
+            } else {
+                out(format!("run {run} node {} {}\n", outcome.node, outcome.state.as_str()));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Cancel { run, node: None } => {
             let outcome = ops::cancel(ops::open(&db)?.as_ref(), run).await?;
             if json {
                 print_json(&to_json(&outcome));

@@ -534,6 +534,8 @@ pub struct RunControl {
     pub paused: bool,
     /// Signals not yet consumed: (id, name, value).
     pub signals: Vec<(i64, String, Value)>,
+    /// Requests to cancel one node, not yet taken: (id, node).
+    pub cancel_nodes: Vec<(i64, NodeId)>,
 }
 
 /// Milliseconds since the Unix epoch, now.

@@ -365,6 +365,55 @@ pub async fn cancel(store: &dyn Store, run: RunId) -> Result<CancelOutcome> {
     Ok(CancelOutcome { run, state: show(store, run)?.run.state })
 }
 
+/// How a `cancel --node` ended.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeCancelOutcome {
+    /// The run.
+    pub run: RunId,
+    /// The node.
+    pub node: NodeId,
+    /// The node's state after the cancel: `cancelled`, or whatever it ended as meanwhile.
+    pub state: NodeState,
+}
+
+/// Cancels one node of a running run (`node` is an id or a task name naming one node): its
+/// attempt is stopped and recorded `cancelled`, its retry policy does not apply, and whatever
+/// depends on it or awaits it sees a cancelled node. The run's orchestrator is asked and waited
+/// for, at most [`CANCEL_WAIT`]. Refused for a node that has ended and for a run no
+/// orchestrator drives.
+pub async fn cancel_node(store: &dyn Store, run: RunId, node: &str) -> Result<NodeCancelOutcome> {
+    let snapshot = show(store, run)?;
+    let id = resolve_node(&snapshot, node)?;
+    let state = snapshot.run.state;
+    if state.is_terminal() {
+        return Err(usage(format!("run {run} already ended: {}", state.as_str())));
+    }
+    if !matches!(state, RunState::Running | RunState::Paused) {
+        return Err(usage(format!("run {run} is {}: no orchestrator drives it to cancel a node", state.as_str())));
+    }
+    let node_state = snapshot.nodes[id.index()].state;
+    if node_state.is_terminal() {
+        return Err(usage(format!("node {id} of run {run} already ended: {}", node_state.as_str())));
+    }
+    store.request_node_cancel(run, id).map_err(|e| e.into_error())?;
+    let deadline = std::time::Instant::now() + CANCEL_WAIT;
+    loop {
+        let snapshot = show(store, run)?;
+        let node_state = snapshot.nodes[id.index()].state;
+        if node_state.is_terminal() || snapshot.run.state.is_terminal() {
+            return Ok(NodeCancelOutcome { run, node: id, state: node_state });
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(usage(format!(
+                "node {id} of run {run} did not stop within {}s; it is still {}",
+                CANCEL_WAIT.as_secs(),
+                node_state.as_str()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// What cancelling a run that no orchestrator drives writes: every unfinished node, then the
 /// run, `cancelled`.
 fn cancel_writes(snapshot: &RunSnapshot, at: i64) -> Vec<Write> {

@@ -336,6 +336,15 @@ impl Core {
             let state = if control.paused { RunState::Paused } else { RunState::Running };
             self.fx.writes.push(Write::RunState { run: self.run, state, output: None, error: None, at: now_ms() });
         }
+        for (id, node) in control.cancel_nodes {
+            self.fx.writes.push(Write::NodeCancelConsumed { id });
+            let Some(n) = self.nodes.get(node.index()) else { continue };
+            if n.state.is_terminal() || self.cancel_reason.is_some() || self.terminated.is_some() {
+                continue;
+            }
+            let e = Error::new(ErrorKind::Cancelled, format!("node {node} was cancelled with `cancel --node`"));
+            self.end_node(node, NodeState::Cancelled, None, Some(e));
+        }
         for (id, name, value) in control.signals {
             if self.seen_signals.insert(id) {
                 self.signals.push((id, name, value));

@@ -331,6 +331,11 @@ pub enum Write {
         /// The signal's id.
         id: i64,
     },
+    /// A request to cancel one node was taken.
+    NodeCancelConsumed {
+        /// The request's id.
+        id: i64,
+    },
     /// A log line of an attempt.
     Log {
         /// The run.
@@ -442,6 +447,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> Result<(RunState, Vec<(i64, LogRecord)>), StoreError>;
     /// Asks the orchestrator of a run to cancel it.
     fn request_cancel(&self, run: RunId) -> Result<(), StoreError>;
+    /// Asks the run's orchestrator to cancel one node: its attempt is stopped and it is
+    /// recorded `cancelled` (its retry policy does not apply).
+    fn request_node_cancel(&self, run: RunId, node: NodeId) -> Result<(), StoreError>;
     /// What other processes asked of the run: cancel, pause, signals.
     fn control(&self, run: RunId) -> Result<RunControl, StoreError>;
     /// Pauses (no new node starts) or resumes a run.

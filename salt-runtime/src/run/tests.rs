@@ -745,6 +745,50 @@ fn a_cancel_request_from_control_cancels_the_run() {
 }
 
 #[test]
+fn cancelling_one_node_stops_its_attempt_without_retry_and_its_parent_sees_it() {
+    let a = retrying(task("a"), 3, Backoff::Fixed(Duration::from_millis(10)));
+    let mut h = Harness::new(vec![workflow("flow"), a, task("b")]);
+    let root = h.start_root();
+    let fx = h.mutate(root, vec![spawn(0, "a", &[]), spawn(1, "b", &[])]);
+    let a = started(&fx, NodeId::new(1));
+    started(&fx, NodeId::new(2));
+    h.await_(root, 1, 0);
+    let fx = h.control(RunControl { cancel_nodes: vec![(7, NodeId::new(1))], ..Default::default() });
+    assert_eq!(stops(&fx), [a], "only its attempt stops");
+    assert!(fx.writes.iter().any(|w| matches!(w, Write::NodeCancelConsumed { id: 7 })));
+    assert_eq!(node_finished(&fx, NodeId::new(1)).map(|f| f.0), Some(NodeState::Cancelled));
+    assert!(starts(&fx).is_empty(), "a cancelled node is not retried");
+    assert_eq!(h.state(NodeId::new(2)), NodeState::Running, "the rest of the run goes on");
+    let answered = fx.actions.iter().any(|x| {
+        matches!(x, Action::Answer { at, answer: Answer::Resolved(Err(e)), .. } if *at == root && e.kind == ErrorKind::Cancelled)
+    });
+    assert!(answered, "the awaiting parent sees a cancelled node: {:?}", fx.actions);
+    // The request is taken once: a repeat does nothing.
+    let fx = h.control(RunControl { cancel_nodes: vec![(7, NodeId::new(1))], ..Default::default() });
+    assert!(stops(&fx).is_empty());
+}
+
+#[test]
+fn a_lost_attempt_runs_again_at_once_without_using_a_retry() {
+    let mut h = Harness::new(vec![workflow("flow"), task("a")]);
+    let root = h.start_root();
+    let fx = h.spawn(root, 0, "a", &[]);
+    let mut at = started(&fx, NodeId::new(1));
+    // Lost five times in a row: each time it starts again at once (no retries are declared).
+    for n in 2..=6 {
+        let fx = h.finish(at, Err(Error::new(ErrorKind::Lost, "worker `w` was lost")));
+        let fx = if starts(&fx).is_empty() { h.advance(Duration::ZERO) } else { fx };
+        at = started(&fx, NodeId::new(1));
+        assert_eq!(at.attempt, n);
+    }
+    // The sixth loss in a row fails the node: a body that takes its worker down does not loop.
+    let fx = h.finish(at, Err(Error::new(ErrorKind::Lost, "worker `w` was lost")));
+    let fx = if starts(&fx).is_empty() { h.advance(Duration::ZERO) } else { fx };
+    assert!(starts(&fx).is_empty());
+    assert_eq!(h.state(NodeId::new(1)), NodeState::Failed);
+}
+
+#[test]
 fn a_paused_run_starts_nothing_until_resumed() {
     let mut h = Harness::new(vec![workflow("flow"), task("a")]);
     let root = h.start_root();

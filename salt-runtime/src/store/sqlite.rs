@@ -61,6 +61,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0006_superseded.sql"),
     include_str!("../../migrations/0007_handled_failures.sql"),
     include_str!("../../migrations/0008_edge_labels.sql"),
+    include_str!("../../migrations/0009_node_cancels.sql"),
 ];
 
 /// `PRAGMA application_id` of every salt database: `SALT` in ASCII.
@@ -487,6 +488,9 @@ impl SqliteStore {
             }
             Write::SignalConsumed { id } => {
                 tx.prepare_cached("UPDATE signals SET consumed = 1 WHERE id = ?1")?.execute([id])?;
+            }
+            Write::NodeCancelConsumed { id } => {
+                tx.prepare_cached("UPDATE node_cancels SET consumed = 1 WHERE id = ?1")?.execute([id])?;
             }
             Write::Log { run, record } => {
                 tx.prepare_cached("INSERT INTO logs (run_id, node_id, attempt, ts, line) VALUES (?1, ?2, ?3, ?4, ?5)")?
@@ -1064,7 +1068,22 @@ impl Store for SqliteStore {
             .map_err(sql)?
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(sql)?;
-        Ok(RunControl { cancel_requested, paused, signals })
+        let mut stmt = tx
+            .prepare_cached("SELECT id, node_id FROM node_cancels WHERE run_id = ?1 AND consumed = 0 ORDER BY id")
+            .map_err(sql)?;
+        let cancel_nodes = stmt
+            .query_map([run], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, NodeId>(1)?)))
+            .map_err(sql)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(sql)?;
+        Ok(RunControl { cancel_requested, paused, signals, cancel_nodes })
+    }
+
+    fn request_node_cancel(&self, run: RunId, node: NodeId) -> Result<(), StoreError> {
+        self.conn()
+            .execute("INSERT INTO node_cancels (run_id, node_id) VALUES (?1, ?2)", params![run, node])
+            .map_err(|e| self.sql(e))?;
+        Ok(())
     }
 
     fn set_paused(&self, run: RunId, paused: bool) -> Result<(), StoreError> {

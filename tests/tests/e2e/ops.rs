@@ -175,3 +175,27 @@ fn recover_of_a_succeeded_run_points_to_rerun() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(stderr(&out).contains("`rerun 1 --from NODE`"), "{}", text(&out));
 }
+
+#[test]
+fn cancel_node_stops_one_node_without_retry_and_the_run_goes_on_without_it() {
+    let env = Env::new();
+    let mut child =
+        env.spawn(&["run", "pipeline", "--executor", "process", "--input", &pipeline_input(&env.dir(), 20_000, false)]);
+    env.wait_for_marker("a");
+    let out = env.run(&["cancel", "1", "--node", "1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "run 1 node 1 cancelled\n");
+    let out = child.wait_with_output().unwrap();
+    // `b` depends on the cancelled `a`: it is skipped, and the workflow awaiting it fails.
+    assert!(!out.status.success(), "{}", text(&out));
+    let show = env.show(1);
+    assert_eq!(show["run"]["state"], "failed", "{show}");
+    let node = &show["nodes"][1];
+    assert_eq!((node["state"].as_str(), node["attempts"].as_u64()), (Some("cancelled"), Some(1)), "{show}");
+    assert_eq!(env.count("a"), 1, "a cancelled node is not retried");
+    assert_eq!(env.count("b"), 0);
+    // A node that has ended cannot be cancelled.
+    let out = env.run(&["cancel", "1", "--node", "1"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(stderr(&out).contains("already ended"), "{}", text(&out));
+}
