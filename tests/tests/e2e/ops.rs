@@ -179,7 +179,7 @@ fn recover_of_a_succeeded_run_points_to_rerun() {
 #[test]
 fn cancel_node_stops_one_node_without_retry_and_the_run_goes_on_without_it() {
     let env = Env::new();
-    let mut child =
+    let child =
         env.spawn(&["run", "pipeline", "--executor", "process", "--input", &pipeline_input(&env.dir(), 20_000, false)]);
     env.wait_for_marker("a");
     let out = env.run(&["cancel", "1", "--node", "1"]);
