@@ -63,6 +63,24 @@ async fn fanout(n: u64) -> salt::Result<u64> {
     total(xs).await
 }
 
+/// Microseconds since the Unix epoch: when a body started, for the server benchmark.
+fn now_us() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+}
+
+/// When its body started (µs since the epoch): the server benchmark's dispatch latency.
+#[workflow(input = "{}")]
+async fn stamp() -> salt::Result<u64> {
+    Ok(now_us())
+}
+
+/// A run of three nodes: the workflow and a chain of two tasks.
+#[workflow(input = "{}")]
+async fn three() -> salt::Result<u64> {
+    let a = inc(0);
+    inc(a).await
+}
+
 /// The salt subcommands (and the process executor's `__salt`) this binary hands to
 /// `salt::main()` when one is its first argument.
 const SALT_COMMANDS: &[&str] = &[

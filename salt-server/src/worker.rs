@@ -363,7 +363,7 @@ impl Relay {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
-        let child = cmd.spawn();
+        let child = spawn(&mut cmd);
         let pid = child.as_ref().ok().and_then(|c| c.id()).and_then(|p| i32::try_from(p).ok());
         let proc = Arc::new(Proc {
             pid,
@@ -511,6 +511,22 @@ impl Relay {
     }
 }
 
+/// Starts a node process. A binary just written to the cache may still be open for writing in
+/// a process forked meanwhile (by this worker's other threads, until that child's exec closes
+/// it): `ETXTBSY`, which passes; so that one error is retried a few times.
+fn spawn(cmd: &mut tokio::process::Command) -> std::io::Result<tokio::process::Child> {
+    let mut tries = 0;
+    loop {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(nix::libc::ETXTBSY) && tries < 50 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(2 * tries));
+            }
+            other => return other,
+        }
+    }
+}
+
 fn to_node_attempt(msg: &ToNode) -> Option<u64> {
     match msg {
         ToNode::Start { attempt_id, .. }
@@ -587,6 +603,7 @@ impl Fetcher {
             let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o755).open(&tmp)?;
             f.write_all(&bytes)?;
             f.sync_all()?;
+            drop(f);
             std::fs::rename(&tmp, &to)
         });
         tracing::debug!("caching binary {sha} ({bytes_len} bytes)");

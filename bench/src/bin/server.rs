@@ -1,0 +1,266 @@
+//! The cost of running through a server and its workers, on loopback: a run host (the one
+//! `salt server` uses) with real `salt worker` processes connected over WebSockets, running the
+//! `bench` binary's workflows from their binary caches.
+//!
+//! - dispatch: from starting a run to its workflow body starting on a worker (p50, p99);
+//! - W2 (fan-out of 1 000) end to end with 1, 2 and 4 workers, per node, beside the local
+//!   `pool` executor on the same machine;
+//! - 1 000 runs of a three-node workflow started at once: runs per second.
+//!
+//! `cargo build --release -p salt-server -p bench && cargo run --release -p bench --bin server`
+//! (it needs the `salt` and `bench` binaries next to it).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use salt_runtime::model::{RunId, RunState};
+use salt_runtime::ops;
+use salt_runtime::remote::Dispatcher;
+use salt_server::engine::{Engine, WorkflowRef};
+use salt_server::host::{Binaries, RunHost};
+
+/// The bench binary, registered under its sha256.
+struct Registered {
+    path: PathBuf,
+    sha: String,
+    manifest: Value,
+    runs: Mutex<std::collections::HashMap<RunId, String>>,
+}
+
+impl Binaries for Registered {
+    fn manifest(&self, _: &str) -> salt_runtime::Result<Value> {
+        Ok(self.manifest.clone())
+    }
+    fn binary_of(&self, run: RunId) -> salt_runtime::Result<Option<String>> {
+        Ok(self.runs.lock().unwrap_or_else(|p| p.into_inner()).get(&run).cloned())
+    }
+    fn record_run(&self, run: RunId, w: &WorkflowRef) -> salt_runtime::Result<()> {
+        self.runs.lock().unwrap_or_else(|p| p.into_inner()).insert(run, w.binary.clone());
+        Ok(())
+    }
+}
+
+async fn binary(State(r): State<Arc<Registered>>, UrlPath(sha): UrlPath<String>) -> Result<Vec<u8>, StatusCode> {
+    if sha != r.sha {
+        return Err(StatusCode::NOT_FOUND);
+    }
+    std::fs::read(&r.path).map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+fn sibling(name: &str) -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let path = exe.parent().map(|d| d.join(name)).ok_or("no directory")?;
+    if path.exists() {
+        Ok(path)
+    } else {
+        Err(format!("{} is missing: `cargo build --release -p salt-server -p bench` first", path.display()))
+    }
+}
+
+struct Bench {
+    dir: tempfile::TempDir,
+    db: String,
+    url: String,
+    host: Arc<RunHost>,
+    reg: Arc<Registered>,
+    workers: Vec<Child>,
+}
+
+impl Bench {
+    async fn new() -> Result<Self, String> {
+        let path = sibling("bench")?;
+        let bytes = std::fs::read(&path).map_err(|e| e.to_string())?;
+        let sha: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+        let out = Command::new(&path).args(["manifest", "--json"]).output().map_err(|e| e.to_string())?;
+        let manifest: Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let db = dir.path().join("server.db").display().to_string();
+        let reg = Arc::new(Registered { path, sha, manifest, runs: Default::default() });
+        let dispatcher = Dispatcher::new();
+        let host = Arc::new(RunHost::new(db.clone(), dispatcher.clone(), reg.clone()));
+        let app: Router = Router::new()
+            .route("/api/v1/binaries/{sha}", get(binary))
+            .with_state(reg.clone())
+            .merge(salt_server::host::worker_routes(dispatcher));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+        let url = format!("http://{}", listener.local_addr().map_err(|e| e.to_string())?);
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Ok(Self { dir, db, url, host, reg, workers: Vec::new() })
+    }
+
+    /// Runs `n` workers with `slots` slots each, and waits until they are connected.
+    async fn workers(&mut self, n: usize, slots: usize) -> Result<(), String> {
+        for w in self.workers.drain(..) {
+            stop(w);
+        }
+        while !self.host.dispatcher().workers().is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let salt = sibling("salt")?;
+        for i in 0..n {
+            let child = Command::new(&salt)
+                .args(["worker", "--server", &self.url, "--slots", &slots.to_string(), "--name", &format!("w{i}")])
+                .arg("--cache")
+                .arg(self.dir.path().join("cache"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| e.to_string())?;
+            self.workers.push(child);
+        }
+        while self.host.dispatcher().workers().len() < n {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
+    }
+
+    fn start(&self, workflow: &str, input: Value) -> Result<RunId, String> {
+        let w = WorkflowRef { workflow: workflow.into(), version: 1, binary: self.reg.sha.clone() };
+        self.host.start(&w, input).map_err(|e| e.to_string())
+    }
+
+    /// Waits for the runs to end; all must succeed. Returns their outputs.
+    async fn wait(&self, runs: &[RunId]) -> Result<Vec<Value>, String> {
+        let store = ops::open_read_only(&self.db).map_err(|e| e.to_string())?;
+        let mut outputs = Vec::with_capacity(runs.len());
+        for &run in runs {
+            loop {
+                let snap = ops::show(&*store, run).map_err(|e| e.to_string())?;
+                match snap.run.state {
+                    RunState::Succeeded => {
+                        outputs.push(snap.nodes[0].output.clone().unwrap_or(Value::Null));
+                        break;
+                    }
+                    s if s.is_terminal() => {
+                        let why = snap.nodes.iter().filter_map(|n| n.error.as_ref()).map(|e| e.to_string()).next();
+                        return Err(format!("run {run} ended {}: {}", s.as_str(), why.unwrap_or_default()));
+                    }
+                    _ => tokio::time::sleep(Duration::from_millis(5)).await,
+                }
+            }
+        }
+        Ok(outputs)
+    }
+}
+
+fn stop(mut w: Child) {
+    let _ = w.kill();
+    let _ = w.wait();
+}
+
+fn now_us() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+async fn bench() -> Result<(), String> {
+    let mut b = Bench::new().await?;
+    b.workers(2, 4).await?;
+    // Warm the workers' caches and processes.
+    let warm: Vec<RunId> = (0..8).map(|_| b.start("stamp", json!({}))).collect::<Result<_, _>>()?;
+    b.wait(&warm).await?;
+
+    // Dispatch: one run at a time, from start to its body starting on a worker.
+    let mut latencies = Vec::new();
+    for _ in 0..200 {
+        let t0 = now_us();
+        let run = b.start("stamp", json!({}))?;
+        let out = b.wait(&[run]).await?;
+        let started = out[0].as_u64().ok_or("stamp returned no time")?;
+        latencies.push(started.saturating_sub(t0) as f64 / 1000.0);
+    }
+    latencies.sort_by(f64::total_cmp);
+    println!(
+        "dispatch (start a run -> its body starts on a worker), 2 workers, 200 runs: p50 {:.2} ms, p99 {:.2} ms",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99)
+    );
+
+    // W2 through the server, with 1, 2 and 4 workers of 2 slots.
+    for n in [1, 2, 4] {
+        b.workers(n, 2).await?;
+        let warm = b.start("fanout", json!({"n": 20}))?;
+        b.wait(&[warm]).await?;
+        let mut walls = Vec::new();
+        for _ in 0..3 {
+            let t = Instant::now();
+            let run = b.start("fanout", json!({"n": 1000}))?;
+            let out = b.wait(&[run]).await?;
+            if out[0] != json!(500_500) {
+                return Err(format!("W2 gave {}", out[0]));
+            }
+            walls.push(t.elapsed().as_secs_f64());
+        }
+        walls.sort_by(f64::total_cmp);
+        let median = walls[1];
+        println!(
+            "W2 (fan-out of 1 000) through the server, {n} worker(s) x 2 slots: {:.2} s, {:.0} µs per node, {:.0} nodes/s",
+            median,
+            median / 1001.0 * 1e6,
+            1001.0 / median
+        );
+    }
+
+    // Many runs at once.
+    b.workers(2, 4).await?;
+    let t = Instant::now();
+    let runs: Vec<RunId> = (0..1000).map(|_| b.start("three", json!({}))).collect::<Result<_, _>>()?;
+    let submitted = t.elapsed().as_secs_f64();
+    b.wait(&runs).await?;
+    let all = t.elapsed().as_secs_f64();
+    println!(
+        "1 000 runs of a 3-node workflow started at once, 2 workers x 4 slots: started in {:.2} s, all done in {:.2} s: {:.0} runs/s",
+        submitted,
+        all,
+        1000.0 / all
+    );
+    for w in b.workers.drain(..) {
+        stop(w);
+    }
+
+    // The local pool executor on the same workload, for comparison.
+    let bench = sibling("bench")?;
+    let out = Command::new(bench)
+        .args(["--only", "W2", "--executor", "pool", "--reps", "3", "--json"])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if let Ok(line) = serde_json::from_slice::<Value>(&out.stdout) {
+        println!(
+            "W2 on the local pool executor (for comparison): {:.2} s, {:.0} µs per node",
+            line["median_s"].as_f64().unwrap_or(0.0),
+            line["per_node_us"].as_f64().unwrap_or(0.0)
+        );
+    }
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(bench()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
