@@ -4,5 +4,8 @@
 //! a workflow binary speaks with its own node processes.
 
 pub mod cli;
+pub mod config;
 pub mod engine;
+pub mod notify;
+pub mod schedule;
 pub mod state;
