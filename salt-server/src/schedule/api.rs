@@ -265,7 +265,7 @@ async fn backfill(
         let time = |field: &str, text: &str| {
             parse_time(text, &zone).map_err(|message| ScheduleError::Invalid {
                 field: field.into(),
-                message: format!("{field}: {message}"),
+                message,
                 details: Value::Null,
             })
         };

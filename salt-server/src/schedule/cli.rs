@@ -85,7 +85,7 @@ fn request(remote: &Remote, method: &str, path: &str, body: Option<&Value>) -> R
     }
     let message =
         value["message"].as_str().map(str::to_string).unwrap_or_else(|| format!("the server answered {status}"));
-    let code = if status.is_client_error() && status.as_u16() != 404 { 2 } else { 1 };
+    let code = if matches!(status.as_u16(), 400 | 422) { 2 } else { 1 };
     Err(Failure(message, code))
 }
 
@@ -266,6 +266,126 @@ report    1        0 * * * *   UTC            paused  2024-03-30 02:00:00 UTC   
 "
         );
         assert_eq!(render_ls(&[]), "no schedules\n");
+    }
+
+    /// Starts every run it is asked to and counts them.
+    #[derive(Default)]
+    struct Counting(std::sync::Mutex<i64>);
+
+    impl crate::engine::Engine for Counting {
+        fn start(&self, _: &crate::engine::WorkflowRef, _: Value) -> salt_runtime::Result<salt_runtime::model::RunId> {
+            let mut n = self.0.lock().unwrap();
+            *n += 1;
+            Ok(salt_runtime::model::RunId::new(*n))
+        }
+        fn recover(&self, _: salt_runtime::model::RunId) -> salt_runtime::Result<()> {
+            Ok(())
+        }
+        fn rerun_from(
+            &self,
+            _: salt_runtime::model::RunId,
+            _: salt_runtime::model::NodeId,
+        ) -> salt_runtime::Result<()> {
+            Ok(())
+        }
+        fn run_one(&self, _: salt_runtime::model::RunId, _: salt_runtime::model::NodeId) -> salt_runtime::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_commands_and_routes_against_a_real_server() {
+        use std::sync::{Arc, Mutex};
+
+        use serde_json::json;
+
+        use crate::config::{SaltToml, WorkflowSettings};
+        use crate::engine::WorkflowRef;
+        use crate::state::AppState;
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = salt_runtime::ops::open(dir.path().join("runs.db").to_str().unwrap()).unwrap();
+        let conn = rusqlite::Connection::open(dir.path().join("server.db")).unwrap();
+        crate::schedule::migrate(&conn).unwrap();
+        let cfg = SaltToml::parse(
+            "[workflows.etl]\nschedule = \"30 2 * * *\"\ntimezone = \"Europe/Berlin\"\nevents = [\"go\"]\n",
+        )
+        .unwrap();
+        let schema = json!({"type": "object", "properties": {"n": {"type": "integer"}}});
+        for (name, config) in [("etl", cfg.workflows.get("etl")), ("adhoc", None)] {
+            let settings = WorkflowSettings::resolve(None, &json!({"n": 1}), config);
+            let target = WorkflowRef { workflow: name.into(), version: 1, binary: "b".into() };
+            crate::schedule::register_workflow(&conn, &target, &schema, &settings, Timestamp::now()).unwrap();
+        }
+        let state = AppState {
+            db: String::new(),
+            store: Arc::from(store),
+            conn: Arc::new(Mutex::new(conn)),
+            engine: Arc::new(Counting::default()),
+            data: dir.path().to_path_buf(),
+        };
+        let app = crate::schedule::api::routes().with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let remote = Remote { server: format!("http://{}", listener.local_addr().unwrap()), token: None };
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+        let out = tokio::task::spawn_blocking(move || {
+            let run = |c: ScheduleCommand| execute(&c, &remote).map_err(|Failure(m, code)| (m, code));
+            let ls = run(ScheduleCommand::Ls { json: false }).unwrap();
+            let trigger = run(ScheduleCommand::Trigger { workflow: "etl".into(), json: false }).unwrap();
+            let backfill = run(ScheduleCommand::Backfill {
+                workflow: "etl".into(),
+                from: "2024-03-30".into(),
+                to: "2024-03-31T23:00".into(),
+                json: false,
+            })
+            .unwrap();
+            let unknown = run(ScheduleCommand::Trigger { workflow: "nope".into(), json: false }).unwrap_err();
+            let unscheduled = run(ScheduleCommand::Backfill {
+                workflow: "adhoc".into(),
+                from: "2024-03-30".into(),
+                to: "2024-03-31".into(),
+                json: false,
+            })
+            .unwrap_err();
+            let bad_time = run(ScheduleCommand::Backfill {
+                workflow: "etl".into(),
+                from: "yesterday".into(),
+                to: "2024-03-31".into(),
+                json: false,
+            })
+            .unwrap_err();
+            let post = |path: &str, body: &str| {
+                let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+                let mut r = agent.post(&format!("{}{path}", remote.server)).send(body.to_string()).unwrap();
+                (r.status().as_u16(), serde_json::from_str::<Value>(&r.body_mut().read_to_string().unwrap()).unwrap())
+            };
+            let event_ok = post("/api/v1/events/go", r#"{"n": 5}"#);
+            let event_bad = post("/api/v1/events/go", r#"{"n": "five"}"#);
+            let event_none = post("/api/v1/events/nobody", "{}");
+            let paused = post("/api/v1/schedules/etl/pause", "");
+            (ls, trigger, backfill, unknown, unscheduled, bad_time, event_ok, event_bad, event_none, paused)
+        })
+        .await
+        .unwrap();
+        let (ls, trigger, backfill, unknown, unscheduled, bad_time, event_ok, event_bad, event_none, paused) = out;
+        let lines: Vec<&str> = ls.lines().collect();
+        assert_eq!(lines.len(), 4, "{ls}");
+        assert!(lines[1].starts_with("etl       1        30 2 * * *  Europe/Berlin  active  "), "{ls}");
+        assert_eq!(trigger, "started run 1 of etl (version 1)\n");
+        assert_eq!(
+            backfill,
+            "2024-03-30 01:30:00 UTC  run 2\n2024-03-31 01:00:00 UTC  run 3\netl: 2 run(s) started, 0 occurrence(s) already dealt with\n"
+        );
+        assert_eq!(unknown, ("no workflow `nope` is registered".to_string(), 1));
+        assert_eq!(unscheduled, ("workflow `adhoc` has no schedule".to_string(), 1));
+        assert_eq!(bad_time.1, 2);
+        assert!(bad_time.0.starts_with("from: `yesterday` is not a time"), "{}", bad_time.0);
+        assert_eq!(event_ok, (202, json!({"event": "go", "runs": [{"workflow": "etl", "version": 1, "run": 4}]})));
+        assert_eq!(event_bad.0, 422);
+        assert_eq!(event_bad.1["details"]["errors"]["etl"][0], "/n: \"five\" is not of type \"integer\"");
+        assert_eq!(event_none.0, 404);
+        assert_eq!((paused.0, &paused.1["paused"]), (200, &json!(true)));
     }
 
     #[test]
