@@ -131,6 +131,22 @@ pub struct Runner {
     registry: Option<&'static Registry>,
     /// Attempts go to remote workers through this dispatcher, from this binary (its sha256).
     remote: Option<(crate::remote::Dispatcher, String)>,
+    /// With `remote`: one driver hosts all the runs of this runner and its clones, under one
+    /// owner whose leases one heartbeat renews (made by the first run).
+    shared: Arc<Mutex<Option<Shared>>>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").field("owner", &self.owner).finish()
+    }
+}
+
+/// The driver a remote runner's runs share, and their lease owner.
+struct Shared {
+    admission: crate::driver::Admission,
+    owner: String,
+    heartbeat: Heartbeat,
 }
 
 /// How many transitions a subscriber may fall behind before it misses some
@@ -172,6 +188,7 @@ impl Runner {
             store: Arc::default(),
             registry: None,
             remote: None,
+            shared: Arc::default(),
         }
     }
 
@@ -379,6 +396,81 @@ impl Runner {
         self.spawn_drive(snapshot, store, lease, move |o| reset_one(o, run, nodes, node))
     }
 
+    /// Who takes the leases of this runner's runs: the shared driver's owner for a remote
+    /// runner (started on first use), a new owner per run otherwise.
+    fn owner(&self) -> Result<String> {
+        if self.remote.is_none() {
+            return Ok(store::new_owner());
+        }
+        let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = shared.as_ref() {
+            return Ok(s.owner.clone());
+        }
+        let store = self.store()?;
+        let owner = store::new_owner();
+        let heartbeat =
+            Heartbeat::for_owner(store.clone(), owner.clone(), self.lease_ttl).map_err(|e| e.into_error())?;
+        let (driver, admission) = crate::driver::Driver::new(store, false);
+        tokio::spawn(driver.run());
+        *shared = Some(Shared { admission, owner: owner.clone(), heartbeat });
+        Ok(owner)
+    }
+
+    /// Hosts a run on the shared driver; the task ends with its outcome, its lease released.
+    fn spawn_shared(
+        &self,
+        snapshot: RunSnapshot,
+        store: Arc<dyn Store>,
+        lease: Lease,
+        prepare: impl FnOnce(&mut Core) -> Result<()>,
+    ) -> Result<JoinHandle<Result<RunOutcome>>> {
+        let release = |e: Error| {
+            let _ = store.release_run_lease(&lease);
+            e
+        };
+        let core = self.core(snapshot, prepare).map_err(release)?;
+        let run = core.run_id();
+        let (admission, lease_watch) = {
+            let shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+            let s = shared.as_ref().ok_or_else(|| release(Error::new(ErrorKind::Store, "the run host stopped")))?;
+            (s.admission.clone(), s.heartbeat.watch())
+        };
+        let Some((dispatcher, binary)) = self.remote.clone() else {
+            return Err(release(Error::new(ErrorKind::Usage, "a shared driver needs a remote executor")));
+        };
+        let (done, outcome) = tokio::sync::oneshot::channel();
+        let observer = progress::Broadcast::new(progress::observer(self.progress), self.transitions.clone(), run);
+        admission
+            .admit(Admit {
+                core,
+                lease: lease.clone(),
+                lease_watch: Some(lease_watch),
+                observer: Box::new(observer),
+                executor: (crate::remote::EXECUTOR, dispatcher.executor(binary)),
+                parallelism: self.parallelism as u32,
+                done,
+            })
+            .map_err(release)?;
+        let transitions = self.transitions.clone();
+        Ok(tokio::spawn(async move {
+            let outcome = match outcome.await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(Error::new(ErrorKind::Store, "the orchestrator stopped before the run ended")),
+            };
+            let _ = store.release_run_lease(&lease);
+            match &outcome {
+                Ok(o) => progress::send_final(&transitions, run, o.state, o.error.clone()),
+                Err(e) => progress::send_final(
+                    &transitions,
+                    run,
+                    RunState::Interrupted,
+                    Some(Error::new(e.kind(), e.message())),
+                ),
+            }
+            outcome
+        }))
+    }
+
     /// Drives a run taken over (or created) on a task of its own, once `prepare` accepted it.
     fn spawn_drive(
         &self,
@@ -387,6 +479,9 @@ impl Runner {
         lease: Lease,
         prepare: impl FnOnce(&mut Core) -> Result<()>,
     ) -> Result<JoinHandle<Result<RunOutcome>>> {
+        if self.remote.is_some() {
+            return self.spawn_shared(snapshot, store, lease, prepare);
+        }
         let heartbeat = self.heartbeat(&store, &lease)?;
         let core = match self.core(snapshot, prepare) {
             Ok(core) => core,
@@ -427,7 +522,7 @@ impl Runner {
             started_at: None,
             finished_at: None,
         };
-        let owner = store::new_owner();
+        let owner = self.owner()?;
         let run = store
             .create_run(NewRun {
                 workflow: descriptor.name,
@@ -482,7 +577,7 @@ impl Runner {
     /// naming the owner, while another orchestrator drives it.
     fn take(&self, run: RunId, allowed: &[RunState]) -> Result<(RunSnapshot, Arc<dyn Store>, Lease)> {
         let store = self.store()?;
-        let lease = store.acquire_run_lease(run, &store::new_owner(), self.lease_ttl).map_err(|e| e.into_error())?;
+        let lease = store.acquire_run_lease(run, &self.owner()?, self.lease_ttl).map_err(|e| e.into_error())?;
         let checked = store.load(run).map_err(|e| e.into_error()).and_then(|mut snapshot| {
             // Holding the lease, a run stored as running was left by an orchestrator that is gone.
             if matches!(snapshot.run.state, RunState::Running | RunState::Paused) {

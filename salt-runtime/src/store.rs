@@ -464,6 +464,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn acquire_run_lease(&self, run: RunId, owner: &str, ttl: Duration) -> Result<Lease, StoreError>;
     /// Extends a lease by `ttl` from now; [`StoreError::LeaseLost`] if another owner took it.
     fn renew_run_lease(&self, lease: &Lease, ttl: Duration) -> Result<(), StoreError>;
+    /// Renews every lease `owner` holds, in one write (an orchestrator hosting many runs);
+    /// returns how many it renewed.
+    fn renew_owner_leases(&self, owner: &str, ttl: Duration) -> Result<usize, StoreError>;
     /// Gives a lease up (the run, if unfinished, reads as `interrupted` at once). Releasing a
     /// lease that is no longer held does nothing.
     fn release_run_lease(&self, lease: &Lease) -> Result<(), StoreError>;
@@ -543,6 +546,33 @@ impl Heartbeat {
                 }
                 if let Err(e) = store.release_run_lease(&lease) {
                     tracing::warn!("cannot release the lease of run {}: {e}", lease.run);
+                }
+            })
+            .map_err(|source| StoreError::Io { path: "the lease heartbeat thread".into(), source })?;
+        Ok(Self { stop: Some(stop), thread: Some(thread), watch })
+    }
+
+    /// Starts renewing every lease `owner` holds on `store`, every fifth of `ttl`, from a
+    /// thread of its own: one heartbeat for all the runs an orchestrator hosts. Stopping it
+    /// releases nothing (each run releases its own lease when it ends).
+    pub fn for_owner(store: std::sync::Arc<dyn Store>, owner: String, ttl: Duration) -> Result<Self, StoreError> {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let every = (ttl / 5).max(Duration::from_millis(20));
+        let watch = LeaseWatch {
+            renewed_at: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(crate::model::now_ms())),
+            ttl_ms: i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX),
+        };
+        let renewed_at = watch.renewed_at.clone();
+        let thread = std::thread::Builder::new()
+            .name("salt-leases".into())
+            .spawn(move || {
+                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+                    let at = crate::model::now_ms();
+                    match store.renew_owner_leases(&owner, ttl) {
+                        Ok(_) => renewed_at.store(at, std::sync::atomic::Ordering::Relaxed),
+                        // A busy database: try again at the next beat.
+                        Err(e) => tracing::warn!("cannot renew the leases of {owner}: {e}"),
+                    }
                 }
             })
             .map_err(|source| StoreError::Io { path: "the lease heartbeat thread".into(), source })?;

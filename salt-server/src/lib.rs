@@ -4,7 +4,10 @@
 //! a workflow binary speaks with its own node processes.
 
 pub mod cli;
+pub mod config;
 pub mod engine;
 pub mod host;
+pub mod notify;
+pub mod schedule;
 pub mod state;
 pub mod worker;

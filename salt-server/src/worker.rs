@@ -148,7 +148,7 @@ async fn session(
     let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
         .max_message_size(Some(MAX_MESSAGE_BYTES + 4096))
         .max_frame_size(Some(MAX_MESSAGE_BYTES + 4096));
-    let (ws, _) = match tokio_tungstenite::connect_async_with_config(request, Some(config), false).await {
+    let (ws, _) = match tokio_tungstenite::connect_async_with_config(request, Some(config), true).await {
         Ok(ws) => ws,
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
             let status = response.status();

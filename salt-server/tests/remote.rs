@@ -100,8 +100,12 @@ impl Server {
             .route("/api/v1/binaries/{sha}", get(serve_binary))
             .with_state(binary.clone())
             .merge(salt_server::host::worker_routes(dispatcher));
+        use axum::serve::ListenerExt as _;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         tokio::spawn(async move { axum::serve(listener, app).await });
         Self { _dir: dir, db, work, url, host, binary, workers: Vec::new() }
     }

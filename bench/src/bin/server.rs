@@ -91,8 +91,12 @@ impl Bench {
             .route("/api/v1/binaries/{sha}", get(binary))
             .with_state(reg.clone())
             .merge(salt_server::host::worker_routes(dispatcher));
+        use axum::serve::ListenerExt as _;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
         let url = format!("http://{}", listener.local_addr().map_err(|e| e.to_string())?);
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         tokio::spawn(async move { axum::serve(listener, app).await });
         Ok(Self { dir, db, url, host, reg, workers: Vec::new() })
     }

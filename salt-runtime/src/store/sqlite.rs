@@ -1164,6 +1164,16 @@ impl Store for SqliteStore {
         tx.commit().map_err(sql)
     }
 
+    fn renew_owner_leases(&self, owner: &str, ttl: Duration) -> Result<usize, StoreError> {
+        let now = now_ms();
+        self.conn()
+            .execute(
+                "UPDATE run_leases SET renewed_at = ?2, expires_at = ?3 WHERE owner = ?1",
+                params![owner, now, now.saturating_add(millis(ttl))],
+            )
+            .map_err(|e| self.sql(e))
+    }
+
     fn release_run_lease(&self, lease: &Lease) -> Result<(), StoreError> {
         self.conn()
             .execute("DELETE FROM run_leases WHERE run_id = ?1 AND owner = ?2", params![lease.run, lease.owner])
