@@ -40,6 +40,10 @@
 #[allow(unused_extern_crates)]
 extern crate self as salt;
 
+mod secret;
+
+pub use secret::Secret;
+
 #[doc(inline)]
 pub use salt_macros::{Fatal, task, workflow};
 #[doc(inline)]
