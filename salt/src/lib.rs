@@ -136,25 +136,161 @@ pub mod prelude {
     pub use serde::{Deserialize, Serialize};
 }
 
+/// Implemented for every [`TaskValue`]: the check `#[task]`
+/// and `#[workflow]` make of each input and output type, `<T as CrossesTaskBoundary>::OK`.
+///
+/// A type that misses a derive is reported once, at the type in the function's signature, with
+/// the derives to add; the rest of the generated code does not require them, so it adds no
+/// errors of its own.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot cross a task boundary",
+    label = "task inputs and outputs must be serde (de)serializable and have a JSON Schema",
+    note = "add `#[derive(Serialize, Deserialize, JsonSchema)]` to the type (all three are in `salt::prelude`)"
+)]
+pub trait CrossesTaskBoundary {
+    /// Names the check in a constant.
+    const OK: () = ();
+}
+
+#[diagnostic::do_not_recommend]
+impl<T: salt_runtime::context::TaskValue> CrossesTaskBoundary for T {}
+
 /// Used by the code `#[task]` and `#[workflow]` generate. Not a public API.
 #[doc(hidden)]
 pub mod __private {
     pub use inventory;
     pub use salt_runtime::context::hooks::{decode_input, direct, encode_output, resolve, spawn, wire};
-    pub use salt_runtime::context::{Arg, Context, Handle, TaskValue};
+    pub use salt_runtime::context::{Arg, Context, Handle, TaskValue, WireArg};
+
+    pub use crate::CrossesTaskBoundary;
+
     pub use salt_runtime::error::{Error, FatalType, Result, classify};
     pub use salt_runtime::registry::{Backoff, BodyFuture, Kind, Policy, TaskDescriptor};
     pub use schemars;
     pub use serde;
     pub use serde_json;
+    use std::future::Future;
 
     /// The JSON Schema of `T`.
     pub fn schema<T: schemars::JsonSchema>() -> serde_json::Value {
         serde_json::to_value(schemars::schema_for!(T)).unwrap_or_default()
     }
 
-    /// Checks at compile time that `T` can be a task's input or output.
-    pub const fn assert_task_value<T: TaskValue>() {}
+    /// Selects, for a concrete `T`, [`Checked`] when `T` is a [`TaskValue`] and [`Unchecked`]
+    /// otherwise (by method resolution: `(&&Probe::<T>::new()).probe()`), without requiring
+    /// the bound. The generated code calls the operations of what it selects; when `T` misses
+    /// a derive, [`CrossesTaskBoundary`] reports it and nothing else does.
+    pub struct Probe<T>(::core::marker::PhantomData<fn() -> T>);
+
+    #[allow(clippy::new_without_default)]
+    impl<T> Probe<T> {
+        /// The probe of `T`.
+        pub const fn new() -> Self {
+            Probe(::core::marker::PhantomData)
+        }
+    }
+
+    /// Selected when `T` is a task value.
+    pub trait ProbeChecked<T> {
+        /// The real operations on `T`.
+        fn probe(&self) -> Checked<T> {
+            Checked(::core::marker::PhantomData)
+        }
+    }
+
+    impl<T: TaskValue> ProbeChecked<T> for &Probe<T> {}
+
+    /// Selected when `T` is not a task value.
+    pub trait ProbeUnchecked<T> {
+        /// Stand-ins of the operations on `T`, which type-check without its bounds.
+        fn probe(&self) -> Unchecked<T> {
+            Unchecked(::core::marker::PhantomData)
+        }
+    }
+
+    impl<T> ProbeUnchecked<T> for Probe<T> {}
+
+    /// The operations the generated code performs on a task value `T`.
+    pub struct Checked<T>(::core::marker::PhantomData<fn() -> T>);
+
+    impl<T: TaskValue> Checked<T> {
+        /// See [`wire`].
+        pub fn wire(self, arg: Arg<T>, name: &str) -> Result<(String, WireArg)> {
+            wire(arg, name)
+        }
+
+        /// See [`resolve`].
+        pub async fn resolve(self, arg: Arg<T>) -> Result<T> {
+            resolve(arg).await
+        }
+
+        /// See [`spawn`].
+        pub fn spawn(self, ctx: &Context, task: &'static str, args: Vec<Result<(String, WireArg)>>) -> Handle<T> {
+            spawn(ctx, task, args)
+        }
+
+        /// See [`direct`].
+        pub fn direct(self, body: impl Future<Output = Result<T>> + Send + 'static) -> Handle<T> {
+            direct(body)
+        }
+
+        /// See [`encode_output`].
+        pub fn encode_output(self, task: &str, output: &T) -> Result<serde_json::Value> {
+            encode_output(task, output)
+        }
+
+        /// See [`decode_input`].
+        pub fn decode_input(self, task: &str, input: serde_json::Value) -> Result<T> {
+            decode_input(task, input)
+        }
+
+        /// [`schema`] of `T`.
+        pub fn schema(self) -> fn() -> serde_json::Value {
+            schema::<T>
+        }
+    }
+
+    /// Stand-ins of [`Checked`]'s operations for a type that is not a task value. They are never
+    /// called: the crate does not compile, [`CrossesTaskBoundary`] says why.
+    pub struct Unchecked<T>(::core::marker::PhantomData<fn() -> T>);
+
+    #[allow(clippy::unused_self, clippy::needless_pass_by_value)]
+    impl<T> Unchecked<T> {
+        /// Never called.
+        pub fn wire(self, _: Arg<T>, _: &str) -> Result<(String, WireArg)> {
+            unreachable!("a type that is not a task value")
+        }
+
+        /// Never called.
+        pub async fn resolve(self, _: Arg<T>) -> Result<T> {
+            unreachable!("a type that is not a task value")
+        }
+
+        /// Never called.
+        pub fn spawn(self, _: &Context, _: &'static str, _: Vec<Result<(String, WireArg)>>) -> Handle<T> {
+            unreachable!("a type that is not a task value")
+        }
+
+        /// Never called.
+        pub fn direct(self, _: impl Future<Output = Result<T>> + Send + 'static) -> Handle<T> {
+            unreachable!("a type that is not a task value")
+        }
+
+        /// Never called.
+        pub fn encode_output(self, _: &str, _: &T) -> Result<serde_json::Value> {
+            unreachable!("a type that is not a task value")
+        }
+
+        /// Never called.
+        pub fn decode_input(self, _: &str, _: serde_json::Value) -> Result<T> {
+            unreachable!("a type that is not a task value")
+        }
+
+        /// Never called.
+        pub fn schema(self) -> fn() -> serde_json::Value {
+            unreachable!("a type that is not a task value")
+        }
+    }
 
     /// Turns a body's `Result<T, E>` into salt's.
     pub fn into_result<T, E: Into<Error>>(result: ::core::result::Result<T, E>) -> Result<T> {
