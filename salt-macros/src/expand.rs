@@ -69,9 +69,12 @@ pub(crate) fn expand(task: &Task) -> TokenStream {
     let direct_call = quote!(#body_fn(#(#direct_args),*).await);
     let run_call = quote!(#body_fn(#(#run_args),*).await);
     let (direct_out, run_out) = match output {
-        Output::Result { full, .. } => {
-            // Spanned at the return type: an error type without `Into<salt::Error>` is reported there.
-            let into_result = quote_spanned!(full.span()=> ::salt::__private::into_result);
+        Output::Result { ok, full } => {
+            // Through a probe: an error type without `Into<salt::Error>` is reported once, by
+            // the `TaskResult` check below.
+            let into_result = quote_spanned!(full.span()=>
+                (&&::salt::__private::ResultProbe::<#ok, #full>::new()).probe().into_result
+            );
             (quote!(#into_result(#direct_call)), quote!(#into_result(#run_call)?))
         }
         Output::Unit | Output::Plain(_) => (quote!(::core::result::Result::Ok(#direct_call)), run_call),
@@ -84,7 +87,9 @@ pub(crate) fn expand(task: &Task) -> TokenStream {
     let public_fn = quote! {
         #(#attrs)*
         #vis fn #ident(#(#pub_params),*) -> #handle {
-            use ::salt::__private::{ProbeChecked as _, ProbeUnchecked as _};
+            use ::salt::__private::{
+                ProbeChecked as _, ProbeUnchecked as _, ResultProbeChecked as _, ResultProbeUnchecked as _,
+            };
             #(#into_args)*
             match ::salt::__private::Context::current() {
                 ::core::option::Option::Some(__salt_ctx) => {
@@ -133,7 +138,9 @@ pub(crate) fn expand(task: &Task) -> TokenStream {
     let registration = quote! {
         #(#cfgs)*
         const _: () = {
-            use ::salt::__private::{ProbeChecked as _, ProbeUnchecked as _};
+            use ::salt::__private::{
+                ProbeChecked as _, ProbeUnchecked as _, ResultProbeChecked as _, ResultProbeUnchecked as _,
+            };
 
             #[derive(
                 ::salt::__private::serde::Serialize,
@@ -207,11 +214,19 @@ pub(crate) fn expand(task: &Task) -> TokenStream {
             const _: () = <#ty as ::salt::__private::CrossesTaskBoundary>::OK;
         }
     });
+    let result_check = match output {
+        Output::Result { full, .. } => Some(quote_spanned! {full.span()=>
+            #(#cfgs)*
+            const _: () = <#full as ::salt::__private::TaskResult>::OK;
+        }),
+        Output::Unit | Output::Plain(_) => None,
+    };
 
     // The assertions come first: their errors, which carry `TaskValue`'s hint, are then the
     // first ones the user reads.
     quote! {
         #(#assertions)*
+        #result_check
         #public_fn
         #body_fn_item
         #registration
@@ -330,7 +345,11 @@ mod tests {
             )),
             quote!(let source = (&&::salt::__private::Probe::<String>::new()).probe().resolve(source).await?;),
             quote!(::core::option::Option::None => (&&::salt::__private::Probe::<Vec<Row>>::new()).probe().direct),
-            quote!(::salt::__private::into_result(__salt_task_extract(source, &__salt_ctx).await)),
+            quote!(
+                (&&::salt::__private::ResultProbe::<Vec<Row>, salt::Result<Vec<Row>>>::new())
+                    .probe()
+                    .into_result(__salt_task_extract(source, &__salt_ctx).await)
+            ),
             quote!(async fn __salt_task_extract(mut source: String, ctx: &Context) -> salt::Result<Vec<Row> >),
             quote!(
                 struct __SaltInput<__SaltA0> {
@@ -341,7 +360,14 @@ mod tests {
                 type __SaltInputOf = __SaltInput<String>;
             ),
             quote!(rename = "extract_rows_input"),
-            quote!(::salt::__private::into_result(__salt_task_extract(__salt_input.source, &ctx).await)?),
+            quote!(
+                (&&::salt::__private::ResultProbe::<Vec<Row>, salt::Result<Vec<Row>>>::new())
+                    .probe()
+                    .into_result(__salt_task_extract(__salt_input.source, &ctx).await)?
+            ),
+            quote!(
+                const _: () = <salt::Result<Vec<Row>> as ::salt::__private::TaskResult>::OK;
+            ),
             quote!(doc: "Reads rows.",),
             quote!(retries: 2, backoff: ::salt::__private::Backoff::Exponential { base: ::salt::__private::millis(1000), cap: ::salt::__private::millis(30000) },),
             quote!(timeout: ::core::option::Option::Some(::salt::__private::millis(10000)), queue: "io", priority: 5),

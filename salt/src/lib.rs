@@ -155,6 +155,24 @@ pub trait CrossesTaskBoundary {
 #[diagnostic::do_not_recommend]
 impl<T: salt_runtime::context::TaskValue> CrossesTaskBoundary for T {}
 
+/// Implemented for every `Result<T, E>` whose error converts into [`Error`]: the check
+/// `#[task]` and `#[workflow]` make of a return type named `Result`, `<R as TaskResult>::OK`.
+///
+/// An error type that does not convert is reported once, at the return type, with what it
+/// needs; the rest of the generated code does not require it.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be returned by a task: its error type does not convert into `salt::Error`",
+    label = "the error type must be a `std::error::Error + Send + Sync + 'static`, `anyhow::Error`, `salt::Error` or `String`",
+    note = "implement `std::error::Error` for the error type (`#[derive(thiserror::Error)]`, say), or turn it into one of those with `.map_err(…)` in the body"
+)]
+pub trait TaskResult {
+    /// Names the check in a constant.
+    const OK: () = ();
+}
+
+#[diagnostic::do_not_recommend]
+impl<T, E: Into<Error>> TaskResult for ::core::result::Result<T, E> {}
+
 /// Used by the code `#[task]` and `#[workflow]` generate. Not a public API.
 #[doc(hidden)]
 pub mod __private {
@@ -162,7 +180,7 @@ pub mod __private {
     pub use salt_runtime::context::hooks::{decode_input, direct, encode_output, resolve, spawn, wire};
     pub use salt_runtime::context::{Arg, Context, Handle, TaskValue, WireArg};
 
-    pub use crate::CrossesTaskBoundary;
+    pub use crate::{CrossesTaskBoundary, TaskResult};
 
     pub use salt_runtime::error::{Error, FatalType, Result, classify};
     pub use salt_runtime::registry::{Backoff, BodyFuture, Kind, Policy, TaskDescriptor};
@@ -209,6 +227,61 @@ pub mod __private {
     }
 
     impl<T> ProbeUnchecked<T> for Probe<T> {}
+
+    /// Selects, for a body's concrete return type `R` with the output `T`, [`CheckedResult`]
+    /// when `R` is a `Result<T, E>` with `E: Into<Error>`, and [`UncheckedResult`] otherwise,
+    /// like [`Probe`]: [`TaskResult`] alone reports an error type that does not convert.
+    pub struct ResultProbe<T, R>(::core::marker::PhantomData<fn() -> (T, R)>);
+
+    #[allow(clippy::new_without_default)]
+    impl<T, R> ResultProbe<T, R> {
+        /// The probe of `R`.
+        pub const fn new() -> Self {
+            ResultProbe(::core::marker::PhantomData)
+        }
+    }
+
+    /// Selected when `R` is a result salt converts.
+    pub trait ResultProbeChecked<T, E> {
+        /// The real conversion.
+        fn probe(&self) -> CheckedResult<T, E> {
+            CheckedResult(::core::marker::PhantomData)
+        }
+    }
+
+    impl<T, E: Into<Error>> ResultProbeChecked<T, E> for &ResultProbe<T, ::core::result::Result<T, E>> {}
+
+    /// Selected otherwise.
+    pub trait ResultProbeUnchecked<T, R> {
+        /// A stand-in of the conversion.
+        fn probe(&self) -> UncheckedResult<T, R> {
+            UncheckedResult(::core::marker::PhantomData)
+        }
+    }
+
+    impl<T, R> ResultProbeUnchecked<T, R> for ResultProbe<T, R> {}
+
+    /// Converts a body's `Result<T, E>` into salt's.
+    pub struct CheckedResult<T, E>(::core::marker::PhantomData<fn() -> (T, E)>);
+
+    impl<T, E: Into<Error>> CheckedResult<T, E> {
+        /// See [`into_result`].
+        pub fn into_result(self, result: ::core::result::Result<T, E>) -> Result<T> {
+            into_result(result)
+        }
+    }
+
+    /// A stand-in of [`CheckedResult`], never called: the crate does not compile,
+    /// [`TaskResult`] says why.
+    pub struct UncheckedResult<T, R>(::core::marker::PhantomData<fn() -> (T, R)>);
+
+    #[allow(clippy::unused_self, clippy::needless_pass_by_value)]
+    impl<T, R> UncheckedResult<T, R> {
+        /// Never called.
+        pub fn into_result(self, _: R) -> Result<T> {
+            unreachable!("a return type whose error does not convert")
+        }
+    }
 
     /// The operations the generated code performs on a task value `T`.
     pub struct Checked<T>(::core::marker::PhantomData<fn() -> T>);
