@@ -6,7 +6,7 @@
 //! - `async fn __salt_task_f(…)`: the user's function, renamed, its signature verbatim;
 //! - a `const _: () = { … };` block with the input struct, the registered body, the input check
 //!   and the `inventory` submission of the descriptor;
-//! - one `const _: () = assert_task_value::<T>();` per input and output type, spanned at the
+//! - one `const _: () = <T as CrossesTaskBoundary>::OK;` per input and output type, spanned at the
 //!   user's type so that a type that cannot cross a task boundary is reported there.
 //!
 //! Every path is absolute through `::salt::__private`; generated names start with `__salt`.
@@ -50,10 +50,12 @@ pub(crate) fn expand(task: &Task) -> TokenStream {
         .map(|(ident, ty)| quote!(let #ident: ::salt::__private::Arg<#ty> = ::core::convert::Into::into(#ident);));
     let wires = inputs.iter().map(|(ident, ty)| {
         let wire = ident.unraw().to_string();
-        quote_spanned!(ty.span()=> ::salt::__private::wire::<#ty>(#ident, #wire))
+        let probe = probe(ty, ty.span());
+        quote_spanned!(ty.span()=> #probe.wire(#ident, #wire))
     });
     let resolves = inputs.iter().map(|(ident, ty)| {
-        let resolve = quote_spanned!(ty.span()=> ::salt::__private::resolve::<#ty>(#ident));
+        let probe = probe(ty, ty.span());
+        let resolve = quote_spanned!(ty.span()=> #probe.resolve(#ident));
         quote!(let #ident = #resolve.await?;)
     });
     let direct_args = params.iter().map(|p| match p {
@@ -67,20 +69,27 @@ pub(crate) fn expand(task: &Task) -> TokenStream {
     let direct_call = quote!(#body_fn(#(#direct_args),*).await);
     let run_call = quote!(#body_fn(#(#run_args),*).await);
     let (direct_out, run_out) = match output {
-        Output::Result { full, .. } => {
-            // Spanned at the return type: an error type without `Into<salt::Error>` is reported there.
-            let into_result = quote_spanned!(full.span()=> ::salt::__private::into_result);
+        Output::Result { ok, full } => {
+            // Through a probe: an error type without `Into<salt::Error>` is reported once, by
+            // the `TaskResult` check below.
+            let into_result = quote_spanned!(full.span()=>
+                (&&::salt::__private::ResultProbe::<#ok, #full>::new()).probe().into_result
+            );
             (quote!(#into_result(#direct_call)), quote!(#into_result(#run_call)?))
         }
         Output::Unit | Output::Plain(_) => (quote!(::core::result::Result::Ok(#direct_call)), run_call),
     };
     let handle = quote_spanned!(out_span=> ::salt::__private::Handle<#out_ty>);
-    let direct = quote_spanned!(out_span=> ::salt::__private::direct::<#out_ty>);
-    let spawn = quote_spanned!(out_span=> ::salt::__private::spawn::<#out_ty>);
-    let encode_output = quote_spanned!(out_span=> ::salt::__private::encode_output::<#out_ty>);
+    let out_probe = probe(&out_ty, out_span);
+    let direct = quote_spanned!(out_span=> #out_probe.direct);
+    let spawn = quote_spanned!(out_span=> #out_probe.spawn);
+    let encode_output = quote_spanned!(out_span=> #out_probe.encode_output);
     let public_fn = quote! {
         #(#attrs)*
         #vis fn #ident(#(#pub_params),*) -> #handle {
+            use ::salt::__private::{
+                ProbeChecked as _, ProbeUnchecked as _, ResultProbeChecked as _, ResultProbeUnchecked as _,
+            };
             #(#into_args)*
             match ::salt::__private::Context::current() {
                 ::core::option::Option::Some(__salt_ctx) => {
@@ -106,14 +115,18 @@ pub(crate) fn expand(task: &Task) -> TokenStream {
         #body_sig #body
     };
 
-    // The registration.
-    let fields = inputs.iter().map(|(ident, ty)| quote!(#ident: #ty));
+    // The registration. The input struct is generic over the input types, so that its derives
+    // require nothing of them; it is used through a probe, like every other type.
+    let params: Vec<Ident> = (0..inputs.len()).map(|i| format_ident!("__SaltA{i}")).collect();
+    let fields = inputs.iter().zip(&params).map(|((ident, _), param)| quote!(#ident: #param));
+    let input_tys = inputs.iter().map(|(_, ty)| ty);
+    let input_probe = probe(&quote!(__SaltInputOf), Span::call_site());
     let schema_name = format!("{name}_input");
     let kind = match task.kind {
         Macro::Task => quote!(::salt::__private::Kind::Task),
         Macro::Workflow => quote!(::salt::__private::Kind::Workflow),
     };
-    let output_schema = quote_spanned!(out_span=> ::salt::__private::schema::<#out_ty>);
+    let output_schema = quote_spanned!(out_span=> (#out_probe.schema())());
     let doc = task.doc.as_str();
     let policy = policy(task);
     let label = option(task.label.as_deref());
@@ -125,19 +138,29 @@ pub(crate) fn expand(task: &Task) -> TokenStream {
     let registration = quote! {
         #(#cfgs)*
         const _: () = {
-            #[derive(::salt::__private::serde::Deserialize, ::salt::__private::schemars::JsonSchema)]
+            use ::salt::__private::{
+                ProbeChecked as _, ProbeUnchecked as _, ResultProbeChecked as _, ResultProbeUnchecked as _,
+            };
+
+            #[derive(
+                ::salt::__private::serde::Serialize,
+                ::salt::__private::serde::Deserialize,
+                ::salt::__private::schemars::JsonSchema,
+            )]
             #[serde(crate = "::salt::__private::serde", deny_unknown_fields)]
             #[schemars(crate = "::salt::__private::schemars", rename = #schema_name)]
-            struct __SaltInput {
+            struct __SaltInput<#(#params),*> {
                 #(#fields,)*
             }
+
+            type __SaltInputOf = __SaltInput<#(#input_tys),*>;
 
             fn __salt_run(
                 input: ::salt::__private::serde_json::Value,
                 ctx: ::salt::__private::Context,
             ) -> ::salt::__private::BodyFuture {
                 ::std::boxed::Box::pin(async move {
-                    let __salt_input: __SaltInput = ::salt::__private::decode_input(#name, input)?;
+                    let __salt_input: __SaltInputOf = #input_probe.decode_input(#name, input)?;
                     let __salt_out = #run_out;
                     #encode_output(#name, &__salt_out)
                 })
@@ -146,7 +169,15 @@ pub(crate) fn expand(task: &Task) -> TokenStream {
             fn __salt_check(
                 input: &::salt::__private::serde_json::Value,
             ) -> ::salt::__private::Result<()> {
-                ::salt::__private::decode_input::<__SaltInput>(#name, input.clone()).map(|_| ())
+                #input_probe.decode_input(#name, input.clone()).map(|_| ())
+            }
+
+            fn __salt_input_schema() -> ::salt::__private::serde_json::Value {
+                (#input_probe.schema())()
+            }
+
+            fn __salt_output_schema() -> ::salt::__private::serde_json::Value {
+                #output_schema
             }
 
             ::salt::__private::inventory::submit! {
@@ -155,8 +186,8 @@ pub(crate) fn expand(task: &Task) -> TokenStream {
                     kind: #kind,
                     module: ::core::module_path!(),
                     doc: #doc,
-                    input_schema: ::salt::__private::schema::<__SaltInput>,
-                    output_schema: #output_schema,
+                    input_schema: __salt_input_schema,
+                    output_schema: __salt_output_schema,
                     run: __salt_run,
                     check_input: __salt_check,
                     policy: #policy,
@@ -180,18 +211,33 @@ pub(crate) fn expand(task: &Task) -> TokenStream {
     let assertions = inputs.iter().map(|(_, ty)| *ty).chain(checked_out).map(|ty| {
         quote_spanned! {ty.span()=>
             #(#cfgs)*
-            const _: () = ::salt::__private::assert_task_value::<#ty>();
+            const _: () = <#ty as ::salt::__private::CrossesTaskBoundary>::OK;
         }
     });
+    let result_check = match output {
+        Output::Result { full, .. } => Some(quote_spanned! {full.span()=>
+            #(#cfgs)*
+            const _: () = <#full as ::salt::__private::TaskResult>::OK;
+        }),
+        Output::Unit | Output::Plain(_) => None,
+    };
 
     // The assertions come first: their errors, which carry `TaskValue`'s hint, are then the
     // first ones the user reads.
     quote! {
         #(#assertions)*
+        #result_check
         #public_fn
         #body_fn_item
         #registration
     }
+}
+
+/// The operations on `ty`, selected by [`salt::__private::Probe`] without requiring `ty` to
+/// be a task value: `CrossesTaskBoundary` alone reports a missing derive. The traits
+/// `ProbeChecked` and `ProbeUnchecked` must be in scope.
+fn probe(ty: &impl ToTokens, span: Span) -> TokenStream {
+    quote_spanned!(span=> (&&::salt::__private::Probe::<#ty>::new()).probe())
 }
 
 fn policy(task: &Task) -> TokenStream {
@@ -292,32 +338,46 @@ mod tests {
         );
         for expected in [
             quote!(#[doc = r" Reads rows."] pub fn extract(source: impl ::core::convert::Into<::salt::__private::Arg<String> >) -> ::salt::__private::Handle<Vec<Row> >),
-            quote!(::salt::__private::spawn::<Vec<Row>>(
+            quote!((&&::salt::__private::Probe::<Vec<Row>>::new()).probe().spawn(
                 &__salt_ctx,
                 "extract_rows",
-                ::std::vec![::salt::__private::wire::<String>(source, "source")]
+                ::std::vec![(&&::salt::__private::Probe::<String>::new()).probe().wire(source, "source")]
             )),
-            quote!(let source = ::salt::__private::resolve::<String>(source).await?;),
-            quote!(::core::option::Option::None => ::salt::__private::direct::<Vec<Row>>),
-            quote!(::salt::__private::into_result(__salt_task_extract(source, &__salt_ctx).await)),
+            quote!(let source = (&&::salt::__private::Probe::<String>::new()).probe().resolve(source).await?;),
+            quote!(::core::option::Option::None => (&&::salt::__private::Probe::<Vec<Row>>::new()).probe().direct),
+            quote!(
+                (&&::salt::__private::ResultProbe::<Vec<Row>, salt::Result<Vec<Row>>>::new())
+                    .probe()
+                    .into_result(__salt_task_extract(source, &__salt_ctx).await)
+            ),
             quote!(async fn __salt_task_extract(mut source: String, ctx: &Context) -> salt::Result<Vec<Row> >),
             quote!(
-                struct __SaltInput {
-                    source: String,
+                struct __SaltInput<__SaltA0> {
+                    source: __SaltA0,
                 }
             ),
+            quote!(
+                type __SaltInputOf = __SaltInput<String>;
+            ),
             quote!(rename = "extract_rows_input"),
-            quote!(::salt::__private::into_result(__salt_task_extract(__salt_input.source, &ctx).await)?),
+            quote!(
+                (&&::salt::__private::ResultProbe::<Vec<Row>, salt::Result<Vec<Row>>>::new())
+                    .probe()
+                    .into_result(__salt_task_extract(__salt_input.source, &ctx).await)?
+            ),
+            quote!(
+                const _: () = <salt::Result<Vec<Row>> as ::salt::__private::TaskResult>::OK;
+            ),
             quote!(doc: "Reads rows.",),
             quote!(retries: 2, backoff: ::salt::__private::Backoff::Exponential { base: ::salt::__private::millis(1000), cap: ::salt::__private::millis(30000) },),
             quote!(timeout: ::core::option::Option::Some(::salt::__private::millis(10000)), queue: "io", priority: 5),
             quote!(label: ::core::option::Option::Some("Extract"), color: ::core::option::Option::Some("#ff0000"),),
             quote!(default_input: ::core::option::Option::None, schedule: ::core::option::Option::None, promises: &[], may_spawn: false,),
             quote!(
-                const _: () = ::salt::__private::assert_task_value::<String>();
+                const _: () = <String as ::salt::__private::CrossesTaskBoundary>::OK;
             ),
             quote!(
-                const _: () = ::salt::__private::assert_task_value::<Vec<Row>>();
+                const _: () = <Vec<Row> as ::salt::__private::CrossesTaskBoundary>::OK;
             ),
         ] {
             assert_has(&out, expected);

@@ -5,8 +5,9 @@
 //!
 //! Each macro parses and checks its arguments and function into a model (`parse`), then
 //! generates code from it (`expand`). Every mistake is reported at once, spanned at the user's
-//! tokens; on error the function is emitted unchanged next to the errors, so that IDEs keep
-//! working and nothing else fails because of it.
+//! tokens; on error the function is replaced by a stub with the signature the macro would have
+//! generated, its body kept under another name, so that IDEs keep working and its callers get
+//! no errors of their own.
 
 mod error;
 mod expand;
@@ -227,7 +228,7 @@ fn entry(kind: Macro, args: TokenStream, item: TokenStream) -> TokenStream {
     let out = match parse::parse(kind, args.into(), item.clone()) {
         Ok(task) => expand::expand(&task),
         Err(error) => {
-            let mut out = item;
+            let mut out = parse::stub(kind, item.clone()).unwrap_or(item);
             out.extend(error.into_compile_error());
             out
         }

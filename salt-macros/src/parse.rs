@@ -516,6 +516,52 @@ fn parse_item(kind: Macro, item: TokenStream) -> syn::Result<ItemFn> {
     parser.parse2(item)
 }
 
+/// What a rejected function is replaced with, so that its callers see the signature the macro
+/// would have generated and get no errors of their own (no "expected `Result<u64, Error>`, found
+/// `u64`", no "remove the `.await`"): `fn NAME(_: impl Into<Arg<T>>, …) -> Handle<OUT>`, whose
+/// body never runs (the crate does not compile), and the user's function renamed beside it, so
+/// that its body is still checked. Parameters the macro refused take `impl Sized`. `None` when
+/// the item is not a function at all: it is then emitted unchanged.
+pub(crate) fn stub(kind: Macro, item: TokenStream) -> Option<TokenStream> {
+    let ItemFn { attrs, vis, sig, body } = parse_item(kind, item).ok()?;
+    let mut ignored = Errors::default();
+    let params = sig.inputs.iter().filter_map(|arg| match arg {
+        FnArg::Receiver(receiver) => Some(receiver.to_token_stream()),
+        FnArg::Typed(arg) if context_type(&arg.ty).is_some() => None,
+        FnArg::Typed(arg) => Some(if check_value_type(kind, &arg.ty, "parameters", &mut ignored) {
+            let ty = &arg.ty;
+            quote::quote!(_: impl ::core::convert::Into<::salt::__private::Arg<#ty>>)
+        } else {
+            quote::quote!(_: impl ::core::marker::Sized)
+        }),
+    });
+    let output = match &sig.output {
+        ReturnType::Default => quote::quote!(()),
+        ReturnType::Type(_, ty) => result_ok(ty).unwrap_or(ty).to_token_stream(),
+    };
+    let ident = &sig.ident;
+    let body_ident = quote::format_ident!("__salt_task_{}", ident.unraw(), span = ident.span());
+    let (generics, where_clause) = (&sig.generics, &sig.generics.where_clause);
+    let mut body_sig = sig.clone();
+    body_sig.ident = body_ident;
+    let lints: Vec<&Attribute> = attrs
+        .iter()
+        .filter(|a| ["cfg", "allow", "warn", "deny", "forbid"].iter().any(|l| a.path().is_ident(l)))
+        .collect();
+    Some(quote::quote! {
+        #(#attrs)*
+        #[allow(clippy::unused_async)]
+        #vis fn #ident #generics(#(#params),*) -> ::salt::__private::Handle<#output> #where_clause {
+            ::core::unreachable!("a function that `#[task]` or `#[workflow]` refused")
+        }
+
+        #(#lints)*
+        #[doc(hidden)]
+        #[allow(dead_code, non_snake_case, clippy::unused_async)]
+        #body_sig #body
+    })
+}
+
 /// Checks the signature and splits it into parameters and output.
 fn check_sig(kind: Macro, sig: &Signature, errors: &mut Errors) -> (Vec<Param>, Output) {
     let attr = kind.attr();

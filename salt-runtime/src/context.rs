@@ -35,6 +35,9 @@ tokio::task_local! {
 )]
 pub trait TaskValue: Serialize + DeserializeOwned + schemars::JsonSchema + Send + 'static {}
 
+// Not recommended: a type that misses a derive is reported as not being a `TaskValue`, with the
+// hint above, rather than once for each trait it misses.
+#[diagnostic::do_not_recommend]
 impl<T: Serialize + DeserializeOwned + schemars::JsonSchema + Send + 'static> TaskValue for T {}
 
 /// One argument of a spawn as it is sent to the orchestrator.

@@ -40,6 +40,10 @@
 #[allow(unused_extern_crates)]
 extern crate self as salt;
 
+mod secret;
+
+pub use secret::Secret;
+
 #[doc(inline)]
 pub use salt_macros::{Fatal, task, workflow};
 #[doc(inline)]
@@ -132,25 +136,234 @@ pub mod prelude {
     pub use serde::{Deserialize, Serialize};
 }
 
+/// Implemented for every [`TaskValue`]: the check `#[task]`
+/// and `#[workflow]` make of each input and output type, `<T as CrossesTaskBoundary>::OK`.
+///
+/// A type that misses a derive is reported once, at the type in the function's signature, with
+/// the derives to add; the rest of the generated code does not require them, so it adds no
+/// errors of its own.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot cross a task boundary",
+    label = "task inputs and outputs must be serde (de)serializable and have a JSON Schema",
+    note = "add `#[derive(Serialize, Deserialize, JsonSchema)]` to the type (all three are in `salt::prelude`)"
+)]
+pub trait CrossesTaskBoundary {
+    /// Names the check in a constant.
+    const OK: () = ();
+}
+
+#[diagnostic::do_not_recommend]
+impl<T: salt_runtime::context::TaskValue> CrossesTaskBoundary for T {}
+
+/// Implemented for every `Result<T, E>` whose error converts into [`Error`]: the check
+/// `#[task]` and `#[workflow]` make of a return type named `Result`, `<R as TaskResult>::OK`.
+///
+/// An error type that does not convert is reported once, at the return type, with what it
+/// needs; the rest of the generated code does not require it.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be returned by a task: its error type does not convert into `salt::Error`",
+    label = "the error type must be a `std::error::Error + Send + Sync + 'static`, `anyhow::Error`, `salt::Error` or `String`",
+    note = "implement `std::error::Error` for the error type (`#[derive(thiserror::Error)]`, say), or turn it into one of those with `.map_err(…)` in the body"
+)]
+pub trait TaskResult {
+    /// Names the check in a constant.
+    const OK: () = ();
+}
+
+#[diagnostic::do_not_recommend]
+impl<T, E: Into<Error>> TaskResult for ::core::result::Result<T, E> {}
+
 /// Used by the code `#[task]` and `#[workflow]` generate. Not a public API.
 #[doc(hidden)]
 pub mod __private {
     pub use inventory;
     pub use salt_runtime::context::hooks::{decode_input, direct, encode_output, resolve, spawn, wire};
-    pub use salt_runtime::context::{Arg, Context, Handle, TaskValue};
+    pub use salt_runtime::context::{Arg, Context, Handle, TaskValue, WireArg};
+
+    pub use crate::{CrossesTaskBoundary, TaskResult};
+
     pub use salt_runtime::error::{Error, FatalType, Result, classify};
     pub use salt_runtime::registry::{Backoff, BodyFuture, Kind, Policy, TaskDescriptor};
     pub use schemars;
     pub use serde;
     pub use serde_json;
+    use std::future::Future;
 
     /// The JSON Schema of `T`.
     pub fn schema<T: schemars::JsonSchema>() -> serde_json::Value {
         serde_json::to_value(schemars::schema_for!(T)).unwrap_or_default()
     }
 
-    /// Checks at compile time that `T` can be a task's input or output.
-    pub const fn assert_task_value<T: TaskValue>() {}
+    /// Selects, for a concrete `T`, [`Checked`] when `T` is a [`TaskValue`] and [`Unchecked`]
+    /// otherwise (by method resolution: `(&&Probe::<T>::new()).probe()`), without requiring
+    /// the bound. The generated code calls the operations of what it selects; when `T` misses
+    /// a derive, [`CrossesTaskBoundary`] reports it and nothing else does.
+    pub struct Probe<T>(::core::marker::PhantomData<fn() -> T>);
+
+    #[allow(clippy::new_without_default)]
+    impl<T> Probe<T> {
+        /// The probe of `T`.
+        pub const fn new() -> Self {
+            Probe(::core::marker::PhantomData)
+        }
+    }
+
+    /// Selected when `T` is a task value.
+    pub trait ProbeChecked<T> {
+        /// The real operations on `T`.
+        fn probe(&self) -> Checked<T> {
+            Checked(::core::marker::PhantomData)
+        }
+    }
+
+    impl<T: TaskValue> ProbeChecked<T> for &Probe<T> {}
+
+    /// Selected when `T` is not a task value.
+    pub trait ProbeUnchecked<T> {
+        /// Stand-ins of the operations on `T`, which type-check without its bounds.
+        fn probe(&self) -> Unchecked<T> {
+            Unchecked(::core::marker::PhantomData)
+        }
+    }
+
+    impl<T> ProbeUnchecked<T> for Probe<T> {}
+
+    /// Selects, for a body's concrete return type `R` with the output `T`, [`CheckedResult`]
+    /// when `R` is a `Result<T, E>` with `E: Into<Error>`, and [`UncheckedResult`] otherwise,
+    /// like [`Probe`]: [`TaskResult`] alone reports an error type that does not convert.
+    pub struct ResultProbe<T, R>(::core::marker::PhantomData<fn() -> (T, R)>);
+
+    #[allow(clippy::new_without_default)]
+    impl<T, R> ResultProbe<T, R> {
+        /// The probe of `R`.
+        pub const fn new() -> Self {
+            ResultProbe(::core::marker::PhantomData)
+        }
+    }
+
+    /// Selected when `R` is a result salt converts.
+    pub trait ResultProbeChecked<T, E> {
+        /// The real conversion.
+        fn probe(&self) -> CheckedResult<T, E> {
+            CheckedResult(::core::marker::PhantomData)
+        }
+    }
+
+    impl<T, E: Into<Error>> ResultProbeChecked<T, E> for &ResultProbe<T, ::core::result::Result<T, E>> {}
+
+    /// Selected otherwise.
+    pub trait ResultProbeUnchecked<T, R> {
+        /// A stand-in of the conversion.
+        fn probe(&self) -> UncheckedResult<T, R> {
+            UncheckedResult(::core::marker::PhantomData)
+        }
+    }
+
+    impl<T, R> ResultProbeUnchecked<T, R> for ResultProbe<T, R> {}
+
+    /// Converts a body's `Result<T, E>` into salt's.
+    pub struct CheckedResult<T, E>(::core::marker::PhantomData<fn() -> (T, E)>);
+
+    impl<T, E: Into<Error>> CheckedResult<T, E> {
+        /// See [`into_result`].
+        pub fn into_result(self, result: ::core::result::Result<T, E>) -> Result<T> {
+            into_result(result)
+        }
+    }
+
+    /// A stand-in of [`CheckedResult`], never called: the crate does not compile,
+    /// [`TaskResult`] says why.
+    pub struct UncheckedResult<T, R>(::core::marker::PhantomData<fn() -> (T, R)>);
+
+    #[allow(clippy::unused_self, clippy::needless_pass_by_value)]
+    impl<T, R> UncheckedResult<T, R> {
+        /// Never called.
+        pub fn into_result(self, _: R) -> Result<T> {
+            unreachable!("a return type whose error does not convert")
+        }
+    }
+
+    /// The operations the generated code performs on a task value `T`.
+    pub struct Checked<T>(::core::marker::PhantomData<fn() -> T>);
+
+    impl<T: TaskValue> Checked<T> {
+        /// See [`wire`].
+        pub fn wire(self, arg: Arg<T>, name: &str) -> Result<(String, WireArg)> {
+            wire(arg, name)
+        }
+
+        /// See [`resolve`].
+        pub async fn resolve(self, arg: Arg<T>) -> Result<T> {
+            resolve(arg).await
+        }
+
+        /// See [`spawn`].
+        pub fn spawn(self, ctx: &Context, task: &'static str, args: Vec<Result<(String, WireArg)>>) -> Handle<T> {
+            spawn(ctx, task, args)
+        }
+
+        /// See [`direct`].
+        pub fn direct(self, body: impl Future<Output = Result<T>> + Send + 'static) -> Handle<T> {
+            direct(body)
+        }
+
+        /// See [`encode_output`].
+        pub fn encode_output(self, task: &str, output: &T) -> Result<serde_json::Value> {
+            encode_output(task, output)
+        }
+
+        /// See [`decode_input`].
+        pub fn decode_input(self, task: &str, input: serde_json::Value) -> Result<T> {
+            decode_input(task, input)
+        }
+
+        /// [`schema`] of `T`.
+        pub fn schema(self) -> fn() -> serde_json::Value {
+            schema::<T>
+        }
+    }
+
+    /// Stand-ins of [`Checked`]'s operations for a type that is not a task value. They are never
+    /// called: the crate does not compile, [`CrossesTaskBoundary`] says why.
+    pub struct Unchecked<T>(::core::marker::PhantomData<fn() -> T>);
+
+    #[allow(clippy::unused_self, clippy::needless_pass_by_value)]
+    impl<T> Unchecked<T> {
+        /// Never called.
+        pub fn wire(self, _: Arg<T>, _: &str) -> Result<(String, WireArg)> {
+            unreachable!("a type that is not a task value")
+        }
+
+        /// Never called.
+        pub async fn resolve(self, _: Arg<T>) -> Result<T> {
+            unreachable!("a type that is not a task value")
+        }
+
+        /// Never called.
+        pub fn spawn(self, _: &Context, _: &'static str, _: Vec<Result<(String, WireArg)>>) -> Handle<T> {
+            unreachable!("a type that is not a task value")
+        }
+
+        /// Never called.
+        pub fn direct(self, _: impl Future<Output = Result<T>> + Send + 'static) -> Handle<T> {
+            unreachable!("a type that is not a task value")
+        }
+
+        /// Never called.
+        pub fn encode_output(self, _: &str, _: &T) -> Result<serde_json::Value> {
+            unreachable!("a type that is not a task value")
+        }
+
+        /// Never called.
+        pub fn decode_input(self, _: &str, _: serde_json::Value) -> Result<T> {
+            unreachable!("a type that is not a task value")
+        }
+
+        /// Never called.
+        pub fn schema(self) -> fn() -> serde_json::Value {
+            unreachable!("a type that is not a task value")
+        }
+    }
 
     /// Turns a body's `Result<T, E>` into salt's.
     pub fn into_result<T, E: Into<Error>>(result: ::core::result::Result<T, E>) -> Result<T> {

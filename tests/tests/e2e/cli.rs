@@ -215,6 +215,41 @@ fn tracing_events_of_a_task_go_to_its_log_with_time_and_level() {
 }
 
 #[test]
+fn rust_log_takes_filter_directives_for_task_logs() {
+    // The levels of `traced`'s three lines (INFO, WARN, DEBUG) its log keeps under each filter.
+    let cases: [(&str, &[&str]); 5] = [
+        ("debug", &["INFO", "WARN", "DEBUG"]),
+        ("error,flows=debug", &["INFO", "WARN", "DEBUG"]),
+        ("flows=warn", &["WARN"]),
+        ("info,flows::nothing_here=trace", &["INFO", "WARN"]),
+        // A span directive alone: no event is in a span `traced`, and nothing else is enabled.
+        ("[traced]=debug", &[]),
+    ];
+    for executor in ["inline", "process"] {
+        for (filter, levels) in cases {
+            let env = Env::new();
+            let out =
+                env.cmd(&["run", "tracing_flow", "--executor", executor]).env("RUST_LOG", filter).output().unwrap();
+            assert!(out.status.success(), "{executor} {filter}: {}", text(&out));
+            assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"), "{executor} {filter}: {}", text(&out));
+            let logs = String::from_utf8(env.run(&["logs", "1", "traced"]).stdout).unwrap();
+            let kept: Vec<&str> = logs.lines().skip(1).map(|l| l.split_whitespace().nth(1).unwrap()).collect();
+            assert_eq!(kept, levels, "{executor} {filter}: {logs}");
+        }
+    }
+    // Not a filter: said once, and the default (INFO) holds.
+    let env = Env::new();
+    let out =
+        env.cmd(&["run", "tracing_flow", "--executor", "process"]).env("RUST_LOG", "flows=loud").output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.matches("warning: RUST_LOG: `flows=loud` is not a log filter").count(), 1, "{stderr}");
+    assert!(stderr.contains("task logs keep the events up to INFO"), "{stderr}");
+    let logs = String::from_utf8(env.run(&["logs", "1", "traced"]).stdout).unwrap();
+    assert_eq!(logs.lines().count(), 3, "{logs}");
+}
+
+#[test]
 fn logs_follow_streams_a_live_run_and_ends_with_it() {
     use std::io::BufRead as _;
     for executor in ["inline", "process"] {
