@@ -3,6 +3,12 @@
 //! run the attempts, each from a cached copy of the binary, over the same JSON-lines protocol
 //! a workflow binary speaks with its own node processes.
 
+pub mod api;
+pub mod auth;
 pub mod cli;
+pub mod client;
+pub mod db;
 pub mod engine;
+pub mod registry;
+pub mod server;
 pub mod state;
