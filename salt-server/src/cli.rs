@@ -282,11 +282,18 @@ fn run(cli: Cli) -> Result<u8, Failure> {
     let client = Client::new(&cli.server, cli.token.clone());
     match cli.command {
         Command::Server { db, listen, data, open } => {
+            let tokens = db::any_token(&server::open_conn(&db)?).map_err(anyhow::Error::from)?;
+            if let Some(why) = server::refuse_open(&listen, tokens, open) {
+                return Err(Failure(why, 2));
+            }
             let config = server::Config { db, listen, data, open };
-            let _ = config;
-            // The run host drives the server's runs; it is mounted here:
-            // return serve(config, crate::host::engine(...)).
-            Err(Failure("this build of salt has no run host: `salt server` cannot drive runs".into(), 1))
+            let engine = run_host(&config)?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| Failure(format!("cannot start the async runtime: {e}"), 1))?;
+            rt.block_on(server::serve(config, engine))?;
+            Ok(0)
         }
         Command::Register { binary, db: Some(db), data } => {
             let conn = server::open_conn(&db)?;
@@ -463,6 +470,12 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             Ok(0)
         }
     }
+}
+
+/// The engine that drives the server's runs: the run host.
+fn run_host(_config: &server::Config) -> Result<std::sync::Arc<dyn crate::engine::Engine>, Failure> {
+    // Mount point of the run host, e.g. `Ok(crate::host::engine(config)?)`.
+    Err(Failure("this build of salt has no run host: `salt server` cannot drive runs".into(), 1))
 }
 
 fn accepted(client: &Client, run: i64, reply: &Value, wait: bool, json: bool, what: String) -> Result<u8, Failure> {

@@ -534,3 +534,45 @@ fn tokens_are_created_on_the_database_and_shown_once() {
     let conn = server::open_conn(&db).unwrap();
     assert_eq!(auth::authenticate(&conn, token.trim()).unwrap().unwrap().role, auth::Role::Operator);
 }
+
+#[test]
+fn the_server_refuses_a_public_address_without_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("server.db").display().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_salt"))
+        .args(["server", "--listen", "0.0.0.0:0", "--db", &db])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.starts_with("error: refusing to listen on 0.0.0.0:0 with no token"), "{err}");
+}
+
+#[test]
+fn register_and_workflows_work_on_the_database_directly() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("server.db").display().to_string();
+    let data = dir.path().join("data").display().to_string();
+    let salt = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_salt")).args(args).current_dir(dir.path()).output().unwrap();
+        (out.status.code().unwrap(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+    };
+    let bin = fake_binary(dir.path(), "etl", "v1");
+    let sha = registry::sha256_hex(&std::fs::read(&bin).unwrap());
+    let (code, out, err) = salt(&["register", bin.to_str().unwrap(), "--db", &db, "--data", &data]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        format!("binary {sha} ({} bytes)\n  etl v1 (new version)\n", std::fs::metadata(&bin).unwrap().len())
+    );
+    let (code, out, _) = salt(&["register", bin.to_str().unwrap(), "--db", &db, "--data", &data]);
+    assert_eq!(code, 0);
+    assert!(out.ends_with(", already registered\n  etl v1 (unchanged)\n"), "{out}");
+    assert!(dir.path().join("data/binaries").join(&sha).exists());
+    let (code, out, _) = salt(&["workflows", "--db", &db, "--json"]);
+    assert_eq!(code, 0);
+    let list: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(list["workflows"][0]["name"], "etl");
+    assert_eq!(list["workflows"][0]["versions"], json!([1]));
+}
