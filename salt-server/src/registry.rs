@@ -222,7 +222,9 @@ pub fn stage(data: &Path, bytes: &[u8]) -> Result<Staged, RegisterError> {
 /// not this binary with the same manifest, in one transaction.
 pub fn record(conn: &Connection, staged: &Staged) -> Result<Registered, RegisterError> {
     let sha = &staged.sha256;
-    let tx = conn.unchecked_transaction()?;
+    // Immediate: the versions read here are those the new ones are numbered after, also when
+    // another process registers at the same time.
+    let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
     let new_binary = db::insert_binary(
         &tx,
         &db::Binary {
