@@ -576,3 +576,38 @@ fn register_and_workflows_work_on_the_database_directly() {
     assert_eq!(list["workflows"][0]["name"], "etl");
     assert_eq!(list["workflows"][0]["versions"], json!([1]));
 }
+
+#[test]
+fn run_wait_prints_the_output_as_a_workflow_binary_does() {
+    let server = Server::start();
+    let child = Command::new(env!("CARGO_BIN_EXE_salt"))
+        .args(["run", "etl", "--input", r#"{"n": 1}"#, "--wait"])
+        .env("SALT_SERVER", &server.url)
+        .env_remove("SALT_TOKEN")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    while server.run_count() == 0 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let output = json!({"rows": 3});
+    server
+        .state
+        .store
+        .commit(
+            None,
+            &[Write::RunState {
+                run: RunId::new(1),
+                state: RunState::Succeeded,
+                output: Some(output),
+                error: None,
+                at: now_ms(),
+            }],
+        )
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "{\n  \"rows\": 3\n}\n");
+    assert_eq!(String::from_utf8(out.stderr).unwrap(), "run 1 of `etl` succeeded\n");
+}
