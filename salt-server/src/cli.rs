@@ -1,46 +1,596 @@
 //! The command line of `salt`.
 
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use serde_json::{Value, json};
+
+use crate::auth::Role;
+use crate::client::{self, Client, ClientError, pretty, segment};
+use crate::{db, registry, server};
 
 /// Registers, serves and runs salt workflow binaries.
 #[derive(Debug, Parser)]
 #[command(name = "salt", version, about)]
 pub struct Cli {
+    /// The server the client commands talk to.
+    #[arg(long, global = true, env = "SALT_SERVER", default_value = client::DEFAULT_SERVER, value_name = "URL")]
+    pub server: String,
+
+    /// The token to send to the server.
+    #[arg(long, global = true, env = "SALT_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    pub token: Option<String>,
+
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// `--db` of the commands that work on the server's database directly.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DbArg {
+    /// The server's database: a SQLite file, as a path or `sqlite://PATH`.
+    #[arg(long, env = "SALT_SERVER_DB", default_value = server::DEFAULT_DB, value_name = "PATH|URL")]
+    pub db: String,
+}
+
 /// The commands of `salt`.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Take attempts of some queues from a server and run them.
+    /// Take attempts of some queues from the server and run them, each in a process of its
+    /// binary (fetched once, checked against its sha256). Ctrl-C drains: running attempts
+    /// finish, no new ones start.
     Worker(crate::worker::WorkerArgs),
+    /// Serve the registry, the runs and the REST API.
+    Server {
+        /// The database: a SQLite file, as a path or `sqlite://PATH`.
+        #[arg(long, env = "SALT_SERVER_DB", default_value = server::DEFAULT_DB, value_name = "PATH|URL")]
+        db: String,
+        /// Where to listen.
+        #[arg(long, default_value = server::DEFAULT_LISTEN, value_name = "ADDR:PORT")]
+        listen: SocketAddr,
+        /// The data directory: registered binaries are kept in DATA/binaries.
+        #[arg(long, default_value = server::DEFAULT_DATA, value_name = "DIR")]
+        data: PathBuf,
+        /// Listen on a non-loopback address even when no token exists.
+        #[arg(long)]
+        open: bool,
+    },
+    /// Register a workflow binary: upload it to the server, or with --db store it directly.
+    Register {
+        /// The binary.
+        binary: PathBuf,
+        /// Register directly in this database (the server's), not through the server.
+        #[arg(long, value_name = "PATH|URL")]
+        db: Option<String>,
+        /// With --db: the data directory of the server.
+        #[arg(long, default_value = server::DEFAULT_DATA, value_name = "DIR")]
+        data: PathBuf,
+    },
+    /// List the registered workflows with their versions.
+    Workflows {
+        /// Read this database (the server's) directly, not through the server.
+        #[arg(long, value_name = "PATH|URL")]
+        db: Option<String>,
+    },
+    /// Create, list or delete tokens (on the server's database).
+    Token {
+        /// What to do.
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Start a run of a workflow on the server.
+    Run {
+        /// The workflow.
+        workflow: String,
+        /// Its input: a JSON object of its parameters, or @FILE to read it from a file
+        /// [default: its default input].
+        #[arg(long, value_name = "JSON|@FILE")]
+        input: Option<String>,
+        /// The version to run [default: the latest].
+        #[arg(long)]
+        version: Option<i64>,
+        /// Wait for the run to end and print its output, as a workflow binary's `run` does.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// List runs, newest first.
+    Runs {
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Only runs in these states (`failed,cancelled`).
+        #[arg(long, value_name = "STATE")]
+        state: Option<String>,
+        /// Only runs of this workflow.
+        #[arg(long)]
+        workflow: Option<String>,
+    },
+    /// Show a run, or one of its nodes.
+    Show {
+        /// The run.
+        run: i64,
+        /// A node id, or a task name that names one node of the run.
+        node: Option<String>,
+        /// List superseded nodes too.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Print the logs of a run, or of one of its nodes, attempt by attempt.
+    Logs {
+        /// The run.
+        run: i64,
+        /// A node id, or a task name that names one node of the run.
+        node: Option<String>,
+    },
+    /// Draw the graph of a run as it is now.
+    Graph {
+        /// The run.
+        run: i64,
+        /// The output format: dot, mermaid, json or svg.
+        #[arg(long, default_value = "dot")]
+        format: String,
+        /// Draw the task-level view: one node per task.
+        #[arg(long)]
+        collapse: bool,
+        /// Draw superseded nodes too.
+        #[arg(long)]
+        all: bool,
+        /// Label each data edge with the parameter its value is passed as.
+        #[arg(long)]
+        edge_labels: bool,
+    },
+    /// Cancel a run, or kill one of its nodes.
+    Cancel {
+        /// The run.
+        run: i64,
+        /// Kill only this node (an id, or a task name that names one node).
+        #[arg(long, value_name = "NODE")]
+        node: Option<String>,
+    },
+    /// Pause a run: no new node starts; running ones finish.
+    Pause {
+        /// The run.
+        run: i64,
+    },
+    /// Resume a paused run.
+    Resume {
+        /// The run.
+        run: i64,
+    },
+    /// Resume a failed, cancelled or interrupted run; no succeeded node runs again.
+    Recover {
+        /// The run.
+        run: i64,
+        /// Wait for the run to end.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Run a node and everything downstream of it again.
+    Rerun {
+        /// The run.
+        run: i64,
+        /// The node to start from: an id, or a task name that names one node.
+        #[arg(long, value_name = "NODE")]
+        from: String,
+        /// Wait for the run to end.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Run exactly one node again (its upstream must have succeeded).
+    RunOne {
+        /// The run.
+        run: i64,
+        /// The node: an id, or a task name that names one node.
+        node: String,
+    },
+    /// Send a signal to a run whose node waits for it.
+    Signal {
+        /// The run.
+        run: i64,
+        /// The signal's name.
+        name: String,
+        /// Its value, as JSON (or @FILE).
+        value: String,
+    },
+}
+
+/// `salt token …`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token and print it (the only time it is shown).
+    Create {
+        /// Its name.
+        name: String,
+        /// What it may do.
+        #[arg(long, value_enum)]
+        role: Role,
+        /// The server's database.
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// List the tokens (names and roles; never the tokens).
+    Ls {
+        /// The server's database.
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Delete a token.
+    Rm {
+        /// Its name.
+        name: String,
+        /// The server's database.
+        #[command(flatten)]
+        db: DbArg,
+    },
 }
 
 /// Runs the `salt` command line and returns its exit code.
 pub fn main() -> ExitCode {
-    match Cli::parse().command {
-        Command::Worker(args) => block_on(crate::worker::run(args.options())),
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(Failure(message, code)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(code)
+        }
     }
 }
 
-/// Runs `fut` on a multi-threaded runtime; an error is printed and exits with 1.
-fn block_on(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+/// A command that failed: its message and exit code.
+#[derive(Debug)]
+struct Failure(String, u8);
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Self {
+        Failure(e.to_string(), e.exit_code())
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure(format!("{e:#}"), 1)
+    }
+}
+
+fn usage(message: impl Into<String>) -> Failure {
+    Failure(message.into(), 2)
+}
+
+fn out(text: impl AsRef<str>) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(text.as_ref().as_bytes());
+    let _ = stdout.flush();
+}
+
+fn parse_json(text: &str, origin: &str) -> Result<Value, Failure> {
+    let (text, origin) = match text.strip_prefix('@') {
+        Some(path) => (
+            std::fs::read_to_string(path).map_err(|e| usage(format!("cannot read input file {path}: {e}")))?,
+            format!("input file {path}"),
+        ),
+        None => (text.to_string(), origin.to_string()),
     };
-    match runtime.block_on(fut) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+    serde_json::from_str(&text).map_err(|e| usage(format!("{origin} is not JSON: {e}")))
+}
+
+fn run(cli: Cli) -> Result<u8, Failure> {
+    let json = cli.json;
+    let client = Client::new(&cli.server, cli.token.clone());
+    match cli.command {
+        Command::Worker(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| Failure(format!("cannot start the async runtime: {e}"), 1))?;
+            rt.block_on(crate::worker::run(args.options(cli.server, cli.token)))?;
+            Ok(0)
+        }
+        Command::Server { db, listen, data, open } => {
+            let tokens = db::any_token(&server::open_conn(&db)?).map_err(anyhow::Error::from)?;
+            if let Some(why) = server::refuse_open(&listen, tokens, open) {
+                return Err(Failure(why, 2));
+            }
+            let config = server::Config { db, listen, data, open };
+            let engine = run_host(&config)?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| Failure(format!("cannot start the async runtime: {e}"), 1))?;
+            rt.block_on(server::serve(config, engine))?;
+            Ok(0)
+        }
+        Command::Register { binary, db: Some(db), data } => {
+            let conn = server::open_conn(&db)?;
+            let registered = registry::register_file(&conn, &data, &binary).map_err(|e| match e {
+                registry::RegisterError::Db(_) | registry::RegisterError::Io(_) => Failure(e.to_string(), 1),
+                _ => usage(e.to_string()),
+            })?;
+            print_registered(&serde_json::to_value(registered).unwrap_or_default(), json);
+            Ok(0)
+        }
+        Command::Register { binary, db: None, .. } => {
+            let bytes = std::fs::read(&binary).map_err(|e| usage(format!("cannot read {}: {e}", binary.display())))?;
+            let reply = client.post_bytes("/binaries", &bytes)?.json()?;
+            print_registered(&reply, json);
+            Ok(0)
+        }
+        Command::Workflows { db } => {
+            let workflows = match db {
+                Some(db) => {
+                    let conn = server::open_conn(&db)?;
+                    json!({ "workflows": registry::workflows(&conn).map_err(anyhow::Error::from)? })
+                }
+                None => client.get("/workflows")?.json()?,
+            };
+            if json {
+                out(pretty(&workflows));
+            } else {
+                out(workflows_text(&workflows));
+            }
+            Ok(0)
+        }
+        Command::Token { command } => token(command, json),
+        Command::Run { workflow, input, version, wait } => {
+            let input = input.map(|s| parse_json(&s, "--input")).transpose()?;
+            let mut body = json!({ "workflow": workflow });
+            if let Some(input) = input {
+                body["input"] = input;
+            }
+            if let Some(v) = version {
+                body["version"] = json!(v);
+            }
+            let started = client.post_json("/runs", &body)?.json()?;
+            let run = started["run"].as_i64().unwrap_or_default();
+            if wait {
+                return Ok(finish(&client.wait(run)?, json));
+            }
+            if json {
+                out(pretty(&started));
+            } else {
+                out(format!("run {run} of `{workflow}` started (version {})\n", started["version"]));
+            }
+            Ok(0)
+        }
+        Command::Runs { limit, state, workflow } => {
+            let mut query = format!("/runs?limit={}", limit.clamp(1, crate::api::MAX_PAGE));
+            if let Some(s) = state {
+                query.push_str(&format!("&state={}", segment(&s)));
+            }
+            if let Some(w) = workflow {
+                query.push_str(&format!("&workflow={}", segment(&w)));
+            }
+            let page = client.get(&query)?.json()?;
+            if json {
+                out(pretty(&json!({ "runs": page["runs"] })));
+            } else {
+                out(client::runs_text(page["runs"].as_array().map(Vec::as_slice).unwrap_or_default()));
+            }
+            Ok(0)
+        }
+        Command::Show { run, node, all } => {
+            let path = match &node {
+                Some(n) => format!("/runs/{run}/nodes/{}", segment(n)),
+                None => format!("/runs/{run}"),
+            };
+            if json {
+                out(pretty(&client.get(&path)?.json()?));
+            } else {
+                out(client.get(&format!("{path}?format=text&all={all}"))?.body);
+            }
+            Ok(0)
+        }
+        Command::Logs { run, node } => {
+            let path = match &node {
+                Some(n) => format!("/runs/{run}/logs?node={}", segment(n)),
+                None => format!("/runs/{run}/logs"),
+            };
+            let mut logs = client.get(&path)?.json()?;
+            if json {
+                if let Some(o) = logs.as_object_mut() {
+                    o.remove("tasks");
+                }
+                out(pretty(&logs));
+            } else {
+                out(client::logs_text(&logs));
+            }
+            Ok(0)
+        }
+        Command::Graph { run, format, collapse, all, edge_labels } => {
+            let format = if json { "json".to_string() } else { format };
+            let reply = client.get(&format!(
+                "/runs/{run}/graph?format={}&collapse={collapse}&all={all}&edge_labels={edge_labels}",
+                segment(&format)
+            ))?;
+            if format == "json" {
+                out(pretty(&reply.json()?))
+            } else {
+                out(reply.body)
+            }
+            Ok(0)
+        }
+        Command::Cancel { run, node: Some(node) } => {
+            let reply =
+                client.post_json(&format!("/runs/{run}/nodes/{}/cancel", segment(&node)), &json!({}))?.json()?;
+            if json {
+                out(pretty(&reply));
+            } else {
+                out(format!("cancelling node {} of run {run}\n", reply["node"]));
+            }
+            Ok(0)
+        }
+        Command::Cancel { run, node: None } => {
+            let reply = client.post_json(&format!("/runs/{run}/cancel"), &json!({}))?.json()?;
+            if json {
+                out(pretty(&reply));
+            } else {
+                out(format!("run {run} {}\n", reply["state"].as_str().unwrap_or_default()));
+            }
+            Ok(0)
+        }
+        Command::Pause { run } => {
+            let reply = client.post_json(&format!("/runs/{run}/pause"), &json!({}))?.json()?;
+            print_pause(run, &reply, json);
+            Ok(0)
+        }
+        Command::Resume { run } => {
+            let reply = client.post_json(&format!("/runs/{run}/resume"), &json!({}))?.json()?;
+            print_pause(run, &reply, json);
+            Ok(0)
+        }
+        Command::Recover { run, wait } => {
+            let reply = client.post_json(&format!("/runs/{run}/recover"), &json!({}))?.json()?;
+            accepted(&client, run, &reply, wait, json, format!("recovering run {run}"))
+        }
+        Command::Rerun { run, from, wait } => {
+            let reply = client.post_json(&format!("/runs/{run}/rerun"), &json!({ "from": from }))?.json()?;
+            let what = format!("rerunning run {run} from node {}", reply["node"]);
+            accepted(&client, run, &reply, wait, json, what)
+        }
+        Command::RunOne { run, node } => {
+            let reply = client.post_json(&format!("/runs/{run}/run_one"), &json!({ "node": node }))?.json()?;
+            let what = format!("running node {} of run {run}", reply["node"]);
+            accepted(&client, run, &reply, false, json, what)
+        }
+        Command::Signal { run, name, value } => {
+            let value = parse_json(&value, "the signal's value")?;
+            let sent =
+                client.post_json(&format!("/runs/{run}/signal"), &json!({ "name": name, "value": value }))?.json()?;
+            if json {
+                out(pretty(&json!({ "run": sent["run"], "signal": sent["signal"], "node": sent["node"] })));
+            } else {
+                let note = if sent["needs_recover"] == true {
+                    format!("; its orchestrator is gone: `salt recover {run}` resumes it")
+                } else {
+                    String::new()
+                };
+                match sent["node"].as_u64() {
+                    Some(node) => out(format!("sent `{name}` to node {node} of run {run}{note}\n")),
+                    None => out(format!(
+                        "sent `{name}` to run {run}: no node waits for it this moment; the next \
+                         `wait_for(\"{name}\")` gets it{note}\n"
+                    )),
+                }
+            }
+            Ok(0)
+        }
+    }
+}
+
+/// The engine that drives the server's runs: the run host.
+fn run_host(_config: &server::Config) -> Result<std::sync::Arc<dyn crate::engine::Engine>, Failure> {
+    // Mount point of the run host, e.g. `Ok(crate::host::engine(config)?)`.
+    Err(Failure("this build of salt has no run host: `salt server` cannot drive runs".into(), 1))
+}
+
+fn accepted(client: &Client, run: i64, reply: &Value, wait: bool, json: bool, what: String) -> Result<u8, Failure> {
+    if wait {
+        return Ok(finish(&client.wait(run)?, json));
+    }
+    if json {
+        out(pretty(reply));
+    } else {
+        out(format!("{what}\n"));
+    }
+    Ok(0)
+}
+
+fn finish(snapshot: &Value, json: bool) -> u8 {
+    let (stdout, stderr, code) = client::report(snapshot, json);
+    out(stdout);
+    eprint!("{stderr}");
+    code
+}
+
+fn print_pause(run: i64, reply: &Value, json: bool) {
+    if json {
+        out(pretty(reply));
+    } else if reply["paused"] == true {
+        out(format!("pausing run {run}: no new node starts; running ones finish\n"));
+    } else {
+        out(format!("resuming run {run}: nodes start again\n"));
+    }
+}
+
+fn print_registered(registered: &Value, json: bool) {
+    if json {
+        out(pretty(registered));
+        return;
+    }
+    let mut text = format!(
+        "binary {} ({} bytes){}\n",
+        registered["sha256"].as_str().unwrap_or_default(),
+        registered["size"],
+        if registered["new_binary"] == true { "" } else { ", already registered" }
+    );
+    for w in registered["workflows"].as_array().into_iter().flatten() {
+        let note = if w["new_version"] == true { "new version" } else { "unchanged" };
+        text.push_str(&format!("  {} v{} ({note})\n", w["workflow"].as_str().unwrap_or_default(), w["version"]));
+    }
+    out(text);
+}
+
+fn workflows_text(list: &Value) -> String {
+    let workflows = list["workflows"].as_array().cloned().unwrap_or_default();
+    if workflows.is_empty() {
+        return "no workflows yet; register a binary with `salt register BINARY`\n".into();
+    }
+    let mut text = format!("{:<24} {:>7} {:<14} {:<20} {}\n", "workflow", "latest", "binary", "schedule", "versions");
+    for w in workflows {
+        let versions: Vec<String> = w["versions"].as_array().into_iter().flatten().map(|v| v.to_string()).collect();
+        text.push_str(&format!(
+            "{:<24} {:>7} {:<14} {:<20} {}\n",
+            w["name"].as_str().unwrap_or_default(),
+            format!("v{}", w["latest"]),
+            w["binary"].as_str().unwrap_or_default().get(..12).unwrap_or_default(),
+            w["schedule"].as_str().unwrap_or("-"),
+            versions.join(", ")
+        ));
+    }
+    text
+}
+
+fn token(command: TokenCommand, json: bool) -> Result<u8, Failure> {
+    match command {
+        TokenCommand::Create { name, role, db } => {
+            let conn = server::open_conn(&db.db)?;
+            let token = crate::auth::create_token(&conn, &name, role).map_err(usage)?;
+            if json {
+                out(pretty(&json!({ "name": name, "role": role, "token": token })));
+            } else {
+                out(format!("{token}\n"));
+                eprintln!("token `{name}` ({}) created: keep it now, it is not shown again", role.as_str());
+            }
+            Ok(0)
+        }
+        TokenCommand::Ls { db } => {
+            let conn = server::open_conn(&db.db)?;
+            let tokens = db::tokens(&conn).map_err(anyhow::Error::from)?;
+            let list: Vec<Value> =
+                tokens.iter().map(|t| json!({ "name": t.name, "role": t.role, "created_at": t.created_at })).collect();
+            if json {
+                out(pretty(&json!({ "tokens": list })));
+            } else if tokens.is_empty() {
+                out("no tokens: the server is open to anyone who can reach it (loopback only by default)\n");
+            } else {
+                out(tokens.iter().map(|t| format!("{:<24} {}\n", t.name, t.role)).collect::<String>());
+            }
+            Ok(0)
+        }
+        TokenCommand::Rm { name, db } => {
+            let conn = server::open_conn(&db.db)?;
+            if !db::delete_token(&conn, &name).map_err(anyhow::Error::from)? {
+                return Err(usage(format!("no token named `{name}`")));
+            }
+            out(format!("token `{name}` deleted\n"));
+            Ok(0)
         }
     }
 }

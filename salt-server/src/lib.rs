@@ -3,11 +3,17 @@
 //! run the attempts, each from a cached copy of the binary, over the same JSON-lines protocol
 //! a workflow binary speaks with its own node processes.
 
+pub mod api;
+pub mod auth;
 pub mod cli;
+pub mod client;
 pub mod config;
+pub mod db;
 pub mod engine;
 pub mod host;
 pub mod notify;
+pub mod registry;
 pub mod schedule;
+pub mod server;
 pub mod state;
 pub mod worker;

@@ -36,12 +36,6 @@ const LOG_GRACE: Duration = Duration::from_secs(2);
 /// `salt worker`: takes attempts of its queues from a server and runs them.
 #[derive(Debug, Clone, clap::Args)]
 pub struct WorkerArgs {
-    /// The server's URL.
-    #[arg(long, env = "SALT_SERVER", default_value = "http://127.0.0.1:7878")]
-    pub server: String,
-    /// A token with the `worker` role, when the server has tokens.
-    #[arg(long, env = "SALT_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
     /// A queue to serve (repeat for several).
     #[arg(long = "queue", default_value = "default")]
     pub queues: Vec<String>,
@@ -57,14 +51,15 @@ pub struct WorkerArgs {
 }
 
 impl WorkerArgs {
-    /// The options these arguments give.
-    pub fn options(self) -> WorkerOptions {
+    /// The options these arguments give, for the server at `server` (with `token`, a token
+    /// of the `worker` role, when the server has tokens).
+    pub fn options(self, server: String, token: Option<String>) -> WorkerOptions {
         let host =
             nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".into());
         WorkerOptions {
             name: self.name.unwrap_or_else(|| format!("{host}:{}", std::process::id())),
-            server: self.server,
-            token: self.token,
+            server,
+            token,
             queues: self.queues,
             slots: self.slots.max(1),
             cache: self.cache.unwrap_or_else(|| PathBuf::from(".salt/worker-cache")),
