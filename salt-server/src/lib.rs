@@ -5,4 +5,6 @@
 
 pub mod cli;
 pub mod engine;
+pub mod layout;
 pub mod state;
+pub mod ui;

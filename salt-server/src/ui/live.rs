@@ -1,0 +1,64 @@
+//! Live parts of a page over server-sent events: the store is read every [`POLL`] and the parts
+//! of the page that changed are sent, as `{"parts": {"ID": "HTML"}}`; the page's script puts
+//! each into the element with that id. When what the page shows can no longer change (its run
+//! ended), a last `end` event closes the stream.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures::Stream;
+use serde_json::{Map, Value};
+
+/// How often an open page's parts are read again.
+pub(super) const POLL: Duration = Duration::from_millis(300);
+
+/// What a live page shows now: its parts by element id, and whether they can still change.
+pub(super) struct Parts {
+    /// (element id, inner HTML).
+    pub(super) parts: Vec<(String, String)>,
+    /// Nothing will change any more.
+    pub(super) done: bool,
+}
+
+/// A stream of the parts `render` gives that changed since it last gave them.
+pub(super) fn stream<F>(render: F) -> Sse<impl Stream<Item = Result<Event, Infallible>>>
+where
+    F: Fn() -> Option<Parts> + Send + Sync + 'static,
+{
+    let render = Arc::new(render);
+    let state = (render, Vec::<(String, String)>::new(), false, true);
+    let events = futures::stream::unfold(state, |(render, mut last, ended, first)| async move {
+        if ended {
+            return None;
+        }
+        loop {
+            if !first || !last.is_empty() {
+                tokio::time::sleep(POLL).await;
+            }
+            let r = render.clone();
+            let now = tokio::task::spawn_blocking(move || r()).await.ok().flatten();
+            let Some(now) = now else {
+                // The thing shown is gone (or the store cannot be read): stop.
+                return Some((Ok(Event::default().event("end").data("gone")), (render, last, true, false)));
+            };
+            let mut changed = Map::new();
+            for (id, html) in &now.parts {
+                if !last.iter().any(|(i, h)| i == id && h == html) {
+                    changed.insert(id.clone(), Value::String(html.clone()));
+                }
+            }
+            last = now.parts;
+            if now.done {
+                let data = serde_json::json!({"parts": changed}).to_string();
+                return Some((Ok(Event::default().event("end").data(data)), (render, last, true, false)));
+            }
+            if !changed.is_empty() {
+                let data = serde_json::json!({"parts": changed}).to_string();
+                return Some((Ok(Event::default().data(data)), (render, last, false, false)));
+            }
+        }
+    });
+    Sse::new(events).keep_alive(KeepAlive::default())
+}
