@@ -22,41 +22,65 @@ pub(super) struct Parts {
     pub(super) done: bool,
 }
 
-/// A stream of the parts `render` gives that changed since it last gave them.
-pub(super) fn stream<F>(render: F) -> Sse<impl Stream<Item = Result<Event, Infallible>>>
+fn hash(id: &str, html: &str) -> String {
+    // FNV-1a, 64 bits.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in id.bytes().chain([0]).chain(html.bytes()) {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
+
+/// Short fingerprints of parts, one per part: a page says which parts it was rendered with
+/// (`since`), so that its stream sends only those that differ.
+pub(super) fn fingerprint(parts: &[(String, String)]) -> String {
+    parts.iter().map(|(id, html)| hash(id, html)).collect::<Vec<_>>().join(".")
+}
+
+/// A stream of the parts `render` gives that changed since it last gave them; the first time,
+/// of every part unless they are those the page was rendered with (`since`, their
+/// [`fingerprint`]).
+pub(super) fn stream<F>(since: Option<String>, render: F) -> Sse<impl Stream<Item = Result<Event, Infallible>>>
 where
     F: Fn() -> Option<Parts> + Send + Sync + 'static,
 {
     let render = Arc::new(render);
     let state = (render, Vec::<(String, String)>::new(), false, true);
-    let events = futures::stream::unfold(state, |(render, mut last, ended, first)| async move {
-        if ended {
-            return None;
-        }
-        loop {
-            if !first || !last.is_empty() {
-                tokio::time::sleep(POLL).await;
+    let events = futures::stream::unfold(state, move |(render, mut last, ended, first)| {
+        let since = since.clone();
+        async move {
+            if ended {
+                return None;
             }
-            let r = render.clone();
-            let now = tokio::task::spawn_blocking(move || r()).await.ok().flatten();
-            let Some(now) = now else {
-                // The thing shown is gone (or the store cannot be read): stop.
-                return Some((Ok(Event::default().event("end").data("gone")), (render, last, true, false)));
-            };
-            let mut changed = Map::new();
-            for (id, html) in &now.parts {
-                if !last.iter().any(|(i, h)| i == id && h == html) {
-                    changed.insert(id.clone(), Value::String(html.clone()));
+            loop {
+                if !first || !last.is_empty() {
+                    tokio::time::sleep(POLL).await;
                 }
-            }
-            last = now.parts;
-            if now.done {
-                let data = serde_json::json!({"parts": changed}).to_string();
-                return Some((Ok(Event::default().event("end").data(data)), (render, last, true, false)));
-            }
-            if !changed.is_empty() {
-                let data = serde_json::json!({"parts": changed}).to_string();
-                return Some((Ok(Event::default().data(data)), (render, last, false, false)));
+                let r = render.clone();
+                let now = tokio::task::spawn_blocking(move || r()).await.ok().flatten();
+                let Some(now) = now else {
+                    // The thing shown is gone (or the store cannot be read): stop.
+                    return Some((Ok(Event::default().event("end").data("gone")), (render, last, true, false)));
+                };
+                let mut changed = Map::new();
+                if first && last.is_empty() && since.as_deref() == Some(fingerprint(&now.parts).as_str()) {
+                    last = now.parts.clone();
+                }
+                for (id, html) in &now.parts {
+                    if !last.iter().any(|(i, h)| i == id && h == html) {
+                        changed.insert(id.clone(), Value::String(html.clone()));
+                    }
+                }
+                last = now.parts;
+                if now.done {
+                    let data = serde_json::json!({"parts": changed}).to_string();
+                    return Some((Ok(Event::default().event("end").data(data)), (render, last, true, false)));
+                }
+                if !changed.is_empty() {
+                    let data = serde_json::json!({"parts": changed}).to_string();
+                    return Some((Ok(Event::default().data(data)), (render, last, false, false)));
+                }
             }
         }
     });

@@ -1,7 +1,7 @@
 //! The node page: the node's state, timings, attempts, logs (followed while it runs), input
 //! and output, each cut at a size with a link to the whole value.
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 
@@ -108,7 +108,11 @@ pub(super) async fn page(
     let live_attr = if p.done {
         String::new()
     } else {
-        format!(r#" data-live="/runs/{run}/nodes/{}/events""#, esc(&super::enc(&node)))
+        format!(
+            r#" data-live="/runs/{run}/nodes/{}/events?since={}""#,
+            esc(&super::enc(&node)),
+            live::fingerprint(&p.parts)
+        )
     };
     let node_e = esc(&node);
     let body = format!(
@@ -123,13 +127,21 @@ pub(super) async fn page(
     Ok(html_page(&format!("Run {run} node {node}"), &body))
 }
 
+/// The query of a live stream.
+#[derive(Debug, serde::Deserialize)]
+pub(super) struct Since {
+    /// The fingerprint of the parts the page shows.
+    since: Option<String>,
+}
+
 /// `GET /runs/{run}/nodes/{node}/events`: the node page's parts as they change.
 pub(super) async fn events(
     State(state): State<AppState>,
     Path((run, node)): Path<(String, String)>,
+    Query(q): Query<Since>,
 ) -> UiResult<Response> {
     let run = parse_run(&run)?;
-    Ok(live::stream(move || parts(&state, run, &node).ok()).into_response())
+    Ok(live::stream(q.since, move || parts(&state, run, &node).ok()).into_response())
 }
 
 /// `GET /runs/{run}/nodes/{node}/input.json` (or `output.json`): the whole value.

@@ -37,6 +37,8 @@ pub(super) struct View {
     npage: Option<usize>,
     /// A message to show once (after an action).
     notice: Option<String>,
+    /// The fingerprint of the parts the page shows (for its live stream).
+    since: Option<String>,
 }
 
 impl View {
@@ -137,16 +139,7 @@ fn controls(state: &AppState, s: &RunSnapshot) -> String {
         ));
     }
     for w in s.waits.iter().filter(|w| w.name != salt_runtime::context::SLEEP_SIGNAL) {
-        let deadline = w
-            .deadline
-            .map(|d| {
-                format!(
-                    " (until {}, {} left)",
-                    when(d),
-                    salt_runtime::render::time_left(d, salt_runtime::model::now_ms())
-                )
-            })
-            .unwrap_or_default();
+        let deadline = w.deadline.map(|d| format!(" (until {} UTC)", when(d))).unwrap_or_default();
         c.push_str(&format!(
             r#"<form class="signal" method="post" action="/runs/{id}/signal/{name_q}" data-signal="{name}"><h3>Node {node} waits for signal <code>{name}</code>{deadline}</h3>{fields}<button class="primary">Send <code>{name}</code></button></form>"#,
             name_q = esc(&enc(&w.name)),
@@ -248,7 +241,7 @@ fn nodes_part(s: &RunSnapshot, view: &View) -> String {
         out.push_str(r#"<p class="pager">"#);
         for (label, to) in [("Previous", p.checked_sub(1)), ("Next", Some(p + 1).filter(|n| *n < pages))] {
             if let Some(to) = to {
-                let v = View { npage: Some(to), notice: None, ..view.clone() };
+                let v = View { npage: Some(to), notice: None, since: None, ..view.clone() };
                 out.push_str(&format!(r#"<a href="/runs/{run}?{}#nodes">{label}</a> "#, esc(&v.query())));
             }
         }
@@ -289,7 +282,7 @@ pub(super) async fn page_handler(state: AppState, catalog: Catalog, run: String,
     let live_attr = if s.run.state.is_terminal() {
         String::new()
     } else {
-        format!(r#" data-live="/runs/{run}/events?{}""#, esc(&view.query()))
+        format!(r#" data-live="/runs/{run}/events?{}&amp;since={}""#, esc(&view.query()), live::fingerprint(&p.parts))
     };
     let expand_fields = view
         .expand
@@ -339,7 +332,8 @@ pub(super) async fn events(
     Query(view): Query<View>,
 ) -> UiResult<Response> {
     let run = parse_run(&run)?;
-    Ok(live::stream(move || parts(&state, &catalog, run, &view).ok().map(|(p, _)| p)).into_response())
+    let since = view.since.clone();
+    Ok(live::stream(since, move || parts(&state, &catalog, run, &view).ok().map(|(p, _)| p)).into_response())
 }
 
 /// `GET /runs/{run}/graph.svg`: the graph alone, as drawn on the page.

@@ -37,6 +37,8 @@ pub(super) struct Filter {
     name: Option<String>,
     /// Only runs older than this one (the cursor).
     before: Option<i64>,
+    /// The fingerprint of the parts the page shows (for its live stream).
+    since: Option<String>,
 }
 
 impl Filter {
@@ -132,6 +134,7 @@ fn render(state: &AppState, filter: &Filter) -> UiResult<(String, String)> {
 pub(super) async fn page(State(state): State<AppState>, Query(filter): Query<Filter>) -> UiResult<Html<String>> {
     let f = filter.clone();
     let (counts, table) = blocking(move || render(&state, &f)).await?;
+    let parts = [("counts".to_string(), counts.clone()), ("table".to_string(), table.clone())];
     let options: String = std::iter::once(String::new())
         .chain(STATES.iter().map(|s| s.as_str().to_string()))
         .map(|s| {
@@ -145,16 +148,17 @@ pub(super) async fn page(State(state): State<AppState>, Query(filter): Query<Fil
 <form class="filters" method="get" action="/runs"><label>State <select name="state">{options}</select></label>
 <label>Workflow name (regular expression) <input name="name" value="{name}" placeholder="e.g. ^etl"></label>
 <button>Filter</button></form>
-<div data-live="/runs/events?{q}"><section id="counts">{counts}</section><section id="table">{table}</section></div>"#,
+<div data-live="/runs/events?{q}&amp;since={since}"><section id="counts">{counts}</section><section id="table">{table}</section></div>"#,
         name = esc(filter.name.as_deref().unwrap_or("")),
         q = esc(&filter.query(filter.before)),
+        since = live::fingerprint(&parts),
     );
     Ok(html_page("Runs", &body))
 }
 
 /// `GET /runs/events`: the counts and the table, as they change.
 pub(super) async fn events(State(state): State<AppState>, Query(filter): Query<Filter>) -> Response {
-    live::stream(move || {
+    live::stream(filter.since.clone(), move || {
         let (counts, table) = render(&state, &filter).ok()?;
         Some(live::Parts { parts: vec![("counts".into(), counts), ("table".into(), table)], done: false })
     })
