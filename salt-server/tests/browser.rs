@@ -222,7 +222,6 @@ fn the_ui_shows_a_live_run_and_answers_its_signal_in_a_browser() {
     assert_eq!(row, json!(["approval", "running"]));
     let running = browser.js("return document.querySelector('[data-count=\"running\"] b').textContent;", json!([]));
     assert_eq!(running, "1");
-    browser.screenshot(&images.join("ui-runs.png"));
 
     // The run page draws the graph as of now: the workflow waiting, `quote` done.
     browser.goto(&format!("{base}/runs/1"));
@@ -311,6 +310,103 @@ fn the_ui_shows_a_live_run_and_answers_its_signal_in_a_browser() {
         40,
         "the new run is cancelled",
     );
+
+    // The runs page follows the store live: a run started elsewhere appears, and its end.
+    browser.goto(&format!("{base}/runs"));
+    assert_eq!(row_states(&browser), json!([["2", "cancelled"], ["1", "succeeded"]]));
+    engine.spawn(&["run", "--input", r#"{"amount": 7}"#]);
+    browser.wait_until(
+        "return !!document.querySelector('tr[data-run=\"3\"]');",
+        30,
+        "run 3 appears on the open runs page",
+    );
+    wait_for(store.as_ref(), RunId::new(3), "its wait", |s| !s.waits.is_empty());
+    rt.block_on(salt_runtime::ops::cancel(store.as_ref(), RunId::new(3))).unwrap();
+    browser.wait_until(
+        "return document.querySelector('tr[data-run=\"3\"] .badge').dataset.state === 'cancelled';",
+        30,
+        "run 3 shows cancelled",
+    );
+    assert_eq!(
+        browser.js("return document.querySelector('[data-count=\"cancelled\"] b').textContent;", json!([])),
+        "2"
+    );
+    assert_eq!(browser.js("return document.body.hasAttribute('data-updated');", json!([])), true, "updated in place");
+
+    // A run of 10 000 nodes opens quickly, its fan-out one group with counts by state.
+    let big = fan_out_run(store.as_ref(), 10_000);
+    let started = Instant::now();
+    browser.goto(&format!("{base}/runs/{big}"));
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(5), "the page of a 10 000-node run took {took:?}");
+    let boxes = browser.js("return document.querySelectorAll('svg.salt-graph g').length;", json!([]));
+    assert_eq!(boxes, 3, "root, one group, `report`");
+    let group = browser.js(
+        "return Array.from(document.querySelectorAll('svg.salt-graph g.group tspan')).map(function (t) { return t.textContent; });",
+        json!([]),
+    );
+    assert_eq!(group, json!(["shard × 10000", "9990 succeeded, 10 failed"]));
+    browser.screenshot(&images.join("ui-large-run.png"));
+    // Expanded, one page of its members is drawn.
+    browser.click("svg.salt-graph a:has(g.group)");
+    browser.wait_until("return location.search.indexOf('expand=') >= 0;", 10, "the group expands");
+    let nodes = browser.js("return document.querySelectorAll('svg.salt-graph g.node').length;", json!([]));
+    assert_eq!(nodes, 2 + 100);
+    eprintln!("the page of a 10 000-node run loaded in {took:?}");
+    browser.goto(&format!("{base}/runs"));
+    browser.screenshot(&images.join("ui-runs.png"));
     drop(browser);
     drop(engine);
+}
+
+fn row_states(browser: &Browser) -> Value {
+    browser.js(
+        "return Array.from(document.querySelectorAll('tr[data-run]')).map(function (r) { return [r.dataset.run, r.querySelector('.badge').dataset.state]; });",
+        json!([]),
+    )
+}
+
+/// A failed run of `fan_out` whose root spawned `n` nodes of `shard` feeding one `report`,
+/// written record by record.
+fn fan_out_run(store: &dyn Store, n: u64) -> RunId {
+    use salt_runtime::model::{EdgeKind, EdgeRecord, NodeRecord, NodeState};
+    use salt_runtime::store::{NewRun, Write};
+    let at = salt_runtime::model::now_ms();
+    let node = |id: u64, task: &str, parent: Option<u64>, state: NodeState| NodeRecord {
+        id: NodeId::new(id),
+        parent: parent.map(NodeId::new),
+        task: task.into(),
+        state,
+        attempts: 1,
+        created_at: at,
+        started_at: Some(at),
+        finished_at: Some(at + 40),
+        ..Default::default()
+    };
+    let input = json!({"shards": n});
+    let root = node(0, "fan_out", None, NodeState::Failed);
+    let run = store
+        .create_run(NewRun {
+            workflow: "fan_out",
+            input: &input,
+            executor: "pool",
+            parallelism: 2,
+            root: &root,
+            lease: None,
+        })
+        .unwrap();
+    let mut writes = vec![Write::RunStarted { run, executor: "pool", parallelism: 2, at }];
+    for i in 1..=n {
+        let state = if i % 1000 == 0 { NodeState::Failed } else { NodeState::Succeeded };
+        writes.push(Write::InsertNode { run, node: Box::new(node(i, "shard", Some(0), state)) });
+        writes.push(Write::InsertEdge {
+            run,
+            edge: EdgeRecord { from: NodeId::new(i), to: NodeId::new(n + 1), kind: EdgeKind::Data, label: None },
+        });
+    }
+    writes.push(Write::InsertNode { run, node: Box::new(node(n + 1, "report", Some(0), NodeState::Skipped)) });
+    let error = salt_runtime::Error::new(salt_runtime::ErrorKind::Task, "10 shards failed");
+    writes.push(Write::RunState { run, state: RunState::Failed, output: None, error: Some(error), at: at + 50 });
+    store.commit(None, &writes).unwrap();
+    run
 }
