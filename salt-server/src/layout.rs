@@ -87,6 +87,8 @@ pub enum EdgeStyle {
     Spawn,
     /// To a wildcard or a guaranteed node: dashed gray.
     Gradient,
+    /// From or to a superseded node: dashed light gray.
+    Superseded,
 }
 
 /// An edge between two boxes.
@@ -320,9 +322,17 @@ impl Scene {
                 add(p, c, EdgeStyle::Spawn, None, &mut edges);
             }
         }
+        let superseded =
+            |id: &NodeId| index.get(id).is_some_and(|i| view.nodes[*i].state == Some(NodeState::Superseded));
         for (f, t, k) in &view.edges {
             let (Some(from), Some(to)) = (slot(*f), slot(*t)) else { continue };
-            let style = if *k == EdgeKind::Control { EdgeStyle::Control } else { EdgeStyle::Solid };
+            let style = if superseded(f) || superseded(t) {
+                EdgeStyle::Superseded
+            } else if *k == EdgeKind::Control {
+                EdgeStyle::Control
+            } else {
+                EdgeStyle::Solid
+            };
             add(from, to, style, view.edge_label(*f, *t, *k), &mut edges);
         }
         // Wildcards, one per box and label.
@@ -706,6 +716,7 @@ pub fn svg(view: &GraphView, collapse: &Collapse, links: Links<'_>) -> (String, 
             EdgeStyle::Control => ("#333333", r#" stroke-dasharray="6 4""#, true),
             EdgeStyle::Spawn => ("#7f7f7f", r#" stroke-dasharray="2 3""#, false),
             EdgeStyle::Gradient => ("#666666", r#" stroke-dasharray="6 4""#, true),
+            EdgeStyle::Superseded => ("#b3b3b3", r#" stroke-dasharray="6 4""#, true),
         };
         let marker = if arrow { r#" marker-end="url(#arrow)""# } else { "" };
         let class = match e.style {
@@ -713,6 +724,7 @@ pub fn svg(view: &GraphView, collapse: &Collapse, links: Links<'_>) -> (String, 
             EdgeStyle::Control => "control",
             EdgeStyle::Spawn => "spawn",
             EdgeStyle::Gradient => "gradient",
+            EdgeStyle::Superseded => "superseded",
         };
         let _ = write!(
             out,
@@ -741,9 +753,11 @@ pub fn svg(view: &GraphView, collapse: &Collapse, links: Links<'_>) -> (String, 
                 let state_name = state.map(NodeState::as_str).unwrap_or("planned");
                 let fill = color.clone().unwrap_or_else(|| state.map(state_color).unwrap_or("#ffffff").to_string());
                 let (stroke, width) = match (color, state) {
+                    (_, Some(NodeState::Superseded)) => ("#999999", 1.0),
                     (Some(_), Some(s)) => (state_color(*s), 3.0),
                     _ => ("#000000", 1.0),
                 };
+                let dash = if *state == Some(NodeState::Superseded) { r#" stroke-dasharray="5 3""# } else { "" };
                 let _ = write!(
                     out,
                     r#"<g class="node" data-node="{id}" data-state="{state_name}"><title>{state_name}</title>"#
@@ -751,7 +765,7 @@ pub fn svg(view: &GraphView, collapse: &Collapse, links: Links<'_>) -> (String, 
                 if *round {
                     let _ = write!(
                         out,
-                        r#"<ellipse cx="{:.1}" cy="{:.1}" rx="{:.1}" ry="{:.1}" fill="{}" stroke="{stroke}" stroke-width="{width}"/>"#,
+                        r#"<ellipse cx="{:.1}" cy="{:.1}" rx="{:.1}" ry="{:.1}" fill="{}" stroke="{stroke}" stroke-width="{width}"{dash}/>"#,
                         p.x,
                         p.y,
                         p.w / 2.0,
@@ -761,7 +775,7 @@ pub fn svg(view: &GraphView, collapse: &Collapse, links: Links<'_>) -> (String, 
                 } else {
                     let _ = write!(
                         out,
-                        r#"<rect x="{x0:.1}" y="{y0:.1}" width="{:.1}" height="{:.1}" rx="6" fill="{}" stroke="{stroke}" stroke-width="{width}"/>"#,
+                        r#"<rect x="{x0:.1}" y="{y0:.1}" width="{:.1}" height="{:.1}" rx="6" fill="{}" stroke="{stroke}" stroke-width="{width}"{dash}/>"#,
                         p.w,
                         p.h,
                         esc(&fill)

@@ -11,8 +11,10 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
 use serde_json::{Map, Value};
 
-/// How often an open page's parts are read again.
+/// How often an open run or node page's parts are read again.
 pub(super) const POLL: Duration = Duration::from_millis(300);
+/// How often an open runs page's parts are read again.
+pub(super) const POLL_LIST: Duration = Duration::from_secs(1);
 
 /// What a live page shows now: its parts by element id, and whether they can still change.
 pub(super) struct Parts {
@@ -38,10 +40,15 @@ pub(super) fn fingerprint(parts: &[(String, String)]) -> String {
     parts.iter().map(|(id, html)| hash(id, html)).collect::<Vec<_>>().join(".")
 }
 
-/// A stream of the parts `render` gives that changed since it last gave them; the first time,
+/// A stream of the parts `render` gives, read `every` so often, that changed since it last
+/// gave them; the first time,
 /// of every part unless they are those the page was rendered with (`since`, their
 /// [`fingerprint`]).
-pub(super) fn stream<F>(since: Option<String>, render: F) -> Sse<impl Stream<Item = Result<Event, Infallible>>>
+pub(super) fn stream<F>(
+    since: Option<String>,
+    every: Duration,
+    render: F,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>>
 where
     F: Fn() -> Option<Parts> + Send + Sync + 'static,
 {
@@ -55,7 +62,7 @@ where
             }
             loop {
                 if !first || !last.is_empty() {
-                    tokio::time::sleep(POLL).await;
+                    tokio::time::sleep(every).await;
                 }
                 let r = render.clone();
                 let now = tokio::task::spawn_blocking(move || r()).await.ok().flatten();

@@ -141,7 +141,7 @@ pub(super) async fn events(
     Query(q): Query<Since>,
 ) -> UiResult<Response> {
     let run = parse_run(&run)?;
-    Ok(live::stream(q.since, move || parts(&state, run, &node).ok()).into_response())
+    Ok(live::stream(q.since, live::POLL, move || parts(&state, run, &node).ok()).into_response())
 }
 
 /// `GET /runs/{run}/nodes/{node}/input.json` (or `output.json`): the whole value.

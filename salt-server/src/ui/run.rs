@@ -39,6 +39,8 @@ pub(super) struct View {
     notice: Option<String>,
     /// The fingerprint of the parts the page shows (for its live stream).
     since: Option<String>,
+    /// Draw superseded nodes too.
+    all: Option<bool>,
 }
 
 impl View {
@@ -56,15 +58,20 @@ impl View {
         if let Some(p) = self.npage.filter(|p| *p > 0) {
             q.push(format!("npage={p}"));
         }
+        if self.all == Some(true) {
+            q.push("all=true".into());
+        }
         q.join("&")
     }
 }
 
-/// The graph of a run as it is now, with wildcards where the catalog says a task may spawn.
-pub(super) fn graph_view(catalog: &Catalog, snapshot: &RunSnapshot) -> GraphView {
+/// The graph of a run as it is now, with wildcards where the catalog says a task may spawn;
+/// with its superseded nodes when `all`.
+pub(super) fn graph_view(catalog: &Catalog, snapshot: &RunSnapshot, all: bool) -> GraphView {
     let root = snapshot.nodes.first().map(|n| n.task.clone()).unwrap_or_default();
     let workflow = snapshot.run.workflow.clone();
-    GraphView::of_run(snapshot, &|task| task == root || catalog.0.may_spawn(&workflow, task))
+    let may_spawn = |task: &str| task == root || catalog.0.may_spawn(&workflow, task);
+    if all { GraphView::of_run_all(snapshot, &may_spawn) } else { GraphView::of_run(snapshot, &may_spawn) }
 }
 
 fn graph_svg_of(graph: &GraphView, run: RunId, view: &View) -> (String, layout::Scene) {
@@ -163,7 +170,7 @@ fn legend() -> String {
 
 fn graph_part(catalog: &Catalog, s: &RunSnapshot, view: &View) -> String {
     let run = s.run.id;
-    let graph = graph_view(catalog, s);
+    let graph = graph_view(catalog, s, view.all == Some(true));
     let (svg, scene) = graph_svg_of(&graph, run, view);
     let mut g = legend();
     if scene.grouped > 0 || view.expand.is_some() {
@@ -176,6 +183,15 @@ fn graph_part(catalog: &Catalog, s: &RunSnapshot, view: &View) -> String {
                 String::new()
             }
         ));
+    }
+    if s.nodes.iter().any(|n| n.state == NodeState::Superseded) {
+        let (all, label) = if view.all == Some(true) {
+            (None, "Hide superseded nodes")
+        } else {
+            (Some(true), "Show superseded nodes")
+        };
+        let v = View { all, notice: None, since: None, ..view.clone() };
+        g.push_str(&format!(r#"<p class="note"><a href="/runs/{run}?{}#graph">{label}</a></p>"#, esc(&v.query())));
     }
     g.push_str(&format!(r#"<div class="graph" data-boxes="{}">{svg}</div>"#, scene.boxes.len()));
     if !graph.promises.is_empty() {
@@ -241,7 +257,7 @@ fn nodes_part(s: &RunSnapshot, view: &View) -> String {
         out.push_str(r#"<p class="pager">"#);
         for (label, to) in [("Previous", p.checked_sub(1)), ("Next", Some(p + 1).filter(|n| *n < pages))] {
             if let Some(to) = to {
-                let v = View { npage: Some(to), notice: None, since: None, ..view.clone() };
+                let v = View { npage: Some(to), notice: None, since: None, all: view.all, ..view.clone() };
                 out.push_str(&format!(r#"<a href="/runs/{run}?{}#nodes">{label}</a> "#, esc(&v.query())));
             }
         }
@@ -333,7 +349,8 @@ pub(super) async fn events(
 ) -> UiResult<Response> {
     let run = parse_run(&run)?;
     let since = view.since.clone();
-    Ok(live::stream(since, move || parts(&state, &catalog, run, &view).ok().map(|(p, _)| p)).into_response())
+    Ok(live::stream(since, live::POLL, move || parts(&state, &catalog, run, &view).ok().map(|(p, _)| p))
+        .into_response())
 }
 
 /// `GET /runs/{run}/graph.svg`: the graph alone, as drawn on the page.
@@ -346,7 +363,7 @@ pub(super) async fn graph_svg(
     let run = parse_run(&run)?;
     let svg = blocking(move || {
         let s = ops::show(state.store.as_ref(), run)?;
-        Ok(graph_svg_of(&graph_view(&catalog, &s), run, &view).0)
+        Ok(graph_svg_of(&graph_view(&catalog, &s, view.all == Some(true)), run, &view).0)
     })
     .await?;
     Ok(([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response())

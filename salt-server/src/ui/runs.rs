@@ -158,7 +158,7 @@ pub(super) async fn page(State(state): State<AppState>, Query(filter): Query<Fil
 
 /// `GET /runs/events`: the counts and the table, as they change.
 pub(super) async fn events(State(state): State<AppState>, Query(filter): Query<Filter>) -> Response {
-    live::stream(filter.since.clone(), move || {
+    live::stream(filter.since.clone(), live::POLL_LIST, move || {
         let (counts, table) = render(&state, &filter).ok()?;
         Some(live::Parts { parts: vec![("counts".into(), counts), ("table".into(), table)], done: false })
     })

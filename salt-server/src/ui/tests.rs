@@ -305,3 +305,18 @@ async fn a_run_starts_from_the_workflow_form_once_its_input_matches_the_schema()
     let (status, _) = get(&f.app, "/workflows/nope").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn superseded_nodes_are_hidden_unless_asked_for() {
+    let f = fixture();
+    let run = fan_run(f.store.as_ref(), "w", 2, RunState::Succeeded);
+    f.store.commit(None, &[Write::NodeState { run, node: NodeId::new(2), state: NodeState::Superseded }]).unwrap();
+    let (_, html) = get(&f.app, &format!("/runs/{run}")).await;
+    assert!(html.contains(r#"data-node="1" data-state="succeeded""#));
+    assert!(!html.contains(r#"data-node="2""#), "hidden by default");
+    assert!(html.contains(r#"<a href="/runs/1?all=true#graph">Show superseded nodes</a>"#), "{html}");
+    let (_, html) = get(&f.app, &format!("/runs/{run}?all=true")).await;
+    assert!(html.contains(r#"<g class="node" data-node="2" data-state="superseded">"#));
+    assert!(html.contains(r##"stroke="#999999" stroke-width="1" stroke-dasharray="5 3""##), "drawn dashed");
+    assert!(html.contains("Hide superseded nodes"));
+}
