@@ -416,11 +416,15 @@ const NODE_SEP: f64 = 22.0;
 const DUMMY_SEP: f64 = 10.0;
 const MARGIN: f64 = 16.0;
 
-/// Lays out boxes of the given sizes `(w, h)` joined by `edges` (from, to), top to bottom:
-/// ranks by longest path (cycles broken), long edges through dummy points, rows ordered by
-/// barycenters, and each box centred over its neighbours as far as the rows allow.
-pub fn layout(sizes: &[(f64, f64)], edges: &[(usize, usize)], top: f64) -> Layout {
+/// Lays out boxes of the given sizes `(w, h)` joined by `edges` (from, to, routed), top to
+/// bottom: ranks by longest path (cycles broken), long routed edges through dummy points, rows
+/// ordered by barycenters, and each box centred over its neighbours as far as the rows allow.
+/// An edge that is not routed (a spawn) ranks its boxes too, but when it spans several ranks
+/// it is drawn straight and does not pull the boxes it joins together.
+pub fn layout(sizes: &[(f64, f64)], edges: &[(usize, usize, bool)], top: f64) -> Layout {
     let n = sizes.len();
+    let routed: Vec<bool> = edges.iter().map(|e| e.2).collect();
+    let edges: Vec<(usize, usize)> = edges.iter().map(|e| (e.0, e.1)).collect();
     // Break cycles: an edge back to a box on the depth-first stack is turned around.
     let mut out: Vec<Vec<usize>> = vec![Vec::new(); n];
     for (i, (f, t)) in edges.iter().enumerate() {
@@ -491,6 +495,10 @@ pub fn layout(sizes: &[(f64, f64)], edges: &[(usize, usize)], top: f64) -> Layou
             continue;
         }
         let (a, b) = if reversed[i] { (*t, *f) } else { (*f, *t) };
+        if !routed[i] && rank[b] > rank[a] + 1 {
+            chains.push(vec![a, b]);
+            continue;
+        }
         let mut chain = vec![a];
         for r in rank[a] + 1..rank[b] {
             vrank.push(r);
@@ -681,7 +689,8 @@ pub type Links<'a> = &'a dyn Fn(&BoxKind) -> Option<String>;
 pub fn svg(view: &GraphView, collapse: &Collapse, links: Links<'_>) -> (String, Scene) {
     let scene = Scene::build(view, collapse);
     let sizes: Vec<(f64, f64)> = scene.boxes.iter().map(size_of).collect();
-    let pairs: Vec<(usize, usize)> = scene.edges.iter().map(|e| (e.from, e.to)).collect();
+    let pairs: Vec<(usize, usize, bool)> =
+        scene.edges.iter().map(|e| (e.from, e.to, e.style != EdgeStyle::Spawn)).collect();
     let top = 26.0;
     let l = layout(&sizes, &pairs, top);
     let width = l.width.max(esc(&scene.title).chars().count() as f64 * 8.0 + 2.0 * MARGIN);
@@ -951,9 +960,9 @@ mod tests {
     #[test]
     fn layout_puts_each_node_below_what_it_depends_on_without_overlaps() {
         let sizes = vec![(60.0, 30.0); 5];
-        let edges = [(0, 1), (0, 2), (1, 3), (2, 3), (0, 4), (4, 3)];
+        let edges = [(0, 1, true), (0, 2, true), (1, 3, true), (2, 3, true), (0, 4, true), (4, 3, true)];
         let l = layout(&sizes, &edges, 0.0);
-        for (f, t) in edges {
+        for (f, t, _) in edges {
             assert!(l.boxes[f].y < l.boxes[t].y, "{f} above {t}");
         }
         for a in 0..5 {
@@ -964,7 +973,7 @@ mod tests {
             }
         }
         // A cycle (a loop collapsed to its task) is laid out too.
-        let l = layout(&sizes[..2], &[(0, 1), (1, 0)], 0.0);
+        let l = layout(&sizes[..2], &[(0, 1, true), (1, 0, true)], 0.0);
         assert_eq!(l.routes.iter().filter(|r| r.len() >= 2).count(), 2);
     }
 
