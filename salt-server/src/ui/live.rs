@@ -40,10 +40,10 @@ pub(super) fn fingerprint(parts: &[(String, String)]) -> String {
     parts.iter().map(|(id, html)| hash(id, html)).collect::<Vec<_>>().join(".")
 }
 
-/// A stream of the parts `render` gives, read `every` so often, that changed since it last
-/// gave them; the first time,
-/// of every part unless they are those the page was rendered with (`since`, their
-/// [`fingerprint`]).
+/// A stream of the parts `render` gives that changed since it last gave them; the first time,
+/// of every part but those the page was rendered with (`since`, their [`fingerprint`]). The
+/// parts are read `every` so often, or less often when reading them takes long (a huge run):
+/// never more than a third of the time.
 pub(super) fn stream<F>(
     since: Option<String>,
     every: Duration,
@@ -53,8 +53,8 @@ where
     F: Fn() -> Option<Parts> + Send + Sync + 'static,
 {
     let render = Arc::new(render);
-    let state = (render, Vec::<(String, String)>::new(), false, true);
-    let events = futures::stream::unfold(state, move |(render, mut last, ended, first)| {
+    let state = (render, Vec::<(String, String)>::new(), false, true, every);
+    let events = futures::stream::unfold(state, move |(render, mut last, ended, first, mut pause)| {
         let since = since.clone();
         async move {
             if ended {
@@ -62,17 +62,25 @@ where
             }
             loop {
                 if !first || !last.is_empty() {
-                    tokio::time::sleep(every).await;
+                    tokio::time::sleep(pause).await;
                 }
                 let r = render.clone();
+                let started = std::time::Instant::now();
                 let now = tokio::task::spawn_blocking(move || r()).await.ok().flatten();
+                pause = every.max(started.elapsed() * 2);
                 let Some(now) = now else {
                     // The thing shown is gone (or the store cannot be read): stop.
-                    return Some((Ok(Event::default().event("end").data("gone")), (render, last, true, false)));
+                    return Some((Ok(Event::default().event("end").data("gone")), (render, last, true, false, pause)));
                 };
                 let mut changed = Map::new();
-                if first && last.is_empty() && since.as_deref() == Some(fingerprint(&now.parts).as_str()) {
-                    last = now.parts.clone();
+                if first && last.is_empty() {
+                    let shown: Vec<&str> = since.as_deref().unwrap_or("").split('.').collect();
+                    last = now
+                        .parts
+                        .iter()
+                        .filter(|(id, html)| shown.contains(&hash(id, html).as_str()))
+                        .cloned()
+                        .collect();
                 }
                 for (id, html) in &now.parts {
                     if !last.iter().any(|(i, h)| i == id && h == html) {
@@ -82,11 +90,11 @@ where
                 last = now.parts;
                 if now.done {
                     let data = serde_json::json!({"parts": changed}).to_string();
-                    return Some((Ok(Event::default().event("end").data(data)), (render, last, true, false)));
+                    return Some((Ok(Event::default().event("end").data(data)), (render, last, true, false, pause)));
                 }
                 if !changed.is_empty() {
                     let data = serde_json::json!({"parts": changed}).to_string();
-                    return Some((Ok(Event::default().data(data)), (render, last, false, false)));
+                    return Some((Ok(Event::default().data(data)), (render, last, false, false, pause)));
                 }
             }
         }

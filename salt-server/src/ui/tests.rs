@@ -320,3 +320,30 @@ async fn superseded_nodes_are_hidden_unless_asked_for() {
     assert!(html.contains(r##"stroke="#999999" stroke-width="1" stroke-dasharray="5 3""##), "drawn dashed");
     assert!(html.contains("Hide superseded nodes"));
 }
+
+#[tokio::test]
+async fn the_live_stream_of_an_ended_run_sends_what_the_page_lacks_and_ends() {
+    let f = fixture();
+    let run = fan_run(f.store.as_ref(), "w", 2, RunState::Succeeded);
+    let (status, body) = get(&f.app, &format!("/runs/{run}/events")).await;
+    assert_eq!(status, StatusCode::OK);
+    let data: Value = serde_json::from_str(body.strip_prefix("event: end\ndata: ").unwrap().trim()).unwrap();
+    let mut ids: Vec<&String> = data["parts"].as_object().unwrap().keys().collect();
+    ids.sort();
+    assert_eq!(ids, ["run-controls", "run-graph", "run-header", "run-nodes"]);
+    // A page rendered with the same parts gets none of them again.
+    let (_, page) = get(&f.app, &format!("/runs/{run}")).await;
+    assert!(!page.contains("data-live"), "an ended run's page is not live");
+    let parts = data["parts"].as_object().unwrap();
+    let shown: Vec<(String, String)> = ["run-header", "run-controls", "run-graph", "run-nodes"]
+        .iter()
+        .map(|id| (id.to_string(), parts[*id].as_str().unwrap().to_string()))
+        .collect();
+    let since = super::live::fingerprint(&shown);
+    let (_, body) = get(&f.app, &format!("/runs/{run}/events?since={since}")).await;
+    assert_eq!(
+        body.trim(),
+        r#"event: end
+data: {"parts":{}}"#
+    );
+}
