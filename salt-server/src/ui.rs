@@ -192,7 +192,10 @@ impl From<salt_runtime::Error> for UiError {
             ErrorKind::Usage | ErrorKind::Input => {
                 if message.contains("has no") || message.contains("no run") || message.contains("not found") {
                     StatusCode::NOT_FOUND
-                } else if message.contains("already ended") {
+                } else if ["already ended", "is being driven", "is not waiting", "nothing to recover"]
+                    .iter()
+                    .any(|m| message.contains(m))
+                {
                     StatusCode::CONFLICT
                 } else {
                     StatusCode::BAD_REQUEST

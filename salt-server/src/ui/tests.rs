@@ -319,6 +319,12 @@ async fn superseded_nodes_are_hidden_unless_asked_for() {
     assert!(html.contains(r#"<g class="node" data-node="2" data-state="superseded">"#));
     assert!(html.contains(r##"stroke="#999999" stroke-width="1" stroke-dasharray="5 3""##), "drawn dashed");
     assert!(html.contains("Hide superseded nodes"));
+    // An ended run cannot be cancelled or paused: 409, with why.
+    let (status, _, html) = post(&f.app, &format!("/runs/{run}/cancel"), "").await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(html.contains("run 1 already ended: succeeded"), "{html}");
+    let (status, _, _) = post(&f.app, &format!("/runs/{run}/pause"), "").await;
+    assert_eq!(status, StatusCode::CONFLICT);
 }
 
 #[tokio::test]
