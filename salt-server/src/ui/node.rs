@@ -1,0 +1,161 @@
+//! The node page: the node's state, timings, attempts, logs (followed while it runs), input
+//! and output, each cut at a size with a link to the whole value.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+
+use salt_runtime::model::RunId;
+use salt_runtime::ops::{self, Part};
+
+use super::{UiError, UiResult, badge, blocking, esc, html_page, live, parse_run, shown, took, when};
+use crate::state::AppState;
+
+/// How many characters of an input or output the page shows.
+const VALUE_MAX: usize = 20_000;
+/// How many of the last log lines the page shows.
+const LOG_LINES: usize = 1_000;
+
+fn parts(state: &AppState, run: RunId, node: &str) -> UiResult<live::Parts> {
+    let v = ops::show_node(state.store.as_ref(), run, node)?;
+    let n = &v.node;
+    let id = n.id;
+    let mut main = format!(
+        r#"<h1>Node {id} <small>{task}</small> {badge}</h1><dl class="facts"><dt>Run</dt><dd><a href="/runs/{run}">{run}</a></dd><dt>Parent</dt><dd>{parent}</dd><dt>Created</dt><dd>{created}</dd><dt>Started</dt><dd>{started}</dd><dt>Finished</dt><dd>{finished}</dd><dt>Duration</dt><dd>{dur}</dd><dt>Attempts</dt><dd>{attempts}</dd></dl>"#,
+        task = esc(n.label.as_deref().unwrap_or(&n.task)),
+        badge = badge(n.state.as_str()),
+        parent = n.parent.map(|p| format!(r#"<a href="/runs/{run}/nodes/{p}">{p}</a>"#)).unwrap_or_else(|| "—".into()),
+        created = when(n.created_at),
+        started = n.started_at.map(when).unwrap_or_default(),
+        finished = n.finished_at.map(when).unwrap_or_default(),
+        dur = took(n.started_at, n.finished_at),
+        attempts = n.attempts,
+    );
+    if let Some(e) = &n.error {
+        main.push_str(&format!(
+            r#"<p class="error" role="alert"><b>{}</b>: {}</p>"#,
+            esc(e.kind().as_str()),
+            esc(e.message())
+        ));
+    }
+    main.push_str(
+        "<h2>Attempts</h2><table class=\"attempts\"><thead><tr><th>#</th><th>State</th><th>Executor</th><th>Started</th><th>Finished</th><th>Duration</th><th>Error</th></tr></thead><tbody>",
+    );
+    for a in &v.attempts {
+        main.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"err\">{}</td></tr>",
+            a.attempt,
+            badge(a.state.as_str()),
+            esc(&a.executor),
+            when(a.started_at),
+            a.finished_at.map(when).unwrap_or_default(),
+            took(Some(a.started_at), a.finished_at),
+            esc(a.error.as_ref().map(|e| e.message()).unwrap_or(""))
+        ));
+    }
+    if v.attempts.is_empty() {
+        main.push_str(r#"<tr><td colspan="7" class="empty">No attempt yet.</td></tr>"#);
+    }
+    main.push_str("</tbody></table>");
+    for w in v.waits.iter().filter(|w| w.name != salt_runtime::context::SLEEP_SIGNAL) {
+        main.push_str(&format!(
+            r#"<p class="notice">Waits for signal <code>{}</code>: <a href="/runs/{run}#run-controls">answer it on the run page</a>.</p>"#,
+            esc(&w.name)
+        ));
+    }
+    main.push_str(&format!(
+        r#"<h2>Input</h2><pre id="node-input">{}</pre><p><a href="/runs/{run}/nodes/{id}/input.json">input.json</a></p>"#,
+        shown(&v.input, VALUE_MAX)
+    ));
+    match &n.output {
+        Some(out) => main.push_str(&format!(
+            r#"<h2>Output</h2><pre id="node-output">{}</pre><p><a href="/runs/{run}/nodes/{id}/output.json">output.json</a></p>"#,
+            shown(out, VALUE_MAX)
+        )),
+        None => main.push_str(r#"<h2>Output</h2><p class="empty">None yet.</p>"#),
+    }
+    let logs = ops::logs(state.store.as_ref(), run, Some(&id.to_string()))?;
+    let skip = logs.logs.len().saturating_sub(LOG_LINES);
+    let mut l = String::new();
+    if skip > 0 {
+        l.push_str(&format!(r#"<p class="note">{skip} earlier lines not shown.</p>"#));
+    }
+    l.push_str(r#"<pre class="logs">"#);
+    for line in logs.logs.iter().skip(skip) {
+        l.push_str(&format!(r#"<span class="ts">{} #{}</span> {}"#, when(line.ts), line.attempt, esc(&line.line)));
+        l.push('\n');
+    }
+    if logs.logs.is_empty() {
+        l.push_str("(no log lines)");
+    }
+    l.push_str("</pre>");
+    let run_state = ops::show(state.store.as_ref(), run)?.run.state;
+    Ok(live::Parts {
+        parts: vec![("node-main".into(), main), ("node-logs".into(), l)],
+        done: run_state.is_terminal() && n.state.is_terminal(),
+    })
+}
+
+/// `GET /runs/{run}/nodes/{node}`.
+pub(super) async fn page(
+    State(state): State<AppState>,
+    Path((run, node)): Path<(String, String)>,
+) -> UiResult<Html<String>> {
+    let run = parse_run(&run)?;
+    let n = node.clone();
+    let p = blocking(move || parts(&state, run, &n)).await?;
+    let find = |id: &str| p.parts.iter().find(|(i, _)| i == id).map(|(_, h)| h.as_str()).unwrap_or("");
+    let live_attr = if p.done {
+        String::new()
+    } else {
+        format!(
+            r#" data-live="/runs/{run}/nodes/{}/events?since={}""#,
+            esc(&super::enc(&node)),
+            live::fingerprint(&p.parts)
+        )
+    };
+    let node_e = esc(&node);
+    let body = format!(
+        r#"<p class="crumbs"><a href="/runs">Runs</a> / <a href="/runs/{run}">run {run}</a> / node {node_e}</p>
+<div{live_attr}><section id="node-main">{main}</section>
+<div class="buttons"><form method="post" action="/runs/{run}/rerun"><input type="hidden" name="node" value="{node_e}"><button>Rerun from this node</button></form>
+<form method="post" action="/runs/{run}/run-one"><input type="hidden" name="node" value="{node_e}"><button>Run this node alone</button></form></div>
+<h2>Logs</h2><section id="node-logs">{logs}</section></div>"#,
+        main = find("node-main"),
+        logs = find("node-logs"),
+    );
+    Ok(html_page(&format!("Run {run} node {node}"), &body))
+}
+
+/// The query of a live stream.
+#[derive(Debug, serde::Deserialize)]
+pub(super) struct Since {
+    /// The fingerprint of the parts the page shows.
+    since: Option<String>,
+}
+
+/// `GET /runs/{run}/nodes/{node}/events`: the node page's parts as they change.
+pub(super) async fn events(
+    State(state): State<AppState>,
+    Path((run, node)): Path<(String, String)>,
+    Query(q): Query<Since>,
+) -> UiResult<Response> {
+    let run = parse_run(&run)?;
+    Ok(live::stream(q.since, live::POLL, move || parts(&state, run, &node).ok()).into_response())
+}
+
+/// `GET /runs/{run}/nodes/{node}/input.json` (or `output.json`): the whole value.
+pub(super) async fn value(
+    State(state): State<AppState>,
+    Path((run, node, part)): Path<(String, String, String)>,
+) -> UiResult<Response> {
+    let run = parse_run(&run)?;
+    let part = match part.as_str() {
+        "input.json" => Part::Input,
+        "output.json" => Part::Output,
+        _ => return Err(UiError::new(StatusCode::NOT_FOUND, format!("no `{part}`: input.json or output.json"))),
+    };
+    let value = blocking(move || Ok(ops::value(state.store.as_ref(), run, Some(&node), part)?)).await?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], serde_json::to_string_pretty(&value).unwrap_or_default())
+        .into_response())
+}
