@@ -122,6 +122,8 @@ struct Inner {
     attempts: HashMap<u64, Live>,
     by_at: HashMap<AttemptId, u64>,
     next_id: u64,
+    /// Queues whose attempts wait, whoever serves them.
+    inactive: HashSet<String>,
 }
 
 struct Conn {
@@ -142,6 +144,10 @@ struct Live {
     worker: Option<u64>,
     /// Stopped by its run: whatever still comes of it is dropped.
     stopped: bool,
+    /// The calls of its body that wait for a child or a signal, not yet answered: while there
+    /// are some, the body is blocked and holds no slot of its worker (a workflow waiting for
+    /// its children must not keep them from running).
+    blocked: HashSet<u64>,
     events: Events,
 }
 
@@ -191,6 +197,17 @@ impl Dispatcher {
             .collect()
     }
 
+    /// Makes `queue` active (its attempts go to workers) or inactive (they wait).
+    pub fn set_active(&self, queue: &str, active: bool) {
+        let mut inner = self.lock();
+        if active {
+            inner.inactive.remove(queue);
+            inner.pump();
+        } else {
+            inner.inactive.insert(queue.to_string());
+        }
+    }
+
     /// How many attempts wait for a worker, by queue.
     pub fn waiting(&self) -> BTreeMap<String, usize> {
         let inner = self.lock();
@@ -205,6 +222,29 @@ impl Dispatcher {
 }
 
 impl Inner {
+    /// Call `call` of attempt `id` blocks its body: the first one frees the body's slot.
+    fn block(&mut self, id: u64, call: u64) {
+        let Some(live) = self.attempts.get_mut(&id) else { return };
+        if live.blocked.insert(call)
+            && live.blocked.len() == 1
+            && let Some(c) = live.worker.and_then(|w| self.workers.get_mut(&w))
+        {
+            c.busy = c.busy.saturating_sub(1);
+            self.pump();
+        }
+    }
+
+    /// Call `call` of attempt `id` was answered: the body runs again, in a slot.
+    fn unblock(&mut self, id: u64, call: u64) {
+        let Some(live) = self.attempts.get_mut(&id) else { return };
+        if live.blocked.remove(&call)
+            && live.blocked.is_empty()
+            && let Some(c) = live.worker.and_then(|w| self.workers.get_mut(&w))
+        {
+            c.busy += 1;
+        }
+    }
+
     /// Gives waiting attempts to free workers, highest priority first, then oldest.
     fn pump(&mut self) {
         if self.waiting.is_empty() {
@@ -214,6 +254,10 @@ impl Inner {
         waiting.sort_by_key(|id| (std::cmp::Reverse(self.attempts.get(id).map_or(0, |l| l.priority)), *id));
         for id in waiting {
             let Some(live) = self.attempts.get_mut(&id) else { continue };
+            if self.inactive.contains(&live.queue) {
+                self.waiting.push(id);
+                continue;
+            }
             let free = self
                 .workers
                 .iter_mut()
@@ -238,7 +282,9 @@ impl Inner {
     /// An attempt ended on its worker (or was dropped): frees its slot.
     fn end(&mut self, id: u64) -> Option<Live> {
         let live = self.attempts.remove(&id)?;
-        if let Some(c) = live.worker.and_then(|w| self.workers.get_mut(&w)) {
+        if live.blocked.is_empty()
+            && let Some(c) = live.worker.and_then(|w| self.workers.get_mut(&w))
+        {
             c.busy = c.busy.saturating_sub(1);
         }
         if self.by_at.get(&live.at) == Some(&id) {
@@ -304,11 +350,17 @@ impl Connection {
                             Event::Mutate { at, mutations }
                         }
                     }
-                    FromNode::Await { id: call, seq, .. } => Event::Await { at, call, seq },
+                    FromNode::Await { id: call, seq, .. } => {
+                        inner.block(id, call);
+                        Event::Await { at, call, seq }
+                    }
                     FromNode::Journal { id: call, seq, kind, value, .. } => {
                         Event::Journal { at, call, seq, kind, value }
                     }
-                    FromNode::Wait { id: call, wait, .. } => Event::Wait { at, call, wait },
+                    FromNode::Wait { id: call, wait, .. } => {
+                        inner.block(id, call);
+                        Event::Wait { at, call, wait }
+                    }
                     FromNode::Log { line, .. } => Event::Log { at, line },
                     FromNode::Done { output, blob, .. } => {
                         inner.end(id);
@@ -392,6 +444,7 @@ impl Executor for Remote {
                 start: Some(start),
                 worker: None,
                 stopped: false,
+                blocked: HashSet::new(),
                 events: self.events.clone(),
             },
         );
@@ -402,8 +455,9 @@ impl Executor for Remote {
     }
 
     fn answer(&mut self, at: AttemptId, call: u64, answer: Answer) {
-        let inner = self.dispatcher.lock();
+        let mut inner = self.dispatcher.lock();
         let Some(id) = inner.by_at.get(&at).copied() else { return };
+        inner.unblock(id, call);
         let Some(c) = inner.attempts.get(&id).and_then(|l| l.worker).and_then(|w| inner.workers.get(&w)) else {
             return;
         };

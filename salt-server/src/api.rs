@@ -720,7 +720,7 @@ async fn cancel_node(
     if record.state.is_terminal() {
         return Err(ApiError::conflict(format!("node {node} of run {run} already ended: {}", record.state.as_str())));
     }
-    db::request_node_cancel(&conn(&state), run, node.get())?;
+    state.store.request_node_cancel(run, node).map_err(|e| ApiError::internal(e.to_string()))?;
     Ok((StatusCode::ACCEPTED, Json(Accepted { run: run.get(), action: "cancel_node".into(), node: Some(node.get()) })))
 }
 
@@ -733,17 +733,31 @@ async fn cancel_node(
     responses((status = 201, body = registry::Registered), (status = 422, body = ErrorBody)))]
 async fn post_binary(
     State(state): State<AppState>,
+    Query(query): Query<RegisterQuery>,
     bytes: Bytes,
 ) -> ApiResult<(StatusCode, Json<registry::Registered>)> {
+    let config = match &query.config {
+        Some(text) => Some(crate::config::SaltToml::parse(text).map_err(|e| {
+            ApiError::bad_request(format!("salt.toml: {e}")).details(json!({"field": "config", "key": e.key}))
+        })?),
+        None => None,
+    };
     let registered = blocking(move || {
         let unprocessable = |e: registry::RegisterError| {
             ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "not_registered", e.to_string())
         };
         let staged = registry::stage(&state.data, &bytes).map_err(unprocessable)?;
-        registry::record(&conn(&state), &staged).map_err(unprocessable)
+        registry::record(&conn(&state), &staged, config.as_ref()).map_err(unprocessable)
     })
     .await?;
     Ok((StatusCode::CREATED, Json(registered)))
+}
+
+/// What `POST /binaries` takes beside the binary.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+pub struct RegisterQuery {
+    /// A salt.toml (its text) with per-workflow settings that override the binary's.
+    pub config: Option<String>,
 }
 
 /// The bytes of a registered binary (workers fetch it once and check its sha256).
@@ -788,7 +802,14 @@ pub struct QueueInfo {
 #[utoipa::path(get, path = "/queues", tag = "queues", responses((status = 200, body = QueueList)))]
 async fn list_queues(State(state): State<AppState>) -> ApiResult<Json<QueueList>> {
     let conn = conn(&state);
-    let depths = db::queue_depths(&conn)?;
+    let mut depths = db::queue_depths(&conn)?;
+    // Attempts of the runs this server drives wait in its dispatcher.
+    for (name, waiting) in state.dispatcher.waiting() {
+        match depths.iter_mut().find(|(n, _)| *n == name) {
+            Some(d) => d.1 += waiting as i64,
+            None => depths.push((name, waiting as i64)),
+        }
+    }
     let mut queues: Vec<QueueInfo> = db::queues(&conn)?
         .into_iter()
         .map(|q| QueueInfo { ready: depths.iter().find(|(n, _)| *n == q.name).map_or(0, |d| d.1), queue: q })
@@ -824,12 +845,27 @@ async fn put_queue(
 ) -> ApiResult<Json<db::Queue>> {
     let queue = db::Queue { name, active: body.active, private_to: body.private_to };
     db::put_queue(&conn(&state), &queue)?;
+    state.dispatcher.set_active(&queue.name, queue.active);
     Ok(Json(queue))
 }
 
 // ---- health, metrics, the document ----
 
 /// Whether the server is up and its database answers.
+/// The workers connected to this server.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WorkerList {
+    /// Each worker: its name, queues, slots, attempts running, whether it drains.
+    #[schema(value_type = Vec<Object>)]
+    pub workers: Vec<salt_runtime::remote::WorkerInfo>,
+}
+
+/// The workers connected now, with their queues and how busy they are.
+#[utoipa::path(get, path = "/workers", tag = "workers", responses((status = 200, body = WorkerList)))]
+async fn list_workers(State(state): State<AppState>) -> Json<WorkerList> {
+    Json(WorkerList { workers: state.dispatcher.workers() })
+}
+
 async fn healthz(State(state): State<AppState>) -> ApiResult<Json<Value>> {
     conn(&state).query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?;
     Ok(Json(json!({"status": "ok"})))
@@ -865,7 +901,20 @@ pub fn metrics_text(conn: &rusqlite::Connection) -> rusqlite::Result<String> {
 }
 
 async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
-    let body = metrics_text(&conn(&state))?;
+    let mut body = metrics_text(&conn(&state))?;
+    let workers = state.dispatcher.workers();
+    body.push_str("# HELP salt_workers Workers connected.\n# TYPE salt_workers gauge\n");
+    body.push_str(&format!("salt_workers {}\n", workers.len()));
+    body.push_str(
+        "# HELP salt_worker_slots_busy Attempts running on connected workers.\n# TYPE salt_worker_slots_busy gauge\n",
+    );
+    body.push_str(&format!("salt_worker_slots_busy {}\n", workers.iter().map(|w| w.busy).sum::<usize>()));
+    body.push_str(
+        "# HELP salt_attempts_waiting Attempts waiting for a worker, by queue.\n# TYPE salt_attempts_waiting gauge\n",
+    );
+    for (queue, n) in state.dispatcher.waiting() {
+        body.push_str(&format!("salt_attempts_waiting{{queue=\"{}\"}} {n}\n", queue.replace(['"', '\\', '\n'], "_")));
+    }
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response())
 }
 
@@ -909,6 +958,7 @@ fn v1() -> OpenApiRouter<AppState> {
         .routes(routes!(get_binary))
         .routes(routes!(list_queues))
         .routes(routes!(put_queue))
+        .routes(routes!(list_workers))
         .merge(binaries)
 }
 

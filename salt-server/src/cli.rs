@@ -73,6 +73,10 @@ pub enum Command {
         /// With --db: the data directory of the server.
         #[arg(long, default_value = server::DEFAULT_DATA, value_name = "DIR")]
         data: PathBuf,
+        /// A salt.toml with per-workflow settings (schedule, time zone, paused, queue, input,
+        /// overlap and catch-up policies, events, webhooks) that override the binary's.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
     },
     /// List the registered workflows with their versions.
     Workflows {
@@ -281,6 +285,12 @@ fn parse_json(text: &str, origin: &str) -> Result<Value, Failure> {
     serde_json::from_str(&text).map_err(|e| usage(format!("{origin} is not JSON: {e}")))
 }
 
+/// Reads and checks a salt.toml.
+fn read_config(path: &std::path::Path) -> Result<crate::config::SaltToml, Failure> {
+    let text = std::fs::read_to_string(path).map_err(|e| usage(format!("cannot read {}: {e}", path.display())))?;
+    crate::config::SaltToml::parse(&text).map_err(|e| usage(format!("{}: {e}", path.display())))
+}
+
 fn run(cli: Cli) -> Result<u8, Failure> {
     let json = cli.json;
     let client = Client::new(&cli.server, cli.token.clone());
@@ -299,26 +309,39 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                 return Err(Failure(why, 2));
             }
             let config = server::Config { db, listen, data, open };
-            let engine = run_host(&config)?;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .map_err(|e| Failure(format!("cannot start the async runtime: {e}"), 1))?;
-            rt.block_on(server::serve(config, engine))?;
+            rt.block_on(server::serve(config))?;
             Ok(0)
         }
-        Command::Register { binary, db: Some(db), data } => {
+        Command::Register { binary, db: Some(db), data, config } => {
+            let config = match config {
+                Some(path) => Some(read_config(&path)?),
+                None => None,
+            };
             let conn = server::open_conn(&db)?;
-            let registered = registry::register_file(&conn, &data, &binary).map_err(|e| match e {
+            let registered = registry::register_file(&conn, &data, &binary, config.as_ref()).map_err(|e| match e {
                 registry::RegisterError::Db(_) | registry::RegisterError::Io(_) => Failure(e.to_string(), 1),
                 _ => usage(e.to_string()),
             })?;
             print_registered(&serde_json::to_value(registered).unwrap_or_default(), json);
             Ok(0)
         }
-        Command::Register { binary, db: None, .. } => {
+        Command::Register { binary, db: None, config, .. } => {
             let bytes = std::fs::read(&binary).map_err(|e| usage(format!("cannot read {}: {e}", binary.display())))?;
-            let reply = client.post_bytes("/binaries", &bytes)?.json()?;
+            let path = match config {
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path)
+                        .map_err(|e| usage(format!("cannot read {}: {e}", path.display())))?;
+                    // Checked here too, so that a mistake is reported before the upload.
+                    crate::config::SaltToml::parse(&text).map_err(|e| usage(format!("{}: {e}", path.display())))?;
+                    format!("/binaries?config={}", client::query_escape(&text))
+                }
+                None => "/binaries".to_string(),
+            };
+            let reply = client.post_bytes(&path, &bytes)?.json()?;
             print_registered(&reply, json);
             Ok(0)
         }
@@ -485,11 +508,6 @@ fn run(cli: Cli) -> Result<u8, Failure> {
 }
 
 /// The engine that drives the server's runs: the run host.
-fn run_host(_config: &server::Config) -> Result<std::sync::Arc<dyn crate::engine::Engine>, Failure> {
-    // Mount point of the run host, e.g. `Ok(crate::host::engine(config)?)`.
-    Err(Failure("this build of salt has no run host: `salt server` cannot drive runs".into(), 1))
-}
-
 fn accepted(client: &Client, run: i64, reply: &Value, wait: bool, json: bool, what: String) -> Result<u8, Failure> {
     if wait {
         return Ok(finish(&client.wait(run)?, json));

@@ -150,6 +150,11 @@ pub fn pretty(value: &Value) -> String {
     format!("{}\n", serde_json::to_string_pretty(value).unwrap_or_default())
 }
 
+/// Percent-encodes a query value.
+pub fn query_escape(text: &str) -> String {
+    segment(text)
+}
+
 /// Percent-encodes a path segment (a node given by task name, a workflow name).
 pub fn segment(text: &str) -> String {
     let mut out = String::new();

@@ -59,6 +59,8 @@ pub fn open(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(10))?;
     migrate(&conn)?;
+    crate::schedule::migrate(&conn)?;
+    crate::notify::migrate(&conn)?;
     Ok(conn)
 }
 
@@ -237,6 +239,16 @@ pub fn run_version(conn: &Connection, run: RunId) -> rusqlite::Result<Option<Wor
         version_row,
     )
     .optional()
+}
+
+/// The runs started through this server that have not ended (running, paused, queued or
+/// interrupted): those a server that starts drives again.
+pub fn unfinished_runs(conn: &Connection) -> rusqlite::Result<Vec<RunId>> {
+    let mut stmt = conn.prepare(
+        "SELECT r.run_id FROM salt_server_run_versions r JOIN runs ON runs.id = r.run_id
+         WHERE runs.state IN ('running', 'paused', 'queued', 'interrupted') ORDER BY r.run_id",
+    )?;
+    stmt.query_map([], |r| Ok(RunId::new(r.get(0)?)))?.collect()
 }
 
 /// Whether the run store holds run `run`.
@@ -435,24 +447,6 @@ pub fn queue_serves(queue: &Queue, token: Option<&str>) -> bool {
     queue.active && (queue.private_to.is_empty() || token.is_some_and(|t| queue.private_to.iter().any(|n| n == t)))
 }
 
-/// Records a request to cancel one node of a run (`runs/{id}/nodes/{node}/cancel`), for the
-/// part that drives the run to act on. A request already recorded is kept.
-pub fn request_node_cancel(conn: &Connection, run: RunId, node: u64) -> rusqlite::Result<()> {
-    conn.execute(
-        "INSERT OR IGNORE INTO salt_server_node_cancels (run_id, node_id, requested_at) VALUES (?1, ?2, ?3)",
-        params![run.get(), node, now_ms()],
-    )?;
-    Ok(())
-}
-
-/// Takes (returns and forgets) the node cancel requests of `run`: the node ids.
-pub fn take_node_cancels(conn: &Connection, run: RunId) -> rusqlite::Result<Vec<u64>> {
-    let mut stmt = conn.prepare("DELETE FROM salt_server_node_cancels WHERE run_id = ?1 RETURNING node_id")?;
-    let mut nodes: Vec<u64> = stmt.query_map([run.get()], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
-    nodes.sort_unstable();
-    Ok(nodes)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -518,13 +512,4 @@ mod tests {
         assert_eq!(queues(&conn).unwrap().len(), 1);
     }
 
-    #[test]
-    fn node_cancel_requests_are_taken_once() {
-        let (_dir, conn) = fresh();
-        request_node_cancel(&conn, RunId::new(1), 4).unwrap();
-        request_node_cancel(&conn, RunId::new(1), 2).unwrap();
-        request_node_cancel(&conn, RunId::new(1), 4).unwrap();
-        assert_eq!(take_node_cancels(&conn, RunId::new(1)).unwrap(), [2, 4]);
-        assert!(take_node_cancels(&conn, RunId::new(1)).unwrap().is_empty());
-    }
 }

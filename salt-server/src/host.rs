@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::Extension;
 use axum::Router;
 use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -19,7 +20,10 @@ use salt_runtime::protocol::MAX_MESSAGE_BYTES;
 use salt_runtime::remote::{self, Dispatcher, FromWorker};
 use salt_runtime::{Error, ErrorKind, Registry, Runner};
 
+use crate::auth::Caller;
+use crate::db;
 use crate::engine::{Engine, WorkflowRef};
+use crate::state::AppState;
 
 /// How often the server pings a worker.
 const PING_EVERY: Duration = Duration::from_secs(5);
@@ -48,12 +52,39 @@ pub struct RunHost {
     binaries: Arc<dyn Binaries>,
     /// One runner per binary (clones share the store).
     runners: Mutex<HashMap<String, Runner>>,
+    /// Told when a run it drives ends.
+    on_end: Option<OnEnd>,
 }
+
+/// What a host calls when a run it drives ends: the run, its workflow and how it ended.
+pub type OnEnd = Arc<dyn Fn(RunId, &str, &salt_runtime::RunOutcome) + Send + Sync>;
 
 impl RunHost {
     /// A host of the runs stored at `db`, whose attempts go to `dispatcher`'s workers.
     pub fn new(db: impl Into<String>, dispatcher: Dispatcher, binaries: Arc<dyn Binaries>) -> Self {
-        Self { db: db.into(), dispatcher, binaries, runners: Mutex::default() }
+        Self { db: db.into(), dispatcher, binaries, runners: Mutex::default(), on_end: None }
+    }
+
+    /// Calls `on_end` whenever a run this host drives ends (webhooks).
+    pub fn on_end(mut self, on_end: OnEnd) -> Self {
+        self.on_end = Some(on_end);
+        self
+    }
+
+    fn watch(&self, run: RunId, join: tokio::task::JoinHandle<salt_runtime::Result<salt_runtime::RunOutcome>>) {
+        let on_end = self.on_end.clone();
+        tokio::spawn(async move {
+            match join.await {
+                Ok(Ok(outcome)) => {
+                    tracing::info!("run {run} ended {}", outcome.state.as_str());
+                    if let Some(f) = on_end {
+                        f(run, &outcome.workflow, &outcome);
+                    }
+                }
+                Ok(Err(e)) => tracing::warn!("run {run} stopped: {e}"),
+                Err(e) => tracing::warn!("run {run} stopped: {e}"),
+            }
+        });
     }
 
     /// The dispatcher workers connect to.
@@ -91,7 +122,7 @@ impl RunHost {
         for &run in runs {
             match self.runner_of(run).and_then(|r| r.spawn_recover(run)) {
                 Ok(join) => {
-                    watch(run, join);
+                    self.watch(run, join);
                     resumed.push(run);
                 }
                 Err(e) => tracing::warn!("run {run} not resumed: {e}"),
@@ -101,53 +132,75 @@ impl RunHost {
     }
 }
 
-/// Logs how a run driven in the background ended, if it ended in an error of the host.
-fn watch(run: RunId, join: tokio::task::JoinHandle<salt_runtime::Result<salt_runtime::RunOutcome>>) {
-    tokio::spawn(async move {
-        match join.await {
-            Ok(Ok(outcome)) => tracing::info!("run {run} ended {}", outcome.state.as_str()),
-            Ok(Err(e)) => tracing::warn!("run {run} stopped: {e}"),
-            Err(e) => tracing::warn!("run {run} stopped: {e}"),
-        }
-    });
-}
-
 impl Engine for RunHost {
     fn start(&self, workflow: &WorkflowRef, input: Value) -> salt_runtime::Result<RunId> {
         let runner = self.runner(&workflow.binary)?;
         let (run, join) = runner.spawn_run(&workflow.workflow, input)?;
         self.binaries.record_run(run, workflow)?;
-        watch(run, join);
+        self.watch(run, join);
         Ok(run)
     }
 
     fn recover(&self, run: RunId) -> salt_runtime::Result<()> {
-        watch(run, self.runner_of(run)?.spawn_recover(run)?);
+        self.watch(run, self.runner_of(run)?.spawn_recover(run)?);
         Ok(())
     }
 
     fn rerun_from(&self, run: RunId, from: NodeId) -> salt_runtime::Result<()> {
-        watch(run, self.runner_of(run)?.spawn_rerun_from(run, from)?);
+        self.watch(run, self.runner_of(run)?.spawn_rerun_from(run, from)?);
         Ok(())
     }
 
     fn run_one(&self, run: RunId, node: NodeId) -> salt_runtime::Result<()> {
-        watch(run, self.runner_of(run)?.spawn_run_one(run, node)?);
+        self.watch(run, self.runner_of(run)?.spawn_run_one(run, node)?);
         Ok(())
     }
 }
 
-/// The routes workers use: `GET /api/v1/workers/connect` (a WebSocket).
-pub fn worker_routes<S>(dispatcher: Dispatcher) -> Router<S> {
+/// The route workers connect to, `GET /api/v1/workers/connect` (a WebSocket), for `salt
+/// server`: a worker serves only the queues its token may take attempts from.
+pub fn worker_routes() -> Router<AppState> {
+    Router::new().route("/api/v1/workers/connect", get(connect_checked))
+}
+
+/// The same route on `dispatcher` alone, every queue open to every worker: for embedding a run
+/// host without the rest of the server.
+pub fn dispatcher_routes<S>(dispatcher: Dispatcher) -> Router<S> {
     Router::new().route("/api/v1/workers/connect", get(connect)).with_state(dispatcher)
 }
 
 async fn connect(ws: WebSocketUpgrade, State(dispatcher): State<Dispatcher>) -> Response {
-    ws.max_message_size(MAX_MESSAGE_BYTES + 4096).on_upgrade(move |socket| serve_worker(socket, dispatcher))
+    ws.max_message_size(MAX_MESSAGE_BYTES + 4096).on_upgrade(move |socket| serve_worker(socket, dispatcher, None))
 }
 
+async fn connect_checked(
+    ws: WebSocketUpgrade,
+    State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
+) -> Response {
+    let token = caller.map(|Extension(c)| c.name);
+    let dispatcher = state.dispatcher.clone();
+    let check: QueueCheck = Box::new(move |queues: &[String]| {
+        let conn = state.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let mut allowed = Vec::new();
+        for q in queues {
+            let queue = db::queue(&conn, q).map_err(|e| e.to_string())?;
+            if !queue.private_to.is_empty() && !db::queue_serves(&queue, token.as_deref()) {
+                return Err(format!("queue `{q}` is private to other tokens"));
+            }
+            allowed.push(q.clone());
+        }
+        Ok(allowed)
+    });
+    ws.max_message_size(MAX_MESSAGE_BYTES + 4096)
+        .on_upgrade(move |socket| serve_worker(socket, dispatcher, Some(check)))
+}
+
+/// Which of the queues a worker asks for it may serve; why not, when it may not.
+type QueueCheck = Box<dyn FnOnce(&[String]) -> Result<Vec<String>, String> + Send>;
+
 /// Serves one worker's connection until it ends; then its attempts are lost.
-async fn serve_worker(socket: WebSocket, dispatcher: Dispatcher) {
+async fn serve_worker(socket: WebSocket, dispatcher: Dispatcher, check: Option<QueueCheck>) {
     let (mut sink, mut stream) = socket.split();
     let hello = match tokio::time::timeout(HELLO_WITHIN, stream.next()).await {
         Ok(Some(Ok(Message::Text(text)))) => match serde_json::from_str::<FromWorker>(&text) {
@@ -157,8 +210,15 @@ async fn serve_worker(socket: WebSocket, dispatcher: Dispatcher) {
         },
         _ => return refuse(&mut sink, "no hello").await,
     };
+    let mut hello = hello;
     if let Err(why) = remote::check_hello(&hello) {
         return refuse(&mut sink, &why).await;
+    }
+    if let Some(check) = check {
+        match check(&hello.queues) {
+            Ok(queues) => hello.queues = queues,
+            Err(why) => return refuse(&mut sink, &why).await,
+        }
     }
     let name = hello.name.clone();
     tracing::info!("worker `{name}` connected (queues {:?}, {} slots)", hello.queues, hello.slots);

@@ -18,4 +18,5 @@ pub mod schedule;
 pub mod server;
 pub mod state;
 pub mod ui;
+pub mod wiring;
 pub mod worker;

@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 
 use salt_runtime::model::now_ms;
 
+use crate::config::{SaltToml, WorkflowSettings};
 use crate::db;
 
 /// How long a binary may take to print its manifest.
@@ -35,6 +36,9 @@ pub enum RegisterError {
     /// The database failed.
     #[error("database: {0}")]
     Db(#[from] rusqlite::Error),
+    /// The `salt.toml` given with the binary cannot be used with it.
+    #[error("{0}")]
+    Config(String),
 }
 
 /// What registering a binary did.
@@ -220,8 +224,29 @@ pub fn stage(data: &Path, bytes: &[u8]) -> Result<Staged, RegisterError> {
 
 /// Records a staged binary and a new version of each of its workflows whose latest version is
 /// not this binary with the same manifest, in one transaction.
-pub fn record(conn: &Connection, staged: &Staged) -> Result<Registered, RegisterError> {
+///
+/// `config`, the `salt.toml` given with the binary, overrides each workflow's schedule, time
+/// zone, paused state, queue and default input and sets its policies, events and webhooks; it
+/// is checked against the binary first (every workflow it names exists, every default input
+/// matches its schema), and nothing is recorded when it does not fit.
+pub fn record(conn: &Connection, staged: &Staged, config: Option<&SaltToml>) -> Result<Registered, RegisterError> {
     let sha = &staged.sha256;
+    let empty = SaltToml::default();
+    let config = config.unwrap_or(&empty);
+    config
+        .check_workflows(staged.workflows.iter().map(|(name, _)| name.as_str()))
+        .map_err(|e| RegisterError::Config(e.to_string()))?;
+    let mut settings = Vec::new();
+    for (name, entry) in &staged.workflows {
+        let s = WorkflowSettings::resolve(
+            entry.get("schedule").and_then(Value::as_str),
+            entry.get("default_input").unwrap_or(&Value::Null),
+            config.workflows.get(name),
+        );
+        let schema = entry.get("input_schema").cloned().unwrap_or(Value::Bool(true));
+        crate::schedule::check_settings(&schema, &s).map_err(|e| RegisterError::Config(format!("`{name}`: {e}")))?;
+        settings.push((schema, s));
+    }
     // Immediate: the versions read here are those the new ones are numbered after, also when
     // another process registers at the same time.
     let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
@@ -236,16 +261,18 @@ pub fn record(conn: &Connection, staged: &Staged) -> Result<Registered, Register
         &staged.manifest,
     )?;
     let mut registered = Vec::new();
-    for (name, entry) in &staged.workflows {
-        match db::latest_version(&tx, name)? {
-            Some(v) if &v.binary == sha && &v.manifest == entry => {
-                registered.push(RegisteredWorkflow { workflow: name.clone(), version: v.version, new_version: false })
-            }
-            _ => {
-                let version = db::add_version(&tx, name, sha, entry)?;
-                registered.push(RegisteredWorkflow { workflow: name.clone(), version, new_version: true });
-            }
-        }
+    let now = jiff::Timestamp::now();
+    for ((name, entry), (schema, settings)) in staged.workflows.iter().zip(&settings) {
+        let (version, new_version) = match db::latest_version(&tx, name)? {
+            Some(v) if &v.binary == sha && &v.manifest == entry => (v.version, false),
+            _ => (db::add_version(&tx, name, sha, entry)?, true),
+        };
+        let target = crate::engine::WorkflowRef { workflow: name.clone(), version, binary: sha.clone() };
+        crate::schedule::register_workflow(&tx, &target, schema, settings, now).map_err(|e| match e {
+            crate::schedule::ScheduleError::Db(e) => RegisterError::Db(e),
+            other => RegisterError::Config(format!("`{name}`: {other}")),
+        })?;
+        registered.push(RegisteredWorkflow { workflow: name.clone(), version, new_version });
     }
     tx.commit()?;
     Ok(Registered { sha256: sha.clone(), size: staged.size, new_binary, workflows: registered })
@@ -255,14 +282,24 @@ pub fn record(conn: &Connection, staged: &Staged) -> Result<Registered, Register
 /// ([`stage`], then [`record`]): the binary is stored once, and each workflow gets a new
 /// version unless its latest version is this binary with the same manifest. A file that is
 /// not a salt binary, or whose manifest is invalid, stores nothing.
-pub fn register_bytes(conn: &Connection, data: &Path, bytes: &[u8]) -> Result<Registered, RegisterError> {
-    record(conn, &stage(data, bytes)?)
+pub fn register_bytes(
+    conn: &Connection,
+    data: &Path,
+    bytes: &[u8],
+    config: Option<&SaltToml>,
+) -> Result<Registered, RegisterError> {
+    record(conn, &stage(data, bytes)?, config)
 }
 
 /// [`register_bytes`] of the file at `path`.
-pub fn register_file(conn: &Connection, data: &Path, path: &Path) -> Result<Registered, RegisterError> {
+pub fn register_file(
+    conn: &Connection,
+    data: &Path,
+    path: &Path,
+    config: Option<&SaltToml>,
+) -> Result<Registered, RegisterError> {
     let bytes = std::fs::read(path).map_err(|e| RegisterError::Io(format!("cannot read {}: {e}", path.display())))?;
-    register_bytes(conn, data, &bytes)
+    register_bytes(conn, data, &bytes, config)
 }
 
 fn write_executable(path: &Path, bytes: &[u8]) -> Result<(), RegisterError> {
@@ -361,7 +398,7 @@ mod tests {
         let (dir, conn) = fresh();
         let data = dir.path().join("data");
         let one = fake_binary(dir.path(), "one", &manifest("v1"));
-        let first = register_file(&conn, &data, &one).unwrap();
+        let first = register_file(&conn, &data, &one, None).unwrap();
         let sha = sha256_hex(&std::fs::read(&one).unwrap());
         assert_eq!(first.sha256, sha);
         assert!(first.new_binary);
@@ -370,14 +407,14 @@ mod tests {
         assert_eq!(versions, [("etl", 1, true), ("report", 1, true)]);
         assert_eq!(std::fs::read(binary_path(&data, &sha)).unwrap(), std::fs::read(&one).unwrap());
 
-        let again = register_file(&conn, &data, &one).unwrap();
+        let again = register_file(&conn, &data, &one, None).unwrap();
         assert!(!again.new_binary);
         let versions: Vec<_> =
             again.workflows.iter().map(|w| (w.workflow.as_str(), w.version, w.new_version)).collect();
         assert_eq!(versions, [("etl", 1, false), ("report", 1, false)]);
 
         let two = fake_binary(dir.path(), "two", &manifest("v2"));
-        let second = register_file(&conn, &data, &two).unwrap();
+        let second = register_file(&conn, &data, &two, None).unwrap();
         let versions: Vec<_> =
             second.workflows.iter().map(|w| (w.workflow.as_str(), w.version, w.new_version)).collect();
         assert_eq!(versions, [("etl", 2, true), ("report", 2, true)]);
@@ -418,7 +455,7 @@ mod tests {
             ),
         ];
         for (path, says) in cases {
-            let err = register_file(&conn, &data, &path).unwrap_err().to_string();
+            let err = register_file(&conn, &data, &path, None).unwrap_err().to_string();
             assert!(err.starts_with(says), "{}: {err}", path.display());
         }
         assert!(workflows(&conn).unwrap().is_empty());

@@ -38,7 +38,12 @@ pub fn db_path(db: &str) -> PathBuf {
 
 /// Opens (creating when missing) the run store and the server's tables at `db`, and returns
 /// the state for `engine` with `data` as the data directory.
-pub fn open_state(db: &str, data: &Path, engine: Arc<dyn Engine>) -> anyhow::Result<AppState> {
+pub fn open_state(
+    db: &str,
+    data: &Path,
+    engine: Arc<dyn Engine>,
+    dispatcher: salt_runtime::remote::Dispatcher,
+) -> anyhow::Result<AppState> {
     let path = db_path(db);
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)?;
@@ -46,7 +51,14 @@ pub fn open_state(db: &str, data: &Path, engine: Arc<dyn Engine>) -> anyhow::Res
     let store: Arc<dyn salt_runtime::store::Store> = Arc::from(salt_runtime::ops::open(db)?);
     let conn = db::open(&path)?;
     std::fs::create_dir_all(data.join("binaries"))?;
-    Ok(AppState { db: db.to_string(), store, conn: Arc::new(Mutex::new(conn)), engine, data: data.to_path_buf() })
+    Ok(AppState {
+        db: db.to_string(),
+        store,
+        conn: Arc::new(Mutex::new(conn)),
+        engine,
+        data: data.to_path_buf(),
+        dispatcher,
+    })
 }
 
 /// The opened tables of the database at `db` (the run store created first when missing), for
@@ -64,11 +76,11 @@ pub fn open_conn(db: &str) -> anyhow::Result<rusqlite::Connection> {
 /// OpenAPI document) and the routes of the other parts, every request checked for a token
 /// when tokens exist.
 pub fn router(state: AppState) -> Router {
-    let routes = api::routes();
-    // Mount points of the other parts of the server, each a `Router<AppState>`:
-    // let routes = routes.merge(crate::host::routes()); // the run host: /api/v1/workers/connect
-    // let routes = routes.merge(crate::schedule::routes()); // schedules, events
-    // let routes = routes.merge(crate::ui::routes()); // the web UI
+    let catalog = Arc::new(crate::wiring::Registry::new(state.conn.clone()));
+    let routes = api::routes()
+        .merge(crate::host::worker_routes())
+        .merge(crate::schedule::api::routes())
+        .merge(crate::ui::routes(catalog));
     api::fallback(routes)
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token))
         .with_state(state)
@@ -92,13 +104,54 @@ pub async fn serve_on(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use axum::serve::ListenerExt as _;
+    // Workers and clients exchange many small messages: no Nagle delay.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
 }
 
-/// `salt server`: opens the database, checks that it may listen where asked, and serves until
-/// Ctrl-C or SIGTERM. `engine` drives the runs.
-pub async fn serve(config: Config, engine: Arc<dyn Engine>) -> anyhow::Result<()> {
-    let state = open_state(&config.db, &config.data, engine)?;
+/// The run host of a server on `db`: it drives the runs of the registry's binaries on the
+/// workers connected to `dispatcher`, and tells `notifier` how each ended.
+pub fn run_host(
+    db: &str,
+    dispatcher: salt_runtime::remote::Dispatcher,
+    notifier: Option<crate::notify::Notifier>,
+) -> anyhow::Result<Arc<crate::host::RunHost>> {
+    let conn = Arc::new(Mutex::new(db::open(&db_path(db))?));
+    let registry = Arc::new(crate::wiring::Registry::new(conn));
+    let mut host = crate::host::RunHost::new(db, dispatcher, registry);
+    if let Some(notifier) = notifier {
+        host = host.on_end(Arc::new(move |run, workflow, outcome| {
+            if let Some(n) = crate::notify::Notification::run_ended(run, workflow, outcome.state) {
+                notifier.notify(n);
+            }
+        }));
+    }
+    Ok(Arc::new(host))
+}
+
+/// `salt server`: opens the database, checks that it may listen where asked, resumes the runs
+/// it drove when it stopped, and serves (REST API, workers, scheduler, web UI) until Ctrl-C or
+/// SIGTERM.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let path = db_path(&config.db);
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    salt_runtime::ops::open(&config.db)?;
+    let dispatcher = salt_runtime::remote::Dispatcher::new();
+    let notify_conn = Arc::new(Mutex::new(db::open(&path)?));
+    let (notifier, _notifying) = crate::notify::Notifier::spawn(notify_conn, crate::notify::NotifyOptions::default());
+    let host = run_host(&config.db, dispatcher.clone(), Some(notifier))?;
+    let state = open_state(&config.db, &config.data, host.clone(), dispatcher.clone())?;
+    {
+        let conn = state.conn.lock().unwrap_or_else(|p| p.into_inner());
+        for q in db::queues(&conn)? {
+            dispatcher.set_active(&q.name, q.active);
+        }
+    }
     let tokens = db::any_token(&state.conn.lock().unwrap_or_else(|p| p.into_inner()))?;
     if let Some(why) = refuse_open(&config.listen, tokens, config.open) {
         anyhow::bail!(why);
@@ -113,7 +166,27 @@ pub async fn serve(config: Config, engine: Arc<dyn Engine>) -> anyhow::Result<()
         config.data.display(),
         if tokens { ", tokens required" } else { "" }
     );
+    // Runs this server drove when it stopped: resumed, with nothing that finished run again.
+    let unfinished = {
+        let conn = state.conn.lock().unwrap_or_else(|p| p.into_inner());
+        db::unfinished_runs(&conn)?
+    };
+    let resumed = host.resume_interrupted(&unfinished);
+    if !resumed.is_empty() {
+        eprintln!(
+            "resumed {} run(s) left unfinished: {:?}",
+            resumed.len(),
+            resumed.iter().map(|r| r.get()).collect::<Vec<_>>()
+        );
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let scheduler = tokio::spawn(crate::schedule::run_scheduler(state.clone(), async move {
+        let mut rx = stop_rx;
+        let _ = rx.wait_for(|stop| *stop).await;
+    }));
     serve_on(listener, state, shutdown_signal()).await?;
+    let _ = stop_tx.send(true);
+    let _ = scheduler.await;
     Ok(())
 }
 

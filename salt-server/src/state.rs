@@ -20,4 +20,6 @@ pub struct AppState {
     pub engine: Arc<dyn Engine>,
     /// Where binaries and other files live (`--data`).
     pub data: PathBuf,
+    /// The workers connected to this server, and the attempts waiting for one.
+    pub dispatcher: salt_runtime::remote::Dispatcher,
 }

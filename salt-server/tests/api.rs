@@ -118,10 +118,12 @@ impl Server {
         let dir = tempfile::tempdir().unwrap();
         let engine = Arc::new(TestEngine { store: Mutex::new(None), calls: Mutex::new(Vec::new()) });
         let db = dir.path().join("server.db").display().to_string();
-        let state = server::open_state(&db, &dir.path().join("data"), engine.clone()).unwrap();
+        let state =
+            server::open_state(&db, &dir.path().join("data"), engine.clone(), salt_runtime::remote::Dispatcher::new())
+                .unwrap();
         *engine.store.lock().unwrap() = Some(state.store.clone());
         let bin = fake_binary(dir.path(), "etl", "v1");
-        registry::register_file(&state.conn.lock().unwrap(), &state.data, &bin).unwrap();
+        registry::register_file(&state.conn.lock().unwrap(), &state.data, &bin, None).unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let serving = state.clone();
@@ -330,7 +332,8 @@ fn runs_nodes_and_actions_answer_404_and_409_as_their_state_requires() {
     assert_eq!((status, body["error"].as_str()), (409, Some("conflict")), "a queued run is being driven: {body}");
     let (status, body) = server.post("/api/v1/runs/1/nodes/load/cancel", json!({}));
     assert_eq!((status, body["node"].as_u64()), (202, Some(1)));
-    assert_eq!(db::take_node_cancels(&server.state.conn.lock().unwrap(), RunId::new(1)).unwrap(), [1]);
+    let control = server.state.store.control(RunId::new(1)).unwrap();
+    assert_eq!(control.cancel_nodes.iter().map(|(_, n)| n.get()).collect::<Vec<_>>(), [1], "asked of the run's orchestrator");
 
     server.set_run_state(1, RunState::Succeeded);
     for action in ["cancel", "pause", "resume", "recover"] {
@@ -424,6 +427,7 @@ fn the_openapi_document_describes_exactly_the_routes_served() {
             "GET /api/v1/runs/{id}/graph",
             "GET /api/v1/runs/{id}/logs",
             "GET /api/v1/runs/{id}/nodes/{node}",
+            "GET /api/v1/workers",
             "GET /api/v1/workflows",
             "GET /api/v1/workflows/{name}",
             "POST /api/v1/binaries",

@@ -203,6 +203,7 @@ fn the_ui_shows_a_live_run_and_answers_its_signal_in_a_browser() {
         conn: Arc::new(Mutex::new(rusqlite::Connection::open_in_memory().unwrap())),
         engine: engine.clone(),
         data: dir.path().to_path_buf(),
+        dispatcher: salt_runtime::remote::Dispatcher::new(),
     };
     let app = salt_server::ui::routes(Arc::new(catalog_of(&binary))).with_state(state);
     let rt = tokio::runtime::Runtime::new().unwrap();

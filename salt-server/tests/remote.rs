@@ -99,7 +99,7 @@ impl Server {
         let app: Router = Router::new()
             .route("/api/v1/binaries/{sha}", get(serve_binary))
             .with_state(binary.clone())
-            .merge(salt_server::host::worker_routes(dispatcher));
+            .merge(salt_server::host::dispatcher_routes(dispatcher));
         use axum::serve::ListenerExt as _;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());

@@ -90,7 +90,7 @@ impl Bench {
         let app: Router = Router::new()
             .route("/api/v1/binaries/{sha}", get(binary))
             .with_state(reg.clone())
-            .merge(salt_server::host::worker_routes(dispatcher));
+            .merge(salt_server::host::dispatcher_routes(dispatcher));
         use axum::serve::ListenerExt as _;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
         let url = format!("http://{}", listener.local_addr().map_err(|e| e.to_string())?);

@@ -323,6 +323,7 @@ report    1        0 * * * *   UTC            paused  2024-03-30 02:00:00 UTC   
             conn: Arc::new(Mutex::new(conn)),
             engine: Arc::new(Counting::default()),
             data: dir.path().to_path_buf(),
+            dispatcher: salt_runtime::remote::Dispatcher::new(),
         };
         let app = crate::schedule::api::routes().with_state(state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

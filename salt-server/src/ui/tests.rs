@@ -87,6 +87,7 @@ fn fixture() -> Fixture {
         conn: Arc::new(Mutex::new(rusqlite::Connection::open_in_memory().unwrap())),
         engine: engine.clone(),
         data: dir.path().to_path_buf(),
+        dispatcher: salt_runtime::remote::Dispatcher::new(),
     };
     let app = routes(Arc::new(catalog)).with_state(state);
     Fixture { _dir: dir, store, engine, app }
