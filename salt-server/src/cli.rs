@@ -44,6 +44,12 @@ pub struct DbArg {
 /// The commands of `salt`.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The schedules: list them with their next fire times, trigger one, backfill one.
+    Schedule {
+        /// What to do.
+        #[command(subcommand)]
+        command: crate::schedule::cli::ScheduleCommand,
+    },
     /// Take attempts of some queues from the server and run them, each in a process of its
     /// binary (fetched once, checked against its sha256). Ctrl-C drains: running attempts
     /// finish, no new ones start.
@@ -295,6 +301,10 @@ fn run(cli: Cli) -> Result<u8, Failure> {
     let json = cli.json;
     let client = Client::new(&cli.server, cli.token.clone());
     match cli.command {
+        Command::Schedule { command } => {
+            let remote = crate::schedule::cli::Remote { server: cli.server, token: cli.token };
+            Ok(crate::schedule::cli::code(&command.with_json(json), &remote))
+        }
         Command::Worker(args) => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

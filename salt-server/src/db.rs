@@ -511,5 +511,4 @@ mod tests {
         assert!(!queue_serves(&queue(&conn, "gpu").unwrap(), Some("ann")));
         assert_eq!(queues(&conn).unwrap().len(), 1);
     }
-
 }

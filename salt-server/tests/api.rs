@@ -333,7 +333,11 @@ fn runs_nodes_and_actions_answer_404_and_409_as_their_state_requires() {
     let (status, body) = server.post("/api/v1/runs/1/nodes/load/cancel", json!({}));
     assert_eq!((status, body["node"].as_u64()), (202, Some(1)));
     let control = server.state.store.control(RunId::new(1)).unwrap();
-    assert_eq!(control.cancel_nodes.iter().map(|(_, n)| n.get()).collect::<Vec<_>>(), [1], "asked of the run's orchestrator");
+    assert_eq!(
+        control.cancel_nodes.iter().map(|(_, n)| n.get()).collect::<Vec<_>>(),
+        [1],
+        "asked of the run's orchestrator"
+    );
 
     server.set_run_state(1, RunState::Succeeded);
     for action in ["cancel", "pause", "resume", "recover"] {

@@ -13,16 +13,16 @@ use super::api::{BackfillRequest, ScheduleView};
 pub enum ScheduleCommand {
     /// Lists the schedules with their next 3 fire times, in their zone and in UTC.
     Ls {
-        /// Prints the server's JSON.
-        #[arg(long)]
+        /// Prints the server's JSON (`salt --json`).
+        #[arg(skip)]
         json: bool,
     },
     /// Starts a run of WORKFLOW now, whatever its schedule says.
     Trigger {
         /// The workflow.
         workflow: String,
-        /// Prints the server's JSON.
-        #[arg(long)]
+        /// Prints the server's JSON (`salt --json`).
+        #[arg(skip)]
         json: bool,
     },
     /// Starts one run for each occurrence of WORKFLOW's schedule in [FROM, TO] not run yet.
@@ -36,10 +36,22 @@ pub enum ScheduleCommand {
         /// The last time (included), in the same forms.
         #[arg(long)]
         to: String,
-        /// Prints the server's JSON.
-        #[arg(long)]
+        /// Prints the server's JSON (`salt --json`).
+        #[arg(skip)]
         json: bool,
     },
+}
+
+impl ScheduleCommand {
+    /// The command, printing JSON when `json` (the global `--json`) is set.
+    pub fn with_json(mut self, on: bool) -> Self {
+        match &mut self {
+            ScheduleCommand::Ls { json }
+            | ScheduleCommand::Trigger { json, .. }
+            | ScheduleCommand::Backfill { json, .. } => *json = on,
+        }
+        self
+    }
 }
 
 /// Where the server is and how to authenticate.
@@ -92,14 +104,19 @@ fn request(remote: &Remote, method: &str, path: &str, body: Option<&Value>) -> R
 /// Runs a `salt schedule` command against `remote`; prints its result and returns the exit
 /// code (0, 1 for a failure, 2 for a request refused as invalid).
 pub fn run(command: &ScheduleCommand, remote: &Remote) -> ExitCode {
+    ExitCode::from(code(command, remote))
+}
+
+/// [`run`], with the exit code as a number.
+pub fn code(command: &ScheduleCommand, remote: &Remote) -> u8 {
     match execute(command, remote) {
         Ok(out) => {
             print!("{out}");
-            ExitCode::SUCCESS
+            0
         }
         Err(Failure(message, code)) => {
             eprintln!("error: {message}");
-            ExitCode::from(code)
+            code
         }
     }
 }

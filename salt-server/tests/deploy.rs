@@ -1,0 +1,254 @@
+//! The deployed shape, all real processes on loopback: a `salt server`, `salt worker`s and the
+//! `salt` client commands, with the `relay` example registered. Workers and the server are
+//! killed with SIGKILL mid-run; what had finished never runs again.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const SALT: &str = env!("CARGO_BIN_EXE_salt");
+
+fn relay_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join("examples").join("relay");
+    assert!(bin.exists(), "{} is not built: run `cargo test -p salt-server`", bin.display());
+    bin
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn kill9(child: &mut Child) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let _ = child.wait();
+}
+
+struct Deployment {
+    dir: tempfile::TempDir,
+    url: String,
+    port: u16,
+    server: Option<Child>,
+    workers: Vec<Child>,
+}
+
+impl Deployment {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("work")).unwrap();
+        let port = free_port();
+        let mut d = Self { url: format!("http://127.0.0.1:{port}"), port, dir, server: None, workers: Vec::new() };
+        d.start_server();
+        d
+    }
+
+    fn work(&self) -> String {
+        self.dir.path().join("work").display().to_string()
+    }
+
+    fn start_server(&mut self) {
+        let db = self.dir.path().join("server.db");
+        let data = self.dir.path().join("data");
+        let child = Command::new(SALT)
+            .args(["server", "--listen", &format!("127.0.0.1:{}", self.port)])
+            .arg("--db")
+            .arg(&db)
+            .arg("--data")
+            .arg(&data)
+            .env("SALT_LEASE_TTL_MS", "1500")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start salt server");
+        self.server = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while ureq::get(&format!("{}/healthz", self.url)).call().is_err() {
+            assert!(Instant::now() < deadline, "the server never answered");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn worker(&mut self, name: &str) {
+        let child = Command::new(SALT)
+            .args(["worker", "--server", &self.url, "--name", name, "--slots", "2"])
+            .arg("--cache")
+            .arg(self.dir.path().join(format!("cache-{name}")))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start salt worker");
+        self.workers.push(child);
+    }
+
+    fn salt(&self, args: &[&str]) -> Output {
+        Command::new(SALT).args(args).args(["--server", &self.url]).stdin(Stdio::null()).output().unwrap()
+    }
+
+    fn get(&self, path: &str) -> Value {
+        let mut r = ureq::get(&format!("{}{path}", self.url)).call().unwrap();
+        r.body_mut().read_json().unwrap()
+    }
+
+    fn wait_workers(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.get("/api/v1/workers")["workers"].as_array().map_or(0, Vec::len) < n {
+            assert!(Instant::now() < deadline, "workers never connected");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn count(&self, marker: &str) -> usize {
+        std::fs::read_to_string(self.dir.path().join("work").join(marker)).map(|s| s.lines().count()).unwrap_or(0)
+    }
+
+    fn wait_marker(&self, marker: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.count(marker) == 0 {
+            assert!(Instant::now() < deadline, "`{marker}` never ran");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn wait_run(&self, run: u64) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            if let Ok(mut r) = ureq::get(&format!("{}/api/v1/runs/{run}", self.url)).call() {
+                let v: Value = r.body_mut().read_json().unwrap();
+                if matches!(v["run"]["state"].as_str(), Some("succeeded" | "failed" | "cancelled" | "terminated")) {
+                    return v;
+                }
+            }
+            assert!(Instant::now() < deadline, "run {run} never ended");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The index of the worker that runs something now.
+    fn busy_worker(&self) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let workers = self.get("/api/v1/workers");
+            let busy = workers["workers"].as_array().unwrap().iter().find(|w| w["busy"].as_u64() > Some(0)).cloned();
+            if let Some(w) = busy {
+                let name = w["name"].as_str().unwrap();
+                return name.trim_start_matches('w').parse::<usize>().unwrap();
+            }
+            assert!(Instant::now() < deadline, "no worker is busy: {workers}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        for c in self.workers.iter_mut().chain(self.server.iter_mut()) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[test]
+fn register_run_and_survive_a_killed_worker_and_a_killed_server() {
+    let mut d = Deployment::new();
+    let out = d.salt(&["register", relay_binary().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = d.salt(&["workflows", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = listed["workflows"].as_array().unwrap().iter().filter_map(|w| w["name"].as_str()).collect();
+    assert_eq!(names, ["chain", "fan"], "{listed}");
+    d.worker("w0");
+    d.worker("w1");
+    d.wait_workers(2);
+
+    // A run through the client, to the end.
+    let input = json!({"dir": d.work(), "slow_ms": 0}).to_string();
+    let out = d.salt(&["run", "chain", "--input", &input, "--wait"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "4", "{}", text(&out));
+    assert_eq!((d.count("a"), d.count("b"), d.count("c")), (1, 1, 1));
+
+    // A worker killed in the middle of a step: the other one runs it again.
+    let input = json!({"dir": d.work(), "slow_ms": 2000}).to_string();
+    let out = d.salt(&["run", "chain", "--input", &input, "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let run = serde_json::from_slice::<Value>(&out.stdout).unwrap()["run"].as_u64().unwrap();
+    d.wait_marker("b");
+    while d.count("b") < 2 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let busy = d.busy_worker();
+    kill9(&mut d.workers[busy]);
+    let shown = d.wait_run(run);
+    assert_eq!(shown["run"]["state"], "succeeded", "{shown}");
+    assert_eq!((d.count("a"), d.count("b"), d.count("c")), (2, 3, 2), "only the lost step ran again");
+    d.worker("w2");
+
+    // The server killed in the middle of a step, then started again: the run completes and
+    // nothing that had finished runs again.
+    let input = json!({"dir": d.work(), "slow_ms": 1500}).to_string();
+    let out = d.salt(&["run", "chain", "--input", &input, "--json"]);
+    let run = serde_json::from_slice::<Value>(&out.stdout).unwrap()["run"].as_u64().unwrap();
+    while d.count("b") < 4 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    kill9(d.server.as_mut().unwrap());
+    d.start_server();
+    let shown = d.wait_run(run);
+    assert_eq!(shown["run"]["state"], "succeeded", "{shown}");
+    assert_eq!(d.count("a"), 3, "the first step had finished: it did not run again");
+    assert_eq!(d.count("c"), 3);
+    assert_eq!(d.count("b"), 5, "the step in flight when the server died ran again, once");
+}
+
+#[test]
+fn a_schedule_every_second_fires_and_a_paused_one_does_not() {
+    let d = Deployment::new();
+    let config = d.dir.path().join("salt.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[workflows.fan]\nschedule = \"* * * * * *\"\ninput = {{ n = 3, gpu = false }}\n\n\
+             [workflows.chain]\nschedule = \"* * * * * *\"\npaused = true\ninput = {{ dir = \"{}\", slow_ms = 0 }}\n",
+            d.work()
+        ),
+    )
+    .unwrap();
+    let out = d.salt(&["register", relay_binary().to_str().unwrap(), "--config", config.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let mut d = d;
+    d.worker("w0");
+    d.wait_workers(1);
+    std::thread::sleep(Duration::from_millis(3500));
+    let runs = d.get("/api/v1/runs?workflow=fan");
+    let fan = runs["runs"].as_array().unwrap();
+    assert!(fan.len() >= 2, "a schedule every second fired {} times in 3.5 s: {runs}", fan.len());
+    let chain = d.get("/api/v1/runs?workflow=chain");
+    assert_eq!(chain["runs"].as_array().unwrap().len(), 0, "the paused schedule fired: {chain}");
+    assert_eq!(d.count("a"), 0);
+    let out = d.salt(&["schedule", "ls"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(listed.contains("fan") && listed.contains("UTC"), "{listed}");
+
+    // A bad salt.toml is refused naming the key, and nothing changes.
+    std::fs::write(&config, "[workflows.fan]\ntimezone = \"Mars/Olympus\"\n").unwrap();
+    let out = d.salt(&["register", relay_binary().to_str().unwrap(), "--config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("workflows.fan.timezone"), "{}", text(&out));
+}
