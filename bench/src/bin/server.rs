@@ -1,8 +1,9 @@
-//! The cost of running through a server and its workers, on loopback: a run host (the one
-//! `salt server` uses) with real `salt worker` processes connected over WebSockets, running the
-//! `bench` binary's workflows from their binary caches.
+//! The cost of running through a server and its workers, on loopback: the `salt server`
+//! router (REST API, run host, dispatcher) in this process, with the `bench` binary registered,
+//! and real `salt worker` processes connected over WebSockets, running the `bench` binary's
+//! workflows from their binary caches. Runs are started with `POST /api/v1/runs`.
 //!
-//! - dispatch: from starting a run to its workflow body starting on a worker (p50, p99);
+//! - dispatch: from `POST /api/v1/runs` to the workflow's body starting on a worker (p50, p99);
 //! - W2 (fan-out of 1 000) end to end with 1, 2 and 4 workers, per node, beside the local
 //!   `pool` executor on the same machine;
 //! - 1 000 runs of a three-node workflow started at once: runs per second.
@@ -12,49 +13,13 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::extract::{Path as UrlPath, State};
-use axum::http::StatusCode;
-use axum::routing::get;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 use salt_runtime::model::{RunId, RunState};
 use salt_runtime::ops;
 use salt_runtime::remote::Dispatcher;
-use salt_server::engine::{Engine, WorkflowRef};
-use salt_server::host::{Binaries, RunHost};
-
-/// The bench binary, registered under its sha256.
-struct Registered {
-    path: PathBuf,
-    sha: String,
-    manifest: Value,
-    runs: Mutex<std::collections::HashMap<RunId, String>>,
-}
-
-impl Binaries for Registered {
-    fn manifest(&self, _: &str) -> salt_runtime::Result<Value> {
-        Ok(self.manifest.clone())
-    }
-    fn binary_of(&self, run: RunId) -> salt_runtime::Result<Option<String>> {
-        Ok(self.runs.lock().unwrap_or_else(|p| p.into_inner()).get(&run).cloned())
-    }
-    fn record_run(&self, run: RunId, w: &WorkflowRef) -> salt_runtime::Result<()> {
-        self.runs.lock().unwrap_or_else(|p| p.into_inner()).insert(run, w.binary.clone());
-        Ok(())
-    }
-}
-
-async fn binary(State(r): State<Arc<Registered>>, UrlPath(sha): UrlPath<String>) -> Result<Vec<u8>, StatusCode> {
-    if sha != r.sha {
-        return Err(StatusCode::NOT_FOUND);
-    }
-    std::fs::read(&r.path).map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)
-}
 
 fn sibling(name: &str) -> Result<PathBuf, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
@@ -70,35 +35,28 @@ struct Bench {
     dir: tempfile::TempDir,
     db: String,
     url: String,
-    host: Arc<RunHost>,
-    reg: Arc<Registered>,
+    state: salt_server::state::AppState,
     workers: Vec<Child>,
 }
 
 impl Bench {
+    /// A `salt server` (its router, run host and dispatcher, in this process) on a fresh
+    /// database, listening on loopback, with the bench binary registered.
     async fn new() -> Result<Self, String> {
-        let path = sibling("bench")?;
-        let bytes = std::fs::read(&path).map_err(|e| e.to_string())?;
-        let sha: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
-        let out = Command::new(&path).args(["manifest", "--json"]).output().map_err(|e| e.to_string())?;
-        let manifest: Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let db = dir.path().join("server.db").display().to_string();
-        let reg = Arc::new(Registered { path, sha, manifest, runs: Default::default() });
+        let data = dir.path().join("data");
+        salt_runtime::ops::open(&db).map_err(|e| e.to_string())?;
         let dispatcher = Dispatcher::new();
-        let host = Arc::new(RunHost::new(db.clone(), dispatcher.clone(), reg.clone()));
-        let app: Router = Router::new()
-            .route("/api/v1/binaries/{sha}", get(binary))
-            .with_state(reg.clone())
-            .merge(salt_server::host::dispatcher_routes(dispatcher));
-        use axum::serve::ListenerExt as _;
+        let host = salt_server::server::run_host(&db, dispatcher.clone(), None).map_err(|e| e.to_string())?;
+        let state = salt_server::server::open_state(&db, &data, host, dispatcher).map_err(|e| e.to_string())?;
+        salt_server::registry::register_file(&state.conn.lock().unwrap_or_else(|p| p.into_inner()), &data, &sibling("bench")?, None)
+            .map_err(|e| e.to_string())?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
         let url = format!("http://{}", listener.local_addr().map_err(|e| e.to_string())?);
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Ok(Self { dir, db, url, host, reg, workers: Vec::new() })
+        let serving = state.clone();
+        tokio::spawn(async move { salt_server::server::serve_on(listener, serving, std::future::pending()).await });
+        Ok(Self { dir, db, url, state, workers: Vec::new() })
     }
 
     /// Runs `n` workers with `slots` slots each, and waits until they are connected.
@@ -106,7 +64,7 @@ impl Bench {
         for w in self.workers.drain(..) {
             stop(w);
         }
-        while !self.host.dispatcher().workers().is_empty() {
+        while !self.state.dispatcher.workers().is_empty() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let salt = sibling("salt")?;
@@ -122,15 +80,23 @@ impl Bench {
                 .map_err(|e| e.to_string())?;
             self.workers.push(child);
         }
-        while self.host.dispatcher().workers().len() < n {
+        while self.state.dispatcher.workers().len() < n {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         Ok(())
     }
 
-    fn start(&self, workflow: &str, input: Value) -> Result<RunId, String> {
-        let w = WorkflowRef { workflow: workflow.into(), version: 1, binary: self.reg.sha.clone() };
-        self.host.start(&w, input).map_err(|e| e.to_string())
+    /// Starts a run with `POST /api/v1/runs`, as a client would.
+    async fn start(&self, workflow: &str, input: Value) -> Result<RunId, String> {
+        let url = format!("{}/api/v1/runs", self.url);
+        let body = json!({"workflow": workflow, "input": input});
+        let reply = tokio::task::spawn_blocking(move || -> Result<Value, String> {
+            let mut r = ureq::post(&url).send_json(&body).map_err(|e| e.to_string())?;
+            r.body_mut().read_json::<Value>().map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        reply["run"].as_i64().map(RunId::new).ok_or_else(|| format!("no run in {reply}"))
     }
 
     /// Waits for the runs to end; all must succeed. Returns their outputs.
@@ -175,21 +141,24 @@ async fn bench() -> Result<(), String> {
     let mut b = Bench::new().await?;
     b.workers(2, 4).await?;
     // Warm the workers' caches and processes.
-    let warm: Vec<RunId> = (0..8).map(|_| b.start("stamp", json!({}))).collect::<Result<_, _>>()?;
+    let mut warm = Vec::new();
+    for _ in 0..8 {
+        warm.push(b.start("stamp", json!({})).await?);
+    }
     b.wait(&warm).await?;
 
     // Dispatch: one run at a time, from start to its body starting on a worker.
     let mut latencies = Vec::new();
     for _ in 0..200 {
         let t0 = now_us();
-        let run = b.start("stamp", json!({}))?;
+        let run = b.start("stamp", json!({})).await?;
         let out = b.wait(&[run]).await?;
         let started = out[0].as_u64().ok_or("stamp returned no time")?;
         latencies.push(started.saturating_sub(t0) as f64 / 1000.0);
     }
     latencies.sort_by(f64::total_cmp);
     println!(
-        "dispatch (start a run -> its body starts on a worker), 2 workers, 200 runs: p50 {:.2} ms, p99 {:.2} ms",
+        "dispatch (POST /api/v1/runs -> its body starts on a worker), 2 workers, 200 runs: p50 {:.2} ms, p99 {:.2} ms",
         percentile(&latencies, 0.5),
         percentile(&latencies, 0.99)
     );
@@ -197,12 +166,12 @@ async fn bench() -> Result<(), String> {
     // W2 through the server, with 1, 2 and 4 workers of 2 slots.
     for n in [1, 2, 4] {
         b.workers(n, 2).await?;
-        let warm = b.start("fanout", json!({"n": 20}))?;
+        let warm = b.start("fanout", json!({"n": 20})).await?;
         b.wait(&[warm]).await?;
         let mut walls = Vec::new();
         for _ in 0..3 {
             let t = Instant::now();
-            let run = b.start("fanout", json!({"n": 1000}))?;
+            let run = b.start("fanout", json!({"n": 1000})).await?;
             let out = b.wait(&[run]).await?;
             if out[0] != json!(500_500) {
                 return Err(format!("W2 gave {}", out[0]));
@@ -222,7 +191,11 @@ async fn bench() -> Result<(), String> {
     // Many runs at once.
     b.workers(2, 4).await?;
     let t = Instant::now();
-    let runs: Vec<RunId> = (0..1000).map(|_| b.start("three", json!({}))).collect::<Result<_, _>>()?;
+    let mut starting = Vec::new();
+    for _ in 0..1000 {
+        starting.push(b.start("three", json!({})));
+    }
+    let runs: Vec<RunId> = futures::future::try_join_all(starting).await?;
     let submitted = t.elapsed().as_secs_f64();
     b.wait(&runs).await?;
     let all = t.elapsed().as_secs_f64();
