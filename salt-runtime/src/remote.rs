@@ -321,8 +321,26 @@ impl Connection {
         match msg {
             FromWorker::Hello(_) => Err("a second hello".into()),
             FromWorker::Draining => {
-                if let Some(c) = inner.workers.get_mut(&self.id) {
-                    c.draining = true;
+                let Some(c) = inner.workers.get_mut(&self.id) else { return Ok(()) };
+                c.draining = true;
+                let (name, outbox) = (c.hello.name.clone(), c.outbox.clone());
+                // Bodies blocked on their children would hold the worker until they are done
+                // (which may need the worker's slots): they run again elsewhere, replaying
+                // what they did, and their processes here are stopped.
+                let blocked: Vec<u64> = inner
+                    .attempts
+                    .iter()
+                    .filter(|(_, l)| l.worker == Some(self.id) && !l.blocked.is_empty() && !l.stopped)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in blocked {
+                    let Some(live) = inner.attempts.get_mut(&id) else { continue };
+                    live.stopped = true;
+                    let (at, events) = (live.at, live.events.clone());
+                    inner.by_at.remove(&at);
+                    let _ = outbox.send(ToWorker::Node { msg: ToNode::Cancel { attempt_id: id } });
+                    let error = Error::new(ErrorKind::Lost, format!("worker `{name}` is draining"));
+                    let _ = events.send(Event::Finished { at, result: Err(error) });
                 }
                 Ok(())
             }

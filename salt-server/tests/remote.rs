@@ -257,3 +257,30 @@ async fn a_binary_that_does_not_match_its_hash_is_refused() {
     assert!(error.contains("does not match its hash"), "{error}");
     assert_eq!(s.count("a"), 0, "nothing of the tampered binary ran");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_worker_finishes_its_attempt_takes_nothing_new_and_exits() {
+    let mut s = Server::start(false).await;
+    s.worker("w1", &["default"], 2);
+    s.wait_workers(1).await;
+    let run = s.start_run("chain", json!({"dir": s.work.display().to_string(), "slow_ms": 1500}));
+    s.wait_marker("b").await;
+    let (_, w1) = &mut s.workers[0];
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(w1.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    // It exits once its step is done, without taking the next one (the workflow's body, which
+    // only waits for its children, goes elsewhere at once rather than holding the worker).
+    let deadline = Instant::now() + Duration::from_secs(4);
+    let status = loop {
+        if let Some(status) = w1.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the drained worker never exited");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "{status:?}");
+    assert_eq!(s.count("c"), 0, "a draining worker takes nothing new");
+    s.worker("w2", &["default"], 2);
+    let (state, output, error) = s.wait(run).await;
+    assert_eq!((state, output), (RunState::Succeeded, Some(json!(4))), "{error:?}");
+    assert_eq!((s.count("a"), s.count("b"), s.count("c")), (1, 1, 1), "the drained step was not run again");
+}

@@ -36,6 +36,8 @@ struct Bench {
     db: String,
     url: String,
     state: salt_server::state::AppState,
+    /// One HTTP client, its connections kept alive, as a real client would.
+    http: ureq::Agent,
     workers: Vec<Child>,
 }
 
@@ -50,13 +52,18 @@ impl Bench {
         let dispatcher = Dispatcher::new();
         let host = salt_server::server::run_host(&db, dispatcher.clone(), None).map_err(|e| e.to_string())?;
         let state = salt_server::server::open_state(&db, &data, host, dispatcher).map_err(|e| e.to_string())?;
-        salt_server::registry::register_file(&state.conn.lock().unwrap_or_else(|p| p.into_inner()), &data, &sibling("bench")?, None)
-            .map_err(|e| e.to_string())?;
+        salt_server::registry::register_file(
+            &state.conn.lock().unwrap_or_else(|p| p.into_inner()),
+            &data,
+            &sibling("bench")?,
+            None,
+        )
+        .map_err(|e| e.to_string())?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
         let url = format!("http://{}", listener.local_addr().map_err(|e| e.to_string())?);
         let serving = state.clone();
         tokio::spawn(async move { salt_server::server::serve_on(listener, serving, std::future::pending()).await });
-        Ok(Self { dir, db, url, state, workers: Vec::new() })
+        Ok(Self { dir, db, url, state, http: ureq::Agent::new_with_defaults(), workers: Vec::new() })
     }
 
     /// Runs `n` workers with `slots` slots each, and waits until they are connected.
@@ -90,8 +97,9 @@ impl Bench {
     async fn start(&self, workflow: &str, input: Value) -> Result<RunId, String> {
         let url = format!("{}/api/v1/runs", self.url);
         let body = json!({"workflow": workflow, "input": input});
+        let http = self.http.clone();
         let reply = tokio::task::spawn_blocking(move || -> Result<Value, String> {
-            let mut r = ureq::post(&url).send_json(&body).map_err(|e| e.to_string())?;
+            let mut r = http.post(&url).send_json(&body).map_err(|e| e.to_string())?;
             r.body_mut().read_json::<Value>().map_err(|e| e.to_string())
         })
         .await
