@@ -104,8 +104,8 @@ impl Plan {
             tasks: BTreeMap::new(),
             file_tasks: spec.tasks.0.len(),
         };
-        let expanded = plan.expand_all(spec.tasks, None)?;
         let mut errors = Vec::new();
+        let expanded = plan.expand_all(spec.tasks, None, &mut errors);
         let edges = plan.resolve(&expanded, &mut errors);
         if !errors.is_empty() {
             return Err(DagErrors(errors));
@@ -136,6 +136,12 @@ impl Plan {
     /// Every edge `(parent, child)`, in plan order of the child, then of the parent.
     pub fn edges(&self) -> Vec<(&str, &str)> {
         self.steps.iter().flat_map(|s| s.parents.iter().map(move |p| (p.as_str(), s.name.as_str()))).collect()
+    }
+
+    /// The plan as JSON, titled `title`: what `salt dag graph --format json` prints (see
+    /// [`crate::DagFormat::Json`]).
+    pub fn to_json(&self, title: &str) -> serde_json::Value {
+        crate::draw::to_json(self, title)
     }
 
     /// The parameters in force (the file's, with the overrides applied).
@@ -191,19 +197,13 @@ impl Plan {
         if !errors.is_empty() {
             return Err(DagErrors(errors));
         }
+        let expanded = self.expand_all(tasks, Some(generator), &mut errors);
         // A job of the wrong shape is a malformed output too.
-        let expanded = self.expand_all(tasks, Some(generator)).map_err(|e| {
-            DagErrors(
-                e.0.into_iter()
-                    .map(|e| match e {
-                        DagError::Parse { path, message } => {
-                            malformed(generator, output, format!("at {path}: {message}"))
-                        }
-                        other => other,
-                    })
-                    .collect(),
-            )
-        })?;
+        for e in &mut errors {
+            if let DagError::Parse { path, message } = e {
+                *e = malformed(generator, output, format!("at {path}: {message}"));
+            }
+        }
         let mut edges = self.resolve(&expanded, &mut errors);
         for e in &expanded {
             for s in &e.steps {
@@ -253,9 +253,10 @@ impl Plan {
         self.steps.iter().position(|s| s.name == name).unwrap_or(usize::MAX)
     }
 
-    /// Expands every task; collects every expansion error.
-    fn expand_all(&self, tasks: Tasks, generator: Option<&str>) -> Result<Vec<Expanded>, DagErrors> {
-        let mut errors = Vec::new();
+    /// Expands every task; collects every expansion error in `errors`.
+    /// A task that fails to expand is kept with no steps, so that its name still resolves
+    /// and the remaining checks still run.
+    fn expand_all(&self, tasks: Tasks, generator: Option<&str>, errors: &mut Vec<DagError>) -> Vec<Expanded> {
         let mut out = Vec::new();
         let mut seen_tasks: HashMap<String, ()> = HashMap::new();
         for (task, spec) in tasks.0 {
@@ -265,7 +266,10 @@ impl Plan {
             }
             match self.expand(&task, &spec, generator) {
                 Ok(steps) => out.push(Expanded { task, spec, steps }),
-                Err(mut e) => errors.append(&mut e),
+                Err(mut e) => {
+                    errors.append(&mut e);
+                    out.push(Expanded { task, spec, steps: Vec::new() });
+                }
             }
         }
         // Two expansions (or a task and an expansion) with one name.
@@ -281,7 +285,7 @@ impl Plan {
                 }
             }
         }
-        if errors.is_empty() { Ok(out) } else { Err(DagErrors(errors)) }
+        out
     }
 
     /// Expands one task into its steps (dependencies not yet resolved).
@@ -412,7 +416,7 @@ impl Plan {
             }
         }
         if order.len() < n {
-            let cycle = find_cycle(&children, &indegree).into_iter().map(|i| self.steps[i].task.clone()).collect();
+            let cycle = find_cycle(&parents, &indegree).into_iter().map(|i| self.steps[i].task.clone()).collect();
             return Err(DagErrors::one(DagError::Cycle { cycle: dedup_cycle(cycle) }));
         }
         let mut position = vec![0; n];
@@ -432,44 +436,30 @@ impl Plan {
     }
 }
 
-/// Finds one cycle among the nodes left with a nonzero in-degree; returned closed (first
-/// node repeated at the end).
-fn find_cycle(children: &[BTreeSet<usize>], indegree: &[usize]) -> Vec<usize> {
-    let stuck: Vec<bool> = indegree.iter().map(|&d| d > 0).collect();
-    let Some(start) = stuck.iter().position(|&s| s) else { return Vec::new() };
-    // Every stuck node has a stuck parent, so walking backwards would also work; walk forward
-    // along stuck children until a node repeats.
+/// Finds one cycle among the nodes Kahn's algorithm could not order (those left with a
+/// nonzero in-degree), returned closed (first node repeated at the end) and starting at its
+/// earliest node. Each such node has a parent among them, so walking from parent to parent
+/// must come back to a node already seen.
+fn find_cycle(parents: &[BTreeSet<usize>], indegree: &[usize]) -> Vec<usize> {
+    let stuck = |i: usize| indegree[i] > 0;
+    let Some(start) = (0..indegree.len()).find(|&i| stuck(i)) else { return Vec::new() };
     let mut path = vec![start];
     let mut seen: HashMap<usize, usize> = HashMap::from([(start, 0)]);
     let mut at = start;
     loop {
-        let Some(&next) = children[at].iter().find(|&&c| stuck[c] && reaches(children, &stuck, c, at)) else {
-            return path;
-        };
-        if let Some(&i) = seen.get(&next) {
-            let mut cycle = path[i..].to_vec();
-            cycle.push(next);
+        let Some(&p) = parents[at].iter().find(|&&p| stuck(p)) else { return Vec::new() };
+        if let Some(&i) = seen.get(&p) {
+            // path[i..] walks the cycle backwards.
+            let mut cycle: Vec<usize> = path[i..].iter().rev().copied().collect();
+            let first = cycle.iter().enumerate().min_by_key(|(_, n)| **n).map_or(0, |(k, _)| k);
+            cycle.rotate_left(first);
+            cycle.push(cycle[0]);
             return cycle;
         }
-        seen.insert(next, path.len());
-        path.push(next);
-        at = next;
+        seen.insert(p, path.len());
+        path.push(p);
+        at = p;
     }
-}
-
-/// Whether `to` is reachable from `from` through stuck nodes.
-fn reaches(children: &[BTreeSet<usize>], stuck: &[bool], from: usize, to: usize) -> bool {
-    let mut stack = vec![from];
-    let mut seen = BTreeSet::new();
-    while let Some(n) = stack.pop() {
-        if n == to {
-            return true;
-        }
-        if seen.insert(n) {
-            stack.extend(children[n].iter().copied().filter(|&c| stuck[c]));
-        }
-    }
-    false
 }
 
 /// A cycle of steps as a cycle of tasks: consecutive repeats (expansions of one task) merged.

@@ -275,6 +275,25 @@ fn a_cycle_is_named() {
     assert_eq!(e, ["the dependencies form a cycle: a -> b -> c -> a"]);
     let e = errors(r#"{"tasks": {"me": {"job": {"command": ["true"]}, "parents": ["me"]}}}"#);
     assert_eq!(e, ["the dependencies form a cycle: me -> me"]);
+    // A task downstream of the cycle, written first, is not part of it.
+    let e = errors(
+        r#"{"tasks": {
+            "after": {"job": {"command": ["true"]}, "parents": ["c"]},
+            "a": {"job": {"command": ["true"]}, "parents": ["c"]},
+            "b": {"job": {"command": ["true"]}, "parents": ["a"]},
+            "c": {"job": {"command": ["true"]}, "parents": ["b"]}
+        }}"#,
+    );
+    assert_eq!(e, ["the dependencies form a cycle: a -> b -> c -> a"]);
+}
+
+#[test]
+fn a_generated_cycle_is_refused() {
+    let mut plan = load("generator.json", &[]);
+    let output = r#"{"late": {"job": {"command": ["true"]}, "parents": ["report"], "children": ["report"]}}"#;
+    let err = plan.add_generated("discover", output, &BTreeSet::new()).unwrap_err();
+    assert_eq!(err.to_string(), "the dependencies form a cycle: report -> late -> report");
+    assert_eq!(names(&plan), ["discover", "report"]);
 }
 
 #[test]
@@ -290,6 +309,24 @@ fn duplicate_names_after_expansion() {
         r#"{"tasks": [{"name": "x", "job": {"command": ["true"]}}, {"name": "x", "job": {"command": ["true"]}}]}"#,
     );
     assert_eq!(e, ["task `x` is defined twice"]);
+}
+
+#[test]
+fn every_error_is_reported_at_once() {
+    let e = errors(
+        r#"{"parameters": {"D": ["1", "2"]}, "tasks": {
+            "a": {"job": {"command": ["echo", "{{DAY}}"]}, "children": ["z"]},
+            "b": {"job": {"commandString": "echo {{D}}"}, "parents": ["a", "y"]}
+        }}"#,
+    );
+    assert_eq!(
+        e,
+        [
+            "task `a` uses `{{DAY}}`, but there is no parameter `DAY`",
+            "task `a`: children names `z`, which is not a task of this DAG",
+            "task `b`: parents names `y`, which is not a task of this DAG"
+        ]
+    );
 }
 
 #[test]
@@ -411,7 +448,14 @@ fn check_prints_a_summary_or_the_errors() {
     let (code, out, err) = run(cli(&["check", bad.to_str().unwrap()]));
     let _ = std::fs::remove_file(&bad);
     assert_eq!((code, out.as_str()), (2, ""));
-    assert_eq!(err, format!("error: {}: task `a` uses `{{{{P}}}}`, but there is no parameter `P`\n", bad.display()));
+    let bad = bad.display();
+    assert_eq!(
+        err,
+        format!(
+            "error: {bad}: task `a` uses `{{{{P}}}}`, but there is no parameter `P`\n\
+             error: {bad}: task `a`: parents names `b`, which is not a task of this DAG\n"
+        )
+    );
 
     let (code, _, err) = run(cli(&["check", "/nonexistent/spec.json"]));
     assert_eq!(code, 2);
