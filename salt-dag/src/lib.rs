@@ -40,7 +40,7 @@ use std::fmt;
 
 pub use cli::{CheckArgs, DagCommand, GraphArgs, Outcome, RunArgs, parse_param};
 pub use draw::{DagFormat, draw};
-pub use plan::{Generated, Plan, Step};
+pub use plan::{Generated, MAX_STEPS_PER_TASK, Plan, Step};
 pub use spec::{DagSpec, Environment, Job, ParamValue, TaskSpec, Tasks};
 
 /// One thing wrong with a DAG file or a generator's output. Each names its culprit.
@@ -103,6 +103,14 @@ pub enum DagError {
         task: String,
         /// The parameter.
         param: String,
+    },
+    /// A task whose list parameters multiply into too many steps.
+    #[error("task `{task}` would expand into more than {limit} steps")]
+    TooManySteps {
+        /// The task.
+        task: String,
+        /// The limit, [`MAX_STEPS_PER_TASK`].
+        limit: usize,
     },
     /// No command, or an empty one.
     #[error("task `{task}` has an empty command: set `job.command` (a list) or `job.commandString`")]

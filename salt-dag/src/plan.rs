@@ -59,6 +59,9 @@ pub struct Plan {
     file_tasks: usize,
 }
 
+/// The most steps one task may expand into.
+pub const MAX_STEPS_PER_TASK: usize = 10_000;
+
 /// What a generator's output added to a plan (see [`Plan::add_generated`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Generated {
@@ -325,6 +328,10 @@ impl Plan {
             return Err(errors);
         }
         let expands = used.iter().any(|n| matches!(self.parameters[n], ParamValue::List(_)));
+        let count = used.iter().try_fold(1usize, |n, p| n.checked_mul(self.parameters[p].values().len()));
+        if count.is_none_or(|n| n > MAX_STEPS_PER_TASK) {
+            return Err(vec![DagError::TooManySteps { task: task.to_string(), limit: MAX_STEPS_PER_TASK }]);
+        }
         let mut combos: Vec<BTreeMap<String, String>> = vec![BTreeMap::new()];
         for name in &used {
             let values = self.parameters[name].values();

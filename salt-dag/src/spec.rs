@@ -47,13 +47,29 @@ pub struct DagSpec {
 }
 
 /// A parameter's value: one string, or a list of strings to expand over.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum ParamValue {
     /// One value, substituted as is.
     One(String),
     /// Several values: every task that uses the parameter is expanded once per value.
     List(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for ParamValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            One(String),
+            List(Vec<String>),
+        }
+        match Raw::deserialize(d) {
+            Ok(Raw::One(v)) => Ok(ParamValue::One(v)),
+            Ok(Raw::List(v)) => Ok(ParamValue::List(v)),
+            Err(_) => Err(de::Error::custom("expected a string or a list of strings")),
+        }
+    }
 }
 
 impl ParamValue {

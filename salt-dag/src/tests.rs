@@ -371,6 +371,20 @@ fn bad_types_and_keys_name_their_path() {
 }
 
 #[test]
+fn parameters_must_be_strings_and_not_explode() {
+    assert_eq!(
+        errors(r#"{"parameters": {"N": 5}, "tasks": {}}"#),
+        ["at parameters.N: expected a string or a list of strings at line 1 column 23"]
+    );
+    let values: Vec<String> = (0..101).map(|i| format!("\"{i}\"")).collect();
+    let values = values.join(",");
+    let text = format!(
+        r#"{{"parameters": {{"A": [{values}], "B": [{values}]}}, "tasks": {{"t": {{"job": {{"command": ["echo", "{{{{A}}}}{{{{B}}}}"]}}}}}}}}"#
+    );
+    assert_eq!(errors(&text), ["task `t` would expand into more than 10000 steps"]);
+}
+
+#[test]
 fn commands_must_be_present_and_well_formed() {
     let e = errors(
         r#"{"tasks": {
