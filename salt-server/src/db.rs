@@ -58,6 +58,9 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE salt_server_binaries (
 pub fn open(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(10))?;
+    // As the run store by default: a commit survives the process being killed (WAL), without
+    // waiting for the disk at each one.
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
     migrate(&conn)?;
     crate::schedule::migrate(&conn)?;
     crate::notify::migrate(&conn)?;
