@@ -458,15 +458,7 @@ impl Runner {
                 Err(_) => Err(Error::new(ErrorKind::Store, "the orchestrator stopped before the run ended")),
             };
             let _ = store.release_run_lease(&lease);
-            match &outcome {
-                Ok(o) => progress::send_final(&transitions, run, o.state, o.error.clone()),
-                Err(e) => progress::send_final(
-                    &transitions,
-                    run,
-                    RunState::Interrupted,
-                    Some(Error::new(e.kind(), e.message())),
-                ),
-            }
+            send_final(&transitions, run, &outcome);
             outcome
         }))
     }
@@ -696,16 +688,18 @@ impl Runner {
         })
         .await;
         heartbeat.stop();
-        match &outcome {
-            Ok(o) => progress::send_final(&self.transitions, run, o.state, o.error.clone()),
-            Err(e) => progress::send_final(
-                &self.transitions,
-                run,
-                RunState::Interrupted,
-                Some(Error::new(e.kind(), e.message())),
-            ),
-        }
+        send_final(&self.transitions, run, &outcome);
         outcome
+    }
+}
+
+/// Sends a run's last transition: its final state, or `interrupted` when driving it failed.
+fn send_final(transitions: &broadcast::Sender<Transition>, run: RunId, outcome: &Result<RunOutcome>) {
+    match outcome {
+        Ok(o) => progress::send_final(transitions, run, o.state, o.error.clone()),
+        Err(e) => {
+            progress::send_final(transitions, run, RunState::Interrupted, Some(Error::new(e.kind(), e.message())))
+        }
     }
 }
 

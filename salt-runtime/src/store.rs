@@ -508,6 +508,14 @@ pub struct LeaseWatch {
 }
 
 impl LeaseWatch {
+    /// A lease of `ttl` renewed just now.
+    fn renewed_now(ttl: Duration) -> Self {
+        Self {
+            renewed_at: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(crate::model::now_ms())),
+            ttl_ms: i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX),
+        }
+    }
+
     /// Whether the lease was renewed within half its time to live: no other orchestrator can
     /// have taken the run over since.
     pub fn is_fresh(&self) -> bool {
@@ -523,10 +531,7 @@ impl Heartbeat {
     pub fn start(store: std::sync::Arc<dyn Store>, lease: Lease, ttl: Duration) -> Result<Self, StoreError> {
         let (stop, stopped) = mpsc::channel::<()>();
         let every = (ttl / 5).max(Duration::from_millis(20));
-        let watch = LeaseWatch {
-            renewed_at: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(crate::model::now_ms())),
-            ttl_ms: i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX),
-        };
+        let watch = LeaseWatch::renewed_now(ttl);
         let renewed_at = watch.renewed_at.clone();
         let thread = std::thread::Builder::new()
             .name(format!("salt-lease-{}", lease.run))
@@ -558,10 +563,7 @@ impl Heartbeat {
     pub fn for_owner(store: std::sync::Arc<dyn Store>, owner: String, ttl: Duration) -> Result<Self, StoreError> {
         let (stop, stopped) = mpsc::channel::<()>();
         let every = (ttl / 5).max(Duration::from_millis(20));
-        let watch = LeaseWatch {
-            renewed_at: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(crate::model::now_ms())),
-            ttl_ms: i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX),
-        };
+        let watch = LeaseWatch::renewed_now(ttl);
         let renewed_at = watch.renewed_at.clone();
         let thread = std::thread::Builder::new()
             .name("salt-leases".into())
