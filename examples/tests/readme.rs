@@ -2,15 +2,11 @@
 //! `cargo run --example NAME -- …` runs the example's binary built for this test, in a fresh
 //! directory, and must do what the README says.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+mod shell;
 
-/// Where cargo puts the examples next to this test binary.
-fn examples_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    exe.parent().and_then(|deps| deps.parent()).expect("target dir").join("examples")
-}
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
 
 /// The lines of the README's `sh` blocks, without their comments.
 fn readme_commands() -> Vec<String> {
@@ -34,24 +30,9 @@ fn readme_commands() -> Vec<String> {
     commands
 }
 
-/// `command` with the example binaries this test built in place of `cargo run --example NAME`.
-fn with_binaries(command: &str, bins: &Path) -> String {
-    let mut out = command.replace("target/debug/examples/", &format!("{}/", bins.display()));
-    while let Some(at) = out.find("cargo run --example ") {
-        let rest = &out[at + "cargo run --example ".len()..];
-        let name: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
-        let mut end = at + "cargo run --example ".len() + name.len();
-        if out[end..].starts_with(" --") {
-            end += " --".len();
-        }
-        out.replace_range(at..end, &bins.join(&name).display().to_string());
-    }
-    out
-}
-
 #[test]
 fn the_readme_commands_do_what_it_says() {
-    let bins = examples_dir();
+    let bins = shell::examples_dir();
     let dir = tempfile::tempdir().unwrap();
     let commands = readme_commands();
     assert!(commands.len() > 10, "the README's command blocks were not found: {commands:?}");
@@ -60,23 +41,9 @@ fn the_readme_commands_do_what_it_says() {
         if command.starts_with("cargo test") {
             continue;
         }
-        let line = with_binaries(command, &bins);
+        let line = shell::with_binaries(command, &bins);
         assert!(!line.contains("cargo "), "a command this test cannot run: {command}");
-        // Output goes to a file: a command left running in the background keeps it open.
-        let log = dir.path().join(format!("command-{i}.log"));
-        let file = std::fs::File::create(&log).unwrap();
-        let status = Command::new("sh")
-            .arg("-c")
-            .arg(&line)
-            .current_dir(dir.path())
-            .env_remove("SALT_DB")
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .status()
-            .unwrap();
-        let output = std::fs::read_to_string(&log).unwrap();
-        let code = status.code();
+        let (code, output) = shell::run_line(dir.path(), i, &line);
         if command.starts_with("timeout -s KILL") {
             // Killed half-way, as the README shows; on a very fast machine it may finish first.
             killed_run_finished = code == Some(0);
