@@ -307,10 +307,41 @@ fn a_served_workflow_runs_from_the_browser_to_the_end() {
     assert_eq!(s.nodes[2].state.as_str(), "cancelled");
     assert_eq!(s.attempts.iter().filter(|a| a.node == NodeId::new(2)).count(), 1, "no retry");
     assert_eq!((d.count("a"), d.count("b"), d.count("c")), (1, 1, 0));
-    eprintln!("the chain run ended {} after its step was killed", s.run.state.as_str());
+    assert_eq!(s.run.state, RunState::Failed, "the workflow got the killed step's error");
+
+    // The runs page follows the server live: a run started elsewhere appears; its page cancels
+    // it.
+    browser.goto(&format!("{base}/runs"));
+    let input = json!({"dir": d.work(), "slow_ms": 60_000}).to_string();
+    let out = d.salt(&["run", "chain", "--input", &input], &operator);
+    assert!(out.status.success(), "{}", text(&out));
+    browser.wait_until(
+        "return !!document.querySelector('tr[data-run=\"3\"]');",
+        30,
+        "run 3 appears on the open runs page",
+    );
+    browser.click(r#"tr[data-run="3"] a"#);
+    browser.wait_until("return location.pathname === '/runs/3';", 10, "run 3's page");
+    browser.wait_until(
+        "return !!document.querySelector('#run-nodes tr[data-node=\"2\"] form.kill');",
+        60,
+        "run 3's step b runs",
+    );
+    browser.click(r#"form[action="/runs/3/cancel"] button"#);
+    browser.wait_until(
+        "return document.querySelector('#run-header h1 .badge').dataset.state === 'cancelled';",
+        40,
+        "run 3 is cancelled",
+    );
+    assert_eq!(texts(&browser, ".notice"), json!(["run 3 is cancelled"]));
 
     // Workers and queues.
     browser.goto(&format!("{base}/workers"));
+    browser.wait_until(
+        "var c = document.querySelector('tr[data-worker=\"w0\"] td.busy'); return !!c && c.textContent === '0';",
+        30,
+        "the worker runs nothing any more",
+    );
     let row = texts(&browser, r#"tr[data-worker="w0"] td"#);
     assert_eq!(row[1], "default", "{row}");
     assert_eq!(row[2], "2");
@@ -323,7 +354,9 @@ fn a_served_workflow_runs_from_the_browser_to_the_end() {
 
     // The runs page: both runs, and a time range that holds none.
     browser.goto(&format!("{base}/runs"));
-    assert_eq!(texts(&browser, "tr[data-run] td:first-child"), json!(["2", "1"]));
+    assert_eq!(texts(&browser, "tr[data-run] td:first-child"), json!(["3", "2", "1"]));
+    assert_eq!(texts(&browser, r#"[data-count="cancelled"] b"#), json!(["1"]));
+    assert_eq!(texts(&browser, r#"[data-count="succeeded"] b"#), json!(["1"]));
     browser.goto(&format!("{base}/runs?from=2001-01-01T00%3A00&to=2001-02-01T00%3A00"));
     assert_eq!(texts(&browser, "tr[data-run]"), json!([]));
 
