@@ -116,9 +116,17 @@ pub fn allowed(role: Role, method: &Method, path: &str) -> bool {
     }
 }
 
-/// Paths anyone may read, even when tokens exist.
+/// Paths anyone may use, even when tokens exist: the health check, the UI's sign-in and
+/// sign-out and its style and script.
 fn public(method: &Method, path: &str) -> bool {
-    *method == Method::GET && path == "/healthz"
+    let read = matches!(*method, Method::GET | Method::HEAD);
+    (read && matches!(path, "/healthz" | "/ui/style.css" | "/ui/app.js")) || matches!(path, "/login" | "/logout")
+}
+
+/// Whether `path` is a page of the web UI (not the REST API, the worker endpoints or the
+/// metrics): a browser without a token is sent to the sign-in page instead of getting 401.
+fn ui_page(path: &str) -> bool {
+    !path.starts_with("/api/") && path != "/metrics" && path != "/healthz"
 }
 
 /// The token a request carries: `Authorization: Bearer TOKEN`, or the cookie `salt_token`.
@@ -146,7 +154,13 @@ pub async fn require_token(State(state): State<AppState>, mut req: Request, next
         let conn = state.conn.lock().unwrap_or_else(|p| p.into_inner());
         match db::any_token(&conn) {
             Ok(false) => Ok(None),
-            Ok(true) if public(&method, &path) => Ok(None),
+            Ok(true) if public(&method, &path) => {
+                // Open to anyone; who is asking still matters to the sign-in page.
+                if let Some(Ok(Some(caller))) = token.map(|t| authenticate(&conn, &t)) {
+                    req.extensions_mut().insert(caller);
+                }
+                Ok(None)
+            }
             Ok(true) => match token.map(|t| authenticate(&conn, &t)) {
                 Some(Ok(found)) => Ok(Some(found)),
                 Some(Err(e)) => Err(e),
@@ -158,6 +172,11 @@ pub async fn require_token(State(state): State<AppState>, mut req: Request, next
     let caller = match checked {
         Ok(None) => return next.run(req).await,
         Ok(Some(Some(caller))) => caller,
+        Ok(Some(None)) if method == Method::GET && ui_page(&path) => {
+            let next = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+            let to = format!("/login?next={}", crate::ui::encode_query(next));
+            return (StatusCode::SEE_OTHER, [(axum::http::header::LOCATION, to)]).into_response();
+        }
         Ok(Some(None)) => {
             return ApiError::new(
                 StatusCode::UNAUTHORIZED,
@@ -169,6 +188,9 @@ pub async fn require_token(State(state): State<AppState>, mut req: Request, next
         Err(e) => return ApiError::internal(e).into_response(),
     };
     if !allowed(caller.role, &method, &path) {
+        if ui_page(&path) {
+            return crate::ui::forbidden(&caller, &method, &path);
+        }
         return ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
@@ -207,6 +229,20 @@ mod tests {
         for (role, method, path, expected) in cases {
             assert_eq!(allowed(role, method, path), expected, "{role:?} {method} {path}");
         }
+    }
+
+    #[test]
+    fn the_sign_in_page_and_the_ui_assets_are_open_and_other_pages_are_not() {
+        assert!(public(&Method::GET, "/login"));
+        assert!(public(&Method::POST, "/login"));
+        assert!(public(&Method::POST, "/logout"));
+        assert!(public(&Method::GET, "/ui/app.js"));
+        assert!(public(&Method::GET, "/healthz"));
+        assert!(!public(&Method::GET, "/runs"));
+        assert!(!public(&Method::POST, "/ui/app.js"));
+        assert!(!public(&Method::GET, "/api/v1/runs"));
+        assert!(ui_page("/runs/3") && ui_page("/") && ui_page("/workers"));
+        assert!(!ui_page("/api/v1/runs") && !ui_page("/metrics"));
     }
 
     #[test]

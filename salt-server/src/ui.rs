@@ -4,8 +4,9 @@
 //! Pages: the runs (filters by state and by a name pattern, pagination, live state counts), a
 //! run (its live graph, its nodes, its controls), a node (attempts, timings, logs, input,
 //! output), the workflows (versions, schedules, a "start a run" form generated from the input
-//! JSON Schema). Live parts follow the store over server-sent events. Every text shown is
-//! escaped.
+//! JSON Schema), the workers and queues, and a sign-in page that keeps a token in a cookie.
+//! Live parts follow the store over server-sent events. Every text shown is escaped. When
+//! tokens exist, a viewer's pages show no action controls (and the server refuses its posts).
 
 use std::sync::Arc;
 
@@ -15,6 +16,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::Value;
 
+use crate::auth::{Caller, Role};
 use crate::engine::WorkflowRef;
 use crate::state::AppState;
 
@@ -22,9 +24,11 @@ pub use crate::layout::esc;
 
 mod form;
 mod live;
+mod login;
 mod node;
 mod run;
 mod runs;
+mod workers;
 mod workflows;
 
 /// A registered version of a workflow, as the workflows page shows it.
@@ -132,12 +136,17 @@ pub fn routes(catalog: Arc<dyn WorkflowCatalog>) -> Router<AppState> {
         .route("/runs/{run}/signal/{name}", post(run::signal))
         .route("/runs/{run}/nodes/{node}", get(node::page))
         .route("/runs/{run}/nodes/{node}/events", get(node::events))
+        .route("/runs/{run}/nodes/{node}/cancel", post(node::cancel))
         .route("/runs/{run}/nodes/{node}/{part}", get(node::value))
         .route("/workflows", get(workflows::list))
         .route("/workflows/{name}", get(workflows::page))
         .route("/workflows/{name}/start", post(workflows::start))
         .route("/workflows/{name}/pause", post(workflows::pause))
         .route("/workflows/{name}/resume", post(workflows::resume))
+        .route("/workers", get(workers::page))
+        .route("/workers/events", get(workers::events))
+        .route("/login", get(login::page).post(login::sign_in))
+        .route("/logout", post(login::sign_out))
         .route("/ui/style.css", get(style))
         .route("/ui/app.js", get(script))
         .layer(axum::Extension(Catalog(catalog)))
@@ -165,10 +174,17 @@ fn html_page(title: &str, body: &str) -> Html<String> {
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{t} · salt</title><link rel="stylesheet" href="/ui/style.css"><script src="/ui/app.js" defer></script></head>
-<body><header class="top"><a class="brand" href="/">salt</a><nav><a href="/runs">Runs</a><a href="/workflows">Workflows</a></nav></header>
+<body><header class="top"><a class="brand" href="/">salt</a><nav><a href="/runs">Runs</a><a href="/workflows">Workflows</a><a href="/workers">Workers</a><a class="sign-in" href="/login">Sign in</a></nav></header>
 <main>{body}</main></body></html>"#,
         t = esc(title)
     ))
+}
+
+/// Whether the caller may act through the UI (start, cancel, kill, pause, resume, recover,
+/// rerun, run one, signal): anyone while no token exists (no caller), else an operator or an
+/// admin. A viewer's pages show no action controls.
+fn may_act(caller: Option<&axum::Extension<Caller>>) -> bool {
+    caller.is_none_or(|c| matches!(c.role, Role::Operator | Role::Admin))
 }
 
 /// An error shown as a page, with its status.
@@ -192,9 +208,15 @@ impl From<salt_runtime::Error> for UiError {
             ErrorKind::Usage | ErrorKind::Input => {
                 if message.contains("has no") || message.contains("no run") || message.contains("not found") {
                     StatusCode::NOT_FOUND
-                } else if ["already ended", "is being driven", "is not waiting", "nothing to recover"]
-                    .iter()
-                    .any(|m| message.contains(m))
+                } else if [
+                    "already ended",
+                    "is being driven",
+                    "is not waiting",
+                    "nothing to recover",
+                    "no orchestrator drives it",
+                ]
+                .iter()
+                .any(|m| message.contains(m))
                 {
                     StatusCode::CONFLICT
                 } else {
@@ -260,6 +282,24 @@ fn shown(value: &Value, max: usize) -> String {
         let cut: String = text.chars().take(max).collect();
         format!("{}\n… ({} characters in all)", esc(&cut), text.chars().count())
     }
+}
+
+/// Percent-encodes `s` for a query string.
+pub fn encode_query(s: &str) -> String {
+    enc(s)
+}
+
+/// The page a browser gets when its token's role may not do what it asked (403): says so
+/// plainly, with a way to sign in with another token.
+pub fn forbidden(caller: &Caller, method: &axum::http::Method, path: &str) -> Response {
+    let body = format!(
+        r#"<h1>Forbidden</h1><p class="error" role="alert">Token <b>{}</b> ({}) may not {} {}.</p><p><a href="/login">Sign in with another token</a> · <a href="javascript:history.back()">Back</a></p>"#,
+        esc(&caller.name),
+        caller.role.as_str(),
+        esc(method.as_str()),
+        esc(path)
+    );
+    (StatusCode::FORBIDDEN, html_page("Forbidden", &body)).into_response()
 }
 
 /// Percent-encodes a query value.

@@ -1,155 +1,129 @@
-//! The web UI in a real browser: headless Chromium (Debian's `chromium` and `chromium-driver`)
-//! drives the pages served by the UI's router over a real SQLite store, in which the `approval`
-//! example binary runs for real. The screenshots it takes go into the book.
+//! The web UI in a real browser against the deployed shape: a `salt server` process on a
+//! temporary database, one `salt worker` process, the `approval` example and the server's
+//! `relay` example registered with `salt register`, tokens in use. Headless Chromium (Debian's
+//! `chromium` and `chromium-driver`) signs in, starts runs from the workflows' forms, follows
+//! them in the live graph, answers a signal, reruns from a node, kills a running node, and
+//! checks what a viewer may do. The screenshots it takes go into the book.
 
 #[path = "browser/webdriver.rs"]
 mod webdriver;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use salt_runtime::model::{NodeId, RunId, RunState};
+use salt_runtime::model::{NodeId, RunId, RunSnapshot, RunState};
 use salt_runtime::store::Store;
-use salt_server::engine::{Engine, WorkflowRef};
-use salt_server::state::AppState;
-use salt_server::ui::{StaticCatalog, WorkflowEntry, WorkflowVersion};
 
 use webdriver::Browser;
 
-/// The `approval` example binary, built when missing.
-fn approval_binary() -> PathBuf {
+const SALT: &str = env!("CARGO_BIN_EXE_salt");
+
+/// The target directory's profile (`target/debug`) this test runs from.
+fn profile() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    // target/debug/deps/browser-HASH → target/debug/examples/approval
-    let profile = exe.parent().and_then(Path::parent).expect("a target directory");
-    let binary = profile.join("examples").join("approval");
+    // target/debug/deps/browser-HASH → target/debug
+    exe.parent().and_then(Path::parent).expect("a target directory").to_path_buf()
+}
+
+/// The example binary `name` of `package`, built when missing.
+fn example(package: &str, name: &str) -> PathBuf {
+    let binary = profile().join("examples").join(name);
     if !binary.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
-            .args(["build", "-p", "salt-examples", "--example", "approval"])
+            .args(["build", "-p", package, "--example", name])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status()
-            .expect("cargo build the approval example");
-        assert!(status.success(), "building the approval example failed");
+            .expect("cargo build an example");
+        assert!(status.success(), "building the {name} example failed");
     }
     assert!(binary.exists(), "no {}", binary.display());
     binary
 }
 
-/// An engine that drives runs with the workflow binary's own command line, as separate
-/// processes on the same database.
-struct BinaryEngine {
-    binary: PathBuf,
-    db: String,
-    store: Arc<dyn Store>,
-    children: Mutex<Vec<Child>>,
+fn text(out: &Output) -> String {
+    format!(
+        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
-impl BinaryEngine {
-    fn spawn(&self, args: &[&str]) {
-        let child = Command::new(&self.binary)
+/// A server and its worker as processes, killed when dropped.
+struct Deployment {
+    dir: tempfile::TempDir,
+    url: String,
+    children: Vec<Child>,
+}
+
+impl Deployment {
+    fn db(&self) -> String {
+        self.dir.path().join("server.db").display().to_string()
+    }
+
+    fn work(&self) -> String {
+        self.dir.path().join("work").display().to_string()
+    }
+
+    fn salt(&self, args: &[&str], token: &str) -> Output {
+        Command::new(SALT)
             .args(args)
-            .args(["--db", &self.db])
+            .args(["--server", &self.url, "--token", token])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// Creates a token on the server's database and returns it.
+    fn token(&self, name: &str, role: &str) -> String {
+        let out =
+            Command::new(SALT).args(["token", "create", name, "--role", role, "--db", &self.db()]).output().unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    fn spawn(&mut self, args: &[&str]) {
+        let child = Command::new(SALT)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("start the workflow binary");
-        self.children.lock().unwrap().push(child);
+            .expect("start salt");
+        self.children.push(child);
     }
 
-    fn latest(&self) -> i64 {
-        self.store.runs(1).unwrap().first().map_or(0, |r| r.id.get())
-    }
-}
-
-impl Engine for BinaryEngine {
-    fn start(&self, workflow: &WorkflowRef, input: Value) -> salt_runtime::Result<RunId> {
-        let before = self.latest();
-        self.spawn(&["run", &workflow.workflow, "--input", &input.to_string()]);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let now = self.latest();
-            if now > before {
-                return Ok(RunId::new(now));
-            }
-            assert!(Instant::now() < deadline, "the run did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn recover(&self, run: RunId) -> salt_runtime::Result<()> {
-        self.spawn(&["recover", &run.to_string()]);
-        Ok(())
-    }
-
-    fn rerun_from(&self, run: RunId, from: NodeId) -> salt_runtime::Result<()> {
-        self.spawn(&["rerun", &run.to_string(), "--from", &from.to_string()]);
-        Ok(())
-    }
-
-    fn run_one(&self, run: RunId, node: NodeId) -> salt_runtime::Result<()> {
-        self.spawn(&["run-one", &run.to_string(), &node.to_string()]);
-        Ok(())
+    /// How many times the relay step `marker` ran.
+    fn count(&self, marker: &str) -> usize {
+        std::fs::read_to_string(self.dir.path().join("work").join(marker)).map(|s| s.lines().count()).unwrap_or(0)
     }
 }
 
-impl Drop for BinaryEngine {
+impl Drop for Deployment {
     fn drop(&mut self) {
-        for mut c in self.children.lock().unwrap().drain(..) {
+        for c in &mut self.children {
             let _ = c.kill();
             let _ = c.wait();
         }
     }
 }
 
-/// The catalog of the binary's workflows, from its manifest.
-fn catalog_of(binary: &Path) -> StaticCatalog {
-    let out = Command::new(binary).args(["manifest", "--json"]).output().expect("manifest");
-    assert!(out.status.success(), "manifest failed");
-    let m: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let workflows = m["workflows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|w| WorkflowEntry {
-            name: w["name"].as_str().unwrap().to_string(),
-            doc: w["doc"].as_str().unwrap_or_default().to_string(),
-            versions: vec![WorkflowVersion {
-                reference: WorkflowRef {
-                    workflow: w["name"].as_str().unwrap().to_string(),
-                    version: 1,
-                    binary: "0f3a9c4e5d6b7a8190a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f607".into(),
-                },
-                registered_at: 1_764_547_200_000,
-                registered_by: Some("admin".into()),
-            }],
-            input_schema: w["input_schema"].clone(),
-            default_input: w["default_input"].clone(),
-            schedule: None,
-            paused: false,
-        })
-        .collect();
-    let spawning = m["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|t| t["may_spawn"] == true)
-        .map(|t| t["name"].as_str().unwrap().to_string())
-        .collect();
-    StaticCatalog { workflows, spawning }
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn wait_for(store: &dyn Store, run: RunId, what: &str, ok: impl Fn(&salt_runtime::model::RunSnapshot) -> bool) {
+fn wait_for(db: &str, run: RunId, what: &str, ok: impl Fn(&RunSnapshot) -> bool) -> RunSnapshot {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if let Ok(s) = store.load(run)
+        if let Ok(store) = salt_runtime::ops::open_read_only(db)
+            && let Ok(s) = store.load(run)
             && ok(&s)
         {
-            return;
+            return s;
         }
         assert!(Instant::now() < deadline, "run {run} never got to {what}");
         std::thread::sleep(Duration::from_millis(50));
@@ -165,74 +139,106 @@ fn images() -> PathBuf {
 /// The state a run's page shows in its header.
 const RUN_STATE: &str = "var b = document.querySelector('#run-header h1 .badge'); return b ? b.dataset.state : null;";
 
-#[test]
-fn the_ui_shows_a_live_run_and_answers_its_signal_in_a_browser() {
-    let binary = approval_binary();
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("salt.db").display().to_string();
+fn graph_nodes(browser: &Browser) -> Value {
+    browser.js(
+        "return Array.from(document.querySelectorAll('svg.salt-graph g.node')).map(function (g) { return [g.dataset.node, g.dataset.state]; });",
+        json!([]),
+    )
+}
 
-    // A real run, parked on its signal.
-    let mut first = Command::new(&binary)
-        .args(["run", "--input", r#"{"amount": 1200}"#, "--db", &db])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let run = RunId::new(1);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    // Only read until the binary has made the database.
-    while !salt_runtime::ops::open_read_only(&db)
-        .and_then(|s| salt_runtime::ops::show(s.as_ref(), run))
-        .is_ok_and(|s| s.waits.iter().any(|w| w.name == "decision"))
-    {
-        assert!(Instant::now() < deadline, "the approval run never waited for its decision");
+fn texts(browser: &Browser, css: &str) -> Value {
+    browser.js(
+        "return Array.from(document.querySelectorAll(arguments[0])).map(function (e) { return e.textContent.trim(); });",
+        json!([css]),
+    )
+}
+
+#[test]
+fn a_served_workflow_runs_from_the_browser_to_the_end() {
+    let approval = example("salt-examples", "approval");
+    let relay = example("salt-server", "relay");
+    let port = free_port();
+    let mut d =
+        Deployment { dir: tempfile::tempdir().unwrap(), url: format!("http://127.0.0.1:{port}"), children: Vec::new() };
+    std::fs::create_dir_all(d.dir.path().join("work")).unwrap();
+    let db = d.db();
+    let admin = d.token("admin", "admin");
+    let worker = d.token("w0", "worker");
+    let operator = d.token("ada", "operator");
+    let viewer = d.token("vic", "viewer");
+    let data = d.dir.path().join("data").display().to_string();
+    d.spawn(&["server", "--listen", &format!("127.0.0.1:{port}"), "--db", &db, "--data", &data]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ureq::get(&format!("{}/healthz", d.url)).call().is_err() {
+        assert!(Instant::now() < deadline, "the server never answered");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let store: Arc<dyn Store> = Arc::from(salt_runtime::ops::open(&db).unwrap());
-
-    let engine = Arc::new(BinaryEngine {
-        binary: binary.clone(),
-        db: db.clone(),
-        store: store.clone(),
-        children: Mutex::default(),
-    });
-    let state = AppState {
-        db: db.clone(),
-        store: store.clone(),
-        conn: Arc::new(Mutex::new(rusqlite::Connection::open_in_memory().unwrap())),
-        engine: engine.clone(),
-        data: dir.path().to_path_buf(),
-        dispatcher: salt_runtime::remote::Dispatcher::new(),
-    };
-    let app = salt_server::ui::routes(Arc::new(catalog_of(&binary))).with_state(state);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    rt.spawn(async move { axum::serve(listener, app).await });
+    for binary in [&approval, &relay] {
+        let out = d.salt(&["register", binary.to_str().unwrap()], &admin);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let cache = d.dir.path().join("cache").display().to_string();
+    let url = d.url.clone();
+    d.spawn(&["worker", "--server", &url, "--token", &worker, "--name", "w0", "--slots", "2", "--cache", &cache]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let listed = ureq::get(&format!("{}/api/v1/workers", d.url))
+            .header("Authorization", &format!("Bearer {admin}"))
+            .call()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_json::<Value>().ok());
+        if listed.as_ref().is_some_and(|l| l["workers"].as_array().is_some_and(|w| w.len() == 1)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the worker never connected: {listed:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     let browser = Browser::start();
     let images = images();
+    let base = d.url.clone();
 
-    // The runs page lists the run with its state, and counts it.
+    // Tokens exist: a page sends the browser to sign in, a wrong token is refused, a right one
+    // is kept in a cookie the page's scripts cannot read.
     browser.goto(&format!("{base}/runs"));
-    let row = browser.js(
-        "var r = document.querySelector('tr[data-run=\"1\"]'); return r ? [r.cells[1].textContent, r.querySelector('.badge').dataset.state] : null;",
-        json!([]),
+    browser.wait_until("return location.pathname === '/login';", 10, "the sign-in page");
+    assert_eq!(browser.js("return location.search;", json!([])), "?next=%2Fruns");
+    browser.type_into(r#"form.login input[name="token"]"#, "salt_0000");
+    browser.click("form.login button");
+    browser.wait_until("return !!document.querySelector('.error');", 10, "the refusal");
+    assert_eq!(texts(&browser, ".error"), json!(["That token is not valid here."]));
+    browser.type_into(r#"form.login input[name="token"]"#, &operator);
+    browser.click("form.login button");
+    browser.wait_until("return location.pathname === '/runs';", 10, "the runs page after signing in");
+    assert_eq!(browser.js("return document.cookie;", json!([])), "", "the cookie is HttpOnly");
+    let cookie = browser.cookie("salt_token");
+    assert_eq!(
+        (&cookie["value"], &cookie["httpOnly"], &cookie["sameSite"], &cookie["path"]),
+        (&json!(operator), &json!(true), &json!("Strict"), &json!("/")),
+        "{cookie}"
     );
-    assert_eq!(row, json!(["approval", "running"]));
-    let running = browser.js("return document.querySelector('[data-count=\"running\"] b').textContent;", json!([]));
-    assert_eq!(running, "1");
 
-    // The run page draws the graph as of now: the workflow waiting, `quote` done.
-    browser.goto(&format!("{base}/runs/1"));
-    let nodes = browser.js(
-        "return Array.from(document.querySelectorAll('svg.salt-graph g.node')).map(function (g) { return [g.dataset.node, g.dataset.state, g.querySelector('tspan').textContent]; });",
-        json!([]),
+    // Start a run of `approval` from its form, generated from the input schema with the
+    // default input filled in.
+    browser.goto(&format!("{base}/workflows/approval"));
+    assert_eq!(browser.js("return document.querySelector('input[name=\"v/amount\"]').value;", json!([])), "1200");
+    browser.screenshot(&images.join("ui-start.png"));
+    browser.click("form.start button");
+    browser.wait_until("return location.pathname === '/runs/1';", 30, "the new run's page opens");
+
+    // The live graph follows it to its signal wait: the workflow waiting, `quote` done.
+    browser.wait_until(
+        "return !!document.querySelector('form[data-signal=\"decision\"]');",
+        60,
+        "the run page shows the signal form",
     );
-    assert_eq!(nodes, json!([["0", "waiting", "0: approval"], ["1", "succeeded", "1: quote"]]));
+    browser.wait_until(
+        "return document.querySelectorAll('svg.salt-graph g.node[data-state=\"succeeded\"]').length === 1;",
+        30,
+        "`quote` succeeded in the graph",
+    );
+    assert_eq!(graph_nodes(&browser), json!([["0", "waiting"], ["1", "succeeded"]]));
     assert_eq!(browser.js(RUN_STATE, json!([])), "running");
-    // The signal's form is generated from the type it waits for.
     let fields = browser.js(
         "return Array.from(document.querySelectorAll('form[data-signal=\"decision\"] [name]')).map(function (e) { return e.name; });",
         json!([]),
@@ -244,97 +250,118 @@ fn the_ui_shows_a_live_run_and_answers_its_signal_in_a_browser() {
     browser.click(r#"form[data-signal="decision"] select[name="v/approved"] option[value="true"]"#);
     browser.type_into(r#"form[data-signal="decision"] input[name="v/by"]"#, "ada");
     browser.click(r#"form[data-signal="decision"] button"#);
+    // (The page still shows "started run 1" until the form's answer replaces it.)
     browser.wait_until(
-        "return !!document.querySelector('.notice') && document.querySelector('.notice').textContent.indexOf('sent') >= 0;",
+        "var n = document.querySelector('.notice'); return !!n && n.textContent.indexOf('sent') === 0;",
         10,
         "the signal is sent",
     );
-    assert_eq!(
-        browser.js("return document.querySelector('.notice').textContent;", json!([])),
-        "sent `decision` to node 0"
-    );
+    assert_eq!(texts(&browser, ".notice"), json!(["sent `decision` to node 0"]));
     browser.wait_until(
         "return document.querySelector('#run-header h1 .badge').dataset.state === 'succeeded';",
         60,
         "the run page shows the run succeeded",
     );
-    let nodes = browser.js(
-        "return Array.from(document.querySelectorAll('svg.salt-graph g.node')).map(function (g) { return [g.dataset.node, g.dataset.state]; });",
-        json!([]),
-    );
-    assert_eq!(nodes, json!([["0", "succeeded"], ["1", "succeeded"], ["2", "succeeded"]]));
-    let output = browser.js("return document.querySelector('#run-output').textContent;", json!([]));
-    assert_eq!(output, json!("\"paid 1212, approved by ada\""));
-    assert!(first.wait().unwrap().success(), "the run's own process ends well");
+    assert_eq!(graph_nodes(&browser), json!([["0", "succeeded"], ["1", "succeeded"], ["2", "succeeded"]]));
+    assert_eq!(texts(&browser, "#run-output"), json!(["\"paid 1212, approved by ada\""]));
     browser.screenshot(&images.join("ui-run-succeeded.png"));
 
-    // The node page: attempts, input, output.
+    // The node page: one attempt, on the worker; input and output.
     browser.goto(&format!("{base}/runs/1/nodes/2"));
-    assert_eq!(
-        browser.js("return document.querySelector('#node-output').textContent;", json!([])),
-        "\"paid 1212, approved by ada\""
-    );
-    let input: Value = serde_json::from_str(
-        browser.js("return document.querySelector('#node-input').textContent;", json!([])).as_str().unwrap(),
-    )
-    .unwrap();
+    assert_eq!(texts(&browser, "#node-output"), json!(["\"paid 1212, approved by ada\""]));
+    let input: Value = serde_json::from_str(texts(&browser, "#node-input")[0].as_str().unwrap()).unwrap();
     assert_eq!(input, json!({"approver": "ada", "total": 1212}));
+    assert_eq!(texts(&browser, "table.attempts tbody tr td:nth-child(2)"), json!(["succeeded"]));
 
-    // Rerun from `pay`: it runs again, the run succeeds again.
+    // Rerun from `pay`: it runs again and the run succeeds again.
     browser.goto(&format!("{base}/runs/1"));
     browser.type_into(r#"form[action="/runs/1/rerun"] input[name="node"]"#, "pay");
     browser.click(r#"form[action="/runs/1/rerun"] button"#);
     browser.wait_until("return !!document.querySelector('.notice');", 10, "the rerun is started");
-    assert_eq!(browser.js("return document.querySelector('.notice').textContent;", json!([])), "rerunning from node 2");
-    wait_for(store.as_ref(), run, "two attempts of `pay`", |s| {
+    assert_eq!(texts(&browser, ".notice"), json!(["rerunning from node 2"]));
+    wait_for(&db, RunId::new(1), "two attempts of `pay`", |s| {
         s.run.state == RunState::Succeeded && s.attempts.iter().filter(|a| a.node == NodeId::new(2)).count() == 2
     });
+    browser.goto(&format!("{base}/runs/1"));
+    assert_eq!(browser.js(RUN_STATE, json!([])), "succeeded");
+    assert_eq!(graph_nodes(&browser), json!([["0", "succeeded"], ["1", "succeeded"], ["2", "succeeded"]]));
 
-    // Start a run from the workflow's form, its default input filled in.
-    browser.goto(&format!("{base}/workflows/approval"));
-    assert_eq!(browser.js("return document.querySelector('input[name=\"v/amount\"]').value;", json!([])), "1200");
-    browser.type_into(r#"input[name="v/amount"]"#, "50");
-    browser.screenshot(&images.join("ui-start.png"));
+    // Kill a running node: a relay `chain` whose middle step takes a minute.
+    browser.goto(&format!("{base}/workflows/chain"));
+    browser.type_into(r#"form.start input[name="v/dir"]"#, &d.work());
+    browser.js("document.querySelector('form.start input[name=\"v/slow_ms\"]').value = '';", json!([]));
+    browser.type_into(r#"form.start input[name="v/slow_ms"]"#, "60000");
     browser.click("form.start button");
-    browser.wait_until("return location.pathname === '/runs/2';", 30, "the new run's page opens");
-    wait_for(store.as_ref(), RunId::new(2), "its wait", |s| !s.waits.is_empty());
-    assert_eq!(store.load(RunId::new(2)).unwrap().run.input, json!({"amount": 50}));
+    browser.wait_until("return location.pathname === '/runs/2';", 30, "the chain run's page opens");
     browser.wait_until(
-        "return !!document.querySelector('form[data-signal=\"decision\"]');",
-        30,
-        "the new run's page shows its signal form",
+        "return !!document.querySelector('#run-nodes tr[data-node=\"2\"] form.kill');",
+        60,
+        "step b runs, with a Kill button",
     );
-    // And cancel it from its page.
-    browser.click(r#"form[action="/runs/2/cancel"] button"#);
-    browser.wait_until(
-        "return document.querySelector('#run-header h1 .badge').dataset.state === 'cancelled';",
-        40,
-        "the new run is cancelled",
-    );
+    browser.goto(&format!("{base}/runs/2/nodes/2"));
+    browser.click("form.kill button");
+    browser.wait_until("return !!document.querySelector('.notice');", 40, "the node is killed");
+    assert_eq!(texts(&browser, ".notice"), json!(["node 2 is cancelled"]));
+    assert_eq!(texts(&browser, "table.attempts tbody tr td:nth-child(2)"), json!(["cancelled"]));
+    let s = wait_for(&db, RunId::new(2), "its end", |s| s.run.state.is_terminal());
+    assert_eq!(s.nodes[2].state.as_str(), "cancelled");
+    assert_eq!(s.attempts.iter().filter(|a| a.node == NodeId::new(2)).count(), 1, "no retry");
+    assert_eq!((d.count("a"), d.count("b"), d.count("c")), (1, 1, 0));
+    assert_eq!(s.run.state, RunState::Failed, "the workflow got the killed step's error");
 
-    // The runs page follows the store live: a run started elsewhere appears, and its end.
+    // The runs page follows the server live: a run started elsewhere appears; its page cancels
+    // it.
     browser.goto(&format!("{base}/runs"));
-    assert_eq!(row_states(&browser), json!([["2", "cancelled"], ["1", "succeeded"]]));
-    engine.spawn(&["run", "--input", r#"{"amount": 7}"#]);
+    let input = json!({"dir": d.work(), "slow_ms": 60_000}).to_string();
+    let out = d.salt(&["run", "chain", "--input", &input], &operator);
+    assert!(out.status.success(), "{}", text(&out));
     browser.wait_until(
         "return !!document.querySelector('tr[data-run=\"3\"]');",
         30,
         "run 3 appears on the open runs page",
     );
-    wait_for(store.as_ref(), RunId::new(3), "its wait", |s| !s.waits.is_empty());
-    rt.block_on(salt_runtime::ops::cancel(store.as_ref(), RunId::new(3))).unwrap();
+    browser.click(r#"tr[data-run="3"] a"#);
+    browser.wait_until("return location.pathname === '/runs/3';", 10, "run 3's page");
     browser.wait_until(
-        "return document.querySelector('tr[data-run=\"3\"] .badge').dataset.state === 'cancelled';",
+        "return !!document.querySelector('#run-nodes tr[data-node=\"2\"] form.kill');",
+        60,
+        "run 3's step b runs",
+    );
+    browser.click(r#"form[action="/runs/3/cancel"] button"#);
+    browser.wait_until(
+        "return document.querySelector('#run-header h1 .badge').dataset.state === 'cancelled';",
+        40,
+        "run 3 is cancelled",
+    );
+    assert_eq!(texts(&browser, ".notice"), json!(["run 3 is cancelled"]));
+
+    // Workers and queues.
+    browser.goto(&format!("{base}/workers"));
+    browser.wait_until(
+        "var c = document.querySelector('tr[data-worker=\"w0\"] td.busy'); return !!c && c.textContent === '0';",
         30,
-        "run 3 shows cancelled",
+        "the worker runs nothing any more",
     );
+    let row = texts(&browser, r#"tr[data-worker="w0"] td"#);
+    assert_eq!(row[1], "default", "{row}");
+    assert_eq!(row[2], "2");
+    assert_eq!(row[4], "serving");
     assert_eq!(
-        browser.js("return document.querySelector('[data-count=\"cancelled\"] b').textContent;", json!([])),
-        "2"
+        texts(&browser, r#"tr[data-queue="default"] td"#),
+        json!(["default", "active", "anyone", "0", "1", "2"])
     );
-    assert_eq!(browser.js("return document.body.hasAttribute('data-updated');", json!([])), true, "updated in place");
+    browser.screenshot(&images.join("ui-workers.png"));
+
+    // The runs page: both runs, and a time range that holds none.
+    browser.goto(&format!("{base}/runs"));
+    assert_eq!(texts(&browser, "tr[data-run] td:first-child"), json!(["3", "2", "1"]));
+    assert_eq!(texts(&browser, r#"[data-count="cancelled"] b"#), json!(["1"]));
+    assert_eq!(texts(&browser, r#"[data-count="succeeded"] b"#), json!(["1"]));
+    browser.goto(&format!("{base}/runs?from=2001-01-01T00%3A00&to=2001-02-01T00%3A00"));
+    assert_eq!(texts(&browser, "tr[data-run]"), json!([]));
 
     // A run of 10 000 nodes opens quickly, its fan-out one group with counts by state.
+    let store: Box<dyn Store> = salt_runtime::ops::open(&db).unwrap();
     let big = fan_out_run(store.as_ref(), 10_000);
     let started = Instant::now();
     browser.goto(&format!("{base}/runs/{big}"));
@@ -342,13 +369,8 @@ fn the_ui_shows_a_live_run_and_answers_its_signal_in_a_browser() {
     assert!(took < Duration::from_secs(5), "the page of a 10 000-node run took {took:?}");
     let boxes = browser.js("return document.querySelectorAll('svg.salt-graph g').length;", json!([]));
     assert_eq!(boxes, 3, "root, one group, `report`");
-    let group = browser.js(
-        "return Array.from(document.querySelectorAll('svg.salt-graph g.group tspan')).map(function (t) { return t.textContent; });",
-        json!([]),
-    );
-    assert_eq!(group, json!(["shard × 10000", "9990 succeeded, 10 failed"]));
+    assert_eq!(texts(&browser, "svg.salt-graph g.group tspan"), json!(["shard × 10000", "9990 succeeded, 10 failed"]));
     browser.screenshot(&images.join("ui-large-run.png"));
-    // Expanded, one page of its members is drawn.
     browser.click("svg.salt-graph a:has(g.group)");
     browser.wait_until("return location.search.indexOf('expand=') >= 0;", 10, "the group expands");
     let nodes = browser.js("return document.querySelectorAll('svg.salt-graph g.node').length;", json!([]));
@@ -356,15 +378,35 @@ fn the_ui_shows_a_live_run_and_answers_its_signal_in_a_browser() {
     eprintln!("the page of a 10 000-node run loaded in {took:?}");
     browser.goto(&format!("{base}/runs"));
     browser.screenshot(&images.join("ui-runs.png"));
-    drop(browser);
-    drop(engine);
-}
 
-fn row_states(browser: &Browser) -> Value {
+    // A viewer sees no action controls, and a post it makes anyway is refused, plainly.
+    browser.goto(&format!("{base}/login"));
+    assert_eq!(texts(&browser, "#signed-in"), json!(["Signed in as ada (operator)."]));
+    browser.click(r#"form[action="/logout"] button"#);
+    browser.wait_until(
+        "return location.pathname === '/login' && !document.querySelector('#signed-in');",
+        10,
+        "signed out",
+    );
+    browser.goto(&format!("{base}/runs/1"));
+    browser.wait_until("return location.pathname === '/login';", 10, "signed out, sent to sign in");
+    browser.type_into(r#"form.login input[name="token"]"#, &viewer);
+    browser.click("form.login button");
+    browser.wait_until("return location.pathname === '/runs/1';", 10, "the run page as a viewer");
+    assert_eq!(browser.js("return document.querySelectorAll('main form[method=\"post\"]').length;", json!([])), 0);
+    browser.goto(&format!("{base}/workflows/approval"));
+    assert_eq!(browser.js("return document.querySelectorAll('form.start').length;", json!([])), 0);
     browser.js(
-        "return Array.from(document.querySelectorAll('tr[data-run]')).map(function (r) { return [r.dataset.run, r.querySelector('.badge').dataset.state]; });",
+        "var f = document.createElement('form'); f.method = 'post'; f.action = '/runs/1/rerun'; var i = document.createElement('input'); i.name = 'node'; i.value = 'pay'; f.appendChild(i); document.body.appendChild(f); f.submit();",
         json!([]),
-    )
+    );
+    browser.wait_until("return document.title.indexOf('Forbidden') === 0;", 10, "the refusal");
+    assert_eq!(texts(&browser, ".error"), json!(["Token vic (viewer) may not POST /runs/1/rerun."]));
+    std::thread::sleep(Duration::from_millis(500));
+    let s = wait_for(&db, RunId::new(1), "its state", |_| true);
+    assert_eq!(s.run.state, RunState::Succeeded, "nothing changed");
+    assert_eq!(s.attempts.iter().filter(|a| a.node == NodeId::new(2)).count(), 2, "nothing changed");
+    drop(browser);
 }
 
 /// A failed run of `fan_out` whose root spawned `n` nodes of `shard` feeding one `report`,

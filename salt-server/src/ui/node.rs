@@ -1,14 +1,17 @@
 //! The node page: the node's state, timings, attempts, logs (followed while it runs), input
-//! and output, each cut at a size with a link to the whole value.
+//! and output, each cut at a size with a link to the whole value; and the control that kills
+//! the node while it runs.
 
+use axum::Extension;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 
-use salt_runtime::model::RunId;
+use salt_runtime::model::{NodeId, NodeState, RunId};
 use salt_runtime::ops::{self, Part};
 
-use super::{UiError, UiResult, badge, blocking, esc, html_page, live, parse_run, shown, took, when};
+use super::{UiError, UiResult, badge, blocking, enc, esc, html_page, live, parse_run, see_other, shown, took, when};
+use crate::auth::Caller;
 use crate::state::AppState;
 
 /// How many characters of an input or output the page shows.
@@ -16,10 +19,18 @@ const VALUE_MAX: usize = 20_000;
 /// How many of the last log lines the page shows.
 const LOG_LINES: usize = 1_000;
 
-fn parts(state: &AppState, run: RunId, node: &str) -> UiResult<live::Parts> {
+/// The form that kills node `node` of `run` while it runs.
+pub(super) fn kill_button(run: RunId, node: NodeId) -> String {
+    format!(
+        r#"<form class="kill" method="post" action="/runs/{run}/nodes/{node}/cancel"><button class="danger" name="go" value="1" title="Stop its attempt now; it is recorded cancelled and not retried">Kill</button></form>"#
+    )
+}
+
+fn parts(state: &AppState, run: RunId, node: &str, act: bool) -> UiResult<live::Parts> {
     let v = ops::show_node(state.store.as_ref(), run, node)?;
     let n = &v.node;
     let id = n.id;
+    let run_state = ops::show(state.store.as_ref(), run)?.run.state;
     let mut main = format!(
         r#"<h1>Node {id} <small>{task}</small> {badge}</h1><dl class="facts"><dt>Run</dt><dd><a href="/runs/{run}">{run}</a></dd><dt>Parent</dt><dd>{parent}</dd><dt>Created</dt><dd>{created}</dd><dt>Started</dt><dd>{started}</dd><dt>Finished</dt><dd>{finished}</dd><dt>Duration</dt><dd>{dur}</dd><dt>Attempts</dt><dd>{attempts}</dd></dl>"#,
         task = esc(n.label.as_deref().unwrap_or(&n.task)),
@@ -37,6 +48,13 @@ fn parts(state: &AppState, run: RunId, node: &str) -> UiResult<live::Parts> {
             esc(e.kind().as_str()),
             esc(e.message())
         ));
+    }
+    if act && !n.state.is_terminal() && !run_state.is_terminal() {
+        main.push_str(r#"<div class="buttons">"#);
+        if n.state == NodeState::Running {
+            main.push_str(&kill_button(run, id));
+        }
+        main.push_str("</div>");
     }
     main.push_str(
         "<h2>Attempts</h2><table class=\"attempts\"><thead><tr><th>#</th><th>State</th><th>Executor</th><th>Started</th><th>Finished</th><th>Duration</th><th>Error</th></tr></thead><tbody>",
@@ -89,21 +107,29 @@ fn parts(state: &AppState, run: RunId, node: &str) -> UiResult<live::Parts> {
         l.push_str("(no log lines)");
     }
     l.push_str("</pre>");
-    let run_state = ops::show(state.store.as_ref(), run)?.run.state;
     Ok(live::Parts {
         parts: vec![("node-main".into(), main), ("node-logs".into(), l)],
         done: run_state.is_terminal() && n.state.is_terminal(),
     })
 }
 
+/// The query of a node page: a message to show once (after an action).
+#[derive(Debug, Default, serde::Deserialize)]
+pub(super) struct Notice {
+    notice: Option<String>,
+}
+
 /// `GET /runs/{run}/nodes/{node}`.
 pub(super) async fn page(
     State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
     Path((run, node)): Path<(String, String)>,
+    Query(q): Query<Notice>,
 ) -> UiResult<Html<String>> {
     let run = parse_run(&run)?;
     let n = node.clone();
-    let p = blocking(move || parts(&state, run, &n)).await?;
+    let act = super::may_act(caller.as_ref());
+    let p = blocking(move || parts(&state, run, &n, act)).await?;
     let find = |id: &str| p.parts.iter().find(|(i, _)| i == id).map(|(_, h)| h.as_str()).unwrap_or("");
     let live_attr = if p.done {
         String::new()
@@ -115,11 +141,20 @@ pub(super) async fn page(
         )
     };
     let node_e = esc(&node);
+    let notice =
+        q.notice.as_deref().map(|n| format!(r#"<p class="notice" role="status">{}</p>"#, esc(n))).unwrap_or_default();
+    let buttons = if act {
+        format!(
+            r#"<div class="buttons"><form method="post" action="/runs/{run}/rerun"><input type="hidden" name="node" value="{node_e}"><button>Rerun from this node</button></form>
+<form method="post" action="/runs/{run}/run-one"><input type="hidden" name="node" value="{node_e}"><button>Run this node alone</button></form></div>"#
+        )
+    } else {
+        String::new()
+    };
     let body = format!(
-        r#"<p class="crumbs"><a href="/runs">Runs</a> / <a href="/runs/{run}">run {run}</a> / node {node_e}</p>
+        r#"<p class="crumbs"><a href="/runs">Runs</a> / <a href="/runs/{run}">run {run}</a> / node {node_e}</p>{notice}
 <div{live_attr}><section id="node-main">{main}</section>
-<div class="buttons"><form method="post" action="/runs/{run}/rerun"><input type="hidden" name="node" value="{node_e}"><button>Rerun from this node</button></form>
-<form method="post" action="/runs/{run}/run-one"><input type="hidden" name="node" value="{node_e}"><button>Run this node alone</button></form></div>
+{buttons}
 <h2>Logs</h2><section id="node-logs">{logs}</section></div>"#,
         main = find("node-main"),
         logs = find("node-logs"),
@@ -137,11 +172,30 @@ pub(super) struct Since {
 /// `GET /runs/{run}/nodes/{node}/events`: the node page's parts as they change.
 pub(super) async fn events(
     State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
     Path((run, node)): Path<(String, String)>,
     Query(q): Query<Since>,
 ) -> UiResult<Response> {
     let run = parse_run(&run)?;
-    Ok(live::stream(q.since, live::POLL, move || parts(&state, run, &node).ok()).into_response())
+    let act = super::may_act(caller.as_ref());
+    Ok(live::stream(q.since, live::POLL, move || parts(&state, run, &node, act).ok()).into_response())
+}
+
+/// `POST /runs/{run}/nodes/{node}/cancel`: kills the node: its attempt is stopped and recorded
+/// as cancelled, and the retry policy does not apply. Waits (a while) for the part that drives
+/// the run to do it, then shows the node.
+pub(super) async fn cancel(
+    State(state): State<AppState>,
+    Path((run, node)): Path<(String, String)>,
+) -> UiResult<Response> {
+    let run = parse_run(&run)?;
+    let outcome = ops::cancel_node(state.store.as_ref(), run, &node).await?;
+    let to = format!(
+        "/runs/{run}/nodes/{}?notice={}",
+        outcome.node,
+        enc(&format!("node {} is {}", outcome.node, outcome.state.as_str()))
+    );
+    Ok(see_other(&to))
 }
 
 /// `GET /runs/{run}/nodes/{node}/input.json` (or `output.json`): the whole value.

@@ -118,8 +118,11 @@ fn header(s: &RunSnapshot) -> String {
     h
 }
 
-fn controls(state: &AppState, s: &RunSnapshot) -> String {
+fn controls(state: &AppState, s: &RunSnapshot, act: bool) -> String {
     let r = &s.run;
+    if !act {
+        return r#"<p class="note">Your token may only look: sign in as an operator to act on this run.</p>"#.into();
+    }
     let id = r.id;
     let paused = r.state == RunState::Paused || state.store.control(id).map(|c| c.paused).unwrap_or(false);
     let mut c = String::from(r#"<div class="buttons">"#);
@@ -211,7 +214,7 @@ fn graph_part(catalog: &Catalog, s: &RunSnapshot, view: &View) -> String {
     g
 }
 
-fn nodes_part(s: &RunSnapshot, view: &View) -> String {
+fn nodes_part(s: &RunSnapshot, view: &View, act: bool) -> String {
     let run = s.run.id;
     let re = pattern(view.nname.as_deref());
     let wanted = view.nstate.as_deref().and_then(NodeState::parse);
@@ -235,14 +238,19 @@ fn nodes_part(s: &RunSnapshot, view: &View) -> String {
     let pages = matching.len().div_ceil(NODES_PER_PAGE).max(1);
     let p = view.npage.unwrap_or(0).min(pages - 1);
     out.push_str(&format!(
-        r#"<table class="nodes"><caption>{} nodes{}</caption><thead><tr><th>Node</th><th>Task</th><th>State</th><th>Attempts</th><th>Started</th><th>Duration</th><th>Error</th></tr></thead><tbody>"#,
+        r#"<table class="nodes"><caption>{} nodes{}</caption><thead><tr><th>Node</th><th>Task</th><th>State</th><th>Attempts</th><th>Started</th><th>Duration</th><th>Error</th><th></th></tr></thead><tbody>"#,
         matching.len(),
         if pages > 1 { format!(", page {} of {pages}", p + 1) } else { String::new() }
     ));
     for n in matching.iter().skip(p * NODES_PER_PAGE).take(NODES_PER_PAGE) {
         let error: String = n.error.as_ref().map(|e| e.message().chars().take(120).collect()).unwrap_or_default();
+        let kill = if act && n.state == NodeState::Running && !s.run.state.is_terminal() {
+            super::node::kill_button(run, n.id)
+        } else {
+            String::new()
+        };
         out.push_str(&format!(
-            r#"<tr data-node="{id}"><td><a href="/runs/{run}/nodes/{id}">{id}</a></td><td>{task}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class="err">{}</td></tr>"#,
+            r#"<tr data-node="{id}"><td><a href="/runs/{run}/nodes/{id}">{id}</a></td><td>{task}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class="err">{}</td><td>{kill}</td></tr>"#,
             badge(n.state.as_str()),
             n.attempts,
             n.started_at.map(when).unwrap_or_default(),
@@ -266,22 +274,34 @@ fn nodes_part(s: &RunSnapshot, view: &View) -> String {
     out
 }
 
-fn parts(state: &AppState, catalog: &Catalog, run: RunId, view: &View) -> UiResult<(live::Parts, RunSnapshot)> {
+fn parts(
+    state: &AppState,
+    catalog: &Catalog,
+    run: RunId,
+    view: &View,
+    act: bool,
+) -> UiResult<(live::Parts, RunSnapshot)> {
     let s = ops::show(state.store.as_ref(), run)?;
     let parts = vec![
         ("run-header".to_string(), header(&s)),
-        ("run-controls".to_string(), controls(state, &s)),
+        ("run-controls".to_string(), controls(state, &s, act)),
         ("run-graph".to_string(), graph_part(catalog, &s, view)),
-        ("run-nodes".to_string(), nodes_part(&s, view)),
+        ("run-nodes".to_string(), nodes_part(&s, view, act)),
     ];
     Ok((live::Parts { parts, done: s.run.state.is_terminal() }, s))
 }
 
 /// `GET /runs/{run}`.
-pub(super) async fn page_handler(state: AppState, catalog: Catalog, run: String, view: View) -> UiResult<Html<String>> {
+pub(super) async fn page_handler(
+    state: AppState,
+    catalog: Catalog,
+    run: String,
+    view: View,
+    act: bool,
+) -> UiResult<Html<String>> {
     let run = parse_run(&run)?;
     let v = view.clone();
-    let (p, s) = blocking(move || parts(&state, &catalog, run, &v)).await?;
+    let (p, s) = blocking(move || parts(&state, &catalog, run, &v, act)).await?;
     let find = |id: &str| p.parts.iter().find(|(i, _)| i == id).map(|(_, h)| h.as_str()).unwrap_or("");
     let notice = view
         .notice
@@ -334,22 +354,25 @@ pub(super) async fn page_handler(state: AppState, catalog: Catalog, run: String,
 pub(super) async fn page(
     State(state): State<AppState>,
     Extension(catalog): Extension<Catalog>,
+    caller: Option<Extension<crate::auth::Caller>>,
     Path(run): Path<String>,
     Query(view): Query<View>,
 ) -> UiResult<Html<String>> {
-    page_handler(state, catalog, run, view).await
+    page_handler(state, catalog, run, view, super::may_act(caller.as_ref())).await
 }
 
 /// `GET /runs/{run}/events`: the parts of the run page, as they change, until the run ends.
 pub(super) async fn events(
     State(state): State<AppState>,
     Extension(catalog): Extension<Catalog>,
+    caller: Option<Extension<crate::auth::Caller>>,
     Path(run): Path<String>,
     Query(view): Query<View>,
 ) -> UiResult<Response> {
     let run = parse_run(&run)?;
     let since = view.since.clone();
-    Ok(live::stream(since, live::POLL, move || parts(&state, &catalog, run, &view).ok().map(|(p, _)| p))
+    let act = super::may_act(caller.as_ref());
+    Ok(live::stream(since, live::POLL, move || parts(&state, &catalog, run, &view, act).ok().map(|(p, _)| p))
         .into_response())
 }
 

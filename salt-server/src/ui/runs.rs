@@ -1,5 +1,5 @@
-//! The runs page: newest first, filtered by state and by a workflow name pattern, paginated by
-//! cursor, with live counts by state.
+//! The runs page: newest first, filtered by state, by a workflow name pattern and by when they
+//! were created, paginated by cursor, with live counts by state.
 
 use std::collections::BTreeMap;
 
@@ -35,6 +35,10 @@ pub(super) struct Filter {
     state: Option<String>,
     /// A regular expression over the workflow's name.
     name: Option<String>,
+    /// Only runs created at or after this time (UTC, `YYYY-MM-DDTHH:MM` or a date).
+    from: Option<String>,
+    /// Only runs created before this time (UTC, `YYYY-MM-DDTHH:MM` or a date).
+    to: Option<String>,
     /// Only runs older than this one (the cursor).
     before: Option<i64>,
     /// The fingerprint of the parts the page shows (for its live stream).
@@ -47,8 +51,10 @@ impl Filter {
         if let Some(s) = self.state.as_deref().filter(|s| !s.is_empty()) {
             q.push(format!("state={}", enc(s)));
         }
-        if let Some(n) = self.name.as_deref().filter(|s| !s.is_empty()) {
-            q.push(format!("name={}", enc(n)));
+        for (k, v) in [("name", &self.name), ("from", &self.from), ("to", &self.to)] {
+            if let Some(v) = v.as_deref().filter(|s| !s.is_empty()) {
+                q.push(format!("{k}={}", enc(v)));
+            }
         }
         if let Some(b) = before {
             q.push(format!("before={b}"));
@@ -57,15 +63,41 @@ impl Filter {
     }
 }
 
+/// A time of the filter (UTC) as ms since the epoch: `None` when empty, an error message when
+/// it is not a time.
+fn instant(text: Option<&str>, what: &str) -> Result<Option<i64>, String> {
+    let Some(t) = text.map(str::trim).filter(|t| !t.is_empty()) else { return Ok(None) };
+    let civil = t
+        .parse::<jiff::civil::DateTime>()
+        .or_else(|_| t.parse::<jiff::civil::Date>().map(|d| d.to_datetime(jiff::civil::Time::midnight())))
+        .map_err(|_| format!("`{t}` is not a time for `{what}`: use YYYY-MM-DDTHH:MM (UTC) or a date"))?;
+    civil
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .map(|z| Some(z.timestamp().as_millisecond()))
+        .map_err(|e| format!("`{t}` is not a time for `{what}`: {e}"))
+}
+
 fn render(state: &AppState, filter: &Filter) -> UiResult<(String, String)> {
     let runs = salt_runtime::ops::list_runs(state.store.as_ref(), SCAN)?;
     let capped = runs.len() >= SCAN;
-    let (re, problem) = match pattern(filter.name.as_deref()) {
-        Ok(re) => (re, None),
-        Err(e) => (None, Some(e)),
+    let mut problems = Vec::new();
+    let re = pattern(filter.name.as_deref()).unwrap_or_else(|e| {
+        problems.push(e);
+        None
+    });
+    let mut bound = |text: Option<&str>, what: &str| {
+        instant(text, what).unwrap_or_else(|e| {
+            problems.push(e);
+            None
+        })
     };
-    let named: Vec<&RunSummary> =
-        runs.iter().filter(|r| re.as_ref().is_none_or(|re| re.is_match(&r.workflow))).collect();
+    let from = bound(filter.from.as_deref(), "from");
+    let to = bound(filter.to.as_deref(), "to");
+    let named: Vec<&RunSummary> = runs
+        .iter()
+        .filter(|r| re.as_ref().is_none_or(|re| re.is_match(&r.workflow)))
+        .filter(|r| from.is_none_or(|f| r.created_at >= f) && to.is_none_or(|t| r.created_at < t))
+        .collect();
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
     for r in &named {
         *counts.entry(r.state.as_str()).or_default() += 1;
@@ -92,7 +124,7 @@ fn render(state: &AppState, filter: &Filter) -> UiResult<(String, String)> {
         ));
     }
     c.push_str("</ul>");
-    if let Some(p) = problem {
+    for p in problems {
         c.push_str(&format!(r#"<p class="error" role="alert">{}</p>"#, esc(&p)));
     }
 
@@ -147,9 +179,12 @@ pub(super) async fn page(State(state): State<AppState>, Query(filter): Query<Fil
         r#"<h1>Runs</h1>
 <form class="filters" method="get" action="/runs"><label>State <select name="state">{options}</select></label>
 <label>Workflow name (regular expression) <input name="name" value="{name}" placeholder="e.g. ^etl"></label>
+<label>Created from <input type="datetime-local" name="from" value="{from}"></label><label>to <input type="datetime-local" name="to" value="{to}"></label> <small>(UTC)</small>
 <button>Filter</button></form>
 <div data-live="/runs/events?{q}&amp;since={since}"><section id="counts">{counts}</section><section id="table">{table}</section></div>"#,
         name = esc(filter.name.as_deref().unwrap_or("")),
+        from = esc(filter.from.as_deref().unwrap_or("")),
+        to = esc(filter.to.as_deref().unwrap_or("")),
         q = esc(&filter.query(filter.before)),
         since = live::fingerprint(&parts),
     );

@@ -354,3 +354,77 @@ async fn the_live_stream_of_an_ended_run_sends_what_the_page_lacks_and_ends() {
 data: {"parts":{}}"#
     );
 }
+
+#[tokio::test]
+async fn the_runs_page_filters_by_time_created() {
+    let f = fixture();
+    fan_run(f.store.as_ref(), "etl", 1, RunState::Succeeded);
+    fan_run(f.store.as_ref(), "etl", 1, RunState::Failed);
+    let (_, html) = get(&f.app, "/runs?from=2001-01-01T00%3A00&to=2001-02-01").await;
+    assert_eq!(rows(&html), Vec::<String>::new());
+    assert!(html.contains(r#"data-count="all">all <b>0</b>"#), "{html}");
+    let (_, html) = get(&f.app, "/runs?from=2001-01-01").await;
+    assert_eq!(rows(&html), ["2", "1"]);
+    let (_, html) = get(&f.app, "/runs?to=2001-01-01T00%3A00").await;
+    assert_eq!(rows(&html), Vec::<String>::new());
+    let (status, html) = get(&f.app, "/runs?from=yesterday").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("`yesterday` is not a time for `from`"), "{html}");
+    assert_eq!(rows(&html), ["2", "1"]);
+}
+
+#[tokio::test]
+async fn running_nodes_have_a_kill_button_and_ended_ones_are_refused() {
+    let f = fixture();
+    let run = fan_run(f.store.as_ref(), "w", 4, RunState::Running);
+    let (_, html) = get(&f.app, &format!("/runs/{run}")).await;
+    let kills: Vec<&str> = html
+        .split(r#"<form class="kill" method="post" action=""#)
+        .skip(1)
+        .map(|r| &r[..r.find('"').unwrap()])
+        .collect();
+    assert_eq!(kills, [format!("/runs/{run}/nodes/4/cancel")], "node 4 is the only running one");
+    let (_, html) = get(&f.app, &format!("/runs/{run}/nodes/4")).await;
+    assert!(html.contains(&format!(r#"action="/runs/{run}/nodes/4/cancel""#)));
+    let (_, html) = get(&f.app, &format!("/runs/{run}/nodes/1")).await;
+    assert!(!html.contains("/cancel\""), "a succeeded node has no Kill button");
+    // Nothing drives this run (it is written record by record): refused, nothing changes.
+    let (status, _, html) = post(&f.app, &format!("/runs/{run}/nodes/4/cancel"), "go=1").await;
+    assert_eq!(status, StatusCode::CONFLICT, "{html}");
+    assert!(html.contains("no orchestrator drives it to cancel a node"), "{html}");
+    let ended = fan_run(f.store.as_ref(), "w", 4, RunState::Failed);
+    let (status, _, html) = post(&f.app, &format!("/runs/{ended}/nodes/4/cancel"), "go=1").await;
+    assert_eq!(status, StatusCode::CONFLICT, "{html}");
+    assert!(html.contains("run 2 already ended: failed"), "{html}");
+    let (_, html) = get(&f.app, &format!("/runs/{ended}")).await;
+    assert!(!html.contains(r#"class="kill""#), "an ended run has nothing to kill");
+}
+
+#[tokio::test]
+async fn a_viewer_sees_no_action_controls() {
+    let f = fixture();
+    let run = fan_run(f.store.as_ref(), "pay", 4, RunState::Running);
+    let viewer = crate::auth::Caller { name: "vic".into(), role: crate::auth::Role::Viewer };
+    let app = f.app.clone().layer(axum::Extension(viewer));
+    for page in [format!("/runs/{run}"), format!("/runs/{run}/nodes/4"), "/workflows".into(), "/workflows/pay".into()] {
+        let (status, html) = get(&app, &page).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        assert!(!html.contains(r#"method="post""#), "{page} shows an action: {html}");
+    }
+    let operator = crate::auth::Caller { name: "ada".into(), role: crate::auth::Role::Operator };
+    let app = f.app.clone().layer(axum::Extension(operator));
+    let (_, html) = get(&app, &format!("/runs/{run}")).await;
+    assert!(html.contains(&format!(r#"action="/runs/{run}/cancel""#)));
+    let (_, html) = get(&app, "/workflows/pay").await;
+    assert!(html.contains(r#"<form class="start" method="post""#));
+}
+
+#[tokio::test]
+async fn the_workers_page_lists_workers_and_queues() {
+    let f = fixture();
+    let (status, html) = get(&f.app, "/workers").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("No worker is connected."), "{html}");
+    assert!(html.contains("No queue yet."), "{html}");
+    assert!(html.contains(r#"data-live="/workers/events?since="#));
+}

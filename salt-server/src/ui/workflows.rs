@@ -32,7 +32,11 @@ fn pause_button(w: &WorkflowEntry) -> String {
 }
 
 /// `GET /workflows`.
-pub(super) async fn list(Extension(catalog): Extension<Catalog>) -> UiResult<Html<String>> {
+pub(super) async fn list(
+    Extension(catalog): Extension<Catalog>,
+    caller: Option<Extension<crate::auth::Caller>>,
+) -> UiResult<Html<String>> {
+    let act = super::may_act(caller.as_ref());
     let all = blocking(move || Ok(catalog.0.workflows())).await?;
     let mut t = String::from(
         r#"<h1>Workflows</h1><table class="workflows"><thead><tr><th>Workflow</th><th>Versions</th><th>Latest</th><th>Schedule (next fire times)</th><th>State</th><th></th></tr></thead><tbody>"#,
@@ -51,14 +55,19 @@ pub(super) async fn list(Extension(catalog): Extension<Catalog>) -> UiResult<Htm
             })
             .unwrap_or_default();
         t.push_str(&format!(
-            r#"<tr data-workflow="{name}"><td><a href="/workflows/{name_q}">{name}</a><br><small>{doc}</small></td><td>{versions}</td><td>{latest}</td><td>{schedule}</td><td>{state}{pause}</td><td><a class="button primary" href="/workflows/{name_q}#start">Start a run</a></td></tr>"#,
+            r#"<tr data-workflow="{name}"><td><a href="/workflows/{name_q}">{name}</a><br><small>{doc}</small></td><td>{versions}</td><td>{latest}</td><td>{schedule}</td><td>{state}{pause}</td><td>{start}</td></tr>"#,
             name = esc(&w.name),
             name_q = esc(&enc(&w.name)),
             doc = esc(w.doc.lines().next().unwrap_or("")),
             versions = w.versions.len(),
             schedule = schedule_cell(w),
             state = if w.paused { "paused" } else { "active" },
-            pause = pause_button(w),
+            pause = if act { pause_button(w) } else { String::new() },
+            start = if act {
+                format!(r#"<a class="button primary" href="/workflows/{}#start">Start a run</a>"#, esc(&enc(&w.name)))
+            } else {
+                String::new()
+            },
         ));
     }
     if all.is_empty() {
@@ -72,7 +81,7 @@ fn short(hash: &str) -> &str {
     hash.get(..12).unwrap_or(hash)
 }
 
-fn workflow_page(w: &WorkflowEntry, input: Option<&serde_json::Value>, error: Option<&str>) -> Html<String> {
+fn workflow_page(w: &WorkflowEntry, input: Option<&serde_json::Value>, error: Option<&str>, act: bool) -> Html<String> {
     let name = esc(&w.name);
     let mut versions = String::from(
         "<table><thead><tr><th>Version</th><th>Binary (sha256)</th><th>Registered</th><th>By</th></tr></thead><tbody>",
@@ -92,18 +101,25 @@ fn workflow_page(w: &WorkflowEntry, input: Option<&serde_json::Value>, error: Op
         w.versions.iter().rev().map(|v| format!(r#"<option value="{0}">v{0}</option>"#, v.reference.version)).collect();
     let error = error.map(|e| format!(r#"<p class="error" role="alert">{}</p>"#, esc(e))).unwrap_or_default();
     let default = if w.default_input.is_null() { None } else { Some(&w.default_input) };
+    let start = if act {
+        format!(
+            r#"<h2 id="start">Start a run</h2>{error}
+<form class="start" method="post" action="/workflows/{name_q}/start"><label class="field"><span>Version</span><select name="version">{options}</select></label>{fields}<button class="primary">Start</button></form>"#,
+            name_q = esc(&enc(&w.name)),
+            fields = form::fields(&w.input_schema, input.or(default)),
+        )
+    } else {
+        r#"<p class="note">Your token may only look: sign in as an operator to start a run.</p>"#.to_string()
+    };
     let body = format!(
         r#"<p class="crumbs"><a href="/workflows">Workflows</a> / {name}</p><h1>{name}</h1><p>{doc}</p>
 <p>Schedule: {schedule} · {state} {pause}</p>
 <h2>Versions</h2>{versions}
-<h2 id="start">Start a run</h2>{error}
-<form class="start" method="post" action="/workflows/{name_q}/start"><label class="field"><span>Version</span><select name="version">{options}</select></label>{fields}<button class="primary">Start</button></form>"#,
+{start}"#,
         doc = esc(&w.doc),
         schedule = schedule_cell(w),
         state = if w.paused { "paused" } else { "active" },
-        pause = pause_button(w),
-        name_q = esc(&enc(&w.name)),
-        fields = form::fields(&w.input_schema, input.or(default)),
+        pause = if act { pause_button(w) } else { String::new() },
     );
     html_page(&w.name, &body)
 }
@@ -113,14 +129,18 @@ fn find(catalog: &Catalog, name: &str) -> UiResult<WorkflowEntry> {
 }
 
 /// `GET /workflows/{name}`.
-pub(super) async fn page_of(catalog: Catalog, name: String) -> UiResult<Html<String>> {
+pub(super) async fn page_of(catalog: Catalog, name: String, act: bool) -> UiResult<Html<String>> {
     let w = blocking(move || find(&catalog, &name)).await?;
-    Ok(workflow_page(&w, None, None))
+    Ok(workflow_page(&w, None, None, act))
 }
 
 /// `GET /workflows/{name}`.
-pub(super) async fn page(Extension(catalog): Extension<Catalog>, Path(name): Path<String>) -> UiResult<Html<String>> {
-    page_of(catalog, name).await
+pub(super) async fn page(
+    Extension(catalog): Extension<Catalog>,
+    caller: Option<Extension<crate::auth::Caller>>,
+    Path(name): Path<String>,
+) -> UiResult<Html<String>> {
+    page_of(catalog, name, super::may_act(caller.as_ref())).await
 }
 
 /// `POST /workflows/{name}/start`: reads the form with the input schema, checks the input
@@ -143,13 +163,13 @@ pub(super) async fn start(
         .ok_or_else(|| UiError::new(StatusCode::BAD_REQUEST, format!("workflow `{name}` has no such version")))?;
         let input = match form::read(&w.input_schema, &posted) {
             Ok(input) => input,
-            Err(e) => return Ok(Err(workflow_page(&w, None, Some(&e)))),
+            Err(e) => return Ok(Err(workflow_page(&w, None, Some(&e), true))),
         };
         let problems = salt_runtime::registry::schema_problems(&w.input_schema, &input)
             .map_err(|e| UiError::new(StatusCode::BAD_REQUEST, format!("the input schema is not valid: {e}")))?;
         if !problems.is_empty() {
             let message = format!("the input does not match the schema: {}", problems.join("; "));
-            return Ok(Err(workflow_page(&w, Some(&input), Some(&message))));
+            return Ok(Err(workflow_page(&w, Some(&input), Some(&message), true)));
         }
         let run = state.engine.start(&reference, input)?;
         Ok(Ok(run))

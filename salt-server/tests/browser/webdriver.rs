@@ -183,6 +183,11 @@ impl Browser {
         self.call("POST", &self.at("/execute/sync"), Some(json!({"script": script, "args": args})))
     }
 
+    /// The cookie `name` as the browser keeps it (`name`, `value`, `httpOnly`, `sameSite`, …).
+    pub(crate) fn cookie(&self, name: &str) -> Value {
+        self.call("GET", &self.at(&format!("/cookie/{name}")), None)
+    }
+
     /// The current URL.
     pub(crate) fn url(&self) -> String {
         self.call("GET", &self.at("/url"), None).as_str().unwrap_or_default().to_string()
