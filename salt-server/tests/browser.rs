@@ -130,8 +130,14 @@ fn wait_for(db: &str, run: RunId, what: &str, ok: impl Fn(&RunSnapshot) -> bool)
     }
 }
 
-fn images() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../book/src/images");
+/// Where the screenshots go: the book's images with `SALT_SCREENSHOTS=1` (to retake them),
+/// else a scratch directory, so that running the tests leaves the tree as it was.
+fn images(scratch: &Path) -> PathBuf {
+    let dir = if std::env::var_os("SALT_SCREENSHOTS").is_some() {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../book/src/images")
+    } else {
+        scratch.join("screenshots")
+    };
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
@@ -195,7 +201,7 @@ fn a_served_workflow_runs_from_the_browser_to_the_end() {
     }
 
     let browser = Browser::start();
-    let images = images();
+    let images = images(d.dir.path());
     let base = d.url.clone();
 
     // Tokens exist: a page sends the browser to sign in, a wrong token is refused, a right one
