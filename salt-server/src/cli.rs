@@ -570,15 +570,24 @@ fn workflows_text(list: &Value) -> String {
     if workflows.is_empty() {
         return "no workflows yet; register a binary with `salt register BINARY`\n".into();
     }
-    let mut text = format!("{:<24} {:>7} {:<14} {:<20} {}\n", "workflow", "latest", "binary", "schedule", "versions");
+    let mut text = format!(
+        "{:<24} {:>7} {:<14} {:<32} {:<7} {}\n",
+        "workflow", "latest", "binary", "schedule", "paused", "versions"
+    );
     for w in workflows {
         let versions: Vec<String> = w["versions"].as_array().into_iter().flatten().map(|v| v.to_string()).collect();
+        let schedule = match (w["schedule"].as_str(), w["timezone"].as_str()) {
+            (Some(cron), Some(tz)) => format!("{cron} ({tz})"),
+            (Some(cron), None) => cron.to_string(),
+            _ => "-".to_string(),
+        };
         text.push_str(&format!(
-            "{:<24} {:>7} {:<14} {:<20} {}\n",
+            "{:<24} {:>7} {:<14} {:<32} {:<7} {}\n",
             w["name"].as_str().unwrap_or_default(),
             format!("v{}", w["latest"]),
             w["binary"].as_str().unwrap_or_default().get(..12).unwrap_or_default(),
-            w["schedule"].as_str().unwrap_or("-"),
+            schedule,
+            if w["paused"].as_bool() == Some(true) { "yes" } else { "no" },
             versions.join(", ")
         ));
     }

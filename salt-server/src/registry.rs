@@ -325,8 +325,13 @@ pub struct WorkflowSummary {
     pub binary: String,
     /// Its doc comment.
     pub doc: String,
-    /// Its cron schedule, as the binary declares it.
+    /// Its cron schedule: the binary's, unless the salt.toml given at registration set
+    /// another (or none).
     pub schedule: Option<String>,
+    /// The time zone of its schedule.
+    pub timezone: Option<String>,
+    /// Whether its schedule and event triggers are paused.
+    pub paused: bool,
     /// When the latest version was registered (ms since the epoch).
     pub registered_at: i64,
 }
@@ -336,9 +341,15 @@ pub fn workflows(conn: &Connection) -> rusqlite::Result<Vec<WorkflowSummary>> {
     let mut out = Vec::new();
     for latest in db::latest_versions(conn)? {
         let versions = db::versions(conn, &latest.workflow)?.into_iter().map(|v| v.version).collect();
+        let scheduled = crate::schedule::get(conn, &latest.workflow)?;
         out.push(WorkflowSummary {
             doc: latest.manifest.get("doc").and_then(Value::as_str).unwrap_or_default().to_string(),
-            schedule: latest.manifest.get("schedule").and_then(Value::as_str).map(str::to_string),
+            schedule: match &scheduled {
+                Some(s) => s.cron.clone(),
+                None => latest.manifest.get("schedule").and_then(Value::as_str).map(str::to_string),
+            },
+            timezone: scheduled.as_ref().filter(|s| s.cron.is_some()).map(|s| s.timezone.clone()),
+            paused: scheduled.is_some_and(|s| s.paused),
             name: latest.workflow,
             latest: latest.version,
             versions,

@@ -247,6 +247,10 @@ fn a_schedule_every_second_fires_and_a_paused_one_does_not() {
     let chain = d.get("/api/v1/runs?workflow=chain");
     assert_eq!(chain["runs"].as_array().unwrap().len(), 0, "the paused schedule fired: {chain}");
     assert_eq!(d.count("a"), 0);
+    let out = d.salt(&["workflows"]);
+    let listed = String::from_utf8_lossy(&out.stdout);
+    let chain = listed.lines().find(|l| l.starts_with("chain")).unwrap_or_default();
+    assert!(chain.contains("* * * * * * (UTC)") && chain.contains(" yes "), "{listed}");
     let out = d.salt(&["schedule", "ls"]);
     assert!(out.status.success(), "{}", text(&out));
     let listed = String::from_utf8_lossy(&out.stdout);
