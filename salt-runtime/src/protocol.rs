@@ -722,6 +722,7 @@ mod tests {
             task: "extract".into(),
             args: vec![("source".into(), WireArg::Value("a.csv".into())), ("rows".into(), WireArg::Handle(1))],
             after: Vec::new(),
+            policy: None,
         };
         let msg = FromNode::Mutate {
             attempt_id: 4,
