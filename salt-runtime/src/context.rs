@@ -70,6 +70,9 @@ pub struct SpawnRequest {
     /// successfully) since its previous spawn: the new child runs after them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub after: Vec<u32>,
+    /// What this call changes of the task's policy (a command step's `.retries(2)`, say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<crate::registry::PolicyOverride>,
 }
 
 /// Where a promise applies.
@@ -580,7 +583,31 @@ impl Context {
         };
         let seq = self.next_seq();
         let after = std::mem::take(&mut *self.inner.observed.lock().unwrap_or_else(|p| p.into_inner()));
-        self.push(Mutation::Spawn(SpawnRequest { seq, task: task.to_string(), args, after }));
+        self.push(Mutation::Spawn(SpawnRequest { seq, task: task.to_string(), args, after, policy: None }));
+        Handle::node(self.clone(), seq)
+    }
+
+    /// Spawns a child node of task `task` whose call changes its policy, returns its handle, and
+    /// annotates it (label, color) when `annotation` sets anything. A built-in step
+    /// ([`crate::command`]) spawns this way.
+    pub(crate) fn spawn_with<T: TaskValue>(
+        &self,
+        task: &'static str,
+        args: Vec<Result<(String, WireArg)>>,
+        policy: crate::registry::PolicyOverride,
+        annotation: Annotation,
+    ) -> Handle<T> {
+        let args = match args.into_iter().collect::<Result<Vec<_>>>() {
+            Ok(args) => args,
+            Err(e) => return Handle::direct(async move { Err(e) }),
+        };
+        let seq = self.next_seq();
+        let after = std::mem::take(&mut *self.inner.observed.lock().unwrap_or_else(|p| p.into_inner()));
+        let policy = Some(policy).filter(|p| !p.is_empty());
+        self.push(Mutation::Spawn(SpawnRequest { seq, task: task.to_string(), args, after, policy }));
+        if annotation != Annotation::default() {
+            self.push(Mutation::Annotate { child: Some(seq), annotation });
+        }
         Handle::node(self.clone(), seq)
     }
 }

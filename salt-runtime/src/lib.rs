@@ -6,6 +6,7 @@
 
 pub mod blob;
 pub mod cli;
+pub mod command;
 pub mod context;
 mod driver;
 pub mod error;

@@ -376,6 +376,9 @@ pub struct NodeRecord {
     pub started_at: Option<i64>,
     /// When it ended.
     pub finished_at: Option<i64>,
+    /// What its call changed of its task's policy (retries, timeout, queue, …), if anything.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<crate::registry::PolicyOverride>,
 }
 
 /// An argument of a node as stored: a value, or the node whose output it takes.

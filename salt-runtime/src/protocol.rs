@@ -692,6 +692,31 @@ pub(crate) fn kill_descendants() {
     }
 }
 
+/// Kills (SIGKILL) the process groups of the processes below `pid` other than `pid`'s own and
+/// this process's: the groups command steps run in (see [`crate::command`]), which a kill of the
+/// node process's group does not reach.
+pub(crate) fn kill_groups_below(pid: i32) {
+    use nix::unistd::{Pid, getpgid};
+    let mut stack = vec![pid as u32];
+    let mut groups = std::collections::BTreeSet::new();
+    while let Some(p) = stack.pop() {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else { continue };
+        for task in tasks.flatten() {
+            let Ok(children) = std::fs::read_to_string(task.path().join("children")) else { continue };
+            for child in children.split_whitespace().filter_map(|c| c.parse::<i32>().ok()) {
+                if let Ok(group) = getpgid(Some(Pid::from_raw(child))) {
+                    groups.insert(group.as_raw());
+                }
+                stack.push(child as u32);
+            }
+        }
+    }
+    let own = getpgid(None).map(|g| g.as_raw()).unwrap_or(0);
+    for group in groups.into_iter().filter(|g| *g != pid && *g != own && *g > 1) {
+        let _ = nix::sys::signal::killpg(Pid::from_raw(group), nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
 /// Tells the orchestrator, on the log stream, that an attempt's log is complete.
 fn end_marker(attempt_id: u64) {
     let _ = std::io::stdout().flush();
@@ -722,6 +747,7 @@ mod tests {
             task: "extract".into(),
             args: vec![("source".into(), WireArg::Value("a.csv".into())), ("rows".into(), WireArg::Handle(1))],
             after: Vec::new(),
+            policy: None,
         };
         let msg = FromNode::Mutate {
             attempt_id: 4,

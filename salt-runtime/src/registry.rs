@@ -101,6 +101,70 @@ impl Policy {
     };
 }
 
+/// Per-call changes to a task's [`Policy`], carried by a spawn request and stored with the node:
+/// a field that is set replaces the task's own. Command steps (`salt::command(…).retries(2)`)
+/// use it; every part of the run core reads the node's policy, not the task's.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyOverride {
+    /// How many times a failed attempt is retried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+    /// The delay before each retry (the first one, for an exponential backoff), in ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff_ms: Option<u64>,
+    /// With `backoff_ms`: the backoff doubles at each retry up to this many ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff_cap_ms: Option<u64>,
+    /// The longest one attempt may run, in ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// The queue the node runs from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    /// Its priority among ready nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
+}
+
+impl PolicyOverride {
+    /// Whether it changes nothing.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// `policy` with these changes.
+    pub fn apply(&self, policy: Policy) -> Policy {
+        let backoff = match (self.backoff_ms, self.backoff_cap_ms) {
+            (Some(base), Some(cap)) => {
+                Backoff::Exponential { base: Duration::from_millis(base), cap: Duration::from_millis(cap.max(base)) }
+            }
+            (Some(d), None) => Backoff::Fixed(Duration::from_millis(d)),
+            (None, _) => policy.backoff,
+        };
+        Policy {
+            retries: self.retries.unwrap_or(policy.retries),
+            backoff,
+            timeout: self.timeout_ms.map(Duration::from_millis).or(policy.timeout),
+            queue: self.queue.as_deref().map_or(policy.queue, intern),
+            priority: self.priority.unwrap_or(policy.priority),
+        }
+    }
+}
+
+/// A queue name as a `&'static str`: each distinct name is leaked once (there are few).
+fn intern(name: &str) -> &'static str {
+    static NAMES: std::sync::Mutex<std::collections::BTreeSet<&'static str>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut names = NAMES.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(&known) = names.get(name) {
+        return known;
+    }
+    let leaked: &'static str = Box::leak(name.to_string().into_boxed_str());
+    names.insert(leaked);
+    leaked
+}
+
 /// Everything the runtime knows of one `#[task]` or `#[workflow]`, registered at compile time.
 pub struct TaskDescriptor {
     /// The unique name (the fn name unless `name = "…"` is given).
@@ -343,5 +407,27 @@ mod tests {
         let b = Backoff::Exponential { base: Duration::from_secs(1), cap: Duration::from_secs(5) };
         let delays: Vec<u64> = (1..=5).map(|r| b.delay(r).as_secs()).collect();
         assert_eq!(delays, vec![1, 2, 4, 5, 5]);
+    }
+
+    #[test]
+    fn a_policy_override_replaces_only_what_it_sets() {
+        let task = Policy { retries: 1, queue: "gpu", priority: 2, ..Policy::DEFAULT };
+        let none = PolicyOverride::default().apply(task);
+        assert_eq!((none.retries, none.queue, none.priority, none.timeout), (1, "gpu", 2, None));
+        let o = PolicyOverride {
+            retries: Some(4),
+            backoff_ms: Some(100),
+            backoff_cap_ms: Some(400),
+            timeout_ms: Some(1500),
+            queue: Some("cpu".into()),
+            priority: None,
+        };
+        let p = o.apply(task);
+        assert_eq!((p.retries, p.queue, p.priority), (4, "cpu", 2));
+        assert_eq!(p.timeout, Some(Duration::from_millis(1500)));
+        let delays: Vec<u128> = (1..=4).map(|r| p.backoff.delay(r).as_millis()).collect();
+        assert_eq!(delays, vec![100, 200, 400, 400]);
+        let text = serde_json::to_string(&o).unwrap();
+        assert_eq!(serde_json::from_str::<PolicyOverride>(&text).unwrap(), o);
     }
 }

@@ -513,6 +513,7 @@ impl Runner {
             created_at: now_ms(),
             started_at: None,
             finished_at: None,
+            policy: None,
         };
         let owner = self.owner()?;
         let run = store

@@ -47,6 +47,8 @@ pub use secret::Secret;
 #[doc(inline)]
 pub use salt_macros::{Fatal, task, workflow};
 #[doc(inline)]
+pub use salt_runtime::command::{Command, CommandOutput, IntoDuration, command, command_string, shell};
+#[doc(inline)]
 pub use salt_runtime::context::{Annotation, Arg, Context, Handle, Handles, TaskValue, join_all};
 #[doc(inline)]
 pub use salt_runtime::error::{Error, ErrorKind, Fatal, Result};

@@ -47,6 +47,8 @@ impl Worker {
     fn kill(&self) {
         self.dead.store(true, Ordering::SeqCst);
         if let Some(pid) = self.pid {
+            // Command steps run in process groups of their own, below the node process.
+            crate::protocol::kill_groups_below(pid);
             let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
         }
     }

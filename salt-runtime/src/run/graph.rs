@@ -11,7 +11,7 @@ use crate::context::{Annotation, Mutation, SpawnRequest, WireArg};
 use crate::error::{Error, ErrorKind};
 use crate::executor::{Answer, AttemptId};
 use crate::model::{EdgeKind, EdgeRecord, NodeId, NodeRecord, NodeState, StoredArg, now_ms};
-use crate::registry::TaskDescriptor;
+use crate::registry::{Policy, PolicyOverride, TaskDescriptor};
 use crate::store::Write;
 
 /// A body awaiting a node: the attempt and its call.
@@ -24,6 +24,10 @@ pub(super) struct Node {
     pub(super) id: NodeId,
     pub(super) parent: Option<NodeId>,
     pub(super) task: &'static TaskDescriptor,
+    /// Its task's policy, with what its call changed of it.
+    pub(super) policy: Policy,
+    /// What its call changed of its task's policy, as stored.
+    pub(super) overrides: Option<PolicyOverride>,
     pub(super) state: NodeState,
     pub(super) args: Vec<(String, StoredArg)>,
     pub(super) input_hash: String,
@@ -86,6 +90,7 @@ pub(super) struct Observed {
 impl Node {
     pub(super) fn from_record(rec: NodeRecord, task: &'static TaskDescriptor) -> Self {
         let seq = rec.seq;
+        let overrides = rec.policy;
         let mut node = Self::new(
             rec.id,
             rec.parent,
@@ -98,7 +103,14 @@ impl Node {
             rec.attempts,
         );
         node.seq = seq;
+        node.set_policy(overrides);
         node
+    }
+
+    /// Applies what its call changed of its task's policy.
+    pub(super) fn set_policy(&mut self, overrides: Option<PolicyOverride>) {
+        self.policy = overrides.as_ref().map_or(self.task.policy, |o| o.apply(self.task.policy));
+        self.overrides = overrides;
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -117,6 +129,8 @@ impl Node {
             id,
             parent,
             task,
+            policy: task.policy,
+            overrides: None,
             state,
             args,
             input_hash,
@@ -192,7 +206,7 @@ impl Core {
 
     fn spawn(&mut self, at: AttemptId, req: SpawnRequest) {
         let parent = at.node;
-        let SpawnRequest { seq, task, args, after } = req;
+        let SpawnRequest { seq, task, args, after, policy } = req;
         let Some(descriptor) = self.registry.get(&task) else {
             let e = Error::new(ErrorKind::Protocol, format!("spawn of unknown task `{task}`"));
             return self.fail_attempt(at, e);
@@ -327,6 +341,7 @@ impl Core {
             created_at: now_ms(),
             started_at: None,
             finished_at: None,
+            policy: policy.clone(),
         };
         self.fx.writes.push(Write::InsertNode { run: self.run, node: Box::new(record) });
         for (d, kind) in deps.iter().map(|d| (d, EdgeKind::Data)).chain(after.iter().map(|d| (d, EdgeKind::After))) {
@@ -339,6 +354,7 @@ impl Core {
         node.deps.extend(after.iter().copied());
         node.after = after;
         node.unmet = unmet;
+        node.set_policy(policy);
         node.seq = Some(seq);
         self.nodes.push(node);
         self.nodes[parent.index()].children.push(id);

@@ -20,11 +20,11 @@ impl Core {
     pub(super) fn promote(&mut self, id: NodeId) {
         let n = &self.nodes[id.index()];
         if n.state == NodeState::Pending && n.unmet == 0 && n.live.is_none() && !n.unbound {
-            let prio = n.task.policy.priority;
+            let prio = n.policy.priority;
             self.set_state(id, NodeState::Ready);
             self.ready.push((prio, Reverse(id)));
         } else if n.state == NodeState::Ready {
-            let prio = n.task.policy.priority;
+            let prio = n.policy.priority;
             self.ready.push((prio, Reverse(id)));
         }
     }
@@ -55,19 +55,20 @@ impl Core {
         n.started_at = self.clock;
         let attempt = n.attempts;
         let task = n.task;
+        let policy = n.policy;
         n.live = Some(attempt);
         self.live_slots += 1;
-        let queue = task.policy.queue;
+        let queue = policy.queue;
         // The remote executor dispatches every queue to the workers that serve it itself.
         let remote = queue != DEFAULT_QUEUE && self.config.executor != crate::remote::EXECUTOR;
         let executor = if remote { format!("queue:{queue}").into() } else { self.config.executor.into() };
         self.fx.writes.push(Write::AttemptStarted { run: self.run, node: id, attempt, executor, at });
-        if let Some(timeout) = task.policy.timeout {
+        if let Some(timeout) = policy.timeout {
             self.set_timer(timeout, Timer::Timeout { node: id, attempt });
         }
         self.note(id, task.name, NodeState::Running, attempt, None);
         if remote {
-            let priority = task.policy.priority;
+            let priority = policy.priority;
             let (queue, task) = (queue.to_string(), task.name.to_string());
             self.fx.writes.push(Write::Enqueue { run: self.run, node: id, attempt, queue, priority, task, input });
         } else {

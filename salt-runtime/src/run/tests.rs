@@ -127,13 +127,13 @@ fn out(seq: u32) -> WireArg {
 
 fn spawn(seq: u32, task: &str, args: &[(&str, WireArg)]) -> Mutation {
     let args = args.iter().map(|(n, a)| (n.to_string(), a.clone())).collect();
-    Mutation::Spawn(SpawnRequest { seq, task: task.into(), args, after: Vec::new() })
+    Mutation::Spawn(SpawnRequest { seq, task: task.into(), args, after: Vec::new(), policy: None })
 }
 
 /// A spawn made after the body observed the results of its children `after` (by seq).
 fn spawn_after(seq: u32, task: &str, args: &[(&str, WireArg)], after: &[u32]) -> Mutation {
     let args = args.iter().map(|(n, a)| (n.to_string(), a.clone())).collect();
-    Mutation::Spawn(SpawnRequest { seq, task: task.into(), args, after: after.to_vec() })
+    Mutation::Spawn(SpawnRequest { seq, task: task.into(), args, after: after.to_vec(), policy: None })
 }
 
 fn edge(from: u32, to: u32) -> Mutation {
@@ -682,6 +682,41 @@ fn an_attempt_past_its_timeout_is_stopped_and_failed() {
     let fx = h.succeed(slow, json!("too late"));
     assert!(fx.writes.is_empty() && fx.actions.is_empty(), "{fx:?}");
     assert_eq!(h.state(NodeId::new(1)), NodeState::Failed);
+}
+
+#[test]
+fn a_call_that_changes_its_policy_is_retried_and_timed_out_by_it() {
+    // The task itself has no retries and no timeout; this call asks for both.
+    let mut h = Harness::new(vec![workflow("flow"), task("step")]);
+    let root = h.start_root();
+    let policy = crate::registry::PolicyOverride {
+        retries: Some(1),
+        backoff_ms: Some(200),
+        timeout_ms: Some(3000),
+        priority: Some(5),
+        ..Default::default()
+    };
+    let call =
+        SpawnRequest { seq: 0, task: "step".into(), args: Vec::new(), after: Vec::new(), policy: Some(policy.clone()) };
+    let fx = h.mutate(root, vec![Mutation::Spawn(call)]);
+    let stored = fx.writes.iter().find_map(|w| match w {
+        Write::InsertNode { node, .. } => Some(node.policy.clone()),
+        _ => None,
+    });
+    assert_eq!(stored, Some(Some(policy)), "the change is stored with the node");
+    let first = started(&fx, NodeId::new(1));
+    h.await_(root, 1, 0);
+    assert_eq!(h.core.next_timer(), Some(h.now + secs(3)));
+
+    let fx = h.advance(secs(3));
+    assert_eq!(stops(&fx), [first]);
+    assert_eq!(attempt_error(&fx, NodeId::new(1), 1).kind, ErrorKind::Timeout);
+    assert_eq!(node_states(&fx, NodeId::new(1)), [NodeState::Pending], "one retry is left");
+    assert!(starts(&h.advance(ms(199))).is_empty(), "not before the call's backoff");
+    let second = started(&h.advance(ms(1)), NodeId::new(1));
+    assert_eq!(second.attempt, 2);
+    let fx = h.finish(second, Err(task_error("broken")));
+    assert_eq!(node_finished(&fx, NodeId::new(1)).map(|f| f.0), Some(NodeState::Failed));
 }
 
 #[test]

@@ -67,7 +67,7 @@ impl Core {
                 Timer::Timeout { node, attempt } => {
                     let at = self.attempt_id(node, attempt);
                     if self.is_current(at) {
-                        let timeout = self.nodes[node.index()].task.policy.timeout.unwrap_or_default();
+                        let timeout = self.nodes[node.index()].policy.timeout.unwrap_or_default();
                         self.fail_attempt(at, crate::executor::timeout_error(timeout));
                     }
                 }
@@ -86,6 +86,7 @@ impl Core {
         n.waiting_on = 0;
         // Its awaits will never be answered now.
         let task = n.task;
+        let policy = n.policy;
         let result = match result {
             Ok(output) if crate::model::too_deep(&output) => Err(Error::new(
                 ErrorKind::Input,
@@ -145,11 +146,11 @@ impl Core {
                 }
                 let (failures, losses) = (self.nodes[id.index()].failures, self.nodes[id.index()].losses);
                 let retry = error.kind.is_retryable()
-                    && (if lost { losses <= MAX_LOSSES } else { failures <= task.policy.retries })
+                    && (if lost { losses <= MAX_LOSSES } else { failures <= policy.retries })
                     && self.cancel_reason.is_none()
                     && self.terminated.is_none();
                 if retry {
-                    let delay = if lost { Duration::ZERO } else { task.policy.backoff.delay(attempt) };
+                    let delay = if lost { Duration::ZERO } else { policy.backoff.delay(attempt) };
                     self.set_state(id, NodeState::Pending);
                     self.set_timer(delay, Timer::Retry { node: id, attempt });
                     self.note(id, task.name, NodeState::Pending, attempt, Some(&error));

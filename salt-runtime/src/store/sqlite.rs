@@ -62,6 +62,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0007_handled_failures.sql"),
     include_str!("../../migrations/0008_edge_labels.sql"),
     include_str!("../../migrations/0009_node_cancels.sql"),
+    include_str!("../../migrations/0010_node_policy.sql"),
 ];
 
 /// `PRAGMA application_id` of every salt database: `SALT` in ASCII.
@@ -342,8 +343,8 @@ impl SqliteStore {
             }
             Write::InsertNode { run, node } => {
                 tx.prepare_cached(
-                    "INSERT INTO nodes (run_id, id, parent, seq, task, state, args, input_hash, label, created_at, color, shape)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                    "INSERT INTO nodes (run_id, id, parent, seq, task, state, args, input_hash, label, created_at, color, shape, policy)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
                 )?
                 .execute(params![
                     run,
@@ -358,6 +359,7 @@ impl SqliteStore {
                     node.created_at,
                     node.color,
                     node.shape,
+                    node.policy.as_ref().map(json),
                 ])?;
             }
             Write::InsertEdge { run, edge } => {
@@ -773,7 +775,7 @@ impl Store for SqliteStore {
         let mut stmt = tx
             .prepare_cached(
                 "SELECT id, parent, seq, task, state, args, input_hash, output, error, attempts, label,
-                        created_at, started_at, finished_at, color, shape, output_blob, delivered_to
+                        created_at, started_at, finished_at, color, shape, output_blob, delivered_to, policy
                  FROM nodes WHERE run_id = ?1 ORDER BY id",
             )
             .map_err(sql)?;
@@ -798,6 +800,7 @@ impl Store for SqliteStore {
                     r.get::<_, Option<String>>(15)?,
                     r.get::<_, bool>(16)?,
                     r.get::<_, Option<u32>>(17)?,
+                    r.get::<_, Option<String>>(18)?,
                 ))
             })
             .map_err(sql)?;
@@ -823,6 +826,7 @@ impl Store for SqliteStore {
                 shape,
                 output_blob,
                 delivered_to,
+                policy,
             ) = row.map_err(sql)?;
             if let Some(attempt) = delivered_to {
                 delivered.push((id, attempt));
@@ -847,6 +851,9 @@ impl Store for SqliteStore {
                 created_at,
                 started_at,
                 finished_at,
+                policy: policy
+                    .map(|p| serde_json::from_str(&p).map_err(|e| corrupt("nodes", format!("policy `{p}`: {e}"))))
+                    .transpose()?,
             });
         }
 
@@ -1310,6 +1317,7 @@ mod tests {
             created_at: 1,
             started_at: None,
             finished_at: None,
+            policy: None,
         }
     }
 
@@ -1780,6 +1788,30 @@ mod tests {
         );
         assert_eq!(snap.journal.iter().map(|j| j.seq).collect::<Vec<_>>(), [1]);
         assert!(snap.promises.is_empty());
+    }
+
+    #[test]
+    fn what_a_call_changed_of_its_policy_is_stored_with_the_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("salt.db")).unwrap();
+        let run = new_run(&store, None);
+        let policy = crate::registry::PolicyOverride {
+            retries: Some(2),
+            timeout_ms: Some(1500),
+            queue: Some("gpu".into()),
+            ..Default::default()
+        };
+        let child = NodeRecord {
+            id: NodeId::new(1),
+            parent: Some(NodeId::ROOT),
+            seq: Some(0),
+            policy: Some(policy.clone()),
+            ..root()
+        };
+        store.commit(None, &[Write::InsertNode { run, node: Box::new(child) }]).unwrap();
+        let nodes = store.load(run).unwrap().nodes;
+        assert_eq!(nodes[0].policy, None);
+        assert_eq!(nodes[1].policy, Some(policy));
     }
 
     #[test]

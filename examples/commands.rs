@@ -1,0 +1,118 @@
+//! Command steps: executables run as nodes of the run's graph, next to Rust tasks.
+//!
+//! ```text
+//! cargo run --example commands -- run pipeline --input '{"dir": "/tmp"}'
+//! cargo run --example commands -- graph 1
+//! cargo run --example commands -- logs 1 2
+//! ```
+//!
+//! `pipeline` writes a file with one command, counts its lines with another (which reads its
+//! arguments from `$SALT_ARGS` and writes its JSON result to `$SALT_RESULT`), gets a total
+//! from a third (its last stdout line is its result), and reports with a Rust task. The other
+//! workflows show what happens when a command fails, retries, times out or misses a variable.
+
+use salt::prelude::*;
+
+/// What `count` reads from `$SALT_ARGS`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct CountArgs {
+    /// The file to count the lines of.
+    pub path: String,
+}
+
+/// What `count` writes to `$SALT_RESULT`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct Counted {
+    /// The number of lines.
+    pub lines: u64,
+}
+
+/// What `total` prints as its last line.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct Total {
+    /// The total.
+    pub total: u64,
+}
+
+/// Says what the pipeline found.
+#[task]
+async fn report(lines: u64, total: u64) -> String {
+    format!("{lines} lines, total {total}")
+}
+
+/// Writes a file, counts its lines, computes a total, reports. Each command step appends its
+/// name to `steps.log` in `dir`, so a test can tell what ran.
+#[workflow(input = r#"{"dir": "."}"#)]
+async fn pipeline(dir: String) -> salt::Result<String> {
+    let path = format!("{dir}/fruit.txt");
+    salt::shell(r#"echo fetch >> steps.log; printf 'apple\nbanana\ncherry\n' > "$OUT"; echo wrote "$OUT""#)
+        .env("OUT", &path)
+        .current_dir(&dir)
+        .label("fetch")
+        .color("lightblue")
+        .await?;
+    let counted = salt::shell(
+        r#"echo count >> steps.log
+path=$(sed 's/.*"path": *"\([^"]*\)".*/\1/' "$SALT_ARGS")
+n=$(wc -l < "$path")
+echo "counted $n lines of $path"
+printf '{"lines": %d}' "$n" > "$SALT_RESULT""#,
+    )
+    .current_dir(&dir)
+    .input(CountArgs { path })
+    .result_file()
+    .label("count")
+    .await?;
+    let lines = counted.json::<Counted>()?.lines;
+    let total = salt::command_string(r#"sh -c 'echo total >> steps.log; echo computing; echo "{\"total\": 42}"'"#)
+        .current_dir(&dir)
+        .result_stdout()
+        .label("total")
+        .await?;
+    report(lines, total.json::<Total>()?.total).await
+}
+
+/// A command that fails: `how` is `exit` (code 3, after writing to stdout and stderr) or
+/// `signal` (it kills itself with SIGKILL).
+#[workflow(input = r#"{"how": "exit"}"#)]
+async fn fail(how: String) -> salt::Result<i32> {
+    let script = match how.as_str() {
+        "signal" => "echo about to die; kill -9 $$",
+        _ => "echo working; echo 'disk full' >&2; exit 3",
+    };
+    Ok(salt::shell(script).await?.exit_code)
+}
+
+/// A command that fails twice, then succeeds: it counts its attempts in `dir/attempts`.
+#[workflow(input = r#"{"dir": "."}"#)]
+async fn flaky(dir: String) -> salt::Result<Vec<String>> {
+    let out = salt::shell(
+        r#"n=$(( $(cat attempts 2>/dev/null || echo 0) + 1 )); echo $n > attempts; echo "attempt $n"; [ $n -ge 3 ]"#,
+    )
+    .current_dir(&dir)
+    .retries(2)
+    .backoff("100ms")
+    .await?;
+    Ok(out.stdout_tail)
+}
+
+/// A command that runs past its timeout, with a background child that would write
+/// `dir/grandchild` two seconds in: the timeout kills both.
+#[workflow(input = r#"{"dir": "."}"#)]
+async fn slow(dir: String) -> salt::Result<i32> {
+    let out =
+        salt::shell("(sleep 2; touch grandchild) & echo started; sleep 30").current_dir(&dir).timeout("1s").await?;
+    Ok(out.exit_code)
+}
+
+/// A command that needs `API_KEY` from the host: it prints the key's length.
+#[workflow]
+async fn needs_key() -> salt::Result<Vec<String>> {
+    let out = salt::shell(r#"echo "key of ${#API_KEY} characters""#).require_env("API_KEY").await?;
+    Ok(out.stdout_tail)
+}
+
+/// The command line: `run`, `runs`, `show`, `logs`, `graph`… (`--help` lists them).
+fn main() -> std::process::ExitCode {
+    salt::main_with_default_db(".salt/commands.db")
+}

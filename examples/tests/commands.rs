@@ -1,0 +1,199 @@
+//! The `commands` example end to end: command steps run as nodes of the graph, their logs,
+//! exit codes, signals, JSON results, retries, timeouts (the whole process tree killed),
+//! `rerun --from` and required variables, through the example's real binary.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::{Value, json};
+
+/// The compiled `commands` example, in `target/<profile>/examples/`.
+fn example() -> PathBuf {
+    let exe = std::env::current_exe().expect("the path of this test binary");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("the test binary lives in target/<profile>/deps/");
+    let path = profile_dir.join("examples").join(format!("commands{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.is_file(),
+        "the `commands` example is not built at {}: run `cargo test -p salt-examples`",
+        path.display()
+    );
+    path
+}
+
+/// Runs the example in `dir` with `args`, `API_KEY` unset.
+fn commands(dir: &Path, args: &[&str]) -> Output {
+    Command::new(example())
+        .args(args)
+        .current_dir(dir)
+        .env_remove("API_KEY")
+        .env_remove("SALT_DB")
+        .stdin(Stdio::null())
+        .output()
+        .expect("the example starts")
+}
+
+/// Stdout and stderr of a command, for assertions and their messages.
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// Runs `args` with `--json`, expects success, and parses stdout.
+fn json_of(dir: &Path, args: &[&str]) -> Value {
+    let mut args = args.to_vec();
+    args.push("--json");
+    let out = commands(dir, &args);
+    assert!(out.status.success(), "{args:?}:\n{}", text(&out));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{args:?} printed no JSON ({e}):\n{}", text(&out)))
+}
+
+fn input_dir(dir: &Path) -> String {
+    json!({ "dir": dir.display().to_string() }).to_string()
+}
+
+fn steps(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("steps.log")).unwrap_or_default().lines().map(str::to_string).collect()
+}
+
+#[test]
+fn a_pipeline_of_commands_runs_logs_and_reruns_from_a_command() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let out = commands(dir, &["run", "pipeline", "--input", &input_dir(dir)]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), r#""3 lines, total 42""#);
+    assert_eq!(steps(dir), ["fetch", "count", "total"]);
+
+    // Nodes of the one graph: three `command` nodes labelled by the call, then a Rust task,
+    // each running after the one whose result the workflow observed before it.
+    let graph = json_of(dir, &["graph", "1", "--format", "json"]);
+    let nodes: Vec<(u64, String, String)> = graph["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            let label = n["label"].as_str().unwrap_or_default().to_string();
+            (n["id"].as_u64().unwrap(), n["task"].as_str().unwrap().to_string(), label)
+        })
+        .collect();
+    let shown: Vec<(u64, &str, &str)> = nodes.iter().map(|(i, t, l)| (*i, t.as_str(), l.as_str())).collect();
+    assert_eq!(
+        shown,
+        [
+            (0, "pipeline", "pipeline"),
+            (1, "command", "fetch"),
+            (2, "command", "count"),
+            (3, "command", "total"),
+            (4, "report", "report")
+        ]
+    );
+    let mut edges: Vec<(u64, u64)> = graph["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["from"].as_u64().unwrap(), e["to"].as_u64().unwrap()))
+        .collect();
+    edges.sort();
+    assert_eq!(edges, [(1, 2), (2, 3), (3, 4)]);
+
+    // The command line and its output, line by line, are the attempt's log.
+    let logs = commands(dir, &["logs", "1", "2"]);
+    let logs = text(&logs);
+    assert!(logs.contains("[salt] $ sh -c 'echo count >> steps.log"), "{logs}");
+    assert!(logs.contains(&format!("counted 3 lines of {}/fruit.txt", dir.display())), "{logs}");
+    // The result read from $SALT_RESULT is the node's output.
+    let node = json_of(dir, &["show", "1", "2"]);
+    assert_eq!(node["node"]["output"]["result"], json!({"lines": 3}), "{node}");
+    assert_eq!(node["node"]["output"]["exit_code"], 0);
+
+    // Re-running from the `count` command runs it and what follows it again, not `fetch`.
+    let out = commands(dir, &["rerun", "1", "--from", "2"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(steps(dir), ["fetch", "count", "total", "count", "total"]);
+}
+
+#[test]
+fn a_failed_command_says_its_exit_code_or_signal_and_its_last_lines() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let out = commands(dir, &["run", "fail"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let node = json_of(dir, &["show", "1", "1"]);
+    let error = node["node"]["error"]["message"].as_str().unwrap().to_string();
+    assert!(error.starts_with("`sh` exited with code 3; the last lines of its log:\n"), "{error}");
+    let mut tail: Vec<&str> = error.lines().skip(1).collect();
+    tail.sort();
+    assert_eq!(tail, ["disk full", "working"], "stdout and stderr both reach the log");
+    assert_eq!(node["node"]["error"]["kind"], "task");
+
+    let out = commands(dir, &["run", "fail", "--input", r#"{"how": "signal"}"#]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let node = json_of(dir, &["show", "2", "1"]);
+    assert_eq!(
+        node["node"]["error"]["message"],
+        "`sh` was killed by signal SIGKILL (9); the last lines of its log:\nabout to die"
+    );
+}
+
+#[test]
+fn a_command_is_retried_by_its_call_policy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let output = json_of(dir, &["run", "flaky", "--input", &input_dir(dir)]);
+    assert_eq!(output["output"], json!(["attempt 3"]), "{output}");
+    let node = json_of(dir, &["show", "1", "1"]);
+    let errors: Vec<&str> =
+        node["attempts"].as_array().unwrap().iter().map(|a| a["error"]["message"].as_str().unwrap_or("")).collect();
+    assert_eq!(
+        errors,
+        [
+            "`sh` exited with code 1; the last lines of its log:\nattempt 1",
+            "`sh` exited with code 1; the last lines of its log:\nattempt 2",
+            ""
+        ]
+    );
+}
+
+#[test]
+fn a_timed_out_command_is_killed_with_its_whole_process_tree() {
+    for executor in ["inline", "process", "pool"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let started = std::time::Instant::now();
+        let out = commands(dir, &["run", "slow", "--executor", executor, "--input", &input_dir(dir)]);
+        assert_eq!(out.status.code(), Some(1), "{executor}: {}", text(&out));
+        assert!(started.elapsed() < std::time::Duration::from_secs(20), "{executor}: the run waited for the command");
+        let node = json_of(dir, &["show", "1", "1"]);
+        assert_eq!(node["node"]["error"]["kind"], "timeout", "{executor}: {node}");
+        assert_eq!(node["node"]["error"]["message"], "attempt timed out after 1s and was killed");
+        // The background child would have written its marker two seconds in.
+        std::thread::sleep(std::time::Duration::from_millis(2500));
+        assert!(!dir.join("grandchild").exists(), "{executor}: the grandchild outlived the timeout");
+    }
+}
+
+#[test]
+fn a_missing_required_variable_fails_before_the_command_starts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let out = commands(dir, &["run", "needs_key"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let node = json_of(dir, &["show", "1", "1"]);
+    assert_eq!(
+        node["node"]["error"]["message"],
+        "`sh` requires the environment variable `API_KEY`, which is not set on this host"
+    );
+    assert_eq!(node["node"]["error"]["kind"], "fatal");
+    assert_eq!(node["attempts"].as_array().unwrap().len(), 1, "not retried");
+    let logs = text(&commands(dir, &["logs", "1", "1"]));
+    assert!(!logs.contains("[salt] $"), "the command never started:\n{logs}");
+
+    let out = Command::new(example())
+        .args(["run", "needs_key"])
+        .current_dir(dir)
+        .env("API_KEY", "s3cret")
+        .env_remove("SALT_DB")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(serde_json::from_slice::<Value>(&out.stdout).unwrap(), json!(["key of 6 characters"]));
+}
