@@ -44,6 +44,16 @@ pub struct DbArg {
 /// The commands of `salt`.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// JSON DAG files (daggy's format): check one, draw its plan, or run it, each step a
+    /// command node of one run on an embedded database.
+    Dag {
+        /// What to do.
+        #[command(subcommand)]
+        command: salt_dag::DagCommand,
+        /// With `run`: the database the run is kept in.
+        #[arg(long, global = false, default_value = ".salt/dag.db", value_name = "PATH")]
+        dag_db: String,
+    },
     /// The schedules: list them with their next fire times, trigger one, backfill one.
     Schedule {
         /// What to do.
@@ -301,6 +311,12 @@ fn run(cli: Cli) -> Result<u8, Failure> {
     let json = cli.json;
     let client = Client::new(&cli.server, cli.token.clone());
     match cli.command {
+        Command::Dag { command, dag_db } => match command.execute(&mut std::io::stdout(), &mut std::io::stderr()) {
+            salt_dag::Outcome::Exit(code) => Ok(code),
+            salt_dag::Outcome::Run { args, .. } => {
+                Ok(crate::dag::run(&args.spec, &crate::dag::param_args(&args.params), &dag_db))
+            }
+        },
         Command::Schedule { command } => {
             let remote = crate::schedule::cli::Remote { server: cli.server, token: cli.token };
             Ok(crate::schedule::cli::code(&command.with_json(json), &remote))

@@ -1,0 +1,164 @@
+//! `salt dag run`: the steps of a JSON DAG file as command nodes of one salt run, on an
+//! embedded SQLite store — the same durability, retries, logs and graph as any run.
+//!
+//! The run's workflow, `dag`, is built into the `salt` binary. Its body spawns a command node
+//! per step, each taking the outputs of its parents as its input, so the graph's edges are the
+//! file's dependencies. A step downstream of a generator waits in the body until that generator
+//! has finished: its output (a JSON object of new tasks) is then added to the plan
+//! ([`Plan::add_generated`]), and the new steps and the waiting ones are spawned.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use salt::prelude::*;
+use salt::{CommandOutput, Handle};
+use salt_dag::{Plan, Step};
+use serde_json::Value;
+
+/// What a DAG run gives: how many steps ran, and the last stdout lines of each.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct DagRun {
+    /// The steps that ran, in the order they were spawned.
+    pub steps: Vec<String>,
+    /// The last lines each step printed, by step.
+    pub stdout_tails: BTreeMap<String, Vec<String>>,
+}
+
+fn fatal(e: impl std::fmt::Display) -> salt::Error {
+    salt::Error::fatal(e.to_string())
+}
+
+/// Runs the DAG file `spec` (its JSON text) with the `--param NAME=VALUE` overrides `params`.
+#[workflow]
+async fn dag(spec: String, params: Vec<String>) -> salt::Result<DagRun> {
+    let overrides = params.iter().map(|p| salt_dag::parse_param(p)).collect::<Result<Vec<_>, _>>().map_err(fatal)?;
+    let mut plan = Plan::from_json(&spec, &overrides).map_err(fatal)?;
+    let mut handles: BTreeMap<String, Handle<CommandOutput>> = BTreeMap::new();
+    let mut order = Vec::new();
+    let mut generators_done: BTreeSet<String> = BTreeSet::new();
+    loop {
+        // Spawn every step whose parents are spawned and that no unfinished generator is
+        // upstream of (it may still gain parents).
+        let mut progressed = true;
+        while progressed {
+            progressed = false;
+            let steps: Vec<Step> = plan.steps().to_vec();
+            for step in &steps {
+                if handles.contains_key(&step.name) || !spawnable(&plan, step, &handles, &generators_done) {
+                    continue;
+                }
+                let parents: Vec<Handle<CommandOutput>> = step.parents.iter().map(|p| handles[p].clone()).collect();
+                handles.insert(step.name.clone(), command_of(step, parents).spawn());
+                order.push(step.name.clone());
+                progressed = true;
+            }
+        }
+        // Then wait for the first generator that has not finished, and grow the plan.
+        let next = order
+            .iter()
+            .find(|n| plan.step(n).is_some_and(|s| s.is_generator) && !generators_done.contains(*n))
+            .cloned();
+        let Some(generator) = next else { break };
+        let output = handles[&generator].clone().await?;
+        let text = output.stdout_tail.join("\n");
+        let started: BTreeSet<String> = handles.keys().cloned().collect();
+        plan.add_generated(&generator, &text, &started).map_err(fatal)?;
+        generators_done.insert(generator);
+    }
+    let mut stdout_tails = BTreeMap::new();
+    for name in &order {
+        let output = handles[name].clone().await?;
+        stdout_tails.insert(name.clone(), output.stdout_tail);
+    }
+    Ok(DagRun { steps: order, stdout_tails })
+}
+
+/// Whether `step` can be spawned now: its parents are, and every generator upstream of it has
+/// finished (so that its parents are all known).
+fn spawnable(
+    plan: &Plan,
+    step: &Step,
+    handles: &BTreeMap<String, Handle<CommandOutput>>,
+    generators_done: &BTreeSet<String>,
+) -> bool {
+    if !step.parents.iter().all(|p| handles.contains_key(p)) {
+        return false;
+    }
+    let mut stack: Vec<&str> = step.parents.iter().map(String::as_str).collect();
+    let mut seen = BTreeSet::new();
+    while let Some(name) = stack.pop() {
+        if !seen.insert(name) {
+            continue;
+        }
+        let Some(s) = plan.step(name) else { continue };
+        if s.is_generator && !generators_done.contains(name) {
+            return false;
+        }
+        stack.extend(s.parents.iter().map(String::as_str));
+    }
+    true
+}
+
+/// The command node of one step: its argv, environment and retry policy, its parents' outputs
+/// as its input.
+fn command_of(step: &Step, parents: Vec<Handle<CommandOutput>>) -> salt::Command {
+    let mut argv = step.argv.iter();
+    let program = argv.next().cloned().unwrap_or_default();
+    let mut cmd = salt::command(program).args(argv.cloned()).envs(step.env.clone()).label(step.name.clone());
+    if step.max_retries > 0 {
+        cmd = cmd.retries(step.max_retries).backoff(step.retry_interval);
+    }
+    if !parents.is_empty() {
+        cmd = cmd.input::<Vec<CommandOutput>>(parents);
+    }
+    cmd
+}
+
+/// Runs a checked plan's file on the embedded store at `db`, printing progress on stderr and
+/// the outcome on stdout; returns the exit code (0 when every step succeeded).
+pub fn run(spec_path: &std::path::Path, params: &[String], db: &str) -> u8 {
+    let spec = match std::fs::read_to_string(spec_path) {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", spec_path.display());
+            return 2;
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    let runner = salt::Runner::new(db).progress(salt::Progress::Auto).handle_ctrl_c(true);
+    let input = serde_json::json!({"spec": spec, "params": params});
+    match rt.block_on(runner.run("dag", input)) {
+        Ok(outcome) => {
+            let state = outcome.state.as_str();
+            match (&outcome.output, &outcome.error) {
+                (Some(output), _) => {
+                    println!("{}", serde_json::to_string_pretty(output).unwrap_or_default());
+                    eprintln!("run {} of `{}` {state} (database {db})", outcome.run, spec_path.display());
+                }
+                (None, Some(error)) => eprintln!("run {} {state}: {error} (database {db})", outcome.run),
+                (None, None) => eprintln!("run {} {state} (database {db})", outcome.run),
+            }
+            u8::from(outcome.state != salt::RunState::Succeeded)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+/// The parameters of `salt dag run` as `NAME=VALUE` text, as the `dag` workflow takes them.
+pub fn param_args(params: &[(String, salt_dag::ParamValue)]) -> Vec<String> {
+    params
+        .iter()
+        .map(|(name, value)| match value {
+            salt_dag::ParamValue::One(v) => format!("{name}={v}"),
+            salt_dag::ParamValue::List(vs) => format!("{name}={}", Value::from(vs.clone())),
+        })
+        .collect()
+}

@@ -1,0 +1,99 @@
+//! `salt dag run`: DAG files run as command nodes of one run, on a real SQLite file, through
+//! the real `salt` binary.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use salt_runtime::model::{EdgeKind, RunId};
+use salt_runtime::ops;
+use serde_json::Value;
+
+const SALT: &str = env!("CARGO_BIN_EXE_salt");
+
+fn example(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../salt-dag/examples").join(name).display().to_string()
+}
+
+fn salt(dir: &Path, args: &[&str]) -> Output {
+    Command::new(SALT).args(args).current_dir(dir).output().unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{:?}\n{}\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The run's edges between command nodes, by their labels (step names).
+fn step_edges(db: &Path) -> Vec<(String, String)> {
+    let store = ops::open_read_only(&db.display().to_string()).unwrap();
+    let view = ops::run_graph(&*store, RunId::new(1)).unwrap();
+    let label = |id: salt_runtime::model::NodeId| {
+        let n = view.nodes.iter().find(|n| n.id == id).unwrap();
+        n.label.clone().unwrap_or_else(|| n.task.clone())
+    };
+    let mut edges: Vec<(String, String)> = view
+        .edges
+        .iter()
+        .filter(|(from, _, kind)| *kind == EdgeKind::Data && from.get() != 0)
+        .map(|(from, to, _)| (label(*from), label(*to)))
+        .collect();
+    edges.sort();
+    edges
+}
+
+#[test]
+fn a_dag_file_runs_with_its_dependencies_as_the_graph_edges() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = salt(dir.path(), &["dag", "run", &example("pipeline.json")]);
+    assert!(out.status.success(), "{}", text(&out));
+    let result: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(result["steps"].as_array().unwrap().len(), 9, "{result}");
+    let edges = step_edges(&dir.path().join(".salt/dag.db"));
+    for (from, to) in [("Pull_A", "Transform_A"), ("Transform_A", "Derive_Data_AB"), ("Transform_B", "Derive_Data_AB")]
+    {
+        assert!(edges.contains(&(from.to_string(), to.to_string())), "{from} -> {to} missing: {edges:?}");
+    }
+    assert!(!edges.contains(&("Pull_A".into(), "Transform_B".into())), "{edges:?}");
+}
+
+#[test]
+fn a_generator_adds_steps_that_run_before_the_step_waiting_for_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = salt(dir.path(), &["dag", "run", &example("generator.json")]);
+    assert!(out.status.success(), "{}", text(&out));
+    let result: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let steps: Vec<&str> = result["steps"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    assert_eq!(steps, ["discover", "load_1", "load_2", "report"], "{result}");
+    assert_eq!(result["stdout_tails"]["load_2"][0], "load west", "{result}");
+    let edges = step_edges(&dir.path().join(".salt/dag.db"));
+    assert!(edges.contains(&("load_1".into(), "report".into())), "{edges:?}");
+}
+
+#[test]
+fn a_failing_step_fails_the_run_and_what_depends_on_it_never_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("fail.json");
+    let marker = dir.path().join("after.ran");
+    std::fs::write(
+        &spec,
+        serde_json::json!({"tasks": {
+            "first": {"job": {"command": ["sh", "-c", "echo broken >&2; exit 3"]}, "children": ["after"]},
+            "after": {"job": {"command": ["touch", marker.display().to_string()]}}
+        }})
+        .to_string(),
+    )
+    .unwrap();
+    let out = salt(dir.path(), &["dag", "run", spec.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exit"), "{}", text(&out));
+    assert!(!marker.exists(), "a step after a failed one ran");
+    // A file that does not check is refused before anything runs.
+    std::fs::write(&spec, r#"{"tasks": {"a": {"job": {"command": ["true"]}, "parents": ["nope"]}}}"#).unwrap();
+    let out = salt(dir.path(), &["dag", "run", spec.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nope"), "{}", text(&out));
+}
