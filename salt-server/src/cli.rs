@@ -254,6 +254,12 @@ pub enum TokenCommand {
 
 /// Runs the `salt` command line and returns its exit code.
 pub fn main() -> ExitCode {
+    // The `salt` binary is a workflow binary too (its `dag` workflow runs DAG files): as a node
+    // process (`salt __salt exec`) and for its manifest, it speaks as every workflow binary does,
+    // so that a server can register it and its workers run it.
+    if std::env::args_os().nth(1).is_some_and(|a| a == "__salt" || a == "manifest") {
+        return salt_runtime::cli::main();
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => ExitCode::from(code),

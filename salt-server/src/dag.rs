@@ -9,10 +9,20 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use std::sync::OnceLock;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::{Json, Router};
 use salt::prelude::*;
 use salt::{CommandOutput, Handle};
 use salt_dag::{Plan, Step};
-use serde_json::Value;
+use serde_json::{Value, json};
+
+use crate::api::{ApiError, StartedRun};
+use crate::registry;
+use crate::state::AppState;
 
 /// What a DAG run gives: how many steps ran, and the last stdout lines of each.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -161,4 +171,81 @@ pub fn param_args(params: &[(String, salt_dag::ParamValue)]) -> Vec<String> {
             salt_dag::ParamValue::List(vs) => format!("{name}={}", Value::from(vs.clone())),
         })
         .collect()
+}
+
+/// What `POST /api/v1/dags` takes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostDag {
+    /// The DAG file: its JSON, as an object or as text.
+    pub spec: Value,
+    /// Parameter overrides: a string, or a list of strings to expand over.
+    #[serde(default)]
+    pub params: BTreeMap<String, Value>,
+}
+
+/// `POST /api/v1/dags`: runs a DAG file on the server's workers.
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/api/v1/dags", post(post_dag))
+}
+
+/// The `salt` binary's own registration (sha256, version of its `dag` workflow), made once.
+static SELF_REGISTERED: OnceLock<(String, i64)> = OnceLock::new();
+
+/// Registers this `salt` binary (the `dag` workflow is in it) unless it already is.
+fn register_self(state: &AppState) -> Result<i64, ApiError> {
+    if let Some((_, version)) = SELF_REGISTERED.get() {
+        return Ok(*version);
+    }
+    let exe = std::env::current_exe().map_err(ApiError::internal)?;
+    let conn = state.conn.lock().unwrap_or_else(|p| p.into_inner());
+    let registered = registry::register_file(&conn, &state.data, &exe, None).map_err(ApiError::internal)?;
+    let version = registered
+        .workflows
+        .iter()
+        .find(|w| w.workflow == "dag")
+        .map(|w| w.version)
+        .ok_or_else(|| ApiError::internal("the salt binary has no `dag` workflow"))?;
+    let _ = SELF_REGISTERED.set((registered.sha256, version));
+    Ok(version)
+}
+
+/// Checks the DAG file and starts a run of it; 400 naming every problem, nothing stored, when
+/// it does not check.
+async fn post_dag(
+    State(state): State<AppState>,
+    Json(body): Json<PostDag>,
+) -> Result<(StatusCode, Json<StartedRun>), ApiError> {
+    let spec = match body.spec {
+        Value::String(text) => text,
+        other => other.to_string(),
+    };
+    let mut params = Vec::new();
+    for (name, value) in &body.params {
+        let text = match value {
+            Value::String(v) => v.clone(),
+            Value::Array(_) => value.to_string(),
+            _ => {
+                return Err(ApiError::bad_request(format!("parameter `{name}`: a string or a list of strings"))
+                    .details(json!({"field": format!("params.{name}")})));
+            }
+        };
+        params.push(format!("{name}={text}"));
+    }
+    let overrides = params
+        .iter()
+        .map(|p| salt_dag::parse_param(p))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ApiError::bad_request(e).details(json!({"field": "params"})))?;
+    if let Err(errors) = Plan::from_json(&spec, &overrides) {
+        let list: Vec<String> = errors.0.iter().map(|e| e.to_string()).collect();
+        return Err(ApiError::bad_request(errors.to_string()).details(json!({"field": "spec", "errors": list})));
+    }
+    let started = tokio::task::spawn_blocking(move || {
+        let version = register_self(&state)?;
+        crate::api::start_run(&state, "dag", Some(version), Some(json!({"spec": spec, "params": params})))
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    Ok((StatusCode::CREATED, Json(started)))
 }

@@ -80,6 +80,7 @@ pub fn router(state: AppState) -> Router {
     let routes = api::routes()
         .merge(crate::host::worker_routes())
         .merge(crate::schedule::api::routes())
+        .merge(crate::dag::routes())
         .merge(crate::ui::routes(catalog));
     api::fallback(routes)
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token))

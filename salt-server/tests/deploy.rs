@@ -262,3 +262,36 @@ fn a_schedule_every_second_fires_and_a_paused_one_does_not() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("workflows.fan.timezone"), "{}", text(&out));
 }
+
+#[test]
+fn a_dag_file_posted_to_the_server_runs_on_its_workers() {
+    let mut d = Deployment::new();
+    d.worker("w0");
+    d.wait_workers(1);
+    let spec: Value = serde_json::from_str(
+        &std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../salt-dag/examples/generator.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let mut r = ureq::post(&format!("{}/api/v1/dags", d.url)).send_json(json!({"spec": spec})).unwrap();
+    assert_eq!(r.status(), 201);
+    let started: Value = r.body_mut().read_json().unwrap();
+    let run = started["run"].as_u64().unwrap();
+    let shown = d.wait_run(run);
+    assert_eq!(shown["run"]["state"], "succeeded", "{shown}");
+    let steps: Vec<&str> = shown["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["task"] == "command")
+        .filter_map(|n| n["label"].as_str())
+        .collect();
+    assert_eq!(steps, ["discover", "load_1", "load_2", "report"], "{shown}");
+
+    // A file that does not check is refused, naming the problem, and starts nothing.
+    let bad = json!({"spec": {"tasks": {"a": {"job": {"command": ["true"]}, "parents": ["nope"]}}}});
+    let err = ureq::post(&format!("{}/api/v1/dags", d.url)).send_json(bad).unwrap_err();
+    assert!(matches!(err, ureq::Error::StatusCode(400)), "{err}");
+    let runs = d.get("/api/v1/runs");
+    assert_eq!(runs["runs"].as_array().unwrap().len(), 1, "{runs}");
+}
