@@ -105,6 +105,15 @@ async fn slow(dir: String) -> salt::Result<i32> {
     Ok(out.exit_code)
 }
 
+/// A command of two seconds that records when it starts and ends, with a background child
+/// that would write `dir/orphan` three seconds in: for killing its orchestrator half-way.
+#[workflow(input = r#"{"dir": "."}"#)]
+async fn once(dir: String) -> salt::Result<i32> {
+    let script = "echo start >> started; (sleep 3; touch orphan) & sleep 2; echo done >> finished";
+    let out = salt::shell(script).current_dir(&dir).await?;
+    Ok(out.exit_code)
+}
+
 /// A command that needs `API_KEY` from the host: it prints the key's length.
 #[workflow]
 async fn needs_key() -> salt::Result<Vec<String>> {

@@ -197,3 +197,34 @@ fn a_missing_required_variable_fails_before_the_command_starts() {
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(serde_json::from_slice::<Value>(&out.stdout).unwrap(), json!(["key of 6 characters"]));
 }
+
+#[test]
+fn a_command_whose_orchestrator_is_killed_leaves_nothing_running_and_recover_completes_it_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().display().to_string();
+    let input = json!({"dir": work}).to_string();
+    let mut child = Command::new(example())
+        .args(["run", "once", "--input", &input])
+        .current_dir(dir.path())
+        .env_remove("SALT_DB")
+        .env("SALT_LEASE_TTL_MS", "1500")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !dir.path().join("started").exists() {
+        assert!(std::time::Instant::now() < deadline, "the command never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL: nothing runs on the orchestrator's way out
+    child.wait().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(3500));
+    assert!(!dir.path().join("finished").exists(), "the command outlived its orchestrator");
+    assert!(!dir.path().join("orphan").exists(), "a child of the command outlived its orchestrator");
+    let out = commands(dir.path(), &["recover", "1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let lines = |f: &str| std::fs::read_to_string(dir.path().join(f)).map(|s| s.lines().count()).unwrap_or(0);
+    assert_eq!((lines("started"), lines("finished")), (2, 1), "ran again once, to completion");
+}

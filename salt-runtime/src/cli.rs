@@ -282,7 +282,14 @@ pub const DEFAULT_DB: &str = ".salt/salt.db";
 pub fn main_with_default_db(db: &'static str) -> ExitCode {
     let mut args = std::env::args_os();
     let _bin = args.next();
-    let node = args.next().is_some_and(|a| a == "__salt") && args.next().is_some_and(|a| a == "exec");
+    let salt = args.next().is_some_and(|a| a == "__salt");
+    let sub = if salt { args.next() } else { None };
+    if sub.as_deref().is_some_and(|s| s == "guard") {
+        return crate::command::guard_main(args);
+    }
+    // This binary can be a command's guard: commands its runs start go through one.
+    crate::command::enable_guard();
+    let node = sub.is_some_and(|a| a == "exec");
     crate::logging::install(node);
     if node {
         return crate::protocol::exec_main();

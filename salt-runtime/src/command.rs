@@ -49,6 +49,72 @@ const TAIL_LINES: usize = 20;
 /// may hold its pipes open).
 const DRAIN: Duration = Duration::from_secs(2);
 
+/// Whether this process's binary is a salt workflow binary (its `main` is salt's), so that it
+/// can guard the commands it starts (`<bin> __salt guard PROGRAM ARGS…`).
+static GUARD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Commands started from now on go through a guard process of this binary: call it only from
+/// a binary whose `main` hands `__salt …` arguments to salt (`salt::main` does, and calls it).
+pub fn enable_guard() {
+    GUARD.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// `<bin> __salt guard PROGRAM ARGS…`: runs the command as its child, in the guard's process
+/// group, and exits as it exits. If the process that started the guard dies (an orchestrator
+/// or node process killed with `kill -9`, which runs nothing on its way out), the guard kills
+/// its whole group, so that no command outlives the attempt it belonged to; `recover` then runs
+/// the command again, once.
+pub(crate) fn guard_main(mut args: impl Iterator<Item = std::ffi::OsString>) -> std::process::ExitCode {
+    use std::os::unix::process::ExitStatusExt as _;
+    use std::process::ExitCode;
+    let Some(program) = args.next() else {
+        eprintln!("usage: __salt guard PROGRAM [ARGS…]");
+        return ExitCode::from(2);
+    };
+    let parent = nix::unistd::getppid();
+    let mut child = match std::process::Command::new(&program).args(args).spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            eprintln!("cannot start `{}`: {e}", program.to_string_lossy());
+            return ExitCode::from(127);
+        }
+    };
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                if let Some(code) = status.code() {
+                    return ExitCode::from(code.clamp(0, 255) as u8);
+                }
+                // Killed by a signal: the same death for the guard, so that its parent sees it.
+                let signal = status.signal().unwrap_or(9);
+                if let Ok(sig) = nix::sys::signal::Signal::try_from(signal) {
+                    let _ = nix::sys::signal::kill(nix::unistd::getpid(), sig);
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                return ExitCode::from((128 + signal).clamp(0, 255) as u8);
+            }
+            Ok(None) => {}
+            Err(_) => return ExitCode::from(1),
+        }
+        if nix::unistd::getppid() != parent {
+            let _ = nix::sys::signal::killpg(nix::unistd::getpgrp(), nix::sys::signal::Signal::SIGKILL);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Whether `program` can be started from `dir`: a path that exists, or a name found on `PATH`.
+fn findable(program: &str, dir: Option<&str>) -> bool {
+    if program.contains('/') {
+        let path = std::path::Path::new(program);
+        return match dir {
+            Some(dir) if path.is_relative() => std::path::Path::new(dir).join(path).exists(),
+            _ => path.exists(),
+        };
+    }
+    std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+}
+
 /// Where a command's JSON result comes from.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -565,7 +631,18 @@ async fn execute(spec: &CommandSpec, ctx: &Context) -> Result<CommandOutput> {
     std::fs::write(&args_file, args_text)
         .map_err(|e| Error::new(ErrorKind::Task, format!("cannot write {}: {e}", args_file.display())))?;
 
-    let mut cmd = tokio::process::Command::new(program);
+    let guard = GUARD.load(std::sync::atomic::Ordering::Relaxed).then(|| std::env::current_exe().ok()).flatten();
+    let mut cmd = match &guard {
+        Some(exe) => {
+            if !findable(program, spec.current_dir.as_deref()) {
+                return Err(Error::fatal(format!("cannot start `{program}`: no such program or directory")));
+            }
+            let mut cmd = tokio::process::Command::new(exe);
+            cmd.args(["__salt", "guard", program]);
+            cmd
+        }
+        None => tokio::process::Command::new(program),
+    };
     cmd.args(&spec.args)
         .envs(&spec.env)
         .env("SALT_ARGS", &args_file)

@@ -260,6 +260,8 @@ pub fn main() -> ExitCode {
     if std::env::args_os().nth(1).is_some_and(|a| a == "__salt" || a == "manifest") {
         return salt_runtime::cli::main();
     }
+    // `salt dag run` starts commands: each through a guard of this binary.
+    salt_runtime::command::enable_guard();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => ExitCode::from(code),
