@@ -95,6 +95,40 @@ pub struct WorkerInfo {
     pub connected_at: i64,
 }
 
+/// The upper bounds, in seconds, of the buckets of [`DispatchStats::claim_buckets`].
+pub const CLAIM_BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0];
+
+/// What a dispatcher has done since it was made, for metrics.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DispatchStats {
+    /// For each bound of [`CLAIM_BUCKETS`], how many attempts were given to a worker at most
+    /// that many seconds after they were queued (cumulative, as a Prometheus histogram).
+    pub claim_buckets: Vec<(f64, u64)>,
+    /// How many attempts were given to a worker.
+    pub claimed: u64,
+    /// The seconds those attempts waited, in all.
+    pub claim_seconds: f64,
+    /// How many attempts given to a worker have ended (done, failed, stopped or lost).
+    pub finished: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    /// Claims by bucket of [`CLAIM_BUCKETS`] (not cumulative); the last counts those above.
+    claims: [u64; CLAIM_BUCKETS.len() + 1],
+    claim_seconds: f64,
+    finished: u64,
+}
+
+impl Counters {
+    fn claimed(&mut self, waited: std::time::Duration) {
+        let secs = waited.as_secs_f64();
+        let bucket = CLAIM_BUCKETS.iter().position(|b| secs <= *b).unwrap_or(CLAIM_BUCKETS.len());
+        self.claims[bucket] += 1;
+        self.claim_seconds += secs;
+    }
+}
+
 /// Gives attempts to connected workers. Clones share the same workers and attempts.
 #[derive(Clone, Default)]
 pub struct Dispatcher {
@@ -124,6 +158,7 @@ struct Inner {
     next_id: u64,
     /// Queues whose attempts wait, whoever serves them.
     inactive: HashSet<String>,
+    counters: Counters,
 }
 
 struct Conn {
@@ -136,6 +171,8 @@ struct Conn {
 
 struct Live {
     at: AttemptId,
+    /// When it was given to the dispatcher.
+    queued_at: std::time::Instant,
     queue: String,
     priority: i32,
     binary: String,
@@ -208,6 +245,28 @@ impl Dispatcher {
         }
     }
 
+    /// What this dispatcher has done since it was made: how long attempts waited for a worker,
+    /// how many ended.
+    pub fn stats(&self) -> DispatchStats {
+        let inner = self.lock();
+        let c = &inner.counters;
+        let mut total = 0;
+        let claim_buckets = CLAIM_BUCKETS
+            .iter()
+            .zip(c.claims)
+            .map(|(bound, n)| {
+                total += n;
+                (*bound, total)
+            })
+            .collect();
+        DispatchStats {
+            claim_buckets,
+            claimed: c.claims.iter().sum(),
+            claim_seconds: c.claim_seconds,
+            finished: c.finished,
+        }
+    }
+
     /// How many attempts wait for a worker, by queue.
     pub fn waiting(&self) -> BTreeMap<String, usize> {
         let inner = self.lock();
@@ -276,12 +335,16 @@ impl Inner {
             }
             c.busy += 1;
             live.worker = Some(*conn);
+            self.counters.claimed(live.queued_at.elapsed());
         }
     }
 
     /// An attempt ended on its worker (or was dropped): frees its slot.
     fn end(&mut self, id: u64) -> Option<Live> {
         let live = self.attempts.remove(&id)?;
+        if live.worker.is_some() {
+            self.counters.finished += 1;
+        }
         if live.blocked.is_empty()
             && let Some(c) = live.worker.and_then(|w| self.workers.get_mut(&w))
         {
@@ -460,6 +523,7 @@ impl Executor for Remote {
                 priority: task.policy.priority,
                 binary: self.binary.clone(),
                 start: Some(start),
+                queued_at: std::time::Instant::now(),
                 worker: None,
                 stopped: false,
                 blocked: HashSet::new(),

@@ -54,6 +54,13 @@ async fn fan(n: u64, gpu: bool) -> salt::Result<u64> {
     Ok(total)
 }
 
+/// Waits for the signal `go` (a number), then steps once from it.
+#[workflow]
+async fn gate(dir: String, ctx: &Context) -> salt::Result<u64> {
+    let x: u64 = ctx.wait_for("go").await?;
+    step(dir, "gated".to_string(), x, 0).await
+}
+
 fn main() -> std::process::ExitCode {
     salt::main()
 }

@@ -447,12 +447,102 @@ async fn get_node(
 pub struct LogsQuery {
     /// Only the logs of this node (an id, or a task name that names one node).
     pub node: Option<String>,
+    /// Follow the logs: only the lines after the line with this number (0: from the first),
+    /// answered as a [`LogLines`] page, waiting up to `wait` ms for one.
+    pub after: Option<i64>,
+    /// With `after`: how long to wait, in ms, for a new line while the run goes on (default
+    /// 10 000, at most 30 000; 0 answers at once).
+    pub wait: Option<u64>,
+}
+
+/// The log lines written after a line (`GET /runs/{id}/logs?after=N`): what `salt logs
+/// --follow` polls.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct LogLines {
+    /// The run's state now: when it is final (or `interrupted`), no more lines come.
+    #[schema(value_type = String)]
+    pub state: RunState,
+    /// The lines, in order.
+    pub lines: Vec<LogLine>,
+    /// The `after` of the next request: the number of the last line (the `after` asked when
+    /// there is none).
+    pub next: i64,
+}
+
+/// One log line with its number.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct LogLine {
+    /// Its number in the store: increasing, not contiguous.
+    pub id: i64,
+    /// The node that wrote it.
+    pub node: u64,
+    /// The node's task.
+    pub task: String,
+    /// The attempt that wrote it.
+    pub attempt: u32,
+    /// When it was written (ms since the epoch).
+    pub ts: i64,
+    /// The line.
+    pub line: String,
+}
+
+/// The longest a request for new log lines waits.
+pub const MAX_LOG_WAIT_MS: u64 = 30_000;
+/// How often a waiting request for new log lines looks for some.
+const LOG_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The log lines of `run` (of `node`) after `after`, waiting up to `wait` for one while the
+/// run goes on.
+async fn log_lines(
+    state: &AppState,
+    run: RunId,
+    node: Option<NodeId>,
+    after: i64,
+    wait: std::time::Duration,
+) -> ApiResult<LogLines> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let store = state.store.clone();
+        let (run_state, lines) =
+            blocking(move || ops::logs_after(store.as_ref(), run, node, after).map_err(ApiError::of)).await?;
+        let done = run_state.is_terminal() || run_state == RunState::Interrupted;
+        if !lines.is_empty() || done || tokio::time::Instant::now() >= deadline {
+            let tasks: Vec<String> = if lines.is_empty() {
+                Vec::new()
+            } else {
+                let store = state.store.clone();
+                blocking(move || ops::show(store.as_ref(), run).map_err(ApiError::of))
+                    .await?
+                    .nodes
+                    .into_iter()
+                    .map(|n| n.task)
+                    .collect()
+            };
+            let next = lines.last().map_or(after, |(id, _)| *id);
+            let lines = lines
+                .into_iter()
+                .map(|(id, l)| LogLine {
+                    id,
+                    node: l.node.get(),
+                    task: tasks.get(l.node.index()).cloned().unwrap_or_default(),
+                    attempt: l.attempt,
+                    ts: l.ts,
+                    line: l.line,
+                })
+                .collect();
+            return Ok(LogLines { state: run_state, lines, next });
+        }
+        tokio::time::sleep(LOG_POLL.min(deadline - tokio::time::Instant::now())).await;
+    }
 }
 
 /// The logs of a run or of one of its nodes, with its attempts (what `logs RUN --json` prints).
+/// With `after`, only the lines after that line, as a [`LogLines`] page; the request waits up
+/// to `wait` ms for a new line while the run goes on (a long poll, what `logs --follow` uses).
 #[utoipa::path(get, path = "/runs/{id}/logs", tag = "runs",
     params(("id" = i64, Path, description = "The run"), LogsQuery),
-    responses((status = 200, body = Object), (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "The logs; with `after`, a `LogLines` page", body = Object),
+              (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn get_logs(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -460,9 +550,21 @@ async fn get_logs(
 ) -> ApiResult<Response> {
     let run = existing_run(&state, &id)?;
     let node = match &q.node {
-        Some(n) => Some(existing_node(&state, run, n)?.1.to_string()),
+        Some(n) => Some(existing_node(&state, run, n)?.1),
         None => None,
     };
+    if let Some(after) = q.after {
+        let wait = q.wait.unwrap_or(10_000);
+        if wait > MAX_LOG_WAIT_MS {
+            return Err(ApiError::bad_request(format!("`wait` must be at most {MAX_LOG_WAIT_MS} ms"))
+                .details(json!({"field": "wait"})));
+        }
+        let page = log_lines(&state, run, node, after, std::time::Duration::from_millis(wait)).await?;
+        return Ok(Json(page).into_response());
+    } else if q.wait.is_some() {
+        return Err(ApiError::bad_request("`wait` goes with `after`").details(json!({"field": "wait"})));
+    }
+    let node = node.map(|n| n.to_string());
     let logs = ops::logs(state.store.as_ref(), run, node.as_deref()).map_err(ApiError::of)?;
     let tasks: Value = ops::show(state.store.as_ref(), run)
         .map(|s| s.nodes.iter().map(|n| (n.id.to_string(), Value::from(n.task.clone()))).collect())
@@ -900,6 +1002,28 @@ pub fn metrics_text(conn: &rusqlite::Connection) -> rusqlite::Result<String> {
     Ok(out)
 }
 
+/// Prometheus text of what the dispatcher did: the claim latency (from an attempt being queued
+/// to its being given to a worker) as a histogram, and the attempts finished as a counter (its
+/// rate is the attempts per second).
+pub fn dispatch_metrics(stats: &salt_runtime::remote::DispatchStats) -> String {
+    let mut out = String::from(
+        "# HELP salt_claim_latency_seconds Time from an attempt being queued to its being given to a worker.\n\
+         # TYPE salt_claim_latency_seconds histogram\n",
+    );
+    for (bound, n) in &stats.claim_buckets {
+        out.push_str(&format!("salt_claim_latency_seconds_bucket{{le=\"{bound}\"}} {n}\n"));
+    }
+    out.push_str(&format!("salt_claim_latency_seconds_bucket{{le=\"+Inf\"}} {}\n", stats.claimed));
+    out.push_str(&format!("salt_claim_latency_seconds_sum {}\n", stats.claim_seconds));
+    out.push_str(&format!("salt_claim_latency_seconds_count {}\n", stats.claimed));
+    out.push_str(
+        "# HELP salt_attempts_finished_total Attempts that ended on a worker (done, failed, stopped or lost).\n\
+         # TYPE salt_attempts_finished_total counter\n",
+    );
+    out.push_str(&format!("salt_attempts_finished_total {}\n", stats.finished));
+    out
+}
+
 async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
     let mut body = metrics_text(&conn(&state))?;
     let workers = state.dispatcher.workers();
@@ -915,6 +1039,7 @@ async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
     for (queue, n) in state.dispatcher.waiting() {
         body.push_str(&format!("salt_attempts_waiting{{queue=\"{}\"}} {n}\n", queue.replace(['"', '\\', '\n'], "_")));
     }
+    body.push_str(&dispatch_metrics(&state.dispatcher.stats()));
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response())
 }
 
@@ -924,14 +1049,17 @@ async fn no_route(req: Request) -> ApiError {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "salt", description = "The REST API of `salt server`: workflows, runs and their actions, binaries, queues."),
-    components(schemas(ErrorBody)),
+    info(title = "salt", description = "The REST API of `salt server`: workflows, runs and their actions, binaries, queues, workers, schedules and events."),
+    components(schemas(ErrorBody, LogLines, LogLine)),
     tags(
         (name = "workflows", description = "Registered workflows and their versions"),
         (name = "runs", description = "Runs, their nodes, logs and graphs"),
         (name = "actions", description = "What can be done to a run"),
         (name = "registry", description = "Workflow binaries"),
         (name = "queues", description = "Queues of ready attempts"),
+        (name = "workers", description = "Workers and their connections"),
+        (name = "schedules", description = "Cron schedules of workflows"),
+        (name = "events", description = "Events that start workflows"),
     )
 )]
 struct ApiDoc;
@@ -959,6 +1087,9 @@ fn v1() -> OpenApiRouter<AppState> {
         .routes(routes!(list_queues))
         .routes(routes!(put_queue))
         .routes(routes!(list_workers))
+        .merge(crate::host::worker_routes())
+        .merge(crate::schedule::api::v1_routes())
+        .merge(crate::dag::v1_routes())
         .merge(binaries)
 }
 
@@ -981,4 +1112,32 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// The fallback of the whole server: a JSON 404 naming the route.
 pub fn fallback(router: Router<AppState>) -> Router<AppState> {
     router.fallback(no_route)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_claim_latency_is_a_histogram_and_finished_attempts_a_counter() {
+        let stats = salt_runtime::remote::DispatchStats {
+            claim_buckets: vec![(0.001, 2), (0.5, 3)],
+            claimed: 4,
+            claim_seconds: 1.25,
+            finished: 3,
+        };
+        assert_eq!(
+            dispatch_metrics(&stats),
+            "# HELP salt_claim_latency_seconds Time from an attempt being queued to its being given to a worker.\n\
+             # TYPE salt_claim_latency_seconds histogram\n\
+             salt_claim_latency_seconds_bucket{le=\"0.001\"} 2\n\
+             salt_claim_latency_seconds_bucket{le=\"0.5\"} 3\n\
+             salt_claim_latency_seconds_bucket{le=\"+Inf\"} 4\n\
+             salt_claim_latency_seconds_sum 1.25\n\
+             salt_claim_latency_seconds_count 4\n\
+             # HELP salt_attempts_finished_total Attempts that ended on a worker (done, failed, stopped or lost).\n\
+             # TYPE salt_attempts_finished_total counter\n\
+             salt_attempts_finished_total 3\n"
+        );
+    }
 }

@@ -149,6 +149,10 @@ pub enum Command {
         run: i64,
         /// A node id, or a task name that names one node of the run.
         node: Option<String>,
+        /// Keep printing the lines as they are written, until the run ends (with `--json`,
+        /// one JSON object a line).
+        #[arg(long, short)]
+        follow: bool,
     },
     /// Draw the graph of a run as it is now.
     Graph {
@@ -290,6 +294,50 @@ impl From<anyhow::Error> for Failure {
 
 fn usage(message: impl Into<String>) -> Failure {
     Failure(message.into(), 2)
+}
+
+/// How long one request of `logs --follow` waits for new lines.
+const FOLLOW_WAIT_MS: u64 = 10_000;
+
+/// `logs --follow`: prints the lines of `run` (of `node`) as they are written, each attempt's
+/// lines under a header when they begin (with `json`, one JSON object a line), until the run
+/// ends or is interrupted.
+fn follow_logs(client: &client::Client, run: i64, node: Option<&str>, json: bool) -> Result<(), Failure> {
+    let node = node.map(|n| format!("&node={}", segment(n))).unwrap_or_default();
+    let mut after = 0;
+    let mut last: Option<(Value, Value)> = None;
+    loop {
+        let page = client.get(&format!("/runs/{run}/logs?after={after}&wait={FOLLOW_WAIT_MS}{node}"))?.json()?;
+        let mut text = String::new();
+        for l in page["lines"].as_array().into_iter().flatten() {
+            if json {
+                let record =
+                    serde_json::json!({"node": l["node"], "attempt": l["attempt"], "ts": l["ts"], "line": l["line"]});
+                text.push_str(&record.to_string());
+                text.push('\n');
+                continue;
+            }
+            let at = (l["node"].clone(), l["attempt"].clone());
+            if last.as_ref() != Some(&at) {
+                text.push_str(&format!("── node {} {} · attempt {}\n", at.0, l["task"].as_str().unwrap_or("?"), at.1));
+                last = Some(at);
+            }
+            text.push_str(l["line"].as_str().unwrap_or_default());
+            text.push('\n');
+        }
+        if !text.is_empty() {
+            out(text);
+        }
+        after = page["next"].as_i64().unwrap_or(after);
+        match page["state"].as_str().unwrap_or_default() {
+            "succeeded" | "failed" | "cancelled" | "terminated" => return Ok(()),
+            "interrupted" => {
+                eprintln!("run {run} is interrupted: `salt recover {run}` resumes it");
+                return Ok(());
+            }
+            _ => {}
+        }
+    }
 }
 
 fn out(text: impl AsRef<str>) {
@@ -444,7 +492,11 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             }
             Ok(0)
         }
-        Command::Logs { run, node } => {
+        Command::Logs { run, node, follow: true } => {
+            follow_logs(&client, run, node.as_deref(), json)?;
+            Ok(0)
+        }
+        Command::Logs { run, node, follow: false } => {
             let path = match &node {
                 Some(n) => format!("/runs/{run}/logs?node={}", segment(n)),
                 None => format!("/runs/{run}/logs"),

@@ -11,10 +11,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use std::sync::OnceLock;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::post;
-use axum::{Json, Router};
 use salt::prelude::*;
 use salt::{CommandOutput, Handle};
 use salt_dag::{Plan, Step};
@@ -174,19 +173,21 @@ pub fn param_args(params: &[(String, salt_dag::ParamValue)]) -> Vec<String> {
 }
 
 /// What `POST /api/v1/dags` takes.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PostDag {
     /// The DAG file: its JSON, as an object or as text.
+    #[schema(value_type = Object)]
     pub spec: Value,
     /// Parameter overrides: a string, or a list of strings to expand over.
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub params: BTreeMap<String, Value>,
 }
 
-/// `POST /api/v1/dags`: runs a DAG file on the server's workers.
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/api/v1/dags", post(post_dag))
+/// `POST /dags` (under `/api/v1`): runs a DAG file on the server's workers.
+pub fn v1_routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
+    utoipa_axum::router::OpenApiRouter::new().routes(utoipa_axum::routes!(post_dag))
 }
 
 /// The `salt` binary's own registration (sha256, version of its `dag` workflow), made once.
@@ -210,8 +211,11 @@ fn register_self(state: &AppState) -> Result<i64, ApiError> {
     Ok(version)
 }
 
-/// Checks the DAG file and starts a run of it; 400 naming every problem, nothing stored, when
-/// it does not check.
+/// Checks a DAG file and starts a run of it on the workers (each step a command node); 400
+/// naming every problem, nothing started, when it does not check. Needs an admin token: a DAG
+/// file runs any command it names.
+#[utoipa::path(post, path = "/dags", tag = "runs", request_body = PostDag,
+    responses((status = 201, body = StartedRun), (status = 400, body = crate::api::ErrorBody)))]
 async fn post_dag(
     State(state): State<AppState>,
     Json(body): Json<PostDag>,

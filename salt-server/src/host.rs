@@ -1,7 +1,7 @@
 //! The run host: drives the runs of registered binaries with salt's run core and gives their
 //! attempts to the connected workers (`/api/v1/workers/connect`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,7 +15,8 @@ use futures::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use salt_runtime::model::{NodeId, RunId};
+use salt_runtime::model::{NodeId, NodeState, RunId};
+use salt_runtime::progress::Transition;
 use salt_runtime::protocol::MAX_MESSAGE_BYTES;
 use salt_runtime::remote::{self, Dispatcher, FromWorker};
 use salt_runtime::{Error, ErrorKind, Registry, Runner};
@@ -54,7 +55,30 @@ pub struct RunHost {
     runners: Mutex<HashMap<String, Runner>>,
     /// Told when a run it drives ends.
     on_end: Option<OnEnd>,
+    /// Told when a node of a run it drives waits for a signal.
+    on_waiting: Option<OnWaiting>,
 }
+
+/// A node of a run that waits for a signal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignalWait {
+    /// The run.
+    pub run: RunId,
+    /// Its workflow.
+    pub workflow: String,
+    /// The node.
+    pub node: NodeId,
+    /// The node's task.
+    pub task: String,
+    /// The signal it waits for.
+    pub signal: String,
+    /// The sequence number of the wait within the node's body.
+    pub seq: u32,
+}
+
+/// What a host calls when a node of a run it drives starts to wait for a signal: once per
+/// wait (a node replayed up to the same wait is not told again by the same host).
+pub type OnWaiting = Arc<dyn Fn(&SignalWait) + Send + Sync>;
 
 /// What a host calls when a run it drives ends: the run, its workflow and how it ended.
 pub type OnEnd = Arc<dyn Fn(RunId, &str, &salt_runtime::RunOutcome) + Send + Sync>;
@@ -62,7 +86,14 @@ pub type OnEnd = Arc<dyn Fn(RunId, &str, &salt_runtime::RunOutcome) + Send + Syn
 impl RunHost {
     /// A host of the runs stored at `db`, whose attempts go to `dispatcher`'s workers.
     pub fn new(db: impl Into<String>, dispatcher: Dispatcher, binaries: Arc<dyn Binaries>) -> Self {
-        Self { db: db.into(), dispatcher, binaries, runners: Mutex::default(), on_end: None }
+        Self { db: db.into(), dispatcher, binaries, runners: Mutex::default(), on_end: None, on_waiting: None }
+    }
+
+    /// Calls `on_waiting` whenever a node of a run this host drives starts to wait for a signal
+    /// (webhooks). It is called from a task of its own: it never holds up a run.
+    pub fn on_waiting(mut self, on_waiting: OnWaiting) -> Self {
+        self.on_waiting = Some(on_waiting);
+        self
     }
 
     /// Calls `on_end` whenever a run this host drives ends (webhooks).
@@ -103,6 +134,14 @@ impl RunHost {
             .registry(registry)
             .remote(self.dispatcher.clone(), binary)
             .parallelism(RUN_PARALLELISM);
+        if let Some(f) = &self.on_waiting {
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => {
+                    rt.spawn(watch_waits(runner.subscribe(), self.db.clone(), f.clone()));
+                }
+                Err(_) => tracing::warn!("no runtime to watch the signal waits of binary {binary}"),
+            }
+        }
         runners.insert(binary.to_string(), runner.clone());
         Ok(runner)
     }
@@ -157,10 +196,67 @@ impl Engine for RunHost {
     }
 }
 
-/// The route workers connect to, `GET /api/v1/workers/connect` (a WebSocket), for `salt
-/// server`: a worker serves only the queues its token may take attempts from.
-pub fn worker_routes() -> Router<AppState> {
-    Router::new().route("/api/v1/workers/connect", get(connect_checked))
+/// Follows the transitions of one runner's runs and calls `on_waiting` for each node that
+/// starts to wait for a signal (a node parks with the `waiting` state only then), reading which
+/// signal from the store.
+async fn watch_waits(mut rx: tokio::sync::broadcast::Receiver<Transition>, db: String, on_waiting: OnWaiting) {
+    use tokio::sync::broadcast::error::RecvError;
+    let mut store: Option<Arc<dyn salt_runtime::store::Store>> = None;
+    let mut told: HashSet<(RunId, NodeId, u32)> = HashSet::new();
+    loop {
+        let (run, node) = match rx.recv().await {
+            Ok(Transition::Node { run, node, state: NodeState::Waiting, .. }) => (run, node),
+            Ok(t @ Transition::Run { .. }) if t.is_final() => {
+                told.retain(|(r, _, _)| *r != t.run());
+                continue;
+            }
+            Ok(_) => continue,
+            Err(RecvError::Lagged(n)) => {
+                tracing::warn!("{n} run transitions were missed: a signal wait may not be notified");
+                continue;
+            }
+            Err(RecvError::Closed) => return,
+        };
+        let opened = store.clone();
+        let db2 = db.clone();
+        let read = tokio::task::spawn_blocking(move || -> salt_runtime::Result<_> {
+            let store = match opened {
+                Some(s) => s,
+                None => Arc::from(salt_runtime::ops::open(&db2)?),
+            };
+            let snapshot = salt_runtime::ops::show(store.as_ref(), run)?;
+            let wait = snapshot.waits.iter().filter(|w| w.node == node).max_by_key(|w| w.seq).map(|w| SignalWait {
+                run,
+                workflow: snapshot.run.workflow.clone(),
+                node,
+                task: snapshot.nodes.get(node.index()).map(|n| n.task.clone()).unwrap_or_default(),
+                signal: w.name.clone(),
+                seq: w.seq,
+            });
+            Ok((store, wait))
+        })
+        .await;
+        match read {
+            Ok(Ok((opened, wait))) => {
+                store = Some(opened);
+                // No wait: the signal had come already and the node goes on.
+                if let Some(w) = wait
+                    && told.insert((w.run, w.node, w.seq))
+                {
+                    on_waiting(&w);
+                }
+            }
+            Ok(Err(e)) => tracing::warn!("run {run}: cannot read what node {node} waits for: {e}"),
+            Err(e) => tracing::warn!("run {run}: cannot read what node {node} waits for: {e}"),
+        }
+    }
+}
+
+/// The route workers connect to, `GET /workers/connect` (a WebSocket; the REST API nests it
+/// under `/api/v1`), for `salt server`: a worker serves only the queues its token may take
+/// attempts from.
+pub fn worker_routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
+    utoipa_axum::router::OpenApiRouter::new().routes(utoipa_axum::routes!(connect_checked))
 }
 
 /// The same route on `dispatcher` alone, every queue open to every worker: for embedding a run
@@ -173,6 +269,12 @@ async fn connect(ws: WebSocketUpgrade, State(dispatcher): State<Dispatcher>) -> 
     ws.max_message_size(MAX_MESSAGE_BYTES + 4096).on_upgrade(move |socket| serve_worker(socket, dispatcher, None))
 }
 
+/// A worker's connection: an HTTP GET upgraded to a WebSocket (`Upgrade: websocket`), over which
+/// the worker says hello (its name, queues and slots), then is given attempts and reports their
+/// messages, one JSON object per text message.
+#[utoipa::path(get, path = "/workers/connect", tag = "workers",
+    responses((status = 101, description = "Switching to the WebSocket protocol"),
+              (status = 400, description = "Not a WebSocket upgrade request")))]
 async fn connect_checked(
     ws: WebSocketUpgrade,
     State(state): State<AppState>,

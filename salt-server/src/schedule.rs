@@ -448,11 +448,12 @@ pub fn set_paused(conn: &Connection, workflow: &str, paused: bool, now: Timestam
 }
 
 /// One occurrence of a schedule as recorded.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Occurrence {
     /// The workflow.
     pub workflow: String,
     /// When it was due.
+    #[schema(value_type = String)]
     pub scheduled_at: Timestamp,
     /// `cron`, `catchup`, `trigger` or `backfill`.
     pub kind: String,
@@ -489,15 +490,17 @@ pub fn occurrences(conn: &Connection, workflow: &str, limit: usize) -> rusqlite:
 }
 
 /// A run started by a schedule (or the reason it did not start).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Fired {
     /// The workflow.
     pub workflow: String,
     /// The version started.
     pub version: i64,
     /// The occurrence's time.
+    #[schema(value_type = String)]
     pub scheduled_at: Timestamp,
     /// Why it started: `cron`, `catchup`, `trigger` or `backfill`.
+    #[schema(value_type = String)]
     pub kind: &'static str,
     /// The run, if it started.
     pub run: Option<i64>,
@@ -719,11 +722,12 @@ pub fn trigger(
 }
 
 /// What a backfill did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Backfill {
     /// The occurrences it started (or failed to).
     pub started: Vec<Fired>,
     /// The occurrences in the range already dealt with before, left alone.
+    #[schema(value_type = Vec<String>)]
     pub already: Vec<Timestamp>,
 }
 

@@ -77,11 +77,7 @@ pub fn open_conn(db: &str) -> anyhow::Result<rusqlite::Connection> {
 /// when tokens exist.
 pub fn router(state: AppState) -> Router {
     let catalog = Arc::new(crate::wiring::Registry::new(state.conn.clone()));
-    let routes = api::routes()
-        .merge(crate::host::worker_routes())
-        .merge(crate::schedule::api::routes())
-        .merge(crate::dag::routes())
-        .merge(crate::ui::routes(catalog));
+    let routes = api::routes().merge(crate::ui::routes(catalog));
     api::fallback(routes)
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token))
         .with_state(state)
@@ -114,7 +110,8 @@ pub async fn serve_on(
 }
 
 /// The run host of a server on `db`: it drives the runs of the registry's binaries on the
-/// workers connected to `dispatcher`, and tells `notifier` how each ended.
+/// workers connected to `dispatcher`, and tells `notifier` how each ended and each node that
+/// waits for a signal.
 pub fn run_host(
     db: &str,
     dispatcher: salt_runtime::remote::Dispatcher,
@@ -124,11 +121,21 @@ pub fn run_host(
     let registry = Arc::new(crate::wiring::Registry::new(conn));
     let mut host = crate::host::RunHost::new(db, dispatcher, registry);
     if let Some(notifier) = notifier {
-        host = host.on_end(Arc::new(move |run, workflow, outcome| {
-            if let Some(n) = crate::notify::Notification::run_ended(run, workflow, outcome.state) {
-                notifier.notify(n);
-            }
-        }));
+        let waiting = notifier.clone();
+        host = host
+            .on_end(Arc::new(move |run, workflow, outcome| {
+                if let Some(n) = crate::notify::Notification::run_ended(run, workflow, outcome.state) {
+                    notifier.notify(n);
+                }
+            }))
+            .on_waiting(Arc::new(move |w| {
+                let node = crate::notify::WaitingNode {
+                    id: w.node.get() as i64,
+                    task: w.task.clone(),
+                    signal: w.signal.clone(),
+                };
+                waiting.notify(crate::notify::Notification::waiting(w.run, &w.workflow, node));
+            }));
     }
     Ok(Arc::new(host))
 }

@@ -244,6 +244,67 @@ fn a_bad_input_is_refused_naming_the_field_and_nothing_is_stored() {
     assert!(server.engine.calls().is_empty(), "{:?}", server.engine.calls());
 }
 
+/// Sends a request to the server's router itself (over TCP the server may close the connection
+/// before the client has sent a body over the limit) and returns the status and JSON body.
+fn oneshot(server: &Server, path: &str, body: String) -> (u16, Value) {
+    let request = axum::http::Request::post(path)
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(body))
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        use tower::ServiceExt as _;
+        let response = server::router(server.state.clone()).oneshot(request).await.unwrap();
+        let status = response.status().as_u16();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        (status, serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null))
+    })
+}
+
+#[test]
+fn an_input_a_signal_or_a_payload_over_one_mib_is_refused_with_413() {
+    let server = Server::start();
+    let limit = salt_server::api::MAX_JSON_BYTES;
+    assert_eq!(limit, 1 << 20);
+    let pad = |n: usize| "x".repeat(n);
+    let input = |n: usize| format!(r#"{{"workflow": "etl", "input": {{"n": 1, "pad": "{}"}}}}"#, pad(n));
+    // Just under the limit: accepted.
+    let (status, body) = oneshot(&server, "/api/v1/runs", input(limit - 100));
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(server.run_count(), 1);
+    // Just over: refused with the error body, nothing stored.
+    let (status, body) = oneshot(&server, "/api/v1/runs", input(limit));
+    assert_eq!((status, body["error"].as_str()), (413, Some("too_large")), "{body}");
+    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert_eq!(server.run_count(), 1);
+
+    // The run's root waits for the signal `decision`, a string.
+    let wait = salt_runtime::model::WaitRecord {
+        node: NodeId::ROOT,
+        seq: 0,
+        name: "decision".into(),
+        schema: json!({"type": "string"}),
+        deadline: None,
+        default: None,
+    };
+    server.state.store.commit(None, &[Write::WaitStarted { run: RunId::new(1), record: wait }]).unwrap();
+    let signals = || -> i64 {
+        server.state.conn.lock().unwrap().query_row("SELECT COUNT(*) FROM signals", [], |r| r.get(0)).unwrap()
+    };
+    let signal = |n: usize| format!(r#"{{"name": "decision", "value": "{}"}}"#, pad(n));
+    let (status, body) = oneshot(&server, "/api/v1/runs/1/signal", signal(limit - 100));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(signals(), 1);
+    let (status, body) = oneshot(&server, "/api/v1/runs/1/signal", signal(limit));
+    assert_eq!((status, body["error"].as_str()), (413, Some("too_large")), "{body}");
+    assert_eq!(signals(), 1);
+
+    // An event's payload is an input too.
+    let (status, body) = oneshot(&server, "/api/v1/events/go", format!(r#"{{"pad": "{}"}}"#, pad(limit)));
+    assert_eq!((status, body["error"].as_str()), (413, Some("too_large")), "{body}");
+    assert_eq!(server.run_count(), 1);
+}
+
 #[test]
 fn a_run_pins_the_version_it_started_with() {
     let server = Server::start();
@@ -407,6 +468,26 @@ fn without_the_right_token_nothing_changes() {
     assert_eq!((status, body["state"].as_str()), (200, Some("cancelled")), "{body}");
 }
 
+/// The paths the server's router serves, read from its debug form (axum lists every route's
+/// path there), so that a route added without a description cannot go unnoticed.
+fn served_paths(state: &AppState) -> Vec<String> {
+    let debug = format!("{:?}", server::router(state.clone()));
+    let route = regex::Regex::new(r#"RouteId\(\d+\): "([^"]+)""#).unwrap();
+    let mut paths: Vec<String> = route.captures_iter(&debug).map(|c| c[1].to_string()).collect();
+    paths.sort();
+    paths.dedup();
+    paths
+}
+
+/// `path` with each of its parameters replaced by a value the test server knows.
+fn concrete(path: &str) -> String {
+    path.replace("{id}", "1")
+        .replace("{node}", "0")
+        .replace("{name}", "etl")
+        .replace("{workflow}", "etl")
+        .replace("{sha256}", &"0".repeat(64))
+}
+
 #[test]
 fn the_openapi_document_describes_exactly_the_routes_served() {
     let server = Server::start();
@@ -431,10 +512,14 @@ fn the_openapi_document_describes_exactly_the_routes_served() {
             "GET /api/v1/runs/{id}/graph",
             "GET /api/v1/runs/{id}/logs",
             "GET /api/v1/runs/{id}/nodes/{node}",
+            "GET /api/v1/schedules",
             "GET /api/v1/workers",
+            "GET /api/v1/workers/connect",
             "GET /api/v1/workflows",
             "GET /api/v1/workflows/{name}",
             "POST /api/v1/binaries",
+            "POST /api/v1/dags",
+            "POST /api/v1/events/{name}",
             "POST /api/v1/runs",
             "POST /api/v1/runs/{id}/cancel",
             "POST /api/v1/runs/{id}/nodes/{node}/cancel",
@@ -444,24 +529,40 @@ fn the_openapi_document_describes_exactly_the_routes_served() {
             "POST /api/v1/runs/{id}/resume",
             "POST /api/v1/runs/{id}/run_one",
             "POST /api/v1/runs/{id}/signal",
+            "POST /api/v1/schedules/{workflow}/backfill",
+            "POST /api/v1/schedules/{workflow}/pause",
+            "POST /api/v1/schedules/{workflow}/resume",
+            "POST /api/v1/schedules/{workflow}/trigger",
             "PUT /api/v1/queues/{name}",
         ]
     );
-    // Each is served: the router answers it with a handler's answer, never `no_route` or 405.
-    for entry in &described {
-        let (method, path) = entry.split_once(' ').unwrap();
-        let path = path
-            .replace("{id}", "1")
-            .replace("{node}", "0")
-            .replace("{name}", "etl")
-            .replace("{sha256}", &"0".repeat(64));
-        let (status, body, _) = server.request(method, &path, None, Some(b"{}"));
-        assert_ne!(status, 405, "{entry}");
-        assert_ne!(body["error"], "no_route", "{entry}");
+    // Every route the router serves under /api/v1 (the document itself aside), with every method
+    // it answers (anything but 405 and `no_route`), is described, and nothing else is.
+    let paths = served_paths(&server.state);
+    assert!(paths.iter().any(|p| p == "/api/v1/runs/{id}/signal"), "the router's paths were not found: {paths:?}");
+    let mut served = Vec::new();
+    for path in paths.iter().filter(|p| p.starts_with("/api/v1/") && *p != "/api/v1/openapi.json") {
+        for method in ["GET", "POST", "PUT", "PATCH", "DELETE"] {
+            let (status, body, _) = server.request(method, &concrete(path), None, Some(b"{}"));
+            if status != 405 && body["error"] != "no_route" {
+                served.push(format!("{method} {path}"));
+            }
+        }
     }
+    served.sort();
+    assert_eq!(served, described);
     // And a route that is not described is not served.
     let (status, body) = server.post("/api/v1/runs/1/explode", json!({}));
     assert_eq!((status, body["error"].as_str()), (404, Some("no_route")));
+    // The schedule and event routes answer with the API's error body.
+    let (status, body) = server.post("/api/v1/schedules/nope/trigger", json!({}));
+    assert_eq!((status, body["error"].as_str()), (404, Some("not_found")), "{body}");
+    assert_eq!(body["message"], "no workflow `nope` is registered");
+    let (status, body, _) = server.request("POST", "/api/v1/events/go", None, Some(b"{not json"));
+    assert_eq!(
+        (status, body["error"].as_str(), &body["details"]),
+        (400, Some("invalid_input"), &json!({"field": "payload"}))
+    );
 }
 
 #[test]

@@ -171,7 +171,7 @@ fn register_run_and_survive_a_killed_worker_and_a_killed_server() {
     assert!(out.status.success(), "{}", text(&out));
     let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
     let names: Vec<&str> = listed["workflows"].as_array().unwrap().iter().filter_map(|w| w["name"].as_str()).collect();
-    assert_eq!(names, ["chain", "fan"], "{listed}");
+    assert_eq!(names, ["chain", "fan", "gate"], "{listed}");
     d.worker("w0");
     d.worker("w1");
     d.wait_workers(2);
@@ -294,4 +294,114 @@ fn a_dag_file_posted_to_the_server_runs_on_its_workers() {
     assert!(matches!(err, ureq::Error::StatusCode(400)), "{err}");
     let runs = d.get("/api/v1/runs");
     assert_eq!(runs["runs"].as_array().unwrap().len(), 1, "{runs}");
+}
+
+/// What a webhook endpoint was told: each request's `X-Salt-Event` header and JSON body.
+type Told = std::sync::Arc<std::sync::Mutex<Vec<(String, Value)>>>;
+
+/// A webhook endpoint on loopback: answers 204 to every request and keeps what it was told.
+fn hook_endpoint() -> (String, Told) {
+    use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let (mut length, mut event) = (0, String::new());
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                let lower = line.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                if let Some(v) = lower.strip_prefix("x-salt-event:") {
+                    event = v.trim().to_string();
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            keep.lock().unwrap().push((event, serde_json::from_slice(&body).unwrap_or(Value::Null)));
+            let _ = stream.write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    (url, seen)
+}
+
+#[test]
+fn a_signal_wait_is_told_to_the_webhook_once_and_logs_follow_the_run_to_its_end() {
+    let mut d = Deployment::new();
+    let (hook, told) = hook_endpoint();
+    let config = d.dir.path().join("salt.toml");
+    std::fs::write(
+        &config,
+        format!("[workflows.gate]\nwebhooks = [{{ url = \"{hook}\", on = [\"waiting\", \"succeeded\"] }}]\n"),
+    )
+    .unwrap();
+    let out = d.salt(&["register", relay_binary().to_str().unwrap(), "--config", config.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    d.worker("w0");
+    d.wait_workers(1);
+
+    let input = json!({"dir": d.work()}).to_string();
+    let out = d.salt(&["run", "gate", "--input", &input, "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let run = serde_json::from_slice::<Value>(&out.stdout).unwrap()["run"].as_u64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while told.lock().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "the wait was never told");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (event, body) = told.lock().unwrap()[0].clone();
+    assert_eq!(event, "waiting");
+    assert!(body["at"].is_string(), "{body}");
+    assert_eq!(
+        json!({"event": body["event"], "run": body["run"], "workflow": body["workflow"], "state": body["state"], "node": body["node"]}),
+        json!({"event": "waiting", "run": run, "workflow": "gate", "state": "running",
+               "node": {"id": 0, "task": "gate", "signal": "go"}})
+    );
+
+    // `logs --follow` started while the run waits prints the lines written after, and ends
+    // with the run.
+    let follow = Command::new(SALT)
+        .args(["logs", &run.to_string(), "--follow", "--server", &d.url])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let out = d.salt(&["signal", &run.to_string(), "go", "41"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let followed = follow.wait_with_output().unwrap();
+    assert!(followed.status.success(), "{}", text(&followed));
+    assert_eq!(String::from_utf8_lossy(&followed.stdout), "── node 1 step · attempt 1\nstep gated got 41\n");
+    let shown = d.wait_run(run);
+    assert_eq!((shown["run"]["state"].as_str(), &shown["run"]["output"]), (Some("succeeded"), &json!(42)), "{shown}");
+
+    // After the end, `--follow --json` prints every line and returns at once.
+    let out = d.salt(&["logs", &run.to_string(), "step", "--follow", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let lines: Vec<Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(
+        (&lines[0]["node"], &lines[0]["attempt"], &lines[0]["line"]),
+        (&json!(1), &json!(1), &json!("step gated got 41"))
+    );
+
+    // The wait was told once, then the success.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while told.lock().unwrap().len() < 2 {
+        assert!(Instant::now() < deadline, "the success was never told: {:?}", told.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let events: Vec<String> = told.lock().unwrap().iter().map(|(e, _)| e.clone()).collect();
+    assert_eq!(events, ["waiting", "succeeded"]);
 }

@@ -195,9 +195,17 @@ async fn a_run_on_two_workers_succeeds_and_its_logs_come_back() {
     let logs = ops::logs(&*store, run, None).unwrap();
     let text = serde_json::to_string(&logs.logs).unwrap();
     assert!(text.contains("step b got 2"), "{text}");
+    // The workflow and its 3 steps were each given to a worker (the workflow again if it was
+    // parked while waiting), and all ended.
+    let stats = s.host.dispatcher().stats();
+    assert!(stats.claimed >= 4 && stats.finished == stats.claimed, "{stats:?}");
+    assert_eq!(stats.claim_buckets.last().map(|b| b.1), Some(stats.claimed), "{stats:?}");
+    assert!(stats.claim_seconds > 0.0 && stats.claim_seconds < 30.0, "{stats:?}");
     let fan = s.start_run("fan", json!({"n": 50, "gpu": false}));
     let (state, output, _) = s.wait(fan).await;
     assert_eq!((state, output), (RunState::Succeeded, Some(json!((0..50u64).map(|x| x * x).sum::<u64>()))));
+    let stats = s.host.dispatcher().stats();
+    assert!(stats.claimed >= 55 && stats.finished == stats.claimed, "{stats:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,41 +7,50 @@
 //! - `POST /api/v1/events/{name}` with a JSON payload: starts every workflow triggered by the
 //!   event, the payload validated against each one's input schema first.
 //!
-//! Errors are `{error, message, details}` with 400 (bad JSON or time), 404 (unknown workflow
-//! or event), 409 (the workflow has no schedule), 422 (an input that does not match its
-//! schema) or 500.
+//! They are part of the REST API's OpenAPI document. Errors are the API's [`ErrorBody`]
+//! `{error, message, details}`: 400 (bad JSON or time), 404 (unknown workflow or event), 409
+//! (the workflow has no schedule), 413 (a body over the JSON body limit), 422 (an input that
+//! does not match its schema) or 500.
 
 use std::str::FromStr;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use jiff::Timestamp;
 use jiff::civil::DateTime;
 use jiff::tz::TimeZone;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{Backfill, EventRun, Fired, Occurrence, Schedule, ScheduleError};
+use crate::api::{ApiError, ErrorBody};
 use crate::state::AppState;
 
-/// The routes of schedules and events, to be merged into the server's router.
+/// The routes of schedules and events with their OpenAPI description, paths relative to
+/// `/api/v1` (the REST API nests them there, under its body limit).
+pub fn v1_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(post_event))
+        .routes(routes!(list_schedules))
+        .routes(routes!(trigger))
+        .routes(routes!(pause))
+        .routes(routes!(resume))
+        .routes(routes!(backfill))
+}
+
+/// The routes of schedules and events alone, under `/api/v1`, without the rest of the API.
 pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/events/{name}", post(post_event))
-        .route("/api/v1/schedules", get(list_schedules))
-        .route("/api/v1/schedules/{workflow}/trigger", post(trigger))
-        .route("/api/v1/schedules/{workflow}/pause", post(pause))
-        .route("/api/v1/schedules/{workflow}/resume", post(resume))
-        .route("/api/v1/schedules/{workflow}/backfill", post(backfill))
+    OpenApiRouter::new().nest("/api/v1", v1_routes()).split_for_parts().0
 }
 
 /// One fire time, in the schedule's zone (RFC 9557, `2024-05-02T03:00:00+02:00[Europe/Berlin]`)
 /// and in UTC.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct FireTime {
     /// In the schedule's zone.
     pub local: String,
@@ -50,7 +59,7 @@ pub struct FireTime {
 }
 
 /// A schedule as `GET /api/v1/schedules` lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ScheduleView {
     /// The workflow.
     pub workflow: String,
@@ -73,6 +82,7 @@ pub struct ScheduleView {
     /// Its next 3 fire times.
     pub next: Vec<FireTime>,
     /// Its latest occurrence.
+    #[schema(value_type = Option<super::Occurrence>)]
     pub last: Option<Occurrence>,
 }
 
@@ -103,7 +113,7 @@ impl ScheduleView {
 /// The body of `POST /api/v1/schedules/{workflow}/backfill`: RFC 3339 times with an offset
 /// (`2024-05-01T00:00:00Z`), or civil times (`2024-05-01T00:00`, `2024-05-01`) read in the
 /// schedule's zone. Both ends are included.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BackfillRequest {
     /// The first time of the range.
@@ -113,7 +123,7 @@ pub struct BackfillRequest {
 }
 
 /// The answer to a started event.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct EventResponse {
     /// The event.
     pub event: String,
@@ -122,7 +132,7 @@ pub struct EventResponse {
 }
 
 /// A run an event started.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct EventRunView {
     /// The workflow.
     pub workflow: String,
@@ -138,21 +148,6 @@ impl From<EventRun> for EventRunView {
     }
 }
 
-/// An error answered as `{error, message, details}`.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    error: &'static str,
-    message: String,
-    details: Value,
-}
-
-impl ApiError {
-    fn bad_request(field: &str, message: String) -> Self {
-        Self { status: StatusCode::BAD_REQUEST, error: "invalid", message, details: json!({ "field": field }) }
-    }
-}
-
 impl From<ScheduleError> for ApiError {
     fn from(e: ScheduleError) -> Self {
         let message = e.to_string();
@@ -163,21 +158,18 @@ impl From<ScheduleError> for ApiError {
             ScheduleError::Invalid { field, details, .. } => {
                 let status =
                     if field == "payload" { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::BAD_REQUEST };
-                (status, "invalid", json!({ "field": field, "errors": details }))
+                (status, "invalid_input", json!({ "field": field, "errors": details }))
             }
             ScheduleError::Db(_) | ScheduleError::Start { .. } => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal", Value::Null)
             }
         };
-        Self { status, error, message, details }
+        ApiError::new(status, error, message).details(details)
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.status, Json(json!({ "error": self.error, "message": self.message, "details": self.details })))
-            .into_response()
-    }
+fn bad_request(field: &str, message: String) -> ApiError {
+    ApiError::bad_request(message).details(json!({ "field": field }))
 }
 
 async fn blocking<T: Send + 'static>(
@@ -185,15 +177,29 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, ApiError> {
     match tokio::task::spawn_blocking(f).await {
         Ok(r) => r.map_err(ApiError::from),
-        Err(e) => Err(ApiError {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            error: "internal",
-            message: format!("the request handler failed: {e}"),
-            details: Value::Null,
-        }),
+        Err(e) => Err(ApiError::internal(format!("the request handler failed: {e}"))),
     }
 }
 
+/// A request body read whole; one larger than the JSON body limit is refused (413) with the
+/// JSON error body.
+pub struct RawBody(Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        Bytes::from_request(req, state).await.map(RawBody).map_err(|rejection| {
+            let status = rejection.status();
+            let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "too_large" } else { "invalid_input" };
+            ApiError::new(status, code, rejection.body_text())
+        })
+    }
+}
+
+/// Lists every scheduled workflow with its next 3 fire times, in its zone and in UTC.
+#[utoipa::path(get, path = "/schedules", tag = "schedules",
+    responses((status = 200, body = Vec<ScheduleView>), (status = 500, body = ErrorBody)))]
 async fn list_schedules(State(state): State<AppState>) -> Result<Json<Vec<ScheduleView>>, ApiError> {
     let views = blocking(move || {
         let conn = super::lock(&state.conn);
@@ -209,6 +215,10 @@ async fn list_schedules(State(state): State<AppState>) -> Result<Json<Vec<Schedu
     Ok(Json(views))
 }
 
+/// Starts a run of a scheduled workflow now, recorded as a `trigger` occurrence.
+#[utoipa::path(post, path = "/schedules/{workflow}/trigger", tag = "schedules",
+    params(("workflow" = String, Path, description = "The workflow")),
+    responses((status = 201, body = super::Fired), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn trigger(
     State(state): State<AppState>,
     Path(workflow): Path<String>,
@@ -229,10 +239,18 @@ async fn set_paused(state: AppState, workflow: String, paused: bool) -> Result<J
     Ok(Json(view))
 }
 
+/// Pauses a workflow's schedule: it fires nothing until resumed.
+#[utoipa::path(post, path = "/schedules/{workflow}/pause", tag = "schedules",
+    params(("workflow" = String, Path, description = "The workflow")),
+    responses((status = 200, body = ScheduleView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn pause(State(state): State<AppState>, Path(workflow): Path<String>) -> Result<Json<ScheduleView>, ApiError> {
     set_paused(state, workflow, true).await
 }
 
+/// Resumes a workflow's schedule; the ticks missed while paused are not fired.
+#[utoipa::path(post, path = "/schedules/{workflow}/resume", tag = "schedules",
+    params(("workflow" = String, Path, description = "The workflow")),
+    responses((status = 200, body = ScheduleView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn resume(State(state): State<AppState>, Path(workflow): Path<String>) -> Result<Json<ScheduleView>, ApiError> {
     set_paused(state, workflow, false).await
 }
@@ -251,13 +269,19 @@ pub fn parse_time(text: &str, zone: &str) -> Result<Timestamp, String> {
     civil.to_zoned(tz).map(|z| z.timestamp()).map_err(|e| e.to_string())
 }
 
+/// Starts one run for each occurrence of a workflow's schedule in a past range not dealt with
+/// yet.
+#[utoipa::path(post, path = "/schedules/{workflow}/backfill", tag = "schedules", request_body = BackfillRequest,
+    params(("workflow" = String, Path, description = "The workflow")),
+    responses((status = 201, body = super::Backfill), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody), (status = 413, body = ErrorBody)))]
 async fn backfill(
     State(state): State<AppState>,
     Path(workflow): Path<String>,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<(StatusCode, Json<Backfill>), ApiError> {
     let req: BackfillRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request("body", format!("expected {{\"from\": T, \"to\": T}}: {e}")))?;
+        .map_err(|e| bad_request("body", format!("expected {{\"from\": T, \"to\": T}}: {e}")))?;
     let done = blocking(move || {
         let zone = super::get(&super::lock(&state.conn), &workflow)?
             .ok_or_else(|| ScheduleError::UnknownWorkflow(workflow.clone()))?
@@ -276,19 +300,26 @@ async fn backfill(
     Ok((StatusCode::CREATED, Json(done)))
 }
 
+/// Starts every workflow triggered by an event, with the JSON payload (empty: each one's
+/// default input) as its input; if the payload does not match every one's input schema,
+/// nothing starts (422).
+#[utoipa::path(post, path = "/events/{name}", tag = "events",
+    request_body(content = Object, description = "The payload; may be empty"),
+    params(("name" = String, Path, description = "The event")),
+    responses((status = 202, body = EventResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn post_event(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<(StatusCode, Json<EventResponse>), ApiError> {
     if !crate::config::valid_event_name(&name) {
-        return Err(ApiError::bad_request("name", format!("`{name}` is not an event name")));
+        return Err(bad_request("name", format!("`{name}` is not an event name")));
     }
     let payload: Value = if body.iter().all(u8::is_ascii_whitespace) {
         Value::Null
     } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request("payload", format!("the payload is not JSON: {e}")))?
+        serde_json::from_slice(&body).map_err(|e| bad_request("payload", format!("the payload is not JSON: {e}")))?
     };
     let event = name.clone();
     let runs = blocking(move || super::start_event(&state.conn, state.engine.as_ref(), &name, payload)).await?;
