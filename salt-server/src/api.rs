@@ -330,7 +330,7 @@ pub fn start_run(
         });
     };
     let input = input.or_else(|| registry::default_input(&found).cloned()).unwrap_or_else(|| json!({}));
-    let problems = input_problems(registry::input_schema(&found), &input)
+    let problems = input_problems(&found, &input)
         .map_err(|e| ApiError::internal(format!("the input schema of `{workflow}` is not valid: {e}")))?;
     if !problems.is_empty() {
         let summary: Vec<String> = problems.iter().map(|(at, m)| format!("{m} at `{at}`")).collect();
@@ -351,8 +351,21 @@ pub fn start_run(
 
 /// Each problem of `value` against `schema`: where (a JSON pointer into the input; for a
 /// missing property, the property) and what.
-fn input_problems(schema: &Value, value: &Value) -> Result<Vec<(String, String)>, String> {
-    let validator = jsonschema::validator_for(schema).map_err(|e| e.to_string())?;
+fn input_problems(version: &db::WorkflowVersion, value: &Value) -> Result<Vec<(String, String)>, String> {
+    // A workflow's schema in a binary (named by its sha256) never changes: its validator is
+    // compiled once.
+    type Validators = std::sync::Mutex<std::collections::HashMap<(String, String), Arc<jsonschema::Validator>>>;
+    static VALIDATORS: std::sync::OnceLock<Validators> = std::sync::OnceLock::new();
+    let key = (version.binary.clone(), version.workflow.clone());
+    let cached = VALIDATORS.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
+    let validator = match cached {
+        Some(v) => v,
+        None => {
+            let v = Arc::new(jsonschema::validator_for(registry::input_schema(version)).map_err(|e| e.to_string())?);
+            VALIDATORS.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner()).insert(key, v.clone());
+            v
+        }
+    };
     Ok(validator
         .iter_errors(value)
         .map(|e| {
