@@ -48,7 +48,9 @@ fn step_edges(db: &Path) -> Vec<(String, String)> {
 #[test]
 fn a_dag_file_runs_with_its_dependencies_as_the_graph_edges() {
     let dir = tempfile::tempdir().unwrap();
-    let out = salt(dir.path(), &["dag", "run", &example("pipeline.json")]);
+    // The example of the repository's examples/, daggy's README pipeline with small commands.
+    let pipeline = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/dags/pipeline.json").display().to_string();
+    let out = salt(dir.path(), &["dag", "run", &pipeline]);
     assert!(out.status.success(), "{}", text(&out));
     let result: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(result["steps"].as_array().unwrap().len(), 9, "{result}");
