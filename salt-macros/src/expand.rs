@@ -135,6 +135,12 @@ pub(crate) fn expand(task: &Task) -> TokenStream {
     let schedule = option(task.schedule.as_deref());
     let promises = &task.promises;
     let may_spawn = task.may_spawn;
+    // The user's check of the output, spanned at its path, so that a function that is not
+    // `fn(&Output) -> Result<(), E>` is reported there.
+    let validate = task.validate.as_ref().map(|path| {
+        let check = quote_spanned!(path.span()=> ::salt::__private::validate_output(#name, &__salt_out, #path));
+        quote!(#check?;)
+    });
     let registration = quote! {
         #(#cfgs)*
         const _: () = {
@@ -162,6 +168,7 @@ pub(crate) fn expand(task: &Task) -> TokenStream {
                 ::std::boxed::Box::pin(async move {
                     let __salt_input: __SaltInputOf = #input_probe.decode_input(#name, input)?;
                     let __salt_out = #run_out;
+                    #validate
                     #encode_output(#name, &__salt_out)
                 })
             }
@@ -400,6 +407,27 @@ mod tests {
         assert_has(&out, quote!(backoff: ::salt::__private::Backoff::Fixed(::salt::__private::millis(1000))));
         assert_has(&out, quote!(queue: "default", priority: 0));
         assert_has(&out, quote!(kind: ::salt::__private::Kind::Task));
+    }
+
+    #[test]
+    fn validate_checks_the_output_before_it_is_encoded() {
+        let out = expand_str(
+            Macro::Task,
+            quote!(validate = checks::in_range),
+            quote!(
+                async fn double(x: u64) -> u64 {
+                    x * 2
+                }
+            ),
+        );
+        assert_has(
+            &out,
+            quote!(
+                let __salt_out = __salt_task_double(__salt_input.x).await;
+                ::salt::__private::validate_output("double", &__salt_out, checks::in_range)?;
+                (&&::salt::__private::Probe::<u64>::new()).probe().encode_output("double", &__salt_out)
+            ),
+        );
     }
 
     #[test]

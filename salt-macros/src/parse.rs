@@ -40,11 +40,13 @@ impl Macro {
     }
 }
 
-const TASK_KEYS: [&str; 10] =
-    ["name", "retries", "backoff", "timeout", "queue", "priority", "label", "color", "promise", "spawns"];
+const TASK_KEYS: [&str; 11] =
+    ["name", "retries", "backoff", "timeout", "queue", "priority", "label", "color", "promise", "spawns", "validate"];
 
-const WORKFLOW_KEYS: [&str; 11] =
-    ["name", "retries", "backoff", "timeout", "queue", "priority", "label", "color", "promise", "input", "schedule"];
+const WORKFLOW_KEYS: [&str; 12] = [
+    "name", "retries", "backoff", "timeout", "queue", "priority", "label", "color", "promise", "input", "schedule",
+    "validate",
+];
 
 /// The arguments that may be given more than once.
 const REPEATABLE: [&str; 1] = ["promise"];
@@ -64,6 +66,7 @@ fn example(key: &str) -> &'static str {
         "spawns" => "spawns",
         "input" => r##"input = r#"{"x": 1}"#"##,
         "schedule" => r#"schedule = "0 3 * * *""#,
+        "validate" => "validate = check_output",
         _ => "",
     }
 }
@@ -90,6 +93,8 @@ pub(crate) struct Task {
     pub(crate) promises: Vec<String>,
     /// Whether the body may spawn nodes: a workflow, or a task that takes the context.
     pub(crate) may_spawn: bool,
+    /// `validate = path`: a function that checks the output.
+    pub(crate) validate: Option<syn::Path>,
     /// The user's outer attributes (the macro's own is already removed by the compiler).
     pub(crate) attrs: Vec<Attribute>,
     /// The user's visibility.
@@ -167,6 +172,8 @@ struct Args {
     spawns: bool,
     /// A valid `backoff` was given.
     backoff_set: bool,
+    /// `validate = path`.
+    validate: Option<syn::Path>,
 }
 
 /// Parses and checks `#[kind(args)] item`, reporting every mistake at once.
@@ -195,6 +202,7 @@ pub(crate) fn parse(kind: Macro, args: TokenStream, item: TokenStream) -> syn::R
         schedule: args.schedule,
         promises: args.promises,
         may_spawn: kind == Macro::Workflow || args.spawns,
+        validate: args.validate,
         attrs: item.attrs,
         vis: item.vis,
         sig: item.sig,
@@ -370,6 +378,16 @@ fn set_arg(out: &mut Args, key: &str, value: &Expr, errors: &mut Errors) {
             }
         }
         "label" => out.label = lit_str(key, value, errors).map(|l| l.value()),
+        "validate" => match value {
+            Expr::Path(path) if path.qself.is_none() => out.validate = Some(path.path.clone()),
+            _ => errors.spanned(
+                value,
+                format!(
+                    "`validate` must name a function `fn(&Output) -> Result<(), E>`, like `{}`",
+                    example("validate")
+                ),
+            ),
+        },
         "color" => out.color = lit_str(key, value, errors).map(|l| l.value()),
         "input" => {
             if let Some(lit) = lit_str(key, value, errors) {
@@ -945,7 +963,7 @@ mod tests {
                 )
             ),
             [
-                "unknown `#[task]` argument `retires`; expected one of `name`, `retries`, `backoff`, `timeout`, `queue`, `priority`, `label`, `color`, `promise`, `spawns`"
+                "unknown `#[task]` argument `retires`; expected one of `name`, `retries`, `backoff`, `timeout`, `queue`, `priority`, `label`, `color`, `promise`, `spawns`, `validate`"
             ]
         );
         let errs = errors(
@@ -955,7 +973,7 @@ mod tests {
                 async fn f() {}
             ),
         );
-        assert!(errs[0].ends_with("`label`, `color`, `promise`, `input`, `schedule`"), "{errs:?}");
+        assert!(errs[0].ends_with("`label`, `color`, `promise`, `input`, `schedule`, `validate`"), "{errs:?}");
     }
 
     #[test]

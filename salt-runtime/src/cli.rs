@@ -239,6 +239,17 @@ enum Command {
         #[command(flatten)]
         options: RunOptions,
     },
+    /// Start a new run of a run's workflow with the same input, or with that input patched.
+    Clone {
+        /// The run to copy.
+        run: RunId,
+        /// A JSON merge patch (RFC 7396) applied to the run's input, or @FILE to read it from a
+        /// file: `{"n": 5}` sets `n`, `{"n": null}` removes it.
+        #[arg(long, value_name = "PATCH|@FILE")]
+        input: Option<String>,
+        #[command(flatten)]
+        options: RunOptions,
+    },
     /// Cancel a run: no new node starts, running attempts are stopped.
     Cancel {
         /// The run.
@@ -501,6 +512,12 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Rerun { run, from, options } => {
             let stored = ops::show(ops::open(&db)?.as_ref(), run)?.run;
             let outcome = ops::rerun_from(&options.runner(&db, Some(&stored)), run, &from).await?;
+            Ok(report(&outcome, json))
+        }
+        Command::Clone { run, input, options } => {
+            let patch = input.map(|s| parse_input(&s)).transpose()?;
+            let stored = ops::show(ops::open_read_only(&db)?.as_ref(), run)?.run;
+            let outcome = ops::clone_run(&options.runner(&db, Some(&stored)), run, patch.as_ref()).await?;
             Ok(report(&outcome, json))
         }
         Command::RunOne { run, node, options } => {

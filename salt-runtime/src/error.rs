@@ -45,6 +45,10 @@ pub enum ErrorKind {
     /// The worker running the attempt was lost (it died, or its connection did): the attempt
     /// runs again elsewhere at once, without counting against the task's retries.
     Lost,
+    /// The body returned an output that breaks its output schema (a range, a pattern, a
+    /// length declared on the output type) or its `validate` function; not retried: the same
+    /// input would give the same output.
+    Output,
 }
 
 impl ErrorKind {
@@ -79,6 +83,7 @@ impl ErrorKind {
             ErrorKind::Promise => "promise",
             ErrorKind::Usage => "usage",
             ErrorKind::Lost => "lost",
+            ErrorKind::Output => "output",
         }
     }
 }

@@ -685,6 +685,39 @@ pub async fn run(runner: &Runner, workflow: Option<&str>, input: Option<Value>) 
     runner.run(workflow.name, input).await
 }
 
+/// Starts a new run of the workflow `run` ran, with the input it had, or with that input
+/// patched by `patch`, a JSON merge patch (RFC 7396: an object's members replace the input's,
+/// `null` removes one, anything else replaces the whole input), and drives it to the end. The
+/// new input is checked like `run`'s: a bad one stores nothing.
+pub async fn clone_run(runner: &Runner, run: RunId, patch: Option<&Value>) -> Result<RunOutcome> {
+    let stored = show(open_read_only(runner.db())?.as_ref(), run)?.run;
+    let mut input = stored.input;
+    if let Some(patch) = patch {
+        merge_patch(&mut input, patch);
+    }
+    self::run(runner, Some(&stored.workflow), Some(input)).await
+}
+
+/// Applies the JSON merge patch `patch` to `target` (RFC 7396).
+pub fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(members) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(serde_json::Map::new());
+    }
+    if let Value::Object(object) = target {
+        for (name, value) in members {
+            if value.is_null() {
+                object.remove(name);
+            } else {
+                merge_patch(object.entry(name.clone()).or_insert(Value::Null), value);
+            }
+        }
+    }
+}
+
 /// Resumes a failed, cancelled or interrupted run; no succeeded node runs again. A run that
 /// succeeded is refused with a pointer to `rerun --from`.
 pub async fn recover(runner: &Runner, run: RunId) -> Result<RunOutcome> {
@@ -745,6 +778,34 @@ pub async fn run_one(runner: &Runner, run: RunId, node: &str) -> Result<RunOneOu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn merge_patch_follows_rfc_7396() {
+        use serde_json::json;
+        // The examples of RFC 7396, appendix A.
+        let cases = [
+            (json!({"a": "b"}), json!({"a": "c"}), json!({"a": "c"})),
+            (json!({"a": "b"}), json!({"b": "c"}), json!({"a": "b", "b": "c"})),
+            (json!({"a": "b"}), json!({"a": null}), json!({})),
+            (json!({"a": "b", "b": "c"}), json!({"a": null}), json!({"b": "c"})),
+            (json!({"a": ["b"]}), json!({"a": "c"}), json!({"a": "c"})),
+            (json!({"a": "c"}), json!({"a": ["b"]}), json!({"a": ["b"]})),
+            (json!({"a": {"b": "c"}}), json!({"a": {"b": "d", "c": null}}), json!({"a": {"b": "d"}})),
+            (json!({"a": [{"b": "c"}]}), json!({"a": [1]}), json!({"a": [1]})),
+            (json!(["a", "b"]), json!(["c", "d"]), json!(["c", "d"])),
+            (json!({"a": "b"}), json!(["c"]), json!(["c"])),
+            (json!({"a": "foo"}), json!(null), json!(null)),
+            (json!({"a": "foo"}), json!("bar"), json!("bar")),
+            (json!({"e": null}), json!({"a": 1}), json!({"e": null, "a": 1})),
+            (json!([1, 2]), json!({"a": "b", "c": null}), json!({"a": "b"})),
+            (json!({}), json!({"a": {"bb": {"ccc": null}}}), json!({"a": {"bb": {}}})),
+        ];
+        for (target, patch, expected) in cases {
+            let mut patched = target.clone();
+            merge_patch(&mut patched, &patch);
+            assert_eq!(patched, expected, "{target} patched with {patch}");
+        }
+    }
 
     #[test]
     fn cancelling_a_run_no_orchestrator_drives_records_it_here() {

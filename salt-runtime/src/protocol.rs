@@ -593,7 +593,7 @@ async fn exec(proto: std::fs::File) -> ExitCode {
                 let handle = tokio::spawn(async move {
                     let result = match full_input(input, input_blobs, blobs.clone()).await {
                         Ok(input) => {
-                            let body = ctx.clone().scope((descriptor.run)(input, ctx.clone()));
+                            let body = ctx.clone().scope(descriptor.body(input, ctx.clone()));
                             std::panic::AssertUnwindSafe(body).catch_unwind().await
                         }
                         Err(error) => Ok(Err(error)),

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -233,6 +233,50 @@ impl TaskDescriptor {
             ));
         }
         (self.check_input)(input).map_err(|e| Error::new(ErrorKind::Input, e.message()))
+    }
+}
+
+impl TaskDescriptor {
+    /// The body of an attempt: runs this task's body on `input`, then checks what it returned
+    /// against the task's output schema (see [`TaskDescriptor::check_output`]). Every executor
+    /// runs attempts through this, so the check holds wherever the body runs.
+    pub fn body(&'static self, input: Value, ctx: Context) -> BodyFuture {
+        let body = (self.run)(input, ctx);
+        Box::pin(async move {
+            let output = body.await?;
+            self.check_output(&output)?;
+            Ok(output)
+        })
+    }
+
+    /// Checks a body's encoded output against this task's output schema (the ranges, patterns
+    /// and lengths declared on the output type): an error of kind [`ErrorKind::Output`] naming
+    /// each bad field's path and the rule it breaks. An output schema that is not a valid
+    /// schema checks nothing.
+    pub fn check_output(&'static self, output: &Value) -> Result<()> {
+        type Validators = std::sync::Mutex<std::collections::HashMap<&'static str, Option<Arc<jsonschema::Validator>>>>;
+        static VALIDATORS: OnceLock<Validators> = OnceLock::new();
+        let validator = {
+            let mut all = VALIDATORS.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+            all.entry(self.name)
+                .or_insert_with(|| jsonschema::validator_for(&(self.output_schema)()).ok().map(Arc::new))
+                .clone()
+        };
+        let Some(validator) = validator else { return Ok(()) };
+        let problems: Vec<String> = validator
+            .iter_errors(output)
+            .map(|e| {
+                let at = e.instance_path.to_string();
+                format!("{e} at `{}`", if at.is_empty() { "/" } else { at.as_str() })
+            })
+            .collect();
+        if problems.is_empty() {
+            return Ok(());
+        }
+        Err(Error::new(
+            ErrorKind::Output,
+            format!("output of `{}` does not match its output schema: {}", self.name, problems.join("; ")),
+        ))
     }
 }
 

@@ -225,7 +225,7 @@ fn start(
         let result = match task {
             Some(task) => {
                 let ctx = Context::new(host.clone(), run, node, attempt);
-                let body = ctx.clone().scope((task.run)(input, ctx.clone()));
+                let body = ctx.clone().scope(task.body(input, ctx.clone()));
                 let body = async {
                     match std::panic::AssertUnwindSafe(body).catch_unwind().await {
                         Ok(Ok(output)) => Ok(output),

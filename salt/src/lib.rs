@@ -372,6 +372,21 @@ pub mod __private {
         result.map_err(Into::into)
     }
 
+    /// Runs a task's `validate` function on its output: a refusal fails the attempt with an
+    /// error of kind `output` (not retried) that says why.
+    pub fn validate_output<T, E: ::core::fmt::Display>(
+        task: &str,
+        output: &T,
+        check: fn(&T) -> ::core::result::Result<(), E>,
+    ) -> Result<()> {
+        check(output).map_err(|e| {
+            Error::new(
+                salt_runtime::error::ErrorKind::Output,
+                format!("output of `{task}` is refused by its `validate` function: {e}"),
+            )
+        })
+    }
+
     /// A `Duration` from milliseconds, in const context.
     pub const fn millis(ms: u64) -> ::core::time::Duration {
         ::core::time::Duration::from_millis(ms)

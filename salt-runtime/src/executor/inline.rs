@@ -51,7 +51,7 @@ impl Executor for Inline {
         let host =
             Arc::new(InlineHost { events: self.events.clone(), at, calls: calls.clone(), next: Default::default() });
         let ctx = Context::new(host, at.run, at.node, at.attempt);
-        let body = ctx.clone().scope((task.run)(input, ctx.clone()));
+        let body = ctx.clone().scope(task.body(input, ctx.clone()));
         let events = self.events.clone();
         let handle = tokio::spawn(async move {
             let result = std::panic::AssertUnwindSafe(body).catch_unwind().await;

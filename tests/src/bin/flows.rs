@@ -14,6 +14,8 @@ use salt::prelude::*;
 
 #[path = "flows/bypass.rs"]
 mod bypass;
+#[path = "flows/checked.rs"]
+mod checked;
 
 /// Appends one line to `dir/name`: one execution of `name`.
 fn mark(dir: &str, name: &str) {

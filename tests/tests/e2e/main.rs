@@ -2,6 +2,7 @@
 
 mod blobs;
 mod bypass;
+mod checked;
 mod cli;
 mod failures;
 mod fan_in;
