@@ -68,7 +68,7 @@ pub(crate) fn expand(task: &Task) -> TokenStream {
     });
     let direct_call = quote!(#body_fn(#(#direct_args),*).await);
     let run_call = quote!(#body_fn(#(#run_args),*).await);
-    let (direct_out, run_out) = match output {
+    let (direct_out, mut run_out) = match output {
         Output::Result { ok, full } => {
             // Through a probe: an error type without `Into<salt::Error>` is reported once, by
             // the `TaskResult` check below.
@@ -77,8 +77,11 @@ pub(crate) fn expand(task: &Task) -> TokenStream {
             );
             (quote!(#into_result(#direct_call)), quote!(#into_result(#run_call)?))
         }
-        Output::Unit | Output::Plain(_) => (quote!(::core::result::Result::Ok(#direct_call)), run_call),
+        Output::Unit | Output::Plain(_) => (quote!(::core::result::Result::Ok(#direct_call)), run_call.clone()),
     };
+    if task.steps.any() {
+        run_out = with_steps(task, &inputs, &out_ty, &run_call);
+    }
     let handle = quote_spanned!(out_span=> ::salt::__private::Handle<#out_ty>);
     let out_probe = probe(&out_ty, out_span);
     let direct = quote_spanned!(out_span=> #out_probe.direct);
@@ -135,6 +138,10 @@ pub(crate) fn expand(task: &Task) -> TokenStream {
     let schedule = option(task.schedule.as_deref());
     let promises = &task.promises;
     let may_spawn = task.may_spawn;
+    let steps_input = task
+        .steps
+        .any()
+        .then(|| quote!(let __salt_steps_input: __SaltInputOf = #input_probe.decode_input(#name, input.clone())?;));
     let registration = quote! {
         #(#cfgs)*
         const _: () = {
@@ -160,6 +167,7 @@ pub(crate) fn expand(task: &Task) -> TokenStream {
                 ctx: ::salt::__private::Context,
             ) -> ::salt::__private::BodyFuture {
                 ::std::boxed::Box::pin(async move {
+                    #steps_input
                     let __salt_input: __SaltInputOf = #input_probe.decode_input(#name, input)?;
                     let __salt_out = #run_out;
                     #encode_output(#name, &__salt_out)
@@ -231,6 +239,57 @@ pub(crate) fn expand(task: &Task) -> TokenStream {
         #body_fn_item
         #registration
     }
+}
+
+/// The body's output in the registered body of a task with step actions: `pre`, the body and
+/// `post` in one block whose error, if any, `on_failure` sees before it is returned. Each runs
+/// through `salt::__private::step`, which logs its outcome and timing. The steps borrow a second
+/// decoding of the input (`__salt_steps_input`), since the body takes the first one by value.
+fn with_steps(task: &Task, inputs: &[(&Ident, &Type)], out_ty: &TokenStream, run_call: &TokenStream) -> TokenStream {
+    let borrowed: Vec<TokenStream> = inputs.iter().map(|(ident, _)| quote!(&__salt_steps_input.#ident)).collect();
+    let body_result = match &task.output {
+        Output::Result { full, ok } => {
+            let into_result = quote_spanned!(full.span()=>
+                (&&::salt::__private::ResultProbe::<#ok, #full>::new()).probe().into_result
+            );
+            quote!(#into_result(#run_call))
+        }
+        Output::Unit | Output::Plain(_) => quote!(::core::result::Result::Ok(#run_call)),
+    };
+    let call = |path: &syn::Path, extra: Option<TokenStream>| {
+        let args = borrowed.iter().cloned().chain(extra);
+        let span = path.span();
+        quote_spanned!(span=> ::salt::__private::step_future(#path(#(#args),*)))
+    };
+    let pre = task.steps.pre.as_ref().map(|path| {
+        let call = call(path, None);
+        quote!(::salt::__private::step(&ctx, "pre", #call).await?;)
+    });
+    let post = task.steps.post.as_ref().map(|path| {
+        let call = call(path, Some(quote!(&__salt_out)));
+        quote!(::salt::__private::step(&ctx, "post", #call).await?;)
+    });
+    let on_failure = task.steps.on_failure.as_ref().map(|path| {
+        let call = call(path, Some(quote!(__salt_error)));
+        quote! {
+            if let ::core::result::Result::Err(__salt_error) = &__salt_result {
+                let _ = ::salt::__private::step(&ctx, "on_failure", #call).await;
+            }
+        }
+    });
+    quote! {{
+        let __salt_result: ::salt::__private::Result<#out_ty> = async {
+            #pre
+            let __salt_out: ::salt::__private::Result<#out_ty> =
+                ::salt::__private::step(&ctx, "body", async { #body_result }).await;
+            let __salt_out = __salt_out?;
+            #post
+            ::core::result::Result::Ok(__salt_out)
+        }
+        .await;
+        #on_failure
+        __salt_result?
+    }}
 }
 
 /// The operations on `ty`, selected by [`salt::__private::Probe`] without requiring `ty` to
