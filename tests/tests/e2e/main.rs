@@ -14,6 +14,7 @@ mod recovery;
 mod replay;
 mod runs_after;
 mod scale;
+mod steps;
 mod support;
 mod takeover;
 mod workers;
