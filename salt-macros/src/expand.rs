@@ -246,7 +246,7 @@ pub(crate) fn expand(task: &Task) -> TokenStream {
 /// through `salt::__private::step`, which logs its outcome and timing. The steps borrow a second
 /// decoding of the input (`__salt_steps_input`), since the body takes the first one by value.
 fn with_steps(task: &Task, inputs: &[(&Ident, &Type)], out_ty: &TokenStream, run_call: &TokenStream) -> TokenStream {
-    let borrowed: Vec<TokenStream> = inputs.iter().map(|(ident, _)| quote!(&__salt_steps_input.#ident)).collect();
+    let borrowed: Vec<&Ident> = inputs.iter().map(|(ident, _)| *ident).collect();
     let body_result = match &task.output {
         Output::Result { full, ok } => {
             let into_result = quote_spanned!(full.span()=>
@@ -256,24 +256,29 @@ fn with_steps(task: &Task, inputs: &[(&Ident, &Type)], out_ty: &TokenStream, run
         }
         Output::Unit | Output::Plain(_) => quote!(::core::result::Result::Ok(#run_call)),
     };
+    // The whole step is spanned at the path too: a mistake in the step's signature is then
+    // reported once, there.
+    let at = |path: &syn::Path| Span::call_site().located_at(path.span());
     let call = |path: &syn::Path, extra: Option<TokenStream>| {
-        let args = borrowed.iter().cloned().chain(extra);
-        let span = path.span();
+        // Spanned at the path, so that a mismatched argument is reported at the user's step.
+        let span = at(path);
+        let args = borrowed.iter().map(|ident| quote_spanned!(span=> &__salt_steps_input.#ident)).chain(extra);
         quote_spanned!(span=> ::salt::__private::step_future(#path(#(#args),*)))
     };
     let pre = task.steps.pre.as_ref().map(|path| {
         let call = call(path, None);
-        quote!(::salt::__private::step(&ctx, "pre", #call).await?;)
+        quote_spanned!(at(path)=> ::salt::__private::step(&ctx, "pre", #call).await?;)
     });
     let post = task.steps.post.as_ref().map(|path| {
-        let call = call(path, Some(quote!(&__salt_out)));
-        quote!(::salt::__private::step(&ctx, "post", #call).await?;)
+        let call = call(path, Some(quote_spanned!(at(path)=> &__salt_out)));
+        quote_spanned!(at(path)=> ::salt::__private::step(&ctx, "post", #call).await?;)
     });
     let on_failure = task.steps.on_failure.as_ref().map(|path| {
-        let call = call(path, Some(quote!(__salt_error)));
+        let call = call(path, Some(quote_spanned!(at(path)=> __salt_error)));
+        let step = quote_spanned!(at(path)=> ::salt::__private::step(&ctx, "on_failure", #call).await);
         quote! {
             if let ::core::result::Result::Err(__salt_error) = &__salt_result {
-                let _ = ::salt::__private::step(&ctx, "on_failure", #call).await;
+                let _ = #step;
             }
         }
     });
@@ -481,6 +486,54 @@ mod tests {
             ),
         );
         assert_has(&out, quote!(default_input: ::core::option::Option::Some("{}")));
+    }
+
+    #[test]
+    fn step_actions_wrap_the_registered_body() {
+        let out = expand_str(
+            Macro::Task,
+            quote!(pre = checks::ready, post = verify, on_failure = clean_up),
+            quote!(
+                async fn resize(path: String, width: u32) -> salt::Result<u64> {
+                    Ok(1)
+                }
+            ),
+        );
+        for expected in [
+            quote!(let __salt_steps_input: __SaltInputOf = (&&::salt::__private::Probe::<__SaltInputOf>::new()).probe().decode_input("resize", input.clone())?;),
+            quote!(::salt::__private::step(&ctx, "pre", ::salt::__private::step_future(checks::ready(&__salt_steps_input.path, &__salt_steps_input.width))).await?;),
+            quote!(::salt::__private::step(&ctx, "body", async {
+                (&&::salt::__private::ResultProbe::<u64, salt::Result<u64>>::new())
+                    .probe()
+                    .into_result(__salt_task_resize(__salt_input.path, __salt_input.width).await)
+            }).await;),
+            quote!(::salt::__private::step(&ctx, "post", ::salt::__private::step_future(verify(&__salt_steps_input.path, &__salt_steps_input.width, &__salt_out))).await?;),
+            quote!(if let ::core::result::Result::Err(__salt_error) = &__salt_result {
+                let _ = ::salt::__private::step(
+                    &ctx,
+                    "on_failure",
+                    ::salt::__private::step_future(clean_up(
+                        &__salt_steps_input.path,
+                        &__salt_steps_input.width,
+                        __salt_error,
+                    )),
+                )
+                .await;
+            }),
+        ] {
+            assert_has(&out, expected);
+        }
+        // Without step actions the body is called as before.
+        let out = expand_str(
+            Macro::Task,
+            quote!(),
+            quote!(
+                async fn plain(x: u64) -> u64 {
+                    x
+                }
+            ),
+        );
+        assert!(!out.contains("__salt_steps_input") && !out.contains("step("), "{out}");
     }
 
     #[test]

@@ -1010,7 +1010,7 @@ mod tests {
                 )
             ),
             [
-                "unknown `#[task]` argument `retires`; expected one of `name`, `retries`, `backoff`, `timeout`, `queue`, `priority`, `label`, `color`, `promise`, `spawns`"
+                "unknown `#[task]` argument `retires`; expected one of `name`, `retries`, `backoff`, `timeout`, `queue`, `priority`, `label`, `color`, `promise`, `spawns`, `pre`, `post`, `on_failure`"
             ]
         );
         let errs = errors(

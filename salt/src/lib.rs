@@ -204,7 +204,7 @@ pub mod __private {
     impl<F: Future<Output = Result<()>>> StepFuture for F {}
 
     /// Checks that a step action's call is a [`StepFuture`].
-    pub fn step_future<F: StepFuture>(future: F) -> F {
+    pub fn step_future<F: StepFuture>(future: F) -> impl Future<Output = Result<()>> {
         future
     }
 

@@ -926,7 +926,7 @@ fn fake_node(kind: &str, dir: &str) {
 }
 
 /// `pre` of `guarded`: marks its run; fails when `fail` is `"pre"`.
-async fn guard_pre(dir: &String, fail: &String) -> salt::Result<()> {
+async fn guard_pre(dir: &str, fail: &str) -> salt::Result<()> {
     mark(dir, "guard_pre");
     if fail == "pre" {
         return Err("the source is not ready".into());
@@ -935,7 +935,7 @@ async fn guard_pre(dir: &String, fail: &String) -> salt::Result<()> {
 }
 
 /// `post` of `guarded`: marks its run; fails when `fail` is `"post"`.
-async fn guard_post(dir: &String, fail: &String, out: &u64) -> salt::Result<()> {
+async fn guard_post(dir: &str, fail: &str, out: &u64) -> salt::Result<()> {
     mark(dir, "guard_post");
     if fail == "post" {
         return Err(format!("output {out} is out of range").into());
@@ -945,7 +945,7 @@ async fn guard_post(dir: &String, fail: &String, out: &u64) -> salt::Result<()> 
 
 /// `on_failure` of `guarded`: marks its run with the attempt's error; fails when `fail` is
 /// `"cleanup"`.
-async fn guard_on_failure(dir: &String, fail: &String, error: &salt::Error) -> salt::Result<()> {
+async fn guard_on_failure(dir: &str, fail: &str, error: &salt::Error) -> salt::Result<()> {
     mark(dir, "guard_on_failure");
     let _ = std::fs::write(Path::new(dir).join("guard_error"), error.to_string());
     if fail == "cleanup" {
