@@ -508,18 +508,12 @@ mod tests {
                     .into_result(__salt_task_resize(__salt_input.path, __salt_input.width).await)
             }).await;),
             quote!(::salt::__private::step(&ctx, "post", ::salt::__private::step_future(verify(&__salt_steps_input.path, &__salt_steps_input.width, &__salt_out))).await?;),
-            quote!(if let ::core::result::Result::Err(__salt_error) = &__salt_result {
-                let _ = ::salt::__private::step(
-                    &ctx,
-                    "on_failure",
-                    ::salt::__private::step_future(clean_up(
-                        &__salt_steps_input.path,
-                        &__salt_steps_input.width,
-                        __salt_error,
-                    )),
-                )
-                .await;
-            }),
+            quote!(if let ::core::result::Result::Err(__salt_error) = &__salt_result),
+            quote!(::salt::__private::step_future(clean_up(
+                &__salt_steps_input.path,
+                &__salt_steps_input.width,
+                __salt_error
+            ))),
         ] {
             assert_has(&out, expected);
         }
