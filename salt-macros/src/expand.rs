@@ -68,7 +68,7 @@ pub(crate) fn expand(task: &Task) -> TokenStream {
     });
     let direct_call = quote!(#body_fn(#(#direct_args),*).await);
     let run_call = quote!(#body_fn(#(#run_args),*).await);
-    let (direct_out, run_out) = match output {
+    let (direct_out, mut run_out) = match output {
         Output::Result { ok, full } => {
             // Through a probe: an error type without `Into<salt::Error>` is reported once, by
             // the `TaskResult` check below.
@@ -77,8 +77,11 @@ pub(crate) fn expand(task: &Task) -> TokenStream {
             );
             (quote!(#into_result(#direct_call)), quote!(#into_result(#run_call)?))
         }
-        Output::Unit | Output::Plain(_) => (quote!(::core::result::Result::Ok(#direct_call)), run_call),
+        Output::Unit | Output::Plain(_) => (quote!(::core::result::Result::Ok(#direct_call)), run_call.clone()),
     };
+    if task.steps.any() {
+        run_out = with_steps(task, &inputs, &out_ty, &run_call);
+    }
     let handle = quote_spanned!(out_span=> ::salt::__private::Handle<#out_ty>);
     let out_probe = probe(&out_ty, out_span);
     let direct = quote_spanned!(out_span=> #out_probe.direct);
@@ -141,6 +144,10 @@ pub(crate) fn expand(task: &Task) -> TokenStream {
         let check = quote_spanned!(path.span()=> ::salt::__private::validate_output(#name, &__salt_out, #path));
         quote!(#check?;)
     });
+    let steps_input = task
+        .steps
+        .any()
+        .then(|| quote!(let __salt_steps_input: __SaltInputOf = #input_probe.decode_input(#name, input.clone())?;));
     let registration = quote! {
         #(#cfgs)*
         const _: () = {
@@ -166,6 +173,7 @@ pub(crate) fn expand(task: &Task) -> TokenStream {
                 ctx: ::salt::__private::Context,
             ) -> ::salt::__private::BodyFuture {
                 ::std::boxed::Box::pin(async move {
+                    #steps_input
                     let __salt_input: __SaltInputOf = #input_probe.decode_input(#name, input)?;
                     let __salt_out = #run_out;
                     #validate
@@ -238,6 +246,62 @@ pub(crate) fn expand(task: &Task) -> TokenStream {
         #body_fn_item
         #registration
     }
+}
+
+/// The body's output in the registered body of a task with step actions: `pre`, the body and
+/// `post` in one block whose error, if any, `on_failure` sees before it is returned. Each runs
+/// through `salt::__private::step`, which logs its outcome and timing. The steps borrow a second
+/// decoding of the input (`__salt_steps_input`), since the body takes the first one by value.
+fn with_steps(task: &Task, inputs: &[(&Ident, &Type)], out_ty: &TokenStream, run_call: &TokenStream) -> TokenStream {
+    let borrowed: Vec<&Ident> = inputs.iter().map(|(ident, _)| *ident).collect();
+    let body_result = match &task.output {
+        Output::Result { full, ok } => {
+            let into_result = quote_spanned!(full.span()=>
+                (&&::salt::__private::ResultProbe::<#ok, #full>::new()).probe().into_result
+            );
+            quote!(#into_result(#run_call))
+        }
+        Output::Unit | Output::Plain(_) => quote!(::core::result::Result::Ok(#run_call)),
+    };
+    // The whole step is spanned at the path too: a mistake in the step's signature is then
+    // reported once, there.
+    let at = |path: &syn::Path| Span::call_site().located_at(path.span());
+    let call = |path: &syn::Path, extra: Option<TokenStream>| {
+        // Spanned at the path, so that a mismatched argument is reported at the user's step.
+        let span = at(path);
+        let args = borrowed.iter().map(|ident| quote_spanned!(span=> &__salt_steps_input.#ident)).chain(extra);
+        quote_spanned!(span=> ::salt::__private::step_future(#path(#(#args),*)))
+    };
+    let pre = task.steps.pre.as_ref().map(|path| {
+        let call = call(path, None);
+        quote_spanned!(at(path)=> ::salt::__private::step(&ctx, "pre", #call).await?;)
+    });
+    let post = task.steps.post.as_ref().map(|path| {
+        let call = call(path, Some(quote_spanned!(at(path)=> &__salt_out)));
+        quote_spanned!(at(path)=> ::salt::__private::step(&ctx, "post", #call).await?;)
+    });
+    let on_failure = task.steps.on_failure.as_ref().map(|path| {
+        let call = call(path, Some(quote_spanned!(at(path)=> __salt_error)));
+        let step = quote_spanned!(at(path)=> ::salt::__private::step(&ctx, "on_failure", #call).await);
+        quote! {
+            if let ::core::result::Result::Err(__salt_error) = &__salt_result {
+                let _ = #step;
+            }
+        }
+    });
+    quote! {{
+        let __salt_result: ::salt::__private::Result<#out_ty> = async {
+            #pre
+            let __salt_out: ::salt::__private::Result<#out_ty> =
+                ::salt::__private::step(&ctx, "body", async { #body_result }).await;
+            let __salt_out = __salt_out?;
+            #post
+            ::core::result::Result::Ok(__salt_out)
+        }
+        .await;
+        #on_failure
+        __salt_result?
+    }}
 }
 
 /// The operations on `ty`, selected by [`salt::__private::Probe`] without requiring `ty` to
@@ -450,6 +514,48 @@ mod tests {
             ),
         );
         assert_has(&out, quote!(default_input: ::core::option::Option::Some("{}")));
+    }
+
+    #[test]
+    fn step_actions_wrap_the_registered_body() {
+        let out = expand_str(
+            Macro::Task,
+            quote!(pre = checks::ready, post = verify, on_failure = clean_up),
+            quote!(
+                async fn resize(path: String, width: u32) -> salt::Result<u64> {
+                    Ok(1)
+                }
+            ),
+        );
+        for expected in [
+            quote!(let __salt_steps_input: __SaltInputOf = (&&::salt::__private::Probe::<__SaltInputOf>::new()).probe().decode_input("resize", input.clone())?;),
+            quote!(::salt::__private::step(&ctx, "pre", ::salt::__private::step_future(checks::ready(&__salt_steps_input.path, &__salt_steps_input.width))).await?;),
+            quote!(::salt::__private::step(&ctx, "body", async {
+                (&&::salt::__private::ResultProbe::<u64, salt::Result<u64>>::new())
+                    .probe()
+                    .into_result(__salt_task_resize(__salt_input.path, __salt_input.width).await)
+            }).await;),
+            quote!(::salt::__private::step(&ctx, "post", ::salt::__private::step_future(verify(&__salt_steps_input.path, &__salt_steps_input.width, &__salt_out))).await?;),
+            quote!(if let ::core::result::Result::Err(__salt_error) = &__salt_result),
+            quote!(::salt::__private::step_future(clean_up(
+                &__salt_steps_input.path,
+                &__salt_steps_input.width,
+                __salt_error
+            ))),
+        ] {
+            assert_has(&out, expected);
+        }
+        // Without step actions the body is called as before.
+        let out = expand_str(
+            Macro::Task,
+            quote!(),
+            quote!(
+                async fn plain(x: u64) -> u64 {
+                    x
+                }
+            ),
+        );
+        assert!(!out.contains("__salt_steps_input") && !out.contains("step("), "{out}");
     }
 
     #[test]

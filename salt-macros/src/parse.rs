@@ -40,8 +40,22 @@ impl Macro {
     }
 }
 
-const TASK_KEYS: [&str; 11] =
-    ["name", "retries", "backoff", "timeout", "queue", "priority", "label", "color", "promise", "spawns", "validate"];
+const TASK_KEYS: [&str; 14] = [
+    "name",
+    "retries",
+    "backoff",
+    "timeout",
+    "queue",
+    "priority",
+    "label",
+    "color",
+    "promise",
+    "spawns",
+    "validate",
+    "pre",
+    "post",
+    "on_failure",
+];
 
 const WORKFLOW_KEYS: [&str; 12] = [
     "name", "retries", "backoff", "timeout", "queue", "priority", "label", "color", "promise", "input", "schedule",
@@ -67,6 +81,9 @@ fn example(key: &str) -> &'static str {
         "input" => r##"input = r#"{"x": 1}"#"##,
         "schedule" => r#"schedule = "0 3 * * *""#,
         "validate" => "validate = check_output",
+        "pre" => "pre = check_source",
+        "post" => "post = verify_output",
+        "on_failure" => "on_failure = clean_up",
         _ => "",
     }
 }
@@ -91,6 +108,8 @@ pub(crate) struct Task {
     pub(crate) schedule: Option<String>,
     /// `promise = "…"`, in order.
     pub(crate) promises: Vec<String>,
+    /// `pre`, `post` and `on_failure`: the step actions around the body.
+    pub(crate) steps: Steps,
     /// Whether the body may spawn nodes: a workflow, or a task that takes the context.
     pub(crate) may_spawn: bool,
     /// `validate = path`: a function that checks the output.
@@ -122,6 +141,24 @@ pub(crate) struct Policy {
 impl Default for Policy {
     fn default() -> Self {
         Policy { retries: 0, backoff: Backoff::Fixed(1000), timeout: None, queue: "default".to_owned(), priority: 0 }
+    }
+}
+
+/// The step actions of a task: paths of async fns run in the attempt around its body.
+#[derive(Default)]
+pub(crate) struct Steps {
+    /// Runs before the body; its failure skips the body.
+    pub(crate) pre: Option<syn::Path>,
+    /// Runs after a successful body, with its output; its failure fails the attempt.
+    pub(crate) post: Option<syn::Path>,
+    /// Runs after a failed attempt, with its error.
+    pub(crate) on_failure: Option<syn::Path>,
+}
+
+impl Steps {
+    /// Whether any step action is given.
+    pub(crate) fn any(&self) -> bool {
+        self.pre.is_some() || self.post.is_some() || self.on_failure.is_some()
     }
 }
 
@@ -168,6 +205,7 @@ struct Args {
     input: Option<String>,
     schedule: Option<String>,
     promises: Vec<String>,
+    steps: Steps,
     /// `spawns`: the task's body may spawn nodes.
     spawns: bool,
     /// A valid `backoff` was given.
@@ -201,6 +239,7 @@ pub(crate) fn parse(kind: Macro, args: TokenStream, item: TokenStream) -> syn::R
         default_input,
         schedule: args.schedule,
         promises: args.promises,
+        steps: args.steps,
         may_spawn: kind == Macro::Workflow || args.spawns,
         validate: args.validate,
         attrs: item.attrs,
@@ -236,6 +275,13 @@ fn parse_args(kind: Macro, args: TokenStream, errors: &mut Errors) -> Args {
                 errors.spanned(
                     path,
                     format!("`{key}` is only for `#[workflow]`; remove it, or make this function a `#[workflow]`"),
+                );
+            } else if matches!(key.as_str(), "pre" | "post" | "on_failure") {
+                errors.spanned(
+                    path,
+                    format!(
+                        "`{key}` is only for `#[task]`: a workflow's body is replayed; put the step action on the tasks it calls"
+                    ),
                 );
             } else {
                 let expected = kind.keys().iter().map(|k| format!("`{k}`")).collect::<Vec<_>>();
@@ -375,6 +421,26 @@ fn set_arg(out: &mut Args, key: &str, value: &Expr, errors: &mut Errors) {
                 } else {
                     out.promises.push(lit.value());
                 }
+            }
+        }
+        "pre" | "post" | "on_failure" => {
+            let path = match value {
+                Expr::Path(path) if path.qself.is_none() => Some(path.path.clone()),
+                _ => {
+                    errors.spanned(
+                        value,
+                        format!(
+                            "`{key}` expects the path of an `async fn` that returns `salt::Result<()>`, like `{}`",
+                            example(key)
+                        ),
+                    );
+                    None
+                }
+            };
+            match key {
+                "pre" => out.steps.pre = path,
+                "post" => out.steps.post = path,
+                _ => out.steps.on_failure = path,
             }
         }
         "label" => out.label = lit_str(key, value, errors).map(|l| l.value()),
@@ -963,7 +1029,7 @@ mod tests {
                 )
             ),
             [
-                "unknown `#[task]` argument `retires`; expected one of `name`, `retries`, `backoff`, `timeout`, `queue`, `priority`, `label`, `color`, `promise`, `spawns`, `validate`"
+                "unknown `#[task]` argument `retires`; expected one of `name`, `retries`, `backoff`, `timeout`, `queue`, `priority`, `label`, `color`, `promise`, `spawns`, `validate`, `pre`, `post`, `on_failure`"
             ]
         );
         let errs = errors(

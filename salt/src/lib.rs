@@ -191,6 +191,37 @@ pub mod __private {
     pub use serde_json;
     use std::future::Future;
 
+    /// What a step action (`pre`, `post`, `on_failure` of `#[task]`) returns when called: a
+    /// future of `salt::Result<()>`, which an `async fn … -> salt::Result<()>` is.
+    #[diagnostic::on_unimplemented(
+        message = "a step action must be an `async fn` that returns `salt::Result<()>`, but calling it gives `{Self}`",
+        label = "this step action",
+        note = "write it like `async fn check(a: &A, b: &B) -> salt::Result<()>`: the task's inputs by reference, in order, then `&Output` for `post` or `&salt::Error` for `on_failure`"
+    )]
+    pub trait StepFuture: Future<Output = Result<()>> {}
+
+    #[diagnostic::do_not_recommend]
+    impl<F: Future<Output = Result<()>>> StepFuture for F {}
+
+    /// Checks that a step action's call is a [`StepFuture`].
+    pub fn step_future<F: StepFuture>(future: F) -> impl Future<Output = Result<()>> {
+        future
+    }
+
+    /// Runs one part of an attempt of a task with step actions (`pre`, `body`, `post`,
+    /// `on_failure`) and writes its outcome and timing to the attempt's log, like
+    /// `pre: ok in 3ms` or `post: failed in 1ms: <error>`.
+    pub async fn step<T>(ctx: &Context, name: &str, future: impl Future<Output = Result<T>>) -> Result<T> {
+        let started = std::time::Instant::now();
+        let result = future.await;
+        let took = format!("{}ms", started.elapsed().as_millis());
+        match &result {
+            Ok(_) => ctx.log(format!("{name}: ok in {took}")),
+            Err(e) => ctx.log(format!("{name}: failed in {took}: {e}")),
+        }
+        result
+    }
+
     /// The JSON Schema of `T`.
     pub fn schema<T: schemars::JsonSchema>() -> serde_json::Value {
         serde_json::to_value(schemars::schema_for!(T)).unwrap_or_default()

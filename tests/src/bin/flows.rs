@@ -927,6 +927,52 @@ fn fake_node(kind: &str, dir: &str) {
     std::process::exit(0);
 }
 
+/// `pre` of `guarded`: marks its run; fails when `fail` is `"pre"`.
+async fn guard_pre(dir: &str, fail: &str) -> salt::Result<()> {
+    mark(dir, "guard_pre");
+    if fail == "pre" {
+        return Err("the source is not ready".into());
+    }
+    Ok(())
+}
+
+/// `post` of `guarded`: marks its run; fails when `fail` is `"post"`.
+async fn guard_post(dir: &str, fail: &str, out: &u64) -> salt::Result<()> {
+    mark(dir, "guard_post");
+    if fail == "post" {
+        return Err(format!("output {out} is out of range").into());
+    }
+    Ok(())
+}
+
+/// `on_failure` of `guarded`: marks its run with the attempt's error; fails when `fail` is
+/// `"cleanup"`.
+async fn guard_on_failure(dir: &str, fail: &str, error: &salt::Error) -> salt::Result<()> {
+    mark(dir, "guard_on_failure");
+    let _ = std::fs::write(Path::new(dir).join("guard_error"), error.to_string());
+    if fail == "cleanup" {
+        return Err("the scratch space is gone".into());
+    }
+    Ok(())
+}
+
+/// A task with step actions: `fail` is `"none"`, `"pre"`, `"post"`, `"body"` or `"cleanup"`
+/// (the body and then `on_failure` fail).
+#[task(retries = 1, backoff = "10ms", pre = guard_pre, post = guard_post, on_failure = guard_on_failure)]
+async fn guarded(dir: String, fail: String) -> salt::Result<u64> {
+    mark(&dir, "guarded");
+    if fail == "body" || fail == "cleanup" {
+        return Err("the body failed".into());
+    }
+    Ok(7)
+}
+
+/// Runs `guarded`.
+#[workflow]
+async fn guarded_flow(dir: String, fail: String) -> salt::Result<u64> {
+    guarded(dir, fail).await
+}
+
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("__salt")

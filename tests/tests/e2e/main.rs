@@ -15,6 +15,7 @@ mod recovery;
 mod replay;
 mod runs_after;
 mod scale;
+mod steps;
 mod support;
 mod takeover;
 mod workers;
