@@ -344,7 +344,7 @@ impl GraphView {
     /// guaranteed draws `M*`, then `B` dashed), or not at all when they are all it may add;
     /// `None` then. When they cannot be cut off its label, it says it all, and they are not
     /// drawn dashed (see [`GraphView::ghosts_drawn`]).
-    fn drawn_label(w: &Wildcard) -> Option<String> {
+    pub fn drawn_label(w: &Wildcard) -> Option<String> {
         if w.ends_with.is_empty() {
             return Some(w.may_add.clone());
         }
@@ -360,7 +360,7 @@ impl GraphView {
 
     /// Whether an owner's guaranteed nodes are drawn dashed: when they end its wildcard's label
     /// (and are cut off it).
-    fn ghosts_drawn(&self, owner: NodeId) -> bool {
+    pub fn ghosts_drawn(&self, owner: NodeId) -> bool {
         match self.wildcards.iter().find(|w| w.owner == owner) {
             Some(w) => {
                 let tail = w.ends_with.join(" -> ");

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
 use salt_runtime::model::{EdgeKind, NodeId, NodeState};
-use salt_runtime::render::{GraphView, Wildcard, state_color};
+use salt_runtime::render::{GraphView, state_color};
 
 /// Siblings of one task under one parent beyond this many are drawn as one group node.
 pub const GROUP_OVER: usize = 20;
@@ -196,33 +196,6 @@ fn assign(view: &GraphView, mode: Mode, c: &Collapse) -> (Vec<Slot>, Vec<usize>)
     (slots, slot_of)
 }
 
-/// How a wildcard is drawn (as `graph` draws it): its label without the guaranteed nodes that
-/// end it, which are drawn dashed after it; `None` when they are all it may add.
-fn drawn_label(w: &Wildcard) -> Option<String> {
-    if w.ends_with.is_empty() {
-        return Some(w.may_add.clone());
-    }
-    let tail = w.ends_with.join(" -> ");
-    if w.may_add == tail {
-        None
-    } else if let Some(head) = w.may_add.strip_suffix(&format!(" -> {tail}")) {
-        Some(head.to_string())
-    } else {
-        Some(w.may_add.clone())
-    }
-}
-
-/// Whether an owner's guaranteed nodes are drawn dashed: when they end its wildcard's label.
-fn ghosts_drawn(view: &GraphView, owner: NodeId) -> bool {
-    match view.wildcards.iter().find(|w| w.owner == owner) {
-        Some(w) => {
-            let tail = w.ends_with.join(" -> ");
-            !w.ends_with.is_empty() && (w.may_add == tail || w.may_add.ends_with(&format!(" -> {tail}")))
-        }
-        None => true,
-    }
-}
-
 fn node_lines(view: &GraphView, i: usize) -> Vec<String> {
     let n = &view.nodes[i];
     let name = n.label.as_deref().unwrap_or(&n.task);
@@ -339,7 +312,7 @@ impl Scene {
         let mut wildcard_box: Vec<Option<usize>> = vec![None; view.wildcards.len()];
         let mut wildcards: HashMap<(usize, String), usize> = HashMap::new();
         for (i, w) in view.wildcards.iter().enumerate() {
-            let (Some(label), Some(after)) = (drawn_label(w), slot(w.after)) else { continue };
+            let (Some(label), Some(after)) = (GraphView::drawn_label(w), slot(w.after)) else { continue };
             let b = *wildcards.entry((after, label.clone())).or_insert_with(|| {
                 boxes.push(SceneBox { kind: BoxKind::Wildcard, lines: vec![label] });
                 boxes.len() - 1
@@ -349,7 +322,7 @@ impl Scene {
         }
         // Guaranteed nodes, chained after their owner's wildcards (or where they would be).
         let mut chains: Vec<(NodeId, Vec<&str>)> = Vec::new();
-        for g in view.ghosts.iter().filter(|g| ghosts_drawn(view, g.owner)) {
+        for g in view.ghosts.iter().filter(|g| view.ghosts_drawn(g.owner)) {
             match chains.iter_mut().find(|(o, _)| *o == g.owner) {
                 Some((_, chain)) => chain.push(&g.task),
                 None => chains.push((g.owner, vec![&g.task])),
@@ -857,7 +830,7 @@ pub fn svg(view: &GraphView, collapse: &Collapse, links: Links<'_>) -> (String, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use salt_runtime::render::ViewNode;
+    use salt_runtime::render::{ViewNode, Wildcard};
     use serde_json::json;
 
     fn node(id: u64, task: &str, parent: Option<u64>, state: NodeState) -> ViewNode {
