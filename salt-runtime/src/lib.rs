@@ -14,6 +14,7 @@ mod executor;
 pub mod logging;
 pub mod model;
 pub mod ops;
+pub mod pg;
 pub mod plan;
 pub mod progress;
 pub mod promise;

@@ -1,0 +1,223 @@
+//! A blocking PostgreSQL client, for salt's synchronous store traits.
+//!
+//! The stores are called from synchronous code and from async code alike (on any runtime, or
+//! none), so the client cannot lean on the caller's runtime: every connection's socket is
+//! driven on one background runtime of its own ([`runtime`]), and a call waits for its answer
+//! with [`futures::executor::block_on`], which works on any thread. A [`Pg`] keeps a few
+//! connections, reconnects one that was closed (the server restarted, say) on its next use, and
+//! [`Pg::listen`] opens a connection for `LISTEN`, whose notifications arrive on a channel.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+pub use tokio_postgres;
+use tokio_postgres::{AsyncMessage, Client, Config, NoTls, Notification};
+
+/// The runtime that drives every connection's socket.
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("salt-postgres")
+            .enable_all()
+            .build()
+            .expect("cannot start the PostgreSQL client's runtime thread")
+    })
+}
+
+/// Opens a connection, its socket driven on [`runtime`]; notifications go to `notify`.
+fn connect(
+    config: &Config,
+    notify: Option<tokio::sync::mpsc::UnboundedSender<Notification>>,
+) -> Result<Client, tokio_postgres::Error> {
+    let config = config.clone();
+    let connecting = runtime().spawn(async move {
+        let (client, mut connection) = config.connect(NoTls).await?;
+        tokio::spawn(async move {
+            let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+            while let Some(message) = futures::StreamExt::next(&mut messages).await {
+                match message {
+                    Ok(AsyncMessage::Notification(n)) => {
+                        if let Some(notify) = &notify {
+                            let _ = notify.send(n);
+                        }
+                    }
+                    Ok(AsyncMessage::Notice(notice)) => tracing::debug!(%notice, "postgres notice"),
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::debug!(error = %e, "postgres connection closed");
+                        break;
+                    }
+                }
+            }
+        });
+        Ok::<_, tokio_postgres::Error>(client)
+    });
+    futures::executor::block_on(connecting).expect("the PostgreSQL client's runtime stopped")
+}
+
+/// A small set of connections to one PostgreSQL database, used from synchronous code.
+pub struct Pg {
+    config: Config,
+    url: String,
+    slots: Vec<Mutex<Option<Client>>>,
+    next: AtomicUsize,
+}
+
+impl std::fmt::Debug for Pg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pg").field("url", &redact(&self.url)).field("connections", &self.slots.len()).finish()
+    }
+}
+
+/// The URL with its password, if any, replaced by `***`.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let Some((userinfo, host)) = rest.split_once('@') else { return url.to_string() };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_string(),
+    }
+}
+
+impl Pg {
+    /// Connects to `url` (`postgres://USER[:PASSWORD]@HOST[:PORT]/DB[?…]`) with up to
+    /// `connections` connections; the first is opened now, so a bad URL or an unreachable
+    /// server is an error here.
+    pub fn connect(url: &str, connections: usize) -> Result<Self, tokio_postgres::Error> {
+        let config: Config = url.parse()?;
+        let first = connect(&config, None)?;
+        let mut slots = vec![Mutex::new(Some(first))];
+        slots.extend((1..connections.max(1)).map(|_| Mutex::new(None)));
+        Ok(Pg { config, url: url.to_string(), slots, next: AtomicUsize::new(0) })
+    }
+
+    /// The URL this client connects to.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Runs `f` with a connection of its own and waits for its result. A connection found
+    /// closed is replaced first; one that closes during `f` is replaced on its next use.
+    pub fn with<R, E>(&self, f: impl for<'c> FnOnce(&'c mut Client) -> BoxFuture<'c, Result<R, E>>) -> Result<R, E>
+    where
+        E: From<tokio_postgres::Error>,
+    {
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let n = self.slots.len();
+        let mut slot = (0..n)
+            .find_map(|i| self.slots[(start + i) % n].try_lock().ok())
+            .unwrap_or_else(|| self.slots[start % n].lock().unwrap_or_else(|e| e.into_inner()));
+        if slot.as_ref().is_none_or(Client::is_closed) {
+            *slot = None;
+            *slot = Some(connect(&self.config, None)?);
+        }
+        let client = slot.as_mut().expect("connected above");
+        let result = futures::executor::block_on(f(client));
+        if client.is_closed() {
+            *slot = None;
+        }
+        result
+    }
+
+    /// Runs SQL statements (no parameters, no results), e.g. a migration.
+    pub fn batch(&self, sql: &str) -> Result<(), tokio_postgres::Error> {
+        let sql = sql.to_string();
+        self.with(move |c| Box::pin(async move { c.batch_execute(&sql).await }))
+    }
+
+    /// Opens a connection that `LISTEN`s on `channels`; their notifications arrive on the
+    /// returned [`Listener`]. It does not reconnect: when [`Listener::is_closed`], open another.
+    pub fn listen(&self, channels: &[&str]) -> Result<Listener, tokio_postgres::Error> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let client = connect(&self.config, Some(tx))?;
+        let sql: String = channels.iter().map(|c| format!("LISTEN \"{}\";", c.replace('"', "\"\""))).collect();
+        futures::executor::block_on(client.batch_execute(&sql))?;
+        Ok(Listener { client, rx: Arc::new(tokio::sync::Mutex::new(rx)) })
+    }
+}
+
+/// A connection that listens for notifications (see [`Pg::listen`]).
+#[derive(Debug)]
+pub struct Listener {
+    client: Client,
+    rx: Arc<tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<Notification>>>,
+}
+
+impl Listener {
+    /// The next notification; `None` once the connection is closed.
+    pub async fn recv(&self) -> Option<Notification> {
+        self.rx.lock().await.recv().await
+    }
+
+    /// The next notification within `timeout`, waiting on this thread; `None` if none came (or
+    /// the connection is closed).
+    pub fn recv_timeout(&self, timeout: Duration) -> Option<Notification> {
+        let rx = self.rx.clone();
+        let waiting =
+            runtime().spawn(async move { tokio::time::timeout(timeout, async { rx.lock().await.recv().await }).await });
+        futures::executor::block_on(waiting).ok().and_then(|r| r.ok()).flatten()
+    }
+
+    /// Whether the connection is gone (the server closed it or restarted).
+    pub fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::Pg;
+
+    #[test]
+    fn queries_notifications_and_a_reconnect() {
+        let Some(url) = salt_testkit::postgres::database("pg_client") else { return };
+        let pg = Pg::connect(&url, 2).unwrap();
+        pg.batch("CREATE TABLE t (x BIGINT)").unwrap();
+        let listener = pg.listen(&["ready"]).unwrap();
+        let n: i64 = pg
+            .with(|c| {
+                Box::pin(async move {
+                    let tx = c.transaction().await?;
+                    tx.execute("INSERT INTO t VALUES (1), (2)", &[]).await?;
+                    tx.execute("NOTIFY ready, 'q'", &[]).await?;
+                    tx.commit().await?;
+                    let row = c.query_one("SELECT sum(x)::BIGINT FROM t", &[]).await?;
+                    Ok::<_, tokio_postgres::Error>(row.get(0))
+                })
+            })
+            .unwrap();
+        assert_eq!(n, 3);
+        let note = listener.recv_timeout(Duration::from_secs(5)).expect("a notification");
+        assert_eq!((note.channel(), note.payload()), ("ready", "q"));
+        assert!(listener.recv_timeout(Duration::from_millis(50)).is_none());
+
+        // Every connection of this database is terminated: the next calls reconnect.
+        let server = salt_testkit::postgres::server().unwrap();
+        let db = url.rsplit('/').next().unwrap();
+        server.psql(&format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'")).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let count = |pg: &Pg| {
+            pg.with(|c| {
+                Box::pin(async move {
+                    Ok::<i64, tokio_postgres::Error>(c.query_one("SELECT count(*) FROM t", &[]).await?.get(0))
+                })
+            })
+        };
+        // The connection may only be seen closed by the call that fails on it.
+        let first = count(&pg);
+        assert_eq!(first.or_else(|_| count(&pg)).unwrap(), 2);
+        assert!(listener.is_closed() || listener.recv_timeout(Duration::from_millis(10)).is_none());
+    }
+
+    #[test]
+    fn a_password_is_never_shown() {
+        assert_eq!(super::redact("postgres://u:secret@h:5432/d"), "postgres://u:***@h:5432/d");
+        assert_eq!(super::redact("postgres://u@h/d"), "postgres://u@h/d");
+    }
+}
