@@ -61,6 +61,20 @@ async fn gate(dir: String, ctx: &Context) -> salt::Result<u64> {
     step(dir, "gated".to_string(), x, 0).await
 }
 
+/// Sleeps `secs` seconds on the `batch` queue (which a test serves with a Slurm worker).
+#[task(queue = "batch")]
+async fn nap(secs: u64) -> u64 {
+    println!("napping {secs} s");
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    secs
+}
+
+/// One nap on the `batch` queue.
+#[workflow]
+async fn nap_once(secs: u64) -> salt::Result<u64> {
+    nap(secs).await
+}
+
 fn main() -> std::process::ExitCode {
     salt::main()
 }
