@@ -209,11 +209,15 @@ fn collect_lines(v: &Value, out: &mut Vec<String>) {
     }
 }
 
-/// What `scontrol show job` says of a job: its `JobState`.
-fn job_state(id: u64) -> String {
+/// What `scontrol show job -o` says of a job.
+fn scontrol(id: u64) -> String {
     let out = Command::new("scontrol").args(["show", "job", "-o", &id.to_string()]).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.split_whitespace().find_map(|w| w.strip_prefix("JobState=")).unwrap_or("unknown").to_string()
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A job's `JobState`.
+fn job_state(id: u64) -> String {
+    scontrol(id).split_whitespace().find_map(|w| w.strip_prefix("JobState=")).unwrap_or("unknown").to_string()
 }
 
 /// The nodes of a run shown by the API, as (task, state, error kind, error message).
@@ -268,9 +272,46 @@ fn the_etl_example_and_a_fan_out_run_as_slurm_jobs() {
     let jobs = d.jobs(etl);
     assert_eq!(jobs.len() as u64, attempts, "one job per attempt: {nodes:?}");
     assert!(jobs.iter().all(|j| job_state(*j) == "COMPLETED"), "{jobs:?}");
-    // A step's own log lines came back from its job.
+    // The extracts' 30 s timeout asked Slurm for a one-minute limit.
     let lines = d.log_lines(etl);
+    let extract = lines.iter().find(|l| l.ends_with(" submitted (sbatch --time=1)")).expect("an extract's job");
+    let job: u64 = extract["slurm: job ".len()..].split(' ').next().unwrap().parse().unwrap();
+    assert!(scontrol(job).contains(" TimeLimit=00:01:00 "), "{}", scontrol(job));
+    // A step's own log lines came back from its job.
     assert!(lines.iter().any(|l| l.starts_with("slurm: job ") && l.ends_with(" started")), "{lines:?}");
+    assert!(lines.iter().any(|l| l.contains("rejected")), "{lines:?}");
+}
+
+#[test]
+fn a_job_over_its_memory_fails_with_that_reason() {
+    if !cluster() {
+        return;
+    }
+    let mut d = Deployment::new();
+    d.register(&relay_binary());
+    d.worker("local", "default", &[]);
+    d.worker(
+        "hpc",
+        "batch",
+        &["--slurm", "--slurm-address", "127.0.0.1", "--slurm-listen", "127.0.0.1:0", "--sbatch-arg=--mem=100"],
+    );
+    d.wait_workers(2);
+    let small = d.start("hog_once", json!({"mb": 1, "secs": 0}));
+    let big = d.start("hog_once", json!({"mb": 400, "secs": 20}));
+    let shown = d.wait_run(small, Duration::from_secs(60));
+    assert_eq!(shown["run"]["state"], "succeeded", "{shown}");
+    assert_eq!(shown["nodes"][0]["output"], json!(1 << 20));
+    let shown = d.wait_run(big, Duration::from_secs(60));
+    assert_eq!(shown["run"]["state"], "failed", "{shown}");
+    let job = d.jobs(big)[0];
+    let hog = nodes(&shown).into_iter().find(|n| n.0 == "hog").unwrap();
+    assert_eq!((hog.1.as_str(), hog.2.as_str()), ("failed", "fatal"), "{hog:?}");
+    assert!(
+        hog.3.starts_with(&format!("Slurm job {job} was killed for using more memory than its --mem (")),
+        "{hog:?}"
+    );
+    let lines = d.log_lines(big);
+    assert!(lines.iter().any(|l| l.contains("exceeded memory limit")), "slurmstepd's notice is in the log: {lines:?}");
 }
 
 #[test]
