@@ -172,6 +172,26 @@ impl Deployment {
             .collect()
     }
 
+    /// The job of a run's first Slurm attempt, once its body runs.
+    fn running_job(&self, run: u64) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(job) = self.jobs(run).first().copied()
+                && job_state(job) == "RUNNING"
+                && self.log_lines(run).iter().any(|l| l.starts_with("napping"))
+            {
+                return job;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the nap never started: {:?}\n{}",
+                self.log_lines(run),
+                self.worker_logs()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     fn worker_logs(&self) -> String {
         let mut all = String::new();
         for entry in std::fs::read_dir(self.dir.path()).unwrap().flatten() {
@@ -315,7 +335,7 @@ fn a_job_over_its_memory_fails_with_that_reason() {
 }
 
 #[test]
-fn a_job_over_its_time_limit_fails_and_one_cancelled_outside_salt_is_reported() {
+fn a_job_over_its_time_limit_fails_one_cancelled_outside_is_reported_and_a_cancelled_run_cancels_its_job() {
     if !cluster() {
         return;
     }
@@ -332,19 +352,22 @@ fn a_job_over_its_time_limit_fails_and_one_cancelled_outside_salt_is_reported() 
     d.wait_workers(2);
     let timed = d.start("nap_once", json!({"secs": 600}));
     let cancelled = d.start("nap_once", json!({"secs": 600}));
+    let stopped = d.start("nap_once", json!({"secs": 600}));
 
-    // Both naps run in jobs; one is cancelled from outside.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let job = loop {
-        if let Some(job) = d.jobs(cancelled).first().copied()
-            && job_state(job) == "RUNNING"
-            && d.log_lines(cancelled).iter().any(|l| l == "napping 600 s")
-        {
-            break job;
-        }
-        assert!(Instant::now() < deadline, "the nap never started: {:?}\n{}", d.log_lines(cancelled), d.worker_logs());
+    // The run cancelled in salt: its job is cancelled in Slurm.
+    let job = d.running_job(stopped);
+    let out = d.salt(&["cancel", &stopped.to_string()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let shown = d.wait_run(stopped, Duration::from_secs(30));
+    assert_eq!(shown["run"]["state"], "cancelled", "{shown}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while job_state(job) != "CANCELLED" {
+        assert!(Instant::now() < deadline, "job {job} goes on: {}", scontrol(job));
         std::thread::sleep(Duration::from_millis(200));
-    };
+    }
+
+    // A job cancelled from outside salt.
+    let job = d.running_job(cancelled);
     let out = Command::new("scancel").arg(job.to_string()).output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let shown = d.wait_run(cancelled, Duration::from_secs(60));
