@@ -650,3 +650,35 @@ pub fn check_hello(hello: &WorkerHello) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_worker_is_told_the_cores_and_memory_of_a_command_step_and_nothing_when_nothing_is_asked() {
+        let task = crate::registry::Registry::global().unwrap().task(crate::command::TASK).unwrap();
+        let r = Resources::of(task, &json!({"program": "sh", "cores": 2, "memory_mb": 512}));
+        assert_eq!(r, Resources { cores: Some(2), memory_mb: Some(512), timeout_ms: None, priority: 0 });
+        let start = ToWorker::Start {
+            binary: "b".into(),
+            msg: ToNode::Cancel { attempt_id: 1 },
+            resources: Resources { timeout_ms: Some(30_000), priority: -2, ..r },
+        };
+        assert_eq!(
+            serde_json::to_value(&start).unwrap()["resources"],
+            json!({"cores": 2, "memory_mb": 512, "timeout_ms": 30000, "priority": -2})
+        );
+        // Nothing asked: no `resources` on the wire, as before.
+        let plain = Resources::of(task, &json!({"program": "sh"}));
+        assert!(plain.is_empty());
+        let start = ToWorker::Start { binary: "b".into(), msg: ToNode::Cancel { attempt_id: 1 }, resources: plain };
+        let text = serde_json::to_string(&start).unwrap();
+        assert_eq!(text, r#"{"type":"start","binary":"b","msg":{"type":"cancel","attempt_id":1}}"#);
+        assert!(
+            matches!(serde_json::from_str::<ToWorker>(&text).unwrap(), ToWorker::Start { resources, .. } if resources.is_empty())
+        );
+    }
+}
