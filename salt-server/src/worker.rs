@@ -39,6 +39,9 @@ const STOP_GRACE: Duration = Duration::from_secs(2);
 const LOG_GRACE: Duration = Duration::from_secs(2);
 /// How often a worker asks Slurm about a job that has not called back yet.
 const JOB_POLL: Duration = Duration::from_secs(2);
+/// How many times in a row Slurm may not know a job that has not called back before the worker
+/// gives it up.
+const JOB_UNKNOWN_POLLS: u32 = 5;
 /// How long a job that hung up has to reach its final state in Slurm.
 const JOB_END_WITHIN: Duration = Duration::from_secs(30);
 
@@ -643,6 +646,8 @@ impl Relay {
         }
         // Until it calls back: it may wait in Slurm's queue, or end without starting the binary.
         let mut last_poll = tokio::time::Instant::now();
+        // Slurm not answering for a while (a busy or restarting slurmctld) is not an end yet.
+        let mut unknown = 0;
         let called = loop {
             tokio::select! {
                 cb = &mut *callback => break cb.ok(),
@@ -653,8 +658,16 @@ impl Relay {
             }
             if last_poll.elapsed() >= JOB_POLL {
                 last_poll = tokio::time::Instant::now();
-                if slurm::job_info(job).await.is_none_or(|info| info.ended()) {
-                    break None;
+                match slurm::job_info(job).await {
+                    Some(info) if info.ended() => break None,
+                    Some(_) => unknown = 0,
+                    None => {
+                        unknown += 1;
+                        if unknown >= JOB_UNKNOWN_POLLS {
+                            slurm::cancel(job);
+                            break None;
+                        }
+                    }
                 }
             }
         };
