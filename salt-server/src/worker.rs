@@ -386,13 +386,16 @@ impl Relay {
             ToWorker::Node { msg } => {
                 let Some(id) = to_node_attempt(&msg) else { return };
                 let Some(proc) = self.lock().running.get(&id).cloned() else { return };
+                if matches!(msg, ToNode::Cancel { .. }) && proc.slurm {
+                    // A stopped attempt's job is cancelled at once, the body not asked first (it
+                    // could end the job before `scancel` does): Slurm takes down all of it.
+                    proc.kill();
+                    return;
+                }
                 if let Ok(line) = serde_json::to_string(&msg) {
                     let _ = proc.input.send(line);
                 }
-                if matches!(msg, ToNode::Cancel { .. }) && proc.slurm {
-                    // A stopped attempt's job is cancelled at once: Slurm takes down all of it.
-                    proc.kill();
-                } else if matches!(msg, ToNode::Cancel { .. }) {
+                if matches!(msg, ToNode::Cancel { .. }) {
                     // A body that does not stop (it blocks its thread) loses its process.
                     tokio::spawn(async move {
                         tokio::time::sleep(STOP_GRACE).await;
