@@ -39,12 +39,61 @@ pub enum ToWorker {
         binary: String,
         /// The start message for the node process.
         msg: ToNode,
+        /// What the attempt needs and may take, for workers that hand attempts to a batch
+        /// system (a Slurm worker asks for them in `sbatch`); others ignore it.
+        #[serde(default, skip_serializing_if = "Resources::is_empty")]
+        resources: Resources,
     },
     /// A message for the process running an attempt: an answer or a cancellation.
     Node {
         /// The message.
         msg: ToNode,
     },
+}
+
+/// What an attempt needs and may take, as a worker is told with each attempt.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    /// The CPU cores it needs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cores: Option<u32>,
+    /// The memory it needs, in MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u64>,
+    /// The longest it may run, in ms (the task's `timeout`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Its priority among ready attempts (the task's `priority`; 0 by default).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub priority: i32,
+}
+
+fn is_zero(n: &i32) -> bool {
+    *n == 0
+}
+
+impl Resources {
+    /// Whether it says nothing.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// What an attempt of `task` with `input` needs: the task's timeout and priority; the cores
+    /// and memory a command step asks for.
+    fn of(task: &crate::registry::TaskDescriptor, input: &serde_json::Value) -> Self {
+        let (mut cores, mut memory_mb) = (None, None);
+        if task.name == crate::command::TASK {
+            cores = input.get("cores").and_then(serde_json::Value::as_u64).and_then(|c| u32::try_from(c).ok());
+            memory_mb = input.get("memory_mb").and_then(serde_json::Value::as_u64);
+        }
+        Self {
+            cores,
+            memory_mb,
+            timeout_ms: task.policy.timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+            priority: task.policy.priority,
+        }
+    }
 }
 
 /// A message from a worker to the server.
@@ -178,6 +227,7 @@ struct Live {
     binary: String,
     /// The start message, until a worker has it.
     start: Option<ToNode>,
+    resources: Resources,
     worker: Option<u64>,
     /// Stopped by its run: whatever still comes of it is dropped.
     stopped: bool,
@@ -327,7 +377,8 @@ impl Inner {
                 continue;
             };
             let Some(start) = live.start.take() else { continue };
-            if c.outbox.send(ToWorker::Start { binary: live.binary.clone(), msg: start.clone() }).is_err() {
+            let resources = live.resources.clone();
+            if c.outbox.send(ToWorker::Start { binary: live.binary.clone(), msg: start.clone(), resources }).is_err() {
                 // The connection is closing; its end will be handled. Keep the attempt.
                 live.start = Some(start);
                 self.waiting.push(id);
@@ -502,6 +553,7 @@ struct Remote {
 impl Executor for Remote {
     fn start(&mut self, launch: Launch) {
         let Launch { at, task, input } = launch;
+        let resources = Resources::of(task, &input);
         let mut inner = self.dispatcher.lock();
         inner.next_id += 1;
         let id = inner.next_id;
@@ -523,6 +575,7 @@ impl Executor for Remote {
                 priority: task.policy.priority,
                 binary: self.binary.clone(),
                 start: Some(start),
+                resources,
                 queued_at: std::time::Instant::now(),
                 worker: None,
                 stopped: false,
@@ -596,4 +649,36 @@ pub fn check_hello(hello: &WorkerHello) -> Result<(), String> {
         return Err("a worker needs at least one slot and one queue".into());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_worker_is_told_the_cores_and_memory_of_a_command_step_and_nothing_when_nothing_is_asked() {
+        let task = crate::registry::Registry::global().unwrap().task(crate::command::TASK).unwrap();
+        let r = Resources::of(task, &json!({"program": "sh", "cores": 2, "memory_mb": 512}));
+        assert_eq!(r, Resources { cores: Some(2), memory_mb: Some(512), timeout_ms: None, priority: 0 });
+        let start = ToWorker::Start {
+            binary: "b".into(),
+            msg: ToNode::Cancel { attempt_id: 1 },
+            resources: Resources { timeout_ms: Some(30_000), priority: -2, ..r },
+        };
+        assert_eq!(
+            serde_json::to_value(&start).unwrap()["resources"],
+            json!({"cores": 2, "memory_mb": 512, "timeout_ms": 30000, "priority": -2})
+        );
+        // Nothing asked: no `resources` on the wire, as before.
+        let plain = Resources::of(task, &json!({"program": "sh"}));
+        assert!(plain.is_empty());
+        let start = ToWorker::Start { binary: "b".into(), msg: ToNode::Cancel { attempt_id: 1 }, resources: plain };
+        let text = serde_json::to_string(&start).unwrap();
+        assert_eq!(text, r#"{"type":"start","binary":"b","msg":{"type":"cancel","attempt_id":1}}"#);
+        assert!(
+            matches!(serde_json::from_str::<ToWorker>(&text).unwrap(), ToWorker::Start { resources, .. } if resources.is_empty())
+        );
+    }
 }

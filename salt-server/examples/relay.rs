@@ -61,6 +61,36 @@ async fn gate(dir: String, ctx: &Context) -> salt::Result<u64> {
     step(dir, "gated".to_string(), x, 0).await
 }
 
+/// Sleeps `secs` seconds on the `batch` queue (which a test serves with a Slurm worker).
+#[task(queue = "batch")]
+async fn nap(secs: u64) -> u64 {
+    println!("napping {secs} s");
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    secs
+}
+
+/// One nap on the `batch` queue.
+#[workflow]
+async fn nap_once(secs: u64) -> salt::Result<u64> {
+    nap(secs).await
+}
+
+/// Fills `mb` MiB of memory on the `batch` queue, holds it for `secs` seconds, and returns how
+/// many bytes it held.
+#[task(queue = "batch")]
+async fn hog(mb: u64, secs: u64) -> u64 {
+    let held = vec![1u8; usize::try_from(mb << 20).unwrap_or(usize::MAX)];
+    println!("holding {mb} MiB");
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    held.iter().map(|b| u64::from(*b)).sum()
+}
+
+/// One hog on the `batch` queue.
+#[workflow]
+async fn hog_once(mb: u64, secs: u64) -> salt::Result<u64> {
+    hog(mb, secs).await
+}
+
 fn main() -> std::process::ExitCode {
     salt::main()
 }

@@ -17,6 +17,7 @@ pub mod notify;
 pub mod registry;
 pub mod schedule;
 pub mod server;
+pub mod slurm;
 pub mod state;
 pub mod ui;
 pub mod wiring;

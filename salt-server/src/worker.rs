@@ -9,6 +9,9 @@
 //! kills its processes (the server runs their attempts again) and connects again. Ctrl-C (or
 //! SIGTERM) drains: no new attempts, the running ones finish, then the worker exits; a second
 //! one exits at once.
+//!
+//! With `--slurm`, each attempt runs as a Slurm batch job instead of a local process (see
+//! [`crate::slurm`]): the job calls back to the worker, which relays it the same way.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -19,19 +22,28 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use salt_runtime::protocol::{END_MARKER, FromNode, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, ToNode};
-use salt_runtime::remote::{self, FromWorker, ToWorker};
+use salt_runtime::remote::{self, FromWorker, Resources, ToWorker};
 use salt_runtime::{Error, ErrorKind};
+
+use crate::slurm::{self, Slurm, SlurmOptions};
 
 /// How long a cancelled attempt has to stop before its process is killed.
 const STOP_GRACE: Duration = Duration::from_secs(2);
 /// How long an ended attempt's last log lines may take to arrive.
 const LOG_GRACE: Duration = Duration::from_secs(2);
+/// How often a worker asks Slurm about a job that has not called back yet.
+const JOB_POLL: Duration = Duration::from_secs(2);
+/// How many times in a row Slurm may not know a job that has not called back before the worker
+/// gives it up.
+const JOB_UNKNOWN_POLLS: u32 = 5;
+/// How long a job that hung up has to reach its final state in Slurm.
+const JOB_END_WITHIN: Duration = Duration::from_secs(30);
 
 /// `salt worker`: takes attempts of its queues from a server and runs them.
 #[derive(Debug, Clone, clap::Args)]
@@ -45,9 +57,27 @@ pub struct WorkerArgs {
     /// Its name, as the server lists it (default `host:pid`).
     #[arg(long)]
     pub name: Option<String>,
-    /// Where fetched binaries are cached (default `.salt/worker-cache`).
+    /// Where fetched binaries are cached (default `.salt/worker-cache`). With `--slurm`, a
+    /// directory the compute nodes see at the same path.
     #[arg(long)]
     pub cache: Option<PathBuf>,
+    /// Runs each attempt as a Slurm batch job (`sbatch`) instead of a local process.
+    #[arg(long)]
+    pub slurm: bool,
+    /// With `--slurm`: where job scripts and job output files go, a directory the compute
+    /// nodes see at the same path (default `.salt/slurm`).
+    #[arg(long, requires = "slurm")]
+    pub slurm_dir: Option<PathBuf>,
+    /// With `--slurm`: the address jobs connect back to the worker on.
+    #[arg(long, requires = "slurm", default_value = "0.0.0.0:0")]
+    pub slurm_listen: std::net::SocketAddr,
+    /// With `--slurm`: the host name or address jobs connect to (default: this host's name).
+    #[arg(long, requires = "slurm")]
+    pub slurm_address: Option<String>,
+    /// With `--slurm`: one more `sbatch` option, given after salt's own (repeat for several):
+    /// `--sbatch-arg=--partition=batch`.
+    #[arg(long = "sbatch-arg", requires = "slurm", allow_hyphen_values = true)]
+    pub sbatch_args: Vec<String>,
 }
 
 impl WorkerArgs {
@@ -63,6 +93,12 @@ impl WorkerArgs {
             queues: self.queues,
             slots: self.slots.max(1),
             cache: self.cache.unwrap_or_else(|| PathBuf::from(".salt/worker-cache")),
+            slurm: self.slurm.then(|| SlurmOptions {
+                dir: self.slurm_dir.unwrap_or_else(|| PathBuf::from(".salt/slurm")),
+                listen: self.slurm_listen,
+                address: self.slurm_address,
+                sbatch_args: self.sbatch_args,
+            }),
         }
     }
 }
@@ -82,11 +118,27 @@ pub struct WorkerOptions {
     pub name: String,
     /// Where fetched binaries are kept, by sha256.
     pub cache: PathBuf,
+    /// Runs attempts as Slurm jobs, when set.
+    pub slurm: Option<SlurmOptions>,
 }
 
 /// Runs a worker until it is stopped (Ctrl-C or SIGTERM drain it) or the server refuses it.
-pub async fn run(options: WorkerOptions) -> anyhow::Result<()> {
+pub async fn run(mut options: WorkerOptions) -> anyhow::Result<()> {
     std::fs::create_dir_all(&options.cache)?;
+    // Jobs run the cached binary by its path, wherever they start.
+    options.cache = std::path::absolute(&options.cache)?;
+    let slurm = match options.slurm.clone() {
+        Some(o) => {
+            let slurm = Slurm::start(o).await?;
+            eprintln!(
+                "worker `{}` runs attempts as Slurm jobs (they call back to {})",
+                options.name,
+                slurm.callback_address()
+            );
+            Some(slurm)
+        }
+        None => None,
+    };
     let draining = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(0u32);
     tokio::spawn(async move {
@@ -106,7 +158,7 @@ pub async fn run(options: WorkerOptions) -> anyhow::Result<()> {
         if *stop_rx.borrow() > 0 {
             return Ok(());
         }
-        match session(&options, stop_rx.clone(), draining.clone()).await {
+        match session(&options, slurm.clone(), stop_rx.clone(), draining.clone()).await {
             Ok(Ended::Drained) => {
                 eprintln!("worker `{}` drained and stopped", options.name);
                 return Ok(());
@@ -132,6 +184,7 @@ enum Ended {
 /// One connection to the server, until it ends.
 async fn session(
     options: &WorkerOptions,
+    slurm: Option<Arc<Slurm>>,
     mut stop: tokio::sync::watch::Receiver<u32>,
     draining: Arc<AtomicBool>,
 ) -> anyhow::Result<Ended> {
@@ -167,7 +220,7 @@ async fn session(
     );
 
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<FromWorker>();
-    let relay = Relay { state: Arc::default(), out: out_tx.clone(), fetcher: Arc::new(Fetcher::new(options)) };
+    let relay = Relay { state: Arc::default(), out: out_tx.clone(), fetcher: Arc::new(Fetcher::new(options)), slurm };
     if draining.load(Ordering::SeqCst) {
         let _ = out_tx.send(FromWorker::Draining);
     }
@@ -229,7 +282,7 @@ fn ws_url(server: &str) -> anyhow::Result<String> {
     Ok(format!("{rest}/api/v1/workers/connect"))
 }
 
-/// One node process.
+/// One node process, local or in a Slurm job.
 struct Proc {
     pid: Option<i32>,
     binary: String,
@@ -237,6 +290,10 @@ struct Proc {
     /// The attempt it runs, if any.
     current: Mutex<Option<u64>>,
     dead: AtomicBool,
+    /// The Slurm job it runs in (one attempt, then it ends), once submitted.
+    job: Mutex<Option<u64>>,
+    /// Whether it runs in a Slurm job.
+    slurm: bool,
 }
 
 impl Proc {
@@ -244,6 +301,9 @@ impl Proc {
         self.dead.store(true, Ordering::SeqCst);
         if let Some(pid) = self.pid {
             let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+        if let Some(job) = *self.job.lock().unwrap_or_else(|p| p.into_inner()) {
+            slurm::cancel(job);
         }
     }
 
@@ -268,6 +328,7 @@ struct Relay {
     state: Arc<Mutex<State>>,
     out: mpsc::UnboundedSender<FromWorker>,
     fetcher: Arc<Fetcher>,
+    slurm: Option<Arc<Slurm>>,
 }
 
 impl Relay {
@@ -295,7 +356,7 @@ impl Relay {
 
     fn handle(&self, msg: ToWorker) {
         match msg {
-            ToWorker::Start { binary, msg } => {
+            ToWorker::Start { binary, msg, resources } => {
                 let ToNode::Start { attempt_id, .. } = &msg else { return };
                 let attempt_id = *attempt_id;
                 let this = self.clone();
@@ -304,6 +365,9 @@ impl Relay {
                         Ok(path) => path,
                         Err(e) => return this.fail(attempt_id, ErrorKind::Protocol, e),
                     };
+                    if let Some(slurm) = this.slurm.clone() {
+                        return this.run_job(slurm, binary, path, msg, resources).await;
+                    }
                     let proc = this.proc(&binary, &path);
                     proc.set_current(Some(attempt_id));
                     this.lock().running.insert(attempt_id, proc.clone());
@@ -322,6 +386,12 @@ impl Relay {
             ToWorker::Node { msg } => {
                 let Some(id) = to_node_attempt(&msg) else { return };
                 let Some(proc) = self.lock().running.get(&id).cloned() else { return };
+                if matches!(msg, ToNode::Cancel { .. }) && proc.slurm {
+                    // A stopped attempt's job is cancelled at once, the body not asked first (it
+                    // could end the job before `scancel` does): Slurm takes down all of it.
+                    proc.kill();
+                    return;
+                }
                 if let Ok(line) = serde_json::to_string(&msg) {
                     let _ = proc.input.send(line);
                 }
@@ -366,6 +436,8 @@ impl Relay {
             input: tx,
             current: Mutex::new(None),
             dead: AtomicBool::new(false),
+            job: Mutex::new(None),
+            slurm: false,
         });
         self.lock().all.push(proc.clone());
         let this = self.clone();
@@ -393,23 +465,55 @@ impl Relay {
                 return;
             }
         };
-        let (Some(mut stdin), Some(stdout), Some(stderr)) =
-            (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        let (Some(stdin), Some(stdout), Some(stderr)) = (child.stdin.take(), child.stdout.take(), child.stderr.take())
         else {
             proc.kill();
             return;
         };
+        let broken = self.relay(stdin, stdout, tokio::io::BufReader::new(stderr), &mut input, &proc).await;
+        proc.kill();
+        let status = match tokio::time::timeout(Duration::from_secs(2), child.wait()).await {
+            Ok(Ok(status)) => status.to_string(),
+            _ => "no exit status".into(),
+        };
+        self.lock().all.retain(|p| !Arc::ptr_eq(p, &proc));
+        if let (Some(why), Some(id)) = (broken, proc.current()) {
+            self.lock().running.remove(&id);
+            let why = if why.is_empty() {
+                format!("the node process exited ({status})")
+            } else {
+                format!("the node process broke the protocol: {why}")
+            };
+            self.fail(id, ErrorKind::Protocol, why);
+        }
+    }
+
+    /// Relays one node's messages (its stdin, stdout and stderr) until it ends, or, in a Slurm
+    /// job, until its attempt has: `None` when it ended as it should, what broke when not
+    /// (empty: its output ended).
+    async fn relay(
+        &self,
+        mut stdin: impl AsyncWrite + Unpin,
+        stdout: impl AsyncRead + Unpin,
+        stderr: impl AsyncBufRead + Unpin,
+        input: &mut mpsc::UnboundedReceiver<String>,
+        proc: &Arc<Proc>,
+    ) -> Option<String> {
         let mut out = tokio_util::codec::FramedRead::new(
             stdout,
             tokio_util::codec::LinesCodec::new_with_max_length(MAX_MESSAGE_BYTES),
         );
-        let mut err = tokio::io::BufReader::new(stderr).lines();
+        let mut err = stderr.lines();
         let mut said_hello = false;
         let mut err_open = true;
         // An attempt's end, held until its last log line is in.
         let mut held: Option<(u64, FromNode, tokio::time::Instant)> = None;
         let mut marked: u64 = 0;
         let broken = loop {
+            // A job runs one attempt: when it has ended, so has the job.
+            if proc.slurm && proc.current().is_none() {
+                break None;
+            }
             let deadline = held.as_ref().map(|(_, _, d)| *d);
             tokio::select! {
                 line = input.recv() => match line {
@@ -441,7 +545,7 @@ impl Relay {
                     match msg {
                         FromNode::Done { attempt_id, .. } | FromNode::Failed { attempt_id, .. } => {
                             if marked >= attempt_id || !err_open {
-                                self.finish(&proc, attempt_id, msg);
+                                self.finish(proc, attempt_id, msg);
                             } else {
                                 held = Some((attempt_id, msg, tokio::time::Instant::now() + LOG_GRACE));
                             }
@@ -456,7 +560,7 @@ impl Relay {
                                 marked = id;
                                 if held.as_ref().is_some_and(|(h, _, _)| *h <= id) {
                                     let (id, msg, _) = held.take().expect("held");
-                                    self.finish(&proc, id, msg);
+                                    self.finish(proc, id, msg);
                                 }
                             }
                         } else if let Some(attempt_id) = proc.current() {
@@ -467,29 +571,145 @@ impl Relay {
                 },
                 _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
                     if let Some((id, msg, _)) = held.take() {
-                        self.finish(&proc, id, msg);
+                        self.finish(proc, id, msg);
                     }
                 }
             }
         };
         if let Some((id, msg, _)) = held.take() {
-            self.finish(&proc, id, msg);
+            self.finish(proc, id, msg);
         }
-        proc.kill();
-        let status = match tokio::time::timeout(Duration::from_secs(2), child.wait()).await {
-            Ok(Ok(status)) => status.to_string(),
-            _ => "no exit status".into(),
-        };
+        broken
+    }
+
+    /// Sends a line to an attempt's log.
+    fn log(&self, attempt_id: u64, line: String) {
+        let _ = self.out.send(FromWorker::Node { msg: FromNode::Log { attempt_id, line } });
+    }
+
+    /// Runs an attempt as a Slurm job: submits it, waits for it to call back, relays it, and
+    /// reports how the job ended when it ended before the attempt did.
+    async fn run_job(&self, slurm: Arc<Slurm>, binary: String, path: PathBuf, msg: ToNode, resources: Resources) {
+        let ToNode::Start { attempt_id, task, .. } = &msg else { return };
+        let (attempt_id, name) = (*attempt_id, format!("salt-{task}"));
+        let (tx, mut input) = mpsc::unbounded_channel();
+        let proc = Arc::new(Proc {
+            pid: None,
+            binary,
+            input: tx,
+            current: Mutex::new(Some(attempt_id)),
+            dead: AtomicBool::new(false),
+            job: Mutex::new(None),
+            slurm: true,
+        });
+        {
+            let mut state = self.lock();
+            state.all.push(proc.clone());
+            state.running.insert(attempt_id, proc.clone());
+        }
+        let (token, mut callback) = slurm.expect();
+        let dir = slurm.job_dir(&token);
+        let ended = self.job(&slurm, &token, &path, &name, &resources, &msg, &proc, &mut callback, &mut input).await;
+        slurm.forget(&token);
         self.lock().all.retain(|p| !Arc::ptr_eq(p, &proc));
-        if let (Some(why), Some(id)) = (broken, proc.current()) {
-            self.lock().running.remove(&id);
-            let why = if why.is_empty() {
-                format!("the node process exited ({status})")
-            } else {
-                format!("the node process broke the protocol: {why}")
-            };
-            self.fail(id, ErrorKind::Protocol, why);
+        if let Some(error) = ended
+            && proc.current() == Some(attempt_id)
+        {
+            self.lock().running.remove(&attempt_id);
+            let _ = self.out.send(FromWorker::Node { msg: FromNode::Failed { attempt_id, error } });
         }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// The life of one job; the attempt's error when the job ended before the attempt did.
+    #[allow(clippy::too_many_arguments)]
+    async fn job(
+        &self,
+        slurm: &Slurm,
+        token: &str,
+        path: &Path,
+        name: &str,
+        resources: &Resources,
+        msg: &ToNode,
+        proc: &Arc<Proc>,
+        callback: &mut tokio::sync::oneshot::Receiver<slurm::Callback>,
+        input: &mut mpsc::UnboundedReceiver<String>,
+    ) -> Option<Error> {
+        let attempt_id = proc.current()?;
+        let stopped = || Error::new(ErrorKind::Cancelled, "the attempt was stopped and its Slurm job cancelled");
+        let (job, options) = match slurm.submit(token, path, name, resources).await {
+            Ok(submitted) => submitted,
+            Err(e) => return Some(Error::new(ErrorKind::Task, e)),
+        };
+        *proc.job.lock().unwrap_or_else(|p| p.into_inner()) = Some(job);
+        self.log(attempt_id, format!("slurm: job {job} submitted (sbatch {})", options.join(" ")));
+        if proc.dead.load(Ordering::SeqCst) {
+            slurm::cancel(job);
+            return Some(stopped());
+        }
+        // Until it calls back: it may wait in Slurm's queue, or end without starting the binary.
+        let mut last_poll = tokio::time::Instant::now();
+        // Slurm not answering for a while (a busy or restarting slurmctld) is not an end yet.
+        let mut unknown = 0;
+        let called = loop {
+            tokio::select! {
+                cb = &mut *callback => break cb.ok(),
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+            if proc.dead.load(Ordering::SeqCst) {
+                return Some(stopped());
+            }
+            if last_poll.elapsed() >= JOB_POLL {
+                last_poll = tokio::time::Instant::now();
+                match slurm::job_info(job).await {
+                    Some(info) if info.ended() => break None,
+                    Some(_) => unknown = 0,
+                    None => {
+                        unknown += 1;
+                        if unknown >= JOB_UNKNOWN_POLLS {
+                            slurm::cancel(job);
+                            break None;
+                        }
+                    }
+                }
+            }
+        };
+        if let Some(cb) = called {
+            self.log(attempt_id, format!("slurm: job {job} started"));
+            if let Ok(line) = serde_json::to_string(msg) {
+                let _ = proc.input.send(line);
+            }
+            let broken = self.relay(cb.proto_out, cb.proto_in, cb.log, input, proc).await;
+            if broken.is_none() || proc.current() != Some(attempt_id) {
+                // The attempt ended; its job ends as its input closes.
+                return None;
+            }
+            if proc.dead.load(Ordering::SeqCst) {
+                return Some(stopped());
+            }
+        }
+        // The job ended (or hung up) before the attempt did: ask Slurm why.
+        let deadline = tokio::time::Instant::now() + JOB_END_WITHIN;
+        let info = loop {
+            let info = slurm::job_info(job).await;
+            if info.as_ref().is_none_or(slurm::JobInfo::ended) || tokio::time::Instant::now() >= deadline {
+                break info;
+            }
+            if proc.dead.load(Ordering::SeqCst) {
+                return Some(stopped());
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        };
+        let output: Vec<String> = std::fs::read_to_string(slurm.job_dir(token).join("slurm.out"))
+            .map(|text| text.lines().map(str::to_string).collect())
+            .unwrap_or_default();
+        for line in &output {
+            self.log(attempt_id, line.clone());
+        }
+        if proc.dead.load(Ordering::SeqCst) {
+            return Some(stopped());
+        }
+        Some(slurm::job_error(job, info.as_ref(), &output))
     }
 
     /// Sends an attempt's end and makes its process idle.
@@ -499,7 +719,7 @@ impl Relay {
         state.running.remove(&id);
         if proc.current() == Some(id) {
             proc.set_current(None);
-            if !proc.dead.load(Ordering::SeqCst) {
+            if !proc.dead.load(Ordering::SeqCst) && !proc.slurm {
                 state.idle.entry(proc.binary.clone()).or_default().push(proc.clone());
             }
         }
