@@ -261,14 +261,14 @@ impl Podman {
     }
 
     /// Waits (up to 15 s) until no container labelled `salt.test=TAG` is left.
-    fn assert_none_left(&self, tag: &str) {
+    fn assert_none_left(&self, tag: &str, what: &str) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
         loop {
             let left = self.containers(tag);
             if left.is_empty() {
                 return;
             }
-            assert!(std::time::Instant::now() < deadline, "containers left behind: {left:?}");
+            assert!(std::time::Instant::now() < deadline, "{what}: containers left behind: {left:?}");
             std::thread::sleep(std::time::Duration::from_millis(200));
         }
     }
@@ -402,7 +402,7 @@ fn a_container_step_reads_json_arguments_writes_a_json_result_and_logs() {
         ],
         "{logs}"
     );
-    podman.assert_none_left(&tag);
+    podman.assert_none_left(&tag, "after the run");
 }
 
 #[test]
@@ -420,13 +420,13 @@ fn a_failed_container_step_says_its_exit_code_or_signal() {
         let node = json_of(dir, &["show", &run.to_string(), "1"]);
         assert_eq!(node["node"]["error"]["message"], message, "{how}");
     }
-    podman.assert_none_left(&tag);
+    podman.assert_none_left(&tag, "after the run");
 }
 
 #[test]
 fn a_timed_out_container_is_stopped_and_removed() {
     let Some(podman) = podman() else { return };
-    for executor in ["inline", "process"] {
+    for executor in ["inline", "process", "pool"] {
         let tmp = tempfile::tempdir().unwrap();
         let (dir, tag) = (tmp.path(), tag_of(tmp.path()));
         let input = json!({"image": IMAGE, "tag": tag}).to_string();
@@ -440,7 +440,7 @@ fn a_timed_out_container_is_stopped_and_removed() {
         assert!(started.elapsed() < std::time::Duration::from_secs(20), "{executor}: the run waited for the container");
         let node = json_of(dir, &["show", "1", "1"]);
         assert_eq!(node["node"]["error"]["kind"], "timeout", "{executor}: {node}");
-        podman.assert_none_left(&tag);
+        podman.assert_none_left(&tag, executor);
     }
 }
 
@@ -465,12 +465,12 @@ fn a_container_whose_orchestrator_is_killed_is_removed_and_recover_runs_it_once(
     }
     child.kill().unwrap(); // SIGKILL: nothing runs on the orchestrator's way out
     child.wait().unwrap();
-    podman.assert_none_left(&tag);
+    podman.assert_none_left(&tag, "after the run");
     std::thread::sleep(std::time::Duration::from_millis(2500));
     assert!(!dir.join("finished").exists(), "the container outlived its orchestrator");
     let out = podman.example(dir).args(["recover", "1"]).output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let lines = |f: &str| std::fs::read_to_string(dir.join(f)).map(|s| s.lines().count()).unwrap_or(0);
     assert_eq!((lines("started"), lines("finished")), (2, 1), "ran again once, to completion");
-    podman.assert_none_left(&tag);
+    podman.assert_none_left(&tag, "after the run");
 }

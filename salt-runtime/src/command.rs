@@ -60,6 +60,11 @@ pub fn enable_guard() {
     GUARD.store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// This binary, when it can guard commands ([`enable_guard`]).
+pub(crate) fn guard_exe() -> Option<PathBuf> {
+    GUARD.load(std::sync::atomic::Ordering::Relaxed).then(|| std::env::current_exe().ok()).flatten()
+}
+
 /// `<bin> __salt guard [--container ENGINE NAME] PROGRAM ARGS…`: runs the command as its
 /// child, in the guard's process group, and exits as it exits. If the process that started the
 /// guard dies (an orchestrator or node process killed with `kill -9`, which runs nothing on its
@@ -776,7 +781,7 @@ async fn execute_with(spec: &CommandSpec, ctx: &Context, output: Option<&Value>)
         }
         None => (program.to_string(), spec.args.clone()),
     };
-    let guard = GUARD.load(std::sync::atomic::Ordering::Relaxed).then(|| std::env::current_exe().ok()).flatten();
+    let guard = guard_exe();
     let mut cmd = match &guard {
         Some(exe) => {
             if !findable(&launcher, spec.current_dir.as_deref().filter(|_| in_container.is_none())) {

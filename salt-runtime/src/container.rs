@@ -87,14 +87,30 @@ pub fn remove_args(engine: &str, name: &str) -> Vec<String> {
     args
 }
 
-/// Removes the container `name` and waits for that (for a guard whose parent died).
+/// Removes the container `name` and waits until it is gone: the removal is tried again while
+/// the container exists, since a client killed while it was still creating the container may
+/// leave it behind after a first removal found nothing (at most about 10 s).
 pub fn remove_now(engine: &str, name: &str) {
-    let _ = std::process::Command::new(engine)
-        .args(remove_args(engine, name))
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status();
+    let quiet = |args: Vec<String>| {
+        std::process::Command::new(engine)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+    };
+    let exists_args = || {
+        let verb = if is_docker(engine) { "inspect" } else { "exists" };
+        vec!["container".to_string(), verb.to_string(), name.to_string()]
+    };
+    for _ in 0..20 {
+        let _ = quiet(remove_args(engine, name));
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        match quiet(exists_args()) {
+            Ok(status) if status.success() => continue,
+            _ => return,
+        }
+    }
 }
 
 /// A running container of an attempt: removed when dropped, unless [`Running::done`] said it
@@ -124,20 +140,52 @@ impl Drop for Running {
     }
 }
 
-/// Starts the removal of the container `name` without waiting for it: in a process group of
-/// its own, so that it finishes even when this process (or its group) is killed first.
+/// Starts the removal of the container `name` ([`remove_now`]) without waiting for it. In a
+/// salt binary, the removal runs in a process that is not this one's descendant (`<bin> __salt
+/// remove-container --detach ENGINE NAME` starts it and exits), so that it finishes even when
+/// this process exits, or its descendants are killed, first; elsewhere, in a thread.
 pub(crate) fn remove_detached(engine: &str, name: &str) {
-    use std::os::unix::process::CommandExt as _;
-    let child = std::process::Command::new(engine)
-        .args(remove_args(engine, name))
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .process_group(0)
-        .spawn();
-    if let Ok(mut child) = child {
-        std::thread::spawn(move || child.wait());
+    if let Some(exe) = crate::command::guard_exe() {
+        let started = std::process::Command::new(exe)
+            .args(["__salt", "remove-container", "--detach", engine, name])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+        if started.is_ok_and(|s| s.success()) {
+            return;
+        }
     }
+    let (engine, name) = (engine.to_string(), name.to_string());
+    std::thread::spawn(move || remove_now(&engine, &name));
+}
+
+/// `<bin> __salt remove-container [--detach] ENGINE NAME`: [`remove_now`]; with `--detach`,
+/// in a new process of its own process group, without waiting for it.
+pub(crate) fn remove_main(args: impl Iterator<Item = std::ffi::OsString>) -> std::process::ExitCode {
+    use std::os::unix::process::CommandExt as _;
+    let mut args: Vec<std::ffi::OsString> = args.collect();
+    let detach = args.first().is_some_and(|a| a == "--detach");
+    if detach {
+        args.remove(0);
+    }
+    let [engine, name] = args.as_slice() else {
+        eprintln!("usage: __salt remove-container [--detach] ENGINE NAME");
+        return std::process::ExitCode::from(2);
+    };
+    if detach {
+        let Ok(exe) = std::env::current_exe() else { return std::process::ExitCode::FAILURE };
+        let spawned = std::process::Command::new(exe)
+            .args([std::ffi::OsStr::new("__salt"), "remove-container".as_ref(), engine, name])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .process_group(0)
+            .spawn();
+        return if spawned.is_ok() { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::FAILURE };
+    }
+    remove_now(&engine.to_string_lossy(), &name.to_string_lossy());
+    std::process::ExitCode::SUCCESS
 }
 
 /// The containers (engine, name) that the guards among the processes `pids` watch (read from
