@@ -47,7 +47,7 @@ pub use secret::Secret;
 #[doc(inline)]
 pub use salt_macros::{Fatal, task, workflow};
 #[doc(inline)]
-pub use salt_runtime::command::{Command, CommandOutput, IntoDuration, command, command_string, shell};
+pub use salt_runtime::command::{Command, CommandOutput, IntoDuration, StepInfo, command, command_string, shell};
 #[doc(inline)]
 pub use salt_runtime::context::{Annotation, Arg, Context, Handle, Handles, TaskValue, join_all};
 #[doc(inline)]

@@ -987,7 +987,7 @@ fn shelled_post(dir: &str, _fail: &str, out: &u64) -> salt::Command {
 #[task(
     retries = 1,
     backoff = "10ms",
-    pre = salt::shell(r#"echo "pre args: $(cat "$SALT_ARGS")"; [ "$FAIL" != pre ] || { echo 'not ready' >&2; exit 3; }"#)
+    pre = salt::shell(r#"echo "pre args: $(cat "$SALT_ARGS")"; [ "$FAIL" != pre ] || { echo 'not ready'; exit 3; }"#)
         .env("FAIL", fail)
         .current_dir(dir),
     post = shelled_post,

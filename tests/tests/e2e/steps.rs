@@ -127,7 +127,7 @@ fn command_steps_run_in_the_attempt_and_write_to_its_log() {
             log,
             [
                 format!("── node 1 shelled · attempt 1 · {executor} · succeeded"),
-                r#"[salt] $ sh -c 'echo "pre args: $(cat "$SALT_ARGS")"; [ "$FAIL" != pre ] || { echo '\''not ready'\'' >&2; exit 3; }'"#.to_owned(),
+                r#"[salt] $ sh -c 'echo "pre args: $(cat "$SALT_ARGS")"; [ "$FAIL" != pre ] || { echo '\''not ready'\''; exit 3; }'"#.to_owned(),
                 format!("pre args: {args}"),
                 "pre: ok in _ms".to_owned(),
                 "body: ok in _ms".to_owned(),
@@ -157,7 +157,7 @@ fn a_failing_pre_command_skips_the_body_and_on_failure_sees_the_error() {
                 ),
                 format!("pre args: {args}"),
                 "not ready".to_owned(),
-                r#"[salt] $ sh -c 'echo "pre args: $(cat "$SALT_ARGS")"; [ "$FAIL" != pre ] || { echo '\''not ready'\'' >&2; exit 3; }'"#.to_owned(),
+                r#"[salt] $ sh -c 'echo "pre args: $(cat "$SALT_ARGS")"; [ "$FAIL" != pre ] || { echo '\''not ready'\''; exit 3; }'"#.to_owned(),
                 format!("pre args: {args}"),
                 "not ready".to_owned(),
                 "pre: failed in _ms: `sh` exited with code 3; the last lines of its log:".to_owned(),
