@@ -9,7 +9,9 @@
 //! `pipeline` writes a file with one command, counts its lines with another (which reads its
 //! arguments from `$SALT_ARGS` and writes its JSON result to `$SALT_RESULT`), gets a total
 //! from a third (its last stdout line is its result), and reports with a Rust task. The other
-//! workflows show what happens when a command fails, retries, times out or misses a variable.
+//! workflows show what happens when a command fails, retries, times out or misses a variable;
+//! the `container…` ones run their commands in a container (`in_container` needs an image with
+//! a shell, like a busybox one: `--input '{"image": "IMAGE", "tag": "try"}'`).
 
 use salt::prelude::*;
 
@@ -119,6 +121,75 @@ async fn once(dir: String) -> salt::Result<i32> {
 async fn needs_key() -> salt::Result<Vec<String>> {
     let out = salt::shell(r#"echo "key of ${#API_KEY} characters""#).require_env("API_KEY").await?;
     Ok(out.stdout_tail)
+}
+
+/// A command step in a container of `image` (a busybox image, say): it reads its JSON
+/// arguments from `$SALT_ARGS`, prints what it was given, writes a file to `/logs` and its JSON
+/// result to `$SALT_RESULT`. Its container is labelled `salt.test=TAG`.
+#[workflow(input = r#"{"image": "localhost/salt-busybox:test", "tag": "example"}"#)]
+async fn in_container(image: String, tag: String) -> salt::Result<serde_json::Value> {
+    let script = r#"echo "args: $(cat "$SALT_ARGS")"
+echo "greeting: $GREETING, key of ${#API_KEY} characters"
+echo "memory limit: $(cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes)"
+sleep 0.2
+echo 'a warning' >&2
+echo 'written to /logs' > /logs/extra.log
+n=$(sed 's/[^0-9]//g' "$SALT_ARGS")
+printf '{"doubled": %d}' $((n * 2)) > "$SALT_RESULT""#;
+    let out = salt::command("sh")
+        .image(&image)
+        .engine_args(["--label", &format!("salt.test={tag}")])
+        .arg("-c")
+        .arg(script)
+        .input(serde_json::json!({"n": 21}))
+        .env("GREETING", "hello")
+        .require_env("API_KEY")
+        .cores(1)
+        .memory_mb(64)
+        .result_file()
+        .label("double")
+        .await?;
+    Ok(out.result.unwrap_or_default())
+}
+
+/// A command step in a container that fails: `how` is `exit` (code 3) or `signal` (its shell
+/// is killed with SIGKILL).
+#[workflow(input = r#"{"image": "localhost/salt-busybox:test", "tag": "example", "how": "exit"}"#)]
+async fn container_fail(image: String, tag: String, how: String) -> salt::Result<i32> {
+    let script = match how.as_str() {
+        // Not the container's first process, which ignores signals it has no handler for.
+        "signal" => r#"sh -c 'echo about to die; kill -9 $$'; exit $?"#,
+        _ => "echo working; sleep 0.2; echo 'disk full' >&2; exit 3",
+    };
+    let out = salt::shell(script).image(&image).engine_args(["--label", &format!("salt.test={tag}")]).await?;
+    Ok(out.exit_code)
+}
+
+/// A command step in a container that runs past its timeout.
+#[workflow(input = r#"{"image": "localhost/salt-busybox:test", "tag": "example"}"#)]
+async fn container_slow(image: String, tag: String) -> salt::Result<i32> {
+    let out = salt::shell("echo started; sleep 30")
+        .image(&image)
+        .engine_args(["--label", &format!("salt.test={tag}")])
+        .timeout("1s")
+        .await?;
+    Ok(out.exit_code)
+}
+
+/// A command step of two seconds in a container, with `dir` mounted at `/work`, that records
+/// when it starts and ends: for killing its orchestrator half-way.
+#[workflow(input = r#"{"image": "localhost/salt-busybox:test", "tag": "example", "dir": "."}"#)]
+async fn container_once(image: String, tag: String, dir: String) -> salt::Result<i32> {
+    let out = salt::shell("echo start >> /work/started; sleep 2; echo done >> /work/finished")
+        .image(&image)
+        .engine_args([
+            "--label".to_string(),
+            format!("salt.test={tag}"),
+            "--volume".to_string(),
+            format!("{dir}:/work"),
+        ])
+        .await?;
+    Ok(out.exit_code)
 }
 
 /// The command line: `run`, `runs`, `show`, `logs`, `graph`… (`--help` lists them).

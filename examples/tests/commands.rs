@@ -228,3 +228,249 @@ fn a_command_whose_orchestrator_is_killed_leaves_nothing_running_and_recover_com
     let lines = |f: &str| std::fs::read_to_string(dir.path().join(f)).map(|s| s.lines().count()).unwrap_or(0);
     assert_eq!((lines("started"), lines("finished")), (2, 1), "ran again once, to completion");
 }
+
+// Container steps, through Podman and a tiny busybox image built here (no registry needed).
+
+/// The container engine of these tests: Podman, with the configuration they pass to it.
+struct Podman {
+    /// A containers.conf for this host (`CONTAINERS_CONF`).
+    conf: PathBuf,
+}
+
+/// The tiny local image the container tests run.
+const IMAGE: &str = "localhost/salt-busybox:test";
+
+impl Podman {
+    /// `podman ARGS` with the tests' configuration.
+    fn cmd(&self, args: &[&str]) -> Output {
+        Command::new("podman").args(args).env("CONTAINERS_CONF", &self.conf).stdin(Stdio::null()).output().unwrap()
+    }
+
+    /// The example with the tests' configuration of Podman.
+    fn example(&self, dir: &Path) -> Command {
+        let mut cmd = Command::new(example());
+        cmd.current_dir(dir).env_remove("SALT_DB").env("CONTAINERS_CONF", &self.conf).stdin(Stdio::null());
+        cmd
+    }
+
+    /// The names of the containers labelled `salt.test=TAG`, running or not.
+    fn containers(&self, tag: &str) -> Vec<String> {
+        let out = self.cmd(&["ps", "--all", "--filter", &format!("label=salt.test={tag}"), "--format", "{{.Names}}"]);
+        assert!(out.status.success(), "{}", text(&out));
+        String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+    }
+
+    /// Waits (up to 15 s) until no container labelled `salt.test=TAG` is left.
+    fn assert_none_left(&self, tag: &str, what: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        loop {
+            let left = self.containers(tag);
+            if left.is_empty() {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "{what}: containers left behind: {left:?}");
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+}
+
+/// The soft limit `name` of /proc/self/limits ("Max open files"), at most 4096.
+fn soft_limit(name: &str) -> u64 {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    let soft = limits
+        .lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l[name.len()..].split_whitespace().next().and_then(|n| n.parse().ok()));
+    soft.unwrap_or(1024).min(4096)
+}
+
+/// Podman and the busybox image, built once (and kept by its tag across runs); `None`, after
+/// saying so, when no container runtime can start here (Podman missing, or `podman info`
+/// failing).
+fn podman() -> Option<&'static Podman> {
+    static PODMAN: std::sync::OnceLock<Option<Podman>> = std::sync::OnceLock::new();
+    PODMAN
+        .get_or_init(|| {
+            // Podman's default ulimits are above what an unprivileged sandbox may set, and crun
+            // refuses a hybrid cgroup hierarchy that runc accepts: these tests ask for limits
+            // within the host's and for runc where it is installed.
+            let conf = std::env::temp_dir().join("salt-tests-containers.conf");
+            let runc = std::process::Command::new("runc").arg("--version").output().is_ok_and(|o| o.status.success());
+            let (nofile, nproc) = (soft_limit("Max open files"), soft_limit("Max processes"));
+            let mut text =
+                format!("[containers]\ndefault_ulimits = [\"nofile={nofile}:{nofile}\", \"nproc={nproc}:{nproc}\"]\n");
+            if runc {
+                text.push_str("[engine]\nruntime = \"runc\"\n");
+            }
+            // Written whole, then renamed: a test binary running beside this one reads either.
+            let part = conf.with_extension(format!("{}", std::process::id()));
+            std::fs::write(&part, text).unwrap();
+            std::fs::rename(&part, &conf).unwrap();
+            let podman = Podman { conf };
+            match Command::new("podman").arg("info").env("CONTAINERS_CONF", &podman.conf).output() {
+                Err(e) => {
+                    say(&format!("podman cannot start: {e}"));
+                    return None;
+                }
+                Ok(out) if !out.status.success() => {
+                    say(&format!("`podman info` fails: {}", String::from_utf8_lossy(&out.stderr).trim()));
+                    return None;
+                }
+                Ok(_) => {}
+            }
+            if !podman.cmd(&["image", "exists", IMAGE]).status.success() {
+                build_image(&podman);
+            }
+            Some(podman)
+        })
+        .as_ref()
+}
+
+/// Says, on stderr past the test harness's capture, that the container tests do not run.
+fn say(why: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "no container runtime here ({why}): the container tests do not run");
+}
+
+/// Imports a root file system of a static busybox and its applets as [`IMAGE`].
+fn build_image(podman: &Podman) {
+    let busybox = Path::new("/bin/busybox");
+    assert!(busybox.is_file(), "the container tests need a static busybox at /bin/busybox (Debian: busybox-static)");
+    let tmp = tempfile::tempdir().unwrap();
+    let bin = tmp.path().join("rootfs/bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(tmp.path().join("rootfs/tmp")).unwrap();
+    std::fs::copy(busybox, bin.join("busybox")).unwrap();
+    let list = Command::new(busybox).arg("--list").output().unwrap();
+    for applet in String::from_utf8_lossy(&list.stdout).lines().filter(|a| !a.is_empty() && *a != "busybox") {
+        std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
+    }
+    let tar = tmp.path().join("rootfs.tar");
+    let out =
+        Command::new("tar").arg("-C").arg(tmp.path().join("rootfs")).arg("-cf").arg(&tar).arg(".").output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let out = podman.cmd(&["import", &tar.display().to_string(), IMAGE]);
+    assert!(out.status.success(), "podman import: {}", text(&out));
+}
+
+/// A tag unique to one test, for the label of its containers.
+fn tag_of(dir: &Path) -> String {
+    dir.file_name().unwrap().to_string_lossy().trim_start_matches('.').to_string()
+}
+
+#[test]
+fn a_container_step_reads_json_arguments_writes_a_json_result_and_logs() {
+    let Some(podman) = podman() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, tag) = (tmp.path(), tag_of(tmp.path()));
+    let input = json!({"image": IMAGE, "tag": tag}).to_string();
+    let out =
+        podman.example(dir).args(["run", "in_container", "--input", &input]).env("API_KEY", "s3cret").output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(serde_json::from_slice::<Value>(&out.stdout).unwrap(), json!({"doubled": 42}));
+
+    let node = json_of(dir, &["show", "1", "1"]);
+    assert_eq!(node["node"]["task"], "command");
+    assert_eq!(node["input"]["image"], IMAGE);
+    let logs = text(&commands(dir, &["logs", "1", "1"]));
+    let lines: Vec<&str> = logs.lines().collect();
+    assert_eq!(lines[0], "── node 1 command · attempt 1 · inline · succeeded", "{logs}");
+    let run_line = lines[1];
+    assert!(run_line.starts_with("[salt] $ podman run --rm --name salt-1-1-1-"), "{logs}");
+    for part in [
+        "--label 'io.salt.run=1' --label 'io.salt.node=1' --label 'io.salt.attempt=1' --mount 'type=bind,source=",
+        ",destination=/logs' --mount 'type=bind,source=",
+        ",destination=/results' --mount 'type=bind,source=",
+        "/args.json,destination=/salt/args.json,readonly' ",
+        "--env 'API_KEY=s3cret' --env 'GREETING=hello' --env 'SALT_ARGS=/salt/args.json' \
+         --env 'SALT_RESULT=/results/result.json'",
+        "--cpus 1 --memory 64m",
+        &format!("--label 'salt.test={tag}' localhost/salt-busybox:test sh -c "),
+    ] {
+        assert!(run_line.contains(part), "`{part}` not in {run_line}");
+    }
+    // The command line spans the lines of the script; what the container wrote follows.
+    let output = lines.iter().position(|l| l.starts_with("args: ")).expect("the arguments are printed");
+    assert_eq!(
+        &lines[output..],
+        [
+            r#"args: {"n":21}"#,
+            "greeting: hello, key of 6 characters",
+            "memory limit: 67108864",
+            "a warning",
+            "[logs/extra.log] written to /logs",
+        ],
+        "{logs}"
+    );
+    podman.assert_none_left(&tag, "after the run");
+}
+
+#[test]
+fn a_failed_container_step_says_its_exit_code_or_signal() {
+    let Some(podman) = podman() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, tag) = (tmp.path(), tag_of(tmp.path()));
+    for (run, how, message) in [
+        (1, "exit", "`sh` exited with code 3; the last lines of its log:\nworking\ndisk full"),
+        (2, "signal", "`sh` was killed by signal SIGKILL (9); the last lines of its log:\nabout to die\nKilled"),
+    ] {
+        let input = json!({"image": IMAGE, "tag": tag, "how": how}).to_string();
+        let out = podman.example(dir).args(["run", "container_fail", "--input", &input]).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{how}: {}", text(&out));
+        let node = json_of(dir, &["show", &run.to_string(), "1"]);
+        assert_eq!(node["node"]["error"]["message"], message, "{how}");
+    }
+    podman.assert_none_left(&tag, "after the run");
+}
+
+#[test]
+fn a_timed_out_container_is_stopped_and_removed() {
+    let Some(podman) = podman() else { return };
+    for executor in ["inline", "process", "pool"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let (dir, tag) = (tmp.path(), tag_of(tmp.path()));
+        let input = json!({"image": IMAGE, "tag": tag}).to_string();
+        let started = std::time::Instant::now();
+        let out = podman
+            .example(dir)
+            .args(["run", "container_slow", "--executor", executor, "--input", &input])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{executor}: {}", text(&out));
+        assert!(started.elapsed() < std::time::Duration::from_secs(20), "{executor}: the run waited for the container");
+        let node = json_of(dir, &["show", "1", "1"]);
+        assert_eq!(node["node"]["error"]["kind"], "timeout", "{executor}: {node}");
+        podman.assert_none_left(&tag, executor);
+    }
+}
+
+#[test]
+fn a_container_whose_orchestrator_is_killed_is_removed_and_recover_runs_it_once() {
+    let Some(podman) = podman() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, tag) = (tmp.path(), tag_of(tmp.path()));
+    let input = json!({"image": IMAGE, "tag": tag, "dir": dir.display().to_string()}).to_string();
+    let mut child = podman
+        .example(dir)
+        .args(["run", "container_once", "--input", &input])
+        .env("SALT_LEASE_TTL_MS", "1500")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !dir.join("started").exists() {
+        assert!(std::time::Instant::now() < deadline, "the container never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL: nothing runs on the orchestrator's way out
+    child.wait().unwrap();
+    podman.assert_none_left(&tag, "after the run");
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert!(!dir.join("finished").exists(), "the container outlived its orchestrator");
+    let out = podman.example(dir).args(["recover", "1"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let lines = |f: &str| std::fs::read_to_string(dir.join(f)).map(|s| s.lines().count()).unwrap_or(0);
+    assert_eq!((lines("started"), lines("finished")), (2, 1), "ran again once, to completion");
+    podman.assert_none_left(&tag, "after the run");
+}

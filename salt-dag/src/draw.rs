@@ -122,6 +122,9 @@ pub(crate) fn to_json(plan: &Plan, title: &str) -> Value {
             if let Some(g) = &s.generated_by {
                 v["generatedBy"] = json!(g);
             }
+            if let Some(image) = &s.image {
+                v["image"] = json!(image);
+            }
             v
         })
         .collect();

@@ -25,6 +25,8 @@ pub struct Step {
     pub argv: Vec<String>,
     /// Environment variables set for the command, parameters substituted.
     pub env: BTreeMap<String, String>,
+    /// The container image it runs in (`job.image`), parameters substituted; none: on the host.
+    pub image: Option<String>,
     /// How many times a failed attempt is retried (`maxRetries`).
     pub max_retries: u32,
     /// The wait between attempts (`retryIntervalSeconds`).
@@ -306,7 +308,7 @@ impl Plan {
         }
         // The parameters it uses, in order of first use.
         let mut used: Vec<String> = Vec::new();
-        let texts = argv.iter().chain(job.environment.0.iter().map(|(_, v)| v));
+        let texts = argv.iter().chain(job.environment.0.iter().map(|(_, v)| v)).chain(job.image.iter());
         for text in texts {
             for name in placeholders(text) {
                 if !used.contains(&name) {
@@ -357,6 +359,7 @@ impl Plan {
                 task: task.to_string(),
                 argv,
                 env: job.environment.0.iter().map(|(k, v)| (k.clone(), substitute(v, &bindings))).collect(),
+                image: job.image.as_ref().map(|image| substitute(image, &bindings)),
                 max_retries: spec.max_retries,
                 retry_interval: Duration::from_secs(spec.retry_interval_seconds),
                 parents: Vec::new(),

@@ -155,6 +155,9 @@ pub struct Job {
     /// `environment`: variables set for the command.
     #[serde(default)]
     pub environment: Environment,
+    /// `image`: a container image to run the command in (an extension of daggy's format).
+    #[serde(default)]
+    pub image: Option<String>,
 }
 
 /// A job's `environment`: `["NAME=VALUE", …]` as daggy writes it, or `{"NAME": "VALUE"}`.

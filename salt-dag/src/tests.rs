@@ -418,6 +418,31 @@ fn job_defaults_fill_what_a_task_leaves_out() {
     assert_eq!(plan.step("own").unwrap().env["A"], "1");
 }
 
+#[test]
+fn an_image_is_expanded_with_the_parameters_and_a_default() {
+    let plan = Plan::from_json(
+        r#"{"parameters": {"TAG": ["1", "2"]}, "jobDefaults": {"image": "localhost/base"},
+            "tasks": {"a": {"job": {"command": ["true"], "image": "localhost/tool:{{TAG}}"}},
+                      "b": {"job": {"command": ["true"]}}, "c": {"job": {"command": ["true"], "image": "{{NOPE}}"}}}}"#,
+        &[],
+    );
+    let errors = plan.unwrap_err().to_string();
+    assert!(errors.contains("task `c` uses `{{NOPE}}`, but there is no parameter `NOPE`"), "{errors}");
+    let plan = Plan::from_json(
+        r#"{"parameters": {"TAG": ["1", "2"]}, "jobDefaults": {"image": "localhost/base"},
+            "tasks": {"a": {"job": {"command": ["true"], "image": "localhost/tool:{{TAG}}"}},
+                      "b": {"job": {"command": ["true"]}}}}"#,
+        &[],
+    )
+    .unwrap();
+    let images: Vec<(&str, Option<&str>)> =
+        plan.steps().iter().map(|s| (s.name.as_str(), s.image.as_deref())).collect();
+    assert_eq!(
+        images,
+        [("a_1", Some("localhost/tool:1")), ("a_2", Some("localhost/tool:2")), ("b", Some("localhost/base"))]
+    );
+}
+
 fn run(cmd: DagCommand) -> (u8, String, String) {
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let code = match cmd.execute(&mut out, &mut err) {

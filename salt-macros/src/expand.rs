@@ -17,7 +17,7 @@ use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::{Attribute, Type};
 
-use crate::parse::{Backoff, Macro, Output, Param, Task};
+use crate::parse::{Action, Backoff, Macro, Output, Param, Task};
 
 /// The generated items for one `#[task]` or `#[workflow]`.
 pub(crate) fn expand(task: &Task) -> TokenStream {
@@ -80,7 +80,9 @@ pub(crate) fn expand(task: &Task) -> TokenStream {
         Output::Unit | Output::Plain(_) => (quote!(::core::result::Result::Ok(#direct_call)), run_call.clone()),
     };
     if task.steps.any() {
-        run_out = with_steps(task, &inputs, &out_ty, &run_call);
+        let out_probe = probe(&out_ty, out_span);
+        let encode_output = quote_spanned!(out_span=> #out_probe.encode_output);
+        run_out = with_steps(task, &inputs, &out_ty, &run_call, &encode_output);
     }
     let handle = quote_spanned!(out_span=> ::salt::__private::Handle<#out_ty>);
     let out_probe = probe(&out_ty, out_span);
@@ -144,10 +146,12 @@ pub(crate) fn expand(task: &Task) -> TokenStream {
         let check = quote_spanned!(path.span()=> ::salt::__private::validate_output(#name, &__salt_out, #path));
         quote!(#check?;)
     });
-    let steps_input = task
-        .steps
-        .any()
-        .then(|| quote!(let __salt_steps_input: __SaltInputOf = #input_probe.decode_input(#name, input.clone())?;));
+    let steps_input = task.steps.any().then(|| {
+        quote! {
+            let __salt_steps_json = input.clone();
+            let __salt_steps_input: __SaltInputOf = #input_probe.decode_input(#name, input.clone())?;
+        }
+    });
     let registration = quote! {
         #(#cfgs)*
         const _: () = {
@@ -251,9 +255,17 @@ pub(crate) fn expand(task: &Task) -> TokenStream {
 /// The body's output in the registered body of a task with step actions: `pre`, the body and
 /// `post` in one block whose error, if any, `on_failure` sees before it is returned. Each runs
 /// through `salt::__private::step`, which logs its outcome and timing. The steps borrow a second
-/// decoding of the input (`__salt_steps_input`), since the body takes the first one by value.
-fn with_steps(task: &Task, inputs: &[(&Ident, &Type)], out_ty: &TokenStream, run_call: &TokenStream) -> TokenStream {
+/// decoding of the input (`__salt_steps_input`), since the body takes the first one by value;
+/// a command step is also told the input as JSON (`__salt_steps_json`), and the output or error.
+fn with_steps(
+    task: &Task,
+    inputs: &[(&Ident, &Type)],
+    out_ty: &TokenStream,
+    run_call: &TokenStream,
+    encode_output: &TokenStream,
+) -> TokenStream {
     let borrowed: Vec<&Ident> = inputs.iter().map(|(ident, _)| *ident).collect();
+    let name = task.name.as_str();
     let body_result = match &task.output {
         Output::Result { full, ok } => {
             let into_result = quote_spanned!(full.span()=>
@@ -263,26 +275,51 @@ fn with_steps(task: &Task, inputs: &[(&Ident, &Type)], out_ty: &TokenStream, run
         }
         Output::Unit | Output::Plain(_) => quote!(::core::result::Result::Ok(#run_call)),
     };
-    // The whole step is spanned at the path too: a mistake in the step's signature is then
+    // The whole step is spanned at the action too: a mistake in the step's signature is then
     // reported once, there.
-    let at = |path: &syn::Path| Span::call_site().located_at(path.span());
-    let call = |path: &syn::Path, extra: Option<TokenStream>| {
-        // Spanned at the path, so that a mismatched argument is reported at the user's step.
-        let span = at(path);
-        let args = borrowed.iter().map(|ident| quote_spanned!(span=> &__salt_steps_input.#ident)).chain(extra);
-        quote_spanned!(span=> ::salt::__private::step_future(#path(#(#args),*)))
+    let at = |action: &Action| Span::call_site().located_at(action.span());
+    // The future of a step, `::salt::__private::step_action(…)`, which logs its line.
+    let call = |step: &str, action: &Action, extra: Option<TokenStream>, info: TokenStream| {
+        let info = quote! {
+            || ::salt::__private::StepInfo { step: #step, input: __salt_steps_json.clone(), #info }
+        };
+        // Spanned at the action, so that a mismatched argument is reported at the user's step.
+        let span = at(action);
+        match action {
+            Action::Path(path) => {
+                let args = borrowed.iter().map(|ident| quote_spanned!(span=> &__salt_steps_input.#ident)).chain(extra);
+                let started = quote_spanned!(span=> ::salt::__private::into_step(&ctx, #info, #path(#(#args),*)));
+                quote_spanned!(span=> ::salt::__private::step_action(&ctx, #step, #started))
+            }
+            // The task's inputs are in scope by reference.
+            Action::Expr(expr) => {
+                let started = quote_spanned!(span=> ::salt::__private::into_step(&ctx, #info, #expr));
+                quote! {{
+                    #(#[allow(unused_variables)] let #borrowed = &__salt_steps_input.#borrowed;)*
+                    ::salt::__private::step_action(&ctx, #step, #started)
+                }}
+            }
+        }
     };
-    let pre = task.steps.pre.as_ref().map(|path| {
-        let call = call(path, None);
-        quote_spanned!(at(path)=> ::salt::__private::step(&ctx, "pre", #call).await?;)
+    let none = quote!(output: ::core::option::Option::None, error: ::core::option::Option::None);
+    let pre = task.steps.pre.as_ref().map(|action| {
+        let call = call("pre", action, None, none.clone());
+        quote_spanned!(at(action)=> #call.await?;)
     });
-    let post = task.steps.post.as_ref().map(|path| {
-        let call = call(path, Some(quote_spanned!(at(path)=> &__salt_out)));
-        quote_spanned!(at(path)=> ::salt::__private::step(&ctx, "post", #call).await?;)
+    let post = task.steps.post.as_ref().map(|action| {
+        let info = quote! {
+            output: #encode_output(#name, &__salt_out).ok(), error: ::core::option::Option::None
+        };
+        let call = call("post", action, Some(quote_spanned!(at(action)=> &__salt_out)), info);
+        quote_spanned!(at(action)=> #call.await?;)
     });
-    let on_failure = task.steps.on_failure.as_ref().map(|path| {
-        let call = call(path, Some(quote_spanned!(at(path)=> __salt_error)));
-        let step = quote_spanned!(at(path)=> ::salt::__private::step(&ctx, "on_failure", #call).await);
+    let on_failure = task.steps.on_failure.as_ref().map(|action| {
+        let info = quote! {
+            output: ::core::option::Option::None,
+            error: ::core::option::Option::Some(::std::string::ToString::to_string(__salt_error))
+        };
+        let call = call("on_failure", action, Some(quote_spanned!(at(action)=> __salt_error)), info);
+        let step = quote_spanned!(at(action)=> #call.await);
         quote! {
             if let ::core::result::Result::Err(__salt_error) = &__salt_result {
                 let _ = #step;
@@ -527,24 +564,61 @@ mod tests {
                 }
             ),
         );
+        let info = |step: &str, rest: TokenStream| quote!(|| ::salt::__private::StepInfo { step: #step, input: __salt_steps_json.clone(), #rest });
+        let pre_info = info("pre", quote!(output: ::core::option::Option::None, error: ::core::option::Option::None));
+        let post_info = info(
+            "post",
+            quote!(
+                output: (&&::salt::__private::Probe::<u64>::new()).probe().encode_output("resize", &__salt_out).ok(),
+                error: ::core::option::Option::None
+            ),
+        );
+        let failure_info = info(
+            "on_failure",
+            quote!(
+                output: ::core::option::Option::None,
+                error: ::core::option::Option::Some(::std::string::ToString::to_string(__salt_error))
+            ),
+        );
         for expected in [
+            quote!(let __salt_steps_json = input.clone();),
             quote!(let __salt_steps_input: __SaltInputOf = (&&::salt::__private::Probe::<__SaltInputOf>::new()).probe().decode_input("resize", input.clone())?;),
-            quote!(::salt::__private::step(&ctx, "pre", ::salt::__private::step_future(checks::ready(&__salt_steps_input.path, &__salt_steps_input.width))).await?;),
+            quote!(::salt::__private::step_action(&ctx, "pre", ::salt::__private::into_step(&ctx, #pre_info, checks::ready(&__salt_steps_input.path, &__salt_steps_input.width))).await?;),
             quote!(::salt::__private::step(&ctx, "body", async {
                 (&&::salt::__private::ResultProbe::<u64, salt::Result<u64>>::new())
                     .probe()
                     .into_result(__salt_task_resize(__salt_input.path, __salt_input.width).await)
             }).await;),
-            quote!(::salt::__private::step(&ctx, "post", ::salt::__private::step_future(verify(&__salt_steps_input.path, &__salt_steps_input.width, &__salt_out))).await?;),
+            quote!(::salt::__private::step_action(&ctx, "post", ::salt::__private::into_step(&ctx, #post_info, verify(&__salt_steps_input.path, &__salt_steps_input.width, &__salt_out))).await?;),
             quote!(if let ::core::result::Result::Err(__salt_error) = &__salt_result),
-            quote!(::salt::__private::step_future(clean_up(
+            quote!(::salt::__private::step_action(&ctx, "on_failure", ::salt::__private::into_step(&ctx, #failure_info, clean_up(
                 &__salt_steps_input.path,
                 &__salt_steps_input.width,
                 __salt_error
-            ))),
+            ))).await),
         ] {
             assert_has(&out, expected);
         }
+        // A command: the inputs are in scope by reference.
+        let out = expand_str(
+            Macro::Task,
+            quote!(pre = salt::command("test").arg("-e").arg(path)),
+            quote!(
+                async fn resize(path: String, width: u32) -> u64 {
+                    1
+                }
+            ),
+        );
+        assert_has(
+            &out,
+            quote!({
+                #[allow(unused_variables)]
+                let path = &__salt_steps_input.path;
+                #[allow(unused_variables)]
+                let width = &__salt_steps_input.width;
+                ::salt::__private::step_action(&ctx, "pre", ::salt::__private::into_step(&ctx, #pre_info, salt::command("test").arg("-e").arg(path)))
+            }.await?;),
+        );
         // Without step actions the body is called as before.
         let out = expand_str(
             Macro::Task,

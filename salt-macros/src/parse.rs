@@ -6,6 +6,7 @@ use quote::ToTokens;
 use syn::ext::IdentExt;
 use syn::parse::{ParseStream, Parser};
 use syn::punctuated::Punctuated;
+use syn::spanned::Spanned as _;
 use syn::{
     Attribute, Expr, FnArg, GenericArgument, Lit, LitInt, LitStr, Meta, Pat, PathArguments, ReturnType, Signature,
     Token, Type, UnOp, Visibility,
@@ -144,15 +145,35 @@ impl Default for Policy {
     }
 }
 
-/// The step actions of a task: paths of async fns run in the attempt around its body.
+/// The step actions of a task, run in the attempt around its body.
 #[derive(Default)]
 pub(crate) struct Steps {
     /// Runs before the body; its failure skips the body.
-    pub(crate) pre: Option<syn::Path>,
+    pub(crate) pre: Option<Action>,
     /// Runs after a successful body, with its output; its failure fails the attempt.
-    pub(crate) post: Option<syn::Path>,
+    pub(crate) post: Option<Action>,
     /// Runs after a failed attempt, with its error.
-    pub(crate) on_failure: Option<syn::Path>,
+    pub(crate) on_failure: Option<Action>,
+}
+
+/// One step action.
+pub(crate) enum Action {
+    /// The path of a function called with the task's inputs by reference (an `async fn`, or a
+    /// `fn` that returns a `salt::Command`).
+    Path(syn::Path),
+    /// A call, evaluated in the attempt with the task's inputs in scope by reference: a
+    /// command like `salt::shell("…")`, or a future.
+    Expr(Box<Expr>),
+}
+
+impl Action {
+    /// The span of what the user wrote.
+    pub(crate) fn span(&self) -> proc_macro2::Span {
+        match self {
+            Action::Path(path) => path.span(),
+            Action::Expr(expr) => expr.span(),
+        }
+    }
 }
 
 impl Steps {
@@ -425,12 +446,15 @@ fn set_arg(out: &mut Args, key: &str, value: &Expr, errors: &mut Errors) {
         }
         "pre" | "post" | "on_failure" => {
             let path = match value {
-                Expr::Path(path) if path.qself.is_none() => Some(path.path.clone()),
+                Expr::Path(path) if path.qself.is_none() => Some(Action::Path(path.path.clone())),
+                Expr::Call(_) | Expr::MethodCall(_) => Some(Action::Expr(Box::new(value.clone()))),
                 _ => {
                     errors.spanned(
                         value,
                         format!(
-                            "`{key}` expects the path of an `async fn` that returns `salt::Result<()>`, like `{}`",
+                            "`{key}` expects the path of an `async fn` that returns `salt::Result<()>` (or of a `fn` \
+                             that returns a `salt::Command`), like `{}`, or a command, like `{key} = \
+                             salt::shell(\"…\")`",
                             example(key)
                         ),
                     );

@@ -298,6 +298,9 @@ pub fn main_with_default_db(db: &'static str) -> ExitCode {
     if sub.as_deref().is_some_and(|s| s == "guard") {
         return crate::command::guard_main(args);
     }
+    if sub.as_deref().is_some_and(|s| s == "remove-container") {
+        return crate::container::remove_main(args);
+    }
     // This binary can be a command's guard: commands its runs start go through one.
     crate::command::enable_guard();
     let node = sub.is_some_and(|a| a == "exec");

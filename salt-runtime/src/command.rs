@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+use crate::container;
 use crate::context::{Annotation, Arg, Context, Handle, TaskValue, WireArg, hooks};
 use crate::error::{Error, ErrorKind, Result};
 use crate::registry::{BodyFuture, Kind, Policy, PolicyOverride, TaskDescriptor};
@@ -59,18 +60,32 @@ pub fn enable_guard() {
     GUARD.store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// `<bin> __salt guard PROGRAM ARGS…`: runs the command as its child, in the guard's process
-/// group, and exits as it exits. If the process that started the guard dies (an orchestrator
-/// or node process killed with `kill -9`, which runs nothing on its way out), the guard kills
-/// its whole group, so that no command outlives the attempt it belonged to; `recover` then runs
-/// the command again, once.
+/// This binary, when it can guard commands ([`enable_guard`]).
+pub(crate) fn guard_exe() -> Option<PathBuf> {
+    GUARD.load(std::sync::atomic::Ordering::Relaxed).then(|| std::env::current_exe().ok()).flatten()
+}
+
+/// `<bin> __salt guard [--container ENGINE NAME] PROGRAM ARGS…`: runs the command as its
+/// child, in the guard's process group, and exits as it exits. If the process that started the
+/// guard dies (an orchestrator or node process killed with `kill -9`, which runs nothing on its
+/// way out), the guard removes the container `NAME` (when given) and kills its whole group, so
+/// that no command outlives the attempt it belonged to; `recover` then runs the command again,
+/// once.
 pub(crate) fn guard_main(mut args: impl Iterator<Item = std::ffi::OsString>) -> std::process::ExitCode {
     use std::os::unix::process::ExitStatusExt as _;
     use std::process::ExitCode;
-    let Some(program) = args.next() else {
-        eprintln!("usage: __salt guard PROGRAM [ARGS…]");
-        return ExitCode::from(2);
+    let usage = || {
+        eprintln!("usage: __salt guard [--container ENGINE NAME] PROGRAM [ARGS…]");
+        ExitCode::from(2)
     };
+    let mut program = args.next();
+    let mut container = None;
+    if program.as_deref().is_some_and(|p| p == "--container") {
+        let (Some(engine), Some(name)) = (args.next(), args.next()) else { return usage() };
+        container = Some((engine.to_string_lossy().into_owned(), name.to_string_lossy().into_owned()));
+        program = args.next();
+    }
+    let Some(program) = program else { return usage() };
     let parent = nix::unistd::getppid();
     let mut child = match std::process::Command::new(&program).args(args).spawn() {
         Ok(child) => child,
@@ -97,6 +112,9 @@ pub(crate) fn guard_main(mut args: impl Iterator<Item = std::ffi::OsString>) -> 
             Err(_) => return ExitCode::from(1),
         }
         if nix::unistd::getppid() != parent {
+            if let Some((engine, name)) = &container {
+                container::remove_now(engine, name);
+            }
             let _ = nix::sys::signal::killpg(nix::unistd::getpgrp(), nix::sys::signal::Signal::SIGKILL);
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -158,6 +176,12 @@ pub struct CommandSpec {
     /// The memory it needs, in MiB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_mb: Option<u64>,
+    /// The container image it runs in (through Podman or Docker); on the host without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// More arguments of `podman run` (or `docker run`), before the image: mounts, network….
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub engine_args: Vec<String>,
 }
 
 fn is_none_result(r: &ResultFrom) -> bool {
@@ -497,6 +521,27 @@ impl Command {
         self
     }
 
+    /// Runs the command in a container of this image, through Podman (or Docker where that is
+    /// what the host has): the program and its arguments are looked up in the image; the
+    /// attempt's logs and results directories are mounted at `/logs` and `/results`, its
+    /// arguments at `/salt/args.json` (`$SALT_ARGS`), and `$SALT_RESULT` is
+    /// `/results/result.json`. The variables set by [`Command::env`] and the host variables
+    /// named by [`Command::require_env`] are passed in; [`Command::cores`] and
+    /// [`Command::memory_mb`] limit the container; [`Command::current_dir`] is its working
+    /// directory.
+    pub fn image(mut self, image: impl Into<String>) -> Self {
+        self.spec.image = Some(image.into());
+        self
+    }
+
+    /// Adds arguments to `podman run` (or `docker run`) for a command with an
+    /// [image](Command::image), before the image: `["--network", "none"]`,
+    /// `["--volume", "/data:/data:ro"]`….
+    pub fn engine_args<S: Into<String>>(mut self, args: impl IntoIterator<Item = S>) -> Self {
+        self.spec.engine_args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
     fn fail(&mut self, message: String) {
         self.error.get_or_insert(Error::new(ErrorKind::Usage, message));
     }
@@ -592,8 +637,77 @@ fn machine() -> (u32, Option<u64>) {
     (cores, memory_mb)
 }
 
+impl Command {
+    /// Runs the command as a step action (`pre`, `post`, `on_failure` of `#[task]`) in the
+    /// attempt of `ctx`, not as a node of its own: its lines go to the attempt's log. Its
+    /// `$SALT_ARGS` is the task's input unless [`Command::input`] gave a value; `$SALT_STEP`
+    /// names the step, `$SALT_OUTPUT` is a file holding the task's output as JSON (for `post`),
+    /// `$SALT_ERROR` the attempt's error (for `on_failure`). Only [`Command::timeout`] of its
+    /// policy applies: the rest is the task's.
+    pub async fn run_as_step(self, ctx: &Context, step: &StepInfo) -> Result<()> {
+        let Command { mut spec, input, policy, annotation: _, error } = self;
+        if let Some(e) = error {
+            return Err(e);
+        }
+        if policy.retries.is_some()
+            || policy.backoff_ms.is_some()
+            || policy.queue.is_some()
+            || policy.priority.is_some()
+        {
+            return Err(Error::fatal(format!(
+                "the {} command `{}` runs in its task's attempt: its retries, backoff, queue and priority are the                  task's; of its policy, only `.timeout(…)` applies",
+                step.step, spec.program
+            )));
+        }
+        spec.input = Some(match input {
+            None => step.input.clone(),
+            Some(Input::Wire(Ok((_, WireArg::Value(value))))) => value,
+            Some(Input::Wire(Ok(_))) => {
+                return Err(Error::fatal(format!(
+                    "the {} command `{}` takes a value as its `.input(…)`, not the handle of a node",
+                    step.step, spec.program
+                )));
+            }
+            Some(Input::Wire(Err(e))) => return Err(e),
+            Some(Input::Direct(value)) => value.await?,
+        });
+        spec.env.insert("SALT_STEP".into(), step.step.to_string());
+        if let Some(error) = &step.error {
+            spec.env.insert("SALT_ERROR".into(), error.clone());
+        }
+        let run = execute_with(&spec, ctx, step.output.as_ref());
+        match policy.timeout_ms {
+            Some(ms) => tokio::time::timeout(Duration::from_millis(ms), run).await.unwrap_or_else(|_| {
+                Err(Error::new(ErrorKind::Timeout, format!("the {} command timed out after {ms} ms", step.step)))
+            })?,
+            None => run.await?,
+        };
+        Ok(())
+    }
+}
+
+/// What a command run as a step action is told: which step it is, the task's input, and the
+/// output or error of the attempt so far.
+#[derive(Debug, Clone, Default)]
+pub struct StepInfo {
+    /// `pre`, `post` or `on_failure`.
+    pub step: &'static str,
+    /// The task's input, as JSON.
+    pub input: Value,
+    /// The task's output, for `post`.
+    pub output: Option<Value>,
+    /// The attempt's error, for `on_failure`.
+    pub error: Option<String>,
+}
+
 /// Runs one attempt of a command.
 async fn execute(spec: &CommandSpec, ctx: &Context) -> Result<CommandOutput> {
+    execute_with(spec, ctx, None).await
+}
+
+/// Runs one attempt of a command, with `output` (the output of the task it is a step action
+/// of) in the file `$SALT_OUTPUT`.
+async fn execute_with(spec: &CommandSpec, ctx: &Context, output: Option<&Value>) -> Result<CommandOutput> {
     let program = spec.program.as_str();
     if program.is_empty() {
         return Err(Error::fatal("the command has no program to run"));
@@ -626,24 +740,64 @@ async fn execute(spec: &CommandSpec, ctx: &Context) -> Result<CommandOutput> {
     std::fs::create_dir_all(&scratch.0)
         .map_err(|e| Error::new(ErrorKind::Task, format!("cannot make {}: {e}", scratch.0.display())))?;
     let args_file = scratch.0.join("args.json");
-    let result_file = scratch.0.join("result.json");
+    let mut result_file = scratch.0.join("result.json");
     let args_text = serde_json::to_string(spec.input.as_ref().unwrap_or(&Value::Null)).unwrap_or_default();
     std::fs::write(&args_file, args_text)
         .map_err(|e| Error::new(ErrorKind::Task, format!("cannot write {}: {e}", args_file.display())))?;
 
-    let guard = GUARD.load(std::sync::atomic::Ordering::Relaxed).then(|| std::env::current_exe().ok()).flatten();
+    let output_file = match output {
+        Some(value) => {
+            let file = scratch.0.join("output.json");
+            std::fs::write(&file, serde_json::to_string(value).unwrap_or_default())
+                .map_err(|e| Error::new(ErrorKind::Task, format!("cannot write {}: {e}", file.display())))?;
+            Some(file)
+        }
+        None => None,
+    };
+
+    // In a container, the process started is `ENGINE run … IMAGE PROGRAM ARGS…`.
+    let mut in_container = None;
+    let (launcher, argv): (String, Vec<String>) = match &spec.image {
+        Some(image) => {
+            let engine = container::engine().await?;
+            let logs = scratch.0.join("logs");
+            let results = scratch.0.join("results");
+            for dir in [&logs, &results] {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| Error::new(ErrorKind::Task, format!("cannot make {}: {e}", dir.display())))?;
+            }
+            result_file = results.join("result.json");
+            let name = container::name(ctx.run_id(), ctx.node_id(), ctx.attempt(), rand_suffix());
+            let ids = [
+                ("SALT_RUN", ctx.run_id().to_string()),
+                ("SALT_NODE", ctx.node_id().to_string()),
+                ("SALT_ATTEMPT", ctx.attempt().to_string()),
+            ];
+            let mounts =
+                container::Mounts { logs: &logs, results: &results, args: &args_file, output: output_file.as_deref() };
+            let argv = container::run_args(spec, image, &name, ids, &mounts);
+            in_container = Some((engine.clone(), name, logs));
+            (engine, argv)
+        }
+        None => (program.to_string(), spec.args.clone()),
+    };
+    let guard = guard_exe();
     let mut cmd = match &guard {
         Some(exe) => {
-            if !findable(program, spec.current_dir.as_deref()) {
-                return Err(Error::fatal(format!("cannot start `{program}`: no such program or directory")));
+            if !findable(&launcher, spec.current_dir.as_deref().filter(|_| in_container.is_none())) {
+                return Err(Error::fatal(format!("cannot start `{launcher}`: no such program or directory")));
             }
             let mut cmd = tokio::process::Command::new(exe);
-            cmd.args(["__salt", "guard", program]);
+            cmd.args(["__salt", "guard"]);
+            if let Some((engine, name, _)) = &in_container {
+                cmd.args(["--container", engine, name]);
+            }
+            cmd.arg(&launcher);
             cmd
         }
-        None => tokio::process::Command::new(program),
+        None => tokio::process::Command::new(&launcher),
     };
-    cmd.args(&spec.args)
+    cmd.args(&argv)
         .envs(&spec.env)
         .env("SALT_ARGS", &args_file)
         .env("SALT_RESULT", &result_file)
@@ -655,16 +809,22 @@ async fn execute(spec: &CommandSpec, ctx: &Context) -> Result<CommandOutput> {
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    if let Some(dir) = &spec.current_dir {
+    if let (Some(file), None) = (&output_file, &in_container) {
+        cmd.env("SALT_OUTPUT", file);
+    }
+    if let (Some(dir), None) = (&spec.current_dir, &in_container) {
         cmd.current_dir(dir);
     }
-    let argv = std::iter::once(program).chain(spec.args.iter().map(String::as_str));
-    ctx.log(format!("[salt] $ {}", shell_words::join(argv)));
+    let shown = std::iter::once(launcher.as_str()).chain(argv.iter().map(String::as_str));
+    ctx.log(format!("[salt] $ {}", shell_words::join(shown)));
     let mut child = cmd.spawn().map_err(|e| {
         let hint = if e.kind() == std::io::ErrorKind::NotFound { " (no such program or directory)" } else { "" };
-        Error::fatal(format!("cannot start `{program}`: {e}{hint}"))
+        Error::fatal(format!("cannot start `{launcher}`: {e}{hint}"))
     })?;
     let mut group = Group(child.id().map(|pid| pid as i32));
+    // Dropped before the group (declared after it): a container of an attempt that ends
+    // half-way is removed, not only the engine's client killed.
+    let mut running = in_container.as_ref().map(|(engine, name, _)| container::Running::new(engine, name));
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
         return Err(Error::new(ErrorKind::Task, format!("`{program}` has no output pipes")));
     };
@@ -713,7 +873,10 @@ async fn execute(spec: &CommandSpec, ctx: &Context) -> Result<CommandOutput> {
                 }
             }
             s = child.wait(), if status.is_none() => {
-                status = Some(s.map_err(|e| Error::new(ErrorKind::Task, format!("cannot wait for `{program}`: {e}")))?);
+                status = Some(s.map_err(|e| Error::new(ErrorKind::Task, format!("cannot wait for `{launcher}`: {e}")))?);
+                if let Some(running) = &mut running {
+                    running.done();
+                }
                 // What it left running in the background ends with it.
                 group.kill();
                 drain.as_mut().reset(tokio::time::Instant::now() + DRAIN);
@@ -722,6 +885,9 @@ async fn execute(spec: &CommandSpec, ctx: &Context) -> Result<CommandOutput> {
         }
     }
     let status = status.expect("the loop ends once the process has exited");
+    if let Some((_, _, logs)) = &in_container {
+        container::copy_logs(logs, &mut |line| keep(line, false));
+    }
     let tail = || {
         if log_tail.is_empty() {
             " (its log is empty)".to_string()
@@ -731,6 +897,20 @@ async fn execute(spec: &CommandSpec, ctx: &Context) -> Result<CommandOutput> {
     };
     let code = match status.code() {
         Some(0) => 0,
+        Some(code) if in_container.is_some() && container::engine_failure(code).is_some() => {
+            let what = container::engine_failure(code).unwrap_or_default();
+            return Err(Error::new(ErrorKind::Task, format!("`{program}`: {what} (exit code {code}){}", tail())));
+        }
+        Some(code) if in_container.is_some() && (129..=192).contains(&code) => {
+            // The engine exits with 128 + N when the program was killed by signal N.
+            let signal = code - 128;
+            let name =
+                nix::sys::signal::Signal::try_from(signal).map_or_else(|_| format!("{signal}"), |s| s.to_string());
+            return Err(Error::new(
+                ErrorKind::Task,
+                format!("`{program}` was killed by signal {name} ({signal}){}", tail()),
+            ));
+        }
         Some(code) => {
             return Err(Error::new(ErrorKind::Task, format!("`{program}` exited with code {code}{}", tail())));
         }

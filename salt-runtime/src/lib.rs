@@ -7,6 +7,7 @@
 pub mod blob;
 pub mod cli;
 pub mod command;
+pub mod container;
 pub mod context;
 mod driver;
 pub mod error;
@@ -24,6 +25,7 @@ pub mod remote;
 pub mod render;
 mod run;
 pub mod runner;
+pub mod step;
 pub mod store;
 mod worker;
 

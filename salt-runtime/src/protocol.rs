@@ -687,8 +687,12 @@ pub(crate) fn kill_descendants() {
             }
         }
     }
+    let containers = crate::container::guarded(&found);
     for pid in found {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    }
+    for (engine, name) in containers {
+        crate::container::remove_detached(&engine, &name);
     }
 }
 
@@ -699,6 +703,7 @@ pub(crate) fn kill_groups_below(pid: i32) {
     use nix::unistd::{Pid, getpgid};
     let mut stack = vec![pid as u32];
     let mut groups = std::collections::BTreeSet::new();
+    let mut found = Vec::new();
     while let Some(p) = stack.pop() {
         let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else { continue };
         for task in tasks.flatten() {
@@ -707,13 +712,19 @@ pub(crate) fn kill_groups_below(pid: i32) {
                 if let Ok(group) = getpgid(Some(Pid::from_raw(child))) {
                     groups.insert(group.as_raw());
                 }
+                found.push(child);
                 stack.push(child as u32);
             }
         }
     }
     let own = getpgid(None).map(|g| g.as_raw()).unwrap_or(0);
+    // The containers of command steps, which outlive their engine's client: removed too.
+    let containers = crate::container::guarded(&found);
     for group in groups.into_iter().filter(|g| *g != pid && *g != own && *g > 1) {
         let _ = nix::sys::signal::killpg(Pid::from_raw(group), nix::sys::signal::Signal::SIGKILL);
+    }
+    for (engine, name) in containers {
+        crate::container::remove_detached(&engine, &name);
     }
 }
 

@@ -113,6 +113,9 @@ fn command_of(step: &Step, parents: Vec<Handle<CommandOutput>>) -> salt::Command
     let mut argv = step.argv.iter();
     let program = argv.next().cloned().unwrap_or_default();
     let mut cmd = salt::command(program).args(argv.cloned()).envs(step.env.clone()).label(step.name.clone());
+    if let Some(image) = &step.image {
+        cmd = cmd.image(image.clone());
+    }
     if step.max_retries > 0 {
         cmd = cmd.retries(step.max_retries).backoff(step.retry_interval);
     }

@@ -47,7 +47,7 @@ pub use secret::Secret;
 #[doc(inline)]
 pub use salt_macros::{Fatal, task, workflow};
 #[doc(inline)]
-pub use salt_runtime::command::{Command, CommandOutput, IntoDuration, command, command_string, shell};
+pub use salt_runtime::command::{Command, CommandOutput, IntoDuration, StepInfo, command, command_string, shell};
 #[doc(inline)]
 pub use salt_runtime::context::{Annotation, Arg, Context, Handle, Handles, TaskValue, join_all};
 #[doc(inline)]
@@ -191,21 +191,24 @@ pub mod __private {
     pub use serde_json;
     use std::future::Future;
 
-    /// What a step action (`pre`, `post`, `on_failure` of `#[task]`) returns when called: a
-    /// future of `salt::Result<()>`, which an `async fn … -> salt::Result<()>` is.
-    #[diagnostic::on_unimplemented(
-        message = "a step action must be an `async fn` that returns `salt::Result<()>`, but calling it gives `{Self}`",
-        label = "this step action",
-        note = "write it like `async fn check(a: &A, b: &B) -> salt::Result<()>`: the task's inputs by reference, in order, then `&Output` for `post` or `&salt::Error` for `on_failure`"
-    )]
-    pub trait StepFuture: Future<Output = Result<()>> {}
+    pub use salt_runtime::command::StepInfo;
+    pub use salt_runtime::step::StepAction;
 
-    #[diagnostic::do_not_recommend]
-    impl<F: Future<Output = Result<()>>> StepFuture for F {}
+    /// A started step action (`pre`, `post`, `on_failure` of `#[task]`).
+    pub struct Step<'a>(std::pin::Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>>);
 
-    /// Checks that a step action's call is a [`StepFuture`].
-    pub fn step_future<F: StepFuture>(future: F) -> impl Future<Output = Result<()>> {
-        future
+    /// Starts a step action in the attempt of `ctx`: `action` is what calling the user's step
+    /// gave (checked to be a [`StepAction`], once, here), `info` what a command step is told.
+    pub fn into_step<'a, A: StepAction + 'a>(ctx: &'a Context, info: impl FnOnce() -> StepInfo, action: A) -> Step<'a>
+    where
+        A::Future: Send + 'a,
+    {
+        Step(Box::pin(action.run(ctx, info)))
+    }
+
+    /// Runs a started step action through [`step`], which logs its line.
+    pub async fn step_action(ctx: &Context, name: &str, action: Step<'_>) -> Result<()> {
+        step(ctx, name, action.0).await
     }
 
     /// Runs one part of an attempt of a task with step actions (`pre`, `body`, `post`,

@@ -973,6 +973,38 @@ async fn guarded_flow(dir: String, fail: String) -> salt::Result<u64> {
     guarded(dir, fail).await
 }
 
+/// `post` of `shelled`: a command, from a function of the task's inputs and output; it reads
+/// the output from `$SALT_OUTPUT`.
+fn shelled_post(dir: &str, _fail: &str, out: &u64) -> salt::Command {
+    salt::shell(r#"echo "post sees $(cat "$SALT_OUTPUT") in $SALT_STEP""#)
+        .env("EXPECTED", out.to_string())
+        .current_dir(dir)
+}
+
+/// A task whose step actions are commands: `pre` a command with the task's inputs in scope (it
+/// fails when `fail` is `"pre"`), `post` a function that returns a command, `on_failure` a
+/// command that reads the attempt's error.
+#[task(
+    retries = 1,
+    backoff = "10ms",
+    pre = salt::shell(r#"echo "pre args: $(cat "$SALT_ARGS")"; [ "$FAIL" != pre ] || { echo 'not ready'; exit 3; }"#)
+        .env("FAIL", fail)
+        .current_dir(dir),
+    post = shelled_post,
+    on_failure = salt::shell(r#"echo "on_failure saw: $SALT_ERROR" | head -n 1"#),
+)]
+async fn shelled(dir: String, fail: String) -> salt::Result<u64> {
+    mark(&dir, "shelled");
+    let _ = fail; // read by `pre`
+    Ok(7)
+}
+
+/// Runs `shelled`.
+#[workflow]
+async fn shelled_flow(dir: String, fail: String) -> salt::Result<u64> {
+    shelled(dir, fail).await
+}
+
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("__salt")

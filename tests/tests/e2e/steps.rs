@@ -6,9 +6,15 @@ use crate::support::{EXECUTORS, Env, text};
 /// Runs `guarded_flow` with `fail` under `executor`; returns whether it succeeded and the log
 /// of the `guarded` node, each step's timing replaced by `_`.
 fn run(env: &Env, executor: &str, fail: &str) -> (bool, Vec<String>) {
+    run_flow(env, "guarded", executor, fail)
+}
+
+/// Runs `{task}_flow` with `fail` under `executor`; returns whether it succeeded and the log of
+/// the `task` node, each step's timing replaced by `_`.
+fn run_flow(env: &Env, task: &str, executor: &str, fail: &str) -> (bool, Vec<String>) {
     let input = serde_json::json!({"dir": env.dir(), "fail": fail}).to_string();
-    let out = env.run(&["run", "guarded_flow", "--executor", executor, "--input", &input]);
-    let logs = env.run(&["logs", "1", "guarded"]);
+    let out = env.run(&["run", &format!("{task}_flow"), "--executor", executor, "--input", &input]);
+    let logs = env.run(&["logs", "1", task]);
     assert!(logs.status.success(), "{}", text(&logs));
     let lines = String::from_utf8(logs.stdout)
         .unwrap()
@@ -107,5 +113,62 @@ fn a_failing_on_failure_is_logged_and_the_error_stays_the_attempts() {
         let seen = std::fs::read_to_string(env.work.join("guard_error")).unwrap();
         assert_eq!(seen, "the body failed", "{executor}");
         assert_eq!(env.count("guard_post"), 0, "{executor}");
+    }
+}
+
+#[test]
+fn command_steps_run_in_the_attempt_and_write_to_its_log() {
+    for executor in EXECUTORS {
+        let env = Env::new();
+        let (ok, log) = run_flow(&env, "shelled", executor, "none");
+        assert!(ok, "{executor}: {log:?}");
+        let args = serde_json::json!({"dir": env.dir(), "fail": "none"}).to_string();
+        assert_eq!(
+            log,
+            [
+                format!("── node 1 shelled · attempt 1 · {executor} · succeeded"),
+                r#"[salt] $ sh -c 'echo "pre args: $(cat "$SALT_ARGS")"; [ "$FAIL" != pre ] || { echo '\''not ready'\''; exit 3; }'"#.to_owned(),
+                format!("pre args: {args}"),
+                "pre: ok in _ms".to_owned(),
+                "body: ok in _ms".to_owned(),
+                r#"[salt] $ sh -c 'echo "post sees $(cat "$SALT_OUTPUT") in $SALT_STEP"'"#.to_owned(),
+                "post sees 7 in post".to_owned(),
+                "post: ok in _ms".to_owned(),
+            ],
+            "{executor}"
+        );
+        // One node: the step actions are not nodes of their own.
+        assert_eq!(env.show(1)["nodes"].as_array().unwrap().len(), 2, "{executor}");
+    }
+}
+
+#[test]
+fn a_failing_pre_command_skips_the_body_and_on_failure_sees_the_error() {
+    for executor in EXECUTORS {
+        let env = Env::new();
+        let (ok, log) = run_flow(&env, "shelled", executor, "pre");
+        assert!(!ok, "{executor}: {log:?}");
+        let args = serde_json::json!({"dir": env.dir(), "fail": "pre"}).to_string();
+        let attempt = |n: u32| {
+            [
+                format!(
+                    "── node 1 shelled · attempt {n} · {executor} · failed: `sh` exited with code 3; the last lines of \
+                     its log:"
+                ),
+                format!("pre args: {args}"),
+                "not ready".to_owned(),
+                r#"[salt] $ sh -c 'echo "pre args: $(cat "$SALT_ARGS")"; [ "$FAIL" != pre ] || { echo '\''not ready'\''; exit 3; }'"#.to_owned(),
+                format!("pre args: {args}"),
+                "not ready".to_owned(),
+                "pre: failed in _ms: `sh` exited with code 3; the last lines of its log:".to_owned(),
+                format!("pre args: {args}"),
+                "not ready".to_owned(),
+                r#"[salt] $ sh -c 'echo "on_failure saw: $SALT_ERROR" | head -n 1'"#.to_owned(),
+                "on_failure saw: `sh` exited with code 3; the last lines of its log:".to_owned(),
+                "on_failure: ok in _ms".to_owned(),
+            ]
+        };
+        assert_eq!(log, [attempt(1), attempt(2)].concat(), "{executor}");
+        assert_eq!(env.count("shelled"), 0, "{executor}: the body ran");
     }
 }
