@@ -333,6 +333,8 @@ fn policy(task: &Task) -> TokenStream {
         }
         None => quote!(::core::option::Option::None),
     };
+    let cores = Literal::u32_unsuffixed(p.cores);
+    let memory_mb = Literal::u64_unsuffixed(p.memory_mb);
     quote! {
         ::salt::__private::Policy {
             retries: #retries,
@@ -340,6 +342,8 @@ fn policy(task: &Task) -> TokenStream {
             timeout: #timeout,
             queue: #queue,
             priority: #priority,
+            cores: #cores,
+            memory_mb: #memory_mb,
         }
     }
 }
@@ -396,6 +400,8 @@ mod tests {
                 timeout = "10s",
                 queue = "io",
                 priority = 5,
+                cores = 2,
+                memory_mb = 512,
                 label = "Extract",
                 color = "#ff0000",
                 name = "extract_rows"
@@ -441,7 +447,7 @@ mod tests {
             ),
             quote!(doc: "Reads rows.",),
             quote!(retries: 2, backoff: ::salt::__private::Backoff::Exponential { base: ::salt::__private::millis(1000), cap: ::salt::__private::millis(30000) },),
-            quote!(timeout: ::core::option::Option::Some(::salt::__private::millis(10000)), queue: "io", priority: 5),
+            quote!(timeout: ::core::option::Option::Some(::salt::__private::millis(10000)), queue: "io", priority: 5, cores: 2, memory_mb: 512,),
             quote!(label: ::core::option::Option::Some("Extract"), color: ::core::option::Option::Some("#ff0000"),),
             quote!(default_input: ::core::option::Option::None, schedule: ::core::option::Option::None, promises: &[], may_spawn: false,),
             quote!(
@@ -469,7 +475,7 @@ mod tests {
         assert_has(&out, quote!(::core::result::Result::Ok(__salt_task_double(x).await)));
         assert_has(&out, quote!(let __salt_out = __salt_task_double(__salt_input.x).await;));
         assert_has(&out, quote!(backoff: ::salt::__private::Backoff::Fixed(::salt::__private::millis(1000))));
-        assert_has(&out, quote!(queue: "default", priority: 0));
+        assert_has(&out, quote!(queue: "default", priority: 0, cores: 0, memory_mb: 0,));
         assert_has(&out, quote!(kind: ::salt::__private::Kind::Task));
     }
 

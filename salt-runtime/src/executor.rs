@@ -69,6 +69,10 @@ pub(crate) struct Launch {
     pub(crate) at: AttemptId,
     pub(crate) task: &'static TaskDescriptor,
     pub(crate) input: Value,
+    /// The node's queue: its task's, or what its call chose (`salt::command(…).queue("gpu")`).
+    pub(crate) queue: &'static str,
+    /// The node's priority, likewise.
+    pub(crate) priority: i32,
 }
 
 /// Starts, answers and stops attempts. Calls never block: the work happens on tasks the

@@ -501,7 +501,7 @@ struct Remote {
 
 impl Executor for Remote {
     fn start(&mut self, launch: Launch) {
-        let Launch { at, task, input } = launch;
+        let Launch { at, task, input, queue, priority } = launch;
         let mut inner = self.dispatcher.lock();
         inner.next_id += 1;
         let id = inner.next_id;
@@ -519,8 +519,8 @@ impl Executor for Remote {
             id,
             Live {
                 at,
-                queue: task.policy.queue.to_string(),
-                priority: task.policy.priority,
+                queue: queue.to_string(),
+                priority,
                 binary: self.binary.clone(),
                 start: Some(start),
                 queued_at: std::time::Instant::now(),
