@@ -61,6 +61,12 @@ async fn gate(dir: String, ctx: &Context) -> salt::Result<u64> {
     step(dir, "gated".to_string(), x, 0).await
 }
 
+/// A command step sent to `queue` by its call: it appends a line to `dir/command`.
+#[workflow]
+async fn queued_command(dir: String, queue: String) -> salt::Result<i32> {
+    Ok(salt::shell("echo ran >> command").current_dir(&dir).queue(queue).await?.exit_code)
+}
+
 fn main() -> std::process::ExitCode {
     salt::main()
 }
