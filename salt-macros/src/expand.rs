@@ -121,7 +121,15 @@ pub(crate) fn expand(task: &Task) -> TokenStream {
     // The registration. The input struct is generic over the input types, so that its derives
     // require nothing of them; it is used through a probe, like every other type.
     let params: Vec<Ident> = (0..inputs.len()).map(|i| format_ident!("__SaltA{i}")).collect();
-    let fields = inputs.iter().zip(&params).map(|((ident, _), param)| quote!(#ident: #param));
+    // An `Option` parameter may be omitted (it is then `None`): its schema says so, with
+    // `"default": null`, as a serde default does.
+    let fields = inputs.iter().zip(&params).map(|((ident, ty), param)| {
+        if is_option(ty) {
+            quote!(#[schemars(extend("default" = null))] #ident: #param)
+        } else {
+            quote!(#ident: #param)
+        }
+    });
     let input_tys = inputs.iter().map(|(_, ty)| ty);
     let input_probe = probe(&quote!(__SaltInputOf), Span::call_site());
     let schema_name = format!("{name}_input");
@@ -348,6 +356,26 @@ fn policy(task: &Task) -> TokenStream {
     }
 }
 
+/// Whether `ty` is written as an `Option<T>`: `Option`, `std::option::Option` or
+/// `core::option::Option`, with one type argument.
+fn is_option(ty: &Type) -> bool {
+    let Type::Path(path) = ty else { return false };
+    if path.qself.is_some() {
+        return false;
+    }
+    let segments: Vec<&syn::PathSegment> = path.path.segments.iter().collect();
+    let Some((last, prefix)) = segments.split_last() else { return false };
+    let prefix: Vec<String> = prefix.iter().map(|s| s.ident.to_string()).collect();
+    let prefixed = match prefix.as_slice() {
+        [] => path.path.leading_colon.is_none(),
+        [krate, module] => (krate == "std" || krate == "core") && module == "option",
+        _ => false,
+    };
+    prefixed
+        && last.ident == "Option"
+        && matches!(&last.arguments, syn::PathArguments::AngleBracketed(a) if a.args.len() == 1)
+}
+
 fn millis(ms: u64) -> TokenStream {
     let ms = Literal::u64_unsuffixed(ms);
     quote!(::salt::__private::millis(#ms))
@@ -459,6 +487,29 @@ mod tests {
         ] {
             assert_has(&out, expected);
         }
+    }
+
+    #[test]
+    fn option_parameters_are_recognised_by_how_they_are_written() {
+        let ty = |t: TokenStream| syn::parse2::<Type>(t).unwrap();
+        for yes in [quote!(Option<u32>), quote!(std::option::Option<String>), quote!(::core::option::Option<Vec<u8>>)] {
+            assert!(is_option(&ty(yes.clone())), "{yes}");
+        }
+        for no in
+            [quote!(u32), quote!(Vec<Option<u32>>), quote!(my::Option<u32>), quote!(::Option<u32>), quote!(Option)]
+        {
+            assert!(!is_option(&ty(no.clone())), "{no}");
+        }
+        let out = expand_str(
+            Macro::Task,
+            quote!(),
+            quote!(
+                async fn pick(x: u64, y: Option<u64>) -> u64 {
+                    y.unwrap_or(x)
+                }
+            ),
+        );
+        assert_has(&out, quote!(x: __SaltA0, #[schemars(extend("default" = null))] y: __SaltA1,));
     }
 
     #[test]
