@@ -165,10 +165,11 @@ pub const DEFAULT_LEASE_TTL: std::time::Duration = std::time::Duration::from_sec
 
 /// What the machine offers the nodes that ask for cores or memory: its cores
 /// (`available_parallelism`) and its memory (`MemTotal` of `/proc/meminfo`, unlimited where it
-/// cannot be read), unless `SALT_CORES` or `SALT_MEMORY_MB` says otherwise.
+/// cannot be read), unless `SALT_CORES` or `SALT_MEMORY_MB` (a whole number above zero) says
+/// otherwise.
 fn default_capacity() -> Capacity {
     let (cores, memory_mb) = crate::command::machine();
-    let env = |name: &str| std::env::var(name).ok().and_then(|v| v.trim().parse::<u64>().ok());
+    let env = |name: &str| std::env::var(name).ok().and_then(|v| v.trim().parse::<u64>().ok()).filter(|&n| n > 0);
     Capacity {
         cores: env("SALT_CORES").map_or(cores, |c| c.min(u32::MAX as u64) as u32),
         memory_mb: env("SALT_MEMORY_MB").or(memory_mb).unwrap_or(u64::MAX),
