@@ -192,6 +192,39 @@ async fn container_once(image: String, tag: String, dir: String) -> salt::Result
     Ok(out.exit_code)
 }
 
+/// Counts the steps that ran; it holds one core while it runs.
+#[task(cores = 1, memory_mb = 16)]
+async fn tally(steps: Vec<i32>) -> usize {
+    steps.len()
+}
+
+/// `steps` commands of half a second each, all spawned at once, each asking for `cores` cores
+/// and `memory_mb` MiB: how many run together is what the machine offers (`--cores`,
+/// `--memory-mb`). Each writes when it started and ended (ns) to `dir/start.N`, `dir/end.N`.
+#[workflow(input = r#"{"dir": ".", "steps": 3, "cores": 2, "memory_mb": 0}"#)]
+async fn crowd(dir: String, steps: u32, cores: u32, memory_mb: u64) -> salt::Result<usize> {
+    let handles: Vec<_> = (0..steps)
+        .map(|i| {
+            let mut step = salt::shell(r#"date +%s%N > "start.$STEP"; sleep 0.5; date +%s%N > "end.$STEP""#)
+                .env("STEP", i.to_string())
+                .current_dir(&dir)
+                .label(format!("step {i}"));
+            if cores > 0 {
+                step = step.cores(cores);
+            }
+            if memory_mb > 0 {
+                step = step.memory_mb(memory_mb);
+            }
+            step.spawn()
+        })
+        .collect();
+    let mut codes = Vec::new();
+    for h in handles {
+        codes.push(h.await?.exit_code);
+    }
+    tally(codes).await
+}
+
 /// The command line: `run`, `runs`, `show`, `logs`, `graph`… (`--help` lists them).
 fn main() -> std::process::ExitCode {
     salt::main_with_default_db(".salt/commands.db")

@@ -441,6 +441,40 @@ fn a_timed_out_container_is_stopped_and_removed() {
         let node = json_of(dir, &["show", "1", "1"]);
         assert_eq!(node["node"]["error"]["kind"], "timeout", "{executor}: {node}");
         podman.assert_none_left(&tag, executor);
+/// The most intervals `(start, end)` that overlap at one instant.
+fn most_at_once(intervals: &[(u128, u128)]) -> usize {
+    let mut edges: Vec<(u128, i32)> = intervals.iter().flat_map(|&(s, e)| [(s, 1), (e, -1)]).collect();
+    // An end before a start at the same instant: touching intervals do not overlap.
+    edges.sort();
+    let (mut now, mut most) = (0i32, 0i32);
+    for (_, d) in edges {
+        now += d;
+        most = most.max(now);
+    }
+    most as usize
+}
+
+/// When each step of `crowd` started and ended, in ns.
+fn intervals(dir: &Path, steps: usize) -> Vec<(u128, u128)> {
+    let read = |f: String| -> u128 {
+        let text = std::fs::read_to_string(dir.join(&f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+        text.trim().parse().unwrap_or_else(|e| panic!("{f}: {text:?}: {e}"))
+    };
+    (0..steps).map(|i| (read(format!("start.{i}")), read(format!("end.{i}")))).collect()
+}
+
+#[test]
+fn commands_that_ask_for_cores_never_run_beyond_what_the_machine_offers() {
+    for executor in ["inline", "process", "pool"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let input = json!({"dir": dir.display().to_string(), "steps": 3, "cores": 2, "memory_mb": 0}).to_string();
+        let args = ["run", "crowd", "--input", &input, "--executor", executor, "--cores", "4", "--parallelism", "8"];
+        let out = commands(dir, &args);
+        assert!(out.status.success(), "{executor}: {}", text(&out));
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "3");
+        let steps = intervals(dir, 3);
+        assert_eq!(most_at_once(&steps), 2, "{executor}: three 2-core steps on 4 cores: two at a time: {steps:?}");
     }
 }
 
@@ -473,4 +507,45 @@ fn a_container_whose_orchestrator_is_killed_is_removed_and_recover_runs_it_once(
     let lines = |f: &str| std::fs::read_to_string(dir.join(f)).map(|s| s.lines().count()).unwrap_or(0);
     assert_eq!((lines("started"), lines("finished")), (2, 1), "ran again once, to completion");
     podman.assert_none_left(&tag, "after the run");
+fn commands_that_ask_for_memory_never_run_beyond_what_the_machine_offers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let input = json!({"dir": dir.display().to_string(), "steps": 4, "cores": 0, "memory_mb": 300}).to_string();
+    let out = commands(dir, &["run", "crowd", "--input", &input, "--memory-mb", "700", "--parallelism", "8"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let steps = intervals(dir, 4);
+    assert_eq!(most_at_once(&steps), 2, "four 300 MiB steps in 700 MiB: two at a time: {steps:?}");
+
+    // Capped through the environment, one at a time.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let input = json!({"dir": dir.display().to_string(), "steps": 3, "cores": 0, "memory_mb": 300}).to_string();
+    let out = Command::new(example())
+        .args(["run", "crowd", "--input", &input, "--parallelism", "8"])
+        .current_dir(dir)
+        .env_remove("SALT_DB")
+        .env("SALT_MEMORY_MB", "500")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let steps = intervals(dir, 3);
+    assert_eq!(most_at_once(&steps), 1, "three 300 MiB steps in 500 MiB: one at a time: {steps:?}");
+}
+
+#[test]
+fn a_command_that_asks_for_more_than_the_machine_offers_fails_without_starting() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let input = json!({"dir": dir.display().to_string(), "steps": 1, "cores": 8, "memory_mb": 0}).to_string();
+    let out = commands(dir, &["run", "crowd", "--input", &input, "--cores", "4"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let node = json_of(dir, &["show", "1", "1"]);
+    assert_eq!(node["node"]["state"], "failed");
+    assert_eq!(node["node"]["error"]["kind"], "fatal");
+    assert_eq!(
+        node["node"]["error"]["message"],
+        "node 1 (`command`) asks for 8 cores; this machine offers 4 (see --cores)"
+    );
+    assert_eq!(node["attempts"], json!([]), "no attempt started");
+    assert!(!dir.join("start.0").exists(), "the command never ran");
 }

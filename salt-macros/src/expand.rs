@@ -123,7 +123,15 @@ pub(crate) fn expand(task: &Task) -> TokenStream {
     // The registration. The input struct is generic over the input types, so that its derives
     // require nothing of them; it is used through a probe, like every other type.
     let params: Vec<Ident> = (0..inputs.len()).map(|i| format_ident!("__SaltA{i}")).collect();
-    let fields = inputs.iter().zip(&params).map(|((ident, _), param)| quote!(#ident: #param));
+    // An `Option` parameter may be omitted (it is then `None`): its schema says so, with
+    // `"default": null`, as a serde default does.
+    let fields = inputs.iter().zip(&params).map(|((ident, ty), param)| {
+        if is_option(ty) {
+            quote!(#[schemars(extend("default" = null))] #ident: #param)
+        } else {
+            quote!(#ident: #param)
+        }
+    });
     let input_tys = inputs.iter().map(|(_, ty)| ty);
     let input_probe = probe(&quote!(__SaltInputOf), Span::call_site());
     let schema_name = format!("{name}_input");
@@ -370,6 +378,8 @@ fn policy(task: &Task) -> TokenStream {
         }
         None => quote!(::core::option::Option::None),
     };
+    let cores = Literal::u32_unsuffixed(p.cores);
+    let memory_mb = Literal::u64_unsuffixed(p.memory_mb);
     quote! {
         ::salt::__private::Policy {
             retries: #retries,
@@ -377,8 +387,30 @@ fn policy(task: &Task) -> TokenStream {
             timeout: #timeout,
             queue: #queue,
             priority: #priority,
+            cores: #cores,
+            memory_mb: #memory_mb,
         }
     }
+}
+
+/// Whether `ty` is written as an `Option<T>`: `Option`, `std::option::Option` or
+/// `core::option::Option`, with one type argument.
+fn is_option(ty: &Type) -> bool {
+    let Type::Path(path) = ty else { return false };
+    if path.qself.is_some() {
+        return false;
+    }
+    let segments: Vec<&syn::PathSegment> = path.path.segments.iter().collect();
+    let Some((last, prefix)) = segments.split_last() else { return false };
+    let prefix: Vec<String> = prefix.iter().map(|s| s.ident.to_string()).collect();
+    let prefixed = match prefix.as_slice() {
+        [] => path.path.leading_colon.is_none(),
+        [krate, module] => (krate == "std" || krate == "core") && module == "option",
+        _ => false,
+    };
+    prefixed
+        && last.ident == "Option"
+        && matches!(&last.arguments, syn::PathArguments::AngleBracketed(a) if a.args.len() == 1)
 }
 
 fn millis(ms: u64) -> TokenStream {
@@ -433,6 +465,8 @@ mod tests {
                 timeout = "10s",
                 queue = "io",
                 priority = 5,
+                cores = 2,
+                memory_mb = 512,
                 label = "Extract",
                 color = "#ff0000",
                 name = "extract_rows"
@@ -478,7 +512,7 @@ mod tests {
             ),
             quote!(doc: "Reads rows.",),
             quote!(retries: 2, backoff: ::salt::__private::Backoff::Exponential { base: ::salt::__private::millis(1000), cap: ::salt::__private::millis(30000) },),
-            quote!(timeout: ::core::option::Option::Some(::salt::__private::millis(10000)), queue: "io", priority: 5),
+            quote!(timeout: ::core::option::Option::Some(::salt::__private::millis(10000)), queue: "io", priority: 5, cores: 2, memory_mb: 512,),
             quote!(label: ::core::option::Option::Some("Extract"), color: ::core::option::Option::Some("#ff0000"),),
             quote!(default_input: ::core::option::Option::None, schedule: ::core::option::Option::None, promises: &[], may_spawn: false,),
             quote!(
@@ -490,6 +524,29 @@ mod tests {
         ] {
             assert_has(&out, expected);
         }
+    }
+
+    #[test]
+    fn option_parameters_are_recognised_by_how_they_are_written() {
+        let ty = |t: TokenStream| syn::parse2::<Type>(t).unwrap();
+        for yes in [quote!(Option<u32>), quote!(std::option::Option<String>), quote!(::core::option::Option<Vec<u8>>)] {
+            assert!(is_option(&ty(yes.clone())), "{yes}");
+        }
+        for no in
+            [quote!(u32), quote!(Vec<Option<u32>>), quote!(my::Option<u32>), quote!(::Option<u32>), quote!(Option)]
+        {
+            assert!(!is_option(&ty(no.clone())), "{no}");
+        }
+        let out = expand_str(
+            Macro::Task,
+            quote!(),
+            quote!(
+                async fn pick(x: u64, y: Option<u64>) -> u64 {
+                    y.unwrap_or(x)
+                }
+            ),
+        );
+        assert_has(&out, quote!(x: __SaltA0, #[schemars(extend("default" = null))] y: __SaltA1,));
     }
 
     #[test]
@@ -506,7 +563,7 @@ mod tests {
         assert_has(&out, quote!(::core::result::Result::Ok(__salt_task_double(x).await)));
         assert_has(&out, quote!(let __salt_out = __salt_task_double(__salt_input.x).await;));
         assert_has(&out, quote!(backoff: ::salt::__private::Backoff::Fixed(::salt::__private::millis(1000))));
-        assert_has(&out, quote!(queue: "default", priority: 0));
+        assert_has(&out, quote!(queue: "default", priority: 0, cores: 0, memory_mb: 0,));
         assert_has(&out, quote!(kind: ::salt::__private::Kind::Task));
     }
 

@@ -114,6 +114,8 @@ use crate::parse::Macro;
 /// | `timeout` | `"DUR"`: the longest one attempt may run | none |
 /// | `queue` | the queue workers take this task from | `"default"` |
 /// | `priority` | among ready nodes, higher starts first (`i32`) | `0` |
+/// | `cores` | CPU cores one attempt holds: run locally, it starts only when they are free (`u32`) | `0` (not counted) |
+/// | `memory_mb` | memory one attempt holds, in MiB: likewise (`u64`) | `0` (not counted) |
 /// | `label` | a label to draw instead of the name | none |
 /// | `color` | a color to draw the node with | none |
 /// | `promise` | a promise over the subtree of each node of this task, like `"only tasks a, b"` or `"a -> b*"`; may be given more than once; checked at compile time | none |

@@ -41,13 +41,15 @@ impl Macro {
     }
 }
 
-const TASK_KEYS: [&str; 14] = [
+const TASK_KEYS: [&str; 16] = [
     "name",
     "retries",
     "backoff",
     "timeout",
     "queue",
     "priority",
+    "cores",
+    "memory_mb",
     "label",
     "color",
     "promise",
@@ -75,6 +77,8 @@ fn example(key: &str) -> &'static str {
         "timeout" => r#"timeout = "30s""#,
         "queue" => r#"queue = "io""#,
         "priority" => "priority = 10",
+        "cores" => "cores = 2",
+        "memory_mb" => "memory_mb = 512",
         "label" => r#"label = "Extract rows""#,
         "color" => r##"color = "#4c9aff""##,
         "promise" => r#"promise = "only tasks extract, load""#,
@@ -137,11 +141,23 @@ pub(crate) struct Policy {
     pub(crate) timeout: Option<u64>,
     pub(crate) queue: String,
     pub(crate) priority: i32,
+    /// CPU cores one attempt holds while it runs.
+    pub(crate) cores: u32,
+    /// Memory one attempt holds while it runs, in MiB.
+    pub(crate) memory_mb: u64,
 }
 
 impl Default for Policy {
     fn default() -> Self {
-        Policy { retries: 0, backoff: Backoff::Fixed(1000), timeout: None, queue: "default".to_owned(), priority: 0 }
+        Policy {
+            retries: 0,
+            backoff: Backoff::Fixed(1000),
+            timeout: None,
+            queue: "default".to_owned(),
+            priority: 0,
+            cores: 0,
+            memory_mb: 0,
+        }
     }
 }
 
@@ -399,6 +415,28 @@ fn set_arg(out: &mut Args, key: &str, value: &Expr, errors: &mut Errors) {
                     _ => errors.spanned(
                         value,
                         "`priority` must be an integer that fits an `i32`, like `priority = 10` or `priority = -1`",
+                    ),
+                }
+            }
+        }
+        "cores" => {
+            if let Some((lit, negative)) = lit_int(key, value, errors) {
+                match lit.base10_parse::<u32>() {
+                    Ok(n) if !negative && matches!(lit.suffix(), "" | "u32") => out.policy.cores = n,
+                    _ => errors.spanned(
+                        value,
+                        "`cores` must be a whole number of CPU cores that fits a `u32`, like `cores = 2`",
+                    ),
+                }
+            }
+        }
+        "memory_mb" => {
+            if let Some((lit, negative)) = lit_int(key, value, errors) {
+                match lit.base10_parse::<u64>() {
+                    Ok(n) if !negative && matches!(lit.suffix(), "" | "u64") => out.policy.memory_mb = n,
+                    _ => errors.spanned(
+                        value,
+                        "`memory_mb` must be a whole number of MiB that fits a `u64`, like `memory_mb = 512`",
                     ),
                 }
             }
@@ -940,6 +978,8 @@ mod tests {
                 timeout = "10s",
                 queue = "io",
                 priority = -5,
+                cores = 4,
+                memory_mb = 2048,
                 label = "Extract",
                 color = "#ff0000",
                 name = "extract_rows"
@@ -960,6 +1000,8 @@ mod tests {
                 timeout: Some(10_000),
                 queue: "io".to_owned(),
                 priority: -5,
+                cores: 4,
+                memory_mb: 2048,
             }
         );
         assert_eq!(t.label.as_deref(), Some("Extract"));
@@ -1053,7 +1095,7 @@ mod tests {
                 )
             ),
             [
-                "unknown `#[task]` argument `retires`; expected one of `name`, `retries`, `backoff`, `timeout`, `queue`, `priority`, `label`, `color`, `promise`, `spawns`, `validate`, `pre`, `post`, `on_failure`"
+                "unknown `#[task]` argument `retires`; expected one of `name`, `retries`, `backoff`, `timeout`, `queue`, `priority`, `cores`, `memory_mb`, `label`, `color`, `promise`, `spawns`, `validate`, `pre`, `post`, `on_failure`"
             ]
         );
         let errs = errors(

@@ -57,6 +57,16 @@ struct RunOptions {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pool_size: Option<u16>,
 
+    /// How many CPU cores the nodes that ask for some (`cores = N`) share: such a node starts
+    /// only when its cores are free [default: the machine's cores].
+    #[arg(long, env = "SALT_CORES", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    cores: Option<u32>,
+
+    /// How much memory, in MiB, the nodes that ask for some (`memory_mb = M`) share [default:
+    /// the machine's memory].
+    #[arg(long, env = "SALT_MEMORY_MB", value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..))]
+    memory_mb: Option<u64>,
+
     /// How hard each commit is made to last: `normal` survives a killed process, `full` a
     /// power cut too (every commit is synced to disk).
     #[arg(long, value_enum, default_value_t = DurabilityArg::Normal)]
@@ -387,6 +397,8 @@ impl RunOptions {
             executor: self.executor.map(Executor::from),
             parallelism: self.parallelism.map(|n| n as usize),
             pool_size: self.pool_size.map(usize::from),
+            cores: self.cores,
+            memory_mb: self.memory_mb,
             durability: match self.durability {
                 DurabilityArg::Normal => Durability::Normal,
                 DurabilityArg::Full => Durability::Full,
@@ -408,7 +420,14 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
     let command = cli.command.unwrap_or(Command::Run {
         workflow: None,
         input: None,
-        options: RunOptions { executor: None, parallelism: None, pool_size: None, durability: DurabilityArg::Normal },
+        options: RunOptions {
+            executor: None,
+            parallelism: None,
+            pool_size: None,
+            cores: None,
+            memory_mb: None,
+            durability: DurabilityArg::Normal,
+        },
     });
     match command {
         Command::Run { workflow, input, options } => {

@@ -507,17 +507,21 @@ impl Command {
         self
     }
 
-    /// The CPU cores the command needs: an attempt on a machine with fewer fails, without
-    /// retries, saying so.
+    /// The CPU cores the command needs: run locally, its attempt waits in the ready queue
+    /// until that many cores are free; asking for more than the machine offers fails the node,
+    /// without retries, saying so.
     pub fn cores(mut self, cores: u32) -> Self {
         self.spec.cores = Some(cores);
+        self.policy.cores = Some(cores);
         self
     }
 
-    /// The memory the command needs, in MiB: an attempt on a machine with less fails, without
-    /// retries, saying so.
+    /// The memory the command needs, in MiB: run locally, its attempt waits in the ready queue
+    /// until that much memory is free; asking for more than the machine offers fails the node,
+    /// without retries, saying so.
     pub fn memory_mb(mut self, memory_mb: u64) -> Self {
         self.spec.memory_mb = Some(memory_mb);
+        self.policy.memory_mb = Some(memory_mb);
         self
     }
 
@@ -626,8 +630,8 @@ impl Drop for Scratch {
     }
 }
 
-/// The cores and memory of this machine.
-fn machine() -> (u32, Option<u64>) {
+/// The cores and memory of this machine (the memory when `/proc/meminfo` tells it).
+pub(crate) fn machine() -> (u32, Option<u64>) {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
     let memory_mb = std::fs::read_to_string("/proc/meminfo").ok().and_then(|info| {
         let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
@@ -719,7 +723,10 @@ async fn execute_with(spec: &CommandSpec, ctx: &Context, output: Option<&Value>)
             )));
         }
     }
-    let (cores, memory_mb) = machine();
+    // Inside a run, the run's ready queue has checked the ask against what the run was given
+    // (`--cores`, `--memory-mb`), and holds the node until it is free; outside a run, the
+    // machine is the limit.
+    let (cores, memory_mb) = if ctx.in_run() { (u32::MAX, None) } else { machine() };
     if let Some(want) = spec.cores.filter(|&c| c > cores) {
         return Err(Error::fatal(format!("`{program}` asks for {want} cores; this machine has {cores}")));
     }

@@ -568,7 +568,8 @@ mod tests {
             lease: Some((&owner, Duration::from_secs(30))),
         };
         let run = store.create_run(new).unwrap();
-        let config = Config { executor: "inline", parallelism: 2, park_after: None };
+        let config =
+            Config { executor: "inline", parallelism: 2, park_after: None, capacity: crate::run::Capacity::UNLIMITED };
         let core = Core::new(store.load(run).unwrap(), registry(), config, std::time::Instant::now()).unwrap();
         let (done, outcome) = oneshot::channel();
         let make: MakeExecutor = Box::new(|events| Box::new(Inline::new(events)));

@@ -69,6 +69,9 @@ pub(crate) struct Launch {
     pub(crate) at: AttemptId,
     pub(crate) task: &'static TaskDescriptor,
     pub(crate) input: Value,
+    /// The node's policy: its task's, with what its call chose over it
+    /// (`salt::command(…).queue("gpu").cores(2)`).
+    pub(crate) policy: crate::registry::Policy,
 }
 
 /// Starts, answers and stops attempts. Calls never block: the work happens on tasks the

@@ -658,6 +658,10 @@ pub struct RunSettings {
     pub parallelism: Option<usize>,
     /// How many processes the `pool` executor keeps warm.
     pub pool_size: Option<usize>,
+    /// How many CPU cores the nodes that ask for some share (default: the machine's).
+    pub cores: Option<u32>,
+    /// How much memory, in MiB, the nodes that ask for some share (default: the machine's).
+    pub memory_mb: Option<u64>,
     /// How hard each commit is made to last.
     pub durability: Durability,
 }
@@ -669,11 +673,17 @@ impl RunSettings {
             self.executor.or_else(|| stored.and_then(|r| r.executor.parse().ok())).unwrap_or(Executor::Inline);
         let parallelism =
             self.parallelism.or_else(|| stored.map(|r| r.parallelism as usize)).unwrap_or_else(default_parallelism);
-        let runner = Runner::new(db).executor(executor).parallelism(parallelism).durability(self.durability);
-        match self.pool_size {
-            Some(n) => runner.pool_size(n),
-            None => runner,
+        let mut runner = Runner::new(db).executor(executor).parallelism(parallelism).durability(self.durability);
+        if let Some(n) = self.pool_size {
+            runner = runner.pool_size(n);
         }
+        if let Some(cores) = self.cores {
+            runner = runner.cores(cores);
+        }
+        if let Some(memory_mb) = self.memory_mb {
+            runner = runner.memory_mb(memory_mb);
+        }
+        runner
     }
 }
 

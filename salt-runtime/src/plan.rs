@@ -262,7 +262,12 @@ fn check(
         delivered: Vec::new(),
     };
     let now = std::time::Instant::now();
-    let config = crate::run::Config { executor: "plan", parallelism: 1, park_after: None };
+    let config = crate::run::Config {
+        executor: "plan",
+        parallelism: 1,
+        park_after: None,
+        capacity: crate::run::Capacity::UNLIMITED,
+    };
     let mut core = crate::run::Core::new(snapshot, registry, config, now)?;
     core.begin(now);
     core.start_ready(now);

@@ -70,7 +70,7 @@ impl Serialize for Backoff {
 /// other queue waits in the store's durable queue for a worker of that queue.
 pub const DEFAULT_QUEUE: &str = "default";
 
-/// How a task is run: retries, backoff, timeout, queue and priority.
+/// How a task is run: retries, backoff, timeout, queue, priority and the resources it needs.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Policy {
     /// How many times a failed attempt is retried (0: one attempt only).
@@ -84,6 +84,21 @@ pub struct Policy {
     pub queue: &'static str,
     /// Among ready nodes, higher priorities start first.
     pub priority: i32,
+    /// The CPU cores one attempt holds while it runs (0: none counted; such a node is limited
+    /// by the run's parallelism only).
+    #[serde(skip_serializing_if = "is_zero_u32")]
+    pub cores: u32,
+    /// The memory one attempt holds while it runs, in MiB (0: none counted).
+    #[serde(skip_serializing_if = "is_zero_u64")]
+    pub memory_mb: u64,
+}
+
+fn is_zero_u32(n: &u32) -> bool {
+    *n == 0
+}
+
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
 }
 
 fn ser_opt_duration<S: serde::Serializer>(d: &Option<Duration>, s: S) -> std::result::Result<S::Ok, S::Error> {
@@ -98,6 +113,8 @@ impl Policy {
         timeout: None,
         queue: DEFAULT_QUEUE,
         priority: 0,
+        cores: 0,
+        memory_mb: 0,
     };
 }
 
@@ -125,6 +142,12 @@ pub struct PolicyOverride {
     /// Its priority among ready nodes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<i32>,
+    /// The CPU cores one attempt holds while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cores: Option<u32>,
+    /// The memory one attempt holds while it runs, in MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u64>,
 }
 
 impl PolicyOverride {
@@ -148,6 +171,8 @@ impl PolicyOverride {
             timeout: self.timeout_ms.map(Duration::from_millis).or(policy.timeout),
             queue: self.queue.as_deref().map_or(policy.queue, intern),
             priority: self.priority.unwrap_or(policy.priority),
+            cores: self.cores.unwrap_or(policy.cores),
+            memory_mb: self.memory_mb.unwrap_or(policy.memory_mb),
         }
     }
 }
@@ -403,6 +428,8 @@ fn descriptor_of(entry: &Value, kind: Kind) -> std::result::Result<TaskDescripto
             .get("priority")
             .and_then(Value::as_i64)
             .map_or(0, |p| p.clamp(i32::MIN as i64, i32::MAX as i64) as i32),
+        cores: policy.get("cores").and_then(Value::as_u64).map_or(0, |c| c.min(u32::MAX as u64) as u32),
+        memory_mb: policy.get("memory_mb").and_then(Value::as_u64).unwrap_or(0),
     };
     let promises: Vec<&'static str> = entry
         .get("promises")
@@ -465,9 +492,12 @@ mod tests {
             timeout_ms: Some(1500),
             queue: Some("cpu".into()),
             priority: None,
+            cores: Some(2),
+            memory_mb: None,
         };
         let p = o.apply(task);
         assert_eq!((p.retries, p.queue, p.priority), (4, "cpu", 2));
+        assert_eq!((p.cores, p.memory_mb), (2, 0));
         assert_eq!(p.timeout, Some(Duration::from_millis(1500)));
         let delays: Vec<u128> = (1..=4).map(|r| p.backoff.delay(r).as_millis()).collect();
         assert_eq!(delays, vec![100, 200, 400, 400]);

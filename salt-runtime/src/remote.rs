@@ -79,19 +79,14 @@ impl Resources {
         *self == Self::default()
     }
 
-    /// What an attempt of `task` with `input` needs: the task's timeout and priority; the cores
-    /// and memory a command step asks for.
-    fn of(task: &crate::registry::TaskDescriptor, input: &serde_json::Value) -> Self {
-        let (mut cores, mut memory_mb) = (None, None);
-        if task.name == crate::command::TASK {
-            cores = input.get("cores").and_then(serde_json::Value::as_u64).and_then(|c| u32::try_from(c).ok());
-            memory_mb = input.get("memory_mb").and_then(serde_json::Value::as_u64);
-        }
+    /// What an attempt of a node with `policy` (its task's, with its call's choices over it)
+    /// needs: its cores, memory, timeout and priority.
+    fn of(policy: &crate::registry::Policy) -> Self {
         Self {
-            cores,
-            memory_mb,
-            timeout_ms: task.policy.timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
-            priority: task.policy.priority,
+            cores: Some(policy.cores).filter(|&c| c > 0),
+            memory_mb: Some(policy.memory_mb).filter(|&m| m > 0),
+            timeout_ms: policy.timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+            priority: policy.priority,
         }
     }
 }
@@ -552,8 +547,8 @@ struct Remote {
 
 impl Executor for Remote {
     fn start(&mut self, launch: Launch) {
-        let Launch { at, task, input } = launch;
-        let resources = Resources::of(task, &input);
+        let Launch { at, task, input, policy } = launch;
+        let resources = Resources::of(&policy);
         let mut inner = self.dispatcher.lock();
         inner.next_id += 1;
         let id = inner.next_id;
@@ -571,8 +566,8 @@ impl Executor for Remote {
             id,
             Live {
                 at,
-                queue: task.policy.queue.to_string(),
-                priority: task.policy.priority,
+                queue: policy.queue.to_string(),
+                priority: policy.priority,
                 binary: self.binary.clone(),
                 start: Some(start),
                 resources,
@@ -658,9 +653,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_worker_is_told_the_cores_and_memory_of_a_command_step_and_nothing_when_nothing_is_asked() {
+    fn a_worker_is_told_the_cores_and_memory_of_a_node_and_nothing_when_nothing_is_asked() {
         let task = crate::registry::Registry::global().unwrap().task(crate::command::TASK).unwrap();
-        let r = Resources::of(task, &json!({"program": "sh", "cores": 2, "memory_mb": 512}));
+        let r = Resources::of(&crate::registry::Policy { cores: 2, memory_mb: 512, ..task.policy });
         assert_eq!(r, Resources { cores: Some(2), memory_mb: Some(512), timeout_ms: None, priority: 0 });
         let start = ToWorker::Start {
             binary: "b".into(),
@@ -672,7 +667,7 @@ mod tests {
             json!({"cores": 2, "memory_mb": 512, "timeout_ms": 30000, "priority": -2})
         );
         // Nothing asked: no `resources` on the wire, as before.
-        let plain = Resources::of(task, &json!({"program": "sh"}));
+        let plain = Resources::of(&task.policy);
         assert!(plain.is_empty());
         let start = ToWorker::Start { binary: "b".into(), msg: ToNode::Cancel { attempt_id: 1 }, resources: plain };
         let text = serde_json::to_string(&start).unwrap();

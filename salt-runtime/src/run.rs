@@ -56,6 +56,24 @@ pub(crate) struct Config {
     /// A node that has awaited its children this long gives up its process (executors whose
     /// attempts hold one); none to keep it.
     pub(crate) park_after: Option<Duration>,
+    /// The cores and memory the run's local attempts share.
+    pub(crate) capacity: Capacity,
+}
+
+/// The cores and memory a run's attempts share on this machine: the ready queue starts an
+/// attempt only when what its node asks for (`cores`, `memory_mb`) is free. An input of the
+/// core, like the time: the runner reads it from the machine or from the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Capacity {
+    /// CPU cores.
+    pub(crate) cores: u32,
+    /// Memory, in MiB.
+    pub(crate) memory_mb: u64,
+}
+
+impl Capacity {
+    /// No limit: only the parallelism counts (plans, tests).
+    pub(crate) const UNLIMITED: Capacity = Capacity { cores: u32::MAX, memory_mb: u64::MAX };
 }
 
 /// What the driver does once the writes before it are committed.
@@ -96,10 +114,13 @@ pub(crate) struct Core {
     nodes: Vec<Node>,
     keys: HashMap<(NodeId, u32), NodeId>,
     journal: HashMap<(NodeId, u32), (JournalKind, Value)>,
+    /// Ready nodes that ask for no cores and no memory, by priority.
     ready: BinaryHeap<(i32, Reverse<NodeId>)>,
+    /// Ready nodes that ask for cores or memory, by priority (see `queue`).
+    ready_sized: BinaryHeap<(i32, Reverse<NodeId>)>,
     timers: BinaryHeap<Reverse<(Instant, Timer)>>,
-    /// Attempts running (not waiting on children): what parallelism limits.
-    live_slots: usize,
+    /// What attempts running (not waiting on children) hold: slots, cores, memory.
+    held: queue::Held,
     /// Nodes not in a final state.
     active: usize,
     fx: Effects,
@@ -205,8 +226,9 @@ impl Core {
             keys,
             journal,
             ready: BinaryHeap::new(),
+            ready_sized: BinaryHeap::new(),
             timers: BinaryHeap::new(),
-            live_slots: 0,
+            held: queue::Held::default(),
             active: 0,
             fx: Effects::default(),
             cancel_reason: None,
@@ -353,7 +375,8 @@ impl Core {
         self.deliver_signals();
     }
 
-    /// Starts as many ready nodes as the parallelism allows, highest priority first.
+    /// Starts as many ready nodes as the parallelism and the capacity allow, highest priority
+    /// first.
     pub(crate) fn start_ready(&mut self, now: Instant) {
         self.now = now;
         self.start_queued();

@@ -15,7 +15,7 @@ use crate::executor::{Inline, Pool, PoolMode};
 use crate::model::{NodeId, NodeRecord, NodeState, RunId, RunSnapshot, RunState, StoredArg, now_ms};
 use crate::progress::{self, Progress, Transition};
 use crate::registry::{Kind, Registry, TaskDescriptor};
-use crate::run::{Config, Core};
+use crate::run::{Capacity, Config, Core};
 use crate::store::{self, Durability, Heartbeat, Lease, NewRun, Store};
 
 /// Where attempts run.
@@ -120,6 +120,7 @@ pub struct Runner {
     lease_ttl: std::time::Duration,
     executor: Executor,
     parallelism: usize,
+    capacity: Capacity,
     pool_size: Option<usize>,
     durability: Durability,
     progress: Progress,
@@ -162,6 +163,19 @@ pub const DEFAULT_PARK_AFTER: std::time::Duration = std::time::Duration::from_se
 /// lease is renewed every fifth of it.
 pub const DEFAULT_LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// What the machine offers the nodes that ask for cores or memory: its cores
+/// (`available_parallelism`) and its memory (`MemTotal` of `/proc/meminfo`, unlimited where it
+/// cannot be read), unless `SALT_CORES` or `SALT_MEMORY_MB` (a whole number above zero) says
+/// otherwise.
+fn default_capacity() -> Capacity {
+    let (cores, memory_mb) = crate::command::machine();
+    let env = |name: &str| std::env::var(name).ok().and_then(|v| v.trim().parse::<u64>().ok()).filter(|&n| n > 0);
+    Capacity {
+        cores: env("SALT_CORES").map_or(cores, |c| c.min(u32::MAX as u64) as u32),
+        memory_mb: env("SALT_MEMORY_MB").or(memory_mb).unwrap_or(u64::MAX),
+    }
+}
+
 /// The default number of nodes that run at once: the number of cores.
 pub fn default_parallelism() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(4)
@@ -180,6 +194,7 @@ impl Runner {
             lease_ttl,
             executor: Executor::Inline,
             parallelism: default_parallelism(),
+            capacity: default_capacity(),
             pool_size: None,
             durability: Durability::Normal,
             progress: Progress::Quiet,
@@ -248,6 +263,22 @@ impl Runner {
     /// count.
     pub fn parallelism(mut self, n: usize) -> Self {
         self.parallelism = n.max(1);
+        self
+    }
+
+    /// How many CPU cores the nodes that ask for some (`#[task(cores = N)]`,
+    /// `salt::command(…).cores(N)`) share: an attempt starts only when the cores its node asks
+    /// for are free. Default: `SALT_CORES`, or the machine's cores. Nodes that ask for none are
+    /// limited by the parallelism only.
+    pub fn cores(mut self, cores: u32) -> Self {
+        self.capacity.cores = cores;
+        self
+    }
+
+    /// How much memory, in MiB, the nodes that ask for some (`memory_mb = M`) share. Default:
+    /// `SALT_MEMORY_MB`, or the machine's memory.
+    pub fn memory_mb(mut self, memory_mb: u64) -> Self {
+        self.capacity.memory_mb = memory_mb;
         self
     }
 
@@ -631,6 +662,7 @@ impl Runner {
         let config = Config {
             executor: self.executor_name(),
             parallelism: self.parallelism,
+            capacity: self.capacity,
             // Waiting on a long child holds no process where attempts hold one.
             park_after: (self.executor != Executor::Inline || self.remote.is_some()).then_some(park_after),
         };

@@ -91,6 +91,12 @@ async fn hog_once(mb: u64, secs: u64) -> salt::Result<u64> {
     hog(mb, secs).await
 }
 
+/// A command step sent to `queue` by its call: it appends a line to `dir/command`.
+#[workflow]
+async fn queued_command(dir: String, queue: String) -> salt::Result<i32> {
+    Ok(salt::shell("echo ran >> command").current_dir(&dir).queue(queue).await?.exit_code)
+}
+
 fn main() -> std::process::ExitCode {
     salt::main()
 }

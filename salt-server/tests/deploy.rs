@@ -171,7 +171,7 @@ fn register_run_and_survive_a_killed_worker_and_a_killed_server() {
     assert!(out.status.success(), "{}", text(&out));
     let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
     let names: Vec<&str> = listed["workflows"].as_array().unwrap().iter().filter_map(|w| w["name"].as_str()).collect();
-    assert_eq!(names, ["chain", "fan", "gate", "hog_once", "nap_once"], "{listed}");
+    assert_eq!(names, ["chain", "fan", "gate", "hog_once", "nap_once", "queued_command"], "{listed}");
     d.worker("w0");
     d.worker("w1");
     d.wait_workers(2);

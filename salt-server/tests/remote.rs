@@ -226,6 +226,28 @@ async fn a_node_runs_only_on_a_worker_of_its_queue() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_step_goes_to_the_queue_its_call_names() {
+    let mut s = Server::start(false).await;
+    s.worker("cpu", &["default"], 4);
+    s.wait_workers(1).await;
+    let run = s.start_run("queued_command", json!({"dir": s.work.display().to_string(), "queue": "gpu"}));
+    // The step's task (`command`) is on the default queue, but its call chose `gpu`: the
+    // default worker runs the workflow and does not take the step.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while s.host.dispatcher().waiting().get("gpu").copied().unwrap_or(0) < 1 {
+        assert!(Instant::now() < deadline, "the step never queued on gpu: {:?}", s.host.dispatcher().waiting());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(s.count("command"), 0, "a worker of the default queue ran the step");
+    assert_eq!(s.host.dispatcher().waiting().get("gpu"), Some(&1));
+    s.worker("gpu", &["gpu"], 1);
+    let (state, output, error) = s.wait(run).await;
+    assert_eq!((state, output), (RunState::Succeeded, Some(json!(0))), "{error:?}");
+    assert_eq!(s.count("command"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_worker_loses_its_attempt_and_another_worker_runs_it() {
     let mut s = Server::start(false).await;
     s.worker("w1", &["default"], 2);

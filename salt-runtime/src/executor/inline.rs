@@ -45,7 +45,7 @@ impl Inline {
 
 impl Executor for Inline {
     fn start(&mut self, launch: Launch) {
-        let Launch { at, task, input } = launch;
+        let Launch { at, task, input, .. } = launch;
         self.hosting.get_or_insert_with(crate::context::live::Hosting::new);
         let calls = Calls::default();
         let host =

@@ -206,7 +206,7 @@ impl Pool {
 
 impl Executor for Pool {
     fn start(&mut self, launch: Launch) {
-        let Launch { at, task, mut input } = launch;
+        let Launch { at, task, mut input, .. } = launch;
         let id = self.next_id;
         self.next_id += 1;
         let input_blobs = self.spill_input(&mut input);

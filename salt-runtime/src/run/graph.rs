@@ -475,7 +475,7 @@ impl Core {
         let p = &mut self.nodes[node.index()];
         p.waiting_on += 1;
         if p.waiting_on == 1 && p.state == NodeState::Running {
-            self.live_slots -= 1;
+            self.held.free(super::queue::ask_of(&p.policy, self.config.executor));
             self.set_state(node, NodeState::Waiting);
             if let Some(after) = self.config.park_after {
                 self.set_timer(after, super::timers::Timer::Park { node, attempt: at.attempt });
@@ -604,7 +604,7 @@ impl Core {
             }
             if let Some(attempt) = n.live.take() {
                 if n.state == NodeState::Running {
-                    self.live_slots -= 1;
+                    self.held.free(super::queue::ask_of(&n.policy, self.config.executor));
                 }
                 self.fx.actions.push(super::Action::Stop(AttemptId { run: self.run, node: id, attempt }));
                 self.fx.writes.push(Write::AttemptFinished {
@@ -653,7 +653,7 @@ impl Core {
                 if p.live == Some(w.at.attempt) {
                     p.waiting_on = p.waiting_on.saturating_sub(1);
                     if p.waiting_on == 0 && p.state == NodeState::Waiting {
-                        self.live_slots += 1;
+                        self.held.take(super::queue::ask_of(&p.policy, self.config.executor));
                         self.set_state(w.at.node, NodeState::Running);
                     }
                 }

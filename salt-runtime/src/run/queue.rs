@@ -1,46 +1,171 @@
 //! The ready queue: nodes whose upstream succeeded wait here, highest priority first, for a
-//! free slot.
+//! free slot and, when they ask for them, free cores and memory.
 //!
 //! A node of a task on a named queue (`#[task(queue = "gpu")]`) is not started by the run's
 //! executor: its attempt goes into the store's durable queue, with its input, for a worker of
 //! that queue (`<bin> worker --queue gpu`) to claim. It is `running` meanwhile, holds a slot,
 //! and its timeout applies; the driver feeds the worker's result back as the attempt's end.
+//!
+//! Resources. A node that asks for cores or memory (`#[task(cores = 2, memory_mb = 512)]`,
+//! `salt::command(…).cores(2)`) and runs on the run's own executor starts only when the
+//! run's [`Capacity`](super::Capacity) has that much free beside what running attempts hold;
+//! it holds it until its attempt ends or waits on its children (a body awaiting children
+//! holds neither a slot nor cores). Such nodes start in priority order, first come first
+//! served among equals, and the first one that does not fit holds back every sized node
+//! behind it until it does: what it waits for is reserved for it, so a large node is never
+//! starved by a stream of small ones. Nodes that ask for nothing (the default) are not held
+//! back by it; the parallelism alone limits them. A node that asks for more than the capacity
+//! could ever give fails for good when it would start, saying what it asked and what there is.
 
 use std::cmp::Reverse;
 
 use super::timers::Timer;
-use super::{Action, Core};
+use super::{Action, Capacity, Core};
+use crate::error::Error;
 use crate::executor::Launch;
 use crate::model::{NodeId, NodeState, now_ms};
-use crate::registry::DEFAULT_QUEUE;
+use crate::registry::{DEFAULT_QUEUE, Policy};
 use crate::store::Write;
+
+/// What the running attempts of a run hold: slots (what the parallelism limits), cores and
+/// memory. A node awaiting its children holds none of them.
+#[derive(Debug, Default)]
+pub(super) struct Held {
+    pub(super) slots: usize,
+    pub(super) cores: u32,
+    pub(super) memory_mb: u64,
+}
+
+impl Held {
+    /// An attempt asking `ask` runs (again).
+    pub(super) fn take(&mut self, ask: Capacity) {
+        self.slots += 1;
+        self.cores = self.cores.saturating_add(ask.cores);
+        self.memory_mb = self.memory_mb.saturating_add(ask.memory_mb);
+    }
+
+    /// An attempt asking `ask` stopped running: it ended, or it waits.
+    pub(super) fn free(&mut self, ask: Capacity) {
+        self.slots = self.slots.saturating_sub(1);
+        self.cores = self.cores.saturating_sub(ask.cores);
+        self.memory_mb = self.memory_mb.saturating_sub(ask.memory_mb);
+    }
+}
+
+/// The cores and memory an attempt of a node with `policy` holds on a run driven by
+/// `executor`: none when it runs elsewhere (a named queue's worker, the remote executor's).
+pub(super) fn ask_of(policy: &Policy, executor: &str) -> Capacity {
+    if policy.queue != DEFAULT_QUEUE || executor == crate::remote::EXECUTOR {
+        return Capacity { cores: 0, memory_mb: 0 };
+    }
+    Capacity { cores: policy.cores, memory_mb: policy.memory_mb }
+}
 
 impl Core {
     /// A pending node whose deps all succeeded becomes ready (and is queued).
     pub(super) fn promote(&mut self, id: NodeId) {
         let n = &self.nodes[id.index()];
         if n.state == NodeState::Pending && n.unmet == 0 && n.live.is_none() && !n.unbound {
-            let prio = n.policy.priority;
             self.set_state(id, NodeState::Ready);
-            self.ready.push((prio, Reverse(id)));
+            self.push_ready(id);
         } else if n.state == NodeState::Ready {
-            let prio = n.policy.priority;
-            self.ready.push((prio, Reverse(id)));
+            self.push_ready(id);
         }
+    }
+
+    fn push_ready(&mut self, id: NodeId) {
+        let prio = self.nodes[id.index()].policy.priority;
+        let ask = self.ask(id);
+        if ask.cores == 0 && ask.memory_mb == 0 {
+            self.ready.push((prio, Reverse(id)));
+        } else {
+            self.ready_sized.push((prio, Reverse(id)));
+        }
+    }
+
+    /// The cores and memory an attempt of `id` holds here.
+    pub(super) fn ask(&self, id: NodeId) -> Capacity {
+        ask_of(&self.nodes[id.index()].policy, self.config.executor)
+    }
+
+    /// `id` runs: it takes a slot, and its cores and memory.
+    fn occupy(&mut self, id: NodeId) {
+        let ask = self.ask(id);
+        self.held.take(ask);
+    }
+
+    /// Whether `ask` fits beside what running attempts hold.
+    fn fits(&self, ask: Capacity) -> bool {
+        let cap = self.config.capacity;
+        ask.cores <= cap.cores.saturating_sub(self.held.cores)
+            && ask.memory_mb <= cap.memory_mb.saturating_sub(self.held.memory_mb)
+    }
+
+    /// The first entry of a ready heap that is still ready (stale entries are dropped).
+    fn head(
+        heap: &mut std::collections::BinaryHeap<(i32, Reverse<NodeId>)>,
+        nodes: &[super::graph::Node],
+    ) -> Option<(i32, Reverse<NodeId>)> {
+        while let Some(&top) = heap.peek() {
+            if nodes[top.1.0.index()].state == NodeState::Ready {
+                return Some(top);
+            }
+            heap.pop();
+        }
+        None
     }
 
     pub(super) fn start_queued(&mut self) {
         while self.cancel_reason.is_none()
             && self.terminated.is_none()
             && !self.paused
-            && self.live_slots < self.config.parallelism
+            && self.held.slots < self.config.parallelism
         {
-            let Some((_, Reverse(id))) = self.ready.pop() else { break };
-            if self.nodes[id.index()].state != NodeState::Ready {
-                continue;
+            let plain = Self::head(&mut self.ready, &self.nodes);
+            let mut sized = Self::head(&mut self.ready_sized, &self.nodes);
+            if let Some((_, Reverse(id))) = sized {
+                let ask = self.ask(id);
+                let cap = self.config.capacity;
+                if ask.cores > cap.cores || ask.memory_mb > cap.memory_mb {
+                    self.ready_sized.pop();
+                    self.too_big(id, ask);
+                    continue;
+                }
+                if !self.fits(ask) {
+                    // The head of the sized nodes waits, and so does every sized node behind it.
+                    sized = None;
+                }
             }
+            let id = match (plain, sized) {
+                (None, None) => break,
+                (Some(p), Some(s)) if p > s => {
+                    self.ready.pop();
+                    p.1.0
+                }
+                (Some(p), None) => {
+                    self.ready.pop();
+                    p.1.0
+                }
+                (_, Some(s)) => {
+                    self.ready_sized.pop();
+                    s.1.0
+                }
+            };
             self.start(id);
         }
+    }
+
+    /// A node that asks for more than the capacity could ever give fails for good.
+    fn too_big(&mut self, id: NodeId, ask: Capacity) {
+        let cap = self.config.capacity;
+        let n = &self.nodes[id.index()];
+        let what = if ask.cores > cap.cores {
+            format!("{} cores; this machine offers {} (see --cores)", ask.cores, cap.cores)
+        } else {
+            format!("{} MiB of memory; this machine offers {} MiB (see --memory-mb)", ask.memory_mb, cap.memory_mb)
+        };
+        let e = Error::fatal(format!("node {id} (`{}`) asks for {what}", n.task.name));
+        self.end_node(id, NodeState::Failed, None, Some(e));
     }
 
     fn start(&mut self, id: NodeId) {
@@ -57,7 +182,7 @@ impl Core {
         let task = n.task;
         let policy = n.policy;
         n.live = Some(attempt);
-        self.live_slots += 1;
+        self.occupy(id);
         let queue = policy.queue;
         // The remote executor dispatches every queue to the workers that serve it itself.
         let remote = queue != DEFAULT_QUEUE && self.config.executor != crate::remote::EXECUTOR;
@@ -73,7 +198,7 @@ impl Core {
             self.fx.writes.push(Write::Enqueue { run: self.run, node: id, attempt, queue, priority, task, input });
         } else {
             let at = self.attempt_id(id, attempt);
-            self.fx.actions.push(Action::Start(Launch { at, task, input }));
+            self.fx.actions.push(Action::Start(Launch { at, task, input, policy }));
         }
     }
 }
@@ -84,7 +209,7 @@ mod tests {
 
     use serde_json::{Value, json};
 
-    use super::super::{Action, Config, Core};
+    use super::super::{Action, Capacity, Config, Core};
     use crate::context::Context;
     use crate::error::{Error, ErrorKind};
     use crate::executor::{AttemptId, Event};
@@ -154,7 +279,7 @@ mod tests {
             waits: Vec::new(),
             delivered: Vec::new(),
         };
-        let config = Config { executor: "inline", parallelism: 4, park_after: None };
+        let config = Config { executor: "inline", parallelism: 4, park_after: None, capacity: Capacity::UNLIMITED };
         let mut core = Core::new(snapshot, registry, config, now).unwrap();
         core.begin(now);
         core.start_ready(now);

@@ -79,7 +79,7 @@ impl Core {
             self.fx.actions.push(super::Action::Stop(AttemptId { run: self.run, node, attempt }));
         }
         if n.state == NodeState::Running {
-            self.live_slots -= 1;
+            self.held.free(super::queue::ask_of(&n.policy, self.config.executor));
         }
         n.waiting_on = 0;
         self.set_state(node, NodeState::Waiting);

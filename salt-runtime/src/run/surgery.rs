@@ -18,7 +18,7 @@ impl Core {
             // An attempt still running was given the old inputs: it no longer counts.
             if let Some(attempt) = n.live.take() {
                 if n.state == NodeState::Running {
-                    self.live_slots -= 1;
+                    self.held.free(super::queue::ask_of(&n.policy, self.config.executor));
                 }
                 n.waiting_on = 0;
                 self.fx.actions.push(Action::Stop(AttemptId { run: self.run, node: id, attempt }));
@@ -210,7 +210,7 @@ impl Core {
         }
         if let Some(attempt) = n.live.take() {
             if n.state == NodeState::Running {
-                self.live_slots -= 1;
+                self.held.free(super::queue::ask_of(&n.policy, self.config.executor));
             }
             self.fx.actions.push(Action::Stop(AttemptId { run: self.run, node: id, attempt }));
             self.fx.writes.push(Write::AttemptFinished {

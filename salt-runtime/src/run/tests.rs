@@ -176,10 +176,19 @@ impl Harness {
     }
 
     fn with(tasks: Vec<TaskDescriptor>, parallelism: usize, park_after: Option<Duration>) -> Self {
+        Self::sized(tasks, parallelism, park_after, crate::run::Capacity::UNLIMITED)
+    }
+
+    fn sized(
+        tasks: Vec<TaskDescriptor>,
+        parallelism: usize,
+        park_after: Option<Duration>,
+        capacity: crate::run::Capacity,
+    ) -> Self {
         let root = tasks[0].name;
         let registry = registry(tasks);
         let now = Instant::now();
-        let config = Config { executor: "inline", parallelism, park_after };
+        let config = Config { executor: "inline", parallelism, park_after, capacity };
         let core = Core::new(snapshot(root, vec![root_record(root, &json!({}))]), registry, config, now)
             .expect("a new run loads");
         Self { core, now }
@@ -497,6 +506,126 @@ fn higher_priority_starts_first_within_the_parallelism() {
     // Awaiting frees the root's slot.
     let fx = h.await_(root, 1, 1);
     assert_eq!(starts(&fx), [AttemptId { run: RUN, node: NodeId::new(1), attempt: 1 }]);
+}
+
+/// `d` asking for `cores` and `memory_mb`.
+fn sized(d: TaskDescriptor, cores: u32, memory_mb: u64) -> TaskDescriptor {
+    TaskDescriptor { policy: Policy { cores, memory_mb, ..d.policy }, ..d }
+}
+
+/// A harness whose run shares `cores` and `memory_mb` among its sized nodes.
+fn on_machine(tasks: Vec<TaskDescriptor>, cores: u32, memory_mb: u64) -> Harness {
+    Harness::sized(tasks, 16, None, crate::run::Capacity { cores, memory_mb })
+}
+
+/// The nodes started in `fx`, in order.
+fn started_nodes(fx: &Effects) -> Vec<usize> {
+    starts(fx).iter().map(|at| at.node.index()).collect()
+}
+
+fn attempt(node: usize) -> AttemptId {
+    AttemptId { run: RUN, node: NodeId::at(node), attempt: 1 }
+}
+
+#[test]
+fn sized_nodes_start_only_when_their_cores_are_free() {
+    let mut h = on_machine(vec![workflow("flow"), sized(task("two"), 2, 0)], 4, 1024);
+    let root = h.start_root();
+    let fx = h.mutate(root, (0..3).map(|i| spawn(i, "two", &[])).collect());
+    assert_eq!(started_nodes(&fx), [1, 2], "4 cores: two of the 2-core nodes run, the third waits");
+    assert_eq!(h.state(NodeId::at(3)), NodeState::Ready);
+    let fx = h.succeed(attempt(2), json!(null));
+    assert_eq!(started_nodes(&fx), [3]);
+    let fx = h.succeed(attempt(1), json!(null));
+    assert_eq!(started_nodes(&fx), Vec::<usize>::new());
+}
+
+#[test]
+fn memory_is_shared_like_cores() {
+    let mut h = on_machine(vec![workflow("flow"), sized(task("big"), 0, 600)], 64, 1000);
+    let root = h.start_root();
+    let fx = h.mutate(root, vec![spawn(0, "big", &[]), spawn(1, "big", &[])]);
+    assert_eq!(started_nodes(&fx), [1], "1000 MiB hold one 600 MiB node at a time");
+    let fx = h.succeed(attempt(1), json!(null));
+    assert_eq!(started_nodes(&fx), [2]);
+}
+
+#[test]
+fn sized_nodes_start_by_priority_and_the_first_that_does_not_fit_holds_back_the_rest() {
+    let mut urgent = sized(task("urgent"), 3, 0);
+    urgent.policy.priority = 5;
+    let tasks = vec![workflow("flow"), sized(task("two"), 2, 0), urgent, sized(task("one"), 1, 0), task("plain")];
+    let mut h = on_machine(tasks, 4, 1024);
+    let root = h.start_root();
+    // Spawned together, the higher priority starts first: `urgent` (3 cores) runs, the
+    // 2-core node waits.
+    let fx = h.mutate(root, vec![spawn(0, "two", &[]), spawn(1, "urgent", &[])]);
+    assert_eq!(started_nodes(&fx), [2]);
+    let fx = h.succeed(attempt(2), json!(null));
+    assert_eq!(started_nodes(&fx), [1]);
+    // Node 1 (2 cores) runs; a second `urgent` (3 cores) does not fit in the 2 cores left.
+    let fx = h.spawn(root, 2, "urgent", &[]);
+    assert_eq!(started_nodes(&fx), Vec::<usize>::new());
+    // A 1-core node would fit, but the 3 cores `urgent` waits for are reserved for it: it is
+    // not passed. A node that asks for nothing is not held back.
+    let fx = h.mutate(root, vec![spawn(3, "one", &[]), spawn(4, "plain", &[])]);
+    assert_eq!(started_nodes(&fx), [5]);
+    assert_eq!(h.state(NodeId::at(4)), NodeState::Ready);
+    // The 2-core node ends: `urgent` starts first, then the 1-core node fits beside it.
+    let fx = h.succeed(attempt(1), json!(null));
+    assert_eq!(started_nodes(&fx), [3, 4]);
+}
+
+#[test]
+fn a_body_awaiting_its_children_holds_no_cores() {
+    let parent = TaskDescriptor { may_spawn: true, ..sized(task("parent"), 2, 0) };
+    let mut h = on_machine(vec![workflow("flow"), parent, sized(task("two"), 2, 0)], 2, 1024);
+    let root = h.start_root();
+    let fx = h.spawn(root, 0, "parent", &[]);
+    assert_eq!(started_nodes(&fx), [1]);
+    let fx = h.spawn(attempt(1), 0, "two", &[]);
+    assert_eq!(started_nodes(&fx), Vec::<usize>::new(), "the parent holds both cores");
+    let fx = h.await_(attempt(1), 1, 0);
+    assert_eq!(started_nodes(&fx), [2], "awaiting, it holds none");
+    // The child ends: the parent's body goes on, holding its cores again.
+    let fx = h.succeed(attempt(2), json!(7));
+    assert_eq!(resolved(&fx, attempt(1), 1), Ok(json!(7)));
+    assert_eq!(h.state(NodeId::at(1)), NodeState::Running);
+    let fx = h.spawn(attempt(1), 1, "two", &[]);
+    assert_eq!(started_nodes(&fx), Vec::<usize>::new());
+}
+
+#[test]
+fn a_node_asking_for_more_than_the_machine_offers_fails_for_good_without_starting() {
+    let tasks = vec![workflow("flow"), sized(task("wide"), 8, 0), sized(task("fat"), 1, 4096), task("plain")];
+    let mut h = on_machine(tasks, 4, 2048);
+    let root = h.start_root();
+    let fx = h.mutate(root, vec![spawn(0, "wide", &[]), spawn(1, "fat", &[]), spawn(2, "plain", &[])]);
+    assert_eq!(started_nodes(&fx), [3]);
+    let (state, _, error) = node_finished(&fx, NodeId::at(1)).expect("`wide` ended");
+    let error = error.expect("with an error");
+    assert_eq!((state, error.kind), (NodeState::Failed, ErrorKind::Fatal));
+    assert_eq!(error.message, "node 1 (`wide`) asks for 8 cores; this machine offers 4 (see --cores)");
+    let (state, _, error) = node_finished(&fx, NodeId::at(2)).expect("`fat` ended");
+    assert_eq!(state, NodeState::Failed);
+    assert_eq!(
+        error.expect("with an error").message,
+        "node 2 (`fat`) asks for 4096 MiB of memory; this machine offers 2048 MiB (see --memory-mb)"
+    );
+    assert!(attempt_ended(&fx, NodeId::at(1), 1).is_none(), "no attempt was started");
+}
+
+#[test]
+fn a_node_of_a_named_queue_holds_no_local_cores() {
+    let mut gpu = sized(task("gpu"), 8, 0);
+    gpu.policy.queue = "gpu";
+    let mut h = on_machine(vec![workflow("flow"), gpu, sized(task("two"), 2, 0)], 2, 1024);
+    let root = h.start_root();
+    let fx = h.mutate(root, vec![spawn(0, "gpu", &[]), spawn(1, "two", &[])]);
+    // The gpu node goes to its queue's workers (not started here, not refused); the local
+    // 2-core node runs beside it.
+    assert_eq!(started_nodes(&fx), [2]);
+    assert_eq!(h.state(NodeId::at(1)), NodeState::Running);
 }
 
 #[test]
@@ -1319,7 +1448,8 @@ fn after_edges_are_loaded_back_and_a_rerun_follows_them_downstream() {
         .map(|(f, t, k)| crate::model::EdgeRecord { from: NodeId::new(*f), to: NodeId::new(*t), kind: *k, label: None })
         .collect();
     let reg = h.core.registry;
-    let config = Config { executor: "inline", parallelism: 4, park_after: None };
+    let config =
+        Config { executor: "inline", parallelism: 4, park_after: None, capacity: crate::run::Capacity::UNLIMITED };
     let core = Core::new(snap, reg, config, h.now).expect("the run loads");
     assert_eq!(core.downstream_of(NodeId::new(2)), [0, 2, 4], "one `M`, `B` and the root");
     let reset = core.downstream_of(NodeId::new(1));
@@ -1719,7 +1849,8 @@ fn a_superseded_node_stays_out_of_the_run_when_it_is_loaded_again() {
     root.state = NodeState::Succeeded;
     let nodes = vec![root, node(1, "a", NodeState::Superseded), node(2, "a", NodeState::Succeeded)];
     let registry = registry(vec![workflow("flow"), task("a")]);
-    let config = Config { executor: "inline", parallelism: 1, park_after: None };
+    let config =
+        Config { executor: "inline", parallelism: 1, park_after: None, capacity: crate::run::Capacity::UNLIMITED };
     let mut snap = snapshot("flow", nodes);
     snap.edges.push(crate::model::EdgeRecord {
         from: NodeId::new(1),
@@ -1910,7 +2041,8 @@ fn a_handled_failure_survives_a_reload() {
         error: None,
     };
     let registry = registry(vec![workflow("flow"), task("a")]);
-    let config = Config { executor: "inline", parallelism: 1, park_after: None };
+    let config =
+        Config { executor: "inline", parallelism: 1, park_after: None, capacity: crate::run::Capacity::UNLIMITED };
     let load = |root_state, root_attempt| {
         let mut snap = snapshot("flow", nodes(root_state));
         snap.attempts = vec![attempt(NodeId::ROOT, root_attempt), attempt(NodeId::new(1), NodeState::Failed)];
@@ -2137,7 +2269,8 @@ fn cancelling_a_run_whose_root_is_parked_on_a_signal_ends_every_node() {
 
 fn load(nodes: Vec<NodeRecord>) -> crate::error::Result<Core> {
     let registry = registry(vec![workflow("flow"), task("a")]);
-    let config = Config { executor: "inline", parallelism: 1, park_after: None };
+    let config =
+        Config { executor: "inline", parallelism: 1, park_after: None, capacity: crate::run::Capacity::UNLIMITED };
     Core::new(snapshot("flow", nodes), registry, config, Instant::now())
 }
 
@@ -2182,7 +2315,8 @@ fn a_parked_wait_keeps_its_deadline_when_the_run_is_recovered() {
         default: Some(json!("timed out")),
     });
     let registry = registry(vec![workflow("flow")]);
-    let config = Config { executor: "inline", parallelism: 1, park_after: None };
+    let config =
+        Config { executor: "inline", parallelism: 1, park_after: None, capacity: crate::run::Capacity::UNLIMITED };
     let now = Instant::now();
     let mut h = Harness { core: Core::new(snap, registry, config, now).expect("loads"), now };
     let unfinished = h.core.unfinished();

@@ -81,7 +81,7 @@ impl Core {
         let n = &mut self.nodes[id.index()];
         n.live = None;
         if n.state == NodeState::Running {
-            self.live_slots -= 1;
+            self.held.free(super::queue::ask_of(&n.policy, self.config.executor));
         }
         n.waiting_on = 0;
         // Its awaits will never be answered now.

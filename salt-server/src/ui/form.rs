@@ -371,4 +371,34 @@ mod tests {
         let any = json!({});
         assert_eq!(read(&any, &posted(&[("v", "[1, 2]")])).unwrap(), json!([1, 2]));
     }
+
+    #[test]
+    fn a_task_input_shows_its_defaults_and_its_options_may_stay_empty() {
+        // The input schema of `graded(dir: String, note: Option<String>, settings: Settings)`,
+        // `Settings` with serde defaults.
+        let schema = json!({
+            "type": "object",
+            "properties": {
+                "dir": {"type": "string"},
+                "note": {"type": ["string", "null"], "default": null},
+                "settings": {"$ref": "#/$defs/Settings"}
+            },
+            "required": ["dir", "settings"],
+            "$defs": {"Settings": {"type": "object", "properties": {
+                "rounds": {"type": "integer", "format": "uint32", "minimum": 0, "default": 3},
+                "verbose": {"type": "boolean", "default": false}
+            }}}
+        });
+        let html = fields(&schema, None);
+        assert!(html.contains(r#"name="v/settings/rounds" value="3""#), "{html}");
+        assert!(html.contains(r#"<option value="false" selected>false</option>"#), "{html}");
+        assert!(html.contains(r#"name="v/note" value="""#), "{html}");
+        let value = read(
+            &schema,
+            &posted(&[("v/dir", "/tmp"), ("v/note", ""), ("v/settings/rounds", "3"), ("v/settings/verbose", "false")]),
+        )
+        .unwrap();
+        // The empty option is left out: the task gets `None`.
+        assert_eq!(value, json!({"dir": "/tmp", "settings": {"rounds": 3, "verbose": false}}));
+    }
 }
