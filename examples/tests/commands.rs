@@ -382,13 +382,14 @@ fn a_container_step_reads_json_arguments_writes_a_json_result_and_logs() {
         ",destination=/logs' --mount 'type=bind,source=",
         ",destination=/results' --mount 'type=bind,source=",
         "/args.json,destination=/salt/args.json,readonly' ",
-        "--env 'API_KEY=s3cret' --env 'GREETING=hello' --env 'SALT_ARGS=/salt/args.json' \
+        "--env API_KEY --env 'GREETING=hello' --env 'SALT_ARGS=/salt/args.json' \
          --env 'SALT_RESULT=/results/result.json'",
         "--cpus 1 --memory 64m",
         &format!("--label 'salt.test={tag}' localhost/salt-busybox:test sh -c "),
     ] {
         assert!(run_line.contains(part), "`{part}` not in {run_line}");
     }
+    assert!(!logs.contains("s3cret"), "a host variable's value is not logged: {logs}");
     // The command line spans the lines of the script; what the container wrote follows.
     let output = lines.iter().position(|l| l.starts_with("args: ")).expect("the arguments are printed");
     assert_eq!(
@@ -441,6 +442,40 @@ fn a_timed_out_container_is_stopped_and_removed() {
         let node = json_of(dir, &["show", "1", "1"]);
         assert_eq!(node["node"]["error"]["kind"], "timeout", "{executor}: {node}");
         podman.assert_none_left(&tag, executor);
+    }
+}
+
+#[test]
+fn a_container_whose_orchestrator_is_killed_is_removed_and_recover_runs_it_once() {
+    let Some(podman) = podman() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, tag) = (tmp.path(), tag_of(tmp.path()));
+    let input = json!({"image": IMAGE, "tag": tag, "dir": dir.display().to_string()}).to_string();
+    let mut child = podman
+        .example(dir)
+        .args(["run", "container_once", "--input", &input])
+        .env("SALT_LEASE_TTL_MS", "1500")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !dir.join("started").exists() {
+        assert!(std::time::Instant::now() < deadline, "the container never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL: nothing runs on the orchestrator's way out
+    child.wait().unwrap();
+    podman.assert_none_left(&tag, "after the run");
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert!(!dir.join("finished").exists(), "the container outlived its orchestrator");
+    let out = podman.example(dir).args(["recover", "1"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let lines = |f: &str| std::fs::read_to_string(dir.join(f)).map(|s| s.lines().count()).unwrap_or(0);
+    assert_eq!((lines("started"), lines("finished")), (2, 1), "ran again once, to completion");
+    podman.assert_none_left(&tag, "after the run");
+}
+
 /// The most intervals `(start, end)` that overlap at one instant.
 fn most_at_once(intervals: &[(u128, u128)]) -> usize {
     let mut edges: Vec<(u128, i32)> = intervals.iter().flat_map(|&(s, e)| [(s, 1), (e, -1)]).collect();
@@ -479,34 +514,6 @@ fn commands_that_ask_for_cores_never_run_beyond_what_the_machine_offers() {
 }
 
 #[test]
-fn a_container_whose_orchestrator_is_killed_is_removed_and_recover_runs_it_once() {
-    let Some(podman) = podman() else { return };
-    let tmp = tempfile::tempdir().unwrap();
-    let (dir, tag) = (tmp.path(), tag_of(tmp.path()));
-    let input = json!({"image": IMAGE, "tag": tag, "dir": dir.display().to_string()}).to_string();
-    let mut child = podman
-        .example(dir)
-        .args(["run", "container_once", "--input", &input])
-        .env("SALT_LEASE_TTL_MS", "1500")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !dir.join("started").exists() {
-        assert!(std::time::Instant::now() < deadline, "the container never started");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    child.kill().unwrap(); // SIGKILL: nothing runs on the orchestrator's way out
-    child.wait().unwrap();
-    podman.assert_none_left(&tag, "after the run");
-    std::thread::sleep(std::time::Duration::from_millis(2500));
-    assert!(!dir.join("finished").exists(), "the container outlived its orchestrator");
-    let out = podman.example(dir).args(["recover", "1"]).output().unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    let lines = |f: &str| std::fs::read_to_string(dir.join(f)).map(|s| s.lines().count()).unwrap_or(0);
-    assert_eq!((lines("started"), lines("finished")), (2, 1), "ran again once, to completion");
-    podman.assert_none_left(&tag, "after the run");
 fn commands_that_ask_for_memory_never_run_beyond_what_the_machine_offers() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();

@@ -250,14 +250,13 @@ pub(crate) fn run_args(
         a.push("--mount".into());
         a.push(mount(output, OUTPUT, true));
     }
-    let mut env: Vec<(String, String)> = Vec::new();
-    for name in &spec.require_env {
-        if !spec.env.contains_key(name)
-            && let Ok(value) = std::env::var(name)
-        {
-            env.push((name.clone(), value));
-        }
+    // A host variable goes by name only: the engine reads its value from its own environment,
+    // so no value (a token, say) is in the command line, the log or `ps`.
+    for name in spec.require_env.iter().filter(|name| !spec.env.contains_key(*name)) {
+        a.push("--env".into());
+        a.push(name.clone());
     }
+    let mut env: Vec<(String, String)> = Vec::new();
     env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
     env.push(("SALT_ARGS".into(), ARGS.into()));
     env.push(("SALT_RESULT".into(), RESULT.into()));
