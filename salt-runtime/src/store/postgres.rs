@@ -632,25 +632,28 @@ fn statements(w: &Write, out: &mut Vec<Stmt>) {
 /// A future of a batch, boxed.
 type Pending<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Polls `futures` in their order until all are done: each sends its statement at its first
-/// poll, so the statements reach the server in this order, together. The first error (in that
-/// order) is the result.
+/// Polls `futures` once each, in their order, then until all are done: each sends its
+/// statement at its first poll, so the statements reach the server in this order, together.
+/// The first error (in that order) is the result.
 async fn in_order<T, E>(mut futures: Vec<Pending<'_, Result<T, E>>>) -> Result<Vec<T>, E> {
-    let mut results: Vec<Option<Result<T, E>>> = futures.iter().map(|_| None).collect();
+    let mut first: Vec<Option<Result<T, E>>> = Vec::with_capacity(futures.len());
     futures::future::poll_fn(|cx| {
-        let mut done = true;
-        for (f, r) in futures.iter_mut().zip(results.iter_mut()) {
-            if r.is_none() {
-                match f.as_mut().poll(cx) {
-                    Poll::Ready(v) => *r = Some(v),
-                    Poll::Pending => done = false,
-                }
-            }
-        }
-        if done { Poll::Ready(()) } else { Poll::Pending }
+        first.extend(futures.iter_mut().map(|f| match f.as_mut().poll(cx) {
+            Poll::Ready(v) => Some(v),
+            Poll::Pending => None,
+        }));
+        Poll::Ready(())
     })
     .await;
-    results.into_iter().map(|r| r.expect("every future is done")).collect()
+    // The rest as their answers come: only a future that is woken is polled again.
+    let results = futures::future::join_all(futures.into_iter().zip(first).map(|(f, done)| async move {
+        match done {
+            Some(v) => v,
+            None => f.await,
+        }
+    }))
+    .await;
+    results.into_iter().collect()
 }
 
 /// Executes `stmts` in `tx`, pipelined: each distinct statement is prepared once, then all are
