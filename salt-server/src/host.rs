@@ -57,6 +57,8 @@ pub struct RunHost {
     on_end: Option<OnEnd>,
     /// Told when a node of a run it drives waits for a signal.
     on_waiting: Option<OnWaiting>,
+    /// The runs this host drives now.
+    driving: Arc<Mutex<HashSet<RunId>>>,
 }
 
 /// A node of a run that waits for a signal.
@@ -86,7 +88,15 @@ pub type OnEnd = Arc<dyn Fn(RunId, &str, &salt_runtime::RunOutcome) + Send + Syn
 impl RunHost {
     /// A host of the runs stored at `db`, whose attempts go to `dispatcher`'s workers.
     pub fn new(db: impl Into<String>, dispatcher: Dispatcher, binaries: Arc<dyn Binaries>) -> Self {
-        Self { db: db.into(), dispatcher, binaries, runners: Mutex::default(), on_end: None, on_waiting: None }
+        Self {
+            db: db.into(),
+            dispatcher,
+            binaries,
+            runners: Mutex::default(),
+            on_end: None,
+            on_waiting: None,
+            driving: Arc::default(),
+        }
     }
 
     /// Calls `on_waiting` whenever a node of a run this host drives starts to wait for a signal
@@ -104,8 +114,12 @@ impl RunHost {
 
     fn watch(&self, run: RunId, join: tokio::task::JoinHandle<salt_runtime::Result<salt_runtime::RunOutcome>>) {
         let on_end = self.on_end.clone();
+        self.driving.lock().unwrap_or_else(|p| p.into_inner()).insert(run);
+        let driving = self.driving.clone();
         tokio::spawn(async move {
-            match join.await {
+            let ended = join.await;
+            driving.lock().unwrap_or_else(|p| p.into_inner()).remove(&run);
+            match ended {
                 Ok(Ok(outcome)) => {
                     tracing::info!("run {run} ended {}", outcome.state.as_str());
                     if let Some(f) = on_end {
@@ -116,6 +130,32 @@ impl RunHost {
                 Err(e) => tracing::warn!("run {run} stopped: {e}"),
             }
         });
+    }
+
+    /// Whether this host drives `run` now.
+    pub fn drives(&self, run: RunId) -> bool {
+        self.driving.lock().unwrap_or_else(|p| p.into_inner()).contains(&run)
+    }
+
+    /// Takes over the runs among `runs` that no orchestrator drives (their lease ran out: the
+    /// server that drove them is gone) and resumes them; a run another server took first is
+    /// left to it (its lease is refused). Returns the runs taken over.
+    pub fn take_over(&self, runs: &[RunId]) -> Vec<RunId> {
+        let mut taken = Vec::new();
+        for &run in runs {
+            if self.drives(run) {
+                continue;
+            }
+            match self.runner_of(run).and_then(|r| r.spawn_recover(run)) {
+                Ok(join) => {
+                    self.watch(run, join);
+                    taken.push(run);
+                }
+                // Mostly: another server took it first.
+                Err(e) => tracing::debug!("run {run} not taken over: {e}"),
+            }
+        }
+        taken
     }
 
     /// The dispatcher workers connect to.
@@ -159,6 +199,9 @@ impl RunHost {
     pub fn resume_interrupted(&self, runs: &[RunId]) -> Vec<RunId> {
         let mut resumed = Vec::new();
         for &run in runs {
+            if self.drives(run) {
+                continue;
+            }
             match self.runner_of(run).and_then(|r| r.spawn_recover(run)) {
                 Ok(join) => {
                     self.watch(run, join);

@@ -17,6 +17,7 @@ pub mod notify;
 pub mod registry;
 pub mod schedule;
 pub mod server;
+pub mod sql;
 pub mod state;
 pub mod ui;
 pub mod wiring;

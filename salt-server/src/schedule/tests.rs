@@ -138,14 +138,14 @@ impl Engine for FakeEngine {
     }
 }
 
-fn db() -> Mutex<Connection> {
-    let conn = Connection::open_in_memory().unwrap();
+fn db() -> Mutex<Conn> {
+    let conn = Conn::memory().unwrap();
     migrate(&conn).unwrap();
     migrate(&conn).unwrap();
     Mutex::new(conn)
 }
 
-fn register(conn: &Mutex<Connection>, version: i64, toml: &str, at: &str) {
+fn register(conn: &Mutex<Conn>, version: i64, toml: &str, at: &str) {
     let cfg = SaltToml::parse(toml).unwrap();
     let settings = WorkflowSettings::resolve(None, &json!({"n": 1}), cfg.workflows.get("etl"));
     let schema = json!({"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]});
@@ -155,7 +155,7 @@ fn register(conn: &Mutex<Connection>, version: i64, toml: &str, at: &str) {
 }
 
 struct Clock<'a> {
-    conn: &'a Mutex<Connection>,
+    conn: &'a Mutex<Conn>,
     engine: &'a FakeEngine,
     scheduler: Scheduler,
 }
@@ -210,12 +210,12 @@ fn a_restart_never_fires_an_occurrence_twice() {
     assert_eq!(again.tick("2024-05-01T03:00:00.005Z"), []);
     assert_eq!(again.tick("2024-05-01T03:00:02Z"), []);
     // Even with the cursor lost (the row recorded but the cursor not), the UNIQUE key holds.
-    lock(&conn).execute("UPDATE schedules SET cursor_ms = 0", []).unwrap();
+    lock(&conn).execute("UPDATE schedules SET cursor_ms = 0", ()).unwrap();
     assert_eq!(again.tick("2024-05-01T03:00:03Z"), []);
     assert_eq!(engine.starts().len(), 1);
     // A run recorded as starting whose server died before it started is not started again.
-    lock(&conn).execute("UPDATE schedule_occurrences SET status = 'starting', run = NULL", []).unwrap();
-    lock(&conn).execute("UPDATE schedules SET cursor_ms = 0", []).unwrap();
+    lock(&conn).execute("UPDATE schedule_occurrences SET status = 'starting', run = NULL", ()).unwrap();
+    lock(&conn).execute("UPDATE schedules SET cursor_ms = 0", ()).unwrap();
     assert_eq!(again.tick("2024-05-01T03:00:04Z"), []);
     assert_eq!(engine.starts().len(), 1);
 }
