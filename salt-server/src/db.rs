@@ -622,6 +622,55 @@ mod tests {
     }
 
     #[test]
+    fn the_server_tables_on_postgres() {
+        let Some(url) = salt_testkit::postgres::database("server_tables") else { return };
+        let conn = open(&url).unwrap();
+        assert!(conn.is_postgres());
+        // A second server on the same database finds it migrated.
+        let again = open(&url).unwrap();
+        let applied: i64 = again.query_row("SELECT COUNT(*) FROM salt_server_migrations", (), |r| r.get(0)).unwrap();
+        assert_eq!(applied, PG_MIGRATIONS.len() as i64);
+
+        let bin = Binary { sha256: "aa".into(), size: 3, path: "/b/aa".into(), registered_at: 1 };
+        let manifest = serde_json::json!({"tasks": []});
+        assert!(insert_binary(&conn, &bin, &manifest).unwrap());
+        assert!(!insert_binary(&again, &bin, &manifest).unwrap());
+        insert_binary_contents(&conn, "aa", b"\x7fELF").unwrap();
+        insert_binary_contents(&again, "aa", b"other").unwrap();
+        assert_eq!(binary_contents(&again, "aa").unwrap().as_deref(), Some(&b"\x7fELF"[..]));
+        assert_eq!(binary_contents(&again, "bb").unwrap(), None);
+        assert_eq!(binary_manifest(&again, "aa").unwrap(), Some(manifest));
+        assert_eq!(add_version(&conn, "etl", "aa", &serde_json::json!({"n": 1})).unwrap(), 1);
+        assert_eq!(add_version(&again, "etl", "aa", &serde_json::json!({"n": 2})).unwrap(), 2);
+        assert_eq!(latest_version(&conn, "etl").unwrap().unwrap().manifest, serde_json::json!({"n": 2}));
+        set_run_version(&conn, RunId::new(7), "etl", 1).unwrap();
+        set_run_version(&conn, RunId::new(7), "etl", 2).unwrap();
+        assert_eq!(run_version(&again, RunId::new(7)).unwrap().unwrap().version, 2);
+
+        insert_token(&conn, "ann", "admin", "h1").unwrap();
+        let dup = insert_token(&again, "ann", "viewer", "h2").unwrap_err();
+        assert!(dup.is_constraint(), "{dup}");
+        assert!(any_token(&again).unwrap());
+        assert!(delete_token(&again, "ann").unwrap());
+        assert!(!any_token(&conn).unwrap());
+
+        put_queue(&conn, &Queue { name: "gpu".into(), active: false, private_to: vec!["ann".into()] }).unwrap();
+        put_queue(&again, &Queue { name: "gpu".into(), active: true, private_to: vec![] }).unwrap();
+        assert_eq!(queues(&conn).unwrap(), [Queue { name: "gpu".into(), active: true, private_to: vec![] }]);
+
+        // An occurrence is recorded once, whichever server records it first.
+        let occurrence = |c: &Conn| {
+            c.execute(
+                "INSERT INTO schedule_occurrences (workflow, scheduled_at, kind, status, version, created_at)
+                 VALUES (?1, ?2, 'cron', 'starting', 1, 0) ON CONFLICT (workflow, scheduled_at) DO NOTHING",
+                params!["etl", 1000i64],
+            )
+            .unwrap()
+        };
+        assert_eq!((occurrence(&conn), occurrence(&again)), (1, 0));
+    }
+
+    #[test]
     fn queues_default_to_active_and_open() {
         let (_dir, conn) = fresh();
         let open_queue = queue(&conn, "gpu").unwrap();
