@@ -631,7 +631,10 @@ impl Fetcher {
                 "binary {sha} fetched from the server does not match its hash (its sha256 is {got}); refused"
             ));
         }
-        let tmp = self.cache.join(format!(".{sha}.{}", std::process::id()));
+        // Unique to this fetch: the connections to several servers share the cache.
+        static FETCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = FETCHES.fetch_add(1, Ordering::Relaxed);
+        let tmp = self.cache.join(format!(".{sha}.{}.{n}", std::process::id()));
         let (to, bytes_len) = (path.clone(), bytes.len());
         let write = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             use std::io::Write as _;
