@@ -271,7 +271,7 @@ impl<T> OptionalExtension<T> for Result<T> {
 /// Which database a [`Conn`] talks to.
 enum Backend {
     Sqlite(rusqlite::Connection),
-    Postgres(Pg),
+    Postgres(Box<Pg>),
 }
 
 /// A connection to the database that holds the server's tables.
@@ -299,7 +299,7 @@ impl Conn {
     /// `sqlite://PATH`). Does not migrate.
     pub fn open(db: &str) -> Result<Self> {
         if is_postgres(db) {
-            return Ok(Conn { backend: Backend::Postgres(Pg::connect(db, 1)?) });
+            return Ok(Conn { backend: Backend::Postgres(Box::new(Pg::connect(db, 1)?)) });
         }
         let path = db.strip_prefix("sqlite://").unwrap_or(db);
         let conn = rusqlite::Connection::open(path)?;

@@ -60,11 +60,9 @@ impl Server {
             std::thread::sleep(Duration::from_millis(50));
         }
         std::thread::sleep(down);
-        let start = format!(
-            "\"$1\" -D \"$2/data\" -p \"$3\" -k \"$2\" -c listen_addresses=127.0.0.1 -c fsync=off \
+        let start = "\"$1\" -D \"$2/data\" -p \"$3\" -k \"$2\" -c listen_addresses=127.0.0.1 -c fsync=off \
              -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 \
-             </dev/null >>\"$2/log\" 2>&1 &"
-        );
+             </dev/null >>\"$2/log\" 2>&1 &";
         let mut cmd = if is_root() {
             let mut cmd = Command::new("runuser");
             cmd.args(["-u", "postgres", "--", "sh"]);
@@ -72,7 +70,7 @@ impl Server {
         } else {
             Command::new("sh")
         };
-        cmd.args(["-c", &start, "restart"])
+        cmd.args(["-c", start, "restart"])
             .arg(bin.join("postgres"))
             .arg(dir)
             .arg(self.port.to_string())
