@@ -68,6 +68,11 @@ impl From<BlobRef> for RawRef {
 }
 
 impl BlobRef {
+    /// The reference of a value whose JSON is `json`.
+    pub fn of(json: &[u8]) -> Self {
+        Self { sha256: hex(&Sha256::digest(json)), bytes: json.len() as u64 }
+    }
+
     /// The sha256 of the value's JSON, in lowercase hex.
     pub fn sha256(&self) -> &str {
         &self.sha256
@@ -148,7 +153,7 @@ impl Blobs {
     /// Stores `json` (a value's JSON) and returns its reference. A blob of the same content that
     /// is already there is kept as it is.
     pub fn put(&self, json: &[u8]) -> Result<BlobRef, BlobError> {
-        let r = BlobRef { sha256: hex(&Sha256::digest(json)), bytes: json.len() as u64 };
+        let r = BlobRef::of(json);
         let path = self.path(&r);
         if std::fs::metadata(&path).is_ok_and(|m| m.len() == r.bytes) {
             return Ok(r);

@@ -12,7 +12,10 @@
 //! Nothing outside the backends knows which database it talks to: [`open`] takes a path or a
 //! URL and returns a `Box<dyn Store>`.
 
+mod postgres;
 mod sqlite;
+#[cfg(test)]
+pub(crate) mod tests;
 
 use std::path::PathBuf;
 use std::sync::mpsc;
@@ -21,6 +24,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::Value;
 
+pub use self::postgres::{PgStore, READY_CHANNEL, migrate as migrate_postgres};
 pub use self::sqlite::SqliteStore;
 use crate::context::JournalKind;
 use crate::error::{Error, StoreError};
@@ -35,10 +39,12 @@ use crate::model::{
 pub enum Location {
     /// A SQLite file: a plain path, or `sqlite://PATH`.
     Sqlite(PathBuf),
+    /// A PostgreSQL database: `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` (or `postgresql://`).
+    Postgres(String),
 }
 
 impl Location {
-    /// Parses a path or a URL (`sqlite://PATH`; `postgres://` is refused as not supported yet).
+    /// Parses a path or a URL (`sqlite://PATH`, `postgres://…`).
     pub fn parse(url: &str) -> Result<Self, StoreError> {
         let unsupported = |reason: &str| StoreError::Unsupported { url: url.to_string(), reason: reason.to_string() };
         let Some((scheme, rest)) = url.split_once("://").filter(|(scheme, _)| is_scheme(scheme)) else {
@@ -50,10 +56,8 @@ impl Location {
         match scheme.to_ascii_lowercase().as_str() {
             "sqlite" if rest.is_empty() => Err(unsupported("`sqlite://` needs a path: `sqlite://PATH`")),
             "sqlite" => Ok(Location::Sqlite(PathBuf::from(rest))),
-            "postgres" | "postgresql" => Err(unsupported(
-                "the PostgreSQL store is not supported yet; use a SQLite file (a path or `sqlite://PATH`)",
-            )),
-            _ => Err(unsupported("unknown database scheme; use a path or `sqlite://PATH`")),
+            "postgres" | "postgresql" => Ok(Location::Postgres(url.to_string())),
+            _ => Err(unsupported("unknown database scheme; use a path, `sqlite://PATH` or `postgres://…`")),
         }
     }
 }
@@ -64,12 +68,14 @@ fn is_scheme(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
 }
 
-/// Opens the database at `url` (a path or `sqlite://PATH`) to read and write it: creates it
-/// (directory `0700`, file `0600`) when it does not exist, and migrates it to this salt's
-/// schema. A file that is not a salt database is refused, untouched.
+/// Opens the database at `url` (a path, `sqlite://PATH` or `postgres://…`) to read and write
+/// it, and migrates it to this salt's schema. A SQLite file is created (directory `0700`, file
+/// `0600`) when it does not exist; a PostgreSQL database must exist. A database that is not
+/// salt's is refused, untouched.
 pub fn open(url: &str) -> Result<Box<dyn Store>, StoreError> {
     match Location::parse(url)? {
         Location::Sqlite(path) => Ok(Box::new(SqliteStore::open(&path)?)),
+        Location::Postgres(url) => Ok(Box::new(PgStore::open(&url)?)),
     }
 }
 
@@ -78,6 +84,7 @@ pub fn open(url: &str) -> Result<Box<dyn Store>, StoreError> {
 pub fn open_read_only(url: &str) -> Result<Box<dyn Store>, StoreError> {
     match Location::parse(url)? {
         Location::Sqlite(path) => Ok(Box::new(SqliteStore::open_read_only(&path)?)),
+        Location::Postgres(url) => Ok(Box::new(PgStore::open_read_only(&url)?)),
     }
 }
 
@@ -488,6 +495,38 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// attempt's end ([`Write::AttemptFinished`]), so one taken by an orchestrator that stopped
     /// before committing it is not lost.
     fn queue_results(&self, run: RunId) -> Result<Vec<QueueResult>, StoreError>;
+
+    /// A way to wait until entries of `queue` may have become ready (enqueued, given back),
+    /// instead of polling for them: `None` from a store that cannot tell (then poll). Entries
+    /// whose claim expires are not announced: a claimer still polls, less often.
+    fn watch_queue(&self, _queue: &str) -> Result<Option<QueueWatch>, StoreError> {
+        Ok(None)
+    }
+}
+
+/// Tells a claimer that entries of its queue may have become ready (see [`Store::watch_queue`]).
+#[derive(Debug)]
+pub struct QueueWatch {
+    queue: String,
+    listener: crate::pg::Listener,
+}
+
+impl QueueWatch {
+    pub(crate) fn new(queue: &str, listener: crate::pg::Listener) -> Self {
+        Self { queue: queue.to_string(), listener }
+    }
+
+    /// Waits until entries of the queue were enqueued or given back: `true`; `false` once the
+    /// watch is broken (its connection closed), after which the claimer polls.
+    pub async fn notified(&self) -> bool {
+        loop {
+            match self.listener.recv().await {
+                Some(n) if n.payload() == self.queue => return true,
+                Some(_) => continue,
+                None => return false,
+            }
+        }
+    }
 }
 
 /// Renews a run's lease from a dedicated OS thread with its own connection, so that inline
@@ -639,7 +678,7 @@ pub(crate) fn effective_state(state: RunState, expires_at: Option<i64>, now: i64
 }
 
 #[cfg(test)]
-mod tests {
+mod unit_tests {
     use super::*;
 
     #[test]
@@ -657,13 +696,13 @@ mod tests {
     }
 
     #[test]
-    fn a_path_or_a_sqlite_url_opens_sqlite_and_postgres_is_not_supported_yet() {
+    fn a_path_or_a_sqlite_url_opens_sqlite_and_a_postgres_url_postgresql() {
         assert_eq!(Location::parse(".salt/salt.db").unwrap(), Location::Sqlite(".salt/salt.db".into()));
         assert_eq!(Location::parse("sqlite://runs.db").unwrap(), Location::Sqlite("runs.db".into()));
         assert_eq!(Location::parse("sqlite:///tmp/x.db").unwrap(), Location::Sqlite("/tmp/x.db".into()));
         assert_eq!(Location::parse("dir:with/colon.db").unwrap(), Location::Sqlite("dir:with/colon.db".into()));
-        let e = Location::parse("postgres://u@h/db").unwrap_err().to_string();
-        assert!(e.contains("not supported yet"), "{e}");
+        assert_eq!(Location::parse("postgres://u@h/db").unwrap(), Location::Postgres("postgres://u@h/db".into()));
+        assert_eq!(Location::parse("postgresql://h/db").unwrap(), Location::Postgres("postgresql://h/db".into()));
         let e = Location::parse("mysql://h/db").unwrap_err().to_string();
         assert!(e.contains("unknown database scheme"), "{e}");
         assert!(Location::parse("sqlite://").is_err());

@@ -34,6 +34,10 @@ use crate::store::{self, Claim, Store, Write};
 /// How often an idle worker looks for ready attempts.
 const CLAIM_POLL: Duration = Duration::from_millis(200);
 
+/// How often an idle worker that is told of new entries ([`Store::watch_queue`]) looks anyway,
+/// for entries whose claim expired (nobody announces those).
+const WATCHED_POLL: Duration = Duration::from_secs(2);
+
 /// The most log lines kept per attempt, as for attempts run by an orchestrator.
 const MAX_LOG_LINES: usize = 10_000;
 
@@ -129,6 +133,14 @@ pub(crate) async fn work(
         report.clone(),
     )?;
     report(format!("worker {owner} takes attempts of queue `{}` ({} at once)", options.queue, options.slots));
+    // Told of new entries, where the store can tell: no tight polling.
+    let mut watch = match store.watch_queue(&options.queue) {
+        Ok(watch) => watch,
+        Err(e) => {
+            tracing::warn!("cannot watch queue `{}`, polling it: {e}", options.queue);
+            None
+        }
+    };
 
     let mut running: JoinSet<Ended> = JoinSet::new();
     let mut draining = false;
@@ -166,7 +178,13 @@ pub(crate) async fn work(
                     Ok(Ended::Lost) | Err(_) => summary.lost += 1,
                 }
             }
-            () = tokio::time::sleep(CLAIM_POLL), if !draining => {}
+            () = tokio::time::sleep(if watch.is_some() { WATCHED_POLL } else { CLAIM_POLL }), if !draining => {}
+            told = async { watch.as_ref().expect("watched").notified().await }, if !draining && watch.is_some() => {
+                if !told {
+                    tracing::warn!("the watch of queue `{}` broke: polling it", options.queue);
+                    watch = None;
+                }
+            }
             Some(why) = stop.recv() => {
                 if draining {
                     report(format!("{why} again: giving the running attempts back to queue `{}`", options.queue));
