@@ -157,17 +157,21 @@ pub fn open(db: &str) -> crate::sql::Result<Conn> {
 /// Applies the server's migrations that `conn` has not had yet, in one transaction.
 pub fn migrate(conn: &Conn) -> crate::sql::Result<()> {
     let migrations = if conn.is_postgres() { PG_MIGRATIONS } else { MIGRATIONS };
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS salt_server_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
-    )?;
-    let done: i64 = conn.query_row("SELECT COALESCE(MAX(version), 0) FROM salt_server_migrations", (), |r| r.get(0))?;
-    if done as usize >= migrations.len() {
-        return Ok(());
+    const TABLE: &str =
+        "CREATE TABLE IF NOT EXISTS salt_server_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)";
+    if !conn.is_postgres() {
+        conn.execute_batch(TABLE)?;
+        let done: i64 =
+            conn.query_row("SELECT COALESCE(MAX(version), 0) FROM salt_server_migrations", (), |r| r.get(0))?;
+        if done as usize >= migrations.len() {
+            return Ok(());
+        }
     }
     conn.transaction(|tx| {
         if tx.is_postgres() {
-            // Servers starting together on one database migrate one after the other.
-            tx.execute_batch("LOCK TABLE salt_server_migrations IN EXCLUSIVE MODE")?;
+            // Servers starting together on one database migrate one after the other (even the
+            // migrations table: two `CREATE TABLE IF NOT EXISTS` at once can collide).
+            tx.execute_batch(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK}); {TABLE}"))?;
         }
         // Another process may have migrated while we waited for the lock.
         let done: i64 =
@@ -182,6 +186,9 @@ pub fn migrate(conn: &Conn) -> crate::sql::Result<()> {
         Ok(())
     })
 }
+
+/// The PostgreSQL advisory lock the server's migrations are applied under.
+const MIGRATION_LOCK: i64 = 0x5341_4c54_5352_5652;
 
 /// A binary in the registry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -427,8 +434,8 @@ pub fn list_runs(conn: &Conn, filter: &RunFilter) -> crate::sql::Result<Vec<RunR
         "SELECT * FROM (
            SELECT r.id, r.workflow, v.version, {EFFECTIVE_STATE} AS eff, r.created_at, r.started_at, r.finished_at, r.error
            FROM runs r LEFT JOIN run_leases l ON l.run_id = r.id LEFT JOIN salt_server_run_versions v ON v.run_id = r.id
-           WHERE (?2 IS NULL OR r.workflow = ?2) AND (?3 IS NULL OR r.created_at >= ?3)
-             AND (?4 IS NULL OR r.created_at < ?4) AND (?5 IS NULL OR r.id < ?5)
+           WHERE (CAST(?2 AS TEXT) IS NULL OR r.workflow = ?2) AND (CAST(?3 AS BIGINT) IS NULL OR r.created_at >= ?3)
+             AND (CAST(?4 AS BIGINT) IS NULL OR r.created_at < ?4) AND (CAST(?5 AS BIGINT) IS NULL OR r.id < ?5)
          ) AS listed"
     );
     let states: Vec<String> = filter.states.iter().map(|s| format!("'{}'", s.as_str())).collect();
@@ -624,8 +631,19 @@ mod tests {
     #[test]
     fn the_server_tables_on_postgres() {
         let Some(url) = salt_testkit::postgres::database("server_tables") else { return };
+        salt_runtime::ops::open(&url).unwrap();
         let conn = open(&url).unwrap();
         assert!(conn.is_postgres());
+        let filter = RunFilter { limit: 10, workflow: Some("etl".into()), ..RunFilter::default() };
+        assert!(list_runs(&conn, &filter).unwrap().is_empty());
+        let filter =
+            RunFilter { limit: 10, states: vec![RunState::Interrupted], since: Some(0), ..RunFilter::default() };
+        assert!(list_runs(&conn, &filter).unwrap().is_empty());
+        assert!(runs_by_state(&conn).unwrap().is_empty());
+        assert!(queue_depths(&conn).unwrap().is_empty());
+        assert!(orphaned_runs(&conn, now_ms()).unwrap().is_empty());
+        assert!(unfinished_runs(&conn).unwrap().is_empty());
+        assert!(!run_exists(&conn, RunId::new(1)).unwrap());
         // A second server on the same database finds it migrated.
         let again = open(&url).unwrap();
         let applied: i64 = again.query_row("SELECT COUNT(*) FROM salt_server_migrations", (), |r| r.get(0)).unwrap();
