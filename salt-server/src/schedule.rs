@@ -444,7 +444,7 @@ pub fn set_paused(conn: &Conn, workflow: &str, paused: bool, now: Timestamp) -> 
     let (s, _) = get_scheduled(conn, workflow)?;
     if s.paused != paused {
         conn.execute(
-            "UPDATE schedules SET paused = ?2, cursor_ms = CASE WHEN ?2 THEN cursor_ms ELSE ?3 END WHERE workflow = ?1",
+            "UPDATE schedules SET paused = ?2, cursor_ms = CASE WHEN ?2 <> 0 THEN cursor_ms ELSE ?3 END WHERE workflow = ?1",
             params![workflow, paused, ms(now)],
         )?;
     }

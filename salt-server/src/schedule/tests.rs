@@ -374,3 +374,28 @@ fn a_default_input_that_breaks_the_schema_is_refused_at_registration() {
         "input: the default input does not match the input schema: /n: \"x\" is not of type \"integer\""
     );
 }
+
+#[test]
+fn two_servers_on_one_postgres_database_start_each_occurrence_once() {
+    let Some(url) = salt_testkit::postgres::database("schedules") else { return };
+    let (a, b) = (Mutex::new(crate::db::open(&url).unwrap()), Mutex::new(crate::db::open(&url).unwrap()));
+    register(&a, 1, EVERY_SECOND, "2024-05-01T00:00:00.200Z");
+    let engine = FakeEngine::default();
+    // Both servers tick every second at once, each with its own scheduler and connection.
+    std::thread::scope(|s| {
+        for conn in [&a, &b] {
+            let engine = &engine;
+            s.spawn(move || {
+                let clock = Clock { conn, engine, scheduler: Scheduler::default() };
+                for sec in 1..=20 {
+                    clock.tick(&format!("2024-05-01T00:00:{sec:02}.005Z"));
+                }
+            });
+        }
+    });
+    assert_eq!(engine.starts().len(), 20);
+    let clock = Clock { conn: &b, engine: &engine, scheduler: Scheduler::default() };
+    let statuses = clock.statuses();
+    let expected: Vec<_> = (1..=20).map(|sec| occ(&format!("2024-05-01T00:00:{sec:02}Z"), "cron", "started")).collect();
+    assert_eq!(statuses, expected);
+}
