@@ -134,7 +134,7 @@ salt's benchmarks: W0 (one task, whole process), W1 (chain of 100), W2 (fan-out 
 W3 (fan-out of 10 000), W4 (fan-out of 100 000), on the inline, pool and process executors.
 
 usage: bench [--only W0,W1,W2,W3,W4] [--executor inline|pool|process] [--reps N]
-             [--parallelism N] [--durability normal|full] [--json]
+             [--parallelism N] [--durability normal|full] [--store URL] [--json]
 
   --only W          run only these workloads (comma-separated, or repeat the option)
                     [default: W0 to W3; W4 only when asked for]
@@ -142,6 +142,8 @@ usage: bench [--only W0,W1,W2,W3,W4] [--executor inline|pool|process] [--reps N]
   --reps N          repetitions per measurement [default: 5; W3: 3, 1 on process; W4: 1]
   --parallelism N   nodes that run at once [default: salt's, the number of cores]
   --durability D    normal (survives a killed process) or full (survives a power cut)
+  --store URL       keep the runs in this database (a path, sqlite://PATH or postgres://…)
+                    [default: a new SQLite file per measurement]
   --json            one JSON object per line instead of text
 
 Any salt subcommand (run, runs, show, graph, ...) goes to salt's own command line.";
@@ -183,6 +185,8 @@ struct Options {
     parallelism: Option<usize>,
     /// How hard commits are made to last.
     durability: Durability,
+    /// The database of every measurement (a new SQLite file per measurement when `None`).
+    store: Option<String>,
     /// One JSON object per line.
     json: bool,
 }
@@ -233,6 +237,7 @@ fn parse_options(args: impl Iterator<Item = String>) -> Result<Options, String> 
                     other => return Err(format!("unknown durability `{other}`; there are normal, full")),
                 };
             }
+            "--store" => opts.store = Some(value()?),
             "--json" => opts.json = true,
             _ => return Err(format!("unknown argument `{arg}`")),
         }
@@ -297,9 +302,11 @@ fn run_in_process(
     reps: usize,
     parallelism: Option<usize>,
     durability: Durability,
+    store: Option<&str>,
 ) -> Result<Vec<Sample>, String> {
     let dir = tempfile::tempdir().map_err(|e| format!("cannot make a temp dir: {e}"))?;
-    let mut runner = Runner::new(dir.path().join("salt.db")).executor(executor).durability(durability);
+    let db = store.map_or_else(|| dir.path().join("salt.db").into_os_string(), Into::into);
+    let mut runner = Runner::new(db).executor(executor).durability(durability);
     if let Some(p) = parallelism {
         runner = runner.parallelism(p);
     }
@@ -324,12 +331,14 @@ fn run_whole_process(
     executor: Executor,
     parallelism: Option<usize>,
     durability: Durability,
+    store: Option<&str>,
 ) -> Result<Sample, String> {
     let dir = tempfile::tempdir().map_err(|e| format!("cannot make a temp dir: {e}"))?;
+    let db = store.map_or_else(|| dir.path().join("salt.db").into_os_string(), Into::into);
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
     let mut cmd = Command::new(exe);
     cmd.args(["run", w.workflow, "--executor", executor.as_str(), "--durability", durability.as_str(), "--db"])
-        .arg(dir.path().join("salt.db"))
+        .arg(db)
         .env(REPORT_RSS_ENV, "1")
         .stdin(Stdio::null());
     if let Some(p) = parallelism {
@@ -360,7 +369,15 @@ fn human(d: Duration) -> String {
 }
 
 /// Prints one measurement: its statistics over the repetitions.
-fn report(w: &Workload, executor: Executor, durability: Durability, samples: &[Sample], json: bool) {
+fn report(
+    w: &Workload,
+    executor: Executor,
+    durability: Durability,
+    store: Option<&str>,
+    samples: &[Sample],
+    json: bool,
+) {
+    let store = if store.is_some_and(|s| s.starts_with("postgres")) { "postgres" } else { "sqlite" };
     let mut walls: Vec<Duration> = samples.iter().map(|s| s.wall).collect();
     walls.sort_unstable();
     let median = if walls.len() % 2 == 1 {
@@ -379,6 +396,7 @@ fn report(w: &Workload, executor: Executor, durability: Durability, samples: &[S
             "nodes": w.nodes,
             "executor": executor.as_str(),
             "durability": durability.as_str(),
+            "store": store,
             "reps": samples.len(),
             "median_s": median.as_secs_f64(),
             "min_s": min.as_secs_f64(),
@@ -392,12 +410,13 @@ fn report(w: &Workload, executor: Executor, durability: Durability, samples: &[S
     } else {
         let rss = rss.map(|k| format!("{:.1} MiB", k as f64 / 1024.0)).unwrap_or_else(|| "?".into());
         println!(
-            "{:<3}{:<7} n={:<7}{:<8}{:<7} reps={:<2} median {:>9}  min {:>9}  max {:>9}  per node {:>9}  peak RSS {:>9}  result {} ok",
+            "{:<3}{:<7} n={:<7}{:<8}{:<7}{:<9} reps={:<2} median {:>9}  min {:>9}  max {:>9}  per node {:>9}  peak RSS {:>9}  result {} ok",
             w.id,
             w.workflow,
             w.n,
             executor.as_str(),
             durability.as_str(),
+            store,
             samples.len(),
             human(median),
             human(min),
@@ -419,8 +438,12 @@ fn harness(opts: &Options) -> Result<(), String> {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
         let parallelism =
             opts.parallelism.map_or_else(|| "salt's default (one per core)".to_string(), |p| p.to_string());
+        let store = match &opts.store {
+            Some(url) => format!("the database {}", salt_runtime::pg::redact(url)),
+            None => "one SQLite file per measurement".to_string(),
+        };
         println!(
-            "salt bench: {cores} cores, parallelism {parallelism}, one SQLite file per measurement, made by an untimed first run (W0: a fresh one each time)"
+            "salt bench: {cores} cores, parallelism {parallelism}, {store}, made by an untimed first run (W0: a fresh one each time)"
         );
         println!("per node = median wall / task nodes; peak RSS = the orchestrating process's VmHWM");
     }
@@ -439,12 +462,12 @@ fn harness(opts: &Options) -> Result<(), String> {
             let reps = opts.reps.unwrap_or_else(|| default_reps(w, executor));
             let samples = if w.id == "W0" {
                 (0..reps)
-                    .map(|_| run_whole_process(w, executor, opts.parallelism, opts.durability))
+                    .map(|_| run_whole_process(w, executor, opts.parallelism, opts.durability, opts.store.as_deref()))
                     .collect::<Result<Vec<_>, _>>()?
             } else {
-                run_in_process(&rt, w, executor, reps, opts.parallelism, opts.durability)?
+                run_in_process(&rt, w, executor, reps, opts.parallelism, opts.durability, opts.store.as_deref())?
             };
-            report(w, executor, opts.durability, &samples, opts.json);
+            report(w, executor, opts.durability, opts.store.as_deref(), &samples, opts.json);
         }
     }
     Ok(())

@@ -22,16 +22,26 @@ fn example(name: &str) -> PathBuf {
     path
 }
 
-/// A temporary directory: the working directory of the example and its database.
+/// A temporary directory: the working directory of the example, and its database.
 struct Sandbox {
     dir: tempfile::TempDir,
+    /// What `SALT_DB` says: a SQLite file in the directory, or a PostgreSQL database.
+    db: String,
 }
 
 impl Sandbox {
     fn new() -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
         std::fs::create_dir(dir.path().join("work")).expect("the work directory");
-        Self { dir }
+        let db = dir.path().join("salt.db").display().to_string();
+        Self { dir, db }
+    }
+
+    /// A sandbox whose database is a fresh PostgreSQL database; `None` (the test is skipped,
+    /// after saying why) where there is no PostgreSQL server and none is required.
+    fn postgres(hint: &str) -> Option<Self> {
+        let db = salt_testkit::postgres::database(hint)?;
+        Some(Self { db, ..Self::new() })
     }
 
     /// The working directory of the example.
@@ -44,7 +54,7 @@ impl Sandbox {
         Command::new(example(name))
             .args(args)
             .current_dir(self.cwd())
-            .env("SALT_DB", self.dir.path().join("salt.db"))
+            .env("SALT_DB", &self.db)
             .stdin(Stdio::null())
             .output()
             .expect("the example starts")
@@ -138,9 +148,8 @@ const REPORT_LINES: &[&str] = &[
     "## Rejected rows (14)",
 ];
 
-/// Runs `etl run` with `extra` arguments in a fresh sandbox and checks everything it leaves.
-fn check_etl(extra: &[&str], executor: &str) {
-    let sandbox = Sandbox::new();
+/// Runs `etl run` with `extra` arguments in `sandbox` and checks everything it leaves.
+fn check_etl(sandbox: &Sandbox, extra: &[&str], executor: &str) {
     let mut args = vec!["run"];
     args.extend_from_slice(extra);
     let output = sandbox.json("etl", &args);
@@ -192,12 +201,46 @@ fn check_etl(extra: &[&str], executor: &str) {
 
 #[test]
 fn etl_writes_the_expected_report_and_retries_the_flaky_step() {
-    check_etl(&[], "inline");
+    check_etl(&Sandbox::new(), &[], "inline");
 }
 
 #[test]
 fn etl_gives_the_same_report_with_every_attempt_in_its_own_process() {
-    check_etl(&["--executor", "process"], "process");
+    check_etl(&Sandbox::new(), &["--executor", "process"], "process");
+}
+
+#[test]
+fn etl_runs_on_postgresql_and_every_command_reads_it_there() {
+    let Some(sandbox) = Sandbox::postgres("etl") else { return };
+    check_etl(&sandbox, &["--executor", "pool"], "pool");
+    // Nothing was stored beside the working directory: the database holds the run.
+    assert!(!sandbox.cwd().join(".salt/salt.db").exists() && !sandbox.dir.path().join("salt.db").exists());
+    let runs = sandbox.json("etl", &["runs", "--json"]);
+    let runs = runs["runs"].as_array().expect("a list of runs");
+    assert_eq!(runs.len(), 1, "{runs:#?}");
+    assert_eq!((runs[0]["id"].as_i64(), runs[0]["workflow"].as_str()), (Some(1), Some("etl")));
+    assert_eq!(runs[0]["state"], "succeeded");
+    let show = sandbox.json("etl", &["show", "1", "--json"]);
+    let graph = sandbox.json("etl", &["graph", "1", "--format", "json"]);
+    let ids = |v: &Value| {
+        let mut ids: Vec<u64> =
+            v["nodes"].as_array().expect("nodes").iter().map(|n| n["id"].as_u64().unwrap()).collect();
+        ids.sort_unstable();
+        ids
+    };
+    assert_eq!(ids(&graph), ids(&show), "graph and show draw the same run");
+    assert!(graph["edges"].as_array().is_some_and(|e| !e.is_empty()), "{graph:#}");
+    let out = sandbox.run("etl", &["logs", "1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let logs = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "── node 4 fetch_rates · attempt 1 · pool · failed: rates service unavailable (simulated transient failure)",
+        "rates service: 503 Service Unavailable",
+        "── node 4 fetch_rates · attempt 2 · pool · succeeded",
+        "read 300 rows from ",
+    ] {
+        assert!(logs.contains(line), "the logs lack `{line}`:\n{logs}");
+    }
 }
 
 #[test]

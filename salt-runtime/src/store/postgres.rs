@@ -55,6 +55,9 @@ pub const READY_CHANNEL: &str = "salt_ready";
 /// The advisory lock migrations are applied under (`SALT` in ASCII).
 const MIGRATION_LOCK: i64 = 0x5341_4C54;
 
+/// The first key of the advisory locks of runs' logs (the second is the run).
+const LOGS_LOCK: i32 = 0x4C4F_4753;
+
 /// How many connections a store keeps.
 const CONNECTIONS: usize = 4;
 
@@ -629,25 +632,28 @@ fn statements(w: &Write, out: &mut Vec<Stmt>) {
 /// A future of a batch, boxed.
 type Pending<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Polls `futures` in their order until all are done: each sends its statement at its first
-/// poll, so the statements reach the server in this order, together. The first error (in that
-/// order) is the result.
+/// Polls `futures` once each, in their order, then until all are done: each sends its
+/// statement at its first poll, so the statements reach the server in this order, together.
+/// The first error (in that order) is the result.
 async fn in_order<T, E>(mut futures: Vec<Pending<'_, Result<T, E>>>) -> Result<Vec<T>, E> {
-    let mut results: Vec<Option<Result<T, E>>> = futures.iter().map(|_| None).collect();
+    let mut first: Vec<Option<Result<T, E>>> = Vec::with_capacity(futures.len());
     futures::future::poll_fn(|cx| {
-        let mut done = true;
-        for (f, r) in futures.iter_mut().zip(results.iter_mut()) {
-            if r.is_none() {
-                match f.as_mut().poll(cx) {
-                    Poll::Ready(v) => *r = Some(v),
-                    Poll::Pending => done = false,
-                }
-            }
-        }
-        if done { Poll::Ready(()) } else { Poll::Pending }
+        first.extend(futures.iter_mut().map(|f| match f.as_mut().poll(cx) {
+            Poll::Ready(v) => Some(v),
+            Poll::Pending => None,
+        }));
+        Poll::Ready(())
     })
     .await;
-    results.into_iter().map(|r| r.expect("every future is done")).collect()
+    // The rest as their answers come: only a future that is woken is polled again.
+    let results = futures::future::join_all(futures.into_iter().zip(first).map(|(f, done)| async move {
+        match done {
+            Some(v) => v,
+            None => f.await,
+        }
+    }))
+    .await;
+    results.into_iter().collect()
 }
 
 /// Executes `stmts` in `tx`, pipelined: each distinct statement is prepared once, then all are
@@ -785,14 +791,24 @@ impl Store for PgStore {
         }
         let mut stmts = Vec::with_capacity(writes.len() + 1);
         let mut queues: Vec<&str> = Vec::new();
+        let mut logged: Vec<i64> = Vec::new();
         for w in writes {
             statements(w, &mut stmts);
-            if let Write::Enqueue { queue, .. } = w
-                && !queues.contains(&queue.as_str())
-            {
-                queues.push(queue);
+            match w {
+                Write::Enqueue { queue, .. } if !queues.contains(&queue.as_str()) => queues.push(queue),
+                Write::Log { run, .. } if !logged.contains(&run.get()) => logged.push(run.get()),
+                _ => {}
             }
         }
+        // A run's log lines are numbered in the order they are committed, also when an
+        // orchestrator and workers write them at once, so that a reader following the lines
+        // after the last one it saw misses none: the numbers are taken under a lock of the run's
+        // logs, held until the commit.
+        logged.sort_unstable();
+        let locks = logged
+            .into_iter()
+            .map(|run| stmt!("SELECT pg_advisory_xact_lock($1, ($2::BIGINT % 2147483647)::INTEGER)", LOGS_LOCK, run));
+        stmts.splice(0..0, locks);
         // Delivered at the commit, to the workers waiting on these queues.
         for queue in queues {
             stmts.push(stmt!("SELECT pg_notify($1, $2)", READY_CHANNEL.to_string(), queue.to_string()));

@@ -90,6 +90,7 @@ on_every_backend!(
     a_queued_attempt_that_ended_is_neither_started_nor_reported_late,
     racing_claimers_never_get_the_same_entry,
     readers_and_a_writer_make_progress_together,
+    a_reader_following_the_logs_misses_no_line_of_writers_logging_at_once,
 );
 
 fn root() -> NodeRecord {
@@ -594,4 +595,56 @@ fn readers_and_a_writer_make_progress_together(b: &Backend) {
     // The reader saw the run grow while it was written, not only before or after.
     assert!(seen.iter().any(|n| *n > 1 && *n < 10_001), "{seen:?}");
     assert_eq!(store.load(run).unwrap().nodes.len(), 10_001);
+}
+
+fn a_reader_following_the_logs_misses_no_line_of_writers_logging_at_once(b: &Backend) {
+    let store = b.open();
+    let run = new_run(&*store, None);
+    let writers: Vec<_> = (0..3)
+        .map(|w| {
+            let b = b.clone();
+            std::thread::spawn(move || {
+                let store = b.open();
+                for batch in 0..40 {
+                    let lines: Vec<Write> = (0..5)
+                        .map(|i| Write::Log {
+                            run,
+                            record: crate::model::LogRecord {
+                                node: NodeId::new(w),
+                                attempt: 1,
+                                ts: now_ms(),
+                                line: format!("{w}-{batch}-{i}"),
+                            },
+                        })
+                        .collect();
+                    store.commit(None, &lines).unwrap();
+                }
+            })
+        })
+        .collect();
+    let reader = b.read_only();
+    let (mut seen, mut after) = (Vec::new(), 0);
+    loop {
+        // Once the writers are done, one more read sees the rest.
+        let done = writers.iter().all(|w| w.is_finished());
+        let (_, lines) = reader.logs_after(run, None, after).unwrap();
+        if let Some((last, _)) = lines.last() {
+            after = *last;
+        }
+        seen.extend(lines.into_iter().map(|(_, l)| l.line));
+        if done {
+            break;
+        }
+    }
+    for w in writers {
+        w.join().unwrap();
+    }
+    let total = seen.len();
+    seen.sort();
+    seen.dedup();
+    assert_eq!((total, seen.len()), (600, 600), "lines were missed or seen twice");
+    // One node's lines, in the order they were written.
+    let node: Vec<String> = reader.logs(run, Some(NodeId::new(1))).unwrap().into_iter().map(|l| l.line).collect();
+    let expected: Vec<String> = (0..40).flat_map(|b| (0..5).map(move |i| format!("1-{b}-{i}"))).collect();
+    assert_eq!(node, expected);
 }

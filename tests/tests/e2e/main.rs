@@ -1,4 +1,5 @@
-//! End-to-end tests: the real `flows` binary, a real SQLite file, real node processes.
+//! End-to-end tests: the real `flows` binary, a real SQLite file (or PostgreSQL database), real
+//! node processes.
 
 mod blobs;
 mod bypass;
@@ -11,6 +12,7 @@ mod handled;
 mod limits;
 mod ops;
 mod ownership;
+mod postgres;
 mod recovery;
 mod replay;
 mod runs_after;

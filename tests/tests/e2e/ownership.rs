@@ -49,8 +49,12 @@ fn recover_while_the_orchestrator_runs_is_refused_naming_it() {
 
 #[test]
 fn two_recovers_at_once_drive_an_interrupted_run_once() {
-    let env = Env::new();
-    let mut child = start_slow(&env);
+    two_recovers_at_once_in(&Env::new());
+}
+
+/// Kills a run's orchestrator and starts two `recover`s of the run at once, on `env`'s database.
+pub(crate) fn two_recovers_at_once_in(env: &Env) {
+    let mut child = start_slow(env);
     child.kill().unwrap();
     child.wait().unwrap();
     let before = env.wait_for_state(1, "interrupted");
@@ -90,8 +94,13 @@ fn two_recovers_at_once_drive_an_interrupted_run_once() {
 
 #[test]
 fn an_orchestrator_that_lost_its_lease_stops_without_writing() {
-    let env = Env::new();
-    let stale = start_slow(&env);
+    lost_lease_in(&Env::new());
+}
+
+/// Freezes a run's orchestrator until another takes the run over, then lets it go on, on
+/// `env`'s database.
+pub(crate) fn lost_lease_in(env: &Env) {
+    let stale = start_slow(env);
     // Freeze it (heartbeat thread included) until its lease expires, and take the run over.
     signal(stale.id(), "-STOP");
     env.wait_for_state(1, "interrupted");
@@ -137,11 +146,22 @@ fn a_foreign_sqlite_file_is_refused_and_left_byte_identical() {
 }
 
 #[test]
-fn a_postgres_url_is_not_supported_yet() {
+fn a_postgres_server_that_does_not_answer_is_named_without_its_password() {
     let env = Env::new();
-    let out = env.run(&["--db", "postgres://localhost/salt", "runs"]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(stderr(&out).contains("PostgreSQL store is not supported yet"), "{}", text(&out));
+    for args in [&["runs"][..], &["run", "talk"]] {
+        let mut all = vec!["--db", "postgres://salt:secret@127.0.0.1:1/salt"];
+        all.extend_from_slice(args);
+        let out = env.run(&all);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("database postgres://salt:***@127.0.0.1:1/salt: error connecting to server"),
+            "{}",
+            text(&out)
+        );
+        assert!(!err.contains("secret"), "{err}");
+    }
+    assert!(!env.db.exists(), "nothing was written instead");
     let out = env.run(&["--db", &format!("sqlite://{}", env.db.display()), "run", "talk"]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(env.json(&["runs"])["runs"][0]["state"], "succeeded");

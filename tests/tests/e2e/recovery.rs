@@ -8,7 +8,11 @@ const STEPS: [&str; 5] = ["a", "b", "c1", "c2", "c3"];
 
 /// Starts a slow pipeline, SIGKILLs the orchestrator once `b` has started, and recovers.
 fn kill_and_recover(executor: &str) {
-    let env = Env::new();
+    kill_and_recover_in(&Env::new(), executor);
+}
+
+/// [`kill_and_recover`] on the database of `env`.
+pub(crate) fn kill_and_recover_in(env: &Env, executor: &str) {
     let input = pipeline_input(&env.dir(), 400, false);
     let mut child = env.cmd(&["run", "pipeline", "--input", &input, "--executor", executor]).spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -18,6 +18,7 @@ pub(crate) const LEASE_TTL_MS: u64 = 1500;
 /// A temporary directory with a database and a folder for marker files.
 pub(crate) struct Env {
     _dir: tempfile::TempDir,
+    /// What `SALT_DB` says: a SQLite file in the directory, or a `postgres://` URL.
     pub(crate) db: PathBuf,
     pub(crate) work: PathBuf,
 }
@@ -29,6 +30,13 @@ impl Env {
         let work = dir.path().join("work");
         std::fs::create_dir_all(&work).unwrap();
         Self { _dir: dir, db, work }
+    }
+
+    /// An environment whose database is a fresh PostgreSQL database; `None` (the test is
+    /// skipped, after saying why) where there is no PostgreSQL server and none is required.
+    pub(crate) fn postgres(hint: &str) -> Option<Self> {
+        let url = salt_testkit::postgres::database(hint)?;
+        Some(Self { db: PathBuf::from(url), ..Self::new() })
     }
 
     /// The marker folder, as the `dir` input of the flows.
