@@ -74,6 +74,24 @@ async fn stamp() -> salt::Result<u64> {
     Ok(now_us())
 }
 
+/// How long after `t0` (µs since the epoch) its body started.
+#[task]
+async fn since(t0: u64) -> u64 {
+    now_us().saturating_sub(t0)
+}
+
+/// `n` nodes one after the other, each spawned once the previous one has ended, with nothing
+/// else running: for each, the time from its spawn to its body starting on a worker (µs), the
+/// server benchmark's claim-to-start latency.
+#[workflow(input = r#"{"n": 200}"#)]
+async fn latency(n: u64) -> salt::Result<Vec<u64>> {
+    let mut out = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        out.push(since(now_us()).await?);
+    }
+    Ok(out)
+}
+
 /// A run of three nodes: the workflow and a chain of two tasks.
 #[workflow(input = "{}")]
 async fn three() -> salt::Result<u64> {

@@ -6,11 +6,11 @@
 //! `Authorization: Bearer TOKEN` (or, for a browser, the cookie `salt_token`), except
 //! `GET /healthz`.
 
+use crate::sql::Conn;
 use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use rusqlite::Connection;
 use subtle::ConstantTimeEq as _;
 
 use crate::api::ApiError;
@@ -65,7 +65,7 @@ pub fn hash(token: &str) -> String {
 
 /// Creates a token `name` with `role` and returns it: the only time it is shown. Fails when a
 /// token of that name exists.
-pub fn create_token(conn: &Connection, name: &str, role: Role) -> Result<String, String> {
+pub fn create_token(conn: &Conn, name: &str, role: Role) -> Result<String, String> {
     if name.is_empty() || name.len() > 100 || name.chars().any(|c| c.is_control() || c.is_whitespace()) {
         return Err(format!("`{name}` is not a token name: use 1 to 100 characters, no spaces"));
     }
@@ -74,9 +74,7 @@ pub fn create_token(conn: &Connection, name: &str, role: Role) -> Result<String,
     let token = format!("salt_{}", hex::encode(bytes));
     match db::insert_token(conn, name, role.as_str(), &hash(&token)) {
         Ok(()) => Ok(token),
-        Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation => {
-            Err(format!("a token named `{name}` exists already"))
-        }
+        Err(e) if e.is_constraint() => Err(format!("a token named `{name}` exists already")),
         Err(e) => Err(format!("cannot store the token: {e}")),
     }
 }
@@ -87,7 +85,7 @@ fn getrandom(buf: &mut [u8]) -> std::io::Result<()> {
 }
 
 /// The token `presented` matches, if any. Every stored hash is compared, each in constant time.
-pub fn authenticate(conn: &Connection, presented: &str) -> rusqlite::Result<Option<Caller>> {
+pub fn authenticate(conn: &Conn, presented: &str) -> crate::sql::Result<Option<Caller>> {
     let presented = hash(presented);
     let mut found = None;
     for t in db::tokens(conn)? {
@@ -153,7 +151,7 @@ pub async fn require_token(State(state): State<AppState>, mut req: Request, next
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let token = presented(&req);
-    let checked: Result<Option<Option<Caller>>, rusqlite::Error> = {
+    let checked: Result<Option<Option<Caller>>, crate::sql::Error> = {
         let conn = state.conn.lock().unwrap_or_else(|p| p.into_inner());
         match db::any_token(&conn) {
             Ok(false) => Ok(None),
@@ -253,7 +251,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("server.db");
         salt_runtime::ops::open(&path.display().to_string()).unwrap();
-        let conn = db::open(&path).unwrap();
+        let conn = db::open(&path.display().to_string()).unwrap();
         let token = create_token(&conn, "ci", Role::Operator).unwrap();
         assert!(token.starts_with("salt_") && token.len() == 69, "{token}");
         let stored = db::tokens(&conn).unwrap();

@@ -36,7 +36,8 @@ pub struct Cli {
 /// `--db` of the commands that work on the server's database directly.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DbArg {
-    /// The server's database: a SQLite file, as a path or `sqlite://PATH`.
+    /// The server's database: a SQLite file (a path or `sqlite://PATH`) or a PostgreSQL URL
+    /// (`postgres://USER@HOST/DB`).
     #[arg(long, env = "SALT_SERVER_DB", default_value = server::DEFAULT_DB, value_name = "PATH|URL")]
     pub db: String,
 }
@@ -66,7 +67,8 @@ pub enum Command {
     Worker(crate::worker::WorkerArgs),
     /// Serve the registry, the runs and the REST API.
     Server {
-        /// The database: a SQLite file, as a path or `sqlite://PATH`.
+        /// The database: a SQLite file (a path or `sqlite://PATH`), or a PostgreSQL URL
+        /// (`postgres://USER@HOST/DB`) that several servers may share.
         #[arg(long, env = "SALT_SERVER_DB", default_value = server::DEFAULT_DB, value_name = "PATH|URL")]
         db: String,
         /// Where to listen.

@@ -57,6 +57,8 @@ pub struct RunHost {
     on_end: Option<OnEnd>,
     /// Told when a node of a run it drives waits for a signal.
     on_waiting: Option<OnWaiting>,
+    /// The runs this host drives now.
+    driving: Arc<Mutex<HashSet<RunId>>>,
 }
 
 /// A node of a run that waits for a signal.
@@ -86,7 +88,15 @@ pub type OnEnd = Arc<dyn Fn(RunId, &str, &salt_runtime::RunOutcome) + Send + Syn
 impl RunHost {
     /// A host of the runs stored at `db`, whose attempts go to `dispatcher`'s workers.
     pub fn new(db: impl Into<String>, dispatcher: Dispatcher, binaries: Arc<dyn Binaries>) -> Self {
-        Self { db: db.into(), dispatcher, binaries, runners: Mutex::default(), on_end: None, on_waiting: None }
+        Self {
+            db: db.into(),
+            dispatcher,
+            binaries,
+            runners: Mutex::default(),
+            on_end: None,
+            on_waiting: None,
+            driving: Arc::default(),
+        }
     }
 
     /// Calls `on_waiting` whenever a node of a run this host drives starts to wait for a signal
@@ -102,20 +112,67 @@ impl RunHost {
         self
     }
 
-    fn watch(&self, run: RunId, join: tokio::task::JoinHandle<salt_runtime::Result<salt_runtime::RunOutcome>>) {
+    /// Follows a run this host drives until it ends. A run whose driving stopped without an
+    /// outcome (its batch could not be written: the database went away) is driven again by
+    /// this host once the database answers, under the lease it still holds; unless another
+    /// orchestrator holds the run by then, or it has ended.
+    fn watch(
+        &self,
+        run: RunId,
+        runner: Runner,
+        join: tokio::task::JoinHandle<salt_runtime::Result<salt_runtime::RunOutcome>>,
+    ) {
         let on_end = self.on_end.clone();
+        self.driving.lock().unwrap_or_else(|p| p.into_inner()).insert(run);
+        let driving = self.driving.clone();
         tokio::spawn(async move {
-            match join.await {
-                Ok(Ok(outcome)) => {
-                    tracing::info!("run {run} ended {}", outcome.state.as_str());
-                    if let Some(f) = on_end {
-                        f(run, &outcome.workflow, &outcome);
+            let mut join = join;
+            loop {
+                let why = match join.await {
+                    Ok(Ok(outcome)) => {
+                        tracing::info!("run {run} ended {}", outcome.state.as_str());
+                        if let Some(f) = &on_end {
+                            f(run, &outcome.workflow, &outcome);
+                        }
+                        break;
                     }
+                    Ok(Err(e)) => e.to_string(),
+                    Err(e) => e.to_string(),
+                };
+                eprintln!("run {run} stopped: {why}; it is driven again once the database answers");
+                match redrive(&runner, run).await {
+                    Some(again) => join = again,
+                    None => break,
                 }
-                Ok(Err(e)) => tracing::warn!("run {run} stopped: {e}"),
-                Err(e) => tracing::warn!("run {run} stopped: {e}"),
             }
+            driving.lock().unwrap_or_else(|p| p.into_inner()).remove(&run);
         });
+    }
+
+    /// Whether this host drives `run` now.
+    pub fn drives(&self, run: RunId) -> bool {
+        self.driving.lock().unwrap_or_else(|p| p.into_inner()).contains(&run)
+    }
+
+    /// Takes over the runs among `runs` that no orchestrator drives (their lease ran out: the
+    /// server that drove them is gone) and resumes them; a run another server took first is
+    /// left to it (its lease is refused). Returns the runs taken over.
+    pub fn take_over(&self, runs: &[RunId]) -> Vec<RunId> {
+        let mut taken = Vec::new();
+        for &run in runs {
+            if self.drives(run) {
+                continue;
+            }
+            match self.runner_of(run).and_then(|r| Ok((r.spawn_recover(run)?, r))) {
+                Ok((join, runner)) => {
+                    self.watch(run, runner, join);
+                    taken.push(run);
+                }
+                // Mostly: another server took it first.
+                Err(e) => tracing::debug!("run {run} not taken over: {e}"),
+            }
+        }
+        taken
     }
 
     /// The dispatcher workers connect to.
@@ -159,9 +216,12 @@ impl RunHost {
     pub fn resume_interrupted(&self, runs: &[RunId]) -> Vec<RunId> {
         let mut resumed = Vec::new();
         for &run in runs {
-            match self.runner_of(run).and_then(|r| r.spawn_recover(run)) {
-                Ok(join) => {
-                    self.watch(run, join);
+            if self.drives(run) {
+                continue;
+            }
+            match self.runner_of(run).and_then(|r| Ok((r.spawn_recover(run)?, r))) {
+                Ok((join, runner)) => {
+                    self.watch(run, runner, join);
                     resumed.push(run);
                 }
                 Err(e) => tracing::warn!("run {run} not resumed: {e}"),
@@ -176,23 +236,46 @@ impl Engine for RunHost {
         let runner = self.runner(&workflow.binary)?;
         let (run, join) = runner.spawn_run(&workflow.workflow, input)?;
         self.binaries.record_run(run, workflow)?;
-        self.watch(run, join);
+        self.watch(run, runner, join);
         Ok(run)
     }
 
     fn recover(&self, run: RunId) -> salt_runtime::Result<()> {
-        self.watch(run, self.runner_of(run)?.spawn_recover(run)?);
+        let runner = self.runner_of(run)?;
+        self.watch(run, runner.clone(), runner.spawn_recover(run)?);
         Ok(())
     }
 
     fn rerun_from(&self, run: RunId, from: NodeId) -> salt_runtime::Result<()> {
-        self.watch(run, self.runner_of(run)?.spawn_rerun_from(run, from)?);
+        let runner = self.runner_of(run)?;
+        self.watch(run, runner.clone(), runner.spawn_rerun_from(run, from)?);
         Ok(())
     }
 
     fn run_one(&self, run: RunId, node: NodeId) -> salt_runtime::Result<()> {
-        self.watch(run, self.runner_of(run)?.spawn_run_one(run, node)?);
+        let runner = self.runner_of(run)?;
+        self.watch(run, runner.clone(), runner.spawn_run_one(run, node)?);
         Ok(())
+    }
+}
+
+/// Takes `run` up again after its driving stopped without an outcome: every second until the
+/// database answers. `None` when there is nothing to take up: another orchestrator holds the
+/// run, or it has ended.
+async fn redrive(
+    runner: &Runner,
+    run: RunId,
+) -> Option<tokio::task::JoinHandle<salt_runtime::Result<salt_runtime::RunOutcome>>> {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        match runner.spawn_recover(run) {
+            Ok(join) => return Some(join),
+            Err(e) if e.kind() == ErrorKind::Store => tracing::debug!("run {run} not driven again yet: {e}"),
+            Err(e) => {
+                eprintln!("run {run} is not driven again here: {e}");
+                return None;
+            }
+        }
     }
 }
 

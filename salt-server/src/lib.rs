@@ -18,6 +18,7 @@ pub mod registry;
 pub mod schedule;
 pub mod server;
 pub mod slurm;
+pub mod sql;
 pub mod state;
 pub mod ui;
 pub mod wiring;

@@ -13,8 +13,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::sql::{Conn, params};
 use jiff::Timestamp;
-use rusqlite::{Connection, params};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
@@ -23,7 +23,11 @@ use salt_runtime::model::{RunId, RunState};
 use crate::config::{WebhookConfig, WebhookEvent};
 
 /// Creates the `webhook_deliveries` table (idempotent; [`crate::schedule::migrate`] calls it).
-pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+pub fn migrate(conn: &Conn) -> crate::sql::Result<()> {
+    if conn.is_postgres() {
+        // Part of the server's versioned migrations there (`db::migrate`).
+        return Ok(());
+    }
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS webhook_deliveries (
             id INTEGER PRIMARY KEY,
@@ -124,7 +128,7 @@ pub struct Notifier {
 impl Notifier {
     /// Starts the background task on the current tokio runtime. `conn` holds the server's
     /// tables: the workflows' webhooks (in `schedules`) and `webhook_deliveries`.
-    pub fn spawn(conn: Arc<Mutex<Connection>>, options: NotifyOptions) -> (Self, tokio::task::JoinHandle<()>) {
+    pub fn spawn(conn: Arc<Mutex<Conn>>, options: NotifyOptions) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(dispatch(conn, options, rx));
         (Self { tx }, task)
@@ -138,11 +142,11 @@ impl Notifier {
     }
 }
 
-fn lock(conn: &Mutex<Connection>) -> std::sync::MutexGuard<'_, Connection> {
+fn lock(conn: &Mutex<Conn>) -> std::sync::MutexGuard<'_, Conn> {
     conn.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-async fn dispatch(conn: Arc<Mutex<Connection>>, options: NotifyOptions, mut rx: mpsc::UnboundedReceiver<Notification>) {
+async fn dispatch(conn: Arc<Mutex<Conn>>, options: NotifyOptions, mut rx: mpsc::UnboundedReceiver<Notification>) {
     let agent: ureq::Agent =
         ureq::Agent::config_builder().timeout_global(Some(options.timeout)).http_status_as_error(false).build().into();
     let mut deliveries = tokio::task::JoinSet::new();
@@ -167,9 +171,9 @@ async fn dispatch(conn: Arc<Mutex<Connection>>, options: NotifyOptions, mut rx: 
 }
 
 /// Records one pending delivery per webhook of the workflow that listens to the event.
-fn plan(conn: &Mutex<Connection>, n: &Notification) -> rusqlite::Result<Vec<(i64, String, String, &'static str)>> {
+fn plan(conn: &Mutex<Conn>, n: &Notification) -> crate::sql::Result<Vec<(i64, String, String, &'static str)>> {
     let c = lock(conn);
-    let hooks: Option<String> = rusqlite::OptionalExtension::optional(c.query_row(
+    let hooks: Option<String> = crate::sql::OptionalExtension::optional(c.query_row(
         "SELECT webhooks FROM schedules WHERE workflow = ?1",
         [&n.workflow],
         |r| r.get(0),
@@ -179,18 +183,19 @@ fn plan(conn: &Mutex<Connection>, n: &Notification) -> rusqlite::Result<Vec<(i64
     let now = Timestamp::now().as_millisecond();
     let mut out = Vec::new();
     for hook in hooks.iter().filter(|h| h.on.contains(&n.event)) {
-        c.execute(
+        let id: i64 = c.query_row(
             "INSERT INTO webhook_deliveries (workflow, run, event, url, body, status, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6)",
+             VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6) RETURNING id",
             params![n.workflow, n.run, n.event.as_str(), hook.url, body, now],
+            |r| r.get(0),
         )?;
-        out.push((c.last_insert_rowid(), hook.url.clone(), body.clone(), n.event.as_str()));
+        out.push((id, hook.url.clone(), body.clone(), n.event.as_str()));
     }
     Ok(out)
 }
 
 async fn deliver(
-    conn: Arc<Mutex<Connection>>,
+    conn: Arc<Mutex<Conn>>,
     agent: ureq::Agent,
     options: NotifyOptions,
     id: i64,
@@ -271,7 +276,7 @@ pub struct Delivery {
 }
 
 /// The deliveries of a run's notifications, oldest first.
-pub fn deliveries(conn: &Connection, run: RunId) -> rusqlite::Result<Vec<Delivery>> {
+pub fn deliveries(conn: &Conn, run: RunId) -> crate::sql::Result<Vec<Delivery>> {
     let mut stmt = conn.prepare(
         "SELECT id, workflow, run, event, url, status, attempts, response, error FROM webhook_deliveries
          WHERE run = ?1 ORDER BY id",
@@ -336,8 +341,8 @@ mod tests {
         format!("http://{addr}")
     }
 
-    fn setup(webhooks: Value) -> Arc<Mutex<Connection>> {
-        let conn = Connection::open_in_memory().unwrap();
+    fn setup(webhooks: Value) -> Arc<Mutex<Conn>> {
+        let conn = Conn::memory().unwrap();
         crate::schedule::migrate(&conn).unwrap();
         let mut settings = WorkflowSettings::resolve(None, &Value::Null, None);
         settings.webhooks = serde_json::from_value(webhooks).unwrap();
@@ -350,7 +355,7 @@ mod tests {
         NotifyOptions { attempts: 4, backoff: Duration::from_millis(20), timeout: Duration::from_secs(5) }
     }
 
-    async fn settle(conn: &Arc<Mutex<Connection>>, run: i64) -> Vec<Delivery> {
+    async fn settle(conn: &Arc<Mutex<Conn>>, run: i64) -> Vec<Delivery> {
         for _ in 0..200 {
             let d = deliveries(&lock(conn), RunId::new(run)).unwrap();
             if !d.is_empty() && d.iter().all(|d| d.status != "pending") {

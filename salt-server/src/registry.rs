@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rusqlite::Connection;
+use crate::sql::Conn;
 use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -35,7 +35,7 @@ pub enum RegisterError {
     Io(String),
     /// The database failed.
     #[error("database: {0}")]
-    Db(#[from] rusqlite::Error),
+    Db(#[from] crate::sql::Error),
     /// The `salt.toml` given with the binary cannot be used with it.
     #[error("{0}")]
     Config(String),
@@ -229,7 +229,7 @@ pub fn stage(data: &Path, bytes: &[u8]) -> Result<Staged, RegisterError> {
 /// zone, paused state, queue and default input and sets its policies, events and webhooks; it
 /// is checked against the binary first (every workflow it names exists, every default input
 /// matches its schema), and nothing is recorded when it does not fit.
-pub fn record(conn: &Connection, staged: &Staged, config: Option<&SaltToml>) -> Result<Registered, RegisterError> {
+pub fn record(conn: &Conn, staged: &Staged, config: Option<&SaltToml>) -> Result<Registered, RegisterError> {
     let sha = &staged.sha256;
     let empty = SaltToml::default();
     let config = config.unwrap_or(&empty);
@@ -249,32 +249,50 @@ pub fn record(conn: &Connection, staged: &Staged, config: Option<&SaltToml>) -> 
     }
     // Immediate: the versions read here are those the new ones are numbered after, also when
     // another process registers at the same time.
-    let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
-    let new_binary = db::insert_binary(
-        &tx,
-        &db::Binary {
-            sha256: sha.clone(),
-            size: staged.size,
-            path: staged.path.display().to_string(),
-            registered_at: now_ms(),
-        },
-        &staged.manifest,
-    )?;
-    let mut registered = Vec::new();
-    let now = jiff::Timestamp::now();
-    for ((name, entry), (schema, settings)) in staged.workflows.iter().zip(&settings) {
-        let (version, new_version) = match db::latest_version(&tx, name)? {
-            Some(v) if &v.binary == sha && &v.manifest == entry => (v.version, false),
-            _ => (db::add_version(&tx, name, sha, entry)?, true),
-        };
-        let target = crate::engine::WorkflowRef { workflow: name.clone(), version, binary: sha.clone() };
-        crate::schedule::register_workflow(&tx, &target, schema, settings, now).map_err(|e| match e {
-            crate::schedule::ScheduleError::Db(e) => RegisterError::Db(e),
-            other => RegisterError::Config(format!("`{name}`: {other}")),
-        })?;
-        registered.push(RegisteredWorkflow { workflow: name.clone(), version, new_version });
-    }
-    tx.commit()?;
+    // With PostgreSQL, servers on other hosts read the binary from the database.
+    let contents = if conn.is_postgres() {
+        let bytes = std::fs::read(&staged.path)
+            .map_err(|e| RegisterError::Io(format!("cannot read {}: {e}", staged.path.display())))?;
+        Some(bytes)
+    } else {
+        None
+    };
+    // In one transaction (immediate on SQLite): the versions read here are those the new ones
+    // are numbered after, also when another process registers at the same time.
+    let (new_binary, registered) = conn.transaction(|tx| -> Result<_, RegisterError> {
+        if conn.is_postgres() {
+            // Registrations of one database take turns: versions are numbered one after the other.
+            tx.execute_batch("LOCK TABLE salt_server_workflow_versions IN EXCLUSIVE MODE")?;
+        }
+        let new_binary = db::insert_binary(
+            tx,
+            &db::Binary {
+                sha256: sha.clone(),
+                size: staged.size,
+                path: staged.path.display().to_string(),
+                registered_at: now_ms(),
+            },
+            &staged.manifest,
+        )?;
+        if let Some(bytes) = &contents {
+            db::insert_binary_contents(tx, sha, bytes)?;
+        }
+        let mut registered = Vec::new();
+        let now = jiff::Timestamp::now();
+        for ((name, entry), (schema, settings)) in staged.workflows.iter().zip(&settings) {
+            let (version, new_version) = match db::latest_version(tx, name)? {
+                Some(v) if &v.binary == sha && &v.manifest == entry => (v.version, false),
+                _ => (db::add_version(tx, name, sha, entry)?, true),
+            };
+            let target = crate::engine::WorkflowRef { workflow: name.clone(), version, binary: sha.clone() };
+            crate::schedule::register_workflow(tx, &target, schema, settings, now).map_err(|e| match e {
+                crate::schedule::ScheduleError::Db(e) => RegisterError::Db(e),
+                other => RegisterError::Config(format!("`{name}`: {other}")),
+            })?;
+            registered.push(RegisteredWorkflow { workflow: name.clone(), version, new_version });
+        }
+        Ok((new_binary, registered))
+    })?;
     Ok(Registered { sha256: sha.clone(), size: staged.size, new_binary, workflows: registered })
 }
 
@@ -283,7 +301,7 @@ pub fn record(conn: &Connection, staged: &Staged, config: Option<&SaltToml>) -> 
 /// version unless its latest version is this binary with the same manifest. A file that is
 /// not a salt binary, or whose manifest is invalid, stores nothing.
 pub fn register_bytes(
-    conn: &Connection,
+    conn: &Conn,
     data: &Path,
     bytes: &[u8],
     config: Option<&SaltToml>,
@@ -293,7 +311,7 @@ pub fn register_bytes(
 
 /// [`register_bytes`] of the file at `path`.
 pub fn register_file(
-    conn: &Connection,
+    conn: &Conn,
     data: &Path,
     path: &Path,
     config: Option<&SaltToml>,
@@ -337,7 +355,7 @@ pub struct WorkflowSummary {
 }
 
 /// Every registered workflow, by name.
-pub fn workflows(conn: &Connection) -> rusqlite::Result<Vec<WorkflowSummary>> {
+pub fn workflows(conn: &Conn) -> crate::sql::Result<Vec<WorkflowSummary>> {
     let mut out = Vec::new();
     for latest in db::latest_versions(conn)? {
         let versions = db::versions(conn, &latest.workflow)?.into_iter().map(|v| v.version).collect();
@@ -397,11 +415,11 @@ mod tests {
         .to_string()
     }
 
-    fn fresh() -> (tempfile::TempDir, Connection) {
+    fn fresh() -> (tempfile::TempDir, Conn) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("server.db");
         salt_runtime::ops::open(&path.display().to_string()).unwrap();
-        (dir, db::open(&path).unwrap())
+        (dir, db::open(&path.display().to_string()).unwrap())
     }
 
     #[test]
@@ -470,7 +488,7 @@ mod tests {
             assert!(err.starts_with(says), "{}: {err}", path.display());
         }
         assert!(workflows(&conn).unwrap().is_empty());
-        let count: i64 = conn.query_row("SELECT COUNT(*) FROM salt_server_binaries", [], |r| r.get(0)).unwrap();
+        let count: i64 = conn.query_row("SELECT COUNT(*) FROM salt_server_binaries", (), |r| r.get(0)).unwrap();
         assert_eq!(count, 0);
         assert_eq!(std::fs::read_dir(data.join("binaries")).unwrap().count(), 0);
     }

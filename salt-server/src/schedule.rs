@@ -15,11 +15,11 @@ pub mod decide;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use crate::sql::{Conn, OptionalExtension, params};
 use croner::Cron;
 use croner::parser::{CronParser, Seconds};
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp, Zoned};
-use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -194,7 +194,7 @@ pub enum ScheduleError {
     },
     /// The server's tables.
     #[error("database: {0}")]
-    Db(#[from] rusqlite::Error),
+    Db(#[from] crate::sql::Error),
     /// Starting a run failed.
     #[error("could not start a run of `{workflow}`: {message}")]
     Start {
@@ -206,7 +206,11 @@ pub enum ScheduleError {
 }
 
 /// Creates the tables of schedules, occurrences and webhook deliveries (idempotent).
-pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+pub fn migrate(conn: &Conn) -> crate::sql::Result<()> {
+    if conn.is_postgres() {
+        // Part of the server's versioned migrations there (`db::migrate`).
+        return Ok(());
+    }
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS schedules (
             workflow TEXT PRIMARY KEY,
@@ -291,7 +295,7 @@ fn from_ms(v: i64) -> Timestamp {
     Timestamp::from_millisecond(v).unwrap_or(Timestamp::UNIX_EPOCH)
 }
 
-fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+fn lock(conn: &Mutex<Conn>) -> MutexGuard<'_, Conn> {
     conn.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -340,7 +344,7 @@ pub fn schema_errors(schema: &Value, value: &Value) -> Vec<String> {
 /// `paused`; a changed cron expression or time zone, or a resume, moves the cursor to `now`, so
 /// no occurrence before the registration fires.
 pub fn register_workflow(
-    conn: &Connection,
+    conn: &Conn,
     target: &WorkflowRef,
     input_schema: &Value,
     settings: &WorkflowSettings,
@@ -363,10 +367,10 @@ pub fn register_workflow(
         _ => ms(now),
     };
     conn.execute(
-        "INSERT INTO schedules (workflow, version, binary, input_schema, cron, timezone, paused, queue, input,
+        "INSERT INTO schedules (workflow, version, \"binary\", input_schema, cron, timezone, paused, queue, input,
                                 overlap, catchup, events, webhooks, cursor_ms, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
-         ON CONFLICT (workflow) DO UPDATE SET version = excluded.version, binary = excluded.binary,
+         ON CONFLICT (workflow) DO UPDATE SET version = excluded.version, \"binary\" = excluded.\"binary\",
             input_schema = excluded.input_schema, cron = excluded.cron, timezone = excluded.timezone,
             paused = excluded.paused, queue = excluded.queue, input = excluded.input, overlap = excluded.overlap,
             catchup = excluded.catchup, events = excluded.events, webhooks = excluded.webhooks,
@@ -392,11 +396,11 @@ pub fn register_workflow(
     Ok(())
 }
 
-const COLUMNS: &str = "workflow, version, binary, input_schema, cron, timezone, paused, queue, input, overlap, catchup, \
+const COLUMNS: &str = "workflow, version, \"binary\", input_schema, cron, timezone, paused, queue, input, overlap, catchup, \
                        events, webhooks, cursor_ms";
 
-fn row_to_schedule(r: &rusqlite::Row<'_>) -> rusqlite::Result<Schedule> {
-    let json = |i: usize| -> rusqlite::Result<Value> {
+fn row_to_schedule(r: &crate::sql::Row) -> crate::sql::Result<Schedule> {
+    let json = |i: usize| -> crate::sql::Result<Value> {
         let text: String = r.get(i)?;
         Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
     };
@@ -408,8 +412,8 @@ fn row_to_schedule(r: &rusqlite::Row<'_>) -> rusqlite::Result<Schedule> {
         paused: r.get(6)?,
         queue: r.get(7)?,
         input: json(8)?,
-        overlap: Overlap::parse(&r.get::<_, String>(9)?).unwrap_or_default(),
-        catchup: Catchup::parse(&r.get::<_, String>(10)?).unwrap_or_default(),
+        overlap: Overlap::parse(&r.get::<String>(9)?).unwrap_or_default(),
+        catchup: Catchup::parse(&r.get::<String>(10)?).unwrap_or_default(),
         events: serde_json::from_value(json(11)?).unwrap_or_default(),
         webhooks: serde_json::from_value(json(12)?).unwrap_or_default(),
         cursor: from_ms(r.get(13)?),
@@ -417,18 +421,18 @@ fn row_to_schedule(r: &rusqlite::Row<'_>) -> rusqlite::Result<Schedule> {
 }
 
 /// Every registered workflow's schedule row, by name.
-pub fn list(conn: &Connection) -> rusqlite::Result<Vec<Schedule>> {
+pub fn list(conn: &Conn) -> crate::sql::Result<Vec<Schedule>> {
     let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM schedules ORDER BY workflow"))?;
-    stmt.query_map([], row_to_schedule)?.collect()
+    stmt.query_map((), row_to_schedule)?.collect()
 }
 
 /// One workflow's schedule row.
-pub fn get(conn: &Connection, workflow: &str) -> rusqlite::Result<Option<Schedule>> {
+pub fn get(conn: &Conn, workflow: &str) -> crate::sql::Result<Option<Schedule>> {
     conn.query_row(&format!("SELECT {COLUMNS} FROM schedules WHERE workflow = ?1"), [workflow], row_to_schedule)
         .optional()
 }
 
-fn get_scheduled(conn: &Connection, workflow: &str) -> Result<(Schedule, ScheduleSpec), ScheduleError> {
+fn get_scheduled(conn: &Conn, workflow: &str) -> Result<(Schedule, ScheduleSpec), ScheduleError> {
     let s = get(conn, workflow)?.ok_or_else(|| ScheduleError::UnknownWorkflow(workflow.into()))?;
     let spec = s.spec().ok_or_else(|| ScheduleError::NoSchedule(workflow.into()))?;
     Ok((s, spec))
@@ -436,11 +440,11 @@ fn get_scheduled(conn: &Connection, workflow: &str) -> Result<(Schedule, Schedul
 
 /// Pauses or resumes a workflow's schedule. Resuming moves its cursor to `now`: the
 /// occurrences that fell while it was paused never fire. Returns the schedule as it is now.
-pub fn set_paused(conn: &Connection, workflow: &str, paused: bool, now: Timestamp) -> Result<Schedule, ScheduleError> {
+pub fn set_paused(conn: &Conn, workflow: &str, paused: bool, now: Timestamp) -> Result<Schedule, ScheduleError> {
     let (s, _) = get_scheduled(conn, workflow)?;
     if s.paused != paused {
         conn.execute(
-            "UPDATE schedules SET paused = ?2, cursor_ms = CASE WHEN ?2 THEN cursor_ms ELSE ?3 END WHERE workflow = ?1",
+            "UPDATE schedules SET paused = ?2, cursor_ms = CASE WHEN ?2 <> 0 THEN cursor_ms ELSE ?3 END WHERE workflow = ?1",
             params![workflow, paused, ms(now)],
         )?;
     }
@@ -470,7 +474,7 @@ pub struct Occurrence {
 }
 
 /// The latest `limit` occurrences of a workflow's schedule, newest first.
-pub fn occurrences(conn: &Connection, workflow: &str, limit: usize) -> rusqlite::Result<Vec<Occurrence>> {
+pub fn occurrences(conn: &Conn, workflow: &str, limit: usize) -> crate::sql::Result<Vec<Occurrence>> {
     let mut stmt = conn.prepare(
         "SELECT workflow, scheduled_at, kind, status, run, version, detail FROM schedule_occurrences
          WHERE workflow = ?1 ORDER BY scheduled_at DESC LIMIT ?2",
@@ -509,16 +513,16 @@ pub struct Fired {
 }
 
 fn record(
-    conn: &Connection,
+    conn: &Conn,
     s: &Schedule,
     at: Timestamp,
     kind: Kind,
     status: &str,
     now: Timestamp,
-) -> rusqlite::Result<bool> {
+) -> crate::sql::Result<bool> {
     let n = conn.execute(
-        "INSERT OR IGNORE INTO schedule_occurrences (workflow, scheduled_at, kind, status, version, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO schedule_occurrences (workflow, scheduled_at, kind, status, version, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (workflow, scheduled_at) DO NOTHING",
         params![s.workflow(), ms(at), kind.as_str(), status, s.target.version, ms(now)],
     )?;
     Ok(n == 1)
@@ -526,7 +530,7 @@ fn record(
 
 /// Starts the run of an occurrence already recorded as `starting`, then records the outcome.
 /// The connection is not held while the engine starts the run.
-fn start_recorded(conn: &Mutex<Connection>, engine: &dyn Engine, s: &Schedule, at: Timestamp, kind: Kind) -> Fired {
+fn start_recorded(conn: &Mutex<Conn>, engine: &dyn Engine, s: &Schedule, at: Timestamp, kind: Kind) -> Fired {
     let result = engine.start(&s.target, s.input.clone());
     let (status, run, error) = match &result {
         Ok(run) => ("started", Some(run.get()), None),
@@ -572,7 +576,7 @@ impl Scheduler {
     /// `run_state` tells the state of a run (`None`: unknown, taken as ended).
     pub fn tick(
         &self,
-        conn: &Mutex<Connection>,
+        conn: &Mutex<Conn>,
         engine: &dyn Engine,
         run_state: &dyn Fn(RunId) -> Option<RunState>,
         now: Timestamp,
@@ -588,7 +592,7 @@ impl Scheduler {
 
     fn tick_one(
         &self,
-        conn: &Mutex<Connection>,
+        conn: &Mutex<Conn>,
         engine: &dyn Engine,
         run_state: &dyn Fn(RunId) -> Option<RunState>,
         s: &Schedule,
@@ -627,12 +631,12 @@ impl Scheduler {
         // Record every decision and the cursor at once, then start the runs.
         let mut to_start = Vec::new();
         {
-            let mut guard = lock(conn);
-            let tx = guard.transaction()?;
+            let guard = lock(conn);
+            guard.transaction(|tx| -> crate::sql::Result<()> {
             for action in &decision.actions {
                 match *action {
                     Action::Start(at, kind) => {
-                        if record(&tx, s, at, kind, "starting", now)? {
+                        if record(tx, s, at, kind, "starting", now)? {
                             to_start.push((at, kind));
                         }
                     }
@@ -647,23 +651,24 @@ impl Scheduler {
                         }
                     }
                     Action::Buffer(at) => {
-                        record(&tx, s, at, Kind::Cron, "buffered", now)?;
+                        record(tx, s, at, Kind::Cron, "buffered", now)?;
                     }
                     Action::SkipOverlap(at) => {
-                        record(&tx, s, at, Kind::Cron, "skipped", now)?;
+                        record(tx, s, at, Kind::Cron, "skipped", now)?;
                     }
                     Action::Missed(at) => {
-                        record(&tx, s, at, Kind::Cron, "missed", now)?;
+                        record(tx, s, at, Kind::Cron, "missed", now)?;
                     }
                 }
             }
             if let Some(cursor) = decision.cursor {
                 tx.execute(
-                    "UPDATE schedules SET cursor_ms = max(cursor_ms, ?2) WHERE workflow = ?1",
+                    "UPDATE schedules SET cursor_ms = CASE WHEN cursor_ms > ?2 THEN cursor_ms ELSE ?2 END WHERE workflow = ?1",
                     params![s.workflow(), ms(cursor)],
                 )?;
             }
-            tx.commit()?;
+            Ok(())
+            })?;
         }
         Ok(to_start.into_iter().map(|(at, kind)| start_recorded(conn, engine, s, at, kind)).collect())
     }
@@ -672,16 +677,16 @@ impl Scheduler {
 /// Whether the run of the latest started occurrence of `workflow` is still going. A run seen
 /// ended is marked `finished`, so it is not asked about again.
 fn previous_running(
-    conn: &Mutex<Connection>,
+    conn: &Mutex<Conn>,
     workflow: &str,
     run_state: &dyn Fn(RunId) -> Option<RunState>,
-) -> rusqlite::Result<bool> {
+) -> crate::sql::Result<bool> {
     let runs: Vec<(i64, Option<i64>)> = {
         let c = lock(conn);
         let mut stmt = c.prepare(
             "SELECT id, run FROM schedule_occurrences WHERE workflow = ?1 AND status IN ('started', 'starting')",
         )?;
-        stmt.query_map([workflow], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?
+        stmt.query_map([workflow], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<crate::sql::Result<_>>()?
     };
     let mut running = false;
     for (id, run) in runs {
@@ -700,7 +705,7 @@ fn previous_running(
 /// Starts a run of `workflow` now (`salt schedule trigger`), whatever its schedule, paused
 /// state or overlap policy; recorded as an occurrence of kind `trigger` at `now`.
 pub fn trigger(
-    conn: &Mutex<Connection>,
+    conn: &Mutex<Conn>,
     engine: &dyn Engine,
     workflow: &str,
     now: Timestamp,
@@ -735,7 +740,7 @@ pub struct Backfill {
 /// been dealt with yet (`salt schedule backfill`); at most [`MAX_BACKFILL`]. Neither the
 /// paused state nor the overlap policy applies: the runs all start now.
 pub fn backfill(
-    conn: &Mutex<Connection>,
+    conn: &Mutex<Conn>,
     engine: &dyn Engine,
     workflow: &str,
     from: Timestamp,
@@ -756,11 +761,12 @@ pub fn backfill(
             .between(from, to, MAX_BACKFILL)
             .ok_or_else(|| invalid(format!("the range holds more than {MAX_BACKFILL} occurrences")))?;
         let (mut todo, mut already) = (Vec::new(), Vec::new());
-        let tx = c.unchecked_transaction()?;
-        for at in times {
-            if record(&tx, &s, at, Kind::Backfill, "starting", now)? { todo.push(at) } else { already.push(at) }
-        }
-        tx.commit()?;
+        c.transaction(|tx| -> crate::sql::Result<()> {
+            for at in times {
+                if record(tx, &s, at, Kind::Backfill, "starting", now)? { todo.push(at) } else { already.push(at) }
+            }
+            Ok(())
+        })?;
         (s, todo, already)
     };
     todo.sort();
@@ -798,7 +804,7 @@ pub fn event_input(default: &Value, payload: Value) -> Value {
 /// Starts every workflow triggered by event `name` with `payload`: each input is validated
 /// against its workflow's input schema first, and if any does not match nothing starts.
 pub fn start_event(
-    conn: &Mutex<Connection>,
+    conn: &Mutex<Conn>,
     engine: &dyn Engine,
     name: &str,
     payload: Value,

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::Router;
 
@@ -21,7 +22,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
 /// How a server runs.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The database: a SQLite file, as a path or `sqlite://PATH`.
+    /// The database: a SQLite file (a path or `sqlite://PATH`) or a PostgreSQL URL.
     pub db: String,
     /// Where to listen.
     pub listen: SocketAddr,
@@ -44,12 +45,9 @@ pub fn open_state(
     engine: Arc<dyn Engine>,
     dispatcher: salt_runtime::remote::Dispatcher,
 ) -> anyhow::Result<AppState> {
-    let path = db_path(db);
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)?;
-    }
+    make_parent(db)?;
     let store: Arc<dyn salt_runtime::store::Store> = Arc::from(salt_runtime::ops::open(db)?);
-    let conn = db::open(&path)?;
+    let conn = db::open(db)?;
     std::fs::create_dir_all(data.join("binaries"))?;
     Ok(AppState {
         db: db.to_string(),
@@ -63,13 +61,21 @@ pub fn open_state(
 
 /// The opened tables of the database at `db` (the run store created first when missing), for
 /// commands that work on the database directly (`register --db`, `token create`).
-pub fn open_conn(db: &str) -> anyhow::Result<rusqlite::Connection> {
-    let path = db_path(db);
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)?;
-    }
+pub fn open_conn(db: &str) -> anyhow::Result<crate::sql::Conn> {
+    make_parent(db)?;
     salt_runtime::ops::open(db)?;
-    Ok(db::open(&path)?)
+    Ok(db::open(db)?)
+}
+
+/// Creates the directory of a SQLite database file (nothing for PostgreSQL).
+fn make_parent(db: &str) -> std::io::Result<()> {
+    if crate::sql::is_postgres(db) {
+        return Ok(());
+    }
+    match db_path(db).parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(parent) => std::fs::create_dir_all(parent),
+        None => Ok(()),
+    }
 }
 
 /// The whole server's routes with `state`: the REST API (with `/healthz`, `/metrics` and the
@@ -117,7 +123,7 @@ pub fn run_host(
     dispatcher: salt_runtime::remote::Dispatcher,
     notifier: Option<crate::notify::Notifier>,
 ) -> anyhow::Result<Arc<crate::host::RunHost>> {
-    let conn = Arc::new(Mutex::new(db::open(&db_path(db))?));
+    let conn = Arc::new(Mutex::new(db::open(db)?));
     let registry = Arc::new(crate::wiring::Registry::new(conn));
     let mut host = crate::host::RunHost::new(db, dispatcher, registry);
     if let Some(notifier) = notifier {
@@ -144,13 +150,10 @@ pub fn run_host(
 /// it drove when it stopped, and serves (REST API, workers, scheduler, web UI) until Ctrl-C or
 /// SIGTERM.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let path = db_path(&config.db);
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)?;
-    }
+    make_parent(&config.db)?;
     salt_runtime::ops::open(&config.db)?;
     let dispatcher = salt_runtime::remote::Dispatcher::new();
-    let notify_conn = Arc::new(Mutex::new(db::open(&path)?));
+    let notify_conn = Arc::new(Mutex::new(db::open(&config.db)?));
     let (notifier, _notifying) = crate::notify::Notifier::spawn(notify_conn, crate::notify::NotifyOptions::default());
     let host = run_host(&config.db, dispatcher.clone(), Some(notifier))?;
     let state = open_state(&config.db, &config.data, host.clone(), dispatcher.clone())?;
@@ -188,6 +191,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         );
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // Runs whose server is gone (their lease ran out): taken over by whichever server looks first.
+    let takeover = tokio::spawn(take_over_orphans(state.conn.clone(), host.clone(), stop_rx.clone()));
     let scheduler = tokio::spawn(crate::schedule::run_scheduler(state.clone(), async move {
         let mut rx = stop_rx;
         let _ = rx.wait_for(|stop| *stop).await;
@@ -195,7 +200,50 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     serve_on(listener, state, shutdown_signal()).await?;
     let _ = stop_tx.send(true);
     let _ = scheduler.await;
+    let _ = takeover.await;
     Ok(())
+}
+
+/// How often a server looks for runs no server drives, unless `SALT_TAKEOVER_MS` says otherwise.
+pub const TAKEOVER_EVERY: Duration = Duration::from_secs(3);
+
+/// Every [`TAKEOVER_EVERY`] until `stop`: takes over the unfinished runs whose lease has run out
+/// (their server died or lost the database for longer than the lease) and resumes them, with
+/// nothing that finished run again. Several servers may look at once: the run's lease lets one
+/// of them take it.
+async fn take_over_orphans(
+    conn: Arc<Mutex<crate::sql::Conn>>,
+    host: Arc<crate::host::RunHost>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let every = std::env::var("SALT_TAKEOVER_MS")
+        .ok()
+        .and_then(|ms| ms.parse().ok())
+        .map_or(TAKEOVER_EVERY, Duration::from_millis);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.wait_for(|stop| *stop) => return,
+        }
+        let orphans = {
+            let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+            db::orphaned_runs(&conn, salt_runtime::model::now_ms())
+        };
+        match orphans {
+            Ok(runs) if !runs.is_empty() => {
+                let taken = host.take_over(&runs);
+                if !taken.is_empty() {
+                    eprintln!(
+                        "took over {} run(s) no server drove: {:?}",
+                        taken.len(),
+                        taken.iter().map(|r| r.get()).collect::<Vec<_>>()
+                    );
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("cannot look for runs to take over: {e}"),
+        }
+    }
 }
 
 async fn shutdown_signal() {

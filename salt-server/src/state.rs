@@ -15,7 +15,7 @@ pub struct AppState {
     /// The run store.
     pub store: Arc<dyn Store>,
     /// The server's own tables (registry, schedules, tokens), in the same database file.
-    pub conn: Arc<Mutex<rusqlite::Connection>>,
+    pub conn: Arc<Mutex<crate::sql::Conn>>,
     /// Drives runs.
     pub engine: Arc<dyn Engine>,
     /// Where binaries and other files live (`--data`).

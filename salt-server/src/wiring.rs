@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use rusqlite::Connection;
+use crate::sql::Conn;
 use serde_json::Value;
 
 use salt_runtime::model::RunId;
@@ -16,21 +16,21 @@ use crate::{db, schedule};
 
 /// The registry in the server's tables, as the run host and the UI need it.
 pub struct Registry {
-    conn: Arc<Mutex<Connection>>,
+    conn: Arc<Mutex<Conn>>,
 }
 
 impl Registry {
     /// The registry in `conn`.
-    pub fn new(conn: Arc<Mutex<Connection>>) -> Self {
+    pub fn new(conn: Arc<Mutex<Conn>>) -> Self {
         Self { conn }
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+    fn conn(&self) -> std::sync::MutexGuard<'_, Conn> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
-fn store_error(e: rusqlite::Error) -> Error {
+fn store_error(e: crate::sql::Error) -> Error {
     Error::new(ErrorKind::Store, format!("the server's registry: {e}"))
 }
 

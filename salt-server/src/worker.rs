@@ -106,7 +106,8 @@ impl WorkerArgs {
 /// What a worker serves and where.
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
-    /// The server's URL (`http://127.0.0.1:7878`).
+    /// The server's URL (`http://127.0.0.1:7878`), or several separated by commas (servers on
+    /// one PostgreSQL database): the worker connects to each, giving each all its slots.
     pub server: String,
     /// The token it presents, if the server has tokens.
     pub token: Option<String>,
@@ -153,6 +154,46 @@ pub async fn run(mut options: WorkerOptions) -> anyhow::Result<()> {
             let _ = stop_tx.send(n);
         }
     });
+    let servers = servers(&options.server);
+    if servers.len() > 1 {
+        // One connection per server, each with every slot: a server gives attempts only to the
+        // workers connected to it, and any server may drive any run.
+        let mut connections = tokio::task::JoinSet::new();
+        for server in servers {
+            let options = WorkerOptions { server, ..options.clone() };
+            // Each connection tells its own server when the worker drains.
+            connections.spawn(serve_one(options, stop_rx.clone(), Arc::new(AtomicBool::new(false))));
+        }
+        let mut outcome = Ok(());
+        while let Some(ended) = connections.join_next().await {
+            match ended {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    // A server that refuses this worker stops it: its token or queues are wrong.
+                    connections.abort_all();
+                    outcome = Err(e);
+                }
+                Err(e) if e.is_cancelled() => {}
+                Err(e) => outcome = Err(anyhow::anyhow!("a connection stopped: {e}")),
+            }
+        }
+        return outcome;
+    }
+    serve_one(options, stop_rx, draining).await
+}
+
+/// The servers `--server` names: one URL, or several separated by commas.
+pub fn servers(list: &str) -> Vec<String> {
+    list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
+}
+
+/// Serves one server until it is stopped or the server refuses it, reconnecting when the
+/// connection is lost.
+async fn serve_one(
+    options: WorkerOptions,
+    stop_rx: tokio::sync::watch::Receiver<u32>,
+    draining: Arc<AtomicBool>,
+) -> anyhow::Result<()> {
     let mut backoff = Duration::from_millis(100);
     loop {
         if *stop_rx.borrow() > 0 {
@@ -810,7 +851,10 @@ impl Fetcher {
                 "binary {sha} fetched from the server does not match its hash (its sha256 is {got}); refused"
             ));
         }
-        let tmp = self.cache.join(format!(".{sha}.{}", std::process::id()));
+        // Unique to this fetch: the connections to several servers share the cache.
+        static FETCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = FETCHES.fetch_add(1, Ordering::Relaxed);
+        let tmp = self.cache.join(format!(".{sha}.{}.{n}", std::process::id()));
         let (to, bytes_len) = (path.clone(), bytes.len());
         let write = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             use std::io::Write as _;

@@ -173,7 +173,7 @@ impl Server {
     }
 
     fn run_count(&self) -> i64 {
-        self.state.conn.lock().unwrap().query_row("SELECT COUNT(*) FROM runs", [], |r| r.get(0)).unwrap()
+        self.state.conn.lock().unwrap().query_row("SELECT COUNT(*) FROM runs", (), |r| r.get(0)).unwrap()
     }
 
     fn set_run_state(&self, run: i64, state: RunState) {
@@ -289,7 +289,7 @@ fn an_input_a_signal_or_a_payload_over_one_mib_is_refused_with_413() {
     };
     server.state.store.commit(None, &[Write::WaitStarted { run: RunId::new(1), record: wait }]).unwrap();
     let signals = || -> i64 {
-        server.state.conn.lock().unwrap().query_row("SELECT COUNT(*) FROM signals", [], |r| r.get(0)).unwrap()
+        server.state.conn.lock().unwrap().query_row("SELECT COUNT(*) FROM signals", (), |r| r.get(0)).unwrap()
     };
     let signal = |n: usize| format!(r#"{{"name": "decision", "value": "{}"}}"#, pad(n));
     let (status, body) = oneshot(&server, "/api/v1/runs/1/signal", signal(limit - 100));

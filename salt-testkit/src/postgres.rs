@@ -22,6 +22,8 @@ pub struct Server {
     base: String,
     /// Where the server's data and log are, when this process started it.
     dir: Option<PathBuf>,
+    /// Its port, when this process started it.
+    port: u16,
 }
 
 impl Server {
@@ -38,6 +40,52 @@ impl Server {
     /// The server's log file, when this process started the server.
     pub fn log_file(&self) -> Option<PathBuf> {
         self.dir.as_ref().map(|d| d.join("log"))
+    }
+
+    /// Stops the server (fast shutdown: every connection is closed) and starts it again on the
+    /// same port and data, as a database restart in production would; returns once it answers
+    /// again. Only for a server this process started. It stays down for `down` in between.
+    pub fn restart(&self, down: Duration) -> Result<(), String> {
+        let dir = self.dir.as_ref().ok_or("only a server started by the tests can be restarted")?;
+        let bin = binaries().ok_or("no PostgreSQL binaries under /usr/lib/postgresql/*/bin")?;
+        let pid_file = dir.join("data").join("postmaster.pid");
+        let pid = std::fs::read_to_string(&pid_file).map_err(|e| format!("{}: {e}", pid_file.display()))?;
+        let pid = pid.lines().next().and_then(|l| l.trim().parse::<i32>().ok()).ok_or("no pid in postmaster.pid")?;
+        run(Command::new("kill").args(["-INT", &pid.to_string()]))?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while pid_file.exists() {
+            if Instant::now() > deadline {
+                return Err("postgres did not stop".into());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(down);
+        let start = "\"$1\" -D \"$2/data\" -p \"$3\" -k \"$2\" -c listen_addresses=127.0.0.1 -c fsync=off \
+             -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 \
+             </dev/null >>\"$2/log\" 2>&1 &";
+        let mut cmd = if is_root() {
+            let mut cmd = Command::new("runuser");
+            cmd.args(["-u", "postgres", "--", "sh"]);
+            cmd
+        } else {
+            Command::new("sh")
+        };
+        cmd.args(["-c", start, "restart"])
+            .arg(bin.join("postgres"))
+            .arg(dir)
+            .arg(self.port.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        run(&mut cmd)?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match self.psql("SELECT 1") {
+                Ok(_) => return Ok(()),
+                Err(e) if Instant::now() > deadline => return Err(format!("postgres did not start again: {e}")),
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
     }
 
     /// Runs one SQL statement on database `postgres` with `psql`, returning what it printed.
@@ -98,7 +146,7 @@ fn start() -> Result<Server, String> {
             },
             None => return Err(format!("SALT_TEST_POSTGRES is not a URL: {url}")),
         };
-        let server = Server { base, dir: None };
+        let server = Server { base, dir: None, port: 0 };
         server.psql("SELECT 1")?;
         return Ok(server);
     }
@@ -133,13 +181,17 @@ fn start() -> Result<Server, String> {
     // The server runs under a watchdog that holds the read end of a pipe whose write end
     // only this process has: when this process is gone (tests done, or killed), the read ends
     // and the watchdog stops the server and removes its directory.
+    // The server is stopped through its pid file: after a [`Server::restart`] it is another
+    // process than the one started here.
     let script = r#"
         "$1" -D "$2/data" -p "$3" -k "$2" -c listen_addresses=127.0.0.1 -c fsync=off \
              -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 \
              </dev/null >"$2/log" 2>&1 &
-        pg=$!
         cat >/dev/null
-        kill -INT "$pg" 2>/dev/null; wait "$pg"; rm -rf "$2"
+        pid=$(head -n 1 "$2/data/postmaster.pid" 2>/dev/null)
+        [ -n "$pid" ] && kill -INT "$pid" 2>/dev/null
+        while [ -e "$2/data/postmaster.pid" ]; do sleep 0.1; done
+        rm -rf "$2"
     "#;
     let mut watchdog = as_owner(Path::new("sh"));
     watchdog
@@ -153,7 +205,7 @@ fn start() -> Result<Server, String> {
     let mut child = watchdog.spawn().map_err(|e| format!("cannot start postgres: {e}"))?;
     // The write end stays open for the rest of this process's life.
     std::mem::forget(child.stdin.take());
-    let server = Server { base: format!("postgres://postgres@127.0.0.1:{port}"), dir: Some(dir.clone()) };
+    let server = Server { base: format!("postgres://postgres@127.0.0.1:{port}"), dir: Some(dir.clone()), port };
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         match server.psql("SELECT 1") {

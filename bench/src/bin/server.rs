@@ -6,10 +6,14 @@
 //! - dispatch: from `POST /api/v1/runs` to the workflow's body starting on a worker (p50, p99);
 //! - W2 (fan-out of 1 000) end to end with 1, 2 and 4 workers, per node, beside the local
 //!   `pool` executor on the same machine;
+//! - claim-to-start: from a node's spawn to its body starting on a worker, nothing else
+//!   running (p50, p99 of 200 nodes in a row), with 1, 2 and 4 workers;
 //! - 1 000 runs of a three-node workflow started at once: runs per second.
 //!
 //! `cargo build --release -p salt-server -p bench && cargo run --release -p bench --bin server`
-//! (it needs the `salt` and `bench` binaries next to it).
+//! (it needs the `salt` and `bench` binaries next to it). On a fresh SQLite file by default;
+//! `-- --db postgres://USER@HOST/DB` runs the same on that (empty) PostgreSQL database, and
+//! `-- --db postgres` on a throwaway PostgreSQL server started for the measurement.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -44,9 +48,9 @@ struct Bench {
 impl Bench {
     /// A `salt server` (its router, run host and dispatcher, in this process) on a fresh
     /// database, listening on loopback, with the bench binary registered.
-    async fn new() -> Result<Self, String> {
+    async fn new(db: Option<String>) -> Result<Self, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let db = dir.path().join("server.db").display().to_string();
+        let db = db.unwrap_or_else(|| dir.path().join("server.db").display().to_string());
         let data = dir.path().join("data");
         salt_runtime::ops::open(&db).map_err(|e| e.to_string())?;
         let dispatcher = Dispatcher::new();
@@ -145,8 +149,25 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// The database `--db` names: none (a fresh SQLite file), `postgres` (a throwaway server) or
+/// a URL.
+fn database() -> Result<Option<String>, String> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let db = match args.as_slice() {
+        [] => return Ok(None),
+        [flag, db] if flag == "--db" => db.clone(),
+        _ => return Err("usage: server [--db postgres|postgres://USER@HOST/DB]".into()),
+    };
+    if db == "postgres" {
+        return salt_testkit::postgres::database("bench").map(Some).ok_or_else(|| "no PostgreSQL server".into());
+    }
+    Ok(Some(db))
+}
+
 async fn bench() -> Result<(), String> {
-    let mut b = Bench::new().await?;
+    let db = database()?;
+    println!("database: {}", if db.is_some() { "PostgreSQL" } else { "SQLite" });
+    let mut b = Bench::new(db).await?;
     b.workers(2, 4).await?;
     // Warm the workers' caches and processes.
     let mut warm = Vec::new();
@@ -193,6 +214,28 @@ async fn bench() -> Result<(), String> {
             median,
             median / 1001.0 * 1e6,
             1001.0 / median
+        );
+    }
+
+    // Claim-to-start: a node's spawn to its body starting, one node at a time.
+    for n in [1, 2, 4] {
+        b.workers(n, 2).await?;
+        let warm = b.start("latency", json!({"n": 20})).await?;
+        b.wait(&[warm]).await?;
+        let run = b.start("latency", json!({"n": 200})).await?;
+        let out = b.wait(&[run]).await?;
+        let mut lat: Vec<f64> = out[0]
+            .as_array()
+            .ok_or("latency returned no list")?
+            .iter()
+            .filter_map(Value::as_f64)
+            .map(|us| us / 1000.0)
+            .collect();
+        lat.sort_by(f64::total_cmp);
+        println!(
+            "claim-to-start (a node's spawn -> its body starts on a worker), {n} worker(s) x 2 slots, 200 nodes: p50 {:.2} ms, p99 {:.2} ms",
+            percentile(&lat, 0.5),
+            percentile(&lat, 0.99)
         );
     }
 

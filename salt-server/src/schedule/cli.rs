@@ -322,7 +322,7 @@ report    1        0 * * * *   UTC            paused  2024-03-30 02:00:00 UTC   
 
         let dir = tempfile::tempdir().unwrap();
         let store = salt_runtime::ops::open(dir.path().join("runs.db").to_str().unwrap()).unwrap();
-        let conn = rusqlite::Connection::open(dir.path().join("server.db")).unwrap();
+        let conn = crate::sql::Conn::open(&dir.path().join("server.db").display().to_string()).unwrap();
         crate::schedule::migrate(&conn).unwrap();
         let cfg = SaltToml::parse(
             "[workflows.etl]\nschedule = \"30 2 * * *\"\ntimezone = \"Europe/Berlin\"\nevents = [\"go\"]\n",

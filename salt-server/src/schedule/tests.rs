@@ -138,14 +138,14 @@ impl Engine for FakeEngine {
     }
 }
 
-fn db() -> Mutex<Connection> {
-    let conn = Connection::open_in_memory().unwrap();
+fn db() -> Mutex<Conn> {
+    let conn = Conn::memory().unwrap();
     migrate(&conn).unwrap();
     migrate(&conn).unwrap();
     Mutex::new(conn)
 }
 
-fn register(conn: &Mutex<Connection>, version: i64, toml: &str, at: &str) {
+fn register(conn: &Mutex<Conn>, version: i64, toml: &str, at: &str) {
     let cfg = SaltToml::parse(toml).unwrap();
     let settings = WorkflowSettings::resolve(None, &json!({"n": 1}), cfg.workflows.get("etl"));
     let schema = json!({"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]});
@@ -155,7 +155,7 @@ fn register(conn: &Mutex<Connection>, version: i64, toml: &str, at: &str) {
 }
 
 struct Clock<'a> {
-    conn: &'a Mutex<Connection>,
+    conn: &'a Mutex<Conn>,
     engine: &'a FakeEngine,
     scheduler: Scheduler,
 }
@@ -210,12 +210,12 @@ fn a_restart_never_fires_an_occurrence_twice() {
     assert_eq!(again.tick("2024-05-01T03:00:00.005Z"), []);
     assert_eq!(again.tick("2024-05-01T03:00:02Z"), []);
     // Even with the cursor lost (the row recorded but the cursor not), the UNIQUE key holds.
-    lock(&conn).execute("UPDATE schedules SET cursor_ms = 0", []).unwrap();
+    lock(&conn).execute("UPDATE schedules SET cursor_ms = 0", ()).unwrap();
     assert_eq!(again.tick("2024-05-01T03:00:03Z"), []);
     assert_eq!(engine.starts().len(), 1);
     // A run recorded as starting whose server died before it started is not started again.
-    lock(&conn).execute("UPDATE schedule_occurrences SET status = 'starting', run = NULL", []).unwrap();
-    lock(&conn).execute("UPDATE schedules SET cursor_ms = 0", []).unwrap();
+    lock(&conn).execute("UPDATE schedule_occurrences SET status = 'starting', run = NULL", ()).unwrap();
+    lock(&conn).execute("UPDATE schedules SET cursor_ms = 0", ()).unwrap();
     assert_eq!(again.tick("2024-05-01T03:00:04Z"), []);
     assert_eq!(engine.starts().len(), 1);
 }
@@ -373,4 +373,29 @@ fn a_default_input_that_breaks_the_schema_is_refused_at_registration() {
         err.to_string(),
         "input: the default input does not match the input schema: /n: \"x\" is not of type \"integer\""
     );
+}
+
+#[test]
+fn two_servers_on_one_postgres_database_start_each_occurrence_once() {
+    let Some(url) = salt_testkit::postgres::database("schedules") else { return };
+    let (a, b) = (Mutex::new(crate::db::open(&url).unwrap()), Mutex::new(crate::db::open(&url).unwrap()));
+    register(&a, 1, EVERY_SECOND, "2024-05-01T00:00:00.200Z");
+    let engine = FakeEngine::default();
+    // Both servers tick every second at once, each with its own scheduler and connection.
+    std::thread::scope(|s| {
+        for conn in [&a, &b] {
+            let engine = &engine;
+            s.spawn(move || {
+                let clock = Clock { conn, engine, scheduler: Scheduler::default() };
+                for sec in 1..=20 {
+                    clock.tick(&format!("2024-05-01T00:00:{sec:02}.005Z"));
+                }
+            });
+        }
+    });
+    assert_eq!(engine.starts().len(), 20);
+    let clock = Clock { conn: &b, engine: &engine, scheduler: Scheduler::default() };
+    let statuses = clock.statuses();
+    let expected: Vec<_> = (1..=20).map(|sec| occ(&format!("2024-05-01T00:00:{sec:02}Z"), "cron", "started")).collect();
+    assert_eq!(statuses, expected);
 }

@@ -84,7 +84,7 @@ fn fixture() -> Fixture {
     let state = AppState {
         db,
         store: store.clone(),
-        conn: Arc::new(Mutex::new(rusqlite::Connection::open_in_memory().unwrap())),
+        conn: Arc::new(Mutex::new(crate::sql::Conn::memory().unwrap())),
         engine: engine.clone(),
         data: dir.path().to_path_buf(),
         dispatcher: salt_runtime::remote::Dispatcher::new(),

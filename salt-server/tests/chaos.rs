@@ -1,0 +1,330 @@
+//! Two `salt server`s and three `salt worker`s on one PostgreSQL database, all real processes,
+//! running wide runs of the `spread` example whose nodes each append to their own marker file.
+//! In the middle a worker is killed (SIGKILL), then a server, then PostgreSQL is restarted. At
+//! the end every run has succeeded, none is lost, and no node that had succeeded before a
+//! failure ran again.
+//!
+//! `SALT_CHAOS_NODES` sets the number of nodes (default 300: 3 runs of 100; e.g. 10000 gives
+//! 20 runs of 500). `SALT_CHAOS_DB=sqlite` runs the same on a shared SQLite file (no database
+//! restart then).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const SALT: &str = env!("CARGO_BIN_EXE_salt");
+
+fn spread_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join("examples").join("spread");
+    assert!(bin.exists(), "{} is not built: run `cargo test -p salt-server`", bin.display());
+    bin
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn kill9(child: &mut Child) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let _ = child.wait();
+}
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    db: String,
+    urls: Vec<String>,
+    servers: Vec<Option<Child>>,
+    workers: Vec<Option<Child>>,
+}
+
+impl Cluster {
+    fn new(db: String, servers: usize) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("work")).unwrap();
+        let urls = (0..servers).map(|_| format!("http://127.0.0.1:{}", free_port())).collect();
+        let mut c = Cluster { dir, db, urls, servers: Vec::new(), workers: Vec::new() };
+        for i in 0..servers {
+            let child = c.start_server(i);
+            c.servers.push(Some(child));
+        }
+        for url in &c.urls {
+            assert!(wait_healthy(url), "{url} never answered\n{}", c.logs());
+        }
+        c
+    }
+
+    fn work(&self) -> PathBuf {
+        self.dir.path().join("work")
+    }
+
+    fn log(&self, name: &str) -> std::fs::File {
+        std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join(format!("{name}.log"))).unwrap()
+    }
+
+    fn start_server(&self, i: usize) -> Child {
+        let listen = self.urls[i].trim_start_matches("http://").to_string();
+        Command::new(SALT)
+            .args(["server", "--listen", &listen, "--db", &self.db])
+            // Each server its own data directory: binaries come from the database.
+            .arg("--data")
+            .arg(self.dir.path().join(format!("data-{i}")))
+            .env("SALT_LEASE_TTL_MS", "3000")
+            .env("SALT_TAKEOVER_MS", "1000")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(self.log(&format!("server-{i}")))
+            .stderr(self.log(&format!("server-{i}")))
+            .spawn()
+            .expect("start salt server")
+    }
+
+    fn start_worker(&mut self) {
+        let name = format!("w{}", self.workers.len());
+        let child = Command::new(SALT)
+            .args(["worker", "--server", &self.urls.join(","), "--name", &name, "--slots", "4"])
+            .arg("--cache")
+            .arg(self.dir.path().join(format!("cache-{name}")))
+            .stdin(Stdio::null())
+            .stdout(self.log(&name))
+            .stderr(self.log(&name))
+            .spawn()
+            .expect("start salt worker");
+        self.workers.push(Some(child));
+    }
+
+    fn salt(&self, server: usize, args: &[&str]) -> Value {
+        let out = Command::new(SALT).args(args).args(["--server", &self.urls[server]]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "salt {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    }
+
+    /// Run `run` as server `server` shows it, once it answers.
+    fn show(&self, server: usize, run: u64) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let got = ureq::get(&format!("{}/api/v1/runs/{run}", self.urls[server]))
+                .call()
+                .ok()
+                .and_then(|mut r| r.body_mut().read_json::<Value>().ok());
+            if let Some(v) = got {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "server {server} did not show run {run}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// How many distinct nodes have written their marker.
+    fn started(&self) -> usize {
+        std::fs::read_dir(self.work()).map(|d| d.count()).unwrap_or(0)
+    }
+
+    /// The lines of each marker file, by name.
+    fn markers(&self) -> BTreeMap<String, usize> {
+        std::fs::read_dir(self.work())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| {
+                let lines = std::fs::read_to_string(e.path()).unwrap_or_default().lines().count();
+                (e.file_name().to_string_lossy().into_owned(), lines)
+            })
+            .collect()
+    }
+
+    fn logs(&self) -> String {
+        let mut out = String::new();
+        for e in std::fs::read_dir(self.dir.path()).unwrap().filter_map(|e| e.ok()) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(stem) = name.strip_suffix(".log") {
+                let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(30).collect();
+                out.push_str(&format!("--- {stem} (last lines)\n"));
+                for l in tail.into_iter().rev() {
+                    out.push_str(l);
+                    out.push('\n');
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for c in self.workers.iter_mut().chain(self.servers.iter_mut()).flatten() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn wait_healthy(url: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ureq::get(&format!("{url}/healthz")).call().is_err() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    true
+}
+
+/// The marker files of the nodes of `shown` (a run as the API shows it) that have succeeded.
+fn succeeded_markers(tag: &str, shown: &Value) -> BTreeSet<String> {
+    shown["nodes"]
+        .as_array()
+        .map(|nodes| {
+            nodes
+                .iter()
+                .filter(|n| n["task"] == "touch" && n["state"] == "succeeded")
+                // The root spawns `touch` i as node i + 1.
+                .filter_map(|n| n["id"].as_u64())
+                .map(|id| format!("{tag}-{}", id - 1))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn two_servers_three_workers_a_killed_worker_a_killed_server_and_a_database_restart() {
+    let sqlite = std::env::var("SALT_CHAOS_DB").is_ok_and(|v| v == "sqlite");
+    let nodes: usize = std::env::var("SALT_CHAOS_NODES").ok().and_then(|n| n.parse().ok()).unwrap_or(300);
+    let per_run = if nodes >= 2000 { 500 } else { 100 }.min(nodes.max(1));
+    let runs = nodes.div_ceil(per_run);
+    let keep = tempfile::tempdir().unwrap();
+    let (db, pg) = if sqlite {
+        (keep.path().join("salt.db").display().to_string(), None)
+    } else {
+        let Some(url) = salt_testkit::postgres::database("chaos") else { return };
+        (url, salt_testkit::postgres::server())
+    };
+    let mut c = Cluster::new(db, 2);
+    let registered = c.salt(0, &["register", spread_binary().to_str().unwrap(), "--json"]);
+    assert!(registered["sha256"].is_string(), "{registered}");
+    for _ in 0..3 {
+        c.start_worker();
+    }
+
+    // The runs, posted to either server.
+    let work = c.work().display().to_string();
+    let started_at = Instant::now();
+    let mut ids: Vec<(u64, String)> = Vec::new();
+    for r in 0..runs {
+        let tag = format!("r{r}");
+        let input = json!({"dir": work, "tag": tag, "n": per_run, "slow_ms": 30}).to_string();
+        let out = c.salt(r % 2, &["run", "spread", "--input", &input, "--json"]);
+        ids.push((out["run"].as_u64().unwrap_or_else(|| panic!("no run id: {out}")), tag));
+    }
+    let total = runs * per_run;
+
+    let wait_started = |c: &Cluster, fraction: f64| {
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while (c.started() as f64) < fraction * total as f64 {
+            assert!(Instant::now() < deadline, "stuck at {} of {total} nodes\n{}", c.started(), c.logs());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    // What had succeeded before each failure must never run again: each such node's marker
+    // keeps the lines it had then (a node in flight at an earlier failure may have two).
+    let mut done_before: BTreeMap<String, usize> = BTreeMap::new();
+    let snapshot = |c: &Cluster, server: usize, into: &mut BTreeMap<String, usize>| {
+        let mut succeeded = BTreeSet::new();
+        for (run, tag) in &ids {
+            succeeded.extend(succeeded_markers(tag, &c.show(server, *run)));
+        }
+        let markers = c.markers();
+        for m in succeeded {
+            let lines = markers.get(&m).copied().unwrap_or(0);
+            into.entry(m).or_insert(lines);
+        }
+    };
+
+    wait_started(&c, 0.2);
+    snapshot(&c, 1, &mut done_before);
+    kill9(c.workers[0].as_mut().unwrap());
+    c.workers[0] = None;
+    eprintln!("killed worker w0 at {} of {total} nodes started", c.started());
+    c.start_worker();
+
+    wait_started(&c, 0.4);
+    snapshot(&c, 1, &mut done_before);
+    kill9(c.servers[0].as_mut().unwrap());
+    c.servers[0] = None;
+    eprintln!("killed server 0 at {} of {total} nodes started", c.started());
+
+    if let Some(pg) = pg {
+        wait_started(&c, 0.6);
+        snapshot(&c, 1, &mut done_before);
+        pg.restart(Duration::from_millis(500)).expect("restart PostgreSQL");
+        eprintln!("restarted PostgreSQL at {} of {total} nodes started", c.started());
+    }
+
+    // Every run ends, succeeded, as the surviving server shows it.
+    let deadline = Instant::now() + Duration::from_secs(if total > 1000 { 3600 } else { 240 });
+    for (run, tag) in &ids {
+        loop {
+            let shown = c.show(1, *run);
+            match shown["run"]["state"].as_str() {
+                Some("succeeded") => {
+                    assert_eq!(shown["run"]["output"], json!(per_run), "run {run} ({tag})");
+                    break;
+                }
+                Some("failed" | "cancelled" | "terminated") => {
+                    panic!("run {run} ({tag}) ended {}: {}\n{}", shown["run"]["state"], shown["run"]["error"], c.logs())
+                }
+                _ => {}
+            }
+            assert!(
+                Instant::now() < deadline,
+                "run {run} ({tag}) never ended: {}\n{}",
+                shown["run"]["state"],
+                c.logs()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    let elapsed = started_at.elapsed();
+    let listed = ureq::get(&format!("{}/api/v1/runs?limit=1000", c.urls[1]))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_json::<Value>()
+        .unwrap();
+    assert_eq!(listed["runs"].as_array().map(Vec::len), Some(runs), "no run lost, none added: {listed}");
+
+    let markers = c.markers();
+    let missing: Vec<String> = ids
+        .iter()
+        .flat_map(|(_, tag)| (0..per_run).map(move |i| format!("{tag}-{i}")))
+        .filter(|m| !markers.contains_key(m))
+        .collect();
+    assert!(missing.is_empty(), "nodes that never ran: {missing:?}");
+    let again: Vec<(&String, usize, usize)> = done_before
+        .iter()
+        .map(|(m, then)| (m, *then, markers.get(m).copied().unwrap_or(0)))
+        .filter(|(_, then, now)| then != now || *then == 0)
+        .collect();
+    assert!(
+        again.is_empty(),
+        "nodes that had succeeded before a failure ran again (marker, lines then, now): {again:?}"
+    );
+    assert!(done_before.len() > total / 10, "the failures came after some nodes had succeeded: {}", done_before.len());
+    let rerun = markers.values().filter(|n| **n > 1).count();
+    eprintln!(
+        "{total} nodes in {runs} runs in {:.1} s ({:.0} nodes/s with the failures); {} had succeeded before a \
+         failure and none ran again; {rerun} in flight at a failure ran again",
+        elapsed.as_secs_f64(),
+        total as f64 / elapsed.as_secs_f64(),
+        done_before.len()
+    );
+}
