@@ -162,7 +162,7 @@ pub async fn run(mut options: WorkerOptions) -> anyhow::Result<()> {
         for server in servers {
             let options = WorkerOptions { server, ..options.clone() };
             // Each connection tells its own server when the worker drains.
-            connections.spawn(serve_one(options, stop_rx.clone(), Arc::new(AtomicBool::new(false))));
+            connections.spawn(serve_one(options, slurm.clone(), stop_rx.clone(), Arc::new(AtomicBool::new(false))));
         }
         let mut outcome = Ok(());
         while let Some(ended) = connections.join_next().await {
@@ -179,7 +179,7 @@ pub async fn run(mut options: WorkerOptions) -> anyhow::Result<()> {
         }
         return outcome;
     }
-    serve_one(options, stop_rx, draining).await
+    serve_one(options, slurm, stop_rx, draining).await
 }
 
 /// The servers `--server` names: one URL, or several separated by commas.
@@ -191,6 +191,7 @@ pub fn servers(list: &str) -> Vec<String> {
 /// connection is lost.
 async fn serve_one(
     options: WorkerOptions,
+    slurm: Option<Arc<Slurm>>,
     stop_rx: tokio::sync::watch::Receiver<u32>,
     draining: Arc<AtomicBool>,
 ) -> anyhow::Result<()> {
