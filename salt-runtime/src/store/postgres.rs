@@ -1483,27 +1483,7 @@ mod tests {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
-    fn root(args: Vec<(String, StoredArg)>) -> NodeRecord {
-        NodeRecord {
-            id: NodeId::ROOT,
-            parent: None,
-            seq: None,
-            task: "wf".into(),
-            state: NodeState::Pending,
-            args,
-            input_hash: "h".into(),
-            output: None,
-            error: None,
-            attempts: 0,
-            label: None,
-            color: None,
-            shape: None,
-            created_at: 1,
-            started_at: None,
-            finished_at: None,
-            policy: None,
-        }
-    }
+    use crate::store::tests::root_with as root;
 
     fn new_run(store: &dyn Store, input: &Value) -> RunId {
         let root = root(vec![("n".into(), StoredArg::Value(input.clone()))]);

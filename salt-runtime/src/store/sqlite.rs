@@ -1299,41 +1299,7 @@ mod tests {
 
     use super::*;
 
-    fn root() -> NodeRecord {
-        NodeRecord {
-            id: NodeId::ROOT,
-            parent: None,
-            seq: None,
-            task: "wf".into(),
-            state: NodeState::Pending,
-            args: vec![("n".into(), StoredArg::Value(3.into()))],
-            input_hash: "h".into(),
-            output: None,
-            error: None,
-            attempts: 0,
-            label: None,
-            color: None,
-            shape: None,
-            created_at: 1,
-            started_at: None,
-            finished_at: None,
-            policy: None,
-        }
-    }
-
-    fn new_run(store: &SqliteStore, lease: Option<(&str, Duration)>) -> RunId {
-        let input = serde_json::json!({"n": 3});
-        store
-            .create_run(NewRun {
-                workflow: "wf",
-                input: &input,
-                executor: "inline",
-                parallelism: 2,
-                root: &root(),
-                lease,
-            })
-            .unwrap()
-    }
+    use crate::store::tests::new_run;
 
     const TTL: Duration = Duration::from_secs(30);
 
@@ -1522,7 +1488,10 @@ mod tests {
         let path = dir.path().join("salt.db");
         let store = SqliteStore::open(&path).unwrap();
         let big = serde_json::json!({"rows": vec!["x".repeat(1000); 2000]});
-        let root = NodeRecord { args: vec![("rows".into(), StoredArg::Value(big["rows"].clone()))], ..root() };
+        let root = NodeRecord {
+            args: vec![("rows".into(), StoredArg::Value(big["rows"].clone()))],
+            ..crate::store::tests::root_with(Vec::new())
+        };
         let input = serde_json::json!({"rows": big["rows"].clone()});
         let run = store
             .create_run(NewRun {

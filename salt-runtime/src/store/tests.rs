@@ -93,14 +93,15 @@ on_every_backend!(
     a_reader_following_the_logs_misses_no_line_of_writers_logging_at_once,
 );
 
-fn root() -> NodeRecord {
+/// The root node of a test run of workflow `wf` with `args`.
+pub(super) fn root_with(args: Vec<(String, StoredArg)>) -> NodeRecord {
     NodeRecord {
         id: NodeId::ROOT,
         parent: None,
         seq: None,
         task: "wf".into(),
         state: NodeState::Pending,
-        args: vec![("n".into(), StoredArg::Value(3.into()))],
+        args,
         input_hash: "h".into(),
         output: None,
         error: None,
@@ -115,7 +116,12 @@ fn root() -> NodeRecord {
     }
 }
 
-fn new_run(store: &dyn Store, lease: Option<(&str, Duration)>) -> RunId {
+fn root() -> NodeRecord {
+    root_with(vec![("n".into(), StoredArg::Value(3.into()))])
+}
+
+/// A new run of `wf` with input `{"n": 3}`, under `lease` if given.
+pub(super) fn new_run(store: &dyn Store, lease: Option<(&str, Duration)>) -> RunId {
     let input = serde_json::json!({"n": 3});
     store
         .create_run(NewRun { workflow: "wf", input: &input, executor: "inline", parallelism: 2, root: &root(), lease })
@@ -227,10 +233,10 @@ fn racing_acquirers_get_one_lease(b: &Backend) {
 
 fn a_stale_owner_cannot_write_over_the_new_one(b: &Backend) {
     let store = b.open();
-    let run = new_run(&*store, Some(("old", Duration::from_millis(30))));
+    let run = new_run(&*store, Some(("old", Duration::from_millis(500))));
     let old = Lease { run, owner: "old".into() };
     store.commit(Some(&old), &[started(run)]).unwrap();
-    std::thread::sleep(Duration::from_millis(50));
+    std::thread::sleep(Duration::from_millis(600));
     let new = store.acquire_run_lease(run, "new", TTL).unwrap();
     let late = Write::NodeFinished {
         run,
@@ -399,9 +405,10 @@ fn an_expired_claim_is_claimable_again_and_its_old_holder_cannot_settle_it(b: &B
     let store = b.open();
     let run = new_run(&*store, None);
     enqueue(&*store, run, NodeId::new(1), "q", 0);
-    let first = store.claim("q", 1, "w1", Duration::from_millis(40)).unwrap().remove(0);
+    // Long enough to check that it holds, on a loaded machine too.
+    let first = store.claim("q", 1, "w1", Duration::from_secs(1)).unwrap().remove(0);
     assert!(store.claim("q", 1, "w2", TTL).unwrap().is_empty(), "a live claim is not claimable");
-    std::thread::sleep(Duration::from_millis(60));
+    std::thread::sleep(Duration::from_millis(1200));
     let second = store.claim("q", 1, "w2", TTL).unwrap().remove(0);
     assert_eq!((second.id, second.node), (first.id, NodeId::new(1)));
     for lost in [
