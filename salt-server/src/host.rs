@@ -154,27 +154,6 @@ impl RunHost {
         self.driving.lock().unwrap_or_else(|p| p.into_inner()).contains(&run)
     }
 
-    /// Takes over the runs among `runs` that no orchestrator drives (their lease ran out: the
-    /// server that drove them is gone) and resumes them; a run another server took first is
-    /// left to it (its lease is refused). Returns the runs taken over.
-    pub fn take_over(&self, runs: &[RunId]) -> Vec<RunId> {
-        let mut taken = Vec::new();
-        for &run in runs {
-            if self.drives(run) {
-                continue;
-            }
-            match self.runner_of(run).and_then(|r| Ok((r.spawn_recover(run)?, r))) {
-                Ok((join, runner)) => {
-                    self.watch(run, runner, join);
-                    taken.push(run);
-                }
-                // Mostly: another server took it first.
-                Err(e) => tracing::debug!("run {run} not taken over: {e}"),
-            }
-        }
-        taken
-    }
-
     /// The dispatcher workers connect to.
     pub fn dispatcher(&self) -> &Dispatcher {
         &self.dispatcher
@@ -210,10 +189,11 @@ impl RunHost {
         }
     }
 
-    /// Resumes the runs of this server that no orchestrator drives (the server was stopped or
-    /// killed while they ran): what finished is kept, what was in flight runs again. Returns
-    /// the runs resumed.
-    pub fn resume_interrupted(&self, runs: &[RunId]) -> Vec<RunId> {
+    /// Resumes the runs among `runs` that no orchestrator drives: this server's own after it
+    /// was stopped or killed while they ran, or another's whose lease ran out (that server is
+    /// gone). What finished is kept, what was in flight runs again; a run another server took
+    /// first is left to it (its lease is refused). Returns the runs resumed.
+    pub fn resume(&self, runs: &[RunId]) -> Vec<RunId> {
         let mut resumed = Vec::new();
         for &run in runs {
             if self.drives(run) {
@@ -224,7 +204,8 @@ impl RunHost {
                     self.watch(run, runner, join);
                     resumed.push(run);
                 }
-                Err(e) => tracing::warn!("run {run} not resumed: {e}"),
+                // Mostly: another server took it first.
+                Err(e) => tracing::info!("run {run} not resumed: {e}"),
             }
         }
         resumed

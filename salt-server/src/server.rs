@@ -182,7 +182,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         let conn = state.conn.lock().unwrap_or_else(|p| p.into_inner());
         db::unfinished_runs(&conn)?
     };
-    let resumed = host.resume_interrupted(&unfinished);
+    let resumed = host.resume(&unfinished);
     if !resumed.is_empty() {
         eprintln!(
             "resumed {} run(s) left unfinished: {:?}",
@@ -231,7 +231,7 @@ async fn take_over_orphans(
         };
         match orphans {
             Ok(runs) if !runs.is_empty() => {
-                let taken = host.take_over(&runs);
+                let taken = host.resume(&runs);
                 if !taken.is_empty() {
                     eprintln!(
                         "took over {} run(s) no server drove: {:?}",
