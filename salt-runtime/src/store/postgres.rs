@@ -729,6 +729,11 @@ fn millis_ttl(ttl: Duration) -> i64 {
     millis(ttl)
 }
 
+/// A read-only transaction that sees one snapshot of every table, even while runs write.
+async fn snapshot(c: &mut tokio_postgres::Client) -> Result<tokio_postgres::Transaction<'_>, tokio_postgres::Error> {
+    c.build_transaction().isolation_level(IsolationLevel::RepeatableRead).read_only(true).start().await
+}
+
 impl Store for PgStore {
     /// PostgreSQL commits are as durable as the server is configured to make them
     /// (`synchronous_commit`); this changes nothing.
@@ -838,12 +843,7 @@ impl Store for PgStore {
         let rows = self.run(move |c| {
             Box::pin(async move {
                 // One snapshot for every table, even while a run writes.
-                let tx = c
-                    .build_transaction()
-                    .isolation_level(IsolationLevel::RepeatableRead)
-                    .read_only(true)
-                    .start()
-                    .await?;
+                let tx = snapshot(c).await?;
                 let r = &[&run.get() as &(dyn ToSql + Sync)];
                 let Some(record) = tx.query_opt(&format!("{RUN_COLUMNS} WHERE runs.id = $1"), r).await? else {
                     return Err(StoreError::NoRun(run).into());
@@ -1082,12 +1082,7 @@ impl Store for PgStore {
         let node = node.map(id);
         let (record, rows) = self.run(move |c| {
             Box::pin(async move {
-                let tx = c
-                    .build_transaction()
-                    .isolation_level(IsolationLevel::RepeatableRead)
-                    .read_only(true)
-                    .start()
-                    .await?;
+                let tx = snapshot(c).await?;
                 let Some(record) = tx
                     .query_opt(
                         "SELECT runs.state, l.expires_at, l.owner FROM runs
@@ -1143,12 +1138,7 @@ impl Store for PgStore {
     fn control(&self, run: RunId) -> Result<RunControl, StoreError> {
         self.run(move |c| {
             Box::pin(async move {
-                let tx = c
-                    .build_transaction()
-                    .isolation_level(IsolationLevel::RepeatableRead)
-                    .read_only(true)
-                    .start()
-                    .await?;
+                let tx = snapshot(c).await?;
                 let Some(flags) =
                     tx.query_opt("SELECT cancel_requested, paused FROM runs WHERE id = $1", &[&run.get()]).await?
                 else {
