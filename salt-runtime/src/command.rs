@@ -113,6 +113,8 @@ pub(crate) fn guard_main(mut args: impl Iterator<Item = std::ffi::OsString>) -> 
         }
         if nix::unistd::getppid() != parent {
             if let Some((engine, name)) = &container {
+                // The client first, so that it cannot create the container after its removal.
+                let _ = child.kill();
                 container::remove_now(engine, name);
             }
             let _ = nix::sys::signal::killpg(nix::unistd::getpgrp(), nix::sys::signal::Signal::SIGKILL);
@@ -831,7 +833,7 @@ async fn execute_with(spec: &CommandSpec, ctx: &Context, output: Option<&Value>)
     let mut group = Group(child.id().map(|pid| pid as i32));
     // Dropped before the group (declared after it): a container of an attempt that ends
     // half-way is removed, not only the engine's client killed.
-    let mut running = in_container.as_ref().map(|(engine, name, _)| container::Running::new(engine, name));
+    let mut running = in_container.as_ref().map(|(engine, name, _)| container::Running::new(engine, name, group.0));
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
         return Err(Error::new(ErrorKind::Task, format!("`{program}` has no output pipes")));
     };

@@ -89,7 +89,8 @@ pub fn remove_args(engine: &str, name: &str) -> Vec<String> {
 
 /// Removes the container `name` and waits until it is gone: the removal is tried again while
 /// the container exists, since a client killed while it was still creating the container may
-/// leave it behind after a first removal found nothing (at most about 10 s).
+/// leave it behind after a first removal found nothing, and the container must be found absent
+/// twice in a row (at most about 10 s).
 pub fn remove_now(engine: &str, name: &str) {
     let quiet = |args: Vec<String>| {
         std::process::Command::new(engine)
@@ -103,12 +104,16 @@ pub fn remove_now(engine: &str, name: &str) {
         let verb = if is_docker(engine) { "inspect" } else { "exists" };
         vec!["container".to_string(), verb.to_string(), name.to_string()]
     };
+    let mut absent = 0;
     for _ in 0..20 {
         let _ = quiet(remove_args(engine, name));
         std::thread::sleep(std::time::Duration::from_millis(300));
         match quiet(exists_args()) {
-            Ok(status) if status.success() => continue,
-            _ => return,
+            Ok(status) if status.success() => absent = 0,
+            _ => absent += 1,
+        }
+        if absent == 2 {
+            return;
         }
     }
 }
@@ -118,12 +123,15 @@ pub fn remove_now(engine: &str, name: &str) {
 pub(crate) struct Running {
     engine: String,
     name: String,
+    /// The process group of the engine's client (`ENGINE run …`, under its guard).
+    client: Option<i32>,
     done: bool,
 }
 
 impl Running {
-    pub(crate) fn new(engine: &str, name: &str) -> Self {
-        Running { engine: engine.to_string(), name: name.to_string(), done: false }
+    /// The container `name` that the client in process group `client` is running.
+    pub(crate) fn new(engine: &str, name: &str, client: Option<i32>) -> Self {
+        Running { engine: engine.to_string(), name: name.to_string(), client, done: false }
     }
 
     /// The container ended by itself (`run --rm` removed it).
@@ -135,6 +143,11 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         if !self.done {
+            // The client first: one still creating the container would otherwise create it
+            // after the removal found nothing to remove.
+            if let Some(group) = self.client {
+                let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(group), nix::sys::signal::Signal::SIGKILL);
+            }
             remove_detached(&self.engine, &self.name);
         }
     }
@@ -145,9 +158,12 @@ impl Drop for Running {
 /// remove-container --detach ENGINE NAME` starts it and exits), so that it finishes even when
 /// this process exits, or its descendants are killed, first; elsewhere, in a thread.
 pub(crate) fn remove_detached(engine: &str, name: &str) {
+    use std::os::unix::process::CommandExt as _;
     if let Some(exe) = crate::command::guard_exe() {
+        // A group of its own, so that a kill of this process's group does not stop it half-way.
         let started = std::process::Command::new(exe)
             .args(["__salt", "remove-container", "--detach", engine, name])
+            .process_group(0)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -186,6 +202,14 @@ pub(crate) fn remove_main(args: impl Iterator<Item = std::ffi::OsString>) -> std
     }
     remove_now(&engine.to_string_lossy(), &name.to_string_lossy());
     std::process::ExitCode::SUCCESS
+}
+
+/// Whether the process `pid` is removing a container (`<bin> __salt remove-container …`):
+/// the kills of an attempt's processes leave it alone, so that the removal finishes.
+pub(crate) fn is_remover(pid: i32) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
+    let mut args = cmdline.split(|b| *b == 0).skip(1);
+    args.next() == Some(b"__salt") && args.next() == Some(b"remove-container")
 }
 
 /// The containers (engine, name) that the guards among the processes `pids` watch (read from

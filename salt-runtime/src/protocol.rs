@@ -682,17 +682,21 @@ pub(crate) fn kill_descendants() {
         for task in tasks.flatten() {
             let Ok(children) = std::fs::read_to_string(task.path().join("children")) else { continue };
             for child in children.split_whitespace().filter_map(|c| c.parse::<i32>().ok()) {
+                if crate::container::is_remover(child) {
+                    continue;
+                }
                 found.push(child);
                 stack.push(child as u32);
             }
         }
     }
-    let containers = crate::container::guarded(&found);
+    // The removals start before the guards die: killed first, this process could die too
+    // before it started them, and no one would remove the containers.
+    for (engine, name) in crate::container::guarded(&found) {
+        crate::container::remove_detached(&engine, &name);
+    }
     for pid in found {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
-    }
-    for (engine, name) in containers {
-        crate::container::remove_detached(&engine, &name);
     }
 }
 
@@ -709,6 +713,9 @@ pub(crate) fn kill_groups_below(pid: i32) {
         for task in tasks.flatten() {
             let Ok(children) = std::fs::read_to_string(task.path().join("children")) else { continue };
             for child in children.split_whitespace().filter_map(|c| c.parse::<i32>().ok()) {
+                if crate::container::is_remover(child) {
+                    continue;
+                }
                 if let Ok(group) = getpgid(Some(Pid::from_raw(child))) {
                     groups.insert(group.as_raw());
                 }
@@ -719,12 +726,11 @@ pub(crate) fn kill_groups_below(pid: i32) {
     }
     let own = getpgid(None).map(|g| g.as_raw()).unwrap_or(0);
     // The containers of command steps, which outlive their engine's client: removed too.
-    let containers = crate::container::guarded(&found);
+    for (engine, name) in crate::container::guarded(&found) {
+        crate::container::remove_detached(&engine, &name);
+    }
     for group in groups.into_iter().filter(|g| *g != pid && *g != own && *g > 1) {
         let _ = nix::sys::signal::killpg(Pid::from_raw(group), nix::sys::signal::Signal::SIGKILL);
-    }
-    for (engine, name) in containers {
-        crate::container::remove_detached(&engine, &name);
     }
 }
 
