@@ -190,6 +190,21 @@ impl std::fmt::Debug for Dispatcher {
     }
 }
 
+/// Limits on how many attempts of a queue run at once, kept where every server sees them (a
+/// server's database): the dispatcher takes a place in a limited queue before it gives one of
+/// its attempts to a worker, and gives it back when the attempt ends or its body waits for
+/// children or a signal (a waiting body holds no place, as it holds no worker slot).
+pub trait QueueLimits: Send + Sync {
+    /// Whether `queue` has a limit.
+    fn limited(&self, queue: &str) -> bool;
+    /// Takes a place in `queue` for the attempt `key`; false when the queue is full. With
+    /// `force`, takes it even then: a body that waited resumes at once, so that a workflow never
+    /// waits forever on the limit of the queue its own children run in.
+    fn acquire(&self, queue: &str, key: &str, force: bool) -> bool;
+    /// Gives back the place of the attempt `key` in `queue`.
+    fn release(&self, queue: &str, key: &str);
+}
+
 #[derive(Default)]
 struct Inner {
     workers: BTreeMap<u64, Conn>,
@@ -202,6 +217,8 @@ struct Inner {
     next_id: u64,
     /// Queues whose attempts wait, whoever serves them.
     inactive: HashSet<String>,
+    /// Where the places of limited queues are taken, if anywhere.
+    limits: Option<Arc<dyn QueueLimits>>,
     counters: Counters,
 }
 
@@ -224,6 +241,8 @@ struct Live {
     start: Option<ToNode>,
     resources: Resources,
     worker: Option<u64>,
+    /// It holds a place in its (limited) queue.
+    place: bool,
     /// Stopped by its run: whatever still comes of it is dropped.
     stopped: bool,
     /// The calls of its body that wait for a child or a signal, not yet answered: while there
@@ -279,6 +298,17 @@ impl Dispatcher {
             .collect()
     }
 
+    /// Limits the attempts of some queues running at once, through `limits`.
+    pub fn set_limits(&self, limits: Arc<dyn QueueLimits>) {
+        self.lock().limits = Some(limits);
+    }
+
+    /// Gives waiting attempts to free workers again: for places in limited queues that other
+    /// servers gave back.
+    pub fn pump(&self) {
+        self.lock().pump();
+    }
+
     /// Makes `queue` active (its attempts go to workers) or inactive (they wait).
     pub fn set_active(&self, queue: &str, active: bool) {
         let mut inner = self.lock();
@@ -326,7 +356,8 @@ impl Dispatcher {
 }
 
 impl Inner {
-    /// Call `call` of attempt `id` blocks its body: the first one frees the body's slot.
+    /// Call `call` of attempt `id` blocks its body: the first one frees the body's slot, and
+    /// its place in a limited queue.
     fn block(&mut self, id: u64, call: u64) {
         let Some(live) = self.attempts.get_mut(&id) else { return };
         if live.blocked.insert(call)
@@ -334,11 +365,18 @@ impl Inner {
             && let Some(c) = live.worker.and_then(|w| self.workers.get_mut(&w))
         {
             c.busy = c.busy.saturating_sub(1);
+            if live.place
+                && let Some(limits) = &self.limits
+            {
+                limits.release(&live.queue, &place_key(live.at));
+                live.place = false;
+            }
             self.pump();
         }
     }
 
-    /// Call `call` of attempt `id` was answered: the body runs again, in a slot.
+    /// Call `call` of attempt `id` was answered: the body runs again, in a slot (and, in a
+    /// limited queue, a place taken even when the queue is full; see [`QueueLimits::acquire`]).
     fn unblock(&mut self, id: u64, call: u64) {
         let Some(live) = self.attempts.get_mut(&id) else { return };
         if live.blocked.remove(&call)
@@ -346,6 +384,11 @@ impl Inner {
             && let Some(c) = live.worker.and_then(|w| self.workers.get_mut(&w))
         {
             c.busy += 1;
+            if let Some(limits) = &self.limits
+                && limits.limited(&live.queue)
+            {
+                live.place = limits.acquire(&live.queue, &place_key(live.at), true);
+            }
         }
     }
 
@@ -356,9 +399,11 @@ impl Inner {
         }
         let mut waiting = std::mem::take(&mut self.waiting);
         waiting.sort_by_key(|id| (std::cmp::Reverse(self.attempts.get(id).map_or(0, |l| l.priority)), *id));
+        // Limited queues found full in this pass: their other attempts wait without asking.
+        let mut full: HashSet<String> = HashSet::new();
         for id in waiting {
             let Some(live) = self.attempts.get_mut(&id) else { continue };
-            if self.inactive.contains(&live.queue) {
+            if self.inactive.contains(&live.queue) || full.contains(&live.queue) {
                 self.waiting.push(id);
                 continue;
             }
@@ -371,6 +416,17 @@ impl Inner {
                 self.waiting.push(id);
                 continue;
             };
+            if !live.place
+                && let Some(limits) = &self.limits
+                && limits.limited(&live.queue)
+            {
+                if !limits.acquire(&live.queue, &place_key(live.at), false) {
+                    full.insert(live.queue.clone());
+                    self.waiting.push(id);
+                    continue;
+                }
+                live.place = true;
+            }
             let Some(start) = live.start.take() else { continue };
             let resources = live.resources.clone();
             if c.outbox.send(ToWorker::Start { binary: live.binary.clone(), msg: start.clone(), resources }).is_err() {
@@ -396,12 +452,22 @@ impl Inner {
         {
             c.busy = c.busy.saturating_sub(1);
         }
+        if live.place
+            && let Some(limits) = &self.limits
+        {
+            limits.release(&live.queue, &place_key(live.at));
+        }
         if self.by_at.get(&live.at) == Some(&id) {
             self.by_at.remove(&live.at);
         }
         self.waiting.retain(|w| *w != id);
         Some(live)
     }
+}
+
+/// The name of an attempt's place in a limited queue: unique across servers.
+fn place_key(at: AttemptId) -> String {
+    format!("{}/{}/{}", at.run.get(), at.node.get(), at.attempt)
 }
 
 /// A worker's connection to a [`Dispatcher`]. Dropping it ends the connection: the attempts
@@ -573,6 +639,7 @@ impl Executor for Remote {
                 resources,
                 queued_at: std::time::Instant::now(),
                 worker: None,
+                place: false,
                 stopped: false,
                 blocked: HashSet::new(),
                 events: self.events.clone(),

@@ -921,6 +921,8 @@ pub struct QueueInfo {
     pub queue: db::Queue,
     /// How many attempts are ready in it.
     pub ready: i64,
+    /// How many of its places are taken (its attempts running, when it has a concurrency limit).
+    pub running: i64,
 }
 
 /// Lists the queues: those with settings and those with attempts waiting.
@@ -935,13 +937,19 @@ async fn list_queues(State(state): State<AppState>) -> ApiResult<Json<QueueList>
             None => depths.push((name, waiting as i64)),
         }
     }
+    let taken = db::places_taken(&conn)?;
+    let running = |name: &str| taken.iter().find(|(n, _)| n == name).map_or(0, |t| t.1);
     let mut queues: Vec<QueueInfo> = db::queues(&conn)?
         .into_iter()
-        .map(|q| QueueInfo { ready: depths.iter().find(|(n, _)| *n == q.name).map_or(0, |d| d.1), queue: q })
+        .map(|q| QueueInfo {
+            ready: depths.iter().find(|(n, _)| *n == q.name).map_or(0, |d| d.1),
+            running: running(&q.name),
+            queue: q,
+        })
         .collect();
     for (name, ready) in depths {
         if !queues.iter().any(|q| q.queue.name == name) {
-            queues.push(QueueInfo { queue: db::queue(&conn, &name)?, ready });
+            queues.push(QueueInfo { queue: db::queue(&conn, &name)?, ready, running: running(&name) });
         }
     }
     queues.sort_by(|a, b| a.queue.name.cmp(&b.queue.name));
@@ -957,9 +965,14 @@ pub struct QueueSettings {
     /// The names of the tokens that may take its attempts; anyone when empty.
     #[serde(default)]
     pub private_to: Vec<String>,
+    /// At most this many of its attempts run at once, across every worker and server (at least
+    /// 1); no limit when absent or null.
+    #[serde(default)]
+    pub concurrency: Option<u32>,
 }
 
-/// Sets a queue's settings: active or not, private to named tokens or not.
+/// Sets a queue's settings: active or not, private to named tokens or not, how many of its
+/// attempts may run at once. Every server on the database applies them within a second.
 #[utoipa::path(put, path = "/queues/{name}", tag = "queues", request_body = QueueSettings,
     params(("name" = String, Path, description = "The queue")),
     responses((status = 200, body = db::Queue), (status = 400, body = ErrorBody)))]
@@ -968,7 +981,12 @@ async fn put_queue(
     Path(name): Path<String>,
     Body(body): Body<QueueSettings>,
 ) -> ApiResult<Json<db::Queue>> {
-    let queue = db::Queue { name, active: body.active, private_to: body.private_to };
+    if body.concurrency == Some(0) {
+        return Err(ApiError::bad_request(
+            "`concurrency` must be at least 1 (to stop a queue, make it inactive: \"active\": false)",
+        ));
+    }
+    let queue = db::Queue { name, active: body.active, private_to: body.private_to, concurrency: body.concurrency };
     db::put_queue(&conn(&state), &queue)?;
     state.dispatcher.set_active(&queue.name, queue.active);
     Ok(Json(queue))

@@ -102,6 +102,13 @@ pub enum Command {
         #[arg(long, value_name = "PATH|URL")]
         db: Option<String>,
     },
+    /// List the queues, or change one: pause or resume it, limit how many of its attempts run
+    /// at once across every worker and server.
+    Queue {
+        /// What to do.
+        #[command(subcommand)]
+        command: QueueCommand,
+    },
     /// Create, list or delete tokens (on the server's database).
     Token {
         /// What to do.
@@ -225,6 +232,34 @@ pub enum Command {
         name: String,
         /// Its value, as JSON (or @FILE).
         value: String,
+    },
+}
+
+/// `salt queue …`.
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// The queues: their settings, attempts waiting and running.
+    Ls,
+    /// Change a queue's settings; those not given stay as they are.
+    Set {
+        /// The queue.
+        name: String,
+        /// At most this many of its attempts run at once, across every worker and server.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..), conflicts_with = "no_limit")]
+        concurrency: Option<u32>,
+        /// Remove its concurrency limit.
+        #[arg(long)]
+        no_limit: bool,
+        /// Give none of its attempts to workers until it is resumed.
+        #[arg(long, conflicts_with = "resume")]
+        pause: bool,
+        /// Give its attempts to workers again.
+        #[arg(long)]
+        resume: bool,
+        /// Only workers with these tokens (names, comma-separated) take its attempts; `""`:
+        /// any worker.
+        #[arg(long, value_name = "TOKEN,…")]
+        private_to: Option<String>,
     },
 }
 
@@ -359,6 +394,70 @@ fn parse_json(text: &str, origin: &str) -> Result<Value, Failure> {
     serde_json::from_str(&text).map_err(|e| usage(format!("{origin} is not JSON: {e}")))
 }
 
+/// `salt queue ls|set`.
+fn queue(client: &Client, command: QueueCommand, json: bool) -> Result<u8, Failure> {
+    let list = client.get("/queues")?.json()?;
+    let queues = list["queues"].as_array().cloned().unwrap_or_default();
+    match command {
+        QueueCommand::Ls if json => out(pretty(&list)),
+        QueueCommand::Ls => {
+            let mut text = format!(
+                "{:<20} {:<7} {:<12} {:>7} {:>7}  PRIVATE TO\n",
+                "QUEUE", "STATE", "LIMIT", "WAITING", "RUNNING"
+            );
+            for q in &queues {
+                let limit = q["concurrency"].as_u64().map_or("none".to_string(), |n| n.to_string());
+                let private: Vec<&str> =
+                    q["private_to"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+                text.push_str(&format!(
+                    "{:<20} {:<7} {:<12} {:>7} {:>7}  {}\n",
+                    q["name"].as_str().unwrap_or_default(),
+                    if q["active"].as_bool().unwrap_or(true) { "active" } else { "paused" },
+                    limit,
+                    q["ready"],
+                    q["running"],
+                    if private.is_empty() { "anyone".to_string() } else { private.join(", ") },
+                ));
+            }
+            if queues.is_empty() {
+                text.push_str("(no queue has settings or waiting attempts)\n");
+            }
+            out(text);
+        }
+        QueueCommand::Set { name, concurrency, no_limit, pause, resume, private_to } => {
+            let now = queues.iter().find(|q| q["name"] == name.as_str());
+            let mut body = json!({
+                "active": now.and_then(|q| q["active"].as_bool()).unwrap_or(true),
+                "private_to": now.map_or(json!([]), |q| q["private_to"].clone()),
+                "concurrency": now.map_or(Value::Null, |q| q["concurrency"].clone()),
+            });
+            if pause || resume {
+                body["active"] = json!(resume);
+            }
+            if let Some(n) = concurrency {
+                body["concurrency"] = json!(n);
+            }
+            if no_limit {
+                body["concurrency"] = Value::Null;
+            }
+            if let Some(p) = private_to {
+                let names: Vec<&str> = p.split(',').map(str::trim).filter(|n| !n.is_empty()).collect();
+                body["private_to"] = json!(names);
+            }
+            let set = client.put_json(&format!("/queues/{}", segment(&name)), &body)?.json()?;
+            if json {
+                out(pretty(&set));
+            } else {
+                let limit =
+                    set["concurrency"].as_u64().map_or("no limit".to_string(), |n| format!("at most {n} at once"));
+                let state = if set["active"].as_bool().unwrap_or(true) { "active" } else { "paused" };
+                out(format!("queue `{name}`: {state}, {limit}\n"));
+            }
+        }
+    }
+    Ok(0)
+}
+
 /// Reads and checks a salt.toml.
 fn read_config(path: &std::path::Path) -> Result<crate::config::SaltToml, Failure> {
     let text = std::fs::read_to_string(path).map_err(|e| usage(format!("cannot read {}: {e}", path.display())))?;
@@ -445,6 +544,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             Ok(0)
         }
         Command::Token { command } => token(command, json),
+        Command::Queue { command } => queue(&client, command, json),
         Command::Run { workflow, input, version, wait } => {
             let input = input.map(|s| parse_json(&s, "--input")).transpose()?;
             let mut body = json!({ "workflow": workflow });

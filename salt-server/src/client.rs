@@ -123,6 +123,15 @@ impl Client {
         self.finish(request.send(body.to_string().as_bytes()))
     }
 
+    /// `PUT /api/v1{path}` with a JSON body.
+    pub fn put_json(&self, path: &str, body: &Value) -> Result<Reply, ClientError> {
+        let mut request = self.agent.put(self.url(path)).header("Content-Type", "application/json");
+        if let Some(t) = &self.token {
+            request = request.header("Authorization", format!("Bearer {t}"));
+        }
+        self.finish(request.send(body.to_string().as_bytes()))
+    }
+
     /// `POST /api/v1{path}` with `bytes`.
     pub fn post_bytes(&self, path: &str, bytes: &[u8]) -> Result<Reply, ClientError> {
         let mut request = self.agent.post(self.url(path)).header("Content-Type", "application/octet-stream");

@@ -15,7 +15,8 @@ use salt_runtime::model::{RunId, RunState, now_ms};
 
 /// The server's schema on SQLite, one migration per entry, applied in order (the schedules'
 /// and webhooks' tables are created by [`crate::schedule::migrate`]).
-const MIGRATIONS: &[&str] = &["CREATE TABLE salt_server_binaries (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE salt_server_binaries (
         sha256        TEXT PRIMARY KEY,
         size          INTEGER NOT NULL,
         path          TEXT    NOT NULL,
@@ -51,12 +52,22 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE salt_server_binaries (
         node_id      INTEGER NOT NULL,
         requested_at INTEGER NOT NULL,
         PRIMARY KEY (run_id, node_id)
-    );"];
+    );",
+    "ALTER TABLE salt_server_queues ADD COLUMN concurrency INTEGER;
+    CREATE TABLE salt_server_queue_places (
+        queue      TEXT    NOT NULL,
+        attempt    TEXT    NOT NULL,
+        holder     TEXT    NOT NULL,
+        expires_at INTEGER NOT NULL,
+        PRIMARY KEY (queue, attempt)
+    );",
+];
 
 /// The server's schema on PostgreSQL, one migration per entry, applied in order: the same
 /// tables as on SQLite, with the schedules', the webhooks' and the binaries' contents (so that
 /// every server host can read a binary registered through any of them).
-const PG_MIGRATIONS: &[&str] = &["CREATE TABLE salt_server_binaries (
+const PG_MIGRATIONS: &[&str] = &[
+    "CREATE TABLE salt_server_binaries (
         sha256        TEXT PRIMARY KEY,
         size          BIGINT NOT NULL,
         path          TEXT   NOT NULL,
@@ -141,7 +152,16 @@ const PG_MIGRATIONS: &[&str] = &["CREATE TABLE salt_server_binaries (
         created_at BIGINT NOT NULL,
         updated_at BIGINT NOT NULL
     );
-    CREATE INDEX webhook_deliveries_run ON webhook_deliveries (run);"];
+    CREATE INDEX webhook_deliveries_run ON webhook_deliveries (run);",
+    "ALTER TABLE salt_server_queues ADD COLUMN concurrency BIGINT;
+    CREATE TABLE salt_server_queue_places (
+        queue      TEXT   NOT NULL,
+        attempt    TEXT   NOT NULL,
+        holder     TEXT   NOT NULL,
+        expires_at BIGINT NOT NULL,
+        PRIMARY KEY (queue, attempt)
+    );",
+];
 
 /// Opens the database `db` names (a SQLite file, as a path or `sqlite://PATH`, which the run
 /// store has already created and migrated, or a PostgreSQL URL) and brings the server's tables
@@ -540,35 +560,128 @@ pub struct Queue {
     pub active: bool,
     /// The names of the tokens that may take its attempts; anyone when empty.
     pub private_to: Vec<String>,
+    /// At most this many of its attempts run at once, across every worker and server; no
+    /// limit when `None`.
+    pub concurrency: Option<u32>,
+}
+
+impl Queue {
+    /// The settings of a queue with none recorded: active, open, no limit.
+    pub fn open(name: &str) -> Self {
+        Queue { name: name.to_string(), active: true, private_to: Vec::new(), concurrency: None }
+    }
 }
 
 /// Records (or replaces) a queue's settings.
 pub fn put_queue(conn: &Conn, queue: &Queue) -> crate::sql::Result<()> {
     conn.execute(
-        "INSERT INTO salt_server_queues (name, active, private_to) VALUES (?1, ?2, ?3)
-         ON CONFLICT (name) DO UPDATE SET active = excluded.active, private_to = excluded.private_to",
-        params![queue.name, queue.active, serde_json::to_string(&queue.private_to).unwrap_or_else(|_| "[]".into())],
+        "INSERT INTO salt_server_queues (name, active, private_to, concurrency) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (name) DO UPDATE SET active = excluded.active, private_to = excluded.private_to,
+             concurrency = excluded.concurrency",
+        params![
+            queue.name,
+            queue.active,
+            serde_json::to_string(&queue.private_to).unwrap_or_else(|_| "[]".into()),
+            queue.concurrency.map(i64::from)
+        ],
     )?;
     Ok(())
 }
 
 fn queue_row(r: &crate::sql::Row) -> crate::sql::Result<Queue> {
     let private: String = r.get(2)?;
-    Ok(Queue { name: r.get(0)?, active: r.get(1)?, private_to: serde_json::from_str(&private).unwrap_or_default() })
+    Ok(Queue {
+        name: r.get(0)?,
+        active: r.get(1)?,
+        private_to: serde_json::from_str(&private).unwrap_or_default(),
+        concurrency: r.get(3)?,
+    })
 }
 
 /// The settings of queue `name`: those recorded, or active and open when none are.
 pub fn queue(conn: &Conn, name: &str) -> crate::sql::Result<Queue> {
     let found = conn
-        .query_row("SELECT name, active, private_to FROM salt_server_queues WHERE name = ?1", [name], queue_row)
+        .query_row(
+            "SELECT name, active, private_to, concurrency FROM salt_server_queues WHERE name = ?1",
+            [name],
+            queue_row,
+        )
         .optional()?;
-    Ok(found.unwrap_or_else(|| Queue { name: name.to_string(), active: true, private_to: Vec::new() }))
+    Ok(found.unwrap_or_else(|| Queue::open(name)))
 }
 
 /// Every queue with recorded settings, by name.
 pub fn queues(conn: &Conn) -> crate::sql::Result<Vec<Queue>> {
-    let mut stmt = conn.prepare("SELECT name, active, private_to FROM salt_server_queues ORDER BY name")?;
+    let mut stmt =
+        conn.prepare("SELECT name, active, private_to, concurrency FROM salt_server_queues ORDER BY name")?;
     stmt.query_map((), queue_row)?.collect()
+}
+
+/// Takes a place in the limited queue `queue` for the attempt `attempt`, held by `holder` until
+/// `expires_at` (ms since the epoch) unless renewed: false when the queue's places are all taken
+/// (places past their expiry are free again: their server is gone). With `force`, takes it even
+/// then. One transaction, under the queue's row lock on PostgreSQL (SQLite's write lock on
+/// SQLite), so that servers taking places at once never take more than the limit.
+pub fn take_place(
+    conn: &Conn,
+    queue: &str,
+    attempt: &str,
+    holder: &str,
+    expires_at: i64,
+    force: bool,
+) -> crate::sql::Result<bool> {
+    conn.transaction(|tx| {
+        let lock = if tx.is_postgres() { " FOR UPDATE" } else { "" };
+        let limit: Option<Option<i64>> = tx
+            .query_row(&format!("SELECT concurrency FROM salt_server_queues WHERE name = ?1{lock}"), [queue], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        let now = now_ms();
+        tx.execute("DELETE FROM salt_server_queue_places WHERE queue = ?1 AND expires_at < ?2", params![queue, now])?;
+        if let Some(Some(limit)) = limit
+            && !force
+        {
+            let taken: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM salt_server_queue_places WHERE queue = ?1 AND attempt <> ?2",
+                params![queue, attempt],
+                |r| r.get(0),
+            )?;
+            if taken >= limit {
+                return Ok(false);
+            }
+        }
+        tx.execute(
+            "INSERT INTO salt_server_queue_places (queue, attempt, holder, expires_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (queue, attempt) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at",
+            params![queue, attempt, holder, expires_at],
+        )?;
+        Ok(true)
+    })
+}
+
+/// Gives back the place of the attempt `attempt` in `queue` that `holder` holds (not one that
+/// another server took since for the same attempt).
+pub fn release_place(conn: &Conn, queue: &str, attempt: &str, holder: &str) -> crate::sql::Result<()> {
+    conn.execute(
+        "DELETE FROM salt_server_queue_places WHERE queue = ?1 AND attempt = ?2 AND holder = ?3",
+        params![queue, attempt, holder],
+    )?;
+    Ok(())
+}
+
+/// Extends the places `holder` holds until `expires_at`.
+pub fn renew_places(conn: &Conn, holder: &str, expires_at: i64) -> crate::sql::Result<()> {
+    conn.execute("UPDATE salt_server_queue_places SET expires_at = ?1 WHERE holder = ?2", params![expires_at, holder])?;
+    Ok(())
+}
+
+/// How many places of each queue are held now (attempts of limited queues running).
+pub fn places_taken(conn: &Conn) -> crate::sql::Result<Vec<(String, i64)>> {
+    let mut stmt = conn.prepare(
+        "SELECT queue, COUNT(*) FROM salt_server_queue_places WHERE expires_at >= ?1 GROUP BY queue ORDER BY queue",
+    )?;
+    stmt.query_map([now_ms()], |r| Ok((r.get(0)?, r.get(1)?)))?.collect()
 }
 
 /// Whether the worker token `token` may take attempts from `queue`: the queue is active and
@@ -600,6 +713,35 @@ mod tests {
         salt_runtime::ops::open(&path).unwrap();
         salt_runtime::ops::open_read_only(&path).unwrap();
         open(&path).unwrap();
+    }
+
+    #[test]
+    fn a_limited_queue_gives_out_at_most_its_places_and_expired_ones_again() {
+        let (_dir, conn) = fresh();
+        let later = now_ms() + 60_000;
+        let gpu = Queue { name: "gpu".into(), active: true, private_to: vec![], concurrency: Some(2) };
+        put_queue(&conn, &gpu).unwrap();
+        assert!(take_place(&conn, "gpu", "1/2/1", "a", later, false).unwrap());
+        assert!(take_place(&conn, "gpu", "1/3/1", "b", later, false).unwrap());
+        assert!(!take_place(&conn, "gpu", "1/4/1", "a", later, false).unwrap(), "a third place of two");
+        // Taking again the place one holds is no new place.
+        assert!(take_place(&conn, "gpu", "1/3/1", "b", later, false).unwrap());
+        assert!(take_place(&conn, "gpu", "1/5/1", "a", later, true).unwrap(), "forced");
+        assert_eq!(places_taken(&conn).unwrap(), [("gpu".to_string(), 3)]);
+        release_place(&conn, "gpu", "1/5/1", "a").unwrap();
+        release_place(&conn, "gpu", "1/2/1", "b").unwrap();
+        assert_eq!(places_taken(&conn).unwrap(), [("gpu".to_string(), 2)], "another holder's place stays");
+        release_place(&conn, "gpu", "1/2/1", "a").unwrap();
+        assert!(take_place(&conn, "gpu", "1/4/1", "a", later, false).unwrap());
+        // The places of a holder that stopped renewing them are free once they expire.
+        renew_places(&conn, "b", now_ms() - 1).unwrap();
+        assert_eq!(places_taken(&conn).unwrap(), [("gpu".to_string(), 1)]);
+        assert!(take_place(&conn, "gpu", "1/6/1", "a", later, false).unwrap());
+        assert!(!take_place(&conn, "gpu", "1/7/1", "a", later, false).unwrap());
+        // No limit: no refusal.
+        put_queue(&conn, &Queue { concurrency: None, ..gpu }).unwrap();
+        assert!(take_place(&conn, "gpu", "1/7/1", "a", later, false).unwrap());
+        assert_eq!(queue(&conn, "gpu").unwrap().concurrency, None);
     }
 
     #[test]
@@ -672,9 +814,16 @@ mod tests {
         assert!(delete_token(&again, "ann").unwrap());
         assert!(!any_token(&conn).unwrap());
 
-        put_queue(&conn, &Queue { name: "gpu".into(), active: false, private_to: vec!["ann".into()] }).unwrap();
-        put_queue(&again, &Queue { name: "gpu".into(), active: true, private_to: vec![] }).unwrap();
-        assert_eq!(queues(&conn).unwrap(), [Queue { name: "gpu".into(), active: true, private_to: vec![] }]);
+        put_queue(
+            &conn,
+            &Queue { name: "gpu".into(), active: false, private_to: vec!["ann".into()], concurrency: Some(2) },
+        )
+        .unwrap();
+        put_queue(&again, &Queue { name: "gpu".into(), active: true, private_to: vec![], concurrency: None }).unwrap();
+        assert_eq!(
+            queues(&conn).unwrap(),
+            [Queue { name: "gpu".into(), active: true, private_to: vec![], concurrency: None }]
+        );
 
         // An occurrence is recorded once, whichever server records it first.
         let occurrence = |c: &Conn| {
@@ -693,11 +842,15 @@ mod tests {
         let (_dir, conn) = fresh();
         let open_queue = queue(&conn, "gpu").unwrap();
         assert!(queue_serves(&open_queue, None));
-        put_queue(&conn, &Queue { name: "gpu".into(), active: true, private_to: vec!["ann".into()] }).unwrap();
+        put_queue(
+            &conn,
+            &Queue { name: "gpu".into(), active: true, private_to: vec!["ann".into()], concurrency: None },
+        )
+        .unwrap();
         let private = queue(&conn, "gpu").unwrap();
         assert!(queue_serves(&private, Some("ann")));
         assert!(!queue_serves(&private, Some("bob")));
-        put_queue(&conn, &Queue { name: "gpu".into(), active: false, private_to: vec![] }).unwrap();
+        put_queue(&conn, &Queue { name: "gpu".into(), active: false, private_to: vec![], concurrency: None }).unwrap();
         assert!(!queue_serves(&queue(&conn, "gpu").unwrap(), Some("ann")));
         assert_eq!(queues(&conn).unwrap().len(), 1);
     }

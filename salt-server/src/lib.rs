@@ -13,6 +13,7 @@ pub mod db;
 pub mod engine;
 pub mod host;
 pub mod layout;
+pub mod limits;
 pub mod notify;
 pub mod registry;
 pub mod schedule;

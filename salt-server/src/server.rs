@@ -157,12 +157,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let (notifier, _notifying) = crate::notify::Notifier::spawn(notify_conn, crate::notify::NotifyOptions::default());
     let host = run_host(&config.db, dispatcher.clone(), Some(notifier))?;
     let state = open_state(&config.db, &config.data, host.clone(), dispatcher.clone())?;
-    {
-        let conn = state.conn.lock().unwrap_or_else(|p| p.into_inner());
-        for q in db::queues(&conn)? {
-            dispatcher.set_active(&q.name, q.active);
-        }
-    }
     let tokens = db::any_token(&state.conn.lock().unwrap_or_else(|p| p.into_inner()))?;
     if let Some(why) = refuse_open(&config.listen, tokens, config.open) {
         anyhow::bail!(why);
@@ -177,6 +171,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         config.data.display(),
         if tokens { ", tokens required" } else { "" }
     );
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // Queue settings (active, concurrency limits) shared with every server on the database.
+    let queues = crate::limits::spawn(&config.db, dispatcher.clone(), stop_rx.clone())?;
     // Runs this server drove when it stopped: resumed, with nothing that finished run again.
     let unfinished = {
         let conn = state.conn.lock().unwrap_or_else(|p| p.into_inner());
@@ -190,7 +187,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             resumed.iter().map(|r| r.get()).collect::<Vec<_>>()
         );
     }
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // Runs whose server is gone (their lease ran out): taken over by whichever server looks first.
     let takeover = tokio::spawn(take_over_orphans(state.conn.clone(), host.clone(), stop_rx.clone()));
     let scheduler = tokio::spawn(crate::schedule::run_scheduler(state.clone(), async move {
@@ -201,6 +197,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     let _ = scheduler.await;
     let _ = takeover.await;
+    let _ = queues.await;
     Ok(())
 }
 

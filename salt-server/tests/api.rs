@@ -720,3 +720,39 @@ fn run_wait_prints_the_output_as_a_workflow_binary_does() {
     assert_eq!(String::from_utf8(out.stdout).unwrap(), "{\n  \"rows\": 3\n}\n");
     assert_eq!(String::from_utf8(out.stderr).unwrap(), "run 1 of `etl` succeeded\n");
 }
+
+#[test]
+fn queue_settings_are_set_kept_and_listed_and_a_zero_limit_is_refused() {
+    let server = Server::start();
+    let (code, out, err) = server.salt(&["queue", "set", "gpu", "--concurrency", "2", "--pause"]);
+    assert_eq!((code, out.as_str()), (0, "queue `gpu`: paused, at most 2 at once\n"), "{err}");
+    // What is not given stays as it was.
+    let (code, out, err) = server.salt(&["queue", "set", "gpu", "--resume"]);
+    assert_eq!((code, out.as_str()), (0, "queue `gpu`: active, at most 2 at once\n"), "{err}");
+    let (code, out, _) = server.salt(&["queue", "ls"]);
+    assert_eq!(code, 0);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert_eq!(lines[1].split_whitespace().collect::<Vec<_>>(), ["gpu", "active", "2", "0", "0", "anyone"], "{out}");
+    let (code, out, _) = server.salt(&["queue", "ls", "--json"]);
+    assert_eq!(code, 0);
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        listed["queues"][0],
+        json!({"name": "gpu", "active": true, "private_to": [], "concurrency": 2, "ready": 0, "running": 0})
+    );
+
+    // A limit of zero is refused, by the command and by the API, and nothing changes.
+    let (code, _, err) = server.salt(&["queue", "set", "gpu", "--concurrency", "0"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--concurrency"), "{err}");
+    let (status, body, _) =
+        server.request("PUT", "/api/v1/queues/gpu", None, Some(br#"{"active": true, "concurrency": 0}"#));
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_input")), "{body}");
+    assert!(body["message"].as_str().unwrap().contains("at least 1"), "{body}");
+    let kept = db::queue(&server.state.conn.lock().unwrap(), "gpu").unwrap();
+    assert_eq!(kept.concurrency, Some(2));
+
+    let (code, out, err) = server.salt(&["queue", "set", "gpu", "--no-limit"]);
+    assert_eq!((code, out.as_str()), (0, "queue `gpu`: active, no limit\n"), "{err}");
+}

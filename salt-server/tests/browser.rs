@@ -354,7 +354,7 @@ fn a_served_workflow_runs_from_the_browser_to_the_end() {
     assert_eq!(row[4], "serving");
     assert_eq!(
         texts(&browser, r#"tr[data-queue="default"] td"#),
-        json!(["default", "active", "anyone", "0", "1", "2"])
+        json!(["default", "active", "anyone", "none", "0", "1", "2"])
     );
     browser.screenshot(&images.join("ui-workers.png"));
 

@@ -4,6 +4,8 @@
 //! the end every run has succeeded, none is lost, and no node that had succeeded before a
 //! failure ran again.
 //!
+//! The same cluster shows that a queue's concurrency limit holds across servers and workers.
+//!
 //! `SALT_CHAOS_NODES` sets the number of nodes (default 300: 3 runs of 100; e.g. 10000 gives
 //! 20 runs of 500). `SALT_CHAOS_DB=sqlite` runs the same on a shared SQLite file (no database
 //! restart then).
@@ -34,20 +36,27 @@ fn kill9(child: &mut Child) {
     let _ = child.wait();
 }
 
+/// The tests of this file one at a time: the chaos test restarts the PostgreSQL server they
+/// share.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 struct Cluster {
     dir: tempfile::TempDir,
     db: String,
+    /// The servers' run lease, in ms (`SALT_LEASE_TTL_MS`).
+    lease_ms: u64,
     urls: Vec<String>,
     servers: Vec<Option<Child>>,
     workers: Vec<Option<Child>>,
 }
 
 impl Cluster {
-    fn new(db: String, servers: usize) -> Self {
+    /// `servers` servers on `db` whose runs' leases last `lease_ms`.
+    fn new(db: String, servers: usize, lease_ms: u64) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("work")).unwrap();
         let urls = (0..servers).map(|_| format!("http://127.0.0.1:{}", free_port())).collect();
-        let mut c = Cluster { dir, db, urls, servers: Vec::new(), workers: Vec::new() };
+        let mut c = Cluster { dir, db, lease_ms, urls, servers: Vec::new(), workers: Vec::new() };
         for i in 0..servers {
             let child = c.start_server(i);
             c.servers.push(Some(child));
@@ -73,7 +82,7 @@ impl Cluster {
             // Each server its own data directory: binaries come from the database.
             .arg("--data")
             .arg(self.dir.path().join(format!("data-{i}")))
-            .env("SALT_LEASE_TTL_MS", "3000")
+            .env("SALT_LEASE_TTL_MS", self.lease_ms.to_string())
             .env("SALT_TAKEOVER_MS", "1000")
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
@@ -84,9 +93,15 @@ impl Cluster {
     }
 
     fn start_worker(&mut self) {
+        self.start_worker_of(&["default"]);
+    }
+
+    /// A worker with 4 slots serving `queues`.
+    fn start_worker_of(&mut self, queues: &[&str]) {
         let name = format!("w{}", self.workers.len());
         let child = Command::new(SALT)
             .args(["worker", "--server", &self.urls.join(","), "--name", &name, "--slots", "4"])
+            .args(queues.iter().flat_map(|q| ["--queue", q]))
             .arg("--cache")
             .arg(self.dir.path().join(format!("cache-{name}")))
             .stdin(Stdio::null())
@@ -197,6 +212,7 @@ fn succeeded_markers(tag: &str, shown: &Value) -> BTreeSet<String> {
 
 #[test]
 fn two_servers_three_workers_a_killed_worker_a_killed_server_and_a_database_restart() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let sqlite = std::env::var("SALT_CHAOS_DB").is_ok_and(|v| v == "sqlite");
     let nodes: usize = std::env::var("SALT_CHAOS_NODES").ok().and_then(|n| n.parse().ok()).unwrap_or(300);
     let per_run = if nodes >= 2000 { 500 } else { 100 }.min(nodes.max(1));
@@ -208,7 +224,7 @@ fn two_servers_three_workers_a_killed_worker_a_killed_server_and_a_database_rest
         let Some(url) = salt_testkit::postgres::database("chaos") else { return };
         (url, salt_testkit::postgres::server())
     };
-    let mut c = Cluster::new(db, 2);
+    let mut c = Cluster::new(db, 2, 3000);
     let registered = c.salt(0, &["register", spread_binary().to_str().unwrap(), "--json"]);
     assert!(registered["sha256"].is_string(), "{registered}");
     for _ in 0..3 {
@@ -327,4 +343,85 @@ fn two_servers_three_workers_a_killed_worker_a_killed_server_and_a_database_rest
         total as f64 / elapsed.as_secs_f64(),
         done_before.len()
     );
+}
+
+/// The most intervals of `spans` (start, end) that overlap at one moment.
+fn most_at_once(spans: &[(u64, u64)]) -> usize {
+    let mut edges: Vec<(u64, i32)> = spans.iter().flat_map(|(s, e)| [(*s, 1), (*e, -1)]).collect();
+    // An end before a start at the same instant: touching intervals do not overlap.
+    edges.sort();
+    let (mut now, mut most) = (0i32, 0i32);
+    for (_, d) in edges {
+        now += d;
+        most = most.max(now);
+    }
+    most as usize
+}
+
+#[test]
+fn a_queue_limit_holds_across_two_servers_and_their_workers() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let keep = tempfile::tempdir().unwrap();
+    let db = if std::env::var("SALT_CHAOS_DB").is_ok_and(|v| v == "sqlite") {
+        keep.path().join("salt.db").display().to_string()
+    } else {
+        let Some(url) = salt_testkit::postgres::database("limits") else { return };
+        url
+    };
+    let mut c = Cluster::new(db, 2, 10_000);
+    c.salt(0, &["register", spread_binary().to_str().unwrap(), "--json"]);
+    // Through one server; the other reads it from the database.
+    let set = c.salt(0, &["queue", "set", "limited", "--concurrency", "3", "--json"]);
+    assert_eq!(set["concurrency"], 3, "{set}");
+    // 3 workers x 4 slots: 12 attempts could run at once without the limit.
+    for _ in 0..3 {
+        c.start_worker_of(&["default", "limited"]);
+    }
+    let work = c.work().display().to_string();
+    let runs: Vec<u64> = (0..4)
+        .map(|r| {
+            let input = json!({"dir": work, "tag": format!("r{r}"), "n": 6, "slow_ms": 300}).to_string();
+            c.salt(r % 2, &["run", "limited", "--input", &input, "--json"])["run"].as_u64().expect("run id")
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for (i, run) in runs.iter().enumerate() {
+        loop {
+            let shown = c.show(i % 2, *run);
+            match shown["run"]["state"].as_str() {
+                Some("succeeded") => {
+                    assert_eq!(shown["run"]["output"], 6, "run {run}");
+                    break;
+                }
+                Some("failed" | "cancelled" | "terminated") => panic!("run {run} ended: {shown}\n{}", c.logs()),
+                _ => {}
+            }
+            assert!(Instant::now() < deadline, "run {run} never ended\n{}", c.logs());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let spans: Vec<(u64, u64)> = std::fs::read_dir(c.work())
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+        .flat_map(|text| {
+            text.lines()
+                .filter_map(|l| {
+                    let (s, e) = l.split_once(' ')?;
+                    Some((s.parse().ok()?, e.parse().ok()?))
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    // Every hold node ran (an attempt in flight when a run changes servers may run twice).
+    assert_eq!(std::fs::read_dir(c.work()).unwrap().count(), 24, "{spans:?}");
+    let most = most_at_once(&spans);
+    eprintln!("at most {most} attempts of the limited queue ran at once");
+    assert!(most <= 3, "{most} attempts of the limited queue ran at once: {spans:?}");
+    // Not a limit of 1 in disguise: the places were used.
+    assert!(most >= 2, "the limited queue never ran two at once: {spans:?}");
+    // The queue as the other server lists it, with nothing left running.
+    let listed = c.salt(1, &["queue", "ls", "--json"]);
+    let q = listed["queues"].as_array().and_then(|qs| qs.iter().find(|q| q["name"] == "limited")).cloned();
+    let q = q.unwrap_or_else(|| panic!("no queue `limited` in {listed}"));
+    assert_eq!((q["concurrency"].clone(), q["running"].clone()), (json!(3), json!(0)), "{q}");
 }

@@ -21,9 +21,9 @@ pub(super) struct Since {
 fn render(state: &AppState) -> UiResult<live::Parts> {
     let workers = state.dispatcher.workers();
     let waiting = state.dispatcher.waiting();
-    let settings = {
+    let (settings, taken) = {
         let conn = state.conn.lock().unwrap_or_else(|p| p.into_inner());
-        db::queues(&conn).unwrap_or_default()
+        (db::queues(&conn).unwrap_or_default(), db::places_taken(&conn).unwrap_or_default())
     };
 
     let mut w = format!(
@@ -51,23 +51,27 @@ fn render(state: &AppState) -> UiResult<live::Parts> {
     names.extend(waiting.keys().cloned());
     names.extend(workers.iter().flat_map(|x| x.queues.iter().cloned()));
     let mut q = String::from(
-        r#"<table class="queues"><thead><tr><th>Queue</th><th>State</th><th>Private to</th><th>Waiting</th><th>Workers</th><th>Free slots</th></tr></thead><tbody>"#,
+        r#"<table class="queues"><thead><tr><th>Queue</th><th>State</th><th>Private to</th><th>Limit</th><th>Waiting</th><th>Workers</th><th>Free slots</th></tr></thead><tbody>"#,
     );
     for name in &names {
         let set = settings.iter().find(|s| &s.name == name);
         let serving: Vec<_> = workers.iter().filter(|x| !x.draining && x.queues.iter().any(|n| n == name)).collect();
         let free: usize = serving.iter().map(|x| x.slots.saturating_sub(x.busy)).sum();
         q.push_str(&format!(
-            r#"<tr data-queue="{name}"><td>{name}</td><td>{state}</td><td>{private}</td><td class="waiting">{waiting}</td><td>{workers}</td><td>{free}</td></tr>"#,
+            r#"<tr data-queue="{name}"><td>{name}</td><td>{state}</td><td>{private}</td><td class="limit">{limit}</td><td class="waiting">{waiting}</td><td>{workers}</td><td>{free}</td></tr>"#,
             name = esc(name),
             state = if set.is_none_or(|s| s.active) { "active" } else { "paused" },
             private = esc(&set.map(|s| s.private_to.join(", ")).filter(|p| !p.is_empty()).unwrap_or_else(|| "anyone".into())),
+            limit = match set.and_then(|s| s.concurrency) {
+                Some(n) => format!("{} of {n} running", taken.iter().find(|t| &t.0 == name).map_or(0, |t| t.1)),
+                None => "none".into(),
+            },
             waiting = waiting.get(name).copied().unwrap_or(0),
             workers = serving.len(),
         ));
     }
     if names.is_empty() {
-        q.push_str(r#"<tr><td colspan="6" class="empty">No queue yet.</td></tr>"#);
+        q.push_str(r#"<tr><td colspan="7" class="empty">No queue yet.</td></tr>"#);
     }
     q.push_str("</tbody></table>");
     Ok(live::Parts { parts: vec![("workers".into(), w), ("queues".into(), q)], done: false })
@@ -80,7 +84,7 @@ pub(super) async fn page(State(state): State<AppState>) -> UiResult<Html<String>
     let body = format!(
         r#"<h1>Workers</h1>
 <div data-live="/workers/events?since={since}"><section id="workers">{workers}</section>
-<h2>Queues</h2><p class="note">Attempts wait in a queue until a worker serving it has a free slot. An admin pauses a queue or makes it private to some worker tokens with <code>PUT /api/v1/queues/NAME</code>.</p>
+<h2>Queues</h2><p class="note">Attempts wait in a queue until a worker serving it has a free slot. An admin pauses a queue, makes it private to some worker tokens or limits how many of its attempts run at once across every worker and server with <code>PUT /api/v1/queues/NAME</code>.</p>
 <section id="queues">{queues}</section></div>"#,
         since = live::fingerprint(&p.parts),
         workers = find("workers"),
