@@ -7,7 +7,7 @@
 //! connections, reconnects one that was closed (the server restarted, say) on its next use, and
 //! [`Pg::listen`] opens a connection for `LISTEN`, whose notifications arrive on a channel.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -59,6 +59,38 @@ fn connect(
     futures::executor::block_on(connecting).expect("the PostgreSQL client's runtime stopped")
 }
 
+/// How far the database's clock is ahead of this host's, in ms, as last measured.
+static CLOCK_OFFSET_MS: AtomicI64 = AtomicI64::new(0);
+/// When (this host's ms) the offset was last measured; 0: never.
+static CLOCK_MEASURED_AT: AtomicI64 = AtomicI64::new(0);
+/// How often the offset is measured again (on the next use of a connection after that).
+const CLOCK_EVERY_MS: i64 = 60_000;
+
+/// Milliseconds since the Unix epoch by the PostgreSQL server's clock: this host's clock
+/// corrected by the offset measured against the server this process connects to (when it
+/// connects, and every minute after). Every host then reads and writes leases, claims and
+/// their expiries on one clock, however far their own clocks are apart.
+pub fn now_ms() -> i64 {
+    crate::model::now_ms() + CLOCK_OFFSET_MS.load(Ordering::Relaxed)
+}
+
+/// Measures how far the database's clock is from this host's: the server's time against the
+/// middle of the round trip that asked for it.
+async fn measure_clock(client: &Client) {
+    let sent = crate::model::now_ms();
+    let Ok(row) = client.query_one("SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint", &[]).await else {
+        return;
+    };
+    let received = crate::model::now_ms();
+    let Ok(db) = row.try_get::<_, i64>(0) else { return };
+    CLOCK_OFFSET_MS.store(db - (sent + received) / 2, Ordering::Relaxed);
+    CLOCK_MEASURED_AT.store(received, Ordering::Relaxed);
+}
+
+/// How long (ms) a session may sit in an open transaction without sending anything before the
+/// server ends it.
+const IDLE_IN_TRANSACTION_MS: u64 = 5_000;
+
 /// A small set of connections to one PostgreSQL database, used from synchronous code.
 pub struct Pg {
     config: Config,
@@ -88,8 +120,18 @@ impl Pg {
     /// `connections` connections; the first is opened now, so a bad URL or an unreachable
     /// server is an error here.
     pub fn connect(url: &str, connections: usize) -> Result<Self, tokio_postgres::Error> {
-        let config: Config = url.parse()?;
+        let mut config: Config = url.parse()?;
+        // A process that stops in the middle of a transaction (frozen, swapped out, cut off)
+        // must not hold its row locks, the lease's among them, for longer than that: the server
+        // ends its session and whoever waits on the locks goes on.
+        let idle = format!("-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}");
+        let options = match config.get_options() {
+            Some(given) => format!("{given} {idle}"),
+            None => idle,
+        };
+        config.options(&options);
         let first = connect(&config, None)?;
+        futures::executor::block_on(measure_clock(&first));
         let mut slots = vec![Mutex::new(Some(first))];
         slots.extend((1..connections.max(1)).map(|_| Mutex::new(None)));
         Ok(Pg { config, url: url.to_string(), slots, next: AtomicUsize::new(0) })
@@ -116,6 +158,9 @@ impl Pg {
             *slot = Some(connect(&self.config, None)?);
         }
         let client = slot.as_mut().expect("connected above");
+        if crate::model::now_ms() - CLOCK_MEASURED_AT.load(Ordering::Relaxed) > CLOCK_EVERY_MS {
+            futures::executor::block_on(measure_clock(client));
+        }
         let result = futures::executor::block_on(f(client));
         if client.is_closed() {
             *slot = None;
@@ -173,6 +218,28 @@ mod tests {
     use std::time::Duration;
 
     use super::Pg;
+
+    #[test]
+    fn a_session_idle_in_a_transaction_is_ended_and_the_clock_is_the_servers() {
+        let Some(url) = salt_testkit::postgres::database("pg_idle") else { return };
+        let pg = Pg::connect(&url, 1).unwrap();
+        let (timeout, db_ms): (String, i64) = pg
+            .with(|c| {
+                Box::pin(async move {
+                    let row = c
+                        .query_one(
+                            "SELECT current_setting('idle_in_transaction_session_timeout'),
+                                    (extract(epoch FROM clock_timestamp()) * 1000)::bigint",
+                            &[],
+                        )
+                        .await?;
+                    Ok::<_, tokio_postgres::Error>((row.get(0), row.get(1)))
+                })
+            })
+            .unwrap();
+        assert_eq!(timeout, "5s");
+        assert!((super::now_ms() - db_ms).abs() < 1_000, "{} vs the server's {db_ms}", super::now_ms());
+    }
 
     #[test]
     fn queries_notifications_and_a_reconnect() {

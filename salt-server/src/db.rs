@@ -467,7 +467,7 @@ pub fn list_runs(conn: &Conn, filter: &RunFilter) -> crate::sql::Result<Vec<RunR
     let mut stmt = conn.prepare(&sql)?;
     let rows = stmt.query_map(
         params![
-            now_ms(),
+            conn.now_ms(),
             filter.workflow.as_deref(),
             filter.since,
             filter.until,
@@ -502,7 +502,7 @@ pub fn runs_by_state(conn: &Conn) -> crate::sql::Result<Vec<(String, i64)>> {
         "SELECT {EFFECTIVE_STATE} AS eff, COUNT(*) FROM runs r LEFT JOIN run_leases l ON l.run_id = r.id
          GROUP BY eff ORDER BY eff"
     ))?;
-    stmt.query_map([now_ms()], |r| Ok((r.get(0)?, r.get(1)?)))?.collect()
+    stmt.query_map([conn.now_ms()], |r| Ok((r.get(0)?, r.get(1)?)))?.collect()
 }
 
 /// How many attempts wait in each queue of the ready queue, by queue name.
@@ -637,7 +637,7 @@ pub fn take_place(
                 r.get(0)
             })
             .optional()?;
-        let now = now_ms();
+        let now = tx.now_ms();
         tx.execute("DELETE FROM salt_server_queue_places WHERE queue = ?1 AND expires_at < ?2", params![queue, now])?;
         if let Some(Some(limit)) = limit
             && !force
@@ -681,7 +681,7 @@ pub fn places_taken(conn: &Conn) -> crate::sql::Result<Vec<(String, i64)>> {
     let mut stmt = conn.prepare(
         "SELECT queue, COUNT(*) FROM salt_server_queue_places WHERE expires_at >= ?1 GROUP BY queue ORDER BY queue",
     )?;
-    stmt.query_map([now_ms()], |r| Ok((r.get(0)?, r.get(1)?)))?.collect()
+    stmt.query_map([conn.now_ms()], |r| Ok((r.get(0)?, r.get(1)?)))?.collect()
 }
 
 /// Whether the worker token `token` may take attempts from `queue`: the queue is active and

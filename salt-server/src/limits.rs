@@ -63,6 +63,7 @@ impl Places {
     pub fn sync(&self, dispatcher: &Dispatcher) -> crate::sql::Result<()> {
         let queues = {
             let conn = self.conn();
+            let now = conn.now_ms();
             let unreleased = std::mem::take(&mut *self.unreleased.lock().unwrap_or_else(|p| p.into_inner()));
             for (i, (queue, key)) in unreleased.iter().enumerate() {
                 if let Err(e) = db::release_place(&conn, queue, key, &self.holder) {
@@ -70,7 +71,7 @@ impl Places {
                     return Err(e);
                 }
             }
-            let expires = salt_runtime::model::now_ms() + PLACE_TTL.as_millis() as i64;
+            let expires = now + PLACE_TTL.as_millis() as i64;
             db::renew_places(&conn, &self.holder, expires)?;
             db::queues(&conn)?
         };
@@ -89,8 +90,9 @@ impl QueueLimits for Places {
     }
 
     fn acquire(&self, queue: &str, key: &str, force: bool) -> bool {
-        let expires = salt_runtime::model::now_ms() + PLACE_TTL.as_millis() as i64;
-        match db::take_place(&self.conn(), queue, key, &self.holder, expires, force) {
+        let conn = self.conn();
+        let expires = conn.now_ms() + PLACE_TTL.as_millis() as i64;
+        match db::take_place(&conn, queue, key, &self.holder, expires, force) {
             Ok(taken) => taken,
             Err(e) => {
                 // The attempt waits; the next sync offers it a place again.

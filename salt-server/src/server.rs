@@ -224,7 +224,7 @@ async fn take_over_orphans(
         }
         let orphans = {
             let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
-            db::orphaned_runs(&conn, salt_runtime::model::now_ms())
+            db::orphaned_runs(&conn, conn.now_ms())
         };
         match orphans {
             Ok(runs) if !runs.is_empty() => {

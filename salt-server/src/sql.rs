@@ -325,6 +325,12 @@ impl Conn {
         matches!(self.backend, Backend::Postgres(_))
     }
 
+    /// Milliseconds since the Unix epoch by the database's clock, to compare with the expiries
+    /// of leases and places that every host writes (on SQLite, one host: its clock).
+    pub fn now_ms(&self) -> i64 {
+        if self.is_postgres() { salt_runtime::pg::now_ms() } else { salt_runtime::model::now_ms() }
+    }
+
     /// Runs SQL statements without parameters or results.
     pub fn execute_batch(&self, sql: &str) -> Result<()> {
         match &self.backend {

@@ -4,7 +4,8 @@
 //! the end every run has succeeded, none is lost, and no node that had succeeded before a
 //! failure ran again.
 //!
-//! The same cluster shows that a queue's concurrency limit holds across servers and workers.
+//! The same cluster shows that a queue's concurrency limit holds across servers and workers,
+//! and that servers whose clocks are minutes apart share runs on PostgreSQL's clock.
 //!
 //! `SALT_CHAOS_NODES` sets the number of nodes (default 300: 3 runs of 100; e.g. 10000 gives
 //! 20 runs of 500). `SALT_CHAOS_DB=sqlite` runs the same on a shared SQLite file (no database
@@ -45,6 +46,8 @@ struct Cluster {
     db: String,
     /// The servers' run lease, in ms (`SALT_LEASE_TTL_MS`).
     lease_ms: u64,
+    /// How wrong each server's clock is, in ms (`SALT_TEST_CLOCK_SKEW_MS`).
+    skews_ms: Vec<i64>,
     urls: Vec<String>,
     servers: Vec<Option<Child>>,
     workers: Vec<Option<Child>>,
@@ -53,10 +56,17 @@ struct Cluster {
 impl Cluster {
     /// `servers` servers on `db` whose runs' leases last `lease_ms`.
     fn new(db: String, servers: usize, lease_ms: u64) -> Self {
+        Self::skewed(db, lease_ms, &vec![0; servers])
+    }
+
+    /// One server on `db` for each of `skews_ms`, whose clock is that many ms wrong.
+    fn skewed(db: String, lease_ms: u64, skews_ms: &[i64]) -> Self {
+        let servers = skews_ms.len();
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("work")).unwrap();
         let urls = (0..servers).map(|_| format!("http://127.0.0.1:{}", free_port())).collect();
-        let mut c = Cluster { dir, db, lease_ms, urls, servers: Vec::new(), workers: Vec::new() };
+        let skews_ms = skews_ms.to_vec();
+        let mut c = Cluster { dir, db, lease_ms, skews_ms, urls, servers: Vec::new(), workers: Vec::new() };
         for i in 0..servers {
             let child = c.start_server(i);
             c.servers.push(Some(child));
@@ -83,6 +93,7 @@ impl Cluster {
             .arg("--data")
             .arg(self.dir.path().join(format!("data-{i}")))
             .env("SALT_LEASE_TTL_MS", self.lease_ms.to_string())
+            .env("SALT_TEST_CLOCK_SKEW_MS", self.skews_ms[i].to_string())
             .env("SALT_TAKEOVER_MS", "1000")
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
@@ -424,4 +435,58 @@ fn a_queue_limit_holds_across_two_servers_and_their_workers() {
     let q = listed["queues"].as_array().and_then(|qs| qs.iter().find(|q| q["name"] == "limited")).cloned();
     let q = q.unwrap_or_else(|| panic!("no queue `limited` in {listed}"));
     assert_eq!((q["concurrency"].clone(), q["running"].clone()), (json!(3), json!(0)), "{q}");
+}
+
+/// Waits (up to `secs`) until run `run` succeeds as server `server` shows it.
+fn wait_succeeded(c: &Cluster, server: usize, run: u64, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let shown = c.show(server, run);
+        match shown["run"]["state"].as_str() {
+            Some("succeeded") => return,
+            Some("failed" | "cancelled" | "terminated") => panic!("run {run} ended: {shown}\n{}", c.logs()),
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "run {run} did not succeed within {secs} s: {shown}\n{}", c.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn servers_whose_clocks_are_minutes_apart_agree_on_leases() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(db) = salt_testkit::postgres::database("clocks") else { return };
+    // Server 0's clock is two minutes behind, server 1's two minutes ahead; leases last 3 s.
+    let mut c = Cluster::skewed(db, 3000, &[-120_000, 120_000]);
+    c.salt(0, &["register", spread_binary().to_str().unwrap(), "--json"]);
+    c.start_worker();
+    let work = c.work().display().to_string();
+
+    // A run of the server that is behind: on their own clocks, the other would find its lease
+    // long expired and take the run from a server that is alive.
+    let input = json!({"dir": work, "tag": "behind", "n": 4, "slow_ms": 4000}).to_string();
+    let run = c.salt(0, &["run", "spread", "--input", &input, "--json"])["run"].as_u64().unwrap();
+    wait_succeeded(&c, 0, run, 60);
+    let logs = c.logs();
+    assert!(!logs.contains("took over"), "a live server's run was taken over:\n{logs}");
+    for i in 0..4 {
+        let lines = std::fs::read_to_string(c.work().join(format!("behind-{i}"))).unwrap();
+        assert_eq!(lines.lines().count(), 1, "node {i} ran more than once:\n{logs}");
+    }
+
+    // A run of the server that is ahead, which is then killed: on their own clocks, its lease
+    // would look live to the other for four minutes; it is taken over within seconds.
+    let input = json!({"dir": work, "tag": "ahead", "n": 4, "slow_ms": 3000}).to_string();
+    let run = c.salt(1, &["run", "spread", "--input", &input, "--json"])["run"].as_u64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.started() < 5 {
+        assert!(Instant::now() < deadline, "the run never started\n{}", c.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    kill9(c.servers[1].as_mut().unwrap());
+    c.servers[1] = None;
+    let killed = Instant::now();
+    wait_succeeded(&c, 0, run, 60);
+    assert!(killed.elapsed() < Duration::from_secs(30), "taken over after {:?}", killed.elapsed());
+    assert!(c.logs().contains("took over"), "{}", c.logs());
 }

@@ -35,9 +35,10 @@ use crate::blob::{BlobRef, SPILL_BYTES};
 use crate::error::{Error, StoreError};
 use crate::model::{
     AttemptRecord, EdgeKind, EdgeRecord, JournalRecord, LogRecord, NodeId, NodeRecord, NodeState, PromiseRecord,
-    RunControl, RunId, RunRecord, RunSnapshot, RunState, RunSummary, StoredArg, WaitRecord, now_ms,
+    RunControl, RunId, RunRecord, RunSnapshot, RunState, RunSummary, StoredArg, WaitRecord,
 };
-use crate::pg::{Pg, redact};
+// Leases, claims and their expiries are read and written on the database's clock.
+use crate::pg::{Pg, now_ms, redact};
 
 /// The store's schema, one migration per file, applied in order.
 const MIGRATIONS: &[&str] = &[include_str!("../../migrations/postgres/0001_init.sql")];
