@@ -476,19 +476,6 @@ fn a_container_whose_orchestrator_is_killed_is_removed_and_recover_runs_it_once(
     podman.assert_none_left(&tag, "after the run");
 }
 
-/// The most intervals `(start, end)` that overlap at one instant.
-fn most_at_once(intervals: &[(u128, u128)]) -> usize {
-    let mut edges: Vec<(u128, i32)> = intervals.iter().flat_map(|&(s, e)| [(s, 1), (e, -1)]).collect();
-    // An end before a start at the same instant: touching intervals do not overlap.
-    edges.sort();
-    let (mut now, mut most) = (0i32, 0i32);
-    for (_, d) in edges {
-        now += d;
-        most = most.max(now);
-    }
-    most as usize
-}
-
 /// When each step of `crowd` started and ended, in ns.
 fn intervals(dir: &Path, steps: usize) -> Vec<(u128, u128)> {
     let read = |f: String| -> u128 {
@@ -509,7 +496,11 @@ fn commands_that_ask_for_cores_never_run_beyond_what_the_machine_offers() {
         assert!(out.status.success(), "{executor}: {}", text(&out));
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "3");
         let steps = intervals(dir, 3);
-        assert_eq!(most_at_once(&steps), 2, "{executor}: three 2-core steps on 4 cores: two at a time: {steps:?}");
+        assert_eq!(
+            salt_testkit::most_at_once(&steps),
+            2,
+            "{executor}: three 2-core steps on 4 cores: two at a time: {steps:?}"
+        );
     }
 }
 
@@ -521,7 +512,7 @@ fn commands_that_ask_for_memory_never_run_beyond_what_the_machine_offers() {
     let out = commands(dir, &["run", "crowd", "--input", &input, "--memory-mb", "700", "--parallelism", "8"]);
     assert!(out.status.success(), "{}", text(&out));
     let steps = intervals(dir, 4);
-    assert_eq!(most_at_once(&steps), 2, "four 300 MiB steps in 700 MiB: two at a time: {steps:?}");
+    assert_eq!(salt_testkit::most_at_once(&steps), 2, "four 300 MiB steps in 700 MiB: two at a time: {steps:?}");
 
     // Capped through the environment, one at a time.
     let tmp = tempfile::tempdir().unwrap();
@@ -536,7 +527,7 @@ fn commands_that_ask_for_memory_never_run_beyond_what_the_machine_offers() {
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let steps = intervals(dir, 3);
-    assert_eq!(most_at_once(&steps), 1, "three 300 MiB steps in 500 MiB: one at a time: {steps:?}");
+    assert_eq!(salt_testkit::most_at_once(&steps), 1, "three 300 MiB steps in 500 MiB: one at a time: {steps:?}");
 }
 
 #[test]

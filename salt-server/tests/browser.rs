@@ -5,6 +5,8 @@
 //! them in the live graph, answers a signal, reruns from a node, kills a running node, and
 //! checks what a viewer may do. The screenshots it takes go into the book.
 
+mod common;
+
 #[path = "browser/webdriver.rs"]
 mod webdriver;
 
@@ -19,39 +21,7 @@ use salt_runtime::store::Store;
 
 use webdriver::Browser;
 
-const SALT: &str = env!("CARGO_BIN_EXE_salt");
-
-/// The target directory's profile (`target/debug`) this test runs from.
-fn profile() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    // target/debug/deps/browser-HASH → target/debug
-    exe.parent().and_then(Path::parent).expect("a target directory").to_path_buf()
-}
-
-/// The example binary `name` of `package`, built when missing.
-fn example(package: &str, name: &str) -> PathBuf {
-    let binary = profile().join("examples").join(name);
-    if !binary.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", package, "--example", name])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("cargo build an example");
-        assert!(status.success(), "building the {name} example failed");
-    }
-    assert!(binary.exists(), "no {}", binary.display());
-    binary
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+use common::{SALT, example, free_port, text};
 
 /// A server and its worker as processes, killed when dropped.
 struct Deployment {
@@ -110,10 +80,6 @@ impl Drop for Deployment {
             let _ = c.wait();
         }
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn wait_for(db: &str, run: RunId, what: &str, ok: impl Fn(&RunSnapshot) -> bool) -> RunSnapshot {

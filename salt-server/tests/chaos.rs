@@ -11,31 +11,16 @@
 //! 20 runs of 500). `SALT_CHAOS_DB=sqlite` runs the same on a shared SQLite file (no database
 //! restart then).
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-const SALT: &str = env!("CARGO_BIN_EXE_salt");
-
-fn spread_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let bin = dir.join("examples").join("spread");
-    assert!(bin.exists(), "{} is not built: run `cargo test -p salt-server`", bin.display());
-    bin
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn kill9(child: &mut Child) {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
-    let _ = child.wait();
-}
+use common::{SALT, example, free_port, kill9, wait_healthy};
 
 /// The tests of this file one at a time: the chaos test restarts the PostgreSQL server they
 /// share.
@@ -194,17 +179,6 @@ impl Drop for Cluster {
     }
 }
 
-fn wait_healthy(url: &str) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while ureq::get(&format!("{url}/healthz")).call().is_err() {
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    true
-}
-
 /// The marker files of the nodes of `shown` (a run as the API shows it) that have succeeded.
 fn succeeded_markers(tag: &str, shown: &Value) -> BTreeSet<String> {
     shown["nodes"]
@@ -236,7 +210,7 @@ fn two_servers_three_workers_a_killed_worker_a_killed_server_and_a_database_rest
         (url, salt_testkit::postgres::server())
     };
     let mut c = Cluster::new(db, 2, 3000);
-    let registered = c.salt(0, &["register", spread_binary().to_str().unwrap(), "--json"]);
+    let registered = c.salt(0, &["register", example("salt-server", "spread").to_str().unwrap(), "--json"]);
     assert!(registered["sha256"].is_string(), "{registered}");
     for _ in 0..3 {
         c.start_worker();
@@ -356,19 +330,6 @@ fn two_servers_three_workers_a_killed_worker_a_killed_server_and_a_database_rest
     );
 }
 
-/// The most intervals of `spans` (start, end) that overlap at one moment.
-fn most_at_once(spans: &[(u64, u64)]) -> usize {
-    let mut edges: Vec<(u64, i32)> = spans.iter().flat_map(|(s, e)| [(*s, 1), (*e, -1)]).collect();
-    // An end before a start at the same instant: touching intervals do not overlap.
-    edges.sort();
-    let (mut now, mut most) = (0i32, 0i32);
-    for (_, d) in edges {
-        now += d;
-        most = most.max(now);
-    }
-    most as usize
-}
-
 #[test]
 fn a_queue_limit_holds_across_two_servers_and_their_workers() {
     let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
@@ -380,7 +341,7 @@ fn a_queue_limit_holds_across_two_servers_and_their_workers() {
         url
     };
     let mut c = Cluster::new(db, 2, 10_000);
-    c.salt(0, &["register", spread_binary().to_str().unwrap(), "--json"]);
+    c.salt(0, &["register", example("salt-server", "spread").to_str().unwrap(), "--json"]);
     // Through one server; the other reads it from the database.
     let set = c.salt(0, &["queue", "set", "limited", "--concurrency", "3", "--json"]);
     assert_eq!(set["concurrency"], 3, "{set}");
@@ -395,23 +356,11 @@ fn a_queue_limit_holds_across_two_servers_and_their_workers() {
             c.salt(r % 2, &["run", "limited", "--input", &input, "--json"])["run"].as_u64().expect("run id")
         })
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(120);
     for (i, run) in runs.iter().enumerate() {
-        loop {
-            let shown = c.show(i % 2, *run);
-            match shown["run"]["state"].as_str() {
-                Some("succeeded") => {
-                    assert_eq!(shown["run"]["output"], 6, "run {run}");
-                    break;
-                }
-                Some("failed" | "cancelled" | "terminated") => panic!("run {run} ended: {shown}\n{}", c.logs()),
-                _ => {}
-            }
-            assert!(Instant::now() < deadline, "run {run} never ended\n{}", c.logs());
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_succeeded(&c, i % 2, *run, 120);
+        assert_eq!(c.show(i % 2, *run)["run"]["output"], 6, "run {run}");
     }
-    let spans: Vec<(u64, u64)> = std::fs::read_dir(c.work())
+    let spans: Vec<(u128, u128)> = std::fs::read_dir(c.work())
         .unwrap()
         .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
         .flat_map(|text| {
@@ -425,7 +374,7 @@ fn a_queue_limit_holds_across_two_servers_and_their_workers() {
         .collect();
     // Every hold node ran (an attempt in flight when a run changes servers may run twice).
     assert_eq!(std::fs::read_dir(c.work()).unwrap().count(), 24, "{spans:?}");
-    let most = most_at_once(&spans);
+    let most = salt_testkit::most_at_once(&spans);
     eprintln!("at most {most} attempts of the limited queue ran at once");
     assert!(most <= 3, "{most} attempts of the limited queue ran at once: {spans:?}");
     // Not a limit of 1 in disguise: the places were used.
@@ -458,7 +407,7 @@ fn servers_whose_clocks_are_minutes_apart_agree_on_leases() {
     let Some(db) = salt_testkit::postgres::database("clocks") else { return };
     // Server 0's clock is two minutes behind, server 1's two minutes ahead; leases last 3 s.
     let mut c = Cluster::skewed(db, 3000, &[-120_000, 120_000]);
-    c.salt(0, &["register", spread_binary().to_str().unwrap(), "--json"]);
+    c.salt(0, &["register", example("salt-server", "spread").to_str().unwrap(), "--json"]);
     c.start_worker();
     let work = c.work().display().to_string();
 

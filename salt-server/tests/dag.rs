@@ -1,6 +1,8 @@
 //! `salt dag run`: DAG files run as command nodes of one run, on a real SQLite file, through
 //! the real `salt` binary.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -8,7 +10,7 @@ use salt_runtime::model::{EdgeKind, RunId};
 use salt_runtime::ops;
 use serde_json::Value;
 
-const SALT: &str = env!("CARGO_BIN_EXE_salt");
+use common::{SALT, text};
 
 fn example(name: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../salt-dag/examples").join(name).display().to_string()
@@ -16,15 +18,6 @@ fn example(name: &str) -> String {
 
 fn salt(dir: &Path, args: &[&str]) -> Output {
     Command::new(SALT).args(args).current_dir(dir).output().unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{:?}\n{}\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// The run's edges between command nodes, by their labels (step names).

@@ -2,39 +2,15 @@
 //! `salt` client commands, with the `relay` example registered. Workers and the server are
 //! killed with SIGKILL mid-run; what had finished never runs again.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-const SALT: &str = env!("CARGO_BIN_EXE_salt");
-
-fn relay_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let bin = dir.join("examples").join("relay");
-    assert!(bin.exists(), "{} is not built: run `cargo test -p salt-server`", bin.display());
-    bin
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn kill9(child: &mut Child) {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
-    let _ = child.wait();
-}
+use common::{SALT, example, free_port, kill9, text, wait_healthy};
 
 struct Deployment {
     dir: tempfile::TempDir,
@@ -74,11 +50,7 @@ impl Deployment {
             .spawn()
             .expect("start salt server");
         self.server = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while ureq::get(&format!("{}/healthz", self.url)).call().is_err() {
-            assert!(Instant::now() < deadline, "the server never answered");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        assert!(wait_healthy(&self.url), "the server never answered");
     }
 
     fn worker(&mut self, name: &str) {
@@ -165,7 +137,7 @@ impl Drop for Deployment {
 #[test]
 fn register_run_and_survive_a_killed_worker_and_a_killed_server() {
     let mut d = Deployment::new();
-    let out = d.salt(&["register", relay_binary().to_str().unwrap()]);
+    let out = d.salt(&["register", example("salt-server", "relay").to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
     let out = d.salt(&["workflows", "--json"]);
     assert!(out.status.success(), "{}", text(&out));
@@ -229,7 +201,8 @@ fn a_schedule_every_second_fires_and_a_paused_one_does_not() {
         ),
     )
     .unwrap();
-    let out = d.salt(&["register", relay_binary().to_str().unwrap(), "--config", config.to_str().unwrap()]);
+    let out =
+        d.salt(&["register", example("salt-server", "relay").to_str().unwrap(), "--config", config.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
     let mut d = d;
     d.worker("w0");
@@ -258,7 +231,8 @@ fn a_schedule_every_second_fires_and_a_paused_one_does_not() {
 
     // A bad salt.toml is refused naming the key, and nothing changes.
     std::fs::write(&config, "[workflows.fan]\ntimezone = \"Mars/Olympus\"\n").unwrap();
-    let out = d.salt(&["register", relay_binary().to_str().unwrap(), "--config", config.to_str().unwrap()]);
+    let out =
+        d.salt(&["register", example("salt-server", "relay").to_str().unwrap(), "--config", config.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("workflows.fan.timezone"), "{}", text(&out));
 }
@@ -343,7 +317,8 @@ fn a_signal_wait_is_told_to_the_webhook_once_and_logs_follow_the_run_to_its_end(
         format!("[workflows.gate]\nwebhooks = [{{ url = \"{hook}\", on = [\"waiting\", \"succeeded\"] }}]\n"),
     )
     .unwrap();
-    let out = d.salt(&["register", relay_binary().to_str().unwrap(), "--config", config.to_str().unwrap()]);
+    let out =
+        d.salt(&["register", example("salt-server", "relay").to_str().unwrap(), "--config", config.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
     d.worker("w0");
     d.wait_workers(1);

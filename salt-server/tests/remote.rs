@@ -1,8 +1,10 @@
 //! Runs driven by a run host whose attempts run on real `salt worker` processes, connected over
 //! a real WebSocket on loopback, each running a cached copy of the workflow binary.
 
+mod common;
+
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,16 +22,7 @@ use salt_runtime::remote::Dispatcher;
 use salt_server::engine::{Engine, WorkflowRef};
 use salt_server::host::{Binaries, RunHost};
 
-const SALT: &str = env!("CARGO_BIN_EXE_salt");
-
-/// The `relay` example binary, built with the tests.
-fn relay_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let bin = dir.join("examples").join("relay");
-    assert!(bin.exists(), "{} is not built: run `cargo test -p salt-server`", bin.display());
-    bin
-}
+use common::{SALT, example};
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -83,14 +76,14 @@ impl Server {
         let bins = dir.path().join("binaries");
         std::fs::create_dir_all(&work).unwrap();
         std::fs::create_dir_all(&bins).unwrap();
-        let mut bytes = std::fs::read(relay_binary()).unwrap();
+        let mut bytes = std::fs::read(example("salt-server", "relay")).unwrap();
         let sha = hex(&Sha256::digest(&bytes));
         if corrupt {
             // What the server serves no longer matches the hash it names the binary by.
             bytes.extend_from_slice(b"tampered");
         }
         std::fs::write(bins.join(&sha), &bytes).unwrap();
-        let out = Command::new(relay_binary()).args(["manifest", "--json"]).output().unwrap();
+        let out = Command::new(example("salt-server", "relay")).args(["manifest", "--json"]).output().unwrap();
         assert!(out.status.success());
         let manifest: Value = serde_json::from_slice(&out.stdout).unwrap();
         let binary = Arc::new(OneBinary { dir: bins, sha, manifest, runs: Mutex::default() });

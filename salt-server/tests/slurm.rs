@@ -3,13 +3,15 @@
 //! and the `relay` binary registered. Where no cluster can be started (not root, no
 //! `slurm-wlm`), the tests say so and pass, unless `SALT_REQUIRE_SLURM=1` (CI sets it).
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-const SALT: &str = env!("CARGO_BIN_EXE_salt");
+use common::{SALT, example, free_port, text, wait_healthy};
 
 /// Starts the cluster; false (and a line saying why) when it cannot be and need not be.
 fn cluster() -> bool {
@@ -25,45 +27,6 @@ fn cluster() -> bool {
     }
     println!("no Slurm cluster here ({why}); the Slurm tests are skipped");
     false
-}
-
-fn target_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary");
-    exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
-}
-
-fn relay_binary() -> PathBuf {
-    let bin = target_dir().join("examples").join("relay");
-    assert!(bin.exists(), "{} is not built: run `cargo test -p salt-server`", bin.display());
-    bin
-}
-
-/// The `etl` example of the `salt-examples` package, built now if it is not yet.
-fn etl_binary() -> PathBuf {
-    let bin = target_dir().join("examples").join("etl");
-    if !bin.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "salt-examples", "--example", "etl"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("run cargo");
-        assert!(status.success(), "cannot build the etl example");
-    }
-    bin
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// A `salt server` and its workers, killed when dropped.
@@ -90,11 +53,7 @@ impl Deployment {
             .spawn()
             .expect("start salt server");
         let d = Self { dir, url, children: vec![server] };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while ureq::get(&format!("{}/healthz", d.url)).call().is_err() {
-            assert!(Instant::now() < deadline, "the server never answered");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        assert!(wait_healthy(&d.url), "the server never answered");
         d
     }
 
@@ -271,8 +230,8 @@ fn the_etl_example_and_a_fan_out_run_as_slurm_jobs() {
         return;
     }
     let mut d = Deployment::new();
-    d.register(&etl_binary());
-    d.register(&relay_binary());
+    d.register(&example("salt-examples", "etl"));
+    d.register(&example("salt-server", "relay"));
     d.worker("hpc", "default", &["--slurm", "--slurm-address", "127.0.0.1", "--slurm-listen", "127.0.0.1:0"]);
     d.wait_workers(1);
 
@@ -318,7 +277,7 @@ fn a_job_over_its_memory_fails_with_that_reason() {
         return;
     }
     let mut d = Deployment::new();
-    d.register(&relay_binary());
+    d.register(&example("salt-server", "relay"));
     d.worker("local", "default", &[]);
     d.worker(
         "hpc",
@@ -350,7 +309,7 @@ fn a_job_over_its_time_limit_fails_one_cancelled_outside_is_reported_and_a_cance
         return;
     }
     let mut d = Deployment::new();
-    d.register(&relay_binary());
+    d.register(&example("salt-server", "relay"));
     // Workflows run on an ordinary worker; the `batch` queue is bound to Slurm, with a time limit
     // of one minute for every job.
     d.worker("local", "default", &[]);

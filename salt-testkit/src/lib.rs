@@ -3,6 +3,31 @@
 //! [`postgres::database`] gives a test a fresh, empty PostgreSQL database on loopback: on the
 //! server named by `SALT_TEST_POSTGRES` (a `postgres://` URL) when that is set, otherwise on a
 //! throwaway server this process starts from the machine's PostgreSQL binaries (Debian's
-//! `postgresql` package) and stops when it exits.
+//! `postgresql` package) and stops when it exits. [`most_at_once`] tells how many of a set of
+//! intervals overlapped at one instant, for tests of concurrency limits.
 
 pub mod postgres;
+
+/// The most intervals `(start, end)` that overlap at one instant (an interval that ends when
+/// another starts does not overlap it).
+pub fn most_at_once(intervals: &[(u128, u128)]) -> usize {
+    let mut edges: Vec<(u128, i32)> = intervals.iter().flat_map(|&(s, e)| [(s, 1), (e, -1)]).collect();
+    // An end before a start at the same instant.
+    edges.sort();
+    let (mut now, mut most) = (0i32, 0i32);
+    for (_, d) in edges {
+        now += d;
+        most = most.max(now);
+    }
+    most as usize
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn most_at_once_counts_overlaps_not_touches() {
+        assert_eq!(super::most_at_once(&[]), 0);
+        assert_eq!(super::most_at_once(&[(0, 10), (10, 20), (20, 30)]), 1);
+        assert_eq!(super::most_at_once(&[(0, 10), (5, 15), (9, 20), (15, 16)]), 3);
+    }
+}
