@@ -157,8 +157,10 @@ printf '{"doubled": %d}' $((n * 2)) > "$SALT_RESULT""#;
 #[workflow(input = r#"{"image": "localhost/salt-busybox:test", "tag": "example", "how": "exit"}"#)]
 async fn container_fail(image: String, tag: String, how: String) -> salt::Result<i32> {
     let script = match how.as_str() {
-        // Not the container's first process, which ignores signals it has no handler for.
-        "signal" => r#"sh -c 'echo about to die; kill -9 $$'; exit $?"#,
+        // Not the container's first process, which ignores signals it has no handler for. Both
+        // lines on stderr (the shell says `Killed` there), so that their order is the same
+        // every time.
+        "signal" => r#"sh -c 'echo about to die >&2; kill -9 $$'; exit $?"#,
         _ => "echo working; sleep 0.2; echo 'disk full' >&2; exit 3",
     };
     let out = salt::shell(script).image(&image).engine_args(["--label", &format!("salt.test={tag}")]).await?;

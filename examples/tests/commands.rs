@@ -476,15 +476,6 @@ fn a_container_whose_orchestrator_is_killed_is_removed_and_recover_runs_it_once(
     podman.assert_none_left(&tag, "after the run");
 }
 
-/// When each step of `crowd` started and ended, in ns.
-fn intervals(dir: &Path, steps: usize) -> Vec<(u128, u128)> {
-    let read = |f: String| -> u128 {
-        let text = std::fs::read_to_string(dir.join(&f)).unwrap_or_else(|e| panic!("{f}: {e}"));
-        text.trim().parse().unwrap_or_else(|e| panic!("{f}: {text:?}: {e}"))
-    };
-    (0..steps).map(|i| (read(format!("start.{i}")), read(format!("end.{i}")))).collect()
-}
-
 #[test]
 fn commands_that_ask_for_cores_never_run_beyond_what_the_machine_offers() {
     for executor in ["inline", "process", "pool"] {
@@ -495,7 +486,7 @@ fn commands_that_ask_for_cores_never_run_beyond_what_the_machine_offers() {
         let out = commands(dir, &args);
         assert!(out.status.success(), "{executor}: {}", text(&out));
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "3");
-        let steps = intervals(dir, 3);
+        let steps = salt_testkit::step_intervals(dir, 3);
         assert_eq!(
             salt_testkit::most_at_once(&steps),
             2,
@@ -511,7 +502,7 @@ fn commands_that_ask_for_memory_never_run_beyond_what_the_machine_offers() {
     let input = json!({"dir": dir.display().to_string(), "steps": 4, "cores": 0, "memory_mb": 300}).to_string();
     let out = commands(dir, &["run", "crowd", "--input", &input, "--memory-mb", "700", "--parallelism", "8"]);
     assert!(out.status.success(), "{}", text(&out));
-    let steps = intervals(dir, 4);
+    let steps = salt_testkit::step_intervals(dir, 4);
     assert_eq!(salt_testkit::most_at_once(&steps), 2, "four 300 MiB steps in 700 MiB: two at a time: {steps:?}");
 
     // Capped through the environment, one at a time.
@@ -526,7 +517,7 @@ fn commands_that_ask_for_memory_never_run_beyond_what_the_machine_offers() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
-    let steps = intervals(dir, 3);
+    let steps = salt_testkit::step_intervals(dir, 3);
     assert_eq!(salt_testkit::most_at_once(&steps), 1, "three 300 MiB steps in 500 MiB: one at a time: {steps:?}");
 }
 

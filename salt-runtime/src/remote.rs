@@ -116,6 +116,13 @@ pub struct WorkerHello {
     pub queues: Vec<String>,
     /// How many attempts it runs at once.
     pub slots: usize,
+    /// The CPU cores its attempts may ask for together (those of its machine, or `--cores`);
+    /// none counted when absent (a Slurm worker: the cluster places its jobs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cores: Option<u32>,
+    /// The memory, in MiB, its attempts may ask for together; none counted when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u64>,
     /// The protocol version it relays.
     pub protocol: u32,
 }
@@ -133,6 +140,14 @@ pub struct WorkerInfo {
     pub slots: usize,
     /// How many it runs now.
     pub busy: usize,
+    /// The cores its attempts may ask for together, if counted.
+    pub cores: Option<u32>,
+    /// The cores its running attempts asked for.
+    pub cores_used: u32,
+    /// The memory (MiB) its attempts may ask for together, if counted.
+    pub memory_mb: Option<u64>,
+    /// The memory (MiB) its running attempts asked for.
+    pub memory_used_mb: u64,
     /// Whether it is draining (takes nothing new).
     pub draining: bool,
     /// When it connected (ms since the epoch).
@@ -225,6 +240,9 @@ struct Inner {
 struct Conn {
     hello: WorkerHello,
     busy: usize,
+    /// The cores and memory its running attempts asked for.
+    cores_used: u32,
+    memory_used: u64,
     draining: bool,
     connected_at: i64,
     outbox: mpsc::UnboundedSender<ToWorker>,
@@ -243,6 +261,8 @@ struct Live {
     worker: Option<u64>,
     /// It holds a place in its (limited) queue.
     place: bool,
+    /// It asks for more cores or memory than any worker of its queue has (said once).
+    too_big: bool,
     /// Stopped by its run: whatever still comes of it is dropped.
     stopped: bool,
     /// The calls of its body that wait for a child or a signal, not yet answered: while there
@@ -275,7 +295,8 @@ impl Dispatcher {
         inner.next_conn += 1;
         let id = inner.next_conn;
         let connected_at = crate::model::now_ms();
-        inner.workers.insert(id, Conn { hello, busy: 0, draining: false, connected_at, outbox });
+        let conn = Conn { hello, busy: 0, cores_used: 0, memory_used: 0, draining: false, connected_at, outbox };
+        inner.workers.insert(id, conn);
         inner.pump();
         Connection { dispatcher: self.clone(), id }
     }
@@ -292,6 +313,10 @@ impl Dispatcher {
                 queues: c.hello.queues.clone(),
                 slots: c.hello.slots,
                 busy: c.busy,
+                cores: c.hello.cores,
+                cores_used: c.cores_used,
+                memory_mb: c.hello.memory_mb,
+                memory_used_mb: c.memory_used,
                 draining: c.draining,
                 connected_at: c.connected_at,
             })
@@ -365,6 +390,7 @@ impl Inner {
             && let Some(c) = live.worker.and_then(|w| self.workers.get_mut(&w))
         {
             c.busy = c.busy.saturating_sub(1);
+            c.give_back(&live.resources);
             if live.place
                 && let Some(limits) = &self.limits
             {
@@ -384,6 +410,7 @@ impl Inner {
             && let Some(c) = live.worker.and_then(|w| self.workers.get_mut(&w))
         {
             c.busy += 1;
+            c.take(&live.resources);
             if let Some(limits) = &self.limits
                 && limits.limited(&live.queue)
             {
@@ -401,18 +428,53 @@ impl Inner {
         waiting.sort_by_key(|id| (std::cmp::Reverse(self.attempts.get(id).map_or(0, |l| l.priority)), *id));
         // Limited queues found full in this pass: their other attempts wait without asking.
         let mut full: HashSet<String> = HashSet::new();
+        // Workers kept in this pass for an attempt too big for what they have free now, so
+        // that smaller sized attempts behind it do not take what frees up first, for ever
+        // (attempts that ask for nothing but a slot are not held back).
+        let mut kept: HashSet<u64> = HashSet::new();
         for id in waiting {
             let Some(live) = self.attempts.get_mut(&id) else { continue };
             if self.inactive.contains(&live.queue) || full.contains(&live.queue) {
                 self.waiting.push(id);
                 continue;
             }
+            let serves = |c: &Conn| !c.draining && c.hello.queues.contains(&live.queue);
+            let sized = live.resources.cores.is_some() || live.resources.memory_mb.is_some();
             let free = self
                 .workers
                 .iter_mut()
-                .filter(|(_, c)| !c.draining && c.busy < c.hello.slots && c.hello.queues.contains(&live.queue))
+                .filter(|(w, c)| {
+                    (!sized || !kept.contains(w))
+                        && serves(c)
+                        && c.busy < c.hello.slots
+                        && c.fits(&live.resources, false)
+                })
                 .min_by_key(|(_, c)| c.busy * 1000 / c.hello.slots.max(1));
             let Some((conn, c)) = free else {
+                if sized {
+                    let could = self
+                        .workers
+                        .iter()
+                        .filter(|(w, c)| !kept.contains(w) && serves(c) && c.fits(&live.resources, true))
+                        .min_by_key(|(_, c)| (c.cores_used, c.memory_used));
+                    match could {
+                        Some((w, _)) => {
+                            kept.insert(*w);
+                        }
+                        None if !live.too_big && self.workers.values().any(serves) => {
+                            live.too_big = true;
+                            tracing::warn!(
+                                "node {} of run {} asks for {} cores and {} MiB, more than any worker of queue `{}` has: it waits for one that has them",
+                                live.at.node.get(),
+                                live.at.run.get(),
+                                live.resources.cores.unwrap_or(0),
+                                live.resources.memory_mb.unwrap_or(0),
+                                live.queue
+                            );
+                        }
+                        None => {}
+                    }
+                }
                 self.waiting.push(id);
                 continue;
             };
@@ -436,6 +498,7 @@ impl Inner {
                 continue;
             }
             c.busy += 1;
+            c.take(&live.resources);
             live.worker = Some(*conn);
             self.counters.claimed(live.queued_at.elapsed());
         }
@@ -451,6 +514,7 @@ impl Inner {
             && let Some(c) = live.worker.and_then(|w| self.workers.get_mut(&w))
         {
             c.busy = c.busy.saturating_sub(1);
+            c.give_back(&live.resources);
         }
         if live.place
             && let Some(limits) = &self.limits
@@ -468,6 +532,35 @@ impl Inner {
 /// The name of an attempt's place in a limited queue: unique across servers.
 fn place_key(at: AttemptId) -> String {
     format!("{}/{}/{}", at.run.get(), at.node.get(), at.attempt)
+}
+
+impl Conn {
+    /// Whether an attempt that needs `need` fits in what this worker has free now (`idle`: in
+    /// all it has, once its running attempts end).
+    fn fits(&self, need: &Resources, idle: bool) -> bool {
+        let (cores_used, memory_used) = if idle { (0, 0) } else { (self.cores_used, self.memory_used) };
+        let cores = match (self.hello.cores, need.cores) {
+            (Some(has), Some(asks)) => u64::from(cores_used) + u64::from(asks) <= u64::from(has),
+            _ => true,
+        };
+        let memory = match (self.hello.memory_mb, need.memory_mb) {
+            (Some(has), Some(asks)) => memory_used.saturating_add(asks) <= has,
+            _ => true,
+        };
+        cores && memory
+    }
+
+    /// An attempt that needs `need` starts (or resumes) on it.
+    fn take(&mut self, need: &Resources) {
+        self.cores_used = self.cores_used.saturating_add(need.cores.unwrap_or(0));
+        self.memory_used = self.memory_used.saturating_add(need.memory_mb.unwrap_or(0));
+    }
+
+    /// An attempt that needed `need` ended (or waits for its children).
+    fn give_back(&mut self, need: &Resources) {
+        self.cores_used = self.cores_used.saturating_sub(need.cores.unwrap_or(0));
+        self.memory_used = self.memory_used.saturating_sub(need.memory_mb.unwrap_or(0));
+    }
 }
 
 /// A worker's connection to a [`Dispatcher`]. Dropping it ends the connection: the attempts
@@ -640,6 +733,7 @@ impl Executor for Remote {
                 queued_at: std::time::Instant::now(),
                 worker: None,
                 place: false,
+                too_big: false,
                 stopped: false,
                 blocked: HashSet::new(),
                 events: self.events.clone(),
@@ -697,9 +791,16 @@ impl Executor for Remote {
     }
 }
 
-/// What a worker says first, for this binary's protocol.
-pub fn hello(name: String, queues: Vec<String>, slots: usize) -> FromWorker {
-    FromWorker::Hello(WorkerHello { name, queues, slots, protocol: PROTOCOL_VERSION })
+/// What a worker says first, for this binary's protocol: its attempts may ask for `cores`
+/// and `memory_mb` together (none counted when `None`).
+pub fn hello(
+    name: String,
+    queues: Vec<String>,
+    slots: usize,
+    cores: Option<u32>,
+    memory_mb: Option<u64>,
+) -> FromWorker {
+    FromWorker::Hello(WorkerHello { name, queues, slots, cores, memory_mb, protocol: PROTOCOL_VERSION })
 }
 
 /// Whether a worker's hello speaks this server's protocol; the reason when not.
@@ -718,6 +819,143 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::model::{NodeId, RunId};
+
+    /// A worker connected to `d` serving `default` with `slots`, `cores` and `memory_mb`.
+    fn worker(
+        d: &Dispatcher,
+        slots: usize,
+        cores: Option<u32>,
+        memory_mb: Option<u64>,
+    ) -> (Connection, mpsc::UnboundedReceiver<ToWorker>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let hello = WorkerHello {
+            name: "w".into(),
+            queues: vec!["default".into()],
+            slots,
+            cores,
+            memory_mb,
+            protocol: PROTOCOL_VERSION,
+        };
+        (d.connect(hello, tx), rx)
+    }
+
+    /// The nodes of the attempts `rx` was told to start since last asked, with their wire ids.
+    fn started(rx: &mut mpsc::UnboundedReceiver<ToWorker>) -> Vec<(u64, u64)> {
+        let mut out = Vec::new();
+        while let Ok(m) = rx.try_recv() {
+            if let ToWorker::Start { msg: ToNode::Start { attempt_id, node, .. }, .. } = m {
+                out.push((node.get(), attempt_id));
+            }
+        }
+        out
+    }
+
+    /// Starts node `node` of run 1 on `ex`, asking for `cores` and `memory_mb`, at `priority`.
+    fn launch(ex: &mut Box<dyn Executor>, node: u64, cores: u32, memory_mb: u64, priority: i32) {
+        let task = crate::registry::Registry::global().unwrap().task(crate::command::TASK).unwrap();
+        let policy = crate::registry::Policy { cores, memory_mb, priority, ..task.policy };
+        let at = AttemptId { run: RunId::new(1), node: NodeId::new(node), attempt: 1 };
+        ex.start(Launch { at, task, input: json!({}), policy });
+    }
+
+    /// The attempt of wire id `id` on worker `conn` ended.
+    fn end(conn: &Connection, id: u64) {
+        let error = Error::new(ErrorKind::Task, "done");
+        conn.receive(FromWorker::Node { msg: FromNode::Failed { attempt_id: id, error } }).unwrap();
+    }
+
+    fn executor(d: &Dispatcher) -> (Box<dyn Executor>, mpsc::UnboundedReceiver<Event>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (d.executor("bin".into())(tx), rx)
+    }
+
+    #[test]
+    fn a_worker_gets_no_more_cores_or_memory_than_it_has() {
+        let d = Dispatcher::new();
+        let (conn, mut rx) = worker(&d, 8, Some(4), Some(1000));
+        let (mut ex, _events) = executor(&d);
+        launch(&mut ex, 1, 2, 0, 0);
+        launch(&mut ex, 2, 2, 0, 0);
+        launch(&mut ex, 3, 2, 0, 0);
+        let first = started(&mut rx);
+        assert_eq!(first.iter().map(|s| s.0).collect::<Vec<_>>(), [1, 2], "two 2-core attempts on 4 cores");
+        end(&conn, first[0].1);
+        assert_eq!(started(&mut rx).iter().map(|s| s.0).collect::<Vec<_>>(), [3]);
+        // Memory likewise. The attempt that waits for memory keeps the worker from the sized
+        // attempts behind it, not from those that ask for nothing but a slot.
+        launch(&mut ex, 4, 0, 600, 0);
+        launch(&mut ex, 5, 0, 600, 0);
+        launch(&mut ex, 6, 0, 100, 0);
+        launch(&mut ex, 7, 0, 0, 0);
+        let now = started(&mut rx);
+        assert_eq!(now.iter().map(|s| s.0).collect::<Vec<_>>(), [4, 7]);
+        let info = &d.workers()[0];
+        assert_eq!((info.cores_used, info.memory_used_mb, info.busy), (4, 600, 4));
+        end(&conn, now[0].1);
+        assert_eq!(started(&mut rx).iter().map(|s| s.0).collect::<Vec<_>>(), [5, 6]);
+    }
+
+    #[test]
+    fn a_big_attempt_goes_where_it_fits_and_is_not_starved_by_small_ones() {
+        let d = Dispatcher::new();
+        let (small, mut small_rx) = worker(&d, 8, Some(2), None);
+        let (big, mut big_rx) = worker(&d, 8, Some(4), None);
+        let (mut ex, _events) = executor(&d);
+        launch(&mut ex, 1, 4, 0, 0);
+        assert_eq!(started(&mut big_rx).iter().map(|s| s.0).collect::<Vec<_>>(), [1]);
+        assert!(started(&mut small_rx).is_empty());
+        // The 4-core worker is full; a 4-core attempt waits for it, and the 1-core attempts of
+        // lower priority behind it go to the other worker, never to the one it waits for.
+        launch(&mut ex, 2, 4, 0, 5);
+        for n in 3..=6 {
+            launch(&mut ex, n, 1, 0, 0);
+        }
+        assert!(started(&mut big_rx).is_empty());
+        let on_small = started(&mut small_rx);
+        assert_eq!(on_small.iter().map(|s| s.0).collect::<Vec<_>>(), [3, 4]);
+        let first = d.lock().by_at.get(&AttemptId { run: RunId::new(1), node: NodeId::new(1), attempt: 1 }).copied();
+        end(&big, first.unwrap());
+        assert_eq!(started(&mut big_rx).iter().map(|s| s.0).collect::<Vec<_>>(), [2], "the big one first");
+        end(&small, on_small[0].1);
+        assert_eq!(started(&mut small_rx).iter().map(|s| s.0).collect::<Vec<_>>(), [5]);
+    }
+
+    #[test]
+    fn an_attempt_too_big_for_every_worker_waits_and_others_go_on() {
+        let d = Dispatcher::new();
+        let (_conn, mut rx) = worker(&d, 4, Some(2), Some(100));
+        let (mut ex, _events) = executor(&d);
+        launch(&mut ex, 1, 8, 0, 9);
+        launch(&mut ex, 2, 0, 500, 9);
+        launch(&mut ex, 3, 1, 50, 0);
+        assert_eq!(started(&mut rx).iter().map(|s| s.0).collect::<Vec<_>>(), [3]);
+        assert_eq!(d.waiting().get("default"), Some(&2));
+        // A worker that has them takes them.
+        let (_big, mut big_rx) = worker(&d, 4, Some(16), Some(1000));
+        assert_eq!(started(&mut big_rx).iter().map(|s| s.0).collect::<Vec<_>>(), [1, 2]);
+    }
+
+    #[test]
+    fn a_body_waiting_for_its_children_holds_no_cores_and_a_worker_that_counts_none_takes_all() {
+        let d = Dispatcher::new();
+        let (conn, mut rx) = worker(&d, 4, Some(2), None);
+        let (mut ex, _events) = executor(&d);
+        launch(&mut ex, 1, 2, 0, 0);
+        launch(&mut ex, 2, 2, 0, 0);
+        let first = started(&mut rx);
+        assert_eq!(first.iter().map(|s| s.0).collect::<Vec<_>>(), [1]);
+        conn.receive(FromWorker::Node { msg: FromNode::Await { attempt_id: first[0].1, id: 1, seq: 0 } }).unwrap();
+        assert_eq!(started(&mut rx).iter().map(|s| s.0).collect::<Vec<_>>(), [2]);
+
+        let d = Dispatcher::new();
+        let (_conn, mut rx) = worker(&d, 3, None, None);
+        let (mut ex, _events) = executor(&d);
+        for n in 1..=3 {
+            launch(&mut ex, n, 64, 1 << 20, 0);
+        }
+        assert_eq!(started(&mut rx).len(), 3, "a worker that counts nothing (Slurm) is bound by its slots only");
+    }
 
     #[test]
     fn a_worker_is_told_the_cores_and_memory_of_a_node_and_nothing_when_nothing_is_asked() {

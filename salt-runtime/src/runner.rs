@@ -168,12 +168,17 @@ pub const DEFAULT_LEASE_TTL: std::time::Duration = std::time::Duration::from_sec
 /// cannot be read), unless `SALT_CORES` or `SALT_MEMORY_MB` (a whole number above zero) says
 /// otherwise.
 fn default_capacity() -> Capacity {
+    let (cores, memory_mb) = machine_capacity();
+    Capacity { cores, memory_mb: memory_mb.unwrap_or(u64::MAX) }
+}
+
+/// The cores and memory (MiB; `None` where it cannot be read) this machine offers the
+/// attempts that ask for them: `available_parallelism` and `MemTotal` of `/proc/meminfo`,
+/// unless `SALT_CORES` or `SALT_MEMORY_MB` (a whole number above zero) says otherwise.
+pub fn machine_capacity() -> (u32, Option<u64>) {
     let (cores, memory_mb) = crate::command::machine();
     let env = |name: &str| std::env::var(name).ok().and_then(|v| v.trim().parse::<u64>().ok()).filter(|&n| n > 0);
-    Capacity {
-        cores: env("SALT_CORES").map_or(cores, |c| c.min(u32::MAX as u64) as u32),
-        memory_mb: env("SALT_MEMORY_MB").or(memory_mb).unwrap_or(u64::MAX),
-    }
+    (env("SALT_CORES").map_or(cores, |c| c.min(u32::MAX as u64) as u32), env("SALT_MEMORY_MB").or(memory_mb))
 }
 
 /// The default number of nodes that run at once: the number of cores.

@@ -54,6 +54,15 @@ pub struct WorkerArgs {
     /// How many attempts run at once.
     #[arg(long, default_value_t = 4)]
     pub slots: usize,
+    /// The CPU cores its attempts may ask for together (`#[task(cores = N)]`); the server
+    /// gives it no attempt that would go over [default: this machine's cores; with `--slurm`,
+    /// not counted].
+    #[arg(long, env = "SALT_CORES", value_parser = clap::value_parser!(u32).range(1..))]
+    pub cores: Option<u32>,
+    /// The memory, in MiB, its attempts may ask for together (`#[task(memory_mb = M)]`)
+    /// [default: this machine's memory; with `--slurm`, not counted].
+    #[arg(long, env = "SALT_MEMORY_MB", value_parser = clap::value_parser!(u64).range(1..))]
+    pub memory_mb: Option<u64>,
     /// Its name, as the server lists it (default `host:pid`).
     #[arg(long)]
     pub name: Option<String>,
@@ -92,6 +101,10 @@ impl WorkerArgs {
             token,
             queues: self.queues,
             slots: self.slots.max(1),
+            cores: self.cores.or_else(|| (!self.slurm).then(|| salt_runtime::runner::machine_capacity().0)),
+            memory_mb: self
+                .memory_mb
+                .or_else(|| if self.slurm { None } else { salt_runtime::runner::machine_capacity().1 }),
             cache: self.cache.unwrap_or_else(|| PathBuf::from(".salt/worker-cache")),
             slurm: self.slurm.then(|| SlurmOptions {
                 dir: self.slurm_dir.unwrap_or_else(|| PathBuf::from(".salt/slurm")),
@@ -115,6 +128,10 @@ pub struct WorkerOptions {
     pub queues: Vec<String>,
     /// How many attempts it runs at once.
     pub slots: usize,
+    /// The cores its attempts may ask for together; not counted when `None`.
+    pub cores: Option<u32>,
+    /// The memory (MiB) its attempts may ask for together; not counted when `None`.
+    pub memory_mb: Option<u64>,
     /// Its name, as the server lists it.
     pub name: String,
     /// Where fetched binaries are kept, by sha256.
@@ -251,7 +268,8 @@ async fn session(
         Err(e) => return Err(e.into()),
     };
     let (mut sink, mut stream) = ws.split();
-    let hello = remote::hello(options.name.clone(), options.queues.clone(), options.slots);
+    let hello =
+        remote::hello(options.name.clone(), options.queues.clone(), options.slots, options.cores, options.memory_mb);
     sink.send(Message::Text(serde_json::to_string(&hello)?.into())).await?;
     eprintln!(
         "worker `{}` connected to {} (queues {}, {} slots)",

@@ -54,8 +54,14 @@ impl Deployment {
     }
 
     fn worker(&mut self, name: &str) {
+        self.worker_with(name, &["--slots", "2"]);
+    }
+
+    /// Starts a worker named `name` with `args`.
+    fn worker_with(&mut self, name: &str, args: &[&str]) {
         let child = Command::new(SALT)
-            .args(["worker", "--server", &self.url, "--name", name, "--slots", "2"])
+            .args(["worker", "--server", &self.url, "--name", name])
+            .args(args)
             .arg("--cache")
             .arg(self.dir.path().join(format!("cache-{name}")))
             .stdin(Stdio::null())
@@ -379,4 +385,26 @@ fn a_signal_wait_is_told_to_the_webhook_once_and_logs_follow_the_run_to_its_end(
     std::thread::sleep(Duration::from_millis(300));
     let events: Vec<String> = told.lock().unwrap().iter().map(|(e, _)| e.clone()).collect();
     assert_eq!(events, ["waiting", "succeeded"]);
+}
+
+#[test]
+fn a_worker_runs_no_more_than_its_cores_at_once() {
+    let mut d = Deployment::new();
+    let out = d.salt(&["register", example("salt-examples", "commands").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    // Eight slots, four cores: three steps of two cores each run two at a time.
+    d.worker_with("w0", &["--slots", "8", "--cores", "4", "--memory-mb", "1000"]);
+    d.wait_workers(1);
+    let worker = &d.get("/api/v1/workers")["workers"][0];
+    assert_eq!((worker["cores"].clone(), worker["memory_mb"].clone()), (json!(4), json!(1000)), "{worker}");
+    let steps = d.dir.path().join("steps");
+    std::fs::create_dir_all(&steps).unwrap();
+    let input = json!({"dir": steps.display().to_string(), "steps": 3, "cores": 2, "memory_mb": 0}).to_string();
+    let out = d.salt(&["run", "crowd", "--input", &input, "--wait"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "3", "{}", text(&out));
+    let spans = salt_testkit::step_intervals(&steps, 3);
+    assert_eq!(salt_testkit::most_at_once(&spans), 2, "three 2-core steps on a 4-core worker: {spans:?}");
+    let worker = &d.get("/api/v1/workers")["workers"][0];
+    assert_eq!((worker["cores_used"].clone(), worker["busy"].clone()), (json!(0), json!(0)), "{worker}");
 }

@@ -22,6 +22,16 @@ pub fn most_at_once(intervals: &[(u128, u128)]) -> usize {
     most as usize
 }
 
+/// When each of `steps` steps started and ended, as they wrote it (ns, one number a file) to
+/// `dir/start.N` and `dir/end.N` (the `crowd` workflow of the `commands` example).
+pub fn step_intervals(dir: &std::path::Path, steps: usize) -> Vec<(u128, u128)> {
+    let read = |f: String| -> u128 {
+        let text = std::fs::read_to_string(dir.join(&f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+        text.trim().parse().unwrap_or_else(|e| panic!("{f}: {text:?}: {e}"))
+    };
+    (0..steps).map(|i| (read(format!("start.{i}")), read(format!("end.{i}")))).collect()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -27,12 +27,12 @@ fn render(state: &AppState) -> UiResult<live::Parts> {
     };
 
     let mut w = format!(
-        r#"<table class="workers"><caption>{} connected</caption><thead><tr><th>Worker</th><th>Queues</th><th>Slots</th><th>Running</th><th>State</th><th>Connected</th></tr></thead><tbody>"#,
+        r#"<table class="workers"><caption>{} connected</caption><thead><tr><th>Worker</th><th>Queues</th><th>Slots</th><th>Running</th><th>State</th><th>Connected</th><th>Cores</th><th>Memory</th></tr></thead><tbody>"#,
         workers.len()
     );
     for x in &workers {
         w.push_str(&format!(
-            r#"<tr data-worker="{name}"><td>{name} <small>#{id}</small></td><td>{queues}</td><td>{slots}</td><td class="busy">{busy}</td><td>{state}</td><td>{at}</td></tr>"#,
+            r#"<tr data-worker="{name}"><td>{name} <small>#{id}</small></td><td>{queues}</td><td>{slots}</td><td class="busy">{busy}</td><td>{state}</td><td>{at}</td><td class="cores">{cores}</td><td class="memory">{memory}</td></tr>"#,
             name = esc(&x.name),
             id = x.id,
             queues = esc(&x.queues.join(", ")),
@@ -40,10 +40,12 @@ fn render(state: &AppState) -> UiResult<live::Parts> {
             busy = x.busy,
             state = if x.draining { "draining" } else { "serving" },
             at = when(x.connected_at),
+            cores = x.cores.map_or("not counted".into(), |n| format!("{} of {n} in use", x.cores_used)),
+            memory = x.memory_mb.map_or("not counted".into(), |n| format!("{} of {n} MiB in use", x.memory_used_mb)),
         ));
     }
     if workers.is_empty() {
-        w.push_str(r#"<tr><td colspan="6" class="empty">No worker is connected.</td></tr>"#);
+        w.push_str(r#"<tr><td colspan="8" class="empty">No worker is connected.</td></tr>"#);
     }
     w.push_str("</tbody></table>");
 
