@@ -1137,35 +1137,44 @@ impl Store for PgStore {
     }
 
     fn control(&self, run: RunId) -> Result<RunControl, StoreError> {
-        self.run(move |c| {
+        // One statement (one snapshot, no transaction): every orchestrator asks this of each
+        // of its runs several times a second.
+        let row = self.run(move |c| {
             Box::pin(async move {
-                let tx = snapshot(c).await?;
-                let Some(flags) =
-                    tx.query_opt("SELECT cancel_requested, paused FROM runs WHERE id = $1", &[&run.get()]).await?
-                else {
-                    return Err(StoreError::NoRun(run).into());
-                };
-                let signals = tx
-                    .query(
-                        "SELECT id, name, value FROM signals WHERE run_id = $1 AND NOT consumed ORDER BY id",
-                        &[&run.get()],
-                    )
-                    .await?;
-                let cancels = tx
-                    .query(
-                        "SELECT id, node_id FROM node_cancels WHERE run_id = $1 AND NOT consumed ORDER BY id",
-                        &[&run.get()],
-                    )
-                    .await?;
-                tx.commit().await?;
-                Ok(RunControl {
-                    cancel_requested: flags.get(0),
-                    paused: flags.get(1),
-                    signals: signals.iter().map(|r| (r.get(0), r.get(1), parse_json(r.get(2)))).collect(),
-                    cancel_nodes: cancels.iter().map(|r| (r.get(0), node_of(r.get(1)))).collect(),
-                })
+                c.query_opt(
+                    "SELECT r.cancel_requested, r.paused,
+                            (SELECT COALESCE(json_agg(json_build_array(s.id, s.name, s.value) ORDER BY s.id), '[]')::text
+                             FROM signals s WHERE s.run_id = r.id AND NOT s.consumed),
+                            (SELECT COALESCE(json_agg(json_build_array(n.id, n.node_id) ORDER BY n.id), '[]')::text
+                             FROM node_cancels n WHERE n.run_id = r.id AND NOT n.consumed)
+                     FROM runs r WHERE r.id = $1",
+                    &[&run.get()],
+                )
+                .await?
+                .ok_or_else(|| StoreError::NoRun(run).into())
             })
-        })
+        })?;
+        let listed = |column: usize| -> Result<Vec<Value>, StoreError> {
+            serde_json::from_str(row.get(column)).map_err(|e| {
+                StoreError::backend(
+                    format!("database {}: the signals or node cancels of run {run}", redact(&self.url)),
+                    e,
+                )
+            })
+        };
+        let signals = listed(2)?
+            .into_iter()
+            .map(|s| {
+                (
+                    s[0].as_i64().unwrap_or(0),
+                    s[1].as_str().unwrap_or_default().to_string(),
+                    parse_json(s[2].as_str().unwrap_or("null").to_string()),
+                )
+            })
+            .collect();
+        let cancel_nodes =
+            listed(3)?.into_iter().map(|n| (n[0].as_i64().unwrap_or(0), node_of(n[1].as_i64().unwrap_or(0)))).collect();
+        Ok(RunControl { cancel_requested: row.get(0), paused: row.get(1), signals, cancel_nodes })
     }
 
     fn set_paused(&self, run: RunId, paused: bool) -> Result<(), StoreError> {

@@ -91,6 +91,7 @@ on_every_backend!(
     racing_claimers_never_get_the_same_entry,
     readers_and_a_writer_make_progress_together,
     a_reader_following_the_logs_misses_no_line_of_writers_logging_at_once,
+    signals_cancels_and_pauses_reach_the_orchestrator_until_consumed,
 );
 
 /// The root node of a test run of workflow `wf` with `args`.
@@ -654,4 +655,41 @@ fn a_reader_following_the_logs_misses_no_line_of_writers_logging_at_once(b: &Bac
     let node: Vec<String> = reader.logs(run, Some(NodeId::new(1))).unwrap().into_iter().map(|l| l.line).collect();
     let expected: Vec<String> = (0..40).flat_map(|b| (0..5).map(move |i| format!("1-{b}-{i}"))).collect();
     assert_eq!(node, expected);
+}
+
+fn signals_cancels_and_pauses_reach_the_orchestrator_until_consumed(b: &Backend) {
+    let store = b.open();
+    let run = new_run(&*store, Some(("me", TTL)));
+    let lease = Lease { run, owner: "me".into() };
+    let quiet = store.control(run).unwrap();
+    assert!(!quiet.cancel_requested && !quiet.paused && quiet.signals.is_empty() && quiet.cancel_nodes.is_empty());
+
+    let other = b.open();
+    other.send_signal(run, "approve", &serde_json::json!({"by": "ann", "note": "it's \"fine\""})).unwrap();
+    other.send_signal(run, "approve", &serde_json::json!(null)).unwrap();
+    other.request_node_cancel(run, NodeId::new(4)).unwrap();
+    other.set_paused(run, true).unwrap();
+    let asked = store.control(run).unwrap();
+    assert!(asked.paused && !asked.cancel_requested);
+    let signals: Vec<(&str, &Value)> = asked.signals.iter().map(|(_, n, v)| (n.as_str(), v)).collect();
+    assert_eq!(
+        signals,
+        [("approve", &serde_json::json!({"by": "ann", "note": "it's \"fine\""})), ("approve", &Value::Null)]
+    );
+    assert!(asked.signals[0].0 < asked.signals[1].0, "in the order sent");
+    assert_eq!(asked.cancel_nodes.iter().map(|(_, n)| *n).collect::<Vec<_>>(), [NodeId::new(4)]);
+
+    // Consumed, they are no longer asked.
+    let consumed = [
+        Write::SignalConsumed { id: asked.signals[0].0 },
+        Write::NodeCancelConsumed { id: asked.cancel_nodes[0].0 },
+    ];
+    store.commit(Some(&lease), &consumed).unwrap();
+    other.request_cancel(run).unwrap();
+    let left = store.control(run).unwrap();
+    assert!(left.cancel_requested);
+    assert_eq!(left.signals.len(), 1);
+    assert_eq!(left.signals[0].2, Value::Null);
+    assert!(left.cancel_nodes.is_empty());
+    assert!(matches!(store.control(RunId::new(999)), Err(StoreError::NoRun(_))));
 }
