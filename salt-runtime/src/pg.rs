@@ -6,14 +6,17 @@
 //! with [`futures::executor::block_on`], which works on any thread. A [`Pg`] keeps a few
 //! connections, reconnects one that was closed (the server restarted, say) on its next use, and
 //! [`Pg::listen`] opens a connection for `LISTEN`, whose notifications arrive on a channel.
+//! Each connection is a [`Session`] that keeps the statements prepared on it ([`Statements`]),
+//! so that a statement run again costs one round trip, not two.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 pub use tokio_postgres;
-use tokio_postgres::{AsyncMessage, Client, Config, NoTls, Notification};
+use tokio_postgres::{AsyncMessage, Client, Config, GenericClient, NoTls, Notification, Statement};
 
 /// The runtime that drives every connection's socket.
 fn runtime() -> &'static tokio::runtime::Runtime {
@@ -91,11 +94,81 @@ async fn measure_clock(client: &Client) {
 /// server ends it.
 const IDLE_IN_TRANSACTION_MS: u64 = 5_000;
 
+/// At most this many statements are kept prepared on a connection (more: it starts over).
+const MAX_STATEMENTS: usize = 512;
+
+/// The statements prepared on one connection, by their SQL: a clone is the same cache, for use
+/// inside a transaction of that connection.
+#[derive(Clone, Default)]
+pub struct Statements(Arc<Mutex<HashMap<String, Statement>>>);
+
+impl std::fmt::Debug for Statements {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Statements").field("prepared", &self.0.lock().map_or(0, |m| m.len())).finish()
+    }
+}
+
+impl Statements {
+    /// `sql` prepared on `client` (the connection these statements belong to, or a transaction
+    /// of it): once, then from the cache.
+    pub async fn get<C: GenericClient + Sync>(
+        &self,
+        client: &C,
+        sql: &str,
+    ) -> Result<Statement, tokio_postgres::Error> {
+        if let Some(s) = self.0.lock().unwrap_or_else(|p| p.into_inner()).get(sql) {
+            return Ok(s.clone());
+        }
+        let statement = client.prepare(sql).await?;
+        let mut cache = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= MAX_STATEMENTS {
+            cache.clear();
+        }
+        cache.insert(sql.to_string(), statement.clone());
+        Ok(statement)
+    }
+}
+
+/// One connection, with the statements prepared on it. It derefs to its [`Client`].
+pub struct Session {
+    client: Client,
+    statements: Statements,
+}
+
+impl Session {
+    fn new(client: Client) -> Self {
+        Session { client, statements: Statements::default() }
+    }
+
+    /// The statements prepared on this connection.
+    pub fn statements(&self) -> Statements {
+        self.statements.clone()
+    }
+
+    /// `sql` prepared on this connection: once, then from its cache.
+    pub async fn prepared(&self, sql: &str) -> Result<Statement, tokio_postgres::Error> {
+        self.statements.get(&self.client, sql).await
+    }
+}
+
+impl std::ops::Deref for Session {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl std::ops::DerefMut for Session {
+    fn deref_mut(&mut self) -> &mut Client {
+        &mut self.client
+    }
+}
+
 /// A small set of connections to one PostgreSQL database, used from synchronous code.
 pub struct Pg {
     config: Config,
     url: String,
-    slots: Vec<Mutex<Option<Client>>>,
+    slots: Vec<Mutex<Option<Session>>>,
     next: AtomicUsize,
 }
 
@@ -132,7 +205,7 @@ impl Pg {
         config.options(&options);
         let first = connect(&config, None)?;
         futures::executor::block_on(measure_clock(&first));
-        let mut slots = vec![Mutex::new(Some(first))];
+        let mut slots = vec![Mutex::new(Some(Session::new(first)))];
         slots.extend((1..connections.max(1)).map(|_| Mutex::new(None)));
         Ok(Pg { config, url: url.to_string(), slots, next: AtomicUsize::new(0) })
     }
@@ -144,7 +217,31 @@ impl Pg {
 
     /// Runs `f` with a connection of its own and waits for its result. A connection found
     /// closed is replaced first; one that closes during `f` is replaced on its next use.
-    pub fn with<R, E>(&self, f: impl for<'c> FnOnce(&'c mut Client) -> BoxFuture<'c, Result<R, E>>) -> Result<R, E>
+    pub fn with<R, E>(&self, f: impl for<'c> FnOnce(&'c mut Session) -> BoxFuture<'c, Result<R, E>>) -> Result<R, E>
+    where
+        E: From<tokio_postgres::Error>,
+    {
+        self.with_slot(f, true)
+    }
+
+    /// [`Pg::with`], but a connection found closed is not replaced: `f` fails on it. For the
+    /// statements of a transaction opened by an earlier call (on a client of one connection),
+    /// which must not go on, outside the transaction, on a new connection.
+    pub fn with_same<R, E>(
+        &self,
+        f: impl for<'c> FnOnce(&'c mut Session) -> BoxFuture<'c, Result<R, E>>,
+    ) -> Result<R, E>
+    where
+        E: From<tokio_postgres::Error>,
+    {
+        self.with_slot(f, false)
+    }
+
+    fn with_slot<R, E>(
+        &self,
+        f: impl for<'c> FnOnce(&'c mut Session) -> BoxFuture<'c, Result<R, E>>,
+        reconnect: bool,
+    ) -> Result<R, E>
     where
         E: From<tokio_postgres::Error>,
     {
@@ -153,16 +250,16 @@ impl Pg {
         let mut slot = (0..n)
             .find_map(|i| self.slots[(start + i) % n].try_lock().ok())
             .unwrap_or_else(|| self.slots[start % n].lock().unwrap_or_else(|e| e.into_inner()));
-        if slot.as_ref().is_none_or(Client::is_closed) {
+        if slot.is_none() || (reconnect && slot.as_ref().is_some_and(|s| s.is_closed())) {
             *slot = None;
-            *slot = Some(connect(&self.config, None)?);
+            *slot = Some(Session::new(connect(&self.config, None)?));
         }
         let client = slot.as_mut().expect("connected above");
         if crate::model::now_ms() - CLOCK_MEASURED_AT.load(Ordering::Relaxed) > CLOCK_EVERY_MS {
             futures::executor::block_on(measure_clock(client));
         }
         let result = futures::executor::block_on(f(client));
-        if client.is_closed() {
+        if reconnect && client.is_closed() {
             *slot = None;
         }
         result

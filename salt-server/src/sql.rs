@@ -277,6 +277,9 @@ enum Backend {
 /// A connection to the database that holds the server's tables.
 pub struct Conn {
     backend: Backend,
+    /// In a transaction: a closed connection is an error, not a new connection on which the
+    /// rest of the transaction would run outside it.
+    in_transaction: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Conn {
@@ -295,11 +298,24 @@ pub fn is_postgres(db: &str) -> bool {
 }
 
 impl Conn {
+    fn of(backend: Backend) -> Self {
+        Conn { backend, in_transaction: std::sync::atomic::AtomicBool::new(false) }
+    }
+
+    /// Runs `f` on the PostgreSQL connection: on the same connection within a transaction.
+    fn on_pg<R>(
+        &self,
+        pg: &Pg,
+        f: impl for<'c> FnOnce(&'c mut salt_runtime::pg::Session) -> futures::future::BoxFuture<'c, Result<R>>,
+    ) -> Result<R> {
+        if self.in_transaction.load(std::sync::atomic::Ordering::Relaxed) { pg.with_same(f) } else { pg.with(f) }
+    }
+
     /// Opens the database `db` names: a PostgreSQL URL, or a SQLite file (a path or
     /// `sqlite://PATH`). Does not migrate.
     pub fn open(db: &str) -> Result<Self> {
         if is_postgres(db) {
-            return Ok(Conn { backend: Backend::Postgres(Box::new(Pg::connect(db, 1)?)) });
+            return Ok(Conn::of(Backend::Postgres(Box::new(Pg::connect(db, 1)?))));
         }
         let path = db.strip_prefix("sqlite://").unwrap_or(db);
         let conn = rusqlite::Connection::open(path)?;
@@ -307,12 +323,12 @@ impl Conn {
         // As the run store by default: a commit survives the process being killed (WAL),
         // without waiting for the disk at each one.
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        Ok(Conn { backend: Backend::Sqlite(conn) })
+        Ok(Conn::of(Backend::Sqlite(conn)))
     }
 
     /// A connection on an open SQLite connection.
     pub fn sqlite(conn: rusqlite::Connection) -> Self {
-        Conn { backend: Backend::Sqlite(conn) }
+        Conn::of(Backend::Sqlite(conn))
     }
 
     /// A new, empty SQLite database in memory (tests).
@@ -335,7 +351,10 @@ impl Conn {
     pub fn execute_batch(&self, sql: &str) -> Result<()> {
         match &self.backend {
             Backend::Sqlite(c) => Ok(c.execute_batch(sql)?),
-            Backend::Postgres(pg) => Ok(pg.batch(sql)?),
+            Backend::Postgres(pg) => {
+                let sql = sql.to_string();
+                self.on_pg(pg, move |c| Box::pin(async move { Ok(c.batch_execute(&sql).await?) }))
+            }
         }
     }
 
@@ -346,10 +365,11 @@ impl Conn {
             Backend::Sqlite(c) => Ok(c.execute(sql, rusqlite::params_from_iter(params.iter().map(to_sqlite)))?),
             Backend::Postgres(pg) => {
                 let sql = numbered(sql);
-                let n = pg.with(move |c| {
+                let n = self.on_pg(pg, move |c| {
                     Box::pin(async move {
                         let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-                        c.execute(sql.as_str(), &refs).await
+                        let statement = c.prepared(&sql).await?;
+                        Ok(c.execute(&statement, &refs).await?)
                     })
                 })?;
                 Ok(n as usize)
@@ -377,10 +397,11 @@ impl Conn {
             }
             Backend::Postgres(pg) => {
                 let sql = numbered(sql);
-                let rows = pg.with(move |c| {
+                let rows = self.on_pg(pg, move |c| {
                     Box::pin(async move {
                         let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-                        c.query(sql.as_str(), &refs).await
+                        let statement = c.prepared(&sql).await?;
+                        Ok(c.query(&statement, &refs).await?)
                     })
                 })?;
                 rows.iter().map(from_pg_row).collect()
@@ -404,19 +425,22 @@ impl Conn {
     pub fn transaction<T, E: From<Error>>(&self, f: impl FnOnce(&Conn) -> Result<T, E>) -> Result<T, E> {
         let begin = if self.is_postgres() { "BEGIN" } else { "BEGIN IMMEDIATE" };
         self.execute_batch(begin)?;
-        match f(self) {
-            Ok(v) => {
-                if let Err(e) = self.execute_batch("COMMIT") {
+        self.in_transaction.store(true, std::sync::atomic::Ordering::Relaxed);
+        let result = match f(self) {
+            Ok(v) => match self.execute_batch("COMMIT") {
+                Ok(()) => Ok(v),
+                Err(e) => {
                     let _ = self.execute_batch("ROLLBACK");
-                    return Err(e.into());
+                    Err(e.into())
                 }
-                Ok(v)
-            }
+            },
             Err(e) => {
                 let _ = self.execute_batch("ROLLBACK");
                 Err(e)
             }
-        }
+        };
+        self.in_transaction.store(false, std::sync::atomic::Ordering::Relaxed);
+        result
     }
 }
 

@@ -27,7 +27,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use serde_json::Value;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, IsolationLevel, Statement, Transaction};
+use tokio_postgres::{IsolationLevel, Statement, Transaction};
 
 use super::sqlite::{ArgIn, ArgOut, corrupt, json, millis, parse_json};
 use super::{Claim, Durability, Lease, NewRun, QueueResult, QueueWatch, Store, Write, effective_state, live_expiry};
@@ -38,7 +38,7 @@ use crate::model::{
     RunControl, RunId, RunRecord, RunSnapshot, RunState, RunSummary, StoredArg, WaitRecord,
 };
 // Leases, claims and their expiries are read and written on the database's clock.
-use crate::pg::{Pg, now_ms, redact};
+use crate::pg::{Pg, Session, Statements, now_ms, redact};
 
 /// The store's schema, one migration per file, applied in order.
 const MIGRATIONS: &[&str] = &[include_str!("../../migrations/postgres/0001_init.sql")];
@@ -180,7 +180,7 @@ pub fn migrate(
 ) -> Result<(), StoreError> {
     let url = pg.url().to_string();
     let shown = redact(&url);
-    let result = pg.with(move |c: &mut Client| -> BoxFuture<'_, Result<(), Fail>> {
+    let result = pg.with(move |c: &mut Session| -> BoxFuture<'_, Result<(), Fail>> {
         Box::pin(async move {
             let tx = c.transaction().await?;
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await?;
@@ -281,7 +281,7 @@ impl PgStore {
     /// Runs `f` on a connection of the pool.
     fn run<R>(
         &self,
-        f: impl for<'c> FnOnce(&'c mut Client) -> BoxFuture<'c, Result<R, Fail>>,
+        f: impl for<'c> FnOnce(&'c mut Session) -> BoxFuture<'c, Result<R, Fail>>,
     ) -> Result<R, StoreError> {
         self.pg.with(f).map_err(|e| match e {
             Fail::Pg(e) => backend(&self.url, e),
@@ -659,14 +659,18 @@ async fn in_order<T, E>(mut futures: Vec<Pending<'_, Result<T, E>>>) -> Result<V
 
 /// Executes `stmts` in `tx`, pipelined: each distinct statement is prepared once, then all are
 /// sent together. Returns the rows each changed.
-async fn execute_all(tx: &Transaction<'_>, stmts: &[Stmt]) -> Result<Vec<u64>, tokio_postgres::Error> {
+async fn execute_all(
+    tx: &Transaction<'_>,
+    statements: &Statements,
+    stmts: &[Stmt],
+) -> Result<Vec<u64>, tokio_postgres::Error> {
     let mut distinct: Vec<&'static str> = Vec::new();
     for s in stmts {
         if !distinct.contains(&s.sql) {
             distinct.push(s.sql);
         }
     }
-    let prepared = futures::future::try_join_all(distinct.iter().map(|sql| tx.prepare(sql))).await?;
+    let prepared = futures::future::try_join_all(distinct.iter().map(|sql| statements.get(tx, sql))).await?;
     let by_sql: HashMap<&'static str, Statement> = distinct.into_iter().zip(prepared).collect();
     let by_sql = &by_sql;
     let futures: Vec<Pending<'_, Result<u64, tokio_postgres::Error>>> = stmts
@@ -759,15 +763,19 @@ impl Store for PgStore {
         let lease = run.lease.map(|(owner, ttl)| (owner.to_string(), millis_ttl(ttl)));
         self.run(move |c| {
             Box::pin(async move {
+                let statements = c.statements();
                 let tx = c.transaction().await?;
-                execute_all(&tx, &blobs).await?;
+                execute_all(&tx, &statements, &blobs).await?;
                 let now = now_ms();
-                let id: i64 = tx
-                    .query_one(
+                let insert = statements
+                    .get(
+                        &tx,
                         "INSERT INTO runs (workflow, state, input, input_blob, created_at, executor, parallelism)
                          VALUES ($1, 'queued', $2, $3, $4, $5, $6) RETURNING id",
-                        &[&workflow, &input, &input_blob, &now, &executor, &parallelism],
                     )
+                    .await?;
+                let id: i64 = tx
+                    .query_one(&insert, &[&workflow, &input, &input_blob, &now, &executor, &parallelism])
                     .await?
                     .get(0);
                 // The root's statements, for this run: the run id is their first parameter.
@@ -776,14 +784,16 @@ impl Store for PgStore {
                         s.params[0] = Box::new(id);
                     }
                 }
-                execute_all(&tx, &root).await?;
+                execute_all(&tx, &statements, &root).await?;
                 if let Some((owner, ttl)) = lease {
-                    tx.execute(
-                        "INSERT INTO run_leases (run_id, owner, acquired_at, renewed_at, expires_at)
-                         VALUES ($1, $2, $3, $3, $4)",
-                        &[&id, &owner, &now, &now.saturating_add(ttl)],
-                    )
-                    .await?;
+                    let insert = statements
+                        .get(
+                            &tx,
+                            "INSERT INTO run_leases (run_id, owner, acquired_at, renewed_at, expires_at)
+                             VALUES ($1, $2, $3, $3, $4)",
+                        )
+                        .await?;
+                    tx.execute(&insert, &[&id, &owner, &now, &now.saturating_add(ttl)]).await?;
                 }
                 tx.commit().await?;
                 Ok(RunId::new(id))
@@ -822,18 +832,17 @@ impl Store for PgStore {
         let lease = lease.cloned();
         self.run(move |c| {
             Box::pin(async move {
+                let statements = c.statements();
                 let tx = c.transaction().await?;
                 if let Some(lease) = lease {
                     // Taking the lease over waits for this transaction, and this one sees it as is.
-                    let current: Option<String> = tx
-                        .query_opt("SELECT owner FROM run_leases WHERE run_id = $1 FOR SHARE", &[&lease.run.get()])
-                        .await?
-                        .map(|r| r.get(0));
+                    let fence = statements.get(&tx, "SELECT owner FROM run_leases WHERE run_id = $1 FOR SHARE").await?;
+                    let current: Option<String> = tx.query_opt(&fence, &[&lease.run.get()]).await?.map(|r| r.get(0));
                     if current.as_deref() != Some(lease.owner.as_str()) {
                         return Err(StoreError::LeaseLost { run: lease.run, owner: lease.owner, current }.into());
                     }
                 }
-                execute_all(&tx, &stmts).await?;
+                execute_all(&tx, &statements, &stmts).await?;
                 tx.commit().await?;
                 Ok(())
             })
@@ -844,9 +853,11 @@ impl Store for PgStore {
         let rows = self.run(move |c| {
             Box::pin(async move {
                 // One snapshot for every table, even while a run writes.
+                let statements = c.statements();
                 let tx = snapshot(c).await?;
                 let r = &[&run.get() as &(dyn ToSql + Sync)];
-                let Some(record) = tx.query_opt(&format!("{RUN_COLUMNS} WHERE runs.id = $1"), r).await? else {
+                let by_id = statements.get(&tx, &format!("{RUN_COLUMNS} WHERE runs.id = $1")).await?;
+                let Some(record) = tx.query_opt(&by_id, r).await? else {
                     return Err(StoreError::NoRun(run).into());
                 };
                 let queries = [
@@ -861,9 +872,14 @@ impl Store for PgStore {
                     "SELECT node_id, seq, name, schema, deadline, default_value FROM waits WHERE run_id = $1
                      ORDER BY node_id, seq",
                 ];
-                let tx = &tx;
+                let (tx, statements) = (&tx, &statements);
                 let tables: Vec<Vec<tokio_postgres::Row>> = in_order(
-                    queries.iter().map(|q| Box::pin(async move { tx.query(*q, r).await }) as Pending<'_, _>).collect(),
+                    queries
+                        .iter()
+                        .map(|q| {
+                            Box::pin(async move { tx.query(&statements.get(tx, q).await?, r).await }) as Pending<'_, _>
+                        })
+                        .collect(),
                 )
                 .await?;
                 Ok((record, tables))
@@ -1141,17 +1157,17 @@ impl Store for PgStore {
         // of its runs several times a second.
         let row = self.run(move |c| {
             Box::pin(async move {
-                c.query_opt(
+                let control = c
+                    .prepared(
                     "SELECT r.cancel_requested, r.paused,
                             (SELECT COALESCE(json_agg(json_build_array(s.id, s.name, s.value) ORDER BY s.id), '[]')::text
                              FROM signals s WHERE s.run_id = r.id AND NOT s.consumed),
                             (SELECT COALESCE(json_agg(json_build_array(n.id, n.node_id) ORDER BY n.id), '[]')::text
                              FROM node_cancels n WHERE n.run_id = r.id AND NOT n.consumed)
                      FROM runs r WHERE r.id = $1",
-                    &[&run.get()],
-                )
-                .await?
-                .ok_or_else(|| StoreError::NoRun(run).into())
+                    )
+                    .await?;
+                c.query_opt(&control, &[&run.get()]).await?.ok_or_else(|| StoreError::NoRun(run).into())
             })
         })?;
         let listed = |column: usize| -> Result<Vec<Value>, StoreError> {

@@ -680,10 +680,8 @@ fn signals_cancels_and_pauses_reach_the_orchestrator_until_consumed(b: &Backend)
     assert_eq!(asked.cancel_nodes.iter().map(|(_, n)| *n).collect::<Vec<_>>(), [NodeId::new(4)]);
 
     // Consumed, they are no longer asked.
-    let consumed = [
-        Write::SignalConsumed { id: asked.signals[0].0 },
-        Write::NodeCancelConsumed { id: asked.cancel_nodes[0].0 },
-    ];
+    let consumed =
+        [Write::SignalConsumed { id: asked.signals[0].0 }, Write::NodeCancelConsumed { id: asked.cancel_nodes[0].0 }];
     store.commit(Some(&lease), &consumed).unwrap();
     other.request_cancel(run).unwrap();
     let left = store.control(run).unwrap();
