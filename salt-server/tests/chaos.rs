@@ -331,7 +331,7 @@ fn two_servers_three_workers_a_killed_worker_a_killed_server_and_a_database_rest
 }
 
 #[test]
-fn a_queue_limit_holds_across_two_servers_and_their_workers() {
+fn a_queue_limit_holds_across_two_servers_and_their_workers_and_a_killed_server() {
     let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let keep = tempfile::tempdir().unwrap();
     let db = if std::env::var("SALT_CHAOS_DB").is_ok_and(|v| v == "sqlite") {
@@ -356,9 +356,18 @@ fn a_queue_limit_holds_across_two_servers_and_their_workers() {
             c.salt(r % 2, &["run", "limited", "--input", &input, "--json"])["run"].as_u64().expect("run id")
         })
         .collect();
-    for (i, run) in runs.iter().enumerate() {
-        wait_succeeded(&c, i % 2, *run, 120);
-        assert_eq!(c.show(i % 2, *run)["run"]["output"], 6, "run {run}");
+    // Server 0 dies with places taken: they hold until they expire, its runs are taken over
+    // by server 1, and the limit still holds.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while c.started() < 6 {
+        assert!(Instant::now() < deadline, "the hold nodes never ran\n{}", c.logs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    kill9(c.servers[0].as_mut().unwrap());
+    c.servers[0] = None;
+    for run in &runs {
+        wait_succeeded(&c, 1, *run, 180);
+        assert_eq!(c.show(1, *run)["run"]["output"], 6, "run {run}");
     }
     let spans: Vec<(u128, u128)> = std::fs::read_dir(c.work())
         .unwrap()
