@@ -200,12 +200,9 @@ impl Driver {
                 }
                 _ = tick.tick() => {
                     let now = Instant::now().into_std();
-                    let ids: Vec<RunId> = self.runs.keys().copied().collect();
-                    for run in ids {
-                        self.poll_control(run, now);
-                        if let Some(h) = self.runs.get_mut(&run) {
-                            h.observer.tick(&h.core.summary(now));
-                        }
+                    self.poll_control(now);
+                    for h in self.runs.values_mut() {
+                        h.observer.tick(&h.core.summary(now));
                     }
                 }
                 _ = queue_poll.tick(), if queued => {
@@ -317,14 +314,18 @@ impl Driver {
         h.core.handle(now, ev);
     }
 
-    /// Reads what other processes asked of a run: cancel, pause or resume, signals.
-    fn poll_control(&mut self, run: RunId, now: std::time::Instant) {
-        let Some(h) = self.runs.get_mut(&run) else { return };
-        if !h.open {
+    /// Reads what other processes asked of the open runs, all at once: cancel, pause or
+    /// resume, signals, node cancels.
+    fn poll_control(&mut self, now: std::time::Instant) {
+        let open: Vec<RunId> = self.runs.iter().filter(|(_, h)| h.open).map(|(run, _)| *run).collect();
+        if open.is_empty() {
             return;
         }
-        if let Ok(control) = self.store.control(run) {
-            h.core.control(now, control);
+        let Ok(controls) = self.store.controls(&open) else { return };
+        for (run, control) in controls {
+            if let Some(h) = self.runs.get_mut(&run) {
+                h.core.control(now, control);
+            }
         }
     }
 
@@ -414,7 +415,11 @@ impl Driver {
         if first {
             // The takeover is durable: a run taken over while paused stays paused, and
             // signals sent meanwhile are picked up.
-            self.poll_control(run, Instant::now().into_std());
+            if let Ok(control) = self.store.control(run)
+                && let Some(h) = self.runs.get_mut(&run)
+            {
+                h.core.control(Instant::now().into_std(), control);
+            }
             if let Some(h) = self.runs.get_mut(&run) {
                 let fx = h.core.take_effects();
                 self.absorb(run, fx);

@@ -459,6 +459,19 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn request_node_cancel(&self, run: RunId, node: NodeId) -> Result<(), StoreError>;
     /// What other processes asked of the run: cancel, pause, signals.
     fn control(&self, run: RunId) -> Result<RunControl, StoreError>;
+    /// [`Store::control`] of each of `runs` that exists, at once: what an orchestrator
+    /// driving many runs asks every tick (one round trip on PostgreSQL, however many runs).
+    fn controls(&self, runs: &[RunId]) -> Result<Vec<(RunId, RunControl)>, StoreError> {
+        let mut out = Vec::with_capacity(runs.len());
+        for &run in runs {
+            match self.control(run) {
+                Ok(c) => out.push((run, c)),
+                Err(StoreError::NoRun(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
     /// Pauses (no new node starts) or resumes a run.
     fn set_paused(&self, run: RunId, paused: bool) -> Result<(), StoreError>;
     /// Sends a signal to a run.

@@ -1153,44 +1153,56 @@ impl Store for PgStore {
     }
 
     fn control(&self, run: RunId) -> Result<RunControl, StoreError> {
-        // One statement (one snapshot, no transaction): every orchestrator asks this of each
-        // of its runs several times a second.
-        let row = self.run(move |c| {
+        self.controls(&[run])?.pop().map(|(_, c)| c).ok_or(StoreError::NoRun(run))
+    }
+
+    fn controls(&self, runs: &[RunId]) -> Result<Vec<(RunId, RunControl)>, StoreError> {
+        if runs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<i64> = runs.iter().map(|r| r.get()).collect();
+        // One statement (one snapshot, no transaction): an orchestrator asks this of all its
+        // runs several times a second.
+        let rows = self.run(move |c| {
             Box::pin(async move {
                 let control = c
                     .prepared(
-                    "SELECT r.cancel_requested, r.paused,
+                        "SELECT r.id, r.cancel_requested, r.paused,
                             (SELECT COALESCE(json_agg(json_build_array(s.id, s.name, s.value) ORDER BY s.id), '[]')::text
                              FROM signals s WHERE s.run_id = r.id AND NOT s.consumed),
                             (SELECT COALESCE(json_agg(json_build_array(n.id, n.node_id) ORDER BY n.id), '[]')::text
                              FROM node_cancels n WHERE n.run_id = r.id AND NOT n.consumed)
-                     FROM runs r WHERE r.id = $1",
+                         FROM runs r WHERE r.id = ANY($1) ORDER BY r.id",
                     )
                     .await?;
-                c.query_opt(&control, &[&run.get()]).await?.ok_or_else(|| StoreError::NoRun(run).into())
+                Ok(c.query(&control, &[&ids]).await?)
             })
         })?;
-        let listed = |column: usize| -> Result<Vec<Value>, StoreError> {
-            serde_json::from_str(row.get(column)).map_err(|e| {
-                StoreError::backend(
-                    format!("database {}: the signals or node cancels of run {run}", redact(&self.url)),
-                    e,
-                )
-            })
-        };
-        let signals = listed(2)?
-            .into_iter()
-            .map(|s| {
-                (
-                    s[0].as_i64().unwrap_or(0),
-                    s[1].as_str().unwrap_or_default().to_string(),
-                    parse_json(s[2].as_str().unwrap_or("null").to_string()),
-                )
-            })
-            .collect();
-        let cancel_nodes =
-            listed(3)?.into_iter().map(|n| (n[0].as_i64().unwrap_or(0), node_of(n[1].as_i64().unwrap_or(0)))).collect();
-        Ok(RunControl { cancel_requested: row.get(0), paused: row.get(1), signals, cancel_nodes })
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let run = RunId::new(row.get(0));
+            let listed = |column: usize| -> Result<Vec<Value>, StoreError> {
+                serde_json::from_str(row.get(column)).map_err(|e| {
+                    StoreError::backend(
+                        format!("database {}: the signals or node cancels of run {run}", redact(&self.url)),
+                        e,
+                    )
+                })
+            };
+            let signals = listed(3)?
+                .into_iter()
+                .map(|s| {
+                    let value = parse_json(s[2].as_str().unwrap_or("null").to_string());
+                    (s[0].as_i64().unwrap_or(0), s[1].as_str().unwrap_or_default().to_string(), value)
+                })
+                .collect();
+            let cancel_nodes = listed(4)?
+                .into_iter()
+                .map(|n| (n[0].as_i64().unwrap_or(0), node_of(n[1].as_i64().unwrap_or(0))))
+                .collect();
+            out.push((run, RunControl { cancel_requested: row.get(1), paused: row.get(2), signals, cancel_nodes }));
+        }
+        Ok(out)
     }
 
     fn set_paused(&self, run: RunId, paused: bool) -> Result<(), StoreError> {

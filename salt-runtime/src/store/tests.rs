@@ -690,4 +690,14 @@ fn signals_cancels_and_pauses_reach_the_orchestrator_until_consumed(b: &Backend)
     assert_eq!(left.signals[0].2, Value::Null);
     assert!(left.cancel_nodes.is_empty());
     assert!(matches!(store.control(RunId::new(999)), Err(StoreError::NoRun(_))));
+
+    // Several runs at once, as an orchestrator asks each tick; a run that does not exist is
+    // left out.
+    let quiet_run = new_run(&*store, None);
+    other.send_signal(quiet_run, "go", &serde_json::json!(1)).unwrap();
+    let all = store.controls(&[run, RunId::new(999), quiet_run]).unwrap();
+    let seen: Vec<(RunId, bool, usize)> = all.iter().map(|(r, c)| (*r, c.cancel_requested, c.signals.len())).collect();
+    assert_eq!(seen, [(run, true, 1), (quiet_run, false, 1)]);
+    assert_eq!(all[1].1.signals[0].1, "go");
+    assert!(store.controls(&[]).unwrap().is_empty());
 }
