@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use salt_testkit::text;
 use serde_json::Value;
 
 /// The path of a compiled example: `target/<profile>/examples/NAME`, next to the `deps/` folder
@@ -67,16 +68,6 @@ impl Sandbox {
         serde_json::from_slice(&out.stdout)
             .unwrap_or_else(|e| panic!("`{name} {}` printed no JSON ({e}):\n{}", args.join(" "), text(&out)))
     }
-}
-
-/// The status, stdout and stderr of a finished command, for assertion messages.
-fn text(out: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 // The expected figures of the shipped data in `examples/data/`.

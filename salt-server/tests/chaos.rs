@@ -140,6 +140,15 @@ impl Cluster {
         std::fs::read_dir(self.work()).map(|d| d.count()).unwrap_or(0)
     }
 
+    /// Waits (up to `secs`) until `n` distinct nodes have written their marker.
+    fn wait_started(&self, n: usize, secs: u64) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while self.started() < n {
+            assert!(Instant::now() < deadline, "only {} of {n} nodes started\n{}", self.started(), self.logs());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The lines of each marker file, by name.
     fn markers(&self) -> BTreeMap<String, usize> {
         std::fs::read_dir(self.work())
@@ -358,11 +367,7 @@ fn a_queue_limit_holds_across_two_servers_and_their_workers_and_a_killed_server(
         .collect();
     // Server 0 dies with places taken: they hold until they expire, its runs are taken over
     // by server 1, and the limit still holds.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while c.started() < 6 {
-        assert!(Instant::now() < deadline, "the hold nodes never ran\n{}", c.logs());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    c.wait_started(6, 60);
     kill9(c.servers[0].as_mut().unwrap());
     c.servers[0] = None;
     for run in &runs {
@@ -436,11 +441,7 @@ fn servers_whose_clocks_are_minutes_apart_agree_on_leases() {
     // would look live to the other for four minutes; it is taken over within seconds.
     let input = json!({"dir": work, "tag": "ahead", "n": 4, "slow_ms": 3000}).to_string();
     let run = c.salt(1, &["run", "spread", "--input", &input, "--json"])["run"].as_u64().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while c.started() < 5 {
-        assert!(Instant::now() < deadline, "the run never started\n{}", c.logs());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    c.wait_started(5, 30);
     kill9(c.servers[1].as_mut().unwrap());
     c.servers[1] = None;
     let killed = Instant::now();

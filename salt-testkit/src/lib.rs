@@ -32,6 +32,16 @@ pub fn step_intervals(dir: &std::path::Path, steps: usize) -> Vec<(u128, u128)> 
     (0..steps).map(|i| (read(format!("start.{i}")), read(format!("end.{i}")))).collect()
 }
 
+/// A finished process's exit status, stdout and stderr, for an assertion's message.
+pub fn text(out: &std::process::Output) -> String {
+    format!(
+        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 /// The `salt` binary of this package.
@@ -40,14 +40,8 @@ pub(crate) fn free_port() -> u16 {
 }
 
 /// A process's exit status, stdout and stderr, for an assertion's message.
-pub(crate) fn text(out: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+#[allow(unused_imports)]
+pub(crate) use salt_testkit::text;
 
 /// Kills `child` with SIGKILL and reaps it.
 pub(crate) fn kill9(child: &mut Child) {

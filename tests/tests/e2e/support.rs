@@ -137,14 +137,7 @@ fn watchdog(pid: u32) {
 }
 
 /// stdout and stderr, for assertion messages.
-pub(crate) fn text(out: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+pub(crate) use salt_testkit::text;
 
 pub(crate) fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
