@@ -414,8 +414,8 @@ fn queue(client: &Client, command: QueueCommand, json: bool) -> Result<u8, Failu
                     q["name"].as_str().unwrap_or_default(),
                     if q["active"].as_bool().unwrap_or(true) { "active" } else { "paused" },
                     limit,
-                    q["ready"],
-                    q["running"],
+                    q["ready"].as_i64().unwrap_or(0),
+                    q["running"].as_i64().unwrap_or(0),
                     if private.is_empty() { "anyone".to_string() } else { private.join(", ") },
                 ));
             }
