@@ -8,7 +8,7 @@
 //! server that died are free again after [`PLACE_TTL`]. Each server reads the settings again
 //! every [`SYNC_EVERY`], so that a change made through one server holds on all of them.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -30,7 +30,7 @@ pub struct Places {
     /// This server, as the holder of its places (unique per process).
     holder: String,
     /// The limited queues, as last read.
-    limited: RwLock<HashMap<String, u32>>,
+    limited: RwLock<HashSet<String>>,
     /// Places given back while the database did not answer: given back again at each sync
     /// (renewed, they would stay taken for good).
     unreleased: Mutex<Vec<(String, String)>>,
@@ -48,7 +48,7 @@ impl Places {
         Places {
             conn: Mutex::new(conn),
             holder,
-            limited: RwLock::new(HashMap::new()),
+            limited: RwLock::new(HashSet::new()),
             unreleased: Mutex::new(Vec::new()),
         }
     }
@@ -75,7 +75,7 @@ impl Places {
             db::renew_places(&conn, &self.holder, expires)?;
             db::queues(&conn)?
         };
-        let limited = queues.iter().filter_map(|q| Some((q.name.clone(), q.concurrency?))).collect();
+        let limited = queues.iter().filter(|q| q.concurrency.is_some()).map(|q| q.name.clone()).collect();
         *self.limited.write().unwrap_or_else(|p| p.into_inner()) = limited;
         for q in &queues {
             dispatcher.set_active(&q.name, q.active);
@@ -86,7 +86,7 @@ impl Places {
 
 impl QueueLimits for Places {
     fn limited(&self, queue: &str) -> bool {
-        self.limited.read().unwrap_or_else(|p| p.into_inner()).contains_key(queue)
+        self.limited.read().unwrap_or_else(|p| p.into_inner()).contains(queue)
     }
 
     fn acquire(&self, queue: &str, key: &str, force: bool) -> bool {
@@ -117,8 +117,8 @@ pub fn spawn(
     dispatcher: Dispatcher,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> crate::sql::Result<tokio::task::JoinHandle<()>> {
-    let holder = format!("{}:{}:{:016x}", hostname(), std::process::id(), rand_u64());
-    let places = Arc::new(Places::new(db::open(db)?, holder));
+    // Unique per process, as a run's lease owner is.
+    let places = Arc::new(Places::new(db::open(db)?, salt_runtime::store::new_owner()));
     places.sync(&dispatcher)?;
     dispatcher.set_limits(places.clone());
     Ok(tokio::spawn(async move {
@@ -139,17 +139,4 @@ pub fn spawn(
             }
         }
     }))
-}
-
-/// This host's name, for the holder of its places.
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
-}
-
-/// A random number, from the standard library's randomly keyed hasher.
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
-    h.finish()
 }
