@@ -674,15 +674,43 @@ pub(crate) fn live_expiry(owner: Option<&str>, expires_at: Option<i64>) -> Optio
     if dead { None } else { expires_at }
 }
 
-/// Whether process `pid` of this host has ended: it does not exist, or it is a zombie (killed,
-/// and its parent has not collected it yet).
+/// Whether process `pid` of this host has ended or is ending: it does not exist, it is a zombie
+/// (killed, and its parent has not collected it yet), it is exiting, or a `SIGKILL` is pending
+/// for it. A process killed with its parent (`timeout -s KILL` dies with its child) is
+/// collected by init some time later, and a large one takes a while to exit: it will never
+/// write again, so it counts as gone at once.
 fn process_gone(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state is the field after the command, which is in parentheses.
-        Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Ok(stat) => {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            stat_says_gone(&stat) || status_says_killed(&status)
+        }
         Err(_) if std::path::Path::new("/proc/self/stat").exists() => true,
         Err(_) => nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) == Err(nix::errno::Errno::ESRCH),
     }
+}
+
+/// Whether a `/proc/PID/stat` line is of a zombie, a dead or an exiting process: its state (the
+/// field after the command, which is in parentheses) is `Z` or `X`, or its flags (the seventh
+/// field after the command) have `PF_EXITING`.
+fn stat_says_gone(stat: &str) -> bool {
+    const PF_EXITING: u64 = 0x4;
+    let Some((_, rest)) = stat.rsplit_once(')') else { return false };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let state_gone = fields.first().is_some_and(|s| s.starts_with(['Z', 'X', 'x']));
+    let exiting = fields.get(6).and_then(|f| f.parse::<u64>().ok()).is_some_and(|f| f & PF_EXITING != 0);
+    state_gone || exiting
+}
+
+/// Whether a `/proc/PID/status` text says a `SIGKILL` is pending for the process (`SigPnd`, or
+/// `ShdPnd` for its whole thread group).
+fn status_says_killed(status: &str) -> bool {
+    const SIGKILL_BIT: u64 = 1 << (9 - 1);
+    status.lines().any(|line| {
+        let Some((key, value)) = line.split_once(':') else { return false };
+        matches!(key, "SigPnd" | "ShdPnd")
+            && u64::from_str_radix(value.trim(), 16).is_ok_and(|mask| mask & SIGKILL_BIT != 0)
+    })
 }
 
 pub(crate) fn effective_state(state: RunState, expires_at: Option<i64>, now: i64) -> RunState {
@@ -706,6 +734,24 @@ mod unit_tests {
         assert_eq!(live_expiry(Some(&format!("{host}x:{gone}:0a1b2c3d")), Some(5)), Some(5), "another host");
         assert_eq!(live_expiry(Some("not an owner"), Some(5)), Some(5));
         assert_eq!(live_expiry(None, Some(5)), Some(5));
+    }
+
+    #[test]
+    fn a_dying_process_reads_as_gone() {
+        let sleeping = "4242 (etl) S 1 4242 4242 0 -1 4194304 120 0 0 0 1 0 0 0 20 0 3 0";
+        let exiting = "4242 (e t) l) R 1 4242 4242 0 -1 4194308 120 0 0 0 1 0 0 0 20 0 3 0";
+        let zombie = "4242 (etl) Z 1 4242 4242 0 -1 4227084 120 0 0 0 1 0 0 0 20 0 1 0";
+        assert!(!stat_says_gone(sleeping));
+        assert!(stat_says_gone(exiting), "PF_EXITING");
+        assert!(stat_says_gone(zombie));
+        assert!(!stat_says_gone("garbage"));
+        let status =
+            |pnd: &str, shd: &str| format!("Name:\tetl\nState:\tR (running)\nSigPnd:\t{pnd}\nShdPnd:\t{shd}\n");
+        assert!(!status_says_killed(&status("0000000000000000", "0000000000000000")));
+        assert!(!status_says_killed(&status("0000000000004000", "0000000000000002")), "SIGTERM, SIGINT");
+        assert!(status_says_killed(&status("0000000000000100", "0000000000000000")));
+        assert!(status_says_killed(&status("0000000000000000", "0000000000000100")));
+        assert!(!process_gone(std::process::id() as i32));
     }
 
     #[test]
