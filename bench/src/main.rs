@@ -92,6 +92,26 @@ async fn latency(n: u64) -> salt::Result<Vec<u64>> {
     Ok(out)
 }
 
+/// Adds one, on the queue `q`: run by a worker of the database (`bench worker --queue q`).
+#[task(queue = "q")]
+async fn qinc(x: u64) -> u64 {
+    x + 1
+}
+
+/// `n` nodes on the queue `q`, one after the other: for each, the time from its spawn to its
+/// result reaching the body (µs), the queue benchmark's round trip.
+#[workflow(input = r#"{"n": 100}"#)]
+async fn qchain(n: u64) -> salt::Result<Vec<u64>> {
+    let mut out = Vec::with_capacity(n as usize);
+    let mut x = 0;
+    for _ in 0..n {
+        let t0 = now_us();
+        x = qinc(x).await?;
+        out.push(now_us().saturating_sub(t0));
+    }
+    Ok(out)
+}
+
 /// A run of three nodes: the workflow and a chain of two tasks.
 #[workflow(input = "{}")]
 async fn three() -> salt::Result<u64> {
@@ -116,6 +136,7 @@ const SALT_COMMANDS: &[&str] = &[
     "rerun",
     "run-one",
     "cancel",
+    "worker",
     "help",
     "--db",
     "--version",

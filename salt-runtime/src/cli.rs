@@ -27,7 +27,8 @@ const MAX_PARALLELISM: i64 = 65_536;
     propagate_version = true
 )]
 struct Cli {
-    /// The database of runs: a SQLite file, as a path or `sqlite://PATH`.
+    /// The database of runs: a SQLite file, as a path or `sqlite://PATH`, or a PostgreSQL
+    /// database, `postgres://USER@HOST/DB`.
     #[arg(long, global = true, env = "SALT_DB", default_value = DEFAULT_DB, value_name = "PATH|URL")]
     db: String,
 
@@ -269,8 +270,8 @@ enum Command {
         #[arg(long, value_name = "NODE")]
         node: Option<String>,
     },
-    /// Run the attempts waiting in a queue (a preview of remote workers): nodes of tasks with
-    /// `queue = "NAME"` wait for a worker of that queue.
+    /// Run the attempts waiting in a queue of the database: nodes of tasks with
+    /// `queue = "NAME"` wait there for a worker of that queue.
     #[command(hide = true)]
     Worker {
         /// The queue to take attempts from.

@@ -12,8 +12,9 @@
 //! (unless the lease was not renewed lately, when they too wait for the fenced commit).
 //!
 //! Attempts a core put on a named queue run in workers, elsewhere: while any is outstanding,
-//! the driver reads their results from the store every [`QUEUE_POLL`] and feeds them to the
-//! core as the attempts' ends.
+//! the driver feeds the workers' results to the core as the attempts' ends. It reads them when
+//! the store tells it a worker reported one ([`Store::watch_results`], PostgreSQL), and every
+//! [`WATCHED_QUEUE_POLL`] anyway; from a store that cannot tell (SQLite), every [`QUEUE_POLL`].
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -31,7 +32,7 @@ use crate::model::{RunId, now_ms};
 use crate::progress::Observer;
 use crate::run::{Action, Core, Effects, Note};
 use crate::runner::RunOutcome;
-use crate::store::{Lease, LeaseWatch, Store, Write};
+use crate::store::{Lease, LeaseWatch, ResultWatch, Store, Write};
 
 /// The most events applied between two looks at the rest of the world.
 const MAX_BATCH: usize = 8_192;
@@ -41,6 +42,11 @@ const TICK: Duration = Duration::from_millis(250);
 
 /// How often the driver reads the results of its queued attempts while it has some.
 const QUEUE_POLL: Duration = Duration::from_millis(50);
+
+/// How often the driver reads the results of its queued attempts while it has some and the
+/// store tells it of new ones: a result announced while the watch was (re)connecting is read
+/// this late.
+const WATCHED_QUEUE_POLL: Duration = Duration::from_secs(1);
 
 /// Makes the executor a run asks for, given where executors send their events.
 pub(crate) type MakeExecutor = Box<dyn FnOnce(Events) -> Box<dyn Executor> + Send>;
@@ -159,6 +165,11 @@ impl Driver {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut queue_poll = tokio::time::interval(QUEUE_POLL);
         queue_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut watched_poll = tokio::time::interval(WATCHED_QUEUE_POLL);
+        watched_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Told of workers' results, once some attempt is queued and where the store can tell.
+        let mut results: Option<ResultWatch> = None;
+        let mut results_tried = false;
         let mut admitting = true;
         loop {
             self.step();
@@ -167,6 +178,14 @@ impl Driver {
             }
             let next_timer = self.runs.values().filter_map(|h| h.core.next_timer()).min().map(Instant::from_std);
             let queued = self.runs.values().any(|h| !h.queued.is_empty());
+            if queued && !results_tried {
+                results_tried = true;
+                results = self.store.watch_results().unwrap_or_else(|e| {
+                    tracing::warn!("cannot watch the workers' results, polling them: {e}");
+                    None
+                });
+            }
+            let watched = results.is_some();
             tokio::select! {
                 biased;
                 Some((run, done)) = self.commits.next(), if !self.commits.is_empty() => {
@@ -205,9 +224,19 @@ impl Driver {
                         h.observer.tick(&h.core.summary(now));
                     }
                 }
-                _ = queue_poll.tick(), if queued => {
-                    self.poll_queue(Instant::now().into_std());
+                _ = queue_poll.tick(), if queued && !watched => {
+                    self.poll_queue(None, Instant::now().into_std());
                 }
+                _ = watched_poll.tick(), if queued && watched => {
+                    self.poll_queue(None, Instant::now().into_std());
+                }
+                reported = async { results.as_ref().expect("watched").reported().await }, if watched => match reported {
+                    Ok(run) => self.poll_queue(run, Instant::now().into_std()),
+                    Err(()) => {
+                        tracing::warn!("the watch of the workers' results broke: polling them");
+                        results = None;
+                    }
+                },
             }
         }
         for (_, mut e) in self.executors.drain() {
@@ -329,9 +358,11 @@ impl Driver {
         }
     }
 
-    /// Feeds the cores what workers reported for their queued attempts.
-    fn poll_queue(&mut self, now: std::time::Instant) {
-        for (&run, h) in self.runs.iter_mut().filter(|(_, h)| !h.queued.is_empty()) {
+    /// Feeds the cores what workers reported for their queued attempts: of run `only`, or of
+    /// every run.
+    fn poll_queue(&mut self, only: Option<RunId>, now: std::time::Instant) {
+        let polled = |run: &RunId, h: &Hosted| !h.queued.is_empty() && only.is_none_or(|o| o == *run);
+        for (&run, h) in self.runs.iter_mut().filter(|(run, h)| polled(run, h)) {
             match self.store.queue_results(run) {
                 Ok(results) => {
                     for r in results {

@@ -515,29 +515,92 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn watch_queue(&self, _queue: &str) -> Result<Option<QueueWatch>, StoreError> {
         Ok(None)
     }
+
+    /// A way to wait until a worker reported a result ([`Store::complete`], [`Store::fail`]),
+    /// instead of polling [`Store::queue_results`]: `None` from a store that cannot tell (then
+    /// poll).
+    fn watch_results(&self) -> Result<Option<ResultWatch>, StoreError> {
+        Ok(None)
+    }
+}
+
+/// Where a watch's news comes from.
+#[derive(Debug)]
+enum News {
+    /// PostgreSQL's notifications.
+    Notify(crate::pg::Listener),
+    /// A thread that looks into a SQLite file after each commit of another connection.
+    Local(tokio::sync::Mutex<tokio::sync::mpsc::Receiver<()>>),
+}
+
+impl News {
+    fn local(rx: tokio::sync::mpsc::Receiver<()>) -> Self {
+        News::Local(tokio::sync::Mutex::new(rx))
+    }
 }
 
 /// Tells a claimer that entries of its queue may have become ready (see [`Store::watch_queue`]).
 #[derive(Debug)]
 pub struct QueueWatch {
     queue: String,
-    listener: crate::pg::Listener,
+    news: News,
 }
 
 impl QueueWatch {
-    pub(crate) fn new(queue: &str, listener: crate::pg::Listener) -> Self {
-        Self { queue: queue.to_string(), listener }
+    /// A watch on PostgreSQL's notifications of ready entries.
+    pub(crate) fn notified_by(queue: &str, listener: crate::pg::Listener) -> Self {
+        Self { queue: queue.to_string(), news: News::Notify(listener) }
+    }
+
+    /// A watch told by a thread of this process (a message: there are ready entries).
+    pub(crate) fn local(queue: &str, rx: tokio::sync::mpsc::Receiver<()>) -> Self {
+        Self { queue: queue.to_string(), news: News::local(rx) }
     }
 
     /// Waits until entries of the queue were enqueued or given back: `true`; `false` once the
     /// watch is broken (its connection closed), after which the claimer polls.
     pub async fn notified(&self) -> bool {
-        loop {
-            match self.listener.recv().await {
-                Some(n) if n.payload() == self.queue => return true,
-                Some(_) => continue,
-                None => return false,
-            }
+        match &self.news {
+            News::Notify(listener) => loop {
+                match listener.recv().await {
+                    Some(n) if n.payload() == self.queue => return true,
+                    Some(_) => continue,
+                    None => return false,
+                }
+            },
+            News::Local(rx) => rx.lock().await.recv().await.is_some(),
+        }
+    }
+}
+
+/// Tells an orchestrator that a worker reported the result of a queued attempt (see
+/// [`Store::watch_results`]).
+#[derive(Debug)]
+pub struct ResultWatch {
+    news: News,
+}
+
+impl ResultWatch {
+    /// A watch on PostgreSQL's notifications of results.
+    pub(crate) fn notified_by(listener: crate::pg::Listener) -> Self {
+        Self { news: News::Notify(listener) }
+    }
+
+    /// A watch told by a thread of this process (a message: there are unrecorded results).
+    pub(crate) fn local(rx: tokio::sync::mpsc::Receiver<()>) -> Self {
+        Self { news: News::local(rx) }
+    }
+
+    /// Waits until a worker reported a result: the run it belongs to, when the news says;
+    /// `Err(())` once the watch is broken (its connection closed), after which the
+    /// orchestrator polls.
+    pub async fn reported(&self) -> Result<Option<RunId>, ()> {
+        match &self.news {
+            News::Notify(listener) => match listener.recv().await {
+                Some(n) => Ok(n.payload().parse::<i64>().ok().map(RunId::new)),
+                None => Err(()),
+            },
+            News::Local(rx) => rx.lock().await.recv().await.map(|()| None).ok_or(()),
         }
     }
 }

@@ -11,7 +11,8 @@
 //! The ready queue is claimed with `SELECT … FOR UPDATE SKIP LOCKED` (claimers never wait for
 //! each other, nor get the same entry), many entries per claim; a transaction that enqueues sends
 //! `NOTIFY salt_ready, '<queue>'` at its commit, so idle workers wait on `LISTEN` instead of
-//! polling ([`Store::watch_queue`]).
+//! polling ([`Store::watch_queue`]). A worker's result sends `NOTIFY salt_done, '<run>'`, so
+//! the orchestrator of the run reads it at once ([`Store::watch_results`]).
 //!
 //! Values whose JSON is over [`SPILL_BYTES`] are kept once each in the table `blobs`, named by
 //! their sha256, in the transaction that first refers to them, so every host that reads the
@@ -30,7 +31,9 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{IsolationLevel, Statement, Transaction};
 
 use super::sqlite::{ArgIn, ArgOut, corrupt, json, millis, parse_json};
-use super::{Claim, Durability, Lease, NewRun, QueueResult, QueueWatch, Store, Write, effective_state, live_expiry};
+use super::{
+    Claim, Durability, Lease, NewRun, QueueResult, QueueWatch, ResultWatch, Store, Write, effective_state, live_expiry,
+};
 use crate::blob::{BlobRef, SPILL_BYTES};
 use crate::error::{Error, StoreError};
 use crate::model::{
@@ -52,6 +55,9 @@ const TABLES: &[&str] = &["runs", "nodes", "ready_queue"];
 
 /// The channel a transaction that enqueues notifies, with the queue's name as the payload.
 pub const READY_CHANNEL: &str = "salt_ready";
+
+/// The channel a worker's result is announced on, with its run's id as the payload.
+const DONE_CHANNEL: &str = "salt_done";
 
 /// The advisory lock migrations are applied under (`SALT` in ASCII).
 const MIGRATION_LOCK: i64 = 0x5341_4C54;
@@ -1400,8 +1406,10 @@ impl Store for PgStore {
     fn complete(&self, claim: &Claim, output: &Value) -> Result<(), StoreError> {
         self.settle(
             claim,
-            "UPDATE ready_queue SET state = 'succeeded', result = $3, expires_at = NULL
-             WHERE id = $1 AND owner = $2 AND state = 'claimed'",
+            "WITH done AS (
+                 UPDATE ready_queue SET state = 'succeeded', result = $3, expires_at = NULL
+                 WHERE id = $1 AND owner = $2 AND state = 'claimed' RETURNING run_id)
+             SELECT pg_notify('salt_done', run_id::text) FROM done",
             Some(Box::new(output.to_string())),
         )
     }
@@ -1409,8 +1417,10 @@ impl Store for PgStore {
     fn fail(&self, claim: &Claim, error: &Error) -> Result<(), StoreError> {
         self.settle(
             claim,
-            "UPDATE ready_queue SET state = 'failed', error = $3, expires_at = NULL
-             WHERE id = $1 AND owner = $2 AND state = 'claimed'",
+            "WITH done AS (
+                 UPDATE ready_queue SET state = 'failed', error = $3, expires_at = NULL
+                 WHERE id = $1 AND owner = $2 AND state = 'claimed' RETURNING run_id)
+             SELECT pg_notify('salt_done', run_id::text) FROM done",
             Some(Box::new(json(error))),
         )
     }
@@ -1458,7 +1468,12 @@ impl Store for PgStore {
 
     fn watch_queue(&self, queue: &str) -> Result<Option<QueueWatch>, StoreError> {
         let listener = self.pg.listen(&[READY_CHANNEL]).map_err(|e| backend(&self.url, e))?;
-        Ok(Some(QueueWatch::new(queue, listener)))
+        Ok(Some(QueueWatch::notified_by(queue, listener)))
+    }
+
+    fn watch_results(&self) -> Result<Option<ResultWatch>, StoreError> {
+        let listener = self.pg.listen(&[DONE_CHANNEL]).map_err(|e| backend(&self.url, e))?;
+        Ok(Some(ResultWatch::notified_by(listener)))
     }
 }
 

@@ -7,6 +7,12 @@
 //! Values whose JSON is over [`SPILL_BYTES`] (outputs, arguments, a run's input, journaled
 //! values) are written to blobs beside the file (see [`crate::blob`]) before the transaction
 //! that refers to them, and read back by `load`: rows hold small references, readers see values.
+//!
+//! A worker waiting for entries of its queue, and an orchestrator waiting for its workers'
+//! results, are told by a thread that looks at `PRAGMA data_version` every few milliseconds
+//! ([`WATCH_POLL`]; read from the WAL index in shared memory: no disk read) and, after each
+//! commit of another connection, reads whether there is something for them ([`Store::watch_queue`],
+//! [`Store::watch_results`]).
 
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -16,7 +22,9 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 use serde_json::Value;
 
-use super::{Claim, Durability, Lease, NewRun, QueueResult, Store, Write, effective_state, live_expiry};
+use super::{
+    Claim, Durability, Lease, NewRun, QueueResult, QueueWatch, ResultWatch, Store, Write, effective_state, live_expiry,
+};
 use crate::blob::{BlobRef, Blobs, SPILL_BYTES};
 use crate::error::{Error, StoreError};
 use crate::model::{
@@ -63,7 +71,17 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0008_edge_labels.sql"),
     include_str!("../../migrations/0009_node_cancels.sql"),
     include_str!("../../migrations/0010_node_policy.sql"),
+    include_str!("../../migrations/0011_unrecorded_results.sql"),
 ];
+
+/// How often a watch looks whether another connection committed (see the module's docs): every
+/// millisecond after a commit, a millisecond less often after each look that found none, down
+/// to every [`WATCH_POLL_IDLE`].
+const WATCH_POLL: Duration = Duration::from_millis(1);
+
+/// How often a watch looks once nothing was committed for a while (a fifth of a second): an idle
+/// worker's watch costs next to nothing.
+const WATCH_POLL_IDLE: Duration = Duration::from_millis(20);
 
 /// `PRAGMA application_id` of every salt database: `SALT` in ASCII.
 pub(crate) const APPLICATION_ID: i32 = 0x5341_4C54;
@@ -225,6 +243,55 @@ impl SqliteStore {
         tx.pragma_update(None, "user_version", supported).map_err(sql)?;
         tx.pragma_update(None, "application_id", APPLICATION_ID).map_err(sql)?;
         tx.commit().map_err(sql)
+    }
+
+    /// A thread with a read-only connection of its own that looks every few milliseconds
+    /// ([`WATCH_POLL`]) whether another connection committed and, after each commit, reads `check` (one row,
+    /// one boolean; `param` its parameter, if any): the receiver gets a message when it says
+    /// yes. Messages do not pile up: one waits at most. The thread ends with the receiver.
+    fn watch_commits(
+        &self,
+        check: &'static str,
+        param: Option<String>,
+    ) -> Result<tokio::sync::mpsc::Receiver<()>, StoreError> {
+        let conn =
+            Connection::open_with_flags(&self.path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+                .map_err(|e| self.sql(e))?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| self.sql(e))?;
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let path = self.path.clone();
+        let look = move || -> rusqlite::Result<()> {
+            let mut last = None;
+            let mut every = WATCH_POLL;
+            while !tx.is_closed() {
+                std::thread::sleep(every);
+                let version: i64 = conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
+                if last == Some(version) {
+                    every = (every + WATCH_POLL).min(WATCH_POLL_IDLE);
+                    continue;
+                }
+                last = Some(version);
+                every = WATCH_POLL;
+                let found: bool = match &param {
+                    Some(p) => conn.query_row(check, [p], |r| r.get(0))?,
+                    None => conn.query_row(check, [], |r| r.get(0))?,
+                };
+                if found {
+                    let _ = tx.try_send(());
+                }
+            }
+            Ok(())
+        };
+        std::thread::Builder::new()
+            .name("salt-watch".into())
+            .spawn(move || {
+                // The receiver sees the channel closed and polls instead.
+                if let Err(e) = look() {
+                    tracing::warn!("stopped watching {}: {e}", path.display());
+                }
+            })
+            .map_err(|e| StoreError::Io { path: self.path.display().to_string(), source: e })?;
+        Ok(rx)
     }
 
     fn write_tx<'c>(&self, conn: &'c mut Connection) -> Result<Transaction<'c>, StoreError> {
@@ -1252,6 +1319,17 @@ impl Store for SqliteStore {
 
     fn release(&self, claim: &Claim) -> Result<(), StoreError> {
         self.settle(claim, "state = 'ready', owner = NULL, expires_at = NULL, result = ?3", &rusqlite::types::Null)
+    }
+
+    fn watch_queue(&self, queue: &str) -> Result<Option<QueueWatch>, StoreError> {
+        let ready = "SELECT EXISTS (SELECT 1 FROM ready_queue WHERE queue = ?1 AND state = 'ready')";
+        Ok(Some(QueueWatch::local(queue, self.watch_commits(ready, Some(queue.to_string()))?)))
+    }
+
+    fn watch_results(&self) -> Result<Option<ResultWatch>, StoreError> {
+        let unrecorded = "SELECT EXISTS (SELECT 1 FROM ready_queue
+                          WHERE taken_at IS NULL AND state IN ('succeeded', 'failed'))";
+        Ok(Some(ResultWatch::local(self.watch_commits(unrecorded, None)?)))
     }
 
     fn queue_results(&self, run: RunId) -> Result<Vec<QueueResult>, StoreError> {

@@ -92,6 +92,7 @@ on_every_backend!(
     readers_and_a_writer_make_progress_together,
     a_reader_following_the_logs_misses_no_line_of_writers_logging_at_once,
     signals_cancels_and_pauses_reach_the_orchestrator_until_consumed,
+    a_waiting_worker_and_orchestrator_are_told_of_entries_and_results,
 );
 
 /// The root node of a test run of workflow `wf` with `args`.
@@ -515,6 +516,44 @@ fn a_queued_attempt_that_ended_is_neither_started_nor_reported_late(b: &Backend)
     start_queued(&*store, run, NodeId::new(1), 2);
     let retry = store.claim("q", 9, "w2", TTL).unwrap();
     assert_eq!(retry.iter().map(|c| (c.node, c.attempt)).collect::<Vec<_>>(), [(NodeId::new(1), 2)]);
+}
+
+fn a_waiting_worker_and_orchestrator_are_told_of_entries_and_results(b: &Backend) {
+    let store = b.open();
+    let run = new_run(&*store, None);
+    let queue = store.watch_queue("q").unwrap().expect("the store tells of entries");
+    let results = store.watch_results().unwrap().expect("the store tells of results");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    type Told<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = bool> + 'a>>;
+    let within = |ms: u64, f: Told<'_>| {
+        rt.block_on(async { tokio::time::timeout(Duration::from_millis(ms), f).await.unwrap_or(false) })
+    };
+    let entry = || Box::pin(queue.notified()) as Told<'_>;
+    // A result of this run: PostgreSQL names the run, SQLite says there is one.
+    let result = || {
+        Box::pin(async {
+            match results.reported().await {
+                Ok(Some(of)) => of == run,
+                Ok(None) => true,
+                Err(()) => false,
+            }
+        }) as Told<'_>
+    };
+    assert!(!within(200, entry()), "nothing enqueued yet");
+    start_queued(&*store, run, NodeId::new(1), 1);
+    start_queued(&*store, run, NodeId::new(2), 1);
+    assert!(within(5_000, entry()), "an enqueue is told");
+    let claims = store.claim("q", 2, "w", TTL).unwrap();
+    assert!(!within(200, result()), "nothing reported yet");
+    store.complete(&claims[0], &serde_json::json!(7)).unwrap();
+    assert!(within(5_000, result()), "a success is told");
+    store.commit(None, &[attempt_finished(run, NodeId::new(1), 1, NodeState::Succeeded)]).unwrap();
+    store.fail(&claims[1], &Error::new(crate::error::ErrorKind::Task, "no")).unwrap();
+    assert!(within(5_000, result()), "a failure is told");
+    store.commit(None, &[attempt_finished(run, NodeId::new(2), 1, NodeState::Failed)]).unwrap();
+    // A result of a claim lost is refused, and not told.
+    assert!(store.complete(&claims[0], &serde_json::json!(8)).is_err());
+    assert!(!within(300, result()), "nothing more");
 }
 
 fn racing_claimers_never_get_the_same_entry(b: &Backend) {
