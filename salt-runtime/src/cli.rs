@@ -27,8 +27,7 @@ const MAX_PARALLELISM: i64 = 65_536;
     propagate_version = true
 )]
 struct Cli {
-    /// The database of runs: a SQLite file, as a path or `sqlite://PATH`, or a PostgreSQL
-    /// database, `postgres://USER@HOST/DB`.
+    /// The database of runs: a SQLite path or a `postgres://` URL.
     #[arg(long, global = true, env = "SALT_DB", default_value = DEFAULT_DB, value_name = "PATH|URL")]
     db: String,
 

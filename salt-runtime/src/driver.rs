@@ -170,6 +170,9 @@ impl Driver {
         // Told of workers' results, once some attempt is queued and where the store can tell.
         let mut results: Option<ResultWatch> = None;
         let mut results_tried = false;
+        // Cores or memory given back by another run of this process: a run waiting for them
+        // may start its next sized node.
+        let mut freed = crate::run::Machine::process().watch_freed();
         let mut admitting = true;
         loop {
             self.step();
@@ -186,6 +189,7 @@ impl Driver {
                 });
             }
             let watched = results.is_some();
+            let waiting_for_room = self.runs.values().any(|h| h.core.waits_for_room());
             tokio::select! {
                 biased;
                 Some((run, done)) = self.commits.next(), if !self.commits.is_empty() => {
@@ -224,6 +228,7 @@ impl Driver {
                         h.observer.tick(&h.core.summary(now));
                     }
                 }
+                Ok(()) = freed.changed(), if waiting_for_room => {}
                 _ = queue_poll.tick(), if queued && !watched => {
                     self.poll_queue(None, Instant::now().into_std());
                 }
@@ -604,8 +609,13 @@ mod tests {
             lease: Some((&owner, Duration::from_secs(30))),
         };
         let run = store.create_run(new).unwrap();
-        let config =
-            Config { executor: "inline", parallelism: 2, park_after: None, capacity: crate::run::Capacity::UNLIMITED };
+        let config = Config {
+            executor: "inline",
+            parallelism: 2,
+            park_after: None,
+            capacity: crate::run::Capacity::UNLIMITED,
+            machine: None,
+        };
         let core = Core::new(store.load(run).unwrap(), registry(), config, std::time::Instant::now()).unwrap();
         let (done, outcome) = oneshot::channel();
         let make: MakeExecutor = Box::new(|events| Box::new(Inline::new(events)));

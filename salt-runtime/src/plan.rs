@@ -267,6 +267,7 @@ fn check(
         parallelism: 1,
         park_after: None,
         capacity: crate::run::Capacity::UNLIMITED,
+        machine: None,
     };
     let mut core = crate::run::Core::new(snapshot, registry, config, now)?;
     core.begin(now);

@@ -26,12 +26,14 @@ mod timers;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use self::graph::Node;
 use self::promises::Active;
+pub(crate) use self::queue::Machine;
 use self::timers::Timer;
 use crate::context::JournalKind;
 use crate::error::{Error, ErrorKind, Result};
@@ -58,6 +60,9 @@ pub(crate) struct Config {
     pub(crate) park_after: Option<Duration>,
     /// The cores and memory the run's local attempts share.
     pub(crate) capacity: Capacity,
+    /// Where what they hold is counted with what the other runs of this process hold: none
+    /// to count this run's alone.
+    pub(crate) machine: Option<Arc<Machine>>,
 }
 
 /// The cores and memory a run's attempts share on this machine: the ready queue starts an
@@ -217,6 +222,7 @@ impl Core {
             .iter()
             .filter_map(|w| w.deadline.map(|d| ((w.node, w.seq), (d, w.default.clone()))))
             .collect();
+        let held = queue::Held::on(config.machine.clone());
         let mut core = Self {
             run,
             workflow: snapshot.run.workflow,
@@ -228,7 +234,7 @@ impl Core {
             ready: BinaryHeap::new(),
             ready_sized: BinaryHeap::new(),
             timers: BinaryHeap::new(),
-            held: queue::Held::default(),
+            held,
             active: 0,
             fx: Effects::default(),
             cancel_reason: None,

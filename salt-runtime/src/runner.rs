@@ -274,7 +274,8 @@ impl Runner {
     /// How many CPU cores the nodes that ask for some (`#[task(cores = N)]`,
     /// `salt::command(…).cores(N)`) share: an attempt starts only when the cores its node asks
     /// for are free. Default: `SALT_CORES`, or the machine's cores. Nodes that ask for none are
-    /// limited by the parallelism only.
+    /// limited by the parallelism only. The runs this process drives at once share the cores:
+    /// what the attempts of one hold, the others wait for.
     pub fn cores(mut self, cores: u32) -> Self {
         self.capacity.cores = cores;
         self
@@ -668,6 +669,8 @@ impl Runner {
             executor: self.executor_name(),
             parallelism: self.parallelism,
             capacity: self.capacity,
+            // Every run of this process shares its cores and memory.
+            machine: Some(crate::run::Machine::process()),
             // Waiting on a long child holds no process where attempts hold one.
             park_after: (self.executor != Executor::Inline || self.remote.is_some()).then_some(park_after),
         };

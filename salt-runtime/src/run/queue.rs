@@ -8,16 +8,19 @@
 //!
 //! Resources. A node that asks for cores or memory (`#[task(cores = 2, memory_mb = 512)]`,
 //! `salt::command(…).cores(2)`) and runs on the run's own executor starts only when the
-//! run's [`Capacity`](super::Capacity) has that much free beside what running attempts hold;
-//! it holds it until its attempt ends or waits on its children (a body awaiting children
+//! run's [`Capacity`](super::Capacity) has that much free beside what running attempts hold
+//! (of every run of the process that shares its [`Machine`]); it holds it until its attempt ends or waits on its children (a body awaiting children
 //! holds neither a slot nor cores). Such nodes start in priority order, first come first
 //! served among equals, and the first one that does not fit holds back every sized node
 //! behind it until it does: what it waits for is reserved for it, so a large node is never
 //! starved by a stream of small ones. Nodes that ask for nothing (the default) are not held
 //! back by it; the parallelism alone limits them. A node that asks for more than the capacity
 //! could ever give fails for good when it would start, saying what it asked and what there is.
+//! Within one run the reservation is exact; between runs that share a machine, a run's waiting
+//! node starts when its driver is told that another run gave something back.
 
 use std::cmp::Reverse;
+use std::sync::Arc;
 
 use super::timers::Timer;
 use super::{Action, Capacity, Core};
@@ -27,18 +30,116 @@ use crate::model::{NodeId, NodeState, now_ms};
 use crate::registry::{DEFAULT_QUEUE, Policy};
 use crate::store::Write;
 
+/// What the running attempts of all the runs of this process hold of its cores and memory,
+/// together: a run's ready queue starts a sized attempt only when it fits beside them, so two
+/// runs driven by one process never start more than the machine offers between them.
+#[derive(Debug)]
+pub(crate) struct Machine {
+    used: std::sync::Mutex<Capacity>,
+    /// Counts what was given back: a driver whose runs wait for cores or memory watches it.
+    freed: tokio::sync::watch::Sender<u64>,
+}
+
+impl Machine {
+    /// A machine on which nothing is held.
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Self {
+            used: std::sync::Mutex::new(Capacity { cores: 0, memory_mb: 0 }),
+            freed: tokio::sync::watch::Sender::new(0),
+        })
+    }
+
+    /// This process's machine, shared by every run it drives.
+    pub(crate) fn process() -> Arc<Self> {
+        static MACHINE: std::sync::OnceLock<Arc<Machine>> = std::sync::OnceLock::new();
+        MACHINE.get_or_init(Machine::new).clone()
+    }
+
+    fn used(&self) -> std::sync::MutexGuard<'_, Capacity> {
+        self.used.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes `ask` if it fits within `cap` beside what is held: whether it did.
+    fn try_take(&self, ask: Capacity, cap: Capacity) -> bool {
+        let mut used = self.used();
+        let fits = ask.cores <= cap.cores.saturating_sub(used.cores)
+            && ask.memory_mb <= cap.memory_mb.saturating_sub(used.memory_mb);
+        if fits {
+            used.cores = used.cores.saturating_add(ask.cores);
+            used.memory_mb = used.memory_mb.saturating_add(ask.memory_mb);
+        }
+        fits
+    }
+
+    /// Takes `ask` whatever is held (a body that waited for its children goes on).
+    fn take(&self, ask: Capacity) {
+        let mut used = self.used();
+        used.cores = used.cores.saturating_add(ask.cores);
+        used.memory_mb = used.memory_mb.saturating_add(ask.memory_mb);
+    }
+
+    /// Gives `ask` back, and tells the drivers that watch.
+    fn free(&self, ask: Capacity) {
+        if ask.cores == 0 && ask.memory_mb == 0 {
+            return;
+        }
+        {
+            let mut used = self.used();
+            used.cores = used.cores.saturating_sub(ask.cores);
+            used.memory_mb = used.memory_mb.saturating_sub(ask.memory_mb);
+        }
+        self.freed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A receiver that sees a change each time cores or memory are given back.
+    pub(crate) fn watch_freed(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.freed.subscribe()
+    }
+}
+
 /// What the running attempts of a run hold: slots (what the parallelism limits), cores and
-/// memory. A node awaiting its children holds none of them.
+/// memory. A node awaiting its children holds none of them. The cores and memory are held on
+/// the run's [`Machine`] too, when it has one; what a run still holds when its core is dropped
+/// (its orchestrator stopped with attempts running) is given back then.
 #[derive(Debug, Default)]
 pub(super) struct Held {
     pub(super) slots: usize,
     pub(super) cores: u32,
     pub(super) memory_mb: u64,
+    machine: Option<Arc<Machine>>,
 }
 
 impl Held {
-    /// An attempt asking `ask` runs (again).
+    /// Nothing held yet, of `machine` if the run shares one.
+    pub(super) fn on(machine: Option<Arc<Machine>>) -> Self {
+        Self { machine, ..Self::default() }
+    }
+
+    /// An attempt asking `ask` runs (again), whatever is free.
     pub(super) fn take(&mut self, ask: Capacity) {
+        if let Some(m) = &self.machine {
+            m.take(ask);
+        }
+        self.add(ask);
+    }
+
+    /// An attempt asking `ask` starts if `ask` fits within `cap` beside what is held (by this
+    /// run, or by every run of its machine): whether it did.
+    fn try_take(&mut self, ask: Capacity, cap: Capacity) -> bool {
+        let fits = match &self.machine {
+            Some(m) => m.try_take(ask, cap),
+            None => {
+                ask.cores <= cap.cores.saturating_sub(self.cores)
+                    && ask.memory_mb <= cap.memory_mb.saturating_sub(self.memory_mb)
+            }
+        };
+        if fits {
+            self.add(ask);
+        }
+        fits
+    }
+
+    fn add(&mut self, ask: Capacity) {
         self.slots += 1;
         self.cores = self.cores.saturating_add(ask.cores);
         self.memory_mb = self.memory_mb.saturating_add(ask.memory_mb);
@@ -47,8 +148,20 @@ impl Held {
     /// An attempt asking `ask` stopped running: it ended, or it waits.
     pub(super) fn free(&mut self, ask: Capacity) {
         self.slots = self.slots.saturating_sub(1);
-        self.cores = self.cores.saturating_sub(ask.cores);
-        self.memory_mb = self.memory_mb.saturating_sub(ask.memory_mb);
+        let given = Capacity { cores: ask.cores.min(self.cores), memory_mb: ask.memory_mb.min(self.memory_mb) };
+        self.cores -= given.cores;
+        self.memory_mb -= given.memory_mb;
+        if let Some(m) = &self.machine {
+            m.free(given);
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(m) = &self.machine {
+            m.free(Capacity { cores: self.cores, memory_mb: self.memory_mb });
+        }
     }
 }
 
@@ -88,19 +201,6 @@ impl Core {
         ask_of(&self.nodes[id.index()].policy, self.config.executor)
     }
 
-    /// `id` runs: it takes a slot, and its cores and memory.
-    fn occupy(&mut self, id: NodeId) {
-        let ask = self.ask(id);
-        self.held.take(ask);
-    }
-
-    /// Whether `ask` fits beside what running attempts hold.
-    fn fits(&self, ask: Capacity) -> bool {
-        let cap = self.config.capacity;
-        ask.cores <= cap.cores.saturating_sub(self.held.cores)
-            && ask.memory_mb <= cap.memory_mb.saturating_sub(self.held.memory_mb)
-    }
-
     /// The first entry of a ready heap that is still ready (stale entries are dropped).
     fn head(
         heap: &mut std::collections::BinaryHeap<(i32, Reverse<NodeId>)>,
@@ -115,6 +215,11 @@ impl Core {
         None
     }
 
+    /// Whether a node waits for cores or memory (another run of the machine may give them).
+    pub(crate) fn waits_for_room(&self) -> bool {
+        !self.ready_sized.is_empty()
+    }
+
     pub(super) fn start_queued(&mut self) {
         while self.cancel_reason.is_none()
             && self.terminated.is_none()
@@ -122,7 +227,7 @@ impl Core {
             && self.held.slots < self.config.parallelism
         {
             let plain = Self::head(&mut self.ready, &self.nodes);
-            let mut sized = Self::head(&mut self.ready_sized, &self.nodes);
+            let sized = Self::head(&mut self.ready_sized, &self.nodes);
             if let Some((_, Reverse(id))) = sized {
                 let ask = self.ask(id);
                 let cap = self.config.capacity;
@@ -131,26 +236,19 @@ impl Core {
                     self.too_big(id, ask);
                     continue;
                 }
-                if !self.fits(ask) {
-                    // The head of the sized nodes waits, and so does every sized node behind it.
-                    sized = None;
-                }
             }
-            let id = match (plain, sized) {
-                (None, None) => break,
-                (Some(p), Some(s)) if p > s => {
-                    self.ready.pop();
-                    p.1.0
-                }
-                (Some(p), None) => {
-                    self.ready.pop();
-                    p.1.0
-                }
-                (_, Some(s)) => {
-                    self.ready_sized.pop();
-                    s.1.0
-                }
-            };
+            // The sized head goes first unless a plain node outranks it; when it does not fit,
+            // it waits, and so does every sized node behind it.
+            if let Some((_, Reverse(id))) = sized.filter(|s| plain.is_none_or(|p| p <= *s))
+                && self.held.try_take(self.ask(id), self.config.capacity)
+            {
+                self.ready_sized.pop();
+                self.start(id);
+                continue;
+            }
+            let Some((_, Reverse(id))) = plain else { break };
+            self.ready.pop();
+            self.held.take(Capacity { cores: 0, memory_mb: 0 });
             self.start(id);
         }
     }
@@ -182,7 +280,6 @@ impl Core {
         let task = n.task;
         let policy = n.policy;
         n.live = Some(attempt);
-        self.occupy(id);
         let queue = policy.queue;
         // The remote executor dispatches every queue to the workers that serve it itself.
         let remote = queue != DEFAULT_QUEUE && self.config.executor != crate::remote::EXECUTOR;
@@ -279,7 +376,13 @@ mod tests {
             waits: Vec::new(),
             delivered: Vec::new(),
         };
-        let config = Config { executor: "inline", parallelism: 4, park_after: None, capacity: Capacity::UNLIMITED };
+        let config = Config {
+            executor: "inline",
+            parallelism: 4,
+            park_after: None,
+            capacity: Capacity::UNLIMITED,
+            machine: None,
+        };
         let mut core = Core::new(snapshot, registry, config, now).unwrap();
         core.begin(now);
         core.start_ready(now);

@@ -185,10 +185,20 @@ impl Harness {
         park_after: Option<Duration>,
         capacity: crate::run::Capacity,
     ) -> Self {
+        Self::on(tasks, parallelism, park_after, capacity, None)
+    }
+
+    fn on(
+        tasks: Vec<TaskDescriptor>,
+        parallelism: usize,
+        park_after: Option<Duration>,
+        capacity: crate::run::Capacity,
+        machine: Option<std::sync::Arc<crate::run::Machine>>,
+    ) -> Self {
         let root = tasks[0].name;
         let registry = registry(tasks);
         let now = Instant::now();
-        let config = Config { executor: "inline", parallelism, park_after, capacity };
+        let config = Config { executor: "inline", parallelism, park_after, capacity, machine };
         let core = Core::new(snapshot(root, vec![root_record(root, &json!({}))]), registry, config, now)
             .expect("a new run loads");
         Self { core, now }
@@ -538,6 +548,28 @@ fn sized_nodes_start_only_when_their_cores_are_free() {
     assert_eq!(started_nodes(&fx), [3]);
     let fx = h.succeed(attempt(1), json!(null));
     assert_eq!(started_nodes(&fx), Vec::<usize>::new());
+}
+
+#[test]
+fn runs_that_share_a_machine_never_hold_more_than_it_offers_between_them() {
+    let machine = crate::run::Machine::new();
+    let cap = crate::run::Capacity { cores: 3, memory_mb: 1024 };
+    let run = || Harness::on(vec![workflow("flow"), sized(task("two"), 2, 0)], 16, None, cap, Some(machine.clone()));
+    let (mut a, mut b) = (run(), run());
+    let (root_a, root_b) = (a.start_root(), b.start_root());
+    assert_eq!(started_nodes(&a.mutate(root_a, vec![spawn(0, "two", &[])])), [1]);
+    let fx = b.mutate(root_b, vec![spawn(0, "two", &[])]);
+    assert_eq!(started_nodes(&fx), Vec::<usize>::new(), "one of the 3 cores is left: b's node waits");
+    assert!(b.core.waits_for_room());
+    let freed = machine.watch_freed();
+    a.succeed(attempt(1), json!(null));
+    assert!(freed.has_changed().unwrap(), "a driver waiting for room is told");
+    assert_eq!(started_nodes(&b.effects()), [1], "b's node starts in the cores a's gave back");
+    let fx = a.mutate(root_a, vec![spawn(1, "two", &[])]);
+    assert_eq!(started_nodes(&fx), Vec::<usize>::new(), "b holds 2 of the 3 cores now");
+    // A run whose orchestrator stops with attempts running gives their cores back.
+    drop(b);
+    assert_eq!(started_nodes(&a.effects()), [2]);
 }
 
 #[test]
@@ -1448,8 +1480,13 @@ fn after_edges_are_loaded_back_and_a_rerun_follows_them_downstream() {
         .map(|(f, t, k)| crate::model::EdgeRecord { from: NodeId::new(*f), to: NodeId::new(*t), kind: *k, label: None })
         .collect();
     let reg = h.core.registry;
-    let config =
-        Config { executor: "inline", parallelism: 4, park_after: None, capacity: crate::run::Capacity::UNLIMITED };
+    let config = Config {
+        executor: "inline",
+        parallelism: 4,
+        park_after: None,
+        capacity: crate::run::Capacity::UNLIMITED,
+        machine: None,
+    };
     let core = Core::new(snap, reg, config, h.now).expect("the run loads");
     assert_eq!(core.downstream_of(NodeId::new(2)), [0, 2, 4], "one `M`, `B` and the root");
     let reset = core.downstream_of(NodeId::new(1));
@@ -1849,8 +1886,13 @@ fn a_superseded_node_stays_out_of_the_run_when_it_is_loaded_again() {
     root.state = NodeState::Succeeded;
     let nodes = vec![root, node(1, "a", NodeState::Superseded), node(2, "a", NodeState::Succeeded)];
     let registry = registry(vec![workflow("flow"), task("a")]);
-    let config =
-        Config { executor: "inline", parallelism: 1, park_after: None, capacity: crate::run::Capacity::UNLIMITED };
+    let config = Config {
+        executor: "inline",
+        parallelism: 1,
+        park_after: None,
+        capacity: crate::run::Capacity::UNLIMITED,
+        machine: None,
+    };
     let mut snap = snapshot("flow", nodes);
     snap.edges.push(crate::model::EdgeRecord {
         from: NodeId::new(1),
@@ -2041,8 +2083,13 @@ fn a_handled_failure_survives_a_reload() {
         error: None,
     };
     let registry = registry(vec![workflow("flow"), task("a")]);
-    let config =
-        Config { executor: "inline", parallelism: 1, park_after: None, capacity: crate::run::Capacity::UNLIMITED };
+    let config = Config {
+        executor: "inline",
+        parallelism: 1,
+        park_after: None,
+        capacity: crate::run::Capacity::UNLIMITED,
+        machine: None,
+    };
     let load = |root_state, root_attempt| {
         let mut snap = snapshot("flow", nodes(root_state));
         snap.attempts = vec![attempt(NodeId::ROOT, root_attempt), attempt(NodeId::new(1), NodeState::Failed)];
@@ -2269,8 +2316,13 @@ fn cancelling_a_run_whose_root_is_parked_on_a_signal_ends_every_node() {
 
 fn load(nodes: Vec<NodeRecord>) -> crate::error::Result<Core> {
     let registry = registry(vec![workflow("flow"), task("a")]);
-    let config =
-        Config { executor: "inline", parallelism: 1, park_after: None, capacity: crate::run::Capacity::UNLIMITED };
+    let config = Config {
+        executor: "inline",
+        parallelism: 1,
+        park_after: None,
+        capacity: crate::run::Capacity::UNLIMITED,
+        machine: None,
+    };
     Core::new(snapshot("flow", nodes), registry, config, Instant::now())
 }
 
@@ -2315,8 +2367,13 @@ fn a_parked_wait_keeps_its_deadline_when_the_run_is_recovered() {
         default: Some(json!("timed out")),
     });
     let registry = registry(vec![workflow("flow")]);
-    let config =
-        Config { executor: "inline", parallelism: 1, park_after: None, capacity: crate::run::Capacity::UNLIMITED };
+    let config = Config {
+        executor: "inline",
+        parallelism: 1,
+        park_after: None,
+        capacity: crate::run::Capacity::UNLIMITED,
+        machine: None,
+    };
     let now = Instant::now();
     let mut h = Harness { core: Core::new(snap, registry, config, now).expect("loads"), now };
     let unfinished = h.core.unfinished();
