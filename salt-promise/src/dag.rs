@@ -213,7 +213,7 @@ impl Shape {
     }
 
     /// Whether the DAG with these node tasks and edges `(from, to)` (indices into `tasks`) is a
-    /// graph of this shape's form (see the [module](self) text): `false` too if the edges close
+    /// graph of this shape's form (see the text of the `dag` module): `false` too if the edges close
     /// a cycle or name a node out of range.
     ///
     /// ```

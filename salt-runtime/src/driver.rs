@@ -13,8 +13,12 @@
 //!
 //! Attempts a core put on a named queue run in workers, elsewhere: while any is outstanding,
 //! the driver feeds the workers' results to the core as the attempts' ends. It reads them when
-//! the store tells it a worker reported one ([`Store::watch_results`], PostgreSQL), and every
-//! [`WATCHED_QUEUE_POLL`] anyway; from a store that cannot tell (SQLite), every [`QUEUE_POLL`].
+//! the store tells it a worker reported one ([`Store::watch_results`]: PostgreSQL's `NOTIFY`,
+//! or a SQLite file's commits), and every [`WATCHED_QUEUE_POLL`] anyway; without a watch (it
+//! could not be set up, or broke), every [`QUEUE_POLL`].
+//!
+//! The runs of one process share its cores and memory ([`crate::run::Machine`]): while one of
+//! them waits for room, the driver wakes when another run gives some back.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //!
 //! The stores are called from synchronous code and from async code alike (on any runtime, or
 //! none), so the client cannot lean on the caller's runtime: every connection's socket is
-//! driven on one background runtime of its own ([`runtime`]), and a call waits for its answer
+//! driven on one background runtime of its own (`runtime()`), and a call waits for its answer
 //! with [`futures::executor::block_on`], which works on any thread. A [`Pg`] keeps a few
 //! connections, reconnects one that was closed (the server restarted, say) on its next use, and
 //! [`Pg::listen`] opens a connection for `LISTEN`, whose notifications arrive on a channel.
