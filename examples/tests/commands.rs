@@ -229,27 +229,38 @@ fn a_command_whose_orchestrator_is_killed_leaves_nothing_running_and_recover_com
     assert_eq!((lines("started"), lines("finished")), (2, 1), "ran again once, to completion");
 }
 
-// Container steps, through Podman and a tiny busybox image built here (no registry needed).
+// Container steps, through Podman and Docker (each where it runs) and a tiny busybox image built
+// here (no registry needed).
 
-/// The container engine of these tests: Podman, with the configuration they pass to it.
-struct Podman {
-    /// A containers.conf for this host (`CONTAINERS_CONF`).
-    conf: PathBuf,
+/// A container engine of these tests, with the configuration they pass to it.
+struct Engine {
+    /// `podman` or `docker`.
+    program: &'static str,
+    /// A containers.conf for this host (`CONTAINERS_CONF`), for Podman.
+    conf: Option<PathBuf>,
 }
 
 /// The tiny local image the container tests run.
 const IMAGE: &str = "localhost/salt-busybox:test";
 
-impl Podman {
-    /// `podman ARGS` with the tests' configuration.
+impl Engine {
+    /// `ENGINE ARGS` with the tests' configuration.
     fn cmd(&self, args: &[&str]) -> Output {
-        Command::new("podman").args(args).env("CONTAINERS_CONF", &self.conf).stdin(Stdio::null()).output().unwrap()
+        let mut cmd = Command::new(self.program);
+        cmd.args(args).stdin(Stdio::null());
+        if let Some(conf) = &self.conf {
+            cmd.env("CONTAINERS_CONF", conf);
+        }
+        cmd.output().unwrap()
     }
 
-    /// The example with the tests' configuration of Podman.
+    /// The example, running its container steps on this engine.
     fn example(&self, dir: &Path) -> Command {
         let mut cmd = Command::new(example());
-        cmd.current_dir(dir).env_remove("SALT_DB").env("CONTAINERS_CONF", &self.conf).stdin(Stdio::null());
+        cmd.current_dir(dir).env_remove("SALT_DB").env("SALT_CONTAINER_ENGINE", self.program).stdin(Stdio::null());
+        if let Some(conf) = &self.conf {
+            cmd.env("CONTAINERS_CONF", conf);
+        }
         cmd
     }
 
@@ -268,9 +279,37 @@ impl Podman {
             if left.is_empty() {
                 return;
             }
-            assert!(std::time::Instant::now() < deadline, "{what}: containers left behind: {left:?}");
+            assert!(std::time::Instant::now() < deadline, "{}, {what}: containers left behind: {left:?}", self.program);
             std::thread::sleep(std::time::Duration::from_millis(200));
         }
+    }
+
+    /// Whether `ENGINE info` succeeds; says why not when it does not.
+    fn works(&self) -> bool {
+        let mut cmd = Command::new(self.program);
+        cmd.arg("info").stdin(Stdio::null());
+        if let Some(conf) = &self.conf {
+            cmd.env("CONTAINERS_CONF", conf);
+        }
+        match cmd.output() {
+            Err(e) => say(&format!("{} cannot start: {e}", self.program)),
+            Ok(out) if !out.status.success() => {
+                let err = String::from_utf8_lossy(&out.stderr);
+                say(&format!("`{} info` fails: {}", self.program, err.trim()));
+            }
+            Ok(_) => return true,
+        }
+        false
+    }
+
+    /// The engine with the busybox image, built unless it is there (kept by its tag across
+    /// runs).
+    fn with_image(self) -> Self {
+        let verb = if self.program == "docker" { "inspect" } else { "exists" };
+        if !self.cmd(&["image", verb, IMAGE]).status.success() {
+            build_image(&self);
+        }
+        self
     }
 }
 
@@ -284,11 +323,10 @@ fn soft_limit(name: &str) -> u64 {
     soft.unwrap_or(1024).min(4096)
 }
 
-/// Podman and the busybox image, built once (and kept by its tag across runs); `None`, after
-/// saying so, when no container runtime can start here (Podman missing, or `podman info`
-/// failing).
-fn podman() -> Option<&'static Podman> {
-    static PODMAN: std::sync::OnceLock<Option<Podman>> = std::sync::OnceLock::new();
+/// Podman and the busybox image, built once; `None`, after saying so, when Podman cannot
+/// start here (missing, or `podman info` failing).
+fn podman() -> Option<&'static Engine> {
+    static PODMAN: std::sync::OnceLock<Option<Engine>> = std::sync::OnceLock::new();
     PODMAN
         .get_or_init(|| {
             // Podman's default ulimits are above what an unprivileged sandbox may set, and crun
@@ -306,34 +344,42 @@ fn podman() -> Option<&'static Podman> {
             let part = conf.with_extension(format!("{}", std::process::id()));
             std::fs::write(&part, text).unwrap();
             std::fs::rename(&part, &conf).unwrap();
-            let podman = Podman { conf };
-            match Command::new("podman").arg("info").env("CONTAINERS_CONF", &podman.conf).output() {
-                Err(e) => {
-                    say(&format!("podman cannot start: {e}"));
-                    return None;
-                }
-                Ok(out) if !out.status.success() => {
-                    say(&format!("`podman info` fails: {}", String::from_utf8_lossy(&out.stderr).trim()));
-                    return None;
-                }
-                Ok(_) => {}
-            }
-            if !podman.cmd(&["image", "exists", IMAGE]).status.success() {
-                build_image(&podman);
-            }
-            Some(podman)
+            let podman = Engine { program: "podman", conf: Some(conf) };
+            podman.works().then(|| podman.with_image())
         })
         .as_ref()
 }
 
-/// Says, on stderr past the test harness's capture, that the container tests do not run.
+/// Docker and the busybox image, built once; `None`, after saying so, when Docker cannot start
+/// here (no client, or no daemon answering `docker info`), unless `SALT_REQUIRE_DOCKER` is set:
+/// then that fails the test.
+fn docker() -> Option<&'static Engine> {
+    static DOCKER: std::sync::OnceLock<Option<Engine>> = std::sync::OnceLock::new();
+    let docker = DOCKER
+        .get_or_init(|| {
+            let docker = Engine { program: "docker", conf: None };
+            docker.works().then(|| docker.with_image())
+        })
+        .as_ref();
+    let required = std::env::var("SALT_REQUIRE_DOCKER").is_ok_and(|v| !v.is_empty() && v != "0");
+    assert!(docker.is_some() || !required, "SALT_REQUIRE_DOCKER is set, but Docker does not run here");
+    docker
+}
+
+/// Every engine that runs here.
+fn engines() -> Vec<&'static Engine> {
+    podman().into_iter().chain(docker()).collect()
+}
+
+/// Says, on stderr past the test harness's capture, that the container tests do not run on an
+/// engine.
 fn say(why: &str) {
     use std::io::Write as _;
-    let _ = writeln!(std::io::stderr(), "no container runtime here ({why}): the container tests do not run");
+    let _ = writeln!(std::io::stderr(), "a container engine does not run here ({why}): its container tests do not run");
 }
 
 /// Imports a root file system of a static busybox and its applets as [`IMAGE`].
-fn build_image(podman: &Podman) {
+fn build_image(engine: &Engine) {
     let busybox = Path::new("/bin/busybox");
     assert!(busybox.is_file(), "the container tests need a static busybox at /bin/busybox (Debian: busybox-static)");
     let tmp = tempfile::tempdir().unwrap();
@@ -349,8 +395,8 @@ fn build_image(podman: &Podman) {
     let out =
         Command::new("tar").arg("-C").arg(tmp.path().join("rootfs")).arg("-cf").arg(&tar).arg(".").output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
-    let out = podman.cmd(&["import", &tar.display().to_string(), IMAGE]);
-    assert!(out.status.success(), "podman import: {}", text(&out));
+    let out = engine.cmd(&["import", &tar.display().to_string(), IMAGE]);
+    assert!(out.status.success(), "{} import: {}", engine.program, text(&out));
 }
 
 /// A tag unique to one test, for the label of its containers.
@@ -360,12 +406,17 @@ fn tag_of(dir: &Path) -> String {
 
 #[test]
 fn a_container_step_reads_json_arguments_writes_a_json_result_and_logs() {
-    let Some(podman) = podman() else { return };
+    for engine in engines() {
+        container_step_reads_json_arguments_writes_a_json_result_and_logs(engine);
+    }
+}
+
+fn container_step_reads_json_arguments_writes_a_json_result_and_logs(engine: &Engine) {
     let tmp = tempfile::tempdir().unwrap();
     let (dir, tag) = (tmp.path(), tag_of(tmp.path()));
     let input = json!({"image": IMAGE, "tag": tag}).to_string();
     let out =
-        podman.example(dir).args(["run", "in_container", "--input", &input]).env("API_KEY", "s3cret").output().unwrap();
+        engine.example(dir).args(["run", "in_container", "--input", &input]).env("API_KEY", "s3cret").output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(serde_json::from_slice::<Value>(&out.stdout).unwrap(), json!({"doubled": 42}));
 
@@ -376,7 +427,8 @@ fn a_container_step_reads_json_arguments_writes_a_json_result_and_logs() {
     let lines: Vec<&str> = logs.lines().collect();
     assert_eq!(lines[0], "── node 1 command · attempt 1 · inline · succeeded", "{logs}");
     let run_line = lines[1];
-    assert!(run_line.starts_with("[salt] $ podman run --rm --name salt-1-1-1-"), "{logs}");
+    let start = format!("[salt] $ {} run --rm --name salt-1-1-1-", engine.program);
+    assert!(run_line.starts_with(&start), "{logs}");
     for part in [
         "--label 'io.salt.run=1' --label 'io.salt.node=1' --label 'io.salt.attempt=1' --mount 'type=bind,source=",
         ",destination=/logs' --mount 'type=bind,source=",
@@ -403,12 +455,17 @@ fn a_container_step_reads_json_arguments_writes_a_json_result_and_logs() {
         ],
         "{logs}"
     );
-    podman.assert_none_left(&tag, "after the run");
+    engine.assert_none_left(&tag, "after the run");
 }
 
 #[test]
 fn a_failed_container_step_says_its_exit_code_or_signal() {
-    let Some(podman) = podman() else { return };
+    for engine in engines() {
+        failed_container_step_says_its_exit_code_or_signal(engine);
+    }
+}
+
+fn failed_container_step_says_its_exit_code_or_signal(engine: &Engine) {
     let tmp = tempfile::tempdir().unwrap();
     let (dir, tag) = (tmp.path(), tag_of(tmp.path()));
     for (run, how, message) in [
@@ -416,23 +473,28 @@ fn a_failed_container_step_says_its_exit_code_or_signal() {
         (2, "signal", "`sh` was killed by signal SIGKILL (9); the last lines of its log:\nabout to die\nKilled"),
     ] {
         let input = json!({"image": IMAGE, "tag": tag, "how": how}).to_string();
-        let out = podman.example(dir).args(["run", "container_fail", "--input", &input]).output().unwrap();
-        assert_eq!(out.status.code(), Some(1), "{how}: {}", text(&out));
+        let out = engine.example(dir).args(["run", "container_fail", "--input", &input]).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{}, {how}: {}", engine.program, text(&out));
         let node = json_of(dir, &["show", &run.to_string(), "1"]);
-        assert_eq!(node["node"]["error"]["message"], message, "{how}");
+        assert_eq!(node["node"]["error"]["message"], message, "{}, {how}", engine.program);
     }
-    podman.assert_none_left(&tag, "after the run");
+    engine.assert_none_left(&tag, "after the run");
 }
 
 #[test]
 fn a_timed_out_container_is_stopped_and_removed() {
-    let Some(podman) = podman() else { return };
+    for engine in engines() {
+        timed_out_container_is_stopped_and_removed(engine);
+    }
+}
+
+fn timed_out_container_is_stopped_and_removed(engine: &Engine) {
     for executor in ["inline", "process", "pool"] {
         let tmp = tempfile::tempdir().unwrap();
         let (dir, tag) = (tmp.path(), tag_of(tmp.path()));
         let input = json!({"image": IMAGE, "tag": tag}).to_string();
         let started = std::time::Instant::now();
-        let out = podman
+        let out = engine
             .example(dir)
             .args(["run", "container_slow", "--executor", executor, "--input", &input])
             .output()
@@ -441,17 +503,22 @@ fn a_timed_out_container_is_stopped_and_removed() {
         assert!(started.elapsed() < std::time::Duration::from_secs(20), "{executor}: the run waited for the container");
         let node = json_of(dir, &["show", "1", "1"]);
         assert_eq!(node["node"]["error"]["kind"], "timeout", "{executor}: {node}");
-        podman.assert_none_left(&tag, executor);
+        engine.assert_none_left(&tag, executor);
     }
 }
 
 #[test]
 fn a_container_whose_orchestrator_is_killed_is_removed_and_recover_runs_it_once() {
-    let Some(podman) = podman() else { return };
+    for engine in engines() {
+        container_whose_orchestrator_is_killed_is_removed_and_recover_runs_it_once(engine);
+    }
+}
+
+fn container_whose_orchestrator_is_killed_is_removed_and_recover_runs_it_once(engine: &Engine) {
     let tmp = tempfile::tempdir().unwrap();
     let (dir, tag) = (tmp.path(), tag_of(tmp.path()));
     let input = json!({"image": IMAGE, "tag": tag, "dir": dir.display().to_string()}).to_string();
-    let mut child = podman
+    let mut child = engine
         .example(dir)
         .args(["run", "container_once", "--input", &input])
         .env("SALT_LEASE_TTL_MS", "1500")
@@ -466,14 +533,14 @@ fn a_container_whose_orchestrator_is_killed_is_removed_and_recover_runs_it_once(
     }
     child.kill().unwrap(); // SIGKILL: nothing runs on the orchestrator's way out
     child.wait().unwrap();
-    podman.assert_none_left(&tag, "after the run");
+    engine.assert_none_left(&tag, "after the run");
     std::thread::sleep(std::time::Duration::from_millis(2500));
     assert!(!dir.join("finished").exists(), "the container outlived its orchestrator");
-    let out = podman.example(dir).args(["recover", "1"]).output().unwrap();
+    let out = engine.example(dir).args(["recover", "1"]).output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let lines = |f: &str| std::fs::read_to_string(dir.join(f)).map(|s| s.lines().count()).unwrap_or(0);
     assert_eq!((lines("started"), lines("finished")), (2, 1), "ran again once, to completion");
-    podman.assert_none_left(&tag, "after the run");
+    engine.assert_none_left(&tag, "after the run");
 }
 
 #[test]
