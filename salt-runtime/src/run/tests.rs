@@ -518,6 +518,17 @@ fn higher_priority_starts_first_within_the_parallelism() {
     assert_eq!(starts(&fx), [AttemptId { run: RUN, node: NodeId::new(1), attempt: 1 }]);
 }
 
+/// An `inline` run of `parallelism` with no limit on cores or memory.
+fn inline_config(parallelism: usize) -> Config {
+    Config {
+        executor: "inline",
+        parallelism,
+        park_after: None,
+        capacity: crate::run::Capacity::UNLIMITED,
+        machine: None,
+    }
+}
+
 /// `d` asking for `cores` and `memory_mb`.
 fn sized(d: TaskDescriptor, cores: u32, memory_mb: u64) -> TaskDescriptor {
     TaskDescriptor { policy: Policy { cores, memory_mb, ..d.policy }, ..d }
@@ -1480,13 +1491,7 @@ fn after_edges_are_loaded_back_and_a_rerun_follows_them_downstream() {
         .map(|(f, t, k)| crate::model::EdgeRecord { from: NodeId::new(*f), to: NodeId::new(*t), kind: *k, label: None })
         .collect();
     let reg = h.core.registry;
-    let config = Config {
-        executor: "inline",
-        parallelism: 4,
-        park_after: None,
-        capacity: crate::run::Capacity::UNLIMITED,
-        machine: None,
-    };
+    let config = inline_config(4);
     let core = Core::new(snap, reg, config, h.now).expect("the run loads");
     assert_eq!(core.downstream_of(NodeId::new(2)), [0, 2, 4], "one `M`, `B` and the root");
     let reset = core.downstream_of(NodeId::new(1));
@@ -1886,13 +1891,7 @@ fn a_superseded_node_stays_out_of_the_run_when_it_is_loaded_again() {
     root.state = NodeState::Succeeded;
     let nodes = vec![root, node(1, "a", NodeState::Superseded), node(2, "a", NodeState::Succeeded)];
     let registry = registry(vec![workflow("flow"), task("a")]);
-    let config = Config {
-        executor: "inline",
-        parallelism: 1,
-        park_after: None,
-        capacity: crate::run::Capacity::UNLIMITED,
-        machine: None,
-    };
+    let config = inline_config(1);
     let mut snap = snapshot("flow", nodes);
     snap.edges.push(crate::model::EdgeRecord {
         from: NodeId::new(1),
@@ -2083,13 +2082,7 @@ fn a_handled_failure_survives_a_reload() {
         error: None,
     };
     let registry = registry(vec![workflow("flow"), task("a")]);
-    let config = Config {
-        executor: "inline",
-        parallelism: 1,
-        park_after: None,
-        capacity: crate::run::Capacity::UNLIMITED,
-        machine: None,
-    };
+    let config = inline_config(1);
     let load = |root_state, root_attempt| {
         let mut snap = snapshot("flow", nodes(root_state));
         snap.attempts = vec![attempt(NodeId::ROOT, root_attempt), attempt(NodeId::new(1), NodeState::Failed)];
@@ -2316,13 +2309,7 @@ fn cancelling_a_run_whose_root_is_parked_on_a_signal_ends_every_node() {
 
 fn load(nodes: Vec<NodeRecord>) -> crate::error::Result<Core> {
     let registry = registry(vec![workflow("flow"), task("a")]);
-    let config = Config {
-        executor: "inline",
-        parallelism: 1,
-        park_after: None,
-        capacity: crate::run::Capacity::UNLIMITED,
-        machine: None,
-    };
+    let config = inline_config(1);
     Core::new(snapshot("flow", nodes), registry, config, Instant::now())
 }
 
@@ -2367,13 +2354,7 @@ fn a_parked_wait_keeps_its_deadline_when_the_run_is_recovered() {
         default: Some(json!("timed out")),
     });
     let registry = registry(vec![workflow("flow")]);
-    let config = Config {
-        executor: "inline",
-        parallelism: 1,
-        park_after: None,
-        capacity: crate::run::Capacity::UNLIMITED,
-        machine: None,
-    };
+    let config = inline_config(1);
     let now = Instant::now();
     let mut h = Harness { core: Core::new(snap, registry, config, now).expect("loads"), now };
     let unfinished = h.core.unfinished();
