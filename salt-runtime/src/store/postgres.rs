@@ -835,8 +835,9 @@ impl Store for PgStore {
         for queue in queues {
             stmts.push(stmt!("SELECT pg_notify($1, $2)", READY_CHANNEL.to_string(), queue.to_string()));
         }
+        let held = lease.cloned();
         let lease = lease.cloned();
-        self.run(move |c| {
+        let committed = self.run(move |c| {
             Box::pin(async move {
                 let statements = c.statements();
                 let tx = c.transaction().await?;
@@ -852,7 +853,19 @@ impl Store for PgStore {
                 tx.commit().await?;
                 Ok(())
             })
-        })
+        });
+        match (committed, held) {
+            // The database failed the batch, or the connection broke under it (e.g. the
+            // server ended a transaction left idle by a process that was stopped): when the
+            // run has another owner by now, that is what the orchestrator must hear.
+            (Err(e @ StoreError::Backend { .. }), Some(lease)) => match self.owner_of(lease.run) {
+                Ok(current) if current.as_deref() != Some(lease.owner.as_str()) => {
+                    Err(StoreError::LeaseLost { run: lease.run, owner: lease.owner, current })
+                }
+                _ => Err(e),
+            },
+            (committed, _) => committed,
+        }
     }
 
     fn load(&self, run: RunId) -> Result<RunSnapshot, StoreError> {
@@ -1478,6 +1491,16 @@ impl Store for PgStore {
 }
 
 impl PgStore {
+    /// Who holds the lease of `run` now, if anyone (on a fresh connection if the last broke).
+    fn owner_of(&self, run: RunId) -> Result<Option<String>, StoreError> {
+        self.run(move |c| {
+            Box::pin(async move {
+                let row = c.query_opt("SELECT owner FROM run_leases WHERE run_id = $1", &[&run.get()]).await?;
+                Ok(row.map(|r| r.get(0)))
+            })
+        })
+    }
+
     /// Runs `sql` (parameters: the claim's id, its owner, and `value` if any) if `claim` still
     /// holds its entry; [`StoreError::ClaimLost`] if it changed nothing.
     fn settle(&self, claim: &Claim, sql: &'static str, value: Option<Param>) -> Result<(), StoreError> {
