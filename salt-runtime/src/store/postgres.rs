@@ -848,6 +848,8 @@ impl Store for PgStore {
                     if current.as_deref() != Some(lease.owner.as_str()) {
                         return Err(StoreError::LeaseLost { run: lease.run, owner: lease.owner, current }.into());
                     }
+                    #[cfg(test)]
+                    tests::pause_in_commit(&lease.owner);
                 }
                 execute_all(&tx, &statements, &stmts).await?;
                 tx.commit().await?;
@@ -1555,6 +1557,47 @@ mod tests {
         let root = root(vec![("n".into(), StoredArg::Value(input.clone()))]);
         let run = NewRun { workflow: "wf", input, executor: "inline", parallelism: 1, root: &root, lease: None };
         store.create_run(run).unwrap()
+    }
+
+    /// The lease owner whose commits stop, inside their transaction and past the fence, for
+    /// how long: a process stopped there (SIGSTOP) as the tests can arrange it.
+    static PAUSED: std::sync::Mutex<Option<(String, Duration)>> = std::sync::Mutex::new(None);
+
+    pub(super) fn pause_in_commit(owner: &str) {
+        let pause = PAUSED.lock().unwrap().as_ref().filter(|(o, _)| o == owner).map(|(_, d)| *d);
+        if let Some(d) = pause {
+            std::thread::sleep(d);
+        }
+    }
+
+    #[test]
+    fn a_commit_cut_off_while_its_orchestrator_was_stopped_says_the_lease_was_lost() {
+        let Some(db) = database("cut_off") else { return };
+        let store = Arc::new(PgStore::open(db.url()).unwrap());
+        let run = new_run(&*store, &Value::Null);
+        let (stale, new) = ("host:1:5ta1e000", "host:2:0e000000");
+        let lease = store.acquire_run_lease(run, stale, Duration::from_millis(500)).unwrap();
+        // Stopped inside its transaction, past the fence, longer than the server lets a
+        // transaction stay idle (5 s).
+        *PAUSED.lock().unwrap() = Some((stale.to_string(), Duration::from_millis(6_500)));
+        let committing = {
+            let store = store.clone();
+            let cancelled =
+                Write::RunState { run, state: RunState::Cancelled, output: None, error: None, at: now_ms() };
+            std::thread::spawn(move || store.commit(Some(&lease), &[cancelled]))
+        };
+        // Once the lease expired, a takeover waits for the stopped transaction until the server
+        // ends it.
+        std::thread::sleep(Duration::from_millis(700));
+        let other = PgStore::open(db.url()).unwrap();
+        other.acquire_run_lease(run, new, Duration::from_secs(30)).unwrap();
+        let e = committing.join().unwrap().unwrap_err();
+        assert!(
+            matches!(&e, StoreError::LeaseLost { current: Some(c), .. } if c == new),
+            "the stale orchestrator hears that the run was taken over, not that its connection broke: {e}"
+        );
+        let state = other.load(run).unwrap().run.state;
+        assert_ne!(state, RunState::Cancelled, "nothing of the cut batch was written");
     }
 
     #[test]
