@@ -244,23 +244,25 @@ struct Engine {
 const IMAGE: &str = "localhost/salt-busybox:test";
 
 impl Engine {
-    /// `ENGINE ARGS` with the tests' configuration.
-    fn cmd(&self, args: &[&str]) -> Output {
-        let mut cmd = Command::new(self.program);
-        cmd.args(args).stdin(Stdio::null());
+    /// `program` with the tests' configuration of this engine.
+    fn configured(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.stdin(Stdio::null());
         if let Some(conf) = &self.conf {
             cmd.env("CONTAINERS_CONF", conf);
         }
-        cmd.output().unwrap()
+        cmd
+    }
+
+    /// `ENGINE ARGS` with the tests' configuration.
+    fn cmd(&self, args: &[&str]) -> Output {
+        self.configured(self.program).args(args).output().unwrap()
     }
 
     /// The example, running its container steps on this engine.
     fn example(&self, dir: &Path) -> Command {
-        let mut cmd = Command::new(example());
-        cmd.current_dir(dir).env_remove("SALT_DB").env("SALT_CONTAINER_ENGINE", self.program).stdin(Stdio::null());
-        if let Some(conf) = &self.conf {
-            cmd.env("CONTAINERS_CONF", conf);
-        }
+        let mut cmd = self.configured(example());
+        cmd.current_dir(dir).env_remove("SALT_DB").env("SALT_CONTAINER_ENGINE", self.program);
         cmd
     }
 
@@ -286,12 +288,7 @@ impl Engine {
 
     /// Whether `ENGINE info` succeeds; says why not when it does not.
     fn works(&self) -> bool {
-        let mut cmd = Command::new(self.program);
-        cmd.arg("info").stdin(Stdio::null());
-        if let Some(conf) = &self.conf {
-            cmd.env("CONTAINERS_CONF", conf);
-        }
-        match cmd.output() {
+        match self.configured(self.program).arg("info").output() {
             Err(e) => say(&format!("{} cannot start: {e}", self.program)),
             Ok(out) if !out.status.success() => {
                 let err = String::from_utf8_lossy(&out.stderr);

@@ -68,7 +68,7 @@ pub(crate) struct Config {
 /// The cores and memory a run's attempts share on this machine: the ready queue starts an
 /// attempt only when what its node asks for (`cores`, `memory_mb`) is free. An input of the
 /// core, like the time: the runner reads it from the machine or from the command line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Capacity {
     /// CPU cores.
     pub(crate) cores: u32,
@@ -77,6 +77,31 @@ pub(crate) struct Capacity {
 }
 
 impl Capacity {
+    /// Nothing: what a node that asks for no cores or memory holds.
+    pub(crate) const NONE: Capacity = Capacity { cores: 0, memory_mb: 0 };
+
+    /// Whether `self` (an ask) fits within `cap` beside `used`.
+    pub(crate) fn fits(self, used: Capacity, cap: Capacity) -> bool {
+        self.cores <= cap.cores.saturating_sub(used.cores)
+            && self.memory_mb <= cap.memory_mb.saturating_sub(used.memory_mb)
+    }
+
+    /// `self` with `other` added.
+    pub(crate) fn plus(self, other: Capacity) -> Capacity {
+        Capacity {
+            cores: self.cores.saturating_add(other.cores),
+            memory_mb: self.memory_mb.saturating_add(other.memory_mb),
+        }
+    }
+
+    /// `self` with `other` taken away (none below nothing).
+    pub(crate) fn minus(self, other: Capacity) -> Capacity {
+        Capacity {
+            cores: self.cores.saturating_sub(other.cores),
+            memory_mb: self.memory_mb.saturating_sub(other.memory_mb),
+        }
+    }
+
     /// No limit: only the parallelism counts (plans, tests).
     pub(crate) const UNLIMITED: Capacity = Capacity { cores: u32::MAX, memory_mb: u64::MAX };
 }

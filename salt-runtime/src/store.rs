@@ -745,8 +745,8 @@ pub(crate) fn live_expiry(owner: Option<&str>, expires_at: Option<i64>) -> Optio
 fn process_gone(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => {
-            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-            stat_says_gone(&stat) || status_says_killed(&status)
+            stat_says_gone(&stat)
+                || status_says_killed(&std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default())
         }
         Err(_) if std::path::Path::new("/proc/self/stat").exists() => true,
         Err(_) => nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) == Err(nix::errno::Errno::ESRCH),
@@ -759,9 +759,9 @@ fn process_gone(pid: i32) -> bool {
 fn stat_says_gone(stat: &str) -> bool {
     const PF_EXITING: u64 = 0x4;
     let Some((_, rest)) = stat.rsplit_once(')') else { return false };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let state_gone = fields.first().is_some_and(|s| s.starts_with(['Z', 'X', 'x']));
-    let exiting = fields.get(6).and_then(|f| f.parse::<u64>().ok()).is_some_and(|f| f & PF_EXITING != 0);
+    let mut fields = rest.split_whitespace();
+    let state_gone = fields.next().is_some_and(|s| s.starts_with(['Z', 'X', 'x']));
+    let exiting = fields.nth(5).and_then(|f| f.parse::<u64>().ok()).is_some_and(|f| f & PF_EXITING != 0);
     state_gone || exiting
 }
 

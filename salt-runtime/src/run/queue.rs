@@ -9,8 +9,8 @@
 //! Resources. A node that asks for cores or memory (`#[task(cores = 2, memory_mb = 512)]`,
 //! `salt::command(…).cores(2)`) and runs on the run's own executor starts only when the
 //! run's [`Capacity`](super::Capacity) has that much free beside what running attempts hold
-//! (of every run of the process that shares its [`Machine`]); it holds it until its attempt ends or waits on its children (a body awaiting children
-//! holds neither a slot nor cores). Such nodes start in priority order, first come first
+//! (of every run of the process that shares its [`Machine`]); it holds it until its attempt
+//! ends or waits on its children (a body awaiting children holds neither a slot nor cores). Such nodes start in priority order, first come first
 //! served among equals, and the first one that does not fit holds back every sized node
 //! behind it until it does: what it waits for is reserved for it, so a large node is never
 //! starved by a stream of small ones. Nodes that ask for nothing (the default) are not held
@@ -43,10 +43,7 @@ pub(crate) struct Machine {
 impl Machine {
     /// A machine on which nothing is held.
     pub(crate) fn new() -> Arc<Self> {
-        Arc::new(Self {
-            used: std::sync::Mutex::new(Capacity { cores: 0, memory_mb: 0 }),
-            freed: tokio::sync::watch::Sender::new(0),
-        })
+        Arc::new(Self { used: std::sync::Mutex::new(Capacity::NONE), freed: tokio::sync::watch::Sender::new(0) })
     }
 
     /// This process's machine, shared by every run it drives.
@@ -62,11 +59,9 @@ impl Machine {
     /// Takes `ask` if it fits within `cap` beside what is held: whether it did.
     fn try_take(&self, ask: Capacity, cap: Capacity) -> bool {
         let mut used = self.used();
-        let fits = ask.cores <= cap.cores.saturating_sub(used.cores)
-            && ask.memory_mb <= cap.memory_mb.saturating_sub(used.memory_mb);
+        let fits = ask.fits(*used, cap);
         if fits {
-            used.cores = used.cores.saturating_add(ask.cores);
-            used.memory_mb = used.memory_mb.saturating_add(ask.memory_mb);
+            *used = used.plus(ask);
         }
         fits
     }
@@ -74,19 +69,17 @@ impl Machine {
     /// Takes `ask` whatever is held (a body that waited for its children goes on).
     fn take(&self, ask: Capacity) {
         let mut used = self.used();
-        used.cores = used.cores.saturating_add(ask.cores);
-        used.memory_mb = used.memory_mb.saturating_add(ask.memory_mb);
+        *used = used.plus(ask);
     }
 
     /// Gives `ask` back, and tells the drivers that watch.
     fn free(&self, ask: Capacity) {
-        if ask.cores == 0 && ask.memory_mb == 0 {
+        if ask == Capacity::NONE {
             return;
         }
         {
             let mut used = self.used();
-            used.cores = used.cores.saturating_sub(ask.cores);
-            used.memory_mb = used.memory_mb.saturating_sub(ask.memory_mb);
+            *used = used.minus(ask);
         }
         self.freed.send_modify(|n| *n = n.wrapping_add(1));
     }
@@ -104,8 +97,8 @@ impl Machine {
 #[derive(Debug, Default)]
 pub(super) struct Held {
     pub(super) slots: usize,
-    pub(super) cores: u32,
-    pub(super) memory_mb: u64,
+    /// The cores and memory.
+    room: Capacity,
     machine: Option<Arc<Machine>>,
 }
 
@@ -128,10 +121,7 @@ impl Held {
     fn try_take(&mut self, ask: Capacity, cap: Capacity) -> bool {
         let fits = match &self.machine {
             Some(m) => m.try_take(ask, cap),
-            None => {
-                ask.cores <= cap.cores.saturating_sub(self.cores)
-                    && ask.memory_mb <= cap.memory_mb.saturating_sub(self.memory_mb)
-            }
+            None => ask.fits(self.room, cap),
         };
         if fits {
             self.add(ask);
@@ -141,16 +131,15 @@ impl Held {
 
     fn add(&mut self, ask: Capacity) {
         self.slots += 1;
-        self.cores = self.cores.saturating_add(ask.cores);
-        self.memory_mb = self.memory_mb.saturating_add(ask.memory_mb);
+        self.room = self.room.plus(ask);
     }
 
     /// An attempt asking `ask` stopped running: it ended, or it waits.
     pub(super) fn free(&mut self, ask: Capacity) {
         self.slots = self.slots.saturating_sub(1);
-        let given = Capacity { cores: ask.cores.min(self.cores), memory_mb: ask.memory_mb.min(self.memory_mb) };
-        self.cores -= given.cores;
-        self.memory_mb -= given.memory_mb;
+        let left = self.room.minus(ask);
+        let given = self.room.minus(left);
+        self.room = left;
         if let Some(m) = &self.machine {
             m.free(given);
         }
@@ -160,7 +149,7 @@ impl Held {
 impl Drop for Held {
     fn drop(&mut self) {
         if let Some(m) = &self.machine {
-            m.free(Capacity { cores: self.cores, memory_mb: self.memory_mb });
+            m.free(self.room);
         }
     }
 }
@@ -169,7 +158,7 @@ impl Drop for Held {
 /// `executor`: none when it runs elsewhere (a named queue's worker, the remote executor's).
 pub(super) fn ask_of(policy: &Policy, executor: &str) -> Capacity {
     if policy.queue != DEFAULT_QUEUE || executor == crate::remote::EXECUTOR {
-        return Capacity { cores: 0, memory_mb: 0 };
+        return Capacity::NONE;
     }
     Capacity { cores: policy.cores, memory_mb: policy.memory_mb }
 }
@@ -248,7 +237,7 @@ impl Core {
             }
             let Some((_, Reverse(id))) = plain else { break };
             self.ready.pop();
-            self.held.take(Capacity { cores: 0, memory_mb: 0 });
+            self.held.take(Capacity::NONE);
             self.start(id);
         }
     }

@@ -835,13 +835,12 @@ impl Store for PgStore {
         for queue in queues {
             stmts.push(stmt!("SELECT pg_notify($1, $2)", READY_CHANNEL.to_string(), queue.to_string()));
         }
-        let held = lease.cloned();
-        let lease = lease.cloned();
+        let fenced = lease.cloned();
         let committed = self.run(move |c| {
             Box::pin(async move {
                 let statements = c.statements();
                 let tx = c.transaction().await?;
-                if let Some(lease) = lease {
+                if let Some(lease) = fenced {
                     // Taking the lease over waits for this transaction, and this one sees it as is.
                     let fence = statements.get(&tx, "SELECT owner FROM run_leases WHERE run_id = $1 FOR SHARE").await?;
                     let current: Option<String> = tx.query_opt(&fence, &[&lease.run.get()]).await?.map(|r| r.get(0));
@@ -856,13 +855,13 @@ impl Store for PgStore {
                 Ok(())
             })
         });
-        match (committed, held) {
+        match (committed, lease) {
             // The database failed the batch, or the connection broke under it (e.g. the
             // server ended a transaction left idle by a process that was stopped): when the
             // run has another owner by now, that is what the orchestrator must hear.
             (Err(e @ StoreError::Backend { .. }), Some(lease)) => match self.owner_of(lease.run) {
                 Ok(current) if current.as_deref() != Some(lease.owner.as_str()) => {
-                    Err(StoreError::LeaseLost { run: lease.run, owner: lease.owner, current })
+                    Err(StoreError::LeaseLost { run: lease.run, owner: lease.owner.clone(), current })
                 }
                 _ => Err(e),
             },
