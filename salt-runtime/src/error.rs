@@ -30,8 +30,13 @@ pub enum ErrorKind {
     Protocol,
     /// A replayed body made a different call than the one recorded.
     NonDeterministic,
-    /// The run or the node was cancelled.
+    /// The run was cancelled, or the node was stopped with something above it (its parent
+    /// ended, the run was cancelled or terminated): `recover` runs it again.
     Cancelled,
+    /// The node was killed on request (`cancel RUN --node NODE`, the API or the web UI): final
+    /// whatever the moment. It is not retried, a replay of its parent never runs it again, what
+    /// depends on it is skipped, and a parent awaiting it receives this error as a failure.
+    Killed,
     /// The input did not match the task's input type.
     Input,
     /// The store failed.
@@ -77,6 +82,7 @@ impl ErrorKind {
             ErrorKind::Protocol => "protocol",
             ErrorKind::NonDeterministic => "non_deterministic",
             ErrorKind::Cancelled => "cancelled",
+            ErrorKind::Killed => "killed",
             ErrorKind::Input => "input",
             ErrorKind::Store => "store",
             ErrorKind::Graph => "graph",

@@ -395,8 +395,7 @@ impl Core {
             if n.state.is_terminal() || self.cancel_reason.is_some() || self.terminated.is_some() {
                 continue;
             }
-            let e = Error::new(ErrorKind::Cancelled, format!("node {node} was cancelled with `cancel --node`"));
-            self.end_node(node, NodeState::Cancelled, None, Some(e));
+            self.kill(node);
         }
         for (id, name, value) in control.signals {
             if self.seen_signals.insert(id) {
@@ -404,6 +403,17 @@ impl Core {
             }
         }
         self.deliver_signals();
+    }
+
+    /// Kills one node on request: its attempt stops and it ends `cancelled` with an error of
+    /// kind [`ErrorKind::Killed`]. Unlike a node cancelled with something above it, a killed
+    /// node is final whatever the moment: no retry, and a replay of its parent (after it
+    /// parked, or on `recover`) binds to it without running it again. What depends on it is
+    /// skipped; a parent awaiting it receives the kill as a failure.
+    fn kill(&mut self, node: NodeId) {
+        let task = self.nodes[node.index()].task.name;
+        let e = Error::new(ErrorKind::Killed, format!("node {node} (`{task}`) was killed with `cancel --node`"));
+        self.end_node(node, NodeState::Cancelled, None, Some(e));
     }
 
     /// Starts as many ready nodes as the parallelism and the capacity allow, highest priority

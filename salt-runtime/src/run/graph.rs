@@ -88,6 +88,12 @@ pub(super) struct Observed {
 }
 
 impl Node {
+    /// Whether it was killed on request ([`ErrorKind::Killed`]): final, never run again by a
+    /// replay of its parent.
+    pub(super) fn killed(&self) -> bool {
+        self.state == NodeState::Cancelled && self.error.as_ref().is_some_and(|e| e.kind == ErrorKind::Killed)
+    }
+
     pub(super) fn from_record(rec: NodeRecord, task: &'static TaskDescriptor) -> Self {
         let seq = rec.seq;
         let overrides = rec.policy;
@@ -280,6 +286,7 @@ impl Core {
                 let stale = n.ended_at < self.nodes[parent.index()].started_at;
                 if stale
                     && matches!(n.state, NodeState::Failed | NodeState::Cancelled | NodeState::Skipped)
+                    && !n.killed()
                     && !self.keeps_failure(existing)
                 {
                     self.revive(existing);
@@ -487,6 +494,9 @@ impl Core {
         let n = &self.nodes[id.index()];
         match n.state {
             NodeState::Succeeded => Ok(n.output.clone().unwrap_or(Value::Null)),
+            NodeState::Cancelled if n.killed() => {
+                Err(Error::new(ErrorKind::Killed, format!("node {} (`{}`) was killed", n.id, n.task.name)))
+            }
             NodeState::Cancelled => {
                 Err(Error::new(ErrorKind::Cancelled, format!("node {} (`{}`) was cancelled", n.id, n.task.name)))
             }

@@ -42,9 +42,10 @@ fn settled(state: NodeState) -> bool {
 impl Core {
     /// The parent's attempt `attempt` received the failure of `child`. A cancelled child is
     /// not a failure to own: it was stopped from outside (the run was cancelled or
-    /// terminated), and `recover` runs it again.
+    /// terminated), and `recover` runs it again. A killed one is: the kill is final.
     pub(super) fn delivered(&mut self, child: NodeId, attempt: u32) {
-        if !matches!(self.nodes[child.index()].state, NodeState::Failed | NodeState::Skipped) {
+        let c = &self.nodes[child.index()];
+        if !matches!(c.state, NodeState::Failed | NodeState::Skipped) && !c.killed() {
             return;
         }
         if self.delivered.insert(child, attempt) != Some(attempt) {

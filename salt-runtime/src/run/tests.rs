@@ -967,9 +967,9 @@ fn cancelling_one_node_stops_its_attempt_without_retry_and_its_parent_sees_it() 
     assert!(starts(&fx).is_empty(), "a cancelled node is not retried");
     assert_eq!(h.state(NodeId::new(2)), NodeState::Running, "the rest of the run goes on");
     let answered = fx.actions.iter().any(|x| {
-        matches!(x, Action::Answer { at, answer: Answer::Resolved(Err(e)), .. } if *at == root && e.kind == ErrorKind::Cancelled)
+        matches!(x, Action::Answer { at, answer: Answer::Resolved(Err(e)), .. } if *at == root && e.kind == ErrorKind::Killed)
     });
-    assert!(answered, "the awaiting parent sees a cancelled node: {:?}", fx.actions);
+    assert!(answered, "the awaiting parent sees a killed node: {:?}", fx.actions);
     // The request is taken once: a repeat does nothing.
     let fx = h.control(RunControl { cancel_nodes: vec![(7, NodeId::new(1))], ..Default::default() });
     assert!(stops(&fx).is_empty());
@@ -2059,6 +2059,71 @@ fn a_parent_parked_on_a_child_that_fails_replays_and_receives_the_failure() {
     assert_eq!(resolved(&fx, root, 1).map_err(|e| e.kind), Err(ErrorKind::Child));
     h.succeed(root, json!("fallback"));
     assert_eq!(h.core.finish().state, RunState::Succeeded);
+}
+
+#[test]
+fn a_node_killed_while_its_parent_is_parked_is_not_run_again_by_the_replay() {
+    let slow = retrying(task("slow"), 2, Backoff::Fixed(Duration::from_millis(10)));
+    let mut h = Harness::with(vec![workflow("flow"), slow, task("after"), task("other")], 4, Some(secs(1)));
+    let root = h.start_root();
+    let fx = h.mutate(root, vec![spawn(0, "slow", &[]), spawn(1, "other", &[])]);
+    let slow = started(&fx, NodeId::new(1));
+    let other = started(&fx, NodeId::new(2));
+    let fx = h.spawn(root, 2, "after", &[("x", WireArg::Handle(0))]);
+    assert!(starts(&fx).is_empty(), "`after` waits for `slow`");
+    h.await_(root, 1, 0);
+    assert_eq!(stops(&h.advance(secs(1))), [root], "the root parks");
+
+    // Killed 6 s into its attempt, with the root parked.
+    h.advance(secs(5));
+    let fx = h.control(RunControl { cancel_nodes: vec![(1, NodeId::new(1))], ..Default::default() });
+    assert_eq!(stops(&fx), [slow]);
+    assert_eq!(h.state(NodeId::new(3)), NodeState::Skipped, "what depends on it is skipped");
+    let root = started(&fx, NodeId::ROOT);
+    assert_eq!(root.attempt, 2, "the parked root replays");
+
+    // The replay binds to the killed node: no new attempt, now or after its backoff.
+    let fx = h.mutate(
+        root,
+        vec![spawn(0, "slow", &[]), spawn(1, "other", &[]), spawn(2, "after", &[("x", WireArg::Handle(0))])],
+    );
+    assert!(starts(&fx).is_empty(), "{:?}", fx.actions);
+    assert!(starts(&h.advance(secs(60))).is_empty());
+    assert_eq!(h.state(NodeId::new(1)), NodeState::Cancelled);
+    let fx = h.await_(root, 1, 0);
+    assert_eq!(resolved(&fx, root, 1).map_err(|e| e.kind), Err(ErrorKind::Killed));
+
+    // The independent branch goes on; the root propagates the kill and the run fails.
+    h.succeed(other, json!("fine"));
+    assert_eq!(h.state(NodeId::new(2)), NodeState::Succeeded);
+    h.finish(root, Err(Error::new(ErrorKind::Killed, "node 1 (`slow`) was killed")));
+    assert_eq!(h.state(NodeId::ROOT), NodeState::Failed);
+    h.assert_all_final();
+    assert_eq!(h.core.finish().state, RunState::Failed);
+}
+
+#[test]
+fn a_node_killed_before_its_parent_awaited_it_stays_killed_across_replays() {
+    let mut h = Harness::with(vec![workflow("flow"), task("slow"), task("gate")], 4, Some(secs(1)));
+    let root = h.start_root();
+    let fx = h.mutate(root, vec![spawn(0, "slow", &[]), spawn(1, "gate", &[])]);
+    started(&fx, NodeId::new(1));
+    let gate = started(&fx, NodeId::new(2));
+    // The root awaits `gate` only, and parks.
+    h.await_(root, 1, 1);
+    assert_eq!(stops(&h.advance(secs(1))), [root]);
+    h.control(RunControl { cancel_nodes: vec![(1, NodeId::new(1))], ..Default::default() });
+    // `gate` ends: the root replays, and binds to the killed `slow` without running it.
+    let root = started(&h.succeed(gate, json!(1)), NodeId::ROOT);
+    let fx = h.mutate(root, vec![spawn(0, "slow", &[]), spawn(1, "gate", &[])]);
+    assert!(starts(&fx).is_empty(), "{:?}", fx.actions);
+    assert_eq!(resolved(&h.await_(root, 1, 1), root, 1), Ok(json!(1)));
+    // The root returns without awaiting the killed node: nobody received the kill, the run fails.
+    h.succeed(root, json!("done"));
+    h.assert_all_final();
+    let outcome = h.core.finish();
+    assert_eq!(outcome.state, RunState::Failed);
+    assert!(outcome.error.is_some_and(|e| e.message().contains("slow")));
 }
 
 #[test]

@@ -96,6 +96,25 @@ async fn pipeline(dir: String, slow_ms: u64, fail: bool) -> salt::Result<u64> {
     maybe_fail(dir, t, fail).await
 }
 
+/// Counts its run, then sleeps `slow_ms`; retried twice, so a kill that came back would show.
+#[task(retries = 2, backoff = "10ms")]
+async fn sleeper(dir: String, slow_ms: u64) -> u64 {
+    mark(&dir, "sleeper");
+    tokio::time::sleep(Duration::from_millis(slow_ms)).await;
+    1
+}
+
+/// `sleeper`, a step that depends on it, and an independent step; awaits the sleeper, then the
+/// rest: the target of the tests that kill one node.
+#[workflow]
+async fn kill_target(dir: String, slow_ms: u64) -> salt::Result<u64> {
+    let slow = sleeper(dir.clone(), slow_ms);
+    let other = step(dir.clone(), "other", 0, 200);
+    let after = step(dir.clone(), "after", &slow, 0);
+    let slow = slow.await?;
+    Ok(slow + other.await? + after.await?)
+}
+
 /// A failing first step and a step that depends on it, which is skipped.
 #[workflow]
 async fn broken_chain(dir: String) -> salt::Result<u64> {

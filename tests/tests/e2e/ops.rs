@@ -199,3 +199,47 @@ fn cancel_node_stops_one_node_without_retry_and_the_run_goes_on_without_it() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(stderr(&out).contains("already ended"), "{}", text(&out));
 }
+
+/// Kills `sleeper` of a `kill_target` run once it has run for `after`, on `executor`, with the
+/// root parking on its children after 300 ms: the kill is final whatever the moment.
+fn a_killed_node_stays_killed(executor: &str, after: std::time::Duration) {
+    let env = Env::new();
+    let input = serde_json::json!({"dir": env.dir(), "slow_ms": 60_000}).to_string();
+    let mut cmd = env.cmd(&["run", "kill_target", "--executor", executor, "--input", &input]);
+    let child = cmd
+        .env("SALT_PARK_AFTER_MS", "300")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    env.wait_for_marker("sleeper");
+    std::thread::sleep(after);
+    let started = std::time::Instant::now();
+    let out = env.run(&["cancel", "1", "--node", "sleeper"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = child.wait_with_output().unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(20), "the run ended soon after the kill");
+    assert!(!out.status.success(), "{}", text(&out));
+    let show = env.show(1);
+    assert_eq!(show["run"]["state"], "failed", "{show}");
+    let node = show["nodes"].as_array().unwrap().iter().find(|n| n["task"] == "sleeper").unwrap();
+    assert_eq!((node["state"].as_str(), node["attempts"].as_u64()), (Some("cancelled"), Some(1)), "{show}");
+    assert_eq!(env.count("sleeper"), 1, "a killed node gets no new attempt: {show}");
+    assert_eq!(env.count("after"), 0, "what depends on it is skipped");
+    assert_eq!(env.count("other"), 1, "the independent step ran");
+}
+
+#[test]
+fn a_node_killed_after_its_parent_parked_is_final_on_process() {
+    a_killed_node_stays_killed("process", std::time::Duration::from_secs(6));
+}
+
+#[test]
+fn a_node_killed_after_its_parent_parked_is_final_on_pool() {
+    a_killed_node_stays_killed("pool", std::time::Duration::from_secs(2));
+}
+
+#[test]
+fn a_node_killed_early_is_final_on_inline() {
+    a_killed_node_stays_killed("inline", std::time::Duration::from_secs(1));
+}
