@@ -67,16 +67,34 @@ async fn dag(spec: String, params: Vec<String>) -> salt::Result<DagRun> {
             .find(|n| plan.step(n).is_some_and(|s| s.is_generator) && !generators_done.contains(*n))
             .cloned();
         let Some(generator) = next else { break };
-        let output = handles[&generator].clone().await?;
-        let text = output.stdout_tail.join("\n");
-        let started: BTreeSet<String> = handles.keys().cloned().collect();
-        plan.add_generated(&generator, &text, &started).map_err(fatal)?;
+        // A failed generator adds nothing: the steps waiting for it are spawned below it and
+        // skipped, and the independent ones go on.
+        if let Ok(output) = handles[&generator].clone().await {
+            let text = output.stdout_tail.join("\n");
+            let started: BTreeSet<String> = handles.keys().cloned().collect();
+            plan.add_generated(&generator, &text, &started).map_err(fatal)?;
+        }
         generators_done.insert(generator);
     }
+    // Every step is awaited, whatever failed: a failure (or a killed step) skips what depends
+    // on it, and the steps independent of it run to their end.
     let mut stdout_tails = BTreeMap::new();
+    let mut failed = Vec::new();
     for name in &order {
-        let output = handles[name].clone().await?;
-        stdout_tails.insert(name.clone(), output.stdout_tail);
+        match handles[name].clone().await {
+            Ok(output) => {
+                stdout_tails.insert(name.clone(), output.stdout_tail);
+            }
+            Err(e) => failed.push(format!("`{name}` ({})", e.message())),
+        }
+    }
+    if !failed.is_empty() {
+        return Err(salt::Error::fatal(format!(
+            "{} of {} steps did not succeed: {}",
+            failed.len(),
+            order.len(),
+            failed.join("; ")
+        )));
     }
     Ok(DagRun { steps: order, stdout_tails })
 }

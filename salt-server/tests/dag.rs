@@ -86,6 +86,24 @@ fn a_failing_step_fails_the_run_and_what_depends_on_it_never_runs() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("exit"), "{}", text(&out));
     assert!(!marker.exists(), "a step after a failed one ran");
+    std::fs::remove_dir_all(dir.path().join(".salt")).unwrap();
+
+    // Independent steps run to their end whatever the order of the file (or of the names).
+    for (failing, independent) in [("a_first", "z_last"), ("z_last", "a_first")] {
+        let done = dir.path().join(format!("{independent}.done"));
+        let tasks = serde_json::json!({
+            failing: {"job": {"command": ["sh", "-c", "exit 3"]}, "children": ["after"]},
+            independent: {"job": {"command": ["sh", "-c", format!("sleep 1; touch {}", done.display())]}},
+            "after": {"job": {"command": ["touch", marker.display().to_string()]}}
+        });
+        std::fs::write(&spec, serde_json::json!({"tasks": tasks}).to_string()).unwrap();
+        let out = salt(dir.path(), &["dag", "run", spec.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        assert!(done.exists(), "`{independent}` was cancelled by the failure of `{failing}`: {}", text(&out));
+        assert!(!marker.exists(), "a step after a failed one ran");
+        assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("`{failing}`")), "{}", text(&out));
+        std::fs::remove_dir_all(dir.path().join(".salt")).unwrap();
+    }
     // A file that does not check is refused before anything runs.
     std::fs::write(&spec, r#"{"tasks": {"a": {"job": {"command": ["true"]}, "parents": ["nope"]}}}"#).unwrap();
     let out = salt(dir.path(), &["dag", "run", spec.to_str().unwrap()]);
