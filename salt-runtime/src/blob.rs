@@ -25,69 +25,9 @@ use std::io::Write as _;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
-/// Values whose JSON is longer than this many bytes (1 MiB) are stored as blobs.
-pub const SPILL_BYTES: usize = 1 << 20;
-
-/// A reference to a stored value: its hash and the length of its JSON.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "RawRef", into = "RawRef")]
-pub struct BlobRef {
-    sha256: String,
-    bytes: u64,
-}
-
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRef {
-    #[serde(rename = "$salt_blob")]
-    sha256: String,
-    bytes: u64,
-}
-
-impl TryFrom<RawRef> for BlobRef {
-    type Error = String;
-
-    fn try_from(raw: RawRef) -> Result<Self, String> {
-        // The hash names a file: nothing but 64 hex digits may reach a path.
-        if raw.sha256.len() == 64 && raw.sha256.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-            Ok(Self { sha256: raw.sha256, bytes: raw.bytes })
-        } else {
-            Err(format!("`{}` is not a sha256 in lowercase hex", crate::protocol::short(&raw.sha256)))
-        }
-    }
-}
-
-impl From<BlobRef> for RawRef {
-    fn from(r: BlobRef) -> Self {
-        Self { sha256: r.sha256, bytes: r.bytes }
-    }
-}
-
-impl BlobRef {
-    /// The reference of a value whose JSON is `json`.
-    pub fn of(json: &[u8]) -> Self {
-        Self { sha256: hex(&Sha256::digest(json)), bytes: json.len() as u64 }
-    }
-
-    /// The sha256 of the value's JSON, in lowercase hex.
-    pub fn sha256(&self) -> &str {
-        &self.sha256
-    }
-
-    /// The length of the value's JSON in bytes.
-    pub fn bytes(&self) -> u64 {
-        self.bytes
-    }
-
-    /// The reference as JSON: `{"$salt_blob": "<sha256>", "bytes": N}`.
-    pub fn to_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
-    }
-}
+pub use salt_core::blob::{BlobRef, SPILL_BYTES};
 
 /// Why a blob could not be written or read.
 #[derive(Debug, thiserror::Error)]
@@ -147,7 +87,7 @@ impl Blobs {
 
     /// Where the blob of `r` is.
     pub fn path(&self, r: &BlobRef) -> PathBuf {
-        self.dir.join(&r.sha256)
+        self.dir.join(r.sha256())
     }
 
     /// Stores `json` (a value's JSON) and returns its reference. A blob of the same content that
@@ -155,7 +95,7 @@ impl Blobs {
     pub fn put(&self, json: &[u8]) -> Result<BlobRef, BlobError> {
         let r = BlobRef::of(json);
         let path = self.path(&r);
-        if std::fs::metadata(&path).is_ok_and(|m| m.len() == r.bytes) {
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() == r.bytes()) {
             return Ok(r);
         }
         let io = |path: &Path| {
@@ -164,7 +104,7 @@ impl Blobs {
         };
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&self.dir).map_err(io(&self.dir))?;
         // A name of its own per writer: processes may store the same blob at once.
-        let tmp = self.dir.join(format!(".{}.{}.{:x}.tmp", r.sha256, std::process::id(), unique()));
+        let tmp = self.dir.join(format!(".{}.{}.{:x}.tmp", r.sha256(), std::process::id(), unique()));
         let written = (|| {
             let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
             f.write_all(json)?;
@@ -199,10 +139,10 @@ impl Blobs {
             std::io::ErrorKind::NotFound => BlobError::Missing { path: shown() },
             _ => BlobError::Io { action: "read", path: shown(), source },
         })?;
-        if bytes.len() as u64 != r.bytes {
+        if bytes.len() as u64 != r.bytes() {
             return Err(BlobError::Damaged {
                 path: shown(),
-                detail: format!("it has {} bytes, not {}", bytes.len(), r.bytes),
+                detail: format!("it has {} bytes, not {}", bytes.len(), r.bytes()),
             });
         }
         Ok(bytes)
@@ -216,14 +156,6 @@ impl Blobs {
             detail: format!("it is not JSON: {e}"),
         })
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
 }
 
 /// A number that differs between calls in one process.

@@ -625,7 +625,7 @@ fn report(outcome: &RunOutcome, json: bool) -> ExitCode {
                 eprintln!("run {} of `{}` succeeded", outcome.run, outcome.workflow);
             }
             state => {
-                let why = outcome.error.as_ref().map(|e| e.message.as_str()).unwrap_or("");
+                let why = outcome.error.as_ref().map(|e| e.message()).unwrap_or("");
                 let run = outcome.run;
                 eprintln!("run {run} of `{}` {}: {why}", outcome.workflow, state.as_str());
                 if state == RunState::Terminated {
@@ -654,7 +654,7 @@ fn report_one(one: &RunOneOutcome, json: bool) -> ExitCode {
                 eprintln!("node {} (`{}`) of run {} succeeded", one.node, one.task, run.run);
             }
             state => {
-                let why = one.node_error.as_ref().map(|e| e.message.as_str()).unwrap_or("");
+                let why = one.node_error.as_ref().map(|e| e.message()).unwrap_or("");
                 eprintln!("node {} (`{}`) of run {} {}: {why}", one.node, one.task, run.run, state.as_str());
                 eprintln!("see `logs {} {}`", run.run, one.node);
             }
@@ -710,7 +710,7 @@ fn logs_text(logs: &Logs) -> String {
     let mut text = String::new();
     for a in &logs.attempts {
         let how = match &a.error {
-            Some(e) => format!("{}: {}", a.state.as_str(), e.message),
+            Some(e) => format!("{}: {}", a.state.as_str(), e.message()),
             None => a.state.as_str().to_string(),
         };
         text.push_str(&format!(

@@ -1014,12 +1014,12 @@ mod tests {
         assert_eq!(out.stdout_tail, ["one", "{\"n\": 2}"]);
         assert_eq!(out.json::<serde_json::Map<String, Value>>().unwrap()["n"], 2);
         let e = shell("echo bad >&2; exit 3").await.unwrap_err();
-        assert_eq!(e.kind, ErrorKind::Task);
+        assert_eq!(e.kind(), ErrorKind::Task);
         assert_eq!(e.message(), "`sh` exited with code 3; the last lines of its log:\nbad");
         let e = shell("kill -TERM $$").await.unwrap_err();
         assert!(e.message().starts_with("`sh` was killed by signal SIGTERM (15)"), "{}", e.message());
         let e = command("sh").require_env("SALT_SURELY_UNSET_VARIABLE").await.unwrap_err();
-        assert_eq!(e.kind, ErrorKind::Fatal);
+        assert_eq!(e.kind(), ErrorKind::Fatal);
         assert_eq!(
             e.message(),
             "`sh` requires the environment variable `SALT_SURELY_UNSET_VARIABLE`, which is not set on this host"

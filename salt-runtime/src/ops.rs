@@ -850,7 +850,7 @@ mod tests {
         let snapshot = show(store.as_ref(), run).unwrap();
         let states: Vec<NodeState> = snapshot.nodes.iter().map(|n| n.state).collect();
         assert_eq!(states, [NodeState::Cancelled, NodeState::Succeeded]);
-        assert_eq!(snapshot.run.error.unwrap().message, "cancelled with `cancel`");
+        assert_eq!(snapshot.run.error.unwrap().message(), "cancelled with `cancel`");
         let again = futures::executor::block_on(cancel(store.as_ref(), run)).unwrap_err();
         assert_eq!(again.to_string(), format!("run {run} already ended: cancelled"));
     }

@@ -284,7 +284,7 @@ fn check(
     let refused = outcome.state == RunState::Terminated || (outcome.state == RunState::Failed && root_failed);
     match outcome.error {
         Some(e) if refused => {
-            Err(Error::new(e.kind, format!("the plan of `{}` is refused: {}", workflow.name, e.message)))
+            Err(Error::new(e.kind(), format!("the plan of `{}` is refused: {}", workflow.name, e.message())))
         }
         _ => Ok(()),
     }

@@ -481,22 +481,7 @@ async fn done(attempt_id: u64, output: Value, blobs: Option<Blobs>) -> FromNode 
     }
 }
 
-/// At most 200 bytes of a text, for error messages that quote what a peer sent.
-pub(crate) fn short(text: &str) -> String {
-    short_to(text, 200)
-}
-
-/// At most `max` bytes of a text (cut at a character boundary), saying how long it was.
-pub(crate) fn short_to(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_string();
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}... ({} bytes)", &text[..end], text.len())
-}
+pub(crate) use salt_core::text::{short, short_to};
 
 /// The entry point of a node process (`<bin> __salt exec`): serves attempts until its input
 /// ends.

@@ -758,7 +758,7 @@ pub fn show_text(s: &RunSnapshot, all: bool, states: &[NodeState]) -> String {
         let _ = writeln!(out, "output    {}", shown(o, &format!("show {} --output", r.id)));
     }
     if let Some(e) = &r.error {
-        let _ = writeln!(out, "error     {}", truncate(&e.message, SHOW_MAX));
+        let _ = writeln!(out, "error     {}", truncate(e.message(), SHOW_MAX));
     }
     for p in &s.promises {
         let _ = writeln!(out, "promise   `{}` over node {} (declared by node {})", p.text, p.scope, p.declared_by);
@@ -789,7 +789,7 @@ pub fn show_text(s: &RunSnapshot, all: bool, states: &[NodeState]) -> String {
             _ => String::new(),
         };
         let detail = match (&n.error, &n.output) {
-            (Some(e), _) => truncate(&e.message, 100),
+            (Some(e), _) => truncate(e.message(), 100),
             (None, Some(o)) => truncate(&o.to_string(), 60),
             _ => String::new(),
         };
@@ -846,7 +846,7 @@ pub fn node_text(v: &crate::ops::NodeView) -> String {
         let _ = writeln!(out, "output    {}", shown(o, &format!("show {} {} --output", v.run, n.id)));
     }
     if let Some(e) = &n.error {
-        let _ = writeln!(out, "error     {}", truncate(&e.message, SHOW_MAX));
+        let _ = writeln!(out, "error     {}", truncate(e.message(), SHOW_MAX));
     }
     for w in &v.waits {
         wait_line(&mut out, v.run, w, now);
@@ -854,7 +854,7 @@ pub fn node_text(v: &crate::ops::NodeView) -> String {
     for a in &v.attempts {
         let time = a.finished_at.map(|f| format!(" · {}", human_ms(f - a.started_at))).unwrap_or_default();
         let how = match &a.error {
-            Some(e) => format!("{}: {}", a.state.as_str(), truncate(&e.message, 100)),
+            Some(e) => format!("{}: {}", a.state.as_str(), truncate(e.message(), 100)),
             None => a.state.as_str().to_string(),
         };
         let _ = writeln!(out, "attempt   {} · {} · {how}{time}", a.attempt, a.executor);

@@ -213,7 +213,7 @@ impl Core {
             nodes.push(Node::from_record(rec, task));
         }
         for a in &snapshot.attempts {
-            let lost = a.error.as_ref().is_some_and(|e| e.kind == ErrorKind::Lost);
+            let lost = a.error.as_ref().is_some_and(|e| e.kind() == ErrorKind::Lost);
             if a.state == NodeState::Failed
                 && !lost
                 && let Some(n) = nodes.get_mut(a.node.index())

@@ -290,7 +290,7 @@ fn start(
         }
         let (recorded, ended, how) = match &result {
             Ok(output) => (store.complete(&claim, output), Ended::Succeeded, "succeeded".to_string()),
-            Err(e) => (store.fail(&claim, e), Ended::Failed, format!("failed: {}", e.message)),
+            Err(e) => (store.fail(&claim, e), Ended::Failed, format!("failed: {}", e.message())),
         };
         match recorded {
             Ok(()) => {

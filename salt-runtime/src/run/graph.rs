@@ -91,7 +91,7 @@ impl Node {
     /// Whether it was killed on request ([`ErrorKind::Killed`]): final, never run again by a
     /// replay of its parent.
     pub(super) fn killed(&self) -> bool {
-        self.state == NodeState::Cancelled && self.error.as_ref().is_some_and(|e| e.kind == ErrorKind::Killed)
+        self.state == NodeState::Cancelled && self.error.as_ref().is_some_and(|e| e.kind() == ErrorKind::Killed)
     }
 
     pub(super) fn from_record(rec: NodeRecord, task: &'static TaskDescriptor) -> Self {
@@ -505,15 +505,15 @@ impl Core {
             // would not help.
             _ => Err(Error::new(
                 match &n.error {
-                    Some(e) if e.kind == ErrorKind::Timeout => ErrorKind::Timeout,
-                    Some(e) if !e.kind.is_retryable() && e.kind != ErrorKind::Upstream => ErrorKind::Fatal,
+                    Some(e) if e.kind() == ErrorKind::Timeout => ErrorKind::Timeout,
+                    Some(e) if !e.kind().is_retryable() && e.kind() != ErrorKind::Upstream => ErrorKind::Fatal,
                     _ => ErrorKind::Child,
                 },
                 format!(
                     "node {} (`{}`) failed: {}",
                     n.id,
                     n.task.name,
-                    n.error.as_ref().map(|e| e.message.as_str()).unwrap_or("unknown error")
+                    n.error.as_ref().map(|e| e.message()).unwrap_or("unknown error")
                 ),
             )),
         }

@@ -110,7 +110,7 @@ impl Core {
             None if root.state == NodeState::Succeeded => (RunState::Succeeded, None),
             None => (RunState::Failed, root.error.clone()),
             Some(n) => {
-                let message = n.error.as_ref().map(|e| e.message.as_str()).unwrap_or("");
+                let message = n.error.as_ref().map(|e| e.message()).unwrap_or("");
                 let error = Error::new(
                     ErrorKind::Child,
                     format!("node {} (`{}`) {}: {message}", n.id, n.task.name, n.state.as_str()),

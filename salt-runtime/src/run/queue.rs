@@ -424,7 +424,7 @@ mod tests {
         let fx = core.take_effects();
         let ended = fx.writes.iter().any(|w| {
             matches!(w, Write::AttemptFinished { attempt: 1, state: NodeState::Failed, error: Some(e), .. }
-                if e.kind == ErrorKind::Timeout)
+                if e.kind() == ErrorKind::Timeout)
         });
         assert!(ended, "{:?}", fx.writes);
         // After its backoff, attempt 2 goes into the queue; attempt 1's late result is ignored.

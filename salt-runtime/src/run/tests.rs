@@ -297,8 +297,8 @@ impl Harness {
         let outcome = self.core.finish();
         assert_eq!(outcome.state, RunState::Terminated);
         let error = outcome.error.expect("a terminated run says why");
-        assert_eq!(error.kind, ErrorKind::Promise);
-        assert!(error.message.contains(&format!("broken promise `{text}`")), "{}", error.message);
+        assert_eq!(error.kind(), ErrorKind::Promise);
+        assert!(error.message().contains(&format!("broken promise `{text}`")), "{}", error.message());
         error
     }
 }
@@ -495,10 +495,10 @@ fn a_failed_child_fails_the_await_and_skips_what_runs_after_it() {
     let fx = h.finish(extract, Err(task_error("disk full")));
     let (state, _, error) = node_finished(&fx, NodeId::new(2)).expect("`load` ends");
     assert_eq!(state, NodeState::Skipped);
-    assert_eq!(error.map(|e| e.kind), Some(ErrorKind::Upstream));
+    assert_eq!(error.map(|e| e.kind()), Some(ErrorKind::Upstream));
     let e = resolved(&fx, root, 1).expect_err("the await fails");
-    assert_eq!(e.kind, ErrorKind::Child);
-    assert!(e.message.contains("disk full"), "{}", e.message);
+    assert_eq!(e.kind(), ErrorKind::Child);
+    assert!(e.message().contains("disk full"), "{}", e.message());
 }
 
 #[test]
@@ -647,12 +647,12 @@ fn a_node_asking_for_more_than_the_machine_offers_fails_for_good_without_startin
     assert_eq!(started_nodes(&fx), [3]);
     let (state, _, error) = node_finished(&fx, NodeId::at(1)).expect("`wide` ended");
     let error = error.expect("with an error");
-    assert_eq!((state, error.kind), (NodeState::Failed, ErrorKind::Fatal));
-    assert_eq!(error.message, "node 1 (`wide`) asks for 8 cores; this machine offers 4 (see --cores)");
+    assert_eq!((state, error.kind()), (NodeState::Failed, ErrorKind::Fatal));
+    assert_eq!(error.message(), "node 1 (`wide`) asks for 8 cores; this machine offers 4 (see --cores)");
     let (state, _, error) = node_finished(&fx, NodeId::at(2)).expect("`fat` ended");
     assert_eq!(state, NodeState::Failed);
     assert_eq!(
-        error.expect("with an error").message,
+        error.expect("with an error").message(),
         "node 2 (`fat`) asks for 4096 MiB of memory; this machine offers 2048 MiB (see --memory-mb)"
     );
     assert!(attempt_ended(&fx, NodeId::at(1), 1).is_none(), "no attempt was started");
@@ -680,8 +680,8 @@ fn a_task_not_marked_spawns_cannot_spawn() {
     let fx = h.spawn(plain, 0, "leaf", &[]);
     assert!(inserted(&fx).is_empty());
     let e = attempt_error(&fx, NodeId::new(1), 1);
-    assert_eq!(e.kind, ErrorKind::Graph);
-    assert!(e.message.contains("#[task(spawns)]"), "{}", e.message);
+    assert_eq!(e.kind(), ErrorKind::Graph);
+    assert!(e.message().contains("#[task(spawns)]"), "{}", e.message());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -729,15 +729,15 @@ fn a_replay_that_spawns_another_task_is_non_deterministic() {
     assert!(inserted(&fx).is_empty());
     assert_eq!(stops(&fx), [root], "the body is stopped");
     let e = attempt_error(&fx, NodeId::ROOT, 2);
-    assert_eq!(e.kind, ErrorKind::NonDeterministic);
-    assert!(e.message.contains("at call 0"), "{}", e.message);
-    assert!(e.message.contains("spawn `leaf` with"), "{}", e.message);
-    assert!(e.message.contains("spawn `other` with"), "{}", e.message);
+    assert_eq!(e.kind(), ErrorKind::NonDeterministic);
+    assert!(e.message().contains("at call 0"), "{}", e.message());
+    assert!(e.message().contains("spawn `leaf` with"), "{}", e.message());
+    assert!(e.message().contains("spawn `other` with"), "{}", e.message());
     // Not retryable: the run fails with it.
     assert_eq!(node_finished(&fx, NodeId::ROOT).map(|f| f.0), Some(NodeState::Failed));
     let outcome = h.core.finish();
     assert_eq!(outcome.state, RunState::Failed);
-    assert_eq!(outcome.error.map(|e| e.kind), Some(ErrorKind::NonDeterministic));
+    assert_eq!(outcome.error.map(|e| e.kind()), Some(ErrorKind::NonDeterministic));
 }
 
 #[test]
@@ -745,9 +745,9 @@ fn a_replay_that_spawns_with_other_arguments_is_non_deterministic() {
     let (mut h, root) = replaying_root();
     let fx = h.spawn(root, 0, "leaf", &[("x", v(json!(2)))]);
     let e = attempt_error(&fx, NodeId::ROOT, 2);
-    assert_eq!(e.kind, ErrorKind::NonDeterministic);
-    assert!(e.message.contains(r#"spawn `leaf` with [["x",{"value":1}]]"#), "{}", e.message);
-    assert!(e.message.contains(r#"spawn `leaf` with [["x",{"value":2}]]"#), "{}", e.message);
+    assert_eq!(e.kind(), ErrorKind::NonDeterministic);
+    assert!(e.message().contains(r#"spawn `leaf` with [["x",{"value":1}]]"#), "{}", e.message());
+    assert!(e.message().contains(r#"spawn `leaf` with [["x",{"value":2}]]"#), "{}", e.message());
 }
 
 #[test]
@@ -767,8 +767,8 @@ fn a_journaled_value_is_recorded_once_and_replayed() {
     // Another kind of call at the same place is a different body.
     let fx = h.journal(root, 2, 0, JournalKind::Now, json!(1_700_000_000_000_i64));
     let e = attempt_error(&fx, NodeId::ROOT, 2);
-    assert_eq!(e.kind, ErrorKind::NonDeterministic);
-    assert!(e.message.contains("`random()`") && e.message.contains("`now()`"), "{}", e.message);
+    assert_eq!(e.kind(), ErrorKind::NonDeterministic);
+    assert!(e.message().contains("`random()`") && e.message().contains("`now()`"), "{}", e.message());
 }
 
 #[test]
@@ -781,8 +781,8 @@ fn a_spawn_where_the_journal_has_a_value_is_non_deterministic() {
     let fx = h.spawn(root, 0, "leaf", &[]);
     assert!(inserted(&fx).is_empty());
     let e = attempt_error(&fx, NodeId::ROOT, 2);
-    assert_eq!(e.kind, ErrorKind::NonDeterministic);
-    assert!(e.message.contains("`now()`") && e.message.contains("spawn `leaf`"), "{}", e.message);
+    assert_eq!(e.kind(), ErrorKind::NonDeterministic);
+    assert!(e.message().contains("`now()`") && e.message().contains("spawn `leaf`"), "{}", e.message());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -815,7 +815,7 @@ fn a_failed_attempt_is_retried_after_an_exponential_backoff() {
     let fx = h.finish(third, Err(task_error("still broken")));
     let (state, _, error) = node_finished(&fx, NodeId::new(1)).expect("out of retries");
     assert_eq!(state, NodeState::Failed);
-    assert_eq!(error.map(|e| e.message), Some("still broken".into()));
+    assert_eq!(error.map(|e| e.message().to_string()), Some("still broken".into()));
     assert!(resolved(&fx, root, 1).is_err());
     assert_eq!(h.core.next_timer(), None);
 }
@@ -843,12 +843,12 @@ fn an_attempt_past_its_timeout_is_stopped_and_failed() {
     let fx = h.advance(ms(1));
     assert_eq!(stops(&fx), [slow]);
     let e = attempt_error(&fx, NodeId::new(1), 1);
-    assert_eq!(e.kind, ErrorKind::Timeout);
-    assert!(e.message.contains("timed out after 5s"), "{}", e.message);
+    assert_eq!(e.kind(), ErrorKind::Timeout);
+    assert!(e.message().contains("timed out after 5s"), "{}", e.message());
     assert_eq!(node_finished(&fx, NodeId::new(1)).map(|f| f.0), Some(NodeState::Failed));
     let e = resolved(&fx, root, 1).expect_err("the await fails");
-    assert_eq!(e.kind, ErrorKind::Timeout, "the parent sees a timeout, not a generic child failure");
-    assert!(e.message.contains("node 1 (`slow`) failed: attempt timed out after 5s"), "{}", e.message);
+    assert_eq!(e.kind(), ErrorKind::Timeout, "the parent sees a timeout, not a generic child failure");
+    assert!(e.message().contains("node 1 (`slow`) failed: attempt timed out after 5s"), "{}", e.message());
 
     // The body's own end, arriving late, changes nothing.
     let fx = h.succeed(slow, json!("too late"));
@@ -882,7 +882,7 @@ fn a_call_that_changes_its_policy_is_retried_and_timed_out_by_it() {
 
     let fx = h.advance(secs(3));
     assert_eq!(stops(&fx), [first]);
-    assert_eq!(attempt_error(&fx, NodeId::new(1), 1).kind, ErrorKind::Timeout);
+    assert_eq!(attempt_error(&fx, NodeId::new(1), 1).kind(), ErrorKind::Timeout);
     assert_eq!(node_states(&fx, NodeId::new(1)), [NodeState::Pending], "one retry is left");
     assert!(starts(&h.advance(ms(199))).is_empty(), "not before the call's backoff");
     let second = started(&h.advance(ms(1)), NodeId::new(1));
@@ -938,7 +938,7 @@ fn cancelling_ends_every_node_and_stops_every_attempt() {
     assert!(h.core.is_cancelled());
     let outcome = h.core.finish();
     assert_eq!(outcome.state, RunState::Cancelled);
-    assert_eq!(outcome.error.map(|e| e.kind), Some(ErrorKind::Cancelled));
+    assert_eq!(outcome.error.map(|e| e.kind()), Some(ErrorKind::Cancelled));
 }
 
 #[test]
@@ -967,7 +967,7 @@ fn cancelling_one_node_stops_its_attempt_without_retry_and_its_parent_sees_it() 
     assert!(starts(&fx).is_empty(), "a cancelled node is not retried");
     assert_eq!(h.state(NodeId::new(2)), NodeState::Running, "the rest of the run goes on");
     let answered = fx.actions.iter().any(|x| {
-        matches!(x, Action::Answer { at, answer: Answer::Resolved(Err(e)), .. } if *at == root && e.kind == ErrorKind::Killed)
+        matches!(x, Action::Answer { at, answer: Answer::Resolved(Err(e)), .. } if *at == root && e.kind() == ErrorKind::Killed)
     });
     assert!(answered, "the awaiting parent sees a killed node: {:?}", fx.actions);
     // The request is taken once: a repeat does nothing.
@@ -1027,11 +1027,11 @@ fn check_promise(text: &str, mutations: Vec<Mutation>, broken: Option<&str>) {
         }
         Some(what) => {
             let e = attempt_error(&fx, NodeId::ROOT, 1);
-            assert_eq!(e.kind, ErrorKind::Promise);
+            assert_eq!(e.kind(), ErrorKind::Promise);
             assert!(stops(&fx).contains(&root));
             let error = h.assert_terminated(text);
-            assert!(error.message.contains(what), "`{text}`: {}", error.message);
-            assert!(error.message.contains("declared by node 0"), "{}", error.message);
+            assert!(error.message().contains(what), "`{text}`: {}", error.message());
+            assert!(error.message().contains("declared by node 0"), "{}", error.message());
         }
     }
 }
@@ -1139,9 +1139,9 @@ fn a_shape_constrains_the_dag_not_the_order_of_creation() {
     h.succeed(root, json!(1));
     let e = h.assert_terminated("a -> b");
     assert!(
-        e.message.contains("node 0 (`flow`) finishing with a graph that is not of the shape's form"),
+        e.message().contains("node 0 (`flow`) finishing with a graph that is not of the shape's form"),
         "{}",
-        e.message
+        e.message()
     );
 
     // A control edge that makes `b` run before `a`: broken by the edge.
@@ -1150,14 +1150,14 @@ fn a_shape_constrains_the_dag_not_the_order_of_creation() {
     let fx = h.mutate(root, vec![promise(0, "a -> b"), spawn(1, "a", &[]), spawn(2, "b", &[]), edge(2, 1)]);
     assert!(edges(&fx).is_empty(), "the edge was not applied");
     let e = h.assert_terminated("a -> b");
-    assert!(e.message.contains("adding edge 2 (`b`) -> 1 (`a`) from node 0"), "{}", e.message);
+    assert!(e.message().contains("adding edge 2 (`b`) -> 1 (`a`) from node 0"), "{}", e.message());
 
     // `b` alone, runs after nothing: no prefix of `a -> b`.
     let mut h = Harness::new(vec![workflow("flow"), task("a"), task("b")]);
     let root = h.start_root();
     h.mutate(root, vec![promise(0, "a -> b"), spawn(1, "b", &[])]);
     let e = h.assert_terminated("a -> b");
-    assert!(e.message.contains("spawning `b` from node 0"), "{}", e.message);
+    assert!(e.message().contains("spawning `b` from node 0"), "{}", e.message());
 
     // A spawn that runs after nothing it should: `b` before `a` exists.
     let mut h = Harness::new(vec![workflow("flow"), task("a"), task("b"), task("m")]);
@@ -1166,7 +1166,7 @@ fn a_shape_constrains_the_dag_not_the_order_of_creation() {
     let fx = h.mutate(root, vec![spawn(3, "m", &[("x", out(2))])]);
     assert!(inserted(&fx).is_empty());
     let e = h.assert_terminated("a -> m* -> b");
-    assert!(e.message.contains("spawning `m` from node 0"), "{}", e.message);
+    assert!(e.message().contains("spawning `m` from node 0"), "{}", e.message());
 
     // A child that grows the subtree: its children are in the scope too.
     let spawner = TaskDescriptor { may_spawn: true, ..task("a") };
@@ -1176,7 +1176,7 @@ fn a_shape_constrains_the_dag_not_the_order_of_creation() {
     let a = started(&fx, NodeId::new(1));
     h.spawn(a, 0, "c", &[]);
     let e = h.assert_terminated("a -> b");
-    assert!(e.message.contains("spawning `c` from node 1 (`a`)"), "{}", e.message);
+    assert!(e.message().contains("spawning `c` from node 1 (`a`)"), "{}", e.message());
 }
 
 #[test]
@@ -1190,7 +1190,7 @@ fn a_body_that_returns_before_its_shape_is_complete_breaks_it() {
     }
     h.succeed(root, json!("early"));
     let error = h.assert_terminated(text);
-    assert!(error.message.contains("still needs `"), "{}", error.message);
+    assert!(error.message().contains("still needs `"), "{}", error.message());
 }
 
 #[test]
@@ -1203,10 +1203,10 @@ fn a_promise_registered_with_a_task_covers_its_subtree() {
     assert_eq!(inserted(&fx).len(), 2, "the root's spawns are outside `gen`'s subtree");
     let gen_ = started(&fx, NodeId::new(2));
     let fx = h.spawn(gen_, 0, "a", &[]);
-    assert_eq!(attempt_error(&fx, NodeId::new(2), 1).kind, ErrorKind::Promise);
+    assert_eq!(attempt_error(&fx, NodeId::new(2), 1).kind(), ErrorKind::Promise);
     let error = h.assert_terminated("no new nodes");
-    assert!(error.message.contains("declared by node 2, `gen`"), "{}", error.message);
-    assert!(error.message.contains("spawning `a` from node 2 (`gen`)"), "{}", error.message);
+    assert!(error.message().contains("declared by node 2, `gen`"), "{}", error.message());
+    assert!(error.message().contains("spawning `a` from node 2 (`gen`)"), "{}", error.message());
 
     let flow = TaskDescriptor { promises: &["only tasks a, gen"], ..workflow("flow") };
     let mut h = Harness::new(vec![flow, task("a"), task("b")]);
@@ -1225,7 +1225,7 @@ fn a_run_wide_promise_of_a_child_binds_the_root() {
     let fx = h.spawn(root, 1, "a", &[]);
     assert!(inserted(&fx).is_empty());
     let error = h.assert_terminated("no new nodes");
-    assert!(error.message.contains("declared by node 1, `gen`"), "{}", error.message);
+    assert!(error.message().contains("declared by node 1, `gen`"), "{}", error.message());
 }
 
 #[test]
@@ -1234,8 +1234,8 @@ fn a_promise_that_does_not_parse_fails_the_attempt() {
     let root = h.start_root();
     let fx = h.mutate(root, vec![promise(0, "no new friends")]);
     let e = attempt_error(&fx, NodeId::ROOT, 1);
-    assert_eq!(e.kind, ErrorKind::Usage);
-    assert!(e.message.contains("no new friends"), "{}", e.message);
+    assert_eq!(e.kind(), ErrorKind::Usage);
+    assert!(e.message().contains("no new friends"), "{}", e.message());
 }
 
 #[test]
@@ -1249,8 +1249,8 @@ fn a_promise_past_the_limits_fails_the_attempt_on_a_small_stack() {
             let root = h.start_root();
             let fx = h.mutate(root, vec![promise(0, text)]);
             let e = attempt_error(&fx, NodeId::ROOT, 1);
-            assert_eq!(e.kind, ErrorKind::Usage);
-            messages.push(e.message);
+            assert_eq!(e.kind(), ErrorKind::Usage);
+            messages.push(e.message().to_string());
         }
         messages
     });
@@ -1347,8 +1347,8 @@ fn an_edge_into_a_started_node_is_refused() {
     let fx = h.mutate(root, vec![edge(0, 1)]);
     assert!(edges(&fx).is_empty());
     let e = attempt_error(&fx, NodeId::ROOT, 1);
-    assert_eq!(e.kind, ErrorKind::Graph);
-    assert_eq!(e.message, "cannot add edge 1 (`a`) -> 2 (`b`): node 2 has already started");
+    assert_eq!(e.kind(), ErrorKind::Graph);
+    assert_eq!(e.message(), "cannot add edge 1 (`a`) -> 2 (`b`): node 2 has already started");
 }
 
 #[test]
@@ -1357,8 +1357,8 @@ fn an_edge_that_closes_a_cycle_is_refused() {
     let root = h.start_root();
     let fx = h.mutate(root, vec![spawn(0, "a", &[]), spawn(1, "b", &[("x", out(0))]), edge(1, 0)]);
     let e = attempt_error(&fx, NodeId::ROOT, 1);
-    assert_eq!(e.kind, ErrorKind::Graph);
-    assert_eq!(e.message, "cannot add edge 2 (`b`) -> 1 (`a`): it would close a cycle");
+    assert_eq!(e.kind(), ErrorKind::Graph);
+    assert_eq!(e.message(), "cannot add edge 2 (`b`) -> 1 (`a`): it would close a cycle");
     assert_eq!(edges(&fx), [(NodeId::new(1), NodeId::new(2), EdgeKind::Data)], "only the data edge");
     h.assert_all_final();
 }
@@ -1461,7 +1461,7 @@ fn an_observed_call_that_spawned_nothing_fails_the_attempt() {
     let root = h.start_root();
     let fx = h.mutate(root, vec![spawn_after(0, "a", &[], &[7])]);
     let e = attempt_error(&fx, NodeId::ROOT, 1);
-    assert_eq!(e.kind, ErrorKind::Protocol);
+    assert_eq!(e.kind(), ErrorKind::Protocol);
     assert!(inserted(&fx).is_empty());
 }
 
@@ -1743,7 +1743,7 @@ fn a_new_call_of_a_rerun_is_checked_against_the_promises() {
     h.core.begin(h.now);
     let root = started(&h.effects(), NodeId::ROOT);
     let fx = h.mutate(root, calls(out(1)));
-    assert_eq!(attempt_error(&fx, NodeId::ROOT, 2).kind, ErrorKind::Promise);
+    assert_eq!(attempt_error(&fx, NodeId::ROOT, 2).kind(), ErrorKind::Promise);
     h.assert_terminated("no new edges");
 }
 
@@ -1854,7 +1854,7 @@ fn a_differing_replay_outside_a_rerun_is_still_non_deterministic() {
     h.finish(root, Err(task_error("flaky")));
     let root = started(&h.advance(secs(1)), NodeId::ROOT);
     let fx = h.mutate(root, vec![spawn(0, "fetch", &[]), spawn(1, "b", &[("x", v(json!(2)))])]);
-    assert_eq!(attempt_error(&fx, NodeId::ROOT, 2).kind, ErrorKind::NonDeterministic);
+    assert_eq!(attempt_error(&fx, NodeId::ROOT, 2).kind(), ErrorKind::NonDeterministic);
     assert!(superseded(&fx).is_empty());
 }
 
@@ -1876,8 +1876,8 @@ fn run_one_of_a_body_that_calls_otherwise_supersedes_what_it_no_longer_calls() {
     assert_eq!(superseded(&fx), [1]);
     h.complete(fx, root, json!(2));
     let e = h.core.check_current(NodeId::new(1)).unwrap_err();
-    assert_eq!(e.kind, ErrorKind::Usage);
-    assert!(e.message.contains("node 1 (`a`) of run 42 is superseded"), "{}", e.message);
+    assert_eq!(e.kind(), ErrorKind::Usage);
+    assert!(e.message().contains("node 1 (`a`) of run 42 is superseded"), "{}", e.message());
 }
 
 #[test]
@@ -1962,7 +1962,7 @@ fn a_failure_the_parent_awaited_and_handled_leaves_the_child_failed_and_the_run_
     h.await_(root, 1, 0);
     let fx = h.finish(rates, Err(task_error("service down")));
     let e = resolved(&fx, root, 1).expect_err("the await fails");
-    assert_eq!(e.kind, ErrorKind::Child);
+    assert_eq!(e.kind(), ErrorKind::Child);
     assert_eq!(deliveries(&fx), [(NodeId::new(1), 1)]);
 
     // The body matches on the error and returns a fallback.
@@ -1985,14 +1985,14 @@ fn a_failure_awaited_after_it_happened_is_handled_too() {
     // `b` never ran (skipped); awaiting it gives its failure to the root, which handles it.
     let fx = h.await_(root, 1, 1);
     let e = resolved(&fx, root, 1).expect_err("the await fails");
-    assert_eq!(e.kind, ErrorKind::Child);
+    assert_eq!(e.kind(), ErrorKind::Child);
     assert_eq!(deliveries(&fx), [(NodeId::new(2), 1)]);
     h.succeed(root, json!(0));
     // `a` failed and nobody awaited it: the run fails, naming it.
     let outcome = h.core.finish();
     assert_eq!(outcome.state, RunState::Failed);
     let e = outcome.error.expect("a failed run says why");
-    assert_eq!(e.message, "node 1 (`a`) failed: bad row");
+    assert_eq!(e.message(), "node 1 (`a`) failed: bad row");
     assert_eq!(h.core.unfinished(), [1], "recover runs only the failure nobody received");
 }
 
@@ -2008,7 +2008,7 @@ fn a_failure_nobody_awaited_fails_the_run() {
     let outcome = h.core.finish();
     assert_eq!(outcome.state, RunState::Failed);
     assert_eq!(
-        outcome.error.map(|e| (e.kind, e.message)),
+        outcome.error.map(|e| (e.kind(), e.message().to_string())),
         Some((ErrorKind::Child, "node 1 (`side`) failed: disk full".into()))
     );
     assert_eq!(h.core.unfinished(), [1]);
@@ -2023,7 +2023,7 @@ fn a_handled_failure_takes_the_nodes_below_it_along() {
     h.await_(root, 1, 0);
     let fx = h.finish(sub, Err(Error::fatal("no")));
     assert_eq!(node_finished(&fx, NodeId::new(2)).map(|f| f.0), Some(NodeState::Cancelled));
-    assert_eq!(resolved(&fx, root, 1).map_err(|e| e.kind), Err(ErrorKind::Fatal));
+    assert_eq!(resolved(&fx, root, 1).map_err(|e| e.kind()), Err(ErrorKind::Fatal));
     h.succeed(root, json!("fallback"));
     assert_eq!(h.core.finish().state, RunState::Succeeded);
     assert!(h.core.unfinished().is_empty());
@@ -2056,7 +2056,7 @@ fn a_parent_parked_on_a_child_that_fails_replays_and_receives_the_failure() {
     let fx = h.spawn(root, 0, "slow", &[]);
     assert!(starts(&fx).is_empty(), "{:?}", fx.actions);
     let fx = h.await_(root, 1, 0);
-    assert_eq!(resolved(&fx, root, 1).map_err(|e| e.kind), Err(ErrorKind::Child));
+    assert_eq!(resolved(&fx, root, 1).map_err(|e| e.kind()), Err(ErrorKind::Child));
     h.succeed(root, json!("fallback"));
     assert_eq!(h.core.finish().state, RunState::Succeeded);
 }
@@ -2091,7 +2091,7 @@ fn a_node_killed_while_its_parent_is_parked_is_not_run_again_by_the_replay() {
     assert!(starts(&h.advance(secs(60))).is_empty());
     assert_eq!(h.state(NodeId::new(1)), NodeState::Cancelled);
     let fx = h.await_(root, 1, 0);
-    assert_eq!(resolved(&fx, root, 1).map_err(|e| e.kind), Err(ErrorKind::Killed));
+    assert_eq!(resolved(&fx, root, 1).map_err(|e| e.kind()), Err(ErrorKind::Killed));
 
     // The independent branch goes on; the root propagates the kill and the run fails.
     h.succeed(other, json!("fine"));
@@ -2465,18 +2465,18 @@ fn a_call_about_a_seq_that_spawned_nothing_fails_the_attempt() {
     let root = h.start_root();
     let fx = h.spawn(root, 0, "a", &[("x", out(5))]);
     let e = attempt_error(&fx, NodeId::ROOT, 1);
-    assert_eq!(e.kind, ErrorKind::Protocol);
-    assert!(e.message.contains("argument `x` refers to call 5"), "{}", e.message);
+    assert_eq!(e.kind(), ErrorKind::Protocol);
+    assert!(e.message().contains("argument `x` refers to call 5"), "{}", e.message());
 
     let mut h = Harness::new(vec![workflow("flow"), task("a")]);
     let root = h.start_root();
     let e = attempt_error(&h.await_(root, 1, 3), NodeId::ROOT, 1);
-    assert_eq!(e.kind, ErrorKind::Protocol);
+    assert_eq!(e.kind(), ErrorKind::Protocol);
 
     let mut h = Harness::new(vec![workflow("flow"), task("a")]);
     let root = h.start_root();
     let e = attempt_error(&h.spawn(root, 0, "missing", &[]), NodeId::ROOT, 1);
-    assert!(e.message.contains("unknown task `missing`"), "{}", e.message);
+    assert!(e.message().contains("unknown task `missing`"), "{}", e.message());
 }
 
 #[test]
@@ -2576,9 +2576,9 @@ fn a_failed_member_of_a_list_skips_the_node() {
     let (state, _, error) = node_finished(&fx, sum).expect("`sum` ends");
     assert_eq!(state, NodeState::Skipped);
     let error = error.expect("a skipped node says why");
-    assert_eq!(error.kind, ErrorKind::Upstream);
-    assert!(error.message.contains("upstream node 2 (`item`) did not succeed"), "{}", error.message);
-    assert_eq!(resolved(&fx, root, 1).map_err(|e| e.kind), Err(ErrorKind::Child));
+    assert_eq!(error.kind(), ErrorKind::Upstream);
+    assert!(error.message().contains("upstream node 2 (`item`) did not succeed"), "{}", error.message());
+    assert_eq!(resolved(&fx, root, 1).map_err(|e| e.kind()), Err(ErrorKind::Child));
 
     // A list that takes a node which failed already is skipped when spawned.
     let fx = h.mutate(root, vec![spawn(4, "sum", &[("xs", list(&[out(0), out(1)]))])]);
@@ -2614,9 +2614,9 @@ fn a_replayed_list_argument_binds_to_the_recorded_node() {
     let mut h = Harness::new(tasks());
     let root = first(&mut h);
     let e = attempt_error(&h.mutate(root, calls(list(&[out(1), out(0)]))), NodeId::ROOT, 2);
-    assert_eq!(e.kind, ErrorKind::NonDeterministic);
-    assert!(e.message.contains(r#"[["xs",{"list":[{"node":1},{"node":2}]}]]"#), "{}", e.message);
-    assert!(e.message.contains(r#"[["xs",{"list":[{"node":2},{"node":1}]}]]"#), "{}", e.message);
+    assert_eq!(e.kind(), ErrorKind::NonDeterministic);
+    assert!(e.message().contains(r#"[["xs",{"list":[{"node":1},{"node":2}]}]]"#), "{}", e.message());
+    assert!(e.message().contains(r#"[["xs",{"list":[{"node":2},{"node":1}]}]]"#), "{}", e.message());
 }
 
 #[test]
@@ -2663,7 +2663,7 @@ fn a_malformed_list_fails_the_attempt_as_a_protocol_error() {
         let fx = h.mutate(root, vec![spawn(0, "item", &[]), spawn(1, "sum", &[("xs", xs)])]);
         assert_eq!(inserted(&fx), [(NodeId::new(1), "item".into())], "no `sum` node");
         let e = attempt_error(&fx, NodeId::ROOT, 1);
-        assert_eq!(e.kind, ErrorKind::Protocol);
-        assert!(e.message.contains(message), "{}", e.message);
+        assert_eq!(e.kind(), ErrorKind::Protocol);
+        assert!(e.message().contains(message), "{}", e.message());
     }
 }

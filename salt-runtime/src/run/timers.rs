@@ -120,7 +120,7 @@ impl Core {
                 self.end_node(id, NodeState::Succeeded, Some(output), None);
             }
             Err(error) => {
-                let cancelled = error.kind == ErrorKind::Cancelled;
+                let cancelled = error.kind() == ErrorKind::Cancelled;
                 let state = if cancelled { NodeState::Cancelled } else { NodeState::Failed };
                 self.fx.writes.push(Write::AttemptFinished {
                     run: self.run,
@@ -133,7 +133,7 @@ impl Core {
                 // A lost attempt did not fail: it runs again at once, as many times as it is
                 // lost in a row up to a bound (a body that takes its worker down each time
                 // must not loop for ever).
-                let lost = error.kind == ErrorKind::Lost;
+                let lost = error.kind() == ErrorKind::Lost;
                 let n = &mut self.nodes[id.index()];
                 if lost {
                     n.losses += 1;
@@ -145,7 +145,7 @@ impl Core {
                     self.attempt_failed(id, attempt);
                 }
                 let (failures, losses) = (self.nodes[id.index()].failures, self.nodes[id.index()].losses);
-                let retry = error.kind.is_retryable()
+                let retry = error.kind().is_retryable()
                     && (if lost { losses <= MAX_LOSSES } else { failures <= policy.retries })
                     && self.cancel_reason.is_none()
                     && self.terminated.is_none();

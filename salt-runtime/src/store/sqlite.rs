@@ -32,33 +32,6 @@ use crate::model::{
     RunControl, RunId, RunRecord, RunSnapshot, RunState, RunSummary, StoredArg, WaitRecord, now_ms,
 };
 
-/// Node ids are stored as SQLite integers (at most `i64::MAX`).
-impl rusqlite::ToSql for NodeId {
-    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
-        let id = i64::try_from(self.get()).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-        Ok(id.into())
-    }
-}
-
-impl rusqlite::types::FromSql for NodeId {
-    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
-        u64::column_result(value).map(NodeId::new)
-    }
-}
-
-/// Run ids are SQLite row ids.
-impl rusqlite::ToSql for RunId {
-    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
-        Ok(self.get().into())
-    }
-}
-
-impl rusqlite::types::FromSql for RunId {
-    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
-        i64::column_result(value).map(RunId::new)
-    }
-}
-
 /// The schema, one migration per file, applied in order; `PRAGMA user_version` counts them.
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_init.sql"),
