@@ -3,8 +3,8 @@
 //! A token is shown once, when it is created; the server keeps only its sha256 and compares
 //! hashes in constant time. While no token exists the server is open (and then binds only to
 //! loopback unless told to run open); once one exists, every request needs
-//! `Authorization: Bearer TOKEN` (or, for a browser, the cookie `salt_token`), except
-//! `GET /healthz`.
+//! `Authorization: Bearer TOKEN` (or, for a browser, the cookie `salt_token_PORT` the sign-in page
+//! sets, see [`crate::csrf::CookieNames`]), except `GET /healthz`.
 
 use crate::sql::Conn;
 use axum::extract::{Request, State};
@@ -70,7 +70,7 @@ pub fn create_token(conn: &Conn, name: &str, role: Role) -> Result<String, Strin
         return Err(format!("`{name}` is not a token name: use 1 to 100 characters, no spaces"));
     }
     let mut bytes = [0u8; 32];
-    getrandom(&mut bytes).map_err(|e| format!("cannot read random bytes: {e}"))?;
+    random_bytes(&mut bytes).map_err(|e| format!("cannot read random bytes: {e}"))?;
     let token = format!("salt_{}", hex::encode(bytes));
     match db::insert_token(conn, name, role.as_str(), &hash(&token)) {
         Ok(()) => Ok(token),
@@ -79,7 +79,8 @@ pub fn create_token(conn: &Conn, name: &str, role: Role) -> Result<String, Strin
     }
 }
 
-fn getrandom(buf: &mut [u8]) -> std::io::Result<()> {
+/// Fills `buf` with random bytes from the kernel.
+pub(crate) fn random_bytes(buf: &mut [u8]) -> std::io::Result<()> {
     use std::io::Read as _;
     std::fs::File::open("/dev/urandom")?.read_exact(buf)
 }
@@ -130,7 +131,7 @@ fn ui_page(path: &str) -> bool {
     !path.starts_with("/api/") && path != "/metrics" && path != "/healthz"
 }
 
-/// The token a request carries: `Authorization: Bearer TOKEN`, or the cookie `salt_token`.
+/// The token a request carries: `Authorization: Bearer TOKEN`, or the sign-in cookie.
 fn presented(req: &Request) -> Option<String> {
     let headers = req.headers();
     if let Some(value) = headers.get(axum::http::header::AUTHORIZATION) {
@@ -138,11 +139,8 @@ fn presented(req: &Request) -> Option<String> {
         let (scheme, token) = text.split_once(' ')?;
         return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string());
     }
-    let cookies = headers.get_all(axum::http::header::COOKIE);
-    cookies.iter().filter_map(|c| c.to_str().ok()).flat_map(|c| c.split(';')).find_map(|pair| {
-        let (name, value) = pair.trim().split_once('=')?;
-        (name == "salt_token").then(|| value.to_string())
-    })
+    let names = req.extensions().get::<crate::csrf::CookieNames>()?;
+    crate::csrf::cookie(headers, names.token())
 }
 
 /// The middleware: when any token exists, a request without a valid one is refused with 401,

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod csrf;
 pub mod dag;
 pub mod db;
 pub mod engine;

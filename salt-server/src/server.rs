@@ -80,12 +80,16 @@ fn make_parent(db: &str) -> std::io::Result<()> {
 
 /// The whole server's routes with `state`: the REST API (with `/healthz`, `/metrics` and the
 /// OpenAPI document) and the routes of the other parts, every request checked for a token
-/// when tokens exist.
-pub fn router(state: AppState) -> Router {
+/// when tokens exist and for forgery ([`crate::csrf`]); `port` is the one the server listens
+/// on, in its cookies' names.
+pub fn router(state: AppState, port: u16) -> Router {
     let catalog = Arc::new(crate::wiring::Registry::new(state.conn.clone()));
     let routes = api::routes().merge(crate::ui::routes(catalog));
+    let names = crate::csrf::CookieNames::for_port(port);
     api::fallback(routes)
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token))
+        .layer(axum::middleware::from_fn_with_state(names.clone(), crate::csrf::guard))
+        .layer(axum::Extension(names))
         .with_state(state)
 }
 
@@ -108,11 +112,12 @@ pub async fn serve_on(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     use axum::serve::ListenerExt as _;
+    let port = listener.local_addr()?.port();
     // Workers and clients exchange many small messages: no Nagle delay.
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(state, port)).with_graceful_shutdown(shutdown).await
 }
 
 /// The run host of a server on `db`: it drives the runs of the registry's binaries on the

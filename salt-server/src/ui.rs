@@ -7,6 +7,8 @@
 //! JSON Schema), the workers and queues, and a sign-in page that keeps a token in a cookie.
 //! Live parts follow the store over server-sent events. Every text shown is escaped. When
 //! tokens exist, a viewer's pages show no action controls (and the server refuses its posts).
+//! Every form that posts carries the session's CSRF token, and no page holds an inline script
+//! or style: [`crate::csrf`] checks the one and forbids the other.
 
 use std::sync::Arc;
 
@@ -21,6 +23,10 @@ use crate::engine::WorkflowRef;
 use crate::state::AppState;
 
 pub use crate::layout::esc;
+
+/// The hidden field that carries the session's CSRF token: the first thing in every form that
+/// posts (the token is filled in on the way out, see [`crate::csrf`]).
+const CSRF: &str = crate::csrf::FORM_FIELD;
 
 mod form;
 mod live;
@@ -173,10 +179,11 @@ fn html_page(title: &str, body: &str) -> Html<String> {
     Html(format!(
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{t} · salt</title><link rel="stylesheet" href="/ui/style.css"><script src="/ui/app.js" defer></script></head>
+<title>{t} · salt</title>{meta}<link rel="stylesheet" href="/ui/style.css"><script src="/ui/app.js" defer></script></head>
 <body><header class="top"><a class="brand" href="/">salt</a><nav><a href="/runs">Runs</a><a href="/workflows">Workflows</a><a href="/workers">Workers</a><a class="sign-in" href="/login">Sign in</a></nav></header>
 <main>{body}</main></body></html>"#,
-        t = esc(title)
+        t = esc(title),
+        meta = crate::csrf::META
     ))
 }
 
@@ -233,7 +240,7 @@ impl IntoResponse for UiError {
     fn into_response(self) -> Response {
         let title = self.status.canonical_reason().unwrap_or("error");
         let body = format!(
-            r#"<h1>{}</h1><p class="error" role="alert">{}</p><p><a href="javascript:history.back()">Back</a></p>"#,
+            r#"<h1>{}</h1><p class="error" role="alert">{}</p><p><a href="/" data-back>Back</a></p>"#,
             esc(title),
             esc(&self.message)
         );
@@ -293,11 +300,21 @@ pub fn encode_query(s: &str) -> String {
 /// plainly, with a way to sign in with another token.
 pub fn forbidden(caller: &Caller, method: &axum::http::Method, path: &str) -> Response {
     let body = format!(
-        r#"<h1>Forbidden</h1><p class="error" role="alert">Token <b>{}</b> ({}) may not {} {}.</p><p><a href="/login">Sign in with another token</a> · <a href="javascript:history.back()">Back</a></p>"#,
+        r#"<h1>Forbidden</h1><p class="error" role="alert">Token <b>{}</b> ({}) may not {} {}.</p><p><a href="/login">Sign in with another token</a> · <a href="/" data-back>Back</a></p>"#,
         esc(&caller.name),
         caller.role.as_str(),
         esc(method.as_str()),
         esc(path)
+    );
+    (StatusCode::FORBIDDEN, html_page("Forbidden", &body)).into_response()
+}
+
+/// The page a browser gets when the server refuses a request that may have been forged (403):
+/// says why, and how to go on.
+pub fn refused(why: &str) -> Response {
+    let body = format!(
+        r#"<h1>Forbidden</h1><p class="error" role="alert">Refused: {}.</p><p><a href="/" data-back>Back</a></p>"#,
+        esc(why)
     );
     (StatusCode::FORBIDDEN, html_page("Forbidden", &body)).into_response()
 }

@@ -16,6 +16,9 @@ use salt_server::engine::{Engine, WorkflowRef};
 use salt_server::state::AppState;
 use salt_server::{auth, db, registry, server};
 
+#[path = "api/forgery.rs"]
+mod forgery;
+
 /// Records each call; `start` stores a queued run with a root node and a child node.
 struct TestEngine {
     store: Mutex<Option<Arc<dyn Store>>>,
@@ -233,7 +236,7 @@ fn a_bad_input_is_refused_naming_the_field_and_nothing_is_stored() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let (status, body) = rt.block_on(async {
         use tower::ServiceExt as _;
-        let response = server::router(server.state.clone()).oneshot(request).await.unwrap();
+        let response = server::router(server.state.clone(), 0).oneshot(request).await.unwrap();
         let status = response.status().as_u16();
         let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
         (status, serde_json::from_slice::<Value>(&bytes).unwrap())
@@ -254,7 +257,7 @@ fn oneshot(server: &Server, path: &str, body: String) -> (u16, Value) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         use tower::ServiceExt as _;
-        let response = server::router(server.state.clone()).oneshot(request).await.unwrap();
+        let response = server::router(server.state.clone(), 0).oneshot(request).await.unwrap();
         let status = response.status().as_u16();
         let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
         (status, serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null))
@@ -471,7 +474,7 @@ fn without_the_right_token_nothing_changes() {
 /// The paths the server's router serves, read from its debug form (axum lists every route's
 /// path there), so that a route added without a description cannot go unnoticed.
 fn served_paths(state: &AppState) -> Vec<String> {
-    let debug = format!("{:?}", server::router(state.clone()));
+    let debug = format!("{:?}", server::router(state.clone(), 0));
     let route = regex::Regex::new(r#"RouteId\(\d+\): "([^"]+)""#).unwrap();
     let mut paths: Vec<String> = route.captures_iter(&debug).map(|c| c[1].to_string()).collect();
     paths.sort();

@@ -118,6 +118,35 @@ fn graph_nodes(browser: &Browser) -> Value {
     )
 }
 
+/// Serves, on another loopback port, a page that posts `form` (urlencoded) to `action` as soon
+/// as it loads, as a hostile page would; returns its URL.
+fn forging_page(action: &str, form: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    let mut inputs = String::new();
+    for pair in form.split('&') {
+        let (name, value) = pair.split_once('=').unwrap();
+        let decode = |s: &str| s.replace("%2F", "/");
+        inputs.push_str(&format!(r#"<input type="hidden" name="{}" value="{}">"#, decode(name), decode(value)));
+    }
+    let page = format!(
+        r#"<!doctype html><title>forger</title><form method="post" action="{action}">{inputs}</form><script>document.forms[0].submit();</script>"#
+    );
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{page}",
+                page.len()
+            );
+        }
+    });
+    url
+}
+
 fn texts(browser: &Browser, css: &str) -> Value {
     browser.js(
         "return Array.from(document.querySelectorAll(arguments[0])).map(function (e) { return e.textContent.trim(); });",
@@ -183,11 +212,22 @@ fn a_served_workflow_runs_from_the_browser_to_the_end() {
     browser.click("form.login button");
     browser.wait_until("return location.pathname === '/runs';", 10, "the runs page after signing in");
     assert_eq!(browser.js("return document.cookie;", json!([])), "", "the cookie is HttpOnly");
-    let cookie = browser.cookie("salt_token");
+    let cookie = browser.cookie(&format!("salt_token_{port}"));
     assert_eq!(
         (&cookie["value"], &cookie["httpOnly"], &cookie["sameSite"], &cookie["path"]),
         (&json!(operator), &json!(true), &json!("Strict"), &json!("/")),
         "{cookie}"
+    );
+
+    // A page of another port on the same host (the same site: the browser sends the cookie)
+    // posts the start form: refused, and nothing is started (the run below is run 1).
+    let forger = forging_page(&format!("{base}/workflows/approval/start"), "version=1&v%2Famount=5");
+    browser.goto(&forger);
+    browser.wait_until("return document.title.indexOf('Forbidden') === 0;", 10, "the forged start refused");
+    let refusal = texts(&browser, ".error");
+    assert!(
+        refusal[0].as_str().unwrap().starts_with("Refused: this request comes from a page of another site or port"),
+        "{refusal}"
     );
 
     // Start a run of `approval` from its form, generated from the input schema with the
@@ -215,7 +255,10 @@ fn a_served_workflow_runs_from_the_browser_to_the_end() {
         "return Array.from(document.querySelectorAll('form[data-signal=\"decision\"] [name]')).map(function (e) { return e.name; });",
         json!([]),
     );
-    assert_eq!(fields, json!(["v/approved", "v/by", "v/comment"]));
+    assert_eq!(fields, json!(["csrf", "v/approved", "v/by", "v/comment"]));
+    // The form came with a live part: its token was filled in all the same.
+    let token = "return document.querySelector('form[data-signal=\"decision\"] input[name=csrf]').value;";
+    assert_eq!(browser.js(token, json!([])).as_str().map(str::len), Some(64));
     browser.screenshot(&images.join("ui-run-waiting.png"));
 
     // Answer it through the form: the run goes on and the page follows it live to the end.
@@ -370,6 +413,18 @@ fn a_served_workflow_runs_from_the_browser_to_the_end() {
     assert_eq!(browser.js("return document.querySelectorAll('form.start').length;", json!([])), 0);
     browser.js(
         "var f = document.createElement('form'); f.method = 'post'; f.action = '/runs/1/rerun'; var i = document.createElement('input'); i.name = 'node'; i.value = 'pay'; f.appendChild(i); document.body.appendChild(f); f.submit();",
+        json!([]),
+    );
+    browser.wait_until("return document.title.indexOf('Forbidden') === 0;", 10, "the refusal without a token");
+    assert_eq!(
+        texts(&browser, ".error"),
+        json!([
+            "Refused: the form's security token is missing or out of date (the page may be older than your sign-in, or come from elsewhere); reload the page and try again."
+        ])
+    );
+    browser.goto(&format!("{base}/workflows/approval"));
+    browser.js(
+        "var f = document.createElement('form'); f.method = 'post'; f.action = '/runs/1/rerun'; [['node', 'pay'], ['csrf', document.querySelector('meta[name=csrf-token]').content]].forEach(function (p) { var i = document.createElement('input'); i.name = p[0]; i.value = p[1]; f.appendChild(i); }); document.body.appendChild(f); f.submit();",
         json!([]),
     );
     browser.wait_until("return document.title.indexOf('Forbidden') === 0;", 10, "the refusal");

@@ -1,15 +1,16 @@
-//! Signing in: a page that takes a token and keeps it in the cookie `salt_token` (HttpOnly,
-//! SameSite=Strict), which the server accepts like `Authorization: Bearer`. While no token
-//! exists, the page says nothing is needed.
+//! Signing in: a page that takes a token and keeps it in the cookie `salt_token_PORT` (HttpOnly,
+//! SameSite=Strict, named with the server's port), which the server accepts like
+//! `Authorization: Bearer`. While no token exists, the page says nothing is needed.
 
-use axum::Form;
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Form};
 use serde::Deserialize;
 
-use super::{UiError, UiResult, blocking, esc, html_page};
+use super::{CSRF, UiError, UiResult, blocking, esc, html_page};
 use crate::auth::{self, Caller};
+use crate::csrf::CookieNames;
 use crate::db;
 use crate::state::AppState;
 
@@ -48,7 +49,7 @@ fn form(next: &str, caller: Option<&Caller>, error: Option<&str>) -> String {
     let who = caller
         .map(|c| {
             format!(
-                r#"<p class="notice" id="signed-in">Signed in as <b>{}</b> ({}).</p><form method="post" action="/logout"><button>Sign out</button></form>"#,
+                r#"<p class="notice" id="signed-in">Signed in as <b>{}</b> ({}).</p><form method="post" action="/logout">{CSRF}<button>Sign out</button></form>"#,
                 esc(&c.name),
                 c.role.as_str()
             )
@@ -57,7 +58,7 @@ fn form(next: &str, caller: Option<&Caller>, error: Option<&str>) -> String {
     let error = error.map(|e| format!(r#"<p class="error" role="alert">{}</p>"#, esc(e))).unwrap_or_default();
     format!(
         r#"<h1>Sign in</h1>{who}{error}<p>This server needs a token. Paste one made with <code>salt token create NAME --role viewer|operator|admin</code>; the browser keeps it in a cookie only this server reads.</p>
-<form class="login" method="post" action="/login"><input type="hidden" name="next" value="{next}"><label class="field"><span>Token</span><input type="password" name="token" autocomplete="current-password" required size="70"></label><button class="primary">Sign in</button></form>"#,
+<form class="login" method="post" action="/login">{CSRF}<input type="hidden" name="next" value="{next}"><label class="field"><span>Token</span><input type="password" name="token" autocomplete="current-password" required size="70"></label><button class="primary">Sign in</button></form>"#,
         next = esc(next)
     )
 }
@@ -79,7 +80,11 @@ pub(super) async fn page(
 
 /// `POST /login`: a valid token is kept in the cookie and the browser goes on to `next`; a
 /// wrong one gets the form again with 401.
-pub(super) async fn sign_in(State(state): State<AppState>, Form(f): Form<SignIn>) -> UiResult<Response> {
+pub(super) async fn sign_in(
+    State(state): State<AppState>,
+    Extension(names): Extension<CookieNames>,
+    Form(f): Form<SignIn>,
+) -> UiResult<Response> {
     let next = local(f.next.as_deref());
     let token = f.token.trim().to_string();
     let t = token.clone();
@@ -93,7 +98,7 @@ pub(super) async fn sign_in(State(state): State<AppState>, Form(f): Form<SignIn>
     let plain = !token.is_empty() && token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
     match found {
         Some(_) if plain => {
-            let cookie = format!("salt_token={token}; Path=/; HttpOnly; SameSite=Strict");
+            let cookie = format!("{}={token}; Path=/; HttpOnly; SameSite=Strict", names.token());
             Ok((StatusCode::SEE_OTHER, [(header::SET_COOKIE, cookie), (header::LOCATION, next)]).into_response())
         }
         _ => Ok((
@@ -105,8 +110,8 @@ pub(super) async fn sign_in(State(state): State<AppState>, Form(f): Form<SignIn>
 }
 
 /// `POST /logout`: forgets the cookie.
-pub(super) async fn sign_out() -> Response {
-    let cookie = "salt_token=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0".to_string();
+pub(super) async fn sign_out(Extension(names): Extension<CookieNames>) -> Response {
+    let cookie = format!("{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0", names.token());
     (StatusCode::SEE_OTHER, [(header::SET_COOKIE, cookie), (header::LOCATION, "/login".to_string())]).into_response()
 }
 

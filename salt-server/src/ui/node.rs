@@ -10,7 +10,9 @@ use axum::response::{Html, IntoResponse, Response};
 use salt_runtime::model::{NodeId, NodeState, RunId};
 use salt_runtime::ops::{self, Part};
 
-use super::{UiError, UiResult, badge, blocking, enc, esc, html_page, live, parse_run, see_other, shown, took, when};
+use super::{
+    CSRF, UiError, UiResult, badge, blocking, enc, esc, html_page, live, parse_run, see_other, shown, took, when,
+};
 use crate::auth::Caller;
 use crate::state::AppState;
 
@@ -22,7 +24,7 @@ const LOG_LINES: usize = 1_000;
 /// The form that kills node `node` of `run` while it runs.
 pub(super) fn kill_button(run: RunId, node: NodeId) -> String {
     format!(
-        r#"<form class="kill" method="post" action="/runs/{run}/nodes/{node}/cancel"><button class="danger" name="go" value="1" title="Stop its attempt now; it is recorded cancelled and not retried">Kill</button></form>"#
+        r#"<form class="kill" method="post" action="/runs/{run}/nodes/{node}/cancel">{CSRF}<button class="danger" name="go" value="1" title="Stop its attempt now; it is recorded cancelled and not retried">Kill</button></form>"#
     )
 }
 
@@ -145,8 +147,8 @@ pub(super) async fn page(
         q.notice.as_deref().map(|n| format!(r#"<p class="notice" role="status">{}</p>"#, esc(n))).unwrap_or_default();
     let buttons = if act {
         format!(
-            r#"<div class="buttons"><form method="post" action="/runs/{run}/rerun"><input type="hidden" name="node" value="{node_e}"><button>Rerun from this node</button></form>
-<form method="post" action="/runs/{run}/run-one"><input type="hidden" name="node" value="{node_e}"><button>Run this node alone</button></form></div>"#
+            r#"<div class="buttons"><form method="post" action="/runs/{run}/rerun">{CSRF}<input type="hidden" name="node" value="{node_e}"><button>Rerun from this node</button></form>
+<form method="post" action="/runs/{run}/run-one">{CSRF}<input type="hidden" name="node" value="{node_e}"><button>Run this node alone</button></form></div>"#
         )
     } else {
         String::new()

@@ -13,8 +13,8 @@ use salt_runtime::ops;
 use salt_runtime::render::{GraphView, state_color};
 
 use super::{
-    Catalog, UiError, UiResult, badge, blocking, enc, esc, form, html_page, live, parse_run, pattern, see_other, shown,
-    took, when,
+    CSRF, Catalog, UiError, UiResult, badge, blocking, enc, esc, form, html_page, live, parse_run, pattern, see_other,
+    shown, took, when,
 };
 use crate::layout::{self, BoxKind, Collapse};
 use crate::state::AppState;
@@ -128,7 +128,7 @@ fn controls(state: &AppState, s: &RunSnapshot, act: bool) -> String {
     let mut c = String::from(r#"<div class="buttons">"#);
     let button = |action: &str, label: &str, class: &str| {
         format!(
-            r#"<form method="post" action="/runs/{id}/{action}"><button class="{class}" name="go" value="1">{label}</button></form>"#
+            r#"<form method="post" action="/runs/{id}/{action}">{CSRF}<button class="{class}" name="go" value="1">{label}</button></form>"#
         )
     };
     if !r.state.is_terminal() {
@@ -145,13 +145,13 @@ fn controls(state: &AppState, s: &RunSnapshot, act: bool) -> String {
     c.push_str("</div>");
     if r.state.is_terminal() || r.state == RunState::Interrupted {
         c.push_str(&format!(
-            r#"<div class="buttons"><form method="post" action="/runs/{id}/rerun"><label>Rerun from node <input name="node" size="10" placeholder="id or task" required></label><button>Rerun</button></form><form method="post" action="/runs/{id}/run-one"><label>Run one node <input name="node" size="10" placeholder="id or task" required></label><button>Run</button></form></div>"#
+            r#"<div class="buttons"><form method="post" action="/runs/{id}/rerun">{CSRF}<label>Rerun from node <input name="node" size="10" placeholder="id or task" required></label><button>Rerun</button></form><form method="post" action="/runs/{id}/run-one">{CSRF}<label>Run one node <input name="node" size="10" placeholder="id or task" required></label><button>Run</button></form></div>"#
         ));
     }
     for w in s.waits.iter().filter(|w| w.name != salt_runtime::context::SLEEP_SIGNAL) {
         let deadline = w.deadline.map(|d| format!(" (until {} UTC)", when(d))).unwrap_or_default();
         c.push_str(&format!(
-            r#"<form class="signal" method="post" action="/runs/{id}/signal/{name_q}" data-signal="{name}"><h3>Node {node} waits for signal <code>{name}</code>{deadline}</h3>{fields}<button class="primary">Send <code>{name}</code></button></form>"#,
+            r#"<form class="signal" method="post" action="/runs/{id}/signal/{name_q}" data-signal="{name}">{CSRF}<h3>Node {node} waits for signal <code>{name}</code>{deadline}</h3>{fields}<button class="primary">Send <code>{name}</code></button></form>"#,
             name_q = esc(&enc(&w.name)),
             name = esc(&w.name),
             node = w.node,
@@ -165,7 +165,12 @@ fn controls(state: &AppState, s: &RunSnapshot, act: bool) -> String {
 fn legend() -> String {
     let mut l = String::from(r#"<ul class="legend">"#);
     for s in NodeState::ALL.iter().filter(|s| **s != NodeState::Superseded) {
-        l.push_str(&format!(r#"<li><i style="background:{}"></i>{}</li>"#, state_color(*s), s.as_str()));
+        // A swatch drawn, not styled: the page's policy allows no inline style.
+        l.push_str(&format!(
+            r##"<li><svg class="swatch" width="12" height="12" aria-hidden="true"><rect x="0.5" y="0.5" width="11" height="11" rx="3" fill="{}" stroke="#555"/></svg>{}</li>"##,
+            state_color(*s),
+            s.as_str()
+        ));
     }
     l.push_str(r#"<li><i class="dashed"></i>wildcard / guaranteed</li></ul>"#);
     l

@@ -7,7 +7,7 @@ use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::{Html, Response};
 
-use super::{Catalog, UiError, UiResult, WorkflowEntry, blocking, enc, esc, form, html_page, see_other, when};
+use super::{CSRF, Catalog, UiError, UiResult, WorkflowEntry, blocking, enc, esc, form, html_page, see_other, when};
 
 fn schedule_cell(w: &WorkflowEntry) -> String {
     match &w.schedule {
@@ -26,7 +26,7 @@ fn schedule_cell(w: &WorkflowEntry) -> String {
 fn pause_button(w: &WorkflowEntry) -> String {
     let (action, label) = if w.paused { ("resume", "Resume") } else { ("pause", "Pause") };
     format!(
-        r#"<form method="post" action="/workflows/{}/{action}"><button name="go" value="1">{label}</button></form>"#,
+        r#"<form method="post" action="/workflows/{}/{action}">{CSRF}<button name="go" value="1">{label}</button></form>"#,
         esc(&enc(&w.name))
     )
 }
@@ -104,7 +104,7 @@ fn workflow_page(w: &WorkflowEntry, input: Option<&serde_json::Value>, error: Op
     let start = if act {
         format!(
             r#"<h2 id="start">Start a run</h2>{error}
-<form class="start" method="post" action="/workflows/{name_q}/start"><label class="field"><span>Version</span><select name="version">{options}</select></label>{fields}<button class="primary">Start</button></form>"#,
+<form class="start" method="post" action="/workflows/{name_q}/start">{CSRF}<label class="field"><span>Version</span><select name="version">{options}</select></label>{fields}<button class="primary">Start</button></form>"#,
             name_q = esc(&enc(&w.name)),
             fields = form::fields(&w.input_schema, input.or(default)),
         )
