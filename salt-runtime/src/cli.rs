@@ -7,6 +7,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use serde_json::{Value, json};
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::logging::LogFormat;
 use crate::model::{NodeState, RunId, RunState, RunSummary, now_ms};
 use crate::ops::{self, Drawing, GraphFormat, Logs, Part, PauseOutcome, RunOneOutcome, RunSettings};
 use crate::progress::Progress;
@@ -34,6 +35,11 @@ struct Cli {
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
+
+    /// How the engine's own log lines are written to stderr: text, or one JSON object a line
+    /// (`RUST_LOG` filters them).
+    #[arg(long, global = true, env = "SALT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty, value_name = "FORMAT")]
+    log_format: LogFormat,
 
     /// What to do; with none, run the binary's only workflow with its default input.
     #[command(subcommand)]
@@ -306,16 +312,16 @@ pub fn main_with_default_db(db: &'static str) -> ExitCode {
     let salt = args.next().is_some_and(|a| a == "__salt");
     let sub = if salt { args.next() } else { None };
     if sub.as_deref().is_some_and(|s| s == "guard") {
-        return crate::command::guard_main(args);
+        return or_say(crate::command::guard_main(args));
     }
     if sub.as_deref().is_some_and(|s| s == "remove-container") {
-        return crate::container::remove_main(args);
+        return or_say(crate::container::remove_main(args));
     }
     // This binary can be a command's guard: commands its runs start go through one.
     crate::command::enable_guard();
-    let node = sub.is_some_and(|a| a == "exec");
-    crate::logging::install(node);
-    if node {
+    if sub.is_some_and(|a| a == "exec") {
+        // A node process: its stderr is the attempt's log, and everything it logs goes there.
+        crate::logging::install(true, LogFormat::default());
         return crate::protocol::exec_main();
     }
     let name = std::env::current_exe()
@@ -334,6 +340,9 @@ pub fn main_with_default_db(db: &'static str) -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
+    if let Some(warning) = crate::logging::install(false, cli.log_format) {
+        eprintln!("warning: {warning}");
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -352,6 +361,15 @@ pub fn main_with_default_db(db: &'static str) -> ExitCode {
             })
         }
     }
+}
+
+/// The exit code of a helper process (`__salt guard`, `__salt remove-container`), after printing
+/// why it failed when it did.
+fn or_say(result: std::result::Result<ExitCode, (u8, String)>) -> ExitCode {
+    result.unwrap_or_else(|(code, message)| {
+        eprintln!("{message}");
+        ExitCode::from(code)
+    })
 }
 
 /// Where results go: the process's real stdout. Everything else that prints to fd 1 while the

@@ -70,35 +70,31 @@ pub(crate) fn guard_exe() -> Option<PathBuf> {
 /// guard dies (an orchestrator or node process killed with `kill -9`, which runs nothing on its
 /// way out), the guard removes the container `NAME` (when given) and kills its whole group, so
 /// that no command outlives the attempt it belonged to; `recover` then runs the command again,
-/// once.
-pub(crate) fn guard_main(mut args: impl Iterator<Item = std::ffi::OsString>) -> std::process::ExitCode {
+/// once. A guard that cannot start the command returns the exit code and the message to print.
+pub(crate) fn guard_main(
+    mut args: impl Iterator<Item = std::ffi::OsString>,
+) -> Result<std::process::ExitCode, (u8, String)> {
     use std::os::unix::process::ExitStatusExt as _;
     use std::process::ExitCode;
-    let usage = || {
-        eprintln!("usage: __salt guard [--container ENGINE NAME] PROGRAM [ARGS…]");
-        ExitCode::from(2)
-    };
+    let usage = || (2, "usage: __salt guard [--container ENGINE NAME] PROGRAM [ARGS…]".to_string());
     let mut program = args.next();
     let mut container = None;
     if program.as_deref().is_some_and(|p| p == "--container") {
-        let (Some(engine), Some(name)) = (args.next(), args.next()) else { return usage() };
+        let (Some(engine), Some(name)) = (args.next(), args.next()) else { return Err(usage()) };
         container = Some((engine.to_string_lossy().into_owned(), name.to_string_lossy().into_owned()));
         program = args.next();
     }
-    let Some(program) = program else { return usage() };
+    let Some(program) = program else { return Err(usage()) };
     let parent = nix::unistd::getppid();
-    let mut child = match std::process::Command::new(&program).args(args).spawn() {
-        Ok(child) => child,
-        Err(e) => {
-            eprintln!("cannot start `{}`: {e}", program.to_string_lossy());
-            return ExitCode::from(127);
-        }
-    };
+    let mut child = std::process::Command::new(&program)
+        .args(args)
+        .spawn()
+        .map_err(|e| (127, format!("cannot start `{}`: {e}", program.to_string_lossy())))?;
     loop {
         match child.try_wait() {
             Ok(Some(status)) => {
                 if let Some(code) = status.code() {
-                    return ExitCode::from(code.clamp(0, 255) as u8);
+                    return Ok(ExitCode::from(code.clamp(0, 255) as u8));
                 }
                 // Killed by a signal: the same death for the guard, so that its parent sees it.
                 let signal = status.signal().unwrap_or(9);
@@ -106,10 +102,10 @@ pub(crate) fn guard_main(mut args: impl Iterator<Item = std::ffi::OsString>) -> 
                     let _ = nix::sys::signal::kill(nix::unistd::getpid(), sig);
                     std::thread::sleep(Duration::from_millis(200));
                 }
-                return ExitCode::from((128 + signal).clamp(0, 255) as u8);
+                return Ok(ExitCode::from((128 + signal).clamp(0, 255) as u8));
             }
             Ok(None) => {}
-            Err(_) => return ExitCode::from(1),
+            Err(_) => return Ok(ExitCode::from(1)),
         }
         if nix::unistd::getppid() != parent {
             if let Some((engine, name)) = &container {

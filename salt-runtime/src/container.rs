@@ -177,8 +177,11 @@ pub(crate) fn remove_detached(engine: &str, name: &str) {
 }
 
 /// `<bin> __salt remove-container [--detach] ENGINE NAME`: [`remove_now`]; with `--detach`,
-/// in a new process of its own process group, without waiting for it.
-pub(crate) fn remove_main(args: impl Iterator<Item = std::ffi::OsString>) -> std::process::ExitCode {
+/// in a new process of its own process group, without waiting for it. Arguments it cannot take
+/// return the exit code and the message to print.
+pub(crate) fn remove_main(
+    args: impl Iterator<Item = std::ffi::OsString>,
+) -> Result<std::process::ExitCode, (u8, String)> {
     use std::os::unix::process::CommandExt as _;
     let mut args: Vec<std::ffi::OsString> = args.collect();
     let detach = args.first().is_some_and(|a| a == "--detach");
@@ -186,11 +189,10 @@ pub(crate) fn remove_main(args: impl Iterator<Item = std::ffi::OsString>) -> std
         args.remove(0);
     }
     let [engine, name] = args.as_slice() else {
-        eprintln!("usage: __salt remove-container [--detach] ENGINE NAME");
-        return std::process::ExitCode::from(2);
+        return Err((2, "usage: __salt remove-container [--detach] ENGINE NAME".to_string()));
     };
     if detach {
-        let Ok(exe) = std::env::current_exe() else { return std::process::ExitCode::FAILURE };
+        let Ok(exe) = std::env::current_exe() else { return Ok(std::process::ExitCode::FAILURE) };
         let spawned = std::process::Command::new(exe)
             .args([std::ffi::OsStr::new("__salt"), "remove-container".as_ref(), engine, name])
             .stdin(std::process::Stdio::null())
@@ -198,10 +200,10 @@ pub(crate) fn remove_main(args: impl Iterator<Item = std::ffi::OsString>) -> std
             .stderr(std::process::Stdio::null())
             .process_group(0)
             .spawn();
-        return if spawned.is_ok() { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::FAILURE };
+        return Ok(if spawned.is_ok() { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::FAILURE });
     }
     remove_now(&engine.to_string_lossy(), &name.to_string_lossy());
-    std::process::ExitCode::SUCCESS
+    Ok(std::process::ExitCode::SUCCESS)
 }
 
 /// Whether the process `pid` is removing a container (`<bin> __salt remove-container …`):

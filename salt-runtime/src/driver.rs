@@ -380,7 +380,7 @@ impl Driver {
                     }
                 }
                 // A busy database: read them at the next poll.
-                Err(e) => tracing::warn!("cannot read the queued results of run {run}: {e}"),
+                Err(e) => tracing::warn!(run = run.get(), "cannot read the queued results of run {run}: {e}"),
             }
         }
     }
@@ -445,6 +445,10 @@ impl Driver {
     /// A run's commit ended: what waited for it goes on, and its next commit starts.
     fn committed(&mut self, run: RunId, done: std::result::Result<(), StoreError>) {
         if let Err(e) = done {
+            match &e {
+                StoreError::LeaseLost { owner, .. } => tracing::error!(run = run.get(), %owner, "lease lost: {e}"),
+                _ => tracing::error!(run = run.get(), "cannot commit, the run stops: {e}"),
+            }
             return self.fail(run, e.into_error());
         }
         let Some(h) = self.runs.get_mut(&run) else { return };

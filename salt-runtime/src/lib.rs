@@ -31,7 +31,7 @@ mod worker;
 
 pub use context::{Arg, Context, Handle, Handles, TaskValue, join_all};
 pub use error::{Error, ErrorKind, Result};
-pub use logging::TaskLogs;
+pub use logging::{LogFormat, TaskLogs, engine_layer};
 pub use progress::{Progress, Transition};
 pub use registry::{Backoff, Kind, Policy, Registry, TaskDescriptor};
 pub use runner::{Executor, RunOutcome, Runner};

@@ -1,10 +1,12 @@
-//! `tracing` events of task bodies, written to the log of the attempt that emitted them.
+//! `tracing` events: those of task bodies, written to the log of the attempt that emitted them
+//! ([`TaskLogs`]), and the engine's own, written to stderr ([`engine_layer`]).
 //!
-//! [`cli::main`](crate::cli::main) installs [`TaskLogs`] as the global subscriber unless the
-//! program installed its own first; a program with its own subscriber adds the layer to it
+//! [`cli::main`](crate::cli::main) installs both as the global subscriber unless the program
+//! installed its own first; a program with its own subscriber adds the layers to it
 //! (`tracing_subscriber::registry().with(salt::TaskLogs::default())`) to get the same.
 
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tracing::field::{Field, Visit};
@@ -12,8 +14,10 @@ use tracing::span::{Attributes, Id, Record};
 use tracing::subscriber::Interest;
 use tracing::{Event, Level, Metadata, Subscriber};
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::filter::{FilterExt as _, LevelFilter};
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::{Context as LayerContext, Layer};
+use tracing_subscriber::registry::LookupSpan;
 
 use crate::context::Context;
 
@@ -28,9 +32,9 @@ static NODE_PROCESS: AtomicBool = AtomicBool::new(false);
 /// Which events are written is decided by a filter in the syntax of `RUST_LOG`
 /// (`tracing_subscriber`'s `EnvFilter`): a level (`debug`), a level per target
 /// (`warn,my_flows=debug,my_flows::fetch=trace`), directives on spans and fields
-/// (`[fetch{user=ada}]=trace`). Events outside any body are not written (the orchestrator's own
-/// ones), except in a node process, where everything runs on behalf of the attempt and goes to
-/// its log.
+/// (`[fetch{user=ada}]=trace`). Events outside any body (the orchestrator's own ones) are not
+/// written: [`engine_layer`] writes them to stderr. In a node process, though, everything runs
+/// on behalf of the attempt, and this layer writes every event to its log.
 #[derive(Debug)]
 pub struct TaskLogs {
     filter: EnvFilter,
@@ -107,15 +111,106 @@ impl<S: Subscriber> Layer<S> for TaskLogs {
     }
 
     fn on_event(&self, event: &Event<'_>, _: LayerContext<'_, S>) {
-        let ctx = Context::in_body().filter(Context::in_run);
-        if ctx.is_none() && !NODE_PROCESS.load(Ordering::Relaxed) {
-            return;
+        match owner() {
+            Owner::Attempt(ctx) => ctx.log(format_event(event)),
+            // The node process's stderr is the attempt's log.
+            Owner::NodeProcess => {
+                let _ = writeln!(std::io::stderr().lock(), "{}", format_event(event));
+            }
+            Owner::Engine => {}
         }
-        let line = format_event(event);
-        match ctx {
-            Some(ctx) => ctx.log(line),
-            None => eprintln!("{line}"),
-        }
+    }
+}
+
+/// Whose log an event emitted here and now belongs to.
+enum Owner {
+    /// The attempt whose body runs: [`TaskLogs`] writes it to its log.
+    Attempt(Context),
+    /// A node process, where everything runs on behalf of its attempt: [`TaskLogs`] writes it to
+    /// stderr, which is the attempt's log.
+    NodeProcess,
+    /// The engine: the [`engine_layer`] writes it.
+    Engine,
+}
+
+fn owner() -> Owner {
+    match Context::in_body().filter(Context::in_run) {
+        Some(ctx) => Owner::Attempt(ctx),
+        None if NODE_PROCESS.load(Ordering::Relaxed) => Owner::NodeProcess,
+        None => Owner::Engine,
+    }
+}
+
+/// A per-layer filter that lets through the events that belong to no attempt. Whether an event
+/// does is known only when it is emitted (the body is a task-local), never once for a callsite.
+struct OutsideBodies;
+
+impl<S> tracing_subscriber::layer::Filter<S> for OutsideBodies {
+    fn enabled(&self, _: &Metadata<'_>, _: &LayerContext<'_, S>) -> bool {
+        matches!(owner(), Owner::Engine)
+    }
+
+    fn callsite_enabled(&self, _: &'static Metadata<'static>) -> Interest {
+        Interest::sometimes()
+    }
+}
+
+/// How the engine writes its own events to stderr (`--log-format`, `SALT_LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One line of text an event: time (UTC), level, target, message and fields.
+    #[default]
+    Pretty,
+    /// One JSON object a line: `timestamp`, `level`, `target`, `message` and the event's fields.
+    Json,
+}
+
+/// The filter of the engine's own events when `RUST_LOG` is unset or empty: `INFO` for salt's
+/// crates (the targets that start with `salt`), `WARN` for every other.
+pub const DEFAULT_ENGINE_FILTER: &str = "warn,salt=info";
+
+/// The filter of the engine's events: `RUST_LOG`'s directives, or [`DEFAULT_ENGINE_FILTER`]
+/// when it is unset or empty; an error that says what is wrong with a `RUST_LOG` that is not a
+/// filter.
+fn engine_filter() -> Result<EnvFilter, String> {
+    match std::env::var("RUST_LOG") {
+        Ok(directives) if !directives.trim().is_empty() => EnvFilter::builder()
+            .with_default_directive(LevelFilter::INFO.into())
+            .parse(&directives)
+            .map_err(|e| format!("RUST_LOG: `{directives}` is not a log filter: {e}")),
+        _ => Ok(default_engine_filter()),
+    }
+}
+
+fn default_engine_filter() -> EnvFilter {
+    EnvFilter::builder().parse_lossy(DEFAULT_ENGINE_FILTER)
+}
+
+/// A [`Layer`] that writes the engine's own events (the orchestrator's, a worker's, a server's:
+/// every event emitted outside a task's body) to stderr in `format`, those the filter of
+/// `RUST_LOG` lets through ([`DEFAULT_ENGINE_FILTER`] when it is unset, empty or not a filter).
+/// Events of task bodies are left out: [`TaskLogs`] writes them to their attempt's log.
+///
+/// [`cli::main`](crate::cli::main) installs it; a program with its own subscriber adds it
+/// (`tracing_subscriber::registry().with(salt::TaskLogs::default()).with(salt::engine_layer(salt::LogFormat::Json))`).
+pub fn engine_layer<S>(format: LogFormat) -> impl Layer<S> + Send + Sync
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    let filter = engine_filter().unwrap_or_else(|_| default_engine_filter());
+    engine_layer_to(format, filter, std::io::stderr)
+}
+
+fn engine_layer_to<S, W>(format: LogFormat, filter: EnvFilter, writer: W) -> impl Layer<S> + Send + Sync
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let filter = filter.and(OutsideBodies);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(writer).with_ansi(false);
+    match format {
+        LogFormat::Pretty => fmt.with_filter(filter).boxed(),
+        LogFormat::Json => fmt.json().flatten_event(true).with_filter(filter).boxed(),
     }
 }
 
@@ -161,17 +256,138 @@ impl Visit for Fields {
     }
 }
 
-/// Installs [`TaskLogs`] as the global subscriber, unless one is installed already. `node`
-/// says whether this is a node process.
-pub(crate) fn install(node: bool) {
+/// Installs the global subscriber of a salt process, unless one is installed already:
+/// [`TaskLogs`], and but in a node process (`node`), the [`engine_layer`] in `format`. A
+/// `RUST_LOG` that is not a filter leaves the default filters in force; the warning that says
+/// so is returned, for the command to print.
+pub fn install(node: bool, format: LogFormat) -> Option<String> {
     use tracing_subscriber::layer::SubscriberExt;
+    // Told first: a program's own subscriber with `TaskLogs` in it needs to know too.
     NODE_PROCESS.store(node, Ordering::Relaxed);
-    let layer = TaskLogs::from_env().unwrap_or_else(|e| {
-        // Said once, by the command; node processes, whose stderr is the attempt's log, do not.
-        if !node {
-            eprintln!("warning: {e}; task logs keep the events up to INFO");
+    if tracing::dispatcher::has_been_set() {
+        return None;
+    }
+    let (task_logs, warning) = match TaskLogs::from_env() {
+        Ok(layer) => (layer, None),
+        Err(e) => (TaskLogs::with_max_level(Level::INFO), Some(e)),
+    };
+    let registry = tracing_subscriber::registry().with(task_logs);
+    if node {
+        let _ = tracing::subscriber::set_global_default(registry);
+    } else {
+        let _ = tracing::subscriber::set_global_default(registry.with(engine_layer(format)));
+    }
+    warning.map(|e| {
+        format!("{e}; task logs keep the events up to INFO, the engine's own its default `{DEFAULT_ENGINE_FILTER}`")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use futures::FutureExt as _;
+    use futures::future::BoxFuture;
+    use serde_json::Value;
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    use super::*;
+    use crate::context::{Host, JournalKind, Mutation, SignalWait};
+    use crate::error::Error;
+    use crate::model::{NodeId, RunId};
+
+    /// What the engine layer writes.
+    #[derive(Clone, Default)]
+    struct Written(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Written {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
         }
-        TaskLogs::with_max_level(Level::INFO)
-    });
-    let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer));
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Written {
+        fn lines(&self) -> Vec<String> {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap().lines().map(String::from).collect()
+        }
+    }
+
+    /// An orchestrator that keeps the attempt's log lines.
+    #[derive(Default)]
+    struct Attempt(Mutex<Vec<String>>);
+
+    impl Host for Attempt {
+        fn mutate(&self, _: Vec<Mutation>) {}
+        fn await_node(&self, _: u32) -> BoxFuture<'static, std::result::Result<Value, Error>> {
+            futures::future::pending().boxed()
+        }
+        fn journal(&self, _: u32, _: JournalKind, _: Value) -> BoxFuture<'static, Value> {
+            futures::future::pending().boxed()
+        }
+        fn wait_signal(&self, _: SignalWait) -> BoxFuture<'static, Value> {
+            futures::future::pending().boxed()
+        }
+        fn log(&self, line: String) {
+            self.0.lock().unwrap().push(line);
+        }
+    }
+
+    /// Runs `emit` under TaskLogs and the engine layer (JSON, `filter`); returns the engine's
+    /// lines and the attempt's log.
+    fn emitted(filter: &str, emit: impl AsyncFnOnce(Context)) -> (Vec<Value>, Vec<String>) {
+        let written = Written::default();
+        let attempt = Arc::new(Attempt::default());
+        let sink = written.clone();
+        let subscriber = tracing_subscriber::registry()
+            .with(TaskLogs::with_max_level(Level::INFO))
+            .with(engine_layer_to(LogFormat::Json, EnvFilter::new(filter), move || sink.clone()));
+        let ctx = Context::new(attempt.clone(), RunId::new(7), NodeId::ROOT, 1);
+        tracing::subscriber::with_default(subscriber, || {
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            rt.block_on(emit(ctx));
+        });
+        let engine = written.lines().iter().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+        let log = attempt.0.lock().unwrap().clone();
+        (engine, log)
+    }
+
+    #[test]
+    fn task_body_events_go_to_the_attempts_log_and_not_to_the_engines() {
+        let (engine, log) = emitted(DEFAULT_ENGINE_FILTER, async |ctx| {
+            tracing::error!(target: "salt_runtime::store", run = 7, "lease lost");
+            ctx.scope(async {
+                tracing::warn!(target: "salt_runtime::store", "inside a body");
+                tracing::info!(records = 3, "fetched the records");
+            })
+            .await;
+        });
+        assert_eq!(engine.len(), 1, "{engine:?}");
+        assert_eq!(engine[0]["level"], "ERROR");
+        assert_eq!(engine[0]["target"], "salt_runtime::store");
+        assert_eq!(engine[0]["message"], "lease lost");
+        assert_eq!(engine[0]["run"], 7);
+        assert_eq!(log.len(), 2, "{log:?}");
+        assert!(log[0].ends_with(" WARN inside a body"), "{log:?}");
+        assert!(log[1].ends_with(" INFO fetched the records records=3"), "{log:?}");
+    }
+
+    #[test]
+    fn the_engine_keeps_salts_info_and_the_warnings_of_other_crates_by_default() {
+        let (engine, _) = emitted(DEFAULT_ENGINE_FILTER, async |_| {
+            tracing::info!(target: "salt_server::host", worker = "w1", "worker connected");
+            tracing::debug!(target: "salt_server::host", "not kept");
+            tracing::info!(target: "hyper::proto", "not kept");
+            tracing::warn!(target: "hyper::proto", "kept");
+        });
+        let messages: Vec<&Value> = engine.iter().map(|e| &e["message"]).collect();
+        assert_eq!(messages, ["worker connected", "kept"]);
+        assert_eq!(engine[0]["worker"], "w1");
+        let (engine, _) = emitted("off", async |_| tracing::error!(target: "salt_runtime::store", "lease lost"));
+        assert!(engine.is_empty(), "{engine:?}");
+    }
 }

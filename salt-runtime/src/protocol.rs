@@ -492,12 +492,12 @@ pub fn exec_main() -> ExitCode {
     let proto = match std::os::fd::AsFd::as_fd(&std::io::stdout()).try_clone_to_owned() {
         Ok(fd) => std::fs::File::from(fd),
         Err(e) => {
-            eprintln!("salt: cannot set up the protocol descriptor: {e}");
+            tracing::error!("cannot set up the protocol descriptor: {e}");
             return ExitCode::from(3);
         }
     };
     if let Err(e) = nix::unistd::dup2_stdout(std::io::stderr()) {
-        eprintln!("salt: cannot redirect stdout: {e}");
+        tracing::error!("cannot redirect stdout: {e}");
         return ExitCode::from(3);
     }
     // When the orchestrator dies, so does this process (and, through the handler below, the
@@ -507,7 +507,7 @@ pub fn exec_main() -> ExitCode {
     let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("salt: cannot start the async runtime: {e}");
+            tracing::error!("cannot start the async runtime: {e}");
             return ExitCode::from(3);
         }
     };
@@ -547,7 +547,7 @@ async fn exec(proto: std::fs::File) -> ExitCode {
         let msg = match serde_json::from_str::<ToNode>(&line) {
             Ok(msg) => msg,
             Err(e) => {
-                eprintln!("salt: the orchestrator sent a bad message ({e}): {}", short(&line));
+                tracing::error!(line = %short(&line), "the orchestrator sent a bad message: {e}");
                 die(3);
             }
         };

@@ -464,6 +464,9 @@ impl Inner {
                         None if !live.too_big && self.workers.values().any(serves) => {
                             live.too_big = true;
                             tracing::warn!(
+                                run = live.at.run.get(),
+                                node = live.at.node.get(),
+                                queue = %live.queue,
                                 "node {} of run {} asks for {} cores and {} MiB, more than any worker of queue `{}` has: it waits for one that has them",
                                 live.at.node.get(),
                                 live.at.run.get(),
@@ -684,6 +687,17 @@ impl Drop for Connection {
         for id in lost {
             let Some(live) = inner.end(id) else { continue };
             if !live.stopped {
+                tracing::warn!(
+                    worker = %conn.hello.name,
+                    run = live.at.run.get(),
+                    node = live.at.node.get(),
+                    attempt = live.at.attempt,
+                    queue = %live.queue,
+                    "worker lost: node {} of run {} fails its attempt {}",
+                    live.at.node,
+                    live.at.run,
+                    live.at.attempt
+                );
                 let error = Error::new(
                     ErrorKind::Lost,
                     format!("worker `{}` was lost while it ran this attempt", conn.hello.name),

@@ -435,15 +435,20 @@ impl Heartbeat {
                     match store.renew_run_lease(&lease, ttl) {
                         Ok(()) => renewed_at.store(at, std::sync::atomic::Ordering::Relaxed),
                         Err(e @ StoreError::LeaseLost { .. }) => {
-                            tracing::warn!("{e}");
+                            tracing::error!(run = lease.run.get(), owner = %lease.owner, "lease lost: {e}");
                             return;
                         }
                         // A busy database: try again at the next beat.
-                        Err(e) => tracing::warn!("cannot renew the lease of run {}: {e}", lease.run),
+                        Err(e) => tracing::warn!(
+                            run = lease.run.get(),
+                            owner = %lease.owner,
+                            "cannot renew the lease of run {}: {e}",
+                            lease.run
+                        ),
                     }
                 }
                 if let Err(e) = store.release_run_lease(&lease) {
-                    tracing::warn!("cannot release the lease of run {}: {e}", lease.run);
+                    tracing::warn!(run = lease.run.get(), owner = %lease.owner, "cannot release the lease of run {}: {e}", lease.run);
                 }
             })
             .map_err(|source| StoreError::Io { path: "the lease heartbeat thread".into(), source })?;
@@ -466,7 +471,7 @@ impl Heartbeat {
                     match store.renew_owner_leases(&owner, ttl) {
                         Ok(_) => renewed_at.store(at, std::sync::atomic::Ordering::Relaxed),
                         // A busy database: try again at the next beat.
-                        Err(e) => tracing::warn!("cannot renew the leases of {owner}: {e}"),
+                        Err(e) => tracing::warn!(%owner, "cannot renew the leases of {owner}: {e}"),
                     }
                 }
             })

@@ -213,7 +213,13 @@ async fn give_back(store: &Arc<dyn Store>, held: &HeldClaims, running: &mut Join
     let claims: Vec<Held> = lock(held).drain().map(|(_, h)| h).collect();
     for h in &claims {
         if let Err(e) = store.release(&h.claim) {
-            tracing::warn!("cannot give back node {} of run {}: {e}", h.claim.node, h.claim.run);
+            tracing::warn!(
+                run = h.claim.run.get(),
+                node = h.claim.node.get(),
+                "cannot give back node {} of run {}: {e}",
+                h.claim.node,
+                h.claim.run
+            );
         }
     }
     claims.len()
@@ -354,7 +360,13 @@ impl Renewer {
                                 ));
                             }
                             // A busy database: try again at the next beat.
-                            Err(e) => tracing::warn!("cannot renew the claim on node {}: {e}", claim.node),
+                            Err(e) => tracing::warn!(
+                                run = claim.run.get(),
+                                node = claim.node.get(),
+                                "cannot renew the claim on node {} of run {}: {e}",
+                                claim.node,
+                                claim.run
+                            ),
                         }
                     }
                 }

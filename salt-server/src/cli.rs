@@ -8,6 +8,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
 
+use salt_runtime::logging::LogFormat;
+
 use crate::auth::Role;
 use crate::client::{self, Client, ClientError, pretty, segment};
 use crate::{db, registry, server};
@@ -27,6 +29,11 @@ pub struct Cli {
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
     pub json: bool,
+
+    /// How the engine's own log lines are written to stderr: text, or one JSON object a line
+    /// (`RUST_LOG` filters them).
+    #[arg(long, global = true, env = "SALT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty, value_name = "FORMAT")]
+    pub log_format: LogFormat,
 
     /// What to do.
     #[command(subcommand)]
@@ -304,11 +311,53 @@ pub fn main() -> ExitCode {
     // `salt dag run` starts commands: each through a guard of this binary.
     salt_runtime::command::enable_guard();
     let cli = Cli::parse();
+    if let Some(warning) = salt_runtime::logging::install(false, cli.log_format) {
+        eprintln!("warning: {warning}");
+    }
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(Failure(message, code)) => {
             eprintln!("error: {message}");
             ExitCode::from(code)
+        }
+    }
+}
+
+/// Runs a checked plan's file on the embedded store at `db`, printing progress on stderr and
+/// the outcome on stdout; returns the exit code (0 when every step succeeded).
+fn dag_run(spec_path: &std::path::Path, params: &[String], db: &str) -> u8 {
+    let spec = match std::fs::read_to_string(spec_path) {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", spec_path.display());
+            return 2;
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    let runner = salt::Runner::new(db).progress(salt::Progress::Auto).handle_ctrl_c(true);
+    let input = serde_json::json!({"spec": spec, "params": params});
+    match rt.block_on(runner.run("dag", input)) {
+        Ok(outcome) => {
+            let state = outcome.state.as_str();
+            match (&outcome.output, &outcome.error) {
+                (Some(output), _) => {
+                    out(format!("{}\n", serde_json::to_string_pretty(output).unwrap_or_default()));
+                    eprintln!("run {} of `{}` {state} (database {db})", outcome.run, spec_path.display());
+                }
+                (None, Some(error)) => eprintln!("run {} {state}: {error} (database {db})", outcome.run),
+                (None, None) => eprintln!("run {} {state} (database {db})", outcome.run),
+            }
+            u8::from(outcome.state != salt::RunState::Succeeded)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
         }
     }
 }
@@ -471,7 +520,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Dag { command, dag_db } => match command.execute(&mut std::io::stdout(), &mut std::io::stderr()) {
             salt_dag::Outcome::Exit(code) => Ok(code),
             salt_dag::Outcome::Run { args, .. } => {
-                Ok(crate::dag::run(&args.spec, &crate::dag::param_args(&args.params), &dag_db))
+                Ok(dag_run(&args.spec, &crate::dag::param_args(&args.params), &dag_db))
             }
         },
         Command::Schedule { command } => {

@@ -143,45 +143,6 @@ fn command_of(step: &Step, parents: Vec<Handle<CommandOutput>>) -> salt::Command
     cmd
 }
 
-/// Runs a checked plan's file on the embedded store at `db`, printing progress on stderr and
-/// the outcome on stdout; returns the exit code (0 when every step succeeded).
-pub fn run(spec_path: &std::path::Path, params: &[String], db: &str) -> u8 {
-    let spec = match std::fs::read_to_string(spec_path) {
-        Ok(text) => text,
-        Err(e) => {
-            eprintln!("error: cannot read {}: {e}", spec_path.display());
-            return 2;
-        }
-    };
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return 1;
-        }
-    };
-    let runner = salt::Runner::new(db).progress(salt::Progress::Auto).handle_ctrl_c(true);
-    let input = serde_json::json!({"spec": spec, "params": params});
-    match rt.block_on(runner.run("dag", input)) {
-        Ok(outcome) => {
-            let state = outcome.state.as_str();
-            match (&outcome.output, &outcome.error) {
-                (Some(output), _) => {
-                    println!("{}", serde_json::to_string_pretty(output).unwrap_or_default());
-                    eprintln!("run {} of `{}` {state} (database {db})", outcome.run, spec_path.display());
-                }
-                (None, Some(error)) => eprintln!("run {} {state}: {error} (database {db})", outcome.run),
-                (None, None) => eprintln!("run {} {state} (database {db})", outcome.run),
-            }
-            u8::from(outcome.state != salt::RunState::Succeeded)
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            1
-        }
-    }
-}
-
 /// The parameters of `salt dag run` as `NAME=VALUE` text, as the `dag` workflow takes them.
 pub fn param_args(params: &[(String, salt_dag::ParamValue)]) -> Vec<String> {
     params

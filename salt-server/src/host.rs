@@ -130,7 +130,12 @@ impl RunHost {
             loop {
                 let why = match join.await {
                     Ok(Ok(outcome)) => {
-                        tracing::info!("run {run} ended {}", outcome.state.as_str());
+                        tracing::info!(
+                            run = run.get(),
+                            state = outcome.state.as_str(),
+                            "run {run} ended {}",
+                            outcome.state.as_str()
+                        );
                         if let Some(f) = &on_end {
                             f(run, &outcome.workflow, &outcome);
                         }
@@ -139,7 +144,11 @@ impl RunHost {
                     Ok(Err(e)) => e.to_string(),
                     Err(e) => e.to_string(),
                 };
-                eprintln!("run {run} stopped: {why}; it is driven again once the database answers");
+                tracing::warn!(
+                    run = run.get(),
+                    error = %why,
+                    "run {run} stopped: {why}; it is driven again once the database answers"
+                );
                 match redrive(&runner, run).await {
                     Some(again) => join = again,
                     None => break,
@@ -205,7 +214,7 @@ impl RunHost {
                     resumed.push(run);
                 }
                 // Mostly: another server took it first.
-                Err(e) => tracing::info!("run {run} not resumed: {e}"),
+                Err(e) => tracing::info!(run = run.get(), "run {run} not resumed: {e}"),
             }
         }
         resumed
@@ -251,9 +260,11 @@ async fn redrive(
         tokio::time::sleep(Duration::from_secs(1)).await;
         match runner.spawn_recover(run) {
             Ok(join) => return Some(join),
-            Err(e) if e.kind() == ErrorKind::Store => tracing::debug!("run {run} not driven again yet: {e}"),
+            Err(e) if e.kind() == ErrorKind::Store => {
+                tracing::debug!(run = run.get(), "run {run} not driven again yet: {e}")
+            }
             Err(e) => {
-                eprintln!("run {run} is not driven again here: {e}");
+                tracing::warn!(run = run.get(), error = %e, "run {run} is not driven again here: {e}");
                 return None;
             }
         }
@@ -310,8 +321,8 @@ async fn watch_waits(mut rx: tokio::sync::broadcast::Receiver<Transition>, db: S
                     on_waiting(&w);
                 }
             }
-            Ok(Err(e)) => tracing::warn!("run {run}: cannot read what node {node} waits for: {e}"),
-            Err(e) => tracing::warn!("run {run}: cannot read what node {node} waits for: {e}"),
+            Ok(Err(e)) => tracing::warn!(run = run.get(), "run {run}: cannot read what node {node} waits for: {e}"),
+            Err(e) => tracing::warn!(run = run.get(), "run {run}: cannot read what node {node} waits for: {e}"),
         }
     }
 }
@@ -387,11 +398,20 @@ async fn serve_worker(socket: WebSocket, dispatcher: Dispatcher, check: Option<Q
         }
     }
     let name = hello.name.clone();
-    tracing::info!("worker `{name}` connected (queues {:?}, {} slots)", hello.queues, hello.slots);
+    tracing::info!(
+        worker = %name,
+        queues = ?hello.queues,
+        slots = hello.slots,
+        "worker `{name}` connected (queues {:?}, {} slots)",
+        hello.queues,
+        hello.slots
+    );
     let (tx, mut rx) = mpsc::unbounded_channel();
     let conn = dispatcher.connect(hello, tx);
     let mut ping = tokio::time::interval(PING_EVERY);
     let mut last_heard = tokio::time::Instant::now();
+    // Whether the worker said goodbye (it drained, or the server stops) rather than dropped.
+    let mut clean = false;
     let why = loop {
         tokio::select! {
             msg = stream.next() => {
@@ -404,13 +424,20 @@ async fn serve_worker(socket: WebSocket, dispatcher: Dispatcher, check: Option<Q
                             break why;
                         }
                     }
-                    Some(Ok(Message::Close(_))) | None => break "it closed the connection".to_string(),
+                    Some(Ok(Message::Close(_))) => {
+                        clean = true;
+                        break "it closed the connection".to_string();
+                    }
+                    None => break "the connection ended".to_string(),
                     Some(Ok(_)) => {}
                     Some(Err(e)) => break e.to_string(),
                 }
             }
             out = rx.recv() => {
-                let Some(out) = out else { break "the server stops".to_string() };
+                let Some(out) = out else {
+                    clean = true;
+                    break "the server stops".to_string();
+                };
                 let text = match serde_json::to_string(&out) {
                     Ok(text) => text,
                     Err(e) => break e.to_string(),
@@ -430,7 +457,11 @@ async fn serve_worker(socket: WebSocket, dispatcher: Dispatcher, check: Option<Q
         }
     };
     drop(conn);
-    tracing::info!("worker `{name}` disconnected: {why}");
+    if clean {
+        tracing::info!(worker = %name, reason = %why, "worker `{name}` disconnected: {why}");
+    } else {
+        tracing::warn!(worker = %name, reason = %why, "worker `{name}` dropped: {why}");
+    }
 }
 
 fn close_frame(why: &str) -> axum::extract::ws::CloseFrame {

@@ -151,18 +151,19 @@ async fn dispatch(conn: Arc<Mutex<Conn>>, options: NotifyOptions, mut rx: mpsc::
         ureq::Agent::config_builder().timeout_global(Some(options.timeout)).http_status_as_error(false).build().into();
     let mut deliveries = tokio::task::JoinSet::new();
     while let Some(n) = rx.recv().await {
+        let of = Arc::new(Of { run: n.run, workflow: n.workflow.clone(), event: n.event.as_str() });
         let conn2 = conn.clone();
         let planned = tokio::task::spawn_blocking(move || plan(&conn2, &n)).await;
         let planned = match planned {
             Ok(Ok(p)) => p,
             Ok(Err(e)) => {
-                tracing::error!("could not record webhook deliveries: {e}");
+                tracing::error!(run = of.run, workflow = %of.workflow, "could not record webhook deliveries: {e}");
                 continue;
             }
             Err(_) => continue,
         };
-        for (id, url, body, event) in planned {
-            deliveries.spawn(deliver(conn.clone(), agent.clone(), options.clone(), id, url, body, event));
+        for (id, url, body) in planned {
+            deliveries.spawn(deliver(conn.clone(), agent.clone(), options.clone(), of.clone(), id, url, body));
         }
         while deliveries.try_join_next().is_some() {}
     }
@@ -170,8 +171,15 @@ async fn dispatch(conn: Arc<Mutex<Conn>>, options: NotifyOptions, mut rx: mpsc::
     while deliveries.join_next().await.is_some() {}
 }
 
+/// What a notification is about: the run and the event, sent with each delivery.
+struct Of {
+    run: i64,
+    workflow: String,
+    event: &'static str,
+}
+
 /// Records one pending delivery per webhook of the workflow that listens to the event.
-fn plan(conn: &Mutex<Conn>, n: &Notification) -> crate::sql::Result<Vec<(i64, String, String, &'static str)>> {
+fn plan(conn: &Mutex<Conn>, n: &Notification) -> crate::sql::Result<Vec<(i64, String, String)>> {
     let c = lock(conn);
     let hooks: Option<String> = crate::sql::OptionalExtension::optional(c.query_row(
         "SELECT webhooks FROM schedules WHERE workflow = ?1",
@@ -189,7 +197,7 @@ fn plan(conn: &Mutex<Conn>, n: &Notification) -> crate::sql::Result<Vec<(i64, St
             params![n.workflow, n.run, n.event.as_str(), hook.url, body, now],
             |r| r.get(0),
         )?;
-        out.push((id, hook.url.clone(), body.clone(), n.event.as_str()));
+        out.push((id, hook.url.clone(), body.clone()));
     }
     Ok(out)
 }
@@ -198,11 +206,12 @@ async fn deliver(
     conn: Arc<Mutex<Conn>>,
     agent: ureq::Agent,
     options: NotifyOptions,
+    of: Arc<Of>,
     id: i64,
     url: String,
     body: String,
-    event: &'static str,
 ) {
+    let event = of.event;
     let mut wait = options.backoff;
     for attempt in 1..=options.attempts.max(1) {
         let (agent, url2, body2) = (agent.clone(), url.clone(), body.clone());
@@ -242,7 +251,15 @@ async fn deliver(
         match error {
             None => return,
             Some(e) if last => {
-                tracing::warn!(url, attempts = attempt, "webhook delivery failed: {e}");
+                tracing::warn!(
+                    run = of.run,
+                    workflow = %of.workflow,
+                    event,
+                    delivery = id,
+                    url,
+                    attempts = attempt,
+                    "webhook delivery failed: {e}"
+                );
                 return;
             }
             Some(_) => {}

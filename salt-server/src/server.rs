@@ -169,9 +169,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
-    eprintln!(
-        "salt server listening on http://{} (database {}, data {}{})",
-        listener.local_addr()?,
+    let addr = listener.local_addr()?;
+    tracing::info!(
+        listen = %addr,
+        db = %config.db,
+        data = %config.data.display(),
+        tokens,
+        "salt server listening on http://{addr} (database {}, data {}{})",
         config.db,
         config.data.display(),
         if tokens { ", tokens required" } else { "" }
@@ -186,11 +190,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     };
     let resumed = host.resume(&unfinished);
     if !resumed.is_empty() {
-        eprintln!(
-            "resumed {} run(s) left unfinished: {:?}",
-            resumed.len(),
-            resumed.iter().map(|r| r.get()).collect::<Vec<_>>()
-        );
+        let runs: Vec<i64> = resumed.iter().map(|r| r.get()).collect();
+        tracing::info!(?runs, "resumed {} run(s) left unfinished: {runs:?}", runs.len());
     }
     // Runs whose server is gone (their lease ran out): taken over by whichever server looks first.
     let takeover = tokio::spawn(take_over_orphans(state.conn.clone(), host.clone(), stop_rx.clone()));
@@ -235,11 +236,9 @@ async fn take_over_orphans(
             Ok(runs) if !runs.is_empty() => {
                 let taken = host.resume(&runs);
                 if !taken.is_empty() {
-                    eprintln!(
-                        "took over {} run(s) no server drove: {:?}",
-                        taken.len(),
-                        taken.iter().map(|r| r.get()).collect::<Vec<_>>()
-                    );
+                    // Another server stopped driving them: worth a warning.
+                    let runs: Vec<i64> = taken.iter().map(|r| r.get()).collect();
+                    tracing::warn!(?runs, "took over {} run(s) no server drove: {runs:?}", runs.len());
                 }
             }
             Ok(_) => {}

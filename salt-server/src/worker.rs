@@ -148,7 +148,9 @@ pub async fn run(mut options: WorkerOptions) -> anyhow::Result<()> {
     let slurm = match options.slurm.clone() {
         Some(o) => {
             let slurm = Slurm::start(o).await?;
-            eprintln!(
+            tracing::info!(
+                worker = %options.name,
+                callback = %slurm.callback_address(),
                 "worker `{}` runs attempts as Slurm jobs (they call back to {})",
                 options.name,
                 slurm.callback_address()
@@ -219,15 +221,29 @@ async fn serve_one(
         }
         match session(&options, slurm.clone(), stop_rx.clone(), draining.clone()).await {
             Ok(Ended::Drained) => {
-                eprintln!("worker `{}` drained and stopped", options.name);
+                tracing::info!(worker = %options.name, "worker `{}` drained and stopped", options.name);
                 return Ok(());
             }
             Ok(Ended::Refused(why)) => anyhow::bail!("the server refused this worker: {why}"),
             Ok(Ended::Lost(why)) => {
-                eprintln!("worker `{}`: connection to {} lost ({why}); reconnecting", options.name, options.server);
+                tracing::warn!(
+                    worker = %options.name,
+                    server = %options.server,
+                    reason = %why,
+                    "worker `{}`: connection to {} lost ({why}); reconnecting",
+                    options.name,
+                    options.server
+                );
                 backoff = Duration::from_millis(100);
             }
-            Err(e) => eprintln!("worker `{}`: cannot connect to {}: {e}", options.name, options.server),
+            Err(e) => tracing::warn!(
+                worker = %options.name,
+                server = %options.server,
+                error = %e,
+                "worker `{}`: cannot connect to {}: {e}",
+                options.name,
+                options.server
+            ),
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -271,7 +287,11 @@ async fn session(
     let hello =
         remote::hello(options.name.clone(), options.queues.clone(), options.slots, options.cores, options.memory_mb);
     sink.send(Message::Text(serde_json::to_string(&hello)?.into())).await?;
-    eprintln!(
+    tracing::info!(
+        worker = %options.name,
+        server = %options.server,
+        queues = ?options.queues,
+        slots = options.slots,
         "worker `{}` connected to {} (queues {}, {} slots)",
         options.name,
         options.server,
@@ -311,7 +331,11 @@ async fn session(
                     break Ended::Drained;
                 }
                 if !draining.swap(true, Ordering::SeqCst) {
-                    eprintln!("worker `{}` draining: running attempts finish, no new ones start (Ctrl-C again to stop now)", options.name);
+                    tracing::info!(
+                        worker = %options.name,
+                        "worker `{}` draining: running attempts finish, no new ones start (Ctrl-C again to stop now)",
+                        options.name
+                    );
                     let _ = out_tx.send(FromWorker::Draining);
                 }
             }

@@ -53,7 +53,7 @@ pub use salt_runtime::context::{Annotation, Arg, Context, Handle, Handles, TaskV
 #[doc(inline)]
 pub use salt_runtime::error::{Error, ErrorKind, Fatal, Result};
 #[doc(inline)]
-pub use salt_runtime::logging::TaskLogs;
+pub use salt_runtime::logging::{LogFormat, TaskLogs, engine_layer};
 #[doc(inline)]
 pub use salt_runtime::model::{NodeId, NodeState, RunId, RunState};
 #[doc(inline)]

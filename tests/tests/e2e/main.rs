@@ -10,6 +10,7 @@ mod fan_in;
 mod gradient;
 mod handled;
 mod limits;
+mod oplogs;
 mod ops;
 mod ownership;
 mod postgres;
