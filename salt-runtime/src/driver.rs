@@ -204,7 +204,7 @@ impl Driver {
                     None => admitting = false,
                 },
                 Some(ev) = self.events.recv() => {
-                    let now = Instant::now().into_std();
+                    let now = crate::run::now();
                     self.apply(now, ev);
                     let mut n = 1;
                     while n < MAX_BATCH {
@@ -215,7 +215,7 @@ impl Driver {
                     }
                 }
                 () = async { tokio::time::sleep_until(next_timer.unwrap_or_else(Instant::now)).await }, if next_timer.is_some() => {
-                    let now = Instant::now().into_std();
+                    let now = crate::run::now();
                     for h in self.runs.values_mut() {
                         h.core.fire_timers(now);
                     }
@@ -226,21 +226,21 @@ impl Driver {
                     }
                 }
                 _ = tick.tick() => {
-                    let now = Instant::now().into_std();
+                    let now = crate::run::now();
                     self.poll_control(now);
                     for h in self.runs.values_mut() {
-                        h.observer.tick(&h.core.summary(now));
+                        h.observer.tick(&h.core.summary(now.instant));
                     }
                 }
                 Ok(()) = freed.changed(), if waiting_for_room => {}
                 _ = queue_poll.tick(), if queued && !watched => {
-                    self.poll_queue(None, Instant::now().into_std());
+                    self.poll_queue(None, crate::run::now());
                 }
                 _ = watched_poll.tick(), if queued && watched => {
-                    self.poll_queue(None, Instant::now().into_std());
+                    self.poll_queue(None, crate::run::now());
                 }
                 reported = async { results.as_ref().expect("watched").reported().await }, if watched => match reported {
-                    Ok(run) => self.poll_queue(run, Instant::now().into_std()),
+                    Ok(run) => self.poll_queue(run, crate::run::now()),
                     Err(()) => {
                         tracing::warn!("the watch of the workers' results broke: polling them");
                         results = None;
@@ -263,7 +263,7 @@ impl Driver {
             let e = make(self.events_tx.clone());
             self.executors.insert(name, e);
         }
-        let now = Instant::now().into_std();
+        let now = crate::run::now();
         core.begin(now);
         let mut first = core.take_effects();
         first.writes.insert(0, Write::RunStarted { run, executor: name, parallelism, at: now_ms() });
@@ -287,7 +287,7 @@ impl Driver {
     /// After anything happened: every open run starts what it may, commits what it wrote, and
     /// ends when nothing is left to do.
     fn step(&mut self) {
-        let now = Instant::now().into_std();
+        let now = crate::run::now();
         let ids: Vec<RunId> = self.runs.keys().copied().collect();
         for run in ids {
             let Some(h) = self.runs.get_mut(&run) else { continue };
@@ -334,7 +334,7 @@ impl Driver {
         }
     }
 
-    fn apply(&mut self, now: std::time::Instant, ev: Event) {
+    fn apply(&mut self, now: crate::run::Time, ev: Event) {
         let at = match &ev {
             Event::Mutate { at, .. }
             | Event::Await { at, .. }
@@ -354,7 +354,7 @@ impl Driver {
 
     /// Reads what other processes asked of the open runs, all at once: cancel, pause or
     /// resume, signals, node cancels.
-    fn poll_control(&mut self, now: std::time::Instant) {
+    fn poll_control(&mut self, now: crate::run::Time) {
         let open: Vec<RunId> = self.runs.iter().filter(|(_, h)| h.open).map(|(run, _)| *run).collect();
         if open.is_empty() {
             return;
@@ -369,7 +369,7 @@ impl Driver {
 
     /// Feeds the cores what workers reported for their queued attempts: of run `only`, or of
     /// every run.
-    fn poll_queue(&mut self, only: Option<RunId>, now: std::time::Instant) {
+    fn poll_queue(&mut self, only: Option<RunId>, now: crate::run::Time) {
         let polled = |run: &RunId, h: &Hosted| !h.queued.is_empty() && only.is_none_or(|o| o == *run);
         for (&run, h) in self.runs.iter_mut().filter(|(run, h)| polled(run, h)) {
             match self.store.queue_results(run) {
@@ -462,7 +462,7 @@ impl Driver {
             if let Ok(control) = self.store.control(run)
                 && let Some(h) = self.runs.get_mut(&run)
             {
-                h.core.control(Instant::now().into_std(), control);
+                h.core.control(crate::run::now(), control);
             }
             if let Some(h) = self.runs.get_mut(&run) {
                 let fx = h.core.take_effects();
@@ -619,14 +619,15 @@ mod tests {
         let run = store.create_run(new).unwrap();
         let config = Config {
             executor: "inline",
+            placement: crate::run::Placement::Local,
             parallelism: 2,
             park_after: None,
             capacity: crate::run::Capacity::UNLIMITED,
             machine: None,
         };
-        let core = Core::new(store.load(run).unwrap(), registry(), config, std::time::Instant::now()).unwrap();
+        let core = Core::new(store.load(run).unwrap(), registry(), config, crate::run::now()).unwrap();
         let (done, outcome) = oneshot::channel();
-        let make: MakeExecutor = Box::new(|events| Box::new(Inline::new(events)));
+        let make: MakeExecutor = Box::new(|events| Box::new(Inline::new(events, registry())));
         admission
             .admit(Admit {
                 core,

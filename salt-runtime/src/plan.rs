@@ -261,9 +261,10 @@ fn check(
         waits: Vec::new(),
         delivered: Vec::new(),
     };
-    let now = std::time::Instant::now();
+    let now = crate::run::now();
     let config = crate::run::Config {
         executor: "plan",
+        placement: crate::run::Placement::Local,
         parallelism: 1,
         park_after: None,
         capacity: crate::run::Capacity::UNLIMITED,

@@ -13,28 +13,7 @@ use tokio::sync::broadcast;
 use crate::error::Error;
 use crate::model::{NodeId, NodeState, RunId, RunState};
 
-/// Counts of a run's nodes by state, what runs now, and the time so far.
-pub(crate) struct Summary {
-    pub(crate) run: RunId,
-    /// Indexed like [`NodeState::ALL`].
-    pub(crate) counts: [usize; NodeState::ALL.len()],
-    pub(crate) running: Vec<&'static str>,
-    pub(crate) elapsed: Duration,
-    /// Whether the run is paused (the change is committed with the next batch).
-    pub(crate) paused: bool,
-}
-
-impl Summary {
-    fn counts_line(&self) -> String {
-        NodeState::ALL
-            .iter()
-            .zip(self.counts)
-            .filter(|(_, c)| *c > 0)
-            .map(|(s, c)| format!("{c} {}", s.as_str()))
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
-}
+pub(crate) use salt_core::run::Summary;
 
 /// Told of every node transition and ticked a few times a second.
 pub(crate) trait Observer: Send {

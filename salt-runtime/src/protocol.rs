@@ -481,7 +481,7 @@ async fn done(attempt_id: u64, output: Value, blobs: Option<Blobs>) -> FromNode 
     }
 }
 
-pub(crate) use salt_core::text::{short, short_to};
+pub(crate) use salt_core::text::short;
 
 /// The entry point of a node process (`<bin> __salt exec`): serves attempts until its input
 /// ends.

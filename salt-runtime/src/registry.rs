@@ -15,6 +15,7 @@ use crate::error::{Error, ErrorKind, Result};
 pub type BodyFuture = Pin<Box<dyn Future<Output = Result<Value>> + Send + 'static>>;
 
 pub use salt_core::policy::{Backoff, DEFAULT_QUEUE, Kind, Policy, PolicyOverride};
+use salt_core::run::{Catalog, TaskSpec};
 
 /// Everything the runtime knows of one `#[task]` or `#[workflow]`, registered at compile time.
 pub struct TaskDescriptor {
@@ -88,6 +89,18 @@ impl TaskDescriptor {
 }
 
 impl TaskDescriptor {
+    /// What the run core reads of this task.
+    pub fn spec(&self) -> TaskSpec {
+        TaskSpec {
+            name: self.name,
+            policy: self.policy,
+            label: self.label,
+            color: self.color,
+            promises: self.promises,
+            may_spawn: self.may_spawn,
+        }
+    }
+
     /// The body of an attempt: runs this task's body on `input`, then checks what it returned
     /// against the task's output schema (see [`TaskDescriptor::check_output`]). Every executor
     /// runs attempts through this, so the check holds wherever the body runs.
@@ -149,6 +162,14 @@ pub fn schema_problems(schema: &Value, value: &Value) -> std::result::Result<Vec
 #[derive(Debug)]
 pub struct Registry {
     tasks: BTreeMap<&'static str, &'static TaskDescriptor>,
+    /// What the run core reads of each, made once.
+    specs: BTreeMap<&'static str, &'static TaskSpec>,
+}
+
+impl Catalog for Registry {
+    fn spec(&self, name: &str) -> Option<&'static TaskSpec> {
+        self.specs.get(name).copied()
+    }
 }
 
 impl Registry {
@@ -176,7 +197,8 @@ impl Registry {
                 ));
             }
         }
-        Ok(Registry { tasks })
+        let specs = tasks.iter().map(|(&name, d)| (name, &*Box::leak(Box::new(d.spec())))).collect();
+        Ok(Registry { tasks, specs })
     }
 
     /// The registry of a binary this process does not link, from its manifest (what

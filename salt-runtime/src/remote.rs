@@ -867,7 +867,8 @@ mod tests {
 
     /// Starts node `node` of run 1 on `ex`, asking for `cores` and `memory_mb`, at `priority`.
     fn launch(ex: &mut Box<dyn Executor>, node: u64, cores: u32, memory_mb: u64, priority: i32) {
-        let task = crate::registry::Registry::global().unwrap().task(crate::command::TASK).unwrap();
+        use salt_core::run::Catalog as _;
+        let task = crate::registry::Registry::global().unwrap().spec(crate::command::TASK).unwrap();
         let policy = crate::registry::Policy { cores, memory_mb, priority, ..task.policy };
         let at = AttemptId { run: RunId::new(1), node: NodeId::new(node), attempt: 1 };
         ex.start(Launch { at, task, input: json!({}), policy });

@@ -15,7 +15,7 @@ use crate::executor::{Inline, Pool, PoolMode};
 use crate::model::{NodeId, NodeRecord, NodeState, RunId, RunSnapshot, RunState, StoredArg, now_ms};
 use crate::progress::{self, Progress, Transition};
 use crate::registry::{Kind, Registry, TaskDescriptor};
-use crate::run::{Capacity, Config, Core};
+use crate::run::{Capacity, Config, Core, Placement};
 use crate::store::{self, Durability, Heartbeat, Lease, NewRun, Store};
 
 /// Where attempts run.
@@ -63,20 +63,7 @@ impl std::str::FromStr for Executor {
     }
 }
 
-/// How a run ended.
-#[derive(Debug, Clone, Serialize)]
-pub struct RunOutcome {
-    /// The run.
-    pub run: RunId,
-    /// Its workflow.
-    pub workflow: String,
-    /// Its final state.
-    pub state: RunState,
-    /// The workflow's output, when it succeeded.
-    pub output: Option<Value>,
-    /// Why it did not succeed.
-    pub error: Option<Error>,
-}
+pub use salt_core::run::RunOutcome;
 
 /// Runs workflows of this binary against a store.
 ///
@@ -667,6 +654,7 @@ impl Runner {
             .map_or(DEFAULT_PARK_AFTER, std::time::Duration::from_millis);
         let config = Config {
             executor: self.executor_name(),
+            placement: if self.remote.is_some() { Placement::Remote } else { Placement::Local },
             parallelism: self.parallelism,
             capacity: self.capacity,
             // Every run of this process shares its cores and memory.
@@ -674,7 +662,7 @@ impl Runner {
             // Waiting on a long child holds no process where attempts hold one.
             park_after: (self.executor != Executor::Inline || self.remote.is_some()).then_some(park_after),
         };
-        let mut core = Core::new(snapshot, registry, config, std::time::Instant::now())?;
+        let mut core = Core::new(snapshot, registry, config, crate::run::now())?;
         prepare(&mut core)?;
         Ok(core)
     }
@@ -693,7 +681,10 @@ impl Runner {
         let run = core.run_id();
         let make: crate::driver::MakeExecutor = match (&self.remote, self.executor) {
             (Some((dispatcher, binary)), _) => dispatcher.executor(binary.clone()),
-            (None, Executor::Inline) => Box::new(|events| Box::new(Inline::new(events))),
+            (None, Executor::Inline) => {
+                let registry = self.tasks()?;
+                Box::new(move |events| Box::new(Inline::new(events, registry)))
+            }
             (None, kind) => {
                 let exe = match std::env::current_exe() {
                     Ok(exe) => exe,

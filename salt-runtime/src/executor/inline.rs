@@ -32,20 +32,30 @@ struct Attempt {
 /// Runs bodies on this process's runtime.
 pub(crate) struct Inline {
     events: Events,
+    /// Where the bodies of the tasks it runs are.
+    registry: &'static crate::registry::Registry,
     attempts: HashMap<AttemptId, Attempt>,
     /// Made on the runtime of the first body started: see [`crate::context::live`].
     hosting: Option<crate::context::live::Hosting>,
 }
 
 impl Inline {
-    pub(crate) fn new(events: Events) -> Self {
-        Self { events, attempts: HashMap::new(), hosting: None }
+    pub(crate) fn new(events: Events, registry: &'static crate::registry::Registry) -> Self {
+        Self { events, registry, attempts: HashMap::new(), hosting: None }
     }
 }
 
 impl Executor for Inline {
     fn start(&mut self, launch: Launch) {
         let Launch { at, task, input, .. } = launch;
+        let Some(task) = self.registry.get(task.name) else {
+            let e = crate::error::Error::new(
+                crate::error::ErrorKind::Usage,
+                format!("this binary has no body for task `{}`", task.name),
+            );
+            let _ = self.events.send(Event::Finished { at, result: Err(e) });
+            return;
+        };
         self.hosting.get_or_insert_with(crate::context::live::Hosting::new);
         let calls = Calls::default();
         let host =

@@ -4,10 +4,10 @@
 use serde_json::Value;
 
 use super::Core;
-use crate::context::JournalKind;
-use crate::executor::{Answer, AttemptId};
+use crate::attempt::{Answer, AttemptId};
+use crate::call::JournalKind;
+use crate::journal::Write;
 use crate::model::{NodeId, StoredArg};
-use crate::store::Write;
 
 /// A stable hash of a call: FNV-1a over the task name and the canonical JSON of the arguments.
 pub(super) fn hash_args(task: &str, args: &[(String, StoredArg)]) -> String {
@@ -23,7 +23,7 @@ pub(super) fn hash_args(task: &str, args: &[(String, StoredArg)]) -> String {
 /// A call as an error message shows it.
 pub(super) fn describe_call(task: &str, args: &[(String, StoredArg)]) -> String {
     let text = serde_json::to_string(args).unwrap_or_default();
-    format!("spawn `{task}` with {}", crate::protocol::short_to(&text, 120))
+    format!("spawn `{task}` with {}", crate::text::short_to(&text, 120))
 }
 
 /// The name of a journaled call as users write it.

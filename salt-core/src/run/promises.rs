@@ -3,12 +3,12 @@
 //! the node that sent it.
 
 use super::Core;
-use crate::context::PromiseScope;
+use crate::attempt::AttemptId;
+use crate::call::PromiseScope;
 use crate::error::{Error, ErrorKind};
-use crate::executor::AttemptId;
+use crate::journal::Write;
 use crate::model::{NodeId, NodeState, PromiseRecord};
 use crate::promise::{Promise, ScopeDag, Shape, Target, scope_dag};
-use crate::store::Write;
 
 /// Whether a promise was registered with its declaring node's task (those count down from
 /// `u32::MAX`; a body's own calls count up from 0).

@@ -10,10 +10,10 @@ use serde_json::Value;
 
 use super::Core;
 use super::timers::Timer;
-use crate::context::{JournalKind, SignalWait};
-use crate::executor::{Answer, AttemptId};
-use crate::model::{NodeId, NodeState, WaitRecord, now_ms};
-use crate::store::Write;
+use crate::attempt::{Answer, AttemptId};
+use crate::call::{JournalKind, SignalWait};
+use crate::journal::Write;
+use crate::model::{NodeId, NodeState, WaitRecord};
 
 impl Core {
     pub(super) fn wait_signal(&mut self, at: AttemptId, call: u64, wait: SignalWait) {
@@ -48,13 +48,13 @@ impl Core {
             Some((d, v)) => (Some(*d), v.clone()),
             None => {
                 let deadline =
-                    wait.timeout_ms.and_then(|t| i64::try_from(t).ok()).and_then(|t| now_ms().checked_add(t));
+                    wait.timeout_ms.and_then(|t| i64::try_from(t).ok()).and_then(|t| self.wall.checked_add(t));
                 (deadline, wait.default.clone())
             }
         };
         if let Some(deadline) = deadline {
             self.deadlines.insert((node, wait.seq), (deadline, default.clone()));
-            let left = Duration::from_millis(u64::try_from(deadline.saturating_sub(now_ms())).unwrap_or(0));
+            let left = Duration::from_millis(u64::try_from(deadline.saturating_sub(self.wall)).unwrap_or(0));
             self.set_timer(left, Timer::Signal { node, seq: wait.seq });
         }
         let record = WaitRecord { node, seq: wait.seq, name: wait.name, schema: wait.schema, deadline, default };
@@ -79,7 +79,7 @@ impl Core {
             self.fx.actions.push(super::Action::Stop(AttemptId { run: self.run, node, attempt }));
         }
         if n.state == NodeState::Running {
-            self.held.free(super::queue::ask_of(&n.policy, self.config.executor));
+            self.held.free(super::queue::ask_of(&n.policy, self.config.placement));
         }
         n.waiting_on = 0;
         self.set_state(node, NodeState::Waiting);
@@ -89,7 +89,7 @@ impl Core {
             attempt,
             state: NodeState::Waiting,
             error: None,
-            at: now_ms(),
+            at: self.wall,
         });
     }
 

@@ -6,13 +6,14 @@ use std::collections::{BTreeSet, HashSet};
 use serde_json::{Map, Value};
 
 use super::Core;
+use super::TaskSpec;
 use super::replay::{describe_call, hash_args};
-use crate::context::{Annotation, Mutation, SpawnRequest, WireArg};
+use crate::attempt::{Answer, AttemptId};
+use crate::call::{Annotation, Mutation, SpawnRequest, WireArg};
 use crate::error::{Error, ErrorKind};
-use crate::executor::{Answer, AttemptId};
-use crate::model::{EdgeKind, EdgeRecord, NodeId, NodeRecord, NodeState, StoredArg, now_ms};
-use crate::registry::{Policy, PolicyOverride, TaskDescriptor};
-use crate::store::Write;
+use crate::journal::Write;
+use crate::model::{EdgeKind, EdgeRecord, NodeId, NodeRecord, NodeState, StoredArg};
+use crate::policy::{Policy, PolicyOverride};
 
 /// A body awaiting a node: the attempt and its call.
 pub(super) struct Awaiter {
@@ -23,7 +24,7 @@ pub(super) struct Awaiter {
 pub(super) struct Node {
     pub(super) id: NodeId,
     pub(super) parent: Option<NodeId>,
-    pub(super) task: &'static TaskDescriptor,
+    pub(super) task: &'static TaskSpec,
     /// Its task's policy, with what its call changed of it.
     pub(super) policy: Policy,
     /// What its call changed of its task's policy, as stored.
@@ -94,7 +95,7 @@ impl Node {
         self.state == NodeState::Cancelled && self.error.as_ref().is_some_and(|e| e.kind() == ErrorKind::Killed)
     }
 
-    pub(super) fn from_record(rec: NodeRecord, task: &'static TaskDescriptor) -> Self {
+    pub(super) fn from_record(rec: NodeRecord, task: &'static TaskSpec) -> Self {
         let seq = rec.seq;
         let overrides = rec.policy;
         let mut node = Self::new(
@@ -123,7 +124,7 @@ impl Node {
     fn new(
         id: NodeId,
         parent: Option<NodeId>,
-        task: &'static TaskDescriptor,
+        task: &'static TaskSpec,
         state: NodeState,
         args: Vec<(String, StoredArg)>,
         input_hash: String,
@@ -213,7 +214,7 @@ impl Core {
     fn spawn(&mut self, at: AttemptId, req: SpawnRequest) {
         let parent = at.node;
         let SpawnRequest { seq, task, args, after, policy } = req;
-        let Some(descriptor) = self.registry.get(&task) else {
+        let Some(descriptor) = self.registry.spec(&task) else {
             let e = Error::new(ErrorKind::Protocol, format!("spawn of unknown task `{task}`"));
             return self.fail_attempt(at, e);
         };
@@ -345,7 +346,7 @@ impl Core {
             label: descriptor.label.map(str::to_string),
             color: descriptor.color.map(str::to_string),
             shape: None,
-            created_at: now_ms(),
+            created_at: self.wall,
             started_at: None,
             finished_at: None,
             policy: policy.clone(),
@@ -482,7 +483,7 @@ impl Core {
         let p = &mut self.nodes[node.index()];
         p.waiting_on += 1;
         if p.waiting_on == 1 && p.state == NodeState::Running {
-            self.held.free(super::queue::ask_of(&p.policy, self.config.executor));
+            self.held.free(super::queue::ask_of(&p.policy, self.config.placement));
             self.set_state(node, NodeState::Waiting);
             if let Some(after) = self.config.park_after {
                 self.set_timer(after, super::timers::Timer::Park { node, attempt: at.attempt });
@@ -614,7 +615,7 @@ impl Core {
             }
             if let Some(attempt) = n.live.take() {
                 if n.state == NodeState::Running {
-                    self.held.free(super::queue::ask_of(&n.policy, self.config.executor));
+                    self.held.free(super::queue::ask_of(&n.policy, self.config.placement));
                 }
                 self.fx.actions.push(super::Action::Stop(AttemptId { run: self.run, node: id, attempt }));
                 self.fx.writes.push(Write::AttemptFinished {
@@ -623,7 +624,7 @@ impl Core {
                     attempt,
                     state: if state == NodeState::Failed { NodeState::Failed } else { NodeState::Cancelled },
                     error: error.clone(),
-                    at: now_ms(),
+                    at: self.wall,
                 });
             }
             let n = &mut self.nodes[id.index()];
@@ -643,7 +644,7 @@ impl Core {
                 state,
                 output,
                 error: error.clone(),
-                at: now_ms(),
+                at: self.wall,
             });
             self.note(id, task, state, attempts, error.as_ref());
 
@@ -663,7 +664,7 @@ impl Core {
                 if p.live == Some(w.at.attempt) {
                     p.waiting_on = p.waiting_on.saturating_sub(1);
                     if p.waiting_on == 0 && p.state == NodeState::Waiting {
-                        self.held.take(super::queue::ask_of(&p.policy, self.config.executor));
+                        self.held.take(super::queue::ask_of(&p.policy, self.config.placement));
                         self.set_state(w.at.node, NodeState::Running);
                     }
                 }
@@ -703,7 +704,7 @@ impl Core {
     }
 
     /// Cancels the run: every node not in a final state is cancelled.
-    pub(crate) fn cancel(&mut self, reason: String) {
+    pub fn cancel(&mut self, reason: String) {
         self.cancel_reason = Some(reason.clone());
         let e = Error::new(ErrorKind::Cancelled, reason);
         for i in 0..self.nodes.len() {

@@ -15,8 +15,8 @@ use std::collections::HashMap;
 
 use super::Core;
 use crate::error::{Error, ErrorKind};
+use crate::journal::Write;
 use crate::model::{AttemptRecord, NodeId, NodeState, RunState};
-use crate::store::Write;
 
 /// The deliveries of a loaded run that still count: those to a parent attempt that did not fail.
 pub(super) fn loaded_deliveries(
@@ -87,7 +87,7 @@ impl Core {
 
     /// Every node that did not succeed and whose failure nobody owns: what `recover` runs
     /// again. A failure a parent received is the parent's result and is not run again.
-    pub(crate) fn unfinished(&self) -> Vec<NodeId> {
+    pub fn unfinished(&self) -> Vec<NodeId> {
         self.nodes.iter().filter(|n| !settled(n.state) && !self.owned(n.id)).map(|n| n.id).collect()
     }
 

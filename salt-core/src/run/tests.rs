@@ -10,15 +10,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::{Action, Config, Core, Effects};
-use crate::context::{Context, JournalKind, Mutation, PromiseScope, SignalWait, SpawnRequest, WireArg};
+use super::{Action, Catalog, Config, Core, Effects, Launch, Placement, SharedCapacity, TaskSpec, Time};
+use crate::attempt::{Answer, AttemptId, Event};
+use crate::call::{JournalKind, Mutation, PromiseScope, SignalWait, SpawnRequest, WireArg};
 use crate::error::{Error, ErrorKind};
-use crate::executor::{Answer, AttemptId, Event, Launch};
+use crate::journal::Write;
 use crate::model::{
     EdgeKind, NodeId, NodeRecord, NodeState, RunControl, RunId, RunRecord, RunSnapshot, RunState, StoredArg,
 };
-use crate::registry::{Backoff, BodyFuture, Kind, Policy, Registry, TaskDescriptor};
-use crate::store::Write;
+use crate::policy::{Backoff, Policy};
 
 const RUN: RunId = RunId::new(42);
 
@@ -26,46 +26,85 @@ const RUN: RunId = RunId::new(42);
 // Test tasks
 // ---------------------------------------------------------------------------------------------
 
-/// The core never runs a body: it asks the driver to, and the test plays the body instead.
-fn never_run(_: Value, _: Context) -> BodyFuture {
-    Box::pin(async { Err(Error::new(ErrorKind::Fatal, "the run core never runs a body itself")) })
-}
+/// What the core reads of a task; the tests build them as they need.
+type TaskDescriptor = TaskSpec;
 
 /// A plain task with the default policy.
-fn task(name: &'static str) -> TaskDescriptor {
-    TaskDescriptor {
-        name,
-        kind: Kind::Task,
-        module: "salt_runtime::run::tests",
-        doc: "",
-        input_schema: || json!({"type": "object"}),
-        output_schema: || json!({}),
-        run: never_run,
-        check_input: |_| Ok(()),
-        policy: Policy::DEFAULT,
-        label: None,
-        color: None,
-        default_input: None,
-        schedule: None,
-        promises: &[],
-        may_spawn: false,
-    }
+fn task(name: &'static str) -> TaskSpec {
+    TaskSpec { name, policy: Policy::DEFAULT, label: None, color: None, promises: &[], may_spawn: false }
 }
 
 /// A workflow: a task that may spawn.
-fn workflow(name: &'static str) -> TaskDescriptor {
-    TaskDescriptor { kind: Kind::Workflow, may_spawn: true, ..task(name) }
+fn workflow(name: &'static str) -> TaskSpec {
+    TaskSpec { may_spawn: true, ..task(name) }
 }
 
 /// A task with `retries` and `backoff`.
-fn retrying(d: TaskDescriptor, retries: u32, backoff: Backoff) -> TaskDescriptor {
-    TaskDescriptor { policy: Policy { retries, backoff, ..d.policy }, ..d }
+fn retrying(d: TaskSpec, retries: u32, backoff: Backoff) -> TaskSpec {
+    TaskSpec { policy: Policy { retries, backoff, ..d.policy }, ..d }
 }
 
-/// A registry of these tasks, for the life of the test binary.
-fn registry(tasks: Vec<TaskDescriptor>) -> &'static Registry {
-    let tasks = tasks.into_iter().map(|t| &*Box::leak(Box::new(t)));
-    Box::leak(Box::new(Registry::build(tasks).expect("test task names are unique")))
+/// The tasks of a test, by name.
+struct Tasks(std::collections::BTreeMap<&'static str, &'static TaskSpec>);
+
+impl Catalog for Tasks {
+    fn spec(&self, name: &str) -> Option<&'static TaskSpec> {
+        self.0.get(name).copied()
+    }
+}
+
+/// A catalog of these tasks, for the life of the test binary.
+fn registry(tasks: Vec<TaskSpec>) -> &'static dyn Catalog {
+    let mut all = std::collections::BTreeMap::new();
+    for t in tasks {
+        assert!(all.insert(t.name, &*Box::leak(Box::new(t))).is_none(), "test task names are unique");
+    }
+    Box::leak(Box::new(Tasks(all)))
+}
+
+/// The wall clock of the tests' runs when they begin (ms since the Unix epoch).
+const WALL: i64 = 1_700_000_000_000;
+
+/// An instant of the tests' clock, with the wall clock at [`WALL`].
+fn at(instant: Instant) -> Time {
+    Time { instant, unix_ms: WALL }
+}
+
+/// Cores and memory counted across the runs that share one, as a process's machine does.
+#[derive(Debug, Default)]
+struct Machine(std::sync::Mutex<crate::run::Capacity>, std::sync::atomic::AtomicU64);
+
+impl Machine {
+    fn new() -> std::sync::Arc<Self> {
+        std::sync::Arc::default()
+    }
+
+    /// How many times something was given back.
+    fn frees(&self) -> u64 {
+        self.1.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl SharedCapacity for Machine {
+    fn try_take(&self, ask: crate::run::Capacity, cap: crate::run::Capacity) -> bool {
+        let mut used = self.0.lock().unwrap();
+        let fits = ask.fits(*used, cap);
+        if fits {
+            *used = used.plus(ask);
+        }
+        fits
+    }
+
+    fn take(&self, ask: crate::run::Capacity) {
+        let mut used = self.0.lock().unwrap();
+        *used = used.plus(ask);
+    }
+
+    fn free(&self, ask: crate::run::Capacity) {
+        let mut used = self.0.lock().unwrap();
+        *used = used.minus(ask);
+        self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// The root node of a new run of `workflow`.
@@ -167,6 +206,8 @@ fn task_error(message: &str) -> Error {
 struct Harness {
     core: Core,
     now: Instant,
+    /// The wall clock, which moves with `now`.
+    wall: i64,
 }
 
 impl Harness {
@@ -193,26 +234,33 @@ impl Harness {
         parallelism: usize,
         park_after: Option<Duration>,
         capacity: crate::run::Capacity,
-        machine: Option<std::sync::Arc<crate::run::Machine>>,
+        machine: Option<std::sync::Arc<Machine>>,
     ) -> Self {
         let root = tasks[0].name;
         let registry = registry(tasks);
         let now = Instant::now();
-        let config = Config { executor: "inline", parallelism, park_after, capacity, machine };
-        let core = Core::new(snapshot(root, vec![root_record(root, &json!({}))]), registry, config, now)
+        let machine = machine.map(|m| m as std::sync::Arc<dyn SharedCapacity>);
+        let config =
+            Config { executor: "inline", placement: Placement::Local, parallelism, park_after, capacity, machine };
+        let core = Core::new(snapshot(root, vec![root_record(root, &json!({}))]), registry, config, at(now))
             .expect("a new run loads");
-        Self { core, now }
+        Self { core, now, wall: WALL }
+    }
+
+    /// The time the harness is at, on both clocks.
+    fn time(&self) -> Time {
+        Time { instant: self.now, unix_ms: self.wall }
     }
 
     /// What the core asks after an input, once it started what it can (as the driver does).
     fn effects(&mut self) -> Effects {
-        self.core.start_ready(self.now);
+        self.core.start_ready(self.time());
         self.core.take_effects()
     }
 
     /// Begins the run and returns the root's first attempt.
     fn start_root(&mut self) -> AttemptId {
-        self.core.begin(self.now);
+        self.core.begin(self.time());
         let fx = self.effects();
         let root = started(&fx, NodeId::ROOT);
         assert_eq!(root, AttemptId { run: RUN, node: NodeId::ROOT, attempt: 1 });
@@ -220,7 +268,7 @@ impl Harness {
     }
 
     fn send(&mut self, event: Event) -> Effects {
-        self.core.handle(self.now, event);
+        self.core.handle(self.time(), event);
         self.effects()
     }
 
@@ -253,14 +301,15 @@ impl Harness {
     }
 
     fn control(&mut self, control: RunControl) -> Effects {
-        self.core.control(self.now, control);
+        self.core.control(self.time(), control);
         self.effects()
     }
 
     /// Moves time on by `d` and fires the timers that are due.
     fn advance(&mut self, d: Duration) -> Effects {
         self.now += d;
-        self.core.fire_timers(self.now);
+        self.wall += i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        self.core.fire_timers(self.time());
         self.effects()
     }
 
@@ -522,6 +571,7 @@ fn higher_priority_starts_first_within_the_parallelism() {
 fn inline_config(parallelism: usize) -> Config {
     Config {
         executor: "inline",
+        placement: Placement::Local,
         parallelism,
         park_after: None,
         capacity: crate::run::Capacity::UNLIMITED,
@@ -563,7 +613,7 @@ fn sized_nodes_start_only_when_their_cores_are_free() {
 
 #[test]
 fn runs_that_share_a_machine_never_hold_more_than_it_offers_between_them() {
-    let machine = crate::run::Machine::new();
+    let machine = Machine::new();
     let cap = crate::run::Capacity { cores: 3, memory_mb: 1024 };
     let run = || Harness::on(vec![workflow("flow"), sized(task("two"), 2, 0)], 16, None, cap, Some(machine.clone()));
     let (mut a, mut b) = (run(), run());
@@ -572,9 +622,9 @@ fn runs_that_share_a_machine_never_hold_more_than_it_offers_between_them() {
     let fx = b.mutate(root_b, vec![spawn(0, "two", &[])]);
     assert_eq!(started_nodes(&fx), Vec::<usize>::new(), "one of the 3 cores is left: b's node waits");
     assert!(b.core.waits_for_room());
-    let freed = machine.watch_freed();
+    let freed = machine.frees();
     a.succeed(attempt(1), json!(null));
-    assert!(freed.has_changed().unwrap(), "a driver waiting for room is told");
+    assert!(machine.frees() > freed, "what a's node held is given back to the machine");
     assert_eq!(started_nodes(&b.effects()), [1], "b's node starts in the cores a's gave back");
     let fx = a.mutate(root_a, vec![spawn(1, "two", &[])]);
     assert_eq!(started_nodes(&fx), Vec::<usize>::new(), "b holds 2 of the 3 cores now");
@@ -861,7 +911,7 @@ fn a_call_that_changes_its_policy_is_retried_and_timed_out_by_it() {
     // The task itself has no retries and no timeout; this call asks for both.
     let mut h = Harness::new(vec![workflow("flow"), task("step")]);
     let root = h.start_root();
-    let policy = crate::registry::PolicyOverride {
+    let policy = crate::policy::PolicyOverride {
         retries: Some(1),
         backoff_ms: Some(200),
         timeout_ms: Some(3000),
@@ -1492,16 +1542,16 @@ fn after_edges_are_loaded_back_and_a_rerun_follows_them_downstream() {
         .collect();
     let reg = h.core.registry;
     let config = inline_config(4);
-    let core = Core::new(snap, reg, config, h.now).expect("the run loads");
+    let core = Core::new(snap, reg, config, h.time()).expect("the run loads");
     assert_eq!(core.downstream_of(NodeId::new(2)), [0, 2, 4], "one `M`, `B` and the root");
     let reset = core.downstream_of(NodeId::new(1));
     assert_eq!(reset, [0, 1, 2, 3, 4], "`A`, the `M`s, `B` and the root");
 
     // `rerun --from A`: `A`, the `M`s and `B` wait for the root's replay to bind them.
-    let mut h = Harness { core, now: h.now };
+    let mut h = Harness { core, now: h.now, wall: h.wall };
     h.core.mark_rerun(&reset);
     h.core.reset(&reset);
-    h.core.begin(h.now);
+    h.core.begin(h.time());
     let fx = h.effects();
     assert_eq!(starts(&fx).iter().map(|a| a.node.get()).collect::<Vec<_>>(), [0], "the root only");
     let root = started(&fx, NodeId::ROOT);
@@ -1571,7 +1621,7 @@ fn ran_then_rerun_from_fetch(
     h.core.take_effects();
 
     h.core.rerun_from(NodeId::new(1)).expect("a current node");
-    h.core.begin(h.now);
+    h.core.begin(h.time());
     let fx = h.effects();
     assert_eq!(starts(&fx).iter().map(|a| a.node.get()).collect::<Vec<_>>(), [0], "only the root: {fx:?}");
     (h, started(&fx, NodeId::ROOT))
@@ -1634,7 +1684,7 @@ fn a_rerun_that_flips_a_branch_supersedes_the_old_branch_and_its_subtree() {
     h.core.take_effects();
 
     h.core.rerun_from(NodeId::new(1)).unwrap();
-    h.core.begin(h.now);
+    h.core.begin(h.time());
     let root = started(&h.effects(), NodeId::ROOT);
     replay_fetch(&mut h, root, json!("b"));
     let fx = h.spawn(root, 1, "b", &[]);
@@ -1715,7 +1765,7 @@ fn a_rerun_that_passes_a_new_handle_adds_the_edge_and_waits_for_its_upstream() {
     h.core.take_effects();
 
     h.core.rerun_from(NodeId::new(1)).unwrap();
-    h.core.begin(h.now);
+    h.core.begin(h.time());
     let root = started(&h.effects(), NodeId::ROOT);
     let fx = h.mutate(root, vec![spawn(0, "fetch", &[]), spawn(1, "use", &[("x", out(0))])]);
     let fetch = started(&fx, NodeId::new(1));
@@ -1740,7 +1790,7 @@ fn a_new_call_of_a_rerun_is_checked_against_the_promises() {
     h.core.take_effects();
 
     h.core.rerun_from(NodeId::new(1)).unwrap();
-    h.core.begin(h.now);
+    h.core.begin(h.time());
     let root = started(&h.effects(), NodeId::ROOT);
     let fx = h.mutate(root, calls(out(1)));
     assert_eq!(attempt_error(&fx, NodeId::ROOT, 2).kind(), ErrorKind::Promise);
@@ -1776,7 +1826,7 @@ fn a_shape_promise_is_checked_against_the_graph_a_rerun_leaves() {
     h.core.take_effects();
 
     h.core.rerun_from(NodeId::new(1)).unwrap();
-    h.core.begin(h.now);
+    h.core.begin(h.time());
     let root = started(&h.effects(), NodeId::ROOT);
     let fx = body(&mut h, root, 1);
     assert_eq!(superseded(&fx), [3, 4, 5]);
@@ -1800,7 +1850,7 @@ fn a_rerun_forgets_the_journal_and_promises_of_the_calls_it_supersedes() {
     h.core.take_effects();
 
     h.core.rerun_from(NodeId::new(1)).unwrap();
-    h.core.begin(h.now);
+    h.core.begin(h.time());
     let root = started(&h.effects(), NodeId::ROOT);
     replay_fetch(&mut h, root, json!("b"));
     // `b` now, then more nodes: the old `no new nodes` (declared after `a`) no longer holds.
@@ -1829,7 +1879,7 @@ fn a_rerun_starts_no_child_before_its_parent_calls_it_again() {
     h.core.take_effects();
 
     h.core.rerun_from(NodeId::new(1)).unwrap();
-    h.core.begin(h.now);
+    h.core.begin(h.time());
     let fx = h.effects();
     assert_eq!(starts(&fx).iter().map(|a| a.node.get()).collect::<Vec<_>>(), [0]);
     let fx = h.spawn(started(&fx, NodeId::ROOT), 0, "a", &[]);
@@ -1870,7 +1920,7 @@ fn run_one_of_a_body_that_calls_otherwise_supersedes_what_it_no_longer_calls() {
     h.core.check_current(NodeId::ROOT).unwrap();
     h.core.reset(&[NodeId::ROOT]);
     h.core.mark_rerun(&[NodeId::ROOT]);
-    h.core.begin(h.now);
+    h.core.begin(h.time());
     let root = started(&h.effects(), NodeId::ROOT);
     let fx = h.mutate(root, vec![spawn(0, "b", &[])]);
     assert_eq!(superseded(&fx), [1]);
@@ -1899,7 +1949,7 @@ fn a_superseded_node_stays_out_of_the_run_when_it_is_loaded_again() {
         kind: EdgeKind::Data,
         label: None,
     });
-    let mut core = Core::new(snap, registry, config, Instant::now()).unwrap();
+    let mut core = Core::new(snap, registry, config, at(Instant::now())).unwrap();
     assert_eq!(core.keys.get(&(NodeId::ROOT, 0)), Some(&NodeId::new(2)));
     assert_eq!(core.nodes[0].children, [NodeId::new(2)]);
     assert!(core.nodes[2].deps.is_empty(), "an edge from a superseded node does not hold");
@@ -1924,7 +1974,7 @@ fn recover_runs_only_what_did_not_succeed() {
     let unfinished = h.core.unfinished();
     assert_eq!(unfinished, [0, 2]);
     h.core.reset(&unfinished);
-    h.core.begin(h.now);
+    h.core.begin(h.time());
     let fx = h.effects();
     assert_eq!(
         starts(&fx).iter().map(|a| (a.node, a.attempt)).collect::<Vec<_>>(),
@@ -2152,7 +2202,7 @@ fn a_handled_failure_survives_a_reload() {
         let mut snap = snapshot("flow", nodes(root_state));
         snap.attempts = vec![attempt(NodeId::ROOT, root_attempt), attempt(NodeId::new(1), NodeState::Failed)];
         snap.delivered = vec![(NodeId::new(1), 1)];
-        Core::new(snap, registry, config.clone(), Instant::now()).expect("loads")
+        Core::new(snap, registry, config.clone(), at(Instant::now())).expect("loads")
     };
 
     // The root received the failure and succeeded.
@@ -2163,10 +2213,10 @@ fn a_handled_failure_survives_a_reload() {
     // The orchestrator stopped while the root handled it: recover replays the root alone, and
     // the replay receives the same failure.
     let core = load(NodeState::Running, NodeState::Running);
-    let mut h = Harness { core, now: Instant::now() };
+    let mut h = Harness { core, now: Instant::now(), wall: WALL };
     assert_eq!(h.core.unfinished(), [0]);
     h.core.reset(&[NodeId::ROOT]);
-    h.core.begin(h.now);
+    h.core.begin(h.time());
     let root = started(&h.effects(), NodeId::ROOT);
     assert!(starts(&h.spawn(root, 0, "a", &[])).is_empty());
     assert!(resolved(&h.await_(root, 1, 0), root, 1).is_err());
@@ -2375,7 +2425,7 @@ fn cancelling_a_run_whose_root_is_parked_on_a_signal_ends_every_node() {
 fn load(nodes: Vec<NodeRecord>) -> crate::error::Result<Core> {
     let registry = registry(vec![workflow("flow"), task("a")]);
     let config = inline_config(1);
-    Core::new(snapshot("flow", nodes), registry, config, Instant::now())
+    Core::new(snapshot("flow", nodes), registry, config, at(Instant::now()))
 }
 
 #[test]
@@ -2415,16 +2465,16 @@ fn a_parked_wait_keeps_its_deadline_when_the_run_is_recovered() {
         seq: 0,
         name: "approve".into(),
         schema: json!({}),
-        deadline: Some(crate::model::now_ms() - 1_000),
+        deadline: Some(WALL - 1_000),
         default: Some(json!("timed out")),
     });
     let registry = registry(vec![workflow("flow")]);
     let config = inline_config(1);
     let now = Instant::now();
-    let mut h = Harness { core: Core::new(snap, registry, config, now).expect("loads"), now };
+    let mut h = Harness { core: Core::new(snap, registry, config, at(now)).expect("loads"), now, wall: WALL };
     let unfinished = h.core.unfinished();
     h.core.reset(&unfinished);
-    h.core.begin(h.now);
+    h.core.begin(h.time());
     let root = started(&h.effects(), NodeId::ROOT);
     assert_eq!(root.attempt, 2);
     // The replayed wait parks again, with the recorded deadline (not a new one), already due.
@@ -2484,7 +2534,7 @@ fn an_attempt_log_is_capped() {
     let mut h = Harness::new(vec![workflow("flow")]);
     let root = h.start_root();
     for i in 0..super::MAX_LOG_LINES + 5 {
-        h.core.handle(h.now, Event::Log { at: root, line: format!("line {i}") });
+        h.core.handle(h.time(), Event::Log { at: root, line: format!("line {i}") });
     }
     let lines: Vec<String> = h
         .core

@@ -8,8 +8,8 @@ use serde_json::Value;
 
 use super::Core;
 use crate::error::{Error, ErrorKind};
-use crate::model::{NodeId, NodeState, now_ms};
-use crate::store::Write;
+use crate::journal::Write;
+use crate::model::{NodeId, NodeState};
 
 /// How many times in a row an attempt may be lost with its worker before its node fails.
 const MAX_LOSSES: u32 = 5;
@@ -31,15 +31,15 @@ impl Core {
     }
 
     /// When the next timer fires.
-    pub(crate) fn next_timer(&self) -> Option<Instant> {
+    pub fn next_timer(&self) -> Option<Instant> {
         self.timers.peek().map(|Reverse((at, _))| *at)
     }
 
     /// Fires the timers that are due.
-    pub(crate) fn fire_timers(&mut self, now: Instant) {
-        self.now = now;
+    pub fn fire_timers(&mut self, now: super::Time) {
+        self.at(now);
         while let Some(Reverse((at, _))) = self.timers.peek() {
-            if *at > now {
+            if *at > now.instant {
                 break;
             }
             let Some(Reverse((_, timer))) = self.timers.pop() else { break };
@@ -68,7 +68,7 @@ impl Core {
                     let at = self.attempt_id(node, attempt);
                     if self.is_current(at) {
                         let timeout = self.nodes[node.index()].policy.timeout.unwrap_or_default();
-                        self.fail_attempt(at, crate::executor::timeout_error(timeout));
+                        self.fail_attempt(at, crate::attempt::timeout_error(timeout));
                     }
                 }
             }
@@ -77,11 +77,11 @@ impl Core {
 
     /// An attempt ended with a result: the node succeeds, retries after its backoff, or fails.
     pub(super) fn attempt_finished(&mut self, id: NodeId, attempt: u32, result: Result<Value, Error>) {
-        let at = now_ms();
+        let at = self.wall;
         let n = &mut self.nodes[id.index()];
         n.live = None;
         if n.state == NodeState::Running {
-            self.held.free(super::queue::ask_of(&n.policy, self.config.executor));
+            self.held.free(super::queue::ask_of(&n.policy, self.config.placement));
         }
         n.waiting_on = 0;
         // Its awaits will never be answered now.

@@ -2,14 +2,14 @@
 //! resetting them.
 
 use super::{Action, Core};
+use crate::attempt::AttemptId;
 use crate::error::{Error, ErrorKind};
-use crate::executor::AttemptId;
-use crate::model::{NodeId, NodeState, now_ms};
-use crate::store::Write;
+use crate::journal::Write;
+use crate::model::{NodeId, NodeState};
 
 impl Core {
     /// Resets these nodes to pending (their outputs forgotten), to be run again.
-    pub(crate) fn reset(&mut self, ids: &[NodeId]) {
+    pub fn reset(&mut self, ids: &[NodeId]) {
         for &id in ids {
             let n = &mut self.nodes[id.index()];
             if n.state.is_terminal() {
@@ -18,7 +18,7 @@ impl Core {
             // An attempt still running was given the old inputs: it no longer counts.
             if let Some(attempt) = n.live.take() {
                 if n.state == NodeState::Running {
-                    self.held.free(super::queue::ask_of(&n.policy, self.config.executor));
+                    self.held.free(super::queue::ask_of(&n.policy, self.config.placement));
                 }
                 n.waiting_on = 0;
                 self.fx.actions.push(Action::Stop(AttemptId { run: self.run, node: id, attempt }));
@@ -28,7 +28,7 @@ impl Core {
                     attempt,
                     state: NodeState::Cancelled,
                     error: Some(Error::new(ErrorKind::Cancelled, "reset to run again with new inputs")),
-                    at: now_ms(),
+                    at: self.wall,
                 });
             }
             n.state = NodeState::Pending;
@@ -50,7 +50,7 @@ impl Core {
 
     /// The node, everything downstream of it (by edges) and everything those spawned; plus the
     /// ancestors of all of them, which replay to pick up the new outputs.
-    pub(crate) fn downstream_of(&self, from: NodeId) -> Vec<NodeId> {
+    pub fn downstream_of(&self, from: NodeId) -> Vec<NodeId> {
         let mut seen = self.below(from);
         let mut ancestors = Vec::new();
         for (id, s) in seen.iter().enumerate() {
@@ -88,7 +88,7 @@ impl Core {
     /// call (same task, same input, same place); from the first call that differs, the old
     /// children are superseded and the new calls spawn new nodes. Those of `ids` whose parent
     /// is among them wait, without starting, until their parent's body binds them.
-    pub(crate) fn mark_rerun(&mut self, ids: &[NodeId]) {
+    pub fn mark_rerun(&mut self, ids: &[NodeId]) {
         for &id in ids {
             self.nodes[id.index()].rerun = true;
         }
@@ -104,7 +104,7 @@ impl Core {
 
     /// Prepares `rerun --from`: `from`, everything downstream of it and their ancestors re-run
     /// (what did not succeed runs again too). Refused for a superseded node.
-    pub(crate) fn rerun_from(&mut self, from: NodeId) -> Result<(), Error> {
+    pub fn rerun_from(&mut self, from: NodeId) -> Result<(), Error> {
         self.check_current(from)?;
         let mut reset = self.downstream_of(from);
         self.mark_rerun(&reset);
@@ -122,7 +122,7 @@ impl Core {
     }
 
     /// Refuses a superseded node: it is no longer part of the run.
-    pub(crate) fn check_current(&self, id: NodeId) -> Result<(), Error> {
+    pub fn check_current(&self, id: NodeId) -> Result<(), Error> {
         let n = &self.nodes[id.index()];
         if n.state == NodeState::Superseded {
             return Err(Error::new(
@@ -210,7 +210,7 @@ impl Core {
         }
         if let Some(attempt) = n.live.take() {
             if n.state == NodeState::Running {
-                self.held.free(super::queue::ask_of(&n.policy, self.config.executor));
+                self.held.free(super::queue::ask_of(&n.policy, self.config.placement));
             }
             self.fx.actions.push(Action::Stop(AttemptId { run: self.run, node: id, attempt }));
             self.fx.writes.push(Write::AttemptFinished {
@@ -219,7 +219,7 @@ impl Core {
                 attempt,
                 state: NodeState::Cancelled,
                 error: Some(Error::new(ErrorKind::Cancelled, "superseded: its parent ran again and called otherwise")),
-                at: now_ms(),
+                at: self.wall,
             });
         }
         n.state = NodeState::Superseded;
@@ -233,7 +233,7 @@ impl Core {
     }
 
     /// The upstream nodes of `id` that have not succeeded.
-    pub(crate) fn unmet_upstream(&self, id: NodeId) -> Vec<(NodeId, &'static str, NodeState)> {
+    pub fn unmet_upstream(&self, id: NodeId) -> Vec<(NodeId, &'static str, NodeState)> {
         self.nodes[id.index()]
             .deps
             .iter()

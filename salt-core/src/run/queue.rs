@@ -9,7 +9,7 @@
 //! Resources. A node that asks for cores or memory (`#[task(cores = 2, memory_mb = 512)]`,
 //! `salt::command(…).cores(2)`) and runs on the run's own executor starts only when the
 //! run's [`Capacity`](super::Capacity) has that much free beside what running attempts hold
-//! (of every run of the process that shares its [`Machine`]); it holds it until its attempt
+//! (of every run of the process that shares its machine, [`SharedCapacity`](super::SharedCapacity)); it holds it until its attempt
 //! ends or waits on its children (a body awaiting children holds neither a slot nor cores). Such nodes start in priority order, first come first
 //! served among equals, and the first one that does not fit holds back every sized node
 //! behind it until it does: what it waits for is reserved for it, so a large node is never
@@ -22,89 +22,29 @@
 use std::cmp::Reverse;
 use std::sync::Arc;
 
+use super::Launch;
 use super::timers::Timer;
-use super::{Action, Capacity, Core};
+use super::{Action, Capacity, Core, Placement};
 use crate::error::Error;
-use crate::executor::Launch;
-use crate::model::{NodeId, NodeState, now_ms};
-use crate::registry::{DEFAULT_QUEUE, Policy};
-use crate::store::Write;
-
-/// What the running attempts of all the runs of this process hold of its cores and memory,
-/// together: a run's ready queue starts a sized attempt only when it fits beside them, so two
-/// runs driven by one process never start more than the machine offers between them.
-#[derive(Debug)]
-pub(crate) struct Machine {
-    used: std::sync::Mutex<Capacity>,
-    /// Counts what was given back: a driver whose runs wait for cores or memory watches it.
-    freed: tokio::sync::watch::Sender<u64>,
-}
-
-impl Machine {
-    /// A machine on which nothing is held.
-    pub(crate) fn new() -> Arc<Self> {
-        Arc::new(Self { used: std::sync::Mutex::new(Capacity::NONE), freed: tokio::sync::watch::Sender::new(0) })
-    }
-
-    /// This process's machine, shared by every run it drives.
-    pub(crate) fn process() -> Arc<Self> {
-        static MACHINE: std::sync::OnceLock<Arc<Machine>> = std::sync::OnceLock::new();
-        MACHINE.get_or_init(Machine::new).clone()
-    }
-
-    fn used(&self) -> std::sync::MutexGuard<'_, Capacity> {
-        self.used.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Takes `ask` if it fits within `cap` beside what is held: whether it did.
-    fn try_take(&self, ask: Capacity, cap: Capacity) -> bool {
-        let mut used = self.used();
-        let fits = ask.fits(*used, cap);
-        if fits {
-            *used = used.plus(ask);
-        }
-        fits
-    }
-
-    /// Takes `ask` whatever is held (a body that waited for its children goes on).
-    fn take(&self, ask: Capacity) {
-        let mut used = self.used();
-        *used = used.plus(ask);
-    }
-
-    /// Gives `ask` back, and tells the drivers that watch.
-    fn free(&self, ask: Capacity) {
-        if ask == Capacity::NONE {
-            return;
-        }
-        {
-            let mut used = self.used();
-            *used = used.minus(ask);
-        }
-        self.freed.send_modify(|n| *n = n.wrapping_add(1));
-    }
-
-    /// A receiver that sees a change each time cores or memory are given back.
-    pub(crate) fn watch_freed(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.freed.subscribe()
-    }
-}
+use crate::journal::Write;
+use crate::model::{NodeId, NodeState};
+use crate::policy::{DEFAULT_QUEUE, Policy};
 
 /// What the running attempts of a run hold: slots (what the parallelism limits), cores and
 /// memory. A node awaiting its children holds none of them. The cores and memory are held on
-/// the run's [`Machine`] too, when it has one; what a run still holds when its core is dropped
+/// the run's [`SharedCapacity`](super::SharedCapacity) too, when it has one; what a run still holds when its core is dropped
 /// (its orchestrator stopped with attempts running) is given back then.
 #[derive(Debug, Default)]
 pub(super) struct Held {
     pub(super) slots: usize,
     /// The cores and memory.
     room: Capacity,
-    machine: Option<Arc<Machine>>,
+    machine: Option<Arc<dyn super::SharedCapacity>>,
 }
 
 impl Held {
     /// Nothing held yet, of `machine` if the run shares one.
-    pub(super) fn on(machine: Option<Arc<Machine>>) -> Self {
+    pub(super) fn on(machine: Option<Arc<dyn super::SharedCapacity>>) -> Self {
         Self { machine, ..Self::default() }
     }
 
@@ -154,10 +94,10 @@ impl Drop for Held {
     }
 }
 
-/// The cores and memory an attempt of a node with `policy` holds on a run driven by
-/// `executor`: none when it runs elsewhere (a named queue's worker, the remote executor's).
-pub(super) fn ask_of(policy: &Policy, executor: &str) -> Capacity {
-    if policy.queue != DEFAULT_QUEUE || executor == crate::remote::EXECUTOR {
+/// The cores and memory an attempt of a node with `policy` holds on a run whose attempts run at
+/// `placement`: none when it runs elsewhere (a named queue's worker, a remote worker).
+pub(super) fn ask_of(policy: &Policy, placement: Placement) -> Capacity {
+    if policy.queue != DEFAULT_QUEUE || placement == Placement::Remote {
         return Capacity::NONE;
     }
     Capacity { cores: policy.cores, memory_mb: policy.memory_mb }
@@ -187,7 +127,7 @@ impl Core {
 
     /// The cores and memory an attempt of `id` holds here.
     pub(super) fn ask(&self, id: NodeId) -> Capacity {
-        ask_of(&self.nodes[id.index()].policy, self.config.executor)
+        ask_of(&self.nodes[id.index()].policy, self.config.placement)
     }
 
     /// The first entry of a ready heap that is still ready (stale entries are dropped).
@@ -205,7 +145,7 @@ impl Core {
     }
 
     /// Whether a node waits for cores or memory (another run of the machine may give them).
-    pub(crate) fn waits_for_room(&self) -> bool {
+    pub fn waits_for_room(&self) -> bool {
         !self.ready_sized.is_empty()
     }
 
@@ -257,7 +197,7 @@ impl Core {
 
     fn start(&mut self, id: NodeId) {
         let input = self.input_of(id);
-        let at = now_ms();
+        let at = self.wall;
         let n = &mut self.nodes[id.index()];
         n.attempts += 1;
         n.state = NodeState::Running;
@@ -270,8 +210,8 @@ impl Core {
         let policy = n.policy;
         n.live = Some(attempt);
         let queue = policy.queue;
-        // The remote executor dispatches every queue to the workers that serve it itself.
-        let remote = queue != DEFAULT_QUEUE && self.config.executor != crate::remote::EXECUTOR;
+        // Remote placement dispatches every queue to the workers that serve it itself.
+        let remote = queue != DEFAULT_QUEUE && self.config.placement == Placement::Local;
         let executor = if remote { format!("queue:{queue}").into() } else { self.config.executor.into() };
         self.fx.writes.push(Write::AttemptStarted { run: self.run, node: id, attempt, executor, at });
         if let Some(timeout) = policy.timeout {
@@ -293,30 +233,18 @@ impl Core {
 mod tests {
     use std::time::{Duration, Instant};
 
-    use serde_json::{Value, json};
+    use serde_json::json;
 
-    use super::super::{Action, Capacity, Config, Core};
-    use crate::context::Context;
+    use super::super::{Action, Capacity, Catalog, Config, Core, Placement, TaskSpec, Time};
+    use crate::attempt::{AttemptId, Event};
     use crate::error::{Error, ErrorKind};
-    use crate::executor::{AttemptId, Event};
+    use crate::journal::Write;
     use crate::model::{NodeId, NodeRecord, NodeState, RunId, RunRecord, RunSnapshot, RunState, StoredArg};
-    use crate::registry::{Kind, Policy, Registry, TaskDescriptor};
-    use crate::store::Write;
-
-    fn body(_: Value, _: Context) -> crate::registry::BodyFuture {
-        Box::pin(async { Ok(Value::Null) })
-    }
+    use crate::policy::Policy;
 
     /// A workflow whose root node is on the `gpu` queue, with a timeout and one retry.
-    static ON_GPU: TaskDescriptor = TaskDescriptor {
+    static ON_GPU: TaskSpec = TaskSpec {
         name: "on_gpu",
-        kind: Kind::Workflow,
-        module: "tests",
-        doc: "",
-        input_schema: || json!({}),
-        output_schema: || json!({}),
-        run: body,
-        check_input: |_| Ok(()),
         policy: Policy {
             queue: "gpu",
             priority: 3,
@@ -326,14 +254,24 @@ mod tests {
         },
         label: None,
         color: None,
-        default_input: None,
-        schedule: None,
         promises: &[],
         may_spawn: true,
     };
 
+    struct OnGpu;
+
+    impl Catalog for OnGpu {
+        fn spec(&self, name: &str) -> Option<&'static TaskSpec> {
+            (name == ON_GPU.name).then_some(&ON_GPU)
+        }
+    }
+
+    fn at(instant: Instant) -> Time {
+        Time { instant, unix_ms: 1_700_000_000_000 }
+    }
+
     fn core(now: Instant) -> Core {
-        let registry: &'static Registry = Box::leak(Box::new(Registry::build([&ON_GPU].into_iter()).unwrap()));
+        let registry: &'static dyn Catalog = &OnGpu;
         let snapshot = RunSnapshot {
             run: RunRecord {
                 id: RunId::new(1),
@@ -367,14 +305,15 @@ mod tests {
         };
         let config = Config {
             executor: "inline",
+            placement: Placement::Local,
             parallelism: 4,
             park_after: None,
             capacity: Capacity::UNLIMITED,
             machine: None,
         };
-        let mut core = Core::new(snapshot, registry, config, now).unwrap();
-        core.begin(now);
-        core.start_ready(now);
+        let mut core = Core::new(snapshot, registry, config, at(now)).unwrap();
+        core.begin(at(now));
+        core.start_ready(at(now));
         core
     }
 
@@ -409,8 +348,8 @@ mod tests {
         assert_eq!(core.active(), 1, "it is running, remotely");
 
         // The worker's result ends the attempt like any executor's.
-        let at = AttemptId { run: RunId::new(1), node: NodeId::ROOT, attempt: 1 };
-        core.handle(now, Event::Finished { at, result: Ok(json!(200)) });
+        let id = AttemptId { run: RunId::new(1), node: NodeId::ROOT, attempt: 1 };
+        core.handle(at(now), Event::Finished { at: id, result: Ok(json!(200)) });
         assert_eq!(core.active(), 0);
         assert_eq!(core.finish().output, Some(json!(200)));
     }
@@ -420,7 +359,7 @@ mod tests {
         let now = Instant::now();
         let mut core = core(now);
         assert_eq!(enqueued(&core.take_effects().writes), [(1, "gpu".to_string())]);
-        core.fire_timers(now + Duration::from_secs(6));
+        core.fire_timers(at(now + Duration::from_secs(6)));
         let fx = core.take_effects();
         let ended = fx.writes.iter().any(|w| {
             matches!(w, Write::AttemptFinished { attempt: 1, state: NodeState::Failed, error: Some(e), .. }
@@ -429,11 +368,11 @@ mod tests {
         assert!(ended, "{:?}", fx.writes);
         // After its backoff, attempt 2 goes into the queue; attempt 1's late result is ignored.
         let later = now + Duration::from_secs(8);
-        core.fire_timers(later);
-        core.start_ready(later);
+        core.fire_timers(at(later));
+        core.start_ready(at(later));
         assert_eq!(enqueued(&core.take_effects().writes), [(2, "gpu".to_string())]);
         let late = AttemptId { run: RunId::new(1), node: NodeId::ROOT, attempt: 1 };
-        core.handle(later, Event::Finished { at: late, result: Err(Error::new(ErrorKind::Task, "late")) });
+        core.handle(at(later), Event::Finished { at: late, result: Err(Error::new(ErrorKind::Task, "late")) });
         assert!(core.take_effects().writes.is_empty());
         assert_eq!(core.active(), 1);
     }
