@@ -42,7 +42,7 @@ use crate::attempt::{Answer, AttemptId, Event};
 use crate::call::JournalKind;
 use crate::error::{Error, ErrorKind, Result};
 use crate::journal::Write;
-use crate::model::{NodeId, NodeState, RunControl, RunId, RunSnapshot, RunState};
+use crate::model::{NodeId, NodeRecord, NodeState, RunControl, RunId, RunSnapshot, RunState, StoredArg};
 use crate::policy::Policy;
 use crate::promise::Promise;
 
@@ -266,6 +266,66 @@ impl Summary {
             .collect::<Vec<_>>()
             .join(", ")
     }
+}
+
+/// The root node of a new run of `workflow` with `input` (an object of arguments by name),
+/// created at `at` (ms since the Unix epoch): what a run starts with, written in the same
+/// transaction as the run.
+pub fn root_node(workflow: &TaskSpec, input: &Value, at: i64) -> NodeRecord {
+    let args: Vec<(String, StoredArg)> = match input {
+        Value::Object(m) => m.iter().map(|(k, v)| (k.clone(), StoredArg::Value(v.clone()))).collect(),
+        _ => Vec::new(),
+    };
+    new_node(NodeId::ROOT, None, workflow, args, String::new(), None, at)
+}
+
+/// The record of a new node `id` of `task`: spawned by the node and at the call `spawned_by`
+/// gives (none for a run's root), with its arguments, their hash, and what its call changed of
+/// the task's policy.
+fn new_node(
+    id: NodeId,
+    spawned_by: Option<(NodeId, u32)>,
+    task: &TaskSpec,
+    args: Vec<(String, StoredArg)>,
+    input_hash: String,
+    policy: Option<crate::policy::PolicyOverride>,
+    at: i64,
+) -> NodeRecord {
+    NodeRecord {
+        id,
+        parent: spawned_by.map(|(p, _)| p),
+        seq: spawned_by.map(|(_, s)| s),
+        task: task.name.to_string(),
+        state: NodeState::Pending,
+        args,
+        input_hash,
+        output: None,
+        error: None,
+        attempts: 0,
+        label: task.label.map(str::to_string),
+        color: task.color.map(str::to_string),
+        shape: None,
+        created_at: at,
+        started_at: None,
+        finished_at: None,
+        policy,
+    }
+}
+
+/// What cancelling a run that no orchestrator drives (one that is `queued` or `interrupted`)
+/// writes, at `at`: every unfinished node, then the run, `cancelled`. The caller holds the
+/// run's lease while it commits them.
+pub fn cancel_orphan(snapshot: &RunSnapshot, at: i64) -> Vec<Write> {
+    let run = snapshot.run.id;
+    let mut writes: Vec<Write> = snapshot
+        .nodes
+        .iter()
+        .filter(|n| !n.state.is_terminal())
+        .map(|n| Write::NodeFinished { run, node: n.id, state: NodeState::Cancelled, output: None, error: None, at })
+        .collect();
+    let error = Error::new(ErrorKind::Cancelled, "cancelled with `cancel`");
+    writes.push(Write::RunState { run, state: RunState::Cancelled, output: None, error: Some(error), at });
+    writes
 }
 
 /// One run's live graph and its rules.

@@ -19,7 +19,7 @@ pub use crate::registry::{Backoff, Policy};
 use crate::registry::{Kind, Registry, TaskDescriptor};
 use crate::render::GraphView;
 use crate::runner::{Executor, RunOutcome, Runner, default_parallelism};
-use crate::store::{self, Durability, Store, Write};
+use crate::store::{self, Durability, Store};
 
 /// How long [`cancel`] waits for a live orchestrator to stop its run.
 pub const CANCEL_WAIT: Duration = Duration::from_secs(30);
@@ -341,7 +341,7 @@ pub async fn cancel(store: &dyn Store, run: RunId) -> Result<CancelOutcome> {
         // Hold the run's lease while writing, so that no orchestrator takes it over meanwhile.
         let lease =
             store.acquire_run_lease(run, &store::new_owner(), Duration::from_secs(30)).map_err(|e| e.into_error())?;
-        let committed = store.commit(Some(&lease), &cancel_writes(&snapshot, now_ms()));
+        let committed = store.commit(Some(&lease), &salt_core::run::cancel_orphan(&snapshot, now_ms()));
         let _ = store.release_run_lease(&lease);
         committed.map_err(|e| e.into_error())?;
     } else {
@@ -412,21 +412,6 @@ pub async fn cancel_node(store: &dyn Store, run: RunId, node: &str) -> Result<No
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// What cancelling a run that no orchestrator drives writes: every unfinished node, then the
-/// run, `cancelled`.
-fn cancel_writes(snapshot: &RunSnapshot, at: i64) -> Vec<Write> {
-    let run = snapshot.run.id;
-    let mut writes: Vec<Write> = snapshot
-        .nodes
-        .iter()
-        .filter(|n| !n.state.is_terminal())
-        .map(|n| Write::NodeFinished { run, node: n.id, state: NodeState::Cancelled, output: None, error: None, at })
-        .collect();
-    let error = Error::new(ErrorKind::Cancelled, "cancelled with `cancel`");
-    writes.push(Write::RunState { run, state: RunState::Cancelled, output: None, error: Some(error), at });
-    writes
 }
 
 /// How a `pause` or `resume` ended.
@@ -843,7 +828,10 @@ mod tests {
             })
             .unwrap();
         store
-            .commit(None, &[Write::InsertNode { run, node: Box::new(node(NodeId::new(1), NodeState::Succeeded)) }])
+            .commit(
+                None,
+                &[crate::store::Write::InsertNode { run, node: Box::new(node(NodeId::new(1), NodeState::Succeeded)) }],
+            )
             .unwrap();
         let outcome = futures::executor::block_on(cancel(store.as_ref(), run)).unwrap();
         assert_eq!(outcome.state, RunState::Cancelled);

@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use crate::driver::Admit;
 use crate::error::{Error, ErrorKind, Result};
 use crate::executor::{Inline, Pool, PoolMode};
-use crate::model::{NodeId, NodeRecord, NodeState, RunId, RunSnapshot, RunState, StoredArg, now_ms};
+use crate::model::{NodeId, RunId, RunSnapshot, RunState, now_ms};
 use crate::progress::{self, Progress, Transition};
 use crate::registry::{Kind, Registry, TaskDescriptor};
 use crate::run::{Capacity, Config, Core, Placement};
@@ -516,29 +516,7 @@ impl Runner {
         check_depth(&input)?;
         descriptor.validate_input(&input)?;
         let store = self.store()?;
-        let args: Vec<(String, StoredArg)> = match &input {
-            Value::Object(m) => m.iter().map(|(k, v)| (k.clone(), StoredArg::Value(v.clone()))).collect(),
-            _ => Vec::new(),
-        };
-        let root = NodeRecord {
-            id: NodeId::ROOT,
-            parent: None,
-            seq: None,
-            task: descriptor.name.to_string(),
-            state: NodeState::Pending,
-            input_hash: String::new(),
-            args,
-            output: None,
-            error: None,
-            attempts: 0,
-            label: descriptor.label.map(str::to_string),
-            color: descriptor.color.map(str::to_string),
-            shape: None,
-            created_at: now_ms(),
-            started_at: None,
-            finished_at: None,
-            policy: None,
-        };
+        let root = salt_core::run::root_node(&descriptor.spec(), &input, now_ms());
         let owner = self.owner()?;
         let run = store
             .create_run(NewRun {

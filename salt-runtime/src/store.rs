@@ -84,15 +84,55 @@ pub fn open_read_only(url: &str) -> Result<Box<dyn Store>, StoreError> {
     }
 }
 
-/// A new orchestrator identity, `host:pid:random`, unique across machines and restarts.
+/// A new orchestrator identity, `host:pid:scope:start:random`, unique across machines and
+/// restarts: the host's name, the process id, what that id is relative to (a hash of this
+/// boot's id and of the pid namespace, `-` where they cannot be read), the process's start time
+/// (in clock ticks since boot, `0` where it cannot be read), and a random nonce. The scope and
+/// the start time let another process of the same host tell whether the holder is gone without
+/// trusting a pid of another container, or a pid the kernel has since given to someone else
+/// (see [`live_expiry`]).
 pub fn new_owner() -> String {
     use std::hash::{BuildHasher, Hasher};
-    let host = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".into());
+    let host = this_host().unwrap_or_else(|| "localhost".into());
     // `RandomState` is seeded from the OS's randomness; a fresh one per call.
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher
         .write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
-    format!("{host}:{}:{:08x}", std::process::id(), hasher.finish() as u32)
+    let pid = std::process::id();
+    let scope = pid_scope().unwrap_or("-");
+    let start = start_time(pid as i32).unwrap_or(0);
+    format!("{host}:{pid}:{scope}:{start}:{:08x}", hasher.finish() as u32)
+}
+
+fn this_host() -> Option<String> {
+    nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok())
+}
+
+/// What this process's pids are relative to: a hash of this boot's id and of the inode of its
+/// pid namespace. Two processes with the same scope see the same process behind a pid; two
+/// containers sharing a host name but not a pid namespace have different scopes.
+fn pid_scope() -> Option<&'static str> {
+    static SCOPE: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    SCOPE
+        .get_or_init(|| {
+            let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+            let ns = std::fs::read_link("/proc/self/ns/pid").ok()?;
+            // FNV-1a: stable across builds and processes, unlike `DefaultHasher`.
+            let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+            for b in boot.trim().bytes().chain([0]).chain(ns.to_string_lossy().bytes()) {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+            Some(format!("{:08x}", h as u32))
+        })
+        .as_deref()
+}
+
+/// When process `pid` started, in clock ticks since boot (field 22 of `/proc/PID/stat`).
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(19)?.parse().ok()
 }
 
 /// The right to drive a run, held by one orchestrator until it expires. Given to
@@ -499,20 +539,21 @@ impl Drop for Heartbeat {
     }
 }
 
-/// Whether a run in `state` with a lease expiring at `expires_at` (none: no lease) reads as
-/// `interrupted` at `now`.
 /// When a run's lease expires, as far as anyone else is concerned: never (`None`) when its
-/// holder is an orchestrator of this host whose process is gone (killed, crashed), so that
-/// `recover` need not wait for the lease to run out; its expiry otherwise. An owner is
-/// `host:pid:nonce` ([`new_owner`]); one of another host is taken at its word.
+/// holder is an orchestrator whose process is gone (killed, crashed), so that `recover` need not
+/// wait for the lease to run out; its expiry otherwise. The holder's process is looked at only
+/// when its owner ([`new_owner`]) is of this host, this boot and this pid namespace: then a
+/// missing process, or another process with its pid (one that started at another time), means
+/// it is gone. An owner of another host, of another container that shares the host's name but
+/// not its pid namespace, or in an older form, is taken at its word: its lease runs out.
 pub(crate) fn live_expiry(owner: Option<&str>, expires_at: Option<i64>) -> Option<i64> {
     let dead = owner.is_some_and(|owner| {
-        let mut parts = owner.rsplitn(3, ':');
-        let (_nonce, pid, host) = (parts.next(), parts.next(), parts.next());
-        let this_host = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok());
-        match (host, pid.and_then(|p| p.parse::<i32>().ok())) {
-            (Some(host), Some(pid)) if Some(host) == this_host.as_deref() && pid > 0 => {
-                pid != std::process::id() as i32 && process_gone(pid)
+        let mut parts = owner.rsplitn(5, ':');
+        let (_nonce, start, scope, pid, host) = (parts.next(), parts.next(), parts.next(), parts.next(), parts.next());
+        let here = host.is_some_and(|h| Some(h) == this_host().as_deref()) && scope.is_some() && scope == pid_scope();
+        match (pid.and_then(|p| p.parse::<i32>().ok()), start.and_then(|s| s.parse::<u64>().ok())) {
+            (Some(pid), Some(start)) if here && pid > 0 => {
+                pid != std::process::id() as i32 && (process_gone(pid) || start_time(pid).is_some_and(|s| s != start))
             }
             _ => false,
         }
@@ -559,6 +600,8 @@ fn status_says_killed(status: &str) -> bool {
     })
 }
 
+/// Whether a run in `state` with a lease expiring at `expires_at` (none: no lease) reads as
+/// `interrupted` at `now`.
 pub(crate) fn effective_state(state: RunState, expires_at: Option<i64>, now: i64) -> RunState {
     let live = expires_at.is_some_and(|e| e > now);
     if matches!(state, RunState::Running | RunState::Paused) && !live { RunState::Interrupted } else { state }
@@ -571,13 +614,25 @@ mod unit_tests {
     #[test]
     fn a_lease_of_a_dead_orchestrator_of_this_host_is_not_live() {
         let host = nix::unistd::gethostname().unwrap().into_string().unwrap();
-        let mut child = std::process::Command::new("true").spawn().unwrap();
-        let gone = child.id();
-        child.wait().unwrap();
+        let scope = pid_scope().expect("this host has /proc");
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let (other, other_start) = (child.id(), start_time(child.id() as i32).unwrap());
+        let owner = |pid: u32, scope: &str, start: u64| format!("{host}:{pid}:{scope}:{start}:0a1b2c3d");
         let me = std::process::id();
-        assert_eq!(live_expiry(Some(&format!("{host}:{me}:0a1b2c3d")), Some(5)), Some(5), "this process");
-        assert_eq!(live_expiry(Some(&format!("{host}:{gone}:0a1b2c3d")), Some(5)), None, "a process that ended");
-        assert_eq!(live_expiry(Some(&format!("{host}x:{gone}:0a1b2c3d")), Some(5)), Some(5), "another host");
+        let my_start = start_time(me as i32).unwrap();
+        assert_eq!(live_expiry(Some(&owner(me, scope, my_start)), Some(5)), Some(5), "this process");
+        assert_eq!(live_expiry(Some(&owner(other, scope, other_start)), Some(5)), Some(5), "a live process");
+        assert_eq!(live_expiry(Some(&owner(other, scope, other_start + 1)), Some(5)), None, "a pid given to another");
+        assert_eq!(
+            live_expiry(Some(&owner(other, "0badc0de", other_start + 1)), Some(5)),
+            Some(5),
+            "another pid namespace (a container with the same host name): its pids are not ours"
+        );
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(live_expiry(Some(&owner(other, scope, other_start)), Some(5)), None, "a process that ended");
+        assert_eq!(live_expiry(Some(&format!("{host}x:{other}:{scope}:{other_start}:0a1b2c3d")), Some(5)), Some(5));
+        assert_eq!(live_expiry(Some(&format!("{host}:{other}:0a1b2c3d")), Some(5)), Some(5), "an older owner");
         assert_eq!(live_expiry(Some("not an owner"), Some(5)), Some(5));
         assert_eq!(live_expiry(None, Some(5)), Some(5));
     }

@@ -332,25 +332,15 @@ impl Core {
                 matches!(self.nodes[d.index()].state, NodeState::Failed | NodeState::Skipped | NodeState::Cancelled)
             })
             .copied();
-        let record = NodeRecord {
+        let record = super::new_node(
             id,
-            parent: Some(parent),
-            seq: Some(seq),
-            task: descriptor.name.to_string(),
-            state: NodeState::Pending,
-            args: stored.clone(),
-            input_hash: input_hash.clone(),
-            output: None,
-            error: None,
-            attempts: 0,
-            label: descriptor.label.map(str::to_string),
-            color: descriptor.color.map(str::to_string),
-            shape: None,
-            created_at: self.wall,
-            started_at: None,
-            finished_at: None,
-            policy: policy.clone(),
-        };
+            Some((parent, seq)),
+            descriptor,
+            stored.clone(),
+            input_hash.clone(),
+            policy.clone(),
+            self.wall,
+        );
         self.fx.writes.push(Write::InsertNode { run: self.run, node: Box::new(record) });
         for (d, kind) in deps.iter().map(|d| (d, EdgeKind::Data)).chain(after.iter().map(|d| (d, EdgeKind::After))) {
             let edge = EdgeRecord { from: *d, to: id, kind, label: None };

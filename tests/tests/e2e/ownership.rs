@@ -228,3 +228,56 @@ fn read_commands_work_on_a_read_only_database() {
     assert!(graph.status.success() && String::from_utf8_lossy(&graph.stdout).starts_with("digraph"));
     assert_eq!(std::fs::read(&env.db).unwrap(), before, "a read command changed the database");
 }
+
+/// Whether this process may make pid namespaces (`unshare --pid`, which needs root or a user
+/// namespace with the capability): where it cannot, the test says so and passes, unless
+/// `SALT_REQUIRE_UNSHARE` is set (CI runs as root and sets it).
+fn can_unshare() -> bool {
+    let ok =
+        Command::new("unshare").args(["--pid", "--fork", "--mount-proc", "true"]).status().is_ok_and(|s| s.success());
+    let required = std::env::var("SALT_REQUIRE_UNSHARE").is_ok_and(|v| !v.is_empty() && v != "0");
+    assert!(ok || !required, "SALT_REQUIRE_UNSHARE is set but `unshare --pid --fork --mount-proc` fails here");
+    if !ok {
+        eprintln!("skipped: `unshare --pid --fork --mount-proc` is not allowed here");
+    }
+    ok
+}
+
+#[test]
+fn an_orchestrator_in_another_pid_namespace_with_the_same_host_name_keeps_its_run() {
+    if !can_unshare() {
+        return;
+    }
+    let env = Env::new();
+    // The orchestrator runs in a pid namespace of its own, as in a container that shares the
+    // host's name but not its pids, with a pid that no process of this namespace has.
+    let script = format!(
+        "echo 32000 > /proc/sys/kernel/ns_last_pid; {FLOWS} run pipeline --input '{}'",
+        pipeline_input(&env.dir(), 3_000, false)
+    );
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--pid", "--fork", "--mount-proc", "sh", "-c", &script])
+        .env("SALT_DB", &env.db)
+        .env("SALT_LEASE_TTL_MS", "60000")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    env.wait_for_marker("b");
+    let owner = env.show(1)["run"]["owner"].as_str().expect("the run has an owner").to_string();
+    let pid: i32 = owner.split(':').nth(1).and_then(|p| p.parse().ok()).expect("the owner names its pid");
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "pid {pid} is free here: {owner}");
+
+    // Seen from here, its pid names no process: its run must not read as interrupted, nor
+    // be taken over.
+    let show = env.show(1);
+    assert_eq!(show["run"]["state"], "running", "{show}");
+    let out = env.run(&["recover", "1"]);
+    assert_eq!(out.status.code(), Some(2), "recover took over a live run: {}", text(&out));
+    assert!(stderr(&out).contains(&format!("run 1 is being driven by {owner}")), "{}", text(&out));
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    for step in STEPS {
+        assert_eq!(env.count(step), 1, "{step} ran once");
+    }
+}
