@@ -506,6 +506,12 @@ pub fn signal(store: &dyn Store, run: RunId, name: &str, value: &Value) -> Resul
     Ok(SignalOutcome { run, signal: name.to_string(), node: Some(wait.node), needs_recover })
 }
 
+/// Bytes every salt workflow binary holds (its `manifest` command refers to them): a server
+/// looks for them before it runs an uploaded file to read its manifest, so that a file that is
+/// not a salt binary is refused without being run. A cheap check against mistakes, not a proof:
+/// whoever may register binaries runs code on the server and its workers.
+pub const MANIFEST_MARKER: &str = "salt-workflow-binary:manifest-v1";
+
 /// What `manifest` prints: this binary's tasks and workflows.
 #[derive(Debug, Clone, Serialize)]
 pub struct Manifest {

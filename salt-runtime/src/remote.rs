@@ -49,6 +49,13 @@ pub enum ToWorker {
         /// The message.
         msg: ToNode,
     },
+    /// The server took the worker's hello: it is connected, serving these queues. A server
+    /// that refuses a worker closes the connection instead (code 1008 when the refusal holds
+    /// until the worker's token or queues change).
+    Accepted {
+        /// The queues it serves.
+        queues: Vec<String>,
+    },
 }
 
 /// What an attempt needs and may take, as a worker is told with each attempt.
@@ -232,6 +239,8 @@ struct Inner {
     next_id: u64,
     /// Queues whose attempts wait, whoever serves them.
     inactive: HashSet<String>,
+    /// Queues whose attempts go only to workers connected with one of these tokens (names).
+    private: HashMap<String, Vec<String>>,
     /// Where the places of limited queues are taken, if anywhere.
     limits: Option<Arc<dyn QueueLimits>>,
     counters: Counters,
@@ -239,6 +248,8 @@ struct Inner {
 
 struct Conn {
     hello: WorkerHello,
+    /// The name of the token it connected with, if any (for private queues).
+    token: Option<String>,
     busy: usize,
     /// The cores and memory its running attempts asked for.
     cores_used: u32,
@@ -291,11 +302,23 @@ impl Dispatcher {
     /// A worker connected: attempts are sent to it through `outbox` from now on. Its messages
     /// go to [`Connection::receive`]; dropping the connection loses its attempts.
     pub fn connect(&self, hello: WorkerHello, outbox: mpsc::UnboundedSender<ToWorker>) -> Connection {
+        self.connect_as(hello, None, outbox)
+    }
+
+    /// [`connect`](Self::connect) for a worker that presented the token named `token`: it gets
+    /// the attempts of a private queue (see [`set_private`](Self::set_private)) only while the
+    /// queue names that token.
+    pub fn connect_as(
+        &self,
+        hello: WorkerHello,
+        token: Option<String>,
+        outbox: mpsc::UnboundedSender<ToWorker>,
+    ) -> Connection {
         let mut inner = self.lock();
         inner.next_conn += 1;
         let id = inner.next_conn;
         let connected_at = crate::model::now_ms();
-        let conn = Conn { hello, busy: 0, cores_used: 0, memory_used: 0, draining: false, connected_at, outbox };
+        let conn = Conn { hello, token, busy: 0, cores_used: 0, memory_used: 0, draining: false, connected_at, outbox };
         inner.workers.insert(id, conn);
         inner.pump();
         Connection { dispatcher: self.clone(), id }
@@ -342,6 +365,21 @@ impl Dispatcher {
             inner.pump();
         } else {
             inner.inactive.insert(queue.to_string());
+        }
+    }
+
+    /// Makes `queue` private to the tokens named `tokens` (its attempts go only to workers
+    /// connected with one of them), or open to every worker when `tokens` is empty. Checked at
+    /// each dispatch: a worker connected before the change gets nothing it may no longer take.
+    pub fn set_private(&self, queue: &str, tokens: Vec<String>) {
+        let mut inner = self.lock();
+        let changed = if tokens.is_empty() {
+            inner.private.remove(queue).is_some()
+        } else {
+            inner.private.insert(queue.to_string(), tokens.clone()) != Some(tokens)
+        };
+        if changed {
+            inner.pump();
         }
     }
 
@@ -438,7 +476,12 @@ impl Inner {
                 self.waiting.push(id);
                 continue;
             }
-            let serves = |c: &Conn| !c.draining && c.hello.queues.contains(&live.queue);
+            let private = self.private.get(&live.queue);
+            let serves = |c: &Conn| {
+                !c.draining
+                    && c.hello.queues.contains(&live.queue)
+                    && private.is_none_or(|names| c.token.as_ref().is_some_and(|t| names.contains(t)))
+            };
             let sized = live.resources.cores.is_some() || live.resources.memory_mb.is_some();
             let free = self
                 .workers

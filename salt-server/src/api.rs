@@ -842,15 +842,24 @@ async fn cancel_node(
 // ---- binaries and queues ----
 
 /// Registers a workflow binary (the body is its bytes): stored by its sha256, its manifest
-/// read, a new version recorded for each workflow that changed.
+/// read, a new version recorded for each workflow that changed. With `check=true` and an empty
+/// body, only answers whether the caller may register (204), before a large upload.
 #[utoipa::path(post, path = "/binaries", tag = "registry",
+    params(RegisterQuery),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
-    responses((status = 201, body = registry::Registered), (status = 422, body = ErrorBody)))]
+    responses((status = 201, body = registry::Registered),
+              (status = 204, description = "With `check=true`: the caller may register binaries"),
+              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
 async fn post_binary(
     State(state): State<AppState>,
     Query(query): Query<RegisterQuery>,
     bytes: Bytes,
-) -> ApiResult<(StatusCode, Json<registry::Registered>)> {
+) -> ApiResult<Response> {
+    if query.check {
+        // The token was checked on the way in: whoever gets here may register.
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
     let config = match &query.config {
         Some(text) => Some(crate::config::SaltToml::parse(text).map_err(|e| {
             ApiError::bad_request(format!("salt.toml: {e}")).details(json!({"field": "config", "key": e.key}))
@@ -861,18 +870,24 @@ async fn post_binary(
         let unprocessable = |e: registry::RegisterError| {
             ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "not_registered", e.to_string())
         };
+        // An uploaded file runs (to print its manifest) only if it looks like a salt binary.
+        registry::check_binary(&bytes).map_err(unprocessable)?;
         let staged = registry::stage(&state.data, &bytes).map_err(unprocessable)?;
         registry::record(&conn(&state), &staged, config.as_ref()).map_err(unprocessable)
     })
     .await?;
-    Ok((StatusCode::CREATED, Json(registered)))
+    Ok((StatusCode::CREATED, Json(registered)).into_response())
 }
 
 /// What `POST /binaries` takes beside the binary.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RegisterQuery {
     /// A salt.toml (its text) with per-workflow settings that override the binary's.
     pub config: Option<String>,
+    /// Only check that the caller may register (the body is empty): 204, or 401/403.
+    #[serde(default)]
+    pub check: bool,
 }
 
 /// The bytes of a registered binary (workers fetch it once and check its sha256).
@@ -889,6 +904,8 @@ async fn get_binary(State(state): State<AppState>, Path(sha): Path<String>) -> A
     };
     let path = binary.path.clone();
     let local = blocking(move || Ok(std::fs::read(&path).ok())).await?;
+    // Whether the file is there but changed since it was registered.
+    let tampered = local.as_ref().is_some_and(|b| registry::sha256_hex(b) != sha);
     // A binary registered through another server on the same PostgreSQL database is read from
     // the database; either way, what is served is checked against its name first.
     let bytes = match local.filter(|b| registry::sha256_hex(b) == sha) {
@@ -896,6 +913,13 @@ async fn get_binary(State(state): State<AppState>, Path(sha): Path<String>) -> A
         None => match db::binary_contents(&conn(&state), &sha)? {
             Some(bytes) if registry::sha256_hex(&bytes) == sha => bytes,
             Some(_) => return Err(ApiError::internal(format!("the stored binary {sha} does not match its hash"))),
+            None if tampered => {
+                return Err(ApiError::internal(format!(
+                    "the stored binary {} does not match its hash {sha}: it changed after it was registered; \
+                     register the binary again",
+                    binary.path
+                )));
+            }
             None => return Err(ApiError::internal(format!("{}: the binary is missing", binary.path))),
         },
     };
@@ -989,6 +1013,7 @@ async fn put_queue(
     let queue = db::Queue { name, active: body.active, private_to: body.private_to, concurrency: body.concurrency };
     db::put_queue(&conn(&state), &queue)?;
     state.dispatcher.set_active(&queue.name, queue.active);
+    state.dispatcher.set_private(&queue.name, queue.private_to.clone());
     Ok(Json(queue))
 }
 

@@ -573,6 +573,19 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                 }
                 None => "/binaries".to_string(),
             };
+            // Whether this token may register, before uploading what may be hundreds of MB: a
+            // refused upload ends in a broken pipe that says nothing of why.
+            client.post_bytes("/binaries?check=true", &[]).map_err(|e| match e {
+                ClientError::Refused { status: 401, .. } => usage(
+                    "the server needs a valid token to register a binary: pass a token of the admin role \
+                     with --token TOKEN or SALT_TOKEN=TOKEN (`salt token create NAME --role admin --db DB` \
+                     creates one)",
+                ),
+                ClientError::Refused { status: 403, message } => {
+                    usage(format!("this token may not register binaries ({message}); registering needs the admin role"))
+                }
+                other => Failure::from(other),
+            })?;
             let reply = client.post_bytes(&path, &bytes)?.json()?;
             print_registered(&reply, json);
             Ok(0)

@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use salt_runtime::model::{NodeId, NodeState, RunId};
 use salt_runtime::progress::Transition;
 use salt_runtime::protocol::MAX_MESSAGE_BYTES;
-use salt_runtime::remote::{self, Dispatcher, FromWorker};
+use salt_runtime::remote::{self, Dispatcher, FromWorker, ToWorker, WorkerHello};
 use salt_runtime::{Error, ErrorKind, Registry, Runner};
 
 use crate::auth::Caller;
@@ -341,7 +341,7 @@ pub fn dispatcher_routes<S>(dispatcher: Dispatcher) -> Router<S> {
 }
 
 async fn connect(ws: WebSocketUpgrade, State(dispatcher): State<Dispatcher>) -> Response {
-    ws.max_message_size(MAX_MESSAGE_BYTES + 4096).on_upgrade(move |socket| serve_worker(socket, dispatcher, None))
+    ws.max_message_size(MAX_MESSAGE_BYTES + 4096).on_upgrade(move |socket| serve_worker(socket, dispatcher, None, None))
 }
 
 /// A worker's connection: an HTTP GET upgraded to a WebSocket (`Upgrade: websocket`), over which
@@ -357,45 +357,76 @@ async fn connect_checked(
 ) -> Response {
     let token = caller.map(|Extension(c)| c.name);
     let dispatcher = state.dispatcher.clone();
+    let named = token.clone();
     let check: QueueCheck = Box::new(move |queues: &[String]| {
         let conn = state.conn.lock().unwrap_or_else(|p| p.into_inner());
         let mut allowed = Vec::new();
         for q in queues {
-            let queue = db::queue(&conn, q).map_err(|e| e.to_string())?;
-            if !queue.private_to.is_empty() && !db::queue_serves(&queue, token.as_deref()) {
-                return Err(format!("queue `{q}` is private to other tokens"));
+            let queue = db::queue(&conn, q).map_err(|e| Refusal::later(format!("cannot read queue `{q}`: {e}")))?;
+            if !queue.private_to.is_empty() && !db::queue_serves(&queue, named.as_deref()) {
+                return Err(Refusal::lasting(format!("queue `{q}` is private to other tokens")));
             }
             allowed.push(q.clone());
         }
         Ok(allowed)
     });
     ws.max_message_size(MAX_MESSAGE_BYTES + 4096)
-        .on_upgrade(move |socket| serve_worker(socket, dispatcher, Some(check)))
+        .on_upgrade(move |socket| serve_worker(socket, dispatcher, Some(check), token))
 }
 
 /// Which of the queues a worker asks for it may serve; why not, when it may not.
-type QueueCheck = Box<dyn FnOnce(&[String]) -> Result<Vec<String>, String> + Send>;
+type QueueCheck = Box<dyn FnOnce(&[String]) -> Result<Vec<String>, Refusal> + Send>;
 
-/// Serves one worker's connection until it ends; then its attempts are lost.
-async fn serve_worker(socket: WebSocket, dispatcher: Dispatcher, check: Option<QueueCheck>) {
+/// Why a worker is refused, and whether trying again can help.
+struct Refusal {
+    why: String,
+    /// The refusal holds until the worker's token, queues or version change: close code 1008
+    /// (the worker stops). Otherwise 1013, try again later.
+    lasting: bool,
+}
+
+impl Refusal {
+    fn lasting(why: impl Into<String>) -> Self {
+        Self { why: why.into(), lasting: true }
+    }
+
+    fn later(why: impl Into<String>) -> Self {
+        Self { why: why.into(), lasting: false }
+    }
+}
+
+/// Serves one worker's connection (made with the token named `token`, if any) until it ends;
+/// then its attempts are lost.
+async fn serve_worker(socket: WebSocket, dispatcher: Dispatcher, check: Option<QueueCheck>, token: Option<String>) {
     let (mut sink, mut stream) = socket.split();
     let hello = match tokio::time::timeout(HELLO_WITHIN, stream.next()).await {
         Ok(Some(Ok(Message::Text(text)))) => match serde_json::from_str::<FromWorker>(&text) {
             Ok(FromWorker::Hello(hello)) => hello,
-            Ok(_) => return refuse(&mut sink, "the first message must be a hello").await,
-            Err(e) => return refuse(&mut sink, &format!("not a worker message: {e}")).await,
+            Ok(_) => return refuse(&mut sink, Refusal::lasting("the first message must be a hello")).await,
+            Err(e) => return refuse(&mut sink, Refusal::lasting(format!("not a worker message: {e}"))).await,
         },
-        _ => return refuse(&mut sink, "no hello").await,
+        _ => return refuse(&mut sink, Refusal::later("no hello")).await,
     };
     let mut hello = hello;
     if let Err(why) = remote::check_hello(&hello) {
-        return refuse(&mut sink, &why).await;
+        return refuse(&mut sink, Refusal::lasting(why)).await;
     }
     if let Some(check) = check {
-        match check(&hello.queues) {
-            Ok(queues) => hello.queues = queues,
-            Err(why) => return refuse(&mut sink, &why).await,
+        let checked = tokio::task::spawn_blocking(move || check(&hello.queues).map(|queues| (hello, queues))).await;
+        match checked {
+            Ok(Ok((checked, queues))) => hello = WorkerHello { queues, ..checked },
+            Ok(Err(refusal)) => return refuse(&mut sink, refusal).await,
+            Err(e) => return refuse(&mut sink, Refusal::later(e.to_string())).await,
         }
+    }
+    let accepted = ToWorker::Accepted { queues: hello.queues.clone() };
+    match serde_json::to_string(&accepted) {
+        Ok(text) => {
+            if sink.send(Message::Text(text.into())).await.is_err() {
+                return;
+            }
+        }
+        Err(e) => return refuse(&mut sink, Refusal::later(e.to_string())).await,
     }
     let name = hello.name.clone();
     tracing::info!(
@@ -407,7 +438,7 @@ async fn serve_worker(socket: WebSocket, dispatcher: Dispatcher, check: Option<Q
         hello.slots
     );
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let conn = dispatcher.connect(hello, tx);
+    let conn = dispatcher.connect_as(hello, token, tx);
     let mut ping = tokio::time::interval(PING_EVERY);
     let mut last_heard = tokio::time::Instant::now();
     // Whether the worker said goodbye (it drained, or the server stops) rather than dropped.
@@ -465,11 +496,25 @@ async fn serve_worker(socket: WebSocket, dispatcher: Dispatcher, check: Option<Q
 }
 
 fn close_frame(why: &str) -> axum::extract::ws::CloseFrame {
-    let reason: String = why.chars().take(120).collect();
-    axum::extract::ws::CloseFrame { code: 1008, reason: reason.into() }
+    close_frame_with(why, 1008)
 }
 
-async fn refuse(sink: &mut futures::stream::SplitSink<WebSocket, Message>, why: &str) {
+/// A close frame of `code` (1008: refused for good; 1013: try again later) saying `why`.
+fn close_frame_with(why: &str, code: u16) -> axum::extract::ws::CloseFrame {
+    // A close frame's reason is at most 123 bytes.
+    let mut reason = String::new();
+    for c in why.chars() {
+        if reason.len() + c.len_utf8() > 120 {
+            break;
+        }
+        reason.push(c);
+    }
+    axum::extract::ws::CloseFrame { code, reason: reason.into() }
+}
+
+async fn refuse(sink: &mut futures::stream::SplitSink<WebSocket, Message>, refusal: Refusal) {
+    let why = &refusal.why;
     tracing::warn!("a worker was refused: {why}");
-    let _ = sink.send(Message::Close(Some(close_frame(why)))).await;
+    let code = if refusal.lasting { 1008 } else { 1013 };
+    let _ = sink.send(Message::Close(Some(close_frame_with(why, code)))).await;
 }

@@ -57,9 +57,9 @@ impl Places {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Reads the queues' settings again: applies whether each is active to `dispatcher` and
-    /// keeps which are limited; gives back the places it could not give back before, and
-    /// renews the others.
+    /// Reads the queues' settings again: applies whether each is active, and to whom it is
+    /// private, to `dispatcher` and keeps which are limited; gives back the places it could not
+    /// give back before, and renews the others.
     pub fn sync(&self, dispatcher: &Dispatcher) -> crate::sql::Result<()> {
         let queues = {
             let conn = self.conn();
@@ -79,6 +79,7 @@ impl Places {
         *self.limited.write().unwrap_or_else(|p| p.into_inner()) = limited;
         for q in &queues {
             dispatcher.set_active(&q.name, q.active);
+            dispatcher.set_private(&q.name, q.private_to.clone());
         }
         Ok(())
     }

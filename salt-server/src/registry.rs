@@ -80,20 +80,86 @@ pub fn is_sha256(text: &str) -> bool {
     text.len() == 64 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
+/// The ELF machine (`e_machine`) of this platform's executables, if salt knows it.
+fn elf_machine() -> Option<u16> {
+    match std::env::consts::ARCH {
+        "x86_64" => Some(62),
+        "aarch64" => Some(183),
+        "x86" => Some(3),
+        "arm" => Some(40),
+        "riscv64" => Some(243),
+        "powerpc64" => Some(21),
+        "s390x" => Some(22),
+        _ => None,
+    }
+}
+
+/// Checks, without running it, that `bytes` look like a salt workflow binary for this
+/// platform: an ELF executable of this machine's class, byte order and architecture that
+/// holds [`MANIFEST_MARKER`](salt_runtime::ops::MANIFEST_MARKER). An uploaded file is checked
+/// so before the server runs it to read its manifest.
+pub fn check_binary(bytes: &[u8]) -> Result<(), RegisterError> {
+    let not = |why: &str| Err(RegisterError::NotSalt(why.to_string()));
+    if bytes.len() < 64 || &bytes[..4] != b"\x7fELF" {
+        return not("it is not an ELF executable (a salt workflow binary is one); nothing was run");
+    }
+    let class = if cfg!(target_pointer_width = "64") { 2 } else { 1 };
+    let data = if cfg!(target_endian = "little") { 1 } else { 2 };
+    if bytes[4] != class || bytes[5] != data {
+        return not("it is an ELF file of another word size or byte order than this server's; nothing was run");
+    }
+    let half = |at: usize| {
+        let two = [bytes[at], bytes[at + 1]];
+        if data == 1 { u16::from_le_bytes(two) } else { u16::from_be_bytes(two) }
+    };
+    // ET_EXEC, or ET_DYN (a position-independent executable).
+    if !matches!(half(16), 2 | 3) {
+        return not("it is an ELF file but not an executable; nothing was run");
+    }
+    if elf_machine().is_some_and(|m| m != half(18)) {
+        return Err(RegisterError::NotSalt(format!(
+            "it is an executable for another architecture than this server's ({}); nothing was run",
+            std::env::consts::ARCH
+        )));
+    }
+    let marker = salt_runtime::ops::MANIFEST_MARKER.as_bytes();
+    let found = regex::bytes::Regex::new(&regex::escape(salt_runtime::ops::MANIFEST_MARKER))
+        .map(|r| r.is_match(bytes))
+        .unwrap_or_else(|_| bytes.windows(marker.len()).any(|w| w == marker));
+    if !found {
+        return not("it is an executable but not one built with salt (no salt manifest in it); nothing was run");
+    }
+    Ok(())
+}
+
+/// The variables a binary reading its manifest keeps from the server's environment: none of
+/// the server's secrets (database URLs, tokens, cloud credentials) are passed on.
+const KEPT_ENV: [&str; 5] = ["PATH", "HOME", "LANG", "TZ", "TMPDIR"];
+
 /// Runs the binary at `path` with `manifest --json` and returns what it printed, at most
-/// `timeout` later (then it is killed).
+/// `timeout` later (then it and whatever it started are killed). It runs in a scratch
+/// directory, in a process group of its own, with an environment cleared but for a few basics
+/// ([`KEPT_ENV`]).
 pub fn read_manifest(path: &Path, timeout: Duration) -> Result<Value, RegisterError> {
+    use std::os::unix::process::CommandExt as _;
     let scratch =
         tempfile::tempdir().map_err(|e| RegisterError::Io(format!("cannot create a scratch directory: {e}")))?;
     let mut child = spawn_retrying(|| {
-        Command::new(path)
-            .args(["manifest", "--json"])
+        let mut cmd = Command::new(path);
+        cmd.args(["manifest", "--json"])
             .current_dir(scratch.path())
+            .env_clear()
             .env("SALT_DB", scratch.path().join("salt.db"))
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
+            .stderr(Stdio::piped());
+        for name in KEPT_ENV {
+            if let Some(value) = std::env::var_os(name) {
+                cmd.env(name, value);
+            }
+        }
+        cmd.spawn()
     })
     .map_err(|e| RegisterError::NotSalt(format!("cannot run {}: {e}", path.display())))?;
     let mut stdout = child.stdout.take().expect("piped");
@@ -114,8 +180,7 @@ pub fn read_manifest(path: &Path, timeout: Duration) -> Result<Value, RegisterEr
             Ok(Some(status)) => break status,
             Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
             Ok(None) => {
-                let _ = child.kill();
-                let _ = child.wait();
+                kill_group(&mut child);
                 return Err(RegisterError::NotSalt(format!(
                     "`{} manifest --json` did not finish within {timeout:?}",
                     path.display()
@@ -124,6 +189,8 @@ pub fn read_manifest(path: &Path, timeout: Duration) -> Result<Value, RegisterEr
             Err(e) => return Err(RegisterError::Io(format!("waiting for {}: {e}", path.display()))),
         }
     };
+    // What it started and left behind goes with it (it may hold its output open, too).
+    let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGKILL);
     let stdout = out.join().unwrap_or_default();
     let stderr = String::from_utf8_lossy(&err.join().unwrap_or_default()).trim().to_string();
     if !status.success() {
@@ -132,6 +199,13 @@ pub fn read_manifest(path: &Path, timeout: Duration) -> Result<Value, RegisterEr
     }
     serde_json::from_slice(&stdout)
         .map_err(|e| RegisterError::NotSalt(format!("`manifest --json` did not print a JSON manifest ({e})")))
+}
+
+/// Kills `child`'s process group (it leads one) and reaps it.
+fn kill_group(child: &mut std::process::Child) {
+    let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGKILL);
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// Spawns, retrying a few times while the file is busy: a file just written can still be open
@@ -491,6 +565,66 @@ mod tests {
         let count: i64 = conn.query_row("SELECT COUNT(*) FROM salt_server_binaries", (), |r| r.get(0)).unwrap();
         assert_eq!(count, 0);
         assert_eq!(std::fs::read_dir(data.join("binaries")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn only_an_elf_executable_of_this_machine_with_the_marker_passes_the_static_check() {
+        let script = b"#!/bin/sh\ntouch ran\n".to_vec();
+        let err = check_binary(&script).unwrap_err().to_string();
+        assert!(err.contains("not an ELF executable"), "{err}");
+        let sh = std::fs::read("/bin/sh").unwrap();
+        let err = check_binary(&sh).unwrap_err().to_string();
+        assert!(err.contains("not one built with salt"), "{err}");
+        let mut marked = sh.clone();
+        marked.extend_from_slice(salt_runtime::ops::MANIFEST_MARKER.as_bytes());
+        check_binary(&marked).unwrap();
+        // Another architecture (the machine field), another word size.
+        let mut other = marked.clone();
+        other[18] ^= 0x40;
+        let err = check_binary(&other).unwrap_err().to_string();
+        assert!(err.contains("another architecture"), "{err}");
+        let mut other = marked;
+        other[4] = 3 - other[4];
+        let err = check_binary(&other).unwrap_err().to_string();
+        assert!(err.contains("another word size"), "{err}");
+    }
+
+    #[test]
+    fn a_manifest_is_read_with_no_inherited_secrets_and_a_timeout_kills_the_whole_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("env");
+        // Cargo sets CARGO_MANIFEST_DIR for the test process: the binary must not see it.
+        std::fs::write(
+            &path,
+            "#!/bin/sh\nprintf '{\"leaked\": \"%s\", \"path\": \"%s\"}' \"$CARGO_MANIFEST_DIR\" \"$PATH\"\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(std::env::var_os("CARGO_MANIFEST_DIR").is_some());
+        let seen = read_manifest(&path, Duration::from_secs(10)).unwrap();
+        assert_eq!(seen["leaked"], "", "{seen}");
+        assert_ne!(seen["path"], "", "{seen}");
+
+        // What it started in the background dies with it.
+        let pid_file = dir.path().join("pid");
+        let path = dir.path().join("forks");
+        std::fs::write(&path, format!("#!/bin/sh\nsleep 30 &\necho $! > {}\nexec sleep 30\n", pid_file.display()))
+            .unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let err = read_manifest(&path, Duration::from_millis(500)).unwrap_err().to_string();
+        assert!(err.contains("did not finish"), "{err}");
+        let pid = std::fs::read_to_string(&pid_file).unwrap().trim().to_string();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            // Gone, or a zombie waiting to be reaped.
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            if stat.is_empty() || stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the background child {pid} still runs: {stat}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     #[test]

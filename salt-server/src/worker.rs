@@ -44,6 +44,13 @@ const JOB_POLL: Duration = Duration::from_secs(2);
 const JOB_UNKNOWN_POLLS: u32 = 5;
 /// How long a job that hung up has to reach its final state in Slurm.
 const JOB_END_WITHIN: Duration = Duration::from_secs(30);
+/// The first wait before connecting again, doubled after each failed try up to
+/// [`RECONNECT_MAX`], each wait ±20 % at random so that workers do not come back in step.
+const RECONNECT_FIRST: Duration = Duration::from_millis(500);
+/// The longest wait before connecting again.
+const RECONNECT_MAX: Duration = Duration::from_secs(30);
+/// How long the server has to accept or refuse a worker's hello.
+const ACCEPT_WITHIN: Duration = Duration::from_secs(30);
 
 /// `salt worker`: takes attempts of its queues from a server and runs them.
 #[derive(Debug, Clone, clap::Args)]
@@ -214,7 +221,8 @@ async fn serve_one(
     stop_rx: tokio::sync::watch::Receiver<u32>,
     draining: Arc<AtomicBool>,
 ) -> anyhow::Result<()> {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = RECONNECT_FIRST;
+    let mut stop = stop_rx.clone();
     loop {
         if *stop_rx.borrow() > 0 {
             return Ok(());
@@ -224,7 +232,7 @@ async fn serve_one(
                 tracing::info!(worker = %options.name, "worker `{}` drained and stopped", options.name);
                 return Ok(());
             }
-            Ok(Ended::Refused(why)) => anyhow::bail!("the server refused this worker: {why}"),
+            Ok(Ended::Refused(why)) => anyhow::bail!("the server at {} refused this worker: {why}", options.server),
             Ok(Ended::Lost(why)) => {
                 tracing::warn!(
                     worker = %options.name,
@@ -234,26 +242,70 @@ async fn serve_one(
                     options.name,
                     options.server
                 );
-                backoff = Duration::from_millis(100);
+                // It had been accepted: the next try starts from the shortest wait again.
+                backoff = RECONNECT_FIRST;
             }
+            Ok(Ended::NotAccepted(why)) => tracing::warn!(
+                worker = %options.name,
+                server = %options.server,
+                reason = %why,
+                "worker `{}`: {} did not accept it ({why}); trying again in {:.1} s",
+                options.name,
+                options.server,
+                backoff.as_secs_f64()
+            ),
             Err(e) => tracing::warn!(
                 worker = %options.name,
                 server = %options.server,
                 error = %e,
-                "worker `{}`: cannot connect to {}: {e}",
+                "worker `{}`: cannot connect to {}: {e}; trying again in {:.1} s",
                 options.name,
-                options.server
+                options.server,
+                backoff.as_secs_f64()
             ),
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+        tokio::select! {
+            _ = tokio::time::sleep(jitter(backoff)) => {}
+            _ = stop.changed() => return Ok(()),
+        }
+        backoff = (backoff * 2).min(RECONNECT_MAX);
     }
+}
+
+/// `wait` ±20 %, at random.
+fn jitter(wait: Duration) -> Duration {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    // A fresh random state hashes to a random number: enough to spread workers apart.
+    let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    let factor = 0.8 + 0.4 * (random % 10_000) as f64 / 10_000.0;
+    wait.mul_f64(factor)
 }
 
 enum Ended {
     Drained,
+    /// Refused for good: its token or queues must change first.
     Refused(String),
+    /// The server did not accept it this time (it may later).
+    NotAccepted(String),
+    /// The connection ended after it was accepted.
     Lost(String),
+}
+
+/// What the server's answer to an upgrade request refused for good says, for the worker's
+/// operator: how to pass a token when it needs one.
+fn refused_upgrade(status: u16, body: &str) -> String {
+    let said = serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_string))
+        .unwrap_or_else(|| body.trim().to_string());
+    match status {
+        401 => format!(
+            "it needs a valid token ({status}: {said}); pass a token of the worker role with --token TOKEN or \
+             SALT_TOKEN=TOKEN (create one with `salt token create NAME --role worker`)"
+        ),
+        403 => format!("its token may not serve workers ({status}: {said}); use a token of the worker role"),
+        _ => format!("{status}: {said}"),
+    }
 }
 
 /// One connection to the server, until it ends.
@@ -277,7 +329,7 @@ async fn session(
             let status = response.status();
             let body = response.body().as_ref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
             if status.as_u16() == 401 || status.as_u16() == 403 {
-                return Ok(Ended::Refused(format!("{status}: {body}")));
+                return Ok(Ended::Refused(refused_upgrade(status.as_u16(), &body)));
             }
             anyhow::bail!("{status}: {body}");
         }
@@ -287,6 +339,33 @@ async fn session(
     let hello =
         remote::hello(options.name.clone(), options.queues.clone(), options.slots, options.cores, options.memory_mb);
     sink.send(Message::Text(serde_json::to_string(&hello)?.into())).await?;
+    // Connected only once the server says so: it may refuse the hello (a private queue, another
+    // protocol) by closing the connection.
+    let first = loop {
+        let msg = match tokio::time::timeout(ACCEPT_WITHIN, stream.next()).await {
+            Ok(msg) => msg,
+            Err(_) => return Ok(Ended::NotAccepted(format!("no answer to its hello within {ACCEPT_WITHIN:?}"))),
+        };
+        match msg {
+            Some(Ok(Message::Text(text))) => match serde_json::from_str::<ToWorker>(&text) {
+                Ok(ToWorker::Accepted { .. }) => break None,
+                // A server that does not say it accepted: its first attempt says it.
+                Ok(other) => break Some(other),
+                Err(e) => return Ok(Ended::NotAccepted(format!("the server sent what this worker cannot read: {e}"))),
+            },
+            Some(Ok(Message::Close(frame))) => {
+                let (code, why) =
+                    frame.map(|f| (u16::from(f.code), f.reason.to_string())).unwrap_or((1005, String::new()));
+                if code == 1008 {
+                    return Ok(Ended::Refused(why));
+                }
+                return Ok(Ended::NotAccepted(format!("closed by the server ({code}) {why}")));
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Ok(Ended::NotAccepted(e.to_string())),
+            None => return Ok(Ended::NotAccepted("the connection ended".into())),
+        }
+    };
     tracing::info!(
         worker = %options.name,
         server = %options.server,
@@ -303,6 +382,9 @@ async fn session(
     let relay = Relay { state: Arc::default(), out: out_tx.clone(), fetcher: Arc::new(Fetcher::new(options)), slurm };
     if draining.load(Ordering::SeqCst) {
         let _ = out_tx.send(FromWorker::Draining);
+    }
+    if let Some(first) = first {
+        relay.handle(first);
     }
     let ended = loop {
         tokio::select! {
@@ -467,6 +549,7 @@ impl Relay {
                     }
                 });
             }
+            ToWorker::Accepted { .. } => {}
             ToWorker::Node { msg } => {
                 let Some(id) = to_node_attempt(&msg) else { return };
                 let Some(proc) = self.lock().running.get(&id).cloned() else { return };
@@ -844,11 +927,59 @@ fn short(line: &str) -> String {
 }
 
 /// Fetches binaries from the server into the cache, once each, checked against their hash.
+///
+/// A cached file is checked again each time it is used: against the record of its size,
+/// times and inode taken when its hash was last verified, and hashed again when they differ
+/// (or when this worker has not verified it yet). One that does not match is deleted and
+/// fetched again.
 struct Fetcher {
     server: String,
     token: Option<String>,
     cache: PathBuf,
     lock: tokio::sync::Mutex<()>,
+    /// The files verified by this worker, by sha256: what they looked like then.
+    verified: Mutex<HashMap<String, Stamp>>,
+}
+
+/// What a cached file looked like when its hash was verified. Writing to the file, or
+/// replacing it, changes its change time (ctime), which no one can set back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+    dev: u64,
+    ino: u64,
+}
+
+impl Stamp {
+    fn of(path: &Path) -> std::io::Result<Self> {
+        use std::os::unix::fs::MetadataExt as _;
+        let m = std::fs::metadata(path)?;
+        Ok(Stamp {
+            len: m.len(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+            dev: m.dev(),
+            ino: m.ino(),
+        })
+    }
+}
+
+/// The sha256 of the file at `path`, lowercase hex, read in pieces.
+fn hash_file(path: &Path) -> std::io::Result<String> {
+    use std::io::Read as _;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex(&hasher.finalize()))
 }
 
 impl Fetcher {
@@ -858,6 +989,46 @@ impl Fetcher {
             token: options.token.clone(),
             cache: options.cache.clone(),
             lock: tokio::sync::Mutex::new(()),
+            verified: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn verified(&self) -> std::sync::MutexGuard<'_, HashMap<String, Stamp>> {
+        self.verified.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether the cached file at `path` is still the binary `sha`: by its stamp when this
+    /// worker verified it and it has not changed since, else by hashing it again. One that is
+    /// not is deleted.
+    async fn check_cached(&self, sha: &str, path: &Path) -> bool {
+        let Ok(stamp) = Stamp::of(path) else { return false };
+        if self.verified().get(sha) == Some(&stamp) {
+            return true;
+        }
+        let file = path.to_path_buf();
+        let got = tokio::task::spawn_blocking(move || hash_file(&file)).await;
+        match got {
+            Ok(Ok(got)) if got == sha => {
+                // Stamped as it was before hashing: a change made meanwhile shows next time.
+                self.verified().insert(sha.to_string(), stamp);
+                true
+            }
+            got => {
+                let why = match got {
+                    Ok(Ok(got)) => format!("its sha256 is {got}"),
+                    Ok(Err(e)) => format!("it cannot be read: {e}"),
+                    Err(e) => e.to_string(),
+                };
+                tracing::warn!(
+                    binary = %sha,
+                    path = %path.display(),
+                    "cached binary {} does not match its hash ({why}): deleted, fetched again",
+                    path.display()
+                );
+                self.verified().remove(sha);
+                let _ = std::fs::remove_file(path);
+                false
+            }
         }
     }
 
@@ -868,17 +1039,27 @@ impl Fetcher {
         }
         let path = self.cache.join(sha);
         let _guard = self.lock.lock().await;
-        if path.exists() {
+        if path.exists() && self.check_cached(sha, &path).await {
             return Ok(path);
         }
         let url = format!("{}/api/v1/binaries/{sha}", self.server);
         let token = self.token.clone();
         let bytes = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, String> {
-            let mut request = ureq::get(&url);
+            let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+            let mut request = agent.get(&url);
             if let Some(token) = token {
                 request = request.header("authorization", format!("Bearer {token}"));
             }
             let mut response = request.call().map_err(|e| format!("cannot fetch binary {url}: {e}"))?;
+            let status = response.status().as_u16();
+            if status >= 400 {
+                let body = response.body_mut().read_to_string().unwrap_or_default();
+                let said = serde_json::from_str::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_string))
+                    .unwrap_or(body);
+                return Err(format!("cannot fetch binary {url}: the server answered {status}: {said}"));
+            }
             response
                 .body_mut()
                 .with_config()
@@ -914,6 +1095,9 @@ impl Fetcher {
             .map_err(|e| e.to_string())
             .and_then(|w| w.map_err(|e| e.to_string()))
             .map_err(|e| format!("cannot cache binary {sha} in {}: {e}", self.cache.display()))?;
+        if let Ok(stamp) = Stamp::of(&path) {
+            self.verified().insert(sha.to_string(), stamp);
+        }
         Ok(path)
     }
 }

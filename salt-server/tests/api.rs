@@ -316,10 +316,15 @@ fn a_run_pins_the_version_it_started_with() {
     assert_eq!(body, json!({"run": 1, "workflow": "etl", "version": 1}));
 
     // A new binary with a changed workflow: a new version; the first run stays on version 1.
+    // (Registered on the database directly: the server runs only uploads that are salt
+    // binaries, and this one is a script.)
     let two = fake_binary(server.dir.path(), "etl2", "v2");
-    let (status, registered, _) = server.request("POST", "/api/v1/binaries", None, Some(&std::fs::read(&two).unwrap()));
-    assert_eq!(status, 201, "{registered}");
-    assert_eq!(registered["workflows"], json!([{"workflow": "etl", "version": 2, "new_version": true}]));
+    let registered =
+        registry::register_file(&server.state.conn.lock().unwrap(), &server.state.data, &two, None).unwrap();
+    assert_eq!(
+        serde_json::to_value(&registered.workflows).unwrap(),
+        json!([{"workflow": "etl", "version": 2, "new_version": true}])
+    );
     let (_, body) = server.post("/api/v1/runs", json!({"workflow": "etl", "input": {"n": 2}}));
     assert_eq!(body, json!({"run": 2, "workflow": "etl", "version": 2}));
     let (_, body) = server.post("/api/v1/runs", json!({"workflow": "etl", "input": {"n": 3}, "version": 1}));
@@ -360,7 +365,7 @@ fn a_run_pins_the_version_it_started_with() {
     assert_eq!(server.get("/api/v1/workflows/nope").0, 404);
 
     // The binary is served by its hash, byte for byte.
-    let sha = registered["sha256"].as_str().unwrap();
+    let sha = registered.sha256.as_str();
     let (status, _, bytes) = server.request("GET", &format!("/api/v1/binaries/{sha}"), None, None);
     assert_eq!(status, 200);
     assert_eq!(registry::sha256_hex(bytes.as_bytes()), sha);
@@ -611,9 +616,27 @@ fn the_client_commands_talk_to_the_server() {
     assert_eq!(code, 0, "{err}");
     assert!(out.lines().nth(1).unwrap().starts_with("etl                           v1"), "{out}");
 
-    // Registering through the server; a file that is not a salt binary is refused.
+    // Registering through the server: a file that is not a salt binary is refused, and is not
+    // run to find out (this script would leave a file behind).
     let two = fake_binary(server.dir.path(), "etl-two", "v2");
-    let (code, out, err) = server.salt(&["register", two.to_str().unwrap()]);
+    let ran = server.dir.path().join("the-script-ran");
+    let script = std::fs::read_to_string(&two).unwrap().replacen('\n', &format!("\ntouch {}\n", ran.display()), 1);
+    std::fs::write(&two, script).unwrap();
+    let (code, _, err) = server.salt(&["register", two.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.starts_with("error: not a salt workflow binary: it is not an ELF executable"), "{err}");
+    assert!(!ran.exists(), "the server ran the uploaded script");
+    // The same on the database directly (the operator's own file, run on their machine).
+    let db = server.dir.path().join("server.db");
+    let data = server.dir.path().join("data");
+    let (code, out, err) = server.salt(&[
+        "register",
+        "--db",
+        db.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        two.to_str().unwrap(),
+    ]);
     assert_eq!(code, 0, "{err}");
     assert!(out.ends_with("  etl v2 (new version)\n"), "{out}");
     let notes = server.dir.path().join("notes.txt");
@@ -621,6 +644,10 @@ fn the_client_commands_talk_to_the_server() {
     let (code, _, err) = server.salt(&["register", notes.to_str().unwrap()]);
     assert_eq!(code, 2);
     assert!(err.starts_with("error: not a salt workflow binary"), "{err}");
+    // Nor is an executable that salt did not build.
+    let (code, _, err) = server.salt(&["register", "/bin/sh"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("not one built with salt"), "{err}");
     assert_eq!(db::latest_version(&server.state.conn.lock().unwrap(), "etl").unwrap().unwrap().version, 2);
 
     let (code, _, err) = server.salt(&["--server", "http://127.0.0.1:9", "runs"]);

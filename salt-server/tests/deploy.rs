@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -18,16 +19,36 @@ struct Deployment {
     port: u16,
     server: Option<Child>,
     workers: Vec<Child>,
+    /// The token the client commands and requests send, if the server has tokens.
+    token: Option<String>,
 }
 
 impl Deployment {
     fn new() -> Self {
+        Self::with_tokens(&[]).0
+    }
+
+    /// A deployment whose server has the tokens `(name, role)`, created on its database before
+    /// it starts; the client commands send the first one. The tokens, by name.
+    fn with_tokens(tokens: &[(&str, &str)]) -> (Self, HashMap<String, String>) {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("work")).unwrap();
+        let mut made = HashMap::new();
+        for (name, role) in tokens {
+            let out = Command::new(SALT)
+                .args(["token", "create", name, "--role", role, "--db"])
+                .arg(dir.path().join("server.db"))
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", text(&out));
+            made.insert(name.to_string(), String::from_utf8_lossy(&out.stdout).trim().to_string());
+        }
+        let token = tokens.first().map(|(name, _)| made[*name].clone());
         let port = free_port();
-        let mut d = Self { url: format!("http://127.0.0.1:{port}"), port, dir, server: None, workers: Vec::new() };
+        let mut d =
+            Self { url: format!("http://127.0.0.1:{port}"), port, dir, server: None, workers: Vec::new(), token };
         d.start_server();
-        d
+        (d, made)
     }
 
     fn work(&self) -> String {
@@ -73,11 +94,24 @@ impl Deployment {
     }
 
     fn salt(&self, args: &[&str]) -> Output {
-        Command::new(SALT).args(args).args(["--server", &self.url]).stdin(Stdio::null()).output().unwrap()
+        let mut cmd = Command::new(SALT);
+        cmd.args(args).args(["--server", &self.url]).env_remove("SALT_TOKEN").stdin(Stdio::null());
+        if let Some(token) = &self.token {
+            cmd.args(["--token", token]);
+        }
+        cmd.output().unwrap()
+    }
+
+    fn request(&self, path: &str) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
+        let mut request = ureq::get(&format!("{}{path}", self.url));
+        if let Some(token) = &self.token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        request.call()
     }
 
     fn get(&self, path: &str) -> Value {
-        let mut r = ureq::get(&format!("{}{path}", self.url)).call().unwrap();
+        let mut r = self.request(path).unwrap();
         r.body_mut().read_json().unwrap()
     }
 
@@ -104,7 +138,7 @@ impl Deployment {
     fn wait_run(&self, run: u64) -> Value {
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
-            if let Ok(mut r) = ureq::get(&format!("{}/api/v1/runs/{run}", self.url)).call() {
+            if let Ok(mut r) = self.request(&format!("/api/v1/runs/{run}")) {
                 let v: Value = r.body_mut().read_json().unwrap();
                 if matches!(v["run"]["state"].as_str(), Some("succeeded" | "failed" | "cancelled" | "terminated")) {
                     return v;
@@ -407,4 +441,169 @@ fn a_worker_runs_no_more_than_its_cores_at_once() {
     assert_eq!(salt_testkit::most_at_once(&spans), 2, "three 2-core steps on a 4-core worker: {spans:?}");
     let worker = &d.get("/api/v1/workers")["workers"][0];
     assert_eq!((worker["cores_used"].clone(), worker["busy"].clone()), (json!(0), json!(0)), "{worker}");
+}
+
+/// Waits (up to `secs`) for `child` to exit; its status and stderr (written to `log`).
+fn exit_within(child: &mut Child, secs: u64, log: &Path) -> (std::process::ExitStatus, String) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return (status, std::fs::read_to_string(log).unwrap_or_default());
+        }
+        if Instant::now() > deadline {
+            kill9(child);
+            panic!("it did not exit within {secs} s: {}", std::fs::read_to_string(log).unwrap_or_default());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Starts `salt worker` against `server` with `args`, its stderr in `log`.
+fn worker_logged(server: &str, args: &[&str], log: &Path, cache: &Path) -> Child {
+    Command::new(SALT)
+        .args(["worker", "--server", server])
+        .args(args)
+        .arg("--cache")
+        .arg(cache)
+        .env_remove("SALT_TOKEN")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("start salt worker")
+}
+
+#[test]
+fn a_queue_made_private_after_a_worker_connected_gives_that_worker_nothing_more() {
+    let (mut d, tokens) = Deployment::with_tokens(&[("admin", "admin"), ("w1", "worker"), ("w2", "worker")]);
+    let out = d.salt(&["register", example("salt-server", "relay").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    d.worker_with("w0", &["--token", &tokens["w1"], "--queue", "default", "--queue", "gpu", "--slots", "2"]);
+    d.wait_workers(1);
+    // Private to another token now that `w0` (token `w1`) is connected.
+    let out = d.salt(&["queue", "set", "gpu", "--private-to", "w2"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let input = json!({"dir": d.work(), "queue": "gpu"}).to_string();
+    let out = d.salt(&["run", "queued_command", "--input", &input, "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let run = serde_json::from_slice::<Value>(&out.stdout).unwrap()["run"].as_u64().unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(d.count("command"), 0, "a worker the private queue does not name ran its attempt");
+    let shown = d.get(&format!("/api/v1/runs/{run}"));
+    assert_eq!(shown["run"]["state"], "running", "{shown}");
+    // Open to its token again: the waiting attempt goes to it.
+    let out = d.salt(&["queue", "set", "gpu", "--private-to", "w1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let shown = d.wait_run(run);
+    assert_eq!(shown["run"]["state"], "succeeded", "{shown}");
+    assert_eq!(d.count("command"), 1);
+}
+
+#[test]
+fn a_refused_worker_or_register_says_why_and_an_unreachable_server_is_tried_less_and_less_often() {
+    let (d, tokens) = Deployment::with_tokens(&[("admin", "admin"), ("w1", "worker"), ("w2", "worker")]);
+    let logs = d.dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let cache = d.dir.path().join("cache");
+
+    // No token, a wrong token: the worker stops at once, saying how to pass one.
+    for (i, token) in [None, Some("salt_0000")].into_iter().enumerate() {
+        let log = logs.join(format!("token-{i}"));
+        let mut args = vec!["--name", "bad"];
+        if let Some(t) = token {
+            args.extend(["--token", t]);
+        }
+        let mut w = worker_logged(&d.url, &args, &log, &cache);
+        let (status, err) = exit_within(&mut w, 10, &log);
+        assert!(!status.success(), "{err}");
+        assert!(err.contains("needs a valid token") && err.contains("--token"), "{err}");
+        assert!(!err.contains("connected to"), "{err}");
+    }
+    // A queue private to another token: refused for good, never said to be connected.
+    let out = d.salt(&["queue", "set", "gpu", "--private-to", "w2"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let log = logs.join("private");
+    let mut w = worker_logged(&d.url, &["--token", &tokens["w1"], "--queue", "gpu"], &log, &cache);
+    let (status, err) = exit_within(&mut w, 10, &log);
+    assert!(!status.success(), "{err}");
+    assert!(err.contains("queue `gpu` is private to other tokens"), "{err}");
+    assert!(!err.contains("connected to"), "{err}");
+
+    // Registering without the right token: said before the upload, with how to pass one.
+    let relay = example("salt-server", "relay");
+    for token in [None, Some("salt_0000")] {
+        let mut cmd = Command::new(SALT);
+        cmd.args(["register", relay.to_str().unwrap(), "--server", &d.url]).env_remove("SALT_TOKEN");
+        if let Some(t) = token {
+            cmd.args(["--token", t]);
+        }
+        let out = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        assert!(err.contains("the server needs a valid token") && err.contains("--token"), "{err}");
+        assert!(!err.contains("Broken pipe") && !err.contains("cannot reach"), "{err}");
+    }
+    let out = Command::new(SALT)
+        .args(["register", relay.to_str().unwrap(), "--server", &d.url, "--token", &tokens["w1"]])
+        .env_remove("SALT_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("may not register binaries"), "{}", text(&out));
+
+    // Nothing listens: the worker tries again after 0.5 s, 1 s, 2 s…, not ten times a second.
+    let log = logs.join("unreachable");
+    let nowhere = format!("http://127.0.0.1:{}", free_port());
+    let mut w = worker_logged(&nowhere, &["--name", "far"], &log, &cache);
+    std::thread::sleep(Duration::from_secs(4));
+    kill9(&mut w);
+    let err = std::fs::read_to_string(&log).unwrap();
+    let tries = err.matches("cannot connect").count();
+    assert!((2..=4).contains(&tries), "{tries} tries in 4 s: {err}");
+}
+
+#[test]
+fn a_tampered_cached_binary_is_fetched_again_and_a_tampered_stored_one_is_named_so() {
+    let mut d = Deployment::new();
+    let relay = example("salt-server", "relay");
+    let out = d.salt(&["register", relay.to_str().unwrap(), "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let sha = serde_json::from_slice::<Value>(&out.stdout).unwrap()["sha256"].as_str().unwrap().to_string();
+    d.worker("w0");
+    d.wait_workers(1);
+    let input = json!({"dir": d.work(), "slow_ms": 0}).to_string();
+    let out = d.salt(&["run", "chain", "--input", &input, "--wait"]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // The cached binary replaced with a wrapper while the worker was down.
+    kill9(&mut d.workers[0]);
+    let cached = d.dir.path().join("cache-w0").join(&sha);
+    assert!(cached.exists());
+    let wrapped = d.dir.path().join("work").join("wrapper");
+    std::fs::remove_file(&cached).unwrap();
+    let script = format!("#!/bin/sh\necho ran >> {}\nexec {} \"$@\"\n", wrapped.display(), relay.display());
+    std::fs::write(&cached, script).unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&cached, std::fs::Permissions::from_mode(0o755)).unwrap();
+    d.worker("w0");
+    let out = d.salt(&["run", "chain", "--input", &input, "--wait"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!wrapped.exists(), "the wrapper in the cache ran");
+    use sha2::Digest as _;
+    let now: String =
+        sha2::Sha256::digest(std::fs::read(&cached).unwrap()).iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(now, sha, "the cache holds the binary again");
+
+    // The server's own copy changed after it was registered: said so, not "missing".
+    let stored = d.dir.path().join("data").join("binaries").join(&sha);
+    let mut f = std::fs::OpenOptions::new().append(true).open(&stored).unwrap();
+    std::io::Write::write_all(&mut f, b"tampered").unwrap();
+    drop(f);
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let mut r = agent.get(&format!("{}/api/v1/binaries/{sha}", d.url)).call().unwrap();
+    let status = r.status().as_u16();
+    let body = r.body_mut().read_to_string().unwrap();
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("does not match its hash"), "{body}");
 }
