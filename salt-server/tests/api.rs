@@ -292,7 +292,9 @@ fn raw(server: &Server, method: &str, path: &str, content_type: Option<&str>, bo
 #[test]
 fn every_error_of_the_api_is_the_json_error_body() {
     let server = Server::start();
-    let cases: [(&str, &str, Option<&str>, &str, u16, &str); 6] = [
+    // Method, path, content type, body; the status and code answered.
+    type Case<'a> = (&'a str, &'a str, Option<&'a str>, &'a str, u16, &'a str);
+    let cases: [Case<'_>; 6] = [
         ("DELETE", "/api/v1/runs", None, "", 405, "method_not_allowed"),
         ("PATCH", "/api/v1/queues/gpu", Some("application/json"), "{}", 405, "method_not_allowed"),
         ("GET", "/api/v1/runs?limit=ten", None, "", 400, "invalid_input"),
