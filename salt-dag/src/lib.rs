@@ -40,7 +40,7 @@ use std::fmt;
 
 pub use cli::{CheckArgs, DagCommand, GraphArgs, Outcome, RunArgs, parse_param};
 pub use draw::{DagFormat, draw};
-pub use plan::{Generated, MAX_STEPS_PER_TASK, Plan, Step};
+pub use plan::{Generated, MAX_EDGES, MAX_STEPS, MAX_STEPS_PER_TASK, Plan, Step};
 pub use spec::{DagSpec, Environment, Job, ParamValue, TaskSpec, Tasks};
 
 /// One thing wrong with a DAG file or a generator's output. Each names its culprit.
@@ -110,6 +110,29 @@ pub enum DagError {
         /// The task.
         task: String,
         /// The limit, [`MAX_STEPS_PER_TASK`].
+        limit: usize,
+    },
+    /// Tasks whose steps, together, are too many for one plan.
+    #[error("the plan would have more than {limit} steps: task `{task}` brings it past the limit")]
+    TooManyStepsInPlan {
+        /// The task that brings the plan past the limit.
+        task: String,
+        /// The limit, [`MAX_STEPS`].
+        limit: usize,
+    },
+    /// A dependency between two expanded tasks that would make too many edges: each step of
+    /// one is linked to each step of the other.
+    #[error(
+        "the dependency of task `{task}` on task `{other}` would link {count} pairs of steps, bringing the plan past {limit} edges; expand fewer steps on one side"
+    )]
+    TooManyEdges {
+        /// The task whose `parents` or `children` names the other.
+        task: String,
+        /// The task named.
+        other: String,
+        /// The pairs of steps the dependency links (at most `usize::MAX`).
+        count: usize,
+        /// The limit, [`MAX_EDGES`].
         limit: usize,
     },
     /// No command, or an empty one.

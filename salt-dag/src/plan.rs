@@ -64,6 +64,13 @@ pub struct Plan {
 /// The most steps one task may expand into.
 pub const MAX_STEPS_PER_TASK: usize = 10_000;
 
+/// The most steps a plan may have, generated ones included.
+pub const MAX_STEPS: usize = 100_000;
+
+/// The most edges a plan may have, generated ones included: a dependency between two expanded
+/// tasks links every step of one to every step of the other.
+pub const MAX_EDGES: usize = 100_000;
+
 /// What a generator's output added to a plan (see [`Plan::add_generated`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Generated {
@@ -72,6 +79,19 @@ pub struct Generated {
     /// Every new edge `(parent, child)`: from the generator to each new step, between new
     /// steps, from existing steps to new ones, and from new steps to existing ones.
     pub edges: Vec<(String, String)>,
+}
+
+/// Pushes an error naming the first task of `expanded` that brings a plan of `base` steps past
+/// [`MAX_STEPS`].
+fn check_step_count(base: usize, expanded: &[Expanded], errors: &mut Vec<DagError>) {
+    let mut total = base;
+    for e in expanded {
+        total += e.steps.len();
+        if total > MAX_STEPS {
+            errors.push(DagError::TooManyStepsInPlan { task: e.task.clone(), limit: MAX_STEPS });
+            return;
+        }
+    }
 }
 
 /// A task expanded, before its dependencies are resolved.
@@ -111,7 +131,8 @@ impl Plan {
         };
         let mut errors = Vec::new();
         let expanded = plan.expand_all(spec.tasks, None, &mut errors);
-        let edges = plan.resolve(&expanded, &mut errors);
+        check_step_count(0, &expanded, &mut errors);
+        let edges = plan.resolve(&expanded, 0, &mut errors);
         if !errors.is_empty() {
             return Err(DagErrors(errors));
         }
@@ -209,7 +230,10 @@ impl Plan {
                 *e = malformed(generator, output, format!("at {path}: {message}"));
             }
         }
-        let mut edges = self.resolve(&expanded, &mut errors);
+        check_step_count(self.steps.len(), &expanded, &mut errors);
+        // The plan's edges, and one from the generator to each new step.
+        let base = self.edges().len() + expanded.iter().map(|e| e.steps.len()).sum::<usize>();
+        let mut edges = self.resolve(&expanded, base, &mut errors);
         for e in &expanded {
             for s in &e.steps {
                 if self.step(&s.name).is_some() {
@@ -373,7 +397,11 @@ impl Plan {
 
     /// The edges `(parent step, child step)` that the tasks' `parents` and `children` ask
     /// for; a name is looked up among `expanded` first, then among the plan's tasks.
-    fn resolve(&self, expanded: &[Expanded], errors: &mut Vec<DagError>) -> Vec<(String, String)> {
+    ///
+    /// The plan may hold at most [`MAX_EDGES`] edges, `base` of which it has already: the
+    /// first dependency that would bring it past is an error naming both tasks, and no more
+    /// edges are made.
+    fn resolve(&self, expanded: &[Expanded], base: usize, errors: &mut Vec<DagError>) -> Vec<(String, String)> {
         let lookup = |name: &str| -> Option<Vec<String>> {
             expanded
                 .iter()
@@ -390,6 +418,16 @@ impl Plan {
                         errors.push(DagError::UnknownDependency { task: e.task.clone(), key, name: other.clone() });
                         continue;
                     };
+                    let count = mine.len().saturating_mul(theirs.len());
+                    if base.saturating_add(edges.len()).saturating_add(count) > MAX_EDGES {
+                        errors.push(DagError::TooManyEdges {
+                            task: e.task.clone(),
+                            other: other.clone(),
+                            count,
+                            limit: MAX_EDGES,
+                        });
+                        return edges;
+                    }
                     for a in &mine {
                         for b in &theirs {
                             edges.push(if is_parent { (b.clone(), a.clone()) } else { (a.clone(), b.clone()) });

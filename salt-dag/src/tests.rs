@@ -562,3 +562,54 @@ fn run_hands_the_plan_back() {
     }
     assert!(out.is_empty() && err.is_empty());
 }
+
+#[test]
+fn expanded_dependencies_may_not_make_too_many_edges() {
+    let values: Vec<String> = (0..100).map(|i| format!("\"{i}\"")).collect();
+    let values = values.join(",");
+    // 10 000 steps on each end of one dependency: 10^8 edges, refused before any is made.
+    let text = format!(
+        r#"{{"parameters": {{"A": [{values}], "B": [{values}]}}, "tasks": {{
+            "x": {{"job": {{"command": ["echo", "{{{{A}}}}{{{{B}}}}"]}}}},
+            "y": {{"job": {{"command": ["echo", "{{{{B}}}}{{{{A}}}}"]}}, "parents": ["x"]}}}}}}"#
+    );
+    let started = std::time::Instant::now();
+    assert_eq!(
+        errors(&text),
+        [
+            "the dependency of task `y` on task `x` would link 100000000 pairs of steps, bringing the plan past 100000 edges; expand fewer steps on one side"
+        ]
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "{:?}", started.elapsed());
+}
+
+#[test]
+fn a_plan_may_not_have_too_many_steps() {
+    let values: Vec<String> = (0..100).map(|i| format!("\"{i}\"")).collect();
+    let values = values.join(",");
+    let tasks: Vec<String> =
+        (0..11).map(|i| format!(r#""t{i:02}": {{"job": {{"command": ["echo", "{{{{A}}}}{{{{B}}}}"]}}}}"#)).collect();
+    let text = format!(r#"{{"parameters": {{"A": [{values}], "B": [{values}]}}, "tasks": {{{}}}}}"#, tasks.join(","));
+    assert_eq!(errors(&text), ["the plan would have more than 100000 steps: task `t10` brings it past the limit"]);
+}
+
+#[test]
+fn a_generator_may_not_add_too_many_edges() {
+    let values: Vec<String> = (0..1000).map(|i| format!("\"{i}\"")).collect();
+    let text = format!(
+        r#"{{"parameters": {{"A": [{}]}}, "tasks": {{
+            "wide": {{"job": {{"command": ["echo", "{{{{A}}}}"]}}}},
+            "discover": {{"job": {{"command": ["true"]}}, "isGenerator": true}}}}}}"#,
+        values.join(",")
+    );
+    let mut plan = Plan::from_json(&text, &[]).unwrap();
+    let before = names(&plan).len();
+    let output = r#"{"more": {"job": {"command": ["echo", "{{A}}"]}, "parents": ["wide"]}}"#;
+    let done = BTreeSet::from(["discover".to_string()]);
+    let err = plan.add_generated("discover", output, &done).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "the dependency of task `more` on task `wide` would link 1000000 pairs of steps, bringing the plan past 100000 edges; expand fewer steps on one side"
+    );
+    assert_eq!(names(&plan).len(), before);
+}

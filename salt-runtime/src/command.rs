@@ -46,6 +46,9 @@ pub const TASK: &str = "command";
 /// How many lines of the log an error quotes, and an output keeps of stdout.
 const TAIL_LINES: usize = 20;
 
+/// The most of its stdout a command that keeps it ([`Command::keep_stdout`]) may print: 1 MiB.
+pub const MAX_KEPT_STDOUT: usize = 1 << 20;
+
 /// How long the output of a command that exited is still read (a process outside its group
 /// may hold its pipes open).
 const DRAIN: Duration = Duration::from_secs(2);
@@ -174,6 +177,10 @@ pub struct CommandSpec {
     /// The memory it needs, in MiB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_mb: Option<u64>,
+    /// Whether its output keeps its whole stdout (at most [`MAX_KEPT_STDOUT`]; more fails the
+    /// attempt).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_stdout: bool,
     /// The container image it runs in (through Podman or Docker); on the host without one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
@@ -193,6 +200,10 @@ pub struct CommandOutput {
     pub exit_code: i32,
     /// The last lines of its stdout (at most 20).
     pub stdout_tail: Vec<String>,
+    /// Its whole stdout, its lines ending with `\n`, when the call asked to keep it
+    /// ([`Command::keep_stdout`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdout: Option<String>,
     /// Its JSON result, when the call declared one ([`Command::result_file`],
     /// [`Command::result_stdout`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -437,6 +448,14 @@ impl Command {
     /// Declares a JSON result printed as the last non-empty line of the command's stdout.
     pub fn result_stdout(mut self) -> Self {
         self.spec.result = ResultFrom::Stdout;
+        self
+    }
+
+    /// Keeps the command's whole stdout in its output's `stdout` (not only the last 20 lines
+    /// of `stdout_tail`): at most 1 MiB ([`MAX_KEPT_STDOUT`]); an attempt that prints more
+    /// fails, saying so.
+    pub fn keep_stdout(mut self) -> Self {
+        self.spec.keep_stdout = true;
         self
     }
 
@@ -838,6 +857,8 @@ async fn execute_with(spec: &CommandSpec, ctx: &Context, output: Option<&Value>)
     let (mut out_open, mut err_open) = (true, true);
     let mut log_tail: VecDeque<String> = VecDeque::new();
     let mut stdout_tail: VecDeque<String> = VecDeque::new();
+    let mut kept: Option<String> = spec.keep_stdout.then(String::new);
+    let mut kept_over = false;
     let mut last_line: Option<String> = None;
     let mut status = None;
     // Armed once the process has exited.
@@ -847,6 +868,15 @@ async fn execute_with(spec: &CommandSpec, ctx: &Context, output: Option<&Value>)
         if from_stdout {
             if !line.trim().is_empty() {
                 last_line = Some(line.clone());
+            }
+            if let Some(all) = kept.as_mut().filter(|_| !kept_over) {
+                if all.len() + line.len() + 1 > MAX_KEPT_STDOUT {
+                    kept_over = true;
+                    all.clear();
+                } else {
+                    all.push_str(&line);
+                    all.push('\n');
+                }
             }
             stdout_tail.push_back(line.clone());
             if stdout_tail.len() > TAIL_LINES {
@@ -930,6 +960,12 @@ async fn execute_with(spec: &CommandSpec, ctx: &Context, output: Option<&Value>)
             ));
         }
     };
+    if kept_over {
+        return Err(Error::fatal(format!(
+            "`{program}` printed more than {} MiB on its stdout, the most a command that keeps its stdout may print",
+            MAX_KEPT_STDOUT >> 20
+        )));
+    }
     let result = match spec.result {
         ResultFrom::None => None,
         ResultFrom::File => {
@@ -948,7 +984,7 @@ async fn execute_with(spec: &CommandSpec, ctx: &Context, output: Option<&Value>)
             Some(parse_result(program, "its last stdout line", &line)?)
         }
     };
-    Ok(CommandOutput { exit_code: code, stdout_tail: stdout_tail.into(), result })
+    Ok(CommandOutput { exit_code: code, stdout_tail: stdout_tail.into(), stdout: kept, result })
 }
 
 /// A complete line out of `buf` (which is emptied), without its line ending.
@@ -1001,6 +1037,20 @@ mod tests {
         assert!("5 minutes".into_duration().is_err());
         let c = command("x").timeout("soon");
         assert!(c.error.unwrap().message().starts_with("timeout: invalid duration `soon`"));
+    }
+
+    #[tokio::test]
+    async fn a_command_keeps_its_whole_stdout_when_asked_up_to_one_mib() {
+        let out = shell("seq 1 30").keep_stdout().await.unwrap();
+        assert_eq!(out.stdout_tail.len(), 20);
+        assert_eq!(out.stdout.as_deref(), Some((1..=30).map(|i| format!("{i}\n")).collect::<String>().as_str()));
+        assert_eq!(shell("seq 1 3").await.unwrap().stdout, None);
+        let e = shell("head -c 1100000 /dev/zero | tr '\\0' x; echo").keep_stdout().await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Fatal);
+        assert_eq!(
+            e.message(),
+            "`sh` printed more than 1 MiB on its stdout, the most a command that keeps its stdout may print"
+        );
     }
 
     #[tokio::test]

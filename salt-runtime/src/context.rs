@@ -373,7 +373,8 @@ impl Context {
                 format!("`wait_for(\"{name}\")` outside a run: nobody can send the signal"),
             ));
         };
-        let schema = serde_json::to_value(schemars::schema_for!(T)).unwrap_or_default();
+        let schema =
+            crate::registry::with_integer_bounds(serde_json::to_value(schemars::schema_for!(T)).unwrap_or_default());
         let wait = SignalWait {
             seq: self.next_seq(),
             name: name.to_string(),

@@ -146,16 +146,153 @@ impl TaskDescriptor {
 
 /// What is wrong with `value` against the JSON Schema `schema`: one line per problem, saying
 /// what was expected and at which path of `value` (`/` for the value itself); empty when it
-/// matches. An error when `schema` is not a valid schema.
+/// matches. An error when `schema` is not a valid schema. Sized integers (`format: uint32`, …)
+/// are held to their range (see [`with_integer_bounds`]).
 pub fn schema_problems(schema: &Value, value: &Value) -> std::result::Result<Vec<String>, String> {
-    let validator = jsonschema::validator_for(schema).map_err(|e| e.to_string())?;
-    Ok(validator
-        .iter_errors(value)
-        .map(|e| {
-            let at = e.instance_path.to_string();
-            format!("{e} at `{}`", if at.is_empty() { "/" } else { at.as_str() })
-        })
-        .collect())
+    Ok(InputSchema::new(schema)?.problems(value).into_iter().map(|p| format!("{} at `{}`", p.message, p.at)).collect())
+}
+
+/// One way a value breaks a schema.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaProblem {
+    /// Where, as a JSON pointer into the value (`/` for the value itself).
+    pub at: String,
+    /// The field it is about: `at`, or for a missing property, the property's pointer.
+    pub field: String,
+    /// What was expected there, for people.
+    pub message: String,
+}
+
+/// A JSON Schema compiled to check values against, with the ranges of its sized integers
+/// added (see [`with_integer_bounds`]). Compile it once and check many values.
+pub struct InputSchema {
+    schema: Value,
+    validator: jsonschema::Validator,
+}
+
+impl std::fmt::Debug for InputSchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InputSchema").field("schema", &self.schema).finish_non_exhaustive()
+    }
+}
+
+impl InputSchema {
+    /// Compiles `schema`; an error saying why when it is not a valid schema.
+    pub fn new(schema: &Value) -> std::result::Result<Self, String> {
+        let schema = with_integer_bounds(schema.clone());
+        let validator = jsonschema::validator_for(&schema).map_err(|e| e.to_string())?;
+        Ok(InputSchema { schema, validator })
+    }
+
+    /// Each way `value` breaks this schema; empty when it matches. A number out of the range
+    /// of its integer type says the range: `4294967296 is out of range: allowed 0 to
+    /// 4294967295 (uint32)`.
+    pub fn problems(&self, value: &Value) -> Vec<SchemaProblem> {
+        self.validator
+            .iter_errors(value)
+            .map(|e| {
+                let at = e.instance_path.to_string();
+                let at = if at.is_empty() { "/".to_string() } else { at };
+                let field = match &e.kind {
+                    jsonschema::error::ValidationErrorKind::Required { property } => {
+                        format!("{}/{}", at.trim_end_matches('/'), property.as_str().unwrap_or_default())
+                    }
+                    _ => at.clone(),
+                };
+                let message = match &e.kind {
+                    jsonschema::error::ValidationErrorKind::Minimum { .. }
+                    | jsonschema::error::ValidationErrorKind::Maximum { .. } => {
+                        range_message(&self.schema, e.schema_path.as_str(), &e.instance)
+                            .unwrap_or_else(|| e.to_string())
+                    }
+                    _ => e.to_string(),
+                };
+                SchemaProblem { at, field, message }
+            })
+            .collect()
+    }
+}
+
+/// The ranges of the integer formats schemars writes for Rust's sized integers.
+const INTEGER_RANGES: [(&str, i128, i128); 12] = [
+    ("uint8", 0, u8::MAX as i128),
+    ("uint16", 0, u16::MAX as i128),
+    ("uint32", 0, u32::MAX as i128),
+    ("uint64", 0, u64::MAX as i128),
+    ("uint", 0, usize::MAX as i128),
+    ("uint128", 0, u64::MAX as i128),
+    ("int8", i8::MIN as i128, i8::MAX as i128),
+    ("int16", i16::MIN as i128, i16::MAX as i128),
+    ("int32", i32::MIN as i128, i32::MAX as i128),
+    ("int64", i64::MIN as i128, i64::MAX as i128),
+    ("int", isize::MIN as i128, isize::MAX as i128),
+    ("int128", i64::MIN as i128, u64::MAX as i128),
+];
+
+/// `schema` with `minimum` and `maximum` on every integer of a sized format (`uint32`,
+/// `int8`, …, as schemars writes for `u32`, `i8`, …): the format alone checks nothing, so
+/// without them `4294967296` passes for a `u32` and fails only when a body decodes it. A
+/// bound the schema sets already is kept when it is narrower. (`u128` and `i128` are held to
+/// what a JSON number carries exactly.)
+pub fn with_integer_bounds(mut schema: Value) -> Value {
+    fn walk(v: &mut Value) {
+        match v {
+            Value::Object(map) => {
+                let range = map
+                    .get("format")
+                    .and_then(Value::as_str)
+                    .and_then(|f| INTEGER_RANGES.iter().find(|(name, _, _)| *name == f))
+                    .filter(|_| match map.get("type") {
+                        Some(Value::String(t)) => t == "integer",
+                        Some(Value::Array(ts)) => ts.iter().any(|t| t == "integer"),
+                        _ => false,
+                    });
+                if let Some(&(_, min, max)) = range {
+                    let number = |n: i128| match u64::try_from(n) {
+                        Ok(u) => Value::from(u),
+                        Err(_) => Value::from(n as i64),
+                    };
+                    let narrower_min = map.get("minimum").and_then(Value::as_f64).is_some_and(|m| m >= min as f64);
+                    if !narrower_min {
+                        map.insert("minimum".into(), number(min));
+                    }
+                    let narrower_max = map.get("maximum").and_then(Value::as_f64).is_some_and(|m| m <= max as f64);
+                    if !narrower_max {
+                        map.insert("maximum".into(), number(max));
+                    }
+                }
+                map.values_mut().for_each(walk);
+            }
+            Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    walk(&mut schema);
+    schema
+}
+
+/// `4294967296 is out of range: allowed 0 to 4294967295 (uint32)`, for a `minimum` or
+/// `maximum` at `keyword` (a schema path, through local `$ref`s) of an integer with both
+/// bounds; `None` for anything else.
+fn range_message(schema: &Value, keyword: &str, instance: &Value) -> Option<String> {
+    let mut node = schema;
+    let mut segments: Vec<String> =
+        keyword.split('/').skip(1).map(|s| s.replace("~1", "/").replace("~0", "~")).collect();
+    segments.pop()?;
+    for segment in &segments {
+        node = if segment == "$ref" {
+            let target = node.get("$ref")?.as_str()?.strip_prefix('#')?;
+            schema.pointer(target)?
+        } else {
+            match node {
+                Value::Array(items) => items.get(segment.parse::<usize>().ok()?)?,
+                _ => node.get(segment)?,
+            }
+        };
+    }
+    let (min, max) = (node.get("minimum")?, node.get("maximum")?);
+    let format = node.get("format").and_then(Value::as_str).map(|f| format!(" ({f})")).unwrap_or_default();
+    Some(format!("{instance} is out of range: allowed {min} to {max}{format}"))
 }
 
 /// All tasks and workflows of this binary, by name.
@@ -320,6 +457,49 @@ fn elsewhere(_: Value, _: Context) -> BodyFuture {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(schemars::JsonSchema)]
+    #[allow(dead_code)]
+    struct Size {
+        width: u32,
+        depth: Option<i8>,
+    }
+
+    #[derive(schemars::JsonSchema)]
+    #[allow(dead_code)]
+    struct Input {
+        size: Size,
+        counts: Vec<u16>,
+        big: u64,
+    }
+
+    #[test]
+    fn sized_integers_are_held_to_their_range_with_a_message_saying_it() {
+        let schema = serde_json::to_value(schemars::schema_for!(Input)).unwrap();
+        let bounded = with_integer_bounds(schema.clone());
+        assert_eq!(bounded["properties"]["big"]["maximum"], serde_json::json!(u64::MAX));
+        assert_eq!(bounded["properties"]["counts"]["items"]["maximum"], 65535);
+        let ok =
+            serde_json::json!({"size": {"width": 4294967295u64, "depth": -128}, "counts": [65535], "big": u64::MAX});
+        assert_eq!(schema_problems(&schema, &ok).unwrap(), Vec::<String>::new());
+        let bad = serde_json::json!({"size": {"width": 4294967296u64, "depth": 128}, "counts": [70000], "big": -1});
+        assert_eq!(
+            schema_problems(&schema, &bad).unwrap(),
+            [
+                "-1 is out of range: allowed 0 to 18446744073709551615 (uint64) at `/big`",
+                "70000 is out of range: allowed 0 to 65535 (uint16) at `/counts/0`",
+                "128 is out of range: allowed -128 to 127 (int8) at `/size/depth`",
+                "4294967296 is out of range: allowed 0 to 4294967295 (uint32) at `/size/width`",
+            ]
+        );
+        // A narrower range the schema declares is kept.
+        let narrow = serde_json::json!({"type": "integer", "format": "uint8", "minimum": 1, "maximum": 9});
+        assert_eq!(with_integer_bounds(narrow.clone()), narrow);
+        assert_eq!(
+            schema_problems(&narrow, &serde_json::json!(10)).unwrap(),
+            ["10 is out of range: allowed 1 to 9 (uint8) at `/`"]
+        );
+    }
 
     #[test]
     fn exponential_backoff_doubles_up_to_the_cap() {

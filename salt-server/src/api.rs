@@ -9,7 +9,8 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request, State};
+use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
@@ -126,6 +127,42 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Body<T> 
                 let status = rejection.status();
                 let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "too_large" } else { "invalid_input" };
                 Err(ApiError::new(status, code, rejection.body_text()))
+            }
+        }
+    }
+}
+
+/// axum's `Query`, whose rejection (a parameter that does not parse) is a JSON error (400,
+/// `details.field` = `query`).
+#[derive(Debug)]
+pub struct Query<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Query(value)),
+            Err(rejection) => Err(ApiError::new(rejection.status(), "invalid_input", rejection.body_text())
+                .details(json!({"field": "query"}))),
+        }
+    }
+}
+
+/// axum's `Path`, whose rejection (a segment that does not decode) is a JSON error.
+#[derive(Debug)]
+pub struct Path<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Path(value)),
+            Err(rejection) => {
+                let status = rejection.status();
+                let code = if status.is_client_error() { "invalid_input" } else { "internal" };
+                Err(ApiError::new(status, code, rejection.body_text()).details(json!({"field": "path"})))
             }
         }
     }
@@ -354,34 +391,26 @@ pub fn start_run(
 fn input_problems(version: &db::WorkflowVersion, value: &Value) -> Result<Vec<(String, String)>, String> {
     // A workflow's schema in a binary (named by its sha256) never changes: its validator is
     // compiled once.
-    type Validators = std::sync::Mutex<std::collections::HashMap<(String, String), Arc<jsonschema::Validator>>>;
+    type Validators =
+        std::sync::Mutex<std::collections::HashMap<(String, String), Arc<salt_runtime::registry::InputSchema>>>;
     static VALIDATORS: std::sync::OnceLock<Validators> = std::sync::OnceLock::new();
     let key = (version.binary.clone(), version.workflow.clone());
     let cached = VALIDATORS.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
     let validator = match cached {
         Some(v) => v,
         None => {
-            let v = Arc::new(jsonschema::validator_for(registry::input_schema(version)).map_err(|e| e.to_string())?);
+            let v = Arc::new(salt_runtime::registry::InputSchema::new(registry::input_schema(version))?);
             VALIDATORS.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner()).insert(key, v.clone());
             v
         }
     };
-    Ok(validator
-        .iter_errors(value)
-        .map(|e| {
-            let mut at = e.instance_path.to_string();
-            if let jsonschema::error::ValidationErrorKind::Required { property } = &e.kind {
-                at = format!("{at}/{}", property.as_str().unwrap_or_default());
-            }
-            (if at.is_empty() { "/".to_string() } else { at }, e.to_string())
-        })
-        .collect())
+    Ok(validator.problems(value).into_iter().map(|p| (p.field, p.message)).collect())
 }
 
 /// Starts a run of a workflow, its input checked against the workflow's input schema first.
 #[utoipa::path(post, path = "/runs", tag = "runs", request_body = StartRun,
     responses((status = 201, body = StartedRun), (status = 400, body = ErrorBody),
-              (status = 404, body = ErrorBody), (status = 413, body = ErrorBody)))]
+              (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn post_run(
     State(state): State<AppState>,
     Body(body): Body<StartRun>,
@@ -738,7 +767,7 @@ pub struct RerunBody {
 /// Runs a node and everything downstream of it again; nothing upstream runs again.
 #[utoipa::path(post, path = "/runs/{id}/rerun", tag = "actions", request_body = RerunBody,
     params(("id" = i64, Path, description = "The run")),
-    responses((status = 202, body = Accepted), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 202, body = Accepted), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn rerun_run(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -772,7 +801,7 @@ pub struct RunOneBody {
 /// Runs exactly one node again (its upstream must have succeeded).
 #[utoipa::path(post, path = "/runs/{id}/run_one", tag = "actions", request_body = RunOneBody,
     params(("id" = i64, Path, description = "The run")),
-    responses((status = 202, body = Accepted), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 202, body = Accepted), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn run_one(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -801,7 +830,7 @@ pub struct SignalBody {
 #[utoipa::path(post, path = "/runs/{id}/signal", tag = "actions", request_body = SignalBody,
     params(("id" = i64, Path, description = "The run")),
     responses((status = 200, body = Object), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
-              (status = 409, body = ErrorBody), (status = 413, body = ErrorBody)))]
+              (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn signal_run(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -999,12 +1028,15 @@ pub struct QueueSettings {
 /// attempts may run at once. Every server on the database applies them within a second.
 #[utoipa::path(put, path = "/queues/{name}", tag = "queues", request_body = QueueSettings,
     params(("name" = String, Path, description = "The queue")),
-    responses((status = 200, body = db::Queue), (status = 400, body = ErrorBody)))]
+    responses((status = 200, body = db::Queue), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn put_queue(
     State(state): State<AppState>,
     Path(name): Path<String>,
     Body(body): Body<QueueSettings>,
 ) -> ApiResult<Json<db::Queue>> {
+    if let Err(message) = crate::config::check_name("queue", &name) {
+        return Err(ApiError::bad_request(message).details(json!({"field": "name"})));
+    }
     if body.concurrency == Some(0) {
         return Err(ApiError::bad_request(
             "`concurrency` must be at least 1 (to stop a queue, make it inactive: \"active\": false)",
@@ -1019,7 +1051,6 @@ async fn put_queue(
 
 // ---- health, metrics, the document ----
 
-/// Whether the server is up and its database answers.
 /// The workers connected to this server.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct WorkerList {
@@ -1034,6 +1065,9 @@ async fn list_workers(State(state): State<AppState>) -> Json<WorkerList> {
     Json(WorkerList { workers: state.dispatcher.workers() })
 }
 
+/// Whether the server is up and its database answers: `{"status": "ok"}`. Needs no token.
+#[utoipa::path(get, path = "/healthz", tag = "health",
+    responses((status = 200, description = "`{\"status\": \"ok\"}`", body = Object), (status = 500, body = ErrorBody)))]
 async fn healthz(State(state): State<AppState>) -> ApiResult<Json<Value>> {
     conn(&state).query_row("SELECT 1", (), |r| r.get::<i64>(0))?;
     Ok(Json(json!({"status": "ok"})))
@@ -1090,6 +1124,10 @@ pub fn dispatch_metrics(stats: &salt_runtime::remote::DispatchStats) -> String {
     out
 }
 
+/// Prometheus text metrics: runs by state, attempts by queue, workflows, workers and how
+/// fast attempts are claimed.
+#[utoipa::path(get, path = "/metrics", tag = "health",
+    responses((status = 200, content_type = "text/plain; version=0.0.4", body = String), (status = 500, body = ErrorBody)))]
 async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
     let mut body = metrics_text(&conn(&state))?;
     let workers = state.dispatcher.workers();
@@ -1113,6 +1151,14 @@ async fn no_route(req: Request) -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "no_route", format!("no route for {} {}", req.method(), req.uri().path()))
 }
 
+async fn wrong_method(req: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{} is not allowed on {}", req.method(), req.uri().path()),
+    )
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(title = "salt", description = "The REST API of `salt server`: workflows, runs and their actions, binaries, queues, workers, schedules and events."),
@@ -1126,6 +1172,7 @@ async fn no_route(req: Request) -> ApiError {
         (name = "workers", description = "Workers and their connections"),
         (name = "schedules", description = "Cron schedules of workflows"),
         (name = "events", description = "Events that start workflows"),
+        (name = "health", description = "Health, metrics and this document"),
     )
 )]
 struct ApiDoc;
@@ -1159,25 +1206,38 @@ fn v1() -> OpenApiRouter<AppState> {
         .merge(binaries)
 }
 
+/// This document, OpenAPI 3.1.
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "health",
+    responses((status = 200, description = "The OpenAPI document", body = Object)))]
+async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    static DOC: std::sync::OnceLock<utoipa::openapi::OpenApi> = std::sync::OnceLock::new();
+    Json(DOC.get_or_init(openapi).clone())
+}
+
+/// Every route with its description: `/api/v1`, `/healthz`, `/metrics` and the document.
+fn described() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .nest("/api/v1", v1())
+        .routes(routes!(openapi_json))
+        .routes(routes!(healthz))
+        .routes(routes!(metrics))
+}
+
 /// The REST API's routes, with `/healthz`, `/metrics` and `/api/v1/openapi.json`, not yet
 /// given a state nor guarded by tokens ([`crate::server::router`] does both).
 pub fn routes() -> axum::Router<AppState> {
-    let (api, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi()).nest("/api/v1", v1()).split_for_parts();
-    let doc = Arc::new(doc);
-    api.route("/api/v1/openapi.json", axum::routing::get(move || async move { Json(doc.as_ref().clone()) }))
-        .route("/healthz", axum::routing::get(healthz))
-        .route("/metrics", axum::routing::get(metrics))
-        .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
+    described().split_for_parts().0.layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
 }
 
 /// The OpenAPI document of the REST API (what `/api/v1/openapi.json` serves).
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    OpenApiRouter::<AppState>::with_openapi(ApiDoc::openapi()).nest("/api/v1", v1()).split_for_parts().1
+    described().split_for_parts().1
 }
 
-/// The fallback of the whole server: a JSON 404 naming the route.
+/// The fallbacks of the whole server: a JSON 404 naming the route, and a JSON 405 for a method
+/// a route does not answer. Call it once every route is in `router`.
 pub fn fallback(router: Router<AppState>) -> Router<AppState> {
-    router.fallback(no_route)
+    router.fallback(no_route).method_not_allowed_fallback(wrong_method)
 }
 
 #[cfg(test)]

@@ -249,7 +249,8 @@ pub enum QueueCommand {
     Ls,
     /// Change a queue's settings; those not given stay as they are.
     Set {
-        /// The queue.
+        /// The queue: 1 to 128 letters, digits, `_`, `-` and `.`.
+        #[arg(value_parser = queue_name)]
         name: String,
         /// At most this many of its attempts run at once, across every worker and server.
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..), conflicts_with = "no_limit")]
@@ -314,10 +315,19 @@ pub fn main() -> ExitCode {
     if let Some(warning) = salt_runtime::logging::install(false, cli.log_format) {
         eprintln!("warning: {warning}");
     }
+    let json = cli.json;
     match run(cli) {
         Ok(code) => ExitCode::from(code),
-        Err(Failure(message, code)) => {
-            eprintln!("error: {message}");
+        Err(Failure(message, code, body)) => {
+            if json {
+                // The API's error body, on one line: what the server answered when it refused,
+                // else a code for what failed here.
+                let code_name = if code == 2 { "usage" } else { "failed" };
+                let body = body.unwrap_or_else(|| json!({"error": code_name, "message": message, "details": null}));
+                eprintln!("{body}");
+            } else {
+                eprintln!("error: {message}");
+            }
             ExitCode::from(code)
         }
     }
@@ -364,22 +374,22 @@ fn dag_run(spec_path: &std::path::Path, params: &[String], db: &str) -> u8 {
 
 /// A command that failed: its message and exit code.
 #[derive(Debug)]
-struct Failure(String, u8);
+struct Failure(String, u8, Option<Value>);
 
 impl From<ClientError> for Failure {
     fn from(e: ClientError) -> Self {
-        Failure(e.to_string(), e.exit_code())
+        Failure(e.to_string(), e.exit_code(), Some(e.to_json()))
     }
 }
 
 impl From<anyhow::Error> for Failure {
     fn from(e: anyhow::Error) -> Self {
-        Failure(format!("{e:#}"), 1)
+        Failure(format!("{e:#}"), 1, None)
     }
 }
 
 fn usage(message: impl Into<String>) -> Failure {
-    Failure(message.into(), 2)
+    Failure(message.into(), 2, None)
 }
 
 /// How long one request of `logs --follow` waits for new lines.
@@ -441,6 +451,11 @@ fn parse_json(text: &str, origin: &str) -> Result<Value, Failure> {
         None => (text.to_string(), origin.to_string()),
     };
     serde_json::from_str(&text).map_err(|e| usage(format!("{origin} is not JSON: {e}")))
+}
+
+/// A queue's name, checked as the server checks it.
+fn queue_name(name: &str) -> Result<String, String> {
+    crate::config::check_name("queue", name).map(|()| name.to_string())
 }
 
 /// `salt queue ls|set`.
@@ -531,20 +546,20 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
-                .map_err(|e| Failure(format!("cannot start the async runtime: {e}"), 1))?;
+                .map_err(|e| Failure(format!("cannot start the async runtime: {e}"), 1, None))?;
             rt.block_on(crate::worker::run(args.options(cli.server, cli.token)))?;
             Ok(0)
         }
         Command::Server { db, listen, data, open } => {
             let tokens = db::any_token(&server::open_conn(&db)?).map_err(anyhow::Error::from)?;
             if let Some(why) = server::refuse_open(&listen, tokens, open) {
-                return Err(Failure(why, 2));
+                return Err(Failure(why, 2, None));
             }
             let config = server::Config { db, listen, data, open };
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
-                .map_err(|e| Failure(format!("cannot start the async runtime: {e}"), 1))?;
+                .map_err(|e| Failure(format!("cannot start the async runtime: {e}"), 1, None))?;
             rt.block_on(server::serve(config))?;
             Ok(0)
         }
@@ -555,7 +570,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             };
             let conn = server::open_conn(&db)?;
             let registered = registry::register_file(&conn, &data, &binary, config.as_ref()).map_err(|e| match e {
-                registry::RegisterError::Db(_) | registry::RegisterError::Io(_) => Failure(e.to_string(), 1),
+                registry::RegisterError::Db(_) | registry::RegisterError::Io(_) => Failure(e.to_string(), 1, None),
                 _ => usage(e.to_string()),
             })?;
             print_registered(&serde_json::to_value(registered).unwrap_or_default(), json);

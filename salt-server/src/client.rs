@@ -20,6 +20,10 @@ pub enum ClientError {
         status: u16,
         /// The server's message.
         message: String,
+        /// The server's error code (`not_found`, `invalid_input`, …).
+        error: String,
+        /// The server's details of the error (`null` when none).
+        details: Value,
     },
     /// The server failed, or could not be reached: the exit code is 1.
     #[error("{0}")]
@@ -32,6 +36,17 @@ impl ClientError {
         match self {
             ClientError::Refused { .. } => 2,
             ClientError::Failed(_) => 1,
+        }
+    }
+
+    /// The error as the API's error body `{error, message, details}`: what `--json` commands
+    /// print.
+    pub fn to_json(&self) -> Value {
+        match self {
+            ClientError::Refused { message, error, details, .. } => {
+                serde_json::json!({"error": error, "message": message, "details": details})
+            }
+            ClientError::Failed(message) => serde_json::json!({"error": "failed", "message": message, "details": null}),
         }
     }
 }
@@ -92,12 +107,19 @@ impl Client {
             .read_to_string(&mut body)
             .map_err(|e| ClientError::Failed(format!("reading the server's answer: {e}")))?;
         if status >= 400 {
-            let message = serde_json::from_str::<Value>(&body)
-                .ok()
+            let answer = serde_json::from_str::<Value>(&body).ok();
+            let message = answer
+                .as_ref()
                 .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_string))
                 .unwrap_or_else(|| format!("the server answered {status}: {body}"));
             return Err(if status < 500 {
-                ClientError::Refused { status, message }
+                let error = answer
+                    .as_ref()
+                    .and_then(|v| v.get("error").and_then(Value::as_str))
+                    .unwrap_or("refused")
+                    .to_string();
+                let details = answer.and_then(|mut v| v.get_mut("details").map(Value::take)).unwrap_or(Value::Null);
+                ClientError::Refused { status, message, error, details }
             } else {
                 ClientError::Failed(message)
             });

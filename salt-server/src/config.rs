@@ -212,10 +212,8 @@ impl WorkflowConfig {
         if let Some(cron) = self.schedule.as_deref().filter(|s| !s.trim().is_empty()) {
             ScheduleSpec::parse(cron, zone).map_err(|e| err("schedule", e.to_string()))?;
         }
-        if let Some(queue) = &self.queue
-            && queue.trim().is_empty()
-        {
-            return Err(err("queue", "a queue name cannot be empty".into()));
+        if let Some(queue) = &self.queue {
+            check_name("queue", queue).map_err(|m| err("queue", m))?;
         }
         if self.input.is_some() {
             self.input_json().map_err(|m| err("input", m))?;
@@ -250,11 +248,34 @@ impl WorkflowConfig {
     }
 }
 
-/// Whether `name` may name an event: 1 to 128 letters, digits, `_`, `-` or `.`.
-pub fn valid_event_name(name: &str) -> bool {
+/// The longest name of a queue or an event.
+pub const NAME_MAX: usize = 128;
+
+/// Whether `name` may name a queue or an event: 1 to [`NAME_MAX`] letters, digits, `_`, `-` or
+/// `.`, not starting with `.` (so that no name reads as a path: `../x` is refused).
+pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
-        && name.len() <= 128
+        && name.len() <= NAME_MAX
+        && !name.starts_with('.')
         && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+/// Why `name` cannot name a `what` (`queue`, `event`), or nothing when it can (see
+/// [`valid_name`]). A long name is shown cut.
+pub fn check_name(what: &str, name: &str) -> Result<(), String> {
+    if valid_name(name) {
+        return Ok(());
+    }
+    let shown: String = name.chars().take(40).collect();
+    let shown = if shown.len() < name.len() { format!("{shown}…") } else { shown };
+    Err(format!(
+        "`{shown}` is not a {what} name: use 1 to {NAME_MAX} letters, digits, `_`, `-` and `.`, not starting with `.`"
+    ))
+}
+
+/// Whether `name` may name an event (see [`valid_name`]).
+pub fn valid_event_name(name: &str) -> bool {
+    valid_name(name)
 }
 
 fn check_url(url: &str) -> Result<(), String> {
@@ -407,6 +428,13 @@ mod tests {
                 .starts_with("salt.toml: `workflows.etl.input`: a string input must hold JSON")
         );
         assert!(error("[workflows.etl]\nevents = [\"a b\"]\n").starts_with("salt.toml: `workflows.etl.events[0]`: "));
+        assert_eq!(
+            error("[workflows.etl]\nqueue = \"../../x\"\n"),
+            "salt.toml: `workflows.etl.queue`: `../../x` is not a queue name: use 1 to 128 letters, digits, `_`, `-` and `.`, not starting with `.`"
+        );
+        let long = "q".repeat(129);
+        assert!(error(&format!("[workflows.etl]\nqueue = \"{long}\"\n")).contains("is not a queue name"));
+        assert!(SaltToml::parse("[workflows.etl]\nqueue = \"gpu-2.large_x\"\n").is_ok());
         assert!(
             error("[workflows.etl]\nwebhooks = [{ url = \"ftp://x\" }]\n")
                 .starts_with("salt.toml: `workflows.etl.webhooks[0].url`: `ftp://x` is not an http")

@@ -19,7 +19,7 @@ use salt::{CommandOutput, Handle};
 use salt_dag::{Plan, Step};
 use serde_json::{Value, json};
 
-use crate::api::{ApiError, StartedRun};
+use crate::api::{ApiError, Body, StartedRun};
 use crate::registry;
 use crate::state::AppState;
 
@@ -70,7 +70,7 @@ async fn dag(spec: String, params: Vec<String>) -> salt::Result<DagRun> {
         // A failed generator adds nothing: the steps waiting for it are spawned below it and
         // skipped, and the independent ones go on.
         if let Ok(output) = handles[&generator].clone().await {
-            let text = output.stdout_tail.join("\n");
+            let text = output.stdout.unwrap_or_else(|| output.stdout_tail.join("\n"));
             let started: BTreeSet<String> = handles.keys().cloned().collect();
             plan.add_generated(&generator, &text, &started).map_err(fatal)?;
         }
@@ -137,6 +137,10 @@ fn command_of(step: &Step, parents: Vec<Handle<CommandOutput>>) -> salt::Command
     if step.max_retries > 0 {
         cmd = cmd.retries(step.max_retries).backoff(step.retry_interval);
     }
+    if step.is_generator {
+        // Its output is read whole, however many lines it spans.
+        cmd = cmd.keep_stdout();
+    }
     if !parents.is_empty() {
         cmd = cmd.input::<Vec<CommandOutput>>(parents);
     }
@@ -197,10 +201,12 @@ fn register_self(state: &AppState) -> Result<i64, ApiError> {
 /// naming every problem, nothing started, when it does not check. Needs an admin token: a DAG
 /// file runs any command it names.
 #[utoipa::path(post, path = "/dags", tag = "runs", request_body = PostDag,
-    responses((status = 201, body = StartedRun), (status = 400, body = crate::api::ErrorBody)))]
+    responses((status = 201, body = StartedRun), (status = 400, body = crate::api::ErrorBody),
+              (status = 413, body = crate::api::ErrorBody), (status = 415, body = crate::api::ErrorBody),
+              (status = 422, body = crate::api::ErrorBody)))]
 async fn post_dag(
     State(state): State<AppState>,
-    Json(body): Json<PostDag>,
+    Body(body): Body<PostDag>,
 ) -> Result<(StatusCode, Json<StartedRun>), ApiError> {
     let spec = match body.spec {
         Value::String(text) => text,

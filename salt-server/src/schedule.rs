@@ -326,13 +326,11 @@ pub fn check_settings(input_schema: &Value, settings: &WorkflowSettings) -> Resu
 /// The ways `value` breaks `schema`, each as `path: message` (none when it is valid or the
 /// schema cannot be compiled, which the registry has reported already).
 pub fn schema_errors(schema: &Value, value: &Value) -> Vec<String> {
-    let Ok(validator) = jsonschema::validator_for(schema) else { return Vec::new() };
+    let Ok(validator) = salt_runtime::registry::InputSchema::new(schema) else { return Vec::new() };
     validator
-        .iter_errors(value)
-        .map(|e| {
-            let path = e.instance_path.to_string();
-            if path.is_empty() { e.to_string() } else { format!("{path}: {e}") }
-        })
+        .problems(value)
+        .into_iter()
+        .map(|p| if p.at == "/" { p.message } else { format!("{}: {}", p.at, p.message) })
         .collect()
 }
 

@@ -76,14 +76,18 @@ impl Engine for TestEngine {
 }
 
 /// A script that answers `manifest --json` like a workflow binary with the workflow `etl`
-/// (input `{n: integer}`, required) documented `doc`.
+/// (input `{n: integer, width: u32}`, `n` required) documented `doc`; the schema of `width` is
+/// what schemars writes for a `u32`, with no `maximum`.
 fn fake_binary(dir: &Path, name: &str, doc: &str) -> PathBuf {
     let manifest = json!({
         "binary": name, "salt_version": "0.1.0",
         "tasks": [{"name": "load", "may_spawn": false}],
         "workflows": [{
             "name": "etl", "doc": doc, "may_spawn": true,
-            "input_schema": {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]},
+            "input_schema": {"type": "object", "properties": {
+                "n": {"type": "integer"},
+                "width": {"type": "integer", "format": "uint32", "minimum": 0}
+            }, "required": ["n"]},
             "default_input": null, "schedule": null
         }]
     });
@@ -245,6 +249,104 @@ fn a_bad_input_is_refused_naming_the_field_and_nothing_is_stored() {
 
     assert_eq!(server.run_count(), 0);
     assert!(server.engine.calls().is_empty(), "{:?}", server.engine.calls());
+}
+
+#[test]
+fn a_number_out_of_the_range_of_its_integer_type_is_refused_saying_the_range() {
+    let server = Server::start();
+    let (status, body) =
+        server.post("/api/v1/runs", json!({"workflow": "etl", "input": {"n": 1, "width": 4294967296u64}}));
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_input")), "{body}");
+    assert_eq!(
+        body["details"]["errors"],
+        json!([{"path": "/width", "message": "4294967296 is out of range: allowed 0 to 4294967295 (uint32)"}])
+    );
+    let (code, _, err) = server.salt(&["run", "etl", "--input", r#"{"n": 1, "width": -1}"#]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("-1 is out of range: allowed 0 to 4294967295 (uint32) at `/width`"), "{err}");
+    assert_eq!(server.run_count(), 0);
+    let (status, body) =
+        server.post("/api/v1/runs", json!({"workflow": "etl", "input": {"n": 1, "width": 4294967295u64}}));
+    assert_eq!(status, 201, "{body}");
+}
+
+/// Sends `method path` with `body` (no content type when `content_type` is `None`) to the
+/// server's router itself; the status, the content type and the JSON body.
+fn raw(server: &Server, method: &str, path: &str, content_type: Option<&str>, body: &str) -> (u16, String, Value) {
+    let mut request = axum::http::Request::builder().method(method).uri(path);
+    if let Some(t) = content_type {
+        request = request.header("content-type", t);
+    }
+    let request = request.body(axum::body::Body::from(body.to_string())).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        use tower::ServiceExt as _;
+        let response = server::router(server.state.clone(), 0).oneshot(request).await.unwrap();
+        let status = response.status().as_u16();
+        let kind = response.headers().get("content-type").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        (status, kind, serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null))
+    })
+}
+
+#[test]
+fn every_error_of_the_api_is_the_json_error_body() {
+    let server = Server::start();
+    // Method, path, content type, body; the status and code answered.
+    type Case<'a> = (&'a str, &'a str, Option<&'a str>, &'a str, u16, &'a str);
+    let cases: [Case<'_>; 6] = [
+        ("DELETE", "/api/v1/runs", None, "", 405, "method_not_allowed"),
+        ("PATCH", "/api/v1/queues/gpu", Some("application/json"), "{}", 405, "method_not_allowed"),
+        ("GET", "/api/v1/runs?limit=ten", None, "", 400, "invalid_input"),
+        ("GET", "/api/v1/runs/1/logs?after=x", None, "", 400, "invalid_input"),
+        ("POST", "/api/v1/dags", Some("application/json"), r#"{"spce": {}}"#, 422, "invalid_input"),
+        ("POST", "/api/v1/runs", None, r#"{"workflow": "etl", "input": {"n": 1}}"#, 415, "invalid_input"),
+    ];
+    for (method, path, kind, body, status, code) in cases {
+        let (got, content_type, answer) = raw(&server, method, path, kind, body);
+        assert_eq!((got, answer["error"].as_str()), (status, Some(code)), "{method} {path}: {answer}");
+        assert_eq!(content_type, "application/json", "{method} {path}");
+        assert!(answer["message"].as_str().is_some_and(|m| !m.is_empty()), "{method} {path}: {answer}");
+    }
+    let (_, _, answer) = raw(&server, "GET", "/api/v1/runs?limit=ten", None, "");
+    assert_eq!(answer["details"], json!({"field": "query"}));
+    let (_, _, answer) = raw(&server, "POST", "/api/v1/dags", Some("application/json"), "{oops");
+    assert_eq!(answer["error"], "invalid_input", "{answer}");
+    assert_eq!(server.run_count(), 0);
+
+    // `--json` commands print their errors as that body too.
+    let (code, out, err) = server.salt(&["show", "7", "--json"]);
+    assert_eq!((code, out.as_str()), (2, ""));
+    let printed: Value = serde_json::from_str(&err).unwrap_or_else(|e| panic!("{e}: {err}"));
+    assert_eq!(printed, json!({"error": "not_found", "message": "no run 7", "details": null}));
+    let (code, _, err) = server.salt(&["runs", "--json", "--server", "http://127.0.0.1:9"]);
+    assert_eq!(code, 1);
+    let printed: Value = serde_json::from_str(&err).unwrap_or_else(|e| panic!("{e}: {err}"));
+    assert_eq!(printed["error"], "failed");
+    assert!(printed["message"].as_str().unwrap().starts_with("cannot reach the server"), "{printed}");
+    let (code, _, err) = server.salt(&["schedule", "trigger", "nope", "--json"]);
+    assert_ne!(code, 0);
+    let printed: Value = serde_json::from_str(&err).unwrap_or_else(|e| panic!("{e}: {err}"));
+    assert_eq!(printed["error"], "not_found", "{printed}");
+}
+
+#[test]
+fn queue_names_follow_one_pattern_and_length() {
+    let server = Server::start();
+    let long = "q".repeat(12 * 1024);
+    for name in ["..%2F..%2Fx", "a%20b", ".hidden", long.as_str()] {
+        let (status, body, _) =
+            server.request("PUT", &format!("/api/v1/queues/{name}"), None, Some(br#"{"active": true}"#));
+        assert_eq!((status, body["error"].as_str()), (400, Some("invalid_input")), "{name}: {body}");
+        assert!(body["message"].as_str().unwrap().contains("is not a queue name: use 1 to 128 letters"), "{body}");
+    }
+    assert!(db::queues(&server.state.conn.lock().unwrap()).unwrap().is_empty());
+    let (code, _, err) = server.salt(&["queue", "set", "../../x", "--pause"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("`../../x` is not a queue name"), "{err}");
+    let (status, body, _) =
+        server.request("PUT", &format!("/api/v1/queues/{}", "q".repeat(128)), None, Some(br#"{"active": true}"#));
+    assert_eq!(status, 200, "{body}");
 }
 
 /// Sends a request to the server's router itself (over TCP the server may close the connection
@@ -514,6 +616,7 @@ fn the_openapi_document_describes_exactly_the_routes_served() {
         described,
         [
             "GET /api/v1/binaries/{sha256}",
+            "GET /api/v1/openapi.json",
             "GET /api/v1/queues",
             "GET /api/v1/runs",
             "GET /api/v1/runs/{id}",
@@ -525,6 +628,8 @@ fn the_openapi_document_describes_exactly_the_routes_served() {
             "GET /api/v1/workers/connect",
             "GET /api/v1/workflows",
             "GET /api/v1/workflows/{name}",
+            "GET /healthz",
+            "GET /metrics",
             "POST /api/v1/binaries",
             "POST /api/v1/dags",
             "POST /api/v1/events/{name}",
@@ -544,12 +649,12 @@ fn the_openapi_document_describes_exactly_the_routes_served() {
             "PUT /api/v1/queues/{name}",
         ]
     );
-    // Every route the router serves under /api/v1 (the document itself aside), with every method
+    // Every route the router serves under /api/v1, and /healthz and /metrics, with every method
     // it answers (anything but 405 and `no_route`), is described, and nothing else is.
     let paths = served_paths(&server.state);
     assert!(paths.iter().any(|p| p == "/api/v1/runs/{id}/signal"), "the router's paths were not found: {paths:?}");
     let mut served = Vec::new();
-    for path in paths.iter().filter(|p| p.starts_with("/api/v1/") && *p != "/api/v1/openapi.json") {
+    for path in paths.iter().filter(|p| p.starts_with("/api/v1/") || ["/healthz", "/metrics"].contains(&p.as_str())) {
         for method in ["GET", "POST", "PUT", "PATCH", "DELETE"] {
             let (status, body, _) = server.request(method, &concrete(path), None, Some(b"{}"));
             if status != 405 && body["error"] != "no_route" {

@@ -110,3 +110,73 @@ fn a_failing_step_fails_the_run_and_what_depends_on_it_never_runs() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("nope"), "{}", text(&out));
 }
+
+#[test]
+fn a_generator_output_is_read_whole_however_many_lines_it_spans() {
+    let dir = tempfile::tempdir().unwrap();
+    // daggy's README generator example, laid out over many lines.
+    let tasks = serde_json::json!({
+        "pull_a": {"job": {"command": ["echo", "pull", "a"]}, "children": ["report"]},
+        "pull_b": {"job": {"command": ["echo", "pull", "b"]}, "children": ["report"]},
+        "pull_c": {"job": {"command": ["echo", "pull", "c"]}, "children": ["report"]}
+    });
+    let printed = serde_json::to_string_pretty(&tasks).unwrap();
+    assert!(printed.lines().count() > 26, "{printed}");
+    let tasks_file = dir.path().join("tasks.json");
+    std::fs::write(&tasks_file, &printed).unwrap();
+    let spec = dir.path().join("gen.json");
+    std::fs::write(
+        &spec,
+        serde_json::json!({"tasks": {
+            "discover": {"job": {"command": ["cat", tasks_file.display().to_string()]}, "isGenerator": true, "children": ["report"]},
+            "report": {"job": {"command": ["echo", "report"]}}
+        }})
+        .to_string(),
+    )
+    .unwrap();
+    let out = salt(dir.path(), &["dag", "run", spec.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let result: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let steps: Vec<&str> = result["steps"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    assert_eq!(steps, ["discover", "pull_a", "pull_b", "pull_c", "report"], "{result}");
+    std::fs::remove_dir_all(dir.path().join(".salt")).unwrap();
+
+    // Past 1 MiB the generator fails, saying why, and adds nothing.
+    std::fs::write(
+        &spec,
+        serde_json::json!({"tasks": {
+            "discover": {"job": {"command": ["sh", "-c", "head -c 1100000 /dev/zero | tr '\\0' ' '; echo '{}'"]}, "isGenerator": true}
+        }})
+        .to_string(),
+    )
+    .unwrap();
+    let out = salt(dir.path(), &["dag", "run", spec.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("printed more than 1 MiB on its stdout"), "{}", text(&out));
+}
+
+#[test]
+fn a_dag_file_whose_dependencies_would_make_too_many_edges_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let values: Vec<String> = (0..100).map(|i| i.to_string()).collect();
+    let spec = dir.path().join("wide.json");
+    std::fs::write(
+        &spec,
+        serde_json::json!({"parameters": {"A": values, "B": values}, "tasks": {
+            "x": {"job": {"command": ["echo", "{{A}}{{B}}"]}},
+            "y": {"job": {"command": ["echo", "{{B}}{{A}}"]}, "parents": ["x"]}
+        }})
+        .to_string(),
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let out = salt(dir.path(), &["dag", "check", spec.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("the dependency of task `y` on task `x` would link 100000000 pairs"),
+        "{}",
+        text(&out)
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "{:?}", started.elapsed());
+}

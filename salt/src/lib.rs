@@ -225,9 +225,10 @@ pub mod __private {
         result
     }
 
-    /// The JSON Schema of `T`.
+    /// The JSON Schema of `T`, with the ranges of its sized integers (`minimum` and `maximum`
+    /// of a `u32`, …).
     pub fn schema<T: schemars::JsonSchema>() -> serde_json::Value {
-        serde_json::to_value(schemars::schema_for!(T)).unwrap_or_default()
+        salt_runtime::registry::with_integer_bounds(serde_json::to_value(schemars::schema_for!(T)).unwrap_or_default())
     }
 
     /// Selects, for a concrete `T`, [`Checked`] when `T` is a [`TaskValue`] and [`Unchecked`]

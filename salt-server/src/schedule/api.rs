@@ -15,7 +15,7 @@
 use std::str::FromStr;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Path, Request, State};
+use axum::extract::{FromRequest, Request, State};
 use axum::http::StatusCode;
 use axum::{Json, Router};
 use jiff::Timestamp;
@@ -28,7 +28,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{Backfill, EventRun, Fired, Occurrence, Schedule, ScheduleError};
-use crate::api::{ApiError, ErrorBody};
+use crate::api::{ApiError, ErrorBody, Path};
 use crate::state::AppState;
 
 /// The routes of schedules and events with their OpenAPI description, paths relative to

@@ -66,7 +66,31 @@ pub struct Remote {
 /// A failed request: what to print and the exit code (2 for a request the server refused as
 /// invalid, 1 otherwise).
 #[derive(Debug)]
-struct Failure(String, u8);
+struct Failure {
+    message: String,
+    code: u8,
+    /// The server's error body, when it answered one.
+    body: Option<Value>,
+}
+
+fn fail(message: String, code: u8) -> Failure {
+    Failure { message, code, body: None }
+}
+
+impl Failure {
+    fn answered(mut self, body: Value) -> Self {
+        self.body = body.is_object().then_some(body);
+        self
+    }
+
+    /// The error as the API's error body, as `--json` prints it.
+    fn to_json(&self) -> Value {
+        self.body.clone().unwrap_or_else(|| {
+            let error = if self.code == 2 { "usage" } else { "failed" };
+            serde_json::json!({"error": error, "message": self.message, "details": null})
+        })
+    }
+}
 
 fn request(remote: &Remote, method: &str, path: &str, body: Option<&Value>) -> Result<Value, Failure> {
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
@@ -88,7 +112,7 @@ fn request(remote: &Remote, method: &str, path: &str, body: Option<&Value>) -> R
             req.send(body.map(Value::to_string).unwrap_or_default())
         }
     };
-    let mut resp = result.map_err(|e| Failure(format!("cannot reach the server at {}: {e}", remote.server), 1))?;
+    let mut resp = result.map_err(|e| fail(format!("cannot reach the server at {}: {e}", remote.server), 1))?;
     let status = resp.status();
     let text = resp.body_mut().read_to_string().unwrap_or_default();
     let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
@@ -98,7 +122,7 @@ fn request(remote: &Remote, method: &str, path: &str, body: Option<&Value>) -> R
     let message =
         value["message"].as_str().map(str::to_string).unwrap_or_else(|| format!("the server answered {status}"));
     let code = if matches!(status.as_u16(), 400 | 422) { 2 } else { 1 };
-    Err(Failure(message, code))
+    Err(fail(message, code).answered(value))
 }
 
 /// Runs a `salt schedule` command against `remote`; prints its result and returns the exit
@@ -114,9 +138,16 @@ pub fn code(command: &ScheduleCommand, remote: &Remote) -> u8 {
             print!("{out}");
             0
         }
-        Err(Failure(message, code)) => {
-            eprintln!("error: {message}");
-            code
+        Err(failure) => {
+            let (ScheduleCommand::Ls { json }
+            | ScheduleCommand::Trigger { json, .. }
+            | ScheduleCommand::Backfill { json, .. }) = command;
+            if *json {
+                eprintln!("{}", failure.to_json());
+            } else {
+                eprintln!("error: {}", failure.message);
+            }
+            failure.code
         }
     }
 }
@@ -131,7 +162,7 @@ fn execute(command: &ScheduleCommand, remote: &Remote) -> Result<String, Failure
                 return Ok(pretty(&v));
             }
             let views: Vec<ScheduleView> =
-                serde_json::from_value(v).map_err(|e| Failure(format!("unexpected answer from the server: {e}"), 1))?;
+                serde_json::from_value(v).map_err(|e| fail(format!("unexpected answer from the server: {e}"), 1))?;
             Ok(render_ls(&views))
         }
         ScheduleCommand::Trigger { workflow, json } => {
@@ -348,7 +379,7 @@ report    1        0 * * * *   UTC            paused  2024-03-30 02:00:00 UTC   
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
         let out = tokio::task::spawn_blocking(move || {
-            let run = |c: ScheduleCommand| execute(&c, &remote).map_err(|Failure(m, code)| (m, code));
+            let run = |c: ScheduleCommand| execute(&c, &remote).map_err(|f| (f.message, f.code));
             let ls = run(ScheduleCommand::Ls { json: false }).unwrap();
             let trigger = run(ScheduleCommand::Trigger { workflow: "etl".into(), json: false }).unwrap();
             let backfill = run(ScheduleCommand::Backfill {

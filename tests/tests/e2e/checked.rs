@@ -92,7 +92,12 @@ fn the_manifest_shows_defaults_and_which_arguments_may_be_omitted() {
             "additionalProperties": false,
             "properties": {
                 "dir": {"type": "string"},
-                "score": {"type": "integer", "format": "int64"},
+                "score": {
+                    "type": "integer",
+                    "format": "int64",
+                    "minimum": i64::MIN,
+                    "maximum": i64::MAX
+                },
                 "grade": {"type": "string"},
                 "tags": {"type": ["array", "null"], "items": {"type": "string"}, "default": null},
                 "note": {"type": ["string", "null"], "default": null},
@@ -109,6 +114,7 @@ fn the_manifest_shows_defaults_and_which_arguments_may_be_omitted() {
                             "type": "integer",
                             "format": "uint32",
                             "minimum": 0,
+                            "maximum": u32::MAX,
                             "default": 3
                         },
                         "verbose": {"description": "Whether to say more.", "type": "boolean", "default": false}

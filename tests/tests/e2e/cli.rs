@@ -111,7 +111,7 @@ fn run_input_errors_name_the_field_and_what_was_expected_and_store_no_run() {
     // One run, so that the database exists and `runs` can tell that no refused run was added.
     let out = env.run(&["run", "talk"]);
     assert!(out.status.success(), "{}", text(&out));
-    let schema = r#"expected schema: {"$schema":"https://json-schema.org/draft/2020-12/schema","additionalProperties":false,"properties":{"dir":{"type":"string"},"fail":{"type":"boolean"},"slow_ms":{"format":"uint64","minimum":0,"type":"integer"}},"required":["dir","slow_ms","fail"],"title":"pipeline_input","type":"object"}"#;
+    let schema = r#"expected schema: {"$schema":"https://json-schema.org/draft/2020-12/schema","additionalProperties":false,"properties":{"dir":{"type":"string"},"fail":{"type":"boolean"},"slow_ms":{"format":"uint64","maximum":18446744073709551615,"minimum":0,"type":"integer"}},"required":["dir","slow_ms","fail"],"title":"pipeline_input","type":"object"}"#;
     let cases: [(&str, &str, &[&str]); 6] = [
         ("pipeline", r#"["x", 0, false]"#, &[r#"["x",0,false] is not of type "object" at `/`"#]),
         ("pipeline", r#""x""#, &[r#""x" is not of type "object" at `/`"#]),
@@ -121,7 +121,7 @@ fn run_input_errors_name_the_field_and_what_was_expected_and_store_no_run() {
             &[
                 r#"["x"] is not of type "string" at `/dir`"#,
                 r#""no" is not of type "boolean" at `/fail`"#,
-                "-1 is less than the minimum of 0 at `/slow_ms`",
+                "-1 is out of range: allowed 0 to 18446744073709551615 (uint64) at `/slow_ms`",
             ],
         ),
         ("pipeline", r#"{"dir": "x", "fail": false}"#, &[r#""slow_ms" is a required property at `/`"#]),
