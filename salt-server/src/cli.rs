@@ -596,7 +596,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                      with --token TOKEN or SALT_TOKEN=TOKEN (`salt token create NAME --role admin --db DB` \
                      creates one)",
                 ),
-                ClientError::Refused { status: 403, message } => {
+                ClientError::Refused { status: 403, message, .. } => {
                     usage(format!("this token may not register binaries ({message}); registering needs the admin role"))
                 }
                 other => Failure::from(other),
