@@ -660,20 +660,39 @@ fn die(code: i32) -> ! {
 /// behind). Linux lists a process's children in `/proc`; elsewhere this does nothing, and the
 /// process group is killed when the process ends.
 pub(crate) fn kill_descendants() {
-    let mut stack = vec![std::process::id()];
+    kill_trees(children_of(std::process::id(), None));
+}
+
+/// Kills the processes thread `tid` of this process started, and theirs: what a body blocked on
+/// that thread (waiting for a child process with a blocking call) runs, while other bodies run
+/// on other threads.
+pub(crate) fn kill_started_by_thread(tid: i32) {
+    kill_trees(children_of(std::process::id(), Some(tid)));
+}
+
+/// The children of process `pid`: of all its threads, or of thread `tid` only.
+fn children_of(pid: u32, tid: Option<i32>) -> Vec<i32> {
+    let read = |path: std::path::PathBuf| -> Vec<i32> {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        text.split_whitespace().filter_map(|c| c.parse::<i32>().ok()).collect()
+    };
+    match tid {
+        Some(tid) => read(format!("/proc/{pid}/task/{tid}/children").into()),
+        None => std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|tasks| tasks.flatten().flat_map(|t| read(t.path().join("children"))).collect())
+            .unwrap_or_default(),
+    }
+}
+
+/// Kills `roots` and every process below them (a container's remover excepted, which removes the
+/// container once its guard dies).
+fn kill_trees(roots: Vec<i32>) {
+    let mut stack: Vec<i32> = roots.into_iter().filter(|&c| !crate::container::is_remover(c)).collect();
     let mut found = Vec::new();
     while let Some(pid) = stack.pop() {
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { continue };
-        for task in tasks.flatten() {
-            let Ok(children) = std::fs::read_to_string(task.path().join("children")) else { continue };
-            for child in children.split_whitespace().filter_map(|c| c.parse::<i32>().ok()) {
-                if crate::container::is_remover(child) {
-                    continue;
-                }
-                found.push(child);
-                stack.push(child as u32);
-            }
-        }
+        found.push(pid);
+        let below = children_of(pid as u32, None);
+        stack.extend(below.into_iter().filter(|&c| !crate::container::is_remover(c)));
     }
     // The removals start before the guards die: killed first, this process could die too
     // before it started them, and no one would remove the containers.

@@ -1,6 +1,8 @@
 //! The `inline` executor: bodies run as tasks on this process's async runtime.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::FutureExt;
@@ -27,6 +29,31 @@ type Calls = Arc<Mutex<HashMap<u64, Waiting>>>;
 struct Attempt {
     abort: tokio::task::AbortHandle,
     calls: Calls,
+    /// The thread polling the body right now, 0 when none: a body blocked in a system call (it
+    /// waits for a child process with `std::process::Command::status`, say) holds it.
+    polling: Arc<AtomicI32>,
+}
+
+thread_local! {
+    /// This thread's id, as `/proc/self/task` names it.
+    static TID: i32 = nix::unistd::gettid().as_raw();
+}
+
+/// Says, while it is polled, which thread polls it.
+fn tracked<F: Future>(body: F, polling: Arc<AtomicI32>) -> impl Future<Output = F::Output> {
+    /// Clears the record when the poll ends, by return or by panic.
+    struct Polled<'a>(&'a AtomicI32);
+    impl Drop for Polled<'_> {
+        fn drop(&mut self) {
+            self.0.store(0, Ordering::Relaxed);
+        }
+    }
+    let mut body = Box::pin(body);
+    std::future::poll_fn(move |cx| {
+        polling.store(TID.with(|t| *t), Ordering::Relaxed);
+        let _polled = Polled(&polling);
+        body.as_mut().poll(cx)
+    })
 }
 
 /// Runs bodies on this process's runtime.
@@ -61,7 +88,8 @@ impl Executor for Inline {
         let host =
             Arc::new(InlineHost { events: self.events.clone(), at, calls: calls.clone(), next: Default::default() });
         let ctx = Context::new(host, at.run, at.node, at.attempt);
-        let body = ctx.clone().scope(task.body(input, ctx.clone()));
+        let polling = Arc::new(AtomicI32::new(0));
+        let body = tracked(ctx.clone().scope(task.body(input, ctx.clone())), polling.clone());
         let events = self.events.clone();
         let handle = tokio::spawn(async move {
             let result = std::panic::AssertUnwindSafe(body).catch_unwind().await;
@@ -73,7 +101,7 @@ impl Executor for Inline {
             };
             let _ = events.send(Event::Finished { at, result });
         });
-        self.attempts.insert(at, Attempt { abort: handle.abort_handle(), calls });
+        self.attempts.insert(at, Attempt { abort: handle.abort_handle(), calls, polling });
     }
 
     fn answer(&mut self, at: AttemptId, call: u64, answer: Answer) {
@@ -96,11 +124,16 @@ impl Executor for Inline {
 
     fn stop(&mut self, at: AttemptId) {
         if let Some(a) = self.attempts.remove(&at) {
+            let polling = a.polling.load(Ordering::Relaxed);
             a.abort.abort();
             // The processes a stopped body started stop with it. Inline bodies share this
-            // process, so they can be told apart only when no other body runs.
+            // process: when no other body runs, every process below it is the body's; else, a
+            // body blocked on a thread (waiting for a child process) is told apart by the
+            // thread, whose children are its own.
             if self.attempts.is_empty() {
                 crate::protocol::kill_descendants();
+            } else if polling != 0 {
+                crate::protocol::kill_started_by_thread(polling);
             }
         }
     }

@@ -115,6 +115,26 @@ async fn kill_target(dir: String, slow_ms: u64) -> salt::Result<u64> {
     Ok(slow + other.await? + after.await?)
 }
 
+/// Runs `sh -c "sleep 60; touch DIR/side_effect"` and waits for it with a blocking call, as
+/// task code that shells out does.
+#[task]
+async fn shells_out(dir: String) -> salt::Result<bool> {
+    mark(&dir, "shells_out");
+    let script = format!("sleep 60; touch {dir}/side_effect");
+    let status = std::process::Command::new("sh").args(["-c", &script]).status()?;
+    Ok(status.success())
+}
+
+/// `shells_out` beside an independent step, awaited by the root: the target of the test that
+/// kills a node whose body blocks on a child process.
+#[workflow]
+async fn kill_shell(dir: String) -> salt::Result<bool> {
+    let shell = shells_out(dir.clone());
+    let other = step(dir, "other", 0, 200);
+    other.await?;
+    shell.await
+}
+
 /// A failing first step and a step that depends on it, which is skipped.
 #[workflow]
 async fn broken_chain(dir: String) -> salt::Result<u64> {

@@ -243,3 +243,31 @@ fn a_node_killed_after_its_parent_parked_is_final_on_pool() {
 fn a_node_killed_early_is_final_on_inline() {
     a_killed_node_stays_killed("inline", std::time::Duration::from_secs(1));
 }
+
+#[test]
+fn killing_an_inline_node_stops_the_process_its_body_waits_for() {
+    let env = Env::new();
+    let input = serde_json::json!({"dir": env.dir()}).to_string();
+    let child = env.spawn(&["run", "kill_shell", "--executor", "inline", "--input", &input]);
+    env.wait_for_marker("shells_out");
+    env.wait_for_marker("other");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let started = std::time::Instant::now();
+    let out = env.run(&["cancel", "1", "--node", "shells_out"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "the orchestrator waited for the killed body's child: {:?}",
+        started.elapsed()
+    );
+    assert!(!out.status.success(), "{}", text(&out));
+    assert_eq!(env.show(1)["run"]["state"], "failed");
+    let sleeping = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .any(|cmdline| String::from_utf8_lossy(&cmdline).contains(&format!("touch {}/side_effect", env.dir())));
+    assert!(!sleeping, "the killed body's `sh -c \"sleep 60; touch …\"` still runs");
+    assert!(!env.work.join("side_effect").exists());
+}
