@@ -475,14 +475,14 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 let view = ops::show_node(store.as_ref(), run, &node)?;
                 if json { print_json(&to_json(&view)) } else { out(render::node_text(&view)) }
             } else {
-                let mut snapshot = ops::show(store.as_ref(), run)?;
+                let mut view = ops::show_run(store.as_ref(), run)?;
                 if json {
                     if !state.is_empty() {
-                        snapshot.nodes.retain(|n| state.contains(&n.state));
+                        view.snapshot.nodes.retain(|n| state.contains(&n.state));
                     }
-                    print_serialized(&snapshot)
+                    print_serialized(&view)
                 } else {
-                    out(render::show_text(&snapshot, all, &state))
+                    out(render::show_text(&view, all, &state))
                 }
             }
             Ok(ExitCode::SUCCESS)

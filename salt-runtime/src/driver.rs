@@ -32,7 +32,7 @@ use tokio::time::Instant;
 
 use crate::error::{Error, ErrorKind, Result, StoreError};
 use crate::executor::{AttemptId, Event, Events, Executor};
-use crate::model::{RunId, now_ms};
+use crate::model::{NodeId, RunId, now_ms};
 use crate::progress::Observer;
 use crate::run::{Action, Core, Effects, Note};
 use crate::runner::RunOutcome;
@@ -89,6 +89,8 @@ impl Admission {
 enum Deferred {
     Note(Note),
     Action(Action),
+    /// A node's attempt went onto the work queue: (node, task, queue).
+    Queued(NodeId, &'static str, String),
 }
 
 /// The end of one run's commit.
@@ -391,6 +393,13 @@ impl Driver {
         let Some(h) = self.runs.get_mut(&run) else { return };
         let Effects { writes, actions, notes } = fx;
         track_queued(&mut h.queued, &writes);
+        let enqueued: Vec<(NodeId, u32, String)> = writes
+            .iter()
+            .filter_map(|w| match w {
+                Write::Enqueue { node, attempt, queue, .. } => Some((*node, *attempt, queue.clone())),
+                _ => None,
+            })
+            .collect();
         h.pipe.queued.extend(writes);
         let durable = h.pipe.is_idle();
         let lease_fresh = h.lease_watch.as_ref().is_none_or(LeaseWatch::is_fresh);
@@ -408,10 +417,18 @@ impl Driver {
             }
         }
         for note in notes {
+            let queued = enqueued
+                .iter()
+                .find(|(node, attempt, _)| *node == note.node && *attempt == note.attempt)
+                .map(|(_, _, queue)| Deferred::Queued(note.node, note.task, queue.clone()));
             if durable {
                 h.observer.node(note.node, note.task, note.state, note.attempt, note.error.as_ref());
+                if let Some(Deferred::Queued(node, task, queue)) = queued {
+                    h.observer.queued(node, task, &queue);
+                }
             } else {
                 h.pipe.after_queued.push(Deferred::Note(note));
+                h.pipe.after_queued.extend(queued);
             }
         }
         let executor = h.executor;
@@ -479,6 +496,7 @@ impl Driver {
         for d in waiting {
             match d {
                 Deferred::Note(n) => h.observer.node(n.node, n.task, n.state, n.attempt, n.error.as_ref()),
+                Deferred::Queued(node, task, queue) => h.observer.queued(node, task, &queue),
                 Deferred::Action(a) => actions.push(a),
             }
         }

@@ -19,7 +19,7 @@ pub use crate::registry::{Backoff, Policy};
 use crate::registry::{Kind, Registry, TaskDescriptor};
 use crate::render::GraphView;
 use crate::runner::{Executor, RunOutcome, Runner, default_parallelism};
-use crate::store::{self, Durability, Store};
+use crate::store::{self, Durability, Queued, Store};
 
 /// How long [`cancel`] waits for a live orchestrator to stop its run.
 pub const CANCEL_WAIT: Duration = Duration::from_secs(30);
@@ -47,6 +47,38 @@ pub fn list_runs(store: &dyn Store, limit: usize) -> Result<Vec<RunSummary>> {
 /// the signals its parked nodes wait for.
 pub fn show(store: &dyn Store, run: RunId) -> Result<RunSnapshot> {
     store.load(run).map_err(|e| e.into_error())
+}
+
+/// A run as `show RUN --json` and `GET /runs/{id}` give it: everything stored about it, and its
+/// attempts that wait on the work queue for a worker (their nodes are stored `running`, and
+/// shown `queued`).
+#[derive(Debug, Clone, Serialize)]
+pub struct RunView {
+    /// Everything stored about the run.
+    #[serde(flatten)]
+    pub snapshot: RunSnapshot,
+    /// Its attempts enqueued on a named queue that no worker has taken yet.
+    pub queued: Vec<Queued>,
+}
+
+/// [`show`], with the attempts that wait on the work queue for a worker.
+pub fn show_run(store: &dyn Store, run: RunId) -> Result<RunView> {
+    let snapshot = show(store, run)?;
+    let queued = queued(store, &snapshot)?;
+    Ok(RunView { snapshot, queued })
+}
+
+/// The attempts of a run that wait on the work queue for a worker: none once the run has
+/// ended or when no one drives it (nothing would take their result).
+fn queued(store: &dyn Store, snapshot: &RunSnapshot) -> Result<Vec<Queued>> {
+    if !matches!(snapshot.run.state, RunState::Running | RunState::Paused) {
+        return Ok(Vec::new());
+    }
+    let mut queued = store.queued(snapshot.run.id).map_err(|e| e.into_error())?;
+    queued.retain(|q| {
+        snapshot.nodes.get(q.node.index()).is_some_and(|n| n.state == NodeState::Running && n.attempts == q.attempt)
+    });
+    Ok(queued)
 }
 
 /// A node given by id, or by a task name that names exactly one node of the run (superseded
@@ -86,18 +118,21 @@ pub struct NodeView {
     pub attempts: Vec<AttemptRecord>,
     /// The signals (and sleeps) it is parked on.
     pub waits: Vec<WaitRecord>,
+    /// Its attempt waiting on the work queue for a worker, if it is `queued`.
+    pub queued: Option<Queued>,
 }
 
 /// A node of a run (an id, or a task name that names one node) with its input and attempts.
 pub fn show_node(store: &dyn Store, run: RunId, node: &str) -> Result<NodeView> {
     let snapshot = show(store, run)?;
     let id = resolve_node(&snapshot, node)?;
+    let queued = queued(store, &snapshot)?.into_iter().find(|q| q.node == id);
     let input = node_input(&snapshot, id);
     let attempts = snapshot.attempts.iter().filter(|a| a.node == id).cloned().collect();
     let waits = snapshot.waits.iter().filter(|w| w.node == id).cloned().collect();
     let node =
         snapshot.nodes.into_iter().nth(id.index()).ok_or_else(|| usage(format!("run {run} has no node {id}")))?;
-    Ok(NodeView { run, node, input, attempts, waits })
+    Ok(NodeView { run, node, input, attempts, waits, queued })
 }
 
 fn node_input(snapshot: &RunSnapshot, id: NodeId) -> Value {

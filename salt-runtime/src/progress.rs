@@ -20,6 +20,9 @@ pub(crate) trait Observer: Send {
     fn node(&mut self, id: NodeId, task: &str, state: NodeState, attempt: u32, error: Option<&Error>);
     fn tick(&mut self, summary: &Summary);
     fn done(&mut self, summary: &Summary);
+    /// Node `id`'s attempt was enqueued on `queue`: nothing runs it until a worker of that
+    /// queue takes it.
+    fn queued(&mut self, _id: NodeId, _task: &str, _queue: &str) {}
 }
 
 /// How a run shows its progress.
@@ -36,7 +39,7 @@ pub(crate) fn observer(progress: Progress) -> Box<dyn Observer> {
     match progress {
         Progress::Quiet => Box::new(Quiet),
         Progress::Auto if std::io::stderr().is_terminal() => Box::new(Live::new()),
-        Progress::Auto => Box::new(Plain),
+        Progress::Auto => Box::new(Plain::default()),
     }
 }
 
@@ -60,10 +63,50 @@ fn transition_line(id: NodeId, task: &str, state: NodeState, attempt: u32, error
     Some(format!("node {id} {task}: {what}"))
 }
 
+/// This binary's name, as a user types it to start a worker (`flows worker --queue gpu`).
+fn bin_name() -> String {
+    std::env::args_os()
+        .next()
+        .as_deref()
+        .map(std::path::Path::new)
+        .and_then(std::path::Path::file_name)
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "<bin>".to_string())
+}
+
+/// What a run says, once per queue, when a node's attempt goes onto the work queue: it waits
+/// for a worker of that queue, and how to start one.
+fn queued_line(id: NodeId, task: &str, queue: &str) -> String {
+    format!(
+        "node {id} {task} waits for a worker of queue `{queue}`: start one with `{} worker --queue {queue}` \
+         (or `salt worker --queue {queue}` for a server)",
+        bin_name()
+    )
+}
+
+/// The queues a run already said it waits on.
+#[derive(Default)]
+struct Announced(std::collections::HashSet<String>);
+
+impl Announced {
+    /// The line to say for a node enqueued on `queue`, the first time only.
+    fn line(&mut self, id: NodeId, task: &str, queue: &str) -> Option<String> {
+        self.0.insert(queue.to_string()).then(|| queued_line(id, task, queue))
+    }
+}
+
 /// One line per transition, for logs and pipes.
-struct Plain;
+#[derive(Default)]
+struct Plain {
+    announced: Announced,
+}
 
 impl Observer for Plain {
+    fn queued(&mut self, id: NodeId, task: &str, queue: &str) {
+        if let Some(line) = self.announced.line(id, task, queue) {
+            let _ = writeln!(std::io::stderr(), "{line}");
+        }
+    }
     fn node(&mut self, id: NodeId, task: &str, state: NodeState, attempt: u32, error: Option<&Error>) {
         if let Some(line) = transition_line(id, task, state, attempt, error) {
             let _ = writeln!(std::io::stderr(), "{line}");
@@ -79,6 +122,7 @@ impl Observer for Plain {
 /// retries are printed above it.
 struct Live {
     bar: ProgressBar,
+    announced: Announced,
 }
 
 impl Live {
@@ -88,11 +132,16 @@ impl Live {
             ProgressStyle::with_template("{spinner} {wide_msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()),
         );
         bar.enable_steady_tick(Duration::from_millis(100));
-        Self { bar }
+        Self { bar, announced: Announced::default() }
     }
 }
 
 impl Observer for Live {
+    fn queued(&mut self, id: NodeId, task: &str, queue: &str) {
+        if let Some(line) = self.announced.line(id, task, queue) {
+            self.bar.println(line);
+        }
+    }
     fn node(&mut self, id: NodeId, task: &str, state: NodeState, attempt: u32, error: Option<&Error>) {
         if error.is_some()
             && state != NodeState::Skipped
@@ -228,6 +277,9 @@ impl Observer for Broadcast {
     fn done(&mut self, summary: &Summary) {
         self.catch_up();
         self.inner.done(summary);
+    }
+    fn queued(&mut self, id: NodeId, task: &str, queue: &str) {
+        self.inner.queued(id, task, queue);
     }
 }
 

@@ -405,6 +405,25 @@ impl Dispatcher {
         }
     }
 
+    /// The attempts of `run` that wait for a worker of their queue, oldest first: what the
+    /// server's views call `queued` (see [`crate::store::Queued`]).
+    pub fn queued(&self, run: crate::model::RunId) -> Vec<crate::store::Queued> {
+        let inner = self.lock();
+        let now = (std::time::Instant::now(), crate::model::now_ms());
+        inner
+            .waiting
+            .iter()
+            .filter_map(|id| inner.attempts.get(id))
+            .filter(|live| live.at.run == run && !live.stopped)
+            .map(|live| crate::store::Queued {
+                node: live.at.node,
+                attempt: live.at.attempt,
+                queue: live.queue.clone(),
+                since: now.1 - i64::try_from(now.0.duration_since(live.queued_at).as_millis()).unwrap_or(0),
+            })
+            .collect()
+    }
+
     /// How many attempts wait for a worker, by queue.
     pub fn waiting(&self) -> BTreeMap<String, usize> {
         let inner = self.lock();

@@ -737,11 +737,23 @@ fn wait_line(out: &mut String, run: RunId, w: &WaitRecord, now: i64) {
     }
 }
 
+/// What a node whose attempt waits on the work queue is said to wait for.
+pub fn queued_text(q: &crate::store::Queued) -> String {
+    format!("waits for a worker of queue `{}`", q.queue)
+}
+
+fn queued_line(out: &mut String, q: &crate::store::Queued, node: Option<NodeId>) {
+    let who = node.map(|n| format!("node {n} ")).unwrap_or_default();
+    let _ = writeln!(out, "queued    {who}{}; start one with `worker --queue {}`", queued_text(q), q.queue);
+}
+
 /// `show RUN` as text: the run, then one line per node; superseded nodes only with `all`
 /// (`show RUN --all`), otherwise counted in a last line. With `states` not empty, only the
 /// nodes in one of those states are listed (`show RUN --state failed`), and a last line says
-/// how many of how many.
-pub fn show_text(s: &RunSnapshot, all: bool, states: &[NodeState]) -> String {
+/// how many of how many. A node whose attempt waits on the work queue for a worker
+/// (`view.queued`) is shown `queued`, with its queue.
+pub fn show_text(view: &crate::ops::RunView, all: bool, states: &[NodeState]) -> String {
+    let s = &view.snapshot;
     let r = &s.run;
     let now = crate::model::now_ms();
     let mut out = String::new();
@@ -766,6 +778,9 @@ pub fn show_text(s: &RunSnapshot, all: bool, states: &[NodeState]) -> String {
     for w in &s.waits {
         wait_line(&mut out, r.id, w, now);
     }
+    for q in &view.queued {
+        queued_line(&mut out, q, Some(q.node));
+    }
     if r.state == RunState::Interrupted {
         let _ = writeln!(
             out,
@@ -788,18 +803,20 @@ pub fn show_text(s: &RunSnapshot, all: bool, states: &[NodeState]) -> String {
             (Some(a), Some(b)) => human_ms(b - a),
             _ => String::new(),
         };
-        let detail = match (&n.error, &n.output) {
-            (Some(e), _) => truncate(e.message(), 100),
-            (None, Some(o)) => truncate(&o.to_string(), 60),
+        let queued = view.queued.iter().find(|q| q.node == n.id);
+        let detail = match (&n.error, &n.output, queued) {
+            (Some(e), _, _) => truncate(e.message(), 100),
+            (None, Some(o), _) => truncate(&o.to_string(), 60),
+            (None, None, Some(q)) => queued_text(q),
             _ => String::new(),
         };
+        let state = if queued.is_some() { "queued" } else { n.state.as_str() };
         cut |= detail.ends_with('…');
         let task = match n.parent {
             Some(p) if p != 0 => format!("{} (in {p})", n.task),
             _ => n.task.clone(),
         };
-        let _ =
-            writeln!(out, "{:>5}  {:<24} {:<10} {:>8} {:>9}  {detail}", n.id, task, n.state.as_str(), n.attempts, time);
+        let _ = writeln!(out, "{:>5}  {:<24} {:<10} {:>8} {:>9}  {detail}", n.id, task, state, n.attempts, time);
     }
     if !states.is_empty() {
         let names: Vec<&str> = states.iter().map(|s| s.as_str()).collect();
@@ -834,7 +851,8 @@ pub fn node_text(v: &crate::ops::NodeView) -> String {
     let n = &v.node;
     let now = crate::model::now_ms();
     let mut out = String::new();
-    let _ = writeln!(out, "node {}  task {}  of run {}  {}", n.id, n.task, v.run, n.state.as_str().to_uppercase());
+    let state = if v.queued.is_some() { "queued" } else { n.state.as_str() };
+    let _ = writeln!(out, "node {}  task {}  of run {}  {}", n.id, n.task, v.run, state.to_uppercase());
     if let Some(p) = n.parent {
         let _ = writeln!(out, "parent    node {p}");
     }
@@ -850,6 +868,9 @@ pub fn node_text(v: &crate::ops::NodeView) -> String {
     }
     for w in &v.waits {
         wait_line(&mut out, v.run, w, now);
+    }
+    if let Some(q) = &v.queued {
+        queued_line(&mut out, q, None);
     }
     for a in &v.attempts {
         let time = a.finished_at.map(|f| format!(" · {}", human_ms(f - a.started_at))).unwrap_or_default();

@@ -185,6 +185,21 @@ pub struct QueueResult {
     pub result: Result<Value, Error>,
 }
 
+/// An attempt waiting on the work queue for a worker: enqueued and not claimed, or claimed by a
+/// worker whose claim expired. Nothing runs it until a worker of its queue takes it (`<bin>
+/// worker --queue QUEUE`); `show`, the REST API and the web UI call its node `queued`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Queued {
+    /// The node.
+    pub node: NodeId,
+    /// The attempt waiting.
+    pub attempt: u32,
+    /// The queue whose workers may take it.
+    pub queue: String,
+    /// When it was enqueued (ms since the epoch).
+    pub since: i64,
+}
+
 pub use salt_core::journal::Write;
 
 /// A new run to create, with its root node.
@@ -326,6 +341,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// attempt's end ([`Write::AttemptFinished`]), so one taken by an orchestrator that stopped
     /// before committing it is not lost.
     fn queue_results(&self, run: RunId) -> Result<Vec<QueueResult>, StoreError>;
+    /// The attempts of `run` that wait on the work queue for a worker (see [`Queued`]), in the
+    /// order they were enqueued.
+    fn queued(&self, run: RunId) -> Result<Vec<Queued>, StoreError>;
 
     /// A way to wait until entries of `queue` may have become ready (enqueued, given back),
     /// instead of polling for them: `None` from a store that cannot tell (then poll). Entries

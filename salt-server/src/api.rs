@@ -191,6 +191,26 @@ fn existing_node(state: &AppState, run: RunId, text: &str) -> ApiResult<(RunSnap
     Ok((snapshot, node))
 }
 
+/// A run as `show RUN --json` gives it, with the attempts of the runs this server drives that
+/// wait in its dispatcher for a worker: `queued` too.
+pub(crate) fn run_view(state: &AppState, run: RunId) -> salt_runtime::Result<ops::RunView> {
+    let mut view = ops::show_run(state.store.as_ref(), run)?;
+    if !view.snapshot.run.state.is_terminal() {
+        view.queued.extend(state.dispatcher.queued(run));
+    }
+    Ok(view)
+}
+
+/// A node as `show RUN NODE --json` gives it, `queued` too while it waits in this server's
+/// dispatcher for a worker.
+pub(crate) fn node_view(state: &AppState, run: RunId, node: &str) -> salt_runtime::Result<ops::NodeView> {
+    let mut view = ops::show_node(state.store.as_ref(), run, node)?;
+    if view.queued.is_none() && view.node.state == salt_runtime::model::NodeState::Running {
+        view.queued = state.dispatcher.queued(run).into_iter().find(|q| q.node == view.node.id);
+    }
+    Ok(view)
+}
+
 // ---- workflows ----
 
 /// The registered workflows.
@@ -456,11 +476,11 @@ async fn get_run(
 ) -> ApiResult<Response> {
     let run = existing_run(&state, &id)?;
     let as_text = wants_text(q.format.as_deref())?;
-    let snapshot = ops::show(state.store.as_ref(), run).map_err(ApiError::of)?;
+    let view = run_view(&state, run).map_err(ApiError::of)?;
     if as_text {
-        return Ok(text(salt_runtime::render::show_text(&snapshot, q.all.unwrap_or(false), &[])));
+        return Ok(text(salt_runtime::render::show_text(&view, q.all.unwrap_or(false), &[])));
     }
-    Ok(Json(snapshot).into_response())
+    Ok(Json(view).into_response())
 }
 
 /// One node of a run, with its input and attempts (what `show RUN NODE --json` prints).
@@ -476,7 +496,7 @@ async fn get_node(
     let run = existing_run(&state, &id)?;
     let as_text = wants_text(q.format.as_deref())?;
     let (_, node) = existing_node(&state, run, &node)?;
-    let view = ops::show_node(state.store.as_ref(), run, &node.to_string()).map_err(ApiError::of)?;
+    let view = node_view(&state, run, &node.to_string()).map_err(ApiError::of)?;
     if as_text {
         return Ok(text(salt_runtime::render::node_text(&view)));
     }

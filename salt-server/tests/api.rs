@@ -891,3 +891,55 @@ fn queue_settings_are_set_kept_and_listed_and_a_zero_limit_is_refused() {
     let (code, out, err) = server.salt(&["queue", "set", "gpu", "--no-limit"]);
     assert_eq!((code, out.as_str()), (0, "queue `gpu`: active, no limit\n"), "{err}");
 }
+
+#[test]
+fn a_node_whose_attempt_waits_for_a_worker_reads_queued_with_its_queue() {
+    let server = Server::start();
+    server.post("/api/v1/runs", json!({"workflow": "etl", "input": {"n": 1}}));
+    let store = server.state.store.clone();
+    let run = RunId::new(1);
+    let lease =
+        store.acquire_run_lease(run, &salt_runtime::store::new_owner(), std::time::Duration::from_secs(600)).unwrap();
+    let node = NodeId::new(1);
+    let at = now_ms();
+    store
+        .commit(
+            Some(&lease),
+            &[
+                Write::RunStarted { run, executor: "inline", parallelism: 1, at },
+                Write::NodeState { run, node, state: NodeState::Running },
+                Write::AttemptStarted { run, node, attempt: 1, executor: "queue:gpu".into(), at },
+                Write::Enqueue {
+                    run,
+                    node,
+                    attempt: 1,
+                    queue: "gpu".into(),
+                    priority: 0,
+                    task: "load".into(),
+                    input: json!({}),
+                },
+            ],
+        )
+        .unwrap();
+
+    let (status, shown) = server.get("/api/v1/runs/1");
+    assert_eq!(status, 200, "{shown}");
+    assert_eq!(
+        shown["queued"],
+        json!([{"node": 1, "attempt": 1, "queue": "gpu", "since": shown["queued"][0]["since"]}])
+    );
+    assert_eq!(shown["nodes"][1]["state"], "running", "the stored state stays: {shown}");
+    let (status, node_view) = server.get("/api/v1/runs/1/nodes/load");
+    assert_eq!(status, 200);
+    assert_eq!(node_view["queued"]["queue"], "gpu", "{node_view}");
+    let (_, _, text) = server.request("GET", "/api/v1/runs/1/nodes/load?format=text", None, None);
+    assert!(text.contains("QUEUED") && text.contains("waits for a worker of queue `gpu`"), "{text}");
+
+    // Once a worker has claimed it, it runs: no longer queued.
+    let claims = store.claim("gpu", 1, "worker", std::time::Duration::from_secs(60)).unwrap();
+    assert_eq!(claims.len(), 1);
+    let (_, shown) = server.get("/api/v1/runs/1");
+    assert_eq!(shown["queued"], json!([]), "{shown}");
+    let (_, node_view) = server.get("/api/v1/runs/1/nodes/load");
+    assert_eq!(node_view["queued"], Value::Null, "{node_view}");
+}

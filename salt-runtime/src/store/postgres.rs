@@ -32,7 +32,8 @@ use tokio_postgres::{IsolationLevel, Statement, Transaction};
 
 use super::sqlite::{ArgIn, ArgOut, corrupt, json, millis, parse_json};
 use super::{
-    Claim, Durability, Lease, NewRun, QueueResult, QueueWatch, ResultWatch, Store, Write, effective_state, live_expiry,
+    Claim, Durability, Lease, NewRun, QueueResult, QueueWatch, Queued, ResultWatch, Store, Write, effective_state,
+    live_expiry,
 };
 use crate::blob::{BlobRef, SPILL_BYTES};
 use crate::error::{Error, StoreError};
@@ -1449,6 +1450,26 @@ impl Store for PgStore {
              SELECT pg_notify('salt_ready', queue) FROM released",
             None,
         )
+    }
+
+    fn queued(&self, run: RunId) -> Result<Vec<Queued>, StoreError> {
+        let rows = self.run(move |c| {
+            Box::pin(async move {
+                Ok(c.query(
+                    "SELECT q.node_id, q.attempt, q.queue, q.enqueued_at FROM ready_queue q
+                     JOIN attempts a ON a.run_id = q.run_id AND a.node_id = q.node_id AND a.attempt = q.attempt
+                     WHERE q.run_id = $1 AND q.taken_at IS NULL AND a.state = 'running'
+                       AND (q.state = 'ready' OR (q.state = 'claimed' AND q.expires_at <= $2))
+                     ORDER BY q.id",
+                    &[&run.get(), &now_ms()],
+                )
+                .await?)
+            })
+        })?;
+        Ok(rows
+            .iter()
+            .map(|r| Queued { node: node_of(r.get(0)), attempt: u32_of(r.get(1)), queue: r.get(2), since: r.get(3) })
+            .collect())
     }
 
     fn queue_results(&self, run: RunId) -> Result<Vec<QueueResult>, StoreError> {

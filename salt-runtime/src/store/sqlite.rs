@@ -23,7 +23,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, Transaction, Trans
 use serde_json::Value;
 
 use super::{
-    Claim, Durability, Lease, NewRun, QueueResult, QueueWatch, ResultWatch, Store, Write, effective_state, live_expiry,
+    Claim, Durability, Lease, NewRun, QueueResult, QueueWatch, Queued, ResultWatch, Store, Write, effective_state,
+    live_expiry,
 };
 use crate::blob::{BlobRef, Blobs, SPILL_BYTES};
 use crate::error::{Error, StoreError};
@@ -1303,6 +1304,26 @@ impl Store for SqliteStore {
         let unrecorded = "SELECT EXISTS (SELECT 1 FROM ready_queue
                           WHERE taken_at IS NULL AND state IN ('succeeded', 'failed'))";
         Ok(Some(ResultWatch::local(self.watch_commits(unrecorded, None)?)))
+    }
+
+    fn queued(&self, run: RunId) -> Result<Vec<Queued>, StoreError> {
+        let sql = |e| self.sql(e);
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT q.node_id, q.attempt, q.queue, q.enqueued_at FROM ready_queue q
+                 JOIN attempts a ON a.run_id = q.run_id AND a.node_id = q.node_id AND a.attempt = q.attempt
+                 WHERE q.run_id = ?1 AND q.taken_at IS NULL AND a.state = 'running'
+                   AND (q.state = 'ready' OR (q.state = 'claimed' AND q.expires_at <= ?2))
+                 ORDER BY q.id",
+            )
+            .map_err(sql)?;
+        let rows = stmt
+            .query_map(params![run, now_ms()], |r| {
+                Ok(Queued { node: r.get(0)?, attempt: r.get(1)?, queue: r.get(2)?, since: r.get(3)? })
+            })
+            .map_err(sql)?;
+        rows.collect::<Result<_, _>>().map_err(sql)
     }
 
     fn queue_results(&self, run: RunId) -> Result<Vec<QueueResult>, StoreError> {

@@ -29,14 +29,14 @@ pub(super) fn kill_button(run: RunId, node: NodeId) -> String {
 }
 
 fn parts(state: &AppState, run: RunId, node: &str, act: bool) -> UiResult<live::Parts> {
-    let v = ops::show_node(state.store.as_ref(), run, node)?;
+    let v = crate::api::node_view(state, run, node)?;
     let n = &v.node;
     let id = n.id;
     let run_state = ops::show(state.store.as_ref(), run)?.run.state;
     let mut main = format!(
         r#"<h1>Node {id} <small>{task}</small> {badge}</h1><dl class="facts"><dt>Run</dt><dd><a href="/runs/{run}">{run}</a></dd><dt>Parent</dt><dd>{parent}</dd><dt>Created</dt><dd>{created}</dd><dt>Started</dt><dd>{started}</dd><dt>Finished</dt><dd>{finished}</dd><dt>Duration</dt><dd>{dur}</dd><dt>Attempts</dt><dd>{attempts}</dd></dl>"#,
         task = esc(n.label.as_deref().unwrap_or(&n.task)),
-        badge = badge(n.state.as_str()),
+        badge = badge(if v.queued.is_some() { "queued" } else { n.state.as_str() }),
         parent = n.parent.map(|p| format!(r#"<a href="/runs/{run}/nodes/{p}">{p}</a>"#)).unwrap_or_else(|| "—".into()),
         created = when(n.created_at),
         started = n.started_at.map(when).unwrap_or_default(),
@@ -49,6 +49,14 @@ fn parts(state: &AppState, run: RunId, node: &str, act: bool) -> UiResult<live::
             r#"<p class="error" role="alert"><b>{}</b>: {}</p>"#,
             esc(e.kind().as_str()),
             esc(e.message())
+        ));
+    }
+    if let Some(q) = &v.queued {
+        main.push_str(&format!(
+            r#"<p class="notice" role="status">Queued: {}. Start one with <code>salt worker --queue {}</code> (for a run started by a workflow binary, <code>BIN worker --queue {}</code>).</p>"#,
+            esc(&salt_runtime::render::queued_text(q)),
+            esc(&q.queue),
+            esc(&q.queue),
         ));
     }
     if act && !n.state.is_terminal() && !run_state.is_terminal() {

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use salt_runtime::model::{NodeState, RunId, RunSnapshot, RunState};
 use salt_runtime::ops;
 use salt_runtime::render::{GraphView, state_color};
+use salt_runtime::store::Queued;
 
 use super::{
     CSRF, Catalog, UiError, UiResult, badge, blocking, enc, esc, form, html_page, live, parse_run, pattern, see_other,
@@ -219,7 +220,7 @@ fn graph_part(catalog: &Catalog, s: &RunSnapshot, view: &View) -> String {
     g
 }
 
-fn nodes_part(s: &RunSnapshot, view: &View, act: bool) -> String {
+fn nodes_part(s: &RunSnapshot, queued: &[Queued], view: &View, act: bool) -> String {
     let run = s.run.id;
     let re = pattern(view.nname.as_deref());
     let wanted = view.nstate.as_deref().and_then(NodeState::parse);
@@ -248,7 +249,13 @@ fn nodes_part(s: &RunSnapshot, view: &View, act: bool) -> String {
         if pages > 1 { format!(", page {} of {pages}", p + 1) } else { String::new() }
     ));
     for n in matching.iter().skip(p * NODES_PER_PAGE).take(NODES_PER_PAGE) {
-        let error: String = n.error.as_ref().map(|e| e.message().chars().take(120).collect()).unwrap_or_default();
+        let queued = queued.iter().find(|q| q.node == n.id);
+        let error: String = match (&n.error, queued) {
+            (Some(e), _) => e.message().chars().take(120).collect(),
+            (None, Some(q)) => salt_runtime::render::queued_text(q),
+            (None, None) => String::new(),
+        };
+        let shown_state = if queued.is_some() { "queued" } else { n.state.as_str() };
         let kill = if act && n.state == NodeState::Running && !s.run.state.is_terminal() {
             super::node::kill_button(run, n.id)
         } else {
@@ -256,7 +263,7 @@ fn nodes_part(s: &RunSnapshot, view: &View, act: bool) -> String {
         };
         out.push_str(&format!(
             r#"<tr data-node="{id}"><td><a href="/runs/{run}/nodes/{id}">{id}</a></td><td>{task}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class="err">{}</td><td>{kill}</td></tr>"#,
-            badge(n.state.as_str()),
+            badge(shown_state),
             n.attempts,
             n.started_at.map(when).unwrap_or_default(),
             took(n.started_at, n.finished_at),
@@ -286,12 +293,12 @@ fn parts(
     view: &View,
     act: bool,
 ) -> UiResult<(live::Parts, RunSnapshot)> {
-    let s = ops::show(state.store.as_ref(), run)?;
+    let ops::RunView { snapshot: s, queued } = crate::api::run_view(state, run)?;
     let parts = vec![
         ("run-header".to_string(), header(&s)),
         ("run-controls".to_string(), controls(state, &s, act)),
         ("run-graph".to_string(), graph_part(catalog, &s, view)),
-        ("run-nodes".to_string(), nodes_part(&s, view, act)),
+        ("run-nodes".to_string(), nodes_part(&s, &queued, view, act)),
     ];
     Ok((live::Parts { parts, done: s.run.state.is_terminal() }, s))
 }

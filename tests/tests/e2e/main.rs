@@ -14,6 +14,7 @@ mod oplogs;
 mod ops;
 mod ownership;
 mod postgres;
+mod queued;
 mod recovery;
 mod replay;
 mod runs_after;
