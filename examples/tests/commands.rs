@@ -229,8 +229,10 @@ fn a_command_whose_orchestrator_is_killed_leaves_nothing_running_and_recover_com
     assert_eq!((lines("started"), lines("finished")), (2, 1), "ran again once, to completion");
 }
 
-// Container steps, through Podman and Docker (each where it runs) and a tiny busybox image built
-// here (no registry needed).
+// Container steps, through Podman and through Docker, and a tiny busybox image built here (no
+// registry needed). Each test runs once per engine (`podman::NAME`, `docker::NAME`), ignored
+// unless asked for with `--ignored` (`.ci/run` does); an engine that does not run then fails
+// its tests, saying why.
 
 /// A container engine of these tests, with the configuration they pass to it.
 struct Engine {
@@ -286,17 +288,15 @@ impl Engine {
         }
     }
 
-    /// Whether `ENGINE info` succeeds; says why not when it does not.
-    fn works(&self) -> bool {
+    /// Whether `ENGINE info` succeeds; why not when it does not.
+    fn works(&self) -> Result<(), String> {
         match self.configured(self.program).arg("info").output() {
-            Err(e) => say(&format!("{} cannot start: {e}", self.program)),
+            Err(e) => Err(format!("{} cannot start: {e}", self.program)),
             Ok(out) if !out.status.success() => {
-                let err = String::from_utf8_lossy(&out.stderr);
-                say(&format!("`{} info` fails: {}", self.program, err.trim()));
+                Err(format!("`{} info` fails: {}", self.program, String::from_utf8_lossy(&out.stderr).trim()))
             }
-            Ok(_) => return true,
+            Ok(_) => Ok(()),
         }
-        false
     }
 
     /// The engine with the busybox image, built unless it is there (kept by its tag across
@@ -320,60 +320,84 @@ fn soft_limit(name: &str) -> u64 {
     soft.unwrap_or(1024).min(4096)
 }
 
-/// Podman and the busybox image, built once; `None`, after saying so, when Podman cannot
-/// start here (missing, or `podman info` failing).
-fn podman() -> Option<&'static Engine> {
-    static PODMAN: std::sync::OnceLock<Option<Engine>> = std::sync::OnceLock::new();
-    PODMAN
-        .get_or_init(|| {
-            // Podman's default ulimits are above what an unprivileged sandbox may set, and crun
-            // refuses a hybrid cgroup hierarchy that runc accepts: these tests ask for limits
-            // within the host's and for runc where it is installed.
-            let conf = std::env::temp_dir().join("salt-tests-containers.conf");
-            let runc = std::process::Command::new("runc").arg("--version").output().is_ok_and(|o| o.status.success());
-            let (nofile, nproc) = (soft_limit("Max open files"), soft_limit("Max processes"));
-            let mut text =
-                format!("[containers]\ndefault_ulimits = [\"nofile={nofile}:{nofile}\", \"nproc={nproc}:{nproc}\"]\n");
-            if runc {
-                text.push_str("[engine]\nruntime = \"runc\"\n");
-            }
-            // Written whole, then renamed: a test binary running beside this one reads either.
-            let part = conf.with_extension(format!("{}", std::process::id()));
-            std::fs::write(&part, text).unwrap();
-            std::fs::rename(&part, &conf).unwrap();
-            let podman = Engine { program: "podman", conf: Some(conf) };
-            podman.works().then(|| podman.with_image())
-        })
-        .as_ref()
+/// Podman and the busybox image, built once; panics, saying why, when Podman cannot start here
+/// (missing, or `podman info` failing).
+fn podman() -> &'static Engine {
+    static PODMAN: std::sync::OnceLock<Result<Engine, String>> = std::sync::OnceLock::new();
+    let podman = PODMAN.get_or_init(|| {
+        // Podman's default ulimits are above what an unprivileged sandbox may set, and crun
+        // refuses a hybrid cgroup hierarchy that runc accepts: these tests ask for limits
+        // within the host's and for runc where it is installed.
+        let conf = std::env::temp_dir().join("salt-tests-containers.conf");
+        let runc = std::process::Command::new("runc").arg("--version").output().is_ok_and(|o| o.status.success());
+        let (nofile, nproc) = (soft_limit("Max open files"), soft_limit("Max processes"));
+        let mut text =
+            format!("[containers]\ndefault_ulimits = [\"nofile={nofile}:{nofile}\", \"nproc={nproc}:{nproc}\"]\n");
+        if runc {
+            text.push_str("[engine]\nruntime = \"runc\"\n");
+        }
+        // Written whole, then renamed: a test binary running beside this one reads either.
+        let part = conf.with_extension(format!("{}", std::process::id()));
+        std::fs::write(&part, text).unwrap();
+        std::fs::rename(&part, &conf).unwrap();
+        let podman = Engine { program: "podman", conf: Some(conf) };
+        podman.works().map(|()| podman.with_image())
+    });
+    podman.as_ref().unwrap_or_else(|why| {
+        panic!(
+            "these tests need Podman, which does not run here: {why}; install Debian's `podman` \
+             (.ci/run lists its companions)"
+        )
+    })
 }
 
-/// Docker and the busybox image, built once; `None`, after saying so, when Docker cannot start
-/// here (no client, or no daemon answering `docker info`), unless `SALT_REQUIRE_DOCKER` is set:
-/// then that fails the test.
-fn docker() -> Option<&'static Engine> {
-    static DOCKER: std::sync::OnceLock<Option<Engine>> = std::sync::OnceLock::new();
-    let docker = DOCKER
-        .get_or_init(|| {
-            let docker = Engine { program: "docker", conf: None };
-            docker.works().then(|| docker.with_image())
-        })
-        .as_ref();
-    let required = std::env::var("SALT_REQUIRE_DOCKER").is_ok_and(|v| !v.is_empty() && v != "0");
-    assert!(docker.is_some() || !required, "SALT_REQUIRE_DOCKER is set, but Docker does not run here");
-    docker
+/// Docker and the busybox image, built once; panics, saying why, when Docker cannot start here
+/// (no client, or no daemon answering `docker info`: `.ci/docker-up` starts one).
+fn docker() -> &'static Engine {
+    static DOCKER: std::sync::OnceLock<Result<Engine, String>> = std::sync::OnceLock::new();
+    let docker = DOCKER.get_or_init(|| {
+        let docker = Engine { program: "docker", conf: None };
+        docker.works().map(|()| docker.with_image())
+    });
+    docker.as_ref().unwrap_or_else(|why| {
+        panic!(
+            "these tests need Docker, which does not run here: {why}; install `docker.io` and start \
+             its daemon (.ci/docker-up)"
+        )
+    })
 }
 
-/// Every engine that runs here.
-fn engines() -> Vec<&'static Engine> {
-    podman().into_iter().chain(docker()).collect()
+/// Runs each named test (a `fn(&Engine)`) once per engine: `podman::NAME` and `docker::NAME`,
+/// both ignored unless asked for.
+macro_rules! on_every_engine {
+    ($($name:ident),* $(,)?) => {
+        mod podman {
+            $(
+                #[test]
+                #[ignore = "needs Podman (run with --include-ignored; .ci/run does)"]
+                fn $name() {
+                    super::$name(super::podman());
+                }
+            )*
+        }
+        mod docker {
+            $(
+                #[test]
+                #[ignore = "needs Docker, .ci/docker-up (run with --include-ignored; .ci/run does)"]
+                fn $name() {
+                    super::$name(super::docker());
+                }
+            )*
+        }
+    };
 }
 
-/// Says, on stderr past the test harness's capture, that the container tests do not run on an
-/// engine.
-fn say(why: &str) {
-    use std::io::Write as _;
-    let _ = writeln!(std::io::stderr(), "a container engine does not run here ({why}): its container tests do not run");
-}
+on_every_engine!(
+    a_container_step_reads_json_arguments_writes_a_json_result_and_logs,
+    a_failed_container_step_says_its_exit_code_or_signal,
+    a_timed_out_container_is_stopped_and_removed,
+    a_container_whose_orchestrator_is_killed_is_removed_and_recover_runs_it_once,
+);
 
 /// Imports a root file system of a static busybox and its applets as [`IMAGE`].
 fn build_image(engine: &Engine) {
@@ -401,14 +425,7 @@ fn tag_of(dir: &Path) -> String {
     dir.file_name().unwrap().to_string_lossy().trim_start_matches('.').to_string()
 }
 
-#[test]
-fn a_container_step_reads_json_arguments_writes_a_json_result_and_logs() {
-    for engine in engines() {
-        container_step_reads_json_arguments_writes_a_json_result_and_logs(engine);
-    }
-}
-
-fn container_step_reads_json_arguments_writes_a_json_result_and_logs(engine: &Engine) {
+fn a_container_step_reads_json_arguments_writes_a_json_result_and_logs(engine: &Engine) {
     let tmp = tempfile::tempdir().unwrap();
     let (dir, tag) = (tmp.path(), tag_of(tmp.path()));
     let input = json!({"image": IMAGE, "tag": tag}).to_string();
@@ -455,14 +472,7 @@ fn container_step_reads_json_arguments_writes_a_json_result_and_logs(engine: &En
     engine.assert_none_left(&tag, "after the run");
 }
 
-#[test]
-fn a_failed_container_step_says_its_exit_code_or_signal() {
-    for engine in engines() {
-        failed_container_step_says_its_exit_code_or_signal(engine);
-    }
-}
-
-fn failed_container_step_says_its_exit_code_or_signal(engine: &Engine) {
+fn a_failed_container_step_says_its_exit_code_or_signal(engine: &Engine) {
     let tmp = tempfile::tempdir().unwrap();
     let (dir, tag) = (tmp.path(), tag_of(tmp.path()));
     for (run, how, message) in [
@@ -478,14 +488,7 @@ fn failed_container_step_says_its_exit_code_or_signal(engine: &Engine) {
     engine.assert_none_left(&tag, "after the run");
 }
 
-#[test]
-fn a_timed_out_container_is_stopped_and_removed() {
-    for engine in engines() {
-        timed_out_container_is_stopped_and_removed(engine);
-    }
-}
-
-fn timed_out_container_is_stopped_and_removed(engine: &Engine) {
+fn a_timed_out_container_is_stopped_and_removed(engine: &Engine) {
     for executor in ["inline", "process", "pool"] {
         let tmp = tempfile::tempdir().unwrap();
         let (dir, tag) = (tmp.path(), tag_of(tmp.path()));
@@ -504,14 +507,7 @@ fn timed_out_container_is_stopped_and_removed(engine: &Engine) {
     }
 }
 
-#[test]
-fn a_container_whose_orchestrator_is_killed_is_removed_and_recover_runs_it_once() {
-    for engine in engines() {
-        container_whose_orchestrator_is_killed_is_removed_and_recover_runs_it_once(engine);
-    }
-}
-
-fn container_whose_orchestrator_is_killed_is_removed_and_recover_runs_it_once(engine: &Engine) {
+fn a_container_whose_orchestrator_is_killed_is_removed_and_recover_runs_it_once(engine: &Engine) {
     let tmp = tempfile::tempdir().unwrap();
     let (dir, tag) = (tmp.path(), tag_of(tmp.path()));
     let input = json!({"image": IMAGE, "tag": tag, "dir": dir.display().to_string()}).to_string();

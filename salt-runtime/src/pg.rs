@@ -317,8 +317,9 @@ mod tests {
     use super::Pg;
 
     #[test]
+    #[ignore = "needs PostgreSQL (run with --include-ignored; .ci/run does)"]
     fn a_session_idle_in_a_transaction_is_ended_and_the_clock_is_the_servers() {
-        let Some(url) = salt_testkit::postgres::database("pg_idle") else { return };
+        let url = salt_testkit::postgres::database("pg_idle");
         let pg = Pg::connect(&url, 1).unwrap();
         let (timeout, db_ms): (String, i64) = pg
             .with(|c| {
@@ -339,8 +340,9 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "needs PostgreSQL (run with --include-ignored; .ci/run does)"]
     fn queries_notifications_and_a_reconnect() {
-        let Some(url) = salt_testkit::postgres::database("pg_client") else { return };
+        let url = salt_testkit::postgres::database("pg_client");
         let pg = Pg::connect(&url, 2).unwrap();
         pg.batch("CREATE TABLE t (x BIGINT)").unwrap();
         let listener = pg.listen(&["ready"]).unwrap();
@@ -362,7 +364,7 @@ mod tests {
         assert!(listener.recv_timeout(Duration::from_millis(50)).is_none());
 
         // Every connection of this database is terminated: the next calls reconnect.
-        let server = salt_testkit::postgres::server().unwrap();
+        let server = salt_testkit::postgres::server();
         let db = url.rsplit('/').next().unwrap();
         server.psql(&format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'")).unwrap();
         std::thread::sleep(Duration::from_millis(200));

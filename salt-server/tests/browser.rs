@@ -155,6 +155,7 @@ fn texts(browser: &Browser, css: &str) -> Value {
 }
 
 #[test]
+#[ignore = "needs Chromium and chromedriver (run with --include-ignored; .ci/run does)"]
 fn a_served_workflow_runs_from_the_browser_to_the_end() {
     let approval = example("salt-examples", "approval");
     let relay = example("salt-server", "relay");

@@ -205,6 +205,7 @@ fn succeeded_markers(tag: &str, shown: &Value) -> BTreeSet<String> {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL, or SALT_CHAOS_DB=sqlite (run with --include-ignored; .ci/run does)"]
 fn two_servers_three_workers_a_killed_worker_a_killed_server_and_a_database_restart() {
     let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let sqlite = std::env::var("SALT_CHAOS_DB").is_ok_and(|v| v == "sqlite");
@@ -215,8 +216,7 @@ fn two_servers_three_workers_a_killed_worker_a_killed_server_and_a_database_rest
     let (db, pg) = if sqlite {
         (keep.path().join("salt.db").display().to_string(), None)
     } else {
-        let Some(url) = salt_testkit::postgres::database("chaos") else { return };
-        (url, salt_testkit::postgres::server())
+        (salt_testkit::postgres::database("chaos"), Some(salt_testkit::postgres::server()))
     };
     let mut c = Cluster::new(db, 2, 3000);
     let registered = c.salt(0, &["register", example("salt-server", "spread").to_str().unwrap(), "--json"]);
@@ -340,14 +340,14 @@ fn two_servers_three_workers_a_killed_worker_a_killed_server_and_a_database_rest
 }
 
 #[test]
+#[ignore = "needs PostgreSQL, or SALT_CHAOS_DB=sqlite (run with --include-ignored; .ci/run does)"]
 fn a_queue_limit_holds_across_two_servers_and_their_workers_and_a_killed_server() {
     let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let keep = tempfile::tempdir().unwrap();
     let db = if std::env::var("SALT_CHAOS_DB").is_ok_and(|v| v == "sqlite") {
         keep.path().join("salt.db").display().to_string()
     } else {
-        let Some(url) = salt_testkit::postgres::database("limits") else { return };
-        url
+        salt_testkit::postgres::database("limits")
     };
     let mut c = Cluster::new(db, 2, 10_000);
     c.salt(0, &["register", example("salt-server", "spread").to_str().unwrap(), "--json"]);
@@ -416,9 +416,10 @@ fn wait_succeeded(c: &Cluster, server: usize, run: u64, secs: u64) {
 }
 
 #[test]
+#[ignore = "needs PostgreSQL (run with --include-ignored; .ci/run does)"]
 fn servers_whose_clocks_are_minutes_apart_agree_on_leases() {
     let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let Some(db) = salt_testkit::postgres::database("clocks") else { return };
+    let db = salt_testkit::postgres::database("clocks");
     // Server 0's clock is two minutes behind, server 1's two minutes ahead; leases last 3 s.
     let mut c = Cluster::skewed(db, 3000, &[-120_000, 120_000]);
     c.salt(0, &["register", example("salt-server", "spread").to_str().unwrap(), "--json"]);

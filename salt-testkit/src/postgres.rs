@@ -6,8 +6,10 @@
 //!   directory (as the `postgres` user when run as root, since `initdb` refuses root), then
 //!   `postgres` on `127.0.0.1` and a free port, with `fsync` off. A watchdog shell stops it
 //!   (fast shutdown) and removes its directory as soon as this process is gone.
-//! - `SALT_REQUIRE_POSTGRES=1` (CI sets it) turns "no PostgreSQL here" from a skipped test into
-//!   a failed one.
+//!
+//! Where there is neither, [`server`] and [`database`] panic, saying what to install: the tests
+//! that call them are `#[ignore = "needs PostgreSQL …"]`, run with `cargo test -- --ignored`
+//! (`.ci/run` does) where PostgreSQL is installed.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -102,37 +104,32 @@ impl Server {
     }
 }
 
-/// The test server, started on first use; `None` (after printing why) when there is none and
-/// `SALT_REQUIRE_POSTGRES` is not set.
-pub fn server() -> Option<&'static Server> {
+/// The test server, started on first use. Panics, saying why and what to install, when there is
+/// none.
+pub fn server() -> &'static Server {
     static SERVER: OnceLock<Result<Server, String>> = OnceLock::new();
     match SERVER.get_or_init(start) {
-        Ok(server) => Some(server),
-        Err(why) if required() => panic!("SALT_REQUIRE_POSTGRES is set but no PostgreSQL server is available: {why}"),
-        Err(why) => {
-            eprintln!(
-                "skipped: no PostgreSQL server for this test ({why}); set SALT_TEST_POSTGRES or install postgresql"
-            );
-            None
-        }
+        Ok(server) => server,
+        Err(why) => panic!(
+            "no PostgreSQL server for the tests here: {why}; install Debian's `postgresql` \
+             (its server binaries, under /usr/lib/postgresql/*/bin) or set \
+             SALT_TEST_POSTGRES=postgres://USER@HOST:PORT"
+        ),
     }
 }
 
-/// A fresh, empty database named after `hint` on the test server, as a `postgres://` URL.
-pub fn database(hint: &str) -> Option<String> {
+/// A fresh, empty database named after `hint` on the test server, as a `postgres://` URL. Panics
+/// as [`server`] does when there is no server.
+pub fn database(hint: &str) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    let server = server()?;
+    let server = server();
     let clean: String =
         hint.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).take(30).collect();
     let name = format!("salt_{clean}_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
     if let Err(e) = server.psql(&format!("CREATE DATABASE {name}")) {
         panic!("{e}");
     }
-    Some(server.url(&name))
-}
-
-fn required() -> bool {
-    std::env::var("SALT_REQUIRE_POSTGRES").is_ok_and(|v| !v.is_empty() && v != "0")
+    server.url(&name)
 }
 
 fn start() -> Result<Server, String> {
@@ -252,8 +249,9 @@ fn run(cmd: &mut Command) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     #[test]
+    #[ignore = "needs PostgreSQL (run with --include-ignored; .ci/run does)"]
     fn a_fresh_database_answers_queries() {
-        let Some(url) = super::database("testkit") else { return };
+        let url = super::database("testkit");
         let out = std::process::Command::new("psql").arg(&url).args(["-Atc", "SELECT current_database()"]).output();
         let out = out.expect("psql runs");
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -31,7 +31,7 @@ fn options() -> Result<Options, String> {
         let value = args.next().ok_or(usage)?;
         match flag.as_str() {
             "--db" if value == "postgres" => {
-                opts.db = Some(salt_testkit::postgres::database("bench_queue").ok_or("no PostgreSQL server")?);
+                opts.db = Some(salt_testkit::postgres::database("bench_queue"));
             }
             "--db" => opts.db = Some(value),
             "--nodes" => opts.nodes = value.parse().map_err(|_| usage)?,

@@ -228,6 +228,7 @@ fn the_graph_of_a_running_run_has_wildcards_after_nodes_that_may_still_grow_it()
 }
 
 #[test]
+#[ignore = "needs Graphviz's `dot` (run with --include-ignored; .ci/run does)"]
 fn graphs_render_as_svg_with_graphviz() {
     let env = Env::new();
     let out = env.run(&["run", "countdown", "--input", r#"{"n": 2}"#]);

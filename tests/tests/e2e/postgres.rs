@@ -11,32 +11,37 @@ use crate::recovery::kill_and_recover_in;
 use crate::support::{Env, text};
 
 #[test]
+#[ignore = "needs PostgreSQL (run with --include-ignored; .ci/run does)"]
 fn a_killed_pool_run_on_postgresql_recovers_without_redoing_finished_work() {
-    let Some(env) = Env::postgres("kill_pool") else { return };
+    let env = Env::postgres("kill_pool");
     kill_and_recover_in(&env, "pool");
 }
 
 #[test]
+#[ignore = "needs PostgreSQL (run with --include-ignored; .ci/run does)"]
 fn a_killed_inline_run_on_postgresql_recovers_without_redoing_finished_work() {
-    let Some(env) = Env::postgres("kill_inline") else { return };
+    let env = Env::postgres("kill_inline");
     kill_and_recover_in(&env, "inline");
 }
 
 #[test]
+#[ignore = "needs PostgreSQL (run with --include-ignored; .ci/run does)"]
 fn two_recovers_at_once_on_postgresql_drive_an_interrupted_run_once() {
-    let Some(env) = Env::postgres("two_recovers") else { return };
+    let env = Env::postgres("two_recovers");
     two_recovers_at_once_in(&env);
 }
 
 #[test]
+#[ignore = "needs PostgreSQL (run with --include-ignored; .ci/run does)"]
 fn an_orchestrator_that_lost_its_lease_on_postgresql_stops_without_writing() {
-    let Some(env) = Env::postgres("lost_lease") else { return };
+    let env = Env::postgres("lost_lease");
     lost_lease_in(&env);
 }
 
 #[test]
+#[ignore = "needs PostgreSQL (run with --include-ignored; .ci/run does)"]
 fn waiting_workers_on_postgresql_take_each_queued_node_once() {
-    let Some(env) = Env::postgres("workers") else { return };
+    let env = Env::postgres("workers");
     // Two workers wait on the queue before anything is on it.
     let workers: Vec<_> = (0..2).map(|_| env.spawn(&["worker", "--queue", "gpu", "--slots", "2"])).collect();
     let started = Instant::now();

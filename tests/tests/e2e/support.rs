@@ -32,11 +32,10 @@ impl Env {
         Self { _dir: dir, db, work }
     }
 
-    /// An environment whose database is a fresh PostgreSQL database; `None` (the test is
-    /// skipped, after saying why) where there is no PostgreSQL server and none is required.
-    pub(crate) fn postgres(hint: &str) -> Option<Self> {
-        let url = salt_testkit::postgres::database(hint)?;
-        Some(Self { db: PathBuf::from(url), ..Self::new() })
+    /// An environment whose database is a fresh PostgreSQL database; panics, saying why, where
+    /// there is no PostgreSQL server.
+    pub(crate) fn postgres(hint: &str) -> Self {
+        Self { db: PathBuf::from(salt_testkit::postgres::database(hint)), ..Self::new() }
     }
 
     /// The marker folder, as the `dir` input of the flows.
