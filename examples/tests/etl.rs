@@ -40,6 +40,7 @@ impl Sandbox {
 
     /// A sandbox whose database is a fresh PostgreSQL database; `None` (the test is skipped,
     /// after saying why) where there is no PostgreSQL server and none is required.
+    #[cfg(feature = "postgres")]
     fn postgres(hint: &str) -> Option<Self> {
         let db = salt_testkit::postgres::database(hint)?;
         Some(Self { db, ..Self::new() })
@@ -201,6 +202,7 @@ fn etl_gives_the_same_report_with_every_attempt_in_its_own_process() {
 }
 
 #[test]
+#[cfg(feature = "postgres")]
 fn etl_runs_on_postgresql_and_every_command_reads_it_there() {
     let Some(sandbox) = Sandbox::postgres("etl") else { return };
     check_etl(&sandbox, &["--executor", "pool"], "pool");
