@@ -40,6 +40,7 @@ impl Sandbox {
 
     /// A sandbox whose database is a fresh PostgreSQL database; panics, saying why, where there
     /// is no PostgreSQL server.
+    #[cfg(feature = "postgres")]
     fn postgres(hint: &str) -> Self {
         Self { db: salt_testkit::postgres::database(hint), ..Self::new() }
     }
@@ -201,6 +202,7 @@ fn etl_gives_the_same_report_with_every_attempt_in_its_own_process() {
 
 #[test]
 #[ignore = "needs PostgreSQL (run with --include-ignored; .ci/run does)"]
+#[cfg(feature = "postgres")]
 fn etl_runs_on_postgresql_and_every_command_reads_it_there() {
     let sandbox = Sandbox::postgres("etl");
     check_etl(&sandbox, &["--executor", "pool"], "pool");

@@ -15,6 +15,7 @@ mod executor;
 pub mod logging;
 pub mod model;
 pub mod ops;
+#[cfg(feature = "postgres")]
 pub mod pg;
 pub mod plan;
 pub mod progress;

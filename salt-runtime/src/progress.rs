@@ -3,9 +3,13 @@
 //!
 //! [`Runner::subscribe`]: crate::runner::Runner::subscribe
 
-use std::io::{IsTerminal, Write as _};
+#[cfg(feature = "progress")]
+use std::io::IsTerminal as _;
+use std::io::Write as _;
+#[cfg(feature = "progress")]
 use std::time::Duration;
 
+#[cfg(feature = "progress")]
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use tokio::sync::broadcast;
@@ -31,13 +35,15 @@ pub enum Progress {
     /// Nothing (library use, benchmarks).
     #[default]
     Quiet,
-    /// A live line on a terminal, plain lines otherwise; on stderr.
+    /// A live line on a terminal, plain lines otherwise; on stderr. Plain lines always in a
+    /// binary built without the `progress` feature of `salt`.
     Auto,
 }
 
 pub(crate) fn observer(progress: Progress) -> Box<dyn Observer> {
     match progress {
         Progress::Quiet => Box::new(Quiet),
+        #[cfg(feature = "progress")]
         Progress::Auto if std::io::stderr().is_terminal() => Box::new(Live::new()),
         Progress::Auto => Box::new(Plain::default()),
     }
@@ -120,11 +126,13 @@ impl Observer for Plain {
 
 /// A spinner line with counts by state, what is running and the elapsed time; failures and
 /// retries are printed above it.
+#[cfg(feature = "progress")]
 struct Live {
     bar: ProgressBar,
     announced: Announced,
 }
 
+#[cfg(feature = "progress")]
 impl Live {
     fn new() -> Self {
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(10));
@@ -136,6 +144,7 @@ impl Live {
     }
 }
 
+#[cfg(feature = "progress")]
 impl Observer for Live {
     fn queued(&mut self, id: NodeId, task: &str, queue: &str) {
         if let Some(line) = self.announced.line(id, task, queue) {

@@ -12,6 +12,7 @@
 //! Nothing outside the backends knows which database it talks to: [`open`] takes a path or a
 //! URL and returns a `Box<dyn Store>`.
 
+#[cfg(feature = "postgres")]
 mod postgres;
 mod sqlite;
 #[cfg(test)]
@@ -24,6 +25,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::Value;
 
+#[cfg(feature = "postgres")]
 pub use self::postgres::{PgStore, READY_CHANNEL, migrate as migrate_postgres};
 pub use self::sqlite::SqliteStore;
 use crate::error::{Error, StoreError};
@@ -71,7 +73,10 @@ fn is_scheme(s: &str) -> bool {
 pub fn open(url: &str) -> Result<Box<dyn Store>, StoreError> {
     match Location::parse(url)? {
         Location::Sqlite(path) => Ok(Box::new(SqliteStore::open(&path)?)),
+        #[cfg(feature = "postgres")]
         Location::Postgres(url) => Ok(Box::new(PgStore::open(&url)?)),
+        #[cfg(not(feature = "postgres"))]
+        Location::Postgres(url) => Err(without_postgres(url)),
     }
 }
 
@@ -80,8 +85,21 @@ pub fn open(url: &str) -> Result<Box<dyn Store>, StoreError> {
 pub fn open_read_only(url: &str) -> Result<Box<dyn Store>, StoreError> {
     match Location::parse(url)? {
         Location::Sqlite(path) => Ok(Box::new(SqliteStore::open_read_only(&path)?)),
+        #[cfg(feature = "postgres")]
         Location::Postgres(url) => Ok(Box::new(PgStore::open_read_only(&url)?)),
+        #[cfg(not(feature = "postgres"))]
+        Location::Postgres(url) => Err(without_postgres(url)),
     }
+}
+
+/// The refusal of a `postgres://` URL by a binary built without PostgreSQL. Only its scheme is
+/// repeated: the rest may hold a password.
+#[cfg(not(feature = "postgres"))]
+fn without_postgres(url: String) -> StoreError {
+    let url = format!("{}://…", url.split_once("://").map_or("postgres", |(scheme, _)| scheme));
+    let reason = "this binary was built without the `postgres` feature of `salt`; \
+                  enable it (`salt = { features = [\"postgres\"] }`) or use a SQLite path";
+    StoreError::Unsupported { url, reason: reason.to_string() }
 }
 
 /// A new orchestrator identity, `host:pid:scope:start:random`, unique across machines and
@@ -364,6 +382,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 #[derive(Debug)]
 enum News {
     /// PostgreSQL's notifications.
+    #[cfg(feature = "postgres")]
     Notify(crate::pg::Listener),
     /// A thread that looks into a SQLite file after each commit of another connection.
     Local(tokio::sync::Mutex<tokio::sync::mpsc::Receiver<()>>),
@@ -378,12 +397,15 @@ impl News {
 /// Tells a claimer that entries of its queue may have become ready (see [`Store::watch_queue`]).
 #[derive(Debug)]
 pub struct QueueWatch {
+    /// The queue, to pick its notifications out of a connection's (PostgreSQL's only).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     queue: String,
     news: News,
 }
 
 impl QueueWatch {
     /// A watch on PostgreSQL's notifications of ready entries.
+    #[cfg(feature = "postgres")]
     pub(crate) fn notified_by(queue: &str, listener: crate::pg::Listener) -> Self {
         Self { queue: queue.to_string(), news: News::Notify(listener) }
     }
@@ -397,6 +419,7 @@ impl QueueWatch {
     /// watch is broken (its connection closed), after which the claimer polls.
     pub async fn notified(&self) -> bool {
         match &self.news {
+            #[cfg(feature = "postgres")]
             News::Notify(listener) => loop {
                 match listener.recv().await {
                     Some(n) if n.payload() == self.queue => return true,
@@ -418,6 +441,7 @@ pub struct ResultWatch {
 
 impl ResultWatch {
     /// A watch on PostgreSQL's notifications of results.
+    #[cfg(feature = "postgres")]
     pub(crate) fn notified_by(listener: crate::pg::Listener) -> Self {
         Self { news: News::Notify(listener) }
     }
@@ -432,6 +456,7 @@ impl ResultWatch {
     /// orchestrator polls.
     pub async fn reported(&self) -> Result<Option<RunId>, ()> {
         match &self.news {
+            #[cfg(feature = "postgres")]
             News::Notify(listener) => match listener.recv().await {
                 Some(n) => Ok(n.payload().parse::<i64>().ok().map(RunId::new)),
                 None => Err(()),

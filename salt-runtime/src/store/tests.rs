@@ -28,11 +28,13 @@ impl Backend {
     }
 
     /// A new PostgreSQL database on the test server; panics, saying why, where there is none.
+    #[cfg(feature = "postgres")]
     pub(crate) fn postgres(hint: &str) -> Self {
         Self { url: salt_testkit::postgres::database(hint), _dir: None }
     }
 
     /// Its URL.
+    #[cfg(feature = "postgres")]
     pub(crate) fn url(&self) -> &str {
         &self.url
     }
@@ -60,6 +62,7 @@ macro_rules! on_every_backend {
                 }
             )*
         }
+        #[cfg(feature = "postgres")]
         mod postgres {
             $(
                 #[test]
@@ -739,4 +742,18 @@ fn signals_cancels_and_pauses_reach_the_orchestrator_until_consumed(b: &Backend)
     assert_eq!(seen, [(run, true, 1), (quiet_run, false, 1)]);
     assert_eq!(all[1].1.signals[0].1, "go");
     assert!(store.controls(&[]).unwrap().is_empty());
+}
+
+/// A binary built without the `postgres` feature refuses a `postgres://` URL, says why, and does
+/// not repeat the URL's password.
+#[cfg(not(feature = "postgres"))]
+#[test]
+fn without_the_postgres_feature_a_postgres_url_is_refused() {
+    for open in [super::open, super::open_read_only] {
+        let e = open("postgres://ann:hunter2@db.example/runs").map(|_| ()).unwrap_err();
+        assert!(matches!(e, StoreError::Unsupported { .. }), "{e:?}");
+        let message = e.to_string();
+        assert!(message.contains("built without the `postgres` feature of `salt`"), "{message}");
+        assert!(!message.contains("hunter2"), "{message}");
+    }
 }
