@@ -2,11 +2,10 @@
 //! (`--log-format`, `SALT_LOG_FORMAT`), filtered by `RUST_LOG`.
 
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{Env, pipeline_input, stderr, text};
+use crate::support::{Env, pipeline_input, stderr, take_over_from, text};
 
 /// A `flows run` whose orchestrator is frozen until another takes its run over, then let go:
 /// it finds its lease lost. `setup` adds options and environment to the stale orchestrator.
@@ -15,23 +14,9 @@ fn stale_orchestrator(env: &Env, setup: impl FnOnce(&mut Command)) -> Output {
     setup(&mut cmd);
     let stale = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start flows");
     env.wait_for_marker("b");
-    signal(stale.id(), "-STOP");
-    env.wait_for_state(1, "interrupted");
-    let mut recover = env.spawn(&["recover", "1"]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while env.show(1)["run"]["state"] != "running" {
-        assert!(Instant::now() < deadline, "recover never took the run");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    signal(stale.id(), "-CONT");
-    let out = stale.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let (out, mut recover) = take_over_from(env, stale);
     assert!(recover.wait().unwrap().success());
     out
-}
-
-fn signal(pid: u32, sig: &str) {
-    assert!(Command::new("kill").args([sig, &pid.to_string()]).status().unwrap().success());
 }
 
 /// The lines of stderr that are JSON objects.

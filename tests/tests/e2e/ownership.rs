@@ -1,9 +1,8 @@
 //! Who drives a run: one orchestrator at a time, by lease; and which files salt opens, how.
 
 use std::process::Command;
-use std::time::{Duration, Instant};
 
-use crate::support::{Env, FLOWS, pipeline_input, stderr, text};
+use crate::support::{Env, FLOWS, pipeline_input, stderr, take_over_from, text};
 
 const STEPS: [&str; 5] = ["a", "b", "c1", "c2", "c3"];
 
@@ -12,10 +11,6 @@ fn start_slow(env: &Env) -> std::process::Child {
     let child = env.spawn(&["run", "pipeline", "--input", &pipeline_input(&env.dir(), 600, false)]);
     env.wait_for_marker("b");
     child
-}
-
-fn signal(pid: u32, sig: &str) {
-    assert!(Command::new("kill").args([sig, &pid.to_string()]).status().unwrap().success());
 }
 
 #[test]
@@ -101,18 +96,7 @@ fn an_orchestrator_that_lost_its_lease_stops_without_writing() {
 /// `env`'s database.
 pub(crate) fn lost_lease_in(env: &Env) {
     let stale = start_slow(env);
-    // Freeze it (heartbeat thread included) until its lease expires, and take the run over.
-    signal(stale.id(), "-STOP");
-    env.wait_for_state(1, "interrupted");
-    let recover = env.spawn(&["recover", "1"]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while env.show(1)["run"]["state"] != "running" {
-        assert!(Instant::now() < deadline, "recover never took the run");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    signal(stale.id(), "-CONT");
-    let out = stale.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let (out, recover) = take_over_from(env, stale);
     assert!(stderr(&out).contains("lost the lease of run 1"), "{}", text(&out));
 
     let out = recover.wait_with_output().unwrap();

@@ -166,3 +166,26 @@ pub(crate) fn edge_set(graph: &Value) -> Vec<(u64, u64, String)> {
     edges.sort();
     edges
 }
+
+/// Sends `sig` (`-STOP`, `-CONT`, …) to process `pid`.
+pub(crate) fn signal(pid: u32, sig: &str) {
+    assert!(Command::new("kill").args([sig, &pid.to_string()]).status().unwrap().success());
+}
+
+/// Freezes `stale`, the orchestrator of run 1 (heartbeat thread included), until its lease
+/// expires and a `recover` has taken the run over, then lets it go on: it finds its lease lost
+/// and exits 1. Returns its output and the running `recover`.
+pub(crate) fn take_over_from(env: &Env, stale: std::process::Child) -> (Output, std::process::Child) {
+    signal(stale.id(), "-STOP");
+    env.wait_for_state(1, "interrupted");
+    let recover = env.spawn(&["recover", "1"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while env.show(1)["run"]["state"] != "running" {
+        assert!(std::time::Instant::now() < deadline, "recover never took the run");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    signal(stale.id(), "-CONT");
+    let out = stale.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    (out, recover)
+}
