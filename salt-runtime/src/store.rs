@@ -111,7 +111,7 @@ fn without_postgres(url: String) -> StoreError {
 /// (see [`live_expiry`]).
 pub fn new_owner() -> String {
     use std::hash::{BuildHasher, Hasher};
-    let host = this_host().unwrap_or_else(|| "localhost".into());
+    let host = this_host().unwrap_or("localhost");
     // `RandomState` is seeded from the OS's randomness; a fresh one per call.
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher
@@ -122,8 +122,10 @@ pub fn new_owner() -> String {
     format!("{host}:{pid}:{scope}:{start}:{:08x}", hasher.finish() as u32)
 }
 
-fn this_host() -> Option<String> {
-    nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok())
+/// This host's name, read once: lease checks ask for it for every run they list.
+fn this_host() -> Option<&'static str> {
+    static HOST: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    HOST.get_or_init(|| nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok())).as_deref()
 }
 
 /// What this process's pids are relative to: a hash of this boot's id and of the inode of its
@@ -593,7 +595,7 @@ pub(crate) fn live_expiry(owner: Option<&str>, expires_at: Option<i64>) -> Optio
     let dead = owner.is_some_and(|owner| {
         let mut parts = owner.rsplitn(5, ':');
         let (_nonce, start, scope, pid, host) = (parts.next(), parts.next(), parts.next(), parts.next(), parts.next());
-        let here = host.is_some_and(|h| Some(h) == this_host().as_deref()) && scope.is_some() && scope == pid_scope();
+        let here = host.is_some_and(|h| Some(h) == this_host()) && scope.is_some() && scope == pid_scope();
         match (pid.and_then(|p| p.parse::<i32>().ok()), start.and_then(|s| s.parse::<u64>().ok())) {
             (Some(pid), Some(start)) if here && pid > 0 => {
                 pid != std::process::id() as i32 && (process_gone(pid) || start_time(pid).is_some_and(|s| s != start))
